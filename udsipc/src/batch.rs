@@ -1,0 +1,255 @@
+//! Turning queued messages into as few write syscalls as possible, without
+//! IO: a plan of iovecs over a staging buffer (small frames copied together)
+//! and the large bodies themselves (never copied), plus the bookkeeping of
+//! partial writes.
+//!
+//! The writer task asks the plan for iovecs, hands them to `writev`, and
+//! tells the plan how many bytes went; the plan says how many messages are
+//! now fully written.
+
+use std::collections::VecDeque;
+use std::io::IoSlice;
+
+use crate::frame::{MAX_VARINT_LEN, encode_varint};
+use crate::queue::Item;
+
+/// Frames up to this size are copied into the staging buffer.
+pub(crate) const COPY_MAX: usize = 4 * 1024;
+/// Upper bound of the staging buffer per batch.
+const STAGING_MAX: usize = 256 * 1024;
+/// Upper bound of bytes per batch.
+const BATCH_MAX: usize = 4 * 1024 * 1024;
+/// Upper bound of segments per batch.
+const SEGS_MAX: usize = 1024;
+/// iovecs handed to one `writev`.
+pub(crate) const IOV_PER_CALL: usize = 64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Seg {
+    /// `staging[start..end]`.
+    Staged { start: usize, end: usize },
+    /// The bytes of item `item` (a large body, or a large pre-framed frame).
+    Item { item: usize },
+}
+
+/// A write plan over the first `items` queued messages.
+#[derive(Debug, Default)]
+pub(crate) struct Batch {
+    staging: Vec<u8>,
+    segs: Vec<Seg>,
+    /// Byte offset (within the batch) at which each planned item ends.
+    ends: Vec<usize>,
+    /// Bytes written so far.
+    cursor: usize,
+    /// Items fully written so far.
+    completed: usize,
+}
+
+impl Batch {
+    pub(crate) fn new() -> Self {
+        Self {
+            staging: Vec::with_capacity(STAGING_MAX + COPY_MAX),
+            ..Self::default()
+        }
+    }
+
+    /// Plans the write of as many of `items` (from the front) as fit.
+    pub(crate) fn plan(&mut self, items: &VecDeque<Item>) {
+        self.staging.clear();
+        self.segs.clear();
+        self.ends.clear();
+        self.cursor = 0;
+        self.completed = 0;
+        let mut total = 0usize;
+        let mut staged_from = 0usize;
+        for (i, item) in items.iter().enumerate() {
+            let frame_len = item.frame_len();
+            if i > 0
+                && (total + frame_len > BATCH_MAX
+                    || self.segs.len() + 3 > SEGS_MAX
+                    || self.staging.len() + COPY_MAX.min(frame_len) > STAGING_MAX)
+            {
+                break;
+            }
+            if frame_len <= COPY_MAX {
+                if !item.framed {
+                    let mut prefix = [0u8; MAX_VARINT_LEN];
+                    let n = encode_varint(item.bytes.len() as u64, &mut prefix);
+                    self.staging.extend_from_slice(&prefix[..n]);
+                }
+                self.staging.extend_from_slice(&item.bytes);
+            } else {
+                if !item.framed {
+                    let mut prefix = [0u8; MAX_VARINT_LEN];
+                    let n = encode_varint(item.bytes.len() as u64, &mut prefix);
+                    self.staging.extend_from_slice(&prefix[..n]);
+                }
+                if self.staging.len() > staged_from {
+                    self.segs.push(Seg::Staged {
+                        start: staged_from,
+                        end: self.staging.len(),
+                    });
+                    staged_from = self.staging.len();
+                }
+                self.segs.push(Seg::Item { item: i });
+            }
+            total += frame_len;
+            self.ends.push(total);
+        }
+        if self.staging.len() > staged_from {
+            self.segs.push(Seg::Staged {
+                start: staged_from,
+                end: self.staging.len(),
+            });
+        }
+    }
+
+    /// Messages in the plan.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Bytes in the plan.
+    pub(crate) fn total(&self) -> usize {
+        self.ends.last().copied().unwrap_or(0)
+    }
+
+    /// Whether every planned byte was written.
+    pub(crate) fn is_done(&self) -> bool {
+        self.cursor >= self.total()
+    }
+
+    /// Messages fully written so far.
+    pub(crate) fn completed(&self) -> usize {
+        self.completed
+    }
+
+    /// Fills `out` with the iovecs of the unwritten rest; returns how many.
+    pub(crate) fn iovecs<'a>(
+        &'a self,
+        items: &'a VecDeque<Item>,
+        out: &mut [IoSlice<'a>],
+    ) -> usize {
+        let mut skip = self.cursor;
+        let mut n = 0;
+        for seg in &self.segs {
+            if n == out.len() {
+                break;
+            }
+            let bytes: &'a [u8] = match *seg {
+                Seg::Staged { start, end } => &self.staging[start..end],
+                Seg::Item { item } => &items[item].bytes,
+            };
+            if skip >= bytes.len() {
+                skip -= bytes.len();
+                continue;
+            }
+            out[n] = IoSlice::new(&bytes[skip..]);
+            skip = 0;
+            n += 1;
+        }
+        n
+    }
+
+    /// Records that `written` more bytes went out; returns how many messages
+    /// that completed.
+    pub(crate) fn advance(&mut self, written: usize) -> usize {
+        self.cursor += written;
+        let before = self.completed;
+        while self.completed < self.ends.len() && self.ends[self.completed] <= self.cursor {
+            self.completed += 1;
+        }
+        self.completed - before
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn items(sizes: &[usize]) -> VecDeque<Item> {
+        sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| Item {
+                bytes: Bytes::from(vec![i as u8; n]),
+                framed: false,
+            })
+            .collect()
+    }
+
+    fn expected(items: &VecDeque<Item>, count: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        for it in items.iter().take(count) {
+            crate::frame::encode_frame(&it.bytes, &mut out);
+        }
+        out
+    }
+
+    fn drain(batch: &mut Batch, items: &VecDeque<Item>, chunk: usize) -> Vec<u8> {
+        let mut wire = Vec::new();
+        while !batch.is_done() {
+            let mut iov = [IoSlice::new(&[]); IOV_PER_CALL];
+            let n = batch.iovecs(items, &mut iov);
+            let mut budget = chunk;
+            let mut wrote = 0;
+            for s in &iov[..n] {
+                let take = s.len().min(budget);
+                wire.extend_from_slice(&s[..take]);
+                budget -= take;
+                wrote += take;
+                if budget == 0 {
+                    break;
+                }
+            }
+            batch.advance(wrote);
+        }
+        wire
+    }
+
+    #[test]
+    fn mixed_sizes_produce_the_exact_frame_stream_under_any_partial_write() {
+        let its = items(&[1, 5000, 3, 0, 70_000, 2, 4096, 4097]);
+        for chunk in [1, 7, 100, 4096, 1 << 20] {
+            let mut b = Batch::new();
+            b.plan(&its);
+            assert_eq!(b.len(), its.len());
+            let wire = drain(&mut b, &its, chunk);
+            assert_eq!(wire, expected(&its, its.len()), "chunk {chunk}");
+            assert_eq!(b.completed(), its.len());
+        }
+    }
+
+    #[test]
+    fn completion_counts_only_whole_frames() {
+        let its = items(&[10, 10]);
+        let mut b = Batch::new();
+        b.plan(&its);
+        assert_eq!(b.advance(10), 0); // 11 bytes make the first frame
+        assert_eq!(b.advance(1), 1);
+        assert_eq!(b.advance(10), 0);
+        assert_eq!(b.advance(1), 1);
+        assert!(b.is_done());
+    }
+
+    #[test]
+    fn plan_is_bounded() {
+        let its = items(&vec![1000; 2000]);
+        let mut b = Batch::new();
+        b.plan(&its);
+        assert!(b.len() < 2000 && b.len() > 100);
+        assert!(b.total() <= STAGING_MAX + COPY_MAX);
+        let wire = drain(&mut b, &its, usize::MAX);
+        assert_eq!(wire, expected(&its, b.len()));
+    }
+
+    #[test]
+    fn first_item_is_always_planned_even_if_huge() {
+        let its = items(&[BATCH_MAX + 5]);
+        let mut b = Batch::new();
+        b.plan(&its);
+        assert_eq!(b.len(), 1);
+    }
+}

@@ -1,0 +1,314 @@
+//! One accepted connection on the Reader side: read, parse every complete
+//! frame in the buffer, call the handler on each body in place, repeat.
+//!
+//! This module owns the per-connection buffer and the Go-exact classification
+//! of how a connection ends (clean close, timeout, protocol error). It does
+//! not accept connections or know about other connections.
+
+use std::io;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use tokio::net::UnixStream;
+use tokio::sync::watch;
+use tokio::time::{Instant, sleep};
+
+use crate::error::{HandlerError, ReadStage, ReaderError};
+use crate::frame::{FrameDecoder, Next, decode_varint};
+use crate::reader::{Phase, ReaderInner};
+
+/// A new connection's buffer: small, so idle connections cost little.
+pub(crate) const INITIAL_BUF: usize = 8 * 1024;
+/// Reads that keep filling the buffer grow it up to this (for throughput).
+pub(crate) const STREAM_BUF: usize = 256 * 1024;
+/// An enlarged, empty buffer shrinks back after this much quiet.
+const SHRINK_AFTER: Duration = Duration::from_millis(250);
+
+/// The read buffer: `data[start..end]` holds unparsed bytes.
+#[derive(Debug)]
+pub(crate) struct ConnBuf {
+    data: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// The last read filled all the space it was given.
+    filled_last_read: bool,
+}
+
+impl ConnBuf {
+    pub(crate) fn new() -> Self {
+        Self {
+            data: vec![0; INITIAL_BUF],
+            start: 0,
+            end: 0,
+            filled_last_read: false,
+        }
+    }
+
+    pub(crate) fn filled(&self) -> &[u8] {
+        &self.data[self.start..self.end]
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.data.len()
+    }
+
+    pub(crate) fn consume(&mut self, n: usize) {
+        self.start += n;
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    pub(crate) fn spare(&mut self) -> &mut [u8] {
+        &mut self.data[self.end..]
+    }
+
+    pub(crate) fn commit(&mut self, n: usize, offered: usize) {
+        self.end += n;
+        self.filled_last_read = n == offered;
+    }
+
+    /// Makes room for the next read. `frame_len` is the size of the frame at
+    /// the front, when its prefix is known.
+    pub(crate) fn make_room(&mut self, frame_len: Option<usize>, decoder: &FrameDecoder) {
+        let buffered = self.end - self.start;
+        let mut want = self.data.len();
+        if let Some(total) = frame_len {
+            if total > self.data.len() {
+                want = decoder.grow_hint(buffered, total).max(self.data.len());
+            }
+        }
+        if self.filled_last_read && self.data.len() < STREAM_BUF {
+            want = want.max((self.data.len() * 2).min(STREAM_BUF));
+        }
+        // Move the partial frame to the front when the tail is short.
+        let tail = self.data.len() - self.end;
+        if self.start > 0 && (tail < self.data.len() / 4 || want > self.data.len()) {
+            self.data.copy_within(self.start..self.end, 0);
+            self.start = 0;
+            self.end = buffered;
+        }
+        if want > self.data.len() {
+            self.data.resize(want, 0);
+        }
+    }
+
+    /// Gives back an enlarged buffer's memory when it holds nothing.
+    pub(crate) fn shrink(&mut self) {
+        if self.is_empty() && self.data.len() > INITIAL_BUF {
+            self.data = vec![0; INITIAL_BUF];
+            self.start = 0;
+            self.end = 0;
+            self.filled_last_read = false;
+        }
+    }
+}
+
+/// How a connection ended.
+enum End {
+    /// Clean close, idle timeout, drained, or forced stop: not an error.
+    Quiet,
+    /// Counted in `errors` and reported.
+    Error(ReaderError),
+}
+
+/// Serves one connection until it ends.
+pub(crate) async fn serve(
+    stream: UnixStream,
+    inner: Arc<ReaderInner>,
+    mut phase: watch::Receiver<Phase>,
+) {
+    if let End::Error(e) = run(&stream, &inner, &mut phase).await {
+        inner.report(e);
+    }
+}
+
+async fn run(stream: &UnixStream, inner: &ReaderInner, phase: &mut watch::Receiver<Phase>) -> End {
+    let decoder = FrameDecoder::new(inner.config.max_message_size);
+    let timeout = inner.config.inactivity_timeout;
+    let mut buf = ConnBuf::new();
+    let deadline = sleep(timeout);
+    tokio::pin!(deadline);
+    let shrink = sleep(SHRINK_AFTER);
+    tokio::pin!(shrink);
+    let mut draining = *phase.borrow() != Phase::Running;
+
+    loop {
+        // Parse every complete frame before reading again.
+        let mut frames = 0u64;
+        let mut received = 0u64;
+        let frame_len = loop {
+            match decoder.decode(buf.filled()) {
+                Ok(Next::Frame { body, consumed }) => {
+                    if !body.is_empty() {
+                        match call(inner, &buf.filled()[body]) {
+                            Ok(()) => received += 1,
+                            Err(e) => inner.report(ReaderError::Handler(e)),
+                        }
+                    }
+                    frames += 1;
+                    buf.consume(consumed);
+                }
+                Ok(Next::NeedMore { frame_len }) => break frame_len,
+                Err(e) => {
+                    inner.counters.received.fetch_add(received, Relaxed);
+                    return End::Error(ReaderError::Protocol(e));
+                }
+            }
+        };
+        if received > 0 {
+            inner.counters.received.fetch_add(received, Relaxed);
+        }
+        if frames > 0 {
+            // As in Go, the inactivity deadline covers one whole frame and
+            // restarts when a frame is complete.
+            deadline.as_mut().reset(Instant::now() + timeout);
+        }
+        if *phase.borrow() == Phase::Forced {
+            return End::Quiet;
+        }
+
+        buf.make_room(frame_len, &decoder);
+        let spare = buf.spare();
+        let offered = spare.len();
+        match stream.try_read(spare) {
+            Ok(0) => {
+                return match decoder.finish(buf.filled()) {
+                    Ok(()) => End::Quiet,
+                    Err(e) => End::Error(ReaderError::Protocol(e)),
+                };
+            }
+            Ok(n) => {
+                buf.commit(n, offered);
+                // Stay fair to other connections on this worker.
+                tokio::task::consume_budget().await;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if draining && buf.is_empty() {
+                    // Everything the peer had sent, including what sat in the
+                    // kernel buffer, has been delivered.
+                    return End::Quiet;
+                }
+                let idle_big = buf.is_empty() && buf.capacity() > INITIAL_BUF;
+                if idle_big {
+                    shrink.as_mut().reset(Instant::now() + SHRINK_AFTER);
+                }
+                tokio::select! {
+                    biased;
+                    changed = phase.changed() => {
+                        let now = if changed.is_ok() { *phase.borrow_and_update() } else { Phase::Forced };
+                        if now == Phase::Forced {
+                            return End::Quiet;
+                        }
+                        draining = now == Phase::Draining;
+                    }
+                    ready = stream.readable() => {
+                        if let Err(source) = ready {
+                            return End::Error(ReaderError::Read { stage: stage(buf.filled()), source });
+                        }
+                    }
+                    () = &mut deadline, if !draining => return on_timeout(buf.filled(), timeout),
+                    () = &mut shrink, if idle_big => buf.shrink(),
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(source) => {
+                return End::Error(ReaderError::Read {
+                    stage: stage(buf.filled()),
+                    source,
+                });
+            }
+        }
+    }
+}
+
+fn call(inner: &ReaderInner, body: &[u8]) -> Result<(), HandlerError> {
+    match catch_unwind(AssertUnwindSafe(|| (inner.handler)(body))) {
+        Ok(result) => result,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "non-string panic".to_owned());
+            Err(format!("handler panicked: {what}").into())
+        }
+    }
+}
+
+fn stage(buffered: &[u8]) -> ReadStage {
+    match decode_varint(buffered) {
+        Ok(Some(_)) => ReadStage::Body,
+        _ => ReadStage::Prefix,
+    }
+}
+
+/// Go-exact: a timeout while waiting for (or inside) a prefix closes quietly;
+/// a timeout inside a body is an error.
+fn on_timeout(buffered: &[u8], timeout: Duration) -> End {
+    match decode_varint(buffered) {
+        Ok(Some((len, prefix_len))) => End::Error(ReaderError::BodyTimeout {
+            timeout,
+            expected: len,
+            got: (buffered.len() - prefix_len) as u64,
+        }),
+        _ => End::Quiet,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buffer_grows_for_a_large_frame_by_bounded_steps() {
+        let d = FrameDecoder::new(10 << 20);
+        let mut b = ConnBuf::new();
+        let n = b.spare().len();
+        b.commit(3, n);
+        b.make_room(Some(10 << 20), &d);
+        assert!(
+            b.capacity() <= 3 + crate::frame::GROWTH_STEP,
+            "{}",
+            b.capacity()
+        );
+        assert_eq!(b.filled().len(), 3);
+    }
+
+    #[test]
+    fn full_reads_grow_to_the_stream_size_and_shrink_when_idle() {
+        let d = FrameDecoder::new(10 << 20);
+        let mut b = ConnBuf::new();
+        for _ in 0..10 {
+            let n = b.spare().len();
+            b.commit(n, n);
+            let len = b.filled().len();
+            b.consume(len);
+            b.make_room(None, &d);
+        }
+        assert_eq!(b.capacity(), STREAM_BUF);
+        let len = b.filled().len();
+        b.consume(len);
+        b.shrink();
+        assert_eq!(b.capacity(), INITIAL_BUF);
+    }
+
+    #[test]
+    fn partial_frame_moves_to_front_when_tail_is_short() {
+        let d = FrameDecoder::new(1 << 20);
+        let mut b = ConnBuf::new();
+        let n = b.spare().len();
+        b.commit(n, n);
+        b.consume(n - 2);
+        b.make_room(None, &d);
+        assert_eq!(b.filled().len(), 2);
+        assert!(b.spare().len() >= INITIAL_BUF - 2);
+    }
+}

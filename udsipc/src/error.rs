@@ -1,0 +1,326 @@
+//! Error types, one enum per concern.
+//!
+//! - [`ConfigError`]: the caller asked for something invalid (builder misuse).
+//! - [`StartError`]: a Reader could not be set up (bind, systemd, runtime).
+//! - [`ReaderError`]: what a running Reader reports to its error callback.
+//! - [`WriterError`]: what a running Writer reports to its error callback.
+//! - [`WriteError`]: a message was refused at the queue; it is handed back.
+//! - [`StopError`]: a stop did not finish cleanly.
+//!
+//! Each callback error names the Go reference's context string through
+//! `context()`, so logs can be compared across the two implementations.
+
+use std::io;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::frame::FrameError;
+
+/// The error a message handler returns; the Reader counts it, reports it to
+/// the error callback and keeps the connection open.
+pub type HandlerError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A builder was given a value it cannot work with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The socket path is empty.
+    #[error("invalid socket path: empty path")]
+    EmptyPath,
+    /// The socket path does not fit in `sockaddr_un.sun_path`.
+    #[error(
+        "invalid socket path: {path:?} is {len} bytes, longer than the platform limit of {max} bytes (sun_path)"
+    )]
+    PathTooLong {
+        /// The rejected path.
+        path: PathBuf,
+        /// Its length in bytes.
+        len: usize,
+        /// The longest path the platform accepts.
+        max: usize,
+    },
+    /// A timeout or backoff option was zero.
+    #[error("{option} must be greater than zero")]
+    ZeroDuration {
+        /// The option's builder method name.
+        option: &'static str,
+    },
+    /// A size option was zero where zero makes no sense.
+    #[error("{option} must be greater than zero")]
+    ZeroSize {
+        /// The option's builder method name.
+        option: &'static str,
+    },
+}
+
+/// A Reader could not be started.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// An option was invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The socket's parent directory could not be created.
+    #[error("failed to create the socket directory {dir:?}: {source}")]
+    CreateDir {
+        /// The directory.
+        dir: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+    /// The path exists and is not a socket; it was left untouched.
+    #[error("refusing to replace {path:?}: it exists and is not a socket")]
+    NotASocket {
+        /// The path.
+        path: PathBuf,
+    },
+    /// A live reader already answers on the path.
+    #[error("address in use: a live reader already accepts connections on {path:?}")]
+    AddrInUse {
+        /// The path.
+        path: PathBuf,
+    },
+    /// Removing a stale socket file failed.
+    #[error("failed to remove the stale socket {path:?}: {source}")]
+    RemoveStale {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+    /// `bind`/`listen` or a socket option failed.
+    #[error("failed to listen on {path:?}: {source}")]
+    Bind {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+    /// The systemd environment was present but unusable.
+    #[error("systemd integration failed: {0}")]
+    Systemd(#[from] crate::systemd::SystemdError),
+}
+
+/// Where the Reader was when it met an IO error or a timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ReadStage {
+    /// Waiting for, or inside, a length prefix.
+    Prefix,
+    /// Inside a message body.
+    Body,
+}
+
+/// A problem a running Reader met, passed to its error callback.
+///
+/// Every variant except [`ReaderError::AcceptGaveUp`] and
+/// [`ReaderError::PeerRejected`] is also counted in `errors`, as the Go
+/// reference counts them.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReaderError {
+    /// `accept` failed more times in a row than `max_accept_errors` allows;
+    /// the Reader no longer accepts connections (existing ones keep running).
+    #[error("accept failed {consecutive} times in a row, no longer accepting: {source}")]
+    AcceptGaveUp {
+        /// How many consecutive failures there were.
+        consecutive: u32,
+        /// The last failure.
+        source: io::Error,
+    },
+    /// The peer broke the framing rules; the connection was closed.
+    #[error("protocol violation, connection closed: {0}")]
+    Protocol(#[from] FrameError),
+    /// Reading from the connection failed; the connection was closed.
+    #[error("read failed inside a {stage:?}: {source}")]
+    Read {
+        /// Where in the frame the failure happened.
+        stage: ReadStage,
+        /// The cause.
+        source: io::Error,
+    },
+    /// The inactivity timeout expired in the middle of a message body; the
+    /// connection was closed (a timeout between messages is not an error).
+    #[error(
+        "inactivity timeout of {timeout:?} expired inside a message body ({got} of {expected} bytes)"
+    )]
+    BodyTimeout {
+        /// The configured inactivity timeout.
+        timeout: Duration,
+        /// The declared body length.
+        expected: u64,
+        /// How many body bytes had arrived.
+        got: u64,
+    },
+    /// The handler returned an error; the connection stays open and the
+    /// message is not counted as received.
+    #[error("handler failed to process a message: {0}")]
+    Handler(HandlerError),
+    /// A connection was refused by a Reader-side policy (peer credentials or
+    /// the connection cap) before any byte was read.
+    #[error("connection rejected: {reason}")]
+    PeerRejected {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl ReaderError {
+    /// The context string the Go reference passes to its error callback for
+    /// the same situation.
+    pub fn context(&self) -> &'static str {
+        match self {
+            Self::AcceptGaveUp { .. } => "too many consecutive failures in accept loop",
+            Self::Protocol(FrameError::TooLarge { .. }) => "message too large",
+            Self::Protocol(FrameError::TruncatedBody { .. }) | Self::BodyTimeout { .. } => {
+                "failed to read the complete message"
+            }
+            Self::Read {
+                stage: ReadStage::Body,
+                ..
+            } => "failed to read the complete message",
+            Self::Protocol(_) | Self::Read { .. } => "failed to read the length prefix",
+            Self::Handler(_) => "handler failed to process a message",
+            Self::PeerRejected { .. } => "connection rejected",
+        }
+    }
+}
+
+/// Why a write to the socket failed, as the Go reference classifies it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WriteFailure {
+    /// The socket stayed full for the whole write timeout: the reader is alive
+    /// but not keeping up (Go's `ErrBackpressure`).
+    Backpressure,
+    /// The connection is gone or was never there (Go's `ErrNoConsumer`).
+    NoConsumer,
+}
+
+/// When, in the Writer's life, a write failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WritePhase {
+    /// Normal operation.
+    Running,
+    /// Re-sending the message whose write failed, right after reconnecting.
+    RetryAfterReconnect,
+    /// Draining the queue during a graceful stop.
+    Draining,
+}
+
+/// A problem a running Writer met, passed to its error callback.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WriterError {
+    /// Connecting to the socket failed (or took longer than the dial timeout);
+    /// the Writer retries after its backoff delay.
+    #[error("failed to dial socket {path:?}: {source}")]
+    Connect {
+        /// The socket path.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+    /// A write failed; the connection was closed and the message whose write
+    /// failed is sent first on the next connection.
+    #[error("write failed ({kind:?}) while {phase:?}: {source}")]
+    Write {
+        /// Backpressure or no consumer.
+        kind: WriteFailure,
+        /// When it happened.
+        phase: WritePhase,
+        /// The cause.
+        source: io::Error,
+    },
+}
+
+impl WriterError {
+    /// The context string the Go reference passes to its error callback for
+    /// the same situation.
+    pub fn context(&self) -> &'static str {
+        match self {
+            Self::Connect { .. } => "failed to connect",
+            Self::Write { phase, .. } => match phase {
+                WritePhase::Running => "write failure",
+                WritePhase::RetryAfterReconnect => "write failure after reconnect",
+                WritePhase::Draining => "write failure during drain",
+            },
+        }
+    }
+
+    /// The write failure class, if this is a write failure.
+    pub fn write_failure(&self) -> Option<WriteFailure> {
+        match self {
+            Self::Write { kind, .. } => Some(*kind),
+            Self::Connect { .. } => Some(WriteFailure::NoConsumer),
+        }
+    }
+}
+
+/// A message the Writer did not take; the message is handed back, as tokio's
+/// `TrySendError` does.
+///
+/// `T` is `()` for [`Writer::write_message`](crate::Writer::write_message),
+/// whose caller still holds the borrowed bytes, and `Bytes` for the owned
+/// forms.
+#[derive(thiserror::Error)]
+#[non_exhaustive]
+pub enum WriteError<T> {
+    /// The queue holds `max_buffered_writes` messages; this one was dropped and
+    /// counted in `dropped` (Go's `ErrBufferFull`).
+    #[error("send buffer full")]
+    BufferFull(T),
+    /// The Writer is stopping or stopped and takes no more messages.
+    #[error("writer is stopped")]
+    Stopped(T),
+}
+
+impl<T> WriteError<T> {
+    /// The message that was not taken.
+    pub fn into_inner(self) -> T {
+        match self {
+            Self::BufferFull(t) | Self::Stopped(t) => t,
+        }
+    }
+
+    /// Whether the queue was full.
+    pub fn is_buffer_full(&self) -> bool {
+        matches!(self, Self::BufferFull(_))
+    }
+}
+
+impl<T> std::fmt::Debug for WriteError<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::BufferFull(_) => f.write_str("BufferFull(..)"),
+            Self::Stopped(_) => f.write_str("Stopped(..)"),
+        }
+    }
+}
+
+/// A stop did not finish cleanly.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StopError {
+    /// The deadline passed before draining finished. For a Writer, `discarded`
+    /// queued messages were thrown away; for a Reader, `connections` open
+    /// connections were cut.
+    #[error(
+        "graceful stop deadline exceeded: {discarded} queued message(s) discarded, {connections} connection(s) cut"
+    )]
+    DeadlineExceeded {
+        /// Messages discarded (Writer).
+        discarded: u64,
+        /// Connections cut (Reader).
+        connections: u64,
+    },
+    /// Removing the socket file at stop failed.
+    #[error("failed to remove the socket file {path:?}: {source}")]
+    Cleanup {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+}

@@ -1,0 +1,266 @@
+//! The Writer's bounded message queue.
+//!
+//! Producers push without blocking (or wait for room in the async form); the
+//! writer task takes everything queued in one lock and writes it in batches.
+//! This module owns the queue's memory: borrowed messages are copied, with
+//! their length prefix, into a shared arena so that steady-state pushes do
+//! not allocate; owned messages (`Bytes`) are queued as they are.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use tokio::sync::Notify;
+
+use crate::frame::{MAX_VARINT_LEN, encode_varint, varint_len};
+
+/// Size of each arena chunk for copied messages.
+const ARENA_CHUNK: usize = 256 * 1024;
+/// Copied frames larger than this get their own allocation instead.
+const ARENA_MAX_FRAME: usize = 16 * 1024;
+
+/// One queued message.
+#[derive(Debug, Clone)]
+pub(crate) struct Item {
+    /// The body, or the whole frame (prefix and body) when `framed`.
+    pub(crate) bytes: Bytes,
+    /// Whether `bytes` already starts with the length prefix.
+    pub(crate) framed: bool,
+}
+
+impl Item {
+    /// Prefix plus body, in bytes.
+    pub(crate) fn frame_len(&self) -> usize {
+        if self.framed {
+            self.bytes.len()
+        } else {
+            varint_len(self.bytes.len() as u64) + self.bytes.len()
+        }
+    }
+}
+
+/// Why a push was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// `capacity` messages are queued.
+    Full,
+    /// The queue was closed by a stop.
+    Closed,
+}
+
+#[derive(Debug)]
+struct State {
+    items: VecDeque<Item>,
+    arena: BytesMut,
+    closed: bool,
+}
+
+/// A bounded multi-producer, single-consumer queue of messages.
+#[derive(Debug)]
+pub(crate) struct Queue {
+    state: Mutex<State>,
+    /// Messages accepted and not yet written, failed for good or discarded
+    /// (including those the writer task has taken but not finished).
+    depth: AtomicUsize,
+    capacity: usize,
+    room_waiters: AtomicUsize,
+    data_ready: Notify,
+    room: Notify,
+}
+
+impl Queue {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self {
+            state: Mutex::new(State {
+                items: VecDeque::with_capacity(capacity.min(1024)),
+                arena: BytesMut::new(),
+                closed: false,
+            }),
+            depth: AtomicUsize::new(0),
+            capacity,
+            room_waiters: AtomicUsize::new(0),
+            data_ready: Notify::new(),
+            room: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock cannot leave the state half-made
+        // (each critical section is a push or a swap), so poisoning is ignored.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn admit(&self, st: &State) -> Result<(), Refused> {
+        if st.closed {
+            return Err(Refused::Closed);
+        }
+        if self.depth.load(Ordering::Acquire) >= self.capacity {
+            return Err(Refused::Full);
+        }
+        Ok(())
+    }
+
+    fn enqueue(&self, st: &mut State, item: Item) {
+        let was_empty = st.items.is_empty();
+        st.items.push_back(item);
+        self.depth.fetch_add(1, Ordering::AcqRel);
+        if was_empty {
+            self.data_ready.notify_one();
+        }
+    }
+
+    /// Copies `body` into the queue.
+    pub(crate) fn push_copy(&self, body: &[u8]) -> Result<(), Refused> {
+        let frame_len = varint_len(body.len() as u64) + body.len();
+        if frame_len > ARENA_MAX_FRAME {
+            // Large: copy outside the lock, then admit.
+            if self.depth.load(Ordering::Acquire) >= self.capacity {
+                return Err(Refused::Full);
+            }
+            let bytes = Bytes::copy_from_slice(body);
+            return self.push_owned(bytes).map_err(|(r, _)| r);
+        }
+        let mut st = self.lock();
+        self.admit(&st)?;
+        if st.arena.capacity() - st.arena.len() < frame_len {
+            // Reuses the chunk in place when every message cut from it has
+            // been written; otherwise starts a new chunk.
+            st.arena.reserve(ARENA_CHUNK);
+        }
+        let mut prefix = [0u8; MAX_VARINT_LEN];
+        let n = encode_varint(body.len() as u64, &mut prefix);
+        st.arena.put_slice(&prefix[..n]);
+        st.arena.put_slice(body);
+        let bytes = st.arena.split().freeze();
+        self.enqueue(
+            &mut st,
+            Item {
+                bytes,
+                framed: true,
+            },
+        );
+        Ok(())
+    }
+
+    /// Queues `body` without copying; hands it back when refused.
+    pub(crate) fn push_owned(&self, body: Bytes) -> Result<(), (Refused, Bytes)> {
+        let mut st = self.lock();
+        if let Err(r) = self.admit(&st) {
+            return Err((r, body));
+        }
+        self.enqueue(
+            &mut st,
+            Item {
+                bytes: body,
+                framed: false,
+            },
+        );
+        Ok(())
+    }
+
+    /// Waits until `try_push` might succeed (room or closed).
+    pub(crate) async fn wait_room(&self) {
+        let notified = self.room.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        self.room_waiters.fetch_add(1, Ordering::AcqRel);
+        let has_room = self.depth.load(Ordering::Acquire) < self.capacity || self.lock().closed;
+        if !has_room {
+            notified.await;
+        }
+        self.room_waiters.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Moves every queued message to the back of `into`.
+    pub(crate) fn take_all(&self, into: &mut VecDeque<Item>) {
+        let mut st = self.lock();
+        if into.is_empty() {
+            std::mem::swap(into, &mut st.items);
+        } else {
+            into.extend(st.items.drain(..));
+        }
+    }
+
+    /// Resolves when a message may have been queued since the last
+    /// `take_all` found the queue empty (or the queue was closed).
+    pub(crate) async fn data_ready(&self) {
+        self.data_ready.notified().await;
+    }
+
+    /// `n` taken messages are finished with (written, or discarded).
+    pub(crate) fn complete(&self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        self.depth.fetch_sub(n, Ordering::AcqRel);
+        if self.room_waiters.load(Ordering::Acquire) > 0 {
+            self.room.notify_waiters();
+        }
+    }
+
+    /// Refuses further pushes and wakes everyone waiting.
+    pub(crate) fn close(&self) {
+        self.lock().closed = true;
+        self.data_ready.notify_one();
+        self.room.notify_waiters();
+    }
+
+    /// Messages accepted and not yet finished with.
+    pub(crate) fn depth(&self) -> usize {
+        self.depth.load(Ordering::Acquire)
+    }
+
+    /// Drops every queued message (after a forced stop); returns how many.
+    pub(crate) fn discard_all(&self) -> usize {
+        let mut st = self.lock();
+        let n = st.items.len();
+        st.items.clear();
+        st.arena = BytesMut::new();
+        drop(st);
+        self.complete(n);
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copies_are_framed_and_full_queue_refuses() {
+        let q = Queue::new(2);
+        q.push_copy(b"ab").unwrap();
+        q.push_owned(Bytes::from_static(b"cde")).unwrap();
+        assert_eq!(q.push_copy(b"x"), Err(Refused::Full));
+        let mut out = VecDeque::new();
+        q.take_all(&mut out);
+        assert_eq!(out[0].bytes.as_ref(), &[2, b'a', b'b']);
+        assert!(out[0].framed);
+        assert_eq!(out[1].frame_len(), 4);
+        // Taken but unfinished messages still count against the capacity.
+        assert_eq!(q.push_copy(b"x"), Err(Refused::Full));
+        q.complete(2);
+        q.push_copy(b"x").unwrap();
+    }
+
+    #[test]
+    fn closed_queue_refuses_and_hands_back() {
+        let q = Queue::new(4);
+        q.close();
+        let (r, b) = q.push_owned(Bytes::from_static(b"m")).unwrap_err();
+        assert_eq!(r, Refused::Closed);
+        assert_eq!(b.as_ref(), b"m");
+    }
+
+    #[test]
+    fn large_copies_bypass_the_arena() {
+        let q = Queue::new(4);
+        let big = vec![7u8; ARENA_MAX_FRAME + 1];
+        q.push_copy(&big).unwrap();
+        let mut out = VecDeque::new();
+        q.take_all(&mut out);
+        assert!(!out[0].framed);
+        assert_eq!(out[0].bytes.len(), big.len());
+    }
+}

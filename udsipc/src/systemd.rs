@@ -1,0 +1,438 @@
+//! systemd integration: socket activation, readiness notification and
+//! `RUNTIME_DIRECTORY`, as the Go reference's `SystemdManager` does it.
+//!
+//! This module owns the environment variables systemd sets and the two
+//! kernel objects they name (the listening fd and the notify socket). It is
+//! the crate's one room with `unsafe` code: adopting fd 3 as an owned socket
+//! and unsetting the activation variables.
+//!
+//! ```
+//! use std::path::Path;
+//! use udsipc::systemd::SystemdEnv;
+//!
+//! let env = SystemdEnv::from_vars([("RUNTIME_DIRECTORY", "/run/app")]);
+//! assert!(env.is_systemd());
+//! assert_eq!(env.resolve_socket_path(Path::new("/tmp/app.sock")), Path::new("/run/app/app.sock"));
+//! ```
+
+use std::ffi::OsString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::unix::net::{UnixDatagram, UnixListener};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// The first file descriptor systemd passes (`SD_LISTEN_FDS_START`).
+pub const LISTEN_FDS_START: RawFd = 3;
+
+/// The systemd environment could not be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SystemdError {
+    /// `LISTEN_PID` is not a number.
+    #[error("invalid LISTEN_PID {0:?}")]
+    InvalidListenPid(String),
+    /// `LISTEN_PID` names another process.
+    #[error("LISTEN_PID {listen_pid} does not match current PID {pid}")]
+    ListenPidMismatch {
+        /// The value of `LISTEN_PID`.
+        listen_pid: u32,
+        /// This process.
+        pid: u32,
+    },
+    /// `LISTEN_FDS` is not a number.
+    #[error("invalid LISTEN_FDS {0:?}")]
+    InvalidListenFds(String),
+    /// More or fewer than one fd was passed and no name selects one.
+    #[error("expected 1 socket, got {0} (name the one to use with systemd_fd_name)")]
+    FdCount(usize),
+    /// No passed fd has the requested name in `LISTEN_FDNAMES`.
+    #[error("no socket named {name:?} in LISTEN_FDNAMES {names:?}")]
+    NoSuchName {
+        /// The requested name.
+        name: String,
+        /// What `LISTEN_FDNAMES` held.
+        names: String,
+    },
+    /// Another Reader in this process already took the passed socket.
+    #[error("the systemd socket (fd {0}) was already taken by another Reader")]
+    AlreadyTaken(RawFd),
+    /// The passed fd is not a listening Unix stream socket.
+    #[error("fd {fd} is not a listening Unix stream socket: {why}")]
+    NotAListener {
+        /// The fd.
+        fd: RawFd,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// Connecting to `NOTIFY_SOCKET` failed.
+    #[error("failed to connect to the systemd notify socket {addr:?}: {source}")]
+    Notify {
+        /// The value of `NOTIFY_SOCKET`.
+        addr: String,
+        /// The cause.
+        source: io::Error,
+    },
+}
+
+/// The systemd-related environment, read once.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SystemdEnv {
+    /// `RUNTIME_DIRECTORY` (first entry if systemd lists several).
+    pub runtime_directory: Option<PathBuf>,
+    /// `STATE_DIRECTORY`.
+    pub state_directory: Option<PathBuf>,
+    /// `LISTEN_FDS`.
+    pub listen_fds: Option<String>,
+    /// `LISTEN_PID`.
+    pub listen_pid: Option<String>,
+    /// `LISTEN_FDNAMES`.
+    pub listen_fdnames: Option<String>,
+    /// `NOTIFY_SOCKET`.
+    pub notify_socket: Option<String>,
+}
+
+const VARS: [&str; 6] = [
+    "RUNTIME_DIRECTORY",
+    "STATE_DIRECTORY",
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "LISTEN_FDNAMES",
+    "NOTIFY_SOCKET",
+];
+
+impl SystemdEnv {
+    /// Reads the process environment. Empty variables count as unset.
+    pub fn from_env() -> Self {
+        Self::from_vars(
+            VARS.iter()
+                .filter_map(|k| std::env::var_os(k).map(|v| (*k, v))),
+        )
+    }
+
+    /// Builds from explicit `(name, value)` pairs (for tests and embedding).
+    pub fn from_vars<K, V>(vars: impl IntoIterator<Item = (K, V)>) -> Self
+    where
+        K: AsRef<str>,
+        V: Into<OsString>,
+    {
+        let mut env = Self::default();
+        for (k, v) in vars {
+            let v: OsString = v.into();
+            if v.is_empty() {
+                continue;
+            }
+            let text = || v.to_string_lossy().into_owned();
+            match k.as_ref() {
+                "RUNTIME_DIRECTORY" => {
+                    // systemd joins several RuntimeDirectory= entries with ':'.
+                    let first = text().split(':').next().unwrap_or_default().to_owned();
+                    env.runtime_directory = Some(PathBuf::from(first));
+                }
+                "STATE_DIRECTORY" => env.state_directory = Some(PathBuf::from(&v)),
+                "LISTEN_FDS" => env.listen_fds = Some(text()),
+                "LISTEN_PID" => env.listen_pid = Some(text()),
+                "LISTEN_FDNAMES" => env.listen_fdnames = Some(text()),
+                "NOTIFY_SOCKET" => env.notify_socket = Some(text()),
+                _ => {}
+            }
+        }
+        env
+    }
+
+    /// Whether the process runs under systemd, by the Go reference's rule:
+    /// any of `RUNTIME_DIRECTORY`, `LISTEN_FDS` or `NOTIFY_SOCKET` is set.
+    pub fn is_systemd(&self) -> bool {
+        self.runtime_directory.is_some()
+            || self.listen_fds.is_some()
+            || self.notify_socket.is_some()
+    }
+
+    /// The socket path to use: `RUNTIME_DIRECTORY/<file name of fallback>`
+    /// under systemd with a runtime directory, else `fallback` (Go's
+    /// `ResolveSocketPath`).
+    pub fn resolve_socket_path(&self, fallback: &Path) -> PathBuf {
+        match (&self.runtime_directory, fallback.file_name()) {
+            (Some(dir), Some(name)) if self.is_systemd() => dir.join(name),
+            _ => fallback.to_owned(),
+        }
+    }
+
+    /// Which passed fd to use: the only one, or the one named `name` in
+    /// `LISTEN_FDNAMES`. `Ok(None)` when nothing was passed.
+    pub fn activation_fd(&self, name: Option<&str>) -> Result<Option<RawFd>, SystemdError> {
+        let Some(fds) = &self.listen_fds else {
+            return Ok(None);
+        };
+        if let Some(pid) = &self.listen_pid {
+            let listen_pid: u32 = pid
+                .trim()
+                .parse()
+                .map_err(|_| SystemdError::InvalidListenPid(pid.clone()))?;
+            let me = std::process::id();
+            if listen_pid != me {
+                return Err(SystemdError::ListenPidMismatch {
+                    listen_pid,
+                    pid: me,
+                });
+            }
+        }
+        let count: usize = fds
+            .trim()
+            .parse()
+            .map_err(|_| SystemdError::InvalidListenFds(fds.clone()))?;
+        match name {
+            None if count == 1 => Ok(Some(LISTEN_FDS_START)),
+            None => Err(SystemdError::FdCount(count)),
+            Some(name) => {
+                let names = self.listen_fdnames.clone().unwrap_or_default();
+                names
+                    .split(':')
+                    .take(count)
+                    .position(|n| n == name)
+                    .map(|i| Some(LISTEN_FDS_START + i as RawFd))
+                    .ok_or_else(|| SystemdError::NoSuchName {
+                        name: name.to_owned(),
+                        names,
+                    })
+            }
+        }
+    }
+}
+
+static ACTIVATION_FD_TAKEN: AtomicBool = AtomicBool::new(false);
+
+/// Takes ownership of the socket systemd passed (if any), checks that it is
+/// a listening Unix stream socket, marks it close-on-exec, and unsets
+/// `LISTEN_FDS`, `LISTEN_PID` and `LISTEN_FDNAMES` so children do not
+/// inherit them.
+pub(crate) fn take_activation_listener(
+    env: &SystemdEnv,
+    name: Option<&str>,
+) -> Result<Option<UnixListener>, SystemdError> {
+    let Some(fd) = env.activation_fd(name)? else {
+        return Ok(None);
+    };
+    // Check before owning: fstat fails on a closed fd, and we only adopt an
+    // open socket.
+    let stat = nix::sys::stat::fstat(fd).map_err(|e| SystemdError::NotAListener {
+        fd,
+        why: e.to_string(),
+    })?;
+    if stat.st_mode & nix::libc::S_IFMT != nix::libc::S_IFSOCK {
+        return Err(SystemdError::NotAListener {
+            fd,
+            why: "not a socket".into(),
+        });
+    }
+    if ACTIVATION_FD_TAKEN.swap(true, Ordering::SeqCst) {
+        return Err(SystemdError::AlreadyTaken(fd));
+    }
+    let owned = adopt_fd(fd);
+    if let Err(why) = check_listener(&owned) {
+        // Not ours to close: hand the fd back untouched.
+        let _ = owned.into_raw_fd();
+        ACTIVATION_FD_TAKEN.store(false, Ordering::SeqCst);
+        return Err(SystemdError::NotAListener { fd, why });
+    }
+    let _ = nix::fcntl::fcntl(
+        owned.as_raw_fd(),
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    );
+    unset_activation_env();
+    let listener = UnixListener::from(owned);
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| SystemdError::NotAListener {
+            fd,
+            why: e.to_string(),
+        })?;
+    Ok(Some(listener))
+}
+
+#[allow(unsafe_code)]
+fn adopt_fd(fd: RawFd) -> OwnedFd {
+    // SAFETY: `fd` is open (fstat succeeded) and is a socket systemd passed to
+    // this process (LISTEN_PID matched or was absent, and the fd number comes
+    // from LISTEN_FDS). Nothing else in this process owns it: the global
+    // ACTIVATION_FD_TAKEN flag lets only one caller reach this point, and
+    // the Go-compatible contract is that the library consumes the passed fd.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+fn check_listener(fd: &OwnedFd) -> Result<(), String> {
+    use nix::sys::socket::{
+        AddressFamily, SockType, SockaddrLike, UnixAddr, getsockname, getsockopt, sockopt,
+    };
+    let ty = getsockopt(fd, sockopt::SockType).map_err(|e| e.to_string())?;
+    if ty != SockType::Stream {
+        return Err(format!("socket type is {ty:?}, not a stream"));
+    }
+    if !getsockopt(fd, sockopt::AcceptConn).map_err(|e| e.to_string())? {
+        return Err("socket is not listening".into());
+    }
+    let addr: UnixAddr =
+        getsockname(fd.as_raw_fd()).map_err(|e| format!("not a Unix socket: {e}"))?;
+    if addr.family() != Some(AddressFamily::Unix) {
+        return Err("not a Unix socket".into());
+    }
+    Ok(())
+}
+
+#[allow(unsafe_code)]
+fn unset_activation_env() {
+    for var in ["LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"] {
+        // SAFETY: std requires that no other thread reads or writes the
+        // environment concurrently. This runs once per process (guarded by
+        // ACTIVATION_FD_TAKEN), while a Reader starts, which is the moment
+        // sd_listen_fds(unset_environment=1) does the same in C services;
+        // the Reader builder documents that starting a socket-activated
+        // Reader must not race with other environment access.
+        unsafe { std::env::remove_var(var) };
+    }
+}
+
+/// A connection to systemd's notify socket (`NOTIFY_SOCKET`), path or
+/// abstract (`@name`).
+#[derive(Debug)]
+pub struct Notifier {
+    socket: UnixDatagram,
+    addr: String,
+}
+
+impl Notifier {
+    /// Connects to `addr` (a path, or `@name` for an abstract socket).
+    pub fn connect(addr: &str) -> Result<Self, SystemdError> {
+        let err = |source| SystemdError::Notify {
+            addr: addr.to_owned(),
+            source,
+        };
+        let socket = UnixDatagram::unbound().map_err(err)?;
+        if let Some(name) = addr.strip_prefix('@') {
+            connect_abstract(&socket, name).map_err(err)?;
+        } else {
+            socket.connect(addr).map_err(err)?;
+        }
+        Ok(Self {
+            socket,
+            addr: addr.to_owned(),
+        })
+    }
+
+    /// Connects to `NOTIFY_SOCKET` if the environment names one.
+    pub fn from_env(env: &SystemdEnv) -> Result<Option<Self>, SystemdError> {
+        env.notify_socket.as_deref().map(Self::connect).transpose()
+    }
+
+    /// Sends one raw notification, e.g. `"READY=1"`.
+    pub fn notify(&self, state: &str) -> io::Result<()> {
+        self.socket.send(state.as_bytes()).map(drop)
+    }
+
+    /// Sends `READY=1`.
+    pub fn ready(&self) -> io::Result<()> {
+        self.notify("READY=1")
+    }
+
+    /// Sends `STOPPING=1`.
+    pub fn stopping(&self) -> io::Result<()> {
+        self.notify("STOPPING=1")
+    }
+
+    /// Sends `STATUS=<status>`.
+    pub fn status(&self, status: &str) -> io::Result<()> {
+        self.notify(&format!("STATUS={status}"))
+    }
+
+    /// The address this notifier sends to.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn connect_abstract(socket: &UnixDatagram, name: &str) -> io::Result<()> {
+    #[cfg(target_os = "android")]
+    use std::os::android::net::SocketAddrExt;
+    #[cfg(target_os = "linux")]
+    use std::os::linux::net::SocketAddrExt;
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
+    socket.connect_addr(&addr)
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn connect_abstract(_socket: &UnixDatagram, _name: &str) -> io::Result<()> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "abstract notify sockets exist only on Linux",
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_systemd_without_its_variables() {
+        let env = SystemdEnv::from_vars([("STATE_DIRECTORY", "/var/lib/x")]);
+        assert!(!env.is_systemd());
+        assert_eq!(
+            env.resolve_socket_path(Path::new("/tmp/a.sock")),
+            Path::new("/tmp/a.sock")
+        );
+    }
+
+    #[test]
+    fn runtime_directory_takes_first_entry_and_base_name() {
+        let env = SystemdEnv::from_vars([("RUNTIME_DIRECTORY", "/run/a:/run/b")]);
+        assert_eq!(
+            env.resolve_socket_path(Path::new("/somewhere/else/app.sock")),
+            Path::new("/run/a/app.sock")
+        );
+    }
+
+    #[test]
+    fn notify_only_does_not_move_the_socket() {
+        let env = SystemdEnv::from_vars([("NOTIFY_SOCKET", "/run/systemd/notify")]);
+        assert!(env.is_systemd());
+        assert_eq!(
+            env.resolve_socket_path(Path::new("/tmp/a.sock")),
+            Path::new("/tmp/a.sock")
+        );
+    }
+
+    #[test]
+    fn activation_fd_rules() {
+        let me = std::process::id().to_string();
+        let env = SystemdEnv::from_vars([("LISTEN_FDS", "1"), ("LISTEN_PID", me.as_str())]);
+        assert_eq!(env.activation_fd(None).unwrap(), Some(3));
+        let other = SystemdEnv::from_vars([("LISTEN_FDS", "1"), ("LISTEN_PID", "1")]);
+        if std::process::id() != 1 {
+            assert!(matches!(
+                other.activation_fd(None),
+                Err(SystemdError::ListenPidMismatch { .. })
+            ));
+        }
+        let bad = SystemdEnv::from_vars([("LISTEN_FDS", "x")]);
+        assert!(matches!(
+            bad.activation_fd(None),
+            Err(SystemdError::InvalidListenFds(_))
+        ));
+        let badpid = SystemdEnv::from_vars([("LISTEN_FDS", "1"), ("LISTEN_PID", "abc")]);
+        assert!(matches!(
+            badpid.activation_fd(None),
+            Err(SystemdError::InvalidListenPid(_))
+        ));
+        let two = SystemdEnv::from_vars([("LISTEN_FDS", "2"), ("LISTEN_FDNAMES", "a:b")]);
+        assert!(matches!(
+            two.activation_fd(None),
+            Err(SystemdError::FdCount(2))
+        ));
+        assert_eq!(two.activation_fd(Some("b")).unwrap(), Some(4));
+        assert!(matches!(
+            two.activation_fd(Some("c")),
+            Err(SystemdError::NoSuchName { .. })
+        ));
+        assert_eq!(SystemdEnv::default().activation_fd(None).unwrap(), None);
+    }
+}
