@@ -1,0 +1,120 @@
+//! Helpers shared by the integration tests: temporary socket paths, a
+//! collecting handler, raw frame builders and bounded waits.
+#![allow(dead_code, unreachable_pub)]
+
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use udsipc::frame::encode_frame;
+
+/// How long any test waits for an event before failing (generous: CI
+/// machines are noisy, and nothing asserts on speed).
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// A temporary directory and a socket path inside it.
+pub struct TempSock {
+    pub dir: tempfile::TempDir,
+    pub path: PathBuf,
+}
+
+pub fn temp_sock() -> TempSock {
+    let dir = tempfile::Builder::new().prefix("udsipc").tempdir().unwrap();
+    let path = dir.path().join("t.sock");
+    TempSock { dir, path }
+}
+
+/// A handler that forwards every message to a channel.
+pub struct Collector {
+    pub rx: mpsc::Receiver<Vec<u8>>,
+    tx: mpsc::Sender<Vec<u8>>,
+}
+
+impl Collector {
+    pub fn new() -> Self {
+        let (tx, rx) = mpsc::channel();
+        Self { rx, tx }
+    }
+
+    pub fn handler(
+        &self,
+    ) -> impl Fn(&[u8]) -> Result<(), udsipc::HandlerError> + Send + Sync + 'static {
+        let tx = Mutex::new(self.tx.clone());
+        move |m: &[u8]| {
+            tx.lock().unwrap().send(m.to_vec()).unwrap();
+            Ok(())
+        }
+    }
+
+    /// Waits for exactly `n` messages.
+    pub fn take(&self, n: usize) -> Vec<Vec<u8>> {
+        (0..n)
+            .map(|i| {
+                self.rx
+                    .recv_timeout(PATIENCE)
+                    .unwrap_or_else(|_| panic!("message {i} of {n} never arrived"))
+            })
+            .collect()
+    }
+
+    /// Asserts nothing more arrived (after the reader has stopped).
+    pub fn assert_empty(&self) {
+        assert_eq!(self.rx.try_recv().ok(), None);
+    }
+}
+
+/// Collects errors reported to a callback.
+#[derive(Clone, Default)]
+pub struct Errors(pub Arc<Mutex<Vec<String>>>);
+
+impl Errors {
+    pub fn reader_callback(&self) -> impl Fn(&udsipc::ReaderError) + Send + Sync + 'static {
+        let errs = self.0.clone();
+        move |e| errs.lock().unwrap().push(format!("{} | {e}", e.context()))
+    }
+    pub fn writer_callback(&self) -> impl Fn(&udsipc::WriterError) + Send + Sync + 'static {
+        let errs = self.0.clone();
+        move |e| errs.lock().unwrap().push(format!("{} | {e}", e.context()))
+    }
+    pub fn list(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+/// Encodes messages into one wire buffer.
+pub fn frames(msgs: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for m in msgs {
+        encode_frame(m, &mut out);
+    }
+    out
+}
+
+/// Polls `cond` until it holds, for at most `PATIENCE`. Only for state that
+/// has no event to wait on (counters of another component).
+pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < PATIENCE, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Reads from `s` until EOF (or error), with a generous timeout.
+pub fn read_to_end(s: &mut std::os::unix::net::UnixStream) -> Vec<u8> {
+    use std::io::Read;
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    out
+}
+
+/// Decodes a byte stream into its complete frames and the leftover bytes.
+pub fn split_frames(wire: &[u8]) -> (Vec<Vec<u8>>, usize) {
+    let d = udsipc::frame::FrameDecoder::new(u64::MAX);
+    let mut frames = d.frames(wire);
+    let out: Vec<Vec<u8>> = frames.by_ref().map(|f| f.to_vec()).collect();
+    let rest = frames.remainder().len();
+    (out, rest)
+}
