@@ -1,0 +1,329 @@
+//! Writer behaviour over real Unix sockets, against raw listeners that read
+//! (or refuse to read) exactly as each test needs (Go: writer_test.go).
+
+mod common;
+
+use std::io::Read;
+use std::os::unix::net::UnixListener;
+use std::time::Duration;
+
+use common::*;
+use rstest::rstest;
+use udsipc::{ConfigError, Reader, StopError, WriteError, WriteFailure, Writer};
+
+const STOP: Duration = Duration::from_secs(10);
+const FAST: Duration = Duration::from_millis(20);
+
+fn writer(path: &std::path::Path) -> udsipc::WriterBuilder {
+    Writer::builder(path)
+        .initial_backoff(FAST)
+        .max_backoff(Duration::from_millis(100))
+}
+
+#[rstest]
+#[case::empty_path("", |b: udsipc::WriterBuilder| b, "empty path")]
+#[case::zero_write_timeout("/tmp/x.sock", |b: udsipc::WriterBuilder| b.write_timeout(Duration::ZERO), "write_timeout")]
+#[case::zero_dial_timeout("/tmp/x.sock", |b: udsipc::WriterBuilder| b.dial_timeout(Duration::ZERO), "dial_timeout")]
+#[case::zero_max_backoff("/tmp/x.sock", |b: udsipc::WriterBuilder| b.max_backoff(Duration::ZERO), "max_backoff")]
+#[case::zero_initial_backoff("/tmp/x.sock", |b: udsipc::WriterBuilder| b.initial_backoff(Duration::ZERO), "initial_backoff")]
+#[case::zero_capacity("/tmp/x.sock", |b: udsipc::WriterBuilder| b.max_buffered_writes(0), "max_buffered_writes")]
+fn invalid_options_are_refused(
+    #[case] path: &str,
+    #[case] set: fn(udsipc::WriterBuilder) -> udsipc::WriterBuilder,
+    #[case] names: &str,
+) {
+    let err = set(Writer::builder(path)).start().unwrap_err();
+    assert!(err.to_string().contains(names), "{err}");
+}
+
+#[test]
+fn too_long_path_is_refused() {
+    let long = format!("/tmp/{}", "y".repeat(udsipc::max_socket_path_len()));
+    assert!(matches!(
+        Writer::builder(&long).start(),
+        Err(ConfigError::PathTooLong { .. })
+    ));
+}
+
+#[test]
+fn full_queue_refuses_without_blocking_and_counts_drops() {
+    let sock = temp_sock(); // nobody listens
+    let errs = Errors::default();
+    let w = writer(&sock.path)
+        .max_buffered_writes(5)
+        .on_error(errs.writer_callback())
+        .start()
+        .unwrap();
+    for i in 0..5u8 {
+        w.write_message(&[i]).unwrap();
+    }
+    let err = w.write_message(b"six").unwrap_err();
+    assert!(err.is_buffer_full());
+    let back = w.write_bytes(vec![1, 2, 3]).unwrap_err().into_inner();
+    assert_eq!(
+        back.as_ref(),
+        &[1, 2, 3],
+        "the refused message is handed back"
+    );
+    let m = w.metrics();
+    assert_eq!((m.dropped, m.queue_depth, m.sent), (2, 5, 0));
+    eventually("a connect error", || !errs.list().is_empty());
+    assert!(
+        errs.list()[0].starts_with("failed to connect"),
+        "{:?}",
+        errs.list()
+    );
+    let err = w.stop_blocking(Duration::from_millis(50)).unwrap_err();
+    assert!(
+        matches!(err, StopError::DeadlineExceeded { discarded: 5, .. }),
+        "{err}"
+    );
+    assert_eq!(w.metrics().discarded, 5);
+    assert_eq!(w.metrics().queue_depth, 0);
+}
+
+#[test]
+fn empty_messages_are_accepted_and_not_sent() {
+    let sock = temp_sock();
+    let c = Collector::new();
+    let reader = Reader::builder(&sock.path)
+        .systemd(false)
+        .start(c.handler())
+        .unwrap();
+    let w = writer(&sock.path).start().unwrap();
+    w.write_message(b"").unwrap();
+    w.write_bytes(Vec::new()).unwrap();
+    w.write_message(b"x").unwrap();
+    assert_eq!(c.take(1), [b"x".to_vec()]);
+    w.stop_blocking(STOP).unwrap();
+    reader.stop_blocking(STOP).unwrap();
+    assert_eq!(w.metrics().sent, 1);
+    assert_eq!(reader.metrics().received, 1);
+}
+
+#[test]
+fn writes_after_stop_are_refused() {
+    let sock = temp_sock();
+    let w = writer(&sock.path).start().unwrap();
+    w.stop_blocking(STOP).unwrap();
+    assert!(matches!(
+        w.write_message(b"late"),
+        Err(WriteError::Stopped(()))
+    ));
+    w.stop_blocking(STOP).unwrap(); // idempotent
+}
+
+#[test]
+fn failed_message_is_retried_first_on_the_next_connection() {
+    let sock = temp_sock();
+    let listener = UnixListener::bind(&sock.path).unwrap();
+    let errs = Errors::default();
+    let w = writer(&sock.path)
+        .on_error(errs.writer_callback())
+        .start()
+        .unwrap();
+    let (mut first, _) = listener.accept().unwrap();
+    w.write_message(b"one").unwrap();
+    let mut buf = [0u8; 4];
+    first.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, &[3, b'o', b'n', b'e']);
+    drop(first); // the consumer goes away
+    // The next write hits a closed peer: it fails, and is retried.
+    w.write_message(b"two").unwrap();
+    w.write_message(b"three").unwrap();
+    let (mut second, _) = listener.accept().unwrap();
+    w.stop_blocking(STOP).unwrap();
+    let (got, rest) = split_frames(&read_to_end(&mut second));
+    assert_eq!(got, [b"two".to_vec(), b"three".to_vec()]);
+    assert_eq!(rest, 0);
+    let m = w.metrics();
+    assert_eq!((m.sent, m.failed, m.reconnects), (3, 1, 1));
+    let list = errs.list();
+    assert!(
+        list.iter()
+            .any(|e| e.starts_with("write failure |") && e.contains("NoConsumer")),
+        "{list:?}"
+    );
+}
+
+#[test]
+fn stalled_consumer_is_backpressure_and_nothing_is_sent_twice_or_half() {
+    let sock = temp_sock();
+    let listener = UnixListener::bind(&sock.path).unwrap();
+    let errs = Errors::default();
+    let w = writer(&sock.path)
+        .write_timeout(Duration::from_millis(100))
+        .write_buffer_size(16 * 1024)
+        .on_error(errs.writer_callback())
+        .start()
+        .unwrap();
+    let (mut stalled, _) = listener.accept().unwrap();
+    let msgs: Vec<Vec<u8>> = (0..400u32)
+        .map(|i| {
+            let mut m = i.to_be_bytes().to_vec();
+            m.resize(1000, (i % 251) as u8);
+            m
+        })
+        .collect();
+    for m in &msgs {
+        w.write_message(m).unwrap();
+    }
+    // Never read the first connection: the write times out and the writer
+    // moves to a new connection.
+    let (mut second, _) = listener.accept().unwrap();
+    let reader_thread = std::thread::spawn(move || read_to_end(&mut second));
+    w.stop_blocking(STOP).unwrap();
+    let first_bytes = read_to_end(&mut stalled);
+    let second_bytes = reader_thread.join().unwrap();
+    let (mut delivered, leftover) = split_frames(&first_bytes);
+    assert!(leftover > 0 || !delivered.is_empty());
+    let (more, rest) = split_frames(&second_bytes);
+    assert_eq!(rest, 0);
+    delivered.extend(more);
+    assert_eq!(
+        delivered, msgs,
+        "every message exactly once, whole, in order"
+    );
+    let m = w.metrics();
+    assert_eq!(m.sent, 400);
+    assert!(m.failed >= 1);
+    let list = errs.list();
+    assert!(list.iter().any(|e| e.contains("Backpressure")), "{list:?}");
+    let e = udsipc::WriterError::Write {
+        kind: WriteFailure::Backpressure,
+        phase: udsipc::WritePhase::Running,
+        source: std::io::Error::other("x"),
+    };
+    assert_eq!(e.write_failure(), Some(WriteFailure::Backpressure));
+}
+
+#[test]
+fn stop_drains_through_a_reconnect() {
+    let sock = temp_sock();
+    let w = writer(&sock.path).start().unwrap();
+    for i in 0..100u8 {
+        w.write_message(&[i]).unwrap();
+    }
+    // The reader appears only after the stop began.
+    let c = Collector::new();
+    let path = sock.path.clone();
+    let handler = c.handler();
+    let starter = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        Reader::builder(&path)
+            .systemd(false)
+            .start(handler)
+            .unwrap()
+    });
+    w.stop_blocking(STOP).unwrap();
+    let reader = starter.join().unwrap();
+    let got = c.take(100);
+    assert_eq!(got, (0..100u8).map(|i| vec![i]).collect::<Vec<_>>());
+    reader.stop_blocking(STOP).unwrap();
+    assert_eq!(w.metrics().sent, 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_waits_for_room_and_never_drops() {
+    let sock = temp_sock();
+    let c = Collector::new();
+    let reader = Reader::builder(&sock.path)
+        .systemd(false)
+        .start(c.handler())
+        .unwrap();
+    let w = writer(&sock.path).max_buffered_writes(4).start().unwrap();
+    for i in 0..20_000u32 {
+        w.send(i.to_le_bytes().to_vec()).await.unwrap();
+    }
+    w.stop(STOP).await.unwrap();
+    let got = tokio::task::spawn_blocking(move || c.take(20_000))
+        .await
+        .unwrap();
+    for (i, m) in got.iter().enumerate() {
+        assert_eq!(m, &(i as u32).to_le_bytes());
+    }
+    assert_eq!(w.metrics().dropped, 0);
+    reader.stop(STOP).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_fails_once_stopped() {
+    let sock = temp_sock();
+    let w = writer(&sock.path).start().unwrap();
+    w.stop(STOP).await.unwrap();
+    let err = w.send(&b"late"[..]).await.unwrap_err();
+    assert!(matches!(err, WriteError::Stopped(ref b) if b.as_ref() == b"late"));
+}
+
+#[test]
+fn writer_connects_at_start_like_go() {
+    let sock = temp_sock();
+    let listener = UnixListener::bind(&sock.path).unwrap();
+    let w = writer(&sock.path).start().unwrap();
+    // No message queued, yet the writer dials.
+    let (mut conn, _) = listener.accept().unwrap();
+    w.stop_blocking(STOP).unwrap();
+    assert_eq!(read_to_end(&mut conn), Vec::<u8>::new());
+}
+
+#[test]
+fn large_owned_messages_arrive_whole() {
+    let sock = temp_sock();
+    let c = Collector::new();
+    let reader = Reader::builder(&sock.path)
+        .systemd(false)
+        .start(c.handler())
+        .unwrap();
+    let w = writer(&sock.path).start().unwrap();
+    let big: Vec<Vec<u8>> = (0..4u8).map(|i| vec![i; (1 << 20) + i as usize]).collect();
+    for m in &big {
+        w.write_bytes(m.clone()).unwrap();
+        w.write_message(&m[..70_000]).unwrap();
+    }
+    let got = c.take(8);
+    for (i, m) in big.iter().enumerate() {
+        assert_eq!(got[2 * i], *m);
+        assert_eq!(got[2 * i + 1], m[..70_000]);
+    }
+    w.stop_blocking(STOP).unwrap();
+    reader.stop_blocking(STOP).unwrap();
+}
+
+#[test]
+fn reconnects_after_the_reader_restarts() {
+    let sock = temp_sock();
+    let errs = Errors::default();
+    let w = writer(&sock.path)
+        .on_error(errs.writer_callback())
+        .start()
+        .unwrap();
+    let c1 = Collector::new();
+    let r1 = Reader::builder(&sock.path)
+        .systemd(false)
+        .start(c1.handler())
+        .unwrap();
+    w.write_message(b"before").unwrap();
+    assert_eq!(c1.take(1), [b"before".to_vec()]);
+    r1.stop_blocking(STOP).unwrap();
+    let c2 = Collector::new();
+    let r2 = Reader::builder(&sock.path)
+        .systemd(false)
+        .start(c2.handler())
+        .unwrap();
+    for i in 0..50u8 {
+        w.write_message(&[i]).unwrap();
+    }
+    assert_eq!(c2.take(50), (0..50u8).map(|i| vec![i]).collect::<Vec<_>>());
+    w.stop_blocking(STOP).unwrap();
+    r2.stop_blocking(STOP).unwrap();
+    assert_eq!(w.metrics().sent, 51);
+    assert!(w.metrics().reconnects >= 1);
+}
+
+#[test]
+fn drop_without_stop_discards() {
+    let sock = temp_sock();
+    let w = writer(&sock.path).start().unwrap();
+    w.write_message(b"lost").unwrap();
+    drop(w); // must not hang or panic
+}
