@@ -1,1 +1,120 @@
-//! placeholder
+//! Cross-language conformance for udsipc.
+//!
+//! Today this crate checks the wire codec against Go's own
+//! `encoding/binary` (the varint code the Go reference frames messages
+//! with), by running the small Go program in `go-varint/` with the installed
+//! `go` toolchain. The four-direction suite against the Go reference module
+//! itself is tracked separately: the Go module proxy does not serve
+//! `github.com/Psiphon-Inc/uds-ipc` from this environment.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+
+/// Why a Go helper could not be used.
+#[derive(Debug)]
+pub struct GoUnavailable(pub String);
+
+impl std::fmt::Display for GoUnavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for GoUnavailable {}
+
+/// The `go` binary to use: `$GO`, `go` on `PATH`, or `/usr/local/go/bin/go`.
+pub fn go_binary() -> Result<PathBuf, GoUnavailable> {
+    let candidates = std::env::var_os("GO")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain([PathBuf::from("go"), PathBuf::from("/usr/local/go/bin/go")]);
+    for c in candidates {
+        if Command::new(&c)
+            .arg("version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            return Ok(c);
+        }
+    }
+    Err(GoUnavailable(
+        "the Go toolchain is not installed: install Go 1.22 or newer (e.g. `apt-get install golang-go`, \
+         or the official tarball into /usr/local/go) and put `go` on PATH, or set GO=/path/to/go"
+            .into(),
+    ))
+}
+
+/// The directory of this crate (where `go-varint/` lives).
+pub fn crate_dir() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A running `go-varint` process answering one request line at a time.
+#[derive(Debug)]
+pub struct GoVarint {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl GoVarint {
+    /// Builds and starts `go-varint` (its build output goes under `target/`).
+    pub fn start() -> Result<Self, Box<dyn std::error::Error>> {
+        let go = go_binary()?;
+        let target = crate_dir().join("../target/conformance");
+        std::fs::create_dir_all(&target)?;
+        // One binary per process: tests run in parallel processes.
+        let bin = target.join(format!("go-varint-{}", std::process::id()));
+        let build = Command::new(&go)
+            .args(["build", "-o"])
+            .arg(&bin)
+            .arg(".")
+            .current_dir(crate_dir().join("go-varint"))
+            .env("GOFLAGS", "-mod=mod")
+            .output()?;
+        if !build.status.success() {
+            return Err(format!(
+                "go build of go-varint failed: {}",
+                String::from_utf8_lossy(&build.stderr)
+            )
+            .into());
+        }
+        let mut child = Command::new(&bin)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let stdin = child.stdin.take().ok_or("no stdin")?;
+        let stdout = BufReader::new(child.stdout.take().ok_or("no stdout")?);
+        Ok(Self {
+            child,
+            stdin,
+            stdout,
+        })
+    }
+
+    /// Sends one request line and returns the answer line.
+    pub fn ask(&mut self, request: &str) -> std::io::Result<String> {
+        writeln!(self.stdin, "{request}")?;
+        self.stdin.flush()?;
+        let mut line = String::new();
+        self.stdout.read_line(&mut line)?;
+        Ok(line.trim_end().to_owned())
+    }
+}
+
+impl Drop for GoVarint {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(crate_dir().join(format!(
+            "../target/conformance/go-varint-{}",
+            std::process::id()
+        )));
+    }
+}
+
+/// Lowercase hex of `bytes`.
+pub fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

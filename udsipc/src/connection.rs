@@ -191,10 +191,28 @@ async fn run(stream: &UnixStream, inner: &ReaderInner, phase: &mut watch::Receiv
                 tokio::task::consume_budget().await;
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if draining && buf.is_empty() {
-                    // Everything the peer had sent, including what sat in the
-                    // kernel buffer, has been delivered.
-                    return End::Quiet;
+                if draining {
+                    // tokio's WouldBlock may only mean "no readiness event
+                    // seen yet": ask the kernel itself before concluding
+                    // that everything the peer sent has been delivered.
+                    let spare = buf.spare();
+                    let offered = spare.len();
+                    match read_now(stream, spare) {
+                        Ok(0) => {
+                            return match decoder.finish(buf.filled()) {
+                                Ok(()) => End::Quiet,
+                                Err(e) => End::Error(ReaderError::Protocol(e)),
+                            };
+                        }
+                        Ok(n) => {
+                            buf.commit(n, offered);
+                            continue;
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock && buf.is_empty() => {
+                            return End::Quiet;
+                        }
+                        Err(_) => {}
+                    }
                 }
                 let idle_big = buf.is_empty() && buf.capacity() > INITIAL_BUF;
                 if idle_big {
@@ -227,6 +245,14 @@ async fn run(stream: &UnixStream, inner: &ReaderInner, phase: &mut watch::Receiv
             }
         }
     }
+}
+
+/// One non-blocking `recv` straight from the kernel, bypassing tokio's
+/// readiness cache.
+fn read_now(stream: &UnixStream, buf: &mut [u8]) -> io::Result<usize> {
+    use nix::sys::socket::{MsgFlags, recv};
+    use std::os::fd::AsRawFd;
+    recv(stream.as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT).map_err(io::Error::from)
 }
 
 fn call(inner: &ReaderInner, body: &[u8]) -> Result<(), HandlerError> {

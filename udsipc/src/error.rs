@@ -249,11 +249,12 @@ impl WriterError {
         }
     }
 
-    /// The write failure class, if this is a write failure.
-    pub fn write_failure(&self) -> Option<WriteFailure> {
+    /// Go's classification of the failure: a failed connect, like a broken
+    /// connection, means there is no consumer.
+    pub fn write_failure(&self) -> WriteFailure {
         match self {
-            Self::Write { kind, .. } => Some(*kind),
-            Self::Connect { .. } => Some(WriteFailure::NoConsumer),
+            Self::Write { kind, .. } => *kind,
+            Self::Connect { .. } => WriteFailure::NoConsumer,
         }
     }
 }
@@ -303,16 +304,18 @@ impl<T> std::fmt::Debug for WriteError<T> {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StopError {
-    /// The deadline passed before draining finished. For a Writer, `discarded`
-    /// queued messages were thrown away; for a Reader, `connections` open
-    /// connections were cut.
-    #[error(
-        "graceful stop deadline exceeded: {discarded} queued message(s) discarded, {connections} connection(s) cut"
-    )]
+    /// A Writer's deadline passed before its queue drained; `discarded`
+    /// queued messages were thrown away (also counted in `discarded`).
+    #[error("graceful stop deadline exceeded: {discarded} queued message(s) discarded")]
     DeadlineExceeded {
-        /// Messages discarded (Writer).
+        /// Messages discarded.
         discarded: u64,
-        /// Connections cut (Reader).
+    },
+    /// A Reader's deadline passed before its connections finished draining;
+    /// `connections` open connections were cut.
+    #[error("graceful stop deadline exceeded: {connections} open connection(s) cut")]
+    ConnectionsCut {
+        /// Connections cut.
         connections: u64,
     },
     /// Removing the socket file at stop failed.

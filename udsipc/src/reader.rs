@@ -322,10 +322,7 @@ impl ReaderInner {
             let cut = self.counters.active.load(Relaxed);
             self.phase.send_replace(Phase::Forced);
             self.wait_all_closed(None).await;
-            result = Err(StopError::DeadlineExceeded {
-                discarded: 0,
-                connections: cut,
-            });
+            result = Err(StopError::ConnectionsCut { connections: cut });
         }
         if let Some(file) = &self.owned_file {
             if let Err(source) = file.remove() {
@@ -389,18 +386,7 @@ async fn accept_loop(inner: Arc<ReaderInner>, listener: UnixListener) {
         match accepted {
             Ok((stream, _)) => {
                 consecutive = 0;
-                inner.counters.connections.fetch_add(1, Relaxed);
-                if inner.read_buffer_size > 0 {
-                    let _ = socket::set_recv_buffer(&stream, inner.read_buffer_size);
-                }
-                inner.counters.active.fetch_add(1, Relaxed);
-                let guard = ActiveGuard(Arc::clone(&inner));
-                let conn_phase = inner.phase.subscribe();
-                let conn_inner = Arc::clone(&inner);
-                tokio::spawn(async move {
-                    let _guard = guard;
-                    crate::connection::serve(stream, conn_inner, conn_phase).await;
-                });
+                spawn_connection(&inner, stream);
             }
             Err(source) => {
                 consecutive += 1;
@@ -419,8 +405,45 @@ async fn accept_loop(inner: Arc<ReaderInner>, listener: UnixListener) {
             }
         }
     }
-    // Dropping the listener here closes it: from now on connects are refused
-    // instead of waiting in a backlog nobody will accept.
+    if *phase.borrow() == Phase::Draining {
+        accept_backlog(&inner, listener);
+    }
+    // The listener is closed now: from here on connects are refused instead
+    // of waiting in a backlog nobody will accept.
+}
+
+/// At the start of a graceful stop, accepts the connections still waiting in
+/// the listen backlog, so what their writers already sent is delivered too.
+fn accept_backlog(inner: &Arc<ReaderInner>, listener: UnixListener) {
+    let Ok(listener) = listener.into_std() else {
+        return;
+    };
+    if listener.set_nonblocking(true).is_err() {
+        return;
+    }
+    while let Ok((stream, _)) = listener.accept() {
+        let adopted = stream
+            .set_nonblocking(true)
+            .and_then(|()| tokio::net::UnixStream::from_std(stream));
+        if let Ok(stream) = adopted {
+            spawn_connection(inner, stream);
+        }
+    }
+}
+
+fn spawn_connection(inner: &Arc<ReaderInner>, stream: tokio::net::UnixStream) {
+    inner.counters.connections.fetch_add(1, Relaxed);
+    if inner.read_buffer_size > 0 {
+        let _ = socket::set_recv_buffer(&stream, inner.read_buffer_size);
+    }
+    inner.counters.active.fetch_add(1, Relaxed);
+    let guard = ActiveGuard(Arc::clone(inner));
+    let phase = inner.phase.subscribe();
+    let conn_inner = Arc::clone(inner);
+    tokio::spawn(async move {
+        let _guard = guard;
+        crate::connection::serve(stream, conn_inner, phase).await;
+    });
 }
 
 /// Receives length-prefixed messages on a Unix socket (Go: `udsipc.Reader`).

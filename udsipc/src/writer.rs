@@ -264,7 +264,6 @@ impl WriterInner {
         let _ = task.await;
         Err(StopError::DeadlineExceeded {
             discarded: self.counters.discarded.load(Relaxed) - discarded_before,
-            connections: 0,
         })
     }
 

@@ -1,0 +1,3 @@
+module udsipc-rs/conformance/go-varint
+
+go 1.22

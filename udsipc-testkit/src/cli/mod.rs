@@ -1,0 +1,213 @@
+//! The `udsipc` command line: the argument grammar, exit codes, and the
+//! reporting every subcommand shares.
+//!
+//! Every subcommand follows one contract, which scripts rely on:
+//!
+//! | situation | stderr | exit code |
+//! |---|---|---|
+//! | success | ..., then one JSON object of counters as the last line | 0 |
+//! | the command ran but failed (bind refused, messages lost, stdout closed) | `error: ...`, then the JSON line if the command got as far as running | 1 |
+//! | bad arguments or unusable input (invalid hex) | clap's usage error, or `error: ...` (then the JSON line if something already ran) | 2 |
+//!
+//! Each subcommand owns its arguments, its run and its stats in its own
+//! module ([`listen`], [`send`]); this module only dispatches and turns an
+//! outcome into stderr lines and an exit code. Later subcommands
+//! (`proxy`, `bench`) become further [`Command`] variants.
+
+use std::fmt;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+mod hex;
+pub mod listen;
+mod printer;
+pub mod send;
+mod signals;
+
+const ABOUT: &str = "Send and receive udsipc messages (varint length-prefixed frames over a Unix stream socket) from the shell";
+
+const AFTER_HELP: &str = "\
+Examples:
+  # terminal 1: print every message as hex until Ctrl-C
+  udsipc listen /tmp/app.sock --format hex
+  # terminal 2: one message per line of stdin
+  printf 'hello\\nworld\\n' | udsipc send /tmp/app.sock
+
+Each subcommand writes one JSON object of counters as its last line on stderr.
+Exit codes: 0 success, 1 the command failed, 2 bad arguments or input.";
+
+/// The whole command line: `udsipc <COMMAND> ...`.
+#[derive(Debug, Parser)]
+#[command(name = "udsipc", version, about = ABOUT, after_help = AFTER_HELP)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+#[non_exhaustive]
+pub enum Command {
+    /// Receive messages on a socket and print one line per message.
+    #[command(long_about = listen::LONG_ABOUT)]
+    Listen(listen::ListenArgs),
+    /// Send messages (arguments, or lines of stdin) to a socket.
+    #[command(long_about = send::LONG_ABOUT)]
+    Send(send::SendArgs),
+}
+
+/// Parses the process arguments, runs the subcommand and returns its exit
+/// code; this is the whole `udsipc` binary.
+pub fn main() -> ExitCode {
+    run(Cli::parse())
+}
+
+/// Runs an already parsed command line: prints its report on stderr and
+/// returns its exit code.
+pub fn run(cli: Cli) -> ExitCode {
+    let outcome = match cli.command {
+        Command::Listen(args) => listen::run(args),
+        Command::Send(args) => send::run(args),
+    };
+    outcome.report()
+}
+
+/// Why a subcommand failed, which decides its exit code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CliError {
+    /// The arguments or the input cannot be used: exit code 2.
+    Usage(String),
+    /// The command ran and could not do its job: exit code 1.
+    Failed(String),
+}
+
+impl CliError {
+    /// The process exit code for this failure.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Usage(_) => 2,
+            Self::Failed(_) => 1,
+        }
+    }
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (Self::Usage(message) | Self::Failed(message)) = self;
+        // One line, always: scripts read stderr line by line.
+        f.write_str(&message.replace('\n', " "))
+    }
+}
+
+impl std::error::Error for CliError {}
+
+/// What a subcommand ended with.
+#[derive(Debug, Default)]
+pub(crate) struct Outcome {
+    /// Why it failed, if it did.
+    pub(crate) failure: Option<CliError>,
+    /// The JSON stats line, when the command got as far as running.
+    pub(crate) stats: Option<String>,
+}
+
+impl Outcome {
+    /// A failure before anything ran: no stats line.
+    pub(crate) fn early(failure: CliError) -> Self {
+        Self {
+            failure: Some(failure),
+            stats: None,
+        }
+    }
+
+    /// Prints `error: ...` (if any), then the stats line, and returns the
+    /// exit code.
+    fn report(self) -> ExitCode {
+        if let Some(failure) = &self.failure {
+            eprintln!("error: {failure}");
+        }
+        if let Some(stats) = &self.stats {
+            eprintln!("{stats}");
+        }
+        ExitCode::from(self.failure.map_or(0, |f| f.exit_code()))
+    }
+}
+
+/// Serialises a stats struct as the one-line JSON object that ends stderr.
+pub(crate) fn stats_line(stats: &impl serde::Serialize) -> String {
+    serde_json::to_string(stats).expect("stats are plain integers and always serialise")
+}
+
+/// The runtime the subcommands run on. Multi-threaded, because a `listen`
+/// handler may block on a full printer queue while other connections keep
+/// being served.
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Failed(format!("failed to start the tokio runtime: {e}")))
+}
+
+/// Parses decimal seconds (`5`, `0.5`, `1e-3`) into a duration; refuses
+/// negative, NaN and infinite values.
+pub(crate) fn parse_secs(text: &str) -> Result<Duration, String> {
+    let secs: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| "expected a number of seconds, such as 5 or 0.5".to_owned())?;
+    Duration::try_from_secs_f64(secs)
+        .map_err(|_| "expected a finite, non-negative number of seconds".to_owned())
+}
+
+/// [`parse_secs`], refusing zero.
+pub(crate) fn parse_positive_secs(text: &str) -> Result<Duration, String> {
+    match parse_secs(text)? {
+        d if d.is_zero() => Err("must be greater than zero".to_owned()),
+        d => Ok(d),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn secs_accept_integers_decimals_and_exponents() {
+        assert_eq!(parse_secs("5"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_secs("0.5"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_secs(" 1e-3 "), Ok(Duration::from_millis(1)));
+        assert_eq!(parse_secs("0"), Ok(Duration::ZERO));
+    }
+
+    #[test]
+    fn secs_refuse_negative_nan_infinite_and_words() {
+        for bad in ["-1", "NaN", "inf", "", "5s", "abc"] {
+            assert!(parse_secs(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn positive_secs_refuse_zero() {
+        assert!(parse_positive_secs("0").is_err());
+        assert!(parse_positive_secs("0.0").is_err());
+        assert_eq!(parse_positive_secs("0.25"), Ok(Duration::from_millis(250)));
+    }
+
+    #[test]
+    fn error_messages_stay_on_one_line() {
+        let e = CliError::Failed("first\nsecond".to_owned());
+        assert_eq!(e.to_string(), "first second");
+        assert_eq!(e.exit_code(), 1);
+        assert_eq!(CliError::Usage(String::new()).exit_code(), 2);
+    }
+}

@@ -1,0 +1,260 @@
+//! The printer thread: the only place `listen` writes stdout.
+//!
+//! A Reader's handler runs synchronously on a connection task, so it must
+//! not wait on a slow terminal or pipe. It formats a line and hands it over
+//! a bounded queue ([`LINE_QUEUE`] lines); only when that queue is full does
+//! the handler block, which is the backpressure we accept. The thread writes
+//! through a buffer and flushes whenever the queue is momentarily empty, so
+//! a reader of stdout sees each line promptly without a syscall per line
+//! under load.
+//!
+//! If stdout fails (say, the reading end of a pipe went away), the thread
+//! reports it once through its failure callback and keeps draining the queue
+//! without writing, so the handler never blocks on a dead printer.
+
+use std::io::{self, BufWriter, Write};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
+use std::thread::JoinHandle;
+
+/// How many formatted lines may wait for the printer.
+pub(crate) const LINE_QUEUE: usize = 65_536;
+
+/// Capacity of the buffer in front of stdout.
+const OUT_BUFFER: usize = 64 * 1024;
+
+enum Msg {
+    Line(Vec<u8>),
+    /// Everything before this has been sent: write it out and stop.
+    End,
+}
+
+/// Hands formatted lines to the printer; cheap to clone.
+#[derive(Debug, Clone)]
+pub(crate) struct LineSender(SyncSender<Msg>);
+
+impl std::fmt::Debug for Msg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Line(line) => write!(f, "Line({} bytes)", line.len()),
+            Self::End => f.write_str("End"),
+        }
+    }
+}
+
+impl LineSender {
+    /// Queues one line (its newline included), waiting while the queue is
+    /// full. A line sent after [`Printer::finish`] is dropped.
+    pub(crate) fn send(&self, line: Vec<u8>) {
+        let _ = self.0.send(Msg::Line(line));
+    }
+}
+
+/// The printer thread and the queue into it.
+#[derive(Debug)]
+pub(crate) struct Printer {
+    tx: SyncSender<Msg>,
+    thread: JoinHandle<io::Result<()>>,
+}
+
+impl Printer {
+    /// Starts the thread writing to `out`; `on_failure` runs once, on the
+    /// printer thread, if writing fails.
+    pub(crate) fn spawn<W, F>(out: W, on_failure: F) -> io::Result<Self>
+    where
+        W: Write + Send + 'static,
+        F: FnOnce() + Send + 'static,
+    {
+        Self::with_queue(out, on_failure, LINE_QUEUE)
+    }
+
+    fn with_queue<W, F>(out: W, on_failure: F, capacity: usize) -> io::Result<Self>
+    where
+        W: Write + Send + 'static,
+        F: FnOnce() + Send + 'static,
+    {
+        let (tx, rx) = sync_channel(capacity);
+        let thread = std::thread::Builder::new()
+            .name("udsipc-printer".to_owned())
+            .spawn(move || print_lines(&rx, out, on_failure))?;
+        Ok(Self { tx, thread })
+    }
+
+    /// A handle for queueing lines.
+    pub(crate) fn lines(&self) -> LineSender {
+        LineSender(self.tx.clone())
+    }
+
+    /// Writes out every line queued so far, flushes, and stops the thread.
+    ///
+    /// Call it once nothing sends any more (after the Reader has stopped);
+    /// it does not wait for senders still held elsewhere to be dropped.
+    pub(crate) fn finish(self) -> io::Result<()> {
+        // Ignored error: the thread already ended, which `join` reports.
+        let _ = self.tx.send(Msg::End);
+        drop(self.tx);
+        self.thread
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the printer thread panicked")))
+    }
+}
+
+fn print_lines<W: Write>(rx: &Receiver<Msg>, out: W, on_failure: impl FnOnce()) -> io::Result<()> {
+    let mut out = BufWriter::with_capacity(OUT_BUFFER, out);
+    let mut on_failure = Some(on_failure);
+    let mut failure: Option<io::Error> = None;
+    let mut fail = |e: io::Error, failure: &mut Option<io::Error>| {
+        if let Some(callback) = on_failure.take() {
+            callback();
+        }
+        failure.get_or_insert(e);
+    };
+    loop {
+        let msg = match rx.try_recv() {
+            Ok(msg) => msg,
+            Err(TryRecvError::Empty) => {
+                // The queue ran dry: show what we have before waiting.
+                if failure.is_none() {
+                    if let Err(e) = out.flush() {
+                        fail(e, &mut failure);
+                    }
+                }
+                match rx.recv() {
+                    Ok(msg) => msg,
+                    Err(_) => break,
+                }
+            }
+            Err(TryRecvError::Disconnected) => break,
+        };
+        match msg {
+            Msg::End => break,
+            Msg::Line(line) if failure.is_none() => {
+                if let Err(e) = out.write_all(&line) {
+                    fail(e, &mut failure);
+                }
+            }
+            Msg::Line(_) => {} // stdout is gone: drain without writing.
+        }
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => out.flush(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::mpsc::{Sender, channel};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use super::*;
+
+    /// What the printer did to its output, in order.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    enum Event {
+        Write(Vec<u8>),
+        Flush,
+    }
+
+    /// An output that reports every write and flush on a channel.
+    struct Recorder(Sender<Event>);
+
+    impl Write for Recorder {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let _ = self.0.send(Event::Write(buf.to_vec()));
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            let _ = self.0.send(Event::Flush);
+            Ok(())
+        }
+    }
+
+    /// An output whose every write fails, as a closed pipe does.
+    struct Broken(Arc<Mutex<usize>>);
+
+    impl Write for Broken {
+        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+            *self.0.lock().unwrap() += 1;
+            Err(io::ErrorKind::BrokenPipe.into())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    const WAIT: Duration = Duration::from_secs(10);
+
+    #[test]
+    fn finish_writes_every_line_in_order_then_flushes() {
+        let (tx, events) = channel();
+        let printer = Printer::spawn(Recorder(tx), || {}).unwrap();
+        let lines = printer.lines();
+        for i in 0..1000 {
+            lines.send(format!("{i}\n").into_bytes());
+        }
+        printer.finish().unwrap();
+        let events: Vec<Event> = events.try_iter().collect();
+        let written: Vec<u8> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Write(b) => Some(b.clone()),
+                Event::Flush => None,
+            })
+            .flatten()
+            .collect();
+        let expected: String = (0..1000).map(|i| format!("{i}\n")).collect();
+        assert_eq!(String::from_utf8(written).unwrap(), expected);
+        assert_eq!(events.last(), Some(&Event::Flush));
+    }
+
+    #[test]
+    fn a_line_is_flushed_as_soon_as_the_queue_runs_dry() {
+        let (tx, events) = channel();
+        let printer = Printer::spawn(Recorder(tx), || {}).unwrap();
+        printer.lines().send(b"first\n".to_vec());
+        // Not finished, nothing else queued: the line must come out anyway.
+        assert_eq!(
+            events.recv_timeout(WAIT),
+            Ok(Event::Write(b"first\n".to_vec()))
+        );
+        assert_eq!(events.recv_timeout(WAIT), Ok(Event::Flush));
+        printer.finish().unwrap();
+    }
+
+    #[test]
+    fn a_failed_output_is_reported_once_and_the_queue_keeps_draining() {
+        let writes = Arc::new(Mutex::new(0));
+        let failures = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&failures);
+        // A queue of 1: a printer that stopped draining would block the sends.
+        let printer = Printer::with_queue(
+            Broken(Arc::clone(&writes)),
+            move || {
+                counter.fetch_add(1, Ordering::Relaxed);
+            },
+            1,
+        )
+        .unwrap();
+        let lines = printer.lines();
+        for _ in 0..100 {
+            lines.send(vec![b'x'; OUT_BUFFER + 1]); // larger than the buffer: written at once
+        }
+        let err = printer.finish().unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
+        assert_eq!(failures.load(Ordering::Relaxed), 1);
+        assert_eq!(*writes.lock().unwrap(), 1, "no write after the failure");
+    }
+
+    #[test]
+    fn lines_sent_after_finish_are_dropped_without_blocking() {
+        let (tx, _events) = channel();
+        let printer = Printer::with_queue(Recorder(tx), || {}, 1).unwrap();
+        let lines = printer.lines();
+        printer.finish().unwrap();
+        for _ in 0..10 {
+            lines.send(b"late\n".to_vec());
+        }
+    }
+}

@@ -1,0 +1,335 @@
+//! `udsipc send`: run a [`udsipc::Writer`] and deliver messages given as
+//! arguments or as lines of stdin.
+//!
+//! This module owns the send arguments, turning input into messages (line
+//! splitting, `--hex`), the delivery check that decides the exit code, and
+//! the stats line. Messages are queued with [`udsipc::Writer::send`], which
+//! waits for queue room, so a fast stdin never makes the Writer drop any.
+
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use udsipc::{StopError, Writer, WriterMetrics};
+
+use super::signals::Signals;
+use super::{CliError, Outcome, hex, parse_secs, stats_line};
+
+/// The Writer's first reconnect delay: short, so a `send` started just
+/// before its listener still delivers quickly.
+pub const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
+/// The ceiling of the Writer's doubling reconnect delay.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+const STDIN_BUFFER: usize = 64 * 1024;
+
+/// `--help` text; set on the [`Command`](super::Command) variant, whose doc
+/// comment would otherwise replace it.
+pub(crate) const LONG_ABOUT: &str = "\
+Connect to SOCKET and send each MESSAGE, or, with no MESSAGE, each line of stdin (without \
+its trailing \\n or \\r\\n) as one message. Empty messages are skipped and not counted, as the \
+Go writer does. A MESSAGE that starts with '-' goes after `--`.
+
+If SOCKET is not there yet, or the connection breaks, it reconnects after 100 ms, doubling \
+up to 1 s, so a send started just before its listener still delivers quickly. Input is never \
+dropped: reading pauses while the send queue (10,000 messages) is full, for as long as no \
+listener takes them. At the end it drains the queue for up \
+to --drain-timeout, then discards the rest.
+
+stderr gets a `warning: ...` line per connect or write failure and, last, one JSON line of \
+counters: {\"sent\",\"dropped\",\"failed\",\"discarded\",\"reconnects\",\"queued\"}, where \
+`queued` is the number of non-empty messages given. Exit code 0 only if every one of them was \
+sent (sent == queued); 1 otherwise (or on SIGINT/SIGTERM, which stop reading input and drain); \
+2 for bad arguments or a line that is not hex under --hex (lines before it have been queued).";
+
+const AFTER_HELP: &str = "\
+Examples:
+  udsipc send /tmp/app.sock hello world
+  printf 'one\\ntwo\\n' | udsipc send /tmp/app.sock
+  udsipc send /tmp/app.sock --hex 00ff 48656c6c6f
+  seq 100000 | udsipc send /tmp/app.sock --drain-timeout 30";
+
+/// Arguments of `udsipc send`.
+#[derive(Debug, Clone, clap::Args)]
+#[command(after_help = AFTER_HELP)]
+pub struct SendArgs {
+    /// Socket path to connect to
+    #[arg(value_name = "SOCKET")]
+    pub socket: PathBuf,
+
+    /// Hex-decode each message (argument or line) before sending it
+    #[arg(long)]
+    pub hex: bool,
+
+    /// How long to keep delivering queued messages once the input ends (decimal seconds)
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs)]
+    pub drain_timeout: Duration,
+
+    /// Messages to send; without any, each line of stdin is one message
+    #[arg(value_name = "MESSAGE")]
+    pub messages: Vec<OsString>,
+}
+
+/// The JSON object `send` prints as its last stderr line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct SendStats {
+    /// Messages written whole to a connection.
+    pub sent: u64,
+    /// Messages the Writer's queue refused (always 0: `send` waits for room).
+    pub dropped: u64,
+    /// Failed write attempts (each message is retried on the next connection).
+    pub failed: u64,
+    /// Messages thrown away when the drain timeout passed.
+    pub discarded: u64,
+    /// Successful connections after the first one.
+    pub reconnects: u64,
+    /// Non-empty messages given (and queued).
+    pub queued: u64,
+}
+
+impl SendStats {
+    fn new(m: WriterMetrics, queued: u64) -> Self {
+        Self {
+            sent: m.sent,
+            dropped: m.dropped,
+            failed: m.failed,
+            discarded: m.discarded,
+            reconnects: m.reconnects,
+            queued,
+        }
+    }
+}
+
+/// Runs `send` to completion.
+pub(crate) fn run(args: SendArgs) -> Outcome {
+    // Arguments are checked before anything is sent.
+    let given = match decode_arguments(&args) {
+        Ok(given) => given,
+        Err(e) => return Outcome::early(e),
+    };
+    let runtime = match super::runtime() {
+        Ok(rt) => rt,
+        Err(e) => return Outcome::early(e),
+    };
+    let delivery = runtime.block_on(deliver(&args, given));
+    // A signal may have left a read of stdin blocked in the runtime's thread
+    // pool: do not wait for it.
+    runtime.shutdown_background();
+    let Delivery {
+        input,
+        stop,
+        metrics,
+        queued,
+    } = match delivery {
+        Ok(d) => d,
+        Err(e) => return Outcome::early(e),
+    };
+    let stats = SendStats::new(metrics, queued);
+    let failure = match input {
+        Err(e) => Some(e),
+        Ok(()) if stats.sent != stats.queued => Some(CliError::Failed(undelivered(
+            &stats,
+            &stop,
+            args.drain_timeout,
+        ))),
+        Ok(()) => None,
+    };
+    if let Err(e @ StopError::Cleanup { .. }) = &stop {
+        eprintln!("warning: {e}");
+    }
+    Outcome {
+        failure,
+        stats: Some(stats_line(&stats)),
+    }
+}
+
+fn undelivered(stats: &SendStats, stop: &Result<(), StopError>, drain: Duration) -> String {
+    let mut message = format!("delivered {} of {} message(s)", stats.sent, stats.queued);
+    if let Err(StopError::DeadlineExceeded { discarded }) = stop {
+        message += &format!("; {discarded} discarded when the drain timeout ({drain:?}) passed");
+    }
+    message
+}
+
+/// The MESSAGE arguments as messages (hex-decoded under `--hex`); `None`
+/// when there are none and stdin is to be read.
+fn decode_arguments(args: &SendArgs) -> Result<Option<Vec<Bytes>>, CliError> {
+    if args.messages.is_empty() {
+        return Ok(None);
+    }
+    let decoded = args.messages.iter().enumerate().map(|(i, arg)| {
+        let raw = arg.as_bytes();
+        if args.hex {
+            hex::decode(raw)
+                .map(Bytes::from)
+                .map_err(|e| CliError::Usage(format!("MESSAGE argument {}: {e}", i + 1)))
+        } else {
+            Ok(Bytes::copy_from_slice(raw))
+        }
+    });
+    decoded.collect::<Result<_, _>>().map(Some)
+}
+
+/// What a run of the Writer ended with.
+struct Delivery {
+    /// Whether all the input was read and queued.
+    input: Result<(), CliError>,
+    /// How the graceful stop went.
+    stop: Result<(), StopError>,
+    /// The final counters.
+    metrics: WriterMetrics,
+    /// Non-empty messages queued.
+    queued: u64,
+}
+
+async fn deliver(args: &SendArgs, given: Option<Vec<Bytes>>) -> Result<Delivery, CliError> {
+    let mut signals = Signals::install()?;
+    let writer = Writer::builder(&args.socket)
+        .initial_backoff(INITIAL_BACKOFF)
+        .max_backoff(MAX_BACKOFF)
+        .on_error(|e| eprintln!("warning: {e}"))
+        .start()
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    let mut queued = 0;
+    let input = tokio::select! {
+        fed = feed(&writer, given, args.hex, &mut queued) => fed,
+        signal = signals.recv() => Err(CliError::Failed(format!(
+            "interrupted by {signal}: stopped reading input"
+        ))),
+    };
+    let stop = writer.stop(args.drain_timeout).await;
+    Ok(Delivery {
+        input,
+        stop,
+        metrics: writer.metrics(),
+        queued,
+    })
+}
+
+/// Queues every message: the given ones, or one per line of stdin.
+async fn feed(
+    writer: &Writer,
+    given: Option<Vec<Bytes>>,
+    hex: bool,
+    queued: &mut u64,
+) -> Result<(), CliError> {
+    if let Some(messages) = given {
+        for msg in messages {
+            queue(writer, msg, queued).await?;
+        }
+        return Ok(());
+    }
+    let mut stdin = BufReader::with_capacity(STDIN_BUFFER, tokio::io::stdin());
+    let mut line = Vec::new();
+    for number in 1.. {
+        line.clear();
+        let read = stdin
+            .read_until(b'\n', &mut line)
+            .await
+            .map_err(|e| CliError::Failed(format!("reading stdin failed: {e}")))?;
+        if read == 0 {
+            break;
+        }
+        let body = strip_line_end(&line);
+        let msg = if hex {
+            hex::decode(body)
+                .map(Bytes::from)
+                .map_err(|e| CliError::Usage(format!("stdin line {number}: {e}")))?
+        } else {
+            Bytes::copy_from_slice(body)
+        };
+        queue(writer, msg, queued).await?;
+    }
+    Ok(())
+}
+
+/// Queues one message, waiting for room; empty messages are skipped.
+async fn queue(writer: &Writer, msg: Bytes, queued: &mut u64) -> Result<(), CliError> {
+    if msg.is_empty() {
+        return Ok(());
+    }
+    writer
+        .send(msg)
+        .await
+        .map_err(|_| CliError::Failed("the writer stopped taking messages".to_owned()))?;
+    *queued += 1;
+    Ok(())
+}
+
+/// A line without its `\n` or `\r\n` ending.
+fn strip_line_end(line: &[u8]) -> &[u8] {
+    match line.strip_suffix(b"\n") {
+        Some(line) => line.strip_suffix(b"\r").unwrap_or(line),
+        None => line, // the last line, without a newline: kept as it is
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_endings_are_stripped_once() {
+        assert_eq!(strip_line_end(b"a\n"), b"a");
+        assert_eq!(strip_line_end(b"a\r\n"), b"a");
+        assert_eq!(strip_line_end(b"a"), b"a");
+        assert_eq!(strip_line_end(b"\n"), b"");
+        assert_eq!(strip_line_end(b"a\r\r\n"), b"a\r");
+        assert_eq!(
+            strip_line_end(b"a\r"),
+            b"a\r",
+            "only \\r\\n is a line ending"
+        );
+    }
+
+    fn args(hex: bool, messages: &[&str]) -> SendArgs {
+        SendArgs {
+            socket: "/unused".into(),
+            hex,
+            drain_timeout: Duration::ZERO,
+            messages: messages.iter().map(OsString::from).collect(),
+        }
+    }
+
+    #[test]
+    fn no_arguments_means_stdin() {
+        assert_eq!(decode_arguments(&args(false, &[])), Ok(None));
+    }
+
+    #[test]
+    fn arguments_are_hex_decoded_under_hex() {
+        assert_eq!(
+            decode_arguments(&args(true, &["00ff", ""])),
+            Ok(Some(vec![Bytes::from_static(b"\x00\xff"), Bytes::new()]))
+        );
+    }
+
+    #[test]
+    fn a_bad_hex_argument_is_a_usage_error_naming_it() {
+        let err = decode_arguments(&args(true, &["00", "0g"])).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().starts_with("MESSAGE argument 2: "), "{err}");
+    }
+
+    #[test]
+    fn undelivered_names_the_discarded() {
+        let stats = SendStats {
+            sent: 1,
+            dropped: 0,
+            failed: 0,
+            discarded: 2,
+            reconnects: 0,
+            queued: 3,
+        };
+        let stop = Err(StopError::DeadlineExceeded { discarded: 2 });
+        assert_eq!(
+            undelivered(&stats, &stop, Duration::from_millis(300)),
+            "delivered 1 of 3 message(s); 2 discarded when the drain timeout (300ms) passed"
+        );
+    }
+}
