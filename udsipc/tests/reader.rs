@@ -596,3 +596,20 @@ fn stop_delivers_what_writers_sent_while_still_in_the_accept_backlog() {
     assert_eq!(c.take(1), [b"queued before accept".to_vec()]);
     assert_eq!(reader.metrics().connections, 1);
 }
+
+#[test]
+fn parent_that_is_a_file_gives_a_clear_error() {
+    let sock = temp_sock();
+    let file = sock.dir.path().join("file");
+    std::fs::write(&file, b"x").unwrap();
+    let err = Reader::builder(file.join("app.sock"))
+        .systemd(false)
+        .start(|_: &[u8]| Ok(()))
+        .unwrap_err();
+    assert!(matches!(err, StartError::CreateDir { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("failed to create the socket directory"),
+        "{err}"
+    );
+}

@@ -327,3 +327,156 @@ fn drop_without_stop_discards() {
     w.write_message(b"lost").unwrap();
     drop(w); // must not hang or panic
 }
+
+#[test]
+fn retry_message_is_sent_during_the_drain() {
+    let sock = temp_sock();
+    let listener = UnixListener::bind(&sock.path).unwrap();
+    let errs = Errors::default();
+    let w = writer(&sock.path)
+        .on_error(errs.writer_callback())
+        .start()
+        .unwrap();
+    let (first, _) = listener.accept().unwrap();
+    drop(first);
+    w.write_message(b"pending retry").unwrap();
+    // The write to the dead connection fails; the message waits for a retry.
+    eventually("the write failure", || w.metrics().failed == 1);
+    let stopper = std::thread::spawn(move || {
+        w.stop_blocking(STOP).unwrap();
+        w
+    });
+    let (mut second, _) = listener.accept().unwrap();
+    let w = stopper.join().unwrap();
+    let (got, rest) = split_frames(&read_to_end(&mut second));
+    assert_eq!((got, rest), (vec![b"pending retry".to_vec()], 0));
+    assert_eq!(w.metrics().sent, 1);
+}
+
+#[test]
+fn queued_message_survives_a_dead_connection_at_stop() {
+    let sock = temp_sock();
+    let listener = UnixListener::bind(&sock.path).unwrap();
+    let errs = Errors::default();
+    let w = writer(&sock.path)
+        .on_error(errs.writer_callback())
+        .start()
+        .unwrap();
+    let (first, _) = listener.accept().unwrap();
+    drop(first);
+    // Queued just before the stop: its write hits the dead peer (before or
+    // during the drain) and it is retried on the next connection.
+    w.write_message(b"m").unwrap();
+    let stopper = std::thread::spawn(move || {
+        let r = w.stop_blocking(STOP);
+        (w, r)
+    });
+    let (mut second, _) = listener.accept().unwrap();
+    let (w, r) = stopper.join().unwrap();
+    r.unwrap();
+    let (got, _) = split_frames(&read_to_end(&mut second));
+    assert_eq!(got, [b"m".to_vec()]);
+    assert_eq!(w.metrics().failed, 1);
+    let list = errs.list();
+    assert!(
+        list.iter()
+            .any(|e| e.starts_with("write failure") && e.contains("NoConsumer")),
+        "{list:?}"
+    );
+}
+
+#[test]
+fn small_queue_drops_the_overflow_and_delivers_the_rest() {
+    // Go: TestReaderWriterIntegration "small buffer high throughput".
+    let sock = temp_sock();
+    let w = writer(&sock.path).max_buffered_writes(15).start().unwrap();
+    let mut refused = 0;
+    for i in 0..20u8 {
+        if w.write_message(&[i]).is_err() {
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 5);
+    let c = Collector::new();
+    let reader = Reader::builder(&sock.path)
+        .systemd(false)
+        .start(c.handler())
+        .unwrap();
+    assert_eq!(c.take(15), (0..15u8).map(|i| vec![i]).collect::<Vec<_>>());
+    w.stop_blocking(STOP).unwrap();
+    reader.stop_blocking(STOP).unwrap();
+    let m = w.metrics();
+    assert_eq!((m.sent, m.dropped), (15, 5));
+}
+
+#[test]
+fn concurrent_producers_and_stops_neither_hang_nor_lose_accepted_messages() {
+    // Go: TestWriterShutdownRaceConditions.
+    let sock = temp_sock();
+    let c = Collector::new();
+    let reader = Reader::builder(&sock.path)
+        .systemd(false)
+        .start(c.handler())
+        .unwrap();
+    let w = std::sync::Arc::new(
+        writer(&sock.path)
+            .max_buffered_writes(1_000_000)
+            .start()
+            .unwrap(),
+    );
+    let producers: Vec<_> = (0..4u8)
+        .map(|p| {
+            let w = w.clone();
+            std::thread::spawn(move || {
+                let mut accepted = 0u64;
+                for i in 0..5000u32 {
+                    let mut m = vec![p];
+                    m.extend_from_slice(&i.to_be_bytes());
+                    match w.write_message(&m) {
+                        Ok(()) => accepted += 1,
+                        Err(WriteError::Stopped(())) => break,
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+                accepted
+            })
+        })
+        .collect();
+    let stoppers: Vec<_> = (0..3)
+        .map(|_| {
+            let w = w.clone();
+            std::thread::spawn(move || w.stop_blocking(STOP))
+        })
+        .collect();
+    let accepted: u64 = producers.into_iter().map(|p| p.join().unwrap()).sum();
+    for s in stoppers {
+        s.join().unwrap().unwrap();
+    }
+    assert_eq!(
+        w.metrics().sent,
+        accepted,
+        "every accepted message was sent by the drain"
+    );
+    let got = c.take(accepted as usize);
+    reader.stop_blocking(STOP).unwrap();
+    let mut next = [0u32; 4];
+    for m in got {
+        let p = m[0] as usize;
+        assert_eq!(u32::from_be_bytes(m[1..5].try_into().unwrap()), next[p]);
+        next[p] += 1;
+    }
+}
+
+#[test]
+fn defaults_are_gos() {
+    assert_eq!(udsipc::DEFAULT_MAX_BUFFERED_WRITES, 10_000);
+    assert_eq!(udsipc::DEFAULT_WRITE_TIMEOUT, Duration::from_secs(1));
+    assert_eq!(udsipc::DEFAULT_DIAL_TIMEOUT, Duration::from_secs(1));
+    assert_eq!(udsipc::DEFAULT_INITIAL_BACKOFF, Duration::from_secs(1));
+    assert_eq!(udsipc::DEFAULT_MAX_BACKOFF, Duration::from_secs(10));
+    assert_eq!(udsipc::DEFAULT_WRITE_BUFFER_SIZE, 256 * 1024);
+    assert_eq!(udsipc::DEFAULT_MAX_MESSAGE_SIZE, 10 * 1024 * 1024);
+    assert_eq!(udsipc::DEFAULT_INACTIVITY_TIMEOUT, Duration::from_secs(10));
+    assert_eq!(udsipc::DEFAULT_MAX_ACCEPT_ERRORS, 10);
+    assert_eq!(udsipc::DEFAULT_READ_BUFFER_SIZE, 256 * 1024);
+}
