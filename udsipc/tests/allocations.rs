@@ -1,0 +1,110 @@
+//! Steady state allocates nothing per message: a counting global allocator
+//! watches a long transfer through both Writer APIs and the Reader. Alone in
+//! its own test binary because the allocator counts the whole process.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use udsipc::{Reader, Writer};
+
+struct Counting;
+
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: forwards every call unchanged to the system allocator; only counts.
+#[allow(unsafe_code)]
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+const WARMUP: u64 = 20_000;
+const MEASURED: u64 = 200_000;
+
+/// Sends `WARMUP + MEASURED` messages with `send_one`, returns allocations
+/// per message over the measured part.
+fn allocs_per_message(size: usize, send_one: impl Fn(&Writer, &Bytes)) -> f64 {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.sock");
+    let (tx, rx) = mpsc::sync_channel::<()>(4);
+    let received = AtomicU64::new(0);
+    let marks = [WARMUP, WARMUP + MEASURED];
+    let reader = Reader::builder(&path)
+        .systemd(false)
+        .start(move |_: &[u8]| {
+            let n = received.fetch_add(1, Ordering::Relaxed) + 1;
+            if marks.contains(&n) {
+                tx.send(()).unwrap();
+            }
+            Ok(())
+        })
+        .unwrap();
+    let writer = Writer::builder(&path)
+        .max_buffered_writes(1 << 20)
+        .start()
+        .unwrap();
+    let payload = Bytes::from(vec![7u8; size]);
+    let wait = |what: &str| {
+        rx.recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("{what}"))
+    };
+    for _ in 0..WARMUP {
+        send_one(&writer, &payload);
+    }
+    wait("warm-up messages");
+    let before = ALLOCS.load(Ordering::Relaxed);
+    for _ in 0..MEASURED {
+        send_one(&writer, &payload);
+    }
+    wait("measured messages");
+    let allocs = ALLOCS.load(Ordering::Relaxed) - before;
+    writer.stop_blocking(Duration::from_secs(10)).unwrap();
+    reader.stop_blocking(Duration::from_secs(10)).unwrap();
+    allocs as f64 / MEASURED as f64
+}
+
+#[test]
+fn owned_bytes_allocate_nothing_per_message() {
+    for size in [64, 1024, 10 * 1024] {
+        let per = allocs_per_message(size, |w, p| w.write_bytes(p.clone()).unwrap());
+        eprintln!("write_bytes {size} B: {per:.5} allocations per message");
+        assert!(
+            per < 0.01,
+            "write_bytes at {size} B: {per} allocations per message"
+        );
+    }
+}
+
+#[test]
+fn borrowed_messages_allocate_nothing_per_message() {
+    for size in [64, 1024] {
+        let per = allocs_per_message(size, |w, p| w.write_message(p).unwrap());
+        eprintln!("write_message {size} B: {per:.5} allocations per message");
+        // Copies go into 256 KiB arena chunks; a chunk still referenced by
+        // unwritten messages is replaced by a new one (two allocations), so
+        // the worst case is two allocations per 256 KiB of frames.
+        let bound = 2.0 * (size + 2) as f64 / (256.0 * 1024.0) + 0.001;
+        assert!(
+            per <= bound,
+            "write_message at {size} B: {per} allocations per message (bound {bound})"
+        );
+    }
+}
