@@ -681,3 +681,60 @@ fn help_teaches_each_subcommand_with_an_example() {
         "the backoff is documented"
     );
 }
+
+// ---------------------------------------------------------------------------
+// listen: socket mode and admission
+// ---------------------------------------------------------------------------
+
+#[test]
+fn listen_applies_the_socket_mode_and_serves_within_the_cap() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempdir();
+    let listener = Listener::start(
+        dir.path(),
+        &[
+            "--socket-mode",
+            "600",
+            "--max-connections",
+            "1",
+            "--count",
+            "1",
+        ],
+    );
+    let mode = std::fs::metadata(&listener.path)
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    listener.connect().write_all(&frame(b"inside")).unwrap();
+    let done = listener.finish();
+    assert_eq!(done.stdout_text(), "inside\n");
+}
+
+#[test]
+fn listen_closes_peers_off_the_allow_lists() {
+    let dir = tempdir();
+    let mut listener = Listener::start(
+        dir.path(),
+        &["--allow-uid", "4294967294", "--allow-gid", "4294967294"],
+    );
+    let mut stream = listener.connect();
+    let _ = stream.write_all(&frame(b"refused"));
+    assert_closed_by_reader(&mut stream);
+    listener
+        .proc
+        .stderr_until("the refusal warning", |l| l.contains("connection rejected"));
+    listener.proc.signal(Signal::SIGTERM);
+    let done = listener.proc.finish();
+    assert_eq!(done.code(), Some(0), "{done:#?}");
+    assert_eq!(done.stdout_text(), "");
+    let stats = done.listen_stats();
+    assert_eq!(
+        (
+            stats.rejected_connections,
+            stats.received,
+            stats.connections
+        ),
+        (1, 0, 0)
+    );
+}

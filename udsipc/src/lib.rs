@@ -52,6 +52,7 @@ mod connection;
 pub mod error;
 pub mod frame;
 mod metrics;
+mod policy;
 mod queue;
 mod reader;
 mod runtime;

@@ -11,7 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 pub struct ReaderMetrics {
     /// Messages the handler accepted (returned `Ok`).
     pub received: u64,
-    /// Connections accepted, in total.
+    /// Connections accepted and served, in total (refused ones are counted
+    /// in `rejected_connections` instead).
     pub connections: u64,
     /// Protocol violations, read failures and handler errors.
     pub errors: u64,

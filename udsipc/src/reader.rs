@@ -17,6 +17,7 @@ use tokio::time::Instant;
 
 use crate::error::{ConfigError, HandlerError, ReaderError, StartError, StopError};
 use crate::metrics::{ReaderCounters, ReaderMetrics};
+use crate::policy::{Peer, Policy};
 use crate::socket::{self, OwnedSocketFile};
 use crate::systemd::{self, Notifier, SystemdEnv};
 
@@ -61,6 +62,8 @@ pub(crate) struct ReaderConfig {
 /// | [`systemd`](Self::systemd) | on | always on |
 /// | [`systemd_fd_name`](Self::systemd_fd_name) | none (exactly one fd) | - |
 /// | [`socket_mode`](Self::socket_mode) | umask | - |
+/// | [`allow_uid`](Self::allow_uid) / [`allow_gid`](Self::allow_gid) | anyone | - |
+/// | [`max_connections`](Self::max_connections) | unlimited | - |
 /// | [`runtime`](Self::runtime) | current, else the library's own | - |
 #[must_use = "a builder does nothing until `start` is called"]
 pub struct ReaderBuilder {
@@ -73,6 +76,7 @@ pub struct ReaderBuilder {
     systemd: bool,
     systemd_fd_name: Option<String>,
     socket_mode: Option<u32>,
+    policy: Policy,
     runtime: Option<Handle>,
 }
 
@@ -102,6 +106,7 @@ impl ReaderBuilder {
             systemd: true,
             systemd_fd_name: None,
             socket_mode: None,
+            policy: Policy::default(),
             runtime: None,
         }
     }
@@ -166,6 +171,31 @@ impl ReaderBuilder {
         self
     }
 
+    /// Admits peers running as `uid` (repeatable). With any allow-list set,
+    /// a peer is admitted when its UID is on the UID list or its GID on the
+    /// GID list; its credentials come from `SO_PEERCRED` right after
+    /// `accept`, and a refused connection is closed before any byte is read,
+    /// counted in `rejected_connections` and reported to the error callback.
+    pub fn allow_uid(mut self, uid: u32) -> Self {
+        self.policy.allow_uids.push(uid);
+        self
+    }
+
+    /// Admits peers whose primary group is `gid` (repeatable); see
+    /// [`allow_uid`](Self::allow_uid).
+    pub fn allow_gid(mut self, gid: u32) -> Self {
+        self.policy.allow_gids.push(gid);
+        self
+    }
+
+    /// Caps concurrent connections: one over the cap is closed at once,
+    /// counted in `rejected_connections` and reported; the others are not
+    /// affected. Must be above zero. Default: no cap, as in Go.
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.policy.max_connections = Some(n);
+        self
+    }
+
     /// The tokio runtime to run on. Default: the current one, or, outside
     /// any runtime, a small runtime owned by this library.
     pub fn runtime(mut self, handle: Handle) -> Self {
@@ -189,6 +219,12 @@ impl ReaderBuilder {
         if self.inactivity_timeout.is_zero() {
             return Err(ConfigError::ZeroDuration {
                 option: "inactivity_timeout",
+            }
+            .into());
+        }
+        if self.policy.max_connections == Some(0) {
+            return Err(ConfigError::ZeroSize {
+                option: "max_connections",
             }
             .into());
         }
@@ -246,6 +282,7 @@ impl ReaderBuilder {
             all_closed: Notify::new(),
             max_accept_errors: self.max_accept_errors,
             read_buffer_size: self.read_buffer_size,
+            policy: self.policy,
             path,
             owned_file,
             socket_activated,
@@ -275,6 +312,7 @@ pub(crate) struct ReaderInner {
     all_closed: Notify,
     max_accept_errors: u32,
     read_buffer_size: u32,
+    policy: Policy,
     path: PathBuf,
     owned_file: Option<OwnedSocketFile>,
     socket_activated: bool,
@@ -431,7 +469,34 @@ fn accept_backlog(inner: &Arc<ReaderInner>, listener: UnixListener) {
     }
 }
 
+/// Reads the peer's credentials from the kernel (`SO_PEERCRED`).
+fn peer_of(stream: &tokio::net::UnixStream) -> Result<Peer, String> {
+    use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+    getsockopt(stream, PeerCredentials)
+        .map(|c| Peer {
+            pid: c.pid(),
+            uid: c.uid(),
+            gid: c.gid(),
+        })
+        .map_err(|e| e.to_string())
+}
+
 fn spawn_connection(inner: &Arc<ReaderInner>, stream: tokio::net::UnixStream) {
+    let open = inner.counters.active.load(Relaxed) as usize;
+    let peer = if inner.policy.checks_peers() {
+        peer_of(&stream)
+    } else {
+        Err("not checked".to_owned())
+    };
+    if let Err(refusal) = inner.policy.admit(peer, open) {
+        // Closed before a single byte is read.
+        drop(stream);
+        inner.counters.rejected.fetch_add(1, Relaxed);
+        inner.report(ReaderError::PeerRejected {
+            reason: refusal.to_string(),
+        });
+        return;
+    }
     inner.counters.connections.fetch_add(1, Relaxed);
     if inner.read_buffer_size > 0 {
         let _ = socket::set_recv_buffer(&stream, inner.read_buffer_size);

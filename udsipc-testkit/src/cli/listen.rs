@@ -67,6 +67,22 @@ pub struct ListenArgs {
     /// Close a connection that takes longer than this to deliver a message (decimal seconds, e.g. 0.5)
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_positive_secs)]
     pub inactivity_timeout: Duration,
+
+    /// File mode of the socket, in octal (e.g. 660), set before it accepts connections
+    #[arg(long, value_name = "OCTAL", value_parser = parse_mode)]
+    pub socket_mode: Option<u32>,
+
+    /// Admit peers running as this UID (repeatable; with --allow-gid, either list admits)
+    #[arg(long, value_name = "UID")]
+    pub allow_uid: Vec<u32>,
+
+    /// Admit peers whose primary group is this GID (repeatable)
+    #[arg(long, value_name = "GID")]
+    pub allow_gid: Vec<u32>,
+
+    /// Close connections beyond this many open at once (N >= 1)
+    #[arg(long, value_name = "N", value_parser = parse_max_connections)]
+    pub max_connections: Option<usize>,
 }
 
 /// How `listen` prints a message: one line each.
@@ -209,13 +225,24 @@ async fn serve(
         }
         Ok(())
     };
-    let reader = Reader::builder(&args.socket)
+    let mut builder = Reader::builder(&args.socket)
         .max_message_size(args.max_message_size)
         .inactivity_timeout(args.inactivity_timeout)
         .systemd(false)
-        .on_error(|e| eprintln!("warning: {e}"))
-        .start(handler)
-        .map_err(start_error)?;
+        .on_error(|e| eprintln!("warning: {e}"));
+    if let Some(mode) = args.socket_mode {
+        builder = builder.socket_mode(mode);
+    }
+    for &uid in &args.allow_uid {
+        builder = builder.allow_uid(uid);
+    }
+    for &gid in &args.allow_gid {
+        builder = builder.allow_gid(gid);
+    }
+    if let Some(n) = args.max_connections {
+        builder = builder.max_connections(n);
+    }
+    let reader = builder.start(handler).map_err(start_error)?;
     eprintln!("listening on {}", reader.socket_path().display());
 
     tokio::select! {
@@ -233,6 +260,21 @@ fn parse_count(text: &str) -> Result<u64, String> {
         Ok(0) => Err("must be at least 1".to_owned()),
         Ok(n) => Ok(n),
         Err(_) => Err("expected a whole number of messages".to_owned()),
+    }
+}
+
+fn parse_mode(text: &str) -> Result<u32, String> {
+    match u32::from_str_radix(text.trim_start_matches("0o"), 8) {
+        Ok(mode) if mode <= 0o7777 => Ok(mode),
+        _ => Err("expected an octal file mode such as 660 or 0o600".to_owned()),
+    }
+}
+
+fn parse_max_connections(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_owned()),
+        Ok(n) => Ok(n),
+        Err(_) => Err("expected a whole number of connections".to_owned()),
     }
 }
 
@@ -275,6 +317,22 @@ mod tests {
         for bad in ["0", "-1", "1.5", "many", ""] {
             assert!(parse_count(bad).is_err(), "{bad:?} was accepted");
         }
+    }
+
+    #[test]
+    fn socket_mode_is_octal() {
+        assert_eq!(parse_mode("660"), Ok(0o660));
+        assert_eq!(parse_mode("0o600"), Ok(0o600));
+        assert_eq!(parse_mode("0600"), Ok(0o600));
+        for bad in ["8", "rw", "", "77777"] {
+            assert!(parse_mode(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn max_connections_is_positive() {
+        assert_eq!(parse_max_connections("3"), Ok(3));
+        assert!(parse_max_connections("0").is_err());
     }
 
     #[test]
