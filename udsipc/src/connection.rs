@@ -179,12 +179,7 @@ async fn run(stream: &UnixStream, inner: &ReaderInner, phase: &mut watch::Receiv
         let spare = buf.spare();
         let offered = spare.len();
         match stream.try_read(spare) {
-            Ok(0) => {
-                return match decoder.finish(buf.filled()) {
-                    Ok(()) => End::Quiet,
-                    Err(e) => End::Error(ReaderError::Protocol(e)),
-                };
-            }
+            Ok(0) => return at_eof(&decoder, buf.filled()),
             Ok(n) => {
                 buf.commit(n, offered);
                 // Stay fair to other connections on this worker.
@@ -198,12 +193,7 @@ async fn run(stream: &UnixStream, inner: &ReaderInner, phase: &mut watch::Receiv
                     let spare = buf.spare();
                     let offered = spare.len();
                     match read_now(stream, spare) {
-                        Ok(0) => {
-                            return match decoder.finish(buf.filled()) {
-                                Ok(()) => End::Quiet,
-                                Err(e) => End::Error(ReaderError::Protocol(e)),
-                            };
-                        }
+                        Ok(0) => return at_eof(&decoder, buf.filled()),
                         Ok(n) => {
                             buf.commit(n, offered);
                             continue;
@@ -244,6 +234,14 @@ async fn run(stream: &UnixStream, inner: &ReaderInner, phase: &mut watch::Receiv
                 });
             }
         }
+    }
+}
+
+/// The peer closed: clean at a frame boundary, an error inside a frame.
+fn at_eof(decoder: &FrameDecoder, rest: &[u8]) -> End {
+    match decoder.finish(rest) {
+        Ok(()) => End::Quiet,
+        Err(e) => End::Error(ReaderError::Protocol(e)),
     }
 }
 
