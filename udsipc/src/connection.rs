@@ -138,7 +138,8 @@ async fn run(stream: &UnixStream, inner: &ReaderInner, phase: &mut watch::Receiv
     tokio::pin!(deadline);
     let shrink = sleep(SHRINK_AFTER);
     tokio::pin!(shrink);
-    let mut draining = *phase.borrow() != Phase::Running;
+    let mut shrink_armed = false;
+    let mut draining = false;
 
     loop {
         // Parse every complete frame before reading again.
@@ -171,8 +172,13 @@ async fn run(stream: &UnixStream, inner: &ReaderInner, phase: &mut watch::Receiv
             // restarts when a frame is complete.
             deadline.as_mut().reset(Instant::now() + timeout);
         }
-        if *phase.borrow() == Phase::Forced {
-            return End::Quiet;
+        match *phase.borrow() {
+            Phase::Forced => return End::Quiet,
+            Phase::Draining if !draining => {
+                draining = true;
+                begin_drain(stream);
+            }
+            _ => {}
         }
 
         buf.make_room(frame_len, &decoder);
@@ -188,14 +194,15 @@ async fn run(stream: &UnixStream, inner: &ReaderInner, phase: &mut watch::Receiv
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 if draining {
                     // tokio's WouldBlock may only mean "no readiness event
-                    // seen yet": ask the kernel itself before concluding
-                    // that everything the peer sent has been delivered.
+                    // seen yet": ask the kernel itself. After `begin_drain`
+                    // it answers with data, then end of stream.
                     let spare = buf.spare();
                     let offered = spare.len();
                     match read_now(stream, spare) {
                         Ok(0) => return at_eof(&decoder, buf.filled()),
                         Ok(n) => {
                             buf.commit(n, offered);
+                            tokio::task::consume_budget().await;
                             continue;
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock && buf.is_empty() => {
@@ -204,18 +211,18 @@ async fn run(stream: &UnixStream, inner: &ReaderInner, phase: &mut watch::Receiv
                         Err(_) => {}
                     }
                 }
-                let idle_big = buf.is_empty() && buf.capacity() > INITIAL_BUF;
-                if idle_big {
+                if buf.is_empty() && buf.capacity() > INITIAL_BUF && !shrink_armed {
+                    // Give an enlarged buffer back after a quiet spell; armed
+                    // once, so steady small traffic cannot postpone it.
                     shrink.as_mut().reset(Instant::now() + SHRINK_AFTER);
+                    shrink_armed = true;
                 }
                 tokio::select! {
                     biased;
                     changed = phase.changed() => {
-                        let now = if changed.is_ok() { *phase.borrow_and_update() } else { Phase::Forced };
-                        if now == Phase::Forced {
+                        if changed.is_err() {
                             return End::Quiet;
                         }
-                        draining = now == Phase::Draining;
                     }
                     ready = stream.readable() => {
                         if let Err(source) = ready {
@@ -223,7 +230,10 @@ async fn run(stream: &UnixStream, inner: &ReaderInner, phase: &mut watch::Receiv
                         }
                     }
                     () = &mut deadline, if !draining => return on_timeout(buf.filled(), timeout),
-                    () = &mut shrink, if idle_big => buf.shrink(),
+                    () = &mut shrink, if shrink_armed => {
+                        shrink_armed = false;
+                        buf.shrink();
+                    }
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -235,6 +245,17 @@ async fn run(stream: &UnixStream, inner: &ReaderInner, phase: &mut watch::Receiv
             }
         }
     }
+}
+
+/// Starts a graceful drain of this connection: shuts down our reading side,
+/// so the kernel keeps what the peer already sent (we read it all, then end
+/// of stream) and refuses anything sent from now on with `EPIPE` at the
+/// writer, which keeps the message and retries it on its next connection.
+/// The cut is made by the kernel at one instant: nothing is half-accepted.
+fn begin_drain(stream: &UnixStream) {
+    use nix::sys::socket::{Shutdown, shutdown};
+    use std::os::fd::AsRawFd;
+    let _ = shutdown(stream.as_raw_fd(), Shutdown::Read);
 }
 
 /// The peer closed: clean at a frame boundary, an error inside a frame.

@@ -358,22 +358,92 @@ fn stop_drains_what_is_already_in_the_kernel_buffer() {
 }
 
 #[test]
-fn stop_waits_for_a_partial_frame_then_forces_at_the_deadline() {
+fn stop_ends_a_partial_frame_as_truncated_and_refuses_later_bytes() {
     let sock = temp_sock();
     let (c, errs) = (Collector::new(), Errors::default());
     let reader = start(&sock, &c, &errs);
     let mut s = connect(&sock);
     s.write_all(&frames(&[b"first"])).unwrap();
     assert_eq!(c.take(1), [b"first".to_vec()]);
-    s.write_all(&[50, 1, 2]).unwrap(); // a frame that never completes
-    let err = reader
-        .stop_blocking(Duration::from_millis(200))
-        .unwrap_err();
+    s.write_all(&[50, 1, 2]).unwrap(); // a frame the stop will cut
+    reader.stop_blocking(STOP).unwrap();
+    assert_eq!(read_to_end(&mut s), Vec::<u8>::new(), "connection closed");
+    // The rest of the frame is refused by the kernel, so a writer keeps it.
+    let err = s.write_all(&[3; 48]).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::BrokenPipe);
+    assert_eq!(reader.metrics().errors, 1, "{:?}", errs.list());
     assert!(
-        matches!(err, StopError::ConnectionsCut { connections: 1 }),
-        "{err}"
+        errs.list()[0].contains("2 of 50 bytes"),
+        "{:?}",
+        errs.list()
     );
-    assert_eq!(read_to_end(&mut s), Vec::<u8>::new(), "connection cut");
+}
+
+#[test]
+fn stop_under_load_hands_the_rest_to_the_next_reader_without_loss_or_duplicates() {
+    let sock = temp_sock();
+    let c = Collector::new();
+    // The first reader's handler pauses at message 1000 until the stop has
+    // begun, so the writer is still mid-stream when the drain starts.
+    let reached = Arc::new(Barrier::new(2));
+    let release = Arc::new(Barrier::new(2));
+    let (r1, r2) = (reached.clone(), release.clone());
+    let count = AtomicUsize::new(0);
+    let inner = c.handler();
+    let first = Reader::builder(&sock.path)
+        .systemd(false)
+        .start(move |m: &[u8]| {
+            if count.fetch_add(1, Ordering::SeqCst) == 999 {
+                r1.wait();
+                r2.wait();
+            }
+            inner(m)
+        })
+        .unwrap();
+    let writer = udsipc::Writer::builder(&sock.path)
+        .max_buffered_writes(1_000_000)
+        .write_timeout(Duration::from_secs(60))
+        .initial_backoff(Duration::from_millis(10))
+        .start()
+        .unwrap();
+    let total = 20_000u32;
+    for i in 0..total {
+        let mut m = i.to_le_bytes().to_vec();
+        m.resize(1000, 0x11);
+        writer.write_message(&m).unwrap();
+    }
+    reached.wait();
+    let first = std::thread::spawn(move || {
+        first.stop_blocking(STOP).unwrap();
+        first
+    });
+    // Not a synchronisation: only makes it likely that the stop has begun.
+    std::thread::sleep(Duration::from_millis(100));
+    release.wait();
+    let first = first.join().unwrap();
+    let second = Reader::builder(&sock.path)
+        .systemd(false)
+        .start(c.handler())
+        .unwrap();
+    writer.stop_blocking(STOP).unwrap();
+    second.stop_blocking(STOP).unwrap();
+    let (a, b) = (first.metrics().received, second.metrics().received);
+    eprintln!(
+        "first reader: {a}, second: {b}, writer: {:?}",
+        writer.metrics()
+    );
+    let got: Vec<u32> = c
+        .take((a + b) as usize)
+        .iter()
+        .map(|m| u32::from_le_bytes(m[..4].try_into().unwrap()))
+        .collect();
+    c.assert_empty();
+    assert!(
+        got.windows(2).all(|w| w[0] < w[1]),
+        "duplicated or reordered"
+    );
+    assert_eq!(got.len() as u64, u64::from(total), "lost messages");
+    assert_eq!(writer.metrics().sent, u64::from(total));
 }
 
 #[test]
