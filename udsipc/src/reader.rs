@@ -332,7 +332,7 @@ impl ReaderInner {
         }
         tracing::debug!(%error, context = error.context(), "reader error");
         if let Some(cb) = &self.on_error {
-            cb(&error);
+            crate::runtime::call_guarded("reader on_error", || cb(&error));
         }
     }
 
@@ -342,6 +342,14 @@ impl ReaderInner {
             return Ok(());
         }
         *stopped = true;
+        // If this future is dropped before it finishes, stop hard instead of
+        // leaving connections draining with no deadline.
+        let cancelled = crate::runtime::OnCancel::new(|| {
+            self.phase.send_replace(Phase::Forced);
+            if let Some(file) = &self.owned_file {
+                let _ = file.remove();
+            }
+        });
         let deadline = Instant::now() + timeout;
         if let Some(n) = &self.notifier {
             let _ = n.stopping();
@@ -372,6 +380,7 @@ impl ReaderInner {
                 }
             }
         }
+        cancelled.disarm();
         tracing::debug!(path = %self.path.display(), ?result, "reader stopped");
         result
     }

@@ -59,3 +59,37 @@ where
         Err(_) => wait(),
     }
 }
+
+/// Runs `f` when dropped unless disarmed: the cleanup of an async operation
+/// whose future may be dropped half-way (e.g. a `stop` inside a `select!`).
+pub(crate) struct OnCancel<F: FnMut()>(Option<F>);
+
+impl<F: FnMut()> OnCancel<F> {
+    pub(crate) fn new(f: F) -> Self {
+        Self(Some(f))
+    }
+
+    /// The operation finished: nothing to clean up.
+    pub(crate) fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl<F: FnMut()> Drop for OnCancel<F> {
+    fn drop(&mut self) {
+        if let Some(mut f) = self.0.take() {
+            f();
+        }
+    }
+}
+
+/// Calls a user callback; a panic in it is logged and contained, so it
+/// cannot take down the task that reported the error.
+pub(crate) fn call_guarded(what: &'static str, f: impl FnOnce()) {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err() {
+        tracing::error!(
+            callback = what,
+            "a udsipc callback panicked; the panic was contained"
+        );
+    }
+}

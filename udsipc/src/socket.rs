@@ -80,31 +80,54 @@ pub(crate) fn clear_stale_socket(path: &Path) -> Result<(), StartError> {
             path: path.to_owned(),
         });
     }
-    match std::os::unix::net::UnixStream::connect(path) {
-        Ok(_live) => Err(StartError::AddrInUse {
+    match probe(path) {
+        Probe::Live => Err(StartError::AddrInUse {
             path: path.to_owned(),
         }),
-        // Refused: nobody listens. Not found: it vanished meanwhile.
-        Err(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::ConnectionRefused | io::ErrorKind::NotFound
-            ) =>
-        {
-            match fs::remove_file(path) {
-                Ok(()) => Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-                Err(source) => Err(StartError::RemoveStale {
-                    path: path.to_owned(),
-                    source,
-                }),
-            }
-        }
-        // Anything else (e.g. a listener whose backlog is full: EAGAIN) means
-        // someone is there; do not take the path from them.
-        Err(_) => Err(StartError::AddrInUse {
+        Probe::Stale => match fs::remove_file(path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(StartError::RemoveStale {
+                path: path.to_owned(),
+                source,
+            }),
+        },
+        Probe::Unknown(source) => Err(StartError::Bind {
             path: path.to_owned(),
+            source,
         }),
+    }
+}
+
+/// What a connection attempt says about the socket at a path.
+enum Probe {
+    /// Someone accepts (or their backlog is full: `EAGAIN`).
+    Live,
+    /// Connection refused (nobody listens), or the file just vanished.
+    Stale,
+    /// Could not tell (e.g. no permission to connect).
+    Unknown(io::Error),
+}
+
+/// Connects without blocking: a blocking connect to a listener whose
+/// backlog is full would wait forever.
+fn probe(path: &Path) -> Probe {
+    use nix::errno::Errno;
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect, socket};
+    let attempt = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    )
+    .and_then(|fd| {
+        let addr = UnixAddr::new(path)?;
+        connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr)
+    });
+    match attempt {
+        Ok(()) | Err(Errno::EAGAIN) | Err(Errno::EINPROGRESS) => Probe::Live,
+        Err(Errno::ECONNREFUSED) | Err(Errno::ENOENT) => Probe::Stale,
+        Err(e) => Probe::Unknown(e.into()),
     }
 }
 

@@ -240,7 +240,7 @@ impl WriterInner {
     fn report(&self, error: WriterError) {
         tracing::debug!(%error, context = error.context(), "writer error");
         if let Some(cb) = &self.on_error {
-            cb(&error);
+            crate::runtime::call_guarded("writer on_error", || cb(&error));
         }
     }
 
@@ -252,19 +252,28 @@ impl WriterInner {
         *stopped = true;
         self.queue.close();
         self.phase.send_replace(Phase::Draining);
+        // If this future is dropped before it finishes, discard instead of
+        // draining (and reconnecting) forever.
+        let cancelled = crate::runtime::OnCancel::new(|| {
+            self.phase.send_replace(Phase::Forced);
+        });
         let task = self.task.lock().unwrap_or_else(|p| p.into_inner()).take();
         let Some(mut task) = task else {
+            cancelled.disarm();
             return Ok(());
         };
         let discarded_before = self.counters.discarded.load(Relaxed);
-        if tokio::time::timeout(timeout, &mut task).await.is_ok() {
-            return Ok(());
-        }
-        self.phase.send_replace(Phase::Forced);
-        let _ = task.await;
-        Err(StopError::DeadlineExceeded {
-            discarded: self.counters.discarded.load(Relaxed) - discarded_before,
-        })
+        let result = if tokio::time::timeout(timeout, &mut task).await.is_ok() {
+            Ok(())
+        } else {
+            self.phase.send_replace(Phase::Forced);
+            let _ = task.await;
+            Err(StopError::DeadlineExceeded {
+                discarded: self.counters.discarded.load(Relaxed) - discarded_before,
+            })
+        };
+        cancelled.disarm();
+        result
     }
 
     async fn connect(&self) -> io::Result<UnixStream> {

@@ -683,3 +683,104 @@ fn parent_that_is_a_file_gives_a_clear_error() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_stop_forces_and_removes_the_socket() {
+    let sock = temp_sock();
+    let entered = Arc::new(Barrier::new(2));
+    let release = Arc::new(Barrier::new(2));
+    let (e, r) = (entered.clone(), release.clone());
+    let reader = Reader::builder(&sock.path)
+        .systemd(false)
+        .start(move |_: &[u8]| {
+            e.wait();
+            r.wait();
+            Ok(())
+        })
+        .unwrap();
+    let mut s = connect(&sock);
+    s.write_all(&frames(&[b"stuck"])).unwrap();
+    tokio::task::spawn_blocking(move || entered.wait())
+        .await
+        .unwrap();
+    let abandoned = tokio::time::timeout(
+        Duration::from_millis(50),
+        reader.stop(Duration::from_secs(3600)),
+    )
+    .await;
+    assert!(abandoned.is_err());
+    assert!(
+        !sock.path.exists(),
+        "the dropped stop removed the socket file"
+    );
+    tokio::task::spawn_blocking(move || release.wait())
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while reader.metrics().active_connections > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "connection not forced closed"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[test]
+fn a_panicking_error_callback_does_not_stop_the_reader() {
+    let sock = temp_sock();
+    let c = Collector::new();
+    let reader = Reader::builder(&sock.path)
+        .systemd(false)
+        .on_error(|_| panic!("callback bug"))
+        .start(c.handler())
+        .unwrap();
+    let mut bad = connect(&sock);
+    bad.write_all(&[0xff; 11]).unwrap();
+    assert_eq!(read_to_end(&mut bad), Vec::<u8>::new());
+    let mut good = connect(&sock);
+    good.write_all(&frames(&[b"still here"])).unwrap();
+    assert_eq!(c.take(1), [b"still here".to_vec()]);
+    reader.stop_blocking(STOP).unwrap();
+    assert_eq!(reader.metrics().errors, 1);
+}
+
+#[test]
+fn a_listener_with_a_full_backlog_is_not_replaced_and_start_does_not_hang() {
+    use nix::sys::socket::{
+        AddressFamily, Backlog, SockFlag, SockType, UnixAddr, bind, connect, listen, socket,
+    };
+    use std::os::fd::AsRawFd;
+    let sock = temp_sock();
+    let addr = UnixAddr::new(&sock.path).unwrap();
+    let hung = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    bind(hung.as_raw_fd(), &addr).unwrap();
+    listen(&hung, Backlog::new(1).unwrap()).unwrap();
+    // Fill the backlog of a listener that never accepts.
+    let mut clients = Vec::new();
+    loop {
+        let c = socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_NONBLOCK,
+            None,
+        )
+        .unwrap();
+        let full = connect(c.as_raw_fd(), &addr).is_err();
+        clients.push(c);
+        if full || clients.len() > 64 {
+            break;
+        }
+    }
+    let err = Reader::builder(&sock.path)
+        .systemd(false)
+        .start(|_: &[u8]| Ok(()))
+        .unwrap_err();
+    assert!(matches!(err, StartError::AddrInUse { .. }), "{err}");
+}

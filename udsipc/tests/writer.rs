@@ -480,3 +480,44 @@ fn defaults_are_gos() {
     assert_eq!(udsipc::DEFAULT_MAX_ACCEPT_ERRORS, 10);
     assert_eq!(udsipc::DEFAULT_READ_BUFFER_SIZE, 256 * 1024);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_stop_discards_instead_of_draining_forever() {
+    let sock = temp_sock(); // nobody listens: the drain cannot finish
+    let w = writer(&sock.path).start().unwrap();
+    for i in 0..10u8 {
+        w.write_message(&[i]).unwrap();
+    }
+    let abandoned =
+        tokio::time::timeout(Duration::from_millis(50), w.stop(Duration::from_secs(3600))).await;
+    assert!(abandoned.is_err(), "the stop could not have finished");
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while w.metrics().discarded < 10 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still draining after the stop was dropped"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(w.metrics().queue_depth, 0);
+}
+
+#[test]
+fn a_panicking_error_callback_does_not_kill_the_writer() {
+    let sock = temp_sock();
+    let w = writer(&sock.path)
+        .on_error(|_| panic!("callback bug"))
+        .start()
+        .unwrap();
+    w.write_message(b"survivor").unwrap();
+    // Connect errors (and their panicking callback) happen until a reader comes.
+    std::thread::sleep(Duration::from_millis(60));
+    let c = Collector::new();
+    let reader = Reader::builder(&sock.path)
+        .systemd(false)
+        .start(c.handler())
+        .unwrap();
+    assert_eq!(c.take(1), [b"survivor".to_vec()]);
+    w.stop_blocking(STOP).unwrap();
+    reader.stop_blocking(STOP).unwrap();
+}
