@@ -164,12 +164,17 @@ impl Queue {
         let notified = self.room.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        self.room_waiters.fetch_add(1, Ordering::AcqRel);
-        let has_room = self.depth.load(Ordering::Acquire) < self.capacity || self.lock().closed;
+        // SeqCst pairs with `complete`: either it sees this waiter, or this
+        // check sees its decrement; a wake-up cannot be missed.
+        self.room_waiters.fetch_add(1, Ordering::SeqCst);
+        // Counted out even if this future is dropped while waiting.
+        let _registered = crate::runtime::OnCancel::new(|| {
+            self.room_waiters.fetch_sub(1, Ordering::SeqCst);
+        });
+        let has_room = self.depth.load(Ordering::SeqCst) < self.capacity || self.lock().closed;
         if !has_room {
             notified.await;
         }
-        self.room_waiters.fetch_sub(1, Ordering::AcqRel);
     }
 
     /// Moves every queued message to the back of `into`.
@@ -193,8 +198,8 @@ impl Queue {
         if n == 0 {
             return;
         }
-        self.depth.fetch_sub(n, Ordering::AcqRel);
-        if self.room_waiters.load(Ordering::Acquire) > 0 {
+        self.depth.fetch_sub(n, Ordering::SeqCst);
+        if self.room_waiters.load(Ordering::SeqCst) > 0 {
             self.room.notify_waiters();
         }
     }

@@ -238,6 +238,8 @@ impl ReaderBuilder {
         };
         let path = env.resolve_socket_path(&self.path);
         socket::validate_path(&path)?;
+        // Before anything is bound, so a bad NOTIFY_SOCKET leaves no file.
+        let notifier = Notifier::from_env(&env)?;
 
         let activated = systemd::take_activation_listener(&env, self.systemd_fd_name.as_deref())?;
         let (std_listener, owned_file) = match activated {
@@ -263,11 +265,15 @@ impl ReaderBuilder {
             let _ = socket::set_recv_buffer(&std_listener.as_fd(), self.read_buffer_size);
         }
         let socket_activated = owned_file.is_none();
-        let listener = UnixListener::from_std(std_listener).map_err(|source| StartError::Bind {
-            path: path.clone(),
-            source,
+        let listener = UnixListener::from_std(std_listener).map_err(|source| {
+            if let Some(file) = &owned_file {
+                let _ = file.remove();
+            }
+            StartError::Bind {
+                path: path.clone(),
+                source,
+            }
         })?;
-        let notifier = Notifier::from_env(&env)?;
 
         let (phase_tx, _) = watch::channel(Phase::Running);
         let inner = Arc::new(ReaderInner {

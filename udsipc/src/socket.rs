@@ -199,7 +199,10 @@ pub(crate) fn bind_listener(
             return Err(e);
         }
     }
-    listen(&fd, Backlog::new(1024).unwrap_or(Backlog::MAXCONN))?;
+    if let Err(e) = listen(&fd, Backlog::new(1024).unwrap_or(Backlog::MAXCONN)) {
+        let _ = fs::remove_file(path);
+        return Err(e.into());
+    }
     Ok(std::os::unix::net::UnixListener::from(fd))
 }
 

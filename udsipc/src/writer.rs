@@ -400,7 +400,7 @@ async fn write_batch(
         let result = {
             let mut iov = [IoSlice::new(&[]); IOV_PER_CALL];
             let n = batch.iovecs(pending, &mut iov);
-            stream.try_write_vectored(&iov[..n])
+            send_vectored(stream, &iov[..n])
         };
         match result {
             Ok(0) => {
@@ -449,6 +449,24 @@ async fn write_batch(
         }
     }
     Ok(())
+}
+
+/// `writev` without `SIGPIPE`: `sendmsg` with `MSG_NOSIGNAL`, so a closed
+/// peer is an `EPIPE` error even in a host process that does not ignore the
+/// signal (Rust binaries do; C programs embedding this library may not).
+fn send_vectored(stream: &UnixStream, iov: &[IoSlice<'_>]) -> io::Result<usize> {
+    use nix::sys::socket::{MsgFlags, UnixAddr, sendmsg};
+    use std::os::fd::AsRawFd;
+    stream.try_io(tokio::io::Interest::WRITABLE, || {
+        sendmsg::<UnixAddr>(
+            stream.as_raw_fd(),
+            iov,
+            &[],
+            MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
+            None,
+        )
+        .map_err(io::Error::from)
+    })
 }
 
 /// Sends length-prefixed messages to a Unix socket, reconnecting as needed
