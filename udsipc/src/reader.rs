@@ -158,7 +158,8 @@ impl ReaderBuilder {
     }
 
     /// With several activated sockets, use the one with this name in
-    /// `LISTEN_FDNAMES` (systemd's `FileDescriptorName=`).
+    /// `LISTEN_FDNAMES` (systemd's `FileDescriptorName=`). Several Readers
+    /// in one process can each take their own socket this way.
     pub fn systemd_fd_name(mut self, name: impl Into<String>) -> Self {
         self.systemd_fd_name = Some(name.into());
         self
@@ -241,7 +242,11 @@ impl ReaderBuilder {
         // Before anything is bound, so a bad NOTIFY_SOCKET leaves no file.
         let notifier = Notifier::from_env(&env)?;
 
-        let activated = systemd::take_activation_listener(&env, self.systemd_fd_name.as_deref())?;
+        let activated = if self.systemd {
+            systemd::take_activation_listener(&env, self.systemd_fd_name.as_deref())?
+        } else {
+            None
+        };
         let (std_listener, owned_file) = match activated {
             Some(listener) => (listener, None),
             None => {

@@ -20,7 +20,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixDatagram, UnixListener};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 
 /// The first file descriptor systemd passes (`SD_LISTEN_FDS_START`).
 pub const LISTEN_FDS_START: RawFd = 3;
@@ -158,63 +158,122 @@ impl SystemdEnv {
         }
     }
 
-    /// Which passed fd to use: the only one, or the one named `name` in
-    /// `LISTEN_FDNAMES`. `Ok(None)` when nothing was passed.
-    pub fn activation_fd(&self, name: Option<&str>) -> Result<Option<RawFd>, SystemdError> {
-        let Some(fds) = &self.listen_fds else {
+    /// The sockets passed to this process by socket activation, with their
+    /// `LISTEN_FDNAMES` names (empty when unnamed), from fd 3 on.
+    ///
+    /// `Ok(None)` when nothing was passed to *this* process: `LISTEN_FDS` is
+    /// unset, or `LISTEN_PID` is unset (as libsystemd's `sd_listen_fds`
+    /// decides; Go accepts a missing `LISTEN_PID`, which lets a stale
+    /// inherited `LISTEN_FDS` adopt an unrelated fd 3).
+    pub fn passed_fds(&self) -> Result<Option<Vec<(RawFd, String)>>, SystemdError> {
+        let (Some(fds), Some(pid)) = (&self.listen_fds, &self.listen_pid) else {
             return Ok(None);
         };
-        if let Some(pid) = &self.listen_pid {
-            let listen_pid: u32 = pid
-                .trim()
-                .parse()
-                .map_err(|_| SystemdError::InvalidListenPid(pid.clone()))?;
-            let me = std::process::id();
-            if listen_pid != me {
-                return Err(SystemdError::ListenPidMismatch {
-                    listen_pid,
-                    pid: me,
-                });
-            }
+        let listen_pid: u32 = pid
+            .trim()
+            .parse()
+            .map_err(|_| SystemdError::InvalidListenPid(pid.clone()))?;
+        let me = std::process::id();
+        if listen_pid != me {
+            return Err(SystemdError::ListenPidMismatch {
+                listen_pid,
+                pid: me,
+            });
         }
         let count: usize = fds
             .trim()
             .parse()
             .map_err(|_| SystemdError::InvalidListenFds(fds.clone()))?;
-        match name {
-            None if count == 1 => Ok(Some(LISTEN_FDS_START)),
-            None => Err(SystemdError::FdCount(count)),
-            Some(name) => {
-                let names = self.listen_fdnames.clone().unwrap_or_default();
-                names
-                    .split(':')
-                    .take(count)
-                    .position(|n| n == name)
-                    .map(|i| Some(LISTEN_FDS_START + i as RawFd))
-                    .ok_or_else(|| SystemdError::NoSuchName {
-                        name: name.to_owned(),
-                        names,
-                    })
+        let names = self.listen_fdnames.clone().unwrap_or_default();
+        let mut names = names.split(':');
+        Ok(Some(
+            (0..count)
+                .map(|i| {
+                    let name = names.next().unwrap_or_default().to_owned();
+                    (LISTEN_FDS_START + i as RawFd, name)
+                })
+                .collect(),
+        ))
+    }
+}
+
+/// One passed socket, and whether a Reader took it.
+#[derive(Debug)]
+struct Slot {
+    fd: RawFd,
+    name: String,
+    taken: bool,
+}
+
+/// The passed sockets, read from the environment once per process (the
+/// variables are unset afterwards, so later Readers find them here).
+static PASSED: Mutex<Option<Vec<Slot>>> = Mutex::new(None);
+
+/// Which passed socket a Reader gets: the one named `name`, or with no name
+/// the only one passed (`Ok(None)` once it is taken: the Reader then binds
+/// its own path, as Go's second Reader does).
+fn select(slots: &[Slot], name: Option<&str>) -> Result<Option<usize>, SystemdError> {
+    match name {
+        None if slots.len() == 1 => Ok((!slots[0].taken).then_some(0)),
+        None => Err(SystemdError::FdCount(slots.len())),
+        Some(name) => {
+            let i = slots.iter().position(|s| s.name == name).ok_or_else(|| {
+                SystemdError::NoSuchName {
+                    name: name.to_owned(),
+                    names: slots
+                        .iter()
+                        .map(|s| s.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(":"),
+                }
+            })?;
+            if slots[i].taken {
+                return Err(SystemdError::AlreadyTaken(slots[i].fd));
             }
+            Ok(Some(i))
         }
     }
 }
 
-static ACTIVATION_FD_TAKEN: AtomicBool = AtomicBool::new(false);
-
-/// Takes ownership of the socket systemd passed (if any), checks that it is
-/// a listening Unix stream socket, marks it close-on-exec, and unsets
-/// `LISTEN_FDS`, `LISTEN_PID` and `LISTEN_FDNAMES` so children do not
-/// inherit them.
+/// Takes ownership of a socket systemd passed (if any), checks that it is a
+/// listening Unix stream socket and returns it non-blocking.
+///
+/// The first call records every passed fd, marks them all close-on-exec and
+/// unsets `LISTEN_FDS`, `LISTEN_PID` and `LISTEN_FDNAMES` so that children do
+/// not inherit them.
 pub(crate) fn take_activation_listener(
     env: &SystemdEnv,
     name: Option<&str>,
 ) -> Result<Option<UnixListener>, SystemdError> {
-    let Some(fd) = env.activation_fd(name)? else {
+    let mut passed = PASSED.lock().unwrap_or_else(|p| p.into_inner());
+    if passed.is_none() {
+        let Some(fds) = env.passed_fds()? else {
+            return Ok(None);
+        };
+        for (fd, _) in &fds {
+            let _ = nix::fcntl::fcntl(
+                *fd,
+                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+            );
+        }
+        unset_activation_env();
+        *passed = Some(
+            fds.into_iter()
+                .map(|(fd, name)| Slot {
+                    fd,
+                    name,
+                    taken: false,
+                })
+                .collect(),
+        );
+    }
+    let slots = passed.as_mut().expect("filled above");
+    let Some(i) = select(slots, name)? else {
         return Ok(None);
     };
-    // Check before owning: fstat fails on a closed fd, and we only adopt an
-    // open socket.
+    let fd = slots[i].fd;
+    // Check before owning: fstat fails on a closed fd, and only an open
+    // socket is adopted.
     let stat = nix::sys::stat::fstat(fd).map_err(|e| SystemdError::NotAListener {
         fd,
         why: e.to_string(),
@@ -225,21 +284,13 @@ pub(crate) fn take_activation_listener(
             why: "not a socket".into(),
         });
     }
-    if ACTIVATION_FD_TAKEN.swap(true, Ordering::SeqCst) {
-        return Err(SystemdError::AlreadyTaken(fd));
-    }
     let owned = adopt_fd(fd);
     if let Err(why) = check_listener(&owned) {
         // Not ours to close: hand the fd back untouched.
         let _ = owned.into_raw_fd();
-        ACTIVATION_FD_TAKEN.store(false, Ordering::SeqCst);
         return Err(SystemdError::NotAListener { fd, why });
     }
-    let _ = nix::fcntl::fcntl(
-        owned.as_raw_fd(),
-        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-    );
-    unset_activation_env();
+    slots[i].taken = true;
     let listener = UnixListener::from(owned);
     listener
         .set_nonblocking(true)
@@ -252,11 +303,11 @@ pub(crate) fn take_activation_listener(
 
 #[allow(unsafe_code)]
 fn adopt_fd(fd: RawFd) -> OwnedFd {
-    // SAFETY: `fd` is open (fstat succeeded) and is a socket systemd passed to
-    // this process (LISTEN_PID matched or was absent, and the fd number comes
-    // from LISTEN_FDS). Nothing else in this process owns it: the global
-    // ACTIVATION_FD_TAKEN flag lets only one caller reach this point, and
-    // the Go-compatible contract is that the library consumes the passed fd.
+    // SAFETY: `fd` is open (fstat succeeded) and is a socket the launcher
+    // passed to this very process (LISTEN_PID matched our pid; the number
+    // comes from LISTEN_FDS). By the socket-activation protocol the passed
+    // fds belong to whoever consumes them, and the PASSED table, held locked
+    // here, hands each fd out at most once, so nothing else owns it.
     unsafe { OwnedFd::from_raw_fd(fd) }
 }
 
@@ -284,7 +335,7 @@ fn unset_activation_env() {
     for var in ["LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"] {
         // SAFETY: std requires that no other thread reads or writes the
         // environment concurrently. This runs once per process (guarded by
-        // ACTIVATION_FD_TAKEN), while a Reader starts, which is the moment
+        // the PASSED table's lock and its first fill), while a Reader starts, which is the moment
         // sd_listen_fds(unset_environment=1) does the same in C services;
         // the Reader builder documents that starting a socket-activated
         // Reader must not race with other environment access.
@@ -402,37 +453,65 @@ mod tests {
     }
 
     #[test]
-    fn activation_fd_rules() {
+    fn passed_fds_rules() {
         let me = std::process::id().to_string();
         let env = SystemdEnv::from_vars([("LISTEN_FDS", "1"), ("LISTEN_PID", me.as_str())]);
-        assert_eq!(env.activation_fd(None).unwrap(), Some(3));
-        let other = SystemdEnv::from_vars([("LISTEN_FDS", "1"), ("LISTEN_PID", "1")]);
+        assert_eq!(env.passed_fds().unwrap(), Some(vec![(3, String::new())]));
+        let named = SystemdEnv::from_vars([
+            ("LISTEN_FDS", "2"),
+            ("LISTEN_PID", me.as_str()),
+            ("LISTEN_FDNAMES", "a:b"),
+        ]);
+        assert_eq!(
+            named.passed_fds().unwrap(),
+            Some(vec![(3, "a".into()), (4, "b".into())])
+        );
         if std::process::id() != 1 {
+            let other = SystemdEnv::from_vars([("LISTEN_FDS", "1"), ("LISTEN_PID", "1")]);
             assert!(matches!(
-                other.activation_fd(None),
+                other.passed_fds(),
                 Err(SystemdError::ListenPidMismatch { .. })
             ));
         }
-        let bad = SystemdEnv::from_vars([("LISTEN_FDS", "x")]);
+        let bad = SystemdEnv::from_vars([("LISTEN_FDS", "x"), ("LISTEN_PID", me.as_str())]);
         assert!(matches!(
-            bad.activation_fd(None),
+            bad.passed_fds(),
             Err(SystemdError::InvalidListenFds(_))
         ));
         let badpid = SystemdEnv::from_vars([("LISTEN_FDS", "1"), ("LISTEN_PID", "abc")]);
         assert!(matches!(
-            badpid.activation_fd(None),
+            badpid.passed_fds(),
             Err(SystemdError::InvalidListenPid(_))
         ));
-        let two = SystemdEnv::from_vars([("LISTEN_FDS", "2"), ("LISTEN_FDNAMES", "a:b")]);
+        let no_pid = SystemdEnv::from_vars([("LISTEN_FDS", "1")]);
+        assert_eq!(
+            no_pid.passed_fds().unwrap(),
+            None,
+            "not passed to this process"
+        );
+        assert_eq!(SystemdEnv::default().passed_fds().unwrap(), None);
+    }
+
+    #[test]
+    fn selection_by_name_and_by_uniqueness() {
+        let slot = |fd, name: &str, taken| Slot {
+            fd,
+            name: name.into(),
+            taken,
+        };
+        let one = [slot(3, "", false)];
+        assert_eq!(select(&one, None).unwrap(), Some(0));
+        assert_eq!(select(&[slot(3, "", true)], None).unwrap(), None);
+        let two = [slot(3, "a", false), slot(4, "b", true)];
+        assert!(matches!(select(&two, None), Err(SystemdError::FdCount(2))));
+        assert_eq!(select(&two, Some("a")).unwrap(), Some(0));
         assert!(matches!(
-            two.activation_fd(None),
-            Err(SystemdError::FdCount(2))
+            select(&two, Some("b")),
+            Err(SystemdError::AlreadyTaken(4))
         ));
-        assert_eq!(two.activation_fd(Some("b")).unwrap(), Some(4));
         assert!(matches!(
-            two.activation_fd(Some("c")),
+            select(&two, Some("c")),
             Err(SystemdError::NoSuchName { .. })
         ));
-        assert_eq!(SystemdEnv::default().activation_fd(None).unwrap(), None);
     }
 }

@@ -55,6 +55,44 @@ fn systemd_child() {
             reader.stop_blocking(Duration::from_secs(10)).unwrap();
             report.push("done".into());
         }
+        "two_named" => {
+            let (ca, cb) = (Collector::new(), Collector::new());
+            let a = Reader::builder("/nonexistent-dir/a.sock")
+                .systemd_fd_name("alpha")
+                .start(ca.handler())
+                .unwrap();
+            let b = Reader::builder("/nonexistent-dir/b.sock")
+                .systemd_fd_name("beta")
+                .start(cb.handler())
+                .unwrap();
+            report.push(format!(
+                "activated={},{}",
+                a.is_socket_activated(),
+                b.is_socket_activated()
+            ));
+            report.push(format!(
+                "a={}",
+                String::from_utf8(ca.take(1).remove(0)).unwrap()
+            ));
+            report.push(format!(
+                "b={}",
+                String::from_utf8(cb.take(1).remove(0)).unwrap()
+            ));
+            a.stop_blocking(Duration::from_secs(10)).unwrap();
+            b.stop_blocking(Duration::from_secs(10)).unwrap();
+        }
+        "no_listen_pid" => {
+            let dir = tempfile::tempdir().unwrap();
+            let reader = Reader::builder(dir.path().join("own.sock"))
+                .start(|_: &[u8]| Ok(()))
+                .unwrap();
+            report.push(format!("activated={}", reader.is_socket_activated()));
+            report.push(format!(
+                "own_socket={}",
+                dir.path().join("own.sock").exists()
+            ));
+            reader.stop_blocking(Duration::from_secs(10)).unwrap();
+        }
         "runtime_dir" => {
             let reader = Reader::builder("/nonexistent-dir/app.sock")
                 .start(|_: &[u8]| Ok(()))
@@ -134,31 +172,13 @@ fn systemd_socket_activate() -> Command {
 fn reader_adopts_the_socket_from_systemd_socket_activate() {
     let sock = temp_sock();
     let out = sock.dir.path().join("out.txt");
-    let mut wrapper = systemd_socket_activate();
-    wrapper.arg("-l").arg(&sock.path).arg("--fdname=app");
-    let mut cmd = child_command(Some(wrapper), "activated", &out);
-    let mut child = cmd.stderr(Stdio::piped()).spawn().unwrap();
-    // Wait until systemd-socket-activate listens.
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    loop {
-        line.clear();
-        assert!(
-            stderr.read_line(&mut line).unwrap() > 0,
-            "systemd-socket-activate exited early"
-        );
-        if line.contains("Listening on") {
-            break;
-        }
-    }
-    let drain = std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    let mut child = activate(&[&sock.path], "app", "activated", &out);
     let writer = Writer::builder(&sock.path).start().unwrap();
     for m in [&b"one"[..], b"two", b"three"] {
         writer.write_message(m).unwrap();
     }
     writer.stop_blocking(Duration::from_secs(10)).unwrap();
     let status = child.wait().unwrap();
-    drain.join().unwrap().unwrap();
     assert!(status.success(), "activated child failed: {status}");
     let report = std::fs::read_to_string(&out).unwrap();
     assert_eq!(
@@ -249,12 +269,89 @@ fn listen_pid_of_another_process_is_refused() {
 fn listen_fds_without_a_socket_at_fd_3_is_refused() {
     let sock = temp_sock();
     let out = sock.dir.path().join("out.txt");
-    let mut cmd = child_command(None, "start_error", &out);
-    // LISTEN_PID absent: the fd is taken on trust, then checked.
-    cmd.env("LISTEN_FDS", "1");
-    let report = run_child(cmd, &out);
+    // LISTEN_PID must name the child itself: a shell exports its own pid and
+    // execs the test binary, which keeps that pid.
+    let mut wrapper = Command::new("sh");
+    wrapper.args(["-c", "LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" \"$@\""]);
+    let exe = std::env::current_exe().unwrap();
+    wrapper.arg(&exe).args([
+        "--ignored",
+        "--exact",
+        "systemd_child",
+        "--nocapture",
+        "--test-threads=1",
+    ]);
+    wrapper
+        .env(SCENARIO, "start_error")
+        .env(OUT, &out)
+        .stdout(Stdio::null());
+    for var in [
+        "LISTEN_FDS",
+        "LISTEN_PID",
+        "LISTEN_FDNAMES",
+        "NOTIFY_SOCKET",
+        "RUNTIME_DIRECTORY",
+    ] {
+        wrapper.env_remove(var);
+    }
+    let report = run_child(wrapper, &out);
     assert!(
         report.contains("fd 3 is not a listening Unix stream socket"),
         "{report}"
     );
+}
+
+#[test]
+fn listen_fds_without_listen_pid_is_not_for_this_process() {
+    let sock = temp_sock();
+    let out = sock.dir.path().join("out.txt");
+    let mut cmd = child_command(None, "no_listen_pid", &out);
+    cmd.env("LISTEN_FDS", "1");
+    assert_eq!(run_child(cmd, &out), "activated=false\nown_socket=true");
+}
+
+/// Starts `systemd-socket-activate` for `scenario` listening on `sockets`
+/// and waits until it listens.
+fn activate(sockets: &[&Path], fdnames: &str, scenario: &str, out: &Path) -> std::process::Child {
+    let mut wrapper = systemd_socket_activate();
+    for s in sockets {
+        wrapper.arg("-l").arg(s);
+    }
+    wrapper.arg(format!("--fdname={fdnames}"));
+    let mut cmd = child_command(Some(wrapper), scenario, out);
+    let mut child = cmd.stderr(Stdio::piped()).spawn().unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut listening = 0;
+    let mut line = String::new();
+    while listening < sockets.len() {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "systemd-socket-activate exited early"
+        );
+        if line.contains("Listening on") {
+            listening += 1;
+        }
+    }
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    child
+}
+
+#[test]
+fn two_readers_take_their_own_named_activated_sockets() {
+    let sock = temp_sock();
+    let (a, b) = (
+        sock.dir.path().join("a.sock"),
+        sock.dir.path().join("b.sock"),
+    );
+    let out = sock.dir.path().join("out.txt");
+    let mut child = activate(&[&a, &b], "alpha:beta", "two_named", &out);
+    for (path, msg) in [(&a, &b"to alpha"[..]), (&b, b"to beta")] {
+        let w = Writer::builder(path).start().unwrap();
+        w.write_message(msg).unwrap();
+        w.stop_blocking(Duration::from_secs(10)).unwrap();
+    }
+    assert!(child.wait().unwrap().success());
+    let report = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(report, "activated=true,true\na=to alpha\nb=to beta");
 }
