@@ -596,12 +596,19 @@ impl Reader {
         }
     }
 
-    /// Stops gracefully: notifies systemd `STOPPING=1`, closes the listener,
-    /// lets every connection deliver what it has sent (including what waits
-    /// in the kernel buffer), and after `timeout` cuts the rest. Removes the
+    /// Stops gracefully: notifies systemd `STOPPING=1` and closes the
+    /// listener (after accepting what waits in its backlog). Each connection
+    /// then shuts down its reading side: everything its writer had already
+    /// sent, including what waits in the kernel buffer, is delivered, and
+    /// anything sent later is refused with `EPIPE`, which a udsipc or Go
+    /// Writer retries on its next connection. A frame cut in the middle that
+    /// way is reported as truncated. After `timeout`, connections still open
+    /// (a slow handler) are cut: [`StopError::ConnectionsCut`]. Removes the
     /// socket file this Reader created. Later calls return `Ok(())`.
     ///
     /// A handler that is running when the deadline passes finishes its call.
+    /// If this future is dropped before it completes, the stop turns into a
+    /// hard one at once.
     pub async fn stop(&self, timeout: Duration) -> Result<(), StopError> {
         Arc::clone(&self.inner).stop(timeout).await
     }

@@ -566,7 +566,8 @@ impl Writer {
     /// Stops taking messages and drains the queue until `timeout`, then
     /// discards the rest (returning [`StopError::DeadlineExceeded`] with how
     /// many). While draining it keeps reconnecting if it must. Later calls
-    /// return `Ok(())`.
+    /// return `Ok(())`. If this future is dropped before it completes, the
+    /// queue is discarded at once.
     pub async fn stop(&self, timeout: Duration) -> Result<(), StopError> {
         Arc::clone(&self.inner).stop(timeout).await
     }
