@@ -108,12 +108,16 @@ fn print_lines<W: Write>(rx: &Receiver<Msg>, out: W, on_failure: impl FnOnce()) 
         }
         failure.get_or_insert(e);
     };
+    // Whether lines were written since the last flush (an idle printer does
+    // not flush at all).
+    let mut dirty = false;
     loop {
         let msg = match rx.try_recv() {
             Ok(msg) => msg,
             Err(TryRecvError::Empty) => {
                 // The queue ran dry: show what we have before waiting.
-                if failure.is_none() {
+                if failure.is_none() && dirty {
+                    dirty = false;
                     if let Err(e) = out.flush() {
                         fail(e, &mut failure);
                     }
@@ -128,6 +132,7 @@ fn print_lines<W: Write>(rx: &Receiver<Msg>, out: W, on_failure: impl FnOnce()) 
         match msg {
             Msg::End => break,
             Msg::Line(line) if failure.is_none() => {
+                dirty = true;
                 if let Err(e) = out.write_all(&line) {
                     fail(e, &mut failure);
                 }
