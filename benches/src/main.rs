@@ -26,6 +26,10 @@ struct Args {
     /// Payload bytes moved per measurement, in MiB.
     #[arg(long)]
     mib: Option<u64>,
+    /// Measure only this message size in bytes (repeatable; default: 64 B,
+    /// 1 KiB, 10 KiB, 100 KiB and 1 MiB).
+    #[arg(long = "size", value_name = "BYTES")]
+    sizes: Vec<usize>,
 }
 
 const SIZES: [usize; 5] = [64, 1024, 10 * 1024, 100 * 1024, 1024 * 1024];
@@ -51,7 +55,12 @@ fn main() -> Result<(), String> {
     let started = Instant::now();
     println!("| size | udsipc MB/s | udsipc msgs/s | raw socket MB/s | udsipc / raw |");
     println!("|---:|---:|---:|---:|---:|");
-    for size in SIZES {
+    let sizes = if args.sizes.is_empty() {
+        SIZES.to_vec()
+    } else {
+        args.sizes.clone()
+    };
+    for size in sizes {
         let messages = (total / size as u64).max(16);
         let (mut rust, mut rate, mut raw) = (Vec::new(), Vec::new(), Vec::new());
         for round in 0..rounds {
