@@ -32,10 +32,7 @@ fn public_types_are_send_and_sync() {
 fn basic_messages_round_trip_from_synchronous_code() {
     let sock = temp_sock();
     let c = Collector::new();
-    let reader = Reader::builder(&sock.path)
-        .systemd(false)
-        .start(c.handler())
-        .unwrap();
+    let reader = sock.reader(&c);
     let writer = Writer::builder(&sock.path).start().unwrap();
     for m in [&b"hello"[..], b"world", b"test"] {
         writer.write_message(m).unwrap();
@@ -80,10 +77,7 @@ fn message_over_the_readers_limit_is_rejected_and_counted() {
 async fn sixteen_concurrent_writers_keep_per_writer_order() {
     let sock = temp_sock();
     let c = Collector::new();
-    let reader = Reader::builder(&sock.path)
-        .systemd(false)
-        .start(c.handler())
-        .unwrap();
+    let reader = sock.reader(&c);
     let mut tasks = Vec::new();
     for w in 0..16u8 {
         let path = sock.path.clone();
@@ -124,10 +118,7 @@ async fn sixteen_concurrent_writers_keep_per_writer_order() {
 fn mixed_sizes_through_both_apis_arrive_intact() {
     let sock = temp_sock();
     let c = Collector::new();
-    let reader = Reader::builder(&sock.path)
-        .systemd(false)
-        .start(c.handler())
-        .unwrap();
+    let reader = sock.reader(&c);
     let writer = Writer::builder(&sock.path)
         .max_buffered_writes(100_000)
         .start()

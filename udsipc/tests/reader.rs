@@ -421,10 +421,7 @@ fn stop_under_load_hands_the_rest_to_the_next_reader_without_loss_or_duplicates(
     std::thread::sleep(Duration::from_millis(100));
     release.wait();
     let first = first.join().unwrap();
-    let second = Reader::builder(&sock.path)
-        .systemd(false)
-        .start(c.handler())
-        .unwrap();
+    let second = sock.reader(&c);
     writer.stop_blocking(STOP).unwrap();
     second.stop_blocking(STOP).unwrap();
     let (a, b) = (first.metrics().received, second.metrics().received);

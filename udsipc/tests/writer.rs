@@ -86,10 +86,7 @@ fn full_queue_refuses_without_blocking_and_counts_drops() {
 fn empty_messages_are_accepted_and_not_sent() {
     let sock = temp_sock();
     let c = Collector::new();
-    let reader = Reader::builder(&sock.path)
-        .systemd(false)
-        .start(c.handler())
-        .unwrap();
+    let reader = sock.reader(&c);
     let w = writer(&sock.path).start().unwrap();
     w.write_message(b"").unwrap();
     w.write_bytes(Vec::new()).unwrap();
@@ -227,10 +224,7 @@ fn stop_drains_through_a_reconnect() {
 async fn send_waits_for_room_and_never_drops() {
     let sock = temp_sock();
     let c = Collector::new();
-    let reader = Reader::builder(&sock.path)
-        .systemd(false)
-        .start(c.handler())
-        .unwrap();
+    let reader = sock.reader(&c);
     let w = writer(&sock.path).max_buffered_writes(4).start().unwrap();
     for i in 0..20_000u32 {
         w.send(i.to_le_bytes().to_vec()).await.unwrap();
@@ -270,10 +264,7 @@ fn writer_connects_at_start_like_go() {
 fn large_owned_messages_arrive_whole() {
     let sock = temp_sock();
     let c = Collector::new();
-    let reader = Reader::builder(&sock.path)
-        .systemd(false)
-        .start(c.handler())
-        .unwrap();
+    let reader = sock.reader(&c);
     let w = writer(&sock.path).start().unwrap();
     let big: Vec<Vec<u8>> = (0..4u8).map(|i| vec![i; (1 << 20) + i as usize]).collect();
     for m in &big {
@@ -398,10 +389,7 @@ fn small_queue_drops_the_overflow_and_delivers_the_rest() {
     }
     assert_eq!(refused, 5);
     let c = Collector::new();
-    let reader = Reader::builder(&sock.path)
-        .systemd(false)
-        .start(c.handler())
-        .unwrap();
+    let reader = sock.reader(&c);
     assert_eq!(c.take(15), (0..15u8).map(|i| vec![i]).collect::<Vec<_>>());
     w.stop_blocking(STOP).unwrap();
     reader.stop_blocking(STOP).unwrap();
@@ -414,10 +402,7 @@ fn concurrent_producers_and_stops_neither_hang_nor_lose_accepted_messages() {
     // Go: TestWriterShutdownRaceConditions.
     let sock = temp_sock();
     let c = Collector::new();
-    let reader = Reader::builder(&sock.path)
-        .systemd(false)
-        .start(c.handler())
-        .unwrap();
+    let reader = sock.reader(&c);
     let w = std::sync::Arc::new(
         writer(&sock.path)
             .max_buffered_writes(1_000_000)
@@ -513,10 +498,7 @@ fn a_panicking_error_callback_does_not_kill_the_writer() {
     // Connect errors (and their panicking callback) happen until a reader comes.
     std::thread::sleep(Duration::from_millis(60));
     let c = Collector::new();
-    let reader = Reader::builder(&sock.path)
-        .systemd(false)
-        .start(c.handler())
-        .unwrap();
+    let reader = sock.reader(&c);
     assert_eq!(c.take(1), [b"survivor".to_vec()]);
     w.stop_blocking(STOP).unwrap();
     reader.stop_blocking(STOP).unwrap();

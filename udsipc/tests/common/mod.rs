@@ -118,3 +118,14 @@ pub fn split_frames(wire: &[u8]) -> (Vec<Vec<u8>>, usize) {
     let rest = frames.remainder().len();
     (out, rest)
 }
+
+impl TempSock {
+    /// A Reader on this socket with default options (systemd ignored) whose
+    /// messages go to `c`.
+    pub fn reader(&self, c: &Collector) -> udsipc::Reader {
+        udsipc::Reader::builder(&self.path)
+            .systemd(false)
+            .start(c.handler())
+            .unwrap()
+    }
+}
