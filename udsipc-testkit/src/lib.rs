@@ -9,3 +9,4 @@
 //! delivery ledger are planned for this crate as well.
 
 pub mod cli;
+pub mod proxy;

@@ -1,0 +1,95 @@
+//! The event log: one [`FaultEvent`] per fault that fired.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use super::fault::Direction;
+
+/// One fault that fired, or one consequence of a fault the proxy observed
+/// (the upstream closing a connection: `"upstream-closed"`).
+///
+/// Serialises to one JSON object whose first key is `fault`, the line the
+/// `udsipc proxy` command prints on stderr.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct FaultEvent {
+    /// The fault's name (`"fragment"`, `"drop-after-frames"`, ...).
+    pub fault: String,
+    /// Time since the proxy started, in milliseconds.
+    pub at_ms: u64,
+    /// The connection (from 1, accept order); 0 for the listener.
+    pub conn: u64,
+    /// The direction the fault acted on, if it acted on bytes.
+    pub direction: Option<Direction>,
+    /// The stream offset (bytes of that direction of that connection) where
+    /// it acted.
+    pub byte_offset: u64,
+    /// The frame it acted on or in, counted from 0 per connection.
+    pub frame: Option<u64>,
+    /// What happened, in words.
+    pub detail: String,
+    /// For an event that ended a connection: bytes the client had sent that
+    /// will never reach the upstream (read but not forwarded, or still
+    /// unread in the socket).
+    pub discarded_bytes: u64,
+    /// For an event that ended a connection: every byte the upstream may
+    /// not have turned into a whole message, i.e. `discarded_bytes` plus
+    /// what was forwarded after the last whole frame (or after a rewritten
+    /// prefix). Messages lost on this connection fit in these bytes.
+    pub in_flight_bytes: u64,
+    /// Whether this event ended its connection (a cut, a reset, the
+    /// upstream closing, an outage, the proxy stopping).
+    pub closed_connection: bool,
+}
+
+impl FaultEvent {
+    pub(crate) fn new(fault: &str, elapsed: Duration, conn: u64) -> Self {
+        Self {
+            fault: fault.to_owned(),
+            at_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+            conn,
+            direction: None,
+            byte_offset: 0,
+            frame: None,
+            detail: String::new(),
+            discarded_bytes: 0,
+            in_flight_bytes: 0,
+            closed_connection: false,
+        }
+    }
+}
+
+/// Receives each event as it fires (the CLI prints them).
+pub type EventSink = Box<dyn Fn(&FaultEvent) + Send + Sync>;
+
+/// Every event, in firing order.
+pub(crate) struct EventLog {
+    events: Mutex<Vec<FaultEvent>>,
+    sink: Option<EventSink>,
+}
+
+impl EventLog {
+    pub(crate) fn new(sink: Option<EventSink>) -> Self {
+        Self {
+            events: Mutex::new(Vec::new()),
+            sink,
+        }
+    }
+
+    pub(crate) fn push(&self, event: FaultEvent) {
+        if let Some(sink) = &self.sink {
+            sink(&event);
+        }
+        self.events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(event);
+    }
+
+    pub(crate) fn snapshot(&self) -> Vec<FaultEvent> {
+        self.events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}

@@ -1,0 +1,509 @@
+//! A fault-injecting Unix socket proxy.
+//!
+//! [`FaultProxy`] listens on one Unix stream socket path and connects every
+//! client it accepts to an upstream path, forwarding bytes both ways. Faults
+//! ([`Fault`] values: the built-in ones below or closures via [`fault_fn`])
+//! act on the client → upstream direction (and, if asked, the other way);
+//! they see each chunk mapped onto the udsipc framing, so they can aim at
+//! frame N. Random choices come from a seed, and every fault that fires is
+//! recorded in the event log ([`FaultProxy::events`]).
+//!
+//! ```text
+//!   writer ──▶ [ listen path | faults | ] ──▶ upstream path (reader)
+//!          ◀──                            ◀──
+//! ```
+//!
+//! It speaks plain bytes, so it works in front of any Unix-socket service,
+//! Go or Rust; only frame-aimed faults assume the varint framing.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> std::io::Result<()> {
+//! use std::time::Duration;
+//! use udsipc_testkit::proxy::{DropAfterFrames, FaultProxy, Fragment};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let (front, back) = (dir.path().join("front.sock"), dir.path().join("back.sock"));
+//! let upstream = tokio::net::UnixListener::bind(&back)?;
+//! let proxy = FaultProxy::builder(&front, &back)
+//!     .seed(7)
+//!     .fault(Fragment::new(1, 3))
+//!     .fault(DropAfterFrames::new(2))
+//!     .start()
+//!     .await?;
+//!
+//! use tokio::io::{AsyncReadExt, AsyncWriteExt};
+//! let mut client = tokio::net::UnixStream::connect(&front).await?;
+//! client.write_all(&[1, b'a', 1, b'b', 1, b'c']).await?; // three frames
+//! let (mut server, _) = upstream.accept().await?;
+//! let mut got = Vec::new();
+//! server.read_to_end(&mut got).await?; // the proxy cut after two frames
+//! assert_eq!(got, [1, b'a', 1, b'b']);
+//! assert!(proxy.events().iter().any(|e| e.fault == "drop-after-frames"));
+//! proxy.stop().await;
+//! # Ok(())
+//! # }
+//! ```
+
+mod conn;
+mod events;
+mod fault;
+mod faults;
+pub mod spec;
+mod tracker;
+
+use std::collections::HashMap;
+use std::io;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+pub use events::{EventSink, FaultEvent};
+pub use fault::{Chunk, CutMode, Direction, Fault, FnFault, Verdict, fault_fn};
+pub use faults::{
+    Bandwidth, CorruptBody, CorruptPrefix, DropAfterBytes, DropAfterFrames, Fragment, Latency,
+    PrefixRewrite, Reset, Stall,
+};
+pub use tracker::{Part, Segment};
+
+use conn::{PhaseTx, Reason};
+use events::EventLog;
+
+type FaultList = Mutex<Vec<(u64, Box<dyn Fault>)>>;
+
+/// A time during which the proxy is not listening: its socket file is
+/// removed, so new connections fail (`refuse` in the CLI). By default the
+/// connections open when it begins are cut too, as when a service restarts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outage {
+    after: Duration,
+    duration: Duration,
+    cut_connections: bool,
+}
+
+impl Outage {
+    /// Stop listening `after` the proxy started, for `duration`.
+    pub fn new(after: Duration, duration: Duration) -> Self {
+        Self {
+            after,
+            duration,
+            cut_connections: true,
+        }
+    }
+
+    /// Leave open connections alone; only new ones fail.
+    pub fn keep_connections(mut self) -> Self {
+        self.cut_connections = false;
+        self
+    }
+}
+
+/// Byte and connection counters of a running proxy.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ProxyStats {
+    /// Client connections accepted.
+    pub connections: u64,
+    /// Accepted clients closed because the upstream could not be reached.
+    pub upstream_unreachable: u64,
+    /// Bytes written to the upstream.
+    pub bytes_to_upstream: u64,
+    /// Bytes written to clients.
+    pub bytes_to_client: u64,
+}
+
+pub(crate) struct Shared {
+    pub(crate) start: Instant,
+    pub(crate) seed: u64,
+    forward: Arc<FaultList>,
+    backward: Arc<FaultList>,
+    next_fault: AtomicU64,
+    pub(crate) log: EventLog,
+    conns: Mutex<HashMap<u64, PhaseTx>>,
+    connections: AtomicU64,
+    upstream_unreachable: AtomicU64,
+    to_upstream: AtomicU64,
+    to_client: AtomicU64,
+}
+
+impl Shared {
+    pub(crate) fn faults(&self, direction: Direction) -> &FaultList {
+        match direction {
+            Direction::ToUpstream => &self.forward,
+            Direction::ToClient => &self.backward,
+        }
+    }
+
+    pub(crate) fn count_forwarded(&self, direction: Direction, n: usize) {
+        let counter = match direction {
+            Direction::ToUpstream => &self.to_upstream,
+            Direction::ToClient => &self.to_client,
+        };
+        counter.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    fn add(&self, direction: Direction, fault: Box<dyn Fault>) -> u64 {
+        let id = self.next_fault.fetch_add(1, Ordering::Relaxed);
+        lock(self.faults(direction)).push((id, fault));
+        id
+    }
+
+    fn close_all(&self, reason: Reason) {
+        for phase in lock(&self.conns).values() {
+            conn::close(phase, true, true, reason);
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Configures a [`FaultProxy`]; see [`FaultProxy::builder`].
+pub struct FaultProxyBuilder {
+    listen: PathBuf,
+    upstream: PathBuf,
+    seed: u64,
+    forward: Vec<Box<dyn Fault>>,
+    backward: Vec<Box<dyn Fault>>,
+    outages: Vec<Outage>,
+    sink: Option<EventSink>,
+}
+
+impl FaultProxyBuilder {
+    /// The seed of every random choice (default 0). The same seed and the
+    /// same chunks give the same faults.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// Adds a fault on the client → upstream direction, for the proxy's
+    /// whole life. Faults are asked in the order they were added.
+    pub fn fault(mut self, fault: impl Fault) -> Self {
+        self.forward.push(Box::new(fault));
+        self
+    }
+
+    /// Adds a fault on the upstream → client direction.
+    pub fn reverse_fault(mut self, fault: impl Fault) -> Self {
+        self.backward.push(Box::new(fault));
+        self
+    }
+
+    /// Schedules an outage (the listener goes away for a while).
+    pub fn outage(mut self, outage: Outage) -> Self {
+        self.outages.push(outage);
+        self
+    }
+
+    /// Calls `sink` with each event as it fires, besides logging it.
+    pub fn on_event(mut self, sink: impl Fn(&FaultEvent) + Send + Sync + 'static) -> Self {
+        self.sink = Some(Box::new(sink));
+        self
+    }
+
+    /// Binds the listen path and starts proxying. Must be called within a
+    /// tokio runtime (with the time driver enabled).
+    ///
+    /// Fails if the listen path exists and is not a socket, or is a socket
+    /// something still listens on; a stale socket file is replaced.
+    pub async fn start(self) -> io::Result<FaultProxy> {
+        let listener = bind(&self.listen)?;
+        let inode = std::fs::metadata(&self.listen)?.ino();
+        let shared = Arc::new(Shared {
+            start: Instant::now(),
+            seed: self.seed,
+            forward: Arc::new(Mutex::new(Vec::new())),
+            backward: Arc::new(Mutex::new(Vec::new())),
+            next_fault: AtomicU64::new(1),
+            log: EventLog::new(self.sink),
+            conns: Mutex::new(HashMap::new()),
+            connections: AtomicU64::new(0),
+            upstream_unreachable: AtomicU64::new(0),
+            to_upstream: AtomicU64::new(0),
+            to_client: AtomicU64::new(0),
+        });
+        for fault in self.forward {
+            shared.add(Direction::ToUpstream, fault);
+        }
+        for fault in self.backward {
+            shared.add(Direction::ToClient, fault);
+        }
+        let (control, rx) = mpsc::unbounded_channel();
+        for outage in self.outages {
+            let control = control.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(outage.after).await;
+                let _ = control.send(Control::Outage(outage));
+            });
+        }
+        let task = tokio::spawn(accept_loop(
+            shared.clone(),
+            listener,
+            self.listen.clone(),
+            self.upstream,
+            rx,
+            inode,
+        ));
+        Ok(FaultProxy {
+            shared,
+            control,
+            task: Mutex::new(Some(task)),
+            listen: self.listen,
+        })
+    }
+}
+
+enum Control {
+    Outage(Outage),
+    Stop,
+}
+
+/// A running fault proxy; see the [module docs](self).
+pub struct FaultProxy {
+    shared: Arc<Shared>,
+    control: mpsc::UnboundedSender<Control>,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    listen: PathBuf,
+}
+
+impl std::fmt::Debug for FaultProxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FaultProxy")
+            .field("listen", &self.listen)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl FaultProxy {
+    /// A proxy that will listen on `listen` and forward to `upstream`.
+    pub fn builder(listen: impl AsRef<Path>, upstream: impl AsRef<Path>) -> FaultProxyBuilder {
+        FaultProxyBuilder {
+            listen: listen.as_ref().to_path_buf(),
+            upstream: upstream.as_ref().to_path_buf(),
+            seed: 0,
+            forward: Vec::new(),
+            backward: Vec::new(),
+            outages: Vec::new(),
+            sink: None,
+        }
+    }
+
+    /// The path clients connect to.
+    pub fn listen_path(&self) -> &Path {
+        &self.listen
+    }
+
+    /// Every event so far, in firing order.
+    pub fn events(&self) -> Vec<FaultEvent> {
+        self.shared.log.snapshot()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> ProxyStats {
+        let s = &self.shared;
+        ProxyStats {
+            connections: s.connections.load(Ordering::Relaxed),
+            upstream_unreachable: s.upstream_unreachable.load(Ordering::Relaxed),
+            bytes_to_upstream: s.to_upstream.load(Ordering::Relaxed),
+            bytes_to_client: s.to_client.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Adds a fault on the client → upstream direction until the returned
+    /// guard is dropped.
+    pub fn add_fault(&self, fault: impl Fault) -> FaultGuard {
+        let id = self.shared.add(Direction::ToUpstream, Box::new(fault));
+        FaultGuard {
+            list: Arc::downgrade(&self.shared.forward),
+            id,
+        }
+    }
+
+    /// Adds a fault on the upstream → client direction until the returned
+    /// guard is dropped.
+    pub fn add_reverse_fault(&self, fault: impl Fault) -> FaultGuard {
+        let id = self.shared.add(Direction::ToClient, Box::new(fault));
+        FaultGuard {
+            list: Arc::downgrade(&self.shared.backward),
+            id,
+        }
+    }
+
+    /// Starts an outage now: stop listening for `duration` (cutting the
+    /// open connections unless `outage` says to keep them).
+    pub fn outage_now(&self, duration: Duration) {
+        let _ = self
+            .control
+            .send(Control::Outage(Outage::new(Duration::ZERO, duration)));
+    }
+
+    /// Stops listening, closes every connection (logging what each loses)
+    /// and removes the socket file. Idempotent.
+    pub async fn stop(&self) {
+        let _ = self.control.send(Control::Stop);
+        let task = lock(&self.task).take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        let _ = self.control.send(Control::Stop);
+    }
+}
+
+/// Removes its fault from the proxy when dropped.
+#[must_use = "dropping the guard removes the fault at once"]
+#[derive(Debug)]
+pub struct FaultGuard {
+    list: Weak<FaultList>,
+    id: u64,
+}
+
+impl FaultGuard {
+    /// Keeps the fault for the proxy's whole life.
+    pub fn keep(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for FaultGuard {
+    fn drop(&mut self) {
+        if let Some(list) = self.list.upgrade() {
+            lock(&list).retain(|(id, _)| *id != self.id);
+        }
+    }
+}
+
+fn bind(path: &Path) -> io::Result<UnixListener> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if !meta.file_type().is_socket() => {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!(
+                    "{} exists and is not a socket; not touching it",
+                    path.display()
+                ),
+            ));
+        }
+        Ok(_) => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!("address in use: something listens on {}", path.display()),
+                ));
+            }
+            std::fs::remove_file(path)?;
+        }
+        Err(_) => {}
+    }
+    UnixListener::bind(path)
+}
+
+fn remove_if_ours(path: &Path, inode: u64) {
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.ino() == inode && m.file_type().is_socket())
+    {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+async fn accept_loop(
+    shared: Arc<Shared>,
+    listener: UnixListener,
+    listen: PathBuf,
+    upstream: PathBuf,
+    mut control: mpsc::UnboundedReceiver<Control>,
+    inode: u64,
+) {
+    let mut listener = Some(listener);
+    let mut inode = inode;
+    let mut back_at: Option<Instant> = None;
+    let mut tasks = JoinSet::new();
+    let mut next_conn = 1u64;
+    loop {
+        tokio::select! {
+            accepted = accept(listener.as_ref()) => {
+                let Ok(client) = accepted else { continue };
+                let conn = next_conn;
+                next_conn += 1;
+                shared.connections.fetch_add(1, Ordering::Relaxed);
+                let shared = shared.clone();
+                let upstream = upstream.clone();
+                tasks.spawn(async move {
+                    let Ok(up) = UnixStream::connect(&upstream).await else {
+                        shared.upstream_unreachable.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(conn, "upstream unreachable; closing the client");
+                        return;
+                    };
+                    let phase = conn::new_phase();
+                    lock(&shared.conns).insert(conn, phase.clone());
+                    conn::serve(shared.clone(), conn, client, up, phase).await;
+                    lock(&shared.conns).remove(&conn);
+                });
+            }
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            ctl = control.recv() => match ctl {
+                Some(Control::Outage(outage)) => {
+                    if listener.take().is_some() {
+                        remove_if_ours(&listen, inode);
+                    }
+                    if outage.cut_connections {
+                        shared.close_all(Reason::Outage);
+                    }
+                    let mut event = FaultEvent::new("refuse", shared.start.elapsed(), 0);
+                    event.detail = format!(
+                        "listener removed for {} ms{}",
+                        outage.duration.as_millis(),
+                        if outage.cut_connections { ", open connections cut" } else { "" }
+                    );
+                    shared.log.push(event);
+                    back_at = Some(Instant::now() + outage.duration);
+                }
+                Some(Control::Stop) | None => break,
+            },
+            () = sleep_until(back_at) => {
+                back_at = None;
+                match bind(&listen) {
+                    Ok(l) => {
+                        inode = std::fs::metadata(&listen).map(|m| m.ino()).unwrap_or(0);
+                        listener = Some(l);
+                        let mut event = FaultEvent::new("refuse", shared.start.elapsed(), 0);
+                        event.detail = "listener back".to_owned();
+                        shared.log.push(event);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "could not listen again after an outage"),
+                }
+            }
+        }
+    }
+    drop(listener);
+    remove_if_ours(&listen, inode);
+    shared.close_all(Reason::Stop);
+    while tasks.join_next().await.is_some() {}
+}
+
+async fn accept(listener: Option<&UnixListener>) -> io::Result<UnixStream> {
+    match listener {
+        Some(l) => l.accept().await.map(|(s, _)| s),
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
