@@ -10,9 +10,8 @@
 //! | bad arguments or unusable input (invalid hex) | clap's usage error, or `error: ...` (then the JSON line if something already ran) | 2 |
 //!
 //! Each subcommand owns its arguments, its run and its stats in its own
-//! module ([`listen`], [`send`]); this module only dispatches and turns an
-//! outcome into stderr lines and an exit code. Later subcommands
-//! (`proxy`, `bench`) become further [`Command`] variants.
+//! module ([`listen`], [`send`], [`proxy`]); this module only dispatches and turns an
+//! outcome into stderr lines and an exit code.
 
 use std::fmt;
 use std::process::ExitCode;
@@ -23,6 +22,7 @@ use clap::{Parser, Subcommand};
 mod hex;
 pub mod listen;
 mod printer;
+pub mod proxy;
 pub mod send;
 mod signals;
 
@@ -57,6 +57,9 @@ pub enum Command {
     /// Send messages (arguments, or lines of stdin) to a socket.
     #[command(long_about = send::LONG_ABOUT)]
     Send(send::SendArgs),
+    /// Forward a socket to another, injecting faults (drops, stalls, partial writes, ...).
+    #[command(long_about = proxy::LONG_ABOUT)]
+    Proxy(proxy::ProxyArgs),
 }
 
 /// Parses the process arguments, runs the subcommand and returns its exit
@@ -71,6 +74,7 @@ pub fn run(cli: Cli) -> ExitCode {
     let outcome = match cli.command {
         Command::Listen(args) => listen::run(args),
         Command::Send(args) => send::run(args),
+        Command::Proxy(args) => proxy::run(args),
     };
     outcome.report()
 }

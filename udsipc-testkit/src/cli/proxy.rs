@@ -1,0 +1,127 @@
+//! `udsipc proxy`: run a [`FaultProxy`](crate::proxy::FaultProxy) in front
+//! of any Unix-socket service and print each fault as it fires.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use super::signals::Signals;
+use super::{CliError, Outcome, stats_line};
+use crate::proxy::spec::{FaultSpec, VALID_FORMS};
+use crate::proxy::{FaultEvent, FaultProxy, ProxyStats};
+
+/// `--help` text; set on the [`Command`](super::Command) variant.
+pub(crate) const LONG_ABOUT: &str = "\
+Listen on --listen, connect every client to --upstream, forward bytes both ways, and inject \
+faults into the client -> upstream direction.
+
+stderr gets `proxying LISTEN -> UPSTREAM` once the socket is bound (wait for that line before \
+connecting), one JSON line per fault that fires (its first key is `fault`), and at exit one \
+JSON line of counters: {\"connections\",\"upstream_unreachable\",\"bytes_to_upstream\",\
+\"bytes_to_client\",\"faults\"}. It runs until SIGINT/SIGTERM, then closes every connection \
+and removes its socket file. Works in front of any process, Go or Rust; frame-aimed faults \
+assume varint length-prefixed frames.";
+
+const AFTER_HELP: &str = "\
+Examples:
+  # deliver in 1..16-byte writes, and cut every connection after 1000 messages
+  udsipc proxy --listen /tmp/front.sock --upstream /tmp/app.sock \\
+      --fault fragment:1-16 --fault drop-after-frames:1000
+  # take the socket away for 2 s after 5 s
+  udsipc proxy --listen /tmp/front.sock --upstream /tmp/app.sock --fault refuse:5000:2000";
+
+/// Arguments of `udsipc proxy`.
+#[derive(Debug, Clone, clap::Args)]
+#[command(after_help = AFTER_HELP)]
+pub struct ProxyArgs {
+    /// Socket path clients connect to (a stale socket file is replaced)
+    #[arg(long, value_name = "PATH")]
+    pub listen: PathBuf,
+
+    /// Socket path of the real service
+    #[arg(long, value_name = "PATH")]
+    pub upstream: PathBuf,
+
+    /// Seed of every random choice (the same seed replays the same faults)
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub seed: u64,
+
+    /// A fault to inject; repeatable. Forms:
+    #[arg(long = "fault", value_name = "SPEC", value_parser = parse_spec, long_help = fault_help())]
+    pub faults: Vec<FaultSpec>,
+}
+
+fn fault_help() -> String {
+    format!("A fault to inject; repeatable. SPEC is one of:\n{VALID_FORMS}")
+}
+
+fn parse_spec(text: &str) -> Result<FaultSpec, String> {
+    text.parse::<FaultSpec>().map_err(|e| e.to_string())
+}
+
+#[derive(Debug, Serialize)]
+struct ProxyCounters {
+    connections: u64,
+    upstream_unreachable: u64,
+    bytes_to_upstream: u64,
+    bytes_to_client: u64,
+    faults: usize,
+}
+
+impl ProxyCounters {
+    fn new(stats: ProxyStats, faults: usize) -> Self {
+        Self {
+            connections: stats.connections,
+            upstream_unreachable: stats.upstream_unreachable,
+            bytes_to_upstream: stats.bytes_to_upstream,
+            bytes_to_client: stats.bytes_to_client,
+            faults,
+        }
+    }
+}
+
+pub(crate) fn run(args: ProxyArgs) -> Outcome {
+    let runtime = match super::runtime() {
+        Ok(rt) => rt,
+        Err(e) => return Outcome::early(e),
+    };
+    runtime.block_on(serve(args))
+}
+
+async fn serve(args: ProxyArgs) -> Outcome {
+    let mut signals = match Signals::install() {
+        Ok(s) => s,
+        Err(e) => return Outcome::early(e),
+    };
+    let mut builder = FaultProxy::builder(&args.listen, &args.upstream)
+        .seed(args.seed)
+        .on_event(print_event);
+    for spec in args.faults {
+        builder = spec.apply(builder);
+    }
+    let proxy = match builder.start().await {
+        Ok(p) => p,
+        Err(e) => {
+            return Outcome::early(CliError::Failed(format!(
+                "cannot listen on {}: {e}",
+                args.listen.display()
+            )));
+        }
+    };
+    eprintln!(
+        "proxying {} -> {}",
+        args.listen.display(),
+        args.upstream.display()
+    );
+    signals.recv().await;
+    proxy.stop().await;
+    let faults = proxy.events().len();
+    Outcome {
+        failure: None,
+        stats: Some(stats_line(&ProxyCounters::new(proxy.stats(), faults))),
+    }
+}
+
+fn print_event(event: &FaultEvent) {
+    eprintln!("{}", serde_json::to_string(event).unwrap_or_default());
+}
