@@ -11,10 +11,12 @@
 //! cargo test --release -p udsipc --test memory -- --ignored --nocapture --test-threads 1
 //! ```
 //!
-//! The clients are plain `std` sockets in this same process: a client costs
-//! one file descriptor in user space (its buffers are kernel memory, which
-//! RSS does not count), so RSS growth is the Reader's. The tests in this
-//! binary take a lock so they never overlap (they count the whole process).
+//! RSS growth is the Reader's alone: the 10,000 clients run in a child
+//! process (this test binary re-run as `client_fleet`); the 100 clients of
+//! the large-frame test are plain `std` sockets in this process, which cost
+//! one file descriptor each in user space (socket buffers are kernel memory,
+//! which RSS does not count). The tests in this binary take a lock so they
+//! never overlap (they count the whole process).
 
 mod common;
 mod counting_alloc;
@@ -194,29 +196,114 @@ fn unread(s: &UnixStream) -> usize {
     n as usize
 }
 
+const FLEET_SOCK: &str = "UDSIPC_FLEET_SOCK";
+const FLEET_SIZE: &str = "UDSIPC_FLEET_SIZE";
+
+/// Not a test on its own: the client process of
+/// `rss_of_ten_thousand_idle_connections`. Connects `UDSIPC_FLEET_SIZE`
+/// times, says `connected`; on a `send` line sends one 64-byte frame on each
+/// connection and says `sent`; exits when its stdin closes.
 #[test]
-#[ignore = "opens 20,000 file descriptors; run with --ignored (see the module docs)"]
+#[ignore = "run by rss_of_ten_thousand_idle_connections in a child process"]
+fn client_fleet() {
+    use std::io::BufRead;
+    let (Ok(path), Ok(n)) = (std::env::var(FLEET_SOCK), std::env::var(FLEET_SIZE)) else {
+        return;
+    };
+    let n: usize = n.parse().unwrap();
+    raise_nofile(n as u64 + 64);
+    let mut clients: Vec<UnixStream> = (0..n)
+        .map(|_| UnixStream::connect(&path).unwrap())
+        .collect();
+    println!("connected");
+    let mut lines = std::io::stdin().lock().lines();
+    while let Some(Ok(line)) = lines.next() {
+        if line == "send" {
+            let hello = frames(&[&[0x5a; 64]]);
+            for c in &mut clients {
+                c.write_all(&hello).unwrap();
+            }
+            println!("sent");
+        }
+    }
+}
+
+/// The fleet child, and a way to wait for what it says.
+struct Fleet {
+    child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+    said: mpsc::Receiver<String>,
+}
+
+impl Fleet {
+    fn start(path: &std::path::Path, n: usize) -> Self {
+        use std::io::BufRead;
+        use std::process::{Command, Stdio};
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["--ignored", "--exact", "client_fleet", "--nocapture"])
+            .env(FLEET_SOCK, path)
+            .env(FLEET_SIZE, n.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, said) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stdin = child.stdin.take();
+        Self { child, stdin, said }
+    }
+
+    fn wait_for(&self, word: &str) {
+        loop {
+            let line = self
+                .said
+                .recv_timeout(Duration::from_secs(120))
+                .unwrap_or_else(|_| panic!("the client fleet never said {word:?}"));
+            if line == word {
+                return;
+            }
+        }
+    }
+
+    fn say(&mut self, word: &str) {
+        writeln!(self.stdin.as_mut().unwrap(), "{word}").unwrap();
+    }
+
+    fn finish(mut self) {
+        drop(self.stdin.take());
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "client fleet: {status}");
+    }
+}
+
+#[test]
+#[ignore = "10,000 connections; run with --ignored (see the module docs)"]
 fn rss_of_ten_thousand_idle_connections() {
     let _serial = serial();
     const N: usize = 10_000;
-    raise_nofile(2 * N as u64 + 1024);
+    // The clients live in a child process: here only the Reader's side.
+    raise_nofile(N as u64 + 1024);
     let sock = temp_sock();
     let (reader, _errors) = counting_reader(&sock, 10 << 20);
-    let mut clients = Vec::with_capacity(N);
-    let hello = frames(&[&[0x5a; 64]]);
     let (rss0, heap0) = (rss_kib(), live_bytes());
 
-    for _ in 0..N {
-        clients.push(UnixStream::connect(&sock.path).unwrap());
-    }
+    let mut fleet = Fleet::start(&sock.path, N);
+    fleet.wait_for("connected");
     eventually("every connection accepted", || {
         reader.metrics().active_connections == N as u64
     });
     let (rss1, heap1) = (rss_kib(), live_bytes());
 
-    for c in &mut clients {
-        c.write_all(&hello).unwrap();
-    }
+    fleet.say("send");
+    fleet.wait_for("sent");
     eventually("a message from every client", || {
         reader.metrics().received == N as u64
     });
@@ -239,12 +326,14 @@ fn rss_of_ten_thousand_idle_connections() {
         "  idle after one 64 B frame: RSS +{} KiB = {idle_rss:.2} KiB/conn, heap {idle_heap:.2} KiB/conn",
         rss2 - rss0
     );
-    eprintln!("  peak RSS (VmHWM) {} KiB", status_kib("VmHWM"));
     assert!(
         idle_rss <= 16.0,
         "{idle_rss:.2} KiB per idle connection (goal 16)"
     );
-    drop(clients);
+    fleet.finish();
+    eventually("every connection closed", || {
+        reader.metrics().active_connections == 0
+    });
     reader.stop_blocking(STOP).unwrap();
 }
 
