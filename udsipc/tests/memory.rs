@@ -140,6 +140,29 @@ fn a_declared_16_mib_frame_holds_what_arrived_plus_one_step_not_the_declared_len
 }
 
 #[test]
+fn a_buffer_enlarged_by_a_large_frame_shrinks_back_once_idle() {
+    let _serial = serial();
+    let sock = temp_sock();
+    let (reader, _errors) = counting_reader(&sock, 16 << 20);
+    let mut client = UnixStream::connect(&sock.path).unwrap();
+    client.write_all(&frames(&[b"warm-up"])).unwrap();
+    eventually("the warm-up message", || reader.metrics().received == 1);
+    let big = frames(&[&vec![0x33; 2 * MIB]]);
+    let base = live_bytes();
+    reset_peak();
+    client.write_all(&big).unwrap();
+    eventually("the 2 MiB message", || reader.metrics().received == 2);
+    let grown = peak_bytes().saturating_sub(base);
+    assert!(grown >= MIB, "the buffer grew to hold the frame: {grown}");
+    // The connection stays open and idle: its buffer goes back to 8 KiB.
+    eventually("the enlarged buffer is given back", || {
+        live_bytes() <= base + 4 * KIB
+    });
+    drop(client);
+    reader.stop_blocking(STOP).unwrap();
+}
+
+#[test]
 fn an_idle_connection_costs_a_few_kib_of_heap() {
     let _serial = serial();
     const N: usize = 200;
