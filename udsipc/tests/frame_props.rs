@@ -3,7 +3,7 @@
 
 mod oracle;
 
-use oracle::{Outcome, any_stream, boundary_len, chunked, oracle};
+use oracle::{Outcome, adversarial_stream, any_stream, boundary_len, chunked, oracle};
 use proptest::prelude::*;
 use udsipc::frame::{
     FrameDecoder, FrameError, GROWTH_STEP, MAX_VARINT_LEN, Next, decode_varint, encode_frame,
@@ -34,7 +34,7 @@ proptest! {
 
     #[test]
     fn decoder_agrees_with_oracle_under_any_chunking(
-        stream in any_stream(),
+        stream in adversarial_stream(),
         cuts in prop::collection::vec(any::<usize>(), 0..12),
         max in prop_oneof![Just(u64::MAX), 0u64..400],
     ) {
