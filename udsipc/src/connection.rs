@@ -82,6 +82,7 @@ impl ConnBuf {
         use nix::sys::socket::{MsgFlags, recv};
         use std::os::fd::AsRawFd;
         let end = self.data.len();
+        let offered = self.spare_len();
         self.data.resize(self.data.capacity(), 0);
         let got = recv(
             stream.as_raw_fd(),
@@ -90,6 +91,7 @@ impl ConnBuf {
         );
         let n = *got.as_ref().unwrap_or(&0);
         self.data.truncate(end + n);
+        self.filled_last_read = n == offered;
         got.map_err(io::Error::from)
     }
 
