@@ -77,7 +77,17 @@ impl Proc {
     /// Starts `udsipc ARGS...`; `stdin` is written (then closed) on a thread,
     /// or stdin is /dev/null.
     fn spawn<S: AsRef<OsStr>>(args: &[S], stdin: Option<Vec<u8>>) -> Self {
-        let mut child = Command::new(BIN)
+        Self::spawn_command(Command::new(BIN), args, stdin)
+    }
+
+    /// As [`spawn`](Self::spawn), with the `udsipc` binary already in `cmd`
+    /// (e.g. behind `setpriv`).
+    fn spawn_command<S: AsRef<OsStr>>(
+        mut cmd: Command,
+        args: &[S],
+        stdin: Option<Vec<u8>>,
+    ) -> Self {
+        let mut child = cmd
             .args(args)
             .stdin(if stdin.is_some() {
                 Stdio::piped()
@@ -737,4 +747,82 @@ fn listen_closes_peers_off_the_allow_lists() {
         ),
         (1, 0, 0)
     );
+}
+
+/// Runs `udsipc send SOCKET OPTIONS...` as uid/gid 65534 with no
+/// supplementary groups, through util-linux's `setpriv`.
+fn send_as_nobody(socket: &Path, options: &[&str]) -> Done {
+    let mut cmd = Command::new("setpriv");
+    cmd.args([
+        "--reuid",
+        "65534",
+        "--regid",
+        "65534",
+        "--clear-groups",
+        BIN,
+    ]);
+    let mut args: Vec<OsString> = vec!["send".into(), socket.into()];
+    args.extend(options.iter().map(OsString::from));
+    Proc::spawn_command(cmd, &args, None).finish()
+}
+
+/// Whether a second user can be run: root, and `setpriv` installed.
+fn can_run_a_second_user() -> bool {
+    let setpriv = Command::new("setpriv")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    nix::unistd::getuid().is_root() && setpriv
+}
+
+/// A directory the second user can reach (`tempdir` makes it 0700).
+fn tempdir_for_everyone() -> TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempdir();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+#[test]
+fn listen_allow_lists_refuse_or_admit_a_real_second_user_running_udsipc_send() {
+    if !can_run_a_second_user() {
+        eprintln!("needs root and setpriv (util-linux) to run `udsipc send` as uid 65534; skipped");
+        return;
+    }
+    // Refused: only root may send.
+    let dir = tempdir_for_everyone();
+    let mut listener = Listener::start(dir.path(), &["--socket-mode", "666", "--allow-uid", "0"]);
+    // Whether the refused sender saw its write fail or not depends on when
+    // the Reader closed it; the Reader's side is what is checked.
+    let _ = send_as_nobody(&listener.path, &["--drain-timeout", "0.5", "not yours"]);
+    let refusal = listener
+        .proc
+        .stderr_until("the refusal warning", |l| l.contains("connection rejected"));
+    assert!(refusal.contains("uid 65534 gid 65534"), "{refusal}");
+    listener.proc.signal(Signal::SIGTERM);
+    let done = listener.proc.finish();
+    assert_eq!(done.code(), Some(0), "{done:#?}");
+    assert_eq!(done.stdout_text(), "");
+    let stats = done.listen_stats();
+    assert!(stats.rejected_connections >= 1, "{stats:?}");
+    assert_eq!((stats.received, stats.connections), (0, 0));
+
+    // Admitted: uid 65534 is on the list.
+    let dir = tempdir_for_everyone();
+    let listener = Listener::start(
+        dir.path(),
+        &[
+            "--socket-mode",
+            "666",
+            "--allow-uid",
+            "65534",
+            "--count",
+            "1",
+        ],
+    );
+    let sent = send_as_nobody(&listener.path, &["from nobody"]);
+    assert_eq!(sent.code(), Some(0), "{sent:#?}");
+    assert_eq!(sent.send_stats().sent, 1);
+    assert_eq!(listener.finish().stdout_text(), "from nobody\n");
 }

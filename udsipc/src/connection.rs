@@ -26,12 +26,13 @@ pub(crate) const STREAM_BUF: usize = 256 * 1024;
 /// An enlarged, empty buffer shrinks back after this much quiet.
 const SHRINK_AFTER: Duration = Duration::from_millis(250);
 
-/// The read buffer: `data[start..end]` holds unparsed bytes.
+/// The read buffer: `data[start..]` holds unparsed bytes; reads append into
+/// the spare capacity after `data.len()` without zeroing it first, so memory
+/// the kernel has not written into costs no resident pages.
 #[derive(Debug)]
 pub(crate) struct ConnBuf {
     data: Vec<u8>,
     start: usize,
-    end: usize,
     /// The last read filled all the space it was given.
     filled_last_read: bool,
 }
@@ -39,75 +40,115 @@ pub(crate) struct ConnBuf {
 impl ConnBuf {
     pub(crate) fn new() -> Self {
         Self {
-            data: vec![0; INITIAL_BUF],
+            data: Vec::with_capacity(INITIAL_BUF),
             start: 0,
-            end: 0,
             filled_last_read: false,
         }
     }
 
     pub(crate) fn filled(&self) -> &[u8] {
-        &self.data[self.start..self.end]
+        &self.data[self.start..]
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.start == self.end
+        self.start == self.data.len()
     }
 
+    /// Bytes reserved for this connection (what it costs, at most).
     pub(crate) fn capacity(&self) -> usize {
-        self.data.len()
+        self.data.capacity()
     }
 
     pub(crate) fn consume(&mut self, n: usize) {
         self.start += n;
-        if self.start == self.end {
+        if self.start == self.data.len() {
             self.start = 0;
-            self.end = 0;
+            self.data.clear();
         }
     }
 
-    pub(crate) fn spare(&mut self) -> &mut [u8] {
-        &mut self.data[self.end..]
+    /// Reads what the socket has into the spare capacity (tokio's readiness
+    /// first: `WouldBlock` when no event was seen).
+    pub(crate) fn read_from(&mut self, stream: &UnixStream) -> io::Result<usize> {
+        let offered = self.spare_len();
+        let n = stream.try_read_buf(&mut self.data)?;
+        self.filled_last_read = n == offered;
+        Ok(n)
     }
 
-    pub(crate) fn commit(&mut self, n: usize, offered: usize) {
-        self.end += n;
+    /// Reads what the kernel has right now, bypassing tokio's readiness
+    /// cache (used while draining; zeroes the spare room first).
+    pub(crate) fn read_now(&mut self, stream: &UnixStream) -> io::Result<usize> {
+        use nix::sys::socket::{MsgFlags, recv};
+        use std::os::fd::AsRawFd;
+        let end = self.data.len();
+        let offered = self.spare_len();
+        self.data.resize(self.data.capacity(), 0);
+        let got = recv(
+            stream.as_raw_fd(),
+            &mut self.data[end..],
+            MsgFlags::MSG_DONTWAIT,
+        );
+        let n = *got.as_ref().unwrap_or(&0);
+        self.data.truncate(end + n);
         self.filled_last_read = n == offered;
+        got.map_err(io::Error::from)
+    }
+
+    fn spare_len(&self) -> usize {
+        self.data.capacity() - self.data.len()
     }
 
     /// Makes room for the next read. `frame_len` is the size of the frame at
     /// the front, when its prefix is known.
+    ///
+    /// A frame that does not fit makes the buffer grow only once what arrived
+    /// has (nearly) filled it, and then by the decoder's bounded step: the
+    /// reservation stays within `max(2 * arrived, arrived + GROWTH_STEP)` of
+    /// the bytes that actually came, whatever length was declared. Reads that
+    /// keep filling the buffer (a fast stream of frames) double it up to
+    /// [`STREAM_BUF`].
     pub(crate) fn make_room(&mut self, frame_len: Option<usize>, decoder: &FrameDecoder) {
-        let buffered = self.end - self.start;
-        let mut want = self.data.len();
+        let buffered = self.data.len() - self.start;
+        let cap = self.data.capacity();
+        let mut want = cap;
         if let Some(total) = frame_len {
-            if total > self.data.len() {
-                want = decoder.grow_hint(buffered, total).max(self.data.len());
+            if total > cap && cap - buffered < cap / 8 {
+                want = decoder.grow_hint(buffered, total).max(cap);
             }
         }
-        if self.filled_last_read && self.data.len() < STREAM_BUF {
-            want = want.max((self.data.len() * 2).min(STREAM_BUF));
+        if self.filled_last_read && cap < STREAM_BUF {
+            want = want.max((cap * 2).min(STREAM_BUF));
         }
         // Move the partial frame to the front when the tail is short.
-        let tail = self.data.len() - self.end;
-        if self.start > 0 && (tail < self.data.len() / 4 || want > self.data.len()) {
-            self.data.copy_within(self.start..self.end, 0);
+        let tail = cap - self.data.len();
+        if self.start > 0 && (tail < cap / 4 || want > cap) {
+            self.data.copy_within(self.start.., 0);
+            self.data.truncate(buffered);
             self.start = 0;
-            self.end = buffered;
         }
-        if want > self.data.len() {
-            self.data.resize(want, 0);
+        if want > cap {
+            self.data.reserve_exact(want - self.data.len());
         }
+        debug_assert!(self.spare_len() > 0, "a read always has room");
     }
 
     /// Gives back an enlarged buffer's memory when it holds nothing.
     pub(crate) fn shrink(&mut self) {
-        if self.is_empty() && self.data.len() > INITIAL_BUF {
-            self.data = vec![0; INITIAL_BUF];
+        if self.is_empty() && self.data.capacity() > INITIAL_BUF {
+            self.data = Vec::with_capacity(INITIAL_BUF);
             self.start = 0;
-            self.end = 0;
             self.filled_last_read = false;
         }
+    }
+
+    /// Appends `bytes` as a read offering all the spare room would.
+    #[cfg(test)]
+    fn push(&mut self, bytes: &[u8]) {
+        let offered = self.spare_len();
+        assert!(bytes.len() <= offered, "a read never exceeds the room");
+        self.data.extend_from_slice(bytes);
+        self.filled_last_read = bytes.len() == offered;
     }
 }
 
@@ -182,12 +223,9 @@ async fn run(stream: &UnixStream, inner: &ReaderInner, phase: &mut watch::Receiv
         }
 
         buf.make_room(frame_len, &decoder);
-        let spare = buf.spare();
-        let offered = spare.len();
-        match stream.try_read(spare) {
+        match buf.read_from(stream) {
             Ok(0) => return at_eof(&decoder, buf.filled()),
-            Ok(n) => {
-                buf.commit(n, offered);
+            Ok(_) => {
                 // Stay fair to other connections on this worker.
                 tokio::task::consume_budget().await;
             }
@@ -196,12 +234,9 @@ async fn run(stream: &UnixStream, inner: &ReaderInner, phase: &mut watch::Receiv
                     // tokio's WouldBlock may only mean "no readiness event
                     // seen yet": ask the kernel itself. After `begin_drain`
                     // it answers with data, then end of stream.
-                    let spare = buf.spare();
-                    let offered = spare.len();
-                    match read_now(stream, spare) {
+                    match buf.read_now(stream) {
                         Ok(0) => return at_eof(&decoder, buf.filled()),
-                        Ok(n) => {
-                            buf.commit(n, offered);
+                        Ok(_) => {
                             tokio::task::consume_budget().await;
                             continue;
                         }
@@ -266,14 +301,6 @@ fn at_eof(decoder: &FrameDecoder, rest: &[u8]) -> End {
     }
 }
 
-/// One non-blocking `recv` straight from the kernel, bypassing tokio's
-/// readiness cache.
-fn read_now(stream: &UnixStream, buf: &mut [u8]) -> io::Result<usize> {
-    use nix::sys::socket::{MsgFlags, recv};
-    use std::os::fd::AsRawFd;
-    recv(stream.as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT).map_err(io::Error::from)
-}
-
 fn call(inner: &ReaderInner, body: &[u8]) -> Result<(), HandlerError> {
     match catch_unwind(AssertUnwindSafe(|| (inner.handler)(body))) {
         Ok(result) => result,
@@ -311,20 +338,51 @@ fn on_timeout(buffered: &[u8], timeout: Duration) -> End {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::frame::GROWTH_STEP;
+
+    /// The most a buffer holding `arrived` bytes of a large frame may reserve.
+    fn bound(arrived: usize) -> usize {
+        INITIAL_BUF.max(2 * arrived).max(arrived + GROWTH_STEP)
+    }
+
+    #[test]
+    fn a_large_declared_frame_keeps_the_initial_buffer_until_what_arrived_fills_it() {
+        let d = FrameDecoder::new(16 << 20);
+        let mut b = ConnBuf::new();
+        // A 16 MiB prefix and 100 bytes of body.
+        b.push(&[0x80, 0x80, 0x80, 0x08]);
+        b.push(&[7; 100]);
+        b.make_room(Some((16 << 20) + 4), &d);
+        assert_eq!(b.capacity(), INITIAL_BUF);
+        assert_eq!(b.filled().len(), 104);
+    }
 
     #[test]
     fn buffer_grows_for_a_large_frame_by_bounded_steps() {
+        let frame = (10 << 20) + 4;
         let d = FrameDecoder::new(10 << 20);
-        let mut b = ConnBuf::new();
-        let n = b.spare().len();
-        b.commit(3, n);
-        b.make_room(Some(10 << 20), &d);
-        assert!(
-            b.capacity() <= 3 + crate::frame::GROWTH_STEP,
-            "{}",
-            b.capacity()
-        );
-        assert_eq!(b.filled().len(), 3);
+        for chunk in [1000, usize::MAX] {
+            let mut b = ConnBuf::new();
+            let (mut arrived, mut growths, mut cap) = (0, 0, b.capacity());
+            while arrived < frame {
+                b.make_room(Some(frame), &d);
+                if b.capacity() != cap {
+                    growths += 1;
+                    cap = b.capacity();
+                }
+                assert!(
+                    cap <= bound(arrived),
+                    "{cap} reserved for {arrived} arrived"
+                );
+                assert!(cap <= frame.max(INITIAL_BUF));
+                let n = chunk.min(cap - b.filled().len()).min(frame - arrived);
+                b.push(&vec![1; n]);
+                arrived += n;
+            }
+            assert_eq!(b.filled().len(), frame);
+            // Doubling steps, not one reallocation per read.
+            assert!(growths <= 12, "{growths} reallocations (chunk {chunk})");
+        }
     }
 
     #[test]
@@ -332,15 +390,13 @@ mod tests {
         let d = FrameDecoder::new(10 << 20);
         let mut b = ConnBuf::new();
         for _ in 0..10 {
-            let n = b.spare().len();
-            b.commit(n, n);
+            let n = b.capacity() - b.filled().len();
+            b.push(&vec![0; n]);
             let len = b.filled().len();
             b.consume(len);
             b.make_room(None, &d);
         }
         assert_eq!(b.capacity(), STREAM_BUF);
-        let len = b.filled().len();
-        b.consume(len);
         b.shrink();
         assert_eq!(b.capacity(), INITIAL_BUF);
     }
@@ -349,11 +405,12 @@ mod tests {
     fn partial_frame_moves_to_front_when_tail_is_short() {
         let d = FrameDecoder::new(1 << 20);
         let mut b = ConnBuf::new();
-        let n = b.spare().len();
-        b.commit(n, n);
-        b.consume(n - 2);
+        let mut data = vec![1; INITIAL_BUF - 1];
+        data.extend_from_slice(&[0x80]);
+        b.push(&data);
+        b.consume(INITIAL_BUF - 2);
         b.make_room(None, &d);
-        assert_eq!(b.filled().len(), 2);
-        assert!(b.spare().len() >= INITIAL_BUF - 2);
+        assert_eq!(b.filled(), [1, 0x80]);
+        assert!(b.capacity() - b.filled().len() >= INITIAL_BUF - 2);
     }
 }

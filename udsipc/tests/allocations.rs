@@ -2,36 +2,15 @@
 //! watches a long transfer through both Writer APIs and the Reader. Alone in
 //! its own test binary because the allocator counts the whole process.
 
-use std::alloc::{GlobalAlloc, Layout, System};
+mod counting_alloc;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use counting_alloc::{Counting, allocations};
 use udsipc::{Reader, Writer};
-
-struct Counting;
-
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: forwards every call unchanged to the system allocator; only counts.
-#[allow(unsafe_code)]
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
@@ -70,12 +49,12 @@ fn allocs_per_message(size: usize, send_one: impl Fn(&Writer, &Bytes)) -> f64 {
         send_one(&writer, &payload);
     }
     wait("warm-up messages");
-    let before = ALLOCS.load(Ordering::Relaxed);
+    let before = allocations();
     for _ in 0..MEASURED {
         send_one(&writer, &payload);
     }
     wait("measured messages");
-    let allocs = ALLOCS.load(Ordering::Relaxed) - before;
+    let allocs = allocations() - before;
     writer.stop_blocking(Duration::from_secs(10)).unwrap();
     reader.stop_blocking(Duration::from_secs(10)).unwrap();
     allocs as f64 / MEASURED as f64
