@@ -17,7 +17,7 @@ use tokio::time::{Instant, sleep};
 
 use crate::error::{HandlerError, ReadStage, ReaderError};
 use crate::frame::{FrameDecoder, Next, decode_varint};
-use crate::reader::{Phase, ReaderInner};
+use crate::reader::{ConnectionInfo, Phase, ReaderInner};
 
 /// A new connection's buffer: small, so idle connections cost little.
 pub(crate) const INITIAL_BUF: usize = 8 * 1024;
@@ -164,14 +164,20 @@ enum End {
 pub(crate) async fn serve(
     stream: UnixStream,
     inner: Arc<ReaderInner>,
+    info: ConnectionInfo,
     mut phase: watch::Receiver<Phase>,
 ) {
-    if let End::Error(e) = run(&stream, &inner, &mut phase).await {
+    if let End::Error(e) = run(&stream, &inner, &info, &mut phase).await {
         inner.report(e);
     }
 }
 
-async fn run(stream: &UnixStream, inner: &ReaderInner, phase: &mut watch::Receiver<Phase>) -> End {
+async fn run(
+    stream: &UnixStream,
+    inner: &ReaderInner,
+    info: &ConnectionInfo,
+    phase: &mut watch::Receiver<Phase>,
+) -> End {
     let decoder = FrameDecoder::new(inner.config.max_message_size);
     let timeout = inner.config.inactivity_timeout;
     let mut buf = ConnBuf::new();
@@ -190,7 +196,7 @@ async fn run(stream: &UnixStream, inner: &ReaderInner, phase: &mut watch::Receiv
             match decoder.decode(buf.filled()) {
                 Ok(Next::Frame { body, consumed }) => {
                     if !body.is_empty() {
-                        match call(inner, &buf.filled()[body]) {
+                        match call(inner, &buf.filled()[body], info) {
                             Ok(()) => received += 1,
                             Err(e) => inner.report(ReaderError::Handler(e)),
                         }
@@ -301,8 +307,8 @@ fn at_eof(decoder: &FrameDecoder, rest: &[u8]) -> End {
     }
 }
 
-fn call(inner: &ReaderInner, body: &[u8]) -> Result<(), HandlerError> {
-    match catch_unwind(AssertUnwindSafe(|| (inner.handler)(body))) {
+fn call(inner: &ReaderInner, body: &[u8], info: &ConnectionInfo) -> Result<(), HandlerError> {
+    match catch_unwind(AssertUnwindSafe(|| (inner.handler)(body, info))) {
         Ok(result) => result,
         Err(panic) => {
             let what = panic

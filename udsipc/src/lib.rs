@@ -66,8 +66,8 @@ pub use error::{
 };
 pub use metrics::{ReaderMetrics, WriterMetrics};
 pub use reader::{
-    DEFAULT_INACTIVITY_TIMEOUT, DEFAULT_MAX_ACCEPT_ERRORS, DEFAULT_MAX_MESSAGE_SIZE,
-    DEFAULT_READ_BUFFER_SIZE, Reader, ReaderBuilder,
+    ConnectionInfo, DEFAULT_INACTIVITY_TIMEOUT, DEFAULT_MAX_ACCEPT_ERRORS,
+    DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_READ_BUFFER_SIZE, PeerCredentials, Reader, ReaderBuilder,
 };
 pub use socket::max_socket_path_len;
 pub use writer::{

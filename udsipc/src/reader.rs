@@ -32,7 +32,34 @@ pub const DEFAULT_READ_BUFFER_SIZE: u32 = 256 << 10;
 /// Pause after a failed `accept`, as in Go.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
-type Handler = dyn Fn(&[u8]) -> Result<(), HandlerError> + Send + Sync;
+type Handler = dyn Fn(&[u8], &ConnectionInfo) -> Result<(), HandlerError> + Send + Sync;
+
+/// Which connection a message arrived on, for handlers started with
+/// [`ReaderBuilder::start_with_info`].
+///
+/// Messages of one connection reach the handler in the order they were
+/// sent; messages of different connections may interleave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConnectionInfo {
+    /// The connection's number within this Reader, from 1 in accept order.
+    pub id: u64,
+    /// The peer's process, user and group ids as the kernel saw them at
+    /// `connect` (`SO_PEERCRED`); `None` if it could not be read.
+    pub peer: Option<PeerCredentials>,
+}
+
+/// A peer's process, user and group ids (`SO_PEERCRED`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PeerCredentials {
+    /// Process id.
+    pub pid: i32,
+    /// User id.
+    pub uid: u32,
+    /// Group id.
+    pub gid: u32,
+}
 type ErrorCallback = dyn Fn(&ReaderError) + Send + Sync;
 
 /// Where a Reader (or Writer) is in its life.
@@ -215,6 +242,26 @@ impl ReaderBuilder {
     pub fn start<H>(self, handler: H) -> Result<Reader, StartError>
     where
         H: Fn(&[u8]) -> Result<(), HandlerError> + Send + Sync + 'static,
+    {
+        self.start_with_info(move |body, _| handler(body))
+    }
+
+    /// [`start`](Self::start), with a handler that also learns which
+    /// connection each message came from (its number and the peer's
+    /// credentials): to keep per-sender state, or to check ordering per
+    /// connection.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), udsipc::StartError> {
+    /// let reader = udsipc::Reader::builder("/tmp/app.sock").start_with_info(|msg, conn| {
+    ///     println!("{} bytes from connection {} ({:?})", msg.len(), conn.id, conn.peer);
+    ///     Ok(())
+    /// })?;
+    /// # Ok(()) }
+    /// ```
+    pub fn start_with_info<H>(self, handler: H) -> Result<Reader, StartError>
+    where
+        H: Fn(&[u8], &ConnectionInfo) -> Result<(), HandlerError> + Send + Sync + 'static,
     {
         socket::validate_path(&self.path)?;
         if self.inactivity_timeout.is_zero() {
@@ -503,11 +550,12 @@ fn peer_of(stream: &tokio::net::UnixStream) -> Result<Peer, String> {
 
 fn spawn_connection(inner: &Arc<ReaderInner>, stream: tokio::net::UnixStream) {
     let open = inner.counters.active.load(Relaxed) as usize;
-    let peer = if inner.policy.checks_peers() {
-        peer_of(&stream)
-    } else {
-        Err("not checked".to_owned())
-    };
+    let peer = peer_of(&stream);
+    let credentials = peer.as_ref().ok().map(|p| PeerCredentials {
+        pid: p.pid,
+        uid: p.uid,
+        gid: p.gid,
+    });
     if let Err(refusal) = inner.policy.admit(peer, open) {
         // Closed before a single byte is read.
         drop(stream);
@@ -517,7 +565,11 @@ fn spawn_connection(inner: &Arc<ReaderInner>, stream: tokio::net::UnixStream) {
         });
         return;
     }
-    inner.counters.connections.fetch_add(1, Relaxed);
+    let id = inner.counters.connections.fetch_add(1, Relaxed) + 1;
+    let info = ConnectionInfo {
+        id,
+        peer: credentials,
+    };
     if inner.read_buffer_size > 0 {
         let _ = socket::set_recv_buffer(&stream, inner.read_buffer_size);
     }
@@ -527,7 +579,7 @@ fn spawn_connection(inner: &Arc<ReaderInner>, stream: tokio::net::UnixStream) {
     let conn_inner = Arc::clone(inner);
     tokio::spawn(async move {
         let _guard = guard;
-        crate::connection::serve(stream, conn_inner, phase).await;
+        crate::connection::serve(stream, conn_inner, info, phase).await;
     });
 }
 

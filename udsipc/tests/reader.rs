@@ -781,3 +781,33 @@ fn a_listener_with_a_full_backlog_is_not_replaced_and_start_does_not_hang() {
         .unwrap_err();
     assert!(matches!(err, StartError::AddrInUse { .. }), "{err}");
 }
+
+#[test]
+fn handlers_started_with_info_learn_the_connection_number_and_peer_credentials() {
+    let sock = temp_sock();
+    let seen: Arc<std::sync::Mutex<Vec<(Vec<u8>, u64, Option<u32>)>>> = Arc::default();
+    let log = Arc::clone(&seen);
+    let reader = Reader::builder(&sock.path)
+        .systemd(false)
+        .start_with_info(move |msg, conn| {
+            let uid = conn.peer.map(|p| p.uid);
+            log.lock().unwrap().push((msg.to_vec(), conn.id, uid));
+            Ok(())
+        })
+        .unwrap();
+    for body in [&b"first"[..], b"second"] {
+        let mut s = connect(&sock);
+        s.write_all(&frames(&[body])).unwrap();
+        let n = seen.lock().unwrap().len() + 1;
+        eventually("the message", || seen.lock().unwrap().len() == n);
+    }
+    reader.stop_blocking(STOP).unwrap();
+    let me = nix::unistd::getuid().as_raw();
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            (b"first".to_vec(), 1, Some(me)),
+            (b"second".to_vec(), 2, Some(me))
+        ]
+    );
+}

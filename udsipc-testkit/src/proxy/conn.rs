@@ -278,9 +278,9 @@ impl Ingress {
                 break (plan, data, ends, next);
             };
             let chunk_start = self.offset;
+            self.log_plan(&plan, chunk_start);
             self.offset += original.len() as u64;
             self.cursor = next;
-            self.log_plan(&plan, chunk_start);
 
             if let Some((at, mode)) = plan.cut {
                 let at = at.min(data.len());
@@ -419,7 +419,7 @@ impl Ingress {
                     format!("at most {bytes_per_sec} bytes/s")
                 }
                 Verdict::StallAfter(d) => {
-                    let mut event = self.event(name, self.offset, Some(self.cursor.frame()));
+                    let mut event = self.event(name, chunk_start, Some(self.cursor.frame()));
                     event.detail = format!("stopped reading for {} ms", d.as_millis());
                     self.shared.log.push(event);
                     continue;
