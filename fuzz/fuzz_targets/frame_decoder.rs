@@ -7,7 +7,7 @@
 
 use libfuzzer_sys::fuzz_target;
 
-#[path = "../../udsipc/tests/oracle/naive.rs"]
+#[path = "../../udsipc-testkit/src/oracle.rs"]
 mod naive;
 
 fuzz_target!(|data: &[u8]| {

@@ -9,4 +9,6 @@
 //! delivery ledger are planned for this crate as well.
 
 pub mod cli;
+pub mod oracle;
 pub mod proxy;
+pub mod strategies;

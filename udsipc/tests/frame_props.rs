@@ -1,13 +1,15 @@
 //! The frame decoder against a byte-at-a-time oracle written for clarity,
 //! over arbitrary inputs and arbitrary chunkings.
 
-mod oracle;
-
-use oracle::{Outcome, adversarial_stream, any_stream, boundary_len, chunked, oracle};
 use proptest::prelude::*;
 use udsipc::frame::{
     FrameDecoder, FrameError, GROWTH_STEP, MAX_VARINT_LEN, Next, decode_varint, encode_frame,
     encode_varint,
+};
+use udsipc_testkit::oracle::{Outcome, chunked, oracle};
+use udsipc_testkit::strategies::{
+    MalformedPrefix, adversarial_stream, chunk_cuts, frame_stream, len_near, malformed_prefix,
+    varint_boundary_len,
 };
 
 proptest! {
@@ -25,7 +27,7 @@ proptest! {
     }
 
     #[test]
-    fn varint_round_trips_at_boundaries(v in boundary_len()) {
+    fn varint_round_trips_at_boundaries(v in varint_boundary_len()) {
         let mut buf = [0u8; MAX_VARINT_LEN];
         let n = encode_varint(v, &mut buf);
         prop_assert_eq!(n, udsipc::frame::varint_len(v));
@@ -46,13 +48,56 @@ proptest! {
     }
 
     #[test]
-    fn decoder_agrees_with_oracle_fed_byte_by_byte(stream in any_stream(), max in 0u64..400) {
+    fn decoder_agrees_with_oracle_fed_byte_by_byte(stream in adversarial_stream(), max in 0u64..400) {
         let cuts: Vec<usize> = (0..=stream.len()).collect();
         let (want_msgs, want_end) = oracle(&stream, max);
         let fed = chunked(&stream, &cuts, max);
         prop_assert_eq!(fed.msgs, want_msgs);
         prop_assert_eq!(fed.outcome, want_end);
         prop_assert_eq!(fed.oversized_hint, None);
+    }
+
+    #[test]
+    fn any_chunking_of_a_frame_stream_decodes_to_the_messages_sent(
+        (bodies, wire) in frame_stream(17_000, 8),
+        cuts in chunk_cuts(16),
+    ) {
+        let fed = chunked(&wire, &cuts, u64::MAX);
+        prop_assert_eq!(fed.outcome, Outcome::Clean);
+        prop_assert_eq!(fed.msgs, bodies);
+    }
+
+    #[test]
+    fn malformed_prefixes_are_classified_like_the_oracle(
+        (_, valid) in frame_stream(300, 5),
+        prefix in malformed_prefix(),
+        cuts in chunk_cuts(6),
+    ) {
+        let mut stream = valid;
+        stream.extend_from_slice(prefix.bytes());
+        let (want_msgs, want_end) = oracle(&stream, u64::MAX);
+        let fed = chunked(&stream, &cuts, u64::MAX);
+        prop_assert_eq!(&fed.msgs, &want_msgs);
+        prop_assert_eq!(&fed.outcome, &want_end);
+        if !matches!(prefix, MalformedPrefix::NonMinimal(_)) {
+            prop_assert!(matches!(want_end, Outcome::Error(_)), "{:?} was accepted", prefix);
+        }
+    }
+
+    #[test]
+    fn lengths_around_the_maximum_are_accepted_up_to_it_exactly(
+        (max, declared) in varint_boundary_len()
+            .prop_filter("addressable", |m| *m < 1 << 40)
+            .prop_flat_map(|m| (Just(m), len_near(m))),
+    ) {
+        let mut buf = [0u8; MAX_VARINT_LEN];
+        let n = encode_varint(declared, &mut buf);
+        let got = FrameDecoder::new(max).decode(&buf[..n]);
+        if declared > max {
+            prop_assert_eq!(got, Err(FrameError::TooLarge { len: declared, max }));
+        } else {
+            prop_assert!(got.is_ok());
+        }
     }
 
     #[test]

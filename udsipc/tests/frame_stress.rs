@@ -9,14 +9,13 @@
 //! `UDSIPC_STRESS_CASES` sets the number of inputs (default 10,000,000).
 //! The CI-sized version of the same properties is `frame_props.rs`.
 
-mod oracle;
-
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 
-use oracle::{adversarial_stream, chunked, oracle};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
+use udsipc_testkit::oracle::{chunked, oracle};
+use udsipc_testkit::strategies::adversarial_stream;
 
 #[test]
 #[ignore = "minutes of CPU; run with --ignored (see the module docs)"]

@@ -785,7 +785,8 @@ fn a_listener_with_a_full_backlog_is_not_replaced_and_start_does_not_hang() {
 #[test]
 fn handlers_started_with_info_learn_the_connection_number_and_peer_credentials() {
     let sock = temp_sock();
-    let seen: Arc<std::sync::Mutex<Vec<(Vec<u8>, u64, Option<u32>)>>> = Arc::default();
+    type Seen = Vec<(Vec<u8>, u64, Option<u32>)>;
+    let seen: Arc<std::sync::Mutex<Seen>> = Arc::default();
     let log = Arc::clone(&seen);
     let reader = Reader::builder(&sock.path)
         .systemd(false)

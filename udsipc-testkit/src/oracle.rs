@@ -1,14 +1,31 @@
-//! The naive frame oracle and the chunked fast-path driver, with no other
-//! dependency than `udsipc` itself: the property tests (`mod.rs`) and the
-//! cargo-fuzz target (`fuzz/`) both compile this file.
-#![allow(dead_code, unreachable_pub)]
+//! A naive frame decoder to test fast ones against (STYLE: property tests
+//! against an oracle), and a driver that feeds udsipc's
+//! [`FrameDecoder`] a stream in chunks the way the Reader does.
+//!
+//! The oracle reads one byte at a time, as Go's `binary.ReadUvarint` then
+//! `io.ReadFull` do, and is written for clarity, not speed. This file
+//! depends on `udsipc` only: the cargo-fuzz target in `fuzz/` compiles it
+//! too.
+//!
+//! ```
+//! use udsipc_testkit::oracle::{chunked, oracle, Outcome};
+//! let stream = [2, b'h', b'i', 0, 0x80]; // "hi", an empty message, half a prefix
+//! let (msgs, end) = oracle(&stream, 100);
+//! assert_eq!(msgs, [b"hi".to_vec(), vec![]]);
+//! assert!(matches!(end, Outcome::Error(_)));
+//! // Any chunking of the stream decodes the same.
+//! let fed = chunked(&stream, &[1, 3], 100);
+//! assert_eq!((fed.msgs, fed.outcome), (msgs, end));
+//! ```
 
 use udsipc::frame::{FrameDecoder, FrameError, GROWTH_STEP, Next};
 
 /// How a stream ends, as the Go Reader classifies it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
+    /// The stream ended between two frames.
     Clean,
+    /// The stream broke the protocol, or ended inside a frame.
     Error(FrameError),
 }
 
@@ -76,7 +93,9 @@ pub fn oracle(stream: &[u8], max: u64) -> (Vec<Vec<u8>>, Outcome) {
 /// What the fast decoder made of a chunked stream.
 #[derive(Debug)]
 pub struct Fed {
+    /// Every message, empty ones included.
     pub msgs: Vec<Vec<u8>>,
+    /// How the stream ended.
     pub outcome: Outcome,
     /// The most bytes ever buffered at once.
     pub peak_buffered: usize,
@@ -87,7 +106,8 @@ pub struct Fed {
 }
 
 /// The fast path, fed in chunks the way the Reader feeds it: append, parse
-/// every complete frame, keep the rest, and ask how far to grow.
+/// every complete frame, keep the rest, and ask how far to grow. `cuts` are
+/// chunk boundaries (taken modulo the stream length + 1, in any order).
 pub fn chunked(stream: &[u8], cuts: &[usize], max: u64) -> Fed {
     let d = FrameDecoder::new(max);
     let mut buf: Vec<u8> = Vec::new();
