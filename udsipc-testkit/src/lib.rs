@@ -9,6 +9,8 @@
 //! delivery ledger are planned for this crate as well.
 
 pub mod cli;
+pub mod ledger;
 pub mod oracle;
 pub mod proxy;
+pub mod scripted;
 pub mod strategies;
