@@ -94,7 +94,10 @@ enum Item {
 
 /// What one pump shares with its egress task.
 struct Progress {
+    /// Stream offset up to which the egress has written everything.
     delivered: AtomicU64,
+    /// The largest whole frame seen so far (prefix plus body).
+    max_frame: AtomicU64,
 }
 
 pub(crate) fn new_phase() -> PhaseTx {
@@ -141,10 +144,12 @@ async fn pump(
     let (tx, rx) = mpsc::channel(QUEUE_CHUNKS);
     let progress = Arc::new(Progress {
         delivered: AtomicU64::new(0),
+        max_frame: AtomicU64::new(0),
     });
     let seed = shared.seed ^ conn.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ direction as u64;
     let egress = egress(
         shared.clone(),
+        conn,
         direction,
         dst,
         rx,
@@ -163,6 +168,7 @@ async fn pump(
         offset: 0,
         frame_ends: FrameEnds::default(),
         poisoned_at: None,
+        last_end: 0,
         announced: Vec::new(),
     }
     .run(src, tx);
@@ -209,6 +215,7 @@ struct Ingress {
     offset: u64,
     frame_ends: FrameEnds,
     poisoned_at: Option<u64>,
+    last_end: u64,
     announced: Vec<String>,
 }
 
@@ -285,10 +292,13 @@ impl Ingress {
             if let Some((at, mode)) = plan.cut {
                 let at = at.min(data.len());
                 for &(end, _) in segments_end.iter().filter(|(end, _)| *end <= at) {
-                    self.frame_ends.push(chunk_start + end as u64);
+                    self.push_frame_end(chunk_start + end as u64);
                 }
                 let cut_offset = chunk_start + at as u64;
-                let rest = (data.len() - at) as u64;
+                // A rewritten prefix may have changed the chunk's length:
+                // count the difference as not delivered, to stay an upper
+                // bound on what the upstream lost.
+                let rest = (data.len() - at + data.len().abs_diff(original.len())) as u64;
                 let mut delivered = data;
                 delivered.truncate(at);
                 let item = Item::Data {
@@ -325,7 +335,7 @@ impl Ingress {
             }
 
             for (end, _) in &segments_end {
-                self.frame_ends.push(chunk_start + *end as u64);
+                self.push_frame_end(chunk_start + *end as u64);
             }
             let item = Item::Data {
                 bytes: data,
@@ -436,6 +446,13 @@ impl Ingress {
         }
     }
 
+    fn push_frame_end(&mut self, end: u64) {
+        let size = end - self.last_end;
+        self.last_end = end;
+        self.progress.max_frame.fetch_max(size, Ordering::Relaxed);
+        self.frame_ends.push(end);
+    }
+
     fn event(&self, name: &str, byte_offset: u64, frame: Option<u64>) -> FaultEvent {
         let mut event = FaultEvent::new(name, self.shared.start.elapsed(), self.conn);
         event.direction = Some(self.direction);
@@ -472,31 +489,74 @@ impl Ingress {
     }
 
     /// The connection is being closed from elsewhere: the upstream failed,
-    /// an outage, or the proxy stopping. Logs what the client loses.
+    /// an outage, or the proxy stopping. Logs the bytes the client had sent
+    /// that were never read (the egress logs what it had not delivered).
     fn closed_from_outside(&mut self, src: &OwnedReadHalf) {
         let pending = shut_and_count(src);
-        if self.direction != Direction::ToUpstream {
+        if self.direction != Direction::ToUpstream || pending == 0 {
             return;
         }
-        let reason = self.phase.borrow().reason;
-        let name = match reason {
-            Reason::Upstream => "upstream-closed",
-            Reason::Outage => "refuse",
-            Reason::Stop => "proxy-stopped",
-            Reason::None | Reason::Cut | Reason::Client => return,
+        let Some(name) = reason_name(self.phase.borrow().reason) else {
+            return;
         };
-        let delivered = self.progress.delivered.load(Ordering::Acquire);
-        let last_whole = self.last_whole_before(delivered);
-        let mut event = self.event(name, delivered, Some(self.cursor.frame()));
-        event.detail = format!(
-            "connection closed: {} bytes read, {delivered} forwarded",
-            self.offset
-        );
-        event.discarded_bytes = pending + (self.offset - delivered);
-        event.in_flight_bytes = pending + (self.offset - last_whole);
-        event.closed_connection = true;
+        let mut event = self.event(name, self.offset, Some(self.cursor.frame()));
+        event.detail = format!("{pending} bytes the client sent were never read");
+        event.discarded_bytes = pending;
+        event.in_flight_bytes = pending;
         self.shared.log.push(event);
     }
+}
+
+fn reason_name(reason: Reason) -> Option<&'static str> {
+    match reason {
+        Reason::Upstream => Some("upstream-closed"),
+        Reason::Outage => Some("refuse"),
+        Reason::Stop => Some("proxy-stopped"),
+        Reason::None | Reason::Cut | Reason::Client => None,
+    }
+}
+
+/// The destination is gone (or being closed) with bytes still to deliver:
+/// logs what the upstream may lose, namely what was never written (`held`
+/// plus the queue), what sat unread in its socket (at most twice the socket
+/// send buffer, the kernel's own limit) and a frame split at the end.
+#[allow(clippy::too_many_arguments)]
+fn abandon(
+    shared: &Shared,
+    conn: u64,
+    direction: Direction,
+    dst: &OwnedWriteHalf,
+    rx: &mut mpsc::Receiver<Item>,
+    held: u64,
+    progress: &Progress,
+    phase: &watch::Sender<Phase>,
+) {
+    rx.close();
+    let mut queued = held;
+    while let Ok(item) = rx.try_recv() {
+        if let Item::Data { bytes, .. } = item {
+            queued += bytes.len() as u64;
+        }
+    }
+    if direction != Direction::ToUpstream {
+        return;
+    }
+    let Some(name) = reason_name(phase.borrow().reason) else {
+        return;
+    };
+    let stream: &UnixStream = dst.as_ref();
+    let sndbuf = nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::SndBuf)
+        .map_or(0, |b| b as u64);
+    let delivered = progress.delivered.load(Ordering::Acquire);
+    let mut event = FaultEvent::new(name, shared.start.elapsed(), conn);
+    event.direction = Some(direction);
+    event.byte_offset = delivered;
+    event.detail =
+        format!("connection closed: {queued} bytes not yet forwarded, {delivered} forwarded");
+    event.discarded_bytes = queued;
+    event.in_flight_bytes = queued + 2 * sndbuf + progress.max_frame.load(Ordering::Relaxed);
+    event.closed_connection = true;
+    shared.log.push(event);
 }
 
 /// Shuts `src` down for reading (the sender's next write fails) and counts
@@ -525,8 +585,10 @@ fn shut_and_count(src: &OwnedReadHalf) -> u64 {
     total
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn egress(
     shared: Arc<Shared>,
+    conn: u64,
     direction: Direction,
     mut dst: OwnedWriteHalf,
     mut rx: mpsc::Receiver<Item>,
@@ -543,7 +605,10 @@ async fn egress(
     loop {
         let item = tokio::select! {
             item = rx.recv() => item,
-            _ = phase.wait_for(|p| !dest_open(p)) => return,
+            _ = phase.wait_for(|p| !dest_open(p)) => {
+                abandon(&shared, conn, direction, &dst, &mut rx, 0, &progress, &phase_tx);
+                return;
+            }
         };
         let Some(item) = item else { return };
         match item {
@@ -565,9 +630,18 @@ async fn egress(
                 );
                 let ok = tokio::select! {
                     ok = write => ok,
-                    _ = phase.wait_for(|p| !dest_open(p)) => return,
+                    _ = phase.wait_for(|p| !dest_open(p)) => false,
                 };
                 if !ok {
+                    if direction == Direction::ToUpstream {
+                        // Closed before abandoning, so the reason is ours
+                        // unless someone else closed it first.
+                        close(&phase_tx, true, true, Reason::Upstream);
+                    }
+                    let held = bytes.len() as u64;
+                    abandon(
+                        &shared, conn, direction, &dst, &mut rx, held, &progress, &phase_tx,
+                    );
                     // The destination is gone: close everything, so the
                     // source's sender learns it on its next write.
                     close(

@@ -111,6 +111,8 @@ impl Outage {
 pub struct ProxyStats {
     /// Client connections accepted.
     pub connections: u64,
+    /// Connections open now.
+    pub active: u64,
     /// Accepted clients closed because the upstream could not be reached.
     pub upstream_unreachable: u64,
     /// Bytes written to the upstream.
@@ -313,6 +315,7 @@ impl FaultProxy {
         let s = &self.shared;
         ProxyStats {
             connections: s.connections.load(Ordering::Relaxed),
+            active: lock(&s.conns).len() as u64,
             upstream_unreachable: s.upstream_unreachable.load(Ordering::Relaxed),
             bytes_to_upstream: s.to_upstream.load(Ordering::Relaxed),
             bytes_to_client: s.to_client.load(Ordering::Relaxed),
