@@ -680,6 +680,8 @@ fn help_teaches_each_subcommand_with_an_example() {
         (&["--help"][..], "udsipc listen /tmp/app.sock"),
         (&["listen", "--help"][..], "--count 3"),
         (&["send", "--help"][..], "| udsipc send /tmp/app.sock"),
+        (&["proxy", "--help"][..], "--fault drop-after-frames:1000"),
+        (&["proxy", "--help"][..], "reset:AFTER_FRAMES"),
     ] {
         let done = udsipc(args);
         assert_eq!(done.code(), Some(0));
@@ -825,4 +827,145 @@ fn listen_allow_lists_refuse_or_admit_a_real_second_user_running_udsipc_send() {
     assert_eq!(sent.code(), Some(0), "{sent:#?}");
     assert_eq!(sent.send_stats().sent, 1);
     assert_eq!(listener.finish().stdout_text(), "from nobody\n");
+}
+
+// ---------------------------------------------------------------------------
+// proxy
+// ---------------------------------------------------------------------------
+
+/// A `udsipc proxy` in front of `upstream`, ready (its `proxying` line has
+/// been read).
+fn start_proxy(dir: &Path, upstream: &Path, faults: &[&str]) -> (Proc, PathBuf) {
+    let front = dir.join("front.sock");
+    let mut args: Vec<OsString> = vec![
+        "proxy".into(),
+        "--listen".into(),
+        front.clone().into(),
+        "--upstream".into(),
+        upstream.into(),
+        "--seed".into(),
+        "9".into(),
+    ];
+    for fault in faults {
+        args.push("--fault".into());
+        args.push((*fault).into());
+    }
+    let mut proc = Proc::spawn(&args, None);
+    let first = proc.stderr_until("announcing readiness", |_| true);
+    assert_eq!(
+        first,
+        format!("proxying {} -> {}", front.display(), upstream.display())
+    );
+    (proc, front)
+}
+
+fn fault_lines(done: &Done) -> Vec<serde_json::Value> {
+    done.stderr
+        .iter()
+        .filter(|l| l.starts_with("{\"fault\""))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn proxy_between_two_processes_corrupts_the_aimed_frame_and_prints_each_fault() {
+    let dir = tempdir();
+    let mut listener = Listener::start(dir.path(), &["--format", "hex", "--count", "3"]);
+    let (mut proxy, front) = start_proxy(
+        dir.path(),
+        &listener.path,
+        &["fragment:1-2", "corrupt-body:1"],
+    );
+    let sent = send(&front, &["aaaa", "bbbb", "cccc"], None);
+    assert_eq!(sent.code(), Some(0), "{sent:#?}");
+    let lines: Vec<Vec<u8>> = (0..3).map(|_| listener.proc.stdout_line()).collect();
+    assert_eq!(lines[0], b"61616161\n");
+    assert_ne!(lines[1], b"62626262\n", "frame 1 went through unchanged");
+    assert_eq!(lines[2], b"63636363\n");
+    let listened = listener.finish();
+    assert_eq!(listened.listen_stats().received, 3);
+
+    proxy.signal(Signal::SIGINT);
+    let done = proxy.finish();
+    assert_eq!(done.code(), Some(0), "{done:#?}");
+    assert!(!front.exists(), "the proxy left its socket file behind");
+    let faults = fault_lines(&done);
+    let names: Vec<&str> = faults
+        .iter()
+        .map(|f| f["fault"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"fragment"), "{done:#?}");
+    let corrupt = faults
+        .iter()
+        .find(|f| f["fault"] == "corrupt-body")
+        .unwrap();
+    assert_eq!(corrupt["frame"], 1);
+    assert_eq!(corrupt["conn"], 1);
+    let stats: serde_json::Value = serde_json::from_str(done.last_stderr_line()).unwrap();
+    assert_eq!(stats["connections"], 1);
+    assert_eq!(stats["bytes_to_upstream"], 15);
+}
+
+#[test]
+fn proxy_cuts_after_n_frames_and_the_sender_delivers_the_rest_on_a_new_connection() {
+    let dir = tempdir();
+    let mut listener = Listener::start(dir.path(), &["--count", "3"]);
+    let (mut proxy, front) = start_proxy(dir.path(), &listener.path, &["drop-after-frames:2"]);
+    let mut stream = UnixStream::connect(&front).unwrap();
+    stream
+        .write_all(&[frame(b"one"), frame(b"two"), frame(b"three")].concat())
+        .unwrap();
+    assert_eq!(listener.proc.stdout_line(), b"one\n");
+    assert_eq!(listener.proc.stdout_line(), b"two\n");
+    // The third frame was cut off: this connection is closed by the proxy.
+    assert_closed_by_reader(&mut stream);
+    let sent = send(&front, &["three"], None);
+    assert_eq!(sent.code(), Some(0), "{sent:#?}");
+    assert_eq!(listener.proc.stdout_line(), b"three\n");
+    listener.finish();
+
+    proxy.signal(Signal::SIGTERM);
+    let done = proxy.finish();
+    assert_eq!(done.code(), Some(0), "{done:#?}");
+    let cut = fault_lines(&done)
+        .into_iter()
+        .find(|f| f["fault"] == "drop-after-frames")
+        .unwrap_or_else(|| panic!("no drop event: {done:#?}"));
+    assert_eq!(cut["byte_offset"], 8);
+    assert_eq!(cut["closed_connection"], true);
+    assert_eq!(cut["discarded_bytes"], 6, "the whole third frame");
+}
+
+#[rstest]
+#[case::unknown("explode:1", "unknown fault `explode`")]
+#[case::bad_range("fragment:9-2", "need 1 <= MIN <= MAX")]
+#[case::not_a_number("drop-after-frames:lots", "N must be a whole number")]
+#[case::missing_argument("stall:10", "takes 2 argument(s)")]
+fn proxy_refuses_an_invalid_fault_spec_naming_it_and_the_valid_forms(
+    #[case] spec: &str,
+    #[case] problem: &str,
+) {
+    let dir = tempdir();
+    let front = dir.path().join("front.sock");
+    let done = udsipc(&[
+        "proxy",
+        "--listen",
+        front.to_str().unwrap(),
+        "--upstream",
+        "/nonexistent.sock",
+        "--fault",
+        spec,
+    ]);
+    assert_eq!(done.code(), Some(2), "{done:#?}");
+    let err = done.stderr.join("\n");
+    assert!(err.contains(&format!("`{spec}`")), "{err}");
+    assert!(err.contains(problem), "{err}");
+    for form in [
+        "fragment:MIN-MAX[:PAUSE_MS]",
+        "refuse:AFTER_MS:FOR_MS",
+        "reset:AFTER_FRAMES",
+    ] {
+        assert!(err.contains(form), "{form} missing: {err}");
+    }
+    assert!(!front.exists(), "nothing may be bound on bad arguments");
 }
