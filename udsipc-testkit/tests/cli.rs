@@ -871,7 +871,7 @@ fn fault_lines(done: &Done) -> Vec<serde_json::Value> {
 fn proxy_between_two_processes_corrupts_the_aimed_frame_and_prints_each_fault() {
     let dir = tempdir();
     let mut listener = Listener::start(dir.path(), &["--format", "hex", "--count", "3"]);
-    let (mut proxy, front) = start_proxy(
+    let (proxy, front) = start_proxy(
         dir.path(),
         &listener.path,
         &["fragment:1-2", "corrupt-body:1"],
@@ -910,7 +910,7 @@ fn proxy_between_two_processes_corrupts_the_aimed_frame_and_prints_each_fault() 
 fn proxy_cuts_after_n_frames_and_the_sender_delivers_the_rest_on_a_new_connection() {
     let dir = tempdir();
     let mut listener = Listener::start(dir.path(), &["--count", "3"]);
-    let (mut proxy, front) = start_proxy(dir.path(), &listener.path, &["drop-after-frames:2"]);
+    let (proxy, front) = start_proxy(dir.path(), &listener.path, &["drop-after-frames:2"]);
     let mut stream = UnixStream::connect(&front).unwrap();
     stream
         .write_all(&[frame(b"one"), frame(b"two"), frame(b"three")].concat())

@@ -129,6 +129,7 @@ pub(crate) struct Shared {
     next_fault: AtomicU64,
     pub(crate) log: EventLog,
     conns: Mutex<HashMap<u64, PhaseTx>>,
+    stopping: std::sync::atomic::AtomicBool,
     connections: AtomicU64,
     upstream_unreachable: AtomicU64,
     to_upstream: AtomicU64,
@@ -228,6 +229,7 @@ impl FaultProxyBuilder {
             next_fault: AtomicU64::new(1),
             log: EventLog::new(self.sink),
             conns: Mutex::new(HashMap::new()),
+            stopping: std::sync::atomic::AtomicBool::new(false),
             connections: AtomicU64::new(0),
             upstream_unreachable: AtomicU64::new(0),
             to_upstream: AtomicU64::new(0),
@@ -452,6 +454,11 @@ async fn accept_loop(
                     };
                     let phase = conn::new_phase();
                     lock(&shared.conns).insert(conn, phase.clone());
+                    if shared.stopping.load(Ordering::SeqCst) {
+                        // Accepted just before the stop, registered after
+                        // it closed everything: close it too.
+                        conn::close(&phase, true, true, Reason::Stop);
+                    }
                     conn::serve(shared.clone(), conn, client, up, phase).await;
                     lock(&shared.conns).remove(&conn);
                 });
@@ -493,6 +500,7 @@ async fn accept_loop(
     }
     drop(listener);
     remove_if_ours(&listen, inode);
+    shared.stopping.store(true, Ordering::SeqCst);
     shared.close_all(Reason::Stop);
     while tasks.join_next().await.is_some() {}
 }
