@@ -1,12 +1,19 @@
-//! Test tooling for udsipc and for any service that speaks its wire format
-//! (varint length-prefixed messages over a Unix stream socket).
+//! Test tooling for udsipc and for any service that speaks over a Unix
+//! stream socket (most of it knows the udsipc framing: varint
+//! length-prefixed messages).
 //!
-//! Today the crate holds the `udsipc` command-line tool, in [`cli`]:
-//! `udsipc listen` prints the messages a socket receives, `udsipc send`
-//! delivers messages given as arguments or as lines of stdin. Both end with
-//! one JSON object of counters on stderr, so shell scripts and tests can
-//! check what happened. A fault-injecting proxy, proptest strategies and a
-//! delivery ledger are planned for this crate as well.
+//! | module | what |
+//! |---|---|
+//! | [`proxy`] | [`FaultProxy`](proxy::FaultProxy): a fault-injecting Unix socket proxy (fragment, drop, stall, latency, bandwidth, corrupt, refuse, reset), frame-aware, seeded, with an event log |
+//! | [`ledger`] | messages that carry an id and a checksum, and a report of what was delivered once intact, dropped, failed, lost in flight, duplicated, reordered or corrupted |
+//! | [`strategies`] | proptest strategies: varint-boundary lengths, frame sequences, chunkings, malformed prefixes |
+//! | [`oracle`] | a byte-at-a-time reference decoder to test fast ones against |
+//! | [`scripted`] | a scripted IO double: exact partial reads and writes, errors, not-ready |
+//! | [`cli`] | the `udsipc` command: `listen`, `send`, `proxy` |
+//!
+//! The command-line subcommands end with one JSON object of counters on
+//! stderr, so shell scripts and tests can check what happened; `udsipc
+//! proxy` also prints each fault as it fires, as one JSON line.
 
 pub mod cli;
 pub mod ledger;

@@ -245,8 +245,7 @@ async fn the_same_seed_replays_the_same_random_choices() {
         client.shutdown().await.unwrap();
         read_all(server).await;
         proxy.stop().await;
-        let v = seen.lock().unwrap().clone();
-        v
+        seen.lock().unwrap().clone()
     }
     let (a, b, c) = (draws(1).await, draws(1).await, draws(2).await);
     assert_eq!(a.len(), 1);

@@ -1,4 +1,4 @@
-//! `udsipc proxy`: run a [`FaultProxy`](crate::proxy::FaultProxy) in front
+//! `udsipc proxy`: run a [`crate::proxy::FaultProxy`] in front
 //! of any Unix-socket service and print each fault as it fires.
 
 use std::path::PathBuf;
