@@ -1,0 +1,134 @@
+//! Baselines around this library: what a generic framed stack gets
+//! (tokio-util `FramedWrite`/`FramedRead` with unsigned-varint's `UviBytes`,
+//! the same wire format), and what the kernel itself allows (no framing).
+//!
+//! Both run a writer and a reader on two threads over a socket pair whose
+//! writing end has `SO_SNDBUF` 256 KiB, as the Go reference and udsipc set.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use tokio_util::codec::{FramedRead, FramedWrite};
+use unsigned_varint::codec::UviBytes;
+
+use crate::Measurement;
+use crate::alloc::allocations;
+
+/// `SO_SNDBUF` of every baseline's writing end, as Go's default.
+pub const SNDBUF: usize = 256 * 1024;
+/// Bytes per `write` for the raw limit.
+pub const RAW_CHUNK: usize = 256 * 1024;
+
+fn set_sndbuf(s: &UnixStream, size: usize) {
+    // As Go and the Writer do: a refused size just keeps the default.
+    let _ = nix::sys::socket::setsockopt(s, nix::sys::socket::sockopt::SndBuf, &size);
+}
+
+fn current_thread() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// tokio-util + unsigned-varint: the writer `feed`s every message into a
+/// `FramedWrite` (which flushes as its buffer fills) and `flush`es at the
+/// end; the reader takes frames from a `FramedRead` one by one. Each side
+/// runs a current-thread runtime on its own thread.
+pub fn tokio_util_framed(size: usize, messages: u64) -> Result<Measurement, String> {
+    let (a, b) = UnixStream::pair().map_err(|e| e.to_string())?;
+    set_sndbuf(&a, SNDBUF);
+    a.set_nonblocking(true).map_err(|e| e.to_string())?;
+    b.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let reader = std::thread::spawn(move || -> Result<(u64, u64), String> {
+        current_thread()?.block_on(async move {
+            let stream = tokio::net::UnixStream::from_std(b).map_err(|e| e.to_string())?;
+            let mut codec = UviBytes::<Bytes>::default();
+            codec.set_max_len(size.max(1));
+            let mut frames = FramedRead::new(stream, codec);
+            let (mut got, mut bytes) = (0u64, 0u64);
+            while got < messages {
+                match frames.next().await {
+                    Some(Ok(frame)) => {
+                        got += 1;
+                        bytes += frame.len() as u64;
+                    }
+                    Some(Err(e)) => return Err(e.to_string()),
+                    None => break,
+                }
+            }
+            Ok((got, bytes))
+        })
+    });
+    let payload = Bytes::from(vec![0x3cu8; size]);
+    let allocs_before = allocations();
+    let start = Instant::now();
+    let written = current_thread()?.block_on(async move {
+        let stream = tokio::net::UnixStream::from_std(a).map_err(|e| e.to_string())?;
+        let mut sink = FramedWrite::new(stream, UviBytes::<Bytes>::default());
+        for _ in 0..messages {
+            sink.feed(payload.clone())
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        sink.flush().await.map_err(|e| e.to_string())
+    });
+    let got = reader
+        .join()
+        .map_err(|_| "tokio-util reader thread panicked".to_owned())?;
+    let elapsed = start.elapsed();
+    let allocs = allocations() - allocs_before;
+    written?;
+    let (got, bytes) = got?;
+    if got != messages {
+        return Err(format!("tokio-util: {got} of {messages} frames arrived"));
+    }
+    Ok(Measurement {
+        size,
+        messages,
+        bytes,
+        elapsed,
+        allocations: Some(allocs),
+    })
+}
+
+/// The kernel's limit for one Unix stream socket on this machine: no
+/// framing, [`RAW_CHUNK`] writes and reads, `SO_SNDBUF` [`SNDBUF`], writer
+/// and reader on two threads. `total` bytes are moved.
+pub fn raw_socket_limit(total: u64) -> Result<Measurement, String> {
+    let (mut a, mut b) = UnixStream::pair().map_err(|e| e.to_string())?;
+    set_sndbuf(&a, SNDBUF);
+    let reader = std::thread::spawn(move || {
+        let mut buf = vec![0u8; RAW_CHUNK];
+        let mut got = 0u64;
+        while got < total {
+            match b.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got += n as u64,
+            }
+        }
+        got
+    });
+    let chunk = vec![0x5au8; RAW_CHUNK];
+    let start = Instant::now();
+    let mut sent = 0u64;
+    while sent < total {
+        let n = (total - sent).min(RAW_CHUNK as u64) as usize;
+        a.write_all(&chunk[..n]).map_err(|e| e.to_string())?;
+        sent += n as u64;
+    }
+    let got = reader
+        .join()
+        .map_err(|_| "raw reader thread panicked".to_owned())?;
+    let elapsed = start.elapsed().max(Duration::from_nanos(1));
+    Ok(Measurement {
+        size: RAW_CHUNK,
+        messages: total.div_ceil(RAW_CHUNK as u64),
+        bytes: got,
+        elapsed,
+        allocations: None,
+    })
+}

@@ -1,0 +1,123 @@
+//! This library end to end in one process: the public `Writer` API (owned
+//! `Bytes`, waiting for queue room with `send`) to a `Reader` handler, over
+//! a real Unix socket.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::Measurement;
+use crate::alloc::allocations;
+
+/// Counts deliveries and wakes the waiter when the expected number arrived.
+#[derive(Debug)]
+pub struct Done {
+    received: AtomicU64,
+    bytes: AtomicU64,
+    expected: u64,
+    finished: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Done {
+    /// Waits for `expected` deliveries.
+    pub fn new(expected: u64) -> Arc<Self> {
+        Arc::new(Self {
+            received: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            expected,
+            finished: Mutex::new(false),
+            cv: Condvar::new(),
+        })
+    }
+
+    /// One message of `len` bytes arrived.
+    pub fn record(&self, len: usize) {
+        self.bytes.fetch_add(len as u64, Ordering::Relaxed);
+        if self.received.fetch_add(1, Ordering::Relaxed) + 1 == self.expected {
+            *self.finished.lock().unwrap() = true;
+            self.cv.notify_all();
+        }
+    }
+
+    /// Blocks until every expected message arrived (`true`) or `patience`
+    /// ran out (`false`).
+    pub fn wait(&self, patience: Duration) -> bool {
+        let guard = self.finished.lock().unwrap();
+        let (guard, _) = self
+            .cv
+            .wait_timeout_while(guard, patience, |f| !*f)
+            .unwrap();
+        *guard
+    }
+
+    /// Messages delivered so far.
+    pub fn received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+
+    /// Payload bytes delivered so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+}
+
+/// Moves `messages` messages of `size` bytes from a `Writer` to a `Reader`
+/// at `path`, both in this process; counts this process's allocations
+/// while they move.
+pub fn rust_in_process(path: &Path, size: usize, messages: u64) -> Result<Measurement, String> {
+    let done = Done::new(messages);
+    let sink = Arc::clone(&done);
+    let reader = udsipc::Reader::builder(path)
+        .systemd(false)
+        .max_message_size(size.max(1) as u64)
+        .start(move |m: &[u8]| {
+            sink.record(m.len());
+            Ok(())
+        })
+        .map_err(|e| e.to_string())?;
+    let writer = udsipc::Writer::builder(path)
+        .start()
+        .map_err(|e| e.to_string())?;
+    let payload = Bytes::from(vec![0xa5u8; size]);
+    let producer = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let allocs_before = allocations();
+    let start = Instant::now();
+    producer.block_on(async {
+        for _ in 0..messages {
+            writer
+                .send(payload.clone())
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        Ok::<(), String>(())
+    })?;
+    let arrived = done.wait(Duration::from_secs(120));
+    let elapsed = start.elapsed();
+    let allocs = allocations() - allocs_before;
+    producer
+        .block_on(writer.stop(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    producer
+        .block_on(reader.stop(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    if !arrived {
+        return Err(format!(
+            "only {} of {messages} messages arrived",
+            done.received()
+        ));
+    }
+    Ok(Measurement {
+        size,
+        messages,
+        bytes: done.bytes(),
+        elapsed,
+        allocations: Some(allocs),
+    })
+}
