@@ -14,8 +14,8 @@ use futures_util::{SinkExt, StreamExt};
 use tokio_util::codec::{FramedRead, FramedWrite};
 use unsigned_varint::codec::UviBytes;
 
-use crate::Measurement;
 use crate::alloc::allocations;
+use crate::{Measurement, per_steady_message, warmup_messages};
 
 /// `SO_SNDBUF` of every baseline's writing end, as Go's default.
 pub const SNDBUF: usize = 256 * 1024;
@@ -43,28 +43,31 @@ pub fn tokio_util_framed(size: usize, messages: u64) -> Result<Measurement, Stri
     set_sndbuf(&a, SNDBUF);
     a.set_nonblocking(true).map_err(|e| e.to_string())?;
     b.set_nonblocking(true).map_err(|e| e.to_string())?;
-    let reader = std::thread::spawn(move || -> Result<(u64, u64), String> {
+    let warm = warmup_messages(messages).max(1);
+    let reader = std::thread::spawn(move || -> Result<(u64, u64, u64), String> {
         current_thread()?.block_on(async move {
             let stream = tokio::net::UnixStream::from_std(b).map_err(|e| e.to_string())?;
             let mut codec = UviBytes::<Bytes>::default();
             codec.set_max_len(size.max(1));
             let mut frames = FramedRead::new(stream, codec);
-            let (mut got, mut bytes) = (0u64, 0u64);
+            let (mut got, mut bytes, mut mark) = (0u64, 0u64, 0u64);
             while got < messages {
                 match frames.next().await {
                     Some(Ok(frame)) => {
                         got += 1;
                         bytes += frame.len() as u64;
+                        if got == warm {
+                            mark = allocations();
+                        }
                     }
                     Some(Err(e)) => return Err(e.to_string()),
                     None => break,
                 }
             }
-            Ok((got, bytes))
+            Ok((got, bytes, mark))
         })
     });
     let payload = Bytes::from(vec![0x3cu8; size]);
-    let allocs_before = allocations();
     let start = Instant::now();
     let written = current_thread()?.block_on(async move {
         let stream = tokio::net::UnixStream::from_std(a).map_err(|e| e.to_string())?;
@@ -80,9 +83,9 @@ pub fn tokio_util_framed(size: usize, messages: u64) -> Result<Measurement, Stri
         .join()
         .map_err(|_| "tokio-util reader thread panicked".to_owned())?;
     let elapsed = start.elapsed();
-    let allocs = allocations() - allocs_before;
+    let allocs = allocations();
     written?;
-    let (got, bytes) = got?;
+    let (got, bytes, mark) = got?;
     if got != messages {
         return Err(format!("tokio-util: {got} of {messages} frames arrived"));
     }
@@ -91,7 +94,7 @@ pub fn tokio_util_framed(size: usize, messages: u64) -> Result<Measurement, Stri
         messages,
         bytes,
         elapsed,
-        allocations: Some(allocs),
+        allocs_per_msg: Some(per_steady_message(allocs - mark, messages)),
     })
 }
 
@@ -129,6 +132,6 @@ pub fn raw_socket_limit(total: u64) -> Result<Measurement, String> {
         messages: total.div_ceil(RAW_CHUNK as u64),
         bytes: got,
         elapsed,
-        allocations: None,
+        allocs_per_msg: None,
     })
 }

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::Measurement;
 use crate::alloc::allocations;
+use crate::{Measurement, warmup_messages};
 
 /// Counts deliveries and wakes the waiter when the expected number arrived.
 #[derive(Debug)]
@@ -18,6 +18,8 @@ pub struct Done {
     received: AtomicU64,
     bytes: AtomicU64,
     expected: u64,
+    warm: u64,
+    allocs_at_warm: AtomicU64,
     finished: Mutex<bool>,
     cv: Condvar,
 }
@@ -29,6 +31,8 @@ impl Done {
             received: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             expected,
+            warm: warmup_messages(expected).max(1),
+            allocs_at_warm: AtomicU64::new(0),
             finished: Mutex::new(false),
             cv: Condvar::new(),
         })
@@ -37,7 +41,11 @@ impl Done {
     /// One message of `len` bytes arrived.
     pub fn record(&self, len: usize) {
         self.bytes.fetch_add(len as u64, Ordering::Relaxed);
-        if self.received.fetch_add(1, Ordering::Relaxed) + 1 == self.expected {
+        let n = self.received.fetch_add(1, Ordering::Relaxed) + 1;
+        if n == self.warm {
+            self.allocs_at_warm.store(allocations(), Ordering::Relaxed);
+        }
+        if n == self.expected {
             *self.finished.lock().unwrap() = true;
             self.cv.notify_all();
         }
@@ -59,6 +67,13 @@ impl Done {
         self.received.load(Ordering::Relaxed)
     }
 
+    /// Allocations in this process since the warm-up ended (as the
+    /// deliveries count it), and the messages expected after it.
+    pub fn steady_allocs(&self) -> (u64, u64) {
+        let since = allocations() - self.allocs_at_warm.load(Ordering::Relaxed);
+        (since, self.expected.saturating_sub(self.warm).max(1))
+    }
+
     /// Payload bytes delivered so far.
     pub fn bytes(&self) -> u64 {
         self.bytes.load(Ordering::Relaxed)
@@ -67,7 +82,7 @@ impl Done {
 
 /// Moves `messages` messages of `size` bytes from a `Writer` to a `Reader`
 /// at `path`, both in this process; counts this process's allocations
-/// while they move.
+/// once the reader has seen the warm-up messages.
 pub fn rust_in_process(path: &Path, size: usize, messages: u64) -> Result<Measurement, String> {
     let done = Done::new(messages);
     let sink = Arc::clone(&done);
@@ -87,7 +102,6 @@ pub fn rust_in_process(path: &Path, size: usize, messages: u64) -> Result<Measur
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    let allocs_before = allocations();
     let start = Instant::now();
     producer.block_on(async {
         for _ in 0..messages {
@@ -100,7 +114,7 @@ pub fn rust_in_process(path: &Path, size: usize, messages: u64) -> Result<Measur
     })?;
     let arrived = done.wait(Duration::from_secs(120));
     let elapsed = start.elapsed();
-    let allocs = allocations() - allocs_before;
+    let (allocs, after_warmup) = done.steady_allocs();
     producer
         .block_on(writer.stop(Duration::from_secs(10)))
         .map_err(|e| e.to_string())?;
@@ -118,6 +132,6 @@ pub fn rust_in_process(path: &Path, size: usize, messages: u64) -> Result<Measur
         messages,
         bytes: done.bytes(),
         elapsed,
-        allocations: Some(allocs),
+        allocs_per_msg: Some(allocs as f64 / after_warmup as f64),
     })
 }

@@ -37,9 +37,10 @@ pub struct Measurement {
     pub bytes: u64,
     /// Wall time from the first send to the last delivery.
     pub elapsed: Duration,
-    /// Heap allocations during the transfer (every process involved), when
+    /// Heap allocations per message in steady state (after the first
+    /// [`WARMUP_PERCENT`]% of messages, every process involved), when
     /// counted.
-    pub allocations: Option<u64>,
+    pub allocs_per_msg: Option<f64>,
 }
 
 impl Measurement {
@@ -53,11 +54,24 @@ impl Measurement {
         self.messages as f64 / self.elapsed.as_secs_f64()
     }
 
-    /// Heap allocations per delivered message, when counted.
+    /// Heap allocations per message in steady state, when counted.
     pub fn allocs_per_msg(&self) -> Option<f64> {
-        self.allocations
-            .map(|a| a as f64 / self.messages.max(1) as f64)
+        self.allocs_per_msg
     }
+}
+
+/// Allocations are counted after this share of a transfer's messages (the
+/// warm-up: connecting, buffers growing to their working size).
+pub const WARMUP_PERCENT: u64 = 10;
+
+/// The message after which allocations are counted, of `count`.
+pub fn warmup_messages(count: u64) -> u64 {
+    count * WARMUP_PERCENT / 100
+}
+
+/// Allocations per message over the messages after the warm-up.
+pub fn per_steady_message(allocations: u64, count: u64) -> f64 {
+    allocations as f64 / (count - warmup_messages(count)).max(1) as f64
 }
 
 /// The median of `values` (which must not be empty).

@@ -76,8 +76,12 @@ pub struct Report {
     /// Writer: monotonic ns once drained.
     #[serde(default)]
     pub end_ns: i64,
-    /// Heap allocations while messages moved.
+    /// Heap allocations counted: the reader counts after the first 10% of
+    /// the messages (the warm-up), the writer from its first send to the
+    /// end of its drain (its writes lag behind its sends).
     pub allocs: u64,
+    /// Messages over which `allocs` were counted.
+    pub alloc_msgs: u64,
     /// Reader with `--latency`: p50 and p99 one-way latency in ns.
     #[serde(default)]
     pub latency_ns: Option<[i64; 2]>,
@@ -171,7 +175,10 @@ pub fn run_pair(
             messages: r.msgs,
             bytes: r.bytes,
             elapsed: Duration::from_nanos(nanos),
-            allocations: Some(w.allocs + r.allocs),
+            allocs_per_msg: Some(
+                w.allocs as f64 / w.alloc_msgs.max(1) as f64
+                    + r.allocs as f64 / r.alloc_msgs.max(1) as f64,
+            ),
         },
         latency: r.latency_ns.map(|[p50, p99]| {
             (
@@ -307,10 +314,9 @@ fn rust_reader(args: &PeerArgs) -> Result<Report, String> {
             Ok(())
         })
         .map_err(|e| e.to_string())?;
-    let before = allocations();
     println!("ready");
     let arrived = done.wait(PATIENCE);
-    let allocs = allocations() - before;
+    let (allocs, alloc_msgs) = done.steady_allocs();
     reader
         .stop_blocking(Duration::from_secs(5))
         .map_err(|e| e.to_string())?;
@@ -333,6 +339,7 @@ fn rust_reader(args: &PeerArgs) -> Result<Report, String> {
         first_ns: s.first,
         last_ns: s.last,
         allocs,
+        alloc_msgs,
         latency_ns,
         ..Report::default()
     })
@@ -390,6 +397,7 @@ fn rust_writer(args: &PeerArgs) -> Result<Report, String> {
         start_ns,
         end_ns,
         allocs: allocations() - before,
+        alloc_msgs: args.count,
         ..Report::default()
     })
 }

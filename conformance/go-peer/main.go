@@ -15,8 +15,11 @@
 // second when -rate is given, each starting with its CLOCK_MONOTONIC send
 // time), drains, and prints {"role":"writer","msgs":N,"bytes":B,
 // "start_ns":T,"end_ns":T,"allocs":A}. Times are CLOCK_MONOTONIC
-// nanoseconds, shared by all processes of the machine; allocs counts heap
-// allocations (runtime.MemStats.Mallocs) while messages moved.
+// nanoseconds, shared by all processes of the machine. allocs counts heap
+// allocations (runtime.MemStats.Mallocs) over alloc_msgs messages: the
+// reader after the first 10% of the messages (the warm-up), the writer from
+// its first send to the end of its drain (its writes lag behind its sends),
+// as the Rust side does.
 package main
 
 import (
@@ -94,6 +97,8 @@ func main() {
 
 func runReader(socket string, count int64, size int, latency bool) {
 	var received, bytes, first, last int64
+	var warmAllocs uint64
+	warm := max(count/10, 1)
 	var lat []int64
 	if latency {
 		lat = make([]int64, 0, count)
@@ -104,6 +109,9 @@ func runReader(socket string, count int64, size int, latency bool) {
 		n := atomic.AddInt64(&received, 1)
 		if n == 1 {
 			atomic.StoreInt64(&first, now)
+		}
+		if n == warm {
+			atomic.StoreUint64(&warmAllocs, mallocs())
 		}
 		atomic.AddInt64(&bytes, int64(len(data)))
 		if latency && len(data) >= 8 {
@@ -121,20 +129,19 @@ func runReader(socket string, count int64, size int, latency bool) {
 	if err := reader.Start(); err != nil {
 		fail("reader Start: %v", err)
 	}
-	before := mallocs()
 	fmt.Println("ready")
 	select {
 	case <-done:
 	case <-time.After(120 * time.Second):
 		fail("timed out: %d of %d messages", atomic.LoadInt64(&received), count)
 	}
-	allocs := mallocs() - before
+	allocs := mallocs() - atomic.LoadUint64(&warmAllocs)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_ = reader.Stop(ctx)
 	result := map[string]any{
 		"role": "reader", "msgs": received, "bytes": bytes,
-		"first_ns": first, "last_ns": last, "allocs": allocs,
+		"first_ns": first, "last_ns": last, "allocs": allocs, "alloc_msgs": max(count-warm, 1),
 	}
 	if latency && len(lat) > 0 {
 		sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
@@ -184,7 +191,7 @@ func runWriter(socket string, count int64, size int, rate float64) {
 	sent, dropped, failed, _ := writer.GetMetrics()
 	emit(map[string]any{
 		"role": "writer", "msgs": sent, "bytes": int64(sent) * int64(size),
-		"start_ns": start, "end_ns": end, "allocs": allocs,
+		"start_ns": start, "end_ns": end, "allocs": allocs, "alloc_msgs": count,
 		"dropped": dropped, "failed": failed,
 	})
 }
