@@ -19,6 +19,7 @@ pub mod chart;
 pub mod clock;
 pub mod columns;
 pub mod gopeer;
+pub mod harness;
 pub mod inproc;
 pub mod latency;
 pub mod peer;
