@@ -9,7 +9,7 @@ use crate::peer::{Peer, run_pair};
 use crate::report::{Row, Samples};
 
 /// One column of the throughput table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Column {
     /// Go writer process → Go reader process (the Go reference).
     Go,

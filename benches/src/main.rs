@@ -47,6 +47,10 @@ struct Args {
     /// Skip the Go columns.
     #[arg(long)]
     no_go: bool,
+    /// Measure only this column (repeatable; default: all). Latency is
+    /// measured only when every column is.
+    #[arg(long = "column", value_enum, value_name = "COLUMN")]
+    columns: Vec<Column>,
     /// Write the results as JSON (an object with a `rows` list).
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
@@ -147,8 +151,9 @@ fn run_table(args: &Args) -> Result<(), String> {
         ..Table::default()
     };
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let go = if args.no_go {
-        Err("skipped (--no-go)".to_owned())
+    let wants_go = args.columns.is_empty() || args.columns.iter().any(|c| c.needs_go());
+    let go = if args.no_go || !wants_go {
+        Err("skipped".to_owned())
     } else {
         eprintln!("building conformance/go-peer ...");
         gopeer::build(&dir).map(Peer::go)
@@ -164,8 +169,10 @@ fn run_table(args: &Args) -> Result<(), String> {
     let columns: Vec<Column> = Column::ALL
         .into_iter()
         .filter(|c| peers.go.is_some() || !c.needs_go())
+        .filter(|c| args.columns.is_empty() || args.columns.contains(c))
         .collect();
     let pairs: Vec<(&Peer, &Peer)> = match &peers.go {
+        _ if !args.columns.is_empty() => vec![],
         Some(g) => vec![(&peers.rust, &peers.rust), (g, g)],
         None => vec![(&peers.rust, &peers.rust)],
     };
