@@ -16,13 +16,13 @@ use crate::queue::Item;
 /// Frames up to this size are copied into the staging buffer.
 pub(crate) const COPY_MAX: usize = 4 * 1024;
 /// Upper bound of the staging buffer per batch.
-const STAGING_MAX: usize = 256 * 1024;
+const STAGING_MAX: usize = 512 * 1024;
 /// Upper bound of bytes per batch.
 const BATCH_MAX: usize = 4 * 1024 * 1024;
 /// Upper bound of segments per batch.
 const SEGS_MAX: usize = 1024;
 /// iovecs handed to one `writev`.
-pub(crate) const IOV_PER_CALL: usize = 64;
+pub(crate) const IOV_PER_CALL: usize = 256;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Seg {
