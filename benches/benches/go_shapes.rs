@@ -37,20 +37,16 @@ use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use udsipc::frame::{encode_frame, varint_len};
 use udsipc_benches::alloc::{Counting, allocations};
 use udsipc_benches::harness::{Pair, Tally};
+use udsipc_benches::payload;
 
 #[global_allocator]
 static ALLOC: Counting = Counting;
 
 const KB: usize = 1024;
-
-fn payload(size: usize) -> Bytes {
-    Bytes::from((0..size).map(|i| i as u8).collect::<Vec<u8>>())
-}
 
 fn reader_writer(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();

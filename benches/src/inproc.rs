@@ -7,8 +7,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-
 use crate::alloc::allocations;
 use crate::{Measurement, warmup_messages};
 
@@ -16,7 +14,8 @@ use crate::{Measurement, warmup_messages};
 #[derive(Debug)]
 pub struct Done {
     received: AtomicU64,
-    bytes: AtomicU64,
+    wrong_size: AtomicU64,
+    size: usize,
     expected: u64,
     warm: u64,
     allocs_at_warm: AtomicU64,
@@ -25,11 +24,12 @@ pub struct Done {
 }
 
 impl Done {
-    /// Waits for `expected` deliveries.
-    pub fn new(expected: u64) -> Arc<Self> {
+    /// Waits for `expected` deliveries of `size` bytes each.
+    pub fn new(expected: u64, size: usize) -> Arc<Self> {
         Arc::new(Self {
             received: AtomicU64::new(0),
-            bytes: AtomicU64::new(0),
+            wrong_size: AtomicU64::new(0),
+            size,
             expected,
             warm: warmup_messages(expected).max(1),
             allocs_at_warm: AtomicU64::new(0),
@@ -38,9 +38,12 @@ impl Done {
         })
     }
 
-    /// One message of `len` bytes arrived.
+    /// One message of `len` bytes arrived. (One atomic per message: the
+    /// handler's cost is part of what is measured.)
     pub fn record(&self, len: usize) {
-        self.bytes.fetch_add(len as u64, Ordering::Relaxed);
+        if len != self.size {
+            self.wrong_size.fetch_add(1, Ordering::Relaxed);
+        }
         let n = self.received.fetch_add(1, Ordering::Relaxed) + 1;
         if n == self.warm {
             self.allocs_at_warm.store(allocations(), Ordering::Relaxed);
@@ -74,9 +77,16 @@ impl Done {
         (since, self.expected.saturating_sub(self.warm).max(1))
     }
 
-    /// Payload bytes delivered so far.
-    pub fn bytes(&self) -> u64 {
-        self.bytes.load(Ordering::Relaxed)
+    /// Payload bytes delivered so far; an error if any message had the
+    /// wrong size.
+    pub fn bytes(&self) -> Result<u64, String> {
+        match self.wrong_size.load(Ordering::Relaxed) {
+            0 => Ok(self.received() * self.size as u64),
+            n => Err(format!(
+                "{n} messages arrived with a size other than {}",
+                self.size
+            )),
+        }
     }
 }
 
@@ -84,7 +94,7 @@ impl Done {
 /// at `path`, both in this process; counts this process's allocations
 /// once the reader has seen the warm-up messages.
 pub fn rust_in_process(path: &Path, size: usize, messages: u64) -> Result<Measurement, String> {
-    let done = Done::new(messages);
+    let done = Done::new(messages, size);
     let sink = Arc::clone(&done);
     let reader = udsipc::Reader::builder(path)
         .systemd(false)
@@ -97,7 +107,7 @@ pub fn rust_in_process(path: &Path, size: usize, messages: u64) -> Result<Measur
     let writer = udsipc::Writer::builder(path)
         .start()
         .map_err(|e| e.to_string())?;
-    let payload = Bytes::from(vec![0xa5u8; size]);
+    let payload = crate::payload(size);
     let producer = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -130,7 +140,7 @@ pub fn rust_in_process(path: &Path, size: usize, messages: u64) -> Result<Measur
     Ok(Measurement {
         size,
         messages,
-        bytes: done.bytes(),
+        bytes: done.bytes()?,
         elapsed,
         allocs_per_msg: Some(allocs as f64 / after_warmup as f64),
     })

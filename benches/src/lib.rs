@@ -75,6 +75,22 @@ pub fn per_steady_message(allocations: u64, count: u64) -> f64 {
     allocations as f64 / (count - warmup_messages(count)).max(1) as f64
 }
 
+/// A payload of `size` bytes that costs nothing to clone or drop: one
+/// static buffer per size, as the Go benchmarks pass the same slice every
+/// time. (A shared `Bytes` would add an atomic reference count bouncing
+/// between the producing and the writing thread, which measures the
+/// benchmark, not the library.)
+pub fn payload(size: usize) -> bytes::Bytes {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static BUFFERS: OnceLock<Mutex<HashMap<usize, &'static [u8]>>> = OnceLock::new();
+    let mut buffers = BUFFERS.get_or_init(Default::default).lock().unwrap();
+    let buf = *buffers
+        .entry(size)
+        .or_insert_with(|| Vec::leak((0..size).map(|i| i as u8).collect()));
+    bytes::Bytes::from_static(buf)
+}
+
 /// The median of `values` (which must not be empty).
 pub fn median(values: &mut [f64]) -> f64 {
     values.sort_by(|a, b| a.total_cmp(b));

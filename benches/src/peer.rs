@@ -21,7 +21,6 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::Measurement;
@@ -285,7 +284,7 @@ struct Stamps {
 
 fn rust_reader(args: &PeerArgs) -> Result<Report, String> {
     let count = args.count;
-    let done = Done::new(count);
+    let done = Done::new(count, args.size.max(if args.latency { 8 } else { 0 }));
     let stamps = Arc::new(Mutex::new(Stamps {
         latencies: Vec::with_capacity(if args.latency { count as usize } else { 0 }),
         ..Stamps::default()
@@ -335,7 +334,7 @@ fn rust_reader(args: &PeerArgs) -> Result<Report, String> {
     Ok(Report {
         role: "reader".into(),
         msgs: done.received(),
-        bytes: done.bytes(),
+        bytes: done.bytes()?,
         first_ns: s.first,
         last_ns: s.last,
         allocs,
@@ -353,7 +352,7 @@ fn rust_writer(args: &PeerArgs) -> Result<Report, String> {
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    let payload = Bytes::from(vec![0xa5u8; args.size]);
+    let payload = crate::payload(args.size);
     let before = allocations();
     let start_ns = monotonic_ns();
     if let Some(rate) = args.rate {
