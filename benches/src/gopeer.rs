@@ -3,7 +3,8 @@
 //!
 //! The reference module comes from `UDSIPC_GO_REFERENCE` (a local checkout
 //! of github.com/Psiphon-Inc/uds-ipc, used through `go mod edit -replace`)
-//! or else from the Go module proxy. When neither works, the Go columns say
+//! or else from the Go module proxy (at the version and hash pinned in
+//! `go.mod`/`go.sum`). When neither works, the Go columns say
 //! why in one line and the rest of the table is measured as usual.
 
 use std::path::{Path, PathBuf};

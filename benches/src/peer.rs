@@ -17,6 +17,7 @@
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -75,9 +76,8 @@ pub struct Report {
     /// Writer: monotonic ns once drained.
     #[serde(default)]
     pub end_ns: i64,
-    /// Heap allocations counted: the reader counts after the first 10% of
-    /// the messages (the warm-up), the writer from its first send to the
-    /// end of its drain (its writes lag behind its sends).
+    /// Heap allocations counted after the warm-up (the first 10% of the
+    /// messages delivered, for a reader; written, for a writer) to the end.
     pub allocs: u64,
     /// Messages over which `allocs` were counted.
     pub alloc_msgs: u64,
@@ -353,50 +353,78 @@ fn rust_writer(args: &PeerArgs) -> Result<Report, String> {
         .build()
         .map_err(|e| e.to_string())?;
     let payload = crate::payload(args.size);
-    let before = allocations();
-    let start_ns = monotonic_ns();
-    if let Some(rate) = args.rate {
-        // Paced: each message carries its send time; copied by the Writer.
-        let mut msg = vec![0u8; args.size.max(8)];
-        let interval = Duration::from_secs_f64(1.0 / rate);
-        let begin = Instant::now();
-        for i in 0..args.count {
-            let due = begin + interval.mul_f64(i as f64);
-            if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                std::thread::sleep(wait);
-            }
-            msg[..8].copy_from_slice(&monotonic_ns().to_le_bytes());
-            while let Err(e) = writer.write_message(&msg) {
-                if matches!(e, udsipc::WriteError::Stopped(_)) {
-                    return Err(e.to_string());
+    let warm = crate::warmup_messages(args.count);
+    let done = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        // Allocations count from the moment the warm-up messages have been
+        // written (sends run ahead of writes by up to the queue's capacity).
+        let watcher = scope.spawn(|| {
+            loop {
+                let sent = writer.metrics().sent;
+                if sent >= warm.max(1) || done.load(Ordering::Acquire) {
+                    return (allocations(), sent);
                 }
-                std::thread::yield_now();
+                std::thread::sleep(Duration::from_micros(100));
             }
-        }
-    } else {
-        producer.block_on(async {
+        });
+        let start_ns = monotonic_ns();
+        let sending = send_all(&writer, &producer, &payload, args);
+        let stopped = producer.block_on(writer.stop(PATIENCE));
+        let end_ns = monotonic_ns();
+        let end_allocs = allocations();
+        done.store(true, Ordering::Release);
+        let (mark, sent_at_mark) = watcher.join().expect("watcher thread");
+        sending?;
+        stopped.map_err(|e| e.to_string())?;
+        let m = writer.metrics();
+        Ok(Report {
+            role: "writer".into(),
+            msgs: m.sent,
+            bytes: m.sent * args.size as u64,
+            start_ns,
+            end_ns,
+            allocs: end_allocs - mark,
+            alloc_msgs: args.count.saturating_sub(sent_at_mark).max(1),
+            ..Report::default()
+        })
+    })
+}
+
+/// Sends every message: as fast as the Writer takes them, or paced at
+/// `--rate` with each message's send time in its first 8 bytes.
+fn send_all(
+    writer: &udsipc::Writer,
+    producer: &tokio::runtime::Runtime,
+    payload: &bytes::Bytes,
+    args: &PeerArgs,
+) -> Result<(), String> {
+    let Some(rate) = args.rate else {
+        return producer.block_on(async {
             for _ in 0..args.count {
                 writer
                     .send(payload.clone())
                     .await
                     .map_err(|e| e.to_string())?;
             }
-            Ok::<(), String>(())
-        })?;
+            Ok(())
+        });
+    };
+    // Paced: each message carries its send time; copied by the Writer.
+    let mut msg = vec![0u8; args.size.max(8)];
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let begin = Instant::now();
+    for i in 0..args.count {
+        let due = begin + interval.mul_f64(i as f64);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        msg[..8].copy_from_slice(&monotonic_ns().to_le_bytes());
+        while let Err(e) = writer.write_message(&msg) {
+            if matches!(e, udsipc::WriteError::Stopped(_)) {
+                return Err(e.to_string());
+            }
+            std::thread::yield_now();
+        }
     }
-    producer
-        .block_on(writer.stop(PATIENCE))
-        .map_err(|e| e.to_string())?;
-    let end_ns = monotonic_ns();
-    let m = writer.metrics();
-    Ok(Report {
-        role: "writer".into(),
-        msgs: m.sent,
-        bytes: m.sent * args.size as u64,
-        start_ns,
-        end_ns,
-        allocs: allocations() - before,
-        alloc_msgs: args.count,
-        ..Report::default()
-    })
+    Ok(())
 }

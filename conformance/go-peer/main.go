@@ -16,10 +16,9 @@
 // time), drains, and prints {"role":"writer","msgs":N,"bytes":B,
 // "start_ns":T,"end_ns":T,"allocs":A}. Times are CLOCK_MONOTONIC
 // nanoseconds, shared by all processes of the machine. allocs counts heap
-// allocations (runtime.MemStats.Mallocs) over alloc_msgs messages: the
-// reader after the first 10% of the messages (the warm-up), the writer from
-// its first send to the end of its drain (its writes lag behind its sends),
-// as the Rust side does.
+// allocations (runtime.MemStats.Mallocs) over the last alloc_msgs messages:
+// after the warm-up, the first 10% of the messages delivered (reader) or
+// written (writer), as the Rust side does.
 package main
 
 import (
@@ -162,7 +161,28 @@ func runWriter(socket string, count int64, size int, rate float64) {
 	for i := range payload {
 		payload[i] = byte(i)
 	}
-	before := mallocs()
+	// Allocations count from the moment the warm-up messages have been
+	// written (sends run ahead of writes by up to the queue's capacity).
+	type mark struct{ allocs, sent uint64 }
+	marked := make(chan mark, 1)
+	finished := make(chan struct{})
+	go func() {
+		warm := uint64(max(count/10, 1))
+		for {
+			sent, _, _, _ := writer.GetMetrics()
+			select {
+			case <-finished:
+				marked <- mark{mallocs(), sent}
+				return
+			default:
+			}
+			if sent >= warm {
+				marked <- mark{mallocs(), sent}
+				return
+			}
+			time.Sleep(100 * time.Microsecond)
+		}
+	}()
 	start := monotonicNs()
 	if rate > 0 {
 		interval := time.Duration(float64(time.Second) / rate)
@@ -187,12 +207,15 @@ func runWriter(socket string, count int64, size int, rate float64) {
 		fail("writer Stop: %v", err)
 	}
 	end := monotonicNs()
-	allocs := mallocs() - before
+	endAllocs := mallocs()
+	close(finished)
+	m := <-marked
 	sent, dropped, failed, _ := writer.GetMetrics()
 	emit(map[string]any{
 		"role": "writer", "msgs": sent, "bytes": int64(sent) * int64(size),
-		"start_ns": start, "end_ns": end, "allocs": allocs, "alloc_msgs": count,
-		"dropped": dropped, "failed": failed,
+		"start_ns": start, "end_ns": end, "allocs": endAllocs - m.allocs,
+		"alloc_msgs": max(uint64(count)-m.sent, 1),
+		"dropped":    dropped, "failed": failed,
 	})
 }
 
