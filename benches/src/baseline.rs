@@ -19,6 +19,11 @@ use crate::{Measurement, per_steady_message, warmup_messages};
 
 /// `SO_SNDBUF` of every baseline's writing end, as Go's default.
 pub const SNDBUF: usize = 256 * 1024;
+/// The tokio-util baseline's buffers: `FramedWrite` writes once this much
+/// is buffered (its default is 8 KiB), `FramedRead` reads this much at a
+/// time; the same sizes udsipc works with, so the baseline is not held back
+/// by small defaults.
+pub const BUFFER: usize = 256 * 1024;
 /// Bytes per `write` for the raw limit.
 pub const RAW_CHUNK: usize = 256 * 1024;
 
@@ -35,8 +40,8 @@ fn current_thread() -> Result<tokio::runtime::Runtime, String> {
 }
 
 /// tokio-util + unsigned-varint: the writer `feed`s every message into a
-/// `FramedWrite` (which flushes as its buffer fills) and `flush`es at the
-/// end; the reader takes frames from a `FramedRead` one by one. Each side
+/// `FramedWrite` (which writes whenever [`BUFFER`] bytes are buffered) and
+/// `flush`es at the end; the reader takes frames from a `FramedRead` one by one. Each side
 /// runs a current-thread runtime on its own thread.
 pub fn tokio_util_framed(size: usize, messages: u64) -> Result<Measurement, String> {
     let (a, b) = UnixStream::pair().map_err(|e| e.to_string())?;
@@ -49,7 +54,7 @@ pub fn tokio_util_framed(size: usize, messages: u64) -> Result<Measurement, Stri
             let stream = tokio::net::UnixStream::from_std(b).map_err(|e| e.to_string())?;
             let mut codec = UviBytes::<Bytes>::default();
             codec.set_max_len(size.max(1));
-            let mut frames = FramedRead::new(stream, codec);
+            let mut frames = FramedRead::with_capacity(stream, codec, BUFFER);
             let (mut got, mut bytes, mut mark) = (0u64, 0u64, 0u64);
             while got < messages {
                 match frames.next().await {
@@ -72,6 +77,7 @@ pub fn tokio_util_framed(size: usize, messages: u64) -> Result<Measurement, Stri
     let written = current_thread()?.block_on(async move {
         let stream = tokio::net::UnixStream::from_std(a).map_err(|e| e.to_string())?;
         let mut sink = FramedWrite::new(stream, UviBytes::<Bytes>::default());
+        sink.set_backpressure_boundary(BUFFER);
         for _ in 0..messages {
             sink.feed(payload.clone())
                 .await

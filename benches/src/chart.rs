@@ -37,7 +37,7 @@ pub fn write_svg(rows: &[Row], title: &str, path: &Path) -> Result<(), String> {
         .iter()
         .flat_map(|r| SERIES.iter().filter_map(move |(_, _, get)| get(r)))
         .fold(1.0f64, f64::max)
-        * 1.1;
+        * 1.4; // room for the legend above the bars
     let mut chart = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 20))
         .margin(12)
@@ -48,6 +48,8 @@ pub fn write_svg(rows: &[Row], title: &str, path: &Path) -> Result<(), String> {
     chart
         .configure_mesh()
         .disable_x_mesh()
+        .light_line_style(WHITE)
+        .y_label_formatter(&|y| format!("{y:.0}"))
         .x_labels(rows.len() * 2 + 1)
         .x_label_formatter(&|x| {
             let i = (x - 0.5).round();
