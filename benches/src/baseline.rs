@@ -5,7 +5,6 @@
 //! Both run a writer and a reader on two threads over a socket pair whose
 //! writing end has `SO_SNDBUF` 256 KiB, as the Go reference and udsipc set.
 
-use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
@@ -106,32 +105,46 @@ pub fn tokio_util_framed(size: usize, messages: u64) -> Result<Measurement, Stri
 
 /// The kernel's limit for one Unix stream socket on this machine: no
 /// framing, [`RAW_CHUNK`] writes and reads, `SO_SNDBUF` [`SNDBUF`], writer
-/// and reader on two threads. `total` bytes are moved.
+/// and reader on two threads. `total` bytes are moved. Both sides are
+/// non-blocking and wait in epoll (through tokio), as udsipc and the Go
+/// runtime do: blocking threads get woken onto the waker's core by the
+/// scheduler and then take turns on one core, which measures the
+/// scheduler, not the socket.
 pub fn raw_socket_limit(total: u64) -> Result<Measurement, String> {
-    let (mut a, mut b) = UnixStream::pair().map_err(|e| e.to_string())?;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (a, b) = UnixStream::pair().map_err(|e| e.to_string())?;
     set_sndbuf(&a, SNDBUF);
-    let reader = std::thread::spawn(move || {
-        let mut buf = vec![0u8; RAW_CHUNK];
-        let mut got = 0u64;
-        while got < total {
-            match b.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => got += n as u64,
+    a.set_nonblocking(true).map_err(|e| e.to_string())?;
+    b.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let reader = std::thread::spawn(move || -> Result<u64, String> {
+        current_thread()?.block_on(async move {
+            let mut b = tokio::net::UnixStream::from_std(b).map_err(|e| e.to_string())?;
+            let mut buf = vec![0u8; RAW_CHUNK];
+            let mut got = 0u64;
+            while got < total {
+                match b.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got += n as u64,
+                }
             }
-        }
-        got
+            Ok(got)
+        })
     });
     let chunk = vec![0x5au8; RAW_CHUNK];
     let start = Instant::now();
-    let mut sent = 0u64;
-    while sent < total {
-        let n = (total - sent).min(RAW_CHUNK as u64) as usize;
-        a.write_all(&chunk[..n]).map_err(|e| e.to_string())?;
-        sent += n as u64;
-    }
+    current_thread()?.block_on(async {
+        let mut a = tokio::net::UnixStream::from_std(a).map_err(|e| e.to_string())?;
+        let mut sent = 0u64;
+        while sent < total {
+            let n = (total - sent).min(RAW_CHUNK as u64) as usize;
+            a.write_all(&chunk[..n]).await.map_err(|e| e.to_string())?;
+            sent += n as u64;
+        }
+        Ok::<(), String>(())
+    })?;
     let got = reader
         .join()
-        .map_err(|_| "raw reader thread panicked".to_owned())?;
+        .map_err(|_| "raw reader thread panicked".to_owned())??;
     let elapsed = start.elapsed().max(Duration::from_nanos(1));
     Ok(Measurement {
         size: RAW_CHUNK,
