@@ -32,6 +32,19 @@ enum Seg {
     Item { item: usize },
 }
 
+/// Appends the varint length prefix of a `len`-byte body.
+#[inline]
+fn put_prefix(staging: &mut Vec<u8>, len: usize) {
+    if len < 0x80 {
+        // One byte, the common case for small messages: no copy call.
+        staging.push(len as u8);
+    } else {
+        let mut prefix = [0u8; MAX_VARINT_LEN];
+        let n = encode_varint(len as u64, &mut prefix);
+        staging.extend_from_slice(&prefix[..n]);
+    }
+}
+
 /// A write plan over the first `items` queued messages.
 #[derive(Debug, Default)]
 pub(crate) struct Batch {
@@ -73,16 +86,12 @@ impl Batch {
             }
             if frame_len <= COPY_MAX {
                 if !item.framed {
-                    let mut prefix = [0u8; MAX_VARINT_LEN];
-                    let n = encode_varint(item.bytes.len() as u64, &mut prefix);
-                    self.staging.extend_from_slice(&prefix[..n]);
+                    put_prefix(&mut self.staging, item.bytes.len());
                 }
                 self.staging.extend_from_slice(&item.bytes);
             } else {
                 if !item.framed {
-                    let mut prefix = [0u8; MAX_VARINT_LEN];
-                    let n = encode_varint(item.bytes.len() as u64, &mut prefix);
-                    self.staging.extend_from_slice(&prefix[..n]);
+                    put_prefix(&mut self.staging, item.bytes.len());
                 }
                 if self.staging.len() > staged_from {
                     self.segs.push(Seg::Staged {
