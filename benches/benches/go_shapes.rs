@@ -35,6 +35,7 @@
 
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -113,28 +114,43 @@ fn read_only(c: &mut Criterion) {
     pair.stop();
 }
 
-/// A socket that reads and discards; reports when `want` bytes arrived.
-fn discarding_sink(path: &std::path::Path) -> std::sync::mpsc::SyncSender<u64> {
+/// Bytes a discarding socket has read, and a waiter for a target.
+#[derive(Default)]
+struct Discarded {
+    got: Mutex<u64>,
+    cv: Condvar,
+}
+
+impl Discarded {
+    fn wait_for(&self, want: u64) {
+        let got = self.got.lock().unwrap();
+        let (got, timeout) = self
+            .cv
+            .wait_timeout_while(got, Duration::from_secs(60), |g| *g < want)
+            .unwrap();
+        assert!(
+            !timeout.timed_out(),
+            "only {} of {want} bytes arrived",
+            *got
+        );
+    }
+}
+
+/// A socket at `path` whose one connection is read without pause and
+/// discarded.
+fn discarding_sink(path: &std::path::Path) -> Arc<Discarded> {
     let listener = UnixListener::bind(path).unwrap();
-    let (want_tx, want_rx) = std::sync::mpsc::sync_channel::<u64>(0);
+    let counter = Arc::new(Discarded::default());
+    let sink = Arc::clone(&counter);
     std::thread::spawn(move || {
         let (mut conn, _) = listener.accept().unwrap();
         let mut buf = vec![0u8; 256 * KB];
-        let mut got = 0u64;
-        while let Ok(want) = want_rx.recv() {
-            while got < want {
-                match conn.read(&mut buf) {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => got += n as u64,
-                }
-            }
-            // Rendezvous: the sender learns that `want` bytes arrived.
-            if want_rx.recv().is_err() {
-                return;
-            }
+        while let Ok(n @ 1..) = conn.read(&mut buf) {
+            *sink.got.lock().unwrap() += n as u64;
+            sink.cv.notify_all();
         }
     });
-    want_tx
+    counter
 }
 
 fn write_only(c: &mut Criterion) {
@@ -197,8 +213,7 @@ fn write_only(c: &mut Criterion) {
                 }
             });
             sent += iters;
-            sink.send(sent * frame_len).unwrap();
-            sink.send(0).unwrap();
+            sink.wait_for(sent * frame_len);
             let elapsed = start.elapsed();
             tally.add(allocations() - before, iters);
             elapsed
