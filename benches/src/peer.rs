@@ -81,7 +81,8 @@ pub struct Report {
     pub allocs: u64,
     /// Messages over which `allocs` were counted.
     pub alloc_msgs: u64,
-    /// Reader with `--latency`: p50 and p99 one-way latency in ns.
+    /// Reader with `--latency`: p50 and p99 one-way latency in ns, over the
+    /// messages after the warm-up (the first 10%).
     #[serde(default)]
     pub latency_ns: Option<[i64; 2]>,
 }
@@ -290,6 +291,9 @@ fn rust_reader(args: &PeerArgs) -> Result<Report, String> {
         ..Stamps::default()
     }));
     let (sink, marks, latency) = (Arc::clone(&done), Arc::clone(&stamps), args.latency);
+    // Latency is steady-state too: the warm-up messages (connecting, the
+    // first wake-ups of idle threads) are not counted.
+    let warm = crate::warmup_messages(count);
     let reader = udsipc::Reader::builder(&args.socket)
         .systemd(false)
         .max_message_size(args.size.max(1) as u64)
@@ -304,7 +308,7 @@ fn rust_reader(args: &PeerArgs) -> Result<Report, String> {
                 if n == count {
                     s.last = now;
                 }
-                if latency && m.len() >= 8 {
+                if latency && n > warm && m.len() >= 8 {
                     let sent = i64::from_le_bytes(m[..8].try_into().unwrap());
                     s.latencies.push(now - sent);
                 }

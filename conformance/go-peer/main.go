@@ -6,7 +6,8 @@
 //	go-peer bench -role writer -socket PATH -count N -size S [-rate R]
 //
 // The reader binds PATH, prints "ready" on stdout once listening, receives N
-// messages and prints one JSON line:
+// messages and prints one JSON line (latency over the messages after the
+// first 10%, the warm-up):
 //
 //	{"role":"reader","msgs":N,"bytes":B,"first_ns":T0,"last_ns":T1,"allocs":A,
 //	 "latency_ns":[p50,p99]}
@@ -113,7 +114,7 @@ func runReader(socket string, count int64, size int, latency bool) {
 			atomic.StoreUint64(&warmAllocs, mallocs())
 		}
 		atomic.AddInt64(&bytes, int64(len(data)))
-		if latency && len(data) >= 8 {
+		if latency && n > warm && len(data) >= 8 {
 			lat = append(lat, now-int64(binary.LittleEndian.Uint64(data)))
 		}
 		if n == count {
