@@ -46,7 +46,7 @@ pub fn build(work: &Path) -> Result<PathBuf, String> {
             std::fs::copy(&from, src.join(file)).map_err(|e| format!("{}: {e}", from.display()))?;
         }
     }
-    if let Some(checkout) = std::env::var_os(REFERENCE_ENV) {
+    if let Some(checkout) = std::env::var_os(REFERENCE_ENV).filter(|v| !v.is_empty()) {
         let checkout = std::fs::canonicalize(&checkout)
             .map_err(|e| format!("{REFERENCE_ENV}={}: {e}", Path::new(&checkout).display()))?;
         let replace = format!("-replace={MODULE}={}", checkout.display());

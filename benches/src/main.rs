@@ -184,27 +184,50 @@ fn run_table(args: &Args) -> Result<(), String> {
     );
     let mut samples = vec![vec![Samples::default(); columns.len()]; sizes.len()];
     let mut lat: Vec<(Vec<f64>, Vec<f64>)> = vec![Default::default(); pairs.len()];
+    // A Go peer that fails mid-run takes the Go columns out (with the
+    // reason); it does not fail the run.
+    let mut go_failed: Option<String> = None;
     for round in 1..=plan.rounds {
         for (si, &size) in sizes.iter().enumerate() {
             for (ci, &column) in columns.iter().enumerate() {
+                bar.inc(1);
+                if column.needs_go() && go_failed.is_some() {
+                    continue;
+                }
                 bar.set_message(format!(
                     "round {round}: {} {}",
                     size_label(size),
                     column.name()
                 ));
-                let m = measure(column, &peers, &dir, size, plan.messages(size))
-                    .map_err(|e| format!("{} at {}: {e}", column.name(), size_label(size)))?;
-                samples[si][ci].push(&m);
-                bar.inc(1);
+                let what = format!("{} at {}", column.name(), size_label(size));
+                match measure(column, &peers, &dir, size, plan.messages(size)) {
+                    Ok(m) => samples[si][ci].push(&m),
+                    Err(e) if column.needs_go() => {
+                        bar.println(format!("Go columns dropped: {what}: {e}"));
+                        go_failed = Some(format!("the Go peer failed: {what}: {e}"));
+                    }
+                    Err(e) => return Err(format!("{what}: {e}")),
+                }
             }
         }
         for (pi, (w, r)) in pairs.iter().enumerate() {
-            bar.set_message(format!("round {round}: latency {} → {}", w.name, r.name));
-            let (p50, p99) =
-                latency::one_way(w, r, &dir.join("latency.sock"), plan.latency_messages)?;
-            lat[pi].0.push(p50.as_secs_f64() * 1e6);
-            lat[pi].1.push(p99.as_secs_f64() * 1e6);
             bar.inc(1);
+            let uses_go = w.name == "Go" || r.name == "Go";
+            if uses_go && go_failed.is_some() {
+                continue;
+            }
+            bar.set_message(format!("round {round}: latency {} → {}", w.name, r.name));
+            match latency::one_way(w, r, &dir.join("latency.sock"), plan.latency_messages) {
+                Ok((p50, p99)) => {
+                    lat[pi].0.push(p50.as_secs_f64() * 1e6);
+                    lat[pi].1.push(p99.as_secs_f64() * 1e6);
+                }
+                Err(e) if uses_go => {
+                    bar.println(format!("Go columns dropped: latency: {e}"));
+                    go_failed = Some(format!("the Go peer failed: latency: {e}"));
+                }
+                Err(e) => return Err(format!("latency: {e}")),
+            }
         }
     }
     bar.finish_and_clear();
@@ -214,11 +237,19 @@ fn run_table(args: &Args) -> Result<(), String> {
             ..Row::default()
         };
         for (ci, &column) in columns.iter().enumerate() {
-            fill_row(&mut row, column, &samples[si][ci]);
+            if !(column.needs_go() && go_failed.is_some()) {
+                fill_row(&mut row, column, &samples[si][ci]);
+            }
         }
         table.rows.push(row);
     }
+    if go_failed.is_some() {
+        table.go_unavailable = go_failed;
+    }
     for ((w, r), (p50, p99)) in pairs.iter().zip(&mut lat) {
+        if p50.is_empty() {
+            continue;
+        }
         table.latency.push(LatencyRow {
             pair: format!("{} → {}", w.name, r.name),
             rate: latency::RATE,

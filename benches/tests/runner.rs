@@ -112,3 +112,30 @@ fn unobtainable_go_reference_leaves_the_go_columns_empty_without_failing() {
     );
     assert!(json["rows"][0]["go_mbps"].is_null());
 }
+
+#[test]
+fn go_peer_failing_mid_run_drops_the_go_columns_without_failing() {
+    use std::os::unix::fs::PermissionsExt;
+    // A stand-in `go` whose "build" produces a peer that fails at once.
+    let dir = tempfile::tempdir().unwrap();
+    let fake_go = dir.path().join("go");
+    std::fs::write(
+        &fake_go,
+        "#!/bin/sh\ncase \"$1\" in\n  version) echo fake; exit 0;;\n  build) printf '#!/bin/sh\\necho broken peer >&2\\nexit 3\\n' > \"$3\"; chmod +x \"$3\"; exit 0;;\nesac\nexit 0\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake_go, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (table, json) = smoke(
+        &["--size", "64"],
+        &[
+            ("GO", fake_go.to_str().unwrap()),
+            ("UDSIPC_GO_REFERENCE", ""),
+        ],
+    );
+    assert!(
+        table.contains("Go columns: n/a (the Go peer failed"),
+        "{table}"
+    );
+    assert!(json["rows"][0]["go_mbps"].is_null());
+    assert!(json["rows"][0]["rust_mbps"].as_f64().unwrap() > 0.0);
+}
