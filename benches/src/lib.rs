@@ -1,18 +1,31 @@
-//! Throughput measurements for udsipc, shared by the table runner
-//! (`src/main.rs`) and its tests.
+//! Measurements for the udsipc benchmark table runner (`src/main.rs`) and
+//! the criterion benches (`benches/`).
 //!
-//! Each measurement moves a fixed number of messages through real Unix
-//! sockets on this machine and reports wall time; nothing here asserts on
-//! speed.
+//! Every measurement moves a fixed number of messages through real Unix
+//! sockets on this machine and reports wall time and allocations; nothing
+//! here asserts on speed.
+//!
+//! | module | measures |
+//! |---|---|
+//! | [`inproc`] | this library, Writer → Reader in one process |
+//! | [`peer`] | a writer process → a reader process (Rust or Go, any pair) |
+//! | [`baseline`] | tokio-util + unsigned-varint `Framed`, and the raw socket |
+//! | [`latency`] | one-way latency at a fixed message rate (through [`peer`]) |
+//! | [`alloc`] | the counting global allocator behind "allocs/msg" |
 
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
-use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+pub mod alloc;
+pub mod baseline;
+pub mod chart;
+pub mod clock;
+pub mod columns;
+pub mod gopeer;
+pub mod harness;
+pub mod inproc;
+pub mod latency;
+pub mod peer;
+pub mod report;
 
-use bytes::Bytes;
+use std::time::Duration;
 
 /// One timed transfer.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -25,6 +38,10 @@ pub struct Measurement {
     pub bytes: u64,
     /// Wall time from the first send to the last delivery.
     pub elapsed: Duration,
+    /// Heap allocations per message in steady state (after the first
+    /// [`WARMUP_PERCENT`]% of messages, every process involved), when
+    /// counted.
+    pub allocs_per_msg: Option<f64>,
 }
 
 impl Measurement {
@@ -37,137 +54,41 @@ impl Measurement {
     pub fn msgs_per_sec(&self) -> f64 {
         self.messages as f64 / self.elapsed.as_secs_f64()
     }
-}
 
-/// Counts deliveries and wakes the waiter when the expected number arrived.
-struct Done {
-    received: AtomicU64,
-    bytes: AtomicU64,
-    expected: u64,
-    finished: Mutex<bool>,
-    cv: Condvar,
-}
-
-impl Done {
-    fn record(&self, len: usize) {
-        self.bytes.fetch_add(len as u64, Ordering::Relaxed);
-        if self.received.fetch_add(1, Ordering::Relaxed) + 1 == self.expected {
-            *self.finished.lock().unwrap() = true;
-            self.cv.notify_all();
-        }
-    }
-
-    fn wait(&self, patience: Duration) -> bool {
-        let guard = self.finished.lock().unwrap();
-        let (guard, _) = self
-            .cv
-            .wait_timeout_while(guard, patience, |f| !*f)
-            .unwrap();
-        *guard
+    /// Heap allocations per message in steady state, when counted.
+    pub fn allocs_per_msg(&self) -> Option<f64> {
+        self.allocs_per_msg
     }
 }
 
-/// This library end to end in one process: the public `Writer` API (owned
-/// `Bytes`, waiting for queue room with `send`) to a `Reader` handler, over
-/// a real socket at `path`.
-pub fn rust_in_process(path: &Path, size: usize, messages: u64) -> Result<Measurement, String> {
-    let done = Arc::new(Done {
-        received: AtomicU64::new(0),
-        bytes: AtomicU64::new(0),
-        expected: messages,
-        finished: Mutex::new(false),
-        cv: Condvar::new(),
-    });
-    let sink = Arc::clone(&done);
-    let reader = udsipc::Reader::builder(path)
-        .systemd(false)
-        .max_message_size(size.max(1) as u64)
-        .start(move |m: &[u8]| {
-            sink.record(m.len());
-            Ok(())
-        })
-        .map_err(|e| e.to_string())?;
-    let writer = udsipc::Writer::builder(path)
-        .start()
-        .map_err(|e| e.to_string())?;
-    let payload = Bytes::from(vec![0xa5u8; size]);
-    let producer = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    let start = Instant::now();
-    producer.block_on(async {
-        for _ in 0..messages {
-            writer
-                .send(payload.clone())
-                .await
-                .map_err(|e| e.to_string())?;
-        }
-        Ok::<(), String>(())
-    })?;
-    let arrived = done.wait(Duration::from_secs(120));
-    let elapsed = start.elapsed();
-    producer
-        .block_on(writer.stop(Duration::from_secs(10)))
-        .map_err(|e| e.to_string())?;
-    producer
-        .block_on(reader.stop(Duration::from_secs(10)))
-        .map_err(|e| e.to_string())?;
-    if !arrived {
-        return Err(format!(
-            "only {} of {messages} messages arrived",
-            done.received.load(Ordering::Relaxed)
-        ));
-    }
-    Ok(Measurement {
-        size,
-        messages,
-        bytes: done.bytes.load(Ordering::Relaxed),
-        elapsed,
-    })
+/// Allocations are counted after this share of a transfer's messages (the
+/// warm-up: connecting, buffers growing to their working size).
+pub const WARMUP_PERCENT: u64 = 10;
+
+/// The message after which allocations are counted, of `count`.
+pub fn warmup_messages(count: u64) -> u64 {
+    count * WARMUP_PERCENT / 100
 }
 
-/// The kernel's limit for one Unix stream socket on this machine: no
-/// framing, 256 KiB writes, `SO_SNDBUF` 256 KiB, writer and reader on two
-/// threads. `total` bytes are moved.
-pub fn raw_socket_limit(total: u64) -> Result<Measurement, String> {
-    const CHUNK: usize = 256 * 1024;
-    let (mut a, mut b) = UnixStream::pair().map_err(|e| e.to_string())?;
-    set_sndbuf(&a, CHUNK);
-    let reader = std::thread::spawn(move || {
-        let mut buf = vec![0u8; CHUNK];
-        let mut got = 0u64;
-        while got < total {
-            match b.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => got += n as u64,
-            }
-        }
-        got
-    });
-    let chunk = vec![0x5au8; CHUNK];
-    let start = Instant::now();
-    let mut sent = 0u64;
-    while sent < total {
-        let n = (total - sent).min(CHUNK as u64) as usize;
-        a.write_all(&chunk[..n]).map_err(|e| e.to_string())?;
-        sent += n as u64;
-    }
-    let got = reader
-        .join()
-        .map_err(|_| "reader thread panicked".to_owned())?;
-    let elapsed = start.elapsed();
-    Ok(Measurement {
-        size: CHUNK,
-        messages: total.div_ceil(CHUNK as u64),
-        bytes: got,
-        elapsed,
-    })
+/// Allocations per message over the messages after the warm-up.
+pub fn per_steady_message(allocations: u64, count: u64) -> f64 {
+    allocations as f64 / (count - warmup_messages(count)).max(1) as f64
 }
 
-fn set_sndbuf(s: &UnixStream, size: usize) {
-    // As the Writer does (and Go): a refused size just keeps the default.
-    let _ = nix::sys::socket::setsockopt(s, nix::sys::socket::sockopt::SndBuf, &size);
+/// A payload of `size` bytes that costs nothing to clone or drop: one
+/// static buffer per size, as the Go benchmarks pass the same slice every
+/// time. (A shared `Bytes` would add an atomic reference count bouncing
+/// between the producing and the writing thread, which measures the
+/// benchmark, not the library.)
+pub fn payload(size: usize) -> bytes::Bytes {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static BUFFERS: OnceLock<Mutex<HashMap<usize, &'static [u8]>>> = OnceLock::new();
+    let mut buffers = BUFFERS.get_or_init(Default::default).lock().unwrap();
+    let buf = *buffers
+        .entry(size)
+        .or_insert_with(|| Vec::leak((0..size).map(|i| i as u8).collect()));
+    bytes::Bytes::from_static(buf)
 }
 
 /// The median of `values` (which must not be empty).
@@ -178,5 +99,14 @@ pub fn median(values: &mut [f64]) -> f64 {
         (values[mid - 1] + values[mid]) / 2.0
     } else {
         values[mid]
+    }
+}
+
+/// `64 B`, `1 KiB`, `1 MiB`: how the table names a message size.
+pub fn size_label(size: usize) -> String {
+    match size {
+        s if s >= 1 << 20 && s % (1 << 20) == 0 => format!("{} MiB", s >> 20),
+        s if s >= 1 << 10 && s % (1 << 10) == 0 => format!("{} KiB", s >> 10),
+        s => format!("{s} B"),
     }
 }

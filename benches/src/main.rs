@@ -1,96 +1,281 @@
-//! `udsipc-benches`: measures this library's throughput next to the raw
-//! Unix-socket limit on this machine and prints a markdown table.
+//! `udsipc-benches`: the side-by-side table. In one run it measures, per
+//! message size, the Go reference (through `conformance/go-peer`), this
+//! library (separate processes and in one process), the mixed Go/Rust
+//! pairs, a tokio-util + unsigned-varint baseline and the raw socket limit,
+//! then one-way latency at a fixed rate; it prints markdown tables and can
+//! write JSON and an SVG chart.
 //!
-//! Each column is the median of several repetitions, interleaved (every
-//! column once per round) so that machine drift hits all columns alike.
+//! Every cell is the median of several rounds; each round measures every
+//! column of every size once, so machine drift hits all columns alike.
 
+use std::path::PathBuf;
 use std::time::Instant;
 
-use clap::Parser;
-use udsipc_benches::{median, raw_socket_limit, rust_in_process};
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use udsipc_benches::columns::{Column, Peers, fill_row, measure};
+use udsipc_benches::peer::{Peer, PeerArgs, run_rust_peer};
+use udsipc_benches::report::{LatencyRow, Row, Samples, Table};
+use udsipc_benches::{gopeer, latency, median, size_label};
 
-/// Throughput of udsipc (Writer -> Reader, one process, real socket) and of
-/// the raw socket, per message size.
+#[global_allocator]
+static ALLOC: udsipc_benches::alloc::Counting = udsipc_benches::alloc::Counting;
+
+/// Throughput and latency of udsipc next to the Go reference, a tokio-util
+/// baseline and the raw socket, per message size.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
-    /// Fewer bytes per measurement and fewer rounds (well under a minute).
+    #[command(subcommand)]
+    peer: Option<Sub>,
+    /// Fewer bytes per cell and fewer rounds: 3 rounds of up to 64 MiB
+    /// (under a minute; the full run is 5 rounds of up to 256 MiB).
     #[arg(long)]
     quick: bool,
     /// A tiny run that only checks everything works (for CI).
     #[arg(long, conflicts_with = "quick")]
     smoke: bool,
-    /// Rounds per size (the median is reported).
+    /// Rounds (the median of each cell is reported).
     #[arg(long)]
     rounds: Option<usize>,
-    /// Payload bytes moved per measurement, in MiB.
+    /// Payload MiB moved per cell.
     #[arg(long)]
     mib: Option<u64>,
     /// Measure only this message size in bytes (repeatable; default: 64 B,
     /// 1 KiB, 10 KiB, 100 KiB and 1 MiB).
     #[arg(long = "size", value_name = "BYTES")]
     sizes: Vec<usize>,
+    /// Skip the Go columns.
+    #[arg(long)]
+    no_go: bool,
+    /// Measure only this column (repeatable; default: all). Latency is
+    /// measured only when every column is.
+    #[arg(long = "column", value_enum, value_name = "COLUMN")]
+    columns: Vec<Column>,
+    /// Write the results as JSON (an object with a `rows` list).
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Write an SVG bar chart of the throughput.
+    #[arg(long, value_name = "FILE")]
+    svg: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Sub {
+    /// One side of a measured pair (used by the runner itself).
+    #[command(hide = true)]
+    Peer(PeerArgs),
 }
 
 const SIZES: [usize; 5] = [64, 1024, 10 * 1024, 100 * 1024, 1024 * 1024];
 
-fn label(size: usize) -> String {
-    match size {
-        s if s >= 1 << 20 => format!("{} MiB", s >> 20),
-        s if s >= 1 << 10 => format!("{} KiB", s >> 10),
-        s => format!("{s} B"),
+/// How much one run measures.
+struct Plan {
+    rounds: usize,
+    bytes: u64,
+    max_messages: u64,
+    latency_messages: u64,
+}
+
+impl Plan {
+    fn from(args: &Args) -> Self {
+        let mut p = match (args.smoke, args.quick) {
+            (true, _) => Plan {
+                rounds: 1,
+                bytes: 1 << 20,
+                max_messages: 4_000,
+                latency_messages: 200,
+            },
+            (_, true) => Plan {
+                rounds: 3,
+                bytes: 64 << 20,
+                max_messages: 600_000,
+                latency_messages: 5_000,
+            },
+            _ => Plan {
+                rounds: 5,
+                bytes: 256 << 20,
+                max_messages: 2_000_000,
+                latency_messages: 20_000,
+            },
+        };
+        if let Some(r) = args.rounds {
+            p.rounds = r.max(1);
+        }
+        if let Some(m) = args.mib {
+            p.bytes = m.max(1) << 20;
+            p.max_messages = u64::MAX;
+        }
+        p
+    }
+
+    fn messages(&self, size: usize) -> u64 {
+        (self.bytes / size.max(1) as u64).clamp(16, self.max_messages)
     }
 }
 
-fn main() -> Result<(), String> {
+fn main() {
     let args = Args::parse();
-    let (rounds, mib) = match (args.smoke, args.quick) {
-        (true, _) => (1, 1),
-        (_, true) => (3, 64),
-        _ => (5, 512),
+    let result = match &args.peer {
+        Some(Sub::Peer(p)) => run_rust_peer(p),
+        None => run_table(&args),
     };
-    let rounds = args.rounds.unwrap_or(rounds).max(1);
-    let total = args.mib.unwrap_or(mib) << 20;
-    let dir = tempfile_dir()?;
-    let started = Instant::now();
-    println!("| size | udsipc MB/s | udsipc msgs/s | raw socket MB/s | udsipc / raw |");
-    println!("|---:|---:|---:|---:|---:|");
+    if let Err(e) = result {
+        eprintln!("udsipc-benches: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn run_table(args: &Args) -> Result<(), String> {
+    let plan = Plan::from(args);
     let sizes = if args.sizes.is_empty() {
         SIZES.to_vec()
     } else {
         args.sizes.clone()
     };
-    for size in sizes {
-        let messages = (total / size as u64).max(16);
-        let (mut rust, mut rate, mut raw) = (Vec::new(), Vec::new(), Vec::new());
-        for round in 0..rounds {
-            eprint!("\r{} round {}/{} ...", label(size), round + 1, rounds);
-            let path = dir.join(format!("bench-{size}-{round}.sock"));
-            let m = rust_in_process(&path, size, messages)?;
-            rust.push(m.mb_per_sec());
-            rate.push(m.msgs_per_sec());
-            raw.push(raw_socket_limit(messages * size as u64)?.mb_per_sec());
-        }
-        eprint!("\r{:40}\r", "");
-        let (r, q, l) = (median(&mut rust), median(&mut rate), median(&mut raw));
-        println!(
-            "| {} | {r:.0} | {q:.0} | {l:.0} | {:.2} |",
-            label(size),
-            r / l
-        );
-    }
-    eprintln!(
-        "{} round(s) of {} MiB per cell, {:.1} s in all",
-        rounds,
-        total >> 20,
-        started.elapsed().as_secs_f64()
-    );
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(())
-}
-
-fn tempfile_dir() -> Result<std::path::PathBuf, String> {
     let dir = std::env::temp_dir().join(format!("udsipc-benches-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    Ok(dir)
+    let started = Instant::now();
+    let mut table = Table {
+        rounds: plan.rounds,
+        bytes_per_cell: plan.bytes,
+        load_average: [load_average(), None],
+        ..Table::default()
+    };
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let wants_go = args.columns.is_empty() || args.columns.iter().any(|c| c.needs_go());
+    let go = if args.no_go || !wants_go {
+        Err("skipped".to_owned())
+    } else {
+        eprintln!("building conformance/go-peer ...");
+        gopeer::build(&dir).map(Peer::go)
+    };
+    let peers = Peers {
+        rust: Peer::rust(exe),
+        go: go.as_ref().ok().cloned(),
+    };
+    if let Err(why) = &go {
+        eprintln!("Go columns: n/a ({why})");
+        table.go_unavailable = Some(why.clone());
+    }
+    let columns: Vec<Column> = Column::ALL
+        .into_iter()
+        .filter(|c| peers.go.is_some() || !c.needs_go())
+        .filter(|c| args.columns.is_empty() || args.columns.contains(c))
+        .collect();
+    let pairs: Vec<(&Peer, &Peer)> = match &peers.go {
+        _ if !args.columns.is_empty() => vec![],
+        Some(g) => vec![(&peers.rust, &peers.rust), (g, g)],
+        None => vec![(&peers.rust, &peers.rust)],
+    };
+    let steps = plan.rounds * (sizes.len() * columns.len() + pairs.len());
+    let bar = ProgressBar::new(steps as u64).with_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed}]")
+            .map_err(|e| e.to_string())?,
+    );
+    let mut samples = vec![vec![Samples::default(); columns.len()]; sizes.len()];
+    let mut lat: Vec<(Vec<f64>, Vec<f64>)> = vec![Default::default(); pairs.len()];
+    // A Go peer that fails mid-run takes the Go columns out (with the
+    // reason); it does not fail the run.
+    let mut go_failed: Option<String> = None;
+    for round in 1..=plan.rounds {
+        for (si, &size) in sizes.iter().enumerate() {
+            for (ci, &column) in columns.iter().enumerate() {
+                bar.inc(1);
+                if column.needs_go() && go_failed.is_some() {
+                    continue;
+                }
+                bar.set_message(format!(
+                    "round {round}: {} {}",
+                    size_label(size),
+                    column.name()
+                ));
+                let what = format!("{} at {}", column.name(), size_label(size));
+                match measure(column, &peers, &dir, size, plan.messages(size)) {
+                    Ok(m) => samples[si][ci].push(&m),
+                    Err(e) if column.needs_go() => {
+                        bar.println(format!("Go columns dropped: {what}: {e}"));
+                        go_failed = Some(format!("the Go peer failed: {what}: {e}"));
+                    }
+                    Err(e) => return Err(format!("{what}: {e}")),
+                }
+            }
+        }
+        for (pi, (w, r)) in pairs.iter().enumerate() {
+            bar.inc(1);
+            let uses_go = w.name == "Go" || r.name == "Go";
+            if uses_go && go_failed.is_some() {
+                continue;
+            }
+            bar.set_message(format!("round {round}: latency {} → {}", w.name, r.name));
+            match latency::one_way(w, r, &dir.join("latency.sock"), plan.latency_messages) {
+                Ok((p50, p99)) => {
+                    lat[pi].0.push(p50.as_secs_f64() * 1e6);
+                    lat[pi].1.push(p99.as_secs_f64() * 1e6);
+                }
+                Err(e) if uses_go => {
+                    bar.println(format!("Go columns dropped: latency: {e}"));
+                    go_failed = Some(format!("the Go peer failed: latency: {e}"));
+                }
+                Err(e) => return Err(format!("latency: {e}")),
+            }
+        }
+    }
+    bar.finish_and_clear();
+    for (si, &size) in sizes.iter().enumerate() {
+        let mut row = Row {
+            size,
+            ..Row::default()
+        };
+        for (ci, &column) in columns.iter().enumerate() {
+            if !(column.needs_go() && go_failed.is_some()) {
+                fill_row(&mut row, column, &samples[si][ci]);
+            }
+        }
+        table.rows.push(row);
+    }
+    if go_failed.is_some() {
+        table.go_unavailable = go_failed;
+    }
+    for ((w, r), (p50, p99)) in pairs.iter().zip(&mut lat) {
+        if p50.is_empty() {
+            continue;
+        }
+        table.latency.push(LatencyRow {
+            pair: format!("{} → {}", w.name, r.name),
+            rate: latency::RATE,
+            size: latency::SIZE,
+            p50_us: median(p50),
+            p99_us: median(p99),
+        });
+    }
+    table.load_average[1] = load_average();
+    print!("{}", table.markdown());
+    eprintln!(
+        "{} round(s), up to {} MiB per cell, {:.1} s in all; load average {} at start, {} at end",
+        plan.rounds,
+        plan.bytes >> 20,
+        started.elapsed().as_secs_f64(),
+        table.load_average[0].map_or("?".into(), |l| format!("{l:.2}")),
+        table.load_average[1].map_or("?".into(), |l| format!("{l:.2}")),
+    );
+    if let Some(path) = &args.json {
+        let json = serde_json::to_string_pretty(&table).map_err(|e| e.to_string())?;
+        std::fs::write(path, json + "\n").map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    if let Some(path) = &args.svg {
+        let title = "udsipc vs the Go reference: payload MB/s by message size";
+        udsipc_benches::chart::write_svg(&table.rows, title, path)?;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
 }

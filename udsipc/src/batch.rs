@@ -16,13 +16,13 @@ use crate::queue::Item;
 /// Frames up to this size are copied into the staging buffer.
 pub(crate) const COPY_MAX: usize = 4 * 1024;
 /// Upper bound of the staging buffer per batch.
-const STAGING_MAX: usize = 256 * 1024;
+const STAGING_MAX: usize = 512 * 1024;
 /// Upper bound of bytes per batch.
 const BATCH_MAX: usize = 4 * 1024 * 1024;
 /// Upper bound of segments per batch.
 const SEGS_MAX: usize = 1024;
 /// iovecs handed to one `writev`.
-pub(crate) const IOV_PER_CALL: usize = 64;
+pub(crate) const IOV_PER_CALL: usize = 256;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Seg {
@@ -30,6 +30,19 @@ enum Seg {
     Staged { start: usize, end: usize },
     /// The bytes of item `item` (a large body, or a large pre-framed frame).
     Item { item: usize },
+}
+
+/// Appends the varint length prefix of a `len`-byte body.
+#[inline]
+fn put_prefix(staging: &mut Vec<u8>, len: usize) {
+    if len < 0x80 {
+        // One byte, the common case for small messages: no copy call.
+        staging.push(len as u8);
+    } else {
+        let mut prefix = [0u8; MAX_VARINT_LEN];
+        let n = encode_varint(len as u64, &mut prefix);
+        staging.extend_from_slice(&prefix[..n]);
+    }
 }
 
 /// A write plan over the first `items` queued messages.
@@ -73,16 +86,12 @@ impl Batch {
             }
             if frame_len <= COPY_MAX {
                 if !item.framed {
-                    let mut prefix = [0u8; MAX_VARINT_LEN];
-                    let n = encode_varint(item.bytes.len() as u64, &mut prefix);
-                    self.staging.extend_from_slice(&prefix[..n]);
+                    put_prefix(&mut self.staging, item.bytes.len());
                 }
                 self.staging.extend_from_slice(&item.bytes);
             } else {
                 if !item.framed {
-                    let mut prefix = [0u8; MAX_VARINT_LEN];
-                    let n = encode_varint(item.bytes.len() as u64, &mut prefix);
-                    self.staging.extend_from_slice(&prefix[..n]);
+                    put_prefix(&mut self.staging, item.bytes.len());
                 }
                 if self.staging.len() > staged_from {
                     self.segs.push(Seg::Staged {

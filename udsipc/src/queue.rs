@@ -20,6 +20,10 @@ const ARENA_CHUNK: usize = 256 * 1024;
 /// Copied frames larger than this get their own allocation instead.
 const ARENA_MAX_FRAME: usize = 16 * 1024;
 
+/// Producers waiting for room are woken at least every this many
+/// completed batches.
+const WAKE_EVERY: usize = 8;
+
 /// One queued message.
 #[derive(Debug, Clone)]
 pub(crate) struct Item {
@@ -64,6 +68,13 @@ pub(crate) struct Queue {
     /// (including those the writer task has taken but not finished).
     depth: AtomicUsize,
     capacity: usize,
+    /// Producers waiting for room are woken once the depth is down to this,
+    /// so that each wake-up refills a good part of the queue instead of one
+    /// batch's worth (or after `WAKE_EVERY` completions, so that producers
+    /// that never wait cannot keep a waiting one out forever).
+    low_water: usize,
+    /// Completions seen while producers were waiting.
+    completions_while_waiting: AtomicUsize,
     room_waiters: AtomicUsize,
     data_ready: Notify,
     room: Notify,
@@ -79,6 +90,8 @@ impl Queue {
             }),
             depth: AtomicUsize::new(0),
             capacity,
+            low_water: capacity / 2,
+            completions_while_waiting: AtomicUsize::new(0),
             room_waiters: AtomicUsize::new(0),
             data_ready: Notify::new(),
             room: Notify::new(),
@@ -198,9 +211,17 @@ impl Queue {
         if n == 0 {
             return;
         }
-        self.depth.fetch_sub(n, Ordering::SeqCst);
+        let depth = self.depth.fetch_sub(n, Ordering::SeqCst) - n;
+        // A waiter saw `depth >= capacity`; the depth only falls from there
+        // while the writer makes progress, down to 0 at worst, so it always
+        // reaches the low-water mark (or `close` wakes everyone).
         if self.room_waiters.load(Ordering::SeqCst) > 0 {
-            self.room.notify_waiters();
+            let seen = self
+                .completions_while_waiting
+                .fetch_add(1, Ordering::Relaxed);
+            if depth <= self.low_water || seen % WAKE_EVERY == WAKE_EVERY - 1 {
+                self.room.notify_waiters();
+            }
         }
     }
 
@@ -256,6 +277,52 @@ mod tests {
         let (r, b) = q.push_owned(Bytes::from_static(b"m")).unwrap_err();
         assert_eq!(r, Refused::Closed);
         assert_eq!(b.as_ref(), b"m");
+    }
+
+    fn poll_once(f: std::pin::Pin<&mut impl std::future::Future>) -> bool {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        f.poll(&mut cx).is_ready()
+    }
+
+    #[test]
+    fn waiting_producer_wakes_at_half_empty_not_at_each_batch() {
+        let q = Queue::new(4);
+        for _ in 0..4 {
+            q.push_owned(Bytes::from_static(b"m")).unwrap();
+        }
+        let mut out = VecDeque::new();
+        q.take_all(&mut out);
+        let wait = q.wait_room();
+        tokio::pin!(wait);
+        assert!(!poll_once(wait.as_mut()));
+        q.complete(1); // depth 3: room, but above the low-water mark
+        assert!(!poll_once(wait.as_mut()));
+        q.complete(1); // depth 2 = capacity / 2
+        assert!(poll_once(wait.as_mut()));
+    }
+
+    #[test]
+    fn producers_that_never_wait_cannot_starve_a_waiting_one() {
+        let q = Queue::new(4);
+        let mut out = VecDeque::new();
+        for _ in 0..4 {
+            q.push_owned(Bytes::from_static(b"m")).unwrap();
+        }
+        let wait = q.wait_room();
+        tokio::pin!(wait);
+        assert!(!poll_once(wait.as_mut()));
+        let mut woken = false;
+        for _ in 0..WAKE_EVERY {
+            // One message written, and at once another producer refills.
+            q.take_all(&mut out);
+            q.complete(1);
+            q.push_owned(Bytes::from_static(b"m")).unwrap();
+            woken = poll_once(wait.as_mut());
+            if woken {
+                break;
+            }
+        }
+        assert!(woken);
     }
 
     #[test]

@@ -535,18 +535,27 @@ impl Writer {
     /// Queues owned bytes, waiting for room instead of dropping. Fails only
     /// once the Writer is stopping.
     pub async fn send(&self, data: impl Into<Bytes>) -> Result<(), WriteError<Bytes>> {
-        let mut data = data.into();
+        let data = data.into();
         if data.is_empty() {
             return Ok(());
         }
+        match self.inner.queue.push_owned(data) {
+            Ok(()) => Ok(()),
+            Err((Refused::Closed, back)) => Err(WriteError::Stopped(back)),
+            // The waiting part is boxed: this future is moved on every call,
+            // and unboxed it would be several times larger. It is allocated
+            // only when the producer must wait for room anyway.
+            Err((Refused::Full, back)) => Box::pin(self.send_when_room(back)).await,
+        }
+    }
+
+    async fn send_when_room(&self, mut data: Bytes) -> Result<(), WriteError<Bytes>> {
         loop {
+            self.inner.queue.wait_room().await;
             match self.inner.queue.push_owned(data) {
                 Ok(()) => return Ok(()),
                 Err((Refused::Closed, back)) => return Err(WriteError::Stopped(back)),
-                Err((Refused::Full, back)) => {
-                    data = back;
-                    self.inner.queue.wait_room().await;
-                }
+                Err((Refused::Full, back)) => data = back,
             }
         }
     }

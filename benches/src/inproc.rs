@@ -1,0 +1,147 @@
+//! This library end to end in one process: the public `Writer` API (owned
+//! `Bytes`, waiting for queue room with `send`) to a `Reader` handler, over
+//! a real Unix socket.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::alloc::allocations;
+use crate::{Measurement, warmup_messages};
+
+/// Counts deliveries and wakes the waiter when the expected number arrived.
+#[derive(Debug)]
+pub struct Done {
+    received: AtomicU64,
+    wrong_size: AtomicU64,
+    size: usize,
+    expected: u64,
+    warm: u64,
+    allocs_at_warm: AtomicU64,
+    finished: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Done {
+    /// Waits for `expected` deliveries of `size` bytes each.
+    pub fn new(expected: u64, size: usize) -> Arc<Self> {
+        Arc::new(Self {
+            received: AtomicU64::new(0),
+            wrong_size: AtomicU64::new(0),
+            size,
+            expected,
+            warm: warmup_messages(expected).max(1),
+            allocs_at_warm: AtomicU64::new(0),
+            finished: Mutex::new(false),
+            cv: Condvar::new(),
+        })
+    }
+
+    /// One message of `len` bytes arrived. (One atomic per message: the
+    /// handler's cost is part of what is measured.)
+    pub fn record(&self, len: usize) {
+        if len != self.size {
+            self.wrong_size.fetch_add(1, Ordering::Relaxed);
+        }
+        let n = self.received.fetch_add(1, Ordering::Relaxed) + 1;
+        if n == self.warm {
+            self.allocs_at_warm.store(allocations(), Ordering::Relaxed);
+        }
+        if n == self.expected {
+            *self.finished.lock().unwrap() = true;
+            self.cv.notify_all();
+        }
+    }
+
+    /// Blocks until every expected message arrived (`true`) or `patience`
+    /// ran out (`false`).
+    pub fn wait(&self, patience: Duration) -> bool {
+        let guard = self.finished.lock().unwrap();
+        let (guard, _) = self
+            .cv
+            .wait_timeout_while(guard, patience, |f| !*f)
+            .unwrap();
+        *guard
+    }
+
+    /// Messages delivered so far.
+    pub fn received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+
+    /// Allocations in this process since the warm-up ended (as the
+    /// deliveries count it), and the messages expected after it.
+    pub fn steady_allocs(&self) -> (u64, u64) {
+        let since = allocations() - self.allocs_at_warm.load(Ordering::Relaxed);
+        (since, self.expected.saturating_sub(self.warm).max(1))
+    }
+
+    /// Payload bytes delivered so far; an error if any message had the
+    /// wrong size.
+    pub fn bytes(&self) -> Result<u64, String> {
+        match self.wrong_size.load(Ordering::Relaxed) {
+            0 => Ok(self.received() * self.size as u64),
+            n => Err(format!(
+                "{n} messages arrived with a size other than {}",
+                self.size
+            )),
+        }
+    }
+}
+
+/// Moves `messages` messages of `size` bytes from a `Writer` to a `Reader`
+/// at `path`, both in this process; counts this process's allocations
+/// once the reader has seen the warm-up messages.
+pub fn rust_in_process(path: &Path, size: usize, messages: u64) -> Result<Measurement, String> {
+    let done = Done::new(messages, size);
+    let sink = Arc::clone(&done);
+    let reader = udsipc::Reader::builder(path)
+        .systemd(false)
+        .max_message_size(size.max(1) as u64)
+        .start(move |m: &[u8]| {
+            sink.record(m.len());
+            Ok(())
+        })
+        .map_err(|e| e.to_string())?;
+    let writer = udsipc::Writer::builder(path)
+        .start()
+        .map_err(|e| e.to_string())?;
+    let payload = crate::payload(size);
+    let producer = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let start = Instant::now();
+    producer.block_on(async {
+        for _ in 0..messages {
+            writer
+                .send(payload.clone())
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        Ok::<(), String>(())
+    })?;
+    let arrived = done.wait(Duration::from_secs(120));
+    let elapsed = start.elapsed();
+    let (allocs, after_warmup) = done.steady_allocs();
+    producer
+        .block_on(writer.stop(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    producer
+        .block_on(reader.stop(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    if !arrived {
+        return Err(format!(
+            "only {} of {messages} messages arrived",
+            done.received()
+        ));
+    }
+    Ok(Measurement {
+        size,
+        messages,
+        bytes: done.bytes()?,
+        elapsed,
+        allocs_per_msg: Some(allocs as f64 / after_warmup as f64),
+    })
+}

@@ -1,0 +1,434 @@
+//! A writer process → a reader process, each either this runner (its hidden
+//! `peer` subcommand, this library) or the Go peer
+//! (`conformance/go-peer`, the Go reference). Both speak one contract:
+//!
+//! ```text
+//! PROGRAM SUBCOMMAND --role reader --socket PATH --count N --size S [--latency]
+//! PROGRAM SUBCOMMAND --role writer --socket PATH --count N --size S [--rate R]
+//! ```
+//!
+//! The reader binds, prints `ready`, receives N messages and prints one
+//! JSON [`Report`]; the writer sends N messages (paced at R per second with
+//! a `CLOCK_MONOTONIC` send time in the first 8 bytes when `--rate` is
+//! given), drains and prints its own [`Report`]. The transfer time is the
+//! reader's last delivery minus the writer's start, on the machine-wide
+//! monotonic clock.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::Measurement;
+use crate::alloc::allocations;
+use crate::clock::monotonic_ns;
+use crate::inproc::Done;
+
+/// How long a peer may take before it is killed.
+const PATIENCE: Duration = Duration::from_secs(180);
+
+/// The peer command line (the runner's hidden `peer` subcommand).
+#[derive(Debug, Clone, clap::Args)]
+pub struct PeerArgs {
+    /// `reader` or `writer`.
+    #[arg(long)]
+    pub role: String,
+    /// Socket path.
+    #[arg(long)]
+    pub socket: PathBuf,
+    /// Messages to move.
+    #[arg(long)]
+    pub count: u64,
+    /// Bytes per message.
+    #[arg(long)]
+    pub size: usize,
+    /// Writer: messages per second, each stamped with its send time.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Reader: messages carry send times; report p50/p99 latency.
+    #[arg(long)]
+    pub latency: bool,
+}
+
+/// What a peer prints when done (one JSON line).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Report {
+    /// `reader` or `writer`.
+    pub role: String,
+    /// Messages received (reader) or sent (writer).
+    pub msgs: u64,
+    /// Payload bytes received or sent.
+    pub bytes: u64,
+    /// Reader: monotonic ns of the first delivery.
+    #[serde(default)]
+    pub first_ns: i64,
+    /// Reader: monotonic ns of the last delivery.
+    #[serde(default)]
+    pub last_ns: i64,
+    /// Writer: monotonic ns just before the first send.
+    #[serde(default)]
+    pub start_ns: i64,
+    /// Writer: monotonic ns once drained.
+    #[serde(default)]
+    pub end_ns: i64,
+    /// Heap allocations counted after the warm-up (the first 10% of the
+    /// messages delivered, for a reader; written, for a writer) to the end.
+    pub allocs: u64,
+    /// Messages over which `allocs` were counted.
+    pub alloc_msgs: u64,
+    /// Reader with `--latency`: p50 and p99 one-way latency in ns, over the
+    /// messages after the warm-up (the first 10%).
+    #[serde(default)]
+    pub latency_ns: Option<[i64; 2]>,
+}
+
+/// A program that speaks the peer contract.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// Name in the table: `Rust` or `Go`.
+    pub name: &'static str,
+    program: PathBuf,
+    subcommand: &'static str,
+}
+
+impl Peer {
+    /// This runner binary's own `peer` subcommand (this library).
+    pub fn rust(exe: PathBuf) -> Self {
+        Self {
+            name: "Rust",
+            program: exe,
+            subcommand: "peer",
+        }
+    }
+
+    /// A built go-peer binary (the Go reference).
+    pub fn go(binary: PathBuf) -> Self {
+        Self {
+            name: "Go",
+            program: binary,
+            subcommand: "bench",
+        }
+    }
+
+    fn command(&self, role: &str, socket: &Path, count: u64, size: usize) -> Command {
+        let mut cmd = Command::new(&self.program);
+        cmd.arg(self.subcommand)
+            .args(["--role", role, "--socket"])
+            .arg(socket)
+            .args(["--count", &count.to_string(), "--size", &size.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
+    }
+}
+
+/// A pair's result: the transfer, and latency when measured.
+#[derive(Debug, Clone, Copy)]
+pub struct PairResult {
+    /// The transfer as one measurement (allocations of both processes).
+    pub measurement: Measurement,
+    /// p50 and p99 one-way latency, with `rate`.
+    pub latency: Option<(Duration, Duration)>,
+}
+
+/// Runs `writer` → `reader` over a socket at `socket`: `count` messages of
+/// `size` bytes, paced at `rate` messages per second if given.
+pub fn run_pair(
+    writer: &Peer,
+    reader: &Peer,
+    socket: &Path,
+    size: usize,
+    count: u64,
+    rate: Option<f64>,
+) -> Result<PairResult, String> {
+    let _ = std::fs::remove_file(socket);
+    let mut rcmd = reader.command("reader", socket, count, size);
+    if rate.is_some() {
+        rcmd.arg("--latency");
+    }
+    let mut rproc = Running::spawn(rcmd, reader.name)?;
+    rproc.expect_line("ready")?;
+    let mut wcmd = writer.command("writer", socket, count, size);
+    if let Some(rate) = rate {
+        wcmd.args(["--rate", &rate.to_string()]);
+    }
+    let mut wproc = Running::spawn(wcmd, writer.name)?;
+    let w = wproc.report();
+    let r = rproc.report();
+    let (w, r) = (w?, r?);
+    if r.msgs != count {
+        return Err(format!(
+            "{} reader got {} of {count} messages",
+            reader.name, r.msgs
+        ));
+    }
+    let nanos = (r.last_ns - w.start_ns).max(1) as u64;
+    Ok(PairResult {
+        measurement: Measurement {
+            size,
+            messages: r.msgs,
+            bytes: r.bytes,
+            elapsed: Duration::from_nanos(nanos),
+            allocs_per_msg: Some(
+                w.allocs as f64 / w.alloc_msgs.max(1) as f64
+                    + r.allocs as f64 / r.alloc_msgs.max(1) as f64,
+            ),
+        },
+        latency: r.latency_ns.map(|[p50, p99]| {
+            (
+                Duration::from_nanos(p50.max(0) as u64),
+                Duration::from_nanos(p99.max(0) as u64),
+            )
+        }),
+    })
+}
+
+/// A spawned peer whose stdout lines arrive on a channel.
+struct Running {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    name: &'static str,
+}
+
+impl Running {
+    fn spawn(mut cmd: Command, name: &'static str) -> Result<Self, String> {
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("starting the {name} peer: {e}"))?;
+        let stdout = child.stdout.take().expect("piped");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Self { child, lines, name })
+    }
+
+    fn next_line(&mut self) -> Result<String, String> {
+        match self.lines.recv_timeout(PATIENCE) {
+            Ok(line) => Ok(line),
+            Err(_) => {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                let mut err = String::new();
+                if let Some(mut e) = self.child.stderr.take() {
+                    let _ = e.read_to_string(&mut err);
+                }
+                Err(format!(
+                    "{} peer ended without answering: {}",
+                    self.name,
+                    err.trim()
+                ))
+            }
+        }
+    }
+
+    fn expect_line(&mut self, want: &str) -> Result<(), String> {
+        let line = self.next_line()?;
+        if line.trim() == want {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} peer said {line:?}, expected {want:?}",
+                self.name
+            ))
+        }
+    }
+
+    fn report(&mut self) -> Result<Report, String> {
+        let line = self.next_line()?;
+        let _ = self.child.wait();
+        serde_json::from_str(&line).map_err(|e| format!("{} peer printed {line:?}: {e}", self.name))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The Rust side of the contract: runs one role with this library and
+/// prints the report.
+pub fn run_rust_peer(args: &PeerArgs) -> Result<(), String> {
+    let report = match args.role.as_str() {
+        "reader" => rust_reader(args)?,
+        "writer" => rust_writer(args)?,
+        other => return Err(format!("--role must be reader or writer, not {other:?}")),
+    };
+    println!(
+        "{}",
+        serde_json::to_string(&report).map_err(|e| e.to_string())?
+    );
+    Ok(())
+}
+
+/// First and last delivery times, and latencies when asked for.
+#[derive(Debug, Default)]
+struct Stamps {
+    first: i64,
+    last: i64,
+    latencies: Vec<i64>,
+}
+
+fn rust_reader(args: &PeerArgs) -> Result<Report, String> {
+    let count = args.count;
+    let done = Done::new(count, args.size.max(if args.latency { 8 } else { 0 }));
+    let stamps = Arc::new(Mutex::new(Stamps {
+        latencies: Vec::with_capacity(if args.latency { count as usize } else { 0 }),
+        ..Stamps::default()
+    }));
+    let (sink, marks, latency) = (Arc::clone(&done), Arc::clone(&stamps), args.latency);
+    // Latency is steady-state too: the warm-up messages (connecting, the
+    // first wake-ups of idle threads) are not counted.
+    let warm = crate::warmup_messages(count);
+    let reader = udsipc::Reader::builder(&args.socket)
+        .systemd(false)
+        .max_message_size(args.size.max(1) as u64)
+        .start(move |m: &[u8]| {
+            let n = sink.received() + 1;
+            if n == 1 || n == count || latency {
+                let now = monotonic_ns();
+                let mut s = marks.lock().unwrap();
+                if n == 1 {
+                    s.first = now;
+                }
+                if n == count {
+                    s.last = now;
+                }
+                if latency && n > warm && m.len() >= 8 {
+                    let sent = i64::from_le_bytes(m[..8].try_into().unwrap());
+                    s.latencies.push(now - sent);
+                }
+            }
+            sink.record(m.len());
+            Ok(())
+        })
+        .map_err(|e| e.to_string())?;
+    println!("ready");
+    let arrived = done.wait(PATIENCE);
+    let (allocs, alloc_msgs) = done.steady_allocs();
+    reader
+        .stop_blocking(Duration::from_secs(5))
+        .map_err(|e| e.to_string())?;
+    if !arrived {
+        return Err(format!(
+            "only {} of {count} messages arrived",
+            done.received()
+        ));
+    }
+    let mut s = stamps.lock().unwrap();
+    let latency_ns = (!s.latencies.is_empty()).then(|| {
+        s.latencies.sort_unstable();
+        let n = s.latencies.len();
+        [s.latencies[n / 2], s.latencies[n * 99 / 100]]
+    });
+    Ok(Report {
+        role: "reader".into(),
+        msgs: done.received(),
+        bytes: done.bytes()?,
+        first_ns: s.first,
+        last_ns: s.last,
+        allocs,
+        alloc_msgs,
+        latency_ns,
+        ..Report::default()
+    })
+}
+
+fn rust_writer(args: &PeerArgs) -> Result<Report, String> {
+    let writer = udsipc::Writer::builder(&args.socket)
+        .start()
+        .map_err(|e| e.to_string())?;
+    let producer = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let payload = crate::payload(args.size);
+    let warm = crate::warmup_messages(args.count);
+    let done = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        // Allocations count from the moment the warm-up messages have been
+        // written (sends run ahead of writes by up to the queue's capacity).
+        let watcher = scope.spawn(|| {
+            loop {
+                let sent = writer.metrics().sent;
+                if sent >= warm.max(1) || done.load(Ordering::Acquire) {
+                    return (allocations(), sent);
+                }
+                std::thread::sleep(Duration::from_micros(100));
+            }
+        });
+        let start_ns = monotonic_ns();
+        let sending = send_all(&writer, &producer, &payload, args);
+        let stopped = producer.block_on(writer.stop(PATIENCE));
+        let end_ns = monotonic_ns();
+        let end_allocs = allocations();
+        done.store(true, Ordering::Release);
+        let (mark, sent_at_mark) = watcher.join().expect("watcher thread");
+        sending?;
+        stopped.map_err(|e| e.to_string())?;
+        let m = writer.metrics();
+        Ok(Report {
+            role: "writer".into(),
+            msgs: m.sent,
+            bytes: m.sent * args.size as u64,
+            start_ns,
+            end_ns,
+            allocs: end_allocs - mark,
+            alloc_msgs: args.count.saturating_sub(sent_at_mark).max(1),
+            ..Report::default()
+        })
+    })
+}
+
+/// Sends every message: as fast as the Writer takes them, or paced at
+/// `--rate` with each message's send time in its first 8 bytes.
+fn send_all(
+    writer: &udsipc::Writer,
+    producer: &tokio::runtime::Runtime,
+    payload: &bytes::Bytes,
+    args: &PeerArgs,
+) -> Result<(), String> {
+    let Some(rate) = args.rate else {
+        return producer.block_on(async {
+            for _ in 0..args.count {
+                writer
+                    .send(payload.clone())
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        });
+    };
+    // Paced: each message carries its send time; copied by the Writer.
+    let mut msg = vec![0u8; args.size.max(8)];
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let begin = Instant::now();
+    for i in 0..args.count {
+        let due = begin + interval.mul_f64(i as f64);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        msg[..8].copy_from_slice(&monotonic_ns().to_le_bytes());
+        while let Err(e) = writer.write_message(&msg) {
+            if matches!(e, udsipc::WriteError::Stopped(_)) {
+                return Err(e.to_string());
+            }
+            std::thread::yield_now();
+        }
+    }
+    Ok(())
+}

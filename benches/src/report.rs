@@ -1,0 +1,199 @@
+//! The table: per-size rows of medians, the markdown the runner prints (in
+//! the style of the Go reference's README), and the JSON it writes.
+
+use serde::Serialize;
+
+use crate::{median, size_label};
+
+/// Repeated samples of one cell; reported as medians.
+#[derive(Debug, Clone, Default)]
+pub struct Samples {
+    mbps: Vec<f64>,
+    msgs: Vec<f64>,
+    allocs: Vec<f64>,
+}
+
+impl Samples {
+    /// Adds one measurement.
+    pub fn push(&mut self, m: &crate::Measurement) {
+        self.mbps.push(m.mb_per_sec());
+        self.msgs.push(m.msgs_per_sec());
+        if let Some(a) = m.allocs_per_msg() {
+            self.allocs.push(a);
+        }
+    }
+
+    /// Median MB/s, if measured.
+    pub fn mbps(&self) -> Option<f64> {
+        med(&self.mbps)
+    }
+
+    /// Median messages per second, if measured.
+    pub fn msgs_per_sec(&self) -> Option<f64> {
+        med(&self.msgs)
+    }
+
+    /// Median allocations per message, if counted.
+    pub fn allocs_per_msg(&self) -> Option<f64> {
+        med(&self.allocs)
+    }
+}
+
+fn med(v: &[f64]) -> Option<f64> {
+    (!v.is_empty()).then(|| median(&mut v.to_vec()))
+}
+
+/// One message size's medians (MB = 1e6 bytes). `None`: not measured.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Row {
+    /// Message size in bytes.
+    pub size: usize,
+    /// Go reference, Go writer process → Go reader process.
+    pub go_mbps: Option<f64>,
+    /// Go → Go messages per second.
+    pub go_msgs_per_sec: Option<f64>,
+    /// Go → Go allocations per message (both processes).
+    pub go_allocs_per_msg: Option<f64>,
+    /// udsipc, Rust writer process → Rust reader process.
+    pub rust_mbps: Option<f64>,
+    /// Rust → Rust messages per second.
+    pub rust_msgs_per_sec: Option<f64>,
+    /// Rust → Rust allocations per message (both processes).
+    pub rust_allocs_per_msg: Option<f64>,
+    /// udsipc, Writer → Reader in one process.
+    pub rust_inproc_mbps: Option<f64>,
+    /// In-process messages per second.
+    pub rust_inproc_msgs_per_sec: Option<f64>,
+    /// In-process allocations per message.
+    pub rust_inproc_allocs_per_msg: Option<f64>,
+    /// Go writer → Rust reader.
+    pub go_to_rust_mbps: Option<f64>,
+    /// Rust writer → Go reader.
+    pub rust_to_go_mbps: Option<f64>,
+    /// tokio-util `FramedWrite`/`FramedRead` + unsigned-varint `UviBytes`.
+    pub tokio_util_mbps: Option<f64>,
+    /// tokio-util allocations per message.
+    pub tokio_util_allocs_per_msg: Option<f64>,
+    /// The raw socket: no framing, 256 KiB writes.
+    pub raw_limit_mbps: Option<f64>,
+}
+
+impl Row {
+    /// Rust processes over Go processes.
+    pub fn rust_vs_go(&self) -> Option<f64> {
+        Some(self.rust_mbps? / self.go_mbps?)
+    }
+}
+
+/// p50/p99 one-way latency of one writer → reader pair.
+#[derive(Debug, Clone, Serialize)]
+pub struct LatencyRow {
+    /// `Rust → Rust`, `Go → Go`, ...
+    pub pair: String,
+    /// Messages per second.
+    pub rate: f64,
+    /// Message size in bytes.
+    pub size: usize,
+    /// Median one-way latency, µs.
+    pub p50_us: f64,
+    /// 99th percentile one-way latency, µs.
+    pub p99_us: f64,
+}
+
+/// Everything one run measured.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Table {
+    /// One row per message size.
+    pub rows: Vec<Row>,
+    /// Latency at a fixed rate.
+    pub latency: Vec<LatencyRow>,
+    /// Why the Go columns are empty, if they are.
+    pub go_unavailable: Option<String>,
+    /// Repetitions per cell (medians are reported).
+    pub rounds: usize,
+    /// Payload bytes per measurement (fewer for very slow cells).
+    pub bytes_per_cell: u64,
+    /// The 1-minute load average when the run started and ended.
+    pub load_average: [Option<f64>; 2],
+}
+
+fn num(v: Option<f64>, decimals: usize) -> String {
+    match v {
+        None => "n/a".into(),
+        Some(v) => {
+            let s = format!("{v:.decimals$}");
+            // Thousands separators on the integer part.
+            let (int, frac) = s.split_once('.').map_or((s.as_str(), ""), |(i, f)| (i, f));
+            let mut out = String::new();
+            for (i, c) in int.chars().enumerate() {
+                if i > 0 && (int.len() - i) % 3 == 0 {
+                    out.push(',');
+                }
+                out.push(c);
+            }
+            if !frac.is_empty() {
+                out.push('.');
+                out.push_str(frac);
+            }
+            out
+        }
+    }
+}
+
+fn ratio(v: Option<f64>) -> String {
+    v.map_or("n/a".into(), |r| format!("{r:.1}×"))
+}
+
+impl Table {
+    /// The markdown tables (throughput, allocations, latency).
+    pub fn markdown(&self) -> String {
+        let mut s = String::new();
+        s.push_str("| size | Go MB/s | udsipc MB/s | udsipc msgs/s | udsipc / Go | udsipc in-process MB/s | Go → Rust MB/s | Rust → Go MB/s | tokio-util MB/s | raw socket MB/s |\n");
+        s.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        for r in &self.rows {
+            s.push_str(&format!(
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                size_label(r.size),
+                num(r.go_mbps, 0),
+                num(r.rust_mbps, 0),
+                num(r.rust_msgs_per_sec, 0),
+                ratio(r.rust_vs_go()),
+                num(r.rust_inproc_mbps, 0),
+                num(r.go_to_rust_mbps, 0),
+                num(r.rust_to_go_mbps, 0),
+                num(r.tokio_util_mbps, 0),
+                num(r.raw_limit_mbps, 0),
+            ));
+        }
+        s.push_str("\n| size | Go allocs/msg | udsipc allocs/msg | udsipc in-process allocs/msg | tokio-util allocs/msg |\n");
+        s.push_str("|---:|---:|---:|---:|---:|\n");
+        for r in &self.rows {
+            s.push_str(&format!(
+                "| {} | {} | {} | {} | {} |\n",
+                size_label(r.size),
+                num(r.go_allocs_per_msg, 2),
+                num(r.rust_allocs_per_msg, 4),
+                num(r.rust_inproc_allocs_per_msg, 4),
+                num(r.tokio_util_allocs_per_msg, 2),
+            ));
+        }
+        if !self.latency.is_empty() {
+            let l = &self.latency[0];
+            s.push_str(&format!(
+                "\n| one-way latency, {} B at {} msgs/s | p50 µs | p99 µs |\n|---|---:|---:|\n",
+                l.size,
+                num(Some(l.rate), 0)
+            ));
+            for l in &self.latency {
+                s.push_str(&format!(
+                    "| {} | {:.1} | {:.1} |\n",
+                    l.pair, l.p50_us, l.p99_us
+                ));
+            }
+        }
+        if let Some(why) = &self.go_unavailable {
+            s.push_str(&format!("\nGo columns: n/a ({why})\n"));
+        }
+        s
+    }
+}
