@@ -14,12 +14,9 @@
 
 mod common;
 
-use std::io::{BufRead, Write};
-use std::path::Path;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::io::BufRead;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -173,51 +170,6 @@ fn vm_hwm_kib() -> u64 {
         .unwrap()
 }
 
-struct Fleet {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    said: mpsc::Receiver<String>,
-}
-
-impl Fleet {
-    fn start(path: &Path, writers: u32, messages: u32) -> Self {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--ignored", "--exact", "writer_fleet", "--nocapture"])
-            .env(SOCK, path)
-            .env(WRITERS, writers.to_string())
-            .env(MESSAGES, messages.to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, said) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let stdin = child.stdin.take();
-        Self { child, stdin, said }
-    }
-
-    /// Waits for a line starting with `word`; returns it.
-    fn wait_for(&self, word: &str, patience: Duration) -> String {
-        loop {
-            let line = self
-                .said
-                .recv_timeout(patience)
-                .unwrap_or_else(|_| panic!("the writer fleet never said {word:?}"));
-            if line.starts_with(word) {
-                return line;
-            }
-        }
-    }
-}
-
 /// The figures of one run.
 struct Run {
     elapsed: Duration,
@@ -241,11 +193,18 @@ fn load(writers: u32, messages: u32, patience: Duration) -> Run {
             Ok(())
         })
         .unwrap();
-    let mut fleet = Fleet::start(&sock.path, writers, messages);
+    let mut fleet = ChildTest::spawn(
+        "writer_fleet",
+        &[
+            (SOCK, sock.path.display().to_string()),
+            (WRITERS, writers.to_string()),
+            (MESSAGES, messages.to_string()),
+        ],
+    );
     fleet.wait_for("ready", patience);
     let total = u64::from(writers) * u64::from(messages);
     let started = Instant::now();
-    writeln!(fleet.stdin.as_mut().unwrap(), "go").unwrap();
+    fleet.say("go");
     fleet.wait_for("written", patience);
     while reader.metrics().received < total {
         assert!(

@@ -262,62 +262,6 @@ fn client_fleet() {
     }
 }
 
-/// The fleet child, and a way to wait for what it says.
-struct Fleet {
-    child: std::process::Child,
-    stdin: Option<std::process::ChildStdin>,
-    said: mpsc::Receiver<String>,
-}
-
-impl Fleet {
-    fn start(path: &std::path::Path, n: usize) -> Self {
-        use std::io::BufRead;
-        use std::process::{Command, Stdio};
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--ignored", "--exact", "client_fleet", "--nocapture"])
-            .env(FLEET_SOCK, path)
-            .env(FLEET_SIZE, n.to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, said) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let stdin = child.stdin.take();
-        Self { child, stdin, said }
-    }
-
-    fn wait_for(&self, word: &str) {
-        loop {
-            let line = self
-                .said
-                .recv_timeout(Duration::from_secs(120))
-                .unwrap_or_else(|_| panic!("the client fleet never said {word:?}"));
-            if line == word {
-                return;
-            }
-        }
-    }
-
-    fn say(&mut self, word: &str) {
-        writeln!(self.stdin.as_mut().unwrap(), "{word}").unwrap();
-    }
-
-    fn finish(mut self) {
-        drop(self.stdin.take());
-        let status = self.child.wait().unwrap();
-        assert!(status.success(), "client fleet: {status}");
-    }
-}
-
 #[test]
 #[ignore = "10,000 connections; run with --ignored (see the module docs)"]
 fn rss_of_ten_thousand_idle_connections() {
@@ -329,15 +273,21 @@ fn rss_of_ten_thousand_idle_connections() {
     let (reader, _errors) = counting_reader(&sock, 10 << 20);
     let (rss0, heap0) = (rss_kib(), live_bytes());
 
-    let mut fleet = Fleet::start(&sock.path, N);
-    fleet.wait_for("connected");
+    let mut fleet = ChildTest::spawn(
+        "client_fleet",
+        &[
+            (FLEET_SOCK, sock.path.display().to_string()),
+            (FLEET_SIZE, N.to_string()),
+        ],
+    );
+    fleet.wait_for("connected", Duration::from_secs(120));
     eventually("every connection accepted", || {
         reader.metrics().active_connections == N as u64
     });
     let (rss1, heap1) = (rss_kib(), live_bytes());
 
     fleet.say("send");
-    fleet.wait_for("sent");
+    fleet.wait_for("sent", Duration::from_secs(120));
     eventually("a message from every client", || {
         reader.metrics().received == N as u64
     });

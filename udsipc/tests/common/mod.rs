@@ -129,3 +129,67 @@ impl TempSock {
             .unwrap()
     }
 }
+
+/// This test binary re-run as a child that runs one ignored test body
+/// (`test_name`), with a line protocol: the child prints words on stdout,
+/// the parent writes words to its stdin.
+pub struct ChildTest {
+    /// The child process.
+    pub child: std::process::Child,
+    /// Its stdin; dropping it tells the child to finish.
+    pub stdin: Option<std::process::ChildStdin>,
+    said: std::sync::mpsc::Receiver<String>,
+}
+
+impl ChildTest {
+    /// Starts `test_name` in a child with `envs` set.
+    pub fn spawn(test_name: &str, envs: &[(&str, String)]) -> Self {
+        use std::io::BufRead;
+        use std::process::{Command, Stdio};
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["--ignored", "--exact", test_name, "--nocapture"])
+            .envs(envs.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, said) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stdin = child.stdin.take();
+        Self { child, stdin, said }
+    }
+
+    /// Waits (at most `patience`) for a line starting with `word`; returns it.
+    pub fn wait_for(&self, word: &str, patience: Duration) -> String {
+        loop {
+            let line = self
+                .said
+                .recv_timeout(patience)
+                .unwrap_or_else(|_| panic!("the child never said {word:?}"));
+            if line.starts_with(word) {
+                return line;
+            }
+        }
+    }
+
+    /// Writes `word` as one line to the child's stdin.
+    pub fn say(&mut self, word: &str) {
+        use std::io::Write;
+        writeln!(self.stdin.as_mut().unwrap(), "{word}").unwrap();
+    }
+
+    /// Closes stdin and waits for the child to exit successfully.
+    pub fn finish(mut self) {
+        drop(self.stdin.take());
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "child test: {status}");
+    }
+}
