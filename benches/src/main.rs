@@ -210,7 +210,14 @@ fn run_table(args: &Args) -> Result<(), String> {
                 }
             }
         }
-        for (pi, (w, r)) in pairs.iter().enumerate() {
+        // Alternate which pair goes first, so a disturbance right after the
+        // throughput cells does not always hit the same one.
+        let mut order: Vec<usize> = (0..pairs.len()).collect();
+        if round % 2 == 0 {
+            order.reverse();
+        }
+        for pi in order {
+            let (w, r) = pairs[pi];
             bar.inc(1);
             let uses_go = w.name == "Go" || r.name == "Go";
             if uses_go && go_failed.is_some() {
