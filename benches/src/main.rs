@@ -14,8 +14,9 @@ use std::time::Instant;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use udsipc_benches::columns::{Column, Peers, fill_row, measure};
-use udsipc_benches::peer::{Peer, PeerArgs, run_rust_peer};
+use udsipc_benches::peer::{Peer, PeerArgs};
 use udsipc_benches::report::{LatencyRow, Row, Samples, Table};
+use udsipc_benches::rust_peer::run_rust_peer;
 use udsipc_benches::{gopeer, latency, median, size_label};
 
 #[global_allocator]
