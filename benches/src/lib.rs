@@ -9,6 +9,7 @@
 //! |---|---|
 //! | [`inproc`] | this library, Writer → Reader in one process |
 //! | [`peer`] | a writer process → a reader process (Rust or Go, any pair) |
+//! | [`rust_peer`] | this library's side of that contract (the hidden `peer` subcommand) |
 //! | [`baseline`] | tokio-util + unsigned-varint `Framed`, and the raw socket |
 //! | [`latency`] | one-way latency at a fixed message rate (through [`peer`]) |
 //! | [`alloc`] | the counting global allocator behind "allocs/msg" |
@@ -24,6 +25,7 @@ pub mod inproc;
 pub mod latency;
 pub mod peer;
 pub mod report;
+pub mod rust_peer;
 
 use std::time::Duration;
 

@@ -14,8 +14,9 @@ use std::time::Instant;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use udsipc_benches::columns::{Column, Peers, fill_row, measure};
-use udsipc_benches::peer::{Peer, PeerArgs, run_rust_peer};
+use udsipc_benches::peer::{Peer, PeerArgs};
 use udsipc_benches::report::{LatencyRow, Row, Samples, Table};
+use udsipc_benches::rust_peer::run_rust_peer;
 use udsipc_benches::{gopeer, latency, median, size_label};
 
 #[global_allocator]
@@ -210,7 +211,14 @@ fn run_table(args: &Args) -> Result<(), String> {
                 }
             }
         }
-        for (pi, (w, r)) in pairs.iter().enumerate() {
+        // Alternate which pair goes first, so a disturbance right after the
+        // throughput cells does not always hit the same one.
+        let mut order: Vec<usize> = (0..pairs.len()).collect();
+        if round % 2 == 0 {
+            order.reverse();
+        }
+        for pi in order {
+            let (w, r) = pairs[pi];
             bar.inc(1);
             let uses_go = w.name == "Go" || r.name == "Go";
             if uses_go && go_failed.is_some() {

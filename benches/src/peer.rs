@@ -17,20 +17,15 @@
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::Measurement;
-use crate::alloc::allocations;
-use crate::clock::monotonic_ns;
-use crate::inproc::Done;
 
 /// How long a peer may take before it is killed.
-const PATIENCE: Duration = Duration::from_secs(180);
+pub(crate) const PATIENCE: Duration = Duration::from_secs(180);
 
 /// The peer command line (the runner's hidden `peer` subcommand).
 #[derive(Debug, Clone, clap::Args)]
@@ -258,177 +253,4 @@ impl Drop for Running {
             let _ = self.child.wait();
         }
     }
-}
-
-/// The Rust side of the contract: runs one role with this library and
-/// prints the report.
-pub fn run_rust_peer(args: &PeerArgs) -> Result<(), String> {
-    let report = match args.role.as_str() {
-        "reader" => rust_reader(args)?,
-        "writer" => rust_writer(args)?,
-        other => return Err(format!("--role must be reader or writer, not {other:?}")),
-    };
-    println!(
-        "{}",
-        serde_json::to_string(&report).map_err(|e| e.to_string())?
-    );
-    Ok(())
-}
-
-/// First and last delivery times, and latencies when asked for.
-#[derive(Debug, Default)]
-struct Stamps {
-    first: i64,
-    last: i64,
-    latencies: Vec<i64>,
-}
-
-fn rust_reader(args: &PeerArgs) -> Result<Report, String> {
-    let count = args.count;
-    let done = Done::new(count, args.size.max(if args.latency { 8 } else { 0 }));
-    let stamps = Arc::new(Mutex::new(Stamps {
-        latencies: Vec::with_capacity(if args.latency { count as usize } else { 0 }),
-        ..Stamps::default()
-    }));
-    let (sink, marks, latency) = (Arc::clone(&done), Arc::clone(&stamps), args.latency);
-    // Latency is steady-state too: the warm-up messages (connecting, the
-    // first wake-ups of idle threads) are not counted.
-    let warm = crate::warmup_messages(count);
-    let reader = udsipc::Reader::builder(&args.socket)
-        .systemd(false)
-        .max_message_size(args.size.max(1) as u64)
-        .start(move |m: &[u8]| {
-            let n = sink.received() + 1;
-            if n == 1 || n == count || latency {
-                let now = monotonic_ns();
-                let mut s = marks.lock().unwrap();
-                if n == 1 {
-                    s.first = now;
-                }
-                if n == count {
-                    s.last = now;
-                }
-                if latency && n > warm && m.len() >= 8 {
-                    let sent = i64::from_le_bytes(m[..8].try_into().unwrap());
-                    s.latencies.push(now - sent);
-                }
-            }
-            sink.record(m.len());
-            Ok(())
-        })
-        .map_err(|e| e.to_string())?;
-    println!("ready");
-    let arrived = done.wait(PATIENCE);
-    let (allocs, alloc_msgs) = done.steady_allocs();
-    reader
-        .stop_blocking(Duration::from_secs(5))
-        .map_err(|e| e.to_string())?;
-    if !arrived {
-        return Err(format!(
-            "only {} of {count} messages arrived",
-            done.received()
-        ));
-    }
-    let mut s = stamps.lock().unwrap();
-    let latency_ns = (!s.latencies.is_empty()).then(|| {
-        s.latencies.sort_unstable();
-        let n = s.latencies.len();
-        [s.latencies[n / 2], s.latencies[n * 99 / 100]]
-    });
-    Ok(Report {
-        role: "reader".into(),
-        msgs: done.received(),
-        bytes: done.bytes()?,
-        first_ns: s.first,
-        last_ns: s.last,
-        allocs,
-        alloc_msgs,
-        latency_ns,
-        ..Report::default()
-    })
-}
-
-fn rust_writer(args: &PeerArgs) -> Result<Report, String> {
-    let writer = udsipc::Writer::builder(&args.socket)
-        .start()
-        .map_err(|e| e.to_string())?;
-    let producer = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    let payload = crate::payload(args.size);
-    let warm = crate::warmup_messages(args.count);
-    let done = AtomicBool::new(false);
-    std::thread::scope(|scope| {
-        // Allocations count from the moment the warm-up messages have been
-        // written (sends run ahead of writes by up to the queue's capacity).
-        let watcher = scope.spawn(|| {
-            loop {
-                let sent = writer.metrics().sent;
-                if sent >= warm.max(1) || done.load(Ordering::Acquire) {
-                    return (allocations(), sent);
-                }
-                std::thread::sleep(Duration::from_micros(100));
-            }
-        });
-        let start_ns = monotonic_ns();
-        let sending = send_all(&writer, &producer, &payload, args);
-        let stopped = producer.block_on(writer.stop(PATIENCE));
-        let end_ns = monotonic_ns();
-        let end_allocs = allocations();
-        done.store(true, Ordering::Release);
-        let (mark, sent_at_mark) = watcher.join().expect("watcher thread");
-        sending?;
-        stopped.map_err(|e| e.to_string())?;
-        let m = writer.metrics();
-        Ok(Report {
-            role: "writer".into(),
-            msgs: m.sent,
-            bytes: m.sent * args.size as u64,
-            start_ns,
-            end_ns,
-            allocs: end_allocs - mark,
-            alloc_msgs: args.count.saturating_sub(sent_at_mark).max(1),
-            ..Report::default()
-        })
-    })
-}
-
-/// Sends every message: as fast as the Writer takes them, or paced at
-/// `--rate` with each message's send time in its first 8 bytes.
-fn send_all(
-    writer: &udsipc::Writer,
-    producer: &tokio::runtime::Runtime,
-    payload: &bytes::Bytes,
-    args: &PeerArgs,
-) -> Result<(), String> {
-    let Some(rate) = args.rate else {
-        return producer.block_on(async {
-            for _ in 0..args.count {
-                writer
-                    .send(payload.clone())
-                    .await
-                    .map_err(|e| e.to_string())?;
-            }
-            Ok(())
-        });
-    };
-    // Paced: each message carries its send time; copied by the Writer.
-    let mut msg = vec![0u8; args.size.max(8)];
-    let interval = Duration::from_secs_f64(1.0 / rate);
-    let begin = Instant::now();
-    for i in 0..args.count {
-        let due = begin + interval.mul_f64(i as f64);
-        if let Some(wait) = due.checked_duration_since(Instant::now()) {
-            std::thread::sleep(wait);
-        }
-        msg[..8].copy_from_slice(&monotonic_ns().to_le_bytes());
-        while let Err(e) = writer.write_message(&msg) {
-            if matches!(e, udsipc::WriteError::Stopped(_)) {
-                return Err(e.to_string());
-            }
-            std::thread::yield_now();
-        }
-    }
-    Ok(())
 }
