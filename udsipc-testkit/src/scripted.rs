@@ -33,6 +33,7 @@
 use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -102,7 +103,7 @@ impl Builder {
         ScriptedIo {
             reads: self.reads,
             writes: self.writes,
-            written: Vec::new(),
+            written: Transcript::default(),
         }
     }
 }
@@ -114,7 +115,23 @@ impl Builder {
 pub struct ScriptedIo {
     reads: VecDeque<ReadStep>,
     writes: VecDeque<WriteStep>,
-    written: Vec<u8>,
+    written: Transcript,
+}
+
+/// A shared view of what was written to a [`ScriptedIo`], still readable
+/// after the double was moved into the code under test.
+#[derive(Debug, Clone, Default)]
+pub struct Transcript(Arc<Mutex<Vec<u8>>>);
+
+impl Transcript {
+    /// A copy of everything written so far.
+    pub fn bytes(&self) -> Vec<u8> {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<u8>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 impl ScriptedIo {
@@ -124,8 +141,13 @@ impl ScriptedIo {
     }
 
     /// Everything written so far.
-    pub fn written(&self) -> &[u8] {
-        &self.written
+    pub fn written(&self) -> Vec<u8> {
+        self.written.bytes()
+    }
+
+    /// A handle on what is written, to read after moving the double away.
+    pub fn transcript(&self) -> Transcript {
+        self.written.clone()
     }
 
     /// Whether every read and write step has been used.
@@ -153,14 +175,14 @@ impl ScriptedIo {
     fn write_step(&mut self, buf: &[u8]) -> Option<io::Result<usize>> {
         match self.writes.pop_front() {
             None => {
-                self.written.extend_from_slice(buf);
+                self.written.lock().extend_from_slice(buf);
                 Some(Ok(buf.len()))
             }
             Some(WriteStep::Pending) => None,
             Some(WriteStep::Error(kind)) => Some(Err(kind.into())),
             Some(WriteStep::Accept(n)) => {
                 let n = n.min(buf.len());
-                self.written.extend_from_slice(&buf[..n]);
+                self.written.lock().extend_from_slice(&buf[..n]);
                 Some(Ok(n))
             }
         }

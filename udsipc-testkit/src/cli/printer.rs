@@ -148,12 +148,13 @@ fn print_lines<W: Write>(rx: &Receiver<Msg>, out: W, on_failure: impl FnOnce()) 
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::mpsc::{Sender, channel};
-    use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
     use super::*;
+    use crate::scripted::ScriptedIo;
 
     /// What the printer did to its output, in order.
     #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,19 +173,6 @@ mod tests {
         }
         fn flush(&mut self) -> io::Result<()> {
             let _ = self.0.send(Event::Flush);
-            Ok(())
-        }
-    }
-
-    /// An output whose every write fails, as a closed pipe does.
-    struct Broken(Arc<Mutex<usize>>);
-
-    impl Write for Broken {
-        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
-            *self.0.lock().unwrap() += 1;
-            Err(io::ErrorKind::BrokenPipe.into())
-        }
-        fn flush(&mut self) -> io::Result<()> {
             Ok(())
         }
     }
@@ -229,13 +217,37 @@ mod tests {
     }
 
     #[test]
+    fn every_line_arrives_through_an_output_that_takes_one_byte_per_write() {
+        let mut script = ScriptedIo::builder();
+        for _ in 0..500 {
+            script = script.accept(1);
+        }
+        let out = script.build();
+        let transcript = out.transcript();
+        let printer = Printer::spawn(out, || {}).unwrap();
+        let lines = printer.lines();
+        for i in 0..100 {
+            lines.send(format!("line {i}\n").into_bytes());
+        }
+        printer.finish().unwrap();
+        let expected: String = (0..100).map(|i| format!("line {i}\n")).collect();
+        assert_eq!(String::from_utf8(transcript.bytes()).unwrap(), expected);
+    }
+
+    #[test]
     fn a_failed_output_is_reported_once_and_the_queue_keeps_draining() {
-        let writes = Arc::new(Mutex::new(0));
+        // One byte goes through, then the pipe breaks; any write after the
+        // failure would be accepted and show up in the transcript.
+        let out = ScriptedIo::builder()
+            .accept(1)
+            .write_error(io::ErrorKind::BrokenPipe)
+            .build();
+        let transcript = out.transcript();
         let failures = Arc::new(AtomicUsize::new(0));
         let counter = Arc::clone(&failures);
         // A queue of 1: a printer that stopped draining would block the sends.
         let printer = Printer::with_queue(
-            Broken(Arc::clone(&writes)),
+            out,
             move || {
                 counter.fetch_add(1, Ordering::Relaxed);
             },
@@ -249,7 +261,7 @@ mod tests {
         let err = printer.finish().unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
         assert_eq!(failures.load(Ordering::Relaxed), 1);
-        assert_eq!(*writes.lock().unwrap(), 1, "no write after the failure");
+        assert_eq!(transcript.bytes(), b"x", "no write after the failure");
     }
 
     #[test]

@@ -78,6 +78,9 @@ use events::EventLog;
 
 type FaultList = Mutex<Vec<(u64, Box<dyn Fault>)>>;
 
+/// How long the proxy waits to connect to the upstream for a new client.
+const UPSTREAM_CONNECT: Duration = Duration::from_secs(5);
+
 /// A time during which the proxy is not listening: its socket file is
 /// removed, so new connections fail (`refuse` in the CLI). By default the
 /// connections open when it begins are cut too, as when a service restarts.
@@ -447,7 +450,10 @@ async fn accept_loop(
                 let shared = shared.clone();
                 let upstream = upstream.clone();
                 tasks.spawn(async move {
-                    let Ok(up) = UnixStream::connect(&upstream).await else {
+                    // Bounded: an upstream whose backlog is full would hold
+                    // this task (and the proxy's stop) forever.
+                    let connect = tokio::time::timeout(UPSTREAM_CONNECT, UnixStream::connect(&upstream));
+                    let Ok(Ok(up)) = connect.await else {
                         shared.upstream_unreachable.fetch_add(1, Ordering::Relaxed);
                         tracing::debug!(conn, "upstream unreachable; closing the client");
                         return;
