@@ -131,6 +131,34 @@ pub const CATALOG: &[Case] = &[
         body: Body::Pair(reader_drain),
     },
     Case {
+        id: "writer/drain-while-reader-down",
+        description: "no reader; 5 messages queued; the writer is stopped (30 s deadline) and a reader starts 300 ms later",
+        rule: "BY DESIGN: Rust's Writer keeps reconnecting during its drain until the deadline; Go's drain fails every queued message at once when it is not connected",
+        expected: "Rust writer: all 5 delivered, sent=5 failed=0. Go writer: nothing delivered, sent=0 failed=5",
+        body: Body::Pair(drain_while_reader_down),
+    },
+    Case {
+        id: "metrics/reader-connections",
+        description: "one writer sends one message and stops; then the reader stops",
+        rule: "BY DESIGN: Rust's `connections` counts served connections; Go's Stop dials its own socket to wake Accept and counts that connection too",
+        expected: "Rust reader: connections=1. Go reader: connections=2",
+        body: Body::Pair(reader_connections),
+    },
+    Case {
+        id: "lifecycle/non-socket-file-at-path",
+        description: "a regular file is at the socket path when the reader starts",
+        rule: "BY DESIGN: Rust refuses a path that is not a socket and leaves it untouched; Go deletes whatever is there",
+        expected: "Rust reader: start fails, the file keeps its content. Go reader: starts, the file is replaced by its socket",
+        body: Body::Raw(non_socket_file),
+    },
+    Case {
+        id: "lifecycle/second-reader-on-live-socket",
+        description: "reader A is live; reader B of the same implementation starts on the same path; a client connects and sends \"hi\"",
+        rule: "BY DESIGN: Rust refuses a socket with a live reader (\"address in use\"); Go removes it and takes the path over",
+        expected: "Rust: B refused, A gets \"hi\". Go: B starts and gets \"hi\", A is orphaned",
+        body: Body::Raw(second_reader),
+    },
+    Case {
         id: "framing/raw-zero-length-frames",
         description: "bytes 00 | 01 41 | 00 00 | 01 42, then a proof frame",
         rule: "len == 0: skipped silently",
@@ -817,4 +845,134 @@ fn raw_huge(r: Impl) -> Result<String, String> {
             closed_by_reader: true,
         },
     )
+}
+
+fn drain_while_reader_down(w: Impl, r: Impl) -> Result<String, String> {
+    let (_dir, path) = socket_path()?;
+    let mut writer = WriterPeer::start(w, &path, &WriterOpts::default())?;
+    let msgs: Vec<Vec<u8>> = (0..5).map(|i| numbered(i, 8)).collect();
+    for m in &msgs {
+        writer.send(m)?;
+    }
+    let (wc, reader) = std::thread::scope(|s| {
+        let late = s.spawn(|| {
+            std::thread::sleep(Duration::from_millis(300));
+            ReaderPeer::start(r, &path, &ReaderOpts::default())
+        });
+        let wc = writer.stop();
+        let reader = late.join().map_err(|_| "reader thread panicked".to_owned());
+        (wc, reader)
+    });
+    let (wc, reader) = (wc?, reader??);
+    match w {
+        Impl::Rust => {
+            reader.events.wait_messages(5)?;
+            let got = reader.events.messages();
+            let rc = reader.stop()?;
+            check(got == msgs && wc.sent == 5 && wc.failed == 0, || {
+                format!("delivered {}; {wc:?}", describe(&got))
+            })?;
+            Ok(format!(
+                "Rust writer reconnected during its drain: all 5 delivered; {wc:?}; {rc:?}"
+            ))
+        }
+        Impl::Go => {
+            let got = reader.events.messages();
+            let rc = reader.stop()?;
+            check(got.is_empty() && wc.sent == 0 && wc.failed == 5, || {
+                format!("delivered {}; {wc:?}", describe(&got))
+            })?;
+            Ok(format!(
+                "Go writer failed all 5 at once during its drain (by design of Go): {wc:?}; {rc:?}"
+            ))
+        }
+    }
+}
+
+fn reader_connections(w: Impl, r: Impl) -> Result<String, String> {
+    let (_, _, rc, wc) = roundtrip(w, r, &ReaderOpts::default(), &[b"one".to_vec()], 1, 0)?;
+    let expected = match r {
+        Impl::Rust => 1,
+        Impl::Go => 2,
+    };
+    check(rc.connections == expected, || {
+        format!(
+            "{} reader: connections {} (expected {expected})",
+            r.name(),
+            rc.connections
+        )
+    })?;
+    Ok(format!(
+        "{} reader: connections={} for one writer connection; {rc:?}; {wc:?}",
+        r.name(),
+        rc.connections
+    ))
+}
+
+fn non_socket_file(r: Impl) -> Result<String, String> {
+    use std::os::unix::fs::FileTypeExt;
+    let (_dir, path) = socket_path()?;
+    std::fs::write(&path, b"keep").map_err(|e| e.to_string())?;
+    let started = ReaderPeer::start(r, &path, &ReaderOpts::default());
+    let is_socket = std::fs::metadata(&path).is_ok_and(|m| m.file_type().is_socket());
+    let content = std::fs::read(&path).ok();
+    match (r, started) {
+        (Impl::Rust, Err(e)) => {
+            check(content.as_deref() == Some(b"keep".as_slice()), || {
+                format!("file changed: {content:?}")
+            })?;
+            Ok(format!("Rust reader refused ({e}); file untouched"))
+        }
+        (Impl::Rust, Ok(reader)) => {
+            let _ = reader.stop();
+            Err("Rust reader started over a regular file".into())
+        }
+        (Impl::Go, Ok(reader)) => {
+            let _ = reader.stop();
+            check(is_socket, || {
+                "Go reader started but the path is not its socket".into()
+            })?;
+            Ok("Go reader deleted the regular file and listens there (by design of Go)".into())
+        }
+        (Impl::Go, Err(e)) => Err(format!("Go reader did not start: {e}")),
+    }
+}
+
+fn second_reader(r: Impl) -> Result<String, String> {
+    let (_dir, path) = socket_path()?;
+    let a = ReaderPeer::start(r, &path, &ReaderOpts::default())?;
+    let b = ReaderPeer::start(r, &path, &ReaderOpts::default());
+    let mut conn = UnixStream::connect(&path).map_err(|e| format!("connect: {e}"))?;
+    conn.write_all(&[2, b'h', b'i'])
+        .map_err(|e| e.to_string())?;
+    let _ = conn.shutdown(std::net::Shutdown::Write);
+    match (r, b) {
+        (Impl::Rust, Err(e)) => {
+            a.events.wait_messages(1)?;
+            let got = a.events.messages();
+            a.stop()?;
+            check(got == [b"hi".to_vec()], || {
+                format!("A got {}", describe(&got))
+            })?;
+            Ok(format!(
+                "Rust: second reader refused ({e}); A kept the path and got \"hi\""
+            ))
+        }
+        (Impl::Rust, Ok(b)) => {
+            let _ = b.stop();
+            Err("a second Rust reader started on a live socket".into())
+        }
+        (Impl::Go, Ok(b)) => {
+            b.events.wait_messages(1)?;
+            let got = b.events.messages();
+            let a_got = a.events.messages();
+            b.stop()?;
+            drop(a);
+            check(got == [b"hi".to_vec()] && a_got.is_empty(), || {
+                format!("B got {}, A got {}", describe(&got), describe(&a_got))
+            })?;
+            Ok("Go: B took the path over (by design of Go); B got \"hi\", A got nothing".into())
+        }
+        (Impl::Go, Err(e)) => Err(format!("second Go reader did not start: {e}")),
+    }
 }

@@ -42,6 +42,8 @@ pair! {
     reader_inactivity_timeout_then_reconnect => "reader/inactivity-timeout-then-reconnect",
     concurrency_16_writers => "concurrency/16-writers",
     reader_drain_on_stop => "reader/drain-on-stop",
+    writer_drain_while_reader_down => "writer/drain-while-reader-down",
+    metrics_reader_connections => "metrics/reader-connections",
 }
 
 raw! {
@@ -55,6 +57,8 @@ raw! {
     framing_clean_eof_between_frames => "framing/clean-eof-between-frames",
     limits_max_plus_one_prefix_only => "limits/max-plus-one-prefix-only",
     limits_huge_declared_length => "limits/huge-declared-length",
+    lifecycle_non_socket_file_at_path => "lifecycle/non-socket-file-at-path",
+    lifecycle_second_reader_on_live_socket => "lifecycle/second-reader-on-live-socket",
 }
 
 #[test]
