@@ -159,6 +159,13 @@ pub const CATALOG: &[Case] = &[
         body: Body::Raw(second_reader),
     },
     Case {
+        id: "systemd/socket-activation",
+        description: "the reader runs under systemd-socket-activate (fd 3, LISTEN_FDS=1, started by the first connection); 3 messages",
+        rule: "a socket-activated Reader adopts the passed listener; systemd owns the socket file",
+        expected: "all 3 delivered; errors=0; the socket file is still there after the reader stopped",
+        body: Body::Pair(socket_activation),
+    },
+    Case {
         id: "framing/raw-zero-length-frames",
         description: "bytes 00 | 01 41 | 00 00 | 01 42, then a proof frame",
         rule: "len == 0: skipped silently",
@@ -975,4 +982,29 @@ fn second_reader(r: Impl) -> Result<String, String> {
         }
         (Impl::Go, Err(e)) => Err(format!("second Go reader did not start: {e}")),
     }
+}
+
+fn socket_activation(w: Impl, r: Impl) -> Result<String, String> {
+    let (_dir, path) = socket_path()?;
+    let reader = ReaderPeer::start_activated(r, &path)?;
+    let mut writer = WriterPeer::start(w, &path, &WriterOpts::default())?;
+    let msgs: Vec<Vec<u8>> = (0..3).map(|i| numbered(i, 10)).collect();
+    for m in &msgs {
+        writer.send(m)?;
+    }
+    reader.events.wait_messages(3)?;
+    let wc = writer.stop()?;
+    let events = reader.events.clone();
+    let rc = reader.stop()?;
+    let (got, errs) = (events.messages(), events.errors());
+    check(got == msgs && errs.is_empty() && rc.errors == 0, || {
+        format!("delivered {} errors {errs:?}", describe(&got))
+    })?;
+    check(path.exists(), || {
+        "the activated reader removed systemd's socket file".into()
+    })?;
+    Ok(format!(
+        "activated {} reader delivered 3; socket file left to systemd; {rc:?}; {wc:?}",
+        r.name()
+    ))
 }

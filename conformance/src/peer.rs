@@ -252,7 +252,8 @@ pub struct ReaderPeer {
 
 #[derive(Debug)]
 enum ReaderKind {
-    Go {
+    /// go-peer, or a reader under systemd-socket-activate.
+    Process {
         child: Child,
         lines: Arc<(Mutex<Vec<Value>>, Condvar)>,
     },
@@ -288,7 +289,7 @@ impl ReaderPeer {
                 }
                 Ok(Self {
                     events,
-                    kind: ReaderKind::Go { child, lines },
+                    kind: ReaderKind::Process { child, lines },
                 })
             }
             Impl::Rust => {
@@ -320,10 +321,52 @@ impl ReaderPeer {
         }
     }
 
+    /// Starts a reader in its own process under `systemd-socket-activate`,
+    /// which creates the socket at `path` and hands it over as fd 3
+    /// (`LISTEN_FDS=1`) when the first client connects: `go-peer read`, or
+    /// `rust-peer read` (this crate's binary, the Rust Reader behind the
+    /// same contract).
+    pub fn start_activated(imp: Impl, path: &Path) -> Result<Self, String> {
+        let peer = match imp {
+            Impl::Go => go_peer().map_err(|e| e.to_string())?,
+            Impl::Rust => rust_peer()?,
+        };
+        let mut child = Command::new("systemd-socket-activate")
+            .arg("-l")
+            .arg(path)
+            .arg(peer)
+            .args(["read", "--socket"])
+            .arg(path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| {
+                format!(
+                    "systemd-socket-activate: {e} (install it with `apt-get install systemd`; \
+                     ci/test does)"
+                )
+            })?;
+        let events = Events::default();
+        let lines = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
+        pump(&mut child, events.clone(), lines.clone());
+        let deadline = Instant::now() + PATIENCE;
+        while !path.exists() {
+            if Instant::now() >= deadline {
+                return Err("systemd-socket-activate did not create the socket".into());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(Self {
+            events,
+            kind: ReaderKind::Process { child, lines },
+        })
+    }
+
     /// Stops the reader gracefully and returns its counters.
     pub fn stop(mut self) -> Result<ReaderCounts, String> {
         match &mut self.kind {
-            ReaderKind::Go { child, lines } => {
+            ReaderKind::Process { child, lines } => {
                 let pid = nix::unistd::Pid::from_raw(child.id() as i32);
                 nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)
                     .map_err(|e| format!("SIGTERM go-peer: {e}"))?;
@@ -353,7 +396,7 @@ impl ReaderPeer {
 
 impl Drop for ReaderKind {
     fn drop(&mut self) {
-        if let Self::Go { child, .. } = self {
+        if let Self::Process { child, .. } = self {
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -532,4 +575,23 @@ pub fn socket_path() -> Result<(tempfile::TempDir, PathBuf), String> {
         .map_err(|e| e.to_string())?;
     let p = dir.path().join("s.sock");
     Ok((dir, p))
+}
+
+/// This crate's `rust-peer` binary, next to the test executable (cargo and
+/// nextest build a package's binaries for its integration tests).
+pub fn rust_peer() -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("rust-peer"))
+        .ok_or("no directory for rust-peer")?;
+    if bin.exists() {
+        Ok(bin)
+    } else {
+        Err(format!(
+            "{} is missing: build it with `cargo build -p udsipc-conformance --bin rust-peer`",
+            bin.display()
+        ))
+    }
 }

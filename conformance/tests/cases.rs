@@ -44,6 +44,7 @@ pair! {
     reader_drain_on_stop => "reader/drain-on-stop",
     writer_drain_while_reader_down => "writer/drain-while-reader-down",
     metrics_reader_connections => "metrics/reader-connections",
+    systemd_socket_activation => "systemd/socket-activation",
 }
 
 raw! {
