@@ -82,6 +82,13 @@ pub const CATALOG: &[Case] = &[
         body: Body::Pair(max_plus_one),
     },
     Case {
+        id: "framing/fragmented-through-proxy",
+        description: "writer -> testkit FaultProxy (Fragment 1..=1: every byte forwarded by its own write) -> reader; messages of 1, 127, 128, 129, 16383 and 16384 bytes",
+        rule: "a prefix (and a body) may arrive in any number of pieces",
+        expected: "every message delivered byte for byte in order; errors=0",
+        body: Body::Pair(fragmented_through_proxy),
+    },
+    Case {
         id: "framing/many-frames-per-write",
         description: "2000 small messages (1..64 bytes) queued at once, so writers pack many frames per write",
         rule: "frames are self-delimiting; the reader parses every frame of a read",
@@ -1006,5 +1013,49 @@ fn socket_activation(w: Impl, r: Impl) -> Result<String, String> {
     Ok(format!(
         "activated {} reader delivered 3; socket file left to systemd; {rc:?}; {wc:?}",
         r.name()
+    ))
+}
+
+fn fragmented_through_proxy(w: Impl, r: Impl) -> Result<String, String> {
+    use udsipc_testkit::proxy::{FaultProxy, Fragment};
+    let (dir, path) = socket_path()?;
+    let front = dir.path().join("front.sock");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let reader = ReaderPeer::start(r, &path, &ReaderOpts::default())?;
+    let proxy = rt
+        .block_on(
+            FaultProxy::builder(&front, &path)
+                .fault(Fragment::new(1, 1))
+                .start(),
+        )
+        .map_err(|e| format!("proxy: {e}"))?;
+    let mut writer = WriterPeer::start(w, &front, &WriterOpts::default())?;
+    let msgs: Vec<Vec<u8>> = [1usize, 127, 128, 129, 16383, 16384]
+        .iter()
+        .map(|&l| payload(l, l as u8))
+        .collect();
+    for m in &msgs {
+        writer.send(m)?;
+    }
+    let wc = writer.stop()?;
+    reader.events.wait_messages(msgs.len())?;
+    let fired = proxy.events().iter().any(|e| e.fault == "fragment");
+    let forwarded = proxy.stats().bytes_to_upstream;
+    rt.block_on(proxy.stop());
+    let events = reader.events.clone();
+    let rc = reader.stop()?;
+    let (got, errs) = (events.messages(), events.errors());
+    check(got == msgs, || format!("delivered {}", describe(&got)))?;
+    check(errs.is_empty() && rc.errors == 0, || {
+        format!("errors {errs:?} {rc:?}")
+    })?;
+    Ok(format!(
+        "delivered {} through the proxy, {forwarded} bytes forwarded one per write \
+         (fragment fault fired: {fired}); {rc:?}; {wc:?}",
+        describe(&got)
     ))
 }

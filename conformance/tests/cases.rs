@@ -35,6 +35,7 @@ pair! {
     framing_zero_length_writes => "framing/zero-length-writes",
     limits_exact_max => "limits/exact-max",
     limits_max_plus_one => "limits/max-plus-one",
+    framing_fragmented_through_proxy => "framing/fragmented-through-proxy",
     framing_many_frames_per_write => "framing/many-frames-per-write",
     reader_handler_error_keeps_connection => "reader/handler-error-keeps-connection",
     writer_drain_on_stop => "writer/drain-on-stop",
