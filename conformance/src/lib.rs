@@ -46,7 +46,7 @@ pub fn go_binary() -> Result<PathBuf, GoUnavailable> {
         }
     }
     Err(GoUnavailable(
-        "the Go toolchain is not installed: install Go 1.22 or newer (e.g. `apt-get install golang-go`, \
+        "the Go toolchain is not installed: install Go 1.24 or newer (e.g. `apt-get install golang-go`, \
          or the official tarball into /usr/local/go) and put `go` on PATH, or set GO=/path/to/go"
             .into(),
     ))

@@ -91,6 +91,13 @@ pub fn markdown(results: &[CaseResult]) -> String {
         }
         md.push('\n');
     }
+    md.push_str("\n## Cases\n\n");
+    for c in crate::cases::CATALOG {
+        md.push_str(&format!(
+            "- `{}`: {}.\n  Rule: {}.\n  Expected: {}.\n",
+            c.id, c.description, c.rule, c.expected
+        ));
+    }
     md.push_str("\n## Details\n\n");
     for r in results {
         md.push_str(&format!(
