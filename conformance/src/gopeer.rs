@@ -21,11 +21,15 @@ pub fn source_dir() -> PathBuf {
 }
 
 /// Where built artefacts and results go: `target/conformance/`, or
-/// `$CARGO_TARGET_DIR/conformance/`.
+/// `$CARGO_TARGET_DIR/conformance/` (a relative `CARGO_TARGET_DIR` is taken
+/// from the workspace root, as cargo does, since tests run in the crate's
+/// directory).
 pub fn out_dir() -> PathBuf {
+    let workspace = crate_dir().join("..");
     std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| crate_dir().join("../target"))
+        .filter(|v| !v.is_empty())
+        .map(|v| workspace.join(v))
+        .unwrap_or_else(|| workspace.join("target"))
         .join("conformance")
 }
 
