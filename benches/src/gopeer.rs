@@ -40,10 +40,15 @@ pub fn build(work: &Path) -> Result<PathBuf, String> {
     let go = go_binary().ok_or("Go is not installed (set GO or put go on PATH)")?;
     let src = work.join("go-peer-src");
     std::fs::create_dir_all(&src).map_err(|e| e.to_string())?;
-    for file in ["go.mod", "go.sum", "main.go"] {
-        let from = source_dir().join(file);
-        if from.exists() {
-            std::fs::copy(&from, src.join(file)).map_err(|e| format!("{}: {e}", from.display()))?;
+    // go.mod, go.sum and every Go file (main.go dispatches to read.go/write.go).
+    let entries = std::fs::read_dir(source_dir()).map_err(|e| e.to_string())?;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name == "go.mod" || name == "go.sum" || name.ends_with(".go") {
+            let from = entry.path();
+            std::fs::copy(&from, src.join(&*name))
+                .map_err(|e| format!("{}: {e}", from.display()))?;
         }
     }
     if let Some(checkout) = std::env::var_os(REFERENCE_ENV).filter(|v| !v.is_empty()) {

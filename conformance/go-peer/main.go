@@ -71,8 +71,16 @@ func fail(format string, args ...any) {
 }
 
 func main() {
+	if len(os.Args) >= 2 && os.Args[1] == "read" {
+		runRead(os.Args[2:])
+		return
+	}
+	if len(os.Args) >= 2 && os.Args[1] == "write" {
+		runWrite(os.Args[2:])
+		return
+	}
 	if len(os.Args) < 2 || os.Args[1] != "bench" {
-		fail("usage: go-peer bench -role reader|writer -socket PATH -count N -size S [-rate R] [-latency]")
+		fail("usage: go-peer bench -role reader|writer -socket PATH -count N -size S [-rate R] [-latency] | read --socket P ... | write --socket P ...")
 	}
 	fs := flag.NewFlagSet("bench", flag.ExitOnError)
 	role := fs.String("role", "", "reader or writer")

@@ -1,11 +1,18 @@
 //! Cross-language conformance for udsipc.
 //!
-//! Today this crate checks the wire codec against Go's own
-//! `encoding/binary` (the varint code the Go reference frames messages
-//! with), by running the small Go program in `go-varint/` with the installed
-//! `go` toolchain. The four-direction suite against the Go reference module
-//! itself is tracked separately: the Go module proxy does not serve
-//! `github.com/Psiphon-Inc/uds-ipc` from this environment.
+//! Two layers:
+//! - the wire codec against Go's own `encoding/binary` (`go-varint/`,
+//!   [`GoVarint`], `tests/go_varint.rs`);
+//! - the four-direction suite against the Go reference module itself:
+//!   `go-peer/` (Go Reader/Writer behind a JSON-line CLI, built once by
+//!   [`gopeer`]), the Rust peers in-process ([`peer`]), the case catalog
+//!   ([`cases`]) run as one nextest test per case×arm (`tests/cases.rs`),
+//!   and the report ([`report`], `conformance-report`).
+
+pub mod cases;
+pub mod gopeer;
+pub mod peer;
+pub mod report;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -39,7 +46,7 @@ pub fn go_binary() -> Result<PathBuf, GoUnavailable> {
         }
     }
     Err(GoUnavailable(
-        "the Go toolchain is not installed: install Go 1.22 or newer (e.g. `apt-get install golang-go`, \
+        "the Go toolchain is not installed: install Go 1.24 or newer (e.g. `apt-get install golang-go`, \
          or the official tarball into /usr/local/go) and put `go` on PATH, or set GO=/path/to/go"
             .into(),
     ))

@@ -1,0 +1,86 @@
+package main
+
+// go-peer read --socket P [--max-message-size N] [--inactivity-timeout D] [--fail-on HEX]
+//
+// Runs the Go Reader on P and prints JSON lines on stdout:
+//
+//	{"event":"ready"}                                   once listening
+//	{"event":"message","len":N,"hex":"..."}             each delivered message
+//	{"event":"error","context":"...","error":"..."}     each error callback
+//	{"event":"metrics","received":R,"connections":C,"errors":E,"stop_error":"..."}
+//
+// The last line is printed after SIGTERM (or SIGINT) has stopped the Reader
+// gracefully (Stop with a 10 s deadline). With --fail-on, the handler returns
+// an error for messages equal to HEX (the message is printed first with
+// "handler_error":true).
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	udsipc "github.com/Psiphon-Inc/uds-ipc"
+)
+
+func runRead(args []string) {
+	fs := flag.NewFlagSet("read", flag.ExitOnError)
+	socket := fs.String("socket", "", "socket path")
+	maxSize := fs.Uint64("max-message-size", 0, "maximum message size (0: the Go default)")
+	inactivity := fs.Duration("inactivity-timeout", 0, "inactivity timeout (0: the Go default)")
+	failOn := fs.String("fail-on", "", "hex of a message the handler rejects with an error")
+	_ = fs.Parse(args)
+	if *socket == "" {
+		fail("read: --socket is required")
+	}
+	var reject []byte
+	if *failOn != "" {
+		var err error
+		if reject, err = hex.DecodeString(*failOn); err != nil {
+			fail("read: --fail-on: %v", err)
+		}
+	}
+	opts := []udsipc.ReaderOption{
+		udsipc.WithReaderErrorCallback(func(err error, context string) {
+			event(map[string]any{"event": "error", "context": context, "error": err.Error()})
+		}),
+	}
+	if *maxSize > 0 {
+		opts = append(opts, udsipc.WithMaxMessageSize(*maxSize))
+	}
+	if *inactivity > 0 {
+		opts = append(opts, udsipc.WithInactivityTimeout(*inactivity))
+	}
+	handler := func(data []byte) error {
+		rejected := reject != nil && bytes.Equal(data, reject)
+		event(map[string]any{"event": "message", "len": len(data), "hex": hex.EncodeToString(data), "handler_error": rejected})
+		if rejected {
+			return errors.New("rejected by --fail-on")
+		}
+		return nil
+	}
+	reader, err := udsipc.NewReader(handler, *socket, opts...)
+	if err != nil {
+		fail("NewReader: %v", err)
+	}
+	signals := make(chan os.Signal, 1)
+	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT)
+	if err := reader.Start(); err != nil {
+		fail("reader Start: %v", err)
+	}
+	event(map[string]any{"event": "ready"})
+	<-signals
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	stopErr := ""
+	if err := reader.Stop(ctx); err != nil {
+		stopErr = err.Error()
+	}
+	received, connections, errorCount := reader.GetMetrics()
+	event(map[string]any{"event": "metrics", "received": received, "connections": connections, "errors": errorCount, "stop_error": stopErr})
+}

@@ -1,0 +1,89 @@
+package main
+
+// go-peer write --socket P [--max-buffered-writes N] [--max-backoff D]
+//
+// Runs the Go Writer towards P. Each stdin line is one message in hex (an
+// empty line is a zero-length message), queued with WriteMessage (retried
+// while the queue is full). The line "metrics" prints the current metrics
+// instead. At the end of stdin the Writer is stopped (drain, 30 s deadline)
+// and prints, like the error callbacks, JSON lines:
+//
+//	{"event":"error","context":"...","error":"..."}
+//	{"event":"metrics","sent":S,"dropped":D,"failed":F,"queue":Q,"final":true,"stop_error":"..."}
+
+import (
+	"bufio"
+	"context"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"os"
+	"runtime"
+	"time"
+
+	udsipc "github.com/Psiphon-Inc/uds-ipc"
+)
+
+func runWrite(args []string) {
+	fs := flag.NewFlagSet("write", flag.ExitOnError)
+	socket := fs.String("socket", "", "socket path")
+	buffered := fs.Uint("max-buffered-writes", 0, "queue capacity (0: the Go default)")
+	maxBackoff := fs.Duration("max-backoff", 0, "maximum reconnect delay (0: the Go default)")
+	_ = fs.Parse(args)
+	if *socket == "" {
+		fail("write: --socket is required")
+	}
+	opts := []udsipc.WriterOption{
+		udsipc.WithWriterErrorCallback(func(err error, context string) {
+			event(map[string]any{"event": "error", "context": context, "error": err.Error()})
+		}),
+	}
+	if *buffered > 0 {
+		opts = append(opts, udsipc.WithMaxBufferedWrites(uint32(*buffered)))
+	}
+	if *maxBackoff > 0 {
+		opts = append(opts, udsipc.WithMaxBackoff(*maxBackoff))
+	}
+	writer, err := udsipc.NewWriter(*socket, opts...)
+	if err != nil {
+		fail("NewWriter: %v", err)
+	}
+	writer.Start()
+	metrics := func(final bool, stopErr string) {
+		sent, dropped, failed, queue := writer.GetMetrics()
+		event(map[string]any{"event": "metrics", "sent": sent, "dropped": dropped, "failed": failed, "queue": queue, "final": final, "stop_error": stopErr})
+	}
+	lines := bufio.NewScanner(os.Stdin)
+	lines.Buffer(make([]byte, 0, 1<<16), 64<<20)
+	for lines.Scan() {
+		line := lines.Text()
+		if line == "metrics" {
+			metrics(false, "")
+			continue
+		}
+		msg, err := hex.DecodeString(line)
+		if err != nil {
+			fail("write: stdin line is not hex: %v", err)
+		}
+		for {
+			err := writer.WriteMessage(msg)
+			if err == nil {
+				break
+			}
+			if !errors.Is(err, udsipc.ErrBufferFull) {
+				fail("WriteMessage: %v", err)
+			}
+			runtime.Gosched()
+		}
+	}
+	if err := lines.Err(); err != nil {
+		fail("write: reading stdin: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	stopErr := ""
+	if err := writer.Stop(ctx); err != nil {
+		stopErr = err.Error()
+	}
+	metrics(true, stopErr)
+}

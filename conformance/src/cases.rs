@@ -1,0 +1,1077 @@
+//! The case catalog and the bodies that run it.
+//!
+//! A *pair* case is one body run in four arms (writer→reader: Go→Rust,
+//! Rust→Go, Rust→Rust, and Go→Go as the control); a *raw* case writes
+//! exact bytes (often malformed) from a plain socket to each reader
+//! (raw→Go, raw→Rust) and expects the same outcome from both. Where the
+//! implementations differ by design, the expected outcome is written per
+//! implementation and the detail says which one was checked.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use crate::peer::{
+    Impl, PATIENCE, ReaderCounts, ReaderOpts, ReaderPeer, WriterCounts, WriterOpts, WriterPeer,
+    socket_path,
+};
+use crate::report::{CaseResult, record};
+
+/// Arms in report order.
+pub const ARM_ORDER: [&str; 6] = [
+    "Go->Rust",
+    "Rust->Go",
+    "Rust->Rust",
+    "Go->Go",
+    "raw->Go",
+    "raw->Rust",
+];
+
+/// How a case is run.
+#[derive(Debug, Clone, Copy)]
+pub enum Body {
+    /// Writer and reader of any implementation: `(writer, reader)`.
+    Pair(fn(Impl, Impl) -> Result<String, String>),
+    /// Exact bytes to a reader of either implementation.
+    Raw(fn(Impl) -> Result<String, String>),
+}
+
+/// One entry of the catalog.
+#[derive(Debug, Clone, Copy)]
+pub struct Case {
+    /// Stable ID, `area/name`.
+    pub id: &'static str,
+    /// What the case does.
+    pub description: &'static str,
+    /// The rule it checks (DESIGN.md's wire protocol or the Go source).
+    pub rule: &'static str,
+    /// The observable outcome expected.
+    pub expected: &'static str,
+    /// The body.
+    pub body: Body,
+}
+
+/// Every case, in priority order.
+pub const CATALOG: &[Case] = &[
+    Case {
+        id: "framing/varint-boundaries",
+        description: "messages of 1, 127, 128, 16383, 16384, 2^21-1, 2^21 and 2^21+1 bytes (1- to 4-byte prefixes)",
+        rule: "a message is uvarint(len) || bytes[len], uvarint as Go's encoding/binary",
+        expected: "every message delivered byte for byte in order; reader received=8 errors=0; writer sent=8 failed=0",
+        body: Body::Pair(varint_boundaries),
+    },
+    Case {
+        id: "framing/zero-length-writes",
+        description: "the writer is given an empty message, then \"x\"",
+        rule: "len == 0: the Go Writer never sends one (WriteMessage returns nil), Rust's must not either",
+        expected: "reader gets only \"x\"; writer sent=1",
+        body: Body::Pair(zero_length_writes),
+    },
+    Case {
+        id: "limits/exact-max",
+        description: "max_message_size 1024; a 1024-byte message then a 1-byte one",
+        rule: "only len > max_message_size is refused",
+        expected: "both delivered, errors=0",
+        body: Body::Pair(exact_max),
+    },
+    Case {
+        id: "limits/max-plus-one",
+        description: "max_message_size 1024; a 1025-byte message",
+        rule: "len > max_message_size: error \"message too large\", connection closed",
+        expected: "nothing delivered; reader errors=1 with context \"message too large\", received=0",
+        body: Body::Pair(max_plus_one),
+    },
+    Case {
+        id: "framing/fragmented-through-proxy",
+        description: "writer -> testkit FaultProxy (Fragment 1..=1: every byte forwarded by its own write) -> reader; messages of 1, 127, 128, 129, 16383 and 16384 bytes",
+        rule: "a prefix (and a body) may arrive in any number of pieces",
+        expected: "every message delivered byte for byte in order; errors=0",
+        body: Body::Pair(fragmented_through_proxy),
+    },
+    Case {
+        id: "framing/many-frames-per-write",
+        description: "2000 small messages (1..64 bytes) queued at once, so writers pack many frames per write",
+        rule: "frames are self-delimiting; the reader parses every frame of a read",
+        expected: "all 2000 delivered in order; received=2000 errors=0; sent=2000",
+        body: Body::Pair(many_frames),
+    },
+    Case {
+        id: "reader/handler-error-keeps-connection",
+        description: "the handler fails for the message \"bad\" among \"a\", \"bad\", \"b\"",
+        rule: "handler error: counted, connection stays open, message not counted as received",
+        expected: "handler sees a, bad, b; one error \"handler failed to process a message\"; received=2 errors=1; writer failed=0 (no reconnect)",
+        body: Body::Pair(handler_error),
+    },
+    Case {
+        id: "writer/drain-on-stop",
+        description: "1000 messages queued, then the writer is stopped at once",
+        rule: "Writer.Stop drains the queue before returning (until its deadline)",
+        expected: "all 1000 delivered in order; sent=1000 failed=0",
+        body: Body::Pair(writer_drain),
+    },
+    Case {
+        id: "writer/reconnect-retry",
+        description: "10 messages to reader A; A stops; reader B starts on the same path; 10 more messages",
+        rule: "the writer reconnects with backoff and retries the message whose write failed first",
+        expected: "A got m0..m9, B got exactly m10..m19 in order (nothing lost or doubled)",
+        body: Body::Pair(reconnect_retry),
+    },
+    Case {
+        id: "reader/inactivity-timeout-then-reconnect",
+        description: "reader inactivity timeout 300 ms; \"a\", 1.5 s of silence, \"b\"",
+        rule: "inactivity timeout while waiting for a prefix: connection closed, not an error; the writer reconnects",
+        expected: "a and b delivered; reader errors=0",
+        body: Body::Pair(inactivity_reconnect),
+    },
+    Case {
+        id: "concurrency/16-writers",
+        description: "16 writers, 50 numbered messages each, at the same time",
+        rule: "one connection per writer; frames never interleave within a connection",
+        expected: "800 messages, each writer's in its own order, none lost or doubled",
+        body: Body::Pair(sixteen_writers),
+    },
+    Case {
+        id: "reader/drain-on-stop",
+        description: "writer streams 3000 numbered 1000-byte messages; reader A (inactivity timeout 1 s) is stopped mid-stream, reader B takes over; the writer is stopped once B has the last message",
+        rule: "BY DESIGN: Rust's reader shuts down its reading side and delivers what was sent before (the writer retries the rest); Go stops reading at once",
+        expected: "Rust reader: A+B together got every message once. Go reader: messages in the socket when A stopped may be lost (count shown in the detail)",
+        body: Body::Pair(reader_drain),
+    },
+    Case {
+        id: "writer/drain-while-reader-down",
+        description: "no reader; 5 messages queued; the writer is stopped (30 s deadline) and a reader starts 300 ms later",
+        rule: "BY DESIGN: Rust's Writer keeps reconnecting during its drain until the deadline; Go's drain fails every queued message at once when it is not connected",
+        expected: "Rust writer: all 5 delivered, sent=5 failed=0. Go writer: nothing delivered, sent=0 failed=5",
+        body: Body::Pair(drain_while_reader_down),
+    },
+    Case {
+        id: "metrics/reader-connections",
+        description: "one writer sends one message and stops; then the reader stops",
+        rule: "BY DESIGN: Rust's `connections` counts served connections; Go's Stop dials its own socket to wake Accept and counts that connection too",
+        expected: "Rust reader: connections=1. Go reader: connections=2",
+        body: Body::Pair(reader_connections),
+    },
+    Case {
+        id: "lifecycle/non-socket-file-at-path",
+        description: "a regular file is at the socket path when the reader starts",
+        rule: "BY DESIGN: Rust refuses a path that is not a socket and leaves it untouched; Go deletes whatever is there",
+        expected: "Rust reader: start fails, the file keeps its content. Go reader: starts, the file is replaced by its socket",
+        body: Body::Raw(non_socket_file),
+    },
+    Case {
+        id: "lifecycle/second-reader-on-live-socket",
+        description: "reader A is live; reader B of the same implementation starts on the same path; a client connects and sends \"hi\"",
+        rule: "BY DESIGN: Rust refuses a socket with a live reader (\"address in use\"); Go removes it and takes the path over",
+        expected: "Rust: B refused, A gets \"hi\". Go: B starts and gets \"hi\", A is orphaned",
+        body: Body::Raw(second_reader),
+    },
+    Case {
+        id: "systemd/socket-activation",
+        description: "the reader runs under systemd-socket-activate (fd 3, LISTEN_FDS=1, started by the first connection); 3 messages",
+        rule: "a socket-activated Reader adopts the passed listener; systemd owns the socket file",
+        expected: "all 3 delivered; errors=0; the socket file is still there after the reader stopped",
+        body: Body::Pair(socket_activation),
+    },
+    Case {
+        id: "framing/raw-zero-length-frames",
+        description: "bytes 00 | 01 41 | 00 00 | 01 42, then a proof frame",
+        rule: "len == 0: skipped silently",
+        expected: "A, B delivered; errors=0; connection open",
+        body: Body::Raw(raw_zero_length),
+    },
+    Case {
+        id: "framing/non-minimal-prefix",
+        description: "81 00 41 (1, non-minimal), 80 80 00 (0), 82 80 00 42 43 (2), then a proof frame",
+        rule: "non-minimal prefixes are accepted, as Go accepts them",
+        expected: "A, BC delivered; errors=0; connection open",
+        body: Body::Raw(raw_non_minimal),
+    },
+    Case {
+        id: "framing/fragmented-prefix-every-byte",
+        description: "frames of 128, 16384 and 2^21 bytes whose 2-, 3- and 4-byte prefixes are written one byte per write",
+        rule: "a prefix may arrive in any number of pieces",
+        expected: "all three delivered; errors=0",
+        body: Body::Raw(raw_fragmented_prefix),
+    },
+    Case {
+        id: "malformed/overflow-10th-byte",
+        description: "ff x9 then 02 (10th byte > 1)",
+        rule: "prefix longer than 64 bits: overflow error, closed",
+        expected: "nothing delivered; error \"failed to read the length prefix\"; closed by the reader",
+        body: Body::Raw(raw_overflow_10th),
+    },
+    Case {
+        id: "malformed/11-byte-prefix",
+        description: "80 x10 then 01 (continuation bit still set on the 10th byte)",
+        rule: "prefix longer than 10 bytes: overflow error, closed",
+        expected: "nothing delivered; error \"failed to read the length prefix\"; closed by the reader",
+        body: Body::Raw(raw_eleven_bytes),
+    },
+    Case {
+        id: "malformed/truncated-prefix",
+        description: "80, then the writer closes",
+        rule: "EOF inside a prefix: error (counted), closed",
+        expected: "nothing delivered; error \"failed to read the length prefix\"",
+        body: Body::Raw(raw_truncated_prefix),
+    },
+    Case {
+        id: "malformed/truncated-body",
+        description: "05 41 42, then the writer closes",
+        rule: "EOF inside a body: error (counted), closed",
+        expected: "nothing delivered; error \"failed to read the complete message\"",
+        body: Body::Raw(raw_truncated_body),
+    },
+    Case {
+        id: "framing/clean-eof-between-frames",
+        description: "01 41, then the writer closes",
+        rule: "EOF before the first prefix byte: clean close, not an error",
+        expected: "A delivered; errors=0",
+        body: Body::Raw(raw_clean_eof),
+    },
+    Case {
+        id: "limits/max-plus-one-prefix-only",
+        description: "max_message_size 1024; only a prefix declaring 1025 bytes (no body)",
+        rule: "len > max_message_size is refused from the prefix alone, before any body byte",
+        expected: "nothing delivered; error \"message too large\"; closed by the reader",
+        body: Body::Raw(raw_max_plus_one),
+    },
+    Case {
+        id: "limits/huge-declared-length",
+        description: "default max; a prefix declaring 2^40 bytes",
+        rule: "len > max_message_size: error, closed, nothing of that size allocated",
+        expected: "nothing delivered; error \"message too large\"; closed by the reader",
+        body: Body::Raw(raw_huge),
+    },
+];
+
+/// The case with this ID.
+pub fn find(id: &str) -> Option<&'static Case> {
+    CATALOG.iter().find(|c| c.id == id)
+}
+
+/// Runs `id` in `arm` (one of [`ARM_ORDER`]), records the result and
+/// panics with the detail if it failed.
+pub fn run(id: &str, arm: &str) {
+    let case = find(id).unwrap_or_else(|| panic!("no case {id}"));
+    let imp = |s: &str| if s == "Go" { Impl::Go } else { Impl::Rust };
+    let (from, to) = arm
+        .split_once("->")
+        .unwrap_or_else(|| panic!("bad arm {arm}"));
+    let outcome = match (case.body, from) {
+        (Body::Pair(f), "Go" | "Rust") => f(imp(from), imp(to)),
+        (Body::Raw(f), "raw") => f(imp(to)),
+        _ => panic!("{id} has no arm {arm}"),
+    };
+    let result = CaseResult {
+        case: id.to_owned(),
+        arm: arm.to_owned(),
+        pass: outcome.is_ok(),
+        detail: match &outcome {
+            Ok(d) | Err(d) => d.clone(),
+        },
+    };
+    if let Err(e) = record(&result) {
+        eprintln!("could not record the result: {e}");
+    }
+    if let Err(detail) = outcome {
+        panic!(
+            "{id} [{arm}] failed.\nrule: {}\nexpected: {}\ndiffered: {detail}",
+            case.rule, case.expected
+        );
+    }
+}
+
+fn check(ok: bool, what: impl FnOnce() -> String) -> Result<(), String> {
+    if ok { Ok(()) } else { Err(what()) }
+}
+
+/// `len` bytes derived from `seed`, so a wrong or shifted body shows.
+fn payload(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ ((i >> 8) as u8))
+        .collect()
+}
+
+fn describe(msgs: &[Vec<u8>]) -> String {
+    let lens: Vec<usize> = msgs.iter().map(Vec::len).collect();
+    if lens.len() > 12 {
+        format!("{} messages", lens.len())
+    } else {
+        format!("lengths {lens:?}")
+    }
+}
+
+/// What a [`roundtrip`] observed: messages, error contexts, counters.
+type Roundtrip = (Vec<Vec<u8>>, Vec<String>, ReaderCounts, WriterCounts);
+
+/// Starts a reader and a writer, sends `msgs`, waits for `expect_delivered`
+/// handler calls, stops the writer (drain) then the reader.
+fn roundtrip(
+    w: Impl,
+    r: Impl,
+    opts: &ReaderOpts,
+    msgs: &[Vec<u8>],
+    expect_delivered: usize,
+    expect_errors: usize,
+) -> Result<Roundtrip, String> {
+    let (_dir, path) = socket_path()?;
+    let reader = ReaderPeer::start(r, &path, opts)?;
+    let mut writer = WriterPeer::start(w, &path, &WriterOpts::default())?;
+    for m in msgs {
+        writer.send(m)?;
+    }
+    reader.events.wait_messages(expect_delivered)?;
+    reader.events.wait_errors(expect_errors)?;
+    let wc = writer.stop()?;
+    let events = reader.events.clone();
+    let rc = reader.stop()?;
+    Ok((events.messages(), events.errors(), rc, wc))
+}
+
+fn varint_boundaries(w: Impl, r: Impl) -> Result<String, String> {
+    let lens = [
+        1usize,
+        127,
+        128,
+        16383,
+        16384,
+        (1 << 21) - 1,
+        1 << 21,
+        (1 << 21) + 1,
+    ];
+    let msgs: Vec<Vec<u8>> = lens
+        .iter()
+        .enumerate()
+        .map(|(i, &l)| payload(l, i as u8))
+        .collect();
+    let opts = ReaderOpts {
+        max_message_size: Some((1 << 21) + 1),
+        ..ReaderOpts::default()
+    };
+    let (got, errs, rc, wc) = roundtrip(w, r, &opts, &msgs, msgs.len(), 0)?;
+    check(got == msgs, || {
+        format!(
+            "delivered {} (expected {})",
+            describe(&got),
+            describe(&msgs)
+        )
+    })?;
+    check(errs.is_empty() && rc.errors == 0, || {
+        format!("reader errors {errs:?}")
+    })?;
+    check(rc.received == 8 && wc.sent == 8 && wc.failed == 0, || {
+        format!("{rc:?} {wc:?}")
+    })?;
+    Ok(format!("delivered {}; {rc:?}; {wc:?}", describe(&got)))
+}
+
+fn zero_length_writes(w: Impl, r: Impl) -> Result<String, String> {
+    let msgs = vec![Vec::new(), b"x".to_vec()];
+    let (got, _, rc, wc) = roundtrip(w, r, &ReaderOpts::default(), &msgs, 1, 0)?;
+    check(got == vec![b"x".to_vec()], || {
+        format!("delivered {}", describe(&got))
+    })?;
+    check(wc.sent == 1 && rc.received == 1 && rc.errors == 0, || {
+        format!("{rc:?} {wc:?}")
+    })?;
+    Ok(format!("only \"x\" delivered; {rc:?}; {wc:?}"))
+}
+
+fn exact_max(w: Impl, r: Impl) -> Result<String, String> {
+    let msgs = vec![payload(1024, 7), vec![9]];
+    let opts = ReaderOpts {
+        max_message_size: Some(1024),
+        ..ReaderOpts::default()
+    };
+    let (got, errs, rc, _) = roundtrip(w, r, &opts, &msgs, 2, 0)?;
+    check(got == msgs && errs.is_empty() && rc.errors == 0, || {
+        format!("delivered {} errors {errs:?}", describe(&got))
+    })?;
+    Ok(format!("1024 and 1 byte delivered; {rc:?}"))
+}
+
+fn max_plus_one(w: Impl, r: Impl) -> Result<String, String> {
+    let msgs = vec![payload(1025, 3)];
+    let opts = ReaderOpts {
+        max_message_size: Some(1024),
+        ..ReaderOpts::default()
+    };
+    let (got, errs, rc, wc) = roundtrip(w, r, &opts, &msgs, 0, 1)?;
+    check(got.is_empty(), || format!("delivered {}", describe(&got)))?;
+    check(errs == ["message too large"], || format!("errors {errs:?}"))?;
+    check(rc.received == 0 && rc.errors == 1, || format!("{rc:?}"))?;
+    Ok(format!("refused: errors {errs:?}; {rc:?}; {wc:?}"))
+}
+
+fn many_frames(w: Impl, r: Impl) -> Result<String, String> {
+    let msgs: Vec<Vec<u8>> = (0..2000).map(|i| payload(1 + i % 64, i as u8)).collect();
+    let (got, errs, rc, wc) = roundtrip(w, r, &ReaderOpts::default(), &msgs, 2000, 0)?;
+    check(got == msgs, || {
+        format!("delivered {} out of order or changed", got.len())
+    })?;
+    check(
+        errs.is_empty() && rc.received == 2000 && wc.sent == 2000,
+        || format!("errors {errs:?} {rc:?} {wc:?}"),
+    )?;
+    Ok(format!("2000 in order; {rc:?}; {wc:?}"))
+}
+
+fn handler_error(w: Impl, r: Impl) -> Result<String, String> {
+    let msgs = vec![b"a".to_vec(), b"bad".to_vec(), b"b".to_vec()];
+    let opts = ReaderOpts {
+        fail_on: Some(b"bad".to_vec()),
+        ..ReaderOpts::default()
+    };
+    let (got, errs, rc, wc) = roundtrip(w, r, &opts, &msgs, 3, 1)?;
+    check(got == msgs, || format!("handler saw {}", describe(&got)))?;
+    check(errs == ["handler failed to process a message"], || {
+        format!("errors {errs:?}")
+    })?;
+    check(rc.received == 2 && rc.errors == 1, || format!("{rc:?}"))?;
+    check(wc.failed == 0 && wc.sent == 3, || {
+        format!("writer had to reconnect: {wc:?}")
+    })?;
+    Ok(format!(
+        "a, bad, b handled on one connection; {rc:?}; {wc:?}"
+    ))
+}
+
+fn writer_drain(w: Impl, r: Impl) -> Result<String, String> {
+    let (_dir, path) = socket_path()?;
+    let reader = ReaderPeer::start(r, &path, &ReaderOpts::default())?;
+    let mut writer = WriterPeer::start(w, &path, &WriterOpts::default())?;
+    let msgs: Vec<Vec<u8>> = (0..1000).map(|i| payload(100, i as u8)).collect();
+    for m in &msgs {
+        writer.send(m)?;
+    }
+    let wc = writer.stop()?;
+    reader.events.wait_messages(1000)?;
+    let got = reader.events.messages();
+    let rc = reader.stop()?;
+    check(got == msgs, || format!("delivered {}", describe(&got)))?;
+    check(wc.sent == 1000 && wc.failed == 0, || format!("{wc:?}"))?;
+    Ok(format!(
+        "stop returned after all 1000 were written; {wc:?}; {rc:?}"
+    ))
+}
+
+fn numbered(i: usize, len: usize) -> Vec<u8> {
+    let mut m = payload(len.max(4), i as u8);
+    m[..4].copy_from_slice(&(i as u32).to_be_bytes());
+    m
+}
+
+fn number(m: &[u8]) -> usize {
+    u32::from_be_bytes([m[0], m[1], m[2], m[3]]) as usize
+}
+
+/// Reader options for cases that stop a reader while a writer is connected
+/// but idle: Go's Stop waits for such a connection until its inactivity
+/// timeout (it checks for shutdown only between reads), 10 s by default.
+fn idle_tolerant() -> ReaderOpts {
+    ReaderOpts {
+        inactivity_timeout: Some(Duration::from_secs(1)),
+        ..ReaderOpts::default()
+    }
+}
+
+fn reconnect_retry(w: Impl, r: Impl) -> Result<String, String> {
+    let (_dir, path) = socket_path()?;
+    let opts = idle_tolerant();
+    let a = ReaderPeer::start(r, &path, &opts)?;
+    let mut writer = WriterPeer::start(w, &path, &WriterOpts::default())?;
+    let msgs: Vec<Vec<u8>> = (0..20).map(|i| numbered(i, 16)).collect();
+    for m in &msgs[..10] {
+        writer.send(m)?;
+    }
+    a.events.wait_messages(10)?;
+    writer.wait_sent(10)?;
+    let a_events = a.events.clone();
+    let ac = a.stop()?;
+    let b = ReaderPeer::start(r, &path, &opts)?;
+    for m in &msgs[10..] {
+        writer.send(m)?;
+    }
+    b.events.wait_messages(10)?;
+    let wc = writer.stop()?;
+    let b_events = b.events.clone();
+    let bc = b.stop()?;
+    let (ga, gb) = (a_events.messages(), b_events.messages());
+    check(ga == msgs[..10], || {
+        format!(
+            "A got {:?}",
+            ga.iter().map(|m| number(m)).collect::<Vec<_>>()
+        )
+    })?;
+    check(gb == msgs[10..], || {
+        format!(
+            "B got {:?}",
+            gb.iter().map(|m| number(m)).collect::<Vec<_>>()
+        )
+    })?;
+    Ok(format!(
+        "A got m0..m9, B m10..m19; A {ac:?}; B {bc:?}; writer {wc:?}"
+    ))
+}
+
+fn inactivity_reconnect(w: Impl, r: Impl) -> Result<String, String> {
+    let (_dir, path) = socket_path()?;
+    let opts = ReaderOpts {
+        inactivity_timeout: Some(Duration::from_millis(300)),
+        ..ReaderOpts::default()
+    };
+    let reader = ReaderPeer::start(r, &path, &opts)?;
+    let mut writer = WriterPeer::start(w, &path, &WriterOpts::default())?;
+    writer.send(b"a")?;
+    reader.events.wait_messages(1)?;
+    // Long enough for the reader to close the idle connection.
+    std::thread::sleep(Duration::from_millis(1500));
+    writer.send(b"b")?;
+    reader.events.wait_messages(2)?;
+    let wc = writer.stop()?;
+    let events = reader.events.clone();
+    let rc = reader.stop()?;
+    let (got, errs) = (events.messages(), events.errors());
+    check(got == [b"a".to_vec(), b"b".to_vec()], || {
+        format!("delivered {}", describe(&got))
+    })?;
+    check(errs.is_empty() && rc.errors == 0, || {
+        format!("errors {errs:?} {rc:?}")
+    })?;
+    Ok(format!("a, idle close, b after reconnect; {rc:?}; {wc:?}"))
+}
+
+fn sixteen_writers(w: Impl, r: Impl) -> Result<String, String> {
+    let (_dir, path) = socket_path()?;
+    let reader = ReaderPeer::start(r, &path, &ReaderOpts::default())?;
+    let per = 50usize;
+    let handles: Vec<_> = (0..16u8)
+        .map(|id| {
+            let path = path.clone();
+            std::thread::spawn(move || -> Result<WriterCounts, String> {
+                let mut writer = WriterPeer::start(w, &path, &WriterOpts::default())?;
+                for seq in 0..per {
+                    let mut m = numbered(seq, 32);
+                    m.push(id);
+                    writer.send(&m)?;
+                }
+                writer.stop()
+            })
+        })
+        .collect();
+    let mut sent = 0;
+    for h in handles {
+        sent += h.join().map_err(|_| "writer thread panicked")??.sent;
+    }
+    reader.events.wait_messages(16 * per)?;
+    let got = reader.events.messages();
+    let rc = reader.stop()?;
+    let mut next = [0usize; 16];
+    for m in &got {
+        let id = *m.last().unwrap_or(&0) as usize;
+        check(id < 16 && number(m) == next[id], || {
+            format!(
+                "writer {id}: got #{} where #{} was due",
+                number(m),
+                next[id]
+            )
+        })?;
+        next[id] += 1;
+    }
+    check(got.len() == 16 * per && sent == 800, || {
+        format!("got {} sent {sent}", got.len())
+    })?;
+    Ok(format!("800 messages, each writer in order; {rc:?}"))
+}
+
+fn reader_drain(w: Impl, r: Impl) -> Result<String, String> {
+    let (_dir, path) = socket_path()?;
+    let opts = idle_tolerant();
+    let total = 3000usize;
+    let msgs: Vec<Vec<u8>> = (0..total).map(|i| numbered(i, 1000)).collect();
+    let a = ReaderPeer::start(r, &path, &opts)?;
+    let mut writer = WriterPeer::start(w, &path, &WriterOpts::default())?;
+    for m in &msgs[..1500] {
+        writer.send(m)?;
+    }
+    a.events.wait_messages(300)?;
+    let a_events = a.events.clone();
+    let ac = a.stop()?;
+    let b = ReaderPeer::start(r, &path, &opts)?;
+    for m in &msgs[1500..] {
+        writer.send(m)?;
+    }
+    // Stop the writer only once B has the last message: a Go writer that is
+    // still in its reconnect backoff when stopped fails its whole queue (see
+    // writer/drain-while-reader-down), which is not what this case is about.
+    b.events.wait("the last message at reader B", |ev| {
+        ev.iter()
+            .any(|e| matches!(e, crate::peer::Event::Message(m) if number(m) == total - 1))
+    })?;
+    let wc = writer.stop()?;
+    let b_events = b.events.clone();
+    let bc = b.stop()?;
+    let mut seen = vec![0u32; total];
+    for m in a_events.messages().iter().chain(b_events.messages().iter()) {
+        seen[number(m)] += 1;
+    }
+    let lost = seen.iter().filter(|&&n| n == 0).count();
+    let doubled = seen.iter().filter(|&&n| n > 1).count();
+    let summary = format!(
+        "A delivered {}, B {}; lost {lost}, doubled {doubled}; A {ac:?}; B {bc:?}; writer {wc:?}",
+        a_events.messages().len(),
+        b_events.messages().len()
+    );
+    match r {
+        Impl::Rust => {
+            check(lost == 0 && doubled == 0, || {
+                format!("Rust reader must lose nothing: {summary}")
+            })?;
+            Ok(format!("Rust reader (lossless by design): {summary}"))
+        }
+        // By design Go may lose what was in the socket when A stopped; a
+        // doubled message would still be a bug.
+        Impl::Go => {
+            check(doubled == 0, || format!("doubled messages: {summary}"))?;
+            Ok(format!("Go reader (may lose by design): {summary}"))
+        }
+    }
+}
+
+/// Exact bytes to a reader, then what both readers must show.
+struct RawExpect<'a> {
+    opts: ReaderOpts,
+    /// Each chunk is one write, with a short pause after it.
+    chunks: Vec<Vec<u8>>,
+    /// Close our writing side after the chunks.
+    close_after: bool,
+    delivered: &'a [&'a [u8]],
+    errors: &'a [&'a str],
+    /// Whether the reader must close the connection (else a proof frame is
+    /// sent afterwards and must be delivered).
+    closed_by_reader: bool,
+}
+
+fn raw(r: Impl, x: RawExpect<'_>) -> Result<String, String> {
+    let (_dir, path) = socket_path()?;
+    let reader = ReaderPeer::start(r, &path, &x.opts)?;
+    let mut conn = UnixStream::connect(&path).map_err(|e| format!("connect: {e}"))?;
+    for c in &x.chunks {
+        conn.write_all(c).map_err(|e| format!("write: {e}"))?;
+        if x.chunks.len() > 1 {
+            std::thread::sleep(Duration::from_millis(3));
+        }
+    }
+    if x.close_after {
+        let _ = conn.shutdown(std::net::Shutdown::Write);
+    }
+    let mut expected: Vec<Vec<u8>> = x.delivered.iter().map(|m| m.to_vec()).collect();
+    reader.events.wait_errors(x.errors.len())?;
+    if x.closed_by_reader {
+        conn.set_read_timeout(Some(PATIENCE))
+            .map_err(|e| e.to_string())?;
+        let mut buf = [0u8; 1];
+        match conn.read(&mut buf) {
+            Ok(0) => {}
+            Ok(_) => return Err("the reader sent bytes".into()),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            Err(e) => return Err(format!("connection not closed by the reader: {e}")),
+        }
+    } else if !x.close_after {
+        conn.write_all(&[1, b'Z'])
+            .map_err(|e| format!("proof frame: {e}"))?;
+        expected.push(b"Z".to_vec());
+        let _ = conn.shutdown(std::net::Shutdown::Write);
+    }
+    reader.events.wait_messages(expected.len())?;
+    drop(conn);
+    let events = reader.events.clone();
+    let rc = reader.stop()?;
+    let (got, errs) = (events.messages(), events.errors());
+    check(got == expected, || format!("delivered {}", describe(&got)))?;
+    check(errs == x.errors, || format!("errors {errs:?}"))?;
+    check(rc.errors == x.errors.len() as u64, || format!("{rc:?}"))?;
+    check(rc.received == expected.len() as u64, || format!("{rc:?}"))?;
+    Ok(format!(
+        "delivered {}; errors {errs:?}; closed by reader: {}; {rc:?}",
+        describe(&got),
+        x.closed_by_reader
+    ))
+}
+
+fn one(bytes: &[u8]) -> Vec<Vec<u8>> {
+    vec![bytes.to_vec()]
+}
+
+fn raw_zero_length(r: Impl) -> Result<String, String> {
+    raw(
+        r,
+        RawExpect {
+            opts: ReaderOpts::default(),
+            chunks: one(&[0, 1, b'A', 0, 0, 1, b'B']),
+            close_after: false,
+            delivered: &[b"A", b"B"],
+            errors: &[],
+            closed_by_reader: false,
+        },
+    )
+}
+
+fn raw_non_minimal(r: Impl) -> Result<String, String> {
+    raw(
+        r,
+        RawExpect {
+            opts: ReaderOpts::default(),
+            chunks: one(&[
+                0x81, 0x00, b'A', 0x80, 0x80, 0x00, 0x82, 0x80, 0x00, b'B', b'C',
+            ]),
+            close_after: false,
+            delivered: &[b"A", b"BC"],
+            errors: &[],
+            closed_by_reader: false,
+        },
+    )
+}
+
+fn uvarint(mut n: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    while n >= 0x80 {
+        out.push(n as u8 | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+    out
+}
+
+fn raw_fragmented_prefix(r: Impl) -> Result<String, String> {
+    let bodies: Vec<Vec<u8>> = [128usize, 16384, 1 << 21]
+        .iter()
+        .map(|&l| payload(l, l as u8))
+        .collect();
+    let mut chunks = Vec::new();
+    for b in &bodies {
+        for byte in uvarint(b.len() as u64) {
+            chunks.push(vec![byte]);
+        }
+        chunks.push(b.clone());
+    }
+    let delivered: Vec<&[u8]> = bodies.iter().map(Vec::as_slice).collect();
+    raw(
+        r,
+        RawExpect {
+            opts: ReaderOpts {
+                max_message_size: Some(1 << 21),
+                ..ReaderOpts::default()
+            },
+            chunks,
+            close_after: false,
+            delivered: &delivered,
+            errors: &[],
+            closed_by_reader: false,
+        },
+    )
+}
+
+fn raw_overflow_10th(r: Impl) -> Result<String, String> {
+    let mut b = vec![0xff; 9];
+    b.push(0x02);
+    raw(
+        r,
+        RawExpect {
+            opts: ReaderOpts::default(),
+            chunks: vec![b],
+            close_after: false,
+            delivered: &[],
+            errors: &["failed to read the length prefix"],
+            closed_by_reader: true,
+        },
+    )
+}
+
+fn raw_eleven_bytes(r: Impl) -> Result<String, String> {
+    let mut b = vec![0x80; 10];
+    b.push(0x01);
+    raw(
+        r,
+        RawExpect {
+            opts: ReaderOpts::default(),
+            chunks: vec![b],
+            close_after: false,
+            delivered: &[],
+            errors: &["failed to read the length prefix"],
+            closed_by_reader: true,
+        },
+    )
+}
+
+fn raw_truncated_prefix(r: Impl) -> Result<String, String> {
+    raw(
+        r,
+        RawExpect {
+            opts: ReaderOpts::default(),
+            chunks: one(&[0x80]),
+            close_after: true,
+            delivered: &[],
+            errors: &["failed to read the length prefix"],
+            closed_by_reader: true,
+        },
+    )
+}
+
+fn raw_truncated_body(r: Impl) -> Result<String, String> {
+    raw(
+        r,
+        RawExpect {
+            opts: ReaderOpts::default(),
+            chunks: one(&[5, b'A', b'B']),
+            close_after: true,
+            delivered: &[],
+            errors: &["failed to read the complete message"],
+            closed_by_reader: true,
+        },
+    )
+}
+
+fn raw_clean_eof(r: Impl) -> Result<String, String> {
+    raw(
+        r,
+        RawExpect {
+            opts: ReaderOpts::default(),
+            chunks: one(&[1, b'A']),
+            close_after: true,
+            delivered: &[b"A"],
+            errors: &[],
+            closed_by_reader: true,
+        },
+    )
+}
+
+fn raw_max_plus_one(r: Impl) -> Result<String, String> {
+    raw(
+        r,
+        RawExpect {
+            opts: ReaderOpts {
+                max_message_size: Some(1024),
+                ..ReaderOpts::default()
+            },
+            chunks: vec![uvarint(1025)],
+            close_after: false,
+            delivered: &[],
+            errors: &["message too large"],
+            closed_by_reader: true,
+        },
+    )
+}
+
+fn raw_huge(r: Impl) -> Result<String, String> {
+    raw(
+        r,
+        RawExpect {
+            opts: ReaderOpts::default(),
+            chunks: vec![uvarint(1 << 40)],
+            close_after: false,
+            delivered: &[],
+            errors: &["message too large"],
+            closed_by_reader: true,
+        },
+    )
+}
+
+fn drain_while_reader_down(w: Impl, r: Impl) -> Result<String, String> {
+    let (_dir, path) = socket_path()?;
+    let mut writer = WriterPeer::start(w, &path, &WriterOpts::default())?;
+    let msgs: Vec<Vec<u8>> = (0..5).map(|i| numbered(i, 8)).collect();
+    for m in &msgs {
+        writer.send(m)?;
+    }
+    let (wc, reader) = std::thread::scope(|s| {
+        let late = s.spawn(|| {
+            std::thread::sleep(Duration::from_millis(300));
+            ReaderPeer::start(r, &path, &ReaderOpts::default())
+        });
+        let wc = writer.stop();
+        let reader = late.join().map_err(|_| "reader thread panicked".to_owned());
+        (wc, reader)
+    });
+    let (wc, reader) = (wc?, reader??);
+    match w {
+        Impl::Rust => {
+            reader.events.wait_messages(5)?;
+            let got = reader.events.messages();
+            let rc = reader.stop()?;
+            check(got == msgs && wc.sent == 5 && wc.failed == 0, || {
+                format!("delivered {}; {wc:?}", describe(&got))
+            })?;
+            Ok(format!(
+                "Rust writer reconnected during its drain: all 5 delivered; {wc:?}; {rc:?}"
+            ))
+        }
+        Impl::Go => {
+            let got = reader.events.messages();
+            let rc = reader.stop()?;
+            check(got.is_empty() && wc.sent == 0 && wc.failed == 5, || {
+                format!("delivered {}; {wc:?}", describe(&got))
+            })?;
+            Ok(format!(
+                "Go writer failed all 5 at once during its drain (by design of Go): {wc:?}; {rc:?}"
+            ))
+        }
+    }
+}
+
+fn reader_connections(w: Impl, r: Impl) -> Result<String, String> {
+    let (_, _, rc, wc) = roundtrip(w, r, &ReaderOpts::default(), &[b"one".to_vec()], 1, 0)?;
+    let expected = match r {
+        Impl::Rust => 1,
+        Impl::Go => 2,
+    };
+    check(rc.connections == expected, || {
+        format!(
+            "{} reader: connections {} (expected {expected})",
+            r.name(),
+            rc.connections
+        )
+    })?;
+    Ok(format!(
+        "{} reader: connections={} for one writer connection; {rc:?}; {wc:?}",
+        r.name(),
+        rc.connections
+    ))
+}
+
+fn non_socket_file(r: Impl) -> Result<String, String> {
+    use std::os::unix::fs::FileTypeExt;
+    let (_dir, path) = socket_path()?;
+    std::fs::write(&path, b"keep").map_err(|e| e.to_string())?;
+    let started = ReaderPeer::start(r, &path, &ReaderOpts::default());
+    let is_socket = std::fs::metadata(&path).is_ok_and(|m| m.file_type().is_socket());
+    let content = std::fs::read(&path).ok();
+    match (r, started) {
+        (Impl::Rust, Err(e)) => {
+            check(content.as_deref() == Some(b"keep".as_slice()), || {
+                format!("file changed: {content:?}")
+            })?;
+            Ok(format!("Rust reader refused ({e}); file untouched"))
+        }
+        (Impl::Rust, Ok(reader)) => {
+            let _ = reader.stop();
+            Err("Rust reader started over a regular file".into())
+        }
+        (Impl::Go, Ok(reader)) => {
+            let _ = reader.stop();
+            check(is_socket, || {
+                "Go reader started but the path is not its socket".into()
+            })?;
+            Ok("Go reader deleted the regular file and listens there (by design of Go)".into())
+        }
+        (Impl::Go, Err(e)) => Err(format!("Go reader did not start: {e}")),
+    }
+}
+
+fn second_reader(r: Impl) -> Result<String, String> {
+    let (_dir, path) = socket_path()?;
+    let a = ReaderPeer::start(r, &path, &ReaderOpts::default())?;
+    let b = ReaderPeer::start(r, &path, &ReaderOpts::default());
+    let mut conn = UnixStream::connect(&path).map_err(|e| format!("connect: {e}"))?;
+    conn.write_all(&[2, b'h', b'i'])
+        .map_err(|e| e.to_string())?;
+    let _ = conn.shutdown(std::net::Shutdown::Write);
+    match (r, b) {
+        (Impl::Rust, Err(e)) => {
+            a.events.wait_messages(1)?;
+            let got = a.events.messages();
+            a.stop()?;
+            check(got == [b"hi".to_vec()], || {
+                format!("A got {}", describe(&got))
+            })?;
+            Ok(format!(
+                "Rust: second reader refused ({e}); A kept the path and got \"hi\""
+            ))
+        }
+        (Impl::Rust, Ok(b)) => {
+            let _ = b.stop();
+            Err("a second Rust reader started on a live socket".into())
+        }
+        (Impl::Go, Ok(b)) => {
+            b.events.wait_messages(1)?;
+            let got = b.events.messages();
+            let a_got = a.events.messages();
+            b.stop()?;
+            drop(a);
+            check(got == [b"hi".to_vec()] && a_got.is_empty(), || {
+                format!("B got {}, A got {}", describe(&got), describe(&a_got))
+            })?;
+            Ok("Go: B took the path over (by design of Go); B got \"hi\", A got nothing".into())
+        }
+        (Impl::Go, Err(e)) => Err(format!("second Go reader did not start: {e}")),
+    }
+}
+
+fn socket_activation(w: Impl, r: Impl) -> Result<String, String> {
+    let (_dir, path) = socket_path()?;
+    let reader = ReaderPeer::start_activated(r, &path)?;
+    let mut writer = WriterPeer::start(w, &path, &WriterOpts::default())?;
+    let msgs: Vec<Vec<u8>> = (0..3).map(|i| numbered(i, 10)).collect();
+    for m in &msgs {
+        writer.send(m)?;
+    }
+    reader.events.wait_messages(3)?;
+    let wc = writer.stop()?;
+    let events = reader.events.clone();
+    let rc = reader.stop()?;
+    let (got, errs) = (events.messages(), events.errors());
+    check(got == msgs && errs.is_empty() && rc.errors == 0, || {
+        format!("delivered {} errors {errs:?}", describe(&got))
+    })?;
+    check(path.exists(), || {
+        "the activated reader removed systemd's socket file".into()
+    })?;
+    Ok(format!(
+        "activated {} reader delivered 3; socket file left to systemd; {rc:?}; {wc:?}",
+        r.name()
+    ))
+}
+
+fn fragmented_through_proxy(w: Impl, r: Impl) -> Result<String, String> {
+    use udsipc_testkit::proxy::{FaultProxy, Fragment};
+    let (dir, path) = socket_path()?;
+    let front = dir.path().join("front.sock");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let reader = ReaderPeer::start(r, &path, &ReaderOpts::default())?;
+    let proxy = rt
+        .block_on(
+            FaultProxy::builder(&front, &path)
+                .fault(Fragment::new(1, 1))
+                .start(),
+        )
+        .map_err(|e| format!("proxy: {e}"))?;
+    let mut writer = WriterPeer::start(w, &front, &WriterOpts::default())?;
+    let msgs: Vec<Vec<u8>> = [1usize, 127, 128, 129, 16383, 16384]
+        .iter()
+        .map(|&l| payload(l, l as u8))
+        .collect();
+    for m in &msgs {
+        writer.send(m)?;
+    }
+    let wc = writer.stop()?;
+    reader.events.wait_messages(msgs.len())?;
+    let fired = proxy.events().iter().any(|e| e.fault == "fragment");
+    let forwarded = proxy.stats().bytes_to_upstream;
+    rt.block_on(proxy.stop());
+    let events = reader.events.clone();
+    let rc = reader.stop()?;
+    let (got, errs) = (events.messages(), events.errors());
+    check(got == msgs, || format!("delivered {}", describe(&got)))?;
+    check(errs.is_empty() && rc.errors == 0, || {
+        format!("errors {errs:?} {rc:?}")
+    })?;
+    Ok(format!(
+        "delivered {} through the proxy, {forwarded} bytes forwarded one per write \
+         (fragment fault fired: {fired}); {rc:?}; {wc:?}",
+        describe(&got)
+    ))
+}

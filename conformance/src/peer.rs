@@ -1,0 +1,597 @@
+//! Reader and writer peers of either implementation behind one interface,
+//! so a case body is written once and run in every arm.
+//!
+//! The Go peers are `go-peer read` / `go-peer write` child processes
+//! (JSON lines on stdout); the Rust peers are `udsipc::Reader` /
+//! `udsipc::Writer` in the test process. Every observation is an event
+//! waited for with generous patience, never a timing assertion.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::gopeer::go_peer;
+
+/// How long any expected event may take before the case fails.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// Which implementation plays a role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Impl {
+    /// The Go reference through go-peer.
+    Go,
+    /// This crate's udsipc.
+    Rust,
+}
+
+impl Impl {
+    /// "Go" or "Rust".
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Go => "Go",
+            Self::Rust => "Rust",
+        }
+    }
+}
+
+/// Something a reader reported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The handler was called with this message (also when it then failed).
+    Message(Vec<u8>),
+    /// The error callback was called with this Go context string.
+    Error(String),
+}
+
+/// Events shared between a peer and the test, with a condition variable.
+#[derive(Debug, Clone, Default)]
+pub struct Events(Arc<(Mutex<Vec<Event>>, Condvar)>);
+
+impl Events {
+    /// Records one event.
+    pub fn push(&self, e: Event) {
+        let (lock, cv) = &*self.0;
+        lock.lock().unwrap_or_else(|p| p.into_inner()).push(e);
+        cv.notify_all();
+    }
+
+    /// A copy of every event so far.
+    pub fn snapshot(&self) -> Vec<Event> {
+        self.0.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The messages delivered so far, in order.
+    pub fn messages(&self) -> Vec<Vec<u8>> {
+        self.snapshot()
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Message(m) => Some(m),
+                Event::Error(_) => None,
+            })
+            .collect()
+    }
+
+    /// The error contexts reported so far, in order.
+    pub fn errors(&self) -> Vec<String> {
+        self.snapshot()
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Error(c) => Some(c),
+                Event::Message(_) => None,
+            })
+            .collect()
+    }
+
+    /// Waits until `done` holds for the events, for at most [`PATIENCE`].
+    pub fn wait(&self, what: &str, done: impl Fn(&[Event]) -> bool) -> Result<(), String> {
+        let (lock, cv) = &*self.0;
+        let deadline = Instant::now() + PATIENCE;
+        let mut events = lock.lock().unwrap_or_else(|p| p.into_inner());
+        while !done(&events) {
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(format!(
+                    "waited {PATIENCE:?} for {what}; saw {} messages and errors {:?}",
+                    events
+                        .iter()
+                        .filter(|e| matches!(e, Event::Message(_)))
+                        .count(),
+                    events
+                        .iter()
+                        .filter_map(|e| match e {
+                            Event::Error(c) => Some(c.as_str()),
+                            Event::Message(_) => None,
+                        })
+                        .collect::<Vec<_>>()
+                ));
+            }
+            events = cv
+                .wait_timeout(events, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        Ok(())
+    }
+
+    /// Waits until at least `n` messages were delivered.
+    pub fn wait_messages(&self, n: usize) -> Result<(), String> {
+        self.wait(&format!("{n} messages"), |ev| {
+            ev.iter().filter(|e| matches!(e, Event::Message(_))).count() >= n
+        })
+    }
+
+    /// Waits until at least `n` errors were reported.
+    pub fn wait_errors(&self, n: usize) -> Result<(), String> {
+        self.wait(&format!("{n} errors"), |ev| {
+            ev.iter().filter(|e| matches!(e, Event::Error(_))).count() >= n
+        })
+    }
+}
+
+/// Reader options both implementations understand.
+#[derive(Debug, Clone, Default)]
+pub struct ReaderOpts {
+    /// `WithMaxMessageSize` / `max_message_size`.
+    pub max_message_size: Option<u64>,
+    /// `WithInactivityTimeout` / `inactivity_timeout`.
+    pub inactivity_timeout: Option<Duration>,
+    /// The handler returns an error for a message equal to this.
+    pub fail_on: Option<Vec<u8>>,
+}
+
+/// A reader's counters when it stopped (Go's `GetMetrics`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReaderCounts {
+    /// Messages handled successfully.
+    pub received: u64,
+    /// Connections accepted (Go also counts the connection its own `Stop`
+    /// makes to wake its accept loop).
+    pub connections: u64,
+    /// Errors counted.
+    pub errors: u64,
+}
+
+/// A writer's counters when it stopped (Go's `GetMetrics`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriterCounts {
+    /// Messages written to a connection.
+    pub sent: u64,
+    /// Messages refused because the queue was full.
+    pub dropped: u64,
+    /// Failed writes.
+    pub failed: u64,
+}
+
+fn spawn_go(args: &[&str]) -> Result<Child, String> {
+    let bin = go_peer().map_err(|e| e.to_string())?;
+    Command::new(bin)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("spawning go-peer: {e}"))
+}
+
+/// Reads go-peer's JSON lines on a thread: messages and errors go to
+/// `events`, metrics lines to `metrics`.
+fn pump(child: &mut Child, events: Events, metrics: Arc<(Mutex<Vec<Value>>, Condvar)>) {
+    let Some(stdout) = child.stdout.take() else {
+        return;
+    };
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let Ok(v) = serde_json::from_str::<Value>(&line) else {
+                continue;
+            };
+            match v["event"].as_str() {
+                Some("message") => {
+                    let bytes = from_hex(v["hex"].as_str().unwrap_or(""));
+                    events.push(Event::Message(bytes));
+                }
+                Some("error") => {
+                    events.push(Event::Error(v["context"].as_str().unwrap_or("").to_owned()))
+                }
+                _ => {
+                    let (lock, cv) = &*metrics;
+                    lock.lock().unwrap_or_else(|p| p.into_inner()).push(v);
+                    cv.notify_all();
+                }
+            }
+        }
+        let (lock, cv) = &*metrics;
+        lock.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Value::String("eof".into()));
+        cv.notify_all();
+    });
+}
+
+/// Waits for the `n`-th (0-based) non-message line of a go-peer.
+fn nth_line(metrics: &(Mutex<Vec<Value>>, Condvar), n: usize) -> Result<Value, String> {
+    let (lock, cv) = metrics;
+    let deadline = Instant::now() + PATIENCE + PATIENCE;
+    let mut lines = lock.lock().unwrap_or_else(|p| p.into_inner());
+    loop {
+        if let Some(v) = lines.get(n) {
+            return match v {
+                Value::String(_) => Err("go-peer exited without printing its metrics".into()),
+                v => Ok(v.clone()),
+            };
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Err("go-peer did not answer".into());
+        }
+        lines = cv
+            .wait_timeout(lines, deadline - now)
+            .unwrap_or_else(|p| p.into_inner())
+            .0;
+    }
+}
+
+/// Decodes lowercase hex.
+pub fn from_hex(s: &str) -> Vec<u8> {
+    (0..s.len() / 2)
+        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap_or(0))
+        .collect()
+}
+
+/// A running reader of either implementation.
+#[derive(Debug)]
+pub struct ReaderPeer {
+    /// What it delivered and reported.
+    pub events: Events,
+    kind: ReaderKind,
+}
+
+#[derive(Debug)]
+enum ReaderKind {
+    /// go-peer, or a reader under systemd-socket-activate.
+    Process {
+        child: Child,
+        lines: Arc<(Mutex<Vec<Value>>, Condvar)>,
+    },
+    Rust(udsipc::Reader),
+}
+
+impl ReaderPeer {
+    /// Starts a reader on `path` and waits until it listens.
+    pub fn start(imp: Impl, path: &Path, opts: &ReaderOpts) -> Result<Self, String> {
+        let events = Events::default();
+        match imp {
+            Impl::Go => {
+                let mut args = vec!["read".to_owned(), "--socket".into(), path_str(path)];
+                if let Some(n) = opts.max_message_size {
+                    args.extend(["--max-message-size".into(), n.to_string()]);
+                }
+                if let Some(d) = opts.inactivity_timeout {
+                    args.extend([
+                        "--inactivity-timeout".into(),
+                        format!("{}ms", d.as_millis()),
+                    ]);
+                }
+                if let Some(m) = &opts.fail_on {
+                    args.extend(["--fail-on".into(), crate::to_hex(m)]);
+                }
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                let mut child = spawn_go(&args)?;
+                let lines = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
+                pump(&mut child, events.clone(), lines.clone());
+                let ready = nth_line(&lines, 0)?;
+                if ready["event"] != "ready" {
+                    return Err(format!("go-peer read: expected ready, got {ready}"));
+                }
+                Ok(Self {
+                    events,
+                    kind: ReaderKind::Process { child, lines },
+                })
+            }
+            Impl::Rust => {
+                let mut b = udsipc::Reader::builder(path);
+                if let Some(n) = opts.max_message_size {
+                    b = b.max_message_size(n);
+                }
+                if let Some(d) = opts.inactivity_timeout {
+                    b = b.inactivity_timeout(d);
+                }
+                let on_err = events.clone();
+                b = b.on_error(move |e| on_err.push(Event::Error(e.context().to_owned())));
+                let ev = events.clone();
+                let fail_on = opts.fail_on.clone();
+                let reader = b
+                    .start(move |msg| {
+                        ev.push(Event::Message(msg.to_vec()));
+                        if fail_on.as_deref() == Some(msg) {
+                            return Err("rejected by fail_on".into());
+                        }
+                        Ok(())
+                    })
+                    .map_err(|e| format!("Rust reader start: {e}"))?;
+                Ok(Self {
+                    events,
+                    kind: ReaderKind::Rust(reader),
+                })
+            }
+        }
+    }
+
+    /// Starts a reader in its own process under `systemd-socket-activate`,
+    /// which creates the socket at `path` and hands it over as fd 3
+    /// (`LISTEN_FDS=1`) when the first client connects: `go-peer read`, or
+    /// `rust-peer read` (this crate's binary, the Rust Reader behind the
+    /// same contract).
+    pub fn start_activated(imp: Impl, path: &Path) -> Result<Self, String> {
+        let peer = match imp {
+            Impl::Go => go_peer().map_err(|e| e.to_string())?,
+            Impl::Rust => rust_peer()?,
+        };
+        let mut child = Command::new("systemd-socket-activate")
+            .arg("-l")
+            .arg(path)
+            .arg(peer)
+            .args(["read", "--socket"])
+            .arg(path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| {
+                format!(
+                    "systemd-socket-activate: {e} (install it with `apt-get install systemd`; \
+                     ci/test does)"
+                )
+            })?;
+        let events = Events::default();
+        let lines = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
+        pump(&mut child, events.clone(), lines.clone());
+        let deadline = Instant::now() + PATIENCE;
+        while !path.exists() {
+            if Instant::now() >= deadline {
+                return Err("systemd-socket-activate did not create the socket".into());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(Self {
+            events,
+            kind: ReaderKind::Process { child, lines },
+        })
+    }
+
+    /// Stops the reader gracefully and returns its counters.
+    pub fn stop(mut self) -> Result<ReaderCounts, String> {
+        match &mut self.kind {
+            ReaderKind::Process { child, lines } => {
+                let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+                nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)
+                    .map_err(|e| format!("SIGTERM go-peer: {e}"))?;
+                let m = nth_line(lines, 1);
+                let _ = child.wait();
+                let m = m?;
+                Ok(ReaderCounts {
+                    received: m["received"].as_u64().unwrap_or(u64::MAX),
+                    connections: m["connections"].as_u64().unwrap_or(u64::MAX),
+                    errors: m["errors"].as_u64().unwrap_or(u64::MAX),
+                })
+            }
+            ReaderKind::Rust(reader) => {
+                reader
+                    .stop_blocking(Duration::from_secs(10))
+                    .map_err(|e| format!("Rust reader stop: {e}"))?;
+                let m = reader.metrics();
+                Ok(ReaderCounts {
+                    received: m.received,
+                    connections: m.connections,
+                    errors: m.errors,
+                })
+            }
+        }
+    }
+}
+
+impl Drop for ReaderKind {
+    fn drop(&mut self) {
+        if let Self::Process { child, .. } = self {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Writer options both implementations understand.
+#[derive(Debug, Clone, Default)]
+pub struct WriterOpts {
+    /// `WithMaxBackoff` / `max_backoff`.
+    pub max_backoff: Option<Duration>,
+}
+
+/// A running writer of either implementation.
+#[derive(Debug)]
+pub struct WriterPeer {
+    kind: WriterKind,
+}
+
+#[derive(Debug)]
+enum WriterKind {
+    Go {
+        child: Child,
+        stdin: Option<ChildStdin>,
+        lines: Arc<(Mutex<Vec<Value>>, Condvar)>,
+        asked: usize,
+    },
+    Rust(udsipc::Writer),
+}
+
+impl WriterPeer {
+    /// Starts a writer towards `path` (it connects in the background).
+    pub fn start(imp: Impl, path: &Path, opts: &WriterOpts) -> Result<Self, String> {
+        match imp {
+            Impl::Go => {
+                let mut args = vec!["write".to_owned(), "--socket".into(), path_str(path)];
+                if let Some(d) = opts.max_backoff {
+                    args.extend(["--max-backoff".into(), format!("{}ms", d.as_millis())]);
+                }
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                let mut child = spawn_go(&args)?;
+                let stdin = child.stdin.take();
+                let lines = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
+                pump(&mut child, Events::default(), lines.clone());
+                Ok(Self {
+                    kind: WriterKind::Go {
+                        child,
+                        stdin,
+                        lines,
+                        asked: 0,
+                    },
+                })
+            }
+            Impl::Rust => {
+                let mut b = udsipc::Writer::builder(path);
+                if let Some(d) = opts.max_backoff {
+                    b = b.max_backoff(d);
+                }
+                let w = b.start().map_err(|e| format!("Rust writer start: {e}"))?;
+                Ok(Self {
+                    kind: WriterKind::Rust(w),
+                })
+            }
+        }
+    }
+
+    /// Queues one message (waiting while the queue is full).
+    pub fn send(&mut self, msg: &[u8]) -> Result<(), String> {
+        match &mut self.kind {
+            WriterKind::Go { stdin, .. } => {
+                let stdin = stdin.as_mut().ok_or("go-peer stdin closed")?;
+                writeln!(stdin, "{}", crate::to_hex(msg)).map_err(|e| e.to_string())?;
+                stdin.flush().map_err(|e| e.to_string())
+            }
+            WriterKind::Rust(w) => loop {
+                match w.write_message(msg) {
+                    Ok(()) => return Ok(()),
+                    Err(udsipc::WriteError::BufferFull(())) => {
+                        std::thread::sleep(Duration::from_millis(1))
+                    }
+                    Err(e) => return Err(format!("Rust write_message: {e}")),
+                }
+            },
+        }
+    }
+
+    /// The number of messages written so far.
+    pub fn sent(&mut self) -> Result<u64, String> {
+        match &mut self.kind {
+            WriterKind::Go {
+                stdin,
+                lines,
+                asked,
+                ..
+            } => {
+                let stdin = stdin.as_mut().ok_or("go-peer stdin closed")?;
+                writeln!(stdin, "metrics").map_err(|e| e.to_string())?;
+                stdin.flush().map_err(|e| e.to_string())?;
+                let v = nth_line(lines, *asked)?;
+                *asked += 1;
+                Ok(v["sent"].as_u64().unwrap_or(0))
+            }
+            WriterKind::Rust(w) => Ok(w.metrics().sent),
+        }
+    }
+
+    /// Waits until at least `n` messages were written.
+    pub fn wait_sent(&mut self, n: u64) -> Result<(), String> {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let sent = self.sent()?;
+            if sent >= n {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "waited {PATIENCE:?} for {n} sent; writer sent {sent}"
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops the writer gracefully (drain) and returns its counters.
+    pub fn stop(mut self) -> Result<WriterCounts, String> {
+        match &mut self.kind {
+            WriterKind::Go {
+                child,
+                stdin,
+                lines,
+                asked,
+            } => {
+                drop(stdin.take());
+                let m = nth_line(lines, *asked);
+                let _ = child.wait();
+                let m = m?;
+                Ok(WriterCounts {
+                    sent: m["sent"].as_u64().unwrap_or(u64::MAX),
+                    dropped: m["dropped"].as_u64().unwrap_or(u64::MAX),
+                    failed: m["failed"].as_u64().unwrap_or(u64::MAX),
+                })
+            }
+            WriterKind::Rust(w) => {
+                w.stop_blocking(Duration::from_secs(30))
+                    .map_err(|e| format!("Rust writer stop: {e}"))?;
+                let m = w.metrics();
+                Ok(WriterCounts {
+                    sent: m.sent,
+                    dropped: m.dropped,
+                    failed: m.failed,
+                })
+            }
+        }
+    }
+}
+
+impl Drop for WriterKind {
+    fn drop(&mut self) {
+        if let Self::Go { child, .. } = self {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn path_str(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+/// A fresh socket path in a fresh temporary directory (kept alive by the
+/// returned guard).
+pub fn socket_path() -> Result<(tempfile::TempDir, PathBuf), String> {
+    let dir = tempfile::Builder::new()
+        .prefix("udsipc-conf")
+        .tempdir()
+        .map_err(|e| e.to_string())?;
+    let p = dir.path().join("s.sock");
+    Ok((dir, p))
+}
+
+/// This crate's `rust-peer` binary, next to the test executable (cargo and
+/// nextest build a package's binaries for its integration tests).
+pub fn rust_peer() -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("rust-peer"))
+        .ok_or("no directory for rust-peer")?;
+    if bin.exists() {
+        Ok(bin)
+    } else {
+        Err(format!(
+            "{} is missing: build it with `cargo build -p udsipc-conformance --bin rust-peer`",
+            bin.display()
+        ))
+    }
+}
