@@ -247,7 +247,7 @@ impl Ingress {
             let n = tokio::select! {
                 r = src.read(&mut buf) => r.unwrap_or(0),
                 _ = phase.wait_for(|p| !self.source_open(p)) => {
-                    self.closed_from_outside(&src);
+                    self.closed_from_outside(&src, 0);
                     return;
                 }
             };
@@ -344,10 +344,14 @@ impl Ingress {
                 throttle: plan.throttle,
                 stream_end: self.offset,
             };
-            if tx.send(item).await.is_err() {
+            if let Err(unsent) = tx.send(item).await {
                 // The egress ended (its side failed); the phase says why.
+                let unsent = match unsent.0 {
+                    Item::Data { bytes, .. } => bytes.len() as u64,
+                    _ => 0,
+                };
                 let _ = phase.wait_for(|p| !self.source_open(p)).await;
-                self.closed_from_outside(&src);
+                self.closed_from_outside(&src, unsent);
                 return;
             }
             if !plan.stall.is_zero() {
@@ -491,8 +495,8 @@ impl Ingress {
     /// The connection is being closed from elsewhere: the upstream failed,
     /// an outage, or the proxy stopping. Logs the bytes the client had sent
     /// that were never read (the egress logs what it had not delivered).
-    fn closed_from_outside(&mut self, src: &OwnedReadHalf) {
-        let pending = shut_and_count(src);
+    fn closed_from_outside(&mut self, src: &OwnedReadHalf, unsent: u64) {
+        let pending = shut_and_count(src) + unsent;
         if self.direction != Direction::ToUpstream || pending == 0 {
             return;
         }
@@ -500,7 +504,7 @@ impl Ingress {
             return;
         };
         let mut event = self.event(name, self.offset, Some(self.cursor.frame()));
-        event.detail = format!("{pending} bytes the client sent were never read");
+        event.detail = format!("{pending} bytes the client sent were never forwarded");
         event.discarded_bytes = pending;
         event.in_flight_bytes = pending;
         self.shared.log.push(event);

@@ -133,6 +133,8 @@ pub(crate) struct Shared {
     pub(crate) log: EventLog,
     conns: Mutex<HashMap<u64, PhaseTx>>,
     stopping: std::sync::atomic::AtomicBool,
+    /// Bumped by every outage that cuts connections.
+    outages: AtomicU64,
     connections: AtomicU64,
     upstream_unreachable: AtomicU64,
     to_upstream: AtomicU64,
@@ -233,6 +235,7 @@ impl FaultProxyBuilder {
             log: EventLog::new(self.sink),
             conns: Mutex::new(HashMap::new()),
             stopping: std::sync::atomic::AtomicBool::new(false),
+            outages: AtomicU64::new(0),
             connections: AtomicU64::new(0),
             upstream_unreachable: AtomicU64::new(0),
             to_upstream: AtomicU64::new(0),
@@ -449,6 +452,7 @@ async fn accept_loop(
                 shared.connections.fetch_add(1, Ordering::Relaxed);
                 let shared = shared.clone();
                 let upstream = upstream.clone();
+                let outages_at_accept = shared.outages.load(Ordering::SeqCst);
                 tasks.spawn(async move {
                     // Bounded: an upstream whose backlog is full would hold
                     // this task (and the proxy's stop) forever.
@@ -460,10 +464,12 @@ async fn accept_loop(
                     };
                     let phase = conn::new_phase();
                     lock(&shared.conns).insert(conn, phase.clone());
+                    // Accepted just before a stop or an outage, registered
+                    // after it closed everything: close it too.
                     if shared.stopping.load(Ordering::SeqCst) {
-                        // Accepted just before the stop, registered after
-                        // it closed everything: close it too.
                         conn::close(&phase, true, true, Reason::Stop);
+                    } else if shared.outages.load(Ordering::SeqCst) != outages_at_accept {
+                        conn::close(&phase, true, true, Reason::Outage);
                     }
                     conn::serve(shared.clone(), conn, client, up, phase).await;
                     lock(&shared.conns).remove(&conn);
@@ -476,6 +482,7 @@ async fn accept_loop(
                         remove_if_ours(&listen, inode);
                     }
                     if outage.cut_connections {
+                        shared.outages.fetch_add(1, Ordering::SeqCst);
                         shared.close_all(Reason::Outage);
                     }
                     let mut event = FaultEvent::new("refuse", shared.start.elapsed(), 0);
