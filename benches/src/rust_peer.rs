@@ -138,7 +138,7 @@ fn rust_writer(args: &PeerArgs) -> Result<Report, String> {
             bytes: m.sent * args.size as u64,
             start_ns,
             end_ns,
-            allocs: end_allocs - mark,
+            allocs: end_allocs.saturating_sub(mark),
             alloc_msgs: args.count.saturating_sub(sent_at_mark).max(1),
             ..Report::default()
         })

@@ -607,14 +607,21 @@ async fn egress(
     };
     let mut next_free = Instant::now();
     loop {
+        // Biased: once the connection is being closed, that wins over
+        // queued items (and over the queue's end when the ingress has gone).
         let item = tokio::select! {
+            biased;
+            _ = phase.wait_for(|p| !dest_open(p)) => None,
             item = rx.recv() => item,
-            _ = phase.wait_for(|p| !dest_open(p)) => {
-                abandon(&shared, conn, direction, &dst, &mut rx, 0, &progress, &phase_tx);
-                return;
-            }
         };
-        let Some(item) = item else { return };
+        let Some(item) = item else {
+            // The ingress never ends its queue without an end-of-stream or a
+            // close item, so this is an abnormal end: account for it.
+            abandon(
+                &shared, conn, direction, &dst, &mut rx, 0, &progress, &phase_tx,
+            );
+            return;
+        };
         match item {
             Item::Data {
                 bytes,
