@@ -1,6 +1,6 @@
 package main
 
-// go-peer read --socket P [--max-message-size N] [--inactivity-timeout D] [--fail-on HEX]
+// go-peer read --socket P [--max-message-size N] [--inactivity-timeout D] [--fail-on HEX] [--panic-on HEX]
 //
 // Runs the Go Reader on P and prints JSON lines on stdout:
 //
@@ -12,7 +12,8 @@ package main
 // The last line is printed after SIGTERM (or SIGINT) has stopped the Reader
 // gracefully (Stop with a 10 s deadline). With --fail-on, the handler returns
 // an error for messages equal to HEX (the message is printed first with
-// "handler_error":true).
+// "handler_error":true); with --panic-on, it panics for messages equal to
+// HEX (after printing the message).
 
 import (
 	"bytes"
@@ -34,6 +35,7 @@ func runRead(args []string) {
 	maxSize := fs.Uint64("max-message-size", 0, "maximum message size (0: the Go default)")
 	inactivity := fs.Duration("inactivity-timeout", 0, "inactivity timeout (0: the Go default)")
 	failOn := fs.String("fail-on", "", "hex of a message the handler rejects with an error")
+	panicOn := fs.String("panic-on", "", "hex of a message the handler panics on")
 	_ = fs.Parse(args)
 	if *socket == "" {
 		fail("read: --socket is required")
@@ -43,6 +45,13 @@ func runRead(args []string) {
 		var err error
 		if reject, err = hex.DecodeString(*failOn); err != nil {
 			fail("read: --fail-on: %v", err)
+		}
+	}
+	var boom []byte
+	if *panicOn != "" {
+		var err error
+		if boom, err = hex.DecodeString(*panicOn); err != nil {
+			fail("read: --panic-on: %v", err)
 		}
 	}
 	opts := []udsipc.ReaderOption{
@@ -61,6 +70,9 @@ func runRead(args []string) {
 		event(map[string]any{"event": "message", "len": len(data), "hex": hex.EncodeToString(data), "handler_error": rejected})
 		if rejected {
 			return errors.New("rejected by --fail-on")
+		}
+		if boom != nil && bytes.Equal(data, boom) {
+			panic("go-peer: --panic-on message")
 		}
 		return nil
 	}

@@ -166,6 +166,13 @@ pub const CATALOG: &[Case] = &[
         body: Body::Raw(second_reader),
     },
     Case {
+        id: "reader/handler-panic",
+        description: "a client sends \"a\", \"boom\", \"b\" in one write; the handler panics on \"boom\"",
+        rule: "BY DESIGN: Rust contains a handler panic (counted as a handler error, connection kept); Go does not recover it, so the panic ends the reader's process",
+        expected: "Rust reader: handler sees a, boom, b (then a proof frame); one error \"handler failed to process a message\"; received=3. Go reader: handler sees a, boom; the process exits with status 2 (Go's panic exit)",
+        body: Body::Raw(handler_panic),
+    },
+    Case {
         id: "systemd/socket-activation",
         description: "the reader runs under systemd-socket-activate (fd 3, LISTEN_FDS=1, started by the first connection); 3 messages",
         rule: "a socket-activated Reader adopts the passed listener; systemd owns the socket file",
@@ -965,6 +972,61 @@ fn non_socket_file(r: Impl) -> Result<String, String> {
             Ok("Go reader deleted the regular file and listens there (by design of Go)".into())
         }
         (Impl::Go, Err(e)) => Err(format!("Go reader did not start: {e}")),
+    }
+}
+
+fn handler_panic(r: Impl) -> Result<String, String> {
+    let (_dir, path) = socket_path()?;
+    let opts = ReaderOpts {
+        panic_on: Some(b"boom".to_vec()),
+        ..ReaderOpts::default()
+    };
+    let mut reader = ReaderPeer::start(r, &path, &opts)?;
+    let mut conn = UnixStream::connect(&path).map_err(|e| format!("connect: {e}"))?;
+    conn.write_all(&[1, b'a', 4, b'b', b'o', b'o', b'm', 1, b'b'])
+        .map_err(|e| format!("write: {e}"))?;
+    match r {
+        Impl::Rust => {
+            reader.events.wait_errors(1)?;
+            conn.write_all(&[1, b'Z'])
+                .map_err(|e| format!("proof frame: {e}"))?;
+            reader.events.wait_messages(4)?;
+            drop(conn);
+            let events = reader.events.clone();
+            let rc = reader.stop()?;
+            let (got, errs) = (events.messages(), events.errors());
+            let want: Vec<Vec<u8>> = vec![
+                b"a".to_vec(),
+                b"boom".to_vec(),
+                b"b".to_vec(),
+                b"Z".to_vec(),
+            ];
+            check(got == want, || format!("delivered {}", describe(&got)))?;
+            check(errs == ["handler failed to process a message"], || {
+                format!("errors {errs:?}")
+            })?;
+            check(rc.received == 3 && rc.errors == 1, || format!("{rc:?}"))?;
+            Ok(format!(
+                "Rust contained the panic: {}; {rc:?}",
+                describe(&got)
+            ))
+        }
+        Impl::Go => {
+            let status = reader
+                .wait_exit()?
+                .ok_or("the Go reader is not a process")?;
+            let got = reader.events.messages();
+            check(got == [b"a".to_vec(), b"boom".to_vec()], || {
+                format!("delivered {}", describe(&got))
+            })?;
+            check(status.code() == Some(2), || {
+                format!("go-peer exited with {status}")
+            })?;
+            Ok(format!(
+                "the Go reader's process died of the panic ({status}) after {} (by design of Go)",
+                describe(&got)
+            ))
+        }
     }
 }
 

@@ -141,6 +141,8 @@ pub struct ReaderOpts {
     pub inactivity_timeout: Option<Duration>,
     /// The handler returns an error for a message equal to this.
     pub fail_on: Option<Vec<u8>>,
+    /// The handler panics on a message equal to this.
+    pub panic_on: Option<Vec<u8>>,
 }
 
 /// A reader's counters when it stopped (Go's `GetMetrics`).
@@ -279,6 +281,9 @@ impl ReaderPeer {
                 if let Some(m) = &opts.fail_on {
                     args.extend(["--fail-on".into(), crate::to_hex(m)]);
                 }
+                if let Some(m) = &opts.panic_on {
+                    args.extend(["--panic-on".into(), crate::to_hex(m)]);
+                }
                 let args: Vec<&str> = args.iter().map(String::as_str).collect();
                 let mut child = spawn_go(&args)?;
                 let lines = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
@@ -304,11 +309,15 @@ impl ReaderPeer {
                 b = b.on_error(move |e| on_err.push(Event::Error(e.context().to_owned())));
                 let ev = events.clone();
                 let fail_on = opts.fail_on.clone();
+                let panic_on = opts.panic_on.clone();
                 let reader = b
                     .start(move |msg| {
                         ev.push(Event::Message(msg.to_vec()));
                         if fail_on.as_deref() == Some(msg) {
                             return Err("rejected by fail_on".into());
+                        }
+                        if panic_on.as_deref() == Some(msg) {
+                            panic!("conformance: panic_on message");
                         }
                         Ok(())
                     })
@@ -361,6 +370,25 @@ impl ReaderPeer {
             events,
             kind: ReaderKind::Process { child, lines },
         })
+    }
+
+    /// For a reader in its own process: waits (with the suite's patience)
+    /// for the process to exit and returns its exit status. `Ok(None)` for
+    /// an in-process reader, which has no process to end.
+    pub fn wait_exit(&mut self) -> Result<Option<std::process::ExitStatus>, String> {
+        let ReaderKind::Process { child, .. } = &mut self.kind else {
+            return Ok(None);
+        };
+        let deadline = std::time::Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+                return Ok(Some(status));
+            }
+            if std::time::Instant::now() > deadline {
+                return Err("the reader process is still running".into());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// Stops the reader gracefully and returns its counters.

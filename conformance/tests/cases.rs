@@ -61,6 +61,7 @@ raw! {
     limits_huge_declared_length => "limits/huge-declared-length",
     lifecycle_non_socket_file_at_path => "lifecycle/non-socket-file-at-path",
     lifecycle_second_reader_on_live_socket => "lifecycle/second-reader-on-live-socket",
+    reader_handler_panic => "reader/handler-panic",
 }
 
 #[test]
