@@ -5,8 +5,12 @@ package main
 // Runs the Go Writer towards P. Each stdin line is one message in hex (an
 // empty line is a zero-length message), queued with WriteMessage (retried
 // while the queue is full). The line "metrics" prints the current metrics
-// instead. At the end of stdin the Writer is stopped (drain, 30 s deadline)
-// and prints, like the error callbacks, JSON lines:
+// instead. The line "stop" stops the Writer at once (drain, 30 s deadline)
+// and prints {"event":"stopped","stop_error":"..."}; each message line
+// after it is one WriteMessage call, reported as {"event":"write",
+// "error":"..."} ("" when it returned nil). At the end of stdin the Writer
+// is stopped (unless it already was) and prints, like the error callbacks,
+// JSON lines:
 //
 //	{"event":"error","context":"...","error":"..."}
 //	{"event":"metrics","sent":S,"dropped":D,"failed":F,"queue":Q,"final":true,"stop_error":"..."}
@@ -53,6 +57,15 @@ func runWrite(args []string) {
 		sent, dropped, failed, queue := writer.GetMetrics()
 		event(map[string]any{"event": "metrics", "sent": sent, "dropped": dropped, "failed": failed, "queue": queue, "final": final, "stop_error": stopErr})
 	}
+	stop := func() string {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := writer.Stop(ctx); err != nil {
+			return err.Error()
+		}
+		return ""
+	}
+	stopped := false
 	lines := bufio.NewScanner(os.Stdin)
 	lines.Buffer(make([]byte, 0, 1<<16), 64<<20)
 	for lines.Scan() {
@@ -61,9 +74,22 @@ func runWrite(args []string) {
 			metrics(false, "")
 			continue
 		}
+		if line == "stop" {
+			event(map[string]any{"event": "stopped", "stop_error": stop()})
+			stopped = true
+			continue
+		}
 		msg, err := hex.DecodeString(line)
 		if err != nil {
 			fail("write: stdin line is not hex: %v", err)
+		}
+		if stopped {
+			result := ""
+			if err := writer.WriteMessage(msg); err != nil {
+				result = err.Error()
+			}
+			event(map[string]any{"event": "write", "error": result})
+			continue
 		}
 		for {
 			err := writer.WriteMessage(msg)
@@ -79,11 +105,9 @@ func runWrite(args []string) {
 	if err := lines.Err(); err != nil {
 		fail("write: reading stdin: %v", err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
 	stopErr := ""
-	if err := writer.Stop(ctx); err != nil {
-		stopErr = err.Error()
+	if !stopped {
+		stopErr = stop()
 	}
 	metrics(true, stopErr)
 }

@@ -166,6 +166,13 @@ pub const CATALOG: &[Case] = &[
         body: Body::Raw(second_reader),
     },
     Case {
+        id: "writer/write-after-stop",
+        description: "the writer sends \"a\", is stopped (drained), then is asked to write \"late\"",
+        rule: "BY DESIGN: Rust refuses writes after stop (`WriteError::Stopped`, the message handed back); Go's WriteMessage accepts them into a queue nobody will ever write",
+        expected: "reader gets \"a\" only. Rust writer: the late write fails with \"stopped\", queue 0. Go writer: the late write returns nil, queue 1, sent stays 1",
+        body: Body::Pair(write_after_stop),
+    },
+    Case {
         id: "reader/handler-panic",
         description: "a client sends \"a\", \"boom\", \"b\" in one write; the handler panics on \"boom\"",
         rule: "BY DESIGN: Rust contains a handler panic (counted as a handler error, connection kept); Go does not recover it, so the panic ends the reader's process",
@@ -973,6 +980,37 @@ fn non_socket_file(r: Impl) -> Result<String, String> {
         }
         (Impl::Go, Err(e)) => Err(format!("Go reader did not start: {e}")),
     }
+}
+
+fn write_after_stop(w: Impl, r: Impl) -> Result<String, String> {
+    let (_dir, path) = socket_path()?;
+    let reader = ReaderPeer::start(r, &path, &ReaderOpts::default())?;
+    let mut writer = WriterPeer::start(w, &path, &WriterOpts::default())?;
+    writer.send(b"a")?;
+    reader.events.wait_messages(1)?;
+    let (wc, late, queued) = writer.stop_then_write(b"late")?;
+    let events = reader.events.clone();
+    let _ = reader.stop()?;
+    let got = events.messages();
+    check(got == [b"a".to_vec()], || {
+        format!("delivered {}", describe(&got))
+    })?;
+    check(wc.sent == 1, || format!("{wc:?}"))?;
+    match w {
+        Impl::Rust => {
+            check(late.as_ref().is_err_and(|e| e.contains("stopped")), || {
+                format!("the late write returned {late:?}")
+            })?;
+            check(queued == 0, || format!("{queued} still queued"))?;
+        }
+        Impl::Go => {
+            check(late.is_ok(), || format!("the late write returned {late:?}"))?;
+            check(queued == 1, || format!("{queued} still queued"))?;
+        }
+    }
+    Ok(format!(
+        "late write: {late:?}; {queued} left queued; {wc:?} (by design: Rust refuses, Go queues)"
+    ))
 }
 
 fn handler_panic(r: Impl) -> Result<String, String> {

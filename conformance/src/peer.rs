@@ -548,6 +548,63 @@ impl WriterPeer {
         }
     }
 
+    /// Stops the writer gracefully (drain), then writes `msg`: returns the
+    /// counters after the stop, what the late write returned (`Ok` if it was
+    /// accepted), and the messages still queued at the end.
+    pub fn stop_then_write(
+        mut self,
+        msg: &[u8],
+    ) -> Result<(WriterCounts, Result<(), String>, u64), String> {
+        match &mut self.kind {
+            WriterKind::Go {
+                child,
+                stdin,
+                lines,
+                asked,
+            } => {
+                let input = stdin.as_mut().ok_or("go-peer stdin closed")?;
+                writeln!(input, "stop").map_err(|e| e.to_string())?;
+                input.flush().map_err(|e| e.to_string())?;
+                let stopped = nth_line(lines, *asked)?;
+                *asked += 1;
+                if stopped["event"] != "stopped" {
+                    return Err(format!("go-peer write: expected stopped, got {stopped}"));
+                }
+                writeln!(input, "{}", crate::to_hex(msg)).map_err(|e| e.to_string())?;
+                input.flush().map_err(|e| e.to_string())?;
+                let wrote = nth_line(lines, *asked)?;
+                *asked += 1;
+                drop(stdin.take());
+                let m = nth_line(lines, *asked);
+                let _ = child.wait();
+                let m = m?;
+                let late = match wrote["error"].as_str() {
+                    Some("") => Ok(()),
+                    Some(e) => Err(e.to_owned()),
+                    None => return Err(format!("go-peer write: expected write, got {wrote}")),
+                };
+                let counts = WriterCounts {
+                    sent: m["sent"].as_u64().unwrap_or(u64::MAX),
+                    dropped: m["dropped"].as_u64().unwrap_or(u64::MAX),
+                    failed: m["failed"].as_u64().unwrap_or(u64::MAX),
+                };
+                Ok((counts, late, m["queue"].as_u64().unwrap_or(u64::MAX)))
+            }
+            WriterKind::Rust(w) => {
+                w.stop_blocking(Duration::from_secs(30))
+                    .map_err(|e| format!("Rust writer stop: {e}"))?;
+                let late = w.write_message(msg).map_err(|e| e.to_string());
+                let m = w.metrics();
+                let counts = WriterCounts {
+                    sent: m.sent,
+                    dropped: m.dropped,
+                    failed: m.failed,
+                };
+                Ok((counts, late, m.queue_depth))
+            }
+        }
+    }
+
     /// Stops the writer gracefully (drain) and returns its counters.
     pub fn stop(mut self) -> Result<WriterCounts, String> {
         match &mut self.kind {

@@ -46,6 +46,7 @@ pair! {
     writer_drain_while_reader_down => "writer/drain-while-reader-down",
     metrics_reader_connections => "metrics/reader-connections",
     systemd_socket_activation => "systemd/socket-activation",
+    writer_write_after_stop => "writer/write-after-stop",
 }
 
 raw! {
