@@ -574,33 +574,21 @@ impl WriterPeer {
                 input.flush().map_err(|e| e.to_string())?;
                 let wrote = nth_line(lines, *asked)?;
                 *asked += 1;
-                drop(stdin.take());
-                let m = nth_line(lines, *asked);
-                let _ = child.wait();
-                let m = m?;
+                let m = finish_go_writer(child, stdin, lines, *asked)?;
                 let late = match wrote["error"].as_str() {
                     Some("") => Ok(()),
                     Some(e) => Err(e.to_owned()),
                     None => return Err(format!("go-peer write: expected write, got {wrote}")),
                 };
-                let counts = WriterCounts {
-                    sent: m["sent"].as_u64().unwrap_or(u64::MAX),
-                    dropped: m["dropped"].as_u64().unwrap_or(u64::MAX),
-                    failed: m["failed"].as_u64().unwrap_or(u64::MAX),
-                };
-                Ok((counts, late, m["queue"].as_u64().unwrap_or(u64::MAX)))
+                let queued = m["queue"].as_u64().unwrap_or(u64::MAX);
+                Ok((WriterCounts::from_json(&m), late, queued))
             }
             WriterKind::Rust(w) => {
                 w.stop_blocking(Duration::from_secs(30))
                     .map_err(|e| format!("Rust writer stop: {e}"))?;
                 let late = w.write_message(msg).map_err(|e| e.to_string());
                 let m = w.metrics();
-                let counts = WriterCounts {
-                    sent: m.sent,
-                    dropped: m.dropped,
-                    failed: m.failed,
-                };
-                Ok((counts, late, m.queue_depth))
+                Ok((m.into(), late, m.queue_depth))
             }
         }
     }
@@ -614,28 +602,51 @@ impl WriterPeer {
                 lines,
                 asked,
             } => {
-                drop(stdin.take());
-                let m = nth_line(lines, *asked);
-                let _ = child.wait();
-                let m = m?;
-                Ok(WriterCounts {
-                    sent: m["sent"].as_u64().unwrap_or(u64::MAX),
-                    dropped: m["dropped"].as_u64().unwrap_or(u64::MAX),
-                    failed: m["failed"].as_u64().unwrap_or(u64::MAX),
-                })
+                let m = finish_go_writer(child, stdin, lines, *asked)?;
+                Ok(WriterCounts::from_json(&m))
             }
             WriterKind::Rust(w) => {
                 w.stop_blocking(Duration::from_secs(30))
                     .map_err(|e| format!("Rust writer stop: {e}"))?;
-                let m = w.metrics();
-                Ok(WriterCounts {
-                    sent: m.sent,
-                    dropped: m.dropped,
-                    failed: m.failed,
-                })
+                Ok(w.metrics().into())
             }
         }
     }
+}
+
+impl WriterCounts {
+    /// From go-peer's `metrics` line.
+    fn from_json(m: &Value) -> Self {
+        Self {
+            sent: m["sent"].as_u64().unwrap_or(u64::MAX),
+            dropped: m["dropped"].as_u64().unwrap_or(u64::MAX),
+            failed: m["failed"].as_u64().unwrap_or(u64::MAX),
+        }
+    }
+}
+
+impl From<udsipc::WriterMetrics> for WriterCounts {
+    fn from(m: udsipc::WriterMetrics) -> Self {
+        Self {
+            sent: m.sent,
+            dropped: m.dropped,
+            failed: m.failed,
+        }
+    }
+}
+
+/// Ends go-peer's stdin (it drains and stops) and returns its last line,
+/// the final metrics.
+fn finish_go_writer(
+    child: &mut Child,
+    stdin: &mut Option<ChildStdin>,
+    lines: &(Mutex<Vec<Value>>, Condvar),
+    asked: usize,
+) -> Result<Value, String> {
+    drop(stdin.take());
+    let m = nth_line(lines, asked);
+    let _ = child.wait();
+    m
 }
 
 impl Drop for WriterKind {
