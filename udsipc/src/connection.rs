@@ -17,7 +17,8 @@ use tokio::time::{Instant, sleep};
 
 use crate::error::{HandlerError, ReadStage, ReaderError};
 use crate::frame::{FrameDecoder, Next, decode_varint};
-use crate::reader::{ConnectionInfo, Phase, ReaderInner};
+use crate::lifecycle::Phase;
+use crate::reader::{ConnectionInfo, ReaderInner};
 
 /// A new connection's buffer: small, so idle connections cost little.
 pub(crate) const INITIAL_BUF: usize = 8 * 1024;

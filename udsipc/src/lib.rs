@@ -51,6 +51,7 @@ mod batch;
 mod connection;
 pub mod error;
 pub mod frame;
+mod lifecycle;
 mod metrics;
 mod policy;
 mod queue;

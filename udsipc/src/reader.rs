@@ -16,6 +16,7 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use crate::error::{ConfigError, HandlerError, ReaderError, StartError, StopError};
+use crate::lifecycle::Phase;
 use crate::metrics::{ReaderCounters, ReaderMetrics};
 use crate::policy::{Peer, Policy};
 use crate::socket::{self, OwnedSocketFile};
@@ -61,14 +62,6 @@ pub struct PeerCredentials {
     pub gid: u32,
 }
 type ErrorCallback = dyn Fn(&ReaderError) + Send + Sync;
-
-/// Where a Reader (or Writer) is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Phase {
-    Running,
-    Draining,
-    Forced,
-}
 
 /// Settings a running Reader reads.
 #[derive(Debug, Clone)]
@@ -276,7 +269,7 @@ impl ReaderBuilder {
             }
             .into());
         }
-        let handle = crate::runtime::handle(self.runtime.as_ref());
+        let handle = crate::runtime::handle(self.runtime.as_ref()).map_err(StartError::Runtime)?;
         let _entered = handle.enter();
 
         let env = if self.systemd {
@@ -426,7 +419,10 @@ impl ReaderInner {
             let cut = self.counters.active.load(Relaxed);
             self.phase.send_replace(Phase::Forced);
             self.wait_all_closed(None).await;
-            result = Err(StopError::ConnectionsCut { connections: cut });
+            result = Err(StopError::ConnectionsCut {
+                connections: cut,
+                abandoned: 0,
+            });
         }
         if let Some(file) = &self.owned_file {
             if let Err(source) = file.remove() {
@@ -671,7 +667,7 @@ impl Reader {
     ///
     /// If called on a current-thread tokio runtime's thread.
     pub fn stop_blocking(&self, timeout: Duration) -> Result<(), StopError> {
-        crate::runtime::block_on(&self.handle, Arc::clone(&self.inner).stop(timeout))
+        crate::runtime::block_on(&self.handle, Arc::clone(&self.inner).stop(timeout))?
     }
 }
 
