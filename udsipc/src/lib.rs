@@ -58,6 +58,7 @@ mod queue;
 mod reader;
 mod runtime;
 mod socket;
+mod sys;
 pub mod systemd;
 mod writer;
 
@@ -72,7 +73,7 @@ pub use reader::{
 };
 pub use socket::max_socket_path_len;
 pub use writer::{
-    DEFAULT_DIAL_TIMEOUT, DEFAULT_INITIAL_BACKOFF, DEFAULT_MAX_BACKOFF,
-    DEFAULT_MAX_BUFFERED_WRITES, DEFAULT_WRITE_BUFFER_SIZE, DEFAULT_WRITE_TIMEOUT, Writer,
-    WriterBuilder,
+    DEFAULT_DIAL_TIMEOUT, DEFAULT_INITIAL_BACKOFF, DEFAULT_LINGER, DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_MAX_BACKOFF, DEFAULT_MAX_BUFFERED_WRITES, DEFAULT_WRITE_BUFFER_SIZE,
+    DEFAULT_WRITE_TIMEOUT, Writer, WriterBuilder, WriterMetricsHandle,
 };
