@@ -600,9 +600,9 @@ impl Machine {
     fn confirm(&mut self, now: Instant, read: u64) {
         let Link::Up(c) = &mut self.link else { return };
         if read <= c.confirmed {
-            c.sample_every = (c.sample_every * 2).min(SAMPLE_MAX);
             if c.confirmed < c.written {
                 c.sample_due = Some(now + c.sample_every);
+                c.sample_every = (c.sample_every * 2).min(SAMPLE_MAX);
             }
             return;
         }
@@ -786,3 +786,7 @@ fn phase_of(draining: bool, head: Option<&Item>) -> WritePhase {
         WritePhase::Running
     }
 }
+
+#[cfg(test)]
+#[path = "machine_tests.rs"]
+mod tests;
