@@ -182,9 +182,9 @@ impl OrderBook {
             let unread = e
                 .socket
                 .upgrade()
-                .map_or(Ok(0), |s| sys::unread_bytes(&*s))
-                .unwrap_or(usize::MAX);
-            let target = st.total.saturating_add(unread as u64);
+                .map_or(Ok(0), |s| sys::bytes_to_read(&*s))
+                .unwrap_or(u64::MAX);
+            let target = st.total.saturating_add(unread);
             turn.push(Wait {
                 progress: Arc::clone(&e.progress),
                 target,
