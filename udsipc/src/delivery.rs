@@ -1,0 +1,379 @@
+//! The three ways messages leave a connection, behind one trait: a
+//! synchronous handler on borrowed bytes, an async handler on owned bytes,
+//! and a bounded stream ([`Incoming`]).
+//!
+//! Each way applies backpressure the same way: the connection reads nothing
+//! more until what it holds has been handed over, so a slow consumer fills
+//! the socket, then the Writer's queue, then the producers see `BufferFull`
+//! or wait.
+//!
+//! This module owns handing messages over and counting them; reading,
+//! deadlines and the connection's life belong to `connection`.
+
+use std::future::Future;
+use std::io;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use tokio::net::UnixStream;
+use tokio::runtime::RuntimeFlavor;
+use tokio::sync::{mpsc, watch};
+
+use crate::connection::{ReadHow, read};
+use crate::error::{HandlerError, ReaderError};
+use crate::frame::{FrameError, Receiver};
+use crate::lifecycle::{Phase, panic_message};
+use crate::order::Progress;
+use crate::reader::{ConnectionInfo, ReaderInner};
+
+/// A message with the connection it came on, owned: the body shares the
+/// connection buffer's memory (no copy) and may be kept as long as needed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Message {
+    /// The message body.
+    pub body: Bytes,
+    /// Which connection it arrived on.
+    pub connection: ConnectionInfo,
+}
+
+/// The synchronous handler type.
+pub(crate) type SyncHandler =
+    dyn Fn(&[u8], &ConnectionInfo) -> Result<(), HandlerError> + Send + Sync;
+
+/// What a connection task hands its frames to.
+pub(crate) trait Deliver: Send + Sync + 'static {
+    /// Hands over every complete frame `conn.rx` holds, then returns `Ok`;
+    /// `Err` ends the connection.
+    fn deliver<'a>(
+        &'a self,
+        conn: &'a mut Conn,
+    ) -> impl Future<Output = Result<(), Stop>> + Send + 'a;
+}
+
+/// Why delivery ended a connection.
+#[derive(Debug)]
+pub(crate) enum Stop {
+    /// The peer broke the framing rules.
+    Protocol(FrameError),
+    /// A forced stop, or the consumer went away: close quietly.
+    Quiet,
+}
+
+/// The per-connection state delivery works on.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    pub(crate) rx: Receiver,
+    pub(crate) info: ConnectionInfo,
+    pub(crate) inner: Arc<ReaderInner>,
+    pub(crate) phase: watch::Receiver<Phase>,
+    pub(crate) flavor: RuntimeFlavor,
+    pub(crate) stream: Arc<UnixStream>,
+    pub(crate) progress: Option<Arc<Progress>>,
+    /// A read made by a delivery that ended its burst (end of stream, an
+    /// error, or nothing to read), for the connection loop to act on.
+    pub(crate) pending_read: Option<io::Result<usize>>,
+}
+
+/// Resolves once the phase is `Forced` (or its sender is gone).
+pub(crate) async fn forced(phase: &mut watch::Receiver<Phase>) {
+    loop {
+        if *phase.borrow_and_update() == Phase::Forced {
+            return;
+        }
+        if phase.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Counts and reports one handler outcome.
+fn account(inner: &ReaderInner, result: Result<(), HandlerError>, received: &mut u64) {
+    match result {
+        Ok(()) => *received += 1,
+        Err(e) => inner.report(ReaderError::Handler(e)),
+    }
+}
+
+/// A handler call whose panic becomes a handler error.
+fn call_sync(
+    handler: &SyncHandler,
+    body: &[u8],
+    info: &ConnectionInfo,
+) -> Result<(), HandlerError> {
+    match catch_unwind(AssertUnwindSafe(|| handler(body, info))) {
+        Ok(result) => result,
+        Err(payload) => {
+            Err(format!("handler panicked: {}", panic_message(payload.as_ref())).into())
+        }
+    }
+}
+
+/// The synchronous handler on borrowed bytes.
+///
+/// A handler may block, and must then hold back only its own connection
+/// (which reads nothing more meanwhile: backpressure), never the others nor
+/// a stop's deadline. So calls never run inline on a tokio worker: a worker
+/// stuck inside a task also stops polling the IO driver and starves every
+/// other connection, even with other workers idle. On a multi-thread
+/// runtime a batch of calls (every complete frame of one read) runs inside
+/// `block_in_place`, which first hands the worker's other tasks, and the
+/// driver, to another thread; on a current-thread runtime it runs on the
+/// blocking pool. The cost is one thread hand-off per read, not per message.
+pub(crate) struct SyncDelivery {
+    pub(crate) handler: Arc<SyncHandler>,
+}
+
+/// Reads a sync delivery may make in one burst before it hands control back
+/// to the connection loop (which then checks deadlines and yields).
+const BURST_READS: usize = 64;
+
+/// What a burst of sync delivery works on, movable to a blocking thread.
+struct Burst {
+    rx: Receiver,
+    info: ConnectionInfo,
+    inner: Arc<ReaderInner>,
+    phase: watch::Receiver<Phase>,
+    stream: Arc<UnixStream>,
+    progress: Option<Arc<Progress>>,
+    pending_read: Option<io::Result<usize>>,
+}
+
+impl SyncDelivery {
+    /// Hands over every complete frame, then keeps reading and handing over
+    /// while the socket has more (up to [`BURST_READS`] reads), so that one
+    /// hand-off to a thread that may block serves a whole burst of traffic.
+    fn run(handler: &SyncHandler, b: &mut Burst) -> Result<(), Stop> {
+        let mut received = 0;
+        let mut result = Ok(());
+        for reads_left in (0..BURST_READS).rev() {
+            loop {
+                match b.rx.next_borrowed() {
+                    Ok(Some(body)) => {
+                        account(&b.inner, call_sync(handler, body, &b.info), &mut received);
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        result = Err(Stop::Protocol(e));
+                        break;
+                    }
+                }
+            }
+            if let Some(p) = &b.progress {
+                p.set_handed_over(b.rx.handed_over());
+            }
+            if result.is_err() || reads_left == 0 || *b.phase.borrow() != Phase::Running {
+                break;
+            }
+            match read(&b.stream, &mut b.rx, b.progress.as_ref(), ReadHow::Ready) {
+                Ok(n) if n > 0 => {}
+                other => {
+                    b.pending_read = Some(other);
+                    break;
+                }
+            }
+        }
+        if received > 0 {
+            b.inner.counters.received.fetch_add(received, Relaxed);
+        }
+        result
+    }
+
+    fn lend(conn: &mut Conn) -> Burst {
+        Burst {
+            rx: std::mem::replace(&mut conn.rx, Receiver::placeholder()),
+            info: conn.info,
+            inner: Arc::clone(&conn.inner),
+            phase: conn.phase.clone(),
+            stream: Arc::clone(&conn.stream),
+            progress: conn.progress.clone(),
+            pending_read: None,
+        }
+    }
+
+    fn give_back(conn: &mut Conn, b: Burst) {
+        conn.rx = b.rx;
+        conn.pending_read = b.pending_read;
+    }
+}
+
+impl Deliver for SyncDelivery {
+    async fn deliver(&self, conn: &mut Conn) -> Result<(), Stop> {
+        match conn.rx.ready() {
+            Ok(false) => return Ok(()),
+            Ok(true) => {}
+            Err(e) => return Err(Stop::Protocol(e)),
+        }
+        let mut burst = Self::lend(conn);
+        let result = match conn.flavor {
+            RuntimeFlavor::CurrentThread => {
+                let handler = Arc::clone(&self.handler);
+                let task = tokio::task::spawn_blocking(move || {
+                    let result = Self::run(&*handler, &mut burst);
+                    (burst, result)
+                });
+                match task.await {
+                    Ok((back, result)) => {
+                        burst = back;
+                        result
+                    }
+                    // The runtime is shutting down: nothing left to serve.
+                    Err(_) => return Err(Stop::Quiet),
+                }
+            }
+            _ => tokio::task::block_in_place(|| Self::run(&*self.handler, &mut burst)),
+        };
+        Self::give_back(conn, burst);
+        result
+    }
+}
+
+/// The async handler on owned bytes: one message at a time per connection,
+/// and no reading while its future is pending.
+pub(crate) struct AsyncDelivery<F> {
+    pub(crate) handler: F,
+}
+
+impl<F, Fut> Deliver for AsyncDelivery<F>
+where
+    F: Fn(Message) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+{
+    async fn deliver(&self, conn: &mut Conn) -> Result<(), Stop> {
+        loop {
+            let body = match conn.rx.next_owned() {
+                Ok(Some(body)) => body,
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(Stop::Protocol(e)),
+            };
+            let pending = std::pin::pin!((self.handler)(Message {
+                body,
+                connection: conn.info,
+            }));
+            let fut = CatchPanic { fut: pending };
+            let result = tokio::select! {
+                biased;
+                () = forced(&mut conn.phase) => return Err(Stop::Quiet),
+                r = fut => r,
+            };
+            let mut received = 0;
+            account(&conn.inner, result, &mut received);
+            if received > 0 {
+                conn.inner.counters.received.fetch_add(received, Relaxed);
+            }
+        }
+    }
+}
+
+/// A pinned future whose panic becomes a handler error.
+struct CatchPanic<'a, Fut> {
+    fut: Pin<&'a mut Fut>,
+}
+
+impl<Fut: Future<Output = Result<(), HandlerError>>> Future for CatchPanic<'_, Fut> {
+    type Output = Result<(), HandlerError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let fut = self.fut.as_mut();
+        match catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
+            Ok(p) => p,
+            Err(payload) => Poll::Ready(Err(format!(
+                "handler panicked: {}",
+                panic_message(payload.as_ref())
+            )
+            .into())),
+        }
+    }
+}
+
+/// The bounded stream: each message waits for room in the channel.
+pub(crate) struct ChannelDelivery {
+    pub(crate) tx: mpsc::Sender<Message>,
+}
+
+impl Deliver for ChannelDelivery {
+    async fn deliver(&self, conn: &mut Conn) -> Result<(), Stop> {
+        loop {
+            match conn.rx.ready() {
+                Ok(false) => return Ok(()),
+                Ok(true) => {}
+                Err(e) => return Err(Stop::Protocol(e)),
+            }
+            // Room first, then the message: a cancelled wait loses nothing.
+            let permit = tokio::select! {
+                biased;
+                () = forced(&mut conn.phase) => return Err(Stop::Quiet),
+                p = self.tx.reserve() => match p {
+                    Ok(p) => p,
+                    // The consumer dropped `Incoming`: nobody takes messages.
+                    Err(_) => return Err(Stop::Quiet),
+                },
+            };
+            match conn.rx.next_owned() {
+                Ok(Some(body)) => {
+                    permit.send(Message {
+                        body,
+                        connection: conn.info,
+                    });
+                    conn.inner.counters.received.fetch_add(1, Relaxed);
+                }
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(Stop::Protocol(e)),
+            }
+        }
+    }
+}
+
+/// The messages of a Reader started with
+/// [`ReaderBuilder::incoming`](crate::ReaderBuilder::incoming), in arrival
+/// order per connection, with backpressure: while this stream is not read,
+/// connections stop reading once its capacity is reached.
+///
+/// It ends (`None`) once the Reader has stopped and every connection has
+/// handed over what it had. Dropping it while the Reader runs makes every
+/// connection close at its next message (that message is lost; stop the
+/// Reader first to lose nothing).
+///
+/// It implements [`futures_core::Stream`], and [`recv`](Self::recv) for use
+/// without a stream combinator crate.
+#[derive(Debug)]
+pub struct Incoming {
+    rx: mpsc::Receiver<Message>,
+}
+
+impl Incoming {
+    pub(crate) fn new(rx: mpsc::Receiver<Message>) -> Self {
+        Self { rx }
+    }
+
+    /// The next message; `None` once the Reader has stopped and drained.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a message is never lost by dropping this future.
+    pub async fn recv(&mut self) -> Option<Message> {
+        self.rx.recv().await
+    }
+
+    /// Polls for the next message (the `Stream` method, usable directly).
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Message>> {
+        self.rx.poll_recv(cx)
+    }
+
+    /// The next message if one is waiting, without waiting.
+    pub fn try_recv(&mut self) -> Option<Message> {
+        self.rx.try_recv().ok()
+    }
+}
+
+impl futures_core::Stream for Incoming {
+    type Item = Message;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Message>> {
+        self.rx.poll_recv(cx)
+    }
+}
