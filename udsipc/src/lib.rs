@@ -5,9 +5,12 @@
 //!   writers, and calls your handler with each message, borrowed from the
 //!   connection's buffer (no copy per message).
 //! - [`Writer`]: a never-blocking bounded queue in front of a background task
-//!   that connects, writes many messages per syscall, reconnects with
-//!   exponential backoff, retries the message whose write failed, and drains
-//!   on stop.
+//!   that connects, writes many messages per syscall, waits on a slow reader
+//!   instead of reconnecting, tells what the reader has read (`delivered`)
+//!   from what only reached the kernel (`sent`), reconnects with exponential
+//!   backoff, retries only a message the reader provably did not read whole
+//!   (never one twice), gives up on a poison message after a bounded number
+//!   of connections, drains on stop and lingers when dropped.
 //! - [`frame`]: the wire format without IO.
 //! - [`systemd`]: socket activation, `NOTIFY_SOCKET`, `RUNTIME_DIRECTORY`.
 //!

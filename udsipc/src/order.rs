@@ -182,8 +182,8 @@ impl OrderBook {
             let unread = e
                 .socket
                 .upgrade()
-                .map_or(Ok(0), |s| sys::bytes_to_read(&*s))
-                .unwrap_or(u64::MAX);
+                .map_or(Ok(0), |s| sys::unread_bytes(&*s))
+                .map_or(u64::MAX, |n| n as u64);
             let target = st.total.saturating_add(unread);
             turn.push(Wait {
                 progress: Arc::clone(&e.progress),

@@ -1,76 +1,64 @@
-//! System calls nix has no safe wrapper for: the crate's second room for
-//! `unsafe` code (the first is adopting systemd's fd in `systemd.rs`).
+//! Kernel queries that nix offers only as raw `ioctl`s: the crate's second
+//! room with `unsafe` code (the first adopts systemd's fd in `systemd`).
 //!
-//! This module owns the two queue-length queries of a connected socket:
-//! `SIOCOUTQ` (the same request number as `TIOCOUTQ`), which tells the
-//! Writer how much of what it wrote the reader has not read yet, and
-//! `FIONREAD` (`SIOCINQ`), which tells the Reader how much its peer wrote
-//! that it has not read yet (for ordering across reconnects). Nothing else
-//! belongs here.
+//! Every function here takes a borrowed fd, so the fd is open for the whole
+//! call, and passes the kernel a pointer to a local integer of the size the
+//! request writes. Besides them, one safe helper that belongs with them: a
+//! zero-timeout look for a hang-up.
+
+#![allow(unsafe_code)]
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd};
 
+use nix::libc::c_int;
+
+nix::ioctl_read_bad!(fionread, nix::libc::FIONREAD, c_int);
+
 #[cfg(any(target_os = "linux", target_os = "android"))]
-mod ffi {
-    #![allow(unsafe_code, unreachable_pub, missing_docs)]
-    // `ioctl(fd, SIOCOUTQ, int *)`: the kernel stores one `int`.
-    nix::ioctl_read_bad!(siocoutq, nix::libc::TIOCOUTQ, nix::libc::c_int);
-    // `ioctl(fd, FIONREAD, int *)`: the kernel stores one `int`.
-    nix::ioctl_read_bad!(fionread, nix::libc::FIONREAD, nix::libc::c_int);
+nix::ioctl_read_bad!(siocoutq, nix::libc::TIOCOUTQ, c_int);
+
+/// Bytes waiting in a stream socket's receive queue (`FIONREAD`, also
+/// known as `SIOCINQ`): written by the peer, not yet read by us.
+pub(crate) fn unread_bytes(socket: &impl AsFd) -> io::Result<usize> {
+    let fd = socket.as_fd();
+    let mut n: c_int = 0;
+    // SAFETY: `fd` is borrowed, so it stays open for the call; FIONREAD
+    // writes one `int`, and `n` is a live, aligned `c_int` on our stack.
+    unsafe { fionread(fd.as_raw_fd(), &mut n) }.map_err(io::Error::from)?;
+    Ok(usize::try_from(n).unwrap_or(0))
 }
 
-/// Bytes written to `sock` that its peer has not read yet, as the kernel
+/// Bytes we wrote to a stream socket that the peer has not read yet
+/// (`SIOCOUTQ`, the same request number as `TIOCOUTQ`), as the kernel
 /// accounts them: for a Unix stream socket on Linux, the true size of the
 /// buffers still queued at the peer (at least the unread bytes; exactly 0
 /// once the peer has read everything, or once it closed and its queue was
-/// purged: check the socket's error after this).
+/// purged: read the socket's error after this).
 ///
 /// `Unsupported` on systems without the query.
 #[cfg(any(target_os = "linux", target_os = "android"))]
-#[allow(unsafe_code)]
-pub(crate) fn unread_bytes(sock: &impl AsFd) -> io::Result<u64> {
-    let mut unread: nix::libc::c_int = 0;
-    // SAFETY: `siocoutq` is `ioctl(fd, SIOCOUTQ, &mut c_int)`; for a socket
-    // the kernel writes exactly one `c_int` through the pointer, which
-    // points to `unread`, a live, aligned local `c_int` not otherwise
-    // borrowed during the call. The fd is open: `sock` is borrowed for the
-    // whole call. On any other kind of fd the kernel refuses the request
-    // (ENOTTY / EINVAL) without writing.
-    unsafe { ffi::siocoutq(sock.as_fd().as_raw_fd(), &mut unread) }.map_err(io::Error::from)?;
-    Ok(u64::try_from(unread).unwrap_or(0))
+pub(crate) fn peer_unread_bytes(socket: &impl AsFd) -> io::Result<u64> {
+    let fd = socket.as_fd();
+    let mut n: c_int = 0;
+    // SAFETY: `fd` is borrowed, so it stays open for the call; SIOCOUTQ
+    // writes one `int`, and `n` is a live, aligned `c_int` on our stack. On
+    // an fd that is not a socket the kernel refuses without writing.
+    unsafe { siocoutq(fd.as_raw_fd(), &mut n) }.map_err(io::Error::from)?;
+    Ok(u64::try_from(n).unwrap_or(0))
 }
 
 /// See the Linux version: this system cannot tell.
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
-pub(crate) fn unread_bytes(_sock: &impl AsFd) -> io::Result<u64> {
+pub(crate) fn peer_unread_bytes(_socket: &impl AsFd) -> io::Result<u64> {
     Err(io::ErrorKind::Unsupported.into())
 }
 
-/// Bytes the peer of `sock` wrote that we have not read yet (`FIONREAD`).
-#[cfg(any(target_os = "linux", target_os = "android"))]
-#[allow(unsafe_code)]
-pub(crate) fn bytes_to_read(sock: &impl AsFd) -> io::Result<u64> {
-    let mut queued: nix::libc::c_int = 0;
-    // SAFETY: `fionread` is `ioctl(fd, FIONREAD, &mut c_int)`; the kernel
-    // writes exactly one `c_int` through the pointer, which points to
-    // `queued`, a live, aligned local not otherwise borrowed during the
-    // call. The fd is open: `sock` is borrowed for the whole call.
-    unsafe { ffi::fionread(sock.as_fd().as_raw_fd(), &mut queued) }.map_err(io::Error::from)?;
-    Ok(u64::try_from(queued).unwrap_or(0))
-}
-
-/// See the Linux version: this system cannot tell.
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
-pub(crate) fn bytes_to_read(_sock: &impl AsFd) -> io::Result<u64> {
-    Err(io::ErrorKind::Unsupported.into())
-}
-
-/// Whether the peer of `sock` has closed its end entirely (`POLLHUP`) or an
-/// error is pending (`POLLERR`), without waiting.
-pub(crate) fn hung_up(sock: &impl AsFd) -> bool {
+/// Whether the peer of `socket` has closed its end entirely (`POLLHUP`) or
+/// an error is pending (`POLLERR`), without waiting.
+pub(crate) fn hung_up(socket: &impl AsFd) -> bool {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-    let mut fds = [PollFd::new(sock.as_fd(), PollFlags::POLLOUT)];
+    let mut fds = [PollFd::new(socket.as_fd(), PollFlags::POLLOUT)];
     match poll(&mut fds, PollTimeout::ZERO) {
         Ok(_) => fds[0]
             .revents()
@@ -79,25 +67,50 @@ pub(crate) fn hung_up(sock: &impl AsFd) -> bool {
     }
 }
 
-#[cfg(all(test, any(target_os = "linux", target_os = "android")))]
+#[cfg(test)]
 mod tests {
     use super::*;
     use std::io::{Read, Write};
     use std::os::unix::net::UnixStream;
 
     #[test]
-    fn unread_bytes_covers_what_was_written_and_falls_to_zero_once_read() {
+    fn unread_bytes_follows_what_the_peer_wrote_and_we_read() {
+        let (mut a, mut b) = UnixStream::pair().unwrap();
+        assert_eq!(unread_bytes(&b).unwrap(), 0);
+        a.write_all(&[7; 1000]).unwrap();
+        assert_eq!(unread_bytes(&b).unwrap(), 1000);
+        let mut buf = [0; 300];
+        b.read_exact(&mut buf).unwrap();
+        assert_eq!(unread_bytes(&b).unwrap(), 700);
+    }
+
+    #[test]
+    fn unread_bytes_of_a_file_that_is_not_a_socket_is_answered_safely() {
+        let file = std::fs::File::open("/dev/null").unwrap();
+        // Not a socket: the kernel answers ENOTTY or 0, never memory unsafety.
+        let _ = unread_bytes(&file);
+    }
+
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[test]
+    fn peer_unread_bytes_covers_what_was_written_and_falls_to_zero_once_read() {
         let (mut writer, mut reader) = UnixStream::pair().unwrap();
-        assert_eq!(unread_bytes(&writer).unwrap(), 0);
+        assert_eq!(peer_unread_bytes(&writer).unwrap(), 0);
         writer.write_all(&[7u8; 1000]).unwrap();
-        assert!(unread_bytes(&writer).unwrap() >= 1000);
+        assert!(peer_unread_bytes(&writer).unwrap() >= 1000);
         let mut buf = [0u8; 400];
         reader.read_exact(&mut buf).unwrap();
         // Partly read: still counted (the buffer is not freed yet).
-        assert!(unread_bytes(&writer).unwrap() >= 600);
+        assert!(peer_unread_bytes(&writer).unwrap() >= 600);
         let mut rest = [0u8; 600];
         reader.read_exact(&mut rest).unwrap();
-        assert_eq!(unread_bytes(&writer).unwrap(), 0);
+        assert_eq!(peer_unread_bytes(&writer).unwrap(), 0);
+    }
+
+    #[test]
+    fn peer_unread_bytes_of_a_file_that_is_not_a_socket_is_an_error_not_a_number() {
+        let file = std::fs::File::open("/dev/null").unwrap();
+        assert!(peer_unread_bytes(&file).is_err());
     }
 
     #[test]
@@ -116,21 +129,5 @@ mod tests {
         drop(reader);
         assert!(hung_up(&writer));
         assert!(writer.take_error().unwrap().is_none());
-    }
-
-    #[test]
-    fn bytes_to_read_follows_what_the_peer_wrote_and_we_read() {
-        let (mut writer, mut reader) = UnixStream::pair().unwrap();
-        assert_eq!(bytes_to_read(&reader).unwrap(), 0);
-        writer.write_all(&[7; 1000]).unwrap();
-        assert_eq!(bytes_to_read(&reader).unwrap(), 1000);
-        reader.read_exact(&mut [0; 300]).unwrap();
-        assert_eq!(bytes_to_read(&reader).unwrap(), 700);
-    }
-
-    #[test]
-    fn unread_bytes_of_a_non_socket_is_an_error_not_a_number() {
-        let file = tempfile::tempfile().unwrap();
-        assert!(unread_bytes(&file).is_err());
     }
 }

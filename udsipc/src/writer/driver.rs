@@ -314,7 +314,7 @@ async fn hangup_or_half_close(stream: &UnixStream) -> Woke {
 /// that closes sets the error before its queue is purged, so an unread
 /// count of 0 caused by a purge always comes with the error).
 fn sample(stream: &UnixStream, hangup: bool) -> Sample {
-    let unread = crate::sys::unread_bytes(stream).ok();
+    let unread = crate::sys::peer_unread_bytes(stream).ok();
     let error = stream.take_error().ok().flatten();
     Sample {
         unread,
