@@ -277,7 +277,7 @@ impl WriterInner {
     }
 
     async fn connect(&self) -> io::Result<UnixStream> {
-        let stream = tokio::time::timeout(self.dial_timeout, UnixStream::connect(&self.path))
+        let stream = tokio::time::timeout(self.dial_timeout, socket::connect(&self.path))
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "dial timeout"))??;
         if self.write_buffer_size > 0 {
