@@ -30,13 +30,16 @@ import (
 )
 
 func runRead(args []string) {
-	fs := flag.NewFlagSet("read", flag.ExitOnError)
+	fs := flag.NewFlagSet("read", flag.ContinueOnError)
 	socket := fs.String("socket", "", "socket path")
 	maxSize := fs.Uint64("max-message-size", 0, "maximum message size (0: the Go default)")
 	inactivity := fs.Duration("inactivity-timeout", 0, "inactivity timeout (0: the Go default)")
 	failOn := fs.String("fail-on", "", "hex of a message the handler rejects with an error")
 	panicOn := fs.String("panic-on", "", "hex of a message the handler panics on")
-	_ = fs.Parse(args)
+	if err := fs.Parse(args); err != nil {
+		// The peer contract (conformance/PEERS.md): 127 = flag not supported.
+		os.Exit(127)
+	}
 	if *socket == "" {
 		fail("read: --socket is required")
 	}

@@ -2,9 +2,9 @@ package main
 
 // go-peer write --socket P [--max-buffered-writes N] [--max-backoff D]
 //
-// Runs the Go Writer towards P. Each stdin line is one message in hex (an
-// empty line is a zero-length message), queued with WriteMessage (retried
-// while the queue is full). The line "metrics" prints the current metrics
+// Runs the Go Writer towards P and prints {"event":"ready"}. Each stdin
+// line is one message in hex (an empty line is a zero-length message),
+// queued with WriteMessage (retried while the queue is full). The line "metrics" prints the current metrics
 // instead. The line "stop" stops the Writer at once (drain, 30 s deadline)
 // and prints {"event":"stopped","stop_error":"..."}; each message line
 // after it is one WriteMessage call, reported as {"event":"write",
@@ -29,11 +29,14 @@ import (
 )
 
 func runWrite(args []string) {
-	fs := flag.NewFlagSet("write", flag.ExitOnError)
+	fs := flag.NewFlagSet("write", flag.ContinueOnError)
 	socket := fs.String("socket", "", "socket path")
 	buffered := fs.Uint("max-buffered-writes", 0, "queue capacity (0: the Go default)")
 	maxBackoff := fs.Duration("max-backoff", 0, "maximum reconnect delay (0: the Go default)")
-	_ = fs.Parse(args)
+	if err := fs.Parse(args); err != nil {
+		// The peer contract (conformance/PEERS.md): 127 = flag not supported.
+		os.Exit(127)
+	}
 	if *socket == "" {
 		fail("write: --socket is required")
 	}
@@ -53,6 +56,7 @@ func runWrite(args []string) {
 		fail("NewWriter: %v", err)
 	}
 	writer.Start()
+	event(map[string]any{"event": "ready"})
 	metrics := func(final bool, stopErr string) {
 		sent, dropped, failed, queue := writer.GetMetrics()
 		event(map[string]any{"event": "metrics", "sent": sent, "dropped": dropped, "failed": failed, "queue": queue, "final": final, "stop_error": stopErr})

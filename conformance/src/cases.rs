@@ -12,7 +12,7 @@ use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use crate::peer::{
-    Impl, PATIENCE, ReaderCounts, ReaderOpts, ReaderPeer, WriterCounts, WriterOpts, WriterPeer,
+    Impl, Profile, PATIENCE, ReaderCounts, ReaderOpts, ReaderPeer, WriterCounts, WriterOpts, WriterPeer,
     socket_path,
 };
 use crate::report::{CaseResult, record};
@@ -267,7 +267,7 @@ pub fn find(id: &str) -> Option<&'static Case> {
 /// panics with the detail if it failed.
 pub fn run(id: &str, arm: &str) {
     let case = find(id).unwrap_or_else(|| panic!("no case {id}"));
-    let imp = |s: &str| if s == "Go" { Impl::Go } else { Impl::Rust };
+    let imp = |s: &str| Impl::builtin(s).unwrap_or_else(|| panic!("no peer {s}"));
     let (from, to) = arm
         .split_once("->")
         .unwrap_or_else(|| panic!("bad arm {arm}"));
@@ -636,19 +636,16 @@ fn reader_drain(w: Impl, r: Impl) -> Result<String, String> {
         a_events.messages().len(),
         b_events.messages().len()
     );
-    match r {
-        Impl::Rust => {
-            check(lost == 0 && doubled == 0, || {
-                format!("Rust reader must lose nothing: {summary}")
-            })?;
-            Ok(format!("Rust reader (lossless by design): {summary}"))
-        }
+    if r.is_go_reference() {
         // By design Go may lose what was in the socket when A stopped; a
         // doubled message would still be a bug.
-        Impl::Go => {
-            check(doubled == 0, || format!("doubled messages: {summary}"))?;
-            Ok(format!("Go reader (may lose by design): {summary}"))
-        }
+        check(doubled == 0, || format!("doubled messages: {summary}"))?;
+        Ok(format!("Go reader (may lose by design): {summary}"))
+    } else {
+        check(lost == 0 && doubled == 0, || {
+            format!("{} reader must lose nothing: {summary}", r.name())
+        })?;
+        Ok(format!("{} reader (lossless): {summary}", r.name()))
     }
 }
 
@@ -908,8 +905,8 @@ fn drain_while_reader_down(w: Impl, r: Impl) -> Result<String, String> {
         (wc, reader)
     });
     let (wc, reader) = (wc?, reader??);
-    match w {
-        Impl::Rust => {
+    match w.profile() {
+        Profile::Spec => {
             reader.events.wait_messages(5)?;
             let got = reader.events.messages();
             let rc = reader.stop()?;
@@ -917,10 +914,11 @@ fn drain_while_reader_down(w: Impl, r: Impl) -> Result<String, String> {
                 format!("delivered {}; {wc:?}", describe(&got))
             })?;
             Ok(format!(
-                "Rust writer reconnected during its drain: all 5 delivered; {wc:?}; {rc:?}"
+                "{} writer reconnected during its drain: all 5 delivered; {wc:?}; {rc:?}",
+                w.name()
             ))
         }
-        Impl::Go => {
+        Profile::GoReference => {
             let got = reader.events.messages();
             let rc = reader.stop()?;
             check(got.is_empty() && wc.sent == 0 && wc.failed == 5, || {
@@ -935,9 +933,9 @@ fn drain_while_reader_down(w: Impl, r: Impl) -> Result<String, String> {
 
 fn reader_connections(w: Impl, r: Impl) -> Result<String, String> {
     let (_, _, rc, wc) = roundtrip(w, r, &ReaderOpts::default(), &[b"one".to_vec()], 1, 0)?;
-    let expected = match r {
-        Impl::Rust => 1,
-        Impl::Go => 2,
+    let expected = match r.profile() {
+        Profile::Spec => 1,
+        Profile::GoReference => 2,
     };
     check(rc.connections == expected, || {
         format!(
@@ -960,25 +958,25 @@ fn non_socket_file(r: Impl) -> Result<String, String> {
     let started = ReaderPeer::start(r, &path, &ReaderOpts::default());
     let is_socket = std::fs::metadata(&path).is_ok_and(|m| m.file_type().is_socket());
     let content = std::fs::read(&path).ok();
-    match (r, started) {
-        (Impl::Rust, Err(e)) => {
+    match (r.profile(), started) {
+        (Profile::Spec, Err(e)) => {
             check(content.as_deref() == Some(b"keep".as_slice()), || {
                 format!("file changed: {content:?}")
             })?;
-            Ok(format!("Rust reader refused ({e}); file untouched"))
+            Ok(format!("{} reader refused ({e}); file untouched", r.name()))
         }
-        (Impl::Rust, Ok(reader)) => {
+        (Profile::Spec, Ok(reader)) => {
             let _ = reader.stop();
-            Err("Rust reader started over a regular file".into())
+            Err(format!("{} reader started over a regular file", r.name()))
         }
-        (Impl::Go, Ok(reader)) => {
+        (Profile::GoReference, Ok(reader)) => {
             let _ = reader.stop();
             check(is_socket, || {
                 "Go reader started but the path is not its socket".into()
             })?;
             Ok("Go reader deleted the regular file and listens there (by design of Go)".into())
         }
-        (Impl::Go, Err(e)) => Err(format!("Go reader did not start: {e}")),
+        (Profile::GoReference, Err(e)) => Err(format!("Go reader did not start: {e}")),
     }
 }
 
@@ -996,14 +994,14 @@ fn write_after_stop(w: Impl, r: Impl) -> Result<String, String> {
         format!("delivered {}", describe(&got))
     })?;
     check(wc.sent == 1, || format!("{wc:?}"))?;
-    match w {
-        Impl::Rust => {
+    match w.profile() {
+        Profile::Spec => {
             check(late.as_ref().is_err_and(|e| e.contains("stopped")), || {
                 format!("the late write returned {late:?}")
             })?;
             check(queued == 0, || format!("{queued} still queued"))?;
         }
-        Impl::Go => {
+        Profile::GoReference => {
             check(late.is_ok(), || format!("the late write returned {late:?}"))?;
             check(queued == 1, || format!("{queued} still queued"))?;
         }
@@ -1023,8 +1021,8 @@ fn handler_panic(r: Impl) -> Result<String, String> {
     let mut conn = UnixStream::connect(&path).map_err(|e| format!("connect: {e}"))?;
     conn.write_all(&[1, b'a', 4, b'b', b'o', b'o', b'm', 1, b'b'])
         .map_err(|e| format!("write: {e}"))?;
-    match r {
-        Impl::Rust => {
+    match r.profile() {
+        Profile::Spec => {
             reader.events.wait_errors(1)?;
             conn.write_all(&[1, b'Z'])
                 .map_err(|e| format!("proof frame: {e}"))?;
@@ -1045,11 +1043,12 @@ fn handler_panic(r: Impl) -> Result<String, String> {
             })?;
             check(rc.received == 3 && rc.errors == 1, || format!("{rc:?}"))?;
             Ok(format!(
-                "Rust contained the panic: {}; {rc:?}",
+                "{} contained the panic: {}; {rc:?}",
+                r.name(),
                 describe(&got)
             ))
         }
-        Impl::Go => {
+        Profile::GoReference => {
             let status = reader
                 .wait_exit()?
                 .ok_or("the Go reader is not a process")?;
@@ -1076,8 +1075,8 @@ fn second_reader(r: Impl) -> Result<String, String> {
     conn.write_all(&[2, b'h', b'i'])
         .map_err(|e| e.to_string())?;
     let _ = conn.shutdown(std::net::Shutdown::Write);
-    match (r, b) {
-        (Impl::Rust, Err(e)) => {
+    match (r.profile(), b) {
+        (Profile::Spec, Err(e)) => {
             a.events.wait_messages(1)?;
             let got = a.events.messages();
             a.stop()?;
@@ -1085,14 +1084,15 @@ fn second_reader(r: Impl) -> Result<String, String> {
                 format!("A got {}", describe(&got))
             })?;
             Ok(format!(
-                "Rust: second reader refused ({e}); A kept the path and got \"hi\""
+                "{}: second reader refused ({e}); A kept the path and got \"hi\"",
+                r.name()
             ))
         }
-        (Impl::Rust, Ok(b)) => {
+        (Profile::Spec, Ok(b)) => {
             let _ = b.stop();
-            Err("a second Rust reader started on a live socket".into())
+            Err(format!("a second {} reader started on a live socket", r.name()))
         }
-        (Impl::Go, Ok(b)) => {
+        (Profile::GoReference, Ok(b)) => {
             b.events.wait_messages(1)?;
             let got = b.events.messages();
             let a_got = a.events.messages();
@@ -1103,7 +1103,7 @@ fn second_reader(r: Impl) -> Result<String, String> {
             })?;
             Ok("Go: B took the path over (by design of Go); B got \"hi\", A got nothing".into())
         }
-        (Impl::Go, Err(e)) => Err(format!("second Go reader did not start: {e}")),
+        (Profile::GoReference, Err(e)) => Err(format!("second Go reader did not start: {e}")),
     }
 }
 
