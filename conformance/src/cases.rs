@@ -12,19 +12,26 @@ use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use crate::peer::{
-    Impl, Profile, PATIENCE, ReaderCounts, ReaderOpts, ReaderPeer, WriterCounts, WriterOpts, WriterPeer,
-    socket_path,
+    Impl, PATIENCE, Profile, ReaderCounts, ReaderOpts, ReaderPeer, WriterCounts, WriterOpts,
+    WriterPeer, socket_path,
 };
 use crate::report::{CaseResult, record};
 
-/// Arms in report order.
-pub const ARM_ORDER: [&str; 6] = [
+/// Arms in report order: every writer→reader pair of the built-in peers,
+/// then raw bytes to each reader.
+pub const ARM_ORDER: [&str; 12] = [
     "Go->Rust",
     "Rust->Go",
     "Rust->Rust",
     "Go->Go",
+    "Py->Go",
+    "Py->Rust",
+    "Go->Py",
+    "Rust->Py",
+    "Py->Py",
     "raw->Go",
     "raw->Rust",
+    "raw->Py",
 ];
 
 /// How a case is run.
@@ -263,6 +270,27 @@ pub fn find(id: &str) -> Option<&'static Case> {
     CATALOG.iter().find(|c| c.id == id)
 }
 
+/// Runs `case` with `writer` (none for a raw case) and `reader`, and
+/// returns the result (not recorded).
+pub fn run_arm(case: &Case, writer: Option<Impl>, reader: Impl) -> CaseResult {
+    let arm = format!("{}->{}", writer.map_or("raw", Impl::name), reader.name());
+    let outcome = match (case.body, writer) {
+        (Body::Pair(f), Some(w)) => f(w, reader),
+        (Body::Raw(f), None) => f(reader),
+        _ => Err(format!("{} has no arm {arm}", case.id)),
+    };
+    let detail = match &outcome {
+        Ok(d) | Err(d) => d.clone(),
+    };
+    CaseResult {
+        case: case.id.to_owned(),
+        arm,
+        pass: outcome.is_ok(),
+        unsupported: detail.starts_with(crate::peer::UNSUPPORTED),
+        detail,
+    }
+}
+
 /// Runs `id` in `arm` (one of [`ARM_ORDER`]), records the result and
 /// panics with the detail if it failed.
 pub fn run(id: &str, arm: &str) {
@@ -271,26 +299,15 @@ pub fn run(id: &str, arm: &str) {
     let (from, to) = arm
         .split_once("->")
         .unwrap_or_else(|| panic!("bad arm {arm}"));
-    let outcome = match (case.body, from) {
-        (Body::Pair(f), "Go" | "Rust") => f(imp(from), imp(to)),
-        (Body::Raw(f), "raw") => f(imp(to)),
-        _ => panic!("{id} has no arm {arm}"),
-    };
-    let result = CaseResult {
-        case: id.to_owned(),
-        arm: arm.to_owned(),
-        pass: outcome.is_ok(),
-        detail: match &outcome {
-            Ok(d) | Err(d) => d.clone(),
-        },
-    };
+    let writer = (from != "raw").then(|| imp(from));
+    let result = run_arm(case, writer, imp(to));
     if let Err(e) = record(&result) {
         eprintln!("could not record the result: {e}");
     }
-    if let Err(detail) = outcome {
+    if !result.pass {
         panic!(
-            "{id} [{arm}] failed.\nrule: {}\nexpected: {}\ndiffered: {detail}",
-            case.rule, case.expected
+            "{id} [{arm}] failed.\nrule: {}\nexpected: {}\ndiffered: {}",
+            case.rule, case.expected, result.detail
         );
     }
 }
@@ -1090,7 +1107,10 @@ fn second_reader(r: Impl) -> Result<String, String> {
         }
         (Profile::Spec, Ok(b)) => {
             let _ = b.stop();
-            Err(format!("a second {} reader started on a live socket", r.name()))
+            Err(format!(
+                "a second {} reader started on a live socket",
+                r.name()
+            ))
         }
         (Profile::GoReference, Ok(b)) => {
             b.events.wait_messages(1)?;

@@ -366,7 +366,9 @@ fn nth_line(metrics: &(Mutex<Vec<Value>>, Condvar), n: usize) -> Result<Value, S
     loop {
         if let Some(v) = lines.get(n) {
             return match v {
-                Value::String(_) => Err("the peer exited without printing the expected line".into()),
+                Value::String(_) => {
+                    Err("the peer exited without printing the expected line".into())
+                }
                 v => Ok(v.clone()),
             };
         }

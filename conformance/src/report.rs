@@ -19,6 +19,9 @@ pub struct CaseResult {
     pub arm: String,
     /// Whether the observed outcome was the expected one.
     pub pass: bool,
+    /// The peer does not support what the case needs (it exited 127).
+    #[serde(default)]
+    pub unsupported: bool,
     /// What was observed, or what differed.
     pub detail: String,
 }

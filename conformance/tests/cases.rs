@@ -14,6 +14,11 @@ macro_rules! pair {
             #[test] fn rust_to_go() { run($id, "Rust->Go") }
             #[test] fn rust_to_rust() { run($id, "Rust->Rust") }
             #[test] fn go_to_go() { run($id, "Go->Go") }
+            #[test] fn py_to_go() { run($id, "Py->Go") }
+            #[test] fn py_to_rust() { run($id, "Py->Rust") }
+            #[test] fn go_to_py() { run($id, "Go->Py") }
+            #[test] fn rust_to_py() { run($id, "Rust->Py") }
+            #[test] fn py_to_py() { run($id, "Py->Py") }
         })*
         const PAIR_IDS: &[&str] = &[$($id),*];
     };
@@ -25,6 +30,7 @@ macro_rules! raw {
             use super::run;
             #[test] fn raw_to_go() { run($id, "raw->Go") }
             #[test] fn raw_to_rust() { run($id, "raw->Rust") }
+            #[test] fn raw_to_py() { run($id, "raw->Py") }
         })*
         const RAW_IDS: &[&str] = &[$($id),*];
     };
