@@ -5,7 +5,8 @@ package main
 // Runs the Go Writer towards P and prints {"event":"ready"}. Each stdin
 // line is one message in hex (an empty line is a zero-length message),
 // queued with WriteMessage (retried while the queue is full). The line "metrics" prints the current metrics
-// instead. The line "stop" stops the Writer at once (drain, 30 s deadline)
+// instead. The line "try HEX" makes one WriteMessage call and reports it
+// as {"event":"write","error":"..."}. The line "stop" stops the Writer at once (drain, 30 s deadline)
 // and prints {"event":"stopped","stop_error":"..."}; each message line
 // after it is one WriteMessage call, reported as {"event":"write",
 // "error":"..."} ("" when it returned nil). At the end of stdin the Writer
@@ -23,6 +24,7 @@ import (
 	"flag"
 	"os"
 	"runtime"
+	"strings"
 	"time"
 
 	udsipc "github.com/Psiphon-Inc/uds-ipc"
@@ -81,6 +83,18 @@ func runWrite(args []string) {
 		if line == "stop" {
 			event(map[string]any{"event": "stopped", "stop_error": stop()})
 			stopped = true
+			continue
+		}
+		if rest, ok := strings.CutPrefix(line, "try "); ok {
+			msg, err := hex.DecodeString(rest)
+			if err != nil {
+				fail("write: try line is not hex: %v", err)
+			}
+			result := ""
+			if err := writer.WriteMessage(msg); err != nil {
+				result = err.Error()
+			}
+			event(map[string]any{"event": "write", "error": result})
 			continue
 		}
 		msg, err := hex.DecodeString(line)

@@ -577,6 +577,13 @@ def run_write(args):
             emit(event="stopped", stop_error=w.stop(STOP_DEADLINE_WRITE))
             stopped = True
             continue
+        if line.startswith("try "):
+            try:
+                ok = w.try_send(bytes.fromhex(line[4:]))
+                emit(event="write", error="" if ok else "buffer full")
+            except Stopped:
+                emit(event="write", error="stopped")
+            continue
         msg = bytes.fromhex(line)
         if stopped:
             try:

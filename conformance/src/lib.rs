@@ -13,6 +13,7 @@ pub mod cases;
 pub mod gopeer;
 pub mod peer;
 pub mod report;
+mod spec_cases;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};

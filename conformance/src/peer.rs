@@ -582,6 +582,8 @@ impl Drop for ReaderKind {
 pub struct WriterOpts {
     /// `WithMaxBackoff` / `max_backoff`.
     pub max_backoff: Option<Duration>,
+    /// `WithMaxBufferedWrites` / `max_buffered_writes`.
+    pub max_buffered_writes: Option<usize>,
 }
 
 /// A running writer of either implementation.
@@ -610,6 +612,9 @@ impl WriterPeer {
                 if let Some(d) = opts.max_backoff {
                     args.extend(["--max-backoff".into(), format!("{}ms", d.as_millis())]);
                 }
+                if let Some(n) = opts.max_buffered_writes {
+                    args.extend(["--max-buffered-writes".into(), n.to_string()]);
+                }
                 let args: Vec<&str> = args.iter().map(String::as_str).collect();
                 let mut child = spawn_peer(imp, &args)?;
                 let stdin = child.stdin.take();
@@ -636,6 +641,9 @@ impl WriterPeer {
                 if let Some(d) = opts.max_backoff {
                     b = b.max_backoff(d);
                 }
+                if let Some(n) = opts.max_buffered_writes {
+                    b = b.max_buffered_writes(n);
+                }
                 let w = b.start().map_err(|e| format!("Rust writer start: {e}"))?;
                 Ok(Self {
                     kind: WriterKind::Rust(w),
@@ -661,6 +669,31 @@ impl WriterPeer {
                     Err(e) => return Err(format!("Rust write_message: {e}")),
                 }
             },
+        }
+    }
+
+    /// One send attempt that does not wait for queue room: `Ok(Ok(()))` if
+    /// the message was accepted, `Ok(Err(text))` if it was refused.
+    pub fn try_send(&mut self, msg: &[u8]) -> Result<Result<(), String>, String> {
+        match &mut self.kind {
+            WriterKind::Go {
+                stdin,
+                lines,
+                asked,
+                ..
+            } => {
+                let stdin = stdin.as_mut().ok_or("peer stdin closed")?;
+                writeln!(stdin, "try {}", crate::to_hex(msg)).map_err(|e| e.to_string())?;
+                stdin.flush().map_err(|e| e.to_string())?;
+                let v = nth_line(lines, *asked)?;
+                *asked += 1;
+                match v["error"].as_str() {
+                    Some("") => Ok(Ok(())),
+                    Some(e) => Ok(Err(e.to_owned())),
+                    None => Err(format!("expected a write line, got {v}")),
+                }
+            }
+            WriterKind::Rust(w) => Ok(w.write_message(msg).map_err(|e| e.to_string())),
         }
     }
 

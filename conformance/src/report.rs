@@ -13,7 +13,7 @@ use crate::gopeer::out_dir;
 /// The outcome of one case in one arm.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CaseResult {
-    /// The case's stable ID, e.g. `framing/varint-boundaries`.
+    /// The case's stable ID, e.g. `2.2.1-varint-boundaries`.
     pub case: String,
     /// The arm, e.g. `Go->Rust` or `raw->Go`.
     pub arm: String,

@@ -1,0 +1,410 @@
+//! Case bodies added with PROTOCOL.md: the frame layout a writer puts on
+//! the wire, the writer's queue limit and reconnects, a frame cut by a
+//! broken connection, addressing (section 6) and the socket file's life.
+//! The catalog entries are in [`crate::cases`].
+
+use std::io::{Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::cases::{RawExpect, check, describe, number, numbered, one, payload, raw, uvarint};
+use crate::peer::{Impl, PATIENCE, Profile, ReaderOpts, ReaderPeer, WriterOpts, WriterPeer};
+
+/// A fresh directory in the working directory (so relative names can be
+/// used), removed when dropped.
+fn cwd_dir() -> Result<tempfile::TempDir, String> {
+    tempfile::Builder::new()
+        .prefix("conf")
+        .tempdir_in(".")
+        .map_err(|e| e.to_string())
+}
+
+/// The directory's name relative to the working directory.
+fn relative(dir: &tempfile::TempDir) -> Result<PathBuf, String> {
+    dir.path()
+        .file_name()
+        .map(PathBuf::from)
+        .ok_or_else(|| "no directory name".to_owned())
+}
+
+/// An abstract socket name (`@...`) unique to this process and call.
+fn abstract_name(tag: &str) -> PathBuf {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    PathBuf::from(format!(
+        "@udsipc-conf-{tag}-{}-{nanos}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ))
+}
+
+/// Whether `/proc/net/unix` lists a listening socket bound to `name`
+/// (abstract names are shown with their `@`).
+fn abstract_bound(name: &Path) -> bool {
+    let name = name.to_string_lossy();
+    std::fs::read_to_string("/proc/net/unix").is_ok_and(|t| {
+        t.lines()
+            .any(|l| l.split_whitespace().nth(7) == Some(name.as_ref()))
+    })
+}
+
+/// Sends `msgs`, waits for them, stops both; returns what was delivered.
+fn deliver(w: Impl, r: Impl, name: &Path, msgs: &[Vec<u8>]) -> Result<Vec<Vec<u8>>, String> {
+    let reader = ReaderPeer::start(r, name, &ReaderOpts::default())?;
+    let mut writer = WriterPeer::start(w, name, &WriterOpts::default())?;
+    for m in msgs {
+        writer.send(m)?;
+    }
+    reader.events.wait_messages(msgs.len())?;
+    writer.stop()?;
+    let events = reader.events.clone();
+    reader.stop()?;
+    Ok(events.messages())
+}
+
+/// 2.1: one frame after another, nothing else.
+pub(crate) fn frame_layout(r: Impl) -> Result<String, String> {
+    raw(
+        r,
+        RawExpect {
+            opts: ReaderOpts::default(),
+            chunks: one(b"\x05hello\x03abc"),
+            close_after: false,
+            delivered: &[b"hello", b"abc"],
+            errors: &[],
+            closed_by_reader: false,
+        },
+    )
+}
+
+/// 2.2.2 (and 2.3.2 on the wire): the exact bytes a writer sends.
+pub(crate) fn writer_bytes(w: Impl) -> Result<String, String> {
+    let (_dir, path) = crate::peer::socket_path()?;
+    let listener = UnixListener::bind(&path).map_err(|e| format!("bind: {e}"))?;
+    let lens = [1usize, 127, 128, 0, 16383, 16384, 1 << 21];
+    let msgs: Vec<Vec<u8>> = lens.iter().map(|&l| payload(l, l as u8)).collect();
+    let mut writer = WriterPeer::start(w, &path, &WriterOpts::default())?;
+    for m in &msgs {
+        writer.send(m)?;
+    }
+    let (mut conn, _) = listener.accept().map_err(|e| format!("accept: {e}"))?;
+    let mut expected = Vec::new();
+    for m in msgs.iter().filter(|m| !m.is_empty()) {
+        expected.extend(uvarint(m.len() as u64));
+        expected.extend_from_slice(m);
+    }
+    conn.set_read_timeout(Some(PATIENCE))
+        .map_err(|e| e.to_string())?;
+    let mut got = vec![0u8; expected.len()];
+    conn.read_exact(&mut got)
+        .map_err(|e| format!("reading {} bytes: {e}", expected.len()))?;
+    let wc = writer.stop()?;
+    // Nothing more: the stop closed the connection after the last frame.
+    let mut rest = Vec::new();
+    let _ = conn.read_to_end(&mut rest);
+    let first_diff = got.iter().zip(&expected).position(|(a, b)| a != b);
+    check(first_diff.is_none() && rest.is_empty(), || {
+        format!(
+            "bytes differ from the minimal frames at offset {first_diff:?}; {} extra bytes",
+            rest.len()
+        )
+    })?;
+    check(wc.sent == 6, || format!("{wc:?}"))?;
+    Ok(format!(
+        "{} bytes, exactly the minimal frames of lengths {lens:?} without the empty one; {wc:?}",
+        got.len()
+    ))
+}
+
+/// 5.1: a full queue refuses, counts the drop, keeps what it holds.
+pub(crate) fn buffer_full(w: Impl, r: Impl) -> Result<String, String> {
+    let (_dir, path) = crate::peer::socket_path()?;
+    let opts = WriterOpts {
+        max_buffered_writes: Some(3),
+        ..WriterOpts::default()
+    };
+    let mut writer = WriterPeer::start(w, &path, &opts)?;
+    let mut answers = Vec::new();
+    for i in 0..5 {
+        answers.push(writer.try_send(&numbered(i, 8))?);
+    }
+    let accepted = answers.iter().filter(|a| a.is_ok()).count();
+    let reader = ReaderPeer::start(r, &path, &ReaderOpts::default())?;
+    writer.wait_sent(3)?;
+    reader.events.wait_messages(3)?;
+    let wc = writer.stop()?;
+    let events = reader.events.clone();
+    reader.stop()?;
+    let got = events.messages();
+    check(accepted == 3, || format!("answers {answers:?}"))?;
+    check(
+        got == (0..3).map(|i| numbered(i, 8)).collect::<Vec<_>>(),
+        || format!("delivered {}", describe(&got)),
+    )?;
+    check(wc.dropped == 2 && wc.sent == 3, || format!("{wc:?}"))?;
+    Ok(format!(
+        "3 accepted, 2 refused ({:?}); the 3 delivered; {wc:?}",
+        answers.last()
+    ))
+}
+
+/// 5.2: a writer started before its reader connects once the reader is up.
+pub(crate) fn reconnect_until_reader(w: Impl, r: Impl) -> Result<String, String> {
+    let (_dir, path) = crate::peer::socket_path()?;
+    let mut writer = WriterPeer::start(w, &path, &WriterOpts::default())?;
+    let msgs: Vec<Vec<u8>> = (0..3).map(|i| numbered(i, 12)).collect();
+    for m in &msgs {
+        writer.send(m)?;
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let reader = ReaderPeer::start(r, &path, &ReaderOpts::default())?;
+    reader.events.wait_messages(3)?;
+    let wc = writer.stop()?;
+    let events = reader.events.clone();
+    let rc = reader.stop()?;
+    let got = events.messages();
+    check(got == msgs, || format!("delivered {}", describe(&got)))?;
+    Ok(format!(
+        "connected after the reader appeared; 3 delivered in order; {rc:?}; {wc:?}"
+    ))
+}
+
+/// 5.4: a connection cut in the middle of a frame; nothing doubled, nothing
+/// half delivered, and what is sent after the cut arrives.
+pub(crate) fn cut_frame(w: Impl, r: Impl) -> Result<String, String> {
+    use udsipc_testkit::proxy::{CutMode, FaultProxy, Verdict, fault_fn};
+    let (dir, path) = crate::peer::socket_path()?;
+    let front = dir.path().join("front.sock");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let reader = ReaderPeer::start(r, &path, &ReaderOpts::default())?;
+    // Cut the first connection 1500 bytes in: inside frame 14 of 101-byte
+    // frames. Later connections pass.
+    const CUT: u64 = 1500;
+    let mut first = None;
+    let cut = fault_fn("cut-first-connection", move |chunk| {
+        let conn = *first.get_or_insert(chunk.conn());
+        let end = chunk.offset() + chunk.data().len() as u64;
+        if chunk.conn() != conn || end < CUT || chunk.offset() >= CUT {
+            return Verdict::Pass;
+        }
+        Verdict::Cut {
+            at: usize::try_from(CUT - chunk.offset()).unwrap_or(usize::MAX),
+            mode: CutMode::Both,
+        }
+    });
+    let proxy = rt
+        .block_on(FaultProxy::builder(&front, &path).fault(cut).start())
+        .map_err(|e| format!("proxy: {e}"))?;
+    let mut writer = WriterPeer::start(w, &front, &WriterOpts::default())?;
+    let msgs: Vec<Vec<u8>> = (0..40).map(|i| numbered(i, 100)).collect();
+    for m in &msgs[..30] {
+        writer.send(m)?;
+    }
+    let deadline = Instant::now() + PATIENCE;
+    while !proxy
+        .events()
+        .iter()
+        .any(|e| e.fault == "cut-first-connection")
+    {
+        if Instant::now() > deadline {
+            return Err("the proxy never cut the connection".into());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    for m in &msgs[30..] {
+        writer.send(m)?;
+    }
+    reader.events.wait("the last message", |ev| {
+        ev.iter()
+            .any(|e| matches!(e, crate::peer::Event::Message(m) if number(m) == 39))
+    })?;
+    let wc = writer.stop()?;
+    rt.block_on(proxy.stop());
+    let events = reader.events.clone();
+    let rc = reader.stop()?;
+    let got = events.messages();
+    let mut seen = [0u32; 40];
+    for m in &got {
+        check(
+            m.len() == 100 && number(m) < 40 && *m == msgs[number(m)],
+            || format!("a changed or partial message of {} bytes", m.len()),
+        )?;
+        seen[number(m)] += 1;
+    }
+    let nums: Vec<usize> = got.iter().map(|m| number(m)).collect();
+    check(seen.iter().all(|&n| n <= 1), || {
+        format!("a message was delivered twice: {nums:?}")
+    })?;
+    check(nums.windows(2).all(|p| p[0] < p[1]), || {
+        format!("out of order: {nums:?}")
+    })?;
+    check(seen[..14].iter().all(|&n| n == 1), || {
+        format!("a message before the cut is missing: {nums:?}")
+    })?;
+    check(seen[30..].iter().all(|&n| n == 1), || {
+        format!("a message sent after the cut is missing: {nums:?}")
+    })?;
+    let lost = seen.iter().filter(|&&n| n == 0).count();
+    Ok(format!(
+        "{} delivered once each, in order; {lost} lost with the cut connection; errors {:?}; {rc:?}; {wc:?}",
+        got.len(),
+        events.errors()
+    ))
+}
+
+/// 6.1: `@name` is an abstract socket for every implementation.
+pub(crate) fn abstract_pair(w: Impl, r: Impl) -> Result<String, String> {
+    let name = abstract_name("pair");
+    let reader = ReaderPeer::start(r, &name, &ReaderOpts::default())?;
+    let bound = abstract_bound(&name);
+    let file = Path::new(&name).exists();
+    let mut writer = WriterPeer::start(w, &name, &WriterOpts::default())?;
+    let msgs: Vec<Vec<u8>> = (0..3).map(|i| numbered(i, 20)).collect();
+    for m in &msgs {
+        writer.send(m)?;
+    }
+    let waited = reader.events.wait_messages(3);
+    let wc = writer.stop()?;
+    let events = reader.events.clone();
+    let rc = reader.stop()?;
+    let _ = std::fs::remove_file(&name);
+    check(bound, || {
+        format!(
+            "{} reader: {} is not an abstract socket in /proc/net/unix (file created: {file})",
+            r.name(),
+            name.display()
+        )
+    })?;
+    check(!file, || {
+        format!(
+            "{} reader created a file called {}",
+            r.name(),
+            name.display()
+        )
+    })?;
+    waited?;
+    let got = events.messages();
+    check(got == msgs, || format!("delivered {}", describe(&got)))?;
+    Ok(format!(
+        "abstract {} reached: 3 delivered, no file; {rc:?}; {wc:?}",
+        name.display()
+    ))
+}
+
+/// 6.3: a relative name is a path from the working directory.
+pub(crate) fn relative_path(w: Impl, r: Impl) -> Result<String, String> {
+    let dir = cwd_dir()?;
+    let name = relative(&dir)?.join("rel.sock");
+    let msgs = vec![b"relative".to_vec()];
+    let got = deliver(w, r, &name, &msgs)?;
+    check(got == msgs, || format!("delivered {}", describe(&got)))?;
+    Ok(format!("{} reached by its relative name", name.display()))
+}
+
+/// 6.4: 107 bytes bind, 108 are refused.
+pub(crate) fn name_length_limit(r: Impl) -> Result<String, String> {
+    let dir = cwd_dir()?;
+    let base = relative(&dir)?;
+    let limit = udsipc::max_socket_path_len();
+    let name_of = |len: usize| {
+        let fill = len - base.as_os_str().len() - 1;
+        base.join("n".repeat(fill))
+    };
+    let over = ReaderPeer::start(r, &name_of(limit + 1), &ReaderOpts::default());
+    if let Ok(reader) = over {
+        let _ = reader.stop();
+        return Err(format!("a {}-byte name was accepted", limit + 1));
+    }
+    let name = name_of(limit);
+    let reader = ReaderPeer::start(r, &name, &ReaderOpts::default())?;
+    let mut conn = UnixStream::connect(&name).map_err(|e| format!("connect: {e}"))?;
+    conn.write_all(&[2, b'o', b'k'])
+        .map_err(|e| e.to_string())?;
+    reader.events.wait_messages(1)?;
+    drop(conn);
+    reader.stop()?;
+    Ok(format!(
+        "{limit}-byte name served, {}-byte name refused",
+        limit + 1
+    ))
+}
+
+/// 6.5: a reader on `@name` leaves a file called `@name` alone.
+pub(crate) fn abstract_leaves_files(r: Impl) -> Result<String, String> {
+    use std::os::linux::net::SocketAddrExt;
+    // A file named like the abstract name, in the working directory every
+    // peer shares with this process (where a relative path would be).
+    let name = abstract_name("file");
+    std::fs::write(&name, b"keep").map_err(|e| e.to_string())?;
+    let outcome = (|| {
+        let reader = ReaderPeer::start(r, &name, &ReaderOpts::default())?;
+        let bytes = name.as_os_str().as_encoded_bytes();
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(&bytes[1..])
+            .map_err(|e| e.to_string())?;
+        let mut conn = UnixStream::connect_addr(&addr).map_err(|e| format!("connect: {e}"))?;
+        conn.write_all(&[1, b'x']).map_err(|e| e.to_string())?;
+        reader.events.wait_messages(1)?;
+        drop(conn);
+        reader.stop().map(drop)
+    })();
+    let kept = std::fs::read(&name).ok();
+    let _ = std::fs::remove_file(&name);
+    outcome?;
+    match r.profile() {
+        Profile::Spec => {
+            check(kept.as_deref() == Some(b"keep".as_slice()), || {
+                format!("{} reader removed or changed the file @name", r.name())
+            })?;
+            Ok(format!("{} reader left the file alone", r.name()))
+        }
+        Profile::GoReference => {
+            check(kept.is_none(), || {
+                "the Go reader left the file (its CleanupSocket removes it)".into()
+            })?;
+            Ok(
+                "Go reader removed the file called @name in its working directory \
+                (by design of Go: CleanupSocket runs on the abstract name)"
+                    .into(),
+            )
+        }
+    }
+}
+
+/// 7.1: missing parent directories are created with mode 0750.
+pub(crate) fn parent_directory(r: Impl) -> Result<String, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let (dir, _) = crate::peer::socket_path()?;
+    let parent = dir.path().join("a/b");
+    let path = parent.join("s.sock");
+    let reader = ReaderPeer::start(r, &path, &ReaderOpts::default())?;
+    let mode = std::fs::metadata(&parent)
+        .map(|m| m.permissions().mode() & 0o777)
+        .map_err(|e| format!("{}: {e}", parent.display()))?;
+    reader.stop()?;
+    // 0750 less the umask (0022 here, so 0750).
+    check(mode == 0o750, || format!("directory mode {mode:o}"))?;
+    Ok(format!("created {} with mode {mode:o}", parent.display()))
+}
+
+/// 7.3: stop removes the socket file the reader created.
+pub(crate) fn stop_removes_file(r: Impl) -> Result<String, String> {
+    let (_dir, path) = crate::peer::socket_path()?;
+    let reader = ReaderPeer::start(r, &path, &ReaderOpts::default())?;
+    let existed = path.exists();
+    reader.stop()?;
+    check(existed && !path.exists(), || {
+        format!(
+            "existed while running: {existed}; still there: {}",
+            path.exists()
+        )
+    })?;
+    Ok("the socket file existed while running and is gone after stop".into())
+}
