@@ -1,6 +1,6 @@
 package main
 
-// go-peer write --socket P [--max-buffered-writes N] [--max-backoff D]
+// go-peer write --socket P [--max-buffered-writes N] [--max-backoff D] [--write-timeout D]
 //
 // Runs the Go Writer towards P and prints {"event":"ready"}. Each stdin
 // line is one message in hex (an empty line is a zero-length message),
@@ -35,6 +35,7 @@ func runWrite(args []string) {
 	socket := fs.String("socket", "", "socket path")
 	buffered := fs.Uint("max-buffered-writes", 0, "queue capacity (0: the Go default)")
 	maxBackoff := fs.Duration("max-backoff", 0, "maximum reconnect delay (0: the Go default)")
+	writeTimeout := fs.Duration("write-timeout", 0, "write timeout (0: the Go default)")
 	if err := fs.Parse(args); err != nil {
 		// The peer contract (conformance/PEERS.md): 127 = flag not supported.
 		os.Exit(127)
@@ -52,6 +53,9 @@ func runWrite(args []string) {
 	}
 	if *maxBackoff > 0 {
 		opts = append(opts, udsipc.WithMaxBackoff(*maxBackoff))
+	}
+	if *writeTimeout > 0 {
+		opts = append(opts, udsipc.WithWriteTimeout(*writeTimeout))
 	}
 	writer, err := udsipc.NewWriter(*socket, opts...)
 	if err != nil {

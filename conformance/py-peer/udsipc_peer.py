@@ -6,7 +6,7 @@ conformance/PEERS.md alone (Python standard library only).
     udsipc_peer.py read --socket NAME [--max-message-size N]
         [--inactivity-timeout Dms] [--fail-on HEX] [--panic-on HEX]
     udsipc_peer.py write --socket NAME [--max-backoff Dms]
-        [--max-buffered-writes N]
+        [--max-buffered-writes N] [--write-timeout Dms]
 
 Rule numbers in comments are PROTOCOL.md's.
 """
@@ -405,8 +405,9 @@ class Stopped(Exception):
 
 
 class Writer:
-    def __init__(self, name, max_backoff, capacity):
+    def __init__(self, name, max_backoff, capacity, write_timeout):
         self.addr, _ = parse_name(name)
+        self.write_timeout = write_timeout
         self.max_backoff = max_backoff
         self.capacity = capacity
         self.queue = collections.deque()
@@ -416,6 +417,7 @@ class Writer:
         self.failed = 0
         self.stopping = False
         self.stopped = False
+        self.discarded = 0
         self.deadline = None
         self.thread = threading.Thread(target=self._run, daemon=True)
 
@@ -453,7 +455,7 @@ class Writer:
         except OSError:
             s.close()
             raise
-        s.settimeout(WRITE_TIMEOUT)  # 5.5: per stalled send
+        s.settimeout(self.write_timeout)  # 5.5: per stalled send
         return s
 
     def _past_deadline(self):
@@ -468,7 +470,7 @@ class Writer:
                     self.cond.wait()
                 if not self.queue or self._past_deadline():
                     # 5.6: what is left at the deadline is discarded.
-                    self.failed += len(self.queue)
+                    self.discarded = len(self.queue)
                     self.queue.clear()
                     break
                 msg = self.queue[0]
@@ -510,7 +512,11 @@ class Writer:
             self.deadline = time.monotonic() + deadline
             self.cond.notify_all()
         self.thread.join(deadline + 1.0)
-        return "" if not self.thread.is_alive() else "drain deadline passed"
+        if self.thread.is_alive():
+            return "drain deadline passed"
+        if self.discarded:
+            return "%d queued message(s) discarded at the deadline" % self.discarded
+        return ""
 
 
 # ---- the contract -----------------------------------------------------------
@@ -557,13 +563,15 @@ def run_read(args):
 
 
 def run_write(args):
-    f = parse_flags(args, {"--socket", "--max-backoff", "--max-buffered-writes"})
+    f = parse_flags(args, {"--socket", "--max-backoff", "--max-buffered-writes",
+                           "--write-timeout"})
     if "--socket" not in f:
         die("write: --socket is required")
     w = Writer(
         f["--socket"],
         millis(f["--max-backoff"]) if "--max-backoff" in f else MAX_BACKOFF,
         int(f.get("--max-buffered-writes", MAX_BUFFERED_WRITES)),
+        millis(f["--write-timeout"]) if "--write-timeout" in f else WRITE_TIMEOUT,
     )
     w.start()
     emit(event="ready")

@@ -159,7 +159,7 @@ pub const CATALOG: &[Case] = &[
         level: Level::Must,
         description: "writer -> proxy that cuts the first connection 1500 bytes in (inside frame 14 of 101-byte frames) -> reader; 30 messages, then 10 more after the cut",
         rule: "never a duplicate, never half a message: a cut frame is lost on that connection and sent whole on the next",
-        expected: "every delivered message intact and once, in order; m0..m13 and m30..m39 all delivered",
+        expected: "every delivered message intact and once; m0..m13 and m30..m39 all delivered (order across the two connections is not promised)",
         body: Body::Pair(spec_cases::cut_frame),
     },
     Case {
@@ -507,7 +507,13 @@ fn roundtrip(
 ) -> Result<Roundtrip, String> {
     let (_dir, path) = socket_path()?;
     let reader = ReaderPeer::start(r, &path, opts)?;
-    let mut writer = WriterPeer::start(w, &path, &WriterOpts::default())?;
+    // A reader on a loaded machine may take more than the default 1 s to
+    // drain a 2 MiB message: this is not a backpressure case (5.5).
+    let patient = WriterOpts {
+        write_timeout: Some(Duration::from_secs(10)),
+        ..WriterOpts::default()
+    };
+    let mut writer = WriterPeer::start(w, &path, &patient)?;
     for m in msgs {
         writer.send(m)?;
     }

@@ -584,6 +584,8 @@ pub struct WriterOpts {
     pub max_backoff: Option<Duration>,
     /// `WithMaxBufferedWrites` / `max_buffered_writes`.
     pub max_buffered_writes: Option<usize>,
+    /// `WithWriteTimeout` / `write_timeout`.
+    pub write_timeout: Option<Duration>,
 }
 
 /// A running writer of either implementation.
@@ -615,6 +617,9 @@ impl WriterPeer {
                 if let Some(n) = opts.max_buffered_writes {
                     args.extend(["--max-buffered-writes".into(), n.to_string()]);
                 }
+                if let Some(d) = opts.write_timeout {
+                    args.extend(["--write-timeout".into(), format!("{}ms", d.as_millis())]);
+                }
                 let args: Vec<&str> = args.iter().map(String::as_str).collect();
                 let mut child = spawn_peer(imp, &args)?;
                 let stdin = child.stdin.take();
@@ -643,6 +648,9 @@ impl WriterPeer {
                 }
                 if let Some(n) = opts.max_buffered_writes {
                     b = b.max_buffered_writes(n);
+                }
+                if let Some(d) = opts.write_timeout {
+                    b = b.write_timeout(d);
                 }
                 let w = b.start().map_err(|e| format!("Rust writer start: {e}"))?;
                 Ok(Self {
@@ -859,18 +867,21 @@ pub fn socket_path() -> Result<(tempfile::TempDir, PathBuf), String> {
     Ok((dir, p))
 }
 
-/// This crate's `rust-peer` binary, next to the test executable (cargo and
-/// nextest build a package's binaries for its integration tests).
+/// This crate's `rust-peer` binary, next to the running binary or the test
+/// executable's directory (cargo and nextest build a package's binaries for
+/// its integration tests).
 pub fn rust_peer() -> Result<PathBuf, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
+    // Next to a binary (`conform`), or one level up from a test (`deps/`).
+    let dir = exe.parent().ok_or("no directory for rust-peer")?;
+    let bin = [dir, dir.parent().unwrap_or(dir)]
+        .iter()
         .map(|d| d.join("rust-peer"))
-        .ok_or("no directory for rust-peer")?;
-    if bin.exists() {
+        .find(|b| b.exists());
+    if let Some(bin) = bin {
         Ok(bin)
     } else {
+        let bin = dir.join("rust-peer");
         Err(format!(
             "{} is missing: build it with `cargo build -p udsipc-conformance --bin rust-peer`",
             bin.display()

@@ -243,9 +243,8 @@ pub(crate) fn cut_frame(w: Impl, r: Impl) -> Result<String, String> {
     check(seen.iter().all(|&n| n <= 1), || {
         format!("a message was delivered twice: {nums:?}")
     })?;
-    check(nums.windows(2).all(|p| p[0] < p[1]), || {
-        format!("out of order: {nums:?}")
-    })?;
+    // Order is only promised within a connection (4.4): what the cut
+    // connection still held may be handed over after the next one's.
     check(seen[..14].iter().all(|&n| n == 1), || {
         format!("a message before the cut is missing: {nums:?}")
     })?;
@@ -254,7 +253,7 @@ pub(crate) fn cut_frame(w: Impl, r: Impl) -> Result<String, String> {
     })?;
     let lost = seen.iter().filter(|&&n| n == 0).count();
     Ok(format!(
-        "{} delivered once each, in order; {lost} lost with the cut connection; errors {:?}; {rc:?}; {wc:?}",
+        "{} delivered once each ({nums:?}); {lost} lost with the cut connection; errors {:?}; {rc:?}; {wc:?}",
         got.len(),
         events.errors()
     ))
