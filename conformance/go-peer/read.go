@@ -32,7 +32,7 @@ import (
 func runRead(args []string) {
 	fs := flag.NewFlagSet("read", flag.ContinueOnError)
 	socket := fs.String("socket", "", "socket path")
-	maxSize := fs.Uint64("max-message-size", 0, "maximum message size (0: the Go default)")
+	maxSize := fs.Uint64("max-message-size", 0, "maximum message size (unset: the Go default)")
 	inactivity := fs.Duration("inactivity-timeout", 0, "inactivity timeout (0: the Go default)")
 	failOn := fs.String("fail-on", "", "hex of a message the handler rejects with an error")
 	panicOn := fs.String("panic-on", "", "hex of a message the handler panics on")
@@ -62,9 +62,12 @@ func runRead(args []string) {
 			event(map[string]any{"event": "error", "context": context, "error": err.Error()})
 		}),
 	}
-	if *maxSize > 0 {
-		opts = append(opts, udsipc.WithMaxMessageSize(*maxSize))
-	}
+	// Given explicitly, 0 is a limit too (every non-empty message refused).
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == "max-message-size" {
+			opts = append(opts, udsipc.WithMaxMessageSize(*maxSize))
+		}
+	})
 	if *inactivity > 0 {
 		opts = append(opts, udsipc.WithInactivityTimeout(*inactivity))
 	}

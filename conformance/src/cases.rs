@@ -123,6 +123,14 @@ pub const CATALOG: &[Case] = &[
         body: Body::Raw(spec_cases::abstract_leaves_files),
     },
     Case {
+        id: "2.1-golden-vectors",
+        level: Level::Must,
+        description: "every vector of conformance/vectors.json, each on its own connection followed by the end of the stream (one reader per max_message_size)",
+        rule: "the framing rules of sections 2 and 3, as the golden vectors spell them out byte for byte",
+        expected: "each vector's messages delivered, then its outcome: a clean close, or one error with its context",
+        body: Body::Raw(spec_cases::golden_vectors),
+    },
+    Case {
         id: "2.1-frame-layout",
         level: Level::Must,
         description: "bytes 05 \"hello\" 03 \"abc\" in one write, then a proof frame",

@@ -407,3 +407,84 @@ pub(crate) fn stop_removes_file(r: Impl) -> Result<String, String> {
     })?;
     Ok("the socket file existed while running and is gone after stop".into())
 }
+
+/// Appendix B: every vector of `vectors.json` on its own connection, then
+/// the end of the stream; the reader must deliver its messages and end as
+/// it says.
+pub(crate) fn golden_vectors(r: Impl) -> Result<String, String> {
+    let text = std::fs::read_to_string(crate::crate_dir().join("vectors.json"))
+        .map_err(|e| format!("vectors.json: {e}"))?;
+    let doc: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+    let default = doc["default_max_message_size"].as_u64().unwrap_or(10 << 20);
+    let vectors = doc["vectors"].as_array().cloned().unwrap_or_default();
+    let mut maxes: Vec<u64> = vectors
+        .iter()
+        .map(|v| v["max_message_size"].as_u64().unwrap_or(default))
+        .collect();
+    maxes.sort_unstable();
+    maxes.dedup();
+    let mut checked = 0;
+    for max in maxes {
+        let (_dir, path) = crate::peer::socket_path()?;
+        let opts = ReaderOpts {
+            max_message_size: Some(max),
+            ..ReaderOpts::default()
+        };
+        let reader = ReaderPeer::start(r, &path, &opts)?;
+        let mut want_messages = Vec::new();
+        let mut want_errors = Vec::new();
+        for v in vectors
+            .iter()
+            .filter(|v| v["max_message_size"].as_u64().unwrap_or(default) == max)
+        {
+            let name = v["name"].as_str().unwrap_or("?");
+            let input = crate::peer::from_hex(v["input"].as_str().unwrap_or(""));
+            want_messages.extend(
+                v["messages"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|m| crate::peer::from_hex(m.as_str().unwrap_or(""))),
+            );
+            if v["outcome"] == "error" {
+                want_errors.push(v["context"].as_str().unwrap_or("").to_owned());
+            }
+            let mut conn = UnixStream::connect(&path).map_err(|e| format!("connect: {e}"))?;
+            conn.write_all(&input)
+                .map_err(|e| format!("{name}: write: {e}"))?;
+            let _ = conn.shutdown(std::net::Shutdown::Write);
+            // The reader closes once it met the end or an error; then its
+            // reports for this vector are complete (waited for below).
+            conn.set_read_timeout(Some(PATIENCE))
+                .map_err(|e| e.to_string())?;
+            let mut sink = Vec::new();
+            let _ = conn.read_to_end(&mut sink);
+            let (m, e) = (want_messages.len(), want_errors.len());
+            reader.events.wait(&format!("vector {name}"), |ev| {
+                let got_m = ev
+                    .iter()
+                    .filter(|x| matches!(x, crate::peer::Event::Message(_)))
+                    .count();
+                got_m >= m && ev.len() - got_m >= e
+            })?;
+            let (got_m, got_e) = (reader.events.messages(), reader.events.errors());
+            check(got_m == want_messages && got_e == want_errors, || {
+                format!(
+                    "{name}: delivered {} errors {:?}, expected {} errors {:?}",
+                    describe(&got_m),
+                    got_e,
+                    describe(&want_messages),
+                    want_errors
+                )
+            })?;
+            checked += 1;
+        }
+        let rc = reader.stop()?;
+        check(rc.errors == want_errors.len() as u64, || {
+            format!("max {max}: {rc:?}, expected {} errors", want_errors.len())
+        })?;
+    }
+    Ok(format!(
+        "all {checked} vectors of vectors.json: messages and outcome as golden"
+    ))
+}

@@ -61,6 +61,7 @@ pair! {
 }
 
 raw! {
+    r2_1_golden_vectors => "2.1-golden-vectors",
     r2_1_frame_layout => "2.1-frame-layout",
     r6_4_name_length_limit => "6.4-name-length-limit",
     r6_5_abstract_name_leaves_files_alone => "6.5-abstract-name-leaves-files-alone",
