@@ -186,7 +186,6 @@ class Reader:
         self.listener = self._activated()
         if self.listener is None:
             self.listener = self._bind(name)
-        self.listener.settimeout(0.05)
         self.accepter = threading.Thread(target=self._accept_loop, daemon=True)
 
     def _activated(self):
@@ -268,8 +267,6 @@ class Reader:
         while not self.stopping.is_set():
             try:
                 conn, _ = self.listener.accept()
-            except socket.timeout:
-                continue
             except OSError:
                 if self.stopping.is_set():
                     return
@@ -321,7 +318,7 @@ class Reader:
                         return self._timeout(d)
                     conn.settimeout(left)
                 try:
-                    data = conn.recv(1 << 16)
+                    data = conn.recv(1 << 20)
                 except socket.timeout:
                     if self.stopping.is_set():
                         return
@@ -361,6 +358,12 @@ class Reader:
         # connection to its end (the kernel keeps what was sent) after
         # refusing more at the socket.
         self.stopping.set()
+        # Wakes the blocked accept (Linux: EINVAL) without closing the
+        # socket, so the backlog can still be taken below.
+        try:
+            self.listener.shutdown(socket.SHUT_RD)
+        except OSError:
+            pass
         self.accepter.join()
         self.listener.setblocking(False)
         while True:

@@ -138,6 +138,9 @@ impl Impl {
             Program::InProcessRust => vec![rust_peer()?.into()],
             Program::PyPeer => vec![
                 python()?.into(),
+                // No site packages: the peer is standard library only, and
+                // it starts faster.
+                "-S".into(),
                 crate::crate_dir().join("py-peer/udsipc_peer.py").into(),
             ],
             Program::Command(argv) => argv.iter().map(Into::into).collect(),

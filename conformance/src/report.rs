@@ -24,6 +24,9 @@ pub struct CaseResult {
     pub unsupported: bool,
     /// What was observed, or what differed.
     pub detail: String,
+    /// How long the run took (shown, never asserted).
+    #[serde(default)]
+    pub seconds: f64,
 }
 
 /// The directory of per-test result files.

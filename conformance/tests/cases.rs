@@ -3,6 +3,13 @@
 //! `r2_2_1_varint_boundaries::go_to_rust` (rule 2.2.1 of PROTOCOL.md). Each test records its result in
 //! `target/conformance/results/`; `conformance-report` assembles them.
 //! Without Go installed these tests fail and say how to install it.
+//!
+//! The Python peer (written from PROTOCOL.md alone) runs against the Go
+//! reference in both directions and in every raw arm; its arms with the
+//! Rust peer and with itself are in the full matrix of the `conform`
+//! runner (`cargo run -p udsipc-conformance --bin conform`), kept out of
+//! this gate for time (each Python process start costs a few hundred
+//! milliseconds on a busy machine).
 
 use udsipc_conformance::cases::{CATALOG, run};
 
@@ -15,10 +22,7 @@ macro_rules! pair {
             #[test] fn rust_to_rust() { run($id, "Rust->Rust") }
             #[test] fn go_to_go() { run($id, "Go->Go") }
             #[test] fn py_to_go() { run($id, "Py->Go") }
-            #[test] fn py_to_rust() { run($id, "Py->Rust") }
             #[test] fn go_to_py() { run($id, "Go->Py") }
-            #[test] fn rust_to_py() { run($id, "Rust->Py") }
-            #[test] fn py_to_py() { run($id, "Py->Py") }
         })*
         const PAIR_IDS: &[&str] = &[$($id),*];
     };
