@@ -468,6 +468,74 @@ fn a_signal_stops_gracefully_and_ends_with_the_stats(#[case] signal: Signal) {
 }
 
 #[test]
+fn a_signal_stops_listen_even_when_nobody_reads_its_stdout() {
+    // The handler ends up blocked on a full stdout: the stop must still
+    // end, and say what it could not print.
+    let dir = tempdir();
+    let path = dir.path().join("listen.sock");
+    let mut child = Command::new(BIN)
+        .arg("listen")
+        .arg(&path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped()) // never read
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _unread_stdout = child.stdout.take().unwrap();
+    let stderr = spawn_lines(child.stderr.take().unwrap(), |l| {
+        String::from_utf8_lossy(&l).trim_end().to_owned()
+    });
+    let ready = stderr.recv_timeout(WAIT).expect("listening on");
+    assert!(ready.starts_with("listening on"), "{ready}");
+    // Far more than a pipe plus the printer's queue hold.
+    let mut stream = UnixStream::connect(&path).unwrap();
+    stream
+        .set_write_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let line = frame(&[b'x'; 200]);
+    let mut written = 0usize;
+    while written < 64 << 20 {
+        match stream.write_all(&line) {
+            Ok(()) => written += line.len(),
+            // The listener stopped reading: backpressure reached us.
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => break,
+            Err(e) => panic!("write failed: {e}"),
+        }
+    }
+    assert!(
+        written < 64 << 20,
+        "listen buffered 64 MiB instead of pushing back"
+    );
+    kill(
+        Pid::from_raw(i32::try_from(child.id()).unwrap()),
+        Signal::SIGTERM,
+    )
+    .unwrap();
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "listen did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let lines: Vec<String> = stderr.try_iter().collect();
+    assert_eq!(status.code(), Some(1), "{lines:#?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("stdout took no more lines")),
+        "{lines:#?}"
+    );
+    let stats: ListenStats = serde_json::from_str(lines.last().unwrap()).unwrap();
+    assert!(stats.received > 0);
+    assert!(!path.exists(), "the socket file was left behind");
+}
+
+#[test]
 fn listen_refuses_a_path_that_is_not_a_socket() {
     let dir = tempdir();
     let path = dir.path().join("precious.txt");
@@ -752,17 +820,19 @@ fn listen_closes_peers_off_the_allow_lists() {
 }
 
 /// Runs `udsipc send SOCKET OPTIONS...` as uid/gid 65534 with no
-/// supplementary groups, through util-linux's `setpriv`.
+/// supplementary groups, through util-linux's `setpriv`. The binary runs
+/// from a copy in the socket's directory: the build's own copy may sit in a
+/// checkout the second user cannot traverse (a clone in a 0700 directory).
 fn send_as_nobody(socket: &Path, options: &[&str]) -> Done {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = socket.with_file_name("udsipc-for-nobody");
+    if !bin.exists() {
+        std::fs::copy(BIN, &bin).unwrap();
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
     let mut cmd = Command::new("setpriv");
-    cmd.args([
-        "--reuid",
-        "65534",
-        "--regid",
-        "65534",
-        "--clear-groups",
-        BIN,
-    ]);
+    cmd.args(["--reuid", "65534", "--regid", "65534", "--clear-groups"]);
+    cmd.arg(&bin);
     let mut args: Vec<OsString> = vec!["send".into(), socket.into()];
     args.extend(options.iter().map(OsString::from));
     Proc::spawn_command(cmd, &args, None).finish()

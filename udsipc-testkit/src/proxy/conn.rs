@@ -18,7 +18,7 @@ use rand::{RngExt, SeedableRng};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use super::Shared;
@@ -89,7 +89,9 @@ enum Item {
         stream_end: u64,
     },
     Eof,
-    Close(CutMode),
+    /// A cut: `flushed` fires once everything queued before it was written
+    /// (and, for a full cut, the destination shut).
+    Close(CutMode, oneshot::Sender<()>),
 }
 
 /// What one pump shares with its egress task.
@@ -309,7 +311,16 @@ impl Ingress {
                     stream_end: cut_offset,
                 };
                 let _ = tx.send(item).await;
-                let _ = tx.send(Item::Close(mode)).await;
+                let (flushed_tx, flushed) = oneshot::channel();
+                let _ = tx.send(Item::Close(mode, flushed_tx)).await;
+                // A real writer has finished writing on its old connection
+                // before it reconnects: the client learns of the cut only
+                // once the upstream has every byte sent before it, so a
+                // writer that reconnects at once never gets bytes onto a new
+                // upstream connection while the old one still receives.
+                if self.direction == Direction::ToUpstream {
+                    let _ = flushed.await;
+                }
                 let pending = shut_and_count(&src);
                 self.close_source(Reason::Cut);
                 let (name, frame) = plan
@@ -677,12 +688,14 @@ async fn egress(
                 }
                 return;
             }
-            Item::Close(CutMode::Both) => {
+            Item::Close(CutMode::Both, flushed) => {
                 let _ = dst.shutdown().await;
+                let _ = flushed.send(());
                 close(&phase_tx, true, true, Reason::Cut);
                 return;
             }
-            Item::Close(CutMode::ClientOnly) => {
+            Item::Close(CutMode::ClientOnly, flushed) => {
+                let _ = flushed.send(());
                 // Keep this side open and silent until its peer or the proxy
                 // closes it.
                 let _ = phase.wait_for(|p| !dest_open(p)).await;
