@@ -403,6 +403,15 @@ class Reader:
 # ---- writer -------------------------------------------------------------------
 
 
+def send_all(conn, data):
+    """5.5: the timeout bounds each wait for room in the socket, not the
+    whole message (socket.sendall's timeout would bound the whole call)."""
+    view = memoryview(data)
+    while view:
+        sent = conn.send(view)
+        view = view[sent:]
+
+
 class Stopped(Exception):
     pass
 
@@ -491,7 +500,7 @@ class Writer:
                     backoff = min(backoff * 2, self.max_backoff)
                     continue
             try:
-                conn.sendall(encode_uvarint(len(msg)) + msg)
+                send_all(conn, encode_uvarint(len(msg)) + msg)
             except OSError as e:
                 # 5.3, 5.4: close, retry the same message first and whole.
                 with self.cond:

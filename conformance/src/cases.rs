@@ -147,6 +147,14 @@ pub const CATALOG: &[Case] = &[
         body: Body::ToRaw(spec_cases::writer_bytes),
     },
     Case {
+        id: "5.5-write-timeout-is-a-stall-limit",
+        level: Level::Should,
+        description: "a 4 MiB message to a plain socket that reads 32 KiB every 10 ms (about 1.3 s in all); default 1 s write timeout",
+        rule: "the write timeout bounds how long the socket may stay full, not how long a message may take",
+        expected: "Spec: the whole frame arrives on one connection. Go reference: its deadline covers the whole write, so it cuts the moving transfer and retries",
+        body: Body::ToRaw(spec_cases::write_timeout_is_a_stall_limit),
+    },
+    Case {
         id: "5.1-buffer-full",
         level: Level::Must,
         description: "writer with a queue of 3 and no reader; 5 send attempts that do not wait; then a reader starts",

@@ -488,3 +488,66 @@ pub(crate) fn golden_vectors(r: Impl) -> Result<String, String> {
         "all {checked} vectors of vectors.json: messages and outcome as golden"
     ))
 }
+
+/// 5.5: a 4 MiB message to a reader that keeps reading slowly (32 KiB
+/// every 10 ms, about 1.3 s in all) with the default 1 s write timeout:
+/// the transfer never stalls, it only takes longer than the timeout.
+pub(crate) fn write_timeout_is_a_stall_limit(w: Impl) -> Result<String, String> {
+    let (_dir, path) = crate::peer::socket_path()?;
+    let listener = UnixListener::bind(&path).map_err(|e| format!("bind: {e}"))?;
+    let msg = payload(4 << 20, 5);
+    let mut frame = uvarint(msg.len() as u64);
+    frame.extend_from_slice(&msg);
+    let mut writer = WriterPeer::start(w, &path, &WriterOpts::default())?;
+    writer.send(&msg)?;
+    let (mut conn, _) = listener.accept().map_err(|e| format!("accept: {e}"))?;
+    conn.set_read_timeout(Some(PATIENCE))
+        .map_err(|e| e.to_string())?;
+    let mut got = Vec::with_capacity(frame.len());
+    let mut buf = vec![0u8; 32 << 10];
+    let started = Instant::now();
+    while got.len() < frame.len() {
+        match conn.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let took = started.elapsed();
+    let whole = got == frame;
+    // Whatever the outcome, let the writer finish: close our side and
+    // refuse what follows.
+    drop(conn);
+    drop(listener);
+    let wc = writer.stop()?;
+    match w.profile() {
+        Profile::Spec => {
+            check(whole, || {
+                format!(
+                    "{} writer cut a moving transfer after {} of {} bytes ({took:?}); {wc:?}",
+                    w.name(),
+                    got.len(),
+                    frame.len()
+                )
+            })?;
+            Ok(format!(
+                "{} writer: the whole 4 MiB frame on one connection in {took:?} (slower than the \
+                 1 s write timeout, never stalled that long); {wc:?}",
+                w.name()
+            ))
+        }
+        Profile::GoReference => {
+            check(!whole, || {
+                format!(
+                    "the Go writer sent the whole frame in {took:?}: the reader was not slow enough"
+                )
+            })?;
+            Ok(format!(
+                "Go writer: its 1 s deadline covers the whole message, so it cut the moving \
+                 transfer after {} of {} bytes ({took:?}) and retries it (by design of Go); {wc:?}",
+                got.len(),
+                frame.len()
+            ))
+        }
+    }
+}

@@ -99,6 +99,7 @@ macro_rules! to_raw {
 }
 
 to_raw! {
+    r5_5_write_timeout_is_a_stall_limit => "5.5-write-timeout-is-a-stall-limit",
     r2_2_2_writer_minimal_prefixes => "2.2.2-writer-minimal-prefixes",
 }
 
