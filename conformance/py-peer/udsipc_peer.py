@@ -12,12 +12,16 @@ Rule numbers in comments are PROTOCOL.md's.
 """
 
 import collections
+import fcntl
 import json
 import os
+import select
 import signal
 import socket
 import stat
+import struct
 import sys
+import termios
 import threading
 import time
 
@@ -167,6 +171,48 @@ def parse_name(name):
 # ---- reader -------------------------------------------------------------------
 
 
+def peer_pid(conn):
+    """The connecting process's PID (SO_PEERCRED), or None."""
+    try:
+        raw = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        return struct.unpack("3i", raw)[0]
+    except (OSError, AttributeError):
+        return None
+
+
+def peer_ids(conn):
+    """(uid, gid) of the connecting process (SO_PEERCRED), or None."""
+    try:
+        raw = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        _, uid, gid = struct.unpack("3i", raw)
+        return uid, gid
+    except (OSError, AttributeError):
+        return None
+
+
+class ConnState:
+    """One connection's progress, for newer connections of the same writer
+    process (4.8). Counters change under `cond`."""
+
+    def __init__(self, pid):
+        self.pid = pid
+        self.conn = None
+        self.cond = threading.Condition()
+        self.read_total = 0
+        self.handed_over = 0
+        self.closed = False
+
+    def queued(self):
+        """Bytes waiting in the socket's receive queue (FIONREAD)."""
+        if self.conn is None:
+            return 0
+        try:
+            buf = fcntl.ioctl(self.conn.fileno(), termios.FIONREAD, b"\0\0\0\0")
+            return struct.unpack("i", buf)[0]
+        except OSError:
+            return 0
+
+
 class Reader:
     def __init__(self, name, max_size, inactivity, fail_on, panic_on):
         self.max = max_size
@@ -178,6 +224,7 @@ class Reader:
         self.connections = 0
         self.errors = 0
         self.conns = set()
+        self.states = set()
         self.threads = []
         self.stopping = threading.Event()
         self.file = None
@@ -279,10 +326,22 @@ class Reader:
             self._serve(conn)
 
     def _serve(self, conn):
+        state = ConnState(peer_pid(conn))
+        state.conn = conn
         with self.lock:
             self.connections += 1
             self.conns.add(conn)
-        t = threading.Thread(target=self._connection, args=(conn,), daemon=True)
+            # 4.8: before anything of this connection is handed over, every
+            # older open connection of the same writer process hands over
+            # what it had received or was waiting in its socket by now.
+            older = [o for o in self.states if o.pid == state.pid and o.pid is not None]
+            self.states.add(state)
+        waits = []
+        for o in older:
+            with o.cond:
+                if not o.closed:
+                    waits.append((o, o.read_total + o.queued()))
+        t = threading.Thread(target=self._connection, args=(conn, state, waits), daemon=True)
         self.threads.append(t)
         t.start()
 
@@ -305,7 +364,10 @@ class Reader:
         with self.lock:
             self.received += 1
 
-    def _connection(self, conn):
+    def _connection(self, conn, state, waits):
+        for older, target in waits:
+            with older.cond:
+                older.cond.wait_for(lambda: older.closed or older.handed_over >= target)
         d = Decoder(self.max)
         frame_deadline = time.monotonic() + self.inactivity
         try:
@@ -318,7 +380,14 @@ class Reader:
                         return self._timeout(d)
                     conn.settimeout(left)
                 try:
-                    data = conn.recv(1 << 20)
+                    # Wait without the lock, read under it: the byte count
+                    # and the socket's queue are then one snapshot (4.8).
+                    ready, _, _ = select.select([conn], [], [], conn.gettimeout())
+                    if not ready:
+                        raise socket.timeout()
+                    with state.cond:
+                        data = conn.recv(1 << 20)
+                        state.read_total += len(data)
                 except socket.timeout:
                     if self.stopping.is_set():
                         return
@@ -339,12 +408,19 @@ class Reader:
                         self._error(value, "malformed frame")
                         return
                     self._handle(value)
+                with state.cond:
+                    state.handed_over = state.read_total - len(d.buf)
+                    state.cond.notify_all()
                 # 4.2: the timeout runs from the start of each frame.
                 if outcomes or not d.mid_frame():
                     frame_deadline = time.monotonic() + self.inactivity
         finally:
             with self.lock:
                 self.conns.discard(conn)
+                self.states.discard(state)
+            with state.cond:
+                state.closed = True
+                state.cond.notify_all()
             conn.close()
 
     def _timeout(self, d):

@@ -155,6 +155,14 @@ pub const CATALOG: &[Case] = &[
         body: Body::ToRaw(spec_cases::write_timeout_is_a_stall_limit),
     },
     Case {
+        id: "4.8-order-across-reconnects",
+        level: Level::Should,
+        description: "as 5.4: writer -> proxy cutting the first connection inside frame 14 -> reader; 30 messages, the cut, 10 more (every connection comes from the proxy's process)",
+        rule: "what one writer process sent on an older connection reaches the handler before anything it sends on a newer one",
+        expected: "Spec: the numbers delivered only increase. Go reference: connections are served independently (the order seen is reported, not asserted)",
+        body: Body::Pair(spec_cases::order_across_reconnects),
+    },
+    Case {
         id: "5.1-buffer-full",
         level: Level::Must,
         description: "writer with a queue of 3 and no reader; 5 send attempts that do not wait; then a reader starts",
@@ -175,7 +183,7 @@ pub const CATALOG: &[Case] = &[
         level: Level::Must,
         description: "writer -> proxy that cuts the first connection 1500 bytes in (inside frame 14 of 101-byte frames) -> reader; 30 messages, then 10 more after the cut",
         rule: "never a duplicate, never half a message: a cut frame is lost on that connection and sent whole on the next",
-        expected: "every delivered message intact and once; m0..m13 and m30..m39 all delivered (order across the two connections is not promised)",
+        expected: "every delivered message intact and once; m0..m13 and m30..m39 all delivered (order across the two connections is rule 4.8's)",
         body: Body::Pair(spec_cases::cut_frame),
     },
     Case {

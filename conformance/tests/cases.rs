@@ -41,6 +41,7 @@ macro_rules! raw {
 }
 
 pair! {
+    r4_8_order_across_reconnects => "4.8-order-across-reconnects",
     r6_1_abstract_name => "6.1-abstract-name",
     r6_3_relative_path => "6.3-relative-path",
     r5_1_buffer_full => "5.1-buffer-full",
