@@ -5,6 +5,7 @@ conformance/PEERS.md alone (Python standard library only).
     udsipc_peer.py hello
     udsipc_peer.py read --socket NAME [--max-message-size N]
         [--inactivity-timeout Dms] [--fail-on HEX] [--panic-on HEX]
+        [--allow-uid UID]
     udsipc_peer.py write --socket NAME [--max-backoff Dms]
         [--max-buffered-writes N] [--write-timeout Dms]
 
@@ -214,7 +215,8 @@ class ConnState:
 
 
 class Reader:
-    def __init__(self, name, max_size, inactivity, fail_on, panic_on):
+    def __init__(self, name, max_size, inactivity, fail_on, panic_on, allow_uid=None):
+        self.allow_uid = allow_uid
         self.max = max_size
         self.inactivity = inactivity
         self.fail_on = fail_on
@@ -326,6 +328,14 @@ class Reader:
             self._serve(conn)
 
     def _serve(self, conn):
+        if self.allow_uid is not None:
+            ids = peer_ids(conn)
+            if ids is None or ids[0] != self.allow_uid:
+                # 4.7: refused before a single byte is read.
+                emit(event="error", context="connection rejected",
+                     error="peer credentials %r not allowed" % (ids,))
+                conn.close()
+                return
         state = ConnState(peer_pid(conn))
         state.conn = conn
         with self.lock:
@@ -630,7 +640,7 @@ def millis(v):
 
 def run_read(args):
     f = parse_flags(args, {"--socket", "--max-message-size", "--inactivity-timeout",
-                           "--fail-on", "--panic-on"})
+                           "--fail-on", "--panic-on", "--allow-uid"})
     if "--socket" not in f:
         die("read: --socket is required")
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
@@ -640,6 +650,7 @@ def run_read(args):
         millis(f["--inactivity-timeout"]) if "--inactivity-timeout" in f else INACTIVITY_TIMEOUT,
         bytes.fromhex(f["--fail-on"]) if "--fail-on" in f else None,
         bytes.fromhex(f["--panic-on"]) if "--panic-on" in f else None,
+        int(f["--allow-uid"]) if "--allow-uid" in f else None,
     )
     r.start()
     emit(event="ready")

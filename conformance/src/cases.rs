@@ -155,6 +155,14 @@ pub const CATALOG: &[Case] = &[
         body: Body::ToRaw(spec_cases::write_timeout_is_a_stall_limit),
     },
     Case {
+        id: "4.7-peer-credentials",
+        level: Level::Should,
+        description: "a reader admitting only uid+1 (--allow-uid) gets a connection from us; then one admitting our uid",
+        rule: "a reader may restrict peers by user ID (SO_PEERCRED); a refused connection is closed before any byte is read",
+        expected: "Spec: first connection closed unread, one error \"connection rejected\", nothing delivered; the second reader serves us. Go reference: no such option (its peer answers 127)",
+        body: Body::Raw(spec_cases::peer_credentials),
+    },
+    Case {
         id: "4.8-order-across-reconnects",
         level: Level::Should,
         description: "as 5.4: writer -> proxy cutting the first connection inside frame 14 -> reader; 30 messages, the cut, 10 more (every connection comes from the proxy's process)",

@@ -269,6 +269,9 @@ pub struct ReaderOpts {
     pub fail_on: Option<Vec<u8>>,
     /// The handler panics on a message equal to this.
     pub panic_on: Option<Vec<u8>>,
+    /// Admit only peers running as this user (`allow_uid`; Go has no such
+    /// option).
+    pub allow_uid: Option<u32>,
 }
 
 /// A reader's counters when it stopped (Go's `GetMetrics`).
@@ -433,6 +436,9 @@ impl ReaderPeer {
                 if let Some(m) = &opts.panic_on {
                     args.extend(["--panic-on".into(), crate::to_hex(m)]);
                 }
+                if let Some(uid) = opts.allow_uid {
+                    args.extend(["--allow-uid".into(), uid.to_string()]);
+                }
                 let args: Vec<&str> = args.iter().map(String::as_str).collect();
                 let mut child = spawn_peer(imp, &args)?;
                 let lines = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
@@ -456,6 +462,9 @@ impl ReaderPeer {
                 }
                 if let Some(d) = opts.inactivity_timeout {
                     b = b.inactivity_timeout(d);
+                }
+                if let Some(uid) = opts.allow_uid {
+                    b = b.allow_uid(uid);
                 }
                 let on_err = events.clone();
                 b = b.on_error(move |e| on_err.push(Event::Error(e.context().to_owned())));

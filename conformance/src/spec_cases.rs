@@ -584,3 +584,55 @@ pub(crate) fn write_timeout_is_a_stall_limit(w: Impl) -> Result<String, String> 
         }
     }
 }
+
+/// 4.7: a reader admitting only another user refuses our connection before
+/// reading it; admitting us, it serves it.
+pub(crate) fn peer_credentials(r: Impl) -> Result<String, String> {
+    let me = nix::unistd::getuid().as_raw();
+    let (_dir, path) = crate::peer::socket_path()?;
+    let other = ReaderOpts {
+        allow_uid: Some(me.wrapping_add(1)),
+        ..ReaderOpts::default()
+    };
+    let reader = match ReaderPeer::start(r, &path, &other) {
+        Err(e) if r.is_go_reference() && e.starts_with(crate::peer::UNSUPPORTED) => {
+            return Ok(format!(
+                "Go reference: no peer-credential option, go-peer answers 127 (by design of Go): {e}"
+            ));
+        }
+        started => started?,
+    };
+    let mut conn = UnixStream::connect(&path).map_err(|e| format!("connect: {e}"))?;
+    let _ = conn.write_all(&[1, b'x']);
+    conn.set_read_timeout(Some(PATIENCE))
+        .map_err(|e| e.to_string())?;
+    let mut buf = [0u8; 1];
+    let closed = matches!(conn.read(&mut buf), Ok(0) | Err(_));
+    reader.events.wait_errors(1)?;
+    let events = reader.events.clone();
+    reader.stop()?;
+    let (got, errs) = (events.messages(), events.errors());
+    check(closed && got.is_empty(), || {
+        format!("closed: {closed}; delivered {}", describe(&got))
+    })?;
+    check(errs == ["connection rejected"], || {
+        format!("errors {errs:?}")
+    })?;
+    let mine = ReaderOpts {
+        allow_uid: Some(me),
+        ..ReaderOpts::default()
+    };
+    let (_dir2, path2) = crate::peer::socket_path()?;
+    let reader = ReaderPeer::start(r, &path2, &mine)?;
+    let mut conn = UnixStream::connect(&path2).map_err(|e| format!("connect: {e}"))?;
+    conn.write_all(&[1, b'y']).map_err(|e| e.to_string())?;
+    reader.events.wait_messages(1)?;
+    drop(conn);
+    reader.stop()?;
+    Ok(format!(
+        "{}: uid {me} refused by a reader admitting uid {} (closed unread, \"connection rejected\"), \
+         served by one admitting uid {me}",
+        r.name(),
+        me.wrapping_add(1)
+    ))
+}

@@ -66,6 +66,7 @@ pair! {
 }
 
 raw! {
+    r4_7_peer_credentials => "4.7-peer-credentials",
     r2_1_golden_vectors => "2.1-golden-vectors",
     r2_1_frame_layout => "2.1-frame-layout",
     r6_4_name_length_limit => "6.4-name-length-limit",

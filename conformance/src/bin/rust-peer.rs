@@ -5,7 +5,7 @@
 //! ```text
 //! rust-peer hello
 //! rust-peer read --socket NAME [--max-message-size N] [--inactivity-timeout Dms]
-//!                [--fail-on HEX] [--panic-on HEX]
+//!                [--fail-on HEX] [--panic-on HEX] [--allow-uid UID]
 //! rust-peer write --socket NAME [--max-backoff Dms] [--max-buffered-writes N]
 //!                 [--write-timeout Dms]
 //! ```
@@ -99,6 +99,7 @@ fn read(args: &[String]) {
             "--inactivity-timeout",
             "--fail-on",
             "--panic-on",
+            "--allow-uid",
         ],
     );
     let socket = f
@@ -120,6 +121,9 @@ fn read(args: &[String]) {
     }
     if let Some(d) = f.get("--inactivity-timeout") {
         builder = builder.inactivity_timeout(millis(d));
+    }
+    if let Some(uid) = f.get("--allow-uid") {
+        builder = builder.allow_uid(number(uid));
     }
     let fail_on = f.get("--fail-on").map(|h| unhex(h));
     let panic_on = f.get("--panic-on").map(|h| unhex(h));
