@@ -1,6 +1,7 @@
 package main
 
 // go-peer read --socket P [--max-message-size N] [--inactivity-timeout D] [--fail-on HEX] [--panic-on HEX]
+// [--max-accept-errors N]
 //
 // Runs the Go Reader on P and prints JSON lines on stdout:
 //
@@ -36,6 +37,7 @@ func runRead(args []string) {
 	inactivity := fs.Duration("inactivity-timeout", 0, "inactivity timeout (0: the Go default)")
 	failOn := fs.String("fail-on", "", "hex of a message the handler rejects with an error")
 	panicOn := fs.String("panic-on", "", "hex of a message the handler panics on")
+	maxAcceptErrors := fs.Int("max-accept-errors", -1, "consecutive accept errors tolerated (unset: the Go default)")
 	if err := fs.Parse(args); err != nil {
 		// The peer contract (conformance/PEERS.md): 127 = flag not supported.
 		os.Exit(127)
@@ -70,6 +72,9 @@ func runRead(args []string) {
 	})
 	if *inactivity > 0 {
 		opts = append(opts, udsipc.WithInactivityTimeout(*inactivity))
+	}
+	if *maxAcceptErrors >= 0 {
+		opts = append(opts, udsipc.WithMaxAcceptErrors(*maxAcceptErrors))
 	}
 	handler := func(data []byte) error {
 		rejected := reject != nil && bytes.Equal(data, reject)

@@ -5,7 +5,7 @@ conformance/PEERS.md alone (Python standard library only).
     udsipc_peer.py hello
     udsipc_peer.py read --socket NAME [--max-message-size N]
         [--inactivity-timeout Dms] [--fail-on HEX] [--panic-on HEX]
-        [--allow-uid UID]
+        [--allow-uid UID] [--max-accept-errors N]
     udsipc_peer.py write --socket NAME [--max-backoff Dms]
         [--max-buffered-writes N] [--write-timeout Dms]
 
@@ -215,8 +215,10 @@ class ConnState:
 
 
 class Reader:
-    def __init__(self, name, max_size, inactivity, fail_on, panic_on, allow_uid=None):
+    def __init__(self, name, max_size, inactivity, fail_on, panic_on, allow_uid=None,
+                 max_accept_errors=10):
         self.allow_uid = allow_uid
+        self.max_accept_errors = max_accept_errors
         self.max = max_size
         self.inactivity = inactivity
         self.fail_on = fail_on
@@ -320,7 +322,9 @@ class Reader:
                 if self.stopping.is_set():
                     return
                 failures += 1  # 4.6
-                if failures > 10:
+                if failures > self.max_accept_errors:
+                    emit(event="error", context="too many consecutive failures in accept loop",
+                         error="%d accept errors in a row" % failures)
                     return
                 time.sleep(0.1)
                 continue
@@ -640,7 +644,8 @@ def millis(v):
 
 def run_read(args):
     f = parse_flags(args, {"--socket", "--max-message-size", "--inactivity-timeout",
-                           "--fail-on", "--panic-on", "--allow-uid"})
+                           "--fail-on", "--panic-on", "--allow-uid",
+                           "--max-accept-errors"})
     if "--socket" not in f:
         die("read: --socket is required")
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
@@ -651,6 +656,7 @@ def run_read(args):
         bytes.fromhex(f["--fail-on"]) if "--fail-on" in f else None,
         bytes.fromhex(f["--panic-on"]) if "--panic-on" in f else None,
         int(f["--allow-uid"]) if "--allow-uid" in f else None,
+        int(f.get("--max-accept-errors", 10)),
     )
     r.start()
     emit(event="ready")

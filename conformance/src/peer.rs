@@ -272,6 +272,8 @@ pub struct ReaderOpts {
     /// Admit only peers running as this user (`allow_uid`; Go has no such
     /// option).
     pub allow_uid: Option<u32>,
+    /// `WithMaxAcceptErrors` / `max_accept_errors`.
+    pub max_accept_errors: Option<u32>,
 }
 
 /// A reader's counters when it stopped (Go's `GetMetrics`).
@@ -298,10 +300,21 @@ pub struct WriterCounts {
 }
 
 fn spawn_peer(imp: Impl, args: &[&str]) -> Result<Child, String> {
-    let argv = imp.argv()?;
+    spawn_peer_env(imp, args, &[], &[])
+}
+
+fn spawn_peer_env(
+    imp: Impl,
+    args: &[&str],
+    env: &[(&str, &str)],
+    wrapper: &[&str],
+) -> Result<Child, String> {
+    let mut argv: Vec<std::ffi::OsString> = wrapper.iter().map(Into::into).collect();
+    argv.extend(imp.argv()?);
     Command::new(&argv[0])
         .args(&argv[1..])
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -417,8 +430,32 @@ enum ReaderKind {
 impl ReaderPeer {
     /// Starts a reader on `path` and waits until it listens.
     pub fn start(imp: Impl, path: &Path, opts: &ReaderOpts) -> Result<Self, String> {
+        Self::start_env(imp, path, opts, &[])
+    }
+
+    /// Starts a reader with extra environment variables: always in a
+    /// process of its own (`rust-peer` for the Rust peer), since the
+    /// environment is per process.
+    pub fn start_env(
+        imp: Impl,
+        path: &Path,
+        opts: &ReaderOpts,
+        env: &[(&str, &str)],
+    ) -> Result<Self, String> {
+        Self::start_wrapped(imp, path, opts, env, &[])
+    }
+
+    /// [`start_env`](Self::start_env), the peer run through `wrapper` (e.g.
+    /// `prlimit --nofile=64:64`) when it is not empty.
+    pub fn start_wrapped(
+        imp: Impl,
+        path: &Path,
+        opts: &ReaderOpts,
+        env: &[(&str, &str)],
+        wrapper: &[&str],
+    ) -> Result<Self, String> {
         let events = Events::default();
-        match imp.in_process() {
+        match imp.in_process() && env.is_empty() && wrapper.is_empty() {
             false => {
                 let mut args = vec!["read".to_owned(), "--socket".into(), path_str(path)];
                 if let Some(n) = opts.max_message_size {
@@ -439,8 +476,11 @@ impl ReaderPeer {
                 if let Some(uid) = opts.allow_uid {
                     args.extend(["--allow-uid".into(), uid.to_string()]);
                 }
+                if let Some(n) = opts.max_accept_errors {
+                    args.extend(["--max-accept-errors".into(), n.to_string()]);
+                }
                 let args: Vec<&str> = args.iter().map(String::as_str).collect();
-                let mut child = spawn_peer(imp, &args)?;
+                let mut child = spawn_peer_env(imp, &args, env, wrapper)?;
                 let lines = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
                 pump(&mut child, events.clone(), lines.clone());
                 let ready = nth_line(&lines, 0).map_err(|e| unsupported_or(&mut child, e))?;
@@ -465,6 +505,9 @@ impl ReaderPeer {
                 }
                 if let Some(uid) = opts.allow_uid {
                     b = b.allow_uid(uid);
+                }
+                if let Some(n) = opts.max_accept_errors {
+                    b = b.max_accept_errors(n);
                 }
                 let on_err = events.clone();
                 b = b.on_error(move |e| on_err.push(Event::Error(e.context().to_owned())));
@@ -497,10 +540,17 @@ impl ReaderPeer {
     /// `rust-peer read` (this crate's binary, the Rust Reader behind the
     /// same contract).
     pub fn start_activated(imp: Impl, path: &Path) -> Result<Self, String> {
+        Self::start_activated_via(imp, path, &[])
+    }
+
+    /// [`start_activated`](Self::start_activated) with `wrapper` (e.g.
+    /// `env -u LISTEN_PID`) between systemd-socket-activate and the peer.
+    pub fn start_activated_via(imp: Impl, path: &Path, wrapper: &[&str]) -> Result<Self, String> {
         let argv = imp.argv()?;
         let mut child = Command::new("systemd-socket-activate")
             .arg("-l")
             .arg(path)
+            .args(wrapper)
             .args(argv)
             .args(["read", "--socket"])
             .arg(path)

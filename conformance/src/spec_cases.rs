@@ -636,3 +636,195 @@ pub(crate) fn peer_credentials(r: Impl) -> Result<String, String> {
         me.wrapping_add(1)
     ))
 }
+
+/// Reads one datagram (with the suite's patience).
+fn datagram(sock: &std::os::unix::net::UnixDatagram) -> Result<String, String> {
+    sock.set_read_timeout(Some(PATIENCE))
+        .map_err(|e| e.to_string())?;
+    let mut buf = [0u8; 512];
+    let n = sock
+        .recv(&mut buf)
+        .map_err(|e| format!("notify socket: {e}"))?;
+    Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+/// 8.2: `READY=1` once listening, `STOPPING=1` at stop, on `NOTIFY_SOCKET`.
+pub(crate) fn notify_ready_and_stopping(r: Impl) -> Result<String, String> {
+    let (dir, path) = crate::peer::socket_path()?;
+    let notify_path = dir.path().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path)
+        .map_err(|e| format!("bind notify socket: {e}"))?;
+    let env = [("NOTIFY_SOCKET", notify_path.to_str().unwrap_or(""))];
+    let reader = ReaderPeer::start_env(r, &path, &ReaderOpts::default(), &env)?;
+    let ready = datagram(&notify)?;
+    reader.stop()?;
+    let stopping = datagram(&notify)?;
+    let left = path.exists();
+    check(ready.contains("READY=1"), || {
+        format!("first notification {ready:?}")
+    })?;
+    check(stopping.contains("STOPPING=1"), || {
+        format!("notification at stop {stopping:?}")
+    })?;
+    match r.profile() {
+        Profile::Spec => {
+            check(!left, || {
+                format!("{} reader left its own socket file (rule 7.3)", r.name())
+            })?;
+            Ok(format!(
+                "{}: {ready:?} then {stopping:?}; its socket file removed at stop",
+                r.name()
+            ))
+        }
+        Profile::GoReference => Ok(format!(
+            "Go: {ready:?} then {stopping:?}; socket file left after stop: {left} (with \
+             NOTIFY_SOCKET set Go takes its systemd path at Stop and leaves the file to \
+             systemd, although it created it)"
+        )),
+    }
+}
+
+/// 8.3: under systemd with `RUNTIME_DIRECTORY`, the socket is
+/// `$RUNTIME_DIRECTORY/<last component of the name>`.
+pub(crate) fn runtime_directory(r: Impl) -> Result<String, String> {
+    let (dir, _) = crate::peer::socket_path()?;
+    let runtime = dir.path().join("run");
+    std::fs::create_dir(&runtime).map_err(|e| e.to_string())?;
+    let name = Path::new("/nonexistent-udsipc-conf/app.sock");
+    let env = [("RUNTIME_DIRECTORY", runtime.to_str().unwrap_or(""))];
+    let reader = ReaderPeer::start_env(r, name, &ReaderOpts::default(), &env)?;
+    let actual = runtime.join("app.sock");
+    let mut conn =
+        UnixStream::connect(&actual).map_err(|e| format!("connect {}: {e}", actual.display()))?;
+    conn.write_all(&[3, b'r', b'u', b'n'])
+        .map_err(|e| e.to_string())?;
+    reader.events.wait_messages(1)?;
+    drop(conn);
+    reader.stop()?;
+    let left = actual.exists();
+    match r.profile() {
+        Profile::Spec => {
+            check(!left, || {
+                format!("{} reader left its own socket file (rule 7.3)", r.name())
+            })?;
+            Ok(format!(
+                "{}: bound {} instead of {}; removed it at stop",
+                r.name(),
+                actual.display(),
+                name.display()
+            ))
+        }
+        Profile::GoReference => Ok(format!(
+            "Go: bound {} instead of {}; socket file left after stop: {left} (Go's systemd \
+             path at Stop)",
+            actual.display(),
+            name.display()
+        )),
+    }
+}
+
+/// 8.4: socket activation without `LISTEN_PID` is not for this process.
+pub(crate) fn listen_pid_required(r: Impl) -> Result<String, String> {
+    let (_dir, path) = crate::peer::socket_path()?;
+    let mut reader = ReaderPeer::start_activated_via(r, &path, &["env", "-u", "LISTEN_PID"])?;
+    // systemd-socket-activate starts the reader on this first connection.
+    let mut conn = UnixStream::connect(&path).map_err(|e| format!("connect: {e}"))?;
+    let _ = conn.write_all(&[2, b'h', b'i']);
+    match r.profile() {
+        Profile::Spec => {
+            let status = reader.wait_exit()?.ok_or("the reader is not a process")?;
+            let got = reader.events.messages();
+            check(got.is_empty() && !status.success(), || {
+                format!("delivered {} and exited with {status}", describe(&got))
+            })?;
+            Ok(format!(
+                "{} reader ignored LISTEN_FDS without LISTEN_PID: it did not adopt fd 3, found \
+                 the path held by a live socket and refused to start ({status})",
+                r.name()
+            ))
+        }
+        Profile::GoReference => {
+            reader.events.wait_messages(1)?;
+            drop(conn);
+            reader.stop()?;
+            Ok(
+                "Go adopted fd 3 with LISTEN_FDS=1 and no LISTEN_PID, and served \"hi\" \
+                (by design of Go: a missing LISTEN_PID is accepted)"
+                    .into(),
+            )
+        }
+    }
+}
+
+/// 4.6: any accept-error limit is taken.
+pub(crate) fn max_accept_errors_any_value(r: Impl) -> Result<String, String> {
+    let (_dir, path) = crate::peer::socket_path()?;
+    let opts = ReaderOpts {
+        max_accept_errors: Some(64),
+        ..ReaderOpts::default()
+    };
+    match (r.profile(), ReaderPeer::start(r, &path, &opts)) {
+        (Profile::Spec, Ok(reader)) => {
+            let mut conn = UnixStream::connect(&path).map_err(|e| format!("connect: {e}"))?;
+            conn.write_all(&[1, b'k']).map_err(|e| e.to_string())?;
+            reader.events.wait_messages(1)?;
+            drop(conn);
+            reader.stop()?;
+            Ok(format!(
+                "{} reader started with max_accept_errors 64 and served",
+                r.name()
+            ))
+        }
+        (Profile::Spec, Err(e)) => Err(format!("refused max_accept_errors 64: {e}")),
+        (Profile::GoReference, Err(e)) => Ok(format!(
+            "Go refused max_accept_errors 64 at start (by design of Go: at most 63): {e}"
+        )),
+        (Profile::GoReference, Ok(reader)) => {
+            let _ = reader.stop();
+            Err("the Go reader accepted max_accept_errors 64".into())
+        }
+    }
+}
+
+/// 4.6: a reader out of file descriptors (`prlimit --nofile=64:64`, more
+/// clients than that) gives up after `max_accept_errors` (2) failures in a
+/// row and says so.
+pub(crate) fn accept_errors_give_up(r: Impl) -> Result<String, String> {
+    let (_dir, path) = crate::peer::socket_path()?;
+    let opts = ReaderOpts {
+        max_accept_errors: Some(2),
+        ..ReaderOpts::default()
+    };
+    let reader = ReaderPeer::start_wrapped(r, &path, &opts, &[], &["prlimit", "--nofile=64:64"])?;
+    let mut clients = Vec::new();
+    let gave_up = |ev: &[crate::peer::Event]| {
+        ev.iter().any(|e| {
+            matches!(e, crate::peer::Event::Error(c) if c == "too many consecutive failures in accept loop")
+        })
+    };
+    let deadline = Instant::now() + PATIENCE;
+    while !gave_up(&reader.events.snapshot()) {
+        if Instant::now() > deadline {
+            return Err(format!(
+                "no \"too many consecutive failures in accept loop\" after {} clients; errors {:?}",
+                clients.len(),
+                reader.events.errors()
+            ));
+        }
+        if clients.len() < 100 {
+            match UnixStream::connect(&path) {
+                Ok(c) => clients.push(c),
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        } else {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    drop(clients);
+    let errs = reader.events.errors();
+    reader.stop()?;
+    Ok(format!(
+        "{} reader out of descriptors gave up accepting after 2 consecutive errors: {errs:?}",
+        r.name()
+    ))
+}

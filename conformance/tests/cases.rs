@@ -66,6 +66,11 @@ pair! {
 }
 
 raw! {
+    r4_6_accept_errors_give_up => "4.6-accept-errors-give-up",
+    r4_6_max_accept_errors_any_value => "4.6-max-accept-errors-any-value",
+    r8_2_notify_ready_and_stopping => "8.2-notify-ready-and-stopping",
+    r8_3_runtime_directory => "8.3-runtime-directory",
+    r8_4_listen_pid_required => "8.4-listen-pid-required",
     r4_7_peer_credentials => "4.7-peer-credentials",
     r2_1_golden_vectors => "2.1-golden-vectors",
     r2_1_frame_layout => "2.1-frame-layout",

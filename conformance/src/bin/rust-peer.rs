@@ -6,6 +6,7 @@
 //! rust-peer hello
 //! rust-peer read --socket NAME [--max-message-size N] [--inactivity-timeout Dms]
 //!                [--fail-on HEX] [--panic-on HEX] [--allow-uid UID]
+//!                [--max-accept-errors N]
 //! rust-peer write --socket NAME [--max-backoff Dms] [--max-buffered-writes N]
 //!                 [--write-timeout Dms]
 //! ```
@@ -100,6 +101,7 @@ fn read(args: &[String]) {
             "--fail-on",
             "--panic-on",
             "--allow-uid",
+            "--max-accept-errors",
         ],
     );
     let socket = f
@@ -121,6 +123,9 @@ fn read(args: &[String]) {
     }
     if let Some(d) = f.get("--inactivity-timeout") {
         builder = builder.inactivity_timeout(millis(d));
+    }
+    if let Some(n) = f.get("--max-accept-errors") {
+        builder = builder.max_accept_errors(number(n));
     }
     if let Some(uid) = f.get("--allow-uid") {
         builder = builder.allow_uid(number(uid));
