@@ -113,6 +113,7 @@ pub enum StartError {
 }
 
 /// Where the Reader was when it met an IO error or a timeout.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ReadStage {
@@ -198,6 +199,7 @@ impl ReaderError {
 }
 
 /// Why a write to the socket failed, as the Go reference classifies it.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum WriteFailure {
@@ -209,6 +211,7 @@ pub enum WriteFailure {
 }
 
 /// When, in the Writer's life, a write failed.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum WritePhase {

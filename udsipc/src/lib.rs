@@ -54,39 +54,78 @@
 //! one, the library runs its tasks on a small runtime of its own.
 
 #![deny(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "runtime")]
 mod accept;
+#[cfg(feature = "runtime")]
 mod batch;
+#[cfg(feature = "tokio-util")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio-util")))]
+pub mod codec;
+#[cfg(feature = "runtime")]
 mod connection;
+#[cfg(feature = "runtime")]
 mod delivery;
+#[cfg(feature = "runtime")]
 pub mod error;
 pub mod frame;
+#[cfg(feature = "runtime")]
 mod lifecycle;
+#[cfg(feature = "runtime")]
 mod metrics;
+#[cfg(feature = "runtime")]
 mod order;
+#[cfg(feature = "runtime")]
 mod policy;
+#[cfg(feature = "runtime")]
 mod queue;
+#[cfg(feature = "runtime")]
 mod reader;
+#[cfg(feature = "runtime")]
 mod runtime;
+#[cfg(feature = "runtime")]
 mod socket;
+#[cfg(feature = "runtime")]
 mod sys;
+#[cfg(feature = "runtime")]
+#[cfg_attr(docsrs, doc(cfg(feature = "runtime")))]
 pub mod systemd;
+#[cfg(feature = "runtime")]
 mod writer;
 
+/// The byte-buffer crate of the public API (`Bytes` in [`Writer::send`],
+/// [`Message`]), re-exported so callers need not depend on a matching version.
+pub use bytes;
+/// The runtime crate of the public API (`tokio::runtime::Handle` in the
+/// builders' `runtime` option), re-exported for the same reason.
+#[cfg(feature = "runtime")]
+#[cfg_attr(docsrs, doc(cfg(feature = "runtime")))]
+pub use tokio;
+
+#[cfg(feature = "runtime")]
 pub use delivery::{Incoming, Message};
+#[cfg(feature = "runtime")]
 pub use error::{
     ConfigError, HandlerError, ReadStage, ReaderError, StartError, StopError, WriteError,
     WriteFailure, WritePhase, WriterError,
 };
+#[cfg(feature = "runtime")]
 pub use metrics::{ReaderMetrics, WriterMetrics};
+#[cfg(feature = "runtime")]
 pub use reader::{
     ConnectionInfo, DEFAULT_INACTIVITY_TIMEOUT, DEFAULT_INCOMING_CAPACITY,
     DEFAULT_MAX_ACCEPT_ERRORS, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_READ_BUFFER_SIZE, PeerCredentials,
     Reader, ReaderBuilder,
 };
+#[cfg(feature = "runtime")]
 pub use socket::{SocketAddress, max_socket_path_len};
+#[cfg(feature = "runtime")]
 pub use writer::{
     DEFAULT_DIAL_TIMEOUT, DEFAULT_INITIAL_BACKOFF, DEFAULT_LINGER, DEFAULT_MAX_ATTEMPTS,
     DEFAULT_MAX_BACKOFF, DEFAULT_MAX_BUFFERED_WRITES, DEFAULT_WRITE_BUFFER_SIZE,
-    DEFAULT_WRITE_TIMEOUT, Writer, WriterBuilder, WriterMetricsHandle,
+    DEFAULT_WRITE_TIMEOUT, Permit, Writer, WriterBuilder, WriterMetricsHandle,
 };
+#[cfg(feature = "futures")]
+#[cfg_attr(docsrs, doc(cfg(feature = "futures")))]
+pub use writer::{SinkError, WriterSink};

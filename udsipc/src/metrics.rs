@@ -6,6 +6,7 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// A snapshot of a Reader's counters (Go: `Reader.GetMetrics`).
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ReaderMetrics {
@@ -33,6 +34,7 @@ pub struct ReaderMetrics {
 /// once a Writer has stopped, their sum is the number of messages it
 /// accepted. `sent` says what reached the kernel, `delivered` what the
 /// reader has read.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct WriterMetrics {

@@ -71,6 +71,7 @@ pub const GROWTH_STEP: usize = 64 * 1024;
 ///
 /// Each variant is one of the ways the Go reference Reader closes a
 /// connection with an error; all of them end the connection.
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum FrameError {

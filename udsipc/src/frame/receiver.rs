@@ -167,6 +167,7 @@ impl Receiver {
 
     /// A receiver that holds nothing, to stand in while the real one is
     /// lent to another thread.
+    #[cfg(feature = "runtime")]
     pub(crate) fn placeholder() -> Self {
         Self::new(0, Duration::ZERO, Instant::now())
     }

@@ -10,6 +10,13 @@
 
 mod driver;
 pub(crate) mod machine;
+#[cfg(feature = "futures")]
+mod sink;
+mod waiting;
+
+#[cfg(feature = "futures")]
+pub use sink::{SinkError, WriterSink};
+pub use waiting::Permit;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -383,8 +390,9 @@ impl Writer {
         WriterBuilder::new(path.as_ref().to_owned())
     }
 
-    /// Queues a copy of `data` without blocking (Go: `WriteMessage`). Empty
-    /// messages are accepted and not sent, as in Go.
+    /// Queues a copy of `data` without blocking (Go: `WriteMessage`; tokio:
+    /// `Sender::try_send`). Empty messages are accepted and not sent, as in
+    /// Go.
     pub fn write_message(&self, data: &[u8]) -> Result<(), WriteError<()>> {
         if data.is_empty() {
             return Ok(());
@@ -419,7 +427,15 @@ impl Writer {
     }
 
     /// Queues owned bytes, waiting for room instead of dropping. Fails only
-    /// once the Writer is stopping.
+    /// once the Writer is stopping (tokio: `Sender::send`).
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe, as tokio's `Sender::send`: if the future is dropped
+    /// while it waits for room (a `select!` branch that lost, a timeout), the
+    /// message was not queued and is lost with the future (not counted
+    /// anywhere). To wait without that risk, use [`reserve`](Self::reserve)
+    /// and spend the [`Permit`].
     pub async fn send(&self, data: impl Into<Bytes>) -> Result<(), WriteError<Bytes>> {
         let data = data.into();
         if data.is_empty() {

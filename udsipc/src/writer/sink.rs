@@ -1,0 +1,185 @@
+//! The Writer as a `futures::Sink<Bytes>` (feature `futures`), so any
+//! `Stream` can be forwarded into it with backpressure
+//! (`stream.forward(writer.into_sink())`).
+//!
+//! This module owns the adapter's one-message buffer and its pending waits;
+//! it reaches the queue only through `push_owned`/`wait_room` and stops the
+//! Writer only through its `stop`.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use futures_sink::Sink;
+
+use super::{Writer, WriterInner};
+use crate::error::StopError;
+use crate::queue::Refused;
+
+type Wait = Pin<Box<dyn Future<Output = ()> + Send>>;
+type Closing = Pin<Box<dyn Future<Output = Result<(), StopError>> + Send>>;
+
+/// Why the [`WriterSink`] failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SinkError {
+    /// The Writer is stopping or stopped; the message is handed back.
+    #[error("writer is stopped")]
+    Stopped(Bytes),
+    /// Closing the sink stopped the Writer, and the stop did not finish
+    /// cleanly (for example its deadline, the Writer's
+    /// [`linger`](super::WriterBuilder::linger), passed with messages left).
+    #[error(transparent)]
+    Stop(#[from] StopError),
+}
+
+/// A [`Writer`] as a `futures::Sink<Bytes>`: see [`Writer::into_sink`].
+///
+/// - `poll_ready` waits for room in the queue (backpressure, nothing
+///   dropped, nothing counted in `dropped`);
+/// - `start_send` queues the message (no copy);
+/// - `poll_flush` resolves once every message given to the sink is in the
+///   Writer's queue: the Writer delivers in the background, as with `send`;
+/// - `poll_close` flushes, then stops the Writer with its
+///   [`linger`](super::WriterBuilder::linger) as the deadline, and resolves
+///   once the queue is drained and read (or with [`SinkError::Stop`]).
+///
+/// Dropping the sink drops the Writer (which then lingers).
+///
+/// # Cancel safety
+///
+/// `SinkExt::send` and `feed` futures on this sink are cancel safe in the
+/// sense of the `Sink` contract: a message handed to `start_send` is held
+/// in the sink until the queue takes it, and a later `poll_flush`/
+/// `poll_close` (or the next `poll_ready`) finishes queuing it.
+pub struct WriterSink {
+    writer: Writer,
+    /// A message `start_send` accepted that the queue had no room for yet.
+    held: Option<Bytes>,
+    wait: Option<Wait>,
+    closing: Option<Closing>,
+}
+
+impl std::fmt::Debug for WriterSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriterSink")
+            .field("writer", &self.writer)
+            .field("held", &self.held.as_ref().map(Bytes::len))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Writer {
+    /// This Writer as a `futures::Sink<Bytes>` (feature `futures`).
+    ///
+    /// ```
+    /// use futures_util::{stream, StreamExt};
+    /// # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("app.sock");
+    /// let reader = udsipc::Reader::builder(&path).start(|_msg: &[u8]| Ok(()))?;
+    /// let sink = udsipc::Writer::builder(&path).max_buffered_writes(8).start()?.into_sink();
+    /// let messages = stream::iter(0..100u32).map(|i| Ok(bytes::Bytes::from(i.to_string())));
+    /// messages.forward(sink).await?; // waits for room; closing drains and stops
+    /// # reader.stop(std::time::Duration::from_secs(5)).await?;
+    /// assert_eq!(reader.metrics().received, 100);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn into_sink(self) -> WriterSink {
+        WriterSink {
+            writer: self,
+            held: None,
+            wait: None,
+            closing: None,
+        }
+    }
+}
+
+impl From<Writer> for WriterSink {
+    fn from(writer: Writer) -> Self {
+        writer.into_sink()
+    }
+}
+
+impl WriterSink {
+    /// The Writer underneath (for its metrics).
+    pub fn get_ref(&self) -> &Writer {
+        &self.writer
+    }
+
+    /// The Writer back, with the message the sink still holds if the queue
+    /// had no room for it yet.
+    pub fn into_inner(self) -> (Writer, Option<Bytes>) {
+        (self.writer, self.held)
+    }
+
+    /// Moves the held message into the queue, waiting for room as needed.
+    fn poll_push_held(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), SinkError>> {
+        loop {
+            if let Some(wait) = self.wait.as_mut() {
+                ready!(wait.as_mut().poll(cx));
+                self.wait = None;
+            }
+            let Some(msg) = self.held.take() else {
+                return Poll::Ready(Ok(()));
+            };
+            match self.writer.inner.queue.push_owned(msg) {
+                Ok(()) => return Poll::Ready(Ok(())),
+                Err((Refused::Closed, back)) => return Poll::Ready(Err(SinkError::Stopped(back))),
+                Err((Refused::Full, back)) => {
+                    self.held = Some(back);
+                    let inner: Arc<WriterInner> = Arc::clone(&self.writer.inner);
+                    self.wait = Some(Box::pin(async move { inner.queue.wait_room().await }));
+                }
+            }
+        }
+    }
+}
+
+impl Sink<Bytes> for WriterSink {
+    type Error = SinkError;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), SinkError>> {
+        self.get_mut().poll_push_held(cx)
+    }
+
+    fn start_send(self: Pin<&mut Self>, item: Bytes) -> Result<(), SinkError> {
+        let this = self.get_mut();
+        if item.is_empty() {
+            return Ok(());
+        }
+        debug_assert!(this.held.is_none(), "start_send without poll_ready");
+        match this.writer.inner.queue.push_owned(item) {
+            Ok(()) => Ok(()),
+            Err((Refused::Closed, back)) => Err(SinkError::Stopped(back)),
+            Err((Refused::Full, back)) => {
+                // Raced with a producer that does not wait: hold it.
+                this.held = Some(back);
+                Ok(())
+            }
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), SinkError>> {
+        self.get_mut().poll_push_held(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), SinkError>> {
+        let this = self.get_mut();
+        if this.closing.is_none() {
+            ready!(this.poll_push_held(cx))?;
+            let inner = Arc::clone(&this.writer.inner);
+            let linger = inner.linger;
+            this.closing = Some(Box::pin(inner.stop(linger)));
+        }
+        let closing = this.closing.as_mut().expect("set above");
+        let result = ready!(closing.as_mut().poll(cx));
+        // Closing again after this is a no-op (the Writer is stopped).
+        this.closing = Some(Box::pin(std::future::ready(Ok(()))));
+        Poll::Ready(result.map_err(SinkError::from))
+    }
+}

@@ -1,0 +1,178 @@
+//! The ways a producer waits for room in the Writer's queue, named after
+//! tokio's `mpsc::Sender`: [`Writer::reserve`] → [`Permit`] (wait without
+//! putting a message at risk) and [`Writer::send_blocking`] (synchronous
+//! code). `write_message`/`write_bytes` (never wait) and `send` (waits with
+//! the message in hand) live in the parent module.
+//!
+//! This module owns no state: it only combines the queue's `wait_room` and
+//! `push_owned`, so it cannot disturb the writer task.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use bytes::Bytes;
+
+use super::{Writer, WriterInner};
+use crate::error::{StopError, WriteError};
+use crate::lifecycle::Phase;
+use crate::queue::Refused;
+
+/// Room in a Writer's queue, waited for by [`Writer::reserve`]; spend it
+/// with [`Permit::send`].
+///
+/// Unlike tokio's permit, this one does not hold a slot for you: a producer
+/// that does not wait ([`Writer::write_message`]) may take the room first.
+/// [`send`](Self::send) then hands the message back as
+/// [`WriteError::BufferFull`] without counting it as dropped, and you
+/// reserve again. Among producers that all wait, a wake-up comes only once
+/// the queue is down to half its capacity, so that race is rare.
+#[derive(Debug)]
+#[must_use = "a permit does nothing until `send` is called"]
+pub struct Permit<'a> {
+    writer: &'a Writer,
+}
+
+impl Permit<'_> {
+    /// Queues `data` without blocking and without copying. An empty message
+    /// is accepted and not sent.
+    ///
+    /// Errors: [`WriteError::Stopped`] once the Writer is stopping;
+    /// [`WriteError::BufferFull`] if the room was taken meanwhile (not
+    /// counted in `dropped`). The message is handed back in both.
+    pub fn send(self, data: impl Into<Bytes>) -> Result<(), WriteError<Bytes>> {
+        let data = data.into();
+        if data.is_empty() {
+            return Ok(());
+        }
+        match self.writer.inner.queue.push_owned(data) {
+            Ok(()) => Ok(()),
+            Err((Refused::Full, back)) => Err(WriteError::BufferFull(back)),
+            Err((Refused::Closed, back)) => Err(WriteError::Stopped(back)),
+        }
+    }
+}
+
+impl Writer {
+    /// Waits until the queue has room for a message, then returns a
+    /// [`Permit`] to queue one without waiting (tokio: `Sender::reserve`).
+    /// Use it in `select!` loops, where [`send`](Self::send) would lose its
+    /// message if another branch won.
+    ///
+    /// Returns [`WriteError::Stopped`] once the Writer is stopping.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: no message is involved until the permit is spent, and a
+    /// dropped wait leaves nothing behind.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("app.sock");
+    /// let writer = udsipc::Writer::builder(&path).start()?;
+    /// let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(8);
+    /// tx.send(bytes::Bytes::from_static(b"hello")).await?;
+    /// drop(tx);
+    /// loop {
+    ///     tokio::select! {
+    ///         // Waiting for room here never costs a message.
+    ///         permit = writer.reserve() => {
+    ///             let Some(msg) = rx.recv().await else { break };
+    ///             permit?.send(msg)?;
+    ///         }
+    ///         _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => break,
+    ///     }
+    /// }
+    /// # let _ = writer.stop(std::time::Duration::from_millis(10)).await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn reserve(&self) -> Result<Permit<'_>, WriteError<()>> {
+        if self.stopping() {
+            return Err(WriteError::Stopped(()));
+        }
+        self.inner.queue.wait_room().await;
+        if self.stopping() {
+            return Err(WriteError::Stopped(()));
+        }
+        Ok(Permit { writer: self })
+    }
+
+    /// Whether a stop (or a drop's linger) has begun. A stop marks itself
+    /// under `stop_lock` before it closes the queue, so a wait that the
+    /// close ended always sees it.
+    fn stopping(&self) -> bool {
+        if self.inner.phase.get() != Phase::Running {
+            return true;
+        }
+        match self.inner.stop_lock.try_lock() {
+            Ok(stopped) => *stopped,
+            Err(_) => true,
+        }
+    }
+
+    /// Queues owned bytes, blocking the calling thread while the queue is
+    /// full, for synchronous code (tokio: `Sender::blocking_send`). Fails
+    /// only once the Writer is stopping ([`WriteError::Stopped`], the message
+    /// handed back). Nothing is counted as dropped while it waits.
+    ///
+    /// Never panics. On a current-thread tokio runtime's own thread, where
+    /// waiting would deadlock, it does not wait: it behaves as
+    /// [`write_bytes`](Self::write_bytes) (a full queue refuses with
+    /// `BufferFull`, counted as dropped); use `send(..).await` there. Inside
+    /// a multi-thread runtime it works (the thread is handed over to
+    /// blocking for the wait). If the Writer's runtime was shut down it
+    /// returns `Stopped`.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("app.sock");
+    /// let reader = udsipc::Reader::builder(&path).start(|_msg: &[u8]| Ok(()))?;
+    /// let writer = udsipc::Writer::builder(&path).max_buffered_writes(16).start()?;
+    /// for i in 0..1_000u32 {
+    ///     writer.send_blocking(i.to_le_bytes().to_vec())?; // waits, never drops
+    /// }
+    /// writer.stop_blocking(std::time::Duration::from_secs(5))?;
+    /// assert_eq!(writer.metrics().dropped, 0);
+    /// # reader.stop_blocking(std::time::Duration::from_secs(5))?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn send_blocking(&self, data: impl Into<Bytes>) -> Result<(), WriteError<Bytes>> {
+        let mut data = data.into();
+        if data.is_empty() {
+            return Ok(());
+        }
+        loop {
+            match self.inner.queue.push_owned(data) {
+                Ok(()) => return Ok(()),
+                Err((Refused::Closed, back)) => return Err(WriteError::Stopped(back)),
+                Err((Refused::Full, back)) => data = back,
+            }
+            // The message stays on this thread; only the wait runs on the
+            // Writer's runtime.
+            let inner: Arc<WriterInner> = Arc::clone(&self.inner);
+            let waited =
+                crate::runtime::block_on(
+                    &self.handle,
+                    async move { inner.queue.wait_room().await },
+                );
+            match waited {
+                Ok(()) => {}
+                Err(StopError::WouldDeadlock) => {
+                    return self.inner.queue.push_owned(data).map_err(|(r, back)| {
+                        if r == Refused::Full {
+                            self.inner.counters.dropped.fetch_add(1, Relaxed);
+                            WriteError::BufferFull(back)
+                        } else {
+                            WriteError::Stopped(back)
+                        }
+                    });
+                }
+                Err(_) => return Err(WriteError::Stopped(data)),
+            }
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! The ways a producer waits for room, over real sockets: `send` (and what
+//! cancelling it costs), `reserve` → `Permit` (cancel safe), `send_blocking`
+//! (synchronous code), and the `Sink` adapter.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use udsipc::{StopError, WriteError, Writer};
+
+const STOP: Duration = Duration::from_secs(10);
+
+/// A Writer to `path` (where nobody listens yet) whose one-message queue is
+/// full: it keeps the message while it retries every `backoff`.
+fn full_writer(path: &std::path::Path, backoff: Duration) -> Writer {
+    let w = Writer::builder(path)
+        .max_buffered_writes(1)
+        .initial_backoff(backoff)
+        .max_backoff(backoff)
+        .start()
+        .unwrap();
+    w.write_message(b"first").unwrap();
+    assert!(w.write_message(b"refused").unwrap_err().is_buffer_full());
+    w
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_send_queues_nothing_and_counts_nothing() {
+    let sock = temp_sock();
+    let w = full_writer(&sock.path, Duration::from_secs(60));
+    let dropped_before = w.metrics().dropped;
+    tokio::select! {
+        biased;
+        _ = w.send(Bytes::from_static(b"lost")) => panic!("the queue is full"),
+        _ = std::future::ready(()) => {}
+    }
+    let m = w.metrics();
+    assert_eq!(m.queue_depth, 1, "the cancelled message was not queued");
+    assert_eq!(m.dropped, dropped_before, "nor counted as dropped");
+    let err = w.stop(Duration::from_millis(50)).await.unwrap_err();
+    assert!(
+        matches!(err, StopError::DeadlineExceeded { discarded: 1, .. }),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_reserve_loses_nothing_and_a_later_permit_sends() {
+    let sock = temp_sock();
+    let collector = Collector::new();
+    let w = full_writer(&sock.path, Duration::from_millis(20));
+    tokio::select! {
+        biased;
+        _ = w.reserve() => panic!("the queue is full"),
+        _ = std::future::ready(()) => {}
+    }
+    assert_eq!(w.metrics().queue_depth, 1);
+    // A reader appears: the Writer delivers "first", which makes room.
+    let reader = udsipc::Reader::builder(&sock.path)
+        .start(collector.handler())
+        .unwrap();
+    let permit = w.reserve().await.unwrap();
+    permit.send(Bytes::from_static(b"second")).unwrap();
+    w.stop(STOP).await.unwrap();
+    let got = tokio::task::spawn_blocking(move || collector.take(2))
+        .await
+        .unwrap();
+    assert_eq!(got, [b"first".to_vec(), b"second".to_vec()]);
+    assert_eq!(w.metrics().dropped, 1, "only the refused write_message");
+    reader.stop(STOP).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reserve_on_a_stopped_writer_is_stopped() {
+    let sock = temp_sock();
+    let w = Writer::builder(&sock.path).start().unwrap();
+    let _ = w.stop(Duration::from_millis(10)).await;
+    assert!(matches!(w.reserve().await, Err(WriteError::Stopped(()))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reserve_waiting_when_the_writer_stops_ends_stopped() {
+    let sock = temp_sock();
+    let w = std::sync::Arc::new(full_writer(&sock.path, Duration::from_secs(60)));
+    let waiting = {
+        let w = std::sync::Arc::clone(&w);
+        tokio::spawn(async move {
+            w.reserve()
+                .await
+                .map(|_| ())
+                .map_err(|e| e.is_buffer_full())
+        })
+    };
+    let _ = w.stop(Duration::from_millis(20)).await;
+    assert_eq!(
+        waiting.await.unwrap(),
+        Err(false),
+        "Stopped, not BufferFull"
+    );
+}
+
+#[test]
+fn send_blocking_waits_for_room_and_drops_nothing() {
+    let sock = temp_sock();
+    let collector = Collector::new();
+    let reader = udsipc::Reader::builder(&sock.path)
+        .start(collector.handler())
+        .unwrap();
+    let w = Writer::builder(&sock.path)
+        .max_buffered_writes(4)
+        .start()
+        .unwrap();
+    for i in 0..5_000u32 {
+        w.send_blocking(i.to_le_bytes().to_vec()).unwrap();
+    }
+    w.stop_blocking(STOP).unwrap();
+    let m = w.metrics();
+    assert_eq!((m.dropped, m.delivered), (0, 5_000), "{m:?}");
+    let got = collector.take(5_000);
+    assert!(
+        got.iter()
+            .enumerate()
+            .all(|(i, m)| m[..] == (i as u32).to_le_bytes())
+    );
+    reader.stop_blocking(STOP).unwrap();
+}
+
+#[test]
+fn send_blocking_on_a_stopped_writer_hands_the_message_back() {
+    let sock = temp_sock();
+    let w = Writer::builder(&sock.path).start().unwrap();
+    let _ = w.stop_blocking(Duration::from_millis(10));
+    let err = w.send_blocking(b"late".to_vec()).unwrap_err();
+    assert!(matches!(&err, WriteError::Stopped(b) if b[..] == b"late"[..]));
+}
+
+#[test]
+fn send_blocking_returns_stopped_when_a_stop_ends_its_wait() {
+    let sock = temp_sock();
+    let w = std::sync::Arc::new(full_writer(&sock.path, Duration::from_secs(60)));
+    let blocked = {
+        let w = std::sync::Arc::clone(&w);
+        std::thread::spawn(move || w.send_blocking(b"waits".to_vec()))
+    };
+    // Whether the stop comes before or during its wait, it must end Stopped.
+    std::thread::sleep(Duration::from_millis(20));
+    let _ = w.stop_blocking(Duration::from_millis(20));
+    let err = blocked.join().unwrap().unwrap_err();
+    assert!(matches!(&err, WriteError::Stopped(b) if b[..] == b"waits"[..]));
+}
+
+#[test]
+fn send_blocking_on_a_current_thread_runtime_does_not_wait() {
+    let sock = temp_sock();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let w = full_writer(&sock.path, Duration::from_secs(60));
+        let err = w.send_blocking(b"would deadlock".to_vec()).unwrap_err();
+        assert!(err.is_buffer_full());
+        assert_eq!(w.metrics().dropped, 2, "counted as write_bytes would");
+        let _ = w.stop(Duration::from_millis(10)).await;
+    });
+}
+
+#[cfg(feature = "futures")]
+mod sink {
+    use super::*;
+    use futures_util::{SinkExt, StreamExt, stream};
+    use udsipc::SinkError;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stream_forwarded_into_the_sink_arrives_whole_and_in_order() {
+        let sock = temp_sock();
+        let collector = Collector::new();
+        let reader = udsipc::Reader::builder(&sock.path)
+            .start(collector.handler())
+            .unwrap();
+        let sink = Writer::builder(&sock.path)
+            .max_buffered_writes(3)
+            .start()
+            .unwrap()
+            .into_sink();
+        let msgs = stream::iter(0..3_000u32).map(|i| Ok(Bytes::from(i.to_string())));
+        msgs.forward(sink).await.unwrap();
+        let got = tokio::task::spawn_blocking(move || collector.take(3_000))
+            .await
+            .unwrap();
+        let want: Vec<Vec<u8>> = (0..3_000u32).map(|i| i.to_string().into_bytes()).collect();
+        assert_eq!(got, want);
+        let m = reader.metrics();
+        assert_eq!(m.received, 3_000);
+        reader.stop(STOP).await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cancelled_sink_send_keeps_its_message_in_the_sink() {
+        let sock = temp_sock();
+        let mut sink = full_writer(&sock.path, Duration::from_secs(60)).into_sink();
+        // The sink takes the message even though the queue is full: it
+        // holds it until the queue has room.
+        sink.feed(Bytes::from_static(b"kept")).await.unwrap();
+        tokio::select! {
+            biased;
+            _ = sink.flush() => panic!("the queue is full"),
+            _ = std::future::ready(()) => {}
+        }
+        // The cancelled flush lost nothing: the message is still held.
+        assert_eq!(sink.get_ref().metrics().queue_depth, 1);
+        let (w, held) = sink.into_inner();
+        assert_eq!(held.as_deref(), Some(&b"kept"[..]));
+        let _ = w.stop(Duration::from_millis(10)).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn closing_the_sink_stops_the_writer_and_reports_what_it_discarded() {
+        let sock = temp_sock();
+        let w = Writer::builder(&sock.path)
+            .linger(Duration::from_millis(20))
+            .initial_backoff(Duration::from_secs(60))
+            .start()
+            .unwrap();
+        let mut sink = w.into_sink();
+        sink.send(Bytes::from_static(b"nobody reads"))
+            .await
+            .unwrap();
+        let err = sink.close().await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                SinkError::Stop(StopError::DeadlineExceeded { discarded: 1, .. })
+            ),
+            "{err}"
+        );
+        // Closed: sending again hands the message back.
+        let err = sink.send(Bytes::from_static(b"late")).await.unwrap_err();
+        assert!(
+            matches!(&err, SinkError::Stopped(b) if b[..] == b"late"[..]),
+            "{err}"
+        );
+        sink.close().await.unwrap();
+    }
+}
