@@ -251,6 +251,8 @@ pub(crate) struct Machine {
     deadline: Option<Instant>,
     done: bool,
     forced: bool,
+    /// The connection that just died ended a message for good.
+    gave_up: bool,
     dialed_before: bool,
     stats: Stats,
     reports: VecDeque<WriterError>,
@@ -271,6 +273,7 @@ impl Machine {
             deadline: None,
             done: false,
             forced: false,
+            gave_up: false,
             dialed_before: false,
             stats: Stats::default(),
             reports: VecDeque::new(),
@@ -715,11 +718,15 @@ impl Machine {
                 }
             }
         }
-        let delay = if c.productive {
+        // A productive connection, or one whose death ended a poison
+        // message (its cause is gone), is redialled at once; the backoff
+        // itself resets only after a message was read.
+        let delay = if c.productive || self.gave_up {
             Duration::ZERO
         } else {
             self.backoff.next_delay()
         };
+        self.gave_up = false;
         self.link = Link::Dead(delay);
     }
 
@@ -735,6 +742,7 @@ impl Machine {
         if head.attempts >= self.cfg.max_attempts {
             let item = self.pending.pop_front().expect("the head exists");
             self.stats.failed += 1;
+            self.gave_up = true;
             if !item.sent {
                 self.freed += 1;
             }

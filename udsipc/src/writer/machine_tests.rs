@@ -230,7 +230,11 @@ fn a_head_the_reader_closes_on_is_failed_after_max_attempts_and_the_queue_moves_
         delays.push(t.next_dial_in().as_secs());
         t.at(t.next_dial_in());
     }
-    assert_eq!(delays, [1, 2, 4], "no message was read: the backoff grows");
+    assert_eq!(
+        delays,
+        [1, 2, 0],
+        "no message was read: the backoff grows; giving the message up redials at once"
+    );
     let s = t.m.stats();
     assert_eq!((s.failed, s.retried, s.sent, s.delivered), (1, 3, 0, 0));
     let reports = t.reports();
