@@ -564,6 +564,13 @@ impl Machine {
             // No error: the reader had read everything when it closed.
             let written = c.written;
             self.confirm(now, written);
+            if !self.partly_written() {
+                // Nothing lost and nothing cut (e.g. the reader's inactivity
+                // timeout): not an error. Redial when there is something to
+                // send.
+                self.quiet_close();
+                return;
+            }
             self.connection_died(
                 now,
                 false,
@@ -648,13 +655,9 @@ impl Machine {
         }
     }
 
-    /// The connection is dead: account for every message on it.
-    fn connection_died(&mut self, _now: Instant, reset: bool, source: io::Error) {
-        let Link::Up(mut c) = std::mem::replace(&mut self.link, Link::Dead(Duration::ZERO)) else {
-            return;
-        };
-        // Whether the head of `pending` was partly written.
-        let partial = self.planned && {
+    /// Whether the head of `pending` was partly written.
+    fn partly_written(&self) -> bool {
+        self.planned && {
             let done = self.batch.completed();
             let whole_end = if done == 0 {
                 0
@@ -662,7 +665,31 @@ impl Machine {
                 self.batch.end_of(done - 1)
             };
             self.batch.cursor() > whole_end
+        }
+    }
+
+    /// The reader closed a connection on which everything written was read
+    /// and nothing was cut.
+    fn quiet_close(&mut self) {
+        let Link::Up(c) = std::mem::replace(&mut self.link, Link::Dead(Duration::ZERO)) else {
+            return;
         };
+        self.retire_batch();
+        self.batch.set_limit(usize::MAX);
+        let delay = if c.productive {
+            Duration::ZERO
+        } else {
+            self.backoff.next_delay()
+        };
+        self.link = Link::Dead(delay);
+    }
+
+    /// The connection is dead: account for every message on it.
+    fn connection_died(&mut self, _now: Instant, reset: bool, source: io::Error) {
+        let Link::Up(mut c) = std::mem::replace(&mut self.link, Link::Dead(Duration::ZERO)) else {
+            return;
+        };
+        let partial = self.partly_written();
         self.retire_batch();
         self.batch.set_limit(usize::MAX);
         let refused = c.confirmed == 0

@@ -451,7 +451,7 @@ fn backoff_resets_only_after_the_reader_read_a_whole_message() {
 }
 
 #[test]
-fn an_idle_hangup_redials_only_when_there_is_something_to_send() {
+fn an_idle_hangup_is_not_an_error_and_redials_only_when_there_is_something_to_send() {
     let mut t = T::new(5);
     t.connect();
     t.push([msg(10, 0)]);
@@ -474,6 +474,8 @@ fn an_idle_hangup_redials_only_when_there_is_something_to_send() {
         })
     );
     assert_eq!(t.m.poll_timeout(), None, "no timer: nothing to send");
+    assert_eq!(t.reports(), Vec::<String>::new());
+    assert_eq!(t.m.stats().refused, 0);
     t.push([msg(10, 1)]);
     assert_eq!(t.action(), Action::Dial);
 }
