@@ -499,9 +499,13 @@ impl Machine {
                 self.freed += 1;
             }
             c.inflight.push_back(end);
+        }
+        if whole > 0 {
+            // Only the last one may need a retry (see `connection_died`).
+            let last = before + whole - 1;
             c.tail = Some(Tail {
-                item: item.clone(),
-                end,
+                item: self.pending[last].clone(),
+                end: c.batch_base + self.batch.end_of(last) as u64,
             });
         }
         match c.stage {
