@@ -2,8 +2,12 @@
 //! dead connection means for each message on it, when to back off, when to
 //! give up on a message, when a drain is over.
 //!
-//! Inputs come in through `handle_*` methods, each with the time `now`;
-//! outputs come out of [`Machine::poll_action`] (the next thing to do),
+//! Inputs come in through `handle_*` methods, each with the time `now`
+//! (connected, dial failed, bytes written, would block, writable, write
+//! error with the socket's pending error, a sample of the socket, stop,
+//! force); [`Machine::poll_action`] takes `now` too and applies the time
+//! (the drain deadline, sample times, backpressure episodes, dial times).
+//! Outputs come out of [`Machine::poll_action`] (the next thing to do),
 //! [`Machine::poll_timeout`] (when to call again if nothing happens),
 //! [`Machine::poll_report`] (errors for the callback), the counters in
 //! [`Machine::stats`] and [`Machine::take_freed`] (queue slots to release).
