@@ -39,6 +39,13 @@ pub enum ConfigError {
         /// The longest path the platform accepts.
         max: usize,
     },
+    /// The socket name holds a NUL byte other than a leading one (the
+    /// kernel would cut the name there).
+    #[error("invalid socket path: {path:?} contains a NUL byte")]
+    NulInPath {
+        /// The rejected path.
+        path: PathBuf,
+    },
     /// A timeout or backoff option was zero.
     #[error("{option} must be greater than zero")]
     ZeroDuration {

@@ -25,7 +25,7 @@ pub(super) async fn connect(
     dial_timeout: Duration,
     send_buffer: u32,
 ) -> io::Result<UnixStream> {
-    let stream = tokio::time::timeout(dial_timeout, UnixStream::connect(path))
+    let stream = tokio::time::timeout(dial_timeout, socket::connect(path))
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "dial timeout"))??;
     if send_buffer > 0 {
