@@ -4,7 +4,6 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rand::RngExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use udsipc_testkit::proxy::{
@@ -232,7 +231,7 @@ async fn the_same_seed_replays_the_same_random_choices() {
         let proxy = FaultProxy::builder(&s.front, &s.back)
             .seed(seed)
             .fault(fault_fn("draw", move |chunk| {
-                let v: u64 = chunk.rng().random();
+                let v: u64 = chunk.rng().next_u64();
                 log.lock().unwrap().push(v);
                 Verdict::Pass
             }))

@@ -10,8 +10,7 @@
 use std::ops::Range;
 use std::time::Duration;
 
-use rand::rngs::SmallRng;
-
+use super::rng::FaultRng;
 use super::tracker::{Part, Segment};
 
 /// Which way bytes flow through the proxy.
@@ -152,7 +151,7 @@ pub struct Chunk<'a> {
     pub(crate) direction: Direction,
     pub(crate) offset: u64,
     pub(crate) elapsed: Duration,
-    pub(crate) rng: &'a mut SmallRng,
+    pub(crate) rng: &'a mut FaultRng,
     pub(crate) end_of_stream: bool,
     pub(crate) notes: &'a mut Vec<Note>,
     pub(crate) poisoned_at: &'a mut Option<u64>,
@@ -199,9 +198,10 @@ impl Chunk<'_> {
         self.elapsed
     }
 
-    /// The connection's random source, seeded from the proxy's seed and the
-    /// connection number.
-    pub fn rng(&mut self) -> &mut SmallRng {
+    /// The connection's random source, seeded from the proxy's seed, the
+    /// connection number and the direction (portable: the same seed gives
+    /// the same draws everywhere).
+    pub fn rng(&mut self) -> &mut FaultRng {
         self.rng
     }
 

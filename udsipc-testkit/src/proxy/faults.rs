@@ -5,8 +5,6 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use rand::RngExt;
-
 use super::fault::{Chunk, CutMode, Fault, Verdict};
 
 /// Delivers every chunk in writes of a random size in `min..=max` bytes
@@ -249,8 +247,8 @@ impl Fault for CorruptBody {
         let Some(body) = chunk.body_range(frame).filter(|r| !r.is_empty()) else {
             return Verdict::Pass;
         };
-        let byte = chunk.rng().random_range(body.clone());
-        let bit = chunk.rng().random_range(0..8u32);
+        let byte = chunk.rng().between(body.start as u64, body.end as u64 - 1) as usize;
+        let bit = chunk.rng().below(8);
         chunk.data_mut()[byte] ^= 1 << bit;
         chunk.note(
             byte,

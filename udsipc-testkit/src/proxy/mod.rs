@@ -49,20 +49,20 @@ mod conn;
 mod events;
 mod fault;
 mod faults;
+mod listener;
+mod rng;
 pub mod spec;
 mod tracker;
 
 use std::collections::HashMap;
 use std::io;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
-use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 pub use events::{EventSink, FaultEvent};
@@ -71,6 +71,7 @@ pub use faults::{
     Bandwidth, CorruptBody, CorruptPrefix, DropAfterBytes, DropAfterFrames, Fragment, Latency,
     PrefixRewrite, Reset, Stall,
 };
+pub use rng::FaultRng;
 pub use tracker::{Part, Segment};
 
 use conn::{PhaseTx, Reason};
@@ -78,8 +79,18 @@ use events::EventLog;
 
 type FaultList = Mutex<Vec<(u64, Box<dyn Fault>)>>;
 
-/// How long the proxy waits to connect to the upstream for a new client.
-const UPSTREAM_CONNECT: Duration = Duration::from_secs(5);
+/// How the proxy reads the bytes it forwards.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Framing {
+    /// udsipc's framing: a uvarint length, then that many bytes. Faults can
+    /// aim at frame N and events say which frame they hit.
+    #[default]
+    Uvarint,
+    /// Any byte stream (HTTP, gRPC, a database protocol...): chunks map onto
+    /// no frames, so only byte-level faults mean anything.
+    None,
+}
 
 /// A time during which the proxy is not listening: its socket file is
 /// removed, so new connections fail (`refuse` in the CLI). By default the
@@ -87,7 +98,7 @@ const UPSTREAM_CONNECT: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Outage {
     after: Duration,
-    duration: Duration,
+    duration: Option<Duration>,
     cut_connections: bool,
 }
 
@@ -96,7 +107,7 @@ impl Outage {
     pub fn new(after: Duration, duration: Duration) -> Self {
         Self {
             after,
-            duration,
+            duration: Some(duration),
             cut_connections: true,
         }
     }
@@ -127,16 +138,17 @@ pub struct ProxyStats {
 pub(crate) struct Shared {
     pub(crate) start: Instant,
     pub(crate) seed: u64,
+    pub(crate) framing: Framing,
     forward: Arc<FaultList>,
     backward: Arc<FaultList>,
     next_fault: AtomicU64,
     pub(crate) log: EventLog,
-    conns: Mutex<HashMap<u64, PhaseTx>>,
-    stopping: std::sync::atomic::AtomicBool,
+    pub(crate) conns: Mutex<HashMap<u64, PhaseTx>>,
+    pub(crate) stopping: std::sync::atomic::AtomicBool,
     /// Bumped by every outage that cuts connections.
-    outages: AtomicU64,
-    connections: AtomicU64,
-    upstream_unreachable: AtomicU64,
+    pub(crate) outages: AtomicU64,
+    pub(crate) connections: AtomicU64,
+    pub(crate) upstream_unreachable: AtomicU64,
     to_upstream: AtomicU64,
     to_client: AtomicU64,
 }
@@ -163,14 +175,14 @@ impl Shared {
         id
     }
 
-    fn close_all(&self, reason: Reason) {
+    pub(crate) fn close_all(&self, reason: Reason) {
         for phase in lock(&self.conns).values() {
             conn::close(phase, true, true, reason);
         }
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -179,6 +191,7 @@ pub struct FaultProxyBuilder {
     listen: PathBuf,
     upstream: PathBuf,
     seed: u64,
+    framing: Framing,
     forward: Vec<Box<dyn Fault>>,
     backward: Vec<Box<dyn Fault>>,
     outages: Vec<Outage>,
@@ -190,6 +203,12 @@ impl FaultProxyBuilder {
     /// same chunks give the same faults.
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = seed;
+        self
+    }
+
+    /// How the forwarded bytes are framed (default [`Framing::Uvarint`]).
+    pub fn framing(mut self, framing: Framing) -> Self {
+        self.framing = framing;
         self
     }
 
@@ -224,11 +243,12 @@ impl FaultProxyBuilder {
     /// Fails if the listen path exists and is not a socket, or is a socket
     /// something still listens on; a stale socket file is replaced.
     pub async fn start(self) -> io::Result<FaultProxy> {
-        let listener = bind(&self.listen)?;
+        let listener = listener::bind(&self.listen)?;
         let inode = std::fs::metadata(&self.listen)?.ino();
         let shared = Arc::new(Shared {
             start: Instant::now(),
             seed: self.seed,
+            framing: self.framing,
             forward: Arc::new(Mutex::new(Vec::new())),
             backward: Arc::new(Mutex::new(Vec::new())),
             next_fault: AtomicU64::new(1),
@@ -255,7 +275,7 @@ impl FaultProxyBuilder {
                 let _ = control.send(Control::Outage(outage));
             });
         }
-        let task = tokio::spawn(accept_loop(
+        let task = tokio::spawn(listener::accept_loop(
             shared.clone(),
             listener,
             self.listen.clone(),
@@ -272,8 +292,10 @@ impl FaultProxyBuilder {
     }
 }
 
-enum Control {
+pub(crate) enum Control {
     Outage(Outage),
+    /// Listen again now, if an outage removed the listener.
+    Resume,
     Stop,
 }
 
@@ -301,6 +323,7 @@ impl FaultProxy {
             listen: listen.as_ref().to_path_buf(),
             upstream: upstream.as_ref().to_path_buf(),
             seed: 0,
+            framing: Framing::Uvarint,
             forward: Vec::new(),
             backward: Vec::new(),
             outages: Vec::new(),
@@ -358,6 +381,19 @@ impl FaultProxy {
             .send(Control::Outage(Outage::new(Duration::ZERO, duration)));
     }
 
+    /// Stops listening and cuts every open connection until
+    /// [`FaultProxy::enable`] (toxiproxy's `enabled: false`, and its `down`).
+    pub fn disable(&self) {
+        let mut outage = Outage::new(Duration::ZERO, Duration::ZERO);
+        outage.duration = None;
+        let _ = self.control.send(Control::Outage(outage));
+    }
+
+    /// Listens again after [`FaultProxy::disable`] (or ends an outage early).
+    pub fn enable(&self) {
+        let _ = self.control.send(Control::Resume);
+    }
+
     /// Stops listening, closes every connection (logging what each loses)
     /// and removes the socket file. Idempotent.
     pub async fn stop(&self) {
@@ -395,139 +431,5 @@ impl Drop for FaultGuard {
         if let Some(list) = self.list.upgrade() {
             lock(&list).retain(|(id, _)| *id != self.id);
         }
-    }
-}
-
-fn bind(path: &Path) -> io::Result<UnixListener> {
-    match std::fs::symlink_metadata(path) {
-        Ok(meta) if !meta.file_type().is_socket() => {
-            return Err(io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                format!(
-                    "{} exists and is not a socket; not touching it",
-                    path.display()
-                ),
-            ));
-        }
-        Ok(_) => {
-            if std::os::unix::net::UnixStream::connect(path).is_ok() {
-                return Err(io::Error::new(
-                    io::ErrorKind::AddrInUse,
-                    format!("address in use: something listens on {}", path.display()),
-                ));
-            }
-            std::fs::remove_file(path)?;
-        }
-        Err(_) => {}
-    }
-    UnixListener::bind(path)
-}
-
-fn remove_if_ours(path: &Path, inode: u64) {
-    if std::fs::symlink_metadata(path).is_ok_and(|m| m.ino() == inode && m.file_type().is_socket())
-    {
-        let _ = std::fs::remove_file(path);
-    }
-}
-
-async fn accept_loop(
-    shared: Arc<Shared>,
-    listener: UnixListener,
-    listen: PathBuf,
-    upstream: PathBuf,
-    mut control: mpsc::UnboundedReceiver<Control>,
-    inode: u64,
-) {
-    let mut listener = Some(listener);
-    let mut inode = inode;
-    let mut back_at: Option<Instant> = None;
-    let mut tasks = JoinSet::new();
-    let mut next_conn = 1u64;
-    loop {
-        tokio::select! {
-            accepted = accept(listener.as_ref()) => {
-                let Ok(client) = accepted else { continue };
-                let conn = next_conn;
-                next_conn += 1;
-                shared.connections.fetch_add(1, Ordering::Relaxed);
-                let shared = shared.clone();
-                let upstream = upstream.clone();
-                let outages_at_accept = shared.outages.load(Ordering::SeqCst);
-                tasks.spawn(async move {
-                    // Bounded: an upstream whose backlog is full would hold
-                    // this task (and the proxy's stop) forever.
-                    let connect = tokio::time::timeout(UPSTREAM_CONNECT, UnixStream::connect(&upstream));
-                    let Ok(Ok(up)) = connect.await else {
-                        shared.upstream_unreachable.fetch_add(1, Ordering::Relaxed);
-                        tracing::debug!(conn, "upstream unreachable; closing the client");
-                        return;
-                    };
-                    let phase = conn::new_phase();
-                    lock(&shared.conns).insert(conn, phase.clone());
-                    // Accepted just before a stop or an outage, registered
-                    // after it closed everything: close it too.
-                    if shared.stopping.load(Ordering::SeqCst) {
-                        conn::close(&phase, true, true, Reason::Stop);
-                    } else if shared.outages.load(Ordering::SeqCst) != outages_at_accept {
-                        conn::close(&phase, true, true, Reason::Outage);
-                    }
-                    conn::serve(shared.clone(), conn, client, up, phase).await;
-                    lock(&shared.conns).remove(&conn);
-                });
-            }
-            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
-            ctl = control.recv() => match ctl {
-                Some(Control::Outage(outage)) => {
-                    if listener.take().is_some() {
-                        remove_if_ours(&listen, inode);
-                    }
-                    if outage.cut_connections {
-                        shared.outages.fetch_add(1, Ordering::SeqCst);
-                        shared.close_all(Reason::Outage);
-                    }
-                    let mut event = FaultEvent::new("refuse", shared.start.elapsed(), 0);
-                    event.detail = format!(
-                        "listener removed for {} ms{}",
-                        outage.duration.as_millis(),
-                        if outage.cut_connections { ", open connections cut" } else { "" }
-                    );
-                    shared.log.push(event);
-                    back_at = Some(Instant::now() + outage.duration);
-                }
-                Some(Control::Stop) | None => break,
-            },
-            () = sleep_until(back_at) => {
-                back_at = None;
-                match bind(&listen) {
-                    Ok(l) => {
-                        inode = std::fs::metadata(&listen).map(|m| m.ino()).unwrap_or(0);
-                        listener = Some(l);
-                        let mut event = FaultEvent::new("refuse", shared.start.elapsed(), 0);
-                        event.detail = "listener back".to_owned();
-                        shared.log.push(event);
-                    }
-                    Err(e) => tracing::warn!(error = %e, "could not listen again after an outage"),
-                }
-            }
-        }
-    }
-    drop(listener);
-    remove_if_ours(&listen, inode);
-    shared.stopping.store(true, Ordering::SeqCst);
-    shared.close_all(Reason::Stop);
-    while tasks.join_next().await.is_some() {}
-}
-
-async fn accept(listener: Option<&UnixListener>) -> io::Result<UnixStream> {
-    match listener {
-        Some(l) => l.accept().await.map(|(s, _)| s),
-        None => std::future::pending().await,
-    }
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }
