@@ -7,20 +7,22 @@ use serde::Serialize;
 
 use super::signals::Signals;
 use super::{CliError, Outcome, stats_line};
-use crate::proxy::spec::{FaultSpec, VALID_FORMS};
-use crate::proxy::{FaultEvent, FaultProxy, ProxyStats};
+use crate::proxy::registry::valid_forms;
+use crate::proxy::spec::FaultSpec;
+use crate::proxy::{FaultEvent, FaultProxy, Framing, ProxyStats};
 
 /// `--help` text; set on the [`Command`](super::Command) variant.
 pub(crate) const LONG_ABOUT: &str = "\
 Listen on --listen, connect every client to --upstream, forward bytes both ways, and inject \
-faults into the client -> upstream direction.
+faults into either direction (a SPEC's `down:` prefix aims at upstream -> client bytes).
 
 stderr gets `proxying LISTEN -> UPSTREAM` once the socket is bound (wait for that line before \
 connecting), one JSON line per fault that fires (its first key is `fault`), and at exit one \
 JSON line of counters: {\"connections\",\"upstream_unreachable\",\"bytes_to_upstream\",\
 \"bytes_to_client\",\"faults\"}. It runs until SIGINT/SIGTERM, then closes every connection \
-and removes its socket file. Works in front of any process, Go or Rust; frame-aimed faults \
-assume varint length-prefixed frames.";
+and removes its socket file. Works in front of any Unix-socket service: with --framing none \
+(HTTP, gRPC, anything) only byte-level faults apply; frame-aimed ones assume uvarint \
+length-prefixed frames.";
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -28,7 +30,10 @@ Examples:
   udsipc proxy --listen /tmp/front.sock --upstream /tmp/app.sock \\
       --fault fragment:1-16 --fault drop-after-frames:1000
   # take the socket away for 2 s after 5 s
-  udsipc proxy --listen /tmp/front.sock --upstream /tmp/app.sock --fault refuse:5000:2000";
+  udsipc proxy --listen /tmp/front.sock --upstream /tmp/app.sock --fault refuse:5000:2000
+  # an HTTP service: 50 ms on every response, 10% of connections cut after 5 s
+  udsipc proxy --listen /tmp/front.sock --upstream /tmp/http.sock --framing none \\
+      --fault down:latency:50 --fault reset-peer:5000@0.1";
 
 /// Arguments of `udsipc proxy`.
 #[derive(Debug, Clone, clap::Args)]
@@ -46,13 +51,28 @@ pub struct ProxyArgs {
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub seed: u64,
 
+    /// How the bytes are framed: uvarint (udsipc) or none (any byte stream)
+    #[arg(long, value_name = "FRAMING", default_value = "uvarint", value_parser = parse_framing)]
+    pub framing: Framing,
+
     /// A fault to inject; repeatable. Forms:
     #[arg(long = "fault", value_name = "SPEC", value_parser = parse_spec, long_help = fault_help())]
     pub faults: Vec<FaultSpec>,
 }
 
 fn fault_help() -> String {
-    format!("A fault to inject; repeatable. SPEC is one of:\n{VALID_FORMS}")
+    format!(
+        "A fault to inject; repeatable. SPEC is one of ([frames]: needs --framing uvarint):\n{}",
+        valid_forms()
+    )
+}
+
+fn parse_framing(text: &str) -> Result<Framing, String> {
+    match text {
+        "uvarint" => Ok(Framing::Uvarint),
+        "none" => Ok(Framing::None),
+        other => Err(format!("unknown framing `{other}`: use uvarint or none")),
+    }
 }
 
 fn parse_spec(text: &str) -> Result<FaultSpec, String> {
@@ -95,8 +115,12 @@ async fn serve(args: ProxyArgs) -> Outcome {
     };
     let mut builder = FaultProxy::builder(&args.listen, &args.upstream)
         .seed(args.seed)
+        .framing(args.framing)
         .on_event(print_event);
     for spec in args.faults {
+        if let Err(e) = spec.check_framing(args.framing) {
+            return Outcome::early(CliError::Usage(e));
+        }
         builder = spec.apply(builder);
     }
     let proxy = match builder.start().await {

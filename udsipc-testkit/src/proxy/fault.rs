@@ -93,6 +93,21 @@ pub trait Fault: Send + 'static {
 
     /// Decides what happens to `chunk`.
     fn on_chunk(&mut self, chunk: &mut Chunk<'_>) -> Verdict;
+
+    /// How long a clean end of stream on connection `conn` waits before it
+    /// is passed on (slow close). Asked when the source ends; default none.
+    fn close_delay(&mut self, conn: u64) -> Duration {
+        let _ = conn;
+        Duration::ZERO
+    }
+
+    /// Cut connection `conn` (both sides) this long after the fault began
+    /// to apply to it, whether bytes flow or not (a timeout, a reset).
+    /// Asked before each read; default never.
+    fn cut_after(&mut self, conn: u64) -> Option<Duration> {
+        let _ = conn;
+        None
+    }
 }
 
 /// A fault made of a name and a closure.

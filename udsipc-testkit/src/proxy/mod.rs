@@ -50,6 +50,7 @@ mod events;
 mod fault;
 mod faults;
 mod listener;
+pub mod registry;
 mod rng;
 pub mod spec;
 mod tracker;
@@ -68,8 +69,8 @@ use tokio::time::Instant;
 pub use events::{EventSink, FaultEvent};
 pub use fault::{Chunk, CutMode, Direction, Fault, FnFault, Verdict, fault_fn};
 pub use faults::{
-    Bandwidth, CorruptBody, CorruptPrefix, DropAfterBytes, DropAfterFrames, Fragment, Latency,
-    PrefixRewrite, Reset, Stall,
+    Bandwidth, CorruptBody, CorruptPrefix, DropAfterBytes, DropAfterFrames, Duplicate, Fragment,
+    Latency, PrefixRewrite, Reset, ResetPeer, SlowClose, Stall, Swap, Timeout, Toxicity,
 };
 pub use rng::FaultRng;
 pub use tracker::{Part, Segment};
@@ -77,7 +78,16 @@ pub use tracker::{Part, Segment};
 use conn::{PhaseTx, Reason};
 use events::EventLog;
 
-type FaultList = Mutex<Vec<(u64, Box<dyn Fault>)>>;
+/// A fault installed on one direction of a proxy.
+pub(crate) struct Installed {
+    pub(crate) id: u64,
+    /// When it was added: a [`Fault::cut_after`] counts from here for
+    /// connections older than the fault.
+    pub(crate) added: Instant,
+    pub(crate) fault: Box<dyn Fault>,
+}
+
+type FaultList = Mutex<Vec<Installed>>;
 
 /// How the proxy reads the bytes it forwards.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
@@ -171,7 +181,11 @@ impl Shared {
 
     fn add(&self, direction: Direction, fault: Box<dyn Fault>) -> u64 {
         let id = self.next_fault.fetch_add(1, Ordering::Relaxed);
-        lock(self.faults(direction)).push((id, fault));
+        lock(self.faults(direction)).push(Installed {
+            id,
+            added: Instant::now(),
+            fault,
+        });
         id
     }
 
@@ -222,6 +236,18 @@ impl FaultProxyBuilder {
     /// Adds a fault on the upstream → client direction.
     pub fn reverse_fault(mut self, fault: impl Fault) -> Self {
         self.backward.push(Box::new(fault));
+        self
+    }
+
+    /// [`FaultProxyBuilder::fault`] for a boxed fault.
+    pub fn boxed_fault(mut self, fault: Box<dyn Fault>) -> Self {
+        self.forward.push(fault);
+        self
+    }
+
+    /// [`FaultProxyBuilder::reverse_fault`] for a boxed fault.
+    pub fn boxed_reverse_fault(mut self, fault: Box<dyn Fault>) -> Self {
+        self.backward.push(fault);
         self
     }
 
@@ -429,7 +455,7 @@ impl FaultGuard {
 impl Drop for FaultGuard {
     fn drop(&mut self) {
         if let Some(list) = self.list.upgrade() {
-            lock(&list).retain(|(id, _)| *id != self.id);
+            lock(&list).retain(|f| f.id != self.id);
         }
     }
 }

@@ -117,9 +117,15 @@ pub(super) async fn run(mut e: Egress, mut dst: OwnedWriteHalf, mut rx: mpsc::Re
                     }
                 }
                 let _ = dst.shutdown().await;
-                if direction == Direction::ToUpstream {
+                match direction {
                     // Normal end: the upstream finishes reading and closes.
-                    let _ = phase.wait_for(|p| !p.dest_open(direction)).await;
+                    Direction::ToUpstream => {
+                        let _ = phase.wait_for(|p| !p.dest_open(direction)).await;
+                    }
+                    // The upstream closed, and the client has everything it
+                    // sent: its service is gone, so close the client too
+                    // (its next write fails, as on a direct connection).
+                    Direction::ToClient => close(&e.phase, true, true, Reason::Upstream),
                 }
                 return;
             }

@@ -38,6 +38,7 @@ pub(super) struct Ingress {
     poisoned_at: Option<u64>,
     last_end: u64,
     announced: Vec<String>,
+    started: Instant,
 }
 
 /// One read: bytes, a clean end, or an error.
@@ -46,6 +47,8 @@ enum Read {
     End,
     Failed(io::Error),
     ClosedFromOutside,
+    /// A fault's [`super::super::Fault::cut_after`] came due.
+    Deadline(String),
 }
 
 impl Ingress {
@@ -70,12 +73,42 @@ impl Ingress {
             poisoned_at: None,
             last_end: 0,
             announced: Vec::new(),
+            started: Instant::now(),
         }
+    }
+
+    /// The earliest cut a fault asked for by time, and whose it is.
+    fn deadline(&self) -> Option<(Instant, String)> {
+        let mut faults = lock(self.shared.faults(self.direction));
+        faults
+            .iter_mut()
+            .filter_map(|f| {
+                let after = f.fault.cut_after(self.conn)?;
+                Some((self.started.max(f.added) + after, f.fault.name().to_owned()))
+            })
+            .min_by_key(|(at, _)| *at)
+    }
+
+    /// How long a clean end waits before it is passed on.
+    fn close_delay(&self) -> std::time::Duration {
+        let mut faults = lock(self.shared.faults(self.direction));
+        faults
+            .iter_mut()
+            .map(|f| f.fault.close_delay(self.conn))
+            .max()
+            .unwrap_or_default()
     }
 
     async fn read(&self, src: &mut OwnedReadHalf, buf: &mut [u8]) -> Read {
         let mut phase = self.phase.subscribe();
         let direction = self.direction;
+        let deadline = self.deadline();
+        let due = async {
+            match &deadline {
+                Some((at, _)) => tokio::time::sleep_until(*at).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             r = src.read(buf) => match r {
                 Ok(0) => Read::End,
@@ -83,6 +116,7 @@ impl Ingress {
                 Err(e) => Read::Failed(e),
             },
             _ = phase.wait_for(|p| !p.source_open(direction)) => Read::ClosedFromOutside,
+            () = due => Read::Deadline(deadline.map(|(_, name)| name).unwrap_or_default()),
         }
     }
 
@@ -92,12 +126,12 @@ impl Ingress {
             let n = match self.read(&mut src, &mut buf).await {
                 Read::Bytes(n) => n,
                 Read::End => {
-                    let _ = tx
-                        .send(Item::Eof {
-                            linger: std::time::Duration::ZERO,
-                        })
-                        .await;
-                    self.source_ended();
+                    self.end(&tx).await;
+                    return;
+                }
+                Read::Deadline(name) => {
+                    let _ = tx.send(Item::Close(CutMode::Both)).await;
+                    self.cut_logged(&src, &name, self.offset, self.frame_now(), CutMode::Both, 0);
                     return;
                 }
                 Read::Failed(e) => {
@@ -132,7 +166,7 @@ impl Ingress {
                 let plan = {
                     let mut faults = lock(self.shared.faults(self.direction));
                     Plan::ask(
-                        faults.iter_mut().map(|(_, f)| f),
+                        faults.iter_mut().map(|f| &mut f.fault),
                         &mut data,
                         &at,
                         &mut self.rng,
@@ -148,7 +182,7 @@ impl Ingress {
                             end_of_stream = true;
                             failure = Some(e);
                         }
-                        Read::ClosedFromOutside => {
+                        Read::ClosedFromOutside | Read::Deadline(_) => {
                             end_of_stream = true;
                             outside = true;
                         }
@@ -189,27 +223,13 @@ impl Ingress {
                 };
                 let _ = tx.send(item).await;
                 let _ = tx.send(Item::Close(mode)).await;
-                let pending = shut_and_count(src.as_ref());
-                self.close_source(Reason::Cut);
                 let name = plan
                     .fired
                     .iter()
                     .find(|(_, v)| matches!(v, Verdict::Cut { .. }))
                     .map_or_else(|| "cut".to_owned(), |(name, _)| name.clone());
                 let frame = self.frame_of(&segments, at);
-                let last_whole = self.last_whole_before(cut_offset);
-                let mut event = self.event(&name, cut_offset, frame);
-                event.detail = format!(
-                    "connection closed ({}) at byte {cut_offset}",
-                    match mode {
-                        CutMode::Both => "both sides",
-                        CutMode::ClientOnly => "client side only, upstream left open",
-                    }
-                );
-                event.discarded_bytes = rest + pending;
-                event.in_flight_bytes = rest + pending + (cut_offset - last_whole);
-                event.closed_connection = true;
-                self.shared.log.push(event);
+                self.cut_logged(&src, &name, cut_offset, frame, mode, rest);
                 return;
             }
 
@@ -247,12 +267,7 @@ impl Ingress {
                 return;
             }
             if end_of_stream {
-                let _ = tx
-                    .send(Item::Eof {
-                        linger: std::time::Duration::ZERO,
-                    })
-                    .await;
-                self.source_ended();
+                self.end(&tx).await;
                 return;
             }
             if !plan.stall.is_zero() {
@@ -264,6 +279,41 @@ impl Ingress {
                 }
             }
         }
+    }
+
+    /// The source ended cleanly: pass the end on (after any slow close).
+    async fn end(&self, tx: &mpsc::Sender<Item>) {
+        let linger = self.close_delay();
+        let _ = tx.send(Item::Eof { linger }).await;
+    }
+
+    /// After a cut at `cut_offset` was queued: shuts the source, closes its
+    /// side and logs the cut with what may be lost (`rest`: bytes read but
+    /// not forwarded).
+    fn cut_logged(
+        &mut self,
+        src: &OwnedReadHalf,
+        name: &str,
+        cut_offset: u64,
+        frame: Option<u64>,
+        mode: CutMode,
+        rest: u64,
+    ) {
+        let pending = shut_and_count(src.as_ref());
+        self.close_source(Reason::Cut);
+        let last_whole = self.last_whole_before(cut_offset);
+        let mut event = self.event(name, cut_offset, frame);
+        event.detail = format!(
+            "connection closed ({}) at byte {cut_offset}",
+            match mode {
+                CutMode::Both => "both sides",
+                CutMode::ClientOnly => "client side only, upstream left open",
+            }
+        );
+        event.discarded_bytes = rest + pending;
+        event.in_flight_bytes = rest + pending + (cut_offset - last_whole);
+        event.closed_connection = true;
+        self.shared.log.push(event);
     }
 
     /// Logs what fired: notes and discrete verdicts every time, continuous
@@ -344,15 +394,6 @@ impl Ingress {
         match self.direction {
             Direction::ToUpstream => close(&self.phase, true, false, reason),
             Direction::ToClient => close(&self.phase, false, true, reason),
-        }
-    }
-
-    fn source_ended(&self) {
-        // The client finishing is the normal end; the upstream closing
-        // means its service is gone: close the client too, so its next
-        // write fails as it would on a direct connection.
-        if self.direction == Direction::ToClient {
-            close(&self.phase, true, true, Reason::Upstream);
         }
     }
 

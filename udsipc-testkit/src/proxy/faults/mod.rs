@@ -1,11 +1,21 @@
 //! The built-in faults. Each is a plain value implementing [`Fault`]; those
 //! that act "per connection" keep per-connection state keyed by
-//! [`Chunk::conn`].
+//! [`Chunk::conn`]. Byte-level and frame-aimed faults live here; the ones
+//! that reorder frames, act on a connection's lifetime, or pick connections
+//! at random are in their own files.
+
+mod lifetime;
+mod reorder;
+mod toxicity;
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use super::fault::{Chunk, CutMode, Fault, Verdict};
+
+pub use lifetime::{ResetPeer, SlowClose, Timeout};
+pub use reorder::{Duplicate, Swap};
+pub use toxicity::Toxicity;
 
 /// Delivers every chunk in writes of a random size in `min..=max` bytes
 /// (split anywhere, including inside a length prefix), with an optional
@@ -179,18 +189,45 @@ impl Fault for Stall {
     }
 }
 
-/// Delivers every chunk this long after it arrived (bytes behind it keep
-/// flowing: latency, not a throughput cap).
+/// Delivers every chunk this long after it arrived, give or take a random
+/// jitter (bytes behind it keep flowing: latency, not a throughput cap;
+/// order is kept).
 #[derive(Debug, Clone)]
-pub struct Latency(pub Duration);
+pub struct Latency {
+    delay: Duration,
+    jitter: Duration,
+}
+
+impl Latency {
+    /// Every chunk `delay` late.
+    pub fn new(delay: Duration) -> Self {
+        Self {
+            delay,
+            jitter: Duration::ZERO,
+        }
+    }
+
+    /// Each chunk's delay is drawn from `delay ± jitter` (never below 0).
+    pub fn jitter(mut self, jitter: Duration) -> Self {
+        self.jitter = jitter;
+        self
+    }
+}
 
 impl Fault for Latency {
     fn name(&self) -> &str {
         "latency"
     }
 
-    fn on_chunk(&mut self, _chunk: &mut Chunk<'_>) -> Verdict {
-        Verdict::Delay(self.0)
+    fn on_chunk(&mut self, chunk: &mut Chunk<'_>) -> Verdict {
+        if self.jitter.is_zero() {
+            return Verdict::Delay(self.delay);
+        }
+        let jitter = u64::try_from(self.jitter.as_micros()).unwrap_or(u64::MAX);
+        let delay = u64::try_from(self.delay.as_micros()).unwrap_or(u64::MAX);
+        let drawn = chunk.rng().between(0, jitter.saturating_mul(2));
+        let micros = (delay + drawn).saturating_sub(jitter);
+        Verdict::Delay(Duration::from_micros(micros))
     }
 }
 
