@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use super::signals::Signals;
 use super::{CliError, Outcome, stats_line};
+use crate::proxy::api::{ApiAddr, ControlApi, ProxyDefaults};
 use crate::proxy::registry::valid_forms;
 use crate::proxy::spec::FaultSpec;
 use crate::proxy::{FaultEvent, FaultProxy, Framing, ProxyStats};
@@ -40,12 +41,26 @@ Examples:
 #[command(after_help = AFTER_HELP)]
 pub struct ProxyArgs {
     /// Socket path clients connect to (a stale socket file is replaced)
-    #[arg(long, value_name = "PATH")]
-    pub listen: PathBuf,
+    #[arg(
+        long,
+        value_name = "PATH",
+        required_unless_present = "api",
+        requires = "upstream"
+    )]
+    pub listen: Option<PathBuf>,
 
     /// Socket path of the real service
-    #[arg(long, value_name = "PATH")]
-    pub upstream: PathBuf,
+    #[arg(long, value_name = "PATH", requires = "listen")]
+    pub upstream: Option<PathBuf>,
+
+    /// Also serve toxiproxy's HTTP API here (127.0.0.1:8474, or a socket
+    /// path), so toxiproxy clients add, change and remove faults at run time
+    #[arg(long, value_name = "ADDR")]
+    pub api: Option<ApiAddr>,
+
+    /// The API's name for the --listen/--upstream proxy
+    #[arg(long, value_name = "NAME", default_value = "udsipc")]
+    pub name: String,
 
     /// Seed of every random choice (the same seed replays the same faults)
     #[arg(long, value_name = "N", default_value_t = 0)]
@@ -56,7 +71,7 @@ pub struct ProxyArgs {
     pub framing: Framing,
 
     /// A fault to inject; repeatable. Forms:
-    #[arg(long = "fault", value_name = "SPEC", value_parser = parse_spec, long_help = fault_help())]
+    #[arg(long = "fault", value_name = "SPEC", value_parser = parse_spec, long_help = fault_help(), requires = "listen")]
     pub faults: Vec<FaultSpec>,
 }
 
@@ -113,14 +128,24 @@ async fn serve(args: ProxyArgs) -> Outcome {
         Ok(s) => s,
         Err(e) => return Outcome::early(e),
     };
-    let mut builder = FaultProxy::builder(&args.listen, &args.upstream)
+    for spec in &args.faults {
+        if let Err(e) = spec.check_framing(args.framing) {
+            return Outcome::early(CliError::Usage(e));
+        }
+    }
+    if let Some(api) = args.api.clone() {
+        return serve_api(args, api, signals).await;
+    }
+    let (Some(listen), Some(upstream)) = (args.listen.clone(), args.upstream.clone()) else {
+        return Outcome::early(CliError::Usage(
+            "--listen and --upstream are needed without --api".to_owned(),
+        ));
+    };
+    let mut builder = FaultProxy::builder(&listen, &upstream)
         .seed(args.seed)
         .framing(args.framing)
         .on_event(print_event);
     for spec in args.faults {
-        if let Err(e) = spec.check_framing(args.framing) {
-            return Outcome::early(CliError::Usage(e));
-        }
         builder = spec.apply(builder);
     }
     let proxy = match builder.start().await {
@@ -128,21 +153,60 @@ async fn serve(args: ProxyArgs) -> Outcome {
         Err(e) => {
             return Outcome::early(CliError::Failed(format!(
                 "cannot listen on {}: {e}",
-                args.listen.display()
+                listen.display()
             )));
         }
     };
-    eprintln!(
-        "proxying {} -> {}",
-        args.listen.display(),
-        args.upstream.display()
-    );
+    eprintln!("proxying {} -> {}", listen.display(), upstream.display());
     signals.recv().await;
     proxy.stop().await;
     let faults = proxy.events().len();
     Outcome {
         failure: None,
         stats: Some(stats_line(&ProxyCounters::new(proxy.stats(), faults))),
+    }
+}
+
+/// `--api`: every proxy (the --listen one, if given, and those the API
+/// creates) lives in a [`ControlApi`].
+async fn serve_api(args: ProxyArgs, addr: ApiAddr, mut signals: Signals) -> Outcome {
+    let api = ControlApi::new(ProxyDefaults {
+        seed: args.seed,
+        framing: args.framing,
+        sink: Some(std::sync::Arc::new(print_event)),
+    });
+    if let (Some(listen), Some(upstream)) = (&args.listen, &args.upstream) {
+        let (l, u) = (listen.display().to_string(), upstream.display().to_string());
+        if let Err(e) = api.create_proxy(&args.name, &l, &u).await {
+            return Outcome::early(CliError::Failed(format!(
+                "cannot listen on {l}: {}",
+                e.message
+            )));
+        }
+        for (i, spec) in args.faults.iter().enumerate() {
+            let name = format!("fault-{}", i + 1);
+            if let Err(e) = api.add_spec(&args.name, &name, *spec).await {
+                return Outcome::early(CliError::Failed(e.message));
+            }
+        }
+        eprintln!("proxying {l} -> {u}");
+    }
+    let server = match api.serve(&addr).await {
+        Ok(s) => s,
+        Err(e) => {
+            api.stop_all().await;
+            return Outcome::early(CliError::Failed(format!(
+                "cannot serve the API on {addr:?}: {e}"
+            )));
+        }
+    };
+    eprintln!("api listening on {}", server.local_addr);
+    signals.recv().await;
+    server.stop().await;
+    let (stats, faults) = api.stop_all().await;
+    Outcome {
+        failure: None,
+        stats: Some(stats_line(&ProxyCounters::new(stats, faults))),
     }
 }
 

@@ -45,6 +45,7 @@
 //! # }
 //! ```
 
+pub mod api;
 mod conn;
 mod events;
 mod fault;
@@ -397,6 +398,28 @@ impl FaultProxy {
             list: Arc::downgrade(&self.shared.backward),
             id,
         }
+    }
+
+    /// Adds a boxed fault on `direction` until the returned guard is dropped.
+    pub fn add_boxed_fault(&self, direction: Direction, fault: Box<dyn Fault>) -> FaultGuard {
+        let id = self.shared.add(direction, fault);
+        let list = match direction {
+            Direction::ToUpstream => &self.shared.forward,
+            Direction::ToClient => &self.shared.backward,
+        };
+        FaultGuard {
+            list: Arc::downgrade(list),
+            id,
+        }
+    }
+
+    /// Schedules `outage` to begin its `after` from now.
+    pub fn schedule_outage(&self, outage: Outage) {
+        let control = self.control.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(outage.after).await;
+            let _ = control.send(Control::Outage(outage));
+        });
     }
 
     /// Starts an outage now: stop listening for `duration` (cutting the

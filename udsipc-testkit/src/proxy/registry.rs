@@ -1,7 +1,7 @@
 //! The fault registry: one row per fault, from which everything else that
 //! names faults is derived: the `--fault` SPEC parser and its valid-forms
 //! message ([`super::spec`]), the toxiproxy-compatible API's toxic types
-//! ([`crate::api`]), and the README's fault table ([`markdown_table`], kept
+//! ([`super::api`]), and the README's fault table ([`markdown_table`], kept
 //! in step by a test).
 //!
 //! A new fault is one row here, one [`FaultArgs`] variant and its arm in
