@@ -285,6 +285,13 @@ impl Ingress {
     async fn end(&self, tx: &mpsc::Sender<Item>) {
         let linger = self.close_delay();
         let _ = tx.send(Item::Eof { linger }).await;
+        if self.direction == Direction::ToClient {
+            // The upstream closed: once the client has everything (the
+            // egress then closes it) or is gone anyway, close the upstream
+            // side too, even one a fault left open and silent.
+            let _ = self.phase.subscribe().wait_for(|p| !p.client_open).await;
+            close(&self.phase, true, true, Reason::Upstream);
+        }
     }
 
     /// After a cut at `cut_offset` was queued: shuts the source, closes its
