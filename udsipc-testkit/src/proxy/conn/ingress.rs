@@ -110,13 +110,16 @@ impl Ingress {
             }
         };
         tokio::select! {
+            // A cut that is due wins over bytes waiting (reset-peer:0 cuts
+            // before anything is read).
+            biased;
+            () = due => Read::Deadline(deadline.map(|(_, name)| name).unwrap_or_default()),
             r = src.read(buf) => match r {
                 Ok(0) => Read::End,
                 Ok(n) => Read::Bytes(n),
                 Err(e) => Read::Failed(e),
             },
             _ = phase.wait_for(|p| !p.source_open(direction)) => Read::ClosedFromOutside,
-            () = due => Read::Deadline(deadline.map(|(_, name)| name).unwrap_or_default()),
         }
     }
 
