@@ -413,6 +413,13 @@ impl Ingress {
     /// failure for an orderly end between frames, and what may be lost is
     /// logged.
     async fn read_failed(&mut self, src: &OwnedReadHalf, tx: &mpsc::Sender<Item>, e: &io::Error) {
+        let upstream_failed = self.direction == Direction::ToClient;
+        if upstream_failed {
+            // The upstream reset the connection: its service is gone, as
+            // when it closes; the client -> upstream side accounts for what
+            // the upstream lost ("upstream-closed").
+            close(&self.phase, true, true, Reason::Upstream);
+        }
         let _ = tx.send(Item::Close(CutMode::Both)).await;
         let pending = shut_and_count(src.as_ref());
         self.close_source(Reason::Cut);
@@ -422,14 +429,11 @@ impl Ingress {
         let mut event = self.event("read-error", offset, frame);
         event.detail = format!(
             "reading from the {} failed ({e}); connection closed at byte {offset}",
-            match self.direction {
-                Direction::ToUpstream => "client",
-                Direction::ToClient => "upstream",
-            }
+            if upstream_failed { "upstream" } else { "client" }
         );
         event.discarded_bytes = pending;
         event.in_flight_bytes = pending + (offset - last_whole);
-        event.closed_connection = true;
+        event.closed_connection = !upstream_failed;
         self.shared.log.push(event);
     }
 
