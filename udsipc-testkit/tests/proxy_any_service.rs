@@ -55,7 +55,10 @@ fn http_server(dir: &Path) -> (HttpServer, std::path::PathBuf) {
     let server = HttpServer(child);
     let deadline = std::time::Instant::now() + WAIT;
     while std::os::unix::net::UnixStream::connect(&socket).is_err() {
-        assert!(std::time::Instant::now() < deadline, "http.server never listened");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "http.server never listened"
+        );
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     (server, socket)
@@ -66,7 +69,15 @@ fn curl(socket: &Path, path: &str) -> (Option<i32>, String, String) {
     let url = format!("http://service/{path}");
     let out = output(
         "curl",
-        &["--silent", "--show-error", "--max-time", "30", "--unix-socket", socket.to_str().unwrap(), &url],
+        &[
+            "--silent",
+            "--show-error",
+            "--max-time",
+            "30",
+            "--unix-socket",
+            socket.to_str().unwrap(),
+            &url,
+        ],
         Path::new("."),
     );
     (
@@ -136,7 +147,8 @@ fn curl_through_a_reset_peer_sees_the_connection_dropped() {
     assert!(
         lines
             .iter()
-            .any(|l| l.starts_with(r#"{"fault":"reset-peer""#) && l.contains(r#""closed_connection":true"#)),
+            .any(|l| l.starts_with(r#"{"fault":"reset-peer""#)
+                && l.contains(r#""closed_connection":true"#)),
         "{lines:#?}"
     );
 }

@@ -37,7 +37,11 @@ fn toxiproxys_go_client_drives_the_proxy_through_the_api() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&run.stderr)
     );
-    assert_eq!(stdout.lines().filter(|l| l.starts_with("ok: ")).count(), 11, "{stdout}");
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with("ok: ")).count(),
+        11,
+        "{stdout}"
+    );
     let (code, lines) = proxy.stop();
     assert_eq!(code, Some(0), "{lines:#?}");
     // The faults the client added fired, and were logged as JSON lines.
@@ -61,7 +65,11 @@ fn curl(socket: &Path, args: &[&str]) -> (u16, String) {
     ];
     all.extend_from_slice(args);
     let out = output("curl", &all, Path::new("."));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let (body, code) = text.rsplit_once('\n').unwrap();
     (code.parse().unwrap(), body.trim_end().to_owned())
@@ -77,13 +85,25 @@ fn the_api_on_a_unix_socket_answers_with_toxiproxys_status_codes_and_error_shape
     assert!(body.contains(r#""version":"udsipc-testkit"#), "{body}");
     let (code, body) = curl(
         &api,
-        &["-X", "POST", "--data", r#"{"name":"a","listen":"/tmp/x.sock"}"#, "http://toxiproxy/proxies"],
+        &[
+            "-X",
+            "POST",
+            "--data",
+            r#"{"name":"a","listen":"/tmp/x.sock"}"#,
+            "http://toxiproxy/proxies",
+        ],
     );
     assert_eq!(
         (code, body.as_str()),
-        (400, r#"{"error":"missing required field: upstream","status":400}"#)
+        (
+            400,
+            r#"{"error":"missing required field: upstream","status":400}"#
+        )
     );
-    let (code, body) = curl(&api, &["-X", "POST", "--data", "{nope", "http://toxiproxy/proxies"]);
+    let (code, body) = curl(
+        &api,
+        &["-X", "POST", "--data", "{nope", "http://toxiproxy/proxies"],
+    );
     assert_eq!(code, 400);
     assert!(body.contains("bad request body"), "{body}");
     let (code, body) = curl(&api, &["http://toxiproxy/proxies/nope"]);

@@ -41,7 +41,9 @@ async fn exchange(s: &Setup, bytes: &[u8]) -> Vec<u8> {
     let _ = client.write_all(bytes).await;
     let _ = client.shutdown().await;
     let mut got = Vec::new();
-    let _ = tokio::time::timeout(WAIT, server.read_to_end(&mut got)).await.unwrap();
+    let _ = tokio::time::timeout(WAIT, server.read_to_end(&mut got))
+        .await
+        .unwrap();
     got
 }
 
@@ -59,7 +61,11 @@ async fn toxicity_picks_a_replayable_share_of_the_connections() {
     let first = picked().await;
     let hits = first.iter().filter(|c| **c).count();
     assert!(hits > 0 && hits < 20, "{first:?}");
-    assert_eq!(picked().await, first, "the same connections are picked again");
+    assert_eq!(
+        picked().await,
+        first,
+        "the same connections are picked again"
+    );
 }
 
 #[tokio::test]
@@ -76,7 +82,9 @@ async fn timeout_lets_nothing_through_then_cuts() {
         .unwrap();
     assert_eq!(got, b"");
     let events = s.proxy.events();
-    let cut = events.iter().find(|e| e.fault == "timeout" && e.closed_connection);
+    let cut = events
+        .iter()
+        .find(|e| e.fault == "timeout" && e.closed_connection);
     assert!(cut.is_some(), "{events:?}");
     s.proxy.stop().await;
 }
@@ -105,7 +113,9 @@ async fn reset_peer_cuts_a_connection_that_sends_nothing() {
     let mut client = UnixStream::connect(&s.front).await.unwrap();
     let (mut server, _) = s.upstream.accept().await.unwrap();
     let mut buf = [0u8; 1];
-    let read = tokio::time::timeout(WAIT, client.read(&mut buf)).await.unwrap();
+    let read = tokio::time::timeout(WAIT, client.read(&mut buf))
+        .await
+        .unwrap();
     assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
     assert_eq!(server.read(&mut buf).await.unwrap(), 0);
     assert!(s.proxy.events().iter().any(|e| e.fault == "reset-peer"));

@@ -3,10 +3,16 @@
 //! [`FaultProxy`] listens on one Unix stream socket path and connects every
 //! client it accepts to an upstream path, forwarding bytes both ways. Faults
 //! ([`Fault`] values: the built-in ones below or closures via [`fault_fn`])
-//! act on the client → upstream direction (and, if asked, the other way);
-//! they see each chunk mapped onto the udsipc framing, so they can aim at
-//! frame N. Random choices come from a seed, and every fault that fires is
-//! recorded in the event log ([`FaultProxy::events`]).
+//! act on either direction; with [`Framing::Uvarint`] they see each chunk
+//! mapped onto the udsipc framing, so they can aim at frame N. Random
+//! choices come from a seed ([`FaultRng`]), and every fault that fires is
+//! recorded in the event log ([`FaultProxy::events`]). The [`registry`]
+//! names every built-in fault (the `--fault` grammar, [`spec`], and the
+//! toxiproxy-compatible control API, [`api`], derive from it).
+//!
+//! Inside: `listener` binds and accepts, `conn` runs each
+//! connection (ingress, plan, egress, accounting), `faults` holds the
+//! built-in faults.
 //!
 //! ```text
 //!   writer ──▶ [ listen path | faults | ] ──▶ upstream path (reader)

@@ -581,7 +581,7 @@ pub fn markdown_table() -> String {
             .map(|(name, _)| format!("`{name}`"))
             .collect();
         let frames = if kind.frame_aware {
-            " Needs `--framing uvarint`."
+            "; needs `--framing uvarint`"
         } else {
             ""
         };

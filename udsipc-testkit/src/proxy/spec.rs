@@ -1,5 +1,5 @@
 //! Fault specs as text (`down:fragment:1-16:2@0.5`), the `udsipc proxy
-//! --fault` grammar, derived from the [registry](super::registry).
+//! --fault` grammar, derived from [`super::registry`].
 //!
 //! ```text
 //! [up:|down:]NAME[:ARG]...[@TOXICITY]

@@ -87,7 +87,11 @@ impl Drop for Proxy {
 /// The `go` binary: on the PATH, or where the official tarball puts it.
 pub(crate) fn go() -> PathBuf {
     for candidate in ["go", "/usr/local/go/bin/go"] {
-        if Command::new(candidate).arg("version").output().is_ok_and(|o| o.status.success()) {
+        if Command::new(candidate)
+            .arg("version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
             return PathBuf::from(candidate);
         }
     }
@@ -96,7 +100,11 @@ pub(crate) fn go() -> PathBuf {
 
 /// Runs `program` with `args`, failing the test with its output if it
 /// cannot run.
-pub(crate) fn output(program: impl AsRef<std::ffi::OsStr>, args: &[&str], cwd: &Path) -> std::process::Output {
+pub(crate) fn output(
+    program: impl AsRef<std::ffi::OsStr>,
+    args: &[&str],
+    cwd: &Path,
+) -> std::process::Output {
     let program = program.as_ref().to_owned();
     Command::new(&program)
         .args(args)

@@ -429,7 +429,11 @@ impl Ingress {
         let mut event = self.event("read-error", offset, frame);
         event.detail = format!(
             "reading from the {} failed ({e}); connection closed at byte {offset}",
-            if upstream_failed { "upstream" } else { "client" }
+            if upstream_failed {
+                "upstream"
+            } else {
+                "client"
+            }
         );
         event.discarded_bytes = pending;
         event.in_flight_bytes = pending + (offset - last_whole);
