@@ -1,156 +1,26 @@
-//! One accepted connection on the Reader side: read, parse every complete
-//! frame in the buffer, call the handler on each body in place, repeat.
+//! One connection of a Reader: waits its turn behind older connections of
+//! the same writer process, then reads, hands frames to the delivery, and
+//! ends on end of stream, a protocol violation, an expired deadline or a
+//! stop.
 //!
-//! This module owns the per-connection buffer and the Go-exact classification
-//! of how a connection ends (clean close, timeout, protocol error). It does
-//! not accept connections or know about other connections.
+//! The receive rules (buffering, parsing, deadlines, end-of-stream
+//! classification) live in [`frame::Receiver`](crate::frame::Receiver);
+//! handing messages over lives in `delivery`. This module only moves bytes
+//! and time between the socket, the receiver and the delivery.
 
 use std::io;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
-use std::time::Duration;
 
 use tokio::net::UnixStream;
-use tokio::sync::watch;
-use tokio::time::{Instant, sleep};
+use tokio::runtime::Handle;
+use tokio::time::Instant;
 
-use crate::error::{HandlerError, ReadStage, ReaderError};
-use crate::frame::{FrameDecoder, Next, decode_varint};
-use crate::reader::{ConnectionInfo, Phase, ReaderInner};
-
-/// A new connection's buffer: small, so idle connections cost little.
-pub(crate) const INITIAL_BUF: usize = 8 * 1024;
-/// Reads that keep filling the buffer grow it up to this (for throughput).
-pub(crate) const STREAM_BUF: usize = 256 * 1024;
-/// An enlarged, empty buffer shrinks back after this much quiet.
-const SHRINK_AFTER: Duration = Duration::from_millis(250);
-
-/// The read buffer: `data[start..]` holds unparsed bytes; reads append into
-/// the spare capacity after `data.len()` without zeroing it first, so memory
-/// the kernel has not written into costs no resident pages.
-#[derive(Debug)]
-pub(crate) struct ConnBuf {
-    data: Vec<u8>,
-    start: usize,
-    /// The last read filled all the space it was given.
-    filled_last_read: bool,
-}
-
-impl ConnBuf {
-    pub(crate) fn new() -> Self {
-        Self {
-            data: Vec::with_capacity(INITIAL_BUF),
-            start: 0,
-            filled_last_read: false,
-        }
-    }
-
-    pub(crate) fn filled(&self) -> &[u8] {
-        &self.data[self.start..]
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.start == self.data.len()
-    }
-
-    /// Bytes reserved for this connection (what it costs, at most).
-    pub(crate) fn capacity(&self) -> usize {
-        self.data.capacity()
-    }
-
-    pub(crate) fn consume(&mut self, n: usize) {
-        self.start += n;
-        if self.start == self.data.len() {
-            self.start = 0;
-            self.data.clear();
-        }
-    }
-
-    /// Reads what the socket has into the spare capacity (tokio's readiness
-    /// first: `WouldBlock` when no event was seen).
-    pub(crate) fn read_from(&mut self, stream: &UnixStream) -> io::Result<usize> {
-        let offered = self.spare_len();
-        let n = stream.try_read_buf(&mut self.data)?;
-        self.filled_last_read = n == offered;
-        Ok(n)
-    }
-
-    /// Reads what the kernel has right now, bypassing tokio's readiness
-    /// cache (used while draining; zeroes the spare room first).
-    pub(crate) fn read_now(&mut self, stream: &UnixStream) -> io::Result<usize> {
-        use nix::sys::socket::{MsgFlags, recv};
-        use std::os::fd::AsRawFd;
-        let end = self.data.len();
-        let offered = self.spare_len();
-        self.data.resize(self.data.capacity(), 0);
-        let got = recv(
-            stream.as_raw_fd(),
-            &mut self.data[end..],
-            MsgFlags::MSG_DONTWAIT,
-        );
-        let n = *got.as_ref().unwrap_or(&0);
-        self.data.truncate(end + n);
-        self.filled_last_read = n == offered;
-        got.map_err(io::Error::from)
-    }
-
-    fn spare_len(&self) -> usize {
-        self.data.capacity() - self.data.len()
-    }
-
-    /// Makes room for the next read. `frame_len` is the size of the frame at
-    /// the front, when its prefix is known.
-    ///
-    /// A frame that does not fit makes the buffer grow only once what arrived
-    /// has (nearly) filled it, and then by the decoder's bounded step: the
-    /// reservation stays within `max(2 * arrived, arrived + GROWTH_STEP)` of
-    /// the bytes that actually came, whatever length was declared. Reads that
-    /// keep filling the buffer (a fast stream of frames) double it up to
-    /// [`STREAM_BUF`].
-    pub(crate) fn make_room(&mut self, frame_len: Option<usize>, decoder: &FrameDecoder) {
-        let buffered = self.data.len() - self.start;
-        let cap = self.data.capacity();
-        let mut want = cap;
-        if let Some(total) = frame_len {
-            if total > cap && cap - buffered < cap / 8 {
-                want = decoder.grow_hint(buffered, total).max(cap);
-            }
-        }
-        if self.filled_last_read && cap < STREAM_BUF {
-            want = want.max((cap * 2).min(STREAM_BUF));
-        }
-        // Move the partial frame to the front when the tail is short.
-        let tail = cap - self.data.len();
-        if self.start > 0 && (tail < cap / 4 || want > cap) {
-            self.data.copy_within(self.start.., 0);
-            self.data.truncate(buffered);
-            self.start = 0;
-        }
-        if want > cap {
-            self.data.reserve_exact(want - self.data.len());
-        }
-        debug_assert!(self.spare_len() > 0, "a read always has room");
-    }
-
-    /// Gives back an enlarged buffer's memory when it holds nothing.
-    pub(crate) fn shrink(&mut self) {
-        if self.is_empty() && self.data.capacity() > INITIAL_BUF {
-            self.data = Vec::with_capacity(INITIAL_BUF);
-            self.start = 0;
-            self.filled_last_read = false;
-        }
-    }
-
-    /// Appends `bytes` as a read offering all the spare room would.
-    #[cfg(test)]
-    fn push(&mut self, bytes: &[u8]) {
-        let offered = self.spare_len();
-        assert!(bytes.len() <= offered, "a read never exceeds the room");
-        self.data.extend_from_slice(bytes);
-        self.filled_last_read = bytes.len() == offered;
-    }
-}
+use crate::delivery::{Conn, Deliver, Stop, forced};
+use crate::error::{ReadStage, ReaderError};
+use crate::frame::{Expired, Receiver};
+use crate::lifecycle::Phase;
+use crate::order::{Progress, Registration, Turn};
+use crate::reader::{ConnectionInfo, ReaderInner};
 
 /// How a connection ended.
 enum End {
@@ -161,65 +31,64 @@ enum End {
 }
 
 /// Serves one connection until it ends.
-pub(crate) async fn serve(
-    stream: UnixStream,
+pub(crate) async fn serve<D: Deliver>(
+    stream: Arc<UnixStream>,
     inner: Arc<ReaderInner>,
     info: ConnectionInfo,
-    mut phase: watch::Receiver<Phase>,
+    delivery: Arc<D>,
+    registration: Option<Registration>,
+    turn: Turn,
 ) {
-    if let End::Error(e) = run(&stream, &inner, &info, &mut phase).await {
-        inner.report(e);
+    let mut phase = inner.phase.subscribe();
+    if !turn.is_free() {
+        // Older connections of this writer process hand over what they hold
+        // first (see `order`); a forced stop ends the wait.
+        tokio::select! {
+            biased;
+            () = forced(&mut phase) => return,
+            () = turn.wait() => {}
+        }
+    }
+    let rx = Receiver::new(
+        inner.config.max_message_size,
+        inner.config.inactivity_timeout,
+        Instant::now().into_std(),
+    );
+    let runtime = Handle::current();
+    let mut conn = Conn {
+        rx,
+        info,
+        inner,
+        phase,
+        flavor: runtime.runtime_flavor(),
+        workers: runtime.metrics().num_workers(),
+    };
+    let progress = registration.as_ref().map(Registration::progress);
+    if let End::Error(e) = run(&stream, &mut conn, &*delivery, progress).await {
+        conn.inner.report(e);
     }
 }
 
-async fn run(
+async fn run<D: Deliver>(
     stream: &UnixStream,
-    inner: &ReaderInner,
-    info: &ConnectionInfo,
-    phase: &mut watch::Receiver<Phase>,
+    conn: &mut Conn,
+    delivery: &D,
+    progress: Option<&Arc<Progress>>,
 ) -> End {
-    let decoder = FrameDecoder::new(inner.config.max_message_size);
-    let timeout = inner.config.inactivity_timeout;
-    let mut buf = ConnBuf::new();
-    let deadline = sleep(timeout);
-    tokio::pin!(deadline);
-    let shrink = sleep(SHRINK_AFTER);
-    tokio::pin!(shrink);
-    let mut shrink_armed = false;
+    let timeout = conn.inner.config.inactivity_timeout;
     let mut draining = false;
-
     loop {
-        // Parse every complete frame before reading again.
-        let mut frames = 0u64;
-        let mut received = 0u64;
-        let frame_len = loop {
-            match decoder.decode(buf.filled()) {
-                Ok(Next::Frame { body, consumed }) => {
-                    if !body.is_empty() {
-                        match call(inner, &buf.filled()[body], info) {
-                            Ok(()) => received += 1,
-                            Err(e) => inner.report(ReaderError::Handler(e)),
-                        }
-                    }
-                    frames += 1;
-                    buf.consume(consumed);
-                }
-                Ok(Next::NeedMore { frame_len }) => break frame_len,
-                Err(e) => {
-                    inner.counters.received.fetch_add(received, Relaxed);
-                    return End::Error(ReaderError::Protocol(e));
-                }
-            }
-        };
-        if received > 0 {
-            inner.counters.received.fetch_add(received, Relaxed);
+        // Hand over every complete frame before reading again.
+        if let Err(stop) = delivery.deliver(conn).await {
+            return match stop {
+                Stop::Protocol(e) => End::Error(ReaderError::Protocol(e)),
+                Stop::Quiet => End::Quiet,
+            };
         }
-        if frames > 0 {
-            // As in Go, the inactivity deadline covers one whole frame and
-            // restarts when a frame is complete.
-            deadline.as_mut().reset(Instant::now() + timeout);
+        if let Some(p) = progress {
+            p.set_handed_over(conn.rx.handed_over());
         }
-        match *phase.borrow() {
+        match *conn.phase.borrow() {
             Phase::Forced => return End::Quiet,
             Phase::Draining if !draining => {
                 draining = true;
@@ -228,64 +97,111 @@ async fn run(
             _ => {}
         }
 
-        buf.make_room(frame_len, &decoder);
-        match buf.read_from(stream) {
-            Ok(0) => return at_eof(&decoder, buf.filled()),
+        match read(stream, &mut conn.rx, progress, Read::Ready) {
+            Ok(0) => return at_eof(&mut conn.rx),
             Ok(_) => {
                 // Stay fair to other connections on this worker.
                 tokio::task::consume_budget().await;
+                continue;
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if draining {
-                    // tokio's WouldBlock may only mean "no readiness event
-                    // seen yet": ask the kernel itself. After `begin_drain`
-                    // it answers with data, then end of stream.
-                    match buf.read_now(stream) {
-                        Ok(0) => return at_eof(&decoder, buf.filled()),
-                        Ok(_) => {
-                            tokio::task::consume_budget().await;
-                            continue;
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock && buf.is_empty() => {
-                            return End::Quiet;
-                        }
-                        Err(_) => {}
-                    }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(source) => return read_error(&conn.rx, source),
+        }
+        if draining {
+            // tokio's WouldBlock may only mean "no readiness event seen
+            // yet": ask the kernel itself. After `begin_drain` it answers
+            // with data, then end of stream.
+            match read(stream, &mut conn.rx, progress, Read::Now) {
+                Ok(0) => return at_eof(&mut conn.rx),
+                Ok(_) => {
+                    tokio::task::consume_budget().await;
+                    continue;
                 }
-                if buf.is_empty() && buf.capacity() > INITIAL_BUF && !shrink_armed {
-                    // Give an enlarged buffer back after a quiet spell; armed
-                    // once, so steady small traffic cannot postpone it.
-                    shrink.as_mut().reset(Instant::now() + SHRINK_AFTER);
-                    shrink_armed = true;
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && conn.rx.buffered() == 0 => {
+                    return End::Quiet;
                 }
-                tokio::select! {
-                    biased;
-                    changed = phase.changed() => {
-                        if changed.is_err() {
-                            return End::Quiet;
-                        }
-                    }
-                    ready = stream.readable() => {
-                        if let Err(source) = ready {
-                            return End::Error(ReaderError::Read { stage: stage(buf.filled()), source });
-                        }
-                    }
-                    () = &mut deadline, if !draining => return on_timeout(buf.filled(), timeout),
-                    () = &mut shrink, if shrink_armed => {
-                        shrink_armed = false;
-                        buf.shrink();
-                    }
+                Err(_) => {}
+            }
+        }
+        conn.rx.on_idle(Instant::now().into_std());
+        let wake = conn.rx.poll_timeout().filter(|_| !draining);
+        tokio::select! {
+            biased;
+            changed = conn.phase.changed() => {
+                if changed.is_err() {
+                    return End::Quiet;
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(source) => {
-                return End::Error(ReaderError::Read {
-                    stage: stage(buf.filled()),
-                    source,
-                });
+            ready = stream.readable() => {
+                if let Err(source) = ready {
+                    return read_error(&conn.rx, source);
+                }
+            }
+            () = sleep_until(wake), if wake.is_some() => {
+                if let Some(expired) = conn.rx.handle_timeout(Instant::now().into_std()) {
+                    return match expired {
+                        // Go-exact: quiet while waiting for (or inside) a
+                        // prefix, an error inside a body.
+                        Expired::Idle => End::Quiet,
+                        Expired::InsideBody { expected, got } => {
+                            End::Error(ReaderError::BodyTimeout { timeout, expected, got })
+                        }
+                    };
+                }
             }
         }
     }
+}
+
+async fn sleep_until(at: Option<std::time::Instant>) {
+    if let Some(at) = at {
+        tokio::time::sleep_until(Instant::from_std(at)).await;
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Read {
+    /// Through tokio's readiness (WouldBlock without a syscall when no
+    /// event was seen).
+    Ready,
+    /// A direct non-blocking `recv`, whatever tokio last saw.
+    Now,
+}
+
+/// Reads what the socket has into the receiver; counted for `order` under
+/// its lock so a newer connection's snapshot is exact.
+fn read(
+    stream: &UnixStream,
+    rx: &mut Receiver,
+    progress: Option<&Arc<Progress>>,
+    how: Read,
+) -> io::Result<usize> {
+    let mut op = || {
+        rx.fill(|buf| match how {
+            Read::Ready => stream.try_read_buf(buf),
+            Read::Now => recv_now(stream, buf),
+        })
+    };
+    match progress {
+        Some(p) => p.read_with(|| {
+            let r = op();
+            (*r.as_ref().unwrap_or(&0), r)
+        }),
+        None => op(),
+    }
+}
+
+/// `recv(MSG_DONTWAIT)` into the spare room (zeroed first: this path runs
+/// only while draining).
+fn recv_now(stream: &UnixStream, buf: &mut bytes::BytesMut) -> io::Result<usize> {
+    use nix::sys::socket::{MsgFlags, recv};
+    use std::os::fd::AsRawFd;
+    let end = buf.len();
+    buf.resize(buf.capacity(), 0);
+    let got = recv(stream.as_raw_fd(), &mut buf[end..], MsgFlags::MSG_DONTWAIT);
+    buf.truncate(end + *got.as_ref().unwrap_or(&0));
+    got.map_err(io::Error::from)
 }
 
 /// Starts a graceful drain of this connection: shuts down our reading side,
@@ -300,123 +216,18 @@ fn begin_drain(stream: &UnixStream) {
 }
 
 /// The peer closed: clean at a frame boundary, an error inside a frame.
-fn at_eof(decoder: &FrameDecoder, rest: &[u8]) -> End {
-    match decoder.finish(rest) {
+fn at_eof(rx: &mut Receiver) -> End {
+    match rx.finish() {
         Ok(()) => End::Quiet,
         Err(e) => End::Error(ReaderError::Protocol(e)),
     }
 }
 
-fn call(inner: &ReaderInner, body: &[u8], info: &ConnectionInfo) -> Result<(), HandlerError> {
-    match catch_unwind(AssertUnwindSafe(|| (inner.handler)(body, info))) {
-        Ok(result) => result,
-        Err(panic) => {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "non-string panic".to_owned());
-            Err(format!("handler panicked: {what}").into())
-        }
-    }
-}
-
-fn stage(buffered: &[u8]) -> ReadStage {
-    match decode_varint(buffered) {
-        Ok(Some(_)) => ReadStage::Body,
-        _ => ReadStage::Prefix,
-    }
-}
-
-/// Go-exact: a timeout while waiting for (or inside) a prefix closes quietly;
-/// a timeout inside a body is an error.
-fn on_timeout(buffered: &[u8], timeout: Duration) -> End {
-    match decode_varint(buffered) {
-        Ok(Some((len, prefix_len))) => End::Error(ReaderError::BodyTimeout {
-            timeout,
-            expected: len,
-            got: (buffered.len() - prefix_len) as u64,
-        }),
-        _ => End::Quiet,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::frame::GROWTH_STEP;
-
-    /// The most a buffer holding `arrived` bytes of a large frame may reserve.
-    fn bound(arrived: usize) -> usize {
-        INITIAL_BUF.max(2 * arrived).max(arrived + GROWTH_STEP)
-    }
-
-    #[test]
-    fn a_large_declared_frame_keeps_the_initial_buffer_until_what_arrived_fills_it() {
-        let d = FrameDecoder::new(16 << 20);
-        let mut b = ConnBuf::new();
-        // A 16 MiB prefix and 100 bytes of body.
-        b.push(&[0x80, 0x80, 0x80, 0x08]);
-        b.push(&[7; 100]);
-        b.make_room(Some((16 << 20) + 4), &d);
-        assert_eq!(b.capacity(), INITIAL_BUF);
-        assert_eq!(b.filled().len(), 104);
-    }
-
-    #[test]
-    fn buffer_grows_for_a_large_frame_by_bounded_steps() {
-        let frame = (10 << 20) + 4;
-        let d = FrameDecoder::new(10 << 20);
-        for chunk in [1000, usize::MAX] {
-            let mut b = ConnBuf::new();
-            let (mut arrived, mut growths, mut cap) = (0, 0, b.capacity());
-            while arrived < frame {
-                b.make_room(Some(frame), &d);
-                if b.capacity() != cap {
-                    growths += 1;
-                    cap = b.capacity();
-                }
-                assert!(
-                    cap <= bound(arrived),
-                    "{cap} reserved for {arrived} arrived"
-                );
-                assert!(cap <= frame.max(INITIAL_BUF));
-                let n = chunk.min(cap - b.filled().len()).min(frame - arrived);
-                b.push(&vec![1; n]);
-                arrived += n;
-            }
-            assert_eq!(b.filled().len(), frame);
-            // Doubling steps, not one reallocation per read.
-            assert!(growths <= 12, "{growths} reallocations (chunk {chunk})");
-        }
-    }
-
-    #[test]
-    fn full_reads_grow_to_the_stream_size_and_shrink_when_idle() {
-        let d = FrameDecoder::new(10 << 20);
-        let mut b = ConnBuf::new();
-        for _ in 0..10 {
-            let n = b.capacity() - b.filled().len();
-            b.push(&vec![0; n]);
-            let len = b.filled().len();
-            b.consume(len);
-            b.make_room(None, &d);
-        }
-        assert_eq!(b.capacity(), STREAM_BUF);
-        b.shrink();
-        assert_eq!(b.capacity(), INITIAL_BUF);
-    }
-
-    #[test]
-    fn partial_frame_moves_to_front_when_tail_is_short() {
-        let d = FrameDecoder::new(1 << 20);
-        let mut b = ConnBuf::new();
-        let mut data = vec![1; INITIAL_BUF - 1];
-        data.extend_from_slice(&[0x80]);
-        b.push(&data);
-        b.consume(INITIAL_BUF - 2);
-        b.make_room(None, &d);
-        assert_eq!(b.filled(), [1, 0x80]);
-        assert!(b.capacity() - b.filled().len() >= INITIAL_BUF - 2);
-    }
+fn read_error(rx: &Receiver, source: io::Error) -> End {
+    let stage = if rx.inside_body() {
+        ReadStage::Body
+    } else {
+        ReadStage::Prefix
+    };
+    End::Error(ReaderError::Read { stage, source })
 }

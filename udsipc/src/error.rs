@@ -88,6 +88,10 @@ pub enum StartError {
         /// The cause.
         source: io::Error,
     },
+    /// The library's own tokio runtime (used when `start` is called outside
+    /// any runtime) could not be created.
+    #[error("failed to start udsipc's tokio runtime: {0}")]
+    Runtime(io::Error),
     /// `bind`/`listen` or a socket option failed.
     #[error("failed to listen on {path:?}: {source}")]
     Bind {
@@ -312,12 +316,40 @@ pub enum StopError {
         discarded: u64,
     },
     /// A Reader's deadline passed before its connections finished draining;
-    /// `connections` open connections were cut.
-    #[error("graceful stop deadline exceeded: {connections} open connection(s) cut")]
+    /// `connections` open connections were cut. Of those, `abandoned` were
+    /// inside a handler call that had not returned a short grace after the
+    /// cut (a handler blocked in a system call cannot be interrupted): the
+    /// stop returned without waiting for them; their sockets close when the
+    /// call returns. Also counted in the Reader's `abandoned_handlers`.
+    #[error(
+        "graceful stop deadline exceeded: {connections} open connection(s) cut, {abandoned} stuck handler call(s) abandoned"
+    )]
     ConnectionsCut {
         /// Connections cut.
         connections: u64,
+        /// Handler calls still running when the stop returned.
+        abandoned: u64,
     },
+    /// An internal task of the Reader or Writer panicked (a bug: please
+    /// report it). The stop still completed as far as it could.
+    #[error("udsipc {task} task panicked: {message}")]
+    TaskPanicked {
+        /// Which task.
+        task: &'static str,
+        /// The panic's message.
+        message: String,
+    },
+    /// The tokio runtime the Reader or Writer ran on was shut down before the
+    /// stop could finish; whatever its tasks held was dropped with them.
+    #[error("the tokio runtime was shut down before the stop could finish")]
+    RuntimeGone,
+    /// A blocking stop was called on a current-thread tokio runtime's own
+    /// thread, where waiting would deadlock; nothing was stopped. Use the
+    /// async `stop(..).await` there.
+    #[error(
+        "blocking stop called on a current-thread tokio runtime's thread (it would deadlock): use stop(..).await"
+    )]
+    WouldDeadlock,
     /// Removing the socket file at stop failed.
     #[error("failed to remove the socket file {path:?}: {source}")]
     Cleanup {

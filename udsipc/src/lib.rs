@@ -47,27 +47,34 @@
 
 #![deny(unsafe_code)]
 
+mod accept;
 mod batch;
 mod connection;
+mod delivery;
 pub mod error;
 pub mod frame;
+mod lifecycle;
 mod metrics;
+mod order;
 mod policy;
 mod queue;
 mod reader;
 mod runtime;
 mod socket;
+mod sys;
 pub mod systemd;
 mod writer;
 
+pub use delivery::{Incoming, Message};
 pub use error::{
     ConfigError, HandlerError, ReadStage, ReaderError, StartError, StopError, WriteError,
     WriteFailure, WritePhase, WriterError,
 };
 pub use metrics::{ReaderMetrics, WriterMetrics};
 pub use reader::{
-    ConnectionInfo, DEFAULT_INACTIVITY_TIMEOUT, DEFAULT_MAX_ACCEPT_ERRORS,
-    DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_READ_BUFFER_SIZE, PeerCredentials, Reader, ReaderBuilder,
+    ConnectionInfo, DEFAULT_INACTIVITY_TIMEOUT, DEFAULT_INCOMING_CAPACITY,
+    DEFAULT_MAX_ACCEPT_ERRORS, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_READ_BUFFER_SIZE, PeerCredentials,
+    Reader, ReaderBuilder,
 };
 pub use socket::max_socket_path_len;
 pub use writer::{

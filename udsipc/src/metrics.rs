@@ -21,6 +21,9 @@ pub struct ReaderMetrics {
     /// Connections closed by a Reader-side policy (peer credentials or the
     /// connection cap) before any byte was read.
     pub rejected_connections: u64,
+    /// Handler calls a stop had to leave running: still inside the handler
+    /// a short grace after the stop's deadline forced the connections shut.
+    pub abandoned_handlers: u64,
 }
 
 /// A snapshot of a Writer's counters (Go: `Writer.GetMetrics`).
@@ -48,6 +51,7 @@ pub(crate) struct ReaderCounters {
     pub(crate) errors: AtomicU64,
     pub(crate) active: AtomicU64,
     pub(crate) rejected: AtomicU64,
+    pub(crate) abandoned: AtomicU64,
 }
 
 impl ReaderCounters {
@@ -58,6 +62,7 @@ impl ReaderCounters {
             errors: self.errors.load(Relaxed),
             active_connections: self.active.load(Relaxed),
             rejected_connections: self.rejected.load(Relaxed),
+            abandoned_handlers: self.abandoned.load(Relaxed),
         }
     }
 }

@@ -4,6 +4,7 @@
 //! This module owns the listener, the accept loop and the stop protocol;
 //! per-connection reading lives in `connection`, the wire rules in `frame`.
 
+use std::future::Future;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,12 +13,16 @@ use std::time::Duration;
 
 use tokio::net::UnixListener;
 use tokio::runtime::Handle;
-use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
+use crate::delivery::{
+    AsyncDelivery, ChannelDelivery, Deliver, Incoming, Message, SyncDelivery, SyncHandler,
+};
 use crate::error::{ConfigError, HandlerError, ReaderError, StartError, StopError};
+use crate::lifecycle::{FORCE_GRACE, Phase, PhaseCell, Tasks};
 use crate::metrics::{ReaderCounters, ReaderMetrics};
-use crate::policy::{Peer, Policy};
+use crate::order::OrderBook;
+use crate::policy::Policy;
 use crate::socket::{self, OwnedSocketFile};
 use crate::systemd::{self, Notifier, SystemdEnv};
 
@@ -27,12 +32,10 @@ pub const DEFAULT_MAX_MESSAGE_SIZE: u64 = 10 << 20;
 pub const DEFAULT_INACTIVITY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default consecutive accept errors before giving up: 10 (Go: `WithMaxAcceptErrors`).
 pub const DEFAULT_MAX_ACCEPT_ERRORS: u32 = 10;
+/// Default capacity of [`ReaderBuilder::incoming`]'s stream: 1,024 messages.
+pub const DEFAULT_INCOMING_CAPACITY: usize = 1024;
 /// Default `SO_RCVBUF`: 256 KiB (Go: `WithReadBufferSize`).
 pub const DEFAULT_READ_BUFFER_SIZE: u32 = 256 << 10;
-/// Pause after a failed `accept`, as in Go.
-const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
-
-type Handler = dyn Fn(&[u8], &ConnectionInfo) -> Result<(), HandlerError> + Send + Sync;
 
 /// Which connection a message arrived on, for handlers started with
 /// [`ReaderBuilder::start_with_info`].
@@ -62,14 +65,6 @@ pub struct PeerCredentials {
 }
 type ErrorCallback = dyn Fn(&ReaderError) + Send + Sync;
 
-/// Where a Reader (or Writer) is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Phase {
-    Running,
-    Draining,
-    Forced,
-}
-
 /// Settings a running Reader reads.
 #[derive(Debug, Clone)]
 pub(crate) struct ReaderConfig {
@@ -91,6 +86,7 @@ pub(crate) struct ReaderConfig {
 /// | [`socket_mode`](Self::socket_mode) | umask | - |
 /// | [`allow_uid`](Self::allow_uid) / [`allow_gid`](Self::allow_gid) | anyone | - |
 /// | [`max_connections`](Self::max_connections) | unlimited | - |
+/// | [`incoming_capacity`](Self::incoming_capacity) | 1,024 messages | - |
 /// | [`runtime`](Self::runtime) | current, else the library's own | - |
 #[must_use = "a builder does nothing until `start` is called"]
 pub struct ReaderBuilder {
@@ -104,6 +100,7 @@ pub struct ReaderBuilder {
     systemd_fd_name: Option<String>,
     socket_mode: Option<u32>,
     policy: Policy,
+    incoming_capacity: usize,
     runtime: Option<Handle>,
 }
 
@@ -134,6 +131,7 @@ impl ReaderBuilder {
             systemd_fd_name: None,
             socket_mode: None,
             policy: Policy::default(),
+            incoming_capacity: DEFAULT_INCOMING_CAPACITY,
             runtime: None,
         }
     }
@@ -176,9 +174,9 @@ impl ReaderBuilder {
     /// Whether to honour the systemd environment (`LISTEN_FDS`,
     /// `NOTIFY_SOCKET`, `RUNTIME_DIRECTORY`). Default on, as in Go.
     ///
-    /// Taking a socket-activated fd unsets `LISTEN_FDS`, `LISTEN_PID` and
-    /// `LISTEN_FDNAMES`; start such a Reader before other threads touch the
-    /// environment.
+    /// The environment is only read, never changed: passed fds are made
+    /// close-on-exec, and a child that inherits the variables ignores them
+    /// because `LISTEN_PID` is not its pid.
     pub fn systemd(mut self, enabled: bool) -> Self {
         self.systemd = enabled;
         self
@@ -231,14 +229,26 @@ impl ReaderBuilder {
         self
     }
 
+    /// How many messages [`incoming`](Self::incoming) holds before
+    /// connections stop reading (backpressure). Must be above zero.
+    /// Default 1,024.
+    pub fn incoming_capacity(mut self, messages: usize) -> Self {
+        self.incoming_capacity = messages;
+        self
+    }
+
     /// Binds the socket (or adopts the systemd-activated one), starts
     /// accepting, notifies systemd `READY=1`, and calls `handler` with each
     /// message body.
     ///
-    /// The handler runs on the connection's task and gets a slice of the
-    /// connection's buffer, valid only during the call. Returning an error
-    /// counts it and keeps the connection; a panic is caught and counted the
-    /// same way.
+    /// The handler gets a slice of the connection's buffer, valid only
+    /// during the call (no copy). It runs where blocking is allowed: inside
+    /// `tokio::task::block_in_place` on a multi-thread runtime, on tokio's
+    /// blocking pool on a current-thread runtime. A handler that blocks
+    /// holds back only its own connection (which then reads nothing more:
+    /// backpressure), never the others nor a stop's deadline. Returning an
+    /// error counts it and keeps the connection; a panic is caught and
+    /// counted the same way.
     pub fn start<H>(self, handler: H) -> Result<Reader, StartError>
     where
         H: Fn(&[u8]) -> Result<(), HandlerError> + Send + Sync + 'static,
@@ -263,6 +273,75 @@ impl ReaderBuilder {
     where
         H: Fn(&[u8], &ConnectionInfo) -> Result<(), HandlerError> + Send + Sync + 'static,
     {
+        let handler: Arc<SyncHandler> = Arc::new(handler);
+        let (reader, launch) = self.bind()?;
+        launch.run(SyncDelivery { handler });
+        Ok(reader)
+    }
+
+    /// Starts like [`start`](Self::start), with an async handler on owned
+    /// messages: for consumers whose work is asynchronous (forwarding to a
+    /// network, a bounded channel, a database).
+    ///
+    /// Each connection hands over one message at a time and reads nothing
+    /// more while the handler's future is pending, so a slow consumer fills
+    /// the socket, then the Writer's queue, then its producers see
+    /// `BufferFull` or wait in `send`: flow control end to end, no loss.
+    /// Connections run concurrently. The body shares the connection's
+    /// buffer (no copy per message). An `Err` or a panic is counted as a
+    /// handler error and keeps the connection; a forced stop drops pending
+    /// futures.
+    ///
+    /// ```no_run
+    /// # async fn forward(_: bytes::Bytes) -> std::io::Result<()> { Ok(()) }
+    /// # async fn run() -> Result<(), udsipc::StartError> {
+    /// let reader = udsipc::Reader::builder("/run/app/app.sock").start_async(|msg| async move {
+    ///     forward(msg.body).await?; // may take its time: backpressure
+    ///     Ok(())
+    /// })?;
+    /// # Ok(()) }
+    /// ```
+    pub fn start_async<H, Fut>(self, handler: H) -> Result<Reader, StartError>
+    where
+        H: Fn(Message) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+    {
+        let (reader, launch) = self.bind()?;
+        launch.run(AsyncDelivery { handler });
+        Ok(reader)
+    }
+
+    /// Starts without a handler: messages come out of the returned
+    /// [`Incoming`] stream, bounded by
+    /// [`incoming_capacity`](Self::incoming_capacity). While the stream is not
+    /// read, connections stop reading (backpressure). The stream ends once
+    /// the Reader has stopped and every connection has handed over what it
+    /// had.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let (reader, mut incoming) = udsipc::Reader::builder("/run/app/app.sock").incoming()?;
+    /// while let Some(msg) = incoming.recv().await {
+    ///     println!("{} bytes from connection {}", msg.body.len(), msg.connection.id);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn incoming(self) -> Result<(Reader, Incoming), StartError> {
+        if self.incoming_capacity == 0 {
+            return Err(ConfigError::ZeroSize {
+                option: "incoming_capacity",
+            }
+            .into());
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(self.incoming_capacity);
+        let (reader, launch) = self.bind()?;
+        launch.run(ChannelDelivery { tx });
+        Ok((reader, Incoming::new(rx)))
+    }
+
+    /// Validates, binds (or adopts systemd's socket) and builds the shared
+    /// state; [`Launch::run`] then starts accepting with a delivery.
+    fn bind(self) -> Result<(Reader, Launch), StartError> {
         socket::validate_path(&self.path)?;
         if self.inactivity_timeout.is_zero() {
             return Err(ConfigError::ZeroDuration {
@@ -276,7 +355,7 @@ impl ReaderBuilder {
             }
             .into());
         }
-        let handle = crate::runtime::handle(self.runtime.as_ref());
+        let handle = crate::runtime::handle(self.runtime.as_ref()).map_err(StartError::Runtime)?;
         let _entered = handle.enter();
 
         let env = if self.systemd {
@@ -327,17 +406,16 @@ impl ReaderBuilder {
             }
         })?;
 
-        let (phase_tx, _) = watch::channel(Phase::Running);
         let inner = Arc::new(ReaderInner {
-            handler: Box::new(handler),
             on_error: self.on_error,
             config: ReaderConfig {
                 max_message_size: self.max_message_size,
                 inactivity_timeout: self.inactivity_timeout,
             },
             counters: ReaderCounters::default(),
-            phase: phase_tx,
-            all_closed: Notify::new(),
+            phase: PhaseCell::new(),
+            tasks: Tasks::new(),
+            order: Arc::new(OrderBook::default()),
             max_accept_errors: self.max_accept_errors,
             read_buffer_size: self.read_buffer_size,
             policy: self.policy,
@@ -346,37 +424,77 @@ impl ReaderBuilder {
             socket_activated,
             notifier,
             stop_lock: tokio::sync::Mutex::new(false),
-            accept_task: std::sync::Mutex::new(None),
         });
-        let task = handle.spawn(accept_loop(Arc::clone(&inner), listener));
-        *inner.accept_task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+        let reader = Reader {
+            inner: Arc::clone(&inner),
+            handle: handle.clone(),
+        };
+        Ok((
+            reader,
+            Launch {
+                inner,
+                handle,
+                listener,
+            },
+        ))
+    }
+}
+
+/// A bound Reader waiting for its delivery.
+struct Launch {
+    inner: Arc<ReaderInner>,
+    handle: Handle,
+    listener: UnixListener,
+}
+
+impl Launch {
+    /// Starts the accept loop with `delivery` and tells systemd we are ready.
+    fn run<D: Deliver>(self, delivery: D) {
+        let Launch {
+            inner,
+            handle,
+            listener,
+        } = self;
+        let accept = crate::accept::accept_loop(
+            Arc::clone(&inner),
+            listener,
+            Arc::new(delivery),
+            handle.clone(),
+        );
+        inner.tasks.spawn(&handle, "accept", accept);
         if let Some(n) = &inner.notifier {
             if let Err(e) = n.ready() {
                 tracing::warn!(error = %e, "failed to send READY=1 to systemd");
             }
         }
-        tracing::debug!(path = %inner.path.display(), socket_activated, "reader started");
-        Ok(Reader { inner, handle })
+        tracing::debug!(path = %inner.path.display(), socket_activated = inner.socket_activated, "reader started");
     }
 }
 
 /// State shared by the Reader handle, its accept loop and its connections.
 pub(crate) struct ReaderInner {
-    pub(crate) handler: Box<Handler>,
     on_error: Option<Arc<ErrorCallback>>,
     pub(crate) config: ReaderConfig,
     pub(crate) counters: ReaderCounters,
-    phase: watch::Sender<Phase>,
-    all_closed: Notify,
-    max_accept_errors: u32,
-    read_buffer_size: u32,
-    policy: Policy,
+    pub(crate) phase: PhaseCell,
+    pub(crate) tasks: Arc<Tasks>,
+    pub(crate) order: Arc<OrderBook>,
+    pub(crate) max_accept_errors: u32,
+    pub(crate) read_buffer_size: u32,
+    pub(crate) policy: Policy,
     path: PathBuf,
     owned_file: Option<OwnedSocketFile>,
     socket_activated: bool,
     notifier: Option<Notifier>,
     stop_lock: tokio::sync::Mutex<bool>,
-    accept_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for ReaderInner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReaderInner")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ReaderInner {
@@ -403,30 +521,48 @@ impl ReaderInner {
         // If this future is dropped before it finishes, stop hard instead of
         // leaving connections draining with no deadline.
         let cancelled = crate::runtime::OnCancel::new(|| {
-            self.phase.send_replace(Phase::Forced);
+            self.phase.advance(Phase::Forced);
             if let Some(file) = &self.owned_file {
                 let _ = file.remove();
             }
         });
-        let deadline = Instant::now() + timeout;
         if let Some(n) = &self.notifier {
             let _ = n.stopping();
         }
-        self.phase.send_replace(Phase::Draining);
-        let accept = self
-            .accept_task
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(task) = accept {
-            let _ = task.await;
-        }
+        // The accept loop accepts what waits in the backlog and closes the
+        // listener; each connection shuts its reading side and drains.
+        self.phase.advance(Phase::Draining);
+        let drained = match Instant::now().checked_add(timeout) {
+            Some(deadline) => self.tasks.idle_by(deadline).await,
+            None => loop {
+                // A timeout too large for the clock: no deadline.
+                if self.tasks.idle_by(Instant::now() + FORCE_GRACE).await {
+                    break true;
+                }
+            },
+        };
         let mut result = Ok(());
-        if !self.wait_all_closed(Some(deadline)).await {
+        if !drained {
             let cut = self.counters.active.load(Relaxed);
-            self.phase.send_replace(Phase::Forced);
-            self.wait_all_closed(None).await;
-            result = Err(StopError::ConnectionsCut { connections: cut });
+            self.phase.advance(Phase::Forced);
+            // Tasks notice the forced stop at once unless a handler call is
+            // stuck (blocked in a system call, say): those are abandoned.
+            let abandoned = if self.tasks.idle_by(Instant::now() + FORCE_GRACE).await {
+                0
+            } else {
+                self.tasks.live() as u64
+            };
+            if abandoned > 0 {
+                self.counters.abandoned.fetch_add(abandoned, Relaxed);
+                tracing::warn!(
+                    abandoned,
+                    "reader stop: handler calls still running after the forced stop were abandoned"
+                );
+            }
+            result = Err(StopError::ConnectionsCut {
+                connections: cut,
+                abandoned,
+            });
         }
         if let Some(file) = &self.owned_file {
             if let Err(source) = file.remove() {
@@ -438,149 +574,18 @@ impl ReaderInner {
                 }
             }
         }
+        if result.is_ok() {
+            if let Some(p) = self.tasks.panics().into_iter().next() {
+                result = Err(StopError::TaskPanicked {
+                    task: p.task,
+                    message: p.message,
+                });
+            }
+        }
         cancelled.disarm();
         tracing::debug!(path = %self.path.display(), ?result, "reader stopped");
         result
     }
-
-    /// Waits until no connection is open; `false` if the deadline came first.
-    async fn wait_all_closed(&self, deadline: Option<Instant>) -> bool {
-        loop {
-            let notified = self.all_closed.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.counters.active.load(Relaxed) == 0 {
-                return true;
-            }
-            match deadline {
-                Some(d) => {
-                    if tokio::time::timeout_at(d, notified).await.is_err() {
-                        return self.counters.active.load(Relaxed) == 0;
-                    }
-                }
-                None => notified.await,
-            }
-        }
-    }
-}
-
-/// Decrements the open-connection count when a connection task ends, even by
-/// panic or abort.
-struct ActiveGuard(Arc<ReaderInner>);
-
-impl Drop for ActiveGuard {
-    fn drop(&mut self) {
-        if self.0.counters.active.fetch_sub(1, Relaxed) == 1 {
-            self.0.all_closed.notify_waiters();
-        }
-    }
-}
-
-async fn accept_loop(inner: Arc<ReaderInner>, listener: UnixListener) {
-    let mut phase = inner.phase.subscribe();
-    let mut consecutive = 0u32;
-    loop {
-        if *phase.borrow_and_update() != Phase::Running {
-            break;
-        }
-        let accepted = tokio::select! {
-            biased;
-            _ = phase.changed() => continue,
-            r = listener.accept() => r,
-        };
-        match accepted {
-            Ok((stream, _)) => {
-                consecutive = 0;
-                spawn_connection(&inner, stream);
-            }
-            Err(source) => {
-                consecutive += 1;
-                tracing::warn!(error = %source, consecutive, "accept failed");
-                if consecutive > inner.max_accept_errors {
-                    inner.report(ReaderError::AcceptGaveUp {
-                        consecutive,
-                        source,
-                    });
-                    break;
-                }
-                tokio::select! {
-                    _ = phase.changed() => {}
-                    () = tokio::time::sleep(ACCEPT_ERROR_PAUSE) => {}
-                }
-            }
-        }
-    }
-    if *phase.borrow() == Phase::Draining {
-        accept_backlog(&inner, listener);
-    }
-    // The listener is closed now: from here on connects are refused instead
-    // of waiting in a backlog nobody will accept.
-}
-
-/// At the start of a graceful stop, accepts the connections still waiting in
-/// the listen backlog, so what their writers already sent is delivered too.
-fn accept_backlog(inner: &Arc<ReaderInner>, listener: UnixListener) {
-    let Ok(listener) = listener.into_std() else {
-        return;
-    };
-    if listener.set_nonblocking(true).is_err() {
-        return;
-    }
-    while let Ok((stream, _)) = listener.accept() {
-        let adopted = stream
-            .set_nonblocking(true)
-            .and_then(|()| tokio::net::UnixStream::from_std(stream));
-        if let Ok(stream) = adopted {
-            spawn_connection(inner, stream);
-        }
-    }
-}
-
-/// Reads the peer's credentials from the kernel (`SO_PEERCRED`).
-fn peer_of(stream: &tokio::net::UnixStream) -> Result<Peer, String> {
-    use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
-    getsockopt(stream, PeerCredentials)
-        .map(|c| Peer {
-            pid: c.pid(),
-            uid: c.uid(),
-            gid: c.gid(),
-        })
-        .map_err(|e| e.to_string())
-}
-
-fn spawn_connection(inner: &Arc<ReaderInner>, stream: tokio::net::UnixStream) {
-    let open = inner.counters.active.load(Relaxed) as usize;
-    let peer = peer_of(&stream);
-    let credentials = peer.as_ref().ok().map(|p| PeerCredentials {
-        pid: p.pid,
-        uid: p.uid,
-        gid: p.gid,
-    });
-    if let Err(refusal) = inner.policy.admit(peer, open) {
-        // Closed before a single byte is read.
-        drop(stream);
-        inner.counters.rejected.fetch_add(1, Relaxed);
-        inner.report(ReaderError::PeerRejected {
-            reason: refusal.to_string(),
-        });
-        return;
-    }
-    let id = inner.counters.connections.fetch_add(1, Relaxed) + 1;
-    let info = ConnectionInfo {
-        id,
-        peer: credentials,
-    };
-    if inner.read_buffer_size > 0 {
-        let _ = socket::set_recv_buffer(&stream, inner.read_buffer_size);
-    }
-    inner.counters.active.fetch_add(1, Relaxed);
-    let guard = ActiveGuard(Arc::clone(inner));
-    let phase = inner.phase.subscribe();
-    let conn_inner = Arc::clone(inner);
-    tokio::spawn(async move {
-        let _guard = guard;
-        crate::connection::serve(stream, conn_inner, info, phase).await;
-    });
 }
 
 /// Receives length-prefixed messages on a Unix socket (Go: `udsipc.Reader`).
@@ -671,7 +676,7 @@ impl Reader {
     ///
     /// If called on a current-thread tokio runtime's thread.
     pub fn stop_blocking(&self, timeout: Duration) -> Result<(), StopError> {
-        crate::runtime::block_on(&self.handle, Arc::clone(&self.inner).stop(timeout))
+        crate::runtime::block_on(&self.handle, Arc::clone(&self.inner).stop(timeout))?
     }
 }
 
@@ -680,16 +685,7 @@ impl Drop for Reader {
         // Not stopped gracefully: cut everything and remove our socket file.
         if let Ok(stopped) = self.inner.stop_lock.try_lock() {
             if !*stopped {
-                self.inner.phase.send_replace(Phase::Forced);
-                if let Some(task) = self
-                    .inner
-                    .accept_task
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .take()
-                {
-                    task.abort();
-                }
+                self.inner.phase.advance(Phase::Forced);
                 if let Some(file) = &self.inner.owned_file {
                     let _ = file.remove();
                 }

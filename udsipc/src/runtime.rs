@@ -3,60 +3,65 @@
 //! programs can use the crate without setting up tokio.
 
 use std::future::Future;
+use std::io;
 use std::sync::OnceLock;
 
 use tokio::runtime::{Handle, Runtime, RuntimeFlavor};
 
+use crate::error::StopError;
+
 static OWN_RUNTIME: OnceLock<Runtime> = OnceLock::new();
 
-/// The runtime to spawn on: an explicit one, the current one, or ours.
-pub(crate) fn handle(explicit: Option<&Handle>) -> Handle {
+/// The runtime to spawn on: an explicit one, the current one, or ours
+/// (created on first use; an error if the system refuses its threads).
+pub(crate) fn handle(explicit: Option<&Handle>) -> io::Result<Handle> {
     if let Some(h) = explicit {
-        return h.clone();
+        return Ok(h.clone());
     }
     if let Ok(h) = Handle::try_current() {
-        return h;
+        return Ok(h);
     }
-    OWN_RUNTIME
-        .get_or_init(|| {
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .thread_name("udsipc")
-                .enable_all()
-                .build()
-                .expect("udsipc: failed to start its tokio runtime")
-        })
-        .handle()
-        .clone()
+    if let Some(rt) = OWN_RUNTIME.get() {
+        return Ok(rt.handle().clone());
+    }
+    let built = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("udsipc")
+        .enable_all()
+        .build()?;
+    // Two threads may race here; the loser's runtime is dropped unused
+    // (outside any async context, where dropping a runtime is allowed).
+    Ok(OWN_RUNTIME.get_or_init(|| built).handle().clone())
 }
 
 /// Runs `fut` on `handle` and blocks the calling thread until it finishes.
 ///
-/// # Panics
-///
-/// When called from a current-thread tokio runtime's own thread, where
-/// blocking would deadlock: use the async form there.
-pub(crate) fn block_on<F>(handle: &Handle, fut: F) -> F::Output
+/// Never panics: on a current-thread runtime's own thread (where waiting
+/// would deadlock) it returns [`StopError::WouldDeadlock`] without running
+/// `fut`; if the runtime shuts down before `fut` finishes, it returns
+/// [`StopError::RuntimeGone`].
+pub(crate) fn block_on<F>(handle: &Handle, fut: F) -> Result<F::Output, StopError>
 where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
+    let current = Handle::try_current().ok();
+    if current
+        .as_ref()
+        .is_some_and(|c| c.runtime_flavor() == RuntimeFlavor::CurrentThread)
+    {
+        return Err(StopError::WouldDeadlock);
+    }
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    // On a runtime that is shutting down the task is dropped unrun, which
+    // drops `tx`: the wait below then ends with `RuntimeGone`.
     handle.spawn(async move {
         let _ = tx.send(fut.await);
     });
-    let wait = move || {
-        rx.recv()
-            .expect("udsipc: runtime shut down during a blocking stop")
-    };
-    match Handle::try_current() {
-        Ok(current) if current.runtime_flavor() == RuntimeFlavor::CurrentThread => {
-            panic!(
-                "udsipc: blocking stop called inside a current-thread tokio runtime; use `stop(..).await`"
-            )
-        }
-        Ok(_) => tokio::task::block_in_place(wait),
-        Err(_) => wait(),
+    let wait = move || rx.recv().map_err(|_| StopError::RuntimeGone);
+    match current {
+        Some(_) => tokio::task::block_in_place(wait),
+        None => wait(),
     }
 }
 

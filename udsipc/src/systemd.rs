@@ -3,8 +3,16 @@
 //!
 //! This module owns the environment variables systemd sets and the two
 //! kernel objects they name (the listening fd and the notify socket). It is
-//! the crate's one room with `unsafe` code: adopting fd 3 as an owned socket
-//! and unsetting the activation variables.
+//! one of the crate's two rooms with `unsafe` code (the other is `sys`):
+//! adopting fd 3 as an owned socket.
+//!
+//! The activation variables are read, never unset: unsetting them
+//! (`remove_var`) is unsound while other threads may read the environment,
+//! and it is not needed. The passed fds are made close-on-exec, so children
+//! inherit no socket, and `LISTEN_PID` names this process, so a child that
+//! inherits the variables ignores them (as libsystemd does). Within this
+//! process a table records which passed fds were taken, so a second Reader
+//! never adopts the same fd.
 //!
 //! ```
 //! use std::path::Path;
@@ -205,8 +213,8 @@ struct Slot {
     taken: bool,
 }
 
-/// The passed sockets, read from the environment once per process (the
-/// variables are unset afterwards, so later Readers find them here).
+/// The passed sockets, read from the environment once per process; later
+/// Readers find them (and which were taken) here.
 static PASSED: Mutex<Option<Vec<Slot>>> = Mutex::new(None);
 
 /// Which passed socket a Reader gets: the one named `name`, or with no name
@@ -238,9 +246,9 @@ fn select(slots: &[Slot], name: Option<&str>) -> Result<Option<usize>, SystemdEr
 /// Takes ownership of a socket systemd passed (if any), checks that it is a
 /// listening Unix stream socket and returns it non-blocking.
 ///
-/// The first call records every passed fd, marks them all close-on-exec and
-/// unsets `LISTEN_FDS`, `LISTEN_PID` and `LISTEN_FDNAMES` so that children do
-/// not inherit them.
+/// The first call records every passed fd and marks them all close-on-exec,
+/// so that children inherit none of them; the variables stay as they are
+/// (a child sees a `LISTEN_PID` that is not its own and ignores them).
 pub(crate) fn take_activation_listener(
     env: &SystemdEnv,
     name: Option<&str>,
@@ -256,7 +264,6 @@ pub(crate) fn take_activation_listener(
                 nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
             );
         }
-        unset_activation_env();
         *passed = Some(
             fds.into_iter()
                 .map(|(fd, name)| Slot {
@@ -328,19 +335,6 @@ fn check_listener(fd: &OwnedFd) -> Result<(), String> {
         return Err("not a Unix socket".into());
     }
     Ok(())
-}
-
-#[allow(unsafe_code)]
-fn unset_activation_env() {
-    for var in ["LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"] {
-        // SAFETY: std requires that no other thread reads or writes the
-        // environment concurrently. This runs once per process (guarded by
-        // the PASSED table's lock and its first fill), while a Reader starts, which is the moment
-        // sd_listen_fds(unset_environment=1) does the same in C services;
-        // the Reader builder documents that starting a socket-activated
-        // Reader must not race with other environment access.
-        unsafe { std::env::remove_var(var) };
-    }
 }
 
 /// A connection to systemd's notify socket (`NOTIFY_SOCKET`), path or

@@ -18,10 +18,12 @@ use tokio::runtime::Handle;
 use tokio::sync::watch;
 
 use crate::batch::{Batch, IOV_PER_CALL};
-use crate::error::{ConfigError, StopError, WriteError, WriteFailure, WritePhase, WriterError};
+use crate::error::{
+    ConfigError, StartError, StopError, WriteError, WriteFailure, WritePhase, WriterError,
+};
+use crate::lifecycle::Phase;
 use crate::metrics::{WriterCounters, WriterMetrics};
 use crate::queue::{Item, Queue, Refused};
-use crate::reader::Phase;
 use crate::socket;
 
 /// Default queue capacity: 10,000 messages (Go: `WithMaxBufferedWrites`).
@@ -182,7 +184,7 @@ impl WriterBuilder {
 
     /// Validates the options and starts the background task, which connects
     /// at once (Go: `NewWriter` + `Start`).
-    pub fn start(self) -> Result<Writer, ConfigError> {
+    pub fn start(self) -> Result<Writer, StartError> {
         socket::validate_path(&self.path)?;
         for (option, value) in [
             ("write_timeout", self.write_timeout),
@@ -191,15 +193,16 @@ impl WriterBuilder {
             ("max_backoff", self.max_backoff),
         ] {
             if value.is_zero() {
-                return Err(ConfigError::ZeroDuration { option });
+                return Err(ConfigError::ZeroDuration { option }.into());
             }
         }
         if self.max_buffered_writes == 0 {
             return Err(ConfigError::ZeroSize {
                 option: "max_buffered_writes",
-            });
+            }
+            .into());
         }
-        let handle = crate::runtime::handle(self.runtime.as_ref());
+        let handle = crate::runtime::handle(self.runtime.as_ref()).map_err(StartError::Runtime)?;
         let (phase, _) = watch::channel(Phase::Running);
         let inner = Arc::new(WriterInner {
             queue: Queue::new(self.max_buffered_writes),
@@ -587,7 +590,7 @@ impl Writer {
     ///
     /// If called on a current-thread tokio runtime's thread.
     pub fn stop_blocking(&self, timeout: Duration) -> Result<(), StopError> {
-        crate::runtime::block_on(&self.handle, Arc::clone(&self.inner).stop(timeout))
+        crate::runtime::block_on(&self.handle, Arc::clone(&self.inner).stop(timeout))?
     }
 }
 

@@ -36,10 +36,15 @@ fn systemd_child() {
                 .start(c.handler())
                 .unwrap();
             report.push(format!("activated={}", reader.is_socket_activated()));
-            let unset = ["LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"]
+            // The environment is left alone (no remove_var), and the passed
+            // fd is close-on-exec so children inherit no socket.
+            let kept = ["LISTEN_FDS", "LISTEN_PID"]
                 .iter()
-                .all(|v| std::env::var_os(v).is_none());
-            report.push(format!("env_unset={unset}"));
+                .all(|v| std::env::var_os(v).is_some());
+            report.push(format!("env_kept={kept}"));
+            let cloexec = nix::fcntl::fcntl(3, nix::fcntl::FcntlArg::F_GETFD)
+                .is_ok_and(|f| f & nix::fcntl::FdFlag::FD_CLOEXEC.bits() != 0);
+            report.push(format!("fd3_cloexec={cloexec}"));
             for m in c.take(3) {
                 report.push(format!("msg={}", String::from_utf8(m).unwrap()));
             }
@@ -183,7 +188,7 @@ fn reader_adopts_the_socket_from_systemd_socket_activate() {
     let report = std::fs::read_to_string(&out).unwrap();
     assert_eq!(
         report,
-        "activated=true\nenv_unset=true\nmsg=one\nmsg=two\nmsg=three\nreceived=3"
+        "activated=true\nenv_kept=true\nfd3_cloexec=true\nmsg=one\nmsg=two\nmsg=three\nreceived=3"
     );
     // systemd owns the socket file: the Reader must not have removed it.
     assert!(sock.path.exists());

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use rstest::rstest;
-use udsipc::{ConfigError, Reader, StopError, WriteError, WriteFailure, Writer};
+use udsipc::{ConfigError, Reader, StartError, StopError, WriteError, WriteFailure, Writer};
 
 const STOP: Duration = Duration::from_secs(10);
 const FAST: Duration = Duration::from_millis(20);
@@ -41,7 +41,7 @@ fn too_long_path_is_refused() {
     let long = format!("/tmp/{}", "y".repeat(udsipc::max_socket_path_len()));
     assert!(matches!(
         Writer::builder(&long).start(),
-        Err(ConfigError::PathTooLong { .. })
+        Err(StartError::Config(ConfigError::PathTooLong { .. }))
     ));
 }
 

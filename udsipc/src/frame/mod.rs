@@ -56,6 +56,10 @@
 
 use std::ops::Range;
 
+mod receiver;
+
+pub use receiver::{Expired, INITIAL_BUFFER, Receiver, SHRINK_AFTER, STREAM_BUFFER};
+
 /// The longest valid varint prefix, in bytes (a `u64` needs at most 10).
 pub const MAX_VARINT_LEN: usize = 10;
 

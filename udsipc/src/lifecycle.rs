@@ -1,0 +1,254 @@
+//! One lifecycle for the Reader and the Writer: where each is in its life
+//! ([`Phase`]), the tasks it runs ([`Tasks`]), and the shape of a bounded
+//! stop (drain until a deadline, then force, then abandon what still runs
+//! after a short fixed grace).
+//!
+//! This module owns no sockets and no queues; the Reader and Writer decide
+//! what draining and forcing mean for them. It follows tokio-util's split
+//! of stopping (a watched phase, like a cancellation token) from waiting (a
+//! task tracker), with two additions: a panicked task is recorded with its
+//! message so the stop can report it, and waiting is always bounded.
+
+// Adopted by the Reader and Writer over the engine rework (issue 10).
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::runtime::Handle;
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
+
+/// How long a forced stop waits for tasks to notice it before it gives up on
+/// them (a handler blocked in a system call cannot be interrupted). `stop(d)`
+/// returns within `d` plus this bound.
+pub(crate) const FORCE_GRACE: Duration = Duration::from_millis(250);
+
+/// Where a Reader or Writer is in its life. Phases only move forward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Phase {
+    /// Accepting work.
+    Running,
+    /// A graceful stop is under way: finish what was taken, take nothing new.
+    Draining,
+    /// The deadline passed (or the owner was dropped): stop at once.
+    Forced,
+}
+
+/// The phase, shared by an owner and its tasks.
+#[derive(Debug)]
+pub(crate) struct PhaseCell {
+    tx: watch::Sender<Phase>,
+}
+
+impl PhaseCell {
+    pub(crate) fn new() -> Self {
+        Self {
+            tx: watch::channel(Phase::Running).0,
+        }
+    }
+
+    /// The phase now.
+    pub(crate) fn get(&self) -> Phase {
+        *self.tx.borrow()
+    }
+
+    /// Moves forward to `phase`; never back.
+    pub(crate) fn advance(&self, phase: Phase) {
+        self.tx.send_if_modified(|now| {
+            if phase > *now {
+                *now = phase;
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// A receiver that wakes on every change.
+    pub(crate) fn subscribe(&self) -> watch::Receiver<Phase> {
+        self.tx.subscribe()
+    }
+}
+
+/// A task that panicked: which one and what it said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Panicked {
+    pub(crate) task: &'static str,
+    pub(crate) message: String,
+}
+
+/// The tasks of one Reader or Writer: counted while they run, their panics
+/// recorded, waited for with a deadline.
+#[derive(Debug, Default)]
+pub(crate) struct Tasks {
+    live: AtomicUsize,
+    idle: Notify,
+    panics: Mutex<Vec<Panicked>>,
+}
+
+impl Tasks {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// Runs `fut` on `handle` as a tracked task named `task`. A panic inside
+    /// it is caught, logged and recorded; the count falls when it ends
+    /// however it ends (also when the runtime drops it unfinished).
+    pub(crate) fn spawn<F>(self: &Arc<Self>, handle: &Handle, task: &'static str, fut: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let guard = self.enter();
+        let tasks = Arc::clone(self);
+        handle.spawn(async move {
+            let _guard = guard;
+            if let Err(message) = (CatchPanic { fut: Box::pin(fut) }).await {
+                tracing::error!(task, %message, "a udsipc task panicked");
+                tasks.record_panic(task, message);
+            }
+        });
+    }
+
+    /// Counts a unit of work that is not a spawned task (e.g. a handler call
+    /// on a blocking thread) until the guard drops.
+    pub(crate) fn enter(self: &Arc<Self>) -> TaskGuard {
+        self.live.fetch_add(1, Ordering::SeqCst);
+        TaskGuard(Arc::clone(self))
+    }
+
+    pub(crate) fn record_panic(&self, task: &'static str, message: String) {
+        self.panics
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Panicked { task, message });
+    }
+
+    /// Tasks running now.
+    pub(crate) fn live(&self) -> usize {
+        self.live.load(Ordering::SeqCst)
+    }
+
+    /// The panics recorded so far, oldest first.
+    pub(crate) fn panics(&self) -> Vec<Panicked> {
+        self.panics
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Waits until no task runs; `false` if `deadline` came first.
+    pub(crate) async fn idle_by(&self, deadline: Instant) -> bool {
+        loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.live() == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.live() == 0;
+            }
+        }
+    }
+}
+
+/// Keeps a [`Tasks`] count up while alive.
+#[derive(Debug)]
+pub(crate) struct TaskGuard(Arc<Tasks>);
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        if self.0.live.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// A future whose panics come out as `Err(message)`. The inner future is
+/// boxed once per task (not per message), which makes it `Unpin` and keeps
+/// this crate free of pin-projection `unsafe`.
+struct CatchPanic<F> {
+    fut: Pin<Box<F>>,
+}
+
+impl<F: Future<Output = ()>> Future for CatchPanic<F> {
+    type Output = Result<(), String>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let fut = self.fut.as_mut();
+        match catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
+            Ok(Poll::Ready(())) => Poll::Ready(Ok(())),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(payload) => Poll::Ready(Err(panic_message(payload.as_ref()))),
+        }
+    }
+}
+
+/// The text of a panic payload.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phases_only_move_forward() {
+        let cell = PhaseCell::new();
+        cell.advance(Phase::Forced);
+        cell.advance(Phase::Draining);
+        assert_eq!(cell.get(), Phase::Forced);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_task_is_recorded_with_its_message_and_counted_out() {
+        let tasks = Tasks::new();
+        tasks.spawn(&Handle::current(), "test", async { panic!("boom") });
+        assert!(
+            tasks
+                .idle_by(Instant::now() + Duration::from_secs(30))
+                .await
+        );
+        assert_eq!(
+            tasks.panics(),
+            [Panicked {
+                task: "test",
+                message: "boom".into()
+            }]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiting_for_a_stuck_task_ends_at_the_deadline() {
+        let tasks = Tasks::new();
+        let _stuck = tasks.enter();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        assert!(!tasks.idle_by(deadline).await);
+        assert_eq!(Instant::now(), deadline);
+        assert_eq!(tasks.live(), 1);
+    }
+
+    #[test]
+    fn a_task_dropped_by_a_runtime_that_shuts_down_is_counted_out() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let tasks = Tasks::new();
+        tasks.spawn(rt.handle(), "pending", std::future::pending());
+        drop(rt);
+        assert_eq!(tasks.live(), 0);
+        assert!(tasks.panics().is_empty());
+    }
+}

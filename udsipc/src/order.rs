@@ -1,0 +1,205 @@
+//! Order across reconnects: what one writer process sent on an older
+//! connection is handed over before anything it sends on a newer one.
+//!
+//! A Writer reconnects only after its old connection died, but the Reader may
+//! still hold (in its buffer or in the kernel's receive queue) bytes that the
+//! writer sent on the old connection. Without a rule, the two connections'
+//! tasks would hand messages over concurrently and one writer's messages
+//! could arrive out of order. The rule: when a connection arrives from
+//! process P (`SO_PEERCRED`), it records, for every older open connection of
+//! P, how many bytes that connection has received so far plus what waits in
+//! its kernel queue (`FIONREAD`), and delivers nothing until each older
+//! connection has handed over that many bytes or closed. Bytes the older
+//! connection receives later do not hold the new one back, so independent
+//! writers in one process still run concurrently.
+//!
+//! This module owns only that bookkeeping; the connection task reports what
+//! it read and handed over.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+use tokio::net::UnixStream;
+use tokio::sync::Notify;
+
+use crate::sys;
+
+/// One open connection's progress, as seen by newer connections of the
+/// same process.
+#[derive(Debug, Default)]
+pub(crate) struct Progress {
+    /// Bytes read from the socket; written under the lock together with the
+    /// read itself, so that `read + FIONREAD` is an exact snapshot.
+    read: Mutex<ReadState>,
+    handed_over: AtomicU64,
+    waiters: AtomicUsize,
+    changed: Notify,
+}
+
+#[derive(Debug, Default)]
+struct ReadState {
+    total: u64,
+    closed: bool,
+}
+
+impl Progress {
+    /// Runs a read of this connection's socket and counts what it read,
+    /// atomically with respect to [`OrderBook::admit`]'s snapshot.
+    pub(crate) fn read_with<T>(&self, read: impl FnOnce() -> (usize, T)) -> T {
+        let mut st = self.read.lock().unwrap_or_else(|p| p.into_inner());
+        let (n, out) = read();
+        st.total += n as u64;
+        out
+    }
+
+    /// `total` bytes (prefixes and bodies of whole frames) were handed over.
+    pub(crate) fn set_handed_over(&self, total: u64) {
+        self.handed_over.store(total, Ordering::SeqCst);
+        if self.waiters.load(Ordering::SeqCst) > 0 {
+            self.changed.notify_waiters();
+        }
+    }
+
+    fn close(&self) {
+        self.read.lock().unwrap_or_else(|p| p.into_inner()).closed = true;
+        self.changed.notify_waiters();
+    }
+
+    fn is_closed(&self) -> bool {
+        self.read.lock().unwrap_or_else(|p| p.into_inner()).closed
+    }
+
+    /// Waits until `target` bytes were handed over or the connection closed.
+    async fn reached(&self, target: u64) {
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        let _registered = crate::runtime::OnCancel::new(|| {
+            self.waiters.fetch_sub(1, Ordering::SeqCst);
+        });
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.handed_over.load(Ordering::SeqCst) >= target || self.is_closed() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// An older connection a new one waits for, and how far.
+#[derive(Debug)]
+pub(crate) struct Wait {
+    progress: Arc<Progress>,
+    target: u64,
+}
+
+/// What a new connection must wait for before it delivers anything.
+#[derive(Debug, Default)]
+pub(crate) struct Turn(Vec<Wait>);
+
+impl Turn {
+    /// Resolves once every older connection of the same process has handed
+    /// over what it held when this one arrived.
+    pub(crate) async fn wait(self) {
+        for w in self.0 {
+            w.progress.reached(w.target).await;
+        }
+    }
+
+    /// Whether there is nothing to wait for.
+    pub(crate) fn is_free(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Unregisters a connection from the book when it ends (however it ends).
+#[derive(Debug)]
+pub(crate) struct Registration {
+    book: Arc<OrderBook>,
+    pid: i32,
+    progress: Arc<Progress>,
+}
+
+impl Registration {
+    pub(crate) fn progress(&self) -> &Arc<Progress> {
+        &self.progress
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.progress.close();
+        let mut by_pid = self.book.lock();
+        if let Some(list) = by_pid.get_mut(&self.pid) {
+            list.retain(|e| !Arc::ptr_eq(&e.progress, &self.progress));
+            if list.is_empty() {
+                by_pid.remove(&self.pid);
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    progress: Arc<Progress>,
+    socket: Weak<UnixStream>,
+}
+
+/// The open connections of each peer process.
+#[derive(Debug, Default)]
+pub(crate) struct OrderBook {
+    by_pid: Mutex<HashMap<i32, Vec<Entry>>>,
+}
+
+impl OrderBook {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i32, Vec<Entry>>> {
+        self.by_pid.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a new connection of process `pid` and returns what it must
+    /// wait for. `pid` `None` (credentials unavailable) waits for nothing.
+    pub(crate) fn admit(
+        self: &Arc<Self>,
+        pid: Option<i32>,
+        socket: &Arc<UnixStream>,
+    ) -> (Option<Registration>, Turn) {
+        let Some(pid) = pid.filter(|p| *p > 0) else {
+            return (None, Turn::default());
+        };
+        let progress = Arc::new(Progress::default());
+        let mut by_pid = self.lock();
+        let list = by_pid.entry(pid).or_default();
+        let mut turn = Vec::new();
+        for e in list.iter() {
+            let st = e.progress.read.lock().unwrap_or_else(|p| p.into_inner());
+            if st.closed {
+                continue;
+            }
+            // The socket is open while its connection is not closed; a
+            // failed query waits for the close instead.
+            let unread = e
+                .socket
+                .upgrade()
+                .map_or(Ok(0), |s| sys::unread_bytes(&*s))
+                .unwrap_or(usize::MAX);
+            let target = st.total.saturating_add(unread as u64);
+            turn.push(Wait {
+                progress: Arc::clone(&e.progress),
+                target,
+            });
+        }
+        list.push(Entry {
+            progress: Arc::clone(&progress),
+            socket: Arc::downgrade(socket),
+        });
+        drop(by_pid);
+        let reg = Registration {
+            book: Arc::clone(self),
+            pid,
+            progress,
+        };
+        (Some(reg), Turn(turn))
+    }
+}
