@@ -123,3 +123,111 @@ fn the_api_on_a_unix_socket_answers_with_toxiproxys_status_codes_and_error_shape
     assert_eq!(code, Some(0), "{lines:#?}");
     assert!(!api.exists(), "the API left its socket file behind");
 }
+
+/// `POST` (or another method) with a JSON body; returns status and body.
+fn call(api: &Path, method: &str, path: &str, body: &str) -> (u16, String) {
+    let url = format!("http://toxiproxy{path}");
+    if body.is_empty() {
+        curl(api, &["-X", method, &url])
+    } else {
+        curl(api, &["-X", method, "--data", body, &url])
+    }
+}
+
+#[test]
+fn the_api_refuses_what_it_cannot_do_with_the_status_toxiproxy_uses() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = dir.path().join("api.sock");
+    let d = dir.path().display();
+    let (proxy, _) = Proxy::start(
+        &["--api", api.to_str().unwrap(), "--framing", "none"],
+        "api listening on ",
+    );
+    // A listen path that is a regular file: the proxy cannot start (500).
+    let file = dir.path().join("file");
+    std::fs::write(&file, "not a socket").unwrap();
+    let body = format!(
+        r#"{{"name":"f","listen":"{}","upstream":"{d}/b.sock"}}"#,
+        file.display()
+    );
+    let (code, body) = call(&api, "POST", "/proxies", &body);
+    assert_eq!(code, 500, "{body}");
+    assert!(body.contains("not a socket"), "{body}");
+    // /populate names the entry that lacks a field, and creates nothing.
+    let body = format!(
+        r#"[{{"name":"ok","listen":"{d}/a.sock","upstream":"{d}/b.sock"}},{{"name":"x"}}]"#
+    );
+    let (code, body) = call(&api, "POST", "/populate", &body);
+    assert_eq!(
+        (code, body.as_str()),
+        (
+            400,
+            r#"{"error":"missing required field: upstream at proxy 2","status":400}"#
+        )
+    );
+    let body = format!(r#"[{{"name":"p","listen":"{d}/a.sock","upstream":"{d}/b.sock"}}]"#);
+    let (code, body) = call(&api, "POST", "/populate", &body);
+    assert_eq!(code, 201, "{body}");
+    assert!(body.starts_with(r#"{"proxies":[{"#), "{body}");
+    let toxics = "/proxies/p/toxics";
+    for (toxic, problem) in [
+        (
+            r#"{"type":"latency","attributes":{"latncy":1}}"#,
+            "has no attribute `latncy`",
+        ),
+        (
+            r#"{"type":"swap","attributes":{"frame":1}}"#,
+            "reads no frames",
+        ),
+        (
+            r#"{"type":"latency","toxicity":1.5}"#,
+            "toxicity must be 0.0 to 1.0",
+        ),
+        (
+            r#"{"type":"bandwidth","attributes":{"rate":0}}"#,
+            "rate must be at least 1",
+        ),
+    ] {
+        let (code, body) = call(&api, "POST", toxics, toxic);
+        assert_eq!(code, 400, "{toxic}: {body}");
+        assert!(body.contains(problem), "{toxic}: {body}");
+    }
+    let (code, _) = call(&api, "PATCH", "/proxies/p/toxics/none", "{}");
+    assert_eq!(code, 404);
+    let (code, _) = call(&api, "DELETE", "/proxies/p/toxics/none", "");
+    assert_eq!(code, 404);
+    let (code, _) = call(&api, "DELETE", "/proxies/none", "");
+    assert_eq!(code, 404);
+    // A toxic added with defaults: downstream, toxicity 1, named after both.
+    let (code, body) = call(
+        &api,
+        "POST",
+        toxics,
+        r#"{"type":"slicer","attributes":{"average_size":4}}"#,
+    );
+    assert_eq!(code, 200, "{body}");
+    let toxic: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(toxic["name"], "slicer_downstream");
+    assert_eq!(toxic["stream"], "downstream");
+    assert_eq!(toxic["toxicity"], 1.0);
+    assert_eq!(toxic["attributes"]["size_variation"], 0);
+    // A refuse toxic takes the listener away for a while.
+    let (code, body) = call(
+        &api,
+        "POST",
+        toxics,
+        r#"{"type":"refuse","attributes":{"after":0,"duration":60000}}"#,
+    );
+    assert_eq!(code, 200, "{body}");
+    let front = dir.path().join("a.sock");
+    let deadline = std::time::Instant::now() + support::WAIT;
+    while front.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the refuse toxic never took the listener away"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let (code, lines) = proxy.stop();
+    assert_eq!(code, Some(0), "{lines:#?}");
+}
