@@ -5,8 +5,16 @@ use std::time::Duration;
 
 use super::fault::Direction;
 
-/// One fault that fired, or one consequence of a fault the proxy observed
-/// (the upstream closing a connection: `"upstream-closed"`).
+/// One fault that fired (named as in the registry: `"drop-after-frames"`),
+/// or something the proxy observed that ends or refuses a connection:
+///
+/// | `fault` | what happened |
+/// |---|---|
+/// | `upstream-closed` | the upstream closed (or reset) a connection; what it may have lost |
+/// | `upstream-unreachable` | a client was accepted but the upstream refused it; the client is closed at once |
+/// | `read-error` | reading from the client failed (e.g. it closed with unread data): accounted like a cut |
+/// | `accept-error` | accepting failed (e.g. out of file descriptors); the listener pauses, doubling from 5 ms to 1 s |
+/// | `proxy-stopped` | the proxy stopped with bytes in flight |
 ///
 /// Serialises to one JSON object whose first key is `fault`, the line the
 /// `udsipc proxy` command prints on stderr.
