@@ -47,7 +47,9 @@ fn toxiproxys_go_client_drives_the_proxy_through_the_api() {
     // The faults the client added fired, and were logged as JSON lines.
     let cuts = lines
         .iter()
-        .filter(|l| l.starts_with(r#"{"fault":"drop-after-frames""#))
+        .filter(|l| {
+            l.starts_with(r#"{"fault":"drop-after-frames""#) && l.ends_with(r#""proxy":"svc"}"#)
+        })
         .count();
     assert_eq!(cuts, 2, "{lines:#?}");
     let stats: serde_json::Value = serde_json::from_str(lines.last().unwrap()).unwrap();

@@ -48,6 +48,10 @@ pub struct FaultEvent {
     /// Whether this event ended its connection (a cut, a reset, the
     /// upstream closing, an outage, the proxy stopping).
     pub closed_connection: bool,
+    /// The proxy's name, if it has one (the control API's proxies do);
+    /// left out of the JSON otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<String>,
 }
 
 impl FaultEvent {
@@ -63,6 +67,7 @@ impl FaultEvent {
             discarded_bytes: 0,
             in_flight_bytes: 0,
             closed_connection: false,
+            proxy: None,
         }
     }
 }
@@ -74,17 +79,20 @@ pub type EventSink = Box<dyn Fn(&FaultEvent) + Send + Sync>;
 pub(crate) struct EventLog {
     events: Mutex<Vec<FaultEvent>>,
     sink: Option<EventSink>,
+    proxy: Option<String>,
 }
 
 impl EventLog {
-    pub(crate) fn new(sink: Option<EventSink>) -> Self {
+    pub(crate) fn new(sink: Option<EventSink>, proxy: Option<String>) -> Self {
         Self {
             events: Mutex::new(Vec::new()),
             sink,
+            proxy,
         }
     }
 
-    pub(crate) fn push(&self, event: FaultEvent) {
+    pub(crate) fn push(&self, mut event: FaultEvent) {
+        event.proxy.clone_from(&self.proxy);
         if let Some(sink) = &self.sink {
             sink(&event);
         }

@@ -217,9 +217,16 @@ pub struct FaultProxyBuilder {
     backward: Vec<Box<dyn Fault>>,
     outages: Vec<Outage>,
     sink: Option<EventSink>,
+    name: Option<String>,
 }
 
 impl FaultProxyBuilder {
+    /// Names the proxy: every event carries the name (`proxy` in its JSON).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
     /// The seed of every random choice (default 0). The same seed and the
     /// same chunks give the same faults.
     pub fn seed(mut self, seed: u64) -> Self {
@@ -285,7 +292,7 @@ impl FaultProxyBuilder {
             forward: Arc::new(Mutex::new(Vec::new())),
             backward: Arc::new(Mutex::new(Vec::new())),
             next_fault: AtomicU64::new(1),
-            log: EventLog::new(self.sink),
+            log: EventLog::new(self.sink, self.name),
             conns: Mutex::new(HashMap::new()),
             stopping: std::sync::atomic::AtomicBool::new(false),
             outages: AtomicU64::new(0),
@@ -361,6 +368,7 @@ impl FaultProxy {
             backward: Vec::new(),
             outages: Vec::new(),
             sink: None,
+            name: None,
         }
     }
 

@@ -231,8 +231,14 @@ impl State {
         }
     }
 
-    async fn start(&self, listen: &str, upstream: &str) -> Result<FaultProxy, ApiError> {
+    async fn start(
+        &self,
+        name: &str,
+        listen: &str,
+        upstream: &str,
+    ) -> Result<FaultProxy, ApiError> {
         let mut builder = FaultProxy::builder(listen, upstream)
+            .name(name)
             .seed(self.defaults.seed)
             .framing(self.defaults.framing);
         if let Some(sink) = self.defaults.sink.clone() {
@@ -299,7 +305,7 @@ impl State {
             return Err(ApiError::new(409, "proxy already exists"));
         }
         let running = if enabled {
-            Some(self.start(&listen, &upstream).await?)
+            Some(self.start(&name, &listen, &upstream).await?)
         } else {
             None
         };
@@ -374,7 +380,7 @@ impl State {
             entry.listen = listen;
             entry.upstream = upstream;
             if enabled && entry.running.is_none() {
-                let proxy = self.start(&entry.listen, &entry.upstream).await?;
+                let proxy = self.start(name, &entry.listen, &entry.upstream).await?;
                 for toxic in &mut entry.toxics {
                     toxic.install(&proxy);
                 }
@@ -406,7 +412,7 @@ impl State {
             let needs_start = self.proxies.get(&name).is_some_and(|e| e.running.is_none());
             let started = if needs_start {
                 let e = &self.proxies[&name];
-                Some(self.start(&e.listen, &e.upstream).await?)
+                Some(self.start(&name, &e.listen, &e.upstream).await?)
             } else {
                 None
             };
