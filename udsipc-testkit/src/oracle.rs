@@ -1,6 +1,6 @@
 //! A naive frame decoder to test fast ones against (STYLE: property tests
-//! against an oracle), and a driver that feeds udsipc's
-//! [`FrameDecoder`] a stream in chunks the way the Reader does.
+//! against an oracle), and a driver that feeds udsipc's production
+//! receive path ([`Receiver`]) a stream in chunks the way the Reader does.
 //!
 //! The oracle reads one byte at a time, as Go's `binary.ReadUvarint` then
 //! `io.ReadFull` do, and is written for clarity, not speed. This file
@@ -8,17 +8,20 @@
 //! too.
 //!
 //! ```
-//! use udsipc_testkit::oracle::{chunked, oracle, Outcome};
+//! use udsipc_testkit::oracle::{chunked, non_empty, oracle, Outcome};
 //! let stream = [2, b'h', b'i', 0, 0x80]; // "hi", an empty message, half a prefix
 //! let (msgs, end) = oracle(&stream, 100);
 //! assert_eq!(msgs, [b"hi".to_vec(), vec![]]);
 //! assert!(matches!(end, Outcome::Error(_)));
-//! // Any chunking of the stream decodes the same.
+//! // Any chunking of the stream decodes the same (the Reader skips the
+//! // empty message).
 //! let fed = chunked(&stream, &[1, 3], 100);
-//! assert_eq!((fed.msgs, fed.outcome), (msgs, end));
+//! assert_eq!((fed.msgs, fed.outcome), (non_empty(msgs), end));
 //! ```
 
-use udsipc::frame::{FrameDecoder, FrameError, GROWTH_STEP, Next};
+use std::time::{Duration, Instant};
+
+use udsipc::frame::{FrameError, GROWTH_STEP, Receiver, STREAM_BUFFER};
 
 /// How a stream ends, as the Go Reader classifies it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,68 +93,84 @@ pub fn oracle(stream: &[u8], max: u64) -> (Vec<Vec<u8>>, Outcome) {
     }
 }
 
-/// What the fast decoder made of a chunked stream.
+/// What the production receiver made of a chunked stream.
 #[derive(Debug)]
 pub struct Fed {
-    /// Every message, empty ones included.
+    /// Every non-empty message (the Reader skips zero-length frames; see
+    /// [`non_empty`]).
     pub msgs: Vec<Vec<u8>>,
     /// How the stream ended.
     pub outcome: Outcome,
     /// The most bytes ever buffered at once.
     pub peak_buffered: usize,
-    /// The first growth hint above the bound (buffered, frame_len, hint):
-    /// more than the whole frame, or more than
-    /// `max(2 * buffered, buffered + GROWTH_STEP)`.
+    /// The first time the receiver held more memory than the bound, as
+    /// (bytes buffered, bytes held, bound): the bound is the largest of the
+    /// stream buffer, twice what is buffered, and what is buffered plus one
+    /// growth step.
     pub oversized_hint: Option<(usize, usize, usize)>,
 }
 
-/// The fast path, fed in chunks the way the Reader feeds it: append, parse
-/// every complete frame, keep the rest, and ask how far to grow. `cuts` are
-/// chunk boundaries (taken modulo the stream length + 1, in any order).
+/// The oracle's messages without the empty ones: what a Reader hands over.
+pub fn non_empty(msgs: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+    msgs.into_iter().filter(|m| !m.is_empty()).collect()
+}
+
+/// The production receive path ([`udsipc::frame::Receiver`]), fed in chunks
+/// the way a socket feeds the Reader: each read gets at most the room the
+/// receiver offers, every complete frame is taken before the next read
+/// (alternately borrowed and owned, so both paths are driven), and the end
+/// of the stream is classified. `cuts` are chunk boundaries (taken modulo the
+/// stream length + 1, in any order).
 pub fn chunked(stream: &[u8], cuts: &[usize], max: u64) -> Fed {
-    let d = FrameDecoder::new(max);
-    let mut buf: Vec<u8> = Vec::new();
+    let now = Instant::now();
+    let mut rx = Receiver::new(max, Duration::from_secs(3600), now);
     let mut fed = Fed {
         msgs: Vec::new(),
         outcome: Outcome::Clean,
         peak_buffered: 0,
         oversized_hint: None,
     };
-    let mut at = 0;
     let mut bounds: Vec<usize> = cuts.iter().map(|c| c % (stream.len() + 1)).collect();
     bounds.push(stream.len());
     bounds.sort_unstable();
+    let mut at = 0;
+    let mut owned = false;
     for end in bounds {
-        if end < at {
-            continue;
-        }
-        buf.extend_from_slice(&stream[at..end]);
-        at = end;
-        fed.peak_buffered = fed.peak_buffered.max(buf.len());
-        loop {
-            match d.decode(&buf) {
-                Ok(Next::Frame { body, consumed }) => {
-                    fed.msgs.push(buf[body].to_vec());
-                    buf.drain(..consumed);
-                }
-                Ok(Next::NeedMore { frame_len }) => {
-                    if let Some(total) = frame_len {
-                        let hint = d.grow_hint(buf.len(), total);
-                        let bound = (2 * buf.len()).max(buf.len() + GROWTH_STEP);
-                        if (hint > total || hint > bound) && fed.oversized_hint.is_none() {
-                            fed.oversized_hint = Some((buf.len(), total, hint));
-                        }
+        while at < end {
+            let n = rx
+                .fill(|buf| {
+                    let n = (end - at).min(buf.capacity() - buf.len());
+                    buf.extend_from_slice(&stream[at..at + n]);
+                    Ok::<_, ()>(n)
+                })
+                .unwrap_or(0);
+            at += n;
+            fed.peak_buffered = fed.peak_buffered.max(rx.buffered());
+            let buffered = rx.buffered();
+            let bound = STREAM_BUFFER.max(2 * buffered).max(buffered + GROWTH_STEP);
+            if rx.capacity() > bound && fed.oversized_hint.is_none() {
+                fed.oversized_hint = Some((buffered, rx.capacity(), bound));
+            }
+            loop {
+                owned = !owned;
+                let next = if owned {
+                    rx.next_owned().map(|m| m.map(|b| b.to_vec()))
+                } else {
+                    rx.next_borrowed().map(|m| m.map(<[u8]>::to_vec))
+                };
+                match next {
+                    Ok(Some(m)) => fed.msgs.push(m),
+                    Ok(None) => break,
+                    Err(e) => {
+                        fed.outcome = Outcome::Error(e);
+                        return fed;
                     }
-                    break;
-                }
-                Err(e) => {
-                    fed.outcome = Outcome::Error(e);
-                    return fed;
                 }
             }
+            rx.on_idle(now);
         }
     }
-    if let Err(e) = d.finish(&buf) {
+    if let Err(e) = rx.finish() {
         fed.outcome = Outcome::Error(e);
     }
     fed

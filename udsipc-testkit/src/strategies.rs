@@ -4,12 +4,12 @@
 //!
 //! ```
 //! use proptest::prelude::*;
-//! use udsipc_testkit::oracle::{chunked, oracle};
+//! use udsipc_testkit::oracle::{chunked, non_empty, oracle};
 //! use udsipc_testkit::strategies::{chunk_cuts, frame_stream};
 //!
 //! proptest!(|((bodies, wire) in frame_stream(300, 20), cuts in chunk_cuts(8))| {
 //!     let fed = chunked(&wire, &cuts, u64::MAX);
-//!     prop_assert_eq!(&fed.msgs, &bodies);
+//!     prop_assert_eq!(&fed.msgs, &non_empty(bodies.clone()));
 //!     prop_assert_eq!(oracle(&wire, u64::MAX).0, bodies);
 //! });
 //! ```

@@ -54,14 +54,15 @@ pub(crate) async fn serve<D: Deliver>(
         inner.config.inactivity_timeout,
         Instant::now().into_std(),
     );
-    let runtime = Handle::current();
     let mut conn = Conn {
         rx,
         info,
         inner,
         phase,
-        flavor: runtime.runtime_flavor(),
-        workers: runtime.metrics().num_workers(),
+        flavor: Handle::current().runtime_flavor(),
+        stream: Arc::clone(&stream),
+        progress: registration.as_ref().map(|r| Arc::clone(r.progress())),
+        pending_read: None,
     };
     let progress = registration.as_ref().map(Registration::progress);
     if let End::Error(e) = run(&stream, &mut conn, &*delivery, progress).await {
@@ -97,7 +98,11 @@ async fn run<D: Deliver>(
             _ => {}
         }
 
-        match read(stream, &mut conn.rx, progress, Read::Ready) {
+        let got = match conn.pending_read.take() {
+            Some(got) => got,
+            None => read(stream, &mut conn.rx, progress, ReadHow::Ready),
+        };
+        match got {
             Ok(0) => return at_eof(&mut conn.rx),
             Ok(_) => {
                 // Stay fair to other connections on this worker.
@@ -112,7 +117,7 @@ async fn run<D: Deliver>(
             // tokio's WouldBlock may only mean "no readiness event seen
             // yet": ask the kernel itself. After `begin_drain` it answers
             // with data, then end of stream.
-            match read(stream, &mut conn.rx, progress, Read::Now) {
+            match read(stream, &mut conn.rx, progress, ReadHow::Now) {
                 Ok(0) => return at_eof(&mut conn.rx),
                 Ok(_) => {
                     tokio::task::consume_budget().await;
@@ -161,7 +166,7 @@ async fn sleep_until(at: Option<std::time::Instant>) {
 }
 
 #[derive(Clone, Copy)]
-enum Read {
+pub(crate) enum ReadHow {
     /// Through tokio's readiness (WouldBlock without a syscall when no
     /// event was seen).
     Ready,
@@ -171,16 +176,16 @@ enum Read {
 
 /// Reads what the socket has into the receiver; counted for `order` under
 /// its lock so a newer connection's snapshot is exact.
-fn read(
+pub(crate) fn read(
     stream: &UnixStream,
     rx: &mut Receiver,
     progress: Option<&Arc<Progress>>,
-    how: Read,
+    how: ReadHow,
 ) -> io::Result<usize> {
     let mut op = || {
         rx.fill(|buf| match how {
-            Read::Ready => stream.try_read_buf(buf),
-            Read::Now => recv_now(stream, buf),
+            ReadHow::Ready => stream.try_read_buf(buf),
+            ReadHow::Now => recv_now(stream, buf),
         })
     };
     match progress {

@@ -11,20 +11,23 @@
 //! deadlines and the connection's life belong to `connection`.
 
 use std::future::Future;
+use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
-use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::atomic::Ordering::Relaxed;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use tokio::net::UnixStream;
 use tokio::runtime::RuntimeFlavor;
 use tokio::sync::{mpsc, watch};
 
+use crate::connection::{ReadHow, read};
 use crate::error::{HandlerError, ReaderError};
 use crate::frame::{FrameError, Receiver};
 use crate::lifecycle::{Phase, panic_message};
+use crate::order::Progress;
 use crate::reader::{ConnectionInfo, ReaderInner};
 
 /// A message with the connection it came on, owned: the body shares the
@@ -69,8 +72,11 @@ pub(crate) struct Conn {
     pub(crate) inner: Arc<ReaderInner>,
     pub(crate) phase: watch::Receiver<Phase>,
     pub(crate) flavor: RuntimeFlavor,
-    /// Worker threads of the runtime the connection runs on.
-    pub(crate) workers: usize,
+    pub(crate) stream: Arc<UnixStream>,
+    pub(crate) progress: Option<Arc<Progress>>,
+    /// A read made by a delivery that ended its burst (end of stream, an
+    /// error, or nothing to read), for the connection loop to act on.
+    pub(crate) pending_read: Option<io::Result<usize>>,
 }
 
 /// Resolves once the phase is `Forced` (or its sender is gone).
@@ -111,35 +117,87 @@ fn call_sync(
 ///
 /// A handler may block, and must then hold back only its own connection
 /// (which reads nothing more meanwhile: backpressure), never the others nor
-/// a stop's deadline. Handler calls run inline on the tokio worker (no
-/// thread hand-off, no allocation) as long as that leaves at least one
-/// worker of the runtime free; when every other worker is already inside a
-/// handler (one may be stuck), the call runs inside `block_in_place`, which
-/// hands the worker's other tasks to a fresh thread first. On a
-/// current-thread runtime calls run on the blocking pool.
+/// a stop's deadline. So calls never run inline on a tokio worker: a worker
+/// stuck inside a task also stops polling the IO driver and starves every
+/// other connection, even with other workers idle. On a multi-thread
+/// runtime a batch of calls (every complete frame of one read) runs inside
+/// `block_in_place`, which first hands the worker's other tasks, and the
+/// driver, to another thread; on a current-thread runtime it runs on the
+/// blocking pool. The cost is one thread hand-off per read, not per message.
 pub(crate) struct SyncDelivery {
     pub(crate) handler: Arc<SyncHandler>,
 }
 
+/// Reads a sync delivery may make in one burst before it hands control back
+/// to the connection loop (which then checks deadlines and yields).
+const BURST_READS: usize = 64;
+
+/// What a burst of sync delivery works on, movable to a blocking thread.
+struct Burst {
+    rx: Receiver,
+    info: ConnectionInfo,
+    inner: Arc<ReaderInner>,
+    phase: watch::Receiver<Phase>,
+    stream: Arc<UnixStream>,
+    progress: Option<Arc<Progress>>,
+    pending_read: Option<io::Result<usize>>,
+}
+
 impl SyncDelivery {
-    fn run(
-        handler: &SyncHandler,
-        rx: &mut Receiver,
-        info: &ConnectionInfo,
-        inner: &ReaderInner,
-    ) -> Result<(), Stop> {
+    /// Hands over every complete frame, then keeps reading and handing over
+    /// while the socket has more (up to [`BURST_READS`] reads), so that one
+    /// hand-off to a thread that may block serves a whole burst of traffic.
+    fn run(handler: &SyncHandler, b: &mut Burst) -> Result<(), Stop> {
         let mut received = 0;
-        let result = loop {
-            match rx.next_borrowed() {
-                Ok(Some(body)) => account(inner, call_sync(handler, body, info), &mut received),
-                Ok(None) => break Ok(()),
-                Err(e) => break Err(Stop::Protocol(e)),
+        let mut result = Ok(());
+        for reads_left in (0..BURST_READS).rev() {
+            loop {
+                match b.rx.next_borrowed() {
+                    Ok(Some(body)) => {
+                        account(&b.inner, call_sync(handler, body, &b.info), &mut received);
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        result = Err(Stop::Protocol(e));
+                        break;
+                    }
+                }
             }
-        };
+            if let Some(p) = &b.progress {
+                p.set_handed_over(b.rx.handed_over());
+            }
+            if result.is_err() || reads_left == 0 || *b.phase.borrow() != Phase::Running {
+                break;
+            }
+            match read(&b.stream, &mut b.rx, b.progress.as_ref(), ReadHow::Ready) {
+                Ok(n) if n > 0 => {}
+                other => {
+                    b.pending_read = Some(other);
+                    break;
+                }
+            }
+        }
         if received > 0 {
-            inner.counters.received.fetch_add(received, Relaxed);
+            b.inner.counters.received.fetch_add(received, Relaxed);
         }
         result
+    }
+
+    fn lend(conn: &mut Conn) -> Burst {
+        Burst {
+            rx: std::mem::replace(&mut conn.rx, Receiver::placeholder()),
+            info: conn.info,
+            inner: Arc::clone(&conn.inner),
+            phase: conn.phase.clone(),
+            stream: Arc::clone(&conn.stream),
+            progress: conn.progress.clone(),
+            pending_read: None,
+        }
+    }
+
+    fn give_back(conn: &mut Conn, b: Burst) {
+        conn.rx = b.rx;
+        conn.pending_read = b.pending_read;
     }
 }
 
@@ -150,60 +208,27 @@ impl Deliver for SyncDelivery {
             Ok(true) => {}
             Err(e) => return Err(Stop::Protocol(e)),
         }
-        match conn.flavor {
+        let mut burst = Self::lend(conn);
+        let result = match conn.flavor {
             RuntimeFlavor::CurrentThread => {
-                let mut rx = std::mem::replace(&mut conn.rx, Receiver::placeholder());
                 let handler = Arc::clone(&self.handler);
-                let (info, inner) = (conn.info, Arc::clone(&conn.inner));
                 let task = tokio::task::spawn_blocking(move || {
-                    let result = Self::run(&*handler, &mut rx, &info, &inner);
-                    (rx, result)
+                    let result = Self::run(&*handler, &mut burst);
+                    (burst, result)
                 });
                 match task.await {
-                    Ok((rx, result)) => {
-                        conn.rx = rx;
+                    Ok((back, result)) => {
+                        burst = back;
                         result
                     }
                     // The runtime is shutting down: nothing left to serve.
-                    Err(_) => Err(Stop::Quiet),
+                    Err(_) => return Err(Stop::Quiet),
                 }
             }
-            _ => {
-                let inline = InlineSlot::take(conn.workers);
-                if inline.is_some() {
-                    Self::run(&*self.handler, &mut conn.rx, &conn.info, &conn.inner)
-                } else {
-                    tokio::task::block_in_place(|| {
-                        Self::run(&*self.handler, &mut conn.rx, &conn.info, &conn.inner)
-                    })
-                }
-            }
-        }
-    }
-}
-
-/// Handler calls running inline on tokio workers, across every Reader of
-/// the process.
-static INLINE_CALLS: AtomicUsize = AtomicUsize::new(0);
-
-/// The right to run a handler call inline: granted while fewer than
-/// `workers - 1` calls run inline, so one worker always stays free.
-struct InlineSlot;
-
-impl InlineSlot {
-    fn take(workers: usize) -> Option<Self> {
-        if INLINE_CALLS.fetch_add(1, SeqCst) < workers.saturating_sub(1) {
-            Some(Self)
-        } else {
-            INLINE_CALLS.fetch_sub(1, SeqCst);
-            None
-        }
-    }
-}
-
-impl Drop for InlineSlot {
-    fn drop(&mut self) {
-        INLINE_CALLS.fetch_sub(1, SeqCst);
+            _ => tokio::task::block_in_place(|| Self::run(&*self.handler, &mut burst)),
+        };
+        Self::give_back(conn, burst);
+        result
     }
 }
 

@@ -80,7 +80,9 @@ fn borrowed_messages_allocate_nothing_per_message() {
         // Copies go into 256 KiB arena chunks; a chunk still referenced by
         // unwritten messages is replaced by a new one (two allocations), so
         // the worst case is two allocations per 256 KiB of frames.
-        let bound = 2.0 * (size + 2) as f64 / (256.0 * 1024.0) + 0.001;
+        // Plus the Reader: one hand-off to a thread that may block per burst
+        // of up to 64 reads (see `delivery`), a few per 100,000 messages.
+        let bound = 2.0 * (size + 2) as f64 / (256.0 * 1024.0) + 0.002;
         assert!(
             per <= bound,
             "write_message at {size} B: {per} allocations per message (bound {bound})"

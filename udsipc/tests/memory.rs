@@ -218,18 +218,6 @@ fn raise_nofile(want: u64) {
     );
 }
 
-/// Bytes written on `s` that the peer has not read yet (`SIOCOUTQ`).
-fn unread(s: &UnixStream) -> usize {
-    use std::os::fd::AsRawFd;
-    let mut n: nix::libc::c_int = 0;
-    // SAFETY: TIOCOUTQ (= SIOCOUTQ) writes one c_int through the pointer,
-    // which points to a live local; the fd is open for the call.
-    #[allow(unsafe_code)]
-    let rc = unsafe { nix::libc::ioctl(s.as_raw_fd(), nix::libc::TIOCOUTQ, &mut n) };
-    assert_eq!(rc, 0, "SIOCOUTQ: {}", std::io::Error::last_os_error());
-    n as usize
-}
-
 const FLEET_SOCK: &str = "UDSIPC_FLEET_SOCK";
 const FLEET_SIZE: &str = "UDSIPC_FLEET_SIZE";
 

@@ -193,3 +193,16 @@ impl ChildTest {
         assert!(status.success(), "child test: {status}");
     }
 }
+
+/// Bytes written on `s` that its peer has not read yet (`SIOCOUTQ`): falls
+/// to exactly 0 once the peer has read everything.
+pub fn unread(s: &std::os::unix::net::UnixStream) -> usize {
+    use std::os::fd::AsRawFd;
+    let mut n: nix::libc::c_int = 0;
+    // SAFETY: TIOCOUTQ (= SIOCOUTQ) writes one c_int through the pointer,
+    // which points to a live local; the fd is open for the call.
+    #[allow(unsafe_code)]
+    let rc = unsafe { nix::libc::ioctl(s.as_raw_fd(), nix::libc::TIOCOUTQ, &mut n) };
+    assert_eq!(rc, 0, "SIOCOUTQ: {}", std::io::Error::last_os_error());
+    n as usize
+}

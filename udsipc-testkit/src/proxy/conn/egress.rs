@@ -129,12 +129,14 @@ pub(super) async fn run(mut e: Egress, mut dst: OwnedWriteHalf, mut rx: mpsc::Re
                 }
                 return;
             }
-            Item::Close(CutMode::Both) => {
+            Item::Close(CutMode::Both, flushed) => {
                 let _ = dst.shutdown().await;
+                let _ = flushed.send(());
                 close(&e.phase, true, true, Reason::Cut);
                 return;
             }
-            Item::Close(CutMode::ClientOnly) => {
+            Item::Close(CutMode::ClientOnly, flushed) => {
+                let _ = flushed.send(());
                 // Keep this side open and silent until its peer or the proxy
                 // closes it.
                 let _ = phase.wait_for(|p| !p.dest_open(direction)).await;

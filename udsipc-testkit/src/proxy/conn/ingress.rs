@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 
 use tokio::io::AsyncReadExt;
 use tokio::net::unix::OwnedReadHalf;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::super::events::FaultEvent;
@@ -133,7 +133,7 @@ impl Ingress {
                     return;
                 }
                 Read::Deadline(name) => {
-                    let _ = tx.send(Item::Close(CutMode::Both)).await;
+                    self.send_close(&tx, CutMode::Both).await;
                     self.cut_logged(&src, &name, self.offset, self.frame_now(), CutMode::Both, 0);
                     return;
                 }
@@ -225,7 +225,7 @@ impl Ingress {
                     stream_end: cut_offset,
                 };
                 let _ = tx.send(item).await;
-                let _ = tx.send(Item::Close(mode)).await;
+                self.send_close(&tx, mode).await;
                 let name = plan
                     .fired
                     .iter()
@@ -281,6 +281,19 @@ impl Ingress {
                     _ = phase.wait_for(|p| !p.source_open(direction)) => {}
                 }
             }
+        }
+    }
+
+    /// Queues a cut. A real writer has finished writing on its old
+    /// connection before it reconnects: the client learns of the cut only
+    /// once the upstream has every byte sent before it, so a writer that
+    /// reconnects at once never gets bytes onto a new upstream connection
+    /// while the old one still receives.
+    async fn send_close(&self, tx: &mpsc::Sender<Item>, mode: CutMode) {
+        let (flushed_tx, flushed) = oneshot::channel();
+        let _ = tx.send(Item::Close(mode, flushed_tx)).await;
+        if self.direction == Direction::ToUpstream {
+            let _ = flushed.await;
         }
     }
 
@@ -420,7 +433,7 @@ impl Ingress {
             // the upstream lost ("upstream-closed").
             close(&self.phase, true, true, Reason::Upstream);
         }
-        let _ = tx.send(Item::Close(CutMode::Both)).await;
+        self.send_close(tx, CutMode::Both).await;
         let pending = shut_and_count(src.as_ref());
         self.close_source(Reason::Cut);
         let offset = self.offset;

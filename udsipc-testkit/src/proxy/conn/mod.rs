@@ -21,7 +21,7 @@ use std::sync::atomic::AtomicU64;
 
 use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use super::Shared;
@@ -112,10 +112,10 @@ enum Item {
         stream_end: u64,
     },
     /// The source ended cleanly; `linger` delays the close (slow close).
-    Eof {
-        linger: std::time::Duration,
-    },
-    Close(CutMode),
+    Eof { linger: std::time::Duration },
+    /// A cut: `flushed` fires once everything queued before it was written
+    /// (and, for a full cut, the destination shut).
+    Close(CutMode, oneshot::Sender<()>),
 }
 
 /// What one pump shares with its egress task.
