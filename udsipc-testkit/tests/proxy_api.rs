@@ -233,3 +233,55 @@ fn the_api_refuses_what_it_cannot_do_with_the_status_toxiproxy_uses() {
     let (code, lines) = proxy.stop();
     assert_eq!(code, Some(0), "{lines:#?}");
 }
+
+#[test]
+fn faults_given_on_the_command_line_are_toxics_of_the_named_proxy() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = dir.path().join("api.sock");
+    let (front, back) = (dir.path().join("front.sock"), dir.path().join("back.sock"));
+    let _upstream = std::os::unix::net::UnixListener::bind(&back).unwrap();
+    let (proxy, _) = Proxy::start(
+        &[
+            "--listen",
+            front.to_str().unwrap(),
+            "--upstream",
+            back.to_str().unwrap(),
+            "--fault",
+            "down:latency:7@0.5",
+            "--api",
+            api.to_str().unwrap(),
+            "--name",
+            "app",
+        ],
+        "api listening on ",
+    );
+    let (code, body) = curl(&api, &["http://toxiproxy/proxies/app/toxics"]);
+    assert_eq!(code, 200, "{body}");
+    let toxics: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        toxics,
+        serde_json::json!([{
+            "name": "fault-1",
+            "type": "latency",
+            "stream": "downstream",
+            "toxicity": 0.5,
+            "attributes": {"latency": 7, "jitter": 0},
+        }])
+    );
+    // Removing it through the API takes it off the running proxy.
+    let (code, _) = curl(
+        &api,
+        &[
+            "-X",
+            "DELETE",
+            "http://toxiproxy/proxies/app/toxics/fault-1",
+        ],
+    );
+    assert_eq!(code, 204);
+    let (code, body) = curl(&api, &["http://toxiproxy/proxies/app"]);
+    assert_eq!(code, 200);
+    assert!(body.contains(r#""toxics":[]"#), "{body}");
+    assert!(body.contains(r#""enabled":true"#), "{body}");
+    let (code, lines) = proxy.stop();
+    assert_eq!(code, Some(0), "{lines:#?}");
+}

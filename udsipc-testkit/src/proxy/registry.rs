@@ -192,6 +192,33 @@ impl FaultArgs {
         Built::Fault(fault)
     }
 
+    /// The toxic `attributes` that describe these arguments (the API shows
+    /// them for faults given as `--fault`; `bandwidth`'s `rate` is rounded
+    /// down to whole KB/s, `slicer`'s are centred on the MIN-MAX range).
+    pub fn attributes(&self) -> Map<String, Value> {
+        let pairs: Vec<(&str, Value)> = match *self {
+            Self::Fragment { min, max, pause_us } => vec![
+                ("average_size", ((min + max) / 2).into()),
+                ("size_variation", ((max - min) / 2).into()),
+                ("delay", pause_us.into()),
+            ],
+            Self::DropAfterBytes(n) => vec![("bytes", n.into())],
+            Self::DropAfterFrames(n) | Self::Reset(n) => vec![("frames", n.into())],
+            Self::Stall { after_ms, for_ms } | Self::Refuse { after_ms, for_ms } => {
+                vec![("after", after_ms.into()), ("duration", for_ms.into())]
+            }
+            Self::Latency { ms, jitter_ms } => {
+                vec![("latency", ms.into()), ("jitter", jitter_ms.into())]
+            }
+            Self::Bandwidth(rate) => vec![("rate", (rate / 1000).into())],
+            Self::SlowClose(d) => vec![("delay", d.into())],
+            Self::Timeout(d) | Self::ResetPeer(d) => vec![("timeout", d.into())],
+            Self::CorruptBody(n) | Self::Duplicate(n) | Self::Swap(n) => vec![("frame", n.into())],
+            Self::CorruptPrefix(n, how) => vec![("frame", n.into()), ("how", how.as_str().into())],
+        };
+        pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+    }
+
     /// The registry row of this fault.
     pub fn kind(&self) -> &'static FaultKind {
         let name = match self {
@@ -618,6 +645,14 @@ mod tests {
                 })
                 .unwrap();
             assert_eq!(args.kind().name, kind.name);
+            // The attributes it shows parse back to the same arguments
+            // (bandwidth rounds to KB/s, so it is built from KB/s here).
+            assert_eq!(
+                kind.parse_attributes(&args.attributes()),
+                Ok(args),
+                "{}",
+                kind.name
+            );
         }
     }
 

@@ -561,7 +561,7 @@ impl State {
             args: spec.args,
             stream: spec.direction,
             toxicity: spec.toxicity,
-            attributes: Map::new(),
+            attributes: spec.args.attributes(),
             guard: None,
         };
         if let Some(proxy) = &entry.running {
