@@ -131,3 +131,49 @@ async fn a_down_prefix_aims_the_fault_at_upstream_to_client_bytes(
     );
     proxy.stop().await;
 }
+
+/// A fault that waits for a whole frame must not cost an earlier fault its
+/// effect: the corruption of frame 2 survives the duplicate holding the
+/// chunk for frame 5, which arrives in two writes.
+#[tokio::test]
+async fn a_fault_waiting_for_more_bytes_does_not_undo_the_faults_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (front, back) = (dir.path().join("front.sock"), dir.path().join("back.sock"));
+    let upstream = UnixListener::bind(&back).unwrap();
+    let mut builder = FaultProxy::builder(&front, &back);
+    for spec in ["corrupt-body:2", "duplicate:5"] {
+        builder = spec.parse::<FaultSpec>().unwrap().apply(builder);
+    }
+    let proxy = builder.start().await.unwrap();
+    let bodies: Vec<Vec<u8>> = (0..7u8).map(|i| vec![b'a' + i; 8]).collect();
+    let refs: Vec<&[u8]> = bodies.iter().map(|b| b.as_slice()).collect();
+    let wire = frames(&refs);
+    let mut client = UnixStream::connect(&front).await.unwrap();
+    let (mut server, _) = upstream.accept().await.unwrap();
+    // Frames 0..=4 and half of frame 5, then (once the idle proxy has
+    // read that: the duplicate holds it, so nothing is forwarded) the rest.
+    let split = 5 * 9 + 4;
+    client.write_all(&wire[..split]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    client.write_all(&wire[split..]).await.unwrap();
+    client.shutdown().await.unwrap();
+    let mut head = Vec::new();
+    tokio::time::timeout(WAIT, server.read_to_end(&mut head))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut expected = wire.clone();
+    expected.splice(6 * 9..6 * 9, wire[5 * 9..6 * 9].to_vec());
+    assert_eq!(head.len(), expected.len());
+    let flipped: Vec<usize> = (0..head.len())
+        .filter(|&i| head[i] != expected[i])
+        .collect();
+    assert_eq!(flipped.len(), 1, "{head:?}");
+    assert!(
+        (2 * 9 + 1..3 * 9).contains(&flipped[0]),
+        "flipped byte {}",
+        flipped[0]
+    );
+    assert_eq!((head[flipped[0]] ^ expected[flipped[0]]).count_ones(), 1);
+    proxy.stop().await;
+}

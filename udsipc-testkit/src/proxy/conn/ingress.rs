@@ -166,17 +166,19 @@ impl Ingress {
                     end_of_stream,
                     segments: &segments,
                 };
+                let may_hold = !end_of_stream && holds < MAX_HOLDS;
                 let plan = {
                     let mut faults = lock(self.shared.faults(self.direction));
                     Plan::ask(
-                        faults.iter_mut().map(|f| &mut f.fault),
+                        &mut faults,
                         &mut data,
                         &at,
                         &mut self.rng,
                         &mut poisoned,
+                        may_hold,
                     )
                 };
-                if plan.hold && !end_of_stream && holds < MAX_HOLDS {
+                if plan.hold && may_hold {
                     holds += 1;
                     match self.read(&mut src, &mut buf).await {
                         Read::Bytes(more) => original.extend_from_slice(&buf[..more]),

@@ -5,7 +5,8 @@
 
 use std::time::Duration;
 
-use super::super::fault::{Chunk, CutMode, Direction, Fault, Note, Verdict};
+use super::super::Installed;
+use super::super::fault::{Chunk, CutMode, Direction, Note, Verdict};
 use super::super::rng::FaultRng;
 use super::super::tracker::Segment;
 
@@ -34,16 +35,37 @@ pub(super) struct Context<'a> {
 
 impl Plan {
     /// Asks every fault about `data` (which they may rewrite) and combines
-    /// their verdicts.
-    pub(super) fn ask<'f>(
-        faults: impl Iterator<Item = &'f mut Box<dyn Fault>>,
+    /// their verdicts; first, if `may_hold`, whether one wants more bytes
+    /// (then nothing acts and the plan only says to hold).
+    pub(super) fn ask(
+        faults: &mut [Installed],
         data: &mut Vec<u8>,
         at: &Context<'_>,
         rng: &mut FaultRng,
         poisoned: &mut Option<u64>,
+        may_hold: bool,
     ) -> Plan {
         let mut plan = Plan::default();
-        for fault in faults {
+        if may_hold {
+            let mut notes = Vec::new();
+            let chunk = Chunk {
+                data,
+                segments: at.segments,
+                conn: at.conn,
+                direction: at.direction,
+                offset: at.offset,
+                elapsed: at.elapsed,
+                rng,
+                end_of_stream: at.end_of_stream,
+                notes: &mut notes,
+                poisoned_at: poisoned,
+            };
+            if faults.iter().any(|f| f.fault.wants_more(&chunk)) {
+                plan.hold = true;
+                return plan;
+            }
+        }
+        for fault in faults.iter_mut().map(|f| &mut f.fault) {
             let mut notes = Vec::new();
             let mut chunk = Chunk {
                 data,

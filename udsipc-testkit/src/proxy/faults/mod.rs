@@ -345,16 +345,20 @@ impl Fault for CorruptPrefix {
         "corrupt-prefix"
     }
 
+    fn wants_more(&self, chunk: &Chunk<'_>) -> bool {
+        !self.done.contains_key(&chunk.conn())
+            && chunk.prefix_range(self.n).is_some_and(|(_, whole)| !whole)
+    }
+
     fn on_chunk(&mut self, chunk: &mut Chunk<'_>) -> Verdict {
         if self.done.contains_key(&chunk.conn()) {
             return Verdict::Pass;
         }
-        let Some((range, whole)) = chunk.prefix_range(self.n) else {
+        // The whole prefix, unless the proxy gave up waiting for it (or the
+        // stream ended inside it): then what there is of it.
+        let Some((range, _)) = chunk.prefix_range(self.n) else {
             return Verdict::Pass;
         };
-        if !whole && !chunk.end_of_stream() {
-            return Verdict::Hold;
-        }
         self.done.insert(chunk.conn(), ());
         let mut new = Vec::with_capacity(udsipc::frame::MAX_VARINT_LEN);
         let mut cut = None;

@@ -1,6 +1,6 @@
 //! Faults that test a consumer's own robustness to a stream that is valid
 //! but wrong: a frame delivered twice ([`Duplicate`]), two frames swapped
-//! ([`Swap`]). Both wait (with [`Verdict::Hold`]) until the frames they
+//! ([`Swap`]). Both wait (with [`Fault::wants_more`]) until the frames they
 //! need are whole in one chunk; a frame split over more reads than the
 //! proxy holds is left alone, and the event log says so.
 
@@ -32,19 +32,10 @@ fn find(chunk: &Chunk<'_>, first: u64, last: u64) -> Found {
     }
 }
 
-/// What to do when the frames are not whole here: wait for more bytes,
-/// wait for the frames, or give up (noted) on a connection whose frames
-/// were partly forwarded already.
-fn not_whole(
-    found: &Found,
-    chunk: &mut Chunk<'_>,
-    done: &mut HashSet<u64>,
-    first: u64,
-    last: u64,
-) -> Verdict {
-    if matches!(found, Found::Partly) && !chunk.end_of_stream() {
-        return Verdict::Hold;
-    }
+/// What to do when the frames are not whole here: wait for them, or give
+/// up (noted) on a connection whose frames were partly forwarded already
+/// (or not whole when the proxy stopped holding).
+fn not_whole(chunk: &mut Chunk<'_>, done: &mut HashSet<u64>, first: u64, last: u64) -> Verdict {
     let touched = chunk
         .segments()
         .iter()
@@ -83,6 +74,10 @@ impl Fault for Duplicate {
         "duplicate"
     }
 
+    fn wants_more(&self, chunk: &Chunk<'_>) -> bool {
+        !self.done.contains(&chunk.conn()) && matches!(find(chunk, self.n, self.n), Found::Partly)
+    }
+
     fn on_chunk(&mut self, chunk: &mut Chunk<'_>) -> Verdict {
         let conn = chunk.conn();
         if self.done.contains(&conn) {
@@ -101,7 +96,7 @@ impl Fault for Duplicate {
                 self.done.insert(conn);
                 Verdict::Pass
             }
-            found => not_whole(&found, chunk, &mut self.done, self.n, self.n),
+            Found::Partly | Found::NotHere => not_whole(chunk, &mut self.done, self.n, self.n),
         }
     }
 }
@@ -129,6 +124,11 @@ impl Fault for Swap {
         "swap"
     }
 
+    fn wants_more(&self, chunk: &Chunk<'_>) -> bool {
+        !self.done.contains(&chunk.conn())
+            && matches!(find(chunk, self.n, self.n + 1), Found::Partly)
+    }
+
     fn on_chunk(&mut self, chunk: &mut Chunk<'_>) -> Verdict {
         let conn = chunk.conn();
         if self.done.contains(&conn) {
@@ -148,7 +148,7 @@ impl Fault for Swap {
                 self.done.insert(conn);
                 Verdict::Pass
             }
-            found => not_whole(&found, chunk, &mut self.done, self.n, self.n + 1),
+            Found::Partly | Found::NotHere => not_whole(chunk, &mut self.done, self.n, self.n + 1),
         }
     }
 }

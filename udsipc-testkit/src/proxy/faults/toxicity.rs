@@ -65,6 +65,11 @@ impl Fault for Toxicity {
         }
     }
 
+    fn wants_more(&self, chunk: &Chunk<'_>) -> bool {
+        // Not yet picked: ask the fault (holding a chunk is harmless).
+        self.picked.get(&chunk.conn()) != Some(&false) && self.inner.wants_more(chunk)
+    }
+
     fn close_delay(&mut self, conn: u64) -> Duration {
         if self.applies(conn) {
             self.inner.close_delay(conn)
