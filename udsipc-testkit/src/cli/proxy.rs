@@ -21,7 +21,11 @@ stderr gets `proxying LISTEN -> UPSTREAM` once the socket is bound (wait for tha
 connecting), one JSON line per fault that fires (its first key is `fault`), and at exit one \
 JSON line of counters: {\"connections\",\"upstream_unreachable\",\"bytes_to_upstream\",\
 \"bytes_to_client\",\"faults\"}. It runs until SIGINT/SIGTERM, then closes every connection \
-and removes its socket file. Works in front of any Unix-socket service: with --framing none \
+and removes its socket file. With --api, faults can also be added, changed and removed while \
+it runs through toxiproxy's HTTP API (any toxiproxy client library works; --fault SPECs show \
+as toxics `fault-1`, `fault-2`, ... of the proxy --name), stderr gets `api listening on ADDR` \
+once the API is up, and --listen/--upstream become optional (proxies are then created through \
+the API, as with toxiproxy-server). Works in front of any Unix-socket service: with --framing none \
 (HTTP, gRPC, anything) only byte-level faults apply; frame-aimed ones assume uvarint \
 length-prefixed frames.";
 
@@ -32,6 +36,8 @@ Examples:
       --fault fragment:1-16 --fault drop-after-frames:1000
   # take the socket away for 2 s after 5 s
   udsipc proxy --listen /tmp/front.sock --upstream /tmp/app.sock --fault refuse:5000:2000
+  # driven at run time by toxiproxy clients (toxiproxy.NewClient(\"127.0.0.1:8474\"))
+  udsipc proxy --api 127.0.0.1:8474
   # an HTTP service: 50 ms on every response, 10% of connections cut after 5 s
   udsipc proxy --listen /tmp/front.sock --upstream /tmp/http.sock --framing none \\
       --fault down:latency:50 --fault reset-peer:5000@0.1";
