@@ -79,8 +79,14 @@ func main() {
 		runWrite(os.Args[2:])
 		return
 	}
+	if len(os.Args) >= 2 && os.Args[1] == "hello" {
+		event(map[string]any{"event": "hello", "name": "go", "profile": "go-reference", "roles": []string{"read", "write"}})
+		return
+	}
 	if len(os.Args) < 2 || os.Args[1] != "bench" {
-		fail("usage: go-peer bench -role reader|writer -socket PATH -count N -size S [-rate R] [-latency] | read --socket P ... | write --socket P ...")
+		// The peer contract (conformance/PEERS.md): 127 = role not supported.
+		fmt.Fprintln(os.Stderr, "usage: go-peer hello | read --socket P ... | write --socket P ... | bench -role reader|writer -socket PATH -count N -size S [-rate R] [-latency]")
+		os.Exit(127)
 	}
 	fs := flag.NewFlagSet("bench", flag.ExitOnError)
 	role := fs.String("role", "", "reader or writer")

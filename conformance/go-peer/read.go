@@ -1,6 +1,7 @@
 package main
 
 // go-peer read --socket P [--max-message-size N] [--inactivity-timeout D] [--fail-on HEX] [--panic-on HEX]
+// [--max-accept-errors N]
 //
 // Runs the Go Reader on P and prints JSON lines on stdout:
 //
@@ -30,13 +31,17 @@ import (
 )
 
 func runRead(args []string) {
-	fs := flag.NewFlagSet("read", flag.ExitOnError)
+	fs := flag.NewFlagSet("read", flag.ContinueOnError)
 	socket := fs.String("socket", "", "socket path")
-	maxSize := fs.Uint64("max-message-size", 0, "maximum message size (0: the Go default)")
+	maxSize := fs.Uint64("max-message-size", 0, "maximum message size (unset: the Go default)")
 	inactivity := fs.Duration("inactivity-timeout", 0, "inactivity timeout (0: the Go default)")
 	failOn := fs.String("fail-on", "", "hex of a message the handler rejects with an error")
 	panicOn := fs.String("panic-on", "", "hex of a message the handler panics on")
-	_ = fs.Parse(args)
+	maxAcceptErrors := fs.Int("max-accept-errors", -1, "consecutive accept errors tolerated (unset: the Go default)")
+	if err := fs.Parse(args); err != nil {
+		// The peer contract (conformance/PEERS.md): 127 = flag not supported.
+		os.Exit(127)
+	}
 	if *socket == "" {
 		fail("read: --socket is required")
 	}
@@ -59,11 +64,17 @@ func runRead(args []string) {
 			event(map[string]any{"event": "error", "context": context, "error": err.Error()})
 		}),
 	}
-	if *maxSize > 0 {
-		opts = append(opts, udsipc.WithMaxMessageSize(*maxSize))
-	}
+	// Given explicitly, 0 is a limit too (every non-empty message refused).
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == "max-message-size" {
+			opts = append(opts, udsipc.WithMaxMessageSize(*maxSize))
+		}
+	})
 	if *inactivity > 0 {
 		opts = append(opts, udsipc.WithInactivityTimeout(*inactivity))
+	}
+	if *maxAcceptErrors >= 0 {
+		opts = append(opts, udsipc.WithMaxAcceptErrors(*maxAcceptErrors))
 	}
 	handler := func(data []byte) error {
 		rejected := reject != nil && bytes.Equal(data, reject)

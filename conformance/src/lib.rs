@@ -13,6 +13,8 @@ pub mod cases;
 pub mod gopeer;
 pub mod peer;
 pub mod report;
+pub mod spec;
+mod spec_cases;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};

@@ -1,9 +1,10 @@
 //! Reader and writer peers of either implementation behind one interface,
 //! so a case body is written once and run in every arm.
 //!
-//! The Go peers are `go-peer read` / `go-peer write` child processes
-//! (JSON lines on stdout); the Rust peers are `udsipc::Reader` /
-//! `udsipc::Writer` in the test process. Every observation is an event
+//! Peers other than the in-process Rust one are child processes speaking
+//! the peer contract (`conformance/PEERS.md`: `read` / `write` roles, JSON
+//! lines on stdout): go-peer, the Python peer, or any command; the Rust
+//! peers are `udsipc::Reader` / `udsipc::Writer` in the test process. Every observation is an event
 //! waited for with generous patience, never a timing assertion.
 
 use std::io::{BufRead, BufReader, Write};
@@ -19,22 +20,147 @@ use crate::gopeer::go_peer;
 /// How long any expected event may take before the case fails.
 pub const PATIENCE: Duration = Duration::from_secs(20);
 
-/// Which implementation plays a role.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Impl {
-    /// The Go reference through go-peer.
-    Go,
-    /// This crate's udsipc.
-    Rust,
+/// How a peer is run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Program {
+    /// This crate's `udsipc::Reader` / `udsipc::Writer` inside the test
+    /// process (in its own process, `rust-peer`, where one is needed).
+    InProcessRust,
+    /// `go-peer/`, built on first use.
+    GoPeer,
+    /// `py-peer/udsipc_peer.py` run by `python3`.
+    PyPeer,
+    /// Any program speaking the peer contract (`conformance/PEERS.md`):
+    /// the argv before the role.
+    Command(Vec<String>),
 }
 
+/// Which behaviour a peer is judged by where the Go reference departs from
+/// PROTOCOL.md (the by-design cases).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    /// PROTOCOL.md's rules (this crate, the Python peer, any new port).
+    Spec,
+    /// The Go reference's observed behaviour, documented next to each rule.
+    GoReference,
+}
+
+/// One implementation under test.
+#[derive(Debug, PartialEq, Eq)]
+pub struct PeerSpec {
+    /// The name in arms and reports (`Go`, `Rust`, `Py`, or as given).
+    pub name: String,
+    /// How to run it.
+    pub program: Program,
+    /// Judged by the Go reference's documented behaviour where it departs
+    /// from PROTOCOL.md (its `hello` line says `"profile":"go-reference"`);
+    /// every other peer is judged by the spec.
+    pub go_reference: bool,
+}
+
+/// Which implementation plays a role: a handle to its [`PeerSpec`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Impl(pub &'static PeerSpec);
+
+#[allow(non_upper_case_globals)]
 impl Impl {
-    /// "Go" or "Rust".
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Go => "Go",
-            Self::Rust => "Rust",
+    /// The Go reference through go-peer.
+    pub const Go: Impl = Impl(&PeerSpec {
+        name: String::new(),
+        program: Program::GoPeer,
+        go_reference: true,
+    });
+    /// This crate's udsipc, in-process.
+    pub const Rust: Impl = Impl(&PeerSpec {
+        name: String::new(),
+        program: Program::InProcessRust,
+        go_reference: false,
+    });
+    /// The independent Python peer, written from PROTOCOL.md alone.
+    pub const Py: Impl = Impl(&PeerSpec {
+        name: String::new(),
+        program: Program::PyPeer,
+        go_reference: false,
+    });
+
+    /// A peer given as a command (lives for the rest of the process).
+    pub fn command(name: &str, argv: Vec<String>, go_reference: bool) -> Impl {
+        Impl(Box::leak(Box::new(PeerSpec {
+            name: name.to_owned(),
+            program: Program::Command(argv),
+            go_reference,
+        })))
+    }
+
+    /// The built-in peer called `name` (`Go`, `Rust`, `Py`).
+    pub fn builtin(name: &str) -> Option<Impl> {
+        match name {
+            "Go" => Some(Self::Go),
+            "Rust" => Some(Self::Rust),
+            "Py" => Some(Self::Py),
+            _ => None,
         }
+    }
+
+    /// Its name in arms and reports.
+    pub fn name(self) -> &'static str {
+        match &self.0.program {
+            Program::GoPeer => "Go",
+            Program::InProcessRust => "Rust",
+            Program::PyPeer => "Py",
+            Program::Command(_) => &self.0.name,
+        }
+    }
+
+    /// Whether the Go reference's documented departures apply.
+    pub fn is_go_reference(self) -> bool {
+        self.0.go_reference
+    }
+
+    /// Which behaviour it is judged by.
+    pub fn profile(self) -> Profile {
+        if self.0.go_reference {
+            Profile::GoReference
+        } else {
+            Profile::Spec
+        }
+    }
+
+    /// Whether it runs inside this process.
+    fn in_process(self) -> bool {
+        self.0.program == Program::InProcessRust
+    }
+
+    /// The argv of this peer as a program (role and flags follow).
+    pub fn argv(self) -> Result<Vec<std::ffi::OsString>, String> {
+        Ok(match &self.0.program {
+            Program::GoPeer => vec![go_peer().map_err(|e| e.to_string())?.into()],
+            Program::InProcessRust => vec![rust_peer()?.into()],
+            Program::PyPeer => vec![
+                python()?.into(),
+                // No site packages: the peer is standard library only, and
+                // it starts faster.
+                "-S".into(),
+                crate::crate_dir().join("py-peer/udsipc_peer.py").into(),
+            ],
+            Program::Command(argv) => argv.iter().map(Into::into).collect(),
+        })
+    }
+}
+
+/// The Python interpreter: `$PYTHON` or `python3`.
+fn python() -> Result<String, String> {
+    let py = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    if Command::new(&py)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        Ok(py)
+    } else {
+        Err(format!(
+            "{py} not found: the Python peer needs Python 3.8 or newer (ci/test installs python3)"
+        ))
     }
 }
 
@@ -143,6 +269,11 @@ pub struct ReaderOpts {
     pub fail_on: Option<Vec<u8>>,
     /// The handler panics on a message equal to this.
     pub panic_on: Option<Vec<u8>>,
+    /// Admit only peers running as this user (`allow_uid`; Go has no such
+    /// option).
+    pub allow_uid: Option<u32>,
+    /// `WithMaxAcceptErrors` / `max_accept_errors`.
+    pub max_accept_errors: Option<u32>,
 }
 
 /// A reader's counters when it stopped (Go's `GetMetrics`).
@@ -168,15 +299,27 @@ pub struct WriterCounts {
     pub failed: u64,
 }
 
-fn spawn_go(args: &[&str]) -> Result<Child, String> {
-    let bin = go_peer().map_err(|e| e.to_string())?;
-    Command::new(bin)
+fn spawn_peer(imp: Impl, args: &[&str]) -> Result<Child, String> {
+    spawn_peer_env(imp, args, &[], &[])
+}
+
+fn spawn_peer_env(
+    imp: Impl,
+    args: &[&str],
+    env: &[(&str, &str)],
+    wrapper: &[&str],
+) -> Result<Child, String> {
+    let mut argv: Vec<std::ffi::OsString> = wrapper.iter().map(Into::into).collect();
+    argv.extend(imp.argv()?);
+    Command::new(&argv[0])
+        .args(&argv[1..])
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .map_err(|e| format!("spawning go-peer: {e}"))
+        .map_err(|e| format!("spawning the {} peer: {e}", imp.name()))
 }
 
 /// Reads go-peer's JSON lines on a thread: messages and errors go to
@@ -214,7 +357,27 @@ fn pump(child: &mut Child, events: Events, metrics: Arc<(Mutex<Vec<Value>>, Cond
     });
 }
 
-/// Waits for the `n`-th (0-based) non-message line of a go-peer.
+/// The start of a case detail that means "this peer does not support the
+/// role or a flag the case needs" (it exited 127, PEERS.md).
+pub const UNSUPPORTED: &str = "unsupported: ";
+
+/// Replaces `e` by an [`UNSUPPORTED`] detail when the peer exited 127.
+fn unsupported_or(child: &mut Child, e: String) -> String {
+    // Its stdout ended, so it is exiting: give it a moment to be reaped.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) if status.code() == Some(127) => {
+                return format!("{UNSUPPORTED}the peer exited 127 ({e})");
+            }
+            Ok(Some(status)) => return format!("{e} (the peer exited with {status})"),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+            _ => return e,
+        }
+    }
+}
+
+/// Waits for the `n`-th (0-based) non-message line of a peer process.
 fn nth_line(metrics: &(Mutex<Vec<Value>>, Condvar), n: usize) -> Result<Value, String> {
     let (lock, cv) = metrics;
     let deadline = Instant::now() + PATIENCE + PATIENCE;
@@ -222,13 +385,15 @@ fn nth_line(metrics: &(Mutex<Vec<Value>>, Condvar), n: usize) -> Result<Value, S
     loop {
         if let Some(v) = lines.get(n) {
             return match v {
-                Value::String(_) => Err("go-peer exited without printing its metrics".into()),
+                Value::String(_) => {
+                    Err("the peer exited without printing the expected line".into())
+                }
                 v => Ok(v.clone()),
             };
         }
         let now = Instant::now();
         if now >= deadline {
-            return Err("go-peer did not answer".into());
+            return Err("the peer did not answer".into());
         }
         lines = cv
             .wait_timeout(lines, deadline - now)
@@ -265,9 +430,33 @@ enum ReaderKind {
 impl ReaderPeer {
     /// Starts a reader on `path` and waits until it listens.
     pub fn start(imp: Impl, path: &Path, opts: &ReaderOpts) -> Result<Self, String> {
+        Self::start_env(imp, path, opts, &[])
+    }
+
+    /// Starts a reader with extra environment variables: always in a
+    /// process of its own (`rust-peer` for the Rust peer), since the
+    /// environment is per process.
+    pub fn start_env(
+        imp: Impl,
+        path: &Path,
+        opts: &ReaderOpts,
+        env: &[(&str, &str)],
+    ) -> Result<Self, String> {
+        Self::start_wrapped(imp, path, opts, env, &[])
+    }
+
+    /// [`start_env`](Self::start_env), the peer run through `wrapper` (e.g.
+    /// `prlimit --nofile=64:64`) when it is not empty.
+    pub fn start_wrapped(
+        imp: Impl,
+        path: &Path,
+        opts: &ReaderOpts,
+        env: &[(&str, &str)],
+        wrapper: &[&str],
+    ) -> Result<Self, String> {
         let events = Events::default();
-        match imp {
-            Impl::Go => {
+        match imp.in_process() && env.is_empty() && wrapper.is_empty() {
+            false => {
                 let mut args = vec!["read".to_owned(), "--socket".into(), path_str(path)];
                 if let Some(n) = opts.max_message_size {
                     args.extend(["--max-message-size".into(), n.to_string()]);
@@ -284,26 +473,41 @@ impl ReaderPeer {
                 if let Some(m) = &opts.panic_on {
                     args.extend(["--panic-on".into(), crate::to_hex(m)]);
                 }
+                if let Some(uid) = opts.allow_uid {
+                    args.extend(["--allow-uid".into(), uid.to_string()]);
+                }
+                if let Some(n) = opts.max_accept_errors {
+                    args.extend(["--max-accept-errors".into(), n.to_string()]);
+                }
                 let args: Vec<&str> = args.iter().map(String::as_str).collect();
-                let mut child = spawn_go(&args)?;
+                let mut child = spawn_peer_env(imp, &args, env, wrapper)?;
                 let lines = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
                 pump(&mut child, events.clone(), lines.clone());
-                let ready = nth_line(&lines, 0)?;
+                let ready = nth_line(&lines, 0).map_err(|e| unsupported_or(&mut child, e))?;
                 if ready["event"] != "ready" {
-                    return Err(format!("go-peer read: expected ready, got {ready}"));
+                    return Err(format!(
+                        "{} peer read: expected ready, got {ready}",
+                        imp.name()
+                    ));
                 }
                 Ok(Self {
                     events,
                     kind: ReaderKind::Process { child, lines },
                 })
             }
-            Impl::Rust => {
+            true => {
                 let mut b = udsipc::Reader::builder(path);
                 if let Some(n) = opts.max_message_size {
                     b = b.max_message_size(n);
                 }
                 if let Some(d) = opts.inactivity_timeout {
                     b = b.inactivity_timeout(d);
+                }
+                if let Some(uid) = opts.allow_uid {
+                    b = b.allow_uid(uid);
+                }
+                if let Some(n) = opts.max_accept_errors {
+                    b = b.max_accept_errors(n);
                 }
                 let on_err = events.clone();
                 b = b.on_error(move |e| on_err.push(Event::Error(e.context().to_owned())));
@@ -336,14 +540,18 @@ impl ReaderPeer {
     /// `rust-peer read` (this crate's binary, the Rust Reader behind the
     /// same contract).
     pub fn start_activated(imp: Impl, path: &Path) -> Result<Self, String> {
-        let peer = match imp {
-            Impl::Go => go_peer().map_err(|e| e.to_string())?,
-            Impl::Rust => rust_peer()?,
-        };
+        Self::start_activated_via(imp, path, &[])
+    }
+
+    /// [`start_activated`](Self::start_activated) with `wrapper` (e.g.
+    /// `env -u LISTEN_PID`) between systemd-socket-activate and the peer.
+    pub fn start_activated_via(imp: Impl, path: &Path, wrapper: &[&str]) -> Result<Self, String> {
+        let argv = imp.argv()?;
         let mut child = Command::new("systemd-socket-activate")
             .arg("-l")
             .arg(path)
-            .arg(peer)
+            .args(wrapper)
+            .args(argv)
             .args(["read", "--socket"])
             .arg(path)
             .stdin(Stdio::null())
@@ -436,6 +644,10 @@ impl Drop for ReaderKind {
 pub struct WriterOpts {
     /// `WithMaxBackoff` / `max_backoff`.
     pub max_backoff: Option<Duration>,
+    /// `WithMaxBufferedWrites` / `max_buffered_writes`.
+    pub max_buffered_writes: Option<usize>,
+    /// `WithWriteTimeout` / `write_timeout`.
+    pub write_timeout: Option<Duration>,
 }
 
 /// A running writer of either implementation.
@@ -458,30 +670,49 @@ enum WriterKind {
 impl WriterPeer {
     /// Starts a writer towards `path` (it connects in the background).
     pub fn start(imp: Impl, path: &Path, opts: &WriterOpts) -> Result<Self, String> {
-        match imp {
-            Impl::Go => {
+        match imp.in_process() {
+            false => {
                 let mut args = vec!["write".to_owned(), "--socket".into(), path_str(path)];
                 if let Some(d) = opts.max_backoff {
                     args.extend(["--max-backoff".into(), format!("{}ms", d.as_millis())]);
                 }
+                if let Some(n) = opts.max_buffered_writes {
+                    args.extend(["--max-buffered-writes".into(), n.to_string()]);
+                }
+                if let Some(d) = opts.write_timeout {
+                    args.extend(["--write-timeout".into(), format!("{}ms", d.as_millis())]);
+                }
                 let args: Vec<&str> = args.iter().map(String::as_str).collect();
-                let mut child = spawn_go(&args)?;
+                let mut child = spawn_peer(imp, &args)?;
                 let stdin = child.stdin.take();
                 let lines = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
                 pump(&mut child, Events::default(), lines.clone());
+                let ready = nth_line(&lines, 0).map_err(|e| unsupported_or(&mut child, e))?;
+                if ready["event"] != "ready" {
+                    return Err(format!(
+                        "{} peer write: expected ready, got {ready}",
+                        imp.name()
+                    ));
+                }
                 Ok(Self {
                     kind: WriterKind::Go {
                         child,
                         stdin,
                         lines,
-                        asked: 0,
+                        asked: 1,
                     },
                 })
             }
-            Impl::Rust => {
+            true => {
                 let mut b = udsipc::Writer::builder(path);
                 if let Some(d) = opts.max_backoff {
                     b = b.max_backoff(d);
+                }
+                if let Some(n) = opts.max_buffered_writes {
+                    b = b.max_buffered_writes(n);
+                }
+                if let Some(d) = opts.write_timeout {
+                    b = b.write_timeout(d);
                 }
                 let w = b.start().map_err(|e| format!("Rust writer start: {e}"))?;
                 Ok(Self {
@@ -495,7 +726,7 @@ impl WriterPeer {
     pub fn send(&mut self, msg: &[u8]) -> Result<(), String> {
         match &mut self.kind {
             WriterKind::Go { stdin, .. } => {
-                let stdin = stdin.as_mut().ok_or("go-peer stdin closed")?;
+                let stdin = stdin.as_mut().ok_or("peer stdin closed")?;
                 writeln!(stdin, "{}", crate::to_hex(msg)).map_err(|e| e.to_string())?;
                 stdin.flush().map_err(|e| e.to_string())
             }
@@ -511,6 +742,31 @@ impl WriterPeer {
         }
     }
 
+    /// One send attempt that does not wait for queue room: `Ok(Ok(()))` if
+    /// the message was accepted, `Ok(Err(text))` if it was refused.
+    pub fn try_send(&mut self, msg: &[u8]) -> Result<Result<(), String>, String> {
+        match &mut self.kind {
+            WriterKind::Go {
+                stdin,
+                lines,
+                asked,
+                ..
+            } => {
+                let stdin = stdin.as_mut().ok_or("peer stdin closed")?;
+                writeln!(stdin, "try {}", crate::to_hex(msg)).map_err(|e| e.to_string())?;
+                stdin.flush().map_err(|e| e.to_string())?;
+                let v = nth_line(lines, *asked)?;
+                *asked += 1;
+                match v["error"].as_str() {
+                    Some("") => Ok(Ok(())),
+                    Some(e) => Ok(Err(e.to_owned())),
+                    None => Err(format!("expected a write line, got {v}")),
+                }
+            }
+            WriterKind::Rust(w) => Ok(w.write_message(msg).map_err(|e| e.to_string())),
+        }
+    }
+
     /// The number of messages written so far.
     pub fn sent(&mut self) -> Result<u64, String> {
         match &mut self.kind {
@@ -520,7 +776,7 @@ impl WriterPeer {
                 asked,
                 ..
             } => {
-                let stdin = stdin.as_mut().ok_or("go-peer stdin closed")?;
+                let stdin = stdin.as_mut().ok_or("peer stdin closed")?;
                 writeln!(stdin, "metrics").map_err(|e| e.to_string())?;
                 stdin.flush().map_err(|e| e.to_string())?;
                 let v = nth_line(lines, *asked)?;
@@ -562,7 +818,7 @@ impl WriterPeer {
                 lines,
                 asked,
             } => {
-                let input = stdin.as_mut().ok_or("go-peer stdin closed")?;
+                let input = stdin.as_mut().ok_or("peer stdin closed")?;
                 writeln!(input, "stop").map_err(|e| e.to_string())?;
                 input.flush().map_err(|e| e.to_string())?;
                 let stopped = nth_line(lines, *asked)?;
@@ -673,18 +929,21 @@ pub fn socket_path() -> Result<(tempfile::TempDir, PathBuf), String> {
     Ok((dir, p))
 }
 
-/// This crate's `rust-peer` binary, next to the test executable (cargo and
-/// nextest build a package's binaries for its integration tests).
+/// This crate's `rust-peer` binary, next to the running binary or the test
+/// executable's directory (cargo and nextest build a package's binaries for
+/// its integration tests).
 pub fn rust_peer() -> Result<PathBuf, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
+    // Next to a binary (`conform`), or one level up from a test (`deps/`).
+    let dir = exe.parent().ok_or("no directory for rust-peer")?;
+    let bin = [dir, dir.parent().unwrap_or(dir)]
+        .iter()
         .map(|d| d.join("rust-peer"))
-        .ok_or("no directory for rust-peer")?;
-    if bin.exists() {
+        .find(|b| b.exists());
+    if let Some(bin) = bin {
         Ok(bin)
     } else {
+        let bin = dir.join("rust-peer");
         Err(format!(
             "{} is missing: build it with `cargo build -p udsipc-conformance --bin rust-peer`",
             bin.display()

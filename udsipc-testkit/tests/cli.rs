@@ -468,6 +468,74 @@ fn a_signal_stops_gracefully_and_ends_with_the_stats(#[case] signal: Signal) {
 }
 
 #[test]
+fn a_signal_stops_listen_even_when_nobody_reads_its_stdout() {
+    // The handler ends up blocked on a full stdout: the stop must still
+    // end, and say what it could not print.
+    let dir = tempdir();
+    let path = dir.path().join("listen.sock");
+    let mut child = Command::new(BIN)
+        .arg("listen")
+        .arg(&path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped()) // never read
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _unread_stdout = child.stdout.take().unwrap();
+    let stderr = spawn_lines(child.stderr.take().unwrap(), |l| {
+        String::from_utf8_lossy(&l).trim_end().to_owned()
+    });
+    let ready = stderr.recv_timeout(WAIT).expect("listening on");
+    assert!(ready.starts_with("listening on"), "{ready}");
+    // Far more than a pipe plus the printer's queue hold.
+    let mut stream = UnixStream::connect(&path).unwrap();
+    stream
+        .set_write_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let line = frame(&[b'x'; 200]);
+    let mut written = 0usize;
+    while written < 64 << 20 {
+        match stream.write_all(&line) {
+            Ok(()) => written += line.len(),
+            // The listener stopped reading: backpressure reached us.
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => break,
+            Err(e) => panic!("write failed: {e}"),
+        }
+    }
+    assert!(
+        written < 64 << 20,
+        "listen buffered 64 MiB instead of pushing back"
+    );
+    kill(
+        Pid::from_raw(i32::try_from(child.id()).unwrap()),
+        Signal::SIGTERM,
+    )
+    .unwrap();
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "listen did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let lines: Vec<String> = stderr.try_iter().collect();
+    assert_eq!(status.code(), Some(1), "{lines:#?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("stdout took no more lines")),
+        "{lines:#?}"
+    );
+    let stats: ListenStats = serde_json::from_str(lines.last().unwrap()).unwrap();
+    assert!(stats.received > 0);
+    assert!(!path.exists(), "the socket file was left behind");
+}
+
+#[test]
 fn listen_refuses_a_path_that_is_not_a_socket() {
     let dir = tempdir();
     let path = dir.path().join("precious.txt");
@@ -504,7 +572,7 @@ fn send_delivers_its_arguments_and_skips_empty_ones() {
     let sent = send(&listener.path, &["a", "", "b", "c"], None);
     assert_eq!(sent.code(), Some(0), "{sent:#?}");
     let stats = sent.send_stats();
-    assert_eq!((stats.sent, stats.queued), (3, 3));
+    assert_eq!((stats.sent, stats.delivered, stats.queued), (3, 3, 3));
     assert_eq!((stats.dropped, stats.discarded), (0, 0));
     assert_eq!(listener.finish().stdout_text(), "61\n62\n63\n");
 }
@@ -564,8 +632,8 @@ fn send_with_nobody_listening_exits_1_with_nothing_sent() {
     assert_eq!(done.code(), Some(1), "{done:#?}");
     let stats = done.send_stats();
     assert_eq!(
-        (stats.sent, stats.queued, stats.discarded, stats.dropped),
-        (0, 2, 2, 0)
+        (stats.sent, stats.delivered, stats.queued, stats.discarded),
+        (0, 0, 2, 2)
     );
     assert!(done.has_stderr_line("error: delivered 0 of 2 message(s)"));
 }
@@ -615,6 +683,123 @@ fn send_started_before_its_listener_still_delivers() {
     assert_eq!(sent.code(), Some(0), "{sent:#?}");
     assert_eq!(sent.send_stats().sent, 1);
     assert_eq!(listener.finish().stdout_text(), "hello\n");
+}
+
+#[test]
+fn send_to_a_listen_stopped_for_3s_keeps_its_connection_and_delivers_200000_lines_in_order() {
+    const N: usize = 200_000;
+    let dir = tempdir();
+    let mut listener = Listener::start(dir.path(), &["--count", &N.to_string()]);
+    let input: String = (0..N).map(|i| format!("line {i:06}\n")).collect();
+    let sender = send_proc(
+        &listener.path,
+        &["--drain-timeout", "60"],
+        Some(input.as_bytes()),
+    );
+    // Mid-stream: the listener has printed something, then stops for 3 s.
+    listener.proc.stdout_line();
+    listener.proc.signal(Signal::SIGSTOP);
+    std::thread::sleep(Duration::from_secs(3));
+    listener.proc.signal(Signal::SIGCONT);
+    let sent = sender.finish();
+    assert_eq!(sent.code(), Some(0), "{sent:#?}");
+    let stats = sent.send_stats();
+    assert_eq!(
+        (
+            stats.delivered,
+            stats.reconnects,
+            stats.failed,
+            stats.retried,
+            stats.unconfirmed
+        ),
+        (N as u64, 0, 0, 0, 0),
+        "{stats:?}"
+    );
+    let done = listener.finish();
+    assert!(
+        done.stdout_text() == input,
+        "lines lost, duplicated or reordered"
+    );
+    let listen = done.listen_stats();
+    assert_eq!(
+        (listen.received, listen.errors, listen.connections),
+        (N as u64, 0, 1)
+    );
+}
+
+#[test]
+fn send_gives_up_a_message_larger_than_listens_max_and_delivers_the_rest() {
+    let dir = tempdir();
+    let listener = Listener::start(
+        dir.path(),
+        &[
+            "--max-message-size",
+            "1024",
+            "--format",
+            "hex",
+            "--count",
+            "10",
+        ],
+    );
+    let mut input = "00".repeat(4 << 20);
+    input.push('\n');
+    let small: String = (0..10).map(|i| format!("{i:02x}\n")).collect();
+    input.push_str(&small);
+    let sent = send(&listener.path, &["--hex"], Some(input.as_bytes()));
+    assert_eq!(sent.code(), Some(1), "{sent:#?}");
+    let stats = sent.send_stats();
+    assert_eq!(
+        (stats.failed, stats.delivered, stats.queued),
+        (1, 10, 11),
+        "{stats:?}"
+    );
+    assert!(stats.reconnects <= 5, "{stats:?}");
+    assert!(
+        sent.has_stderr_line("warning: a 4194304-byte message was given up after 5 connections"),
+        "{sent:#?}"
+    );
+    assert!(
+        sent.has_stderr_line(
+            "error: delivered 10 of 11 message(s) (the listener read them); 1 failed"
+        ),
+        "{sent:#?}"
+    );
+    let done = listener.finish();
+    assert_eq!(done.stdout_text(), small);
+    assert!(done.listen_stats().errors <= 5);
+}
+
+#[test]
+fn send_refused_by_listens_allow_list_exits_1_with_nothing_delivered_and_does_not_storm() {
+    let me = nix::unistd::getuid().as_raw();
+    let someone_else = if me == 4242 { "4243" } else { "4242" };
+    let dir = tempdir();
+    let listener = Listener::start(dir.path(), &["--allow-uid", someone_else]);
+    let started = Instant::now();
+    let sent = send(&listener.path, &["--drain-timeout", "1.5", "a", "b"], None);
+    let elapsed = started.elapsed().as_secs_f64();
+    assert_eq!(sent.code(), Some(1), "{sent:#?}");
+    let stats = sent.send_stats();
+    assert_eq!(
+        (stats.delivered, stats.failed, stats.queued),
+        (0, 0, 2),
+        "{stats:?}"
+    );
+    assert!(stats.refused >= 1, "{stats:?}");
+    assert!(
+        sent.has_stderr_line("error: delivered 0 of 2 message(s)"),
+        "{sent:#?}"
+    );
+    listener.proc.signal(Signal::SIGTERM);
+    let done = listener.proc.finish();
+    let rejected = done.listen_stats().rejected_connections;
+    // Delays of 100, 200, 400, 800 ms, then 1 s each: a bound on the
+    // connections, not a speed (a slow machine only makes fewer).
+    let bound = 5.0 + elapsed + 2.0;
+    assert!(
+        (rejected as f64) <= bound,
+        "{rejected} connections in {elapsed:.1} s: the sender storms"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -752,17 +937,19 @@ fn listen_closes_peers_off_the_allow_lists() {
 }
 
 /// Runs `udsipc send SOCKET OPTIONS...` as uid/gid 65534 with no
-/// supplementary groups, through util-linux's `setpriv`.
+/// supplementary groups, through util-linux's `setpriv`. The binary runs
+/// from a copy in the socket's directory: the build's own copy may sit in a
+/// checkout the second user cannot traverse (a clone in a 0700 directory).
 fn send_as_nobody(socket: &Path, options: &[&str]) -> Done {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = socket.with_file_name("udsipc-for-nobody");
+    if !bin.exists() {
+        std::fs::copy(BIN, &bin).unwrap();
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
     let mut cmd = Command::new("setpriv");
-    cmd.args([
-        "--reuid",
-        "65534",
-        "--regid",
-        "65534",
-        "--clear-groups",
-        BIN,
-    ]);
+    cmd.args(["--reuid", "65534", "--regid", "65534", "--clear-groups"]);
+    cmd.arg(&bin);
     let mut args: Vec<OsString> = vec!["send".into(), socket.into()];
     args.extend(options.iter().map(OsString::from));
     Proc::spawn_command(cmd, &args, None).finish()

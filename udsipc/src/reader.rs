@@ -693,3 +693,31 @@ impl Drop for Reader {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panicked_internal_task_is_reported_by_the_stop() {
+        let dir = tempfile::tempdir().unwrap();
+        let reader = Reader::builder(dir.path().join("r.sock"))
+            .systemd(false)
+            .start(|_: &[u8]| Ok(()))
+            .unwrap();
+        // Stands in for a bug in one of the Reader's own tasks.
+        reader
+            .inner
+            .tasks
+            .spawn(&Handle::current(), "connection", async {
+                panic!("injected")
+            });
+        let err = reader.stop(Duration::from_secs(5)).await.unwrap_err();
+        match err {
+            StopError::TaskPanicked { task, message } => {
+                assert_eq!((task, message.as_str()), ("connection", "injected"));
+            }
+            other => panic!("unexpected: {other:?}"),
+        }
+    }
+}

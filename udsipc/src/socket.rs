@@ -1,6 +1,10 @@
-//! The socket file's life: path checks, the parent directory, safe handling
-//! of whatever already sits at the path, socket options, and removing only
-//! the socket this process created.
+//! What a socket name means ([`SocketAddress`]: a file system path, or on
+//! Linux a name in the abstract namespace), and the socket file's life: path
+//! checks, the parent directory, safe handling of whatever already sits at
+//! the path, socket options, and removing only the socket this process
+//! created. Every function here takes the name as the user gave it and does
+//! the right thing for both forms, so the Reader and Writer never look at the
+//! form themselves.
 //!
 //! Nothing here reads or writes messages.
 
@@ -26,26 +30,131 @@ pub fn max_socket_path_len() -> usize {
     std::mem::size_of::<sockaddr_un>() - std::mem::offset_of!(sockaddr_un, sun_path) - 1
 }
 
+/// What a socket name means, exactly as the Go reference's `net` package
+/// reads it (PROTOCOL.md section 6).
+///
+/// | name | meaning |
+/// |---|---|
+/// | `@name` (Linux, Android) | `name` in the abstract namespace: no file, nothing to create or remove |
+/// | NUL then `name` (Linux, Android) | the same abstract `name` |
+/// | anything else | a file system path, relative to the working directory unless absolute |
+///
+/// On other systems every name is a path. The whole name, `@` included, must
+/// be 1 to [`max_socket_path_len`] bytes, and a NUL byte anywhere but first
+/// is refused (the kernel would silently cut the name there).
+///
+/// ```
+/// use std::path::Path;
+/// use udsipc::SocketAddress;
+/// let path = SocketAddress::parse(Path::new("/run/app.sock")).unwrap();
+/// assert_eq!(path, SocketAddress::Path("/run/app.sock".into()));
+/// # #[cfg(target_os = "linux")]
+/// assert_eq!(
+///     SocketAddress::parse(Path::new("@app")).unwrap(),
+///     SocketAddress::Abstract(b"app".to_vec())
+/// );
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SocketAddress {
+    /// A socket file at this path.
+    Path(PathBuf),
+    /// A name in Linux's abstract socket namespace: the bytes after the
+    /// leading `@` (or NUL). It exists while a socket is bound to it and
+    /// vanishes with that socket.
+    Abstract(Vec<u8>),
+}
+
+impl SocketAddress {
+    /// Reads a socket name as the Go reference does, after checking its
+    /// length and that it holds no NUL byte past the first.
+    pub fn parse(name: &Path) -> Result<Self, ConfigError> {
+        use std::os::unix::ffi::OsStrExt;
+        let bytes = name.as_os_str().as_bytes();
+        let len = bytes.len();
+        if len == 0 {
+            return Err(ConfigError::EmptyPath);
+        }
+        let max = max_socket_path_len();
+        if len > max {
+            return Err(ConfigError::PathTooLong {
+                path: name.to_owned(),
+                len,
+                max,
+            });
+        }
+        if bytes[1..].contains(&0) {
+            return Err(ConfigError::NulInPath {
+                path: name.to_owned(),
+            });
+        }
+        if cfg!(any(target_os = "linux", target_os = "android")) && matches!(bytes[0], b'@' | 0) {
+            return Ok(Self::Abstract(bytes[1..].to_vec()));
+        }
+        if bytes[0] == 0 {
+            return Err(ConfigError::NulInPath {
+                path: name.to_owned(),
+            });
+        }
+        Ok(Self::Path(name.to_owned()))
+    }
+
+    /// The file this name binds, if it names one.
+    fn file(&self) -> Option<&Path> {
+        match self {
+            Self::Path(p) => Some(p),
+            Self::Abstract(_) => None,
+        }
+    }
+
+    /// The address for `bind`/`connect`.
+    fn unix_addr(&self) -> io::Result<nix::sys::socket::UnixAddr> {
+        use nix::sys::socket::UnixAddr;
+        match self {
+            Self::Path(p) => Ok(UnixAddr::new(p.as_path())?),
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            Self::Abstract(name) => Ok(UnixAddr::new_abstract(name)?),
+            #[cfg(not(any(target_os = "linux", target_os = "android")))]
+            Self::Abstract(_) => Err(io::ErrorKind::Unsupported.into()),
+        }
+    }
+}
+
+/// The file a socket name binds, or `None` for an abstract name (and for a
+/// name [`SocketAddress::parse`] refuses: callers validate first).
+fn socket_file(name: &Path) -> Option<PathBuf> {
+    SocketAddress::parse(name)
+        .ok()
+        .and_then(|a| a.file().map(Path::to_owned))
+}
+
 /// Checks that `path` can be bound or connected to.
 pub(crate) fn validate_path(path: &Path) -> Result<(), ConfigError> {
-    let len = path.as_os_str().len();
-    if len == 0 {
-        return Err(ConfigError::EmptyPath);
+    SocketAddress::parse(path).map(drop)
+}
+
+/// Connects a stream to the socket `name` means (a path or an abstract
+/// name), without blocking the thread.
+pub(crate) async fn connect(name: &Path) -> io::Result<tokio::net::UnixStream> {
+    match SocketAddress::parse(name).map_err(io::Error::other)? {
+        SocketAddress::Path(p) => tokio::net::UnixStream::connect(p).await,
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        SocketAddress::Abstract(n) => {
+            use std::os::linux::net::SocketAddrExt;
+            let addr = std::os::unix::net::SocketAddr::from_abstract_name(n)?;
+            tokio::net::UnixStream::connect_addr(&addr.into()).await
+        }
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        SocketAddress::Abstract(_) => Err(io::ErrorKind::Unsupported.into()),
     }
-    let max = max_socket_path_len();
-    if len > max {
-        return Err(ConfigError::PathTooLong {
-            path: path.to_owned(),
-            len,
-            max,
-        });
-    }
-    Ok(())
 }
 
 /// Creates the socket's parent directory (mode 0750, like Go's
-/// `EnsureSocketDir`) if it does not exist.
+/// `EnsureSocketDir`) if it does not exist; nothing for an abstract name.
 pub(crate) fn ensure_parent_dir(path: &Path) -> Result<(), StartError> {
+    let Some(path) = socket_file(path) else {
+        return Ok(());
+    };
     let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) else {
         return Ok(());
     };
@@ -63,8 +172,14 @@ pub(crate) fn ensure_parent_dir(path: &Path) -> Result<(), StartError> {
 /// - nothing there: fine;
 /// - not a socket: refused, left untouched;
 /// - a socket with a live listener: refused (address in use);
-/// - a stale socket (connection refused): removed.
+/// - a stale socket (connection refused): removed;
+/// - an abstract name: nothing to do (no file; the kernel refuses a name
+///   still bound, and a name dies with its socket, so none is ever stale).
 pub(crate) fn clear_stale_socket(path: &Path) -> Result<(), StartError> {
+    let Some(path) = socket_file(path) else {
+        return Ok(());
+    };
+    let path = path.as_path();
     let meta = match fs::symlink_metadata(path) {
         Ok(meta) => meta,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -132,29 +247,38 @@ fn probe(path: &Path) -> Probe {
 }
 
 /// The identity of a socket file this process created, so that stopping
-/// removes that file and never a successor's.
+/// removes that file and never a successor's. For an abstract name there is
+/// no file: nothing is recorded and nothing removed.
 #[derive(Debug, Clone)]
 pub(crate) struct OwnedSocketFile {
     path: PathBuf,
-    dev: u64,
-    ino: u64,
+    /// Device and inode of the file; `None` for an abstract name.
+    identity: Option<(u64, u64)>,
 }
 
 impl OwnedSocketFile {
     /// Records the file now at `path` (just bound by us).
     pub(crate) fn record(path: &Path) -> io::Result<Self> {
-        let meta = fs::symlink_metadata(path)?;
+        let identity = match socket_file(path) {
+            Some(file) => {
+                let meta = fs::symlink_metadata(file)?;
+                Some((meta.dev(), meta.ino()))
+            }
+            None => None,
+        };
         Ok(Self {
             path: path.to_owned(),
-            dev: meta.dev(),
-            ino: meta.ino(),
+            identity,
         })
     }
 
     /// Removes the file if it is still the one we created.
     pub(crate) fn remove(&self) -> io::Result<()> {
+        let Some((dev, ino)) = self.identity else {
+            return Ok(());
+        };
         match fs::symlink_metadata(&self.path) {
-            Ok(meta) if meta.dev() == self.dev && meta.ino() == self.ino => {
+            Ok(meta) if meta.dev() == dev && meta.ino() == ino => {
                 match fs::remove_file(&self.path) {
                     Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
                     _ => Ok(()),
@@ -172,35 +296,37 @@ impl OwnedSocketFile {
     }
 }
 
-/// Binds a listening socket at `path`. With `mode`, the file mode is set
-/// between `bind` and `listen`, so no peer can connect while the socket is
-/// more open than asked.
+/// Binds a listening socket at `path` (a path or an abstract name). With
+/// `mode`, the file mode is set between `bind` and `listen`, so no peer can
+/// connect while the socket is more open than asked; an abstract name has
+/// no file and no mode.
 pub(crate) fn bind_listener(
     path: &Path,
     mode: Option<u32>,
 ) -> io::Result<std::os::unix::net::UnixListener> {
-    use nix::sys::socket::{
-        AddressFamily, Backlog, SockFlag, SockType, UnixAddr, bind, listen, socket,
-    };
+    use nix::sys::socket::{AddressFamily, Backlog, SockFlag, SockType, bind, listen, socket};
+    let address = SocketAddress::parse(path).map_err(io::Error::other)?;
+    let file = address.file();
     let fd = socket(
         AddressFamily::Unix,
         SockType::Stream,
         SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
         None,
     )?;
-    let addr = UnixAddr::new(path)?;
-    bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr)?;
+    bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &address.unix_addr()?)?;
     // Connecting needs write permission on the socket file, and nobody can
     // connect before `listen`: setting the mode here leaves no window in
     // which the socket is more open than asked.
-    if let Some(mode) = mode {
-        if let Err(e) = fs::set_permissions(path, fs::Permissions::from_mode(mode)) {
-            let _ = fs::remove_file(path);
+    if let (Some(mode), Some(file)) = (mode, file) {
+        if let Err(e) = fs::set_permissions(file, fs::Permissions::from_mode(mode)) {
+            let _ = fs::remove_file(file);
             return Err(e);
         }
     }
     if let Err(e) = listen(&fd, Backlog::new(1024).unwrap_or(Backlog::MAXCONN)) {
-        let _ = fs::remove_file(path);
+        if let Some(file) = file {
+            let _ = fs::remove_file(file);
+        }
         return Err(e.into());
     }
     Ok(std::os::unix::net::UnixListener::from(fd))

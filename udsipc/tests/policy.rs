@@ -159,9 +159,15 @@ fn peer_off_the_allow_lists_is_closed_before_any_byte_is_read() {
     );
 }
 
-/// Runs the client child as uid/gid 65534 against `path`.
+/// Runs the client child as uid/gid 65534 against `path`. The child is a
+/// copy of this test binary in the socket's directory: the build's own copy
+/// may sit in a checkout the second user cannot traverse (a clone in a 0700
+/// directory).
 fn run_as_nobody(path: &std::path::Path) {
-    let status = Command::new(std::env::current_exe().unwrap())
+    let exe = path.with_file_name("policy-test-for-nobody");
+    std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let status = Command::new(&exe)
         .args(["--ignored", "--exact", "client_child", "--nocapture"])
         .env(CLIENT_SOCK, path)
         .uid(65534)

@@ -1,10 +1,22 @@
-//! `rust-peer read --socket P [--max-message-size N] [--inactivity-timeout Dms]`:
-//! the Rust Reader behind the same command-line contract and JSON lines as
-//! `go-peer read` (see `go-peer/read.go`), for cases that need the reader in
-//! its own process (systemd socket activation: `LISTEN_FDS` is per process).
-//! Stops gracefully on SIGTERM or SIGINT and prints its metrics.
+//! `rust-peer`: this crate's Reader and Writer behind the peer contract
+//! (`conformance/PEERS.md`), the same one `go-peer` and the Python peer
+//! speak:
+//!
+//! ```text
+//! rust-peer hello
+//! rust-peer read --socket NAME [--max-message-size N] [--inactivity-timeout Dms]
+//!                [--fail-on HEX] [--panic-on HEX] [--allow-uid UID]
+//!                [--max-accept-errors N]
+//! rust-peer write --socket NAME [--max-backoff Dms] [--max-buffered-writes N]
+//!                 [--write-timeout Dms]
+//! ```
+//!
+//! The suite uses it where a reader must be a process of its own (systemd
+//! socket activation: `LISTEN_FDS` is per process) and when `conform` is
+//! given it as a command. Unknown roles and flags exit 127.
 
-use std::io::Write;
+use std::collections::HashMap;
+use std::io::{BufRead, Write};
 use std::time::Duration;
 
 use nix::sys::signal::{SigSet, Signal};
@@ -21,37 +33,80 @@ fn fail(msg: &str) -> ! {
     std::process::exit(1);
 }
 
-fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) != Some("read") {
-        fail("usage: rust-peer read --socket P [--max-message-size N] [--inactivity-timeout Dms]");
+fn unsupported(msg: &str) -> ! {
+    eprintln!("rust-peer: {msg}");
+    std::process::exit(127);
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    if s.len() % 2 != 0 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        fail(&format!("not hex: {s:?}"));
     }
-    let mut socket = None;
-    let mut max = None;
-    let mut inactivity = None;
-    let mut it = args[1..].iter();
+    udsipc_conformance::peer::from_hex(s)
+}
+
+/// `--flag value` pairs; a flag outside `known` is unsupported (127).
+fn flags(args: &[String], known: &[&str]) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    let mut it = args.iter();
     while let Some(flag) = it.next() {
+        if !known.contains(&flag.as_str()) {
+            unsupported(&format!("unsupported flag {flag}"));
+        }
         let value = it
             .next()
             .unwrap_or_else(|| fail(&format!("{flag} needs a value")));
-        match flag.as_str() {
-            "--socket" => socket = Some(value.clone()),
-            "--max-message-size" => {
-                max = Some(
-                    value
-                        .parse::<u64>()
-                        .unwrap_or_else(|e| fail(&e.to_string())),
-                );
-            }
-            "--inactivity-timeout" => {
-                let ms = value.strip_suffix("ms").unwrap_or(value);
-                let ms = ms.parse::<u64>().unwrap_or_else(|e| fail(&e.to_string()));
-                inactivity = Some(Duration::from_millis(ms));
-            }
-            other => fail(&format!("unknown flag {other}")),
+        out.insert(flag.clone(), value.clone());
+    }
+    out
+}
+
+fn millis(v: &str) -> Duration {
+    let ms = v.strip_suffix("ms").unwrap_or(v);
+    Duration::from_millis(ms.parse().unwrap_or_else(|e| fail(&format!("{v}: {e}"))))
+}
+
+fn number<T: std::str::FromStr>(v: &str) -> T
+where
+    T::Err: std::fmt::Display,
+{
+    v.parse().unwrap_or_else(|e| fail(&format!("{v}: {e}")))
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("hello") => emit(&json!({
+            "event": "hello", "name": "rust", "profile": "spec", "roles": ["read", "write"],
+        })),
+        Some("read") => read(&args[1..]),
+        Some("write") => write(&args[1..]),
+        _ => {
+            unsupported("usage: rust-peer hello | read --socket NAME ... | write --socket NAME ...")
         }
     }
-    let socket = socket.unwrap_or_else(|| fail("--socket is required"));
+}
+
+fn read(args: &[String]) {
+    let f = flags(
+        args,
+        &[
+            "--socket",
+            "--max-message-size",
+            "--inactivity-timeout",
+            "--fail-on",
+            "--panic-on",
+            "--allow-uid",
+            "--max-accept-errors",
+        ],
+    );
+    let socket = f
+        .get("--socket")
+        .unwrap_or_else(|| fail("--socket is required"));
     // Block the stop signals before any thread starts, so every thread
     // inherits the mask and `wait` below receives them.
     let mut signals = SigSet::empty();
@@ -60,21 +115,35 @@ fn main() {
     if let Err(e) = signals.thread_block() {
         fail(&format!("blocking signals: {e}"));
     }
-    let mut builder = udsipc::Reader::builder(&socket).on_error(|e| {
+    let mut builder = udsipc::Reader::builder(socket).on_error(|e| {
         emit(&json!({"event": "error", "context": e.context(), "error": e.to_string()}));
     });
-    if let Some(n) = max {
-        builder = builder.max_message_size(n);
+    if let Some(n) = f.get("--max-message-size") {
+        builder = builder.max_message_size(number(n));
     }
-    if let Some(d) = inactivity {
-        builder = builder.inactivity_timeout(d);
+    if let Some(d) = f.get("--inactivity-timeout") {
+        builder = builder.inactivity_timeout(millis(d));
     }
+    if let Some(n) = f.get("--max-accept-errors") {
+        builder = builder.max_accept_errors(number(n));
+    }
+    if let Some(uid) = f.get("--allow-uid") {
+        builder = builder.allow_uid(number(uid));
+    }
+    let fail_on = f.get("--fail-on").map(|h| unhex(h));
+    let panic_on = f.get("--panic-on").map(|h| unhex(h));
     let reader = builder
-        .start(|msg| {
-            let hex: String = msg.iter().map(|b| format!("{b:02x}")).collect();
-            emit(
-                &json!({"event": "message", "len": msg.len(), "hex": hex, "handler_error": false}),
-            );
+        .start(move |msg| {
+            let refused = fail_on.as_deref() == Some(msg);
+            emit(&json!({
+                "event": "message", "len": msg.len(), "hex": hex(msg), "handler_error": refused,
+            }));
+            if refused {
+                return Err("rejected by --fail-on".into());
+            }
+            if panic_on.as_deref() == Some(msg) {
+                panic!("rust-peer: --panic-on message");
+            }
             Ok(())
         })
         .unwrap_or_else(|e| fail(&format!("start: {e}")));
@@ -89,4 +158,79 @@ fn main() {
         "event": "metrics", "received": m.received, "connections": m.connections,
         "errors": m.errors, "stop_error": stop_error,
     }));
+}
+
+fn write(args: &[String]) {
+    let f = flags(
+        args,
+        &[
+            "--socket",
+            "--max-backoff",
+            "--max-buffered-writes",
+            "--write-timeout",
+        ],
+    );
+    let socket = f
+        .get("--socket")
+        .unwrap_or_else(|| fail("--socket is required"));
+    let mut builder = udsipc::Writer::builder(socket).on_error(|e| {
+        emit(&json!({"event": "error", "context": e.context(), "error": e.to_string()}));
+    });
+    if let Some(d) = f.get("--max-backoff") {
+        builder = builder.max_backoff(millis(d));
+    }
+    if let Some(n) = f.get("--max-buffered-writes") {
+        builder = builder.max_buffered_writes(number(n));
+    }
+    if let Some(d) = f.get("--write-timeout") {
+        builder = builder.write_timeout(millis(d));
+    }
+    let writer = builder
+        .start()
+        .unwrap_or_else(|e| fail(&format!("start: {e}")));
+    emit(&json!({"event": "ready"}));
+    let metrics = |last: bool, stop_error: &str| {
+        let m = writer.metrics();
+        emit(&json!({
+            "event": "metrics", "sent": m.sent, "dropped": m.dropped, "failed": m.failed,
+            "queue": m.queue_depth, "final": last, "stop_error": stop_error,
+        }));
+    };
+    let stop = || match writer.stop_blocking(Duration::from_secs(30)) {
+        Ok(()) => String::new(),
+        Err(e) => e.to_string(),
+    };
+    let mut stopped = false;
+    for line in std::io::stdin().lock().lines() {
+        let line = line.unwrap_or_else(|e| fail(&format!("reading stdin: {e}")));
+        if line == "metrics" {
+            metrics(false, "");
+        } else if line == "stop" {
+            emit(&json!({"event": "stopped", "stop_error": stop()}));
+            stopped = true;
+        } else if let Some(h) = line.strip_prefix("try ") {
+            let error = writer
+                .write_message(&unhex(h))
+                .map_or_else(|e| e.to_string(), |()| String::new());
+            emit(&json!({"event": "write", "error": error}));
+        } else if stopped {
+            let error = writer
+                .write_message(&unhex(&line))
+                .map_or_else(|e| e.to_string(), |()| String::new());
+            emit(&json!({"event": "write", "error": error}));
+        } else {
+            let msg = unhex(&line);
+            loop {
+                match writer.write_message(&msg) {
+                    Ok(()) => break,
+                    Err(udsipc::WriteError::BufferFull(())) => {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    Err(e) => fail(&format!("write_message: {e}")),
+                }
+            }
+        }
+    }
+    let stop_error = if stopped { String::new() } else { stop() };
+    metrics(true, &stop_error);
 }

@@ -34,7 +34,9 @@ oversized or truncated message), and at exit one JSON line of counters: \
 
 It stops after --count messages, or on SIGINT/SIGTERM: it stops accepting, lets connected \
 writers deliver what they already sent (up to 5 s), prints every line, then the stats, and \
-removes the socket file. A stale socket file at SOCKET is replaced; any other file is left \
+removes the socket file. While stdout is not read, connections stop reading (backpressure \
+reaches the writers); if stdout still takes nothing 5 s into a stop, it gives up on the \
+lines not yet printed and exits 1. A stale socket file at SOCKET is replaced; any other file is left \
 alone (exit 1). The systemd environment (LISTEN_FDS, RUNTIME_DIRECTORY) is ignored.";
 
 const AFTER_HELP: &str = "\
@@ -184,8 +186,12 @@ pub(crate) fn run(args: ListenArgs) -> Outcome {
         Arc::clone(&taken),
         Arc::clone(&done),
     ));
-    // The Reader has stopped: no handler runs any more, so every line is queued.
-    let printed = printer.finish();
+    // A handler stuck on a full stdout may have been left behind by the
+    // stop: do not wait for it (dropping a runtime waits for its blocking
+    // threads).
+    runtime.shutdown_background();
+    // Print what is queued, as long as stdout takes it.
+    let printed = printer.finish(STOP_TIMEOUT);
     let metrics = match served {
         Ok(metrics) => metrics,
         Err(e) => return Outcome::early(e),

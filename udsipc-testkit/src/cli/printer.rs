@@ -13,8 +13,11 @@
 //! without writing, so the handler never blocks on a dead printer.
 
 use std::io::{self, BufWriter, Write};
-use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
+use std::sync::mpsc::{
+    Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError, sync_channel,
+};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 /// How many formatted lines may wait for the printer.
 pub(crate) const LINE_QUEUE: usize = 65_536;
@@ -53,7 +56,10 @@ impl LineSender {
 #[derive(Debug)]
 pub(crate) struct Printer {
     tx: SyncSender<Msg>,
-    thread: JoinHandle<io::Result<()>>,
+    /// The thread's result, sent when it ends (so `finish` can wait for it
+    /// with a deadline: a stdout nobody reads never takes the last lines).
+    ended: Receiver<io::Result<()>>,
+    thread: JoinHandle<()>,
 }
 
 impl Printer {
@@ -73,10 +79,13 @@ impl Printer {
         F: FnOnce() + Send + 'static,
     {
         let (tx, rx) = sync_channel(capacity);
+        let (done, ended) = sync_channel(1);
         let thread = std::thread::Builder::new()
             .name("udsipc-printer".to_owned())
-            .spawn(move || print_lines(&rx, out, on_failure))?;
-        Ok(Self { tx, thread })
+            .spawn(move || {
+                let _ = done.send(print_lines(&rx, out, on_failure));
+            })?;
+        Ok(Self { tx, ended, thread })
     }
 
     /// A handle for queueing lines.
@@ -84,17 +93,47 @@ impl Printer {
         LineSender(self.tx.clone())
     }
 
-    /// Writes out every line queued so far, flushes, and stops the thread.
+    /// Writes out every line queued so far, flushes, and stops the thread,
+    /// waiting at most `patience` for stdout to take them.
     ///
     /// Call it once nothing sends any more (after the Reader has stopped);
-    /// it does not wait for senders still held elsewhere to be dropped.
-    pub(crate) fn finish(self) -> io::Result<()> {
-        // Ignored error: the thread already ended, which `join` reports.
-        let _ = self.tx.send(Msg::End);
+    /// it does not wait for senders still held elsewhere to be dropped. If
+    /// stdout does not take the lines in time (a pipe nobody reads), it
+    /// returns `TimedOut` and leaves the thread behind: the process exits
+    /// without it.
+    pub(crate) fn finish(self, patience: Duration) -> io::Result<()> {
+        let deadline = Instant::now() + patience;
+        let stuck = || {
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("stdout took no more lines for {patience:?}; the rest were not printed"),
+            )
+        };
+        let mut end = Msg::End;
+        loop {
+            match self.tx.try_send(end) {
+                Ok(()) | Err(TrySendError::Disconnected(_)) => break,
+                Err(TrySendError::Full(back)) => {
+                    if Instant::now() >= deadline {
+                        return Err(stuck());
+                    }
+                    end = back;
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }
+        }
         drop(self.tx);
-        self.thread
-            .join()
-            .unwrap_or_else(|_| Err(io::Error::other("the printer thread panicked")))
+        let left = deadline.saturating_duration_since(Instant::now());
+        match self.ended.recv_timeout(left) {
+            Ok(result) => {
+                let _ = self.thread.join();
+                result
+            }
+            Err(RecvTimeoutError::Timeout) => Err(stuck()),
+            Err(RecvTimeoutError::Disconnected) => {
+                Err(io::Error::other("the printer thread panicked"))
+            }
+        }
     }
 }
 
@@ -151,7 +190,6 @@ mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::mpsc::{Sender, channel};
-    use std::time::Duration;
 
     use super::*;
     use crate::scripted::ScriptedIo;
@@ -187,7 +225,7 @@ mod tests {
         for i in 0..1000 {
             lines.send(format!("{i}\n").into_bytes());
         }
-        printer.finish().unwrap();
+        printer.finish(WAIT).unwrap();
         let events: Vec<Event> = events.try_iter().collect();
         let written: Vec<u8> = events
             .iter()
@@ -213,7 +251,7 @@ mod tests {
             Ok(Event::Write(b"first\n".to_vec()))
         );
         assert_eq!(events.recv_timeout(WAIT), Ok(Event::Flush));
-        printer.finish().unwrap();
+        printer.finish(WAIT).unwrap();
     }
 
     #[test]
@@ -229,7 +267,7 @@ mod tests {
         for i in 0..100 {
             lines.send(format!("line {i}\n").into_bytes());
         }
-        printer.finish().unwrap();
+        printer.finish(WAIT).unwrap();
         let expected: String = (0..100).map(|i| format!("line {i}\n")).collect();
         assert_eq!(String::from_utf8(transcript.bytes()).unwrap(), expected);
     }
@@ -258,7 +296,7 @@ mod tests {
         for _ in 0..100 {
             lines.send(vec![b'x'; OUT_BUFFER + 1]); // larger than the buffer: written at once
         }
-        let err = printer.finish().unwrap_err();
+        let err = printer.finish(WAIT).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
         assert_eq!(failures.load(Ordering::Relaxed), 1);
         assert_eq!(transcript.bytes(), b"x", "no write after the failure");
@@ -269,9 +307,36 @@ mod tests {
         let (tx, _events) = channel();
         let printer = Printer::with_queue(Recorder(tx), || {}, 1).unwrap();
         let lines = printer.lines();
-        printer.finish().unwrap();
+        printer.finish(WAIT).unwrap();
         for _ in 0..10 {
             lines.send(b"late\n".to_vec());
         }
+    }
+
+    /// An output whose every write blocks until the test ends: a pipe
+    /// nobody reads.
+    struct NeverRead(Arc<std::sync::Barrier>);
+
+    impl Write for NeverRead {
+        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+            self.0.wait();
+            Err(io::ErrorKind::BrokenPipe.into())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn finish_gives_up_on_a_stdout_nobody_reads_within_its_patience() {
+        let release = Arc::new(std::sync::Barrier::new(2));
+        let printer = Printer::with_queue(NeverRead(Arc::clone(&release)), || {}, 1).unwrap();
+        let lines = printer.lines();
+        // Bigger than the buffer: written at once, and the write blocks.
+        lines.send(vec![b'x'; OUT_BUFFER + 1]);
+        lines.send(vec![b'y'; 10]); // fills the queue of 1
+        let err = printer.finish(Duration::from_millis(100)).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        release.wait();
     }
 }

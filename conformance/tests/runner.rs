@@ -1,0 +1,126 @@
+//! The `conform` runner as a user runs it: peers given as commands
+//! (`rust-peer`, the Python peer, a peer that supports nothing), filters,
+//! and its three outputs.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn conform(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_conform"))
+        .args(args)
+        .current_dir(udsipc_conformance::crate_dir())
+        .output()
+        .expect("running conform")
+}
+
+fn rust_peer() -> String {
+    format!("rust={}", env!("CARGO_BIN_EXE_rust-peer"))
+}
+
+fn py_peer() -> String {
+    let py = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    format!("py={py} -S py-peer/udsipc_peer.py")
+}
+
+fn out_file(name: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = dir.path().join(name);
+    (dir, p)
+}
+
+#[test]
+fn list_prints_every_case_with_its_level_sorted_by_rule() {
+    let out = conform(&["--list"]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), udsipc_conformance::cases::CATALOG.len());
+    assert!(lines[0].starts_with("2.1-"), "{}", lines[0]);
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.contains("\tMUST\t") || l.contains("\tSHOULD\t"))
+    );
+}
+
+#[test]
+fn section_filter_runs_rust_and_python_command_peers_in_every_arm() {
+    let (_dir, json) = out_file("r.json");
+    let (_dir2, xml) = out_file("r.xml");
+    let out = conform(&[
+        "--peer",
+        &rust_peer(),
+        "--peer",
+        &py_peer(),
+        "--section",
+        "2.3",
+        "--json",
+        json.to_str().unwrap(),
+        "--junit",
+        xml.to_str().unwrap(),
+    ]);
+    let md = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{md}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // 2.3.1 is raw (2 readers), 2.3.2 a pair case (2×2).
+    assert!(md.contains("| **rust** | 1/1 | 1/1 |"), "{md}");
+    assert!(md.contains("| **raw** | 1/1 | 1/1 |"), "{md}");
+    assert!(md.contains("## 2 Framing"), "{md}");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(v["results"].as_array().unwrap().len(), 6);
+    assert_eq!(v["peers"][0]["profile"], "spec");
+    let junit = std::fs::read_to_string(&xml).unwrap();
+    assert_eq!(junit.matches("<testcase ").count(), 6);
+    assert!(junit.contains("failures=\"0\""));
+}
+
+#[test]
+fn a_peer_answering_127_is_unsupported_not_failed_unless_strict() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("nothing.sh");
+    std::fs::write(&script, "#!/bin/sh\nexit 127\n").unwrap();
+    let peer = format!("none=sh {}", script.display());
+    let out = conform(&["--peer", &peer, "--case", "2.3.1-zero-length-frames"]);
+    let md = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{md}");
+    assert!(md.contains("unsupported"), "{md}");
+    let strict = conform(&[
+        "--peer",
+        &peer,
+        "--case",
+        "2.3.1-zero-length-frames",
+        "--strict",
+    ]);
+    assert_eq!(strict.status.code(), Some(1));
+}
+
+#[test]
+fn a_peer_that_breaks_the_rules_fails_its_case() {
+    // A reader that says ready, then delivers nothing and never closes.
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("deaf.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\n[ \"$1\" = hello ] && { echo '{\"event\":\"hello\",\"profile\":\"spec\"}'; exit 0; }\n\
+         echo '{\"event\":\"ready\"}'\nexec sleep 60\n",
+    )
+    .unwrap();
+    let peer = format!("deaf=sh {}", script.display());
+    let out = conform(&["--peer", &peer, "--case", "7.3-stop-removes-socket-file"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("**FAIL**"));
+}
+
+#[test]
+fn bad_usage_exits_2() {
+    assert_eq!(conform(&["--peer", "noequals"]).status.code(), Some(2));
+    assert_eq!(conform(&["--case", "9.9-nothing"]).status.code(), Some(2));
+}
