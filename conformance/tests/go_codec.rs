@@ -20,7 +20,9 @@ fn go() -> GoVarint {
 /// `ok v n` must be one the codec reads as a frame of `v` bytes once they
 /// follow.
 fn codec_answer(raw: &[u8]) -> String {
-    let mut codec = UvarintCodec::new().max_message_size(u64::MAX).skip_empty(false);
+    let mut codec = UvarintCodec::new()
+        .max_message_size(u64::MAX)
+        .skip_empty(false);
     let mut buf = BytesMut::from(raw);
     match codec.decode_eof(&mut buf) {
         Ok(None) => "err EOF".to_owned(),
@@ -43,10 +45,7 @@ fn codec_answer(raw: &[u8]) -> String {
 fn prefix_bytes() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
         // Anything up to 11 bytes, continuation bits mostly set.
-        prop::collection::vec(
-            prop_oneof![3 => 0x80u8..=0xff, 1 => 0x00u8..=0x7f],
-            0..=11
-        ),
+        prop::collection::vec(prop_oneof![3 => 0x80u8..=0xff, 1 => 0x00u8..=0x7f], 0..=11),
         // Non-minimal zero/small values padded with 0x80 groups.
         (0usize..=9, 0u8..=0x7f).prop_map(|(pad, last)| {
             let mut v = vec![0x80; pad];
@@ -65,14 +64,20 @@ fn codec_reads_random_prefixes_as_go_read_uvarint_does() {
     });
     runner
         .run(&prefix_bytes(), |raw| {
-            let want = go.borrow_mut().ask(&format!("dec {}", to_hex(&raw))).unwrap();
+            let want = go
+                .borrow_mut()
+                .ask(&format!("dec {}", to_hex(&raw)))
+                .unwrap();
             // Go consumes the prefix only; the codec reads it and, when the
             // declared length is small, the body we append.
             let ours = match want.strip_prefix("ok ") {
                 Some(rest) => {
                     let (v, n): (u64, usize) = {
                         let mut it = rest.split(' ');
-                        (it.next().unwrap().parse().unwrap(), it.next().unwrap().parse().unwrap())
+                        (
+                            it.next().unwrap().parse().unwrap(),
+                            it.next().unwrap().parse().unwrap(),
+                        )
                     };
                     let mut stream = raw[..n].to_vec();
                     if v <= 4096 {
@@ -102,7 +107,10 @@ fn codec_encodes_random_lengths_as_go_put_uvarint_does() {
                 .encode(Bytes::from(vec![0u8; len]), &mut dst)
                 .unwrap();
             let prefix = &dst[..dst.len() - len];
-            prop_assert_eq!(to_hex(prefix), go.borrow_mut().ask(&format!("enc {len}")).unwrap());
+            prop_assert_eq!(
+                to_hex(prefix),
+                go.borrow_mut().ask(&format!("enc {len}")).unwrap()
+            );
             Ok(())
         })
         .unwrap();

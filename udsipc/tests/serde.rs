@@ -40,5 +40,8 @@ fn error_kinds_round_trip() {
         assert_eq!(serde_json::from_str::<WritePhase>(&json).unwrap(), p);
     }
     let s = serde_json::to_string(&ReadStage::Body).unwrap();
-    assert_eq!(serde_json::from_str::<ReadStage>(&s).unwrap(), ReadStage::Body);
+    assert_eq!(
+        serde_json::from_str::<ReadStage>(&s).unwrap(),
+        ReadStage::Body
+    );
 }
