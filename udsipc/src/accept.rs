@@ -94,6 +94,7 @@ fn accept_backlog<D: Deliver>(
 }
 
 /// Reads the peer's credentials from the kernel (`SO_PEERCRED`).
+#[cfg(any(target_os = "linux", target_os = "android"))]
 fn peer_of(stream: &UnixStream) -> Result<Peer, String> {
     use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
     getsockopt(stream, PeerCredentials)
@@ -103,6 +104,13 @@ fn peer_of(stream: &UnixStream) -> Result<Peer, String> {
             gid: c.gid(),
         })
         .map_err(|e| e.to_string())
+}
+
+/// `SO_PEERCRED` is Linux's: elsewhere the credentials are unknown (and a
+/// Reader with an allow-list refuses every connection).
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn peer_of(_stream: &UnixStream) -> Result<Peer, String> {
+    Err("peer credentials (SO_PEERCRED) are read on Linux only".to_owned())
 }
 
 /// Counts an open connection down when its task ends, however it ends.

@@ -52,6 +52,27 @@
 //!
 //! Inside a tokio runtime use `send(..).await` and `stop(..).await`; outside
 //! one, the library runs its tasks on a small runtime of its own.
+//!
+//! # Features
+//!
+//! | feature | default | what |
+//! |---|---|---|
+//! | `runtime` | yes | [`Reader`], [`Writer`], [`systemd`] (tokio, nix, tracing) |
+//! | `tokio-util` | no | `codec::UvarintCodec`: the framing as a tokio-util `Encoder`/`Decoder` |
+//! | `futures` | no | `WriterSink`: the Writer as a `futures::Sink<Bytes>` |
+//! | `serde` | no | `Serialize`/`Deserialize` on the metrics and the error kinds |
+//!
+//! With `default-features = false` the crate is [`frame`] alone: no tokio.
+//!
+//! # Platforms
+//!
+//! Linux, where everything is tested (against the Go reference too). On
+//! other Unixes (macOS, the BSDs) the crate builds and the Reader and Writer
+//! should work over path sockets (untested there); the Linux-only parts are
+//! absent or inert: abstract socket names, `SO_PEERCRED` (a Reader with an
+//! allow-list then refuses every connection), the `SIOCOUTQ` query behind
+//! `delivered`, `MSG_NOSIGNAL` (the process must ignore `SIGPIPE`, as Rust
+//! binaries do), abstract systemd notify sockets. Not Windows.
 
 #![deny(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]

@@ -228,14 +228,8 @@ enum Probe {
 /// backlog is full would wait forever.
 fn probe(path: &Path) -> Probe {
     use nix::errno::Errno;
-    use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect, socket};
-    let attempt = socket(
-        AddressFamily::Unix,
-        SockType::Stream,
-        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
-        None,
-    )
-    .and_then(|fd| {
+    use nix::sys::socket::{UnixAddr, connect};
+    let attempt = stream_socket().and_then(|fd| {
         let addr = UnixAddr::new(path)?;
         connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr)
     });
@@ -304,15 +298,10 @@ pub(crate) fn bind_listener(
     path: &Path,
     mode: Option<u32>,
 ) -> io::Result<std::os::unix::net::UnixListener> {
-    use nix::sys::socket::{AddressFamily, Backlog, SockFlag, SockType, bind, listen, socket};
+    use nix::sys::socket::{Backlog, bind, listen};
     let address = SocketAddress::parse(path).map_err(io::Error::other)?;
     let file = address.file();
-    let fd = socket(
-        AddressFamily::Unix,
-        SockType::Stream,
-        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
-        None,
-    )?;
+    let fd = stream_socket()?;
     bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &address.unix_addr()?)?;
     // Connecting needs write permission on the socket file, and nobody can
     // connect before `listen`: setting the mode here leaves no window in
@@ -342,6 +331,41 @@ pub(crate) fn set_send_buffer(sock: &impl AsFd, size: u32) -> io::Result<()> {
 /// the BSDs), ignored on failure as in Go.
 pub(crate) fn set_recv_buffer(sock: &impl AsFd, size: u32) -> io::Result<()> {
     setsockopt(sock, sockopt::RcvBuf, &(size as usize)).map_err(io::Error::from)
+}
+
+/// A close-on-exec, non-blocking Unix stream socket: atomically where the
+/// system can (Linux, the BSDs), else set right after creation (macOS has
+/// no `SOCK_CLOEXEC`/`SOCK_NONBLOCK`).
+fn stream_socket() -> nix::Result<std::os::fd::OwnedFd> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socket};
+    #[cfg(not(target_vendor = "apple"))]
+    {
+        socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+            None,
+        )
+    }
+    #[cfg(target_vendor = "apple")]
+    {
+        use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
+        let fd = socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::empty(),
+            None,
+        )?;
+        fcntl(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC),
+        )?;
+        fcntl(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            FcntlArg::F_SETFL(OFlag::O_NONBLOCK),
+        )?;
+        Ok(fd)
+    }
 }
 
 #[cfg(test)]

@@ -323,21 +323,22 @@ fn sample(stream: &UnixStream, hangup: bool) -> Sample {
     }
 }
 
+/// `MSG_NOSIGNAL` where the system has it; macOS has not (a host process
+/// there must ignore `SIGPIPE`, as Rust binaries do).
+#[cfg(not(target_vendor = "apple"))]
+const SEND_FLAGS: nix::sys::socket::MsgFlags =
+    nix::sys::socket::MsgFlags::MSG_NOSIGNAL.union(nix::sys::socket::MsgFlags::MSG_DONTWAIT);
+#[cfg(target_vendor = "apple")]
+const SEND_FLAGS: nix::sys::socket::MsgFlags = nix::sys::socket::MsgFlags::MSG_DONTWAIT;
+
 /// `writev` without `SIGPIPE`: `sendmsg` with `MSG_NOSIGNAL`, so a closed
 /// peer is an `EPIPE` error even in a host process that does not ignore the
 /// signal (Rust binaries do; C programs embedding this library may not).
 fn send_vectored(stream: &UnixStream, iov: &[IoSlice<'_>]) -> io::Result<usize> {
-    use nix::sys::socket::{MsgFlags, UnixAddr, sendmsg};
+    use nix::sys::socket::{UnixAddr, sendmsg};
     use std::os::fd::AsRawFd;
     stream.try_io(Interest::WRITABLE, || {
-        sendmsg::<UnixAddr>(
-            stream.as_raw_fd(),
-            iov,
-            &[],
-            MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
-            None,
-        )
-        .map_err(io::Error::from)
+        sendmsg::<UnixAddr>(stream.as_raw_fd(), iov, &[], SEND_FLAGS, None).map_err(io::Error::from)
     })
 }
 
