@@ -572,7 +572,7 @@ fn send_delivers_its_arguments_and_skips_empty_ones() {
     let sent = send(&listener.path, &["a", "", "b", "c"], None);
     assert_eq!(sent.code(), Some(0), "{sent:#?}");
     let stats = sent.send_stats();
-    assert_eq!((stats.sent, stats.queued), (3, 3));
+    assert_eq!((stats.sent, stats.delivered, stats.queued), (3, 3, 3));
     assert_eq!((stats.dropped, stats.discarded), (0, 0));
     assert_eq!(listener.finish().stdout_text(), "61\n62\n63\n");
 }
@@ -632,8 +632,8 @@ fn send_with_nobody_listening_exits_1_with_nothing_sent() {
     assert_eq!(done.code(), Some(1), "{done:#?}");
     let stats = done.send_stats();
     assert_eq!(
-        (stats.sent, stats.queued, stats.discarded, stats.dropped),
-        (0, 2, 2, 0)
+        (stats.sent, stats.delivered, stats.queued, stats.discarded),
+        (0, 0, 2, 2)
     );
     assert!(done.has_stderr_line("error: delivered 0 of 2 message(s)"));
 }
@@ -683,6 +683,123 @@ fn send_started_before_its_listener_still_delivers() {
     assert_eq!(sent.code(), Some(0), "{sent:#?}");
     assert_eq!(sent.send_stats().sent, 1);
     assert_eq!(listener.finish().stdout_text(), "hello\n");
+}
+
+#[test]
+fn send_to_a_listen_stopped_for_3s_keeps_its_connection_and_delivers_200000_lines_in_order() {
+    const N: usize = 200_000;
+    let dir = tempdir();
+    let mut listener = Listener::start(dir.path(), &["--count", &N.to_string()]);
+    let input: String = (0..N).map(|i| format!("line {i:06}\n")).collect();
+    let sender = send_proc(
+        &listener.path,
+        &["--drain-timeout", "60"],
+        Some(input.as_bytes()),
+    );
+    // Mid-stream: the listener has printed something, then stops for 3 s.
+    listener.proc.stdout_line();
+    listener.proc.signal(Signal::SIGSTOP);
+    std::thread::sleep(Duration::from_secs(3));
+    listener.proc.signal(Signal::SIGCONT);
+    let sent = sender.finish();
+    assert_eq!(sent.code(), Some(0), "{sent:#?}");
+    let stats = sent.send_stats();
+    assert_eq!(
+        (
+            stats.delivered,
+            stats.reconnects,
+            stats.failed,
+            stats.retried,
+            stats.unconfirmed
+        ),
+        (N as u64, 0, 0, 0, 0),
+        "{stats:?}"
+    );
+    let done = listener.finish();
+    assert!(
+        done.stdout_text() == input,
+        "lines lost, duplicated or reordered"
+    );
+    let listen = done.listen_stats();
+    assert_eq!(
+        (listen.received, listen.errors, listen.connections),
+        (N as u64, 0, 1)
+    );
+}
+
+#[test]
+fn send_gives_up_a_message_larger_than_listens_max_and_delivers_the_rest() {
+    let dir = tempdir();
+    let listener = Listener::start(
+        dir.path(),
+        &[
+            "--max-message-size",
+            "1024",
+            "--format",
+            "hex",
+            "--count",
+            "10",
+        ],
+    );
+    let mut input = "00".repeat(4 << 20);
+    input.push('\n');
+    let small: String = (0..10).map(|i| format!("{i:02x}\n")).collect();
+    input.push_str(&small);
+    let sent = send(&listener.path, &["--hex"], Some(input.as_bytes()));
+    assert_eq!(sent.code(), Some(1), "{sent:#?}");
+    let stats = sent.send_stats();
+    assert_eq!(
+        (stats.failed, stats.delivered, stats.queued),
+        (1, 10, 11),
+        "{stats:?}"
+    );
+    assert!(stats.reconnects <= 5, "{stats:?}");
+    assert!(
+        sent.has_stderr_line("warning: a 4194304-byte message was given up after 5 connections"),
+        "{sent:#?}"
+    );
+    assert!(
+        sent.has_stderr_line(
+            "error: delivered 10 of 11 message(s) (the listener read them); 1 failed"
+        ),
+        "{sent:#?}"
+    );
+    let done = listener.finish();
+    assert_eq!(done.stdout_text(), small);
+    assert!(done.listen_stats().errors <= 5);
+}
+
+#[test]
+fn send_refused_by_listens_allow_list_exits_1_with_nothing_delivered_and_does_not_storm() {
+    let me = nix::unistd::getuid().as_raw();
+    let someone_else = if me == 4242 { "4243" } else { "4242" };
+    let dir = tempdir();
+    let listener = Listener::start(dir.path(), &["--allow-uid", someone_else]);
+    let started = Instant::now();
+    let sent = send(&listener.path, &["--drain-timeout", "1.5", "a", "b"], None);
+    let elapsed = started.elapsed().as_secs_f64();
+    assert_eq!(sent.code(), Some(1), "{sent:#?}");
+    let stats = sent.send_stats();
+    assert_eq!(
+        (stats.delivered, stats.failed, stats.queued),
+        (0, 0, 2),
+        "{stats:?}"
+    );
+    assert!(stats.refused >= 1, "{stats:?}");
+    assert!(
+        sent.has_stderr_line("error: delivered 0 of 2 message(s)"),
+        "{sent:#?}"
+    );
+    listener.proc.signal(Signal::SIGTERM);
+    let done = listener.proc.finish();
+    let rejected = done.listen_stats().rejected_connections;
+    // Delays of 100, 200, 400, 800 ms, then 1 s each: a bound on the
+    // connections, not a speed (a slow machine only makes fewer).
+    let bound = 5.0 + elapsed + 2.0;
+    assert!(
+        (rejected as f64) <= bound,
+        "{rejected} connections in {elapsed:.1} s: the sender storms"
+    );
 }
 
 // ---------------------------------------------------------------------------

@@ -56,18 +56,29 @@ pub(crate) struct Batch {
     cursor: usize,
     /// Items fully written so far.
     completed: usize,
+    /// Bytes that may be written in all (a probe writes one byte first).
+    limit: usize,
 }
 
 impl Batch {
     pub(crate) fn new() -> Self {
         Self {
             staging: Vec::with_capacity(STAGING_MAX + COPY_MAX),
+            limit: usize::MAX,
             ..Self::default()
         }
     }
 
     /// Plans the write of as many of `items` (from the front) as fit.
+    #[cfg(test)]
     pub(crate) fn plan(&mut self, items: &VecDeque<Item>) {
+        self.plan_up_to(items, usize::MAX);
+    }
+
+    /// Plans the write of at most `max_items` of `items` (from the front),
+    /// as many as fit.
+    pub(crate) fn plan_up_to(&mut self, items: &VecDeque<Item>, max_items: usize) {
+        self.limit = usize::MAX;
         self.staging.clear();
         self.segs.clear();
         self.ends.clear();
@@ -75,7 +86,7 @@ impl Batch {
         self.completed = 0;
         let mut total = 0usize;
         let mut staged_from = 0usize;
-        for (i, item) in items.iter().enumerate() {
+        for (i, item) in items.iter().enumerate().take(max_items) {
             let frame_len = item.frame_len();
             if i > 0
                 && (total + frame_len > BATCH_MAX
@@ -129,6 +140,26 @@ impl Batch {
         self.cursor >= self.total()
     }
 
+    /// Allows only `bytes` of the plan to be written in all, until raised.
+    pub(crate) fn set_limit(&mut self, bytes: usize) {
+        self.limit = bytes;
+    }
+
+    /// Whether the limit stops further writing before the plan is done.
+    pub(crate) fn at_limit(&self) -> bool {
+        self.cursor >= self.limit
+    }
+
+    /// Bytes written so far.
+    pub(crate) fn cursor(&self) -> usize {
+        self.cursor
+    }
+
+    /// The byte offset (within the batch) at which planned item `i` ends.
+    pub(crate) fn end_of(&self, i: usize) -> usize {
+        self.ends[i]
+    }
+
     /// Messages fully written so far.
     pub(crate) fn completed(&self) -> usize {
         self.completed
@@ -141,9 +172,10 @@ impl Batch {
         out: &mut [IoSlice<'a>],
     ) -> usize {
         let mut skip = self.cursor;
+        let mut budget = self.limit.saturating_sub(self.cursor);
         let mut n = 0;
         for seg in &self.segs {
-            if n == out.len() {
+            if n == out.len() || budget == 0 {
                 break;
             }
             let bytes: &'a [u8] = match *seg {
@@ -154,7 +186,9 @@ impl Batch {
                 skip -= bytes.len();
                 continue;
             }
-            out[n] = IoSlice::new(&bytes[skip..]);
+            let take = (bytes.len() - skip).min(budget);
+            out[n] = IoSlice::new(&bytes[skip..skip + take]);
+            budget -= take;
             skip = 0;
             n += 1;
         }
@@ -182,10 +216,7 @@ mod tests {
         sizes
             .iter()
             .enumerate()
-            .map(|(i, &n)| Item {
-                bytes: Bytes::from(vec![i as u8; n]),
-                framed: false,
-            })
+            .map(|(i, &n)| Item::new(Bytes::from(vec![i as u8; n]), false))
             .collect()
     }
 
@@ -252,6 +283,27 @@ mod tests {
         assert!(b.total() <= STAGING_MAX + COPY_MAX);
         let wire = drain(&mut b, &its, usize::MAX);
         assert_eq!(wire, expected(&its, b.len()));
+    }
+
+    #[test]
+    fn a_limit_stops_the_write_at_that_byte_until_raised() {
+        let its = items(&[10, 10]);
+        let mut b = Batch::new();
+        b.plan_up_to(&its, 1);
+        assert_eq!(b.len(), 1);
+        b.set_limit(1);
+        {
+            let mut iov = [IoSlice::new(&[]); IOV_PER_CALL];
+            let n = b.iovecs(&its, &mut iov);
+            assert_eq!((n, iov[0].len()), (1, 1));
+        }
+        assert_eq!(b.advance(1), 0);
+        assert!(b.at_limit());
+        let mut iov = [IoSlice::new(&[]); IOV_PER_CALL];
+        assert_eq!(b.iovecs(&its, &mut iov), 0);
+        b.set_limit(usize::MAX);
+        let wire = drain(&mut b, &its, 3);
+        assert_eq!(wire, expected(&its, 1)[1..]);
     }
 
     #[test]

@@ -233,8 +233,12 @@ pub enum WriterError {
         /// The cause.
         source: io::Error,
     },
-    /// A write failed; the connection was closed and the message whose write
-    /// failed is sent first on the next connection.
+    /// A write met trouble. With [`WriteFailure::NoConsumer`] the
+    /// connection died: it is closed, and a message the reader provably did
+    /// not read whole is sent first on the next connection. With
+    /// [`WriteFailure::Backpressure`] the reader read nothing for the whole
+    /// write timeout: reported once per episode, the connection is kept
+    /// (a slow reader is not a dead one) and nothing is counted as failed.
     #[error("write failed ({kind:?}) while {phase:?}: {source}")]
     Write {
         /// Backpressure or no consumer.
@@ -244,14 +248,55 @@ pub enum WriterError {
         /// The cause.
         source: io::Error,
     },
+    /// The reader closed a fresh connection without reading a byte (its
+    /// peer-credential allow-list or connection cap refused this writer, or
+    /// it closed an idle connection). Nothing was lost; the Writer redials
+    /// after its backoff delay, which keeps growing while it is refused.
+    #[error("the reader at {path:?} closed the connection without reading anything: {source}")]
+    Refused {
+        /// The socket path.
+        path: PathBuf,
+        /// How the closed connection showed.
+        source: io::Error,
+    },
+    /// A message was not read whole on `attempts` fresh connections in a
+    /// row (e.g. the reader closes on it because it is larger than its
+    /// `max_message_size`): it is failed for good, counted in `failed`, and
+    /// the queue moves on.
+    #[error(
+        "a {size}-byte message was given up after {attempts} connections ended before the reader read it whole"
+    )]
+    MessageFailed {
+        /// The message's body size in bytes.
+        size: usize,
+        /// Connections it was tried on.
+        attempts: u32,
+    },
+    /// A connection died with unread bytes while `messages` messages written
+    /// whole on it were not yet known to be read: the reader may or may not
+    /// have read them. They are never retried (that could duplicate them)
+    /// and are counted in `unconfirmed`.
+    #[error(
+        "{messages} message(s) (about {approx_bytes} bytes) were written but the connection died before the reader was seen to read them"
+    )]
+    Unconfirmed {
+        /// Messages written whole and not confirmed.
+        messages: u64,
+        /// Their bytes on the wire, approximately.
+        approx_bytes: u64,
+    },
 }
 
 impl WriterError {
     /// The context string the Go reference passes to its error callback for
-    /// the same situation.
+    /// the same situation (the Go reference has no equivalent of
+    /// `Refused`, `MessageFailed` and `Unconfirmed`: theirs are our own).
     pub fn context(&self) -> &'static str {
         match self {
             Self::Connect { .. } => "failed to connect",
+            Self::Refused { .. } => "connection refused by the reader",
+            Self::MessageFailed { .. } => "message failed",
+            Self::Unconfirmed { .. } => "unconfirmed messages",
             Self::Write { phase, .. } => match phase {
                 WritePhase::Running => "write failure",
                 WritePhase::RetryAfterReconnect => "write failure after reconnect",
@@ -261,11 +306,11 @@ impl WriterError {
     }
 
     /// Go's classification of the failure: a failed connect, like a broken
-    /// connection, means there is no consumer.
+    /// or refused connection, means there is no consumer.
     pub fn write_failure(&self) -> WriteFailure {
         match self {
             Self::Write { kind, .. } => *kind,
-            Self::Connect { .. } => WriteFailure::NoConsumer,
+            _ => WriteFailure::NoConsumer,
         }
     }
 }
@@ -315,12 +360,20 @@ impl<T> std::fmt::Debug for WriteError<T> {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StopError {
-    /// A Writer's deadline passed before its queue drained; `discarded`
-    /// queued messages were thrown away (also counted in `discarded`).
-    #[error("graceful stop deadline exceeded: {discarded} queued message(s) discarded")]
+    /// A Writer's deadline passed before its queue drained and the reader
+    /// read everything: `discarded` messages never written whole were thrown
+    /// away (also counted in `discarded`), and `unconfirmed` written ones
+    /// were not yet known to be read (also counted in `unconfirmed`; they
+    /// stay in the reader's socket buffer, which it may still read).
+    #[error(
+        "graceful stop deadline exceeded: {discarded} queued message(s) discarded, {unconfirmed} written but not confirmed read"
+    )]
+    #[non_exhaustive]
     DeadlineExceeded {
         /// Messages discarded.
         discarded: u64,
+        /// Messages written whole and not confirmed read.
+        unconfirmed: u64,
     },
     /// A Reader's deadline passed before its connections finished draining;
     /// `connections` open connections were cut. Of those, `abandoned` were

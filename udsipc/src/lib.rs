@@ -2,12 +2,20 @@
 //! messages, as the Go library `github.com/Psiphon-Inc/uds-ipc` sends them.
 //!
 //! - [`Reader`]: binds a socket (or adopts systemd's), accepts any number of
-//!   writers, and calls your handler with each message, borrowed from the
-//!   connection's buffer (no copy per message).
+//!   writers, and hands each message over one of three ways, all with
+//!   backpressure: a synchronous handler on bytes borrowed from the
+//!   connection's buffer ([`ReaderBuilder::start`], no copy per message; it
+//!   may block without holding back other connections), an async handler on
+//!   owned bytes ([`ReaderBuilder::start_async`]), or a bounded stream
+//!   ([`ReaderBuilder::incoming`]). One writer process's messages keep their
+//!   order across its reconnects; `stop` is bounded whatever a handler does.
 //! - [`Writer`]: a never-blocking bounded queue in front of a background task
-//!   that connects, writes many messages per syscall, reconnects with
-//!   exponential backoff, retries the message whose write failed, and drains
-//!   on stop.
+//!   that connects, writes many messages per syscall, waits on a slow reader
+//!   instead of reconnecting, tells what the reader has read (`delivered`)
+//!   from what only reached the kernel (`sent`), reconnects with exponential
+//!   backoff, retries only a message the reader provably did not read whole
+//!   (never one twice), gives up on a poison message after a bounded number
+//!   of connections, drains on stop and lingers when dropped.
 //! - [`frame`]: the wire format without IO.
 //! - [`systemd`]: socket activation, `NOTIFY_SOCKET`, `RUNTIME_DIRECTORY`.
 //!
@@ -78,7 +86,7 @@ pub use reader::{
 };
 pub use socket::{SocketAddress, max_socket_path_len};
 pub use writer::{
-    DEFAULT_DIAL_TIMEOUT, DEFAULT_INITIAL_BACKOFF, DEFAULT_MAX_BACKOFF,
-    DEFAULT_MAX_BUFFERED_WRITES, DEFAULT_WRITE_BUFFER_SIZE, DEFAULT_WRITE_TIMEOUT, Writer,
-    WriterBuilder,
+    DEFAULT_DIAL_TIMEOUT, DEFAULT_INITIAL_BACKOFF, DEFAULT_LINGER, DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_MAX_BACKOFF, DEFAULT_MAX_BUFFERED_WRITES, DEFAULT_WRITE_BUFFER_SIZE,
+    DEFAULT_WRITE_TIMEOUT, Writer, WriterBuilder, WriterMetricsHandle,
 };

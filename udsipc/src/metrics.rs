@@ -27,21 +27,50 @@ pub struct ReaderMetrics {
 }
 
 /// A snapshot of a Writer's counters (Go: `Writer.GetMetrics`).
+///
+/// Every accepted message ends as exactly one of `delivered`,
+/// `unconfirmed`, `failed` or `discarded` (or is still queued or in flight):
+/// once a Writer has stopped, their sum is the number of messages it
+/// accepted. `sent` says what reached the kernel, `delivered` what the
+/// reader has read.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct WriterMetrics {
-    /// Messages written whole to a connection.
+    /// Messages handed whole to the kernel (each counted once, even if it
+    /// was retried): Go's `sent`. It does not mean the reader got them; see
+    /// `delivered`.
     pub sent: u64,
+    /// Messages the reader has read from the socket, as the kernel confirms
+    /// (on Linux, the socket's unread count falling past them). The reader
+    /// may still reject a message it read (e.g. a handler error).
+    pub delivered: u64,
     /// Messages refused because the queue was full.
     pub dropped: u64,
-    /// Failed write attempts (each is retried on the next connection).
+    /// Messages given up for good: not read whole on `max_attempts` fresh
+    /// connections in a row (a poison message). Never counted for being
+    /// slow.
     pub failed: u64,
-    /// Messages accepted and not yet written, failed for good or discarded.
+    /// Messages accepted and not yet written whole, failed or discarded.
     pub queue_depth: u64,
     /// Successful connections after the first one.
     pub reconnects: u64,
-    /// Messages thrown away because a stop's deadline passed first.
+    /// Messages thrown away before being written whole: a stop's deadline
+    /// or a dropped Writer's linger passed first.
     pub discarded: u64,
+    /// Messages written whole whose read was never confirmed: the
+    /// connection died with unread bytes, or a stop's deadline passed.
+    /// Maybe read, never retried.
+    pub unconfirmed: u64,
+    /// Messages sent again on a new connection because the previous one
+    /// ended before the reader could have read them whole.
+    pub retried: u64,
+    /// Backpressure episodes: the reader read nothing for a whole
+    /// `write_timeout` while the Writer waited on it (the connection is
+    /// kept).
+    pub backpressure: u64,
+    /// Connections the reader closed without reading anything (refused by
+    /// its allow-list or connection cap, or closed while idle).
+    pub refused: u64,
 }
 
 #[derive(Debug, Default)]
@@ -67,24 +96,39 @@ impl ReaderCounters {
     }
 }
 
+/// The Writer's counters: `dropped` is bumped by producers, the rest is
+/// published by the writer task from its state machine, plus `discarded`
+/// bumped by a stop that had to give up on a stuck task.
 #[derive(Debug, Default)]
 pub(crate) struct WriterCounters {
     pub(crate) sent: AtomicU64,
+    pub(crate) delivered: AtomicU64,
     pub(crate) dropped: AtomicU64,
     pub(crate) failed: AtomicU64,
     pub(crate) reconnects: AtomicU64,
     pub(crate) discarded: AtomicU64,
+    /// Discarded outside the task (after it died or got stuck).
+    pub(crate) discarded_outside: AtomicU64,
+    pub(crate) unconfirmed: AtomicU64,
+    pub(crate) retried: AtomicU64,
+    pub(crate) backpressure: AtomicU64,
+    pub(crate) refused: AtomicU64,
 }
 
 impl WriterCounters {
     pub(crate) fn snapshot(&self, queue_depth: u64) -> WriterMetrics {
         WriterMetrics {
             sent: self.sent.load(Relaxed),
+            delivered: self.delivered.load(Relaxed),
             dropped: self.dropped.load(Relaxed),
             failed: self.failed.load(Relaxed),
             queue_depth,
             reconnects: self.reconnects.load(Relaxed),
-            discarded: self.discarded.load(Relaxed),
+            discarded: self.discarded.load(Relaxed) + self.discarded_outside.load(Relaxed),
+            unconfirmed: self.unconfirmed.load(Relaxed),
+            retried: self.retried.load(Relaxed),
+            backpressure: self.backpressure.load(Relaxed),
+            refused: self.refused.load(Relaxed),
         }
     }
 }

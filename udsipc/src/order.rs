@@ -183,8 +183,8 @@ impl OrderBook {
                 .socket
                 .upgrade()
                 .map_or(Ok(0), |s| sys::unread_bytes(&*s))
-                .unwrap_or(usize::MAX);
-            let target = st.total.saturating_add(unread as u64);
+                .map_or(u64::MAX, |n| n as u64);
+            let target = st.total.saturating_add(unread);
             turn.push(Wait {
                 progress: Arc::clone(&e.progress),
                 target,

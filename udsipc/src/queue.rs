@@ -31,9 +31,34 @@ pub(crate) struct Item {
     pub(crate) bytes: Bytes,
     /// Whether `bytes` already starts with the length prefix.
     pub(crate) framed: bool,
+    /// Connections that ended before the reader could have read this
+    /// message whole (it was retried after each).
+    pub(crate) attempts: u32,
+    /// Whether it was written whole once already (counted in `sent`, its
+    /// queue slot freed): a retry of it does not count again.
+    pub(crate) sent: bool,
 }
 
 impl Item {
+    /// A message just accepted into the queue.
+    pub(crate) fn new(bytes: Bytes, framed: bool) -> Self {
+        Self {
+            bytes,
+            framed,
+            attempts: 0,
+            sent: false,
+        }
+    }
+
+    /// The body's length in bytes.
+    pub(crate) fn body_len(&self) -> usize {
+        if self.framed {
+            self.bytes.len() - varint_len_of_frame(&self.bytes)
+        } else {
+            self.bytes.len()
+        }
+    }
+
     /// Prefix plus body, in bytes.
     pub(crate) fn frame_len(&self) -> usize {
         if self.framed {
@@ -42,6 +67,14 @@ impl Item {
             varint_len(self.bytes.len() as u64) + self.bytes.len()
         }
     }
+}
+
+/// The length of the varint prefix that starts `frame`.
+fn varint_len_of_frame(frame: &[u8]) -> usize {
+    frame
+        .iter()
+        .position(|b| b & 0x80 == 0)
+        .map_or(frame.len(), |i| i + 1)
 }
 
 /// Why a push was refused.
@@ -146,13 +179,7 @@ impl Queue {
         st.arena.put_slice(&prefix[..n]);
         st.arena.put_slice(body);
         let bytes = st.arena.split().freeze();
-        self.enqueue(
-            &mut st,
-            Item {
-                bytes,
-                framed: true,
-            },
-        );
+        self.enqueue(&mut st, Item::new(bytes, true));
         Ok(())
     }
 
@@ -162,13 +189,7 @@ impl Queue {
         if let Err(r) = self.admit(&st) {
             return Err((r, body));
         }
-        self.enqueue(
-            &mut st,
-            Item {
-                bytes: body,
-                framed: false,
-            },
-        );
+        self.enqueue(&mut st, Item::new(body, false));
         Ok(())
     }
 

@@ -3,7 +3,8 @@
 //!
 //! Every function here takes a borrowed fd, so the fd is open for the whole
 //! call, and passes the kernel a pointer to a local integer of the size the
-//! request writes.
+//! request writes. Besides them, one safe helper that belongs with them: a
+//! zero-timeout look for a hang-up.
 
 #![allow(unsafe_code)]
 
@@ -13,6 +14,9 @@ use std::os::fd::{AsFd, AsRawFd};
 use nix::libc::c_int;
 
 nix::ioctl_read_bad!(fionread, nix::libc::FIONREAD, c_int);
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+nix::ioctl_read_bad!(siocoutq, nix::libc::TIOCOUTQ, c_int);
 
 /// Bytes waiting in a stream socket's receive queue (`FIONREAD`, also
 /// known as `SIOCINQ`): written by the peer, not yet read by us.
@@ -25,14 +29,53 @@ pub(crate) fn unread_bytes(socket: &impl AsFd) -> io::Result<usize> {
     Ok(usize::try_from(n).unwrap_or(0))
 }
 
+/// Bytes we wrote to a stream socket that the peer has not read yet
+/// (`SIOCOUTQ`, the same request number as `TIOCOUTQ`), as the kernel
+/// accounts them: for a Unix stream socket on Linux, the true size of the
+/// buffers still queued at the peer (at least the unread bytes; exactly 0
+/// once the peer has read everything, or once it closed and its queue was
+/// purged: read the socket's error after this).
+///
+/// `Unsupported` on systems without the query.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub(crate) fn peer_unread_bytes(socket: &impl AsFd) -> io::Result<u64> {
+    let fd = socket.as_fd();
+    let mut n: c_int = 0;
+    // SAFETY: `fd` is borrowed, so it stays open for the call; SIOCOUTQ
+    // writes one `int`, and `n` is a live, aligned `c_int` on our stack. On
+    // an fd that is not a socket the kernel refuses without writing.
+    unsafe { siocoutq(fd.as_raw_fd(), &mut n) }.map_err(io::Error::from)?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+/// See the Linux version: this system cannot tell.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub(crate) fn peer_unread_bytes(_socket: &impl AsFd) -> io::Result<u64> {
+    Err(io::ErrorKind::Unsupported.into())
+}
+
+/// Whether the peer of `socket` has closed its end entirely (`POLLHUP`) or
+/// an error is pending (`POLLERR`), without waiting.
+pub(crate) fn hung_up(socket: &impl AsFd) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let mut fds = [PollFd::new(socket.as_fd(), PollFlags::POLLOUT)];
+    match poll(&mut fds, PollTimeout::ZERO) {
+        Ok(_) => fds[0]
+            .revents()
+            .is_some_and(|r| r.intersects(PollFlags::POLLHUP | PollFlags::POLLERR)),
+        Err(_) => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
 
     #[test]
     fn unread_bytes_follows_what_the_peer_wrote_and_we_read() {
-        let (mut a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let (mut a, mut b) = UnixStream::pair().unwrap();
         assert_eq!(unread_bytes(&b).unwrap(), 0);
         a.write_all(&[7; 1000]).unwrap();
         assert_eq!(unread_bytes(&b).unwrap(), 1000);
@@ -46,5 +89,45 @@ mod tests {
         let file = std::fs::File::open("/dev/null").unwrap();
         // Not a socket: the kernel answers ENOTTY or 0, never memory unsafety.
         let _ = unread_bytes(&file);
+    }
+
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[test]
+    fn peer_unread_bytes_covers_what_was_written_and_falls_to_zero_once_read() {
+        let (mut writer, mut reader) = UnixStream::pair().unwrap();
+        assert_eq!(peer_unread_bytes(&writer).unwrap(), 0);
+        writer.write_all(&[7u8; 1000]).unwrap();
+        assert!(peer_unread_bytes(&writer).unwrap() >= 1000);
+        let mut buf = [0u8; 400];
+        reader.read_exact(&mut buf).unwrap();
+        // Partly read: still counted (the buffer is not freed yet).
+        assert!(peer_unread_bytes(&writer).unwrap() >= 600);
+        let mut rest = [0u8; 600];
+        reader.read_exact(&mut rest).unwrap();
+        assert_eq!(peer_unread_bytes(&writer).unwrap(), 0);
+    }
+
+    #[test]
+    fn peer_unread_bytes_of_a_file_that_is_not_a_socket_is_an_error_not_a_number() {
+        let file = std::fs::File::open("/dev/null").unwrap();
+        assert!(peer_unread_bytes(&file).is_err());
+    }
+
+    #[test]
+    fn a_reader_closing_with_unread_bytes_resets_the_writer_and_one_that_read_all_does_not() {
+        let (mut writer, reader) = UnixStream::pair().unwrap();
+        writer.write_all(b"unread").unwrap();
+        drop(reader);
+        assert!(hung_up(&writer));
+        let err = writer.take_error().unwrap().unwrap();
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionReset);
+
+        let (mut writer, mut reader) = UnixStream::pair().unwrap();
+        writer.write_all(b"read").unwrap();
+        reader.read_exact(&mut [0u8; 4]).unwrap();
+        assert!(!hung_up(&writer));
+        drop(reader);
+        assert!(hung_up(&writer));
+        assert!(writer.take_error().unwrap().is_none());
     }
 }

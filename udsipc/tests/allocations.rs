@@ -65,9 +65,15 @@ fn owned_bytes_allocate_nothing_per_message() {
     for size in [64, 1024, 10 * 1024] {
         let per = allocs_per_message(size, |w, p| w.write_bytes(p.clone()).unwrap());
         eprintln!("write_bytes {size} B: {per:.5} allocations per message");
+        // Nothing per message. What remains is per burst of reads: the
+        // Reader hands each burst of handler calls to a thread that may
+        // block (one task allocation in tokio's `block_in_place`), and a
+        // burst ends whenever the Reader catches up with the Writer, which
+        // at 10 KiB is every ~1 MB (every ~0.5 MB on a loaded machine).
+        let bound = 0.002 + 2.0 * size as f64 / (1 << 20) as f64;
         assert!(
-            per < 0.01,
-            "write_bytes at {size} B: {per} allocations per message"
+            per < bound,
+            "write_bytes at {size} B: {per} allocations per message (bound {bound})"
         );
     }
 }

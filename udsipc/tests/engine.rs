@@ -178,10 +178,9 @@ fn an_async_forwarder_to_a_slow_bounded_channel_loses_nothing() {
         }
         got
     });
-    // The Writer's own flow control is tested with the Writer; a long
-    // write timeout keeps this test about the Reader side.
+    // Default write timeout (1 s): the consumer holds the Writer back for
+    // seconds, which must be backpressure, not a dead connection.
     let writer = Writer::builder(&sock.path)
-        .write_timeout(Duration::from_secs(60))
         .runtime(rt.handle().clone())
         .start()
         .unwrap();

@@ -34,17 +34,27 @@ Connect to SOCKET and send each MESSAGE, or, with no MESSAGE, each line of stdin
 its trailing \\n or \\r\\n) as one message. Empty messages are skipped and not counted, as the \
 Go writer does. A MESSAGE that starts with '-' goes after `--`.
 
-If SOCKET is not there yet, or the connection breaks, it reconnects after 100 ms, doubling \
-up to 1 s, so a send started just before its listener still delivers quickly. Input is never \
-dropped: reading pauses while the send queue (10,000 messages) is full, for as long as no \
-listener takes them. At the end it drains the queue for up \
-to --drain-timeout, then discards the rest.
+If SOCKET is not there yet, the connection breaks, or the listener refuses this sender \
+(closes without reading), it reconnects after 100 ms, doubling up to 1 s, so a send started \
+just before its listener still delivers quickly and a refused one does not storm. A slow or \
+paused listener is not a broken one: the connection is kept (a `Backpressure` warning is \
+printed once per pause longer than 1 s). Input is never dropped: reading pauses while the \
+send queue (10,000 messages) is full, for as long as no listener takes them. A message the \
+listener closes the connection on before reading it whole, on 5 connections in a row (e.g. \
+larger than its --max-message-size), is given up (`failed`) and the rest go on. At the end it \
+waits, for up to --drain-timeout, until the listener has read everything, then discards what \
+is left.
 
-stderr gets a `warning: ...` line per connect or write failure and, last, one JSON line of \
-counters: {\"sent\",\"dropped\",\"failed\",\"discarded\",\"reconnects\",\"queued\"}, where \
-`queued` is the number of non-empty messages given. Exit code 0 only if every one of them was \
-sent (sent == queued); 1 otherwise (or on SIGINT/SIGTERM, which stop reading input and drain); \
-2 for bad arguments or a line that is not hex under --hex (lines before it have been queued).";
+stderr gets a `warning: ...` line per connect failure, refused or broken connection, \
+backpressure episode or failed message and, last, one JSON line of counters: \
+{\"sent\",\"delivered\",\"dropped\",\"failed\",\"discarded\",\"unconfirmed\",\"retried\",\
+\"backpressure\",\"refused\",\"reconnects\",\"queued\"}. `queued` is the number of non-empty \
+messages given; `sent` counts those handed to the kernel, `delivered` those the listener has \
+read from the socket (the kernel says so); `unconfirmed` ones were written but their \
+connection died before the listener was seen to read them (never sent twice). Exit code 0 \
+only if the listener read every message (delivered == queued); 1 otherwise (or on \
+SIGINT/SIGTERM, which stop reading input and drain); 2 for bad arguments or a line that is \
+not hex under --hex (lines before it have been queued).";
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -78,14 +88,28 @@ pub struct SendArgs {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct SendStats {
-    /// Messages written whole to a connection.
+    /// Messages handed whole to the kernel (not proof of delivery).
     pub sent: u64,
+    /// Messages the listener has read from the socket, as the kernel
+    /// confirms.
+    pub delivered: u64,
     /// Messages the Writer's queue refused (always 0: `send` waits for room).
     pub dropped: u64,
-    /// Failed write attempts (each message is retried on the next connection).
+    /// Messages given up: not read whole on 5 fresh connections in a row.
     pub failed: u64,
-    /// Messages thrown away when the drain timeout passed.
+    /// Messages thrown away, never written whole, when the drain timeout
+    /// passed.
     pub discarded: u64,
+    /// Messages written whole whose read was never confirmed (their
+    /// connection died with unread bytes, or the drain timeout passed).
+    pub unconfirmed: u64,
+    /// Messages sent again on a new connection because the previous one
+    /// ended before they could have been read whole.
+    pub retried: u64,
+    /// Times the listener read nothing for a whole second (connection kept).
+    pub backpressure: u64,
+    /// Connections the listener closed without reading anything.
+    pub refused: u64,
     /// Successful connections after the first one.
     pub reconnects: u64,
     /// Non-empty messages given (and queued).
@@ -96,9 +120,14 @@ impl SendStats {
     fn new(m: WriterMetrics, queued: u64) -> Self {
         Self {
             sent: m.sent,
+            delivered: m.delivered,
             dropped: m.dropped,
             failed: m.failed,
             discarded: m.discarded,
+            unconfirmed: m.unconfirmed,
+            retried: m.retried,
+            backpressure: m.backpressure,
+            refused: m.refused,
             reconnects: m.reconnects,
             queued,
         }
@@ -132,7 +161,7 @@ pub(crate) fn run(args: SendArgs) -> Outcome {
     let stats = SendStats::new(metrics, queued);
     let failure = match input {
         Err(e) => Some(e),
-        Ok(()) if stats.sent != stats.queued => Some(CliError::Failed(undelivered(
+        Ok(()) if stats.delivered != stats.queued => Some(CliError::Failed(undelivered(
             &stats,
             &stop,
             args.drain_timeout,
@@ -149,9 +178,30 @@ pub(crate) fn run(args: SendArgs) -> Outcome {
 }
 
 fn undelivered(stats: &SendStats, stop: &Result<(), StopError>, drain: Duration) -> String {
-    let mut message = format!("delivered {} of {} message(s)", stats.sent, stats.queued);
-    if let Err(StopError::DeadlineExceeded { discarded }) = stop {
+    let mut message = format!(
+        "delivered {} of {} message(s) (the listener read them)",
+        stats.delivered, stats.queued
+    );
+    if stats.failed > 0 {
+        message += &format!(
+            "; {} failed (the listener closed the connection on it 5 times before reading it whole)",
+            stats.failed
+        );
+    }
+    if stats.unconfirmed > 0 {
+        message += &format!(
+            "; {} written but not confirmed read (maybe delivered)",
+            stats.unconfirmed
+        );
+    }
+    if let Err(StopError::DeadlineExceeded { discarded, .. }) = stop {
         message += &format!("; {discarded} discarded when the drain timeout ({drain:?}) passed");
+    }
+    if stats.refused > 0 && stats.delivered == 0 {
+        message += &format!(
+            "; the listener refused all {} connection(s) without reading (allow-list or connection cap?)",
+            stats.refused
+        );
     }
     message
 }
@@ -316,20 +366,50 @@ mod tests {
         assert!(err.to_string().starts_with("MESSAGE argument 2: "), "{err}");
     }
 
-    #[test]
-    fn undelivered_names_the_discarded() {
-        let stats = SendStats {
-            sent: 1,
+    fn stats() -> SendStats {
+        SendStats {
+            sent: 0,
+            delivered: 0,
             dropped: 0,
             failed: 0,
-            discarded: 2,
+            discarded: 0,
+            unconfirmed: 0,
+            retried: 0,
+            backpressure: 0,
+            refused: 0,
             reconnects: 0,
+            queued: 0,
+        }
+    }
+
+    #[test]
+    fn undelivered_names_the_failed_and_the_unconfirmed() {
+        let stats = SendStats {
+            sent: 3,
+            delivered: 1,
+            failed: 1,
+            unconfirmed: 1,
             queued: 3,
+            ..stats()
         };
-        let stop = Err(StopError::DeadlineExceeded { discarded: 2 });
         assert_eq!(
-            undelivered(&stats, &stop, Duration::from_millis(300)),
-            "delivered 1 of 3 message(s); 2 discarded when the drain timeout (300ms) passed"
+            undelivered(&stats, &Ok(()), Duration::from_millis(300)),
+            "delivered 1 of 3 message(s) (the listener read them); 1 failed (the listener closed \
+             the connection on it 5 times before reading it whole); 1 written but not confirmed \
+             read (maybe delivered)"
+        );
+    }
+
+    #[test]
+    fn undelivered_names_a_refusing_listener() {
+        let stats = SendStats {
+            refused: 4,
+            queued: 2,
+            ..stats()
+        };
+        assert!(
+            undelivered(&stats, &Ok(()), Duration::ZERO)
+                .ends_with("the listener refused all 4 connection(s) without reading (allow-list or connection cap?)")
         );
     }
 }

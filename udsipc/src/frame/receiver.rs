@@ -312,8 +312,8 @@ impl Receiver {
     }
 
     /// Bytes of whole frames (prefix and body) handed over so far: a frame
-    /// counts once the frame after it is asked for, or at [`finish`]
-    /// (Self::finish).
+    /// counts once the frame after it is asked for, or at
+    /// [`finish`](Self::finish).
     pub fn handed_over(&self) -> u64 {
         self.handed_over
     }

@@ -1,0 +1,377 @@
+//! The writer task: a thin tokio driver around the state machine. It dials,
+//! writes, samples the socket, waits for readiness, messages, phase changes
+//! and the machine's timer, and publishes counters and reports. Every
+//! decision is the machine's.
+
+use std::io::{self, IoSlice};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use tokio::io::Interest;
+use tokio::net::UnixStream;
+use tokio::time::Instant;
+
+use super::WriterInner;
+use super::machine::{Action, Machine, Sample, Stats, Wait};
+use crate::batch::IOV_PER_CALL;
+use crate::lifecycle::Phase;
+use crate::socket;
+
+/// Connects to the reader: the one place the Writer dials.
+pub(super) async fn connect(
+    path: &Path,
+    dial_timeout: Duration,
+    send_buffer: u32,
+) -> io::Result<UnixStream> {
+    let stream = tokio::time::timeout(dial_timeout, socket::connect(path))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "dial timeout"))??;
+    if send_buffer > 0 {
+        // As in Go, a refused buffer size is not a reason to fail.
+        let _ = socket::set_send_buffer(&stream, send_buffer);
+    }
+    Ok(stream)
+}
+
+fn now() -> std::time::Instant {
+    Instant::now().into_std()
+}
+
+/// Runs the Writer until its machine is done.
+pub(super) async fn run(inner: Arc<WriterInner>) {
+    let mut phase = inner.phase.subscribe();
+    // Counts and logs what is left if this future is dropped unfinished (a
+    // runtime shutting down) or unwinds (a panic).
+    let mut guard = Leftovers {
+        inner: &inner,
+        m: Machine::new(inner.machine_config(), now()),
+        finished: false,
+    };
+    let m = &mut guard.m;
+    let mut conn: Option<Conn> = None;
+    let mut seen = Phase::Running;
+    loop {
+        // A phase change seen while busy (e.g. writing) is applied here.
+        let current = *phase.borrow_and_update();
+        if current != seen {
+            apply_phase(&inner, m, current);
+            seen = current;
+        }
+        if m.wants_messages() {
+            inner.queue.take_all(m.pending_mut());
+            #[cfg(test)]
+            super::tests::maybe_panic(m.pending_mut());
+        }
+        let action = m.poll_action(now());
+        publish(&inner, m);
+        match action {
+            Action::Dial => {
+                let dial = connect(&inner.path, inner.dial_timeout, inner.write_buffer_size);
+                tokio::pin!(dial);
+                // A drain lets the dial finish (it is bounded by the dial
+                // timeout); only a forced stop abandons it.
+                let dialed = loop {
+                    tokio::select! {
+                        biased;
+                        _ = phase.changed() => {
+                            if *phase.borrow() == Phase::Forced {
+                                break None;
+                            }
+                        }
+                        r = &mut dial => break Some(r),
+                    }
+                };
+                match dialed {
+                    Some(Ok(stream)) => {
+                        conn = Some(Conn::new(stream));
+                        m.handle_connected(now());
+                    }
+                    Some(Err(e)) => m.handle_dial_failed(now(), e),
+                    None => m.handle_force(now()),
+                }
+            }
+            Action::Write => {
+                let Some(c) = conn.as_ref() else {
+                    m.handle_write_error(now(), not_connected(), None);
+                    continue;
+                };
+                let result = {
+                    let mut iov = [IoSlice::new(&[]); IOV_PER_CALL];
+                    let n = m.iovecs(&mut iov);
+                    send_vectored(&c.stream, &iov[..n])
+                };
+                match result {
+                    Ok(0) => m.handle_write_error(
+                        now(),
+                        io::Error::new(io::ErrorKind::WriteZero, "socket accepted no bytes"),
+                        c.stream.take_error().ok().flatten(),
+                    ),
+                    Ok(n) => m.handle_written(now(), n),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => m.handle_would_block(now()),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        let pending = c.stream.take_error().ok().flatten();
+                        m.handle_write_error(now(), e, pending);
+                    }
+                }
+            }
+            Action::Sample => {
+                let sample = match conn.as_ref() {
+                    Some(c) => sample(&c.stream, false),
+                    None => Sample {
+                        unread: None,
+                        error: Some(not_connected()),
+                        hangup: true,
+                    },
+                };
+                m.handle_sample(now(), sample);
+            }
+            Action::Close => {
+                conn = None;
+                m.handle_closed(now());
+            }
+            Action::Wait(w) => {
+                let timer = m.poll_timeout().map(Instant::from_std);
+                let woke = wait(&inner, &mut phase, conn.as_mut(), w, timer).await;
+                match woke {
+                    Woke::Writable => m.handle_writable(now()),
+                    Woke::HangUp => {
+                        if let Some(c) = conn.as_ref() {
+                            m.handle_sample(now(), sample(&c.stream, true));
+                        }
+                    }
+                    Woke::Other => {}
+                }
+            }
+            Action::Done => break,
+        }
+    }
+    publish(&inner, m);
+    if m.was_forced() {
+        inner.forced.store(true, Relaxed);
+    }
+    let s = m.stats();
+    if s.discarded > 0 || s.unconfirmed > 0 {
+        tracing::warn!(
+            discarded = s.discarded,
+            unconfirmed = s.unconfirmed,
+            path = %inner.path.display(),
+            "udsipc writer finished with messages it could not deliver"
+        );
+    }
+    guard.finished = true;
+}
+
+fn not_connected() -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, "no connection")
+}
+
+/// Applies a phase change to the machine.
+fn apply_phase(inner: &WriterInner, m: &mut Machine, phase: Phase) {
+    match phase {
+        Phase::Running => {}
+        Phase::Draining => {
+            // The queue is closed: this takes everything that will ever come.
+            inner.queue.take_all(m.pending_mut());
+            let deadline = inner.deadline().unwrap_or_else(now);
+            m.handle_stop(now(), deadline);
+        }
+        Phase::Forced => m.handle_force(now()),
+    }
+}
+
+/// Copies the machine's counters, reports and freed queue slots out.
+fn publish(inner: &WriterInner, m: &mut Machine) {
+    let Stats {
+        sent,
+        delivered,
+        failed,
+        unconfirmed,
+        discarded,
+        retried,
+        reconnects,
+        backpressure,
+        refused,
+    } = m.stats();
+    let c = &inner.counters;
+    c.sent.store(sent, Relaxed);
+    c.delivered.store(delivered, Relaxed);
+    c.failed.store(failed, Relaxed);
+    c.unconfirmed.store(unconfirmed, Relaxed);
+    c.discarded.store(discarded, Relaxed);
+    c.retried.store(retried, Relaxed);
+    c.reconnects.store(reconnects, Relaxed);
+    c.backpressure.store(backpressure, Relaxed);
+    c.refused.store(refused, Relaxed);
+    inner.queue.complete(m.take_freed());
+    while let Some(error) = m.poll_report() {
+        inner.report(error);
+    }
+}
+
+/// An open connection.
+struct Conn {
+    stream: UnixStream,
+    /// Watch the read side for a hang-up (off once the reader shut down
+    /// only its writing half, which our readers never do).
+    watch_reads: bool,
+}
+
+impl Conn {
+    fn new(stream: UnixStream) -> Self {
+        Self {
+            stream,
+            watch_reads: true,
+        }
+    }
+}
+
+enum Woke {
+    Writable,
+    HangUp,
+    Other,
+}
+
+/// Waits for whatever `w` and the timer allow.
+async fn wait(
+    inner: &WriterInner,
+    phase: &mut tokio::sync::watch::Receiver<Phase>,
+    conn: Option<&mut Conn>,
+    w: Wait,
+    timer: Option<Instant>,
+) -> Woke {
+    let (stream, watch_reads) = match conn {
+        Some(c) => (Some(&c.stream), c.watch_reads),
+        None => (None, false),
+    };
+    let sleep = async {
+        match timer {
+            Some(t) => tokio::time::sleep_until(t).await,
+            None => std::future::pending().await,
+        }
+    };
+    let writable = async {
+        match stream {
+            Some(s) if w.writable => s.writable().await,
+            _ => std::future::pending().await,
+        }
+    };
+    let hangup = async {
+        match stream {
+            Some(s) if w.hangup && watch_reads => watch_hangup(s).await,
+            _ => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        biased;
+        _ = phase.changed() => Woke::Other,
+        r = writable => match r {
+            Ok(()) => Woke::Writable,
+            Err(_) => Woke::HangUp,
+        },
+        h = hangup => h,
+        () = inner.queue.data_ready(), if w.messages => Woke::Other,
+        () = sleep => Woke::Other,
+    }
+}
+
+/// Resolves when the reader hangs up. Our readers never write, so the read
+/// side only ever shows the end of the connection; stray bytes are read and
+/// dropped.
+async fn watch_hangup(stream: &UnixStream) -> Woke {
+    let mut scratch = [0u8; 512];
+    loop {
+        let ready = match stream.ready(Interest::READABLE).await {
+            Ok(r) => r,
+            Err(_) => return Woke::HangUp,
+        };
+        if ready.is_read_closed() {
+            return hangup_or_half_close(stream).await;
+        }
+        match stream.try_read(&mut scratch) {
+            Ok(0) => return hangup_or_half_close(stream).await,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(_) => return Woke::HangUp,
+        }
+    }
+}
+
+/// The read side ended: a hang-up, unless only the peer's writing half was
+/// shut down (then the connection still takes bytes: stop watching).
+async fn hangup_or_half_close(stream: &UnixStream) -> Woke {
+    if crate::sys::hung_up(stream) {
+        Woke::HangUp
+    } else {
+        std::future::pending::<()>().await;
+        Woke::Other
+    }
+}
+
+/// Reads the unread count, then the pending error (this order: a reader
+/// that closes sets the error before its queue is purged, so an unread
+/// count of 0 caused by a purge always comes with the error).
+fn sample(stream: &UnixStream, hangup: bool) -> Sample {
+    let unread = crate::sys::peer_unread_bytes(stream).ok();
+    let error = stream.take_error().ok().flatten();
+    Sample {
+        unread,
+        error,
+        hangup,
+    }
+}
+
+/// `writev` without `SIGPIPE`: `sendmsg` with `MSG_NOSIGNAL`, so a closed
+/// peer is an `EPIPE` error even in a host process that does not ignore the
+/// signal (Rust binaries do; C programs embedding this library may not).
+fn send_vectored(stream: &UnixStream, iov: &[IoSlice<'_>]) -> io::Result<usize> {
+    use nix::sys::socket::{MsgFlags, UnixAddr, sendmsg};
+    use std::os::fd::AsRawFd;
+    stream.try_io(Interest::WRITABLE, || {
+        sendmsg::<UnixAddr>(
+            stream.as_raw_fd(),
+            iov,
+            &[],
+            MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
+            None,
+        )
+        .map_err(io::Error::from)
+    })
+}
+
+/// On an unfinished end of the task (its future dropped by a runtime that
+/// shuts down, or a panic), closes the queue and counts what it held as
+/// discarded, so no loss is silent.
+struct Leftovers<'a> {
+    inner: &'a WriterInner,
+    m: Machine,
+    finished: bool,
+}
+
+impl Drop for Leftovers<'_> {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        // No callbacks here (this may run while unwinding): counters only.
+        self.m.handle_force(now());
+        let stats = self.m.stats();
+        let c = &self.inner.counters;
+        c.discarded.store(stats.discarded, Relaxed);
+        c.unconfirmed.store(stats.unconfirmed, Relaxed);
+        self.inner.queue.complete(self.m.take_freed());
+        self.inner.queue.close();
+        let n = self.inner.queue.discard_all() as u64;
+        if n > 0 {
+            self.inner.counters.discarded_outside.fetch_add(n, Relaxed);
+        }
+        let n = n + stats.discarded;
+        tracing::warn!(
+            discarded = n,
+            path = %self.inner.path.display(),
+            "udsipc writer task ended unfinished (runtime shut down or panic); queued messages discarded"
+        );
+    }
+}

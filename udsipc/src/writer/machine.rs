@@ -1,0 +1,792 @@
+//! The Writer's decisions, without IO: when to dial, what to write, what a
+//! dead connection means for each message on it, when to back off, when to
+//! give up on a message, when a drain is over.
+//!
+//! Inputs come in through `handle_*` methods, each with the time `now`;
+//! outputs come out of [`Machine::poll_action`] (the next thing to do),
+//! [`Machine::poll_timeout`] (when to call again if nothing happens),
+//! [`Machine::poll_report`] (errors for the callback), the counters in
+//! [`Machine::stats`] and [`Machine::take_freed`] (queue slots to release).
+//! The tokio driver only moves bytes and time; this module never touches a
+//! socket, a clock or a task.
+//!
+//! # Delivery truth
+//!
+//! On Linux, a Unix stream socket's unread-bytes count (`SIOCOUTQ`) is the
+//! true size of the buffers the peer has not finished reading: at least the
+//! unread bytes, exactly 0 once everything was read. So after a sample,
+//! `written - unread` bytes are known to be read (a lower bound), and a
+//! message that ends below it is *delivered*. When a connection dies the
+//! kernel says how: if the reader closed with unread bytes, the writer's
+//! socket gets `ECONNRESET` (the *last* byte written was not read); if it
+//! had read everything, writes just fail with `EPIPE`.
+//!
+//! Each fresh connection is proven before it carries traffic: the first
+//! byte of the head message is written alone and must be read (unread count
+//! 0) before the rest of the head goes, and the head must be read before
+//! anything else goes. A connection that dies with its probe byte unread was
+//! refused (the reader read nothing): nothing is lost and the head message
+//! is not blamed. A head that dies half-read is provably not read whole, so
+//! retrying it can never duplicate it; after `max_attempts` such deaths it
+//! is failed for good (a poison message). Messages written whole whose read
+//! was never confirmed when a connection died with unread bytes are
+//! *unconfirmed*: maybe read, never retried (no duplicates, ever).
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::batch::Batch;
+use crate::error::{WriteFailure, WritePhase, WriterError};
+use crate::queue::Item;
+
+/// The first interval between samples of the unread count while waiting
+/// for the reader to read; it doubles to [`SAMPLE_MAX`] while nothing moves.
+const SAMPLE_MIN: Duration = Duration::from_millis(1);
+/// The longest interval between samples while waiting.
+const SAMPLE_MAX: Duration = Duration::from_millis(50);
+/// While streaming, the unread count is sampled after this many bytes.
+const SAMPLE_EVERY_BYTES: u64 = 256 * 1024;
+
+/// The machine's options.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) path: PathBuf,
+    pub(crate) write_timeout: Duration,
+    pub(crate) initial_backoff: Duration,
+    pub(crate) max_backoff: Duration,
+    pub(crate) max_attempts: u32,
+}
+
+/// Counters kept by the machine; the driver publishes them.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Stats {
+    pub(crate) sent: u64,
+    pub(crate) delivered: u64,
+    pub(crate) failed: u64,
+    pub(crate) unconfirmed: u64,
+    pub(crate) discarded: u64,
+    pub(crate) retried: u64,
+    pub(crate) reconnects: u64,
+    pub(crate) backpressure: u64,
+    pub(crate) refused: u64,
+}
+
+/// What the driver does next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Action {
+    /// Connect, then call `handle_connected` or `handle_dial_failed`.
+    Dial,
+    /// Write [`Machine::iovecs`] once, then call `handle_written`,
+    /// `handle_would_block` or `handle_write_error`.
+    Write,
+    /// Read the unread count and the pending socket error, then call
+    /// `handle_sample`.
+    Sample,
+    /// Drop the connection (its end is accounted for), then call
+    /// `handle_closed`.
+    Close,
+    /// Wait for one of these, or for [`Machine::poll_timeout`].
+    Wait(Wait),
+    /// Finished: drop the connection, end the task.
+    Done,
+}
+
+/// What may end a wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Wait {
+    /// New messages in the queue (take them, then poll again).
+    pub(crate) messages: bool,
+    /// Room in the socket: call `handle_writable`.
+    pub(crate) writable: bool,
+    /// A hang-up of the open connection: sample with `hangup: true`.
+    pub(crate) hangup: bool,
+}
+
+/// One look at the socket.
+#[derive(Debug)]
+pub(crate) struct Sample {
+    /// Bytes written and not yet read (`SIOCOUTQ`); `None` where the system
+    /// cannot tell (then what was written is taken as read, as Go does).
+    pub(crate) unread: Option<u64>,
+    /// The socket's pending error (`SO_ERROR`), read after `unread`.
+    pub(crate) error: Option<io::Error>,
+    /// The reader hung up.
+    pub(crate) hangup: bool,
+}
+
+/// How far a connection has proven itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Nothing read on it yet; the probe byte is not yet written.
+    Unproven,
+    /// The probe byte is written; waiting for the reader to read it.
+    ProbeByte,
+    /// The reader reads: the head message alone is being written, then
+    /// waited for.
+    ProbeHead,
+    /// The head was read: stream freely.
+    Open,
+}
+
+/// The last message written whole on a connection, kept for a retry.
+#[derive(Debug)]
+struct Tail {
+    item: Item,
+    end: u64,
+}
+
+#[derive(Debug)]
+struct Conn {
+    stage: Stage,
+    /// Bytes written on this connection.
+    written: u64,
+    /// Bytes known to be read (a lower bound).
+    confirmed: u64,
+    /// `written` at the last sample.
+    sampled_at: u64,
+    /// End offsets of messages written whole and not yet known to be read.
+    inflight: VecDeque<u64>,
+    tail: Option<Tail>,
+    /// Whether the reader read at least one whole message on it.
+    productive: bool,
+    /// The last write would have blocked.
+    blocked: bool,
+    /// Since when the driver has waited for the reader without progress.
+    stalled_since: Option<Instant>,
+    /// A backpressure episode was reported and has not ended.
+    episode: bool,
+    /// Sample now.
+    sample_now: bool,
+    /// The next sample while waiting for the reader to read.
+    sample_due: Option<Instant>,
+    sample_every: Duration,
+    /// Offset on the connection at which the planned batch starts.
+    batch_base: u64,
+}
+
+impl Conn {
+    fn new() -> Self {
+        Self {
+            stage: Stage::Unproven,
+            written: 0,
+            confirmed: 0,
+            sampled_at: 0,
+            inflight: VecDeque::new(),
+            tail: None,
+            productive: false,
+            blocked: false,
+            stalled_since: None,
+            episode: false,
+            sample_now: false,
+            sample_due: None,
+            sample_every: SAMPLE_MIN,
+            batch_base: 0,
+        }
+    }
+
+    fn progress(&mut self) {
+        self.stalled_since = None;
+        self.episode = false;
+    }
+}
+
+#[derive(Debug)]
+enum Link {
+    /// No connection; dial at the instant.
+    Down(Instant),
+    /// The driver is dialing.
+    Dialing,
+    Up(Conn),
+    /// The connection ended and is accounted for; redial after the delay.
+    Dead(Duration),
+    /// Finished.
+    Gone,
+}
+
+/// Exponential reconnect delays: `initial`, doubling, capped at `max`.
+#[derive(Debug, Clone)]
+pub(crate) struct Backoff {
+    initial: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    pub(crate) fn new(initial: Duration, max: Duration) -> Self {
+        let initial = initial.min(max);
+        Self {
+            initial,
+            max,
+            next: initial,
+        }
+    }
+
+    /// The delay to wait now; the following one doubles.
+    pub(crate) fn next_delay(&mut self) -> Duration {
+        let d = self.next;
+        self.next = self.next.saturating_mul(2).min(self.max);
+        d
+    }
+
+    pub(crate) fn reset(&mut self) {
+        self.next = self.initial;
+    }
+}
+
+/// The Writer's state machine.
+#[derive(Debug)]
+pub(crate) struct Machine {
+    cfg: Config,
+    backoff: Backoff,
+    /// Messages not yet written whole on the current connection, in order;
+    /// the first `batch.completed()` of them are written whole (the planned
+    /// batch is retired once done).
+    pending: VecDeque<Item>,
+    batch: Batch,
+    planned: bool,
+    link: Link,
+    draining: bool,
+    deadline: Option<Instant>,
+    done: bool,
+    forced: bool,
+    dialed_before: bool,
+    stats: Stats,
+    reports: VecDeque<WriterError>,
+    freed: usize,
+}
+
+impl Machine {
+    /// A machine that dials at once.
+    pub(crate) fn new(cfg: Config, now: Instant) -> Self {
+        Self {
+            backoff: Backoff::new(cfg.initial_backoff, cfg.max_backoff),
+            cfg,
+            pending: VecDeque::new(),
+            batch: Batch::new(),
+            planned: false,
+            link: Link::Down(now),
+            draining: false,
+            deadline: None,
+            done: false,
+            forced: false,
+            dialed_before: false,
+            stats: Stats::default(),
+            reports: VecDeque::new(),
+            freed: 0,
+        }
+    }
+
+    // ----- outputs -------------------------------------------------------
+
+    /// The counters now.
+    pub(crate) fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Whether the machine finished by discarding (a deadline or a force)
+    /// rather than by draining.
+    pub(crate) fn was_forced(&self) -> bool {
+        self.forced
+    }
+
+    /// The next error for the callback.
+    pub(crate) fn poll_report(&mut self) -> Option<WriterError> {
+        self.reports.pop_front()
+    }
+
+    /// Queue slots to release (messages written whole for the first time,
+    /// failed or discarded) since the last call.
+    pub(crate) fn take_freed(&mut self) -> usize {
+        std::mem::take(&mut self.freed)
+    }
+
+    /// Whether the driver should move queued messages in (it takes them
+    /// all at once, so only when the machine has run out).
+    pub(crate) fn wants_messages(&self) -> bool {
+        self.pending.is_empty() && !self.done
+    }
+
+    /// Where the driver puts messages taken from the queue.
+    pub(crate) fn pending_mut(&mut self) -> &mut VecDeque<Item> {
+        &mut self.pending
+    }
+
+    /// The iovecs of the next write (for [`Action::Write`]).
+    pub(crate) fn iovecs<'a>(&'a self, out: &mut [IoSlice<'a>]) -> usize {
+        self.batch.iovecs(&self.pending, out)
+    }
+
+    /// When to call [`poll_action`](Self::poll_action) again if nothing
+    /// else happens.
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        let mut at = self.deadline.filter(|_| !self.done);
+        let mut earliest = |t: Option<Instant>| {
+            if let Some(t) = t {
+                at = Some(at.map_or(t, |a| a.min(t)));
+            }
+        };
+        match &self.link {
+            // Redialing waits for something to send (the first dial is
+            // eager, as in Go).
+            Link::Down(t) if self.wants_to_dial() => earliest(Some(*t)),
+            Link::Down(_) => {}
+            Link::Up(c) => {
+                earliest(c.sample_due);
+                if !c.episode {
+                    earliest(c.stalled_since.map(|s| s + self.cfg.write_timeout));
+                }
+            }
+            Link::Dialing | Link::Dead(_) | Link::Gone => {}
+        }
+        at
+    }
+
+    /// The next thing to do at `now`.
+    pub(crate) fn poll_action(&mut self, now: Instant) -> Action {
+        if self.done {
+            return Action::Done;
+        }
+        if self.deadline.is_some_and(|d| now >= d) {
+            self.force();
+            return Action::Done;
+        }
+        match &mut self.link {
+            Link::Dialing | Link::Gone => Action::Wait(Wait::default()),
+            Link::Dead(_) => Action::Close,
+            Link::Down(at) => {
+                if self.draining && self.pending.is_empty() {
+                    self.finish();
+                    Action::Done
+                } else if now >= *at && (!self.pending.is_empty() || !self.dialed_before) {
+                    self.link = Link::Dialing;
+                    Action::Dial
+                } else {
+                    Action::Wait(Wait {
+                        messages: self.pending.is_empty() && !self.draining,
+                        ..Wait::default()
+                    })
+                }
+            }
+            Link::Up(_) => self.poll_connected(now),
+        }
+    }
+
+    fn poll_connected(&mut self, now: Instant) -> Action {
+        let Link::Up(c) = &mut self.link else {
+            unreachable!("poll_connected on a connection that is not up")
+        };
+        if c.sample_due.is_some_and(|t| now >= t) {
+            c.sample_due = None;
+            c.sample_now = true;
+        }
+        if c.sample_now {
+            c.sample_now = false;
+            return Action::Sample;
+        }
+        // Backpressure: waiting for the reader for a whole write timeout.
+        if let Some(since) = c.stalled_since {
+            if !c.episode && now >= since + self.cfg.write_timeout {
+                c.episode = true;
+                self.stats.backpressure += 1;
+                let phase = phase_of(self.draining, self.pending.front());
+                self.reports.push_back(WriterError::Write {
+                    kind: WriteFailure::Backpressure,
+                    phase,
+                    source: io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "the reader read nothing for the write timeout ({:?}); \
+                             the connection is kept",
+                            self.cfg.write_timeout
+                        ),
+                    ),
+                });
+            }
+        }
+        let writing = self.planned && !self.batch.is_done() && !self.batch.at_limit();
+        if c.blocked {
+            c.stalled_since.get_or_insert(now);
+            return Action::Wait(Wait {
+                writable: true,
+                ..Wait::default()
+            });
+        }
+        match c.stage {
+            Stage::Unproven if !self.pending.is_empty() => {
+                // The probe: the head's first byte, alone.
+                self.batch.plan_up_to(&self.pending, 1);
+                self.batch.set_limit(1);
+                self.planned = true;
+                c.batch_base = c.written;
+                return Action::Write;
+            }
+            Stage::ProbeHead | Stage::Open if writing => return Action::Write,
+            Stage::Open if !self.pending.is_empty() => {
+                self.batch.plan_up_to(&self.pending, usize::MAX);
+                self.planned = true;
+                c.batch_base = c.written;
+                return Action::Write;
+            }
+            _ => {}
+        }
+        // Nothing to write now.
+        let awaiting_probe = matches!(c.stage, Stage::ProbeByte | Stage::ProbeHead);
+        let unread = c.confirmed < c.written;
+        if self.draining && self.pending.is_empty() && !unread {
+            self.finish();
+            return Action::Done;
+        }
+        if awaiting_probe || (self.draining && unread) {
+            c.stalled_since.get_or_insert(now);
+        }
+        if unread && c.sample_due.is_none() {
+            c.sample_due = Some(now + c.sample_every);
+        }
+        Action::Wait(Wait {
+            messages: self.pending.is_empty() && !self.draining,
+            writable: false,
+            hangup: true,
+        })
+    }
+
+    // ----- inputs --------------------------------------------------------
+
+    /// A dial succeeded.
+    pub(crate) fn handle_connected(&mut self, _now: Instant) {
+        if self.dialed_before {
+            self.stats.reconnects += 1;
+        }
+        self.dialed_before = true;
+        self.planned = false;
+        self.link = Link::Up(Conn::new());
+    }
+
+    /// A dial failed: back off.
+    pub(crate) fn handle_dial_failed(&mut self, now: Instant, source: io::Error) {
+        self.reports.push_back(WriterError::Connect {
+            path: self.cfg.path.clone(),
+            source,
+        });
+        self.link = Link::Down(now + self.backoff.next_delay());
+    }
+
+    /// The connection was dropped after [`Action::Close`].
+    pub(crate) fn handle_closed(&mut self, now: Instant) {
+        if let Link::Dead(delay) = self.link {
+            self.link = Link::Down(now + delay);
+        }
+    }
+
+    /// `n > 0` bytes of the planned write went out.
+    pub(crate) fn handle_written(&mut self, now: Instant, n: usize) {
+        let Link::Up(c) = &mut self.link else { return };
+        let before = self.batch.completed();
+        let whole = self.batch.advance(n);
+        c.written += n as u64;
+        c.blocked = false;
+        c.progress();
+        for i in before..before + whole {
+            let end = c.batch_base + self.batch.end_of(i) as u64;
+            let item = &mut self.pending[i];
+            if !item.sent {
+                item.sent = true;
+                self.stats.sent += 1;
+                self.freed += 1;
+            }
+            c.inflight.push_back(end);
+            c.tail = Some(Tail {
+                item: item.clone(),
+                end,
+            });
+        }
+        match c.stage {
+            Stage::Unproven if self.batch.at_limit() => {
+                c.stage = Stage::ProbeByte;
+                c.sample_now = true;
+            }
+            Stage::ProbeHead if self.batch.is_done() => c.sample_now = true,
+            _ => {}
+        }
+        if self.batch.is_done() {
+            self.retire_batch();
+            let Link::Up(c) = &mut self.link else { return };
+            if self.pending.is_empty() || c.written - c.sampled_at >= SAMPLE_EVERY_BYTES {
+                c.sample_now = true;
+            }
+        }
+        let _ = now;
+    }
+
+    /// The socket is full.
+    pub(crate) fn handle_would_block(&mut self, now: Instant) {
+        if let Link::Up(c) = &mut self.link {
+            c.blocked = true;
+            c.stalled_since.get_or_insert(now);
+        }
+    }
+
+    /// The socket has room again (or hung up: the next write will tell).
+    pub(crate) fn handle_writable(&mut self, _now: Instant) {
+        if let Link::Up(c) = &mut self.link {
+            c.blocked = false;
+        }
+    }
+
+    /// A write failed: the connection is dead. `pending` is the socket's
+    /// pending error (`SO_ERROR`) read right after.
+    pub(crate) fn handle_write_error(
+        &mut self,
+        now: Instant,
+        source: io::Error,
+        pending: Option<io::Error>,
+    ) {
+        let reset = is_reset(&source) || pending.as_ref().is_some_and(is_reset);
+        self.connection_died(now, reset, source);
+    }
+
+    /// A look at the socket, asked for by [`Action::Sample`] or taken on a
+    /// hang-up.
+    pub(crate) fn handle_sample(&mut self, now: Instant, sample: Sample) {
+        let Link::Up(c) = &mut self.link else { return };
+        if let Some(error) = sample.error {
+            // Read before the purge that follows a reader's close, the
+            // unread count proves nothing once an error is pending.
+            let reset = is_reset(&error);
+            self.connection_died(now, reset, error);
+            return;
+        }
+        if sample.hangup {
+            // No error: the reader had read everything when it closed.
+            let written = c.written;
+            self.confirm(now, written);
+            self.connection_died(
+                now,
+                false,
+                io::Error::new(
+                    io::ErrorKind::BrokenPipe,
+                    "the reader closed the connection",
+                ),
+            );
+            return;
+        }
+        c.sampled_at = c.written;
+        let read = match sample.unread {
+            Some(unread) => c.written.saturating_sub(unread),
+            None => c.written,
+        };
+        self.confirm(now, read);
+    }
+
+    /// A graceful stop: write what is queued (the driver has moved it all
+    /// in) and wait until it is read, until `deadline`.
+    pub(crate) fn handle_stop(&mut self, now: Instant, deadline: Instant) {
+        self.draining = true;
+        self.deadline = Some(self.deadline.map_or(deadline, |d| d.min(deadline)));
+        if now >= deadline {
+            self.force();
+        }
+    }
+
+    /// Stop at once: discard what is left.
+    pub(crate) fn handle_force(&mut self, _now: Instant) {
+        self.force();
+    }
+
+    // ----- internals -----------------------------------------------------
+
+    /// Bytes up to `read` are known to be read.
+    fn confirm(&mut self, now: Instant, read: u64) {
+        let Link::Up(c) = &mut self.link else { return };
+        if read <= c.confirmed {
+            if c.confirmed < c.written {
+                c.sample_due = Some(now + c.sample_every);
+                c.sample_every = (c.sample_every * 2).min(SAMPLE_MAX);
+            }
+            return;
+        }
+        c.confirmed = read;
+        c.progress();
+        c.sample_every = SAMPLE_MIN;
+        c.sample_due = (c.confirmed < c.written).then(|| now + c.sample_every);
+        let mut n = 0;
+        while c.inflight.front().is_some_and(|&end| end <= read) {
+            c.inflight.pop_front();
+            n += 1;
+        }
+        if c.tail.as_ref().is_some_and(|t| t.end <= read) {
+            c.tail = None;
+        }
+        if n > 0 {
+            self.stats.delivered += n;
+            c.productive = true;
+            self.backoff.reset();
+        }
+        match c.stage {
+            Stage::ProbeByte => {
+                c.stage = Stage::ProbeHead;
+                self.batch.set_limit(usize::MAX);
+            }
+            Stage::ProbeHead if !self.planned && c.inflight.is_empty() => c.stage = Stage::Open,
+            _ => {}
+        }
+    }
+
+    fn wants_to_dial(&self) -> bool {
+        !self.pending.is_empty() || !self.dialed_before
+    }
+
+    /// Drops the finished part of the batch from `pending`.
+    fn retire_batch(&mut self) {
+        if self.planned {
+            self.pending.drain(..self.batch.completed());
+            self.planned = false;
+        }
+    }
+
+    /// The connection is dead: account for every message on it.
+    fn connection_died(&mut self, _now: Instant, reset: bool, source: io::Error) {
+        let Link::Up(mut c) = std::mem::replace(&mut self.link, Link::Dead(Duration::ZERO)) else {
+            return;
+        };
+        // Whether the head of `pending` was partly written.
+        let partial = self.planned && {
+            let done = self.batch.completed();
+            let whole_end = if done == 0 {
+                0
+            } else {
+                self.batch.end_of(done - 1)
+            };
+            self.batch.cursor() > whole_end
+        };
+        self.retire_batch();
+        self.batch.set_limit(usize::MAX);
+        let refused = c.confirmed == 0
+            && matches!(c.stage, Stage::Unproven | Stage::ProbeByte)
+            && (c.written == 0 || reset);
+        if refused {
+            self.stats.refused += 1;
+            self.reports.push_back(WriterError::Refused {
+                path: self.cfg.path.clone(),
+                source,
+            });
+        } else {
+            self.reports.push_back(WriterError::Write {
+                kind: WriteFailure::NoConsumer,
+                phase: phase_of(self.draining, self.pending.front()),
+                source,
+            });
+            if !reset {
+                // The reader had read every byte written when it closed.
+                let n = c.inflight.len() as u64;
+                c.inflight.clear();
+                c.tail = None;
+                if n > 0 {
+                    self.stats.delivered += n;
+                    c.productive = true;
+                    self.backoff.reset();
+                }
+                if partial {
+                    self.retry_head();
+                }
+            } else {
+                // The last byte written was not read: the message holding it
+                // was not read whole and is retried; the others written whole
+                // since the last confirmation may or may not have been read.
+                if partial {
+                    self.retry_head();
+                } else if let Some(tail) = c.tail.take() {
+                    if tail.end == c.written && c.inflight.back() == Some(&tail.end) {
+                        c.inflight.pop_back();
+                        self.pending.push_front(tail.item);
+                        self.retry_head();
+                    }
+                }
+                let lost = c.inflight.len() as u64;
+                if lost > 0 {
+                    let from = c.confirmed.min(c.written);
+                    let to = c.inflight.back().copied().unwrap_or(from);
+                    self.stats.unconfirmed += lost;
+                    self.reports.push_back(WriterError::Unconfirmed {
+                        messages: lost,
+                        approx_bytes: to.saturating_sub(from),
+                    });
+                }
+            }
+        }
+        let delay = if c.productive {
+            Duration::ZERO
+        } else {
+            self.backoff.next_delay()
+        };
+        self.link = Link::Dead(delay);
+    }
+
+    /// The head of `pending` was provably not read whole on a connection
+    /// that died: count the attempt, and fail it for good after
+    /// `max_attempts`.
+    fn retry_head(&mut self) {
+        let Some(head) = self.pending.front_mut() else {
+            return;
+        };
+        head.attempts += 1;
+        self.stats.retried += 1;
+        if head.attempts >= self.cfg.max_attempts {
+            let item = self.pending.pop_front().expect("the head exists");
+            self.stats.failed += 1;
+            if !item.sent {
+                self.freed += 1;
+            }
+            self.reports.push_back(WriterError::MessageFailed {
+                size: item.body_len(),
+                attempts: item.attempts,
+            });
+        }
+    }
+
+    /// The deadline passed: discard what was not written whole; what was
+    /// written whole and not confirmed stays unconfirmed.
+    fn force(&mut self) {
+        if self.done {
+            return;
+        }
+        self.forced = true;
+        self.retire_batch();
+        if let Link::Up(c) = &self.link {
+            self.stats.unconfirmed += c.inflight.len() as u64;
+        }
+        let n = self.pending.len() as u64;
+        for item in self.pending.drain(..) {
+            if !item.sent {
+                self.freed += 1;
+            }
+        }
+        self.stats.discarded += n;
+        self.finish();
+    }
+
+    fn finish(&mut self) {
+        self.done = true;
+        self.deadline = None;
+        self.link = Link::Gone;
+    }
+}
+
+fn is_reset(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::ConnectionReset
+}
+
+fn phase_of(draining: bool, head: Option<&Item>) -> WritePhase {
+    if draining {
+        WritePhase::Draining
+    } else if head.is_some_and(|h| h.attempts > 0) {
+        WritePhase::RetryAfterReconnect
+    } else {
+        WritePhase::Running
+    }
+}
+
+#[cfg(test)]
+#[path = "machine_tests.rs"]
+mod tests;

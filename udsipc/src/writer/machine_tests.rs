@@ -1,0 +1,475 @@
+//! The Writer's machine with fake time and no sockets: every decision,
+//! driven event by event.
+
+use std::io::{self, IoSlice};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::*;
+use crate::batch::IOV_PER_CALL;
+
+const SEC: Duration = Duration::from_secs(1);
+
+fn cfg(max_attempts: u32) -> Config {
+    Config {
+        path: "/run/test.sock".into(),
+        write_timeout: SEC,
+        initial_backoff: SEC,
+        max_backoff: 5 * SEC,
+        max_attempts,
+    }
+}
+
+fn msg(len: usize, tag: u8) -> Item {
+    Item::new(Bytes::from(vec![tag; len]), false)
+}
+
+fn reset() -> io::Error {
+    io::ErrorKind::ConnectionReset.into()
+}
+
+fn pipe() -> io::Error {
+    io::ErrorKind::BrokenPipe.into()
+}
+
+/// A machine, a fake clock and helpers that play the driver.
+struct T {
+    m: Machine,
+    now: Instant,
+}
+
+impl T {
+    fn new(max_attempts: u32) -> Self {
+        let now = Instant::now();
+        Self {
+            m: Machine::new(cfg(max_attempts), now),
+            now,
+        }
+    }
+
+    fn at(&mut self, d: Duration) {
+        self.now += d;
+    }
+
+    fn action(&mut self) -> Action {
+        self.m.poll_action(self.now)
+    }
+
+    fn push(&mut self, items: impl IntoIterator<Item = Item>) {
+        self.m.pending_mut().extend(items);
+    }
+
+    fn connect(&mut self) {
+        assert_eq!(self.action(), Action::Dial);
+        self.m.handle_connected(self.now);
+    }
+
+    /// Bytes the next write would write.
+    fn offered(&self) -> usize {
+        let mut iov = [IoSlice::new(&[]); IOV_PER_CALL];
+        let n = self.m.iovecs(&mut iov);
+        iov[..n].iter().map(|s| s.len()).sum()
+    }
+
+    /// Asserts the next action is a write, and writes `n` bytes of it (all
+    /// it offers when `None`); returns how many.
+    fn write(&mut self, n: Option<usize>) -> usize {
+        assert_eq!(self.action(), Action::Write);
+        let n = n.unwrap_or_else(|| self.offered());
+        self.m.handle_written(self.now, n);
+        n
+    }
+
+    /// Asserts the next action is a sample and answers it.
+    fn sample(&mut self, unread: u64) {
+        assert_eq!(self.action(), Action::Sample);
+        self.m.handle_sample(
+            self.now,
+            Sample {
+                unread: Some(unread),
+                error: None,
+                hangup: false,
+            },
+        );
+    }
+
+    /// Proves a fresh connection: the probe byte, then the head, both read.
+    fn prove(&mut self) {
+        assert_eq!(self.write(None), 1, "the probe is one byte");
+        self.sample(0);
+        self.write(None);
+        self.sample(0);
+    }
+
+    fn die(&mut self, error: io::Error) {
+        self.m.handle_write_error(self.now, error, None);
+        assert_eq!(self.action(), Action::Close);
+        self.m.handle_closed(self.now);
+    }
+
+    fn reports(&mut self) -> Vec<String> {
+        std::iter::from_fn(|| self.m.poll_report())
+            .map(|e| format!("{} | {e}", e.context()))
+            .collect()
+    }
+
+    fn next_dial_in(&self) -> Duration {
+        self.m.poll_timeout().expect("a dial is scheduled") - self.now
+    }
+}
+
+#[test]
+fn failed_dials_back_off_doubling_to_the_cap() {
+    let mut t = T::new(5);
+    let mut delays = Vec::new();
+    for _ in 0..5 {
+        assert_eq!(t.action(), Action::Dial);
+        t.m.handle_dial_failed(t.now, io::ErrorKind::NotFound.into());
+        let d = t.next_dial_in();
+        delays.push(d.as_secs());
+        assert!(matches!(t.action(), Action::Wait(_)), "waits out the delay");
+        t.at(d);
+    }
+    assert_eq!(delays, [1, 2, 4, 5, 5]);
+    assert!(
+        t.reports()
+            .iter()
+            .all(|r| r.starts_with("failed to connect"))
+    );
+}
+
+#[test]
+fn a_fresh_connection_writes_one_byte_then_the_head_then_the_rest() {
+    let mut t = T::new(5);
+    t.connect();
+    t.push([msg(10, 1), msg(10, 2), msg(10, 3)]);
+    assert_eq!(t.write(None), 1, "the probe byte alone");
+    t.sample(768); // not read yet: wait, sampling again soon
+    assert_eq!(
+        t.action(),
+        Action::Wait(Wait {
+            messages: false,
+            writable: false,
+            hangup: true
+        })
+    );
+    assert_eq!(t.m.poll_timeout(), Some(t.now + SAMPLE_MIN));
+    t.at(SAMPLE_MIN);
+    t.sample(0);
+    assert_eq!(t.write(None), 10, "the rest of the head, alone");
+    assert_eq!(t.m.stats().sent, 1);
+    t.sample(0);
+    assert_eq!(t.m.stats().delivered, 1);
+    assert_eq!(t.write(None), 22, "then everything else at once");
+    t.sample(0);
+    let s = t.m.stats();
+    assert_eq!((s.sent, s.delivered, s.refused, s.retried), (3, 3, 0, 0));
+    assert_eq!(t.m.take_freed(), 3);
+    assert_eq!(
+        t.action(),
+        Action::Wait(Wait {
+            messages: true,
+            writable: false,
+            hangup: true
+        })
+    );
+}
+
+#[test]
+fn a_refused_connection_blames_no_message_and_backs_off_like_a_failed_dial() {
+    let mut t = T::new(2);
+    t.push([msg(10, 1)]);
+    let mut delays = Vec::new();
+    for _ in 0..4 {
+        t.connect();
+        assert_eq!(t.write(None), 1);
+        t.sample(768);
+        // The reader closes without reading: the byte is unread.
+        t.m.handle_sample(
+            t.now,
+            Sample {
+                unread: Some(0),
+                error: Some(reset()),
+                hangup: true,
+            },
+        );
+        assert_eq!(t.action(), Action::Close);
+        t.m.handle_closed(t.now);
+        let d = t.next_dial_in();
+        delays.push(d.as_secs());
+        t.at(d);
+    }
+    assert_eq!(delays, [1, 2, 4, 5]);
+    let s = t.m.stats();
+    assert_eq!((s.refused, s.failed, s.retried, s.sent), (4, 0, 0, 0));
+    assert_eq!(
+        t.m.pending_mut()[0].attempts,
+        0,
+        "the message is not blamed"
+    );
+    assert!(
+        t.reports()
+            .iter()
+            .all(|r| r.starts_with("connection refused by the reader"))
+    );
+}
+
+#[test]
+fn a_head_the_reader_closes_on_is_failed_after_max_attempts_and_the_queue_moves_on() {
+    let mut t = T::new(3);
+    t.push([msg(4 << 20, 0xbb), msg(10, 1)]);
+    let mut delays = Vec::new();
+    for _ in 0..3 {
+        t.connect();
+        assert_eq!(t.write(None), 1);
+        t.sample(0); // the reader reads the probe byte...
+        t.write(Some(200_000)); // ...then the head goes, part of it...
+        t.m.handle_would_block(t.now);
+        t.die(reset()); // ...and the reader closes with it unread.
+        delays.push(t.next_dial_in().as_secs());
+        t.at(t.next_dial_in());
+    }
+    assert_eq!(delays, [1, 2, 4], "no message was read: the backoff grows");
+    let s = t.m.stats();
+    assert_eq!((s.failed, s.retried, s.sent, s.delivered), (1, 3, 0, 0));
+    let reports = t.reports();
+    assert!(
+        reports.iter().any(|r| r
+            == "message failed | a 4194304-byte message was given up after 3 connections \
+                ended before the reader read it whole"),
+        "{reports:?}"
+    );
+    // The next message goes through, and a read message resets the backoff.
+    t.connect();
+    t.prove();
+    assert_eq!(t.m.stats().delivered, 1);
+    t.push([msg(10, 2)]);
+    t.die(pipe());
+    assert_eq!(t.next_dial_in(), Duration::ZERO, "a productive connection");
+    assert_eq!(
+        t.m.take_freed(),
+        2,
+        "the failed and the delivered slots released"
+    );
+}
+
+#[test]
+fn a_slow_reader_is_one_backpressure_episode_per_stall_and_the_connection_is_kept() {
+    let mut t = T::new(5);
+    t.connect();
+    t.push([msg(10, 0)]);
+    t.prove();
+    t.push((0..100).map(|i| msg(1000, i)));
+    t.write(Some(5000));
+    t.m.handle_would_block(t.now);
+    let blocked = Action::Wait(Wait {
+        messages: false,
+        writable: true,
+        hangup: false,
+    });
+    assert_eq!(t.action(), blocked);
+    t.at(SEC - Duration::from_millis(1));
+    assert_eq!(t.action(), blocked);
+    assert_eq!(t.m.stats().backpressure, 0);
+    t.at(Duration::from_millis(1));
+    assert_eq!(t.action(), blocked, "reported, and still waiting");
+    assert_eq!(t.m.stats().backpressure, 1);
+    t.at(30 * SEC);
+    assert_eq!(t.action(), blocked);
+    assert_eq!(t.m.stats().backpressure, 1, "once per episode");
+    // The reader reads again: progress ends the episode.
+    t.m.handle_writable(t.now);
+    t.write(Some(5000));
+    t.m.handle_would_block(t.now);
+    t.at(SEC);
+    assert_eq!(t.action(), blocked);
+    let s = t.m.stats();
+    assert_eq!((s.backpressure, s.failed, s.reconnects), (2, 0, 0));
+    let reports = t.reports();
+    assert_eq!(reports.len(), 2);
+    assert!(
+        reports.iter().all(|r| r.contains("Backpressure")),
+        "{reports:?}"
+    );
+}
+
+#[test]
+fn a_reader_that_read_everything_before_closing_got_every_whole_message_and_only_the_cut_one_is_retried()
+ {
+    let mut t = T::new(5);
+    t.connect();
+    t.push([msg(10, 0)]);
+    t.prove();
+    t.push((1..=4).map(|i| msg(100, i)));
+    t.write(Some(3 * 101 + 50)); // three whole, the fourth cut
+    t.die(pipe());
+    let s = t.m.stats();
+    assert_eq!((s.delivered, s.retried, s.unconfirmed), (4, 1, 0));
+    let head = &t.m.pending_mut()[0];
+    assert_eq!((head.bytes[0], head.attempts, head.sent), (4, 1, false));
+}
+
+#[test]
+fn a_reset_retries_the_message_holding_the_last_byte_and_leaves_the_others_unconfirmed() {
+    let mut t = T::new(5);
+    t.connect();
+    t.push([msg(10, 0)]);
+    t.prove();
+    t.push((1..=5).map(|i| msg(100, i)));
+    t.write(None); // all five whole
+    t.sample(5 * 101 - 101); // only the first is known read
+    assert_eq!(t.m.stats().delivered, 2);
+    t.die(reset());
+    let s = t.m.stats();
+    assert_eq!(
+        (s.sent, s.delivered, s.unconfirmed, s.retried),
+        (6, 2, 3, 1)
+    );
+    let head = &t.m.pending_mut()[0];
+    assert_eq!((head.bytes[0], head.sent), (5, true));
+    let reports = t.reports();
+    assert!(
+        reports
+            .iter()
+            .any(|r| r.starts_with("unconfirmed messages | 3 message(s)")),
+        "{reports:?}"
+    );
+    // The retry is not counted as sent twice.
+    t.connect();
+    t.prove();
+    let s = t.m.stats();
+    assert_eq!((s.sent, s.delivered), (6, 3));
+}
+
+#[test]
+fn a_drain_with_no_reader_discards_at_its_deadline() {
+    let mut t = T::new(5);
+    t.push([msg(10, 0), msg(10, 1)]);
+    assert_eq!(t.action(), Action::Dial);
+    t.m.handle_dial_failed(t.now, io::ErrorKind::NotFound.into());
+    t.m.handle_stop(t.now, t.now + 3 * SEC);
+    let mut dials = 0;
+    loop {
+        match t.action() {
+            Action::Dial => {
+                dials += 1;
+                t.m.handle_dial_failed(t.now, io::ErrorKind::NotFound.into());
+            }
+            Action::Wait(_) => t.at(t.m.poll_timeout().unwrap() - t.now),
+            Action::Done => break,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(dials, 1, "after 1 s, then 2 s more reaches the deadline");
+    let s = t.m.stats();
+    assert_eq!((s.discarded, s.unconfirmed), (2, 0));
+    assert!(t.m.was_forced());
+    assert_eq!(t.m.take_freed(), 2);
+}
+
+#[test]
+fn a_drain_waits_until_the_reader_has_read_everything() {
+    let mut t = T::new(5);
+    t.connect();
+    t.push([msg(10, 0), msg(10, 1)]);
+    t.prove();
+    t.write(None);
+    t.sample(700);
+    t.m.handle_stop(t.now, t.now + 10 * SEC);
+    assert!(matches!(t.action(), Action::Wait(_)));
+    t.at(t.m.poll_timeout().unwrap() - t.now);
+    t.sample(0);
+    assert_eq!(t.action(), Action::Done);
+    let s = t.m.stats();
+    assert_eq!((s.delivered, s.discarded, s.unconfirmed), (2, 0, 0));
+    assert!(!t.m.was_forced());
+}
+
+#[test]
+fn a_drain_deadline_leaves_written_but_unread_messages_unconfirmed() {
+    let mut t = T::new(5);
+    t.connect();
+    t.push([msg(10, 0)]);
+    t.prove();
+    t.push([msg(10, 1), msg(10, 2)]);
+    t.write(None);
+    t.m.handle_stop(t.now, t.now + 2 * SEC);
+    let mut episodes_seen = false;
+    loop {
+        match t.action() {
+            Action::Sample => t.m.handle_sample(
+                t.now,
+                Sample {
+                    unread: Some(1500),
+                    error: None,
+                    hangup: false,
+                },
+            ),
+            Action::Wait(_) => t.at(t.m.poll_timeout().unwrap() - t.now),
+            Action::Done => break,
+            other => panic!("{other:?}"),
+        }
+        episodes_seen |= t.m.stats().backpressure > 0;
+    }
+    assert!(episodes_seen, "an unread drain is backpressure");
+    let s = t.m.stats();
+    assert_eq!((s.delivered, s.unconfirmed, s.discarded), (1, 2, 0));
+}
+
+#[test]
+fn backoff_resets_only_after_the_reader_read_a_whole_message() {
+    let mut t = T::new(5);
+    let refuse = |t: &mut T| {
+        t.connect();
+        t.m.handle_sample(
+            t.now,
+            Sample {
+                unread: Some(0),
+                error: None,
+                hangup: true,
+            },
+        );
+        assert_eq!(t.action(), Action::Close);
+        t.m.handle_closed(t.now);
+        let d = t.next_dial_in();
+        t.at(d);
+        d.as_secs()
+    };
+    t.push([msg(10, 0), msg(10, 1)]);
+    assert_eq!((refuse(&mut t), refuse(&mut t)), (1, 2));
+    t.connect();
+    t.prove();
+    t.push([msg(10, 2)]);
+    t.die(pipe());
+    assert_eq!(t.next_dial_in(), Duration::ZERO);
+    assert_eq!(refuse(&mut t), 1, "back to the first delay");
+}
+
+#[test]
+fn an_idle_hangup_redials_only_when_there_is_something_to_send() {
+    let mut t = T::new(5);
+    t.connect();
+    t.push([msg(10, 0)]);
+    t.prove();
+    t.m.handle_sample(
+        t.now,
+        Sample {
+            unread: Some(0),
+            error: None,
+            hangup: true,
+        },
+    );
+    assert_eq!(t.action(), Action::Close);
+    t.m.handle_closed(t.now);
+    assert_eq!(
+        t.action(),
+        Action::Wait(Wait {
+            messages: true,
+            ..Wait::default()
+        })
+    );
+    assert_eq!(t.m.poll_timeout(), None, "no timer: nothing to send");
+    t.push([msg(10, 1)]);
+    assert_eq!(t.action(), Action::Dial);
+}

@@ -1,0 +1,538 @@
+//! The Writer: a bounded queue in front of a background task that connects,
+//! writes queued messages in batches, tells what the reader has read from
+//! what was only handed to the kernel, reconnects with backoff, gives up on
+//! poison messages, and drains on stop (or lingers when dropped).
+//!
+//! This module owns the public API, the options and the stop. Every
+//! decision of the task is in `machine` (no IO); `driver` runs it on tokio.
+//! Queue memory lives in `queue`, the batching of frames into syscalls in
+//! `batch`, the unread-bytes query in `sys`.
+
+mod driver;
+pub(crate) mod machine;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::runtime::Handle;
+
+use crate::error::{ConfigError, StartError, StopError, WriteError, WriterError};
+use crate::lifecycle::{FORCE_GRACE, Phase, PhaseCell, Tasks};
+use crate::metrics::{WriterCounters, WriterMetrics};
+use crate::queue::{Queue, Refused};
+use crate::socket;
+
+/// Default queue capacity: 10,000 messages (Go: `WithMaxBufferedWrites`).
+pub const DEFAULT_MAX_BUFFERED_WRITES: usize = 10_000;
+/// Default write timeout: 1 s (Go: `WithWriteTimeout`).
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Default dial timeout: 1 s (Go: `WithDialTimeout`).
+pub const DEFAULT_DIAL_TIMEOUT: Duration = Duration::from_secs(1);
+/// Default first reconnect delay: 1 s (fixed in Go).
+pub const DEFAULT_INITIAL_BACKOFF: Duration = Duration::from_secs(1);
+/// Default reconnect delay ceiling: 10 s (Go: `WithMaxBackoff`).
+pub const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// Default `SO_SNDBUF`: 256 KiB (Go: `WithWriteBufferSize`).
+pub const DEFAULT_WRITE_BUFFER_SIZE: u32 = 256 << 10;
+/// Default number of fresh connections a message may fail on before it is
+/// given up: 5 (the Go reference retries forever).
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+/// Default time a dropped Writer keeps delivering its queue in the
+/// background before discarding the rest: 1 s (the Go reference has no
+/// drop; ZeroMQ's `ZMQ_LINGER` is the model).
+pub const DEFAULT_LINGER: Duration = Duration::from_secs(1);
+
+type ErrorCallback = dyn Fn(&WriterError) + Send + Sync;
+
+/// Configures and starts a [`Writer`].
+///
+/// | option | default | Go |
+/// |---|---|---|
+/// | [`max_buffered_writes`](Self::max_buffered_writes) | 10,000 | `WithMaxBufferedWrites` |
+/// | [`write_timeout`](Self::write_timeout) | 1 s | `WithWriteTimeout` |
+/// | [`dial_timeout`](Self::dial_timeout) | 1 s | `WithDialTimeout` |
+/// | [`max_backoff`](Self::max_backoff) | 10 s | `WithMaxBackoff` |
+/// | [`initial_backoff`](Self::initial_backoff) | 1 s | fixed at 1 s |
+/// | [`write_buffer_size`](Self::write_buffer_size) | 256 KiB | `WithWriteBufferSize` |
+/// | [`max_attempts`](Self::max_attempts) | 5 | - (retries forever) |
+/// | [`linger`](Self::linger) | 1 s | - (no drop) |
+/// | [`on_error`](Self::on_error) | none | `WithWriterErrorCallback` |
+/// | [`runtime`](Self::runtime) | current, else the library's own | - |
+#[must_use = "a builder does nothing until `start` is called"]
+pub struct WriterBuilder {
+    path: PathBuf,
+    max_buffered_writes: usize,
+    write_timeout: Duration,
+    dial_timeout: Duration,
+    initial_backoff: Duration,
+    max_backoff: Duration,
+    write_buffer_size: u32,
+    max_attempts: u32,
+    linger: Duration,
+    on_error: Option<Arc<ErrorCallback>>,
+    runtime: Option<Handle>,
+}
+
+impl std::fmt::Debug for WriterBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriterBuilder")
+            .field("path", &self.path)
+            .field("max_buffered_writes", &self.max_buffered_writes)
+            .field("write_timeout", &self.write_timeout)
+            .field("dial_timeout", &self.dial_timeout)
+            .field("initial_backoff", &self.initial_backoff)
+            .field("max_backoff", &self.max_backoff)
+            .field("write_buffer_size", &self.write_buffer_size)
+            .field("max_attempts", &self.max_attempts)
+            .field("linger", &self.linger)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WriterBuilder {
+    fn new(path: PathBuf) -> Self {
+        Self {
+            path,
+            max_buffered_writes: DEFAULT_MAX_BUFFERED_WRITES,
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
+            dial_timeout: DEFAULT_DIAL_TIMEOUT,
+            initial_backoff: DEFAULT_INITIAL_BACKOFF,
+            max_backoff: DEFAULT_MAX_BACKOFF,
+            write_buffer_size: DEFAULT_WRITE_BUFFER_SIZE,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            linger: DEFAULT_LINGER,
+            on_error: None,
+            runtime: None,
+        }
+    }
+
+    /// How many messages may wait (queued or being written) before
+    /// [`Writer::write_message`] refuses with `BufferFull`. Must be above
+    /// zero. Default 10,000.
+    pub fn max_buffered_writes(mut self, n: usize) -> Self {
+        self.max_buffered_writes = n;
+        self
+    }
+
+    /// How long the Writer waits on a reader that reads nothing (the socket
+    /// full, or a written message unread) before it reports backpressure:
+    /// once per episode, through the error callback
+    /// ([`WriteFailure::Backpressure`](crate::WriteFailure::Backpressure))
+    /// and the `backpressure` counter. The connection is kept and nothing
+    /// counts as failed: a slow reader is not a dead one (Go instead closes
+    /// the connection and retries). Must be above zero. Default 1 s.
+    pub fn write_timeout(mut self, timeout: Duration) -> Self {
+        self.write_timeout = timeout;
+        self
+    }
+
+    /// How long one connection attempt may take. Must be above zero. Default 1 s.
+    pub fn dial_timeout(mut self, timeout: Duration) -> Self {
+        self.dial_timeout = timeout;
+        self
+    }
+
+    /// The first reconnect delay (Go fixes it at 1 s). Must be above zero.
+    pub fn initial_backoff(mut self, delay: Duration) -> Self {
+        self.initial_backoff = delay;
+        self
+    }
+
+    /// The ceiling of the doubling reconnect delay. Must be above zero.
+    /// Default 10 s.
+    pub fn max_backoff(mut self, delay: Duration) -> Self {
+        self.max_backoff = delay;
+        self
+    }
+
+    /// `SO_SNDBUF` for each connection; 0 keeps the system default. On Linux
+    /// this is what bounds a Unix stream socket's in-flight bytes. Default
+    /// 256 KiB.
+    pub fn write_buffer_size(mut self, bytes: u32) -> Self {
+        self.write_buffer_size = bytes;
+        self
+    }
+
+    /// How many fresh connections in a row may end before the reader has
+    /// read the message at the head of the queue whole, before that message
+    /// is given up for good ([`WriterError::MessageFailed`], counted in
+    /// `failed`) and the queue moves on. Connections the reader refused
+    /// without reading a byte do not count. Must be above zero. Default 5.
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = attempts;
+        self
+    }
+
+    /// How long a Writer dropped without [`Writer::stop`] keeps delivering
+    /// what it holds, in the background, before it discards the rest
+    /// (counted in `discarded`, logged at warn level), like ZeroMQ's
+    /// `ZMQ_LINGER`. Zero discards at once. The background drain needs the
+    /// runtime to keep running: a process that exits right after the drop
+    /// loses it; call `stop` to wait. Default 1 s.
+    pub fn linger(mut self, linger: Duration) -> Self {
+        self.linger = linger;
+        self
+    }
+
+    /// Called with every error the Writer meets while running.
+    pub fn on_error(mut self, callback: impl Fn(&WriterError) + Send + Sync + 'static) -> Self {
+        self.on_error = Some(Arc::new(callback));
+        self
+    }
+
+    /// The tokio runtime to run on. Default: the current one, or, outside
+    /// any runtime, a small runtime owned by this library.
+    pub fn runtime(mut self, handle: Handle) -> Self {
+        self.runtime = Some(handle);
+        self
+    }
+
+    /// Validates the options and starts the background task, which connects
+    /// at once (Go: `NewWriter` + `Start`).
+    pub fn start(self) -> Result<Writer, StartError> {
+        socket::validate_path(&self.path)?;
+        for (option, value) in [
+            ("write_timeout", self.write_timeout),
+            ("dial_timeout", self.dial_timeout),
+            ("initial_backoff", self.initial_backoff),
+            ("max_backoff", self.max_backoff),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::ZeroDuration { option }.into());
+            }
+        }
+        for (option, value) in [
+            ("max_buffered_writes", self.max_buffered_writes),
+            ("max_attempts", self.max_attempts as usize),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::ZeroSize { option }.into());
+            }
+        }
+        let handle = crate::runtime::handle(self.runtime.as_ref()).map_err(StartError::Runtime)?;
+        let inner = Arc::new(WriterInner {
+            queue: Queue::new(self.max_buffered_writes),
+            counters: WriterCounters::default(),
+            phase: PhaseCell::new(),
+            deadline: Mutex::new(None),
+            forced: AtomicBool::new(false),
+            tasks: Tasks::new(),
+            path: self.path,
+            write_timeout: self.write_timeout,
+            dial_timeout: self.dial_timeout,
+            initial_backoff: self.initial_backoff,
+            max_backoff: self.max_backoff,
+            write_buffer_size: self.write_buffer_size,
+            max_attempts: self.max_attempts,
+            linger: self.linger,
+            on_error: self.on_error,
+            stop_lock: tokio::sync::Mutex::new(false),
+        });
+        inner
+            .tasks
+            .spawn(&handle, "writer", driver::run(Arc::clone(&inner)));
+        Ok(Writer { inner, handle })
+    }
+}
+
+struct WriterInner {
+    queue: Queue,
+    counters: WriterCounters,
+    phase: PhaseCell,
+    /// When a drain must end (set before the phase becomes `Draining`).
+    deadline: Mutex<Option<std::time::Instant>>,
+    /// The task ended by discarding (its deadline passed).
+    forced: AtomicBool,
+    tasks: Arc<Tasks>,
+    path: PathBuf,
+    write_timeout: Duration,
+    dial_timeout: Duration,
+    initial_backoff: Duration,
+    max_backoff: Duration,
+    write_buffer_size: u32,
+    max_attempts: u32,
+    linger: Duration,
+    on_error: Option<Arc<ErrorCallback>>,
+    /// Whether a stop (or a drop's linger) has begun.
+    stop_lock: tokio::sync::Mutex<bool>,
+}
+
+impl WriterInner {
+    fn report(&self, error: WriterError) {
+        tracing::debug!(%error, context = error.context(), "writer error");
+        if let Some(cb) = &self.on_error {
+            crate::runtime::call_guarded("writer on_error", || cb(&error));
+        }
+    }
+
+    fn machine_config(&self) -> machine::Config {
+        machine::Config {
+            path: self.path.clone(),
+            write_timeout: self.write_timeout,
+            initial_backoff: self.initial_backoff,
+            max_backoff: self.max_backoff,
+            max_attempts: self.max_attempts,
+        }
+    }
+
+    fn deadline(&self) -> Option<std::time::Instant> {
+        *self.deadline.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Closes the queue and starts the drain, to end by `timeout` from now.
+    fn begin_stop(&self, timeout: Duration) {
+        self.queue.close();
+        let now = tokio::time::Instant::now().into_std();
+        let deadline = now
+            .checked_add(timeout)
+            .unwrap_or(now + Duration::from_secs(86_400 * 365));
+        *self.deadline.lock().unwrap_or_else(|p| p.into_inner()) = Some(deadline);
+        self.phase.advance(Phase::Draining);
+    }
+
+    async fn stop(self: Arc<Self>, timeout: Duration) -> Result<(), StopError> {
+        let mut stopped = self.stop_lock.lock().await;
+        if *stopped {
+            return Ok(());
+        }
+        *stopped = true;
+        let before = self.counters.snapshot(0);
+        let started = tokio::time::Instant::now();
+        self.begin_stop(timeout);
+        // If this future is dropped before it finishes, discard instead of
+        // draining (and reconnecting) forever.
+        let cancelled = crate::runtime::OnCancel::new(|| self.phase.advance(Phase::Forced));
+        let deadline = started
+            .checked_add(timeout)
+            .unwrap_or(started + Duration::from_secs(86_400 * 365));
+        if !self.tasks.idle_by(deadline).await {
+            self.phase.advance(Phase::Forced);
+            if !self.tasks.idle_by(deadline + FORCE_GRACE).await {
+                // The task is stuck (in the error callback): give up on it
+                // and discard what the queue still holds.
+                let n = self.queue.discard_all() as u64;
+                self.counters.discarded_outside.fetch_add(n, Relaxed);
+                tracing::warn!(
+                    discarded = n,
+                    "udsipc writer task did not stop within the grace period; abandoned"
+                );
+                self.forced.store(true, Relaxed);
+            }
+        }
+        cancelled.disarm();
+        if let Some(p) = self.tasks.panics().into_iter().next() {
+            return Err(StopError::TaskPanicked {
+                task: p.task,
+                message: p.message,
+            });
+        }
+        let after = self.counters.snapshot(0);
+        let discarded = after.discarded - before.discarded;
+        let unconfirmed = after.unconfirmed - before.unconfirmed;
+        if self.forced.load(Relaxed) || discarded > 0 {
+            return Err(StopError::DeadlineExceeded {
+                discarded,
+                unconfirmed,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Sends length-prefixed messages to a Unix socket, reconnecting as needed
+/// (Go: `udsipc.Writer`).
+///
+/// `write_message` never blocks: when `max_buffered_writes` messages are
+/// waiting it refuses with [`WriteError::BufferFull`] and counts a drop, as
+/// Go does. [`send`](Self::send) waits for room instead.
+///
+/// Delivery: a slow or paused reader is backpressure (the socket fills, then
+/// the queue, then producers wait or see `BufferFull`), never a reason to
+/// reconnect. The Writer tells messages the reader has read (`delivered`)
+/// from those only handed to the kernel (`sent`), using the socket's unread
+/// count on Linux. A message the reader provably did not read whole (its
+/// connection died before) is sent again first on the next connection; one
+/// it may have read is never sent twice. A message not read whole on
+/// [`max_attempts`](WriterBuilder::max_attempts) fresh connections in a row
+/// is given up (`failed`). See [`WriterMetrics`] for the counters.
+///
+/// Dropping a Writer without [`stop`](Self::stop) keeps delivering in the
+/// background for its [`linger`](WriterBuilder::linger) time, then discards
+/// the rest, counted and logged.
+pub struct Writer {
+    inner: Arc<WriterInner>,
+    handle: Handle,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer")
+            .field("path", &self.inner.path)
+            .field("metrics", &self.metrics())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Writer {
+    /// A builder for a Writer to `path` (Go: `NewWriter`).
+    pub fn builder(path: impl AsRef<Path>) -> WriterBuilder {
+        WriterBuilder::new(path.as_ref().to_owned())
+    }
+
+    /// Queues a copy of `data` without blocking (Go: `WriteMessage`). Empty
+    /// messages are accepted and not sent, as in Go.
+    pub fn write_message(&self, data: &[u8]) -> Result<(), WriteError<()>> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        self.inner
+            .queue
+            .push_copy(data)
+            .map_err(|r| self.refused(r, ()))
+    }
+
+    /// Queues owned bytes without copying and without blocking; a refused
+    /// message is handed back inside the error.
+    pub fn write_bytes(&self, data: impl Into<Bytes>) -> Result<(), WriteError<Bytes>> {
+        let data = data.into();
+        if data.is_empty() {
+            return Ok(());
+        }
+        self.inner
+            .queue
+            .push_owned(data)
+            .map_err(|(r, data)| self.refused(r, data))
+    }
+
+    fn refused<T>(&self, reason: Refused, data: T) -> WriteError<T> {
+        match reason {
+            Refused::Full => {
+                self.inner.counters.dropped.fetch_add(1, Relaxed);
+                WriteError::BufferFull(data)
+            }
+            Refused::Closed => WriteError::Stopped(data),
+        }
+    }
+
+    /// Queues owned bytes, waiting for room instead of dropping. Fails only
+    /// once the Writer is stopping.
+    pub async fn send(&self, data: impl Into<Bytes>) -> Result<(), WriteError<Bytes>> {
+        let data = data.into();
+        if data.is_empty() {
+            return Ok(());
+        }
+        match self.inner.queue.push_owned(data) {
+            Ok(()) => Ok(()),
+            Err((Refused::Closed, back)) => Err(WriteError::Stopped(back)),
+            // The waiting part is boxed: this future is moved on every call,
+            // and unboxed it would be several times larger. It is allocated
+            // only when the producer must wait for room anyway.
+            Err((Refused::Full, back)) => Box::pin(self.send_when_room(back)).await,
+        }
+    }
+
+    async fn send_when_room(&self, mut data: Bytes) -> Result<(), WriteError<Bytes>> {
+        loop {
+            self.inner.queue.wait_room().await;
+            match self.inner.queue.push_owned(data) {
+                Ok(()) => return Ok(()),
+                Err((Refused::Closed, back)) => return Err(WriteError::Stopped(back)),
+                Err((Refused::Full, back)) => data = back,
+            }
+        }
+    }
+
+    /// A snapshot of the counters (Go: `GetMetrics`).
+    pub fn metrics(&self) -> WriterMetrics {
+        self.inner.metrics()
+    }
+
+    /// A handle that reads this Writer's counters, also after the Writer is
+    /// dropped (e.g. to see what its linger delivered or discarded).
+    pub fn metrics_handle(&self) -> WriterMetricsHandle {
+        WriterMetricsHandle(Arc::clone(&self.inner))
+    }
+
+    /// The socket path (Go: `GetSocketPath`).
+    pub fn socket_path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Stops taking messages, writes what is queued and waits until the
+    /// reader has read it, until `timeout`; then discards what was not
+    /// written and returns [`StopError::DeadlineExceeded`] with how many
+    /// messages were discarded and how many were written but not confirmed
+    /// read. While draining it keeps reconnecting if it must. Returns within
+    /// `timeout` plus a short fixed grace whatever the error callback does.
+    /// Later calls return `Ok(())`. A panicked writer task is reported as
+    /// [`StopError::TaskPanicked`].
+    ///
+    /// Cancel safety: if this future is dropped before it completes, the
+    /// queue is discarded at once.
+    pub async fn stop(&self, timeout: Duration) -> Result<(), StopError> {
+        Arc::clone(&self.inner).stop(timeout).await
+    }
+
+    /// [`stop`](Self::stop) for synchronous code: blocks until stopped.
+    ///
+    /// Never panics: on a current-thread tokio runtime's own thread it
+    /// returns [`StopError::WouldDeadlock`] without stopping (use
+    /// `stop(..).await` there); if the Writer's runtime was shut down, it
+    /// returns [`StopError::RuntimeGone`]. Inside a multi-thread runtime it
+    /// works (the thread is handed over to blocking for the wait).
+    pub fn stop_blocking(&self, timeout: Duration) -> Result<(), StopError> {
+        crate::runtime::block_on(&self.handle, Arc::clone(&self.inner).stop(timeout))?
+    }
+}
+
+impl WriterInner {
+    fn metrics(&self) -> WriterMetrics {
+        self.counters.snapshot(self.queue.depth() as u64)
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        if let Ok(mut stopped) = self.inner.stop_lock.try_lock() {
+            if !*stopped {
+                // Dropped without a stop: linger, then discard (the task
+                // forces itself at the deadline, counts and logs).
+                *stopped = true;
+                self.inner.begin_stop(self.inner.linger);
+            }
+        }
+    }
+}
+
+/// Reads a Writer's counters; stays valid after the Writer is dropped
+/// (see [`Writer::metrics_handle`]).
+#[derive(Clone)]
+pub struct WriterMetricsHandle(Arc<WriterInner>);
+
+impl WriterMetricsHandle {
+    /// A snapshot of the counters.
+    pub fn get(&self) -> WriterMetrics {
+        self.0.metrics()
+    }
+
+    /// Whether the Writer's task has ended (drained, discarded, or gone
+    /// with its runtime).
+    pub fn is_finished(&self) -> bool {
+        self.0.tasks.live() == 0
+    }
+}
+
+impl std::fmt::Debug for WriterMetricsHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("WriterMetricsHandle")
+            .field(&self.get())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests;
