@@ -15,7 +15,7 @@ use crate::peer::{Impl, PATIENCE, Profile, ReaderOpts, ReaderPeer, WriterOpts, W
 /// used), removed when dropped.
 fn cwd_dir() -> Result<tempfile::TempDir, String> {
     tempfile::Builder::new()
-        .prefix("conf")
+        .prefix(".conf-tmp-")
         .tempdir_in(".")
         .map_err(|e| e.to_string())
 }
