@@ -1,7 +1,7 @@
 //! The READMEs' quick start is `examples/quick_start.rs`, which CI compiles
 //! and runs: a new user who copies it gets a program that builds.
 
-use std::path::Path;
+use std::path::PathBuf;
 
 /// The first ```rust block after the "Quick start" heading.
 fn quick_start_block(readme: &str) -> &str {
@@ -13,15 +13,22 @@ fn quick_start_block(readme: &str) -> &str {
     &readme[start..start + len]
 }
 
+/// The crate's directory: test runners start test binaries there (a path
+/// compiled in would be wrong for a binary reused from another checkout,
+/// as when the packaged crate is tested).
+fn crate_dir() -> PathBuf {
+    std::env::current_dir().unwrap()
+}
+
 fn example_main() -> String {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = crate_dir();
     let ex = std::fs::read_to_string(dir.join("examples/quick_start.rs")).unwrap();
     ex[ex.find("use std::time::Duration;").unwrap()..].to_owned()
 }
 
 #[test]
 fn the_crate_readme_quick_start_is_the_quick_start_example() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = crate_dir();
     let readme = std::fs::read_to_string(dir.join("README.md")).unwrap();
     assert_eq!(quick_start_block(&readme), example_main());
 }
@@ -29,7 +36,7 @@ fn the_crate_readme_quick_start_is_the_quick_start_example() {
 #[test]
 fn the_workspace_readme_quick_start_is_the_quick_start_example() {
     // Absent from the published crate, present in the repository.
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
+    let path = crate_dir().join("../README.md");
     let Ok(readme) = std::fs::read_to_string(path) else {
         return;
     };
