@@ -687,8 +687,9 @@ impl Reader {
     /// socket file this Reader created. Later calls return `Ok(())`.
     ///
     /// A handler that is running when the deadline passes finishes its call.
-    /// If this future is dropped before it completes, the stop turns into a
-    /// hard one at once.
+    ///
+    /// Cancel safety: if this future is dropped before it completes, the
+    /// stop turns into a hard one at once.
     pub async fn stop(&self, timeout: Duration) -> Result<(), StopError> {
         Arc::clone(&self.inner).stop(timeout).await
     }
