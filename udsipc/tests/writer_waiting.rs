@@ -26,6 +26,18 @@ fn full_writer(path: &std::path::Path, backoff: Duration) -> Writer {
     w
 }
 
+#[test]
+fn permits_and_sinks_can_move_across_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<udsipc::Permit<'static>>();
+    #[cfg(feature = "futures")]
+    {
+        fn send<T: Send + Unpin>() {}
+        send::<udsipc::WriterSink>();
+        send_sync::<udsipc::SinkError>();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelled_send_queues_nothing_and_counts_nothing() {
     let sock = temp_sock();
