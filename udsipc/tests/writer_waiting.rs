@@ -139,6 +139,29 @@ fn send_blocking_waits_for_room_and_drops_nothing() {
     reader.stop_blocking(STOP).unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_blocking_inside_a_multi_thread_runtime_waits_without_deadlock() {
+    let sock = temp_sock();
+    let collector = Collector::new();
+    let w = full_writer(&sock.path, Duration::from_millis(20));
+    // The queue is full until a reader appears (most likely while the send
+    // below waits); the runtime's other worker must deliver "first".
+    let handler = collector.handler();
+    let path = sock.path.clone();
+    let late_reader = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        udsipc::Reader::builder(&path).start(handler).unwrap()
+    });
+    w.send_blocking(b"second".to_vec()).unwrap();
+    let reader = late_reader.join().unwrap();
+    w.stop(STOP).await.unwrap();
+    let got = tokio::task::spawn_blocking(move || collector.take(2))
+        .await
+        .unwrap();
+    assert_eq!(got, [b"first".to_vec(), b"second".to_vec()]);
+    reader.stop(STOP).await.unwrap();
+}
+
 #[test]
 fn send_blocking_on_a_stopped_writer_hands_the_message_back() {
     let sock = temp_sock();
