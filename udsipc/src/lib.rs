@@ -15,7 +15,12 @@
 //!   from what only reached the kernel (`sent`), reconnects with exponential
 //!   backoff, retries only a message the reader provably did not read whole
 //!   (never one twice), gives up on a poison message after a bounded number
-//!   of connections, drains on stop and lingers when dropped.
+//!   of connections, drains on stop and lingers when dropped. Producers
+//!   queue the way tokio's `mpsc::Sender` names it: `write_message` /
+//!   `write_bytes` never wait (`try_send`; Go's `WriteMessage`),
+//!   [`Writer::send`] waits, [`Writer::reserve`] waits without holding a
+//!   message (cancel safe), [`Writer::send_blocking`] waits in synchronous
+//!   code, and `Writer::into_sink` (feature `futures`) is a `Sink<Bytes>`.
 //! - [`frame`]: the wire format without IO.
 //! - [`systemd`]: socket activation, `NOTIFY_SOCKET`, `RUNTIME_DIRECTORY`.
 //!
