@@ -57,6 +57,7 @@
 
 mod accept;
 mod batch;
+mod bind;
 mod connection;
 mod delivery;
 pub mod error;
@@ -84,7 +85,7 @@ pub use reader::{
     DEFAULT_MAX_ACCEPT_ERRORS, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_READ_BUFFER_SIZE, PeerCredentials,
     Reader, ReaderBuilder,
 };
-pub use socket::{SocketAddress, max_socket_path_len};
+pub use socket::{SocketAddress, max_socket_path_len, replaceable_socket_dir};
 pub use writer::{
     DEFAULT_DIAL_TIMEOUT, DEFAULT_INITIAL_BACKOFF, DEFAULT_LINGER, DEFAULT_MAX_ATTEMPTS,
     DEFAULT_MAX_BACKOFF, DEFAULT_MAX_BUFFERED_WRITES, DEFAULT_WRITE_BUFFER_SIZE,

@@ -15,6 +15,7 @@ use tokio::net::UnixListener;
 use tokio::runtime::Handle;
 use tokio::time::Instant;
 
+use crate::bind::OwnedSocketFile;
 use crate::delivery::{
     AsyncDelivery, ChannelDelivery, Deliver, Incoming, Message, SyncDelivery, SyncHandler,
 };
@@ -23,7 +24,7 @@ use crate::lifecycle::{FORCE_GRACE, Phase, PhaseCell, Tasks};
 use crate::metrics::{ReaderCounters, ReaderMetrics};
 use crate::order::OrderBook;
 use crate::policy::Policy;
-use crate::socket::{self, OwnedSocketFile};
+use crate::socket;
 use crate::systemd::{self, Notifier, SystemdEnv};
 
 /// Default maximum message size: 10 MiB (Go: `WithMaxMessageSize`).
@@ -377,19 +378,8 @@ impl ReaderBuilder {
             Some(listener) => (listener, None),
             None => {
                 socket::ensure_parent_dir(&path)?;
-                socket::clear_stale_socket(&path)?;
-                let listener =
-                    socket::bind_listener(&path, self.socket_mode).map_err(|source| {
-                        StartError::Bind {
-                            path: path.clone(),
-                            source,
-                        }
-                    })?;
-                let owned = OwnedSocketFile::record(&path).map_err(|source| StartError::Bind {
-                    path: path.clone(),
-                    source,
-                })?;
-                (listener, Some(owned))
+                let bound = crate::bind::listen_on(&path, self.socket_mode)?;
+                (bound.listener, bound.file)
             }
         };
         if self.read_buffer_size > 0 {

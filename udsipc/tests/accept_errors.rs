@@ -42,7 +42,11 @@ fn fd_exhaustion_sheds_connections_then_accepts_again() {
         extra.set_read_timeout(Some(PATIENCE)).unwrap();
         // Shed: accepted and closed unread, so our end reads EOF.
         let mut buf = [0u8; 1];
-        assert_eq!(extra.read(&mut buf).unwrap(), 0, "a shed connection sees EOF");
+        assert_eq!(
+            extra.read(&mut buf).unwrap(),
+            0,
+            "a shed connection sees EOF"
+        );
         shed.push(extra);
     }
     eventually("five shed connections are counted", || {
@@ -56,7 +60,9 @@ fn fd_exhaustion_sheds_connections_then_accepts_again() {
     assert_eq!(got.take(1), vec![b"after".to_vec()]);
     let list = errs.list();
     assert!(
-        !list.iter().any(|e| e.starts_with("too many consecutive failures")),
+        !list
+            .iter()
+            .any(|e| e.starts_with("too many consecutive failures")),
         "{list:?}"
     );
     assert!(

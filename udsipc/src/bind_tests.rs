@@ -1,0 +1,127 @@
+//! Races over the socket file, widened deterministically: a hook stops one
+//! start at the exact point where another process could act, and the test
+//! acts there.
+
+use std::fs;
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::sync::mpsc;
+
+use super::hook::{self, Point};
+use super::*;
+
+fn temp_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("udsipc-bind")
+        .tempdir()
+        .unwrap()
+}
+
+/// Whether a connection to `path` reaches `listener` (and not another).
+fn reaches(path: &Path, listener: &UnixListener) -> bool {
+    let Ok(_client) = UnixStream::connect(path) else {
+        return false;
+    };
+    listener.set_nonblocking(true).unwrap();
+    listener.accept().is_ok()
+}
+
+/// Runs a start of `path` on another thread that stops at `point` until the
+/// returned sender is used (or dropped).
+fn start_paused_at(
+    path: &Path,
+    mode: Option<u32>,
+    point: Point,
+) -> (
+    mpsc::Receiver<()>,
+    mpsc::Sender<()>,
+    std::thread::JoinHandle<Result<Bound, StartError>>,
+) {
+    let (at_tx, at_rx) = mpsc::channel();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let path = path.to_owned();
+    let join = std::thread::spawn(move || {
+        hook::set(Box::new(move |p| {
+            if p == point {
+                let _ = at_tx.send(());
+                let _ = go_rx.recv();
+            }
+        }));
+        listen_on(&path, mode)
+    });
+    (at_rx, go_tx, join)
+}
+
+#[test]
+fn socket_mode_never_follows_a_symlink_swapped_in_after_bind() {
+    let dir = temp_dir();
+    let path = dir.path().join("s.sock");
+    let victim = dir.path().join("victim");
+    fs::write(&victim, b"secret").unwrap();
+    fs::set_permissions(&victim, fs::Permissions::from_mode(0o600)).unwrap();
+    let (at, go, join) = start_paused_at(&path, Some(0o666), Point::Bound);
+    at.recv().unwrap();
+    // The attacker's move: whatever sits at the path becomes a link to a
+    // file this Reader did not create.
+    let _ = fs::remove_file(&path);
+    symlink(&victim, &path).unwrap();
+    drop(go);
+    let _ = join.join().unwrap();
+    let mode = fs::metadata(&victim).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o600, "the victim's mode was changed to {mode:o}");
+}
+
+#[test]
+fn a_stale_judgement_never_unlinks_a_newer_live_socket() {
+    let dir = temp_dir();
+    let path = dir.path().join("s.sock");
+    // A stale socket file, as a killed reader leaves it.
+    drop(UnixListener::bind(&path).unwrap());
+    let (at, go, join) = start_paused_at(&path, None, Point::JudgedStale);
+    at.recv().unwrap();
+    // Meanwhile a newer reader starts on the same path.
+    let newer = listen_on(&path, None);
+    drop(go);
+    let older = join.join().unwrap();
+    match (older, newer) {
+        (Ok(_), Ok(_)) => panic!("two live readers on one path: one is unreachable"),
+        (Ok(o), Err(e)) | (Err(e), Ok(o)) => {
+            assert!(matches!(e, StartError::AddrInUse { .. }), "{e}");
+            assert!(
+                reaches(&path, &o.listener),
+                "the live reader is unreachable"
+            );
+        }
+        (Err(a), Err(b)) => panic!("neither started: {a}; {b}"),
+    }
+}
+
+#[test]
+fn a_bound_socket_not_yet_listening_is_never_taken_as_stale() {
+    let dir = temp_dir();
+    let path = dir.path().join("s.sock");
+    let (at, go, join) = start_paused_at(&path, None, Point::Bound);
+    at.recv().unwrap();
+    // Another start while the first has bound but not yet listened.
+    let second = listen_on(&path, None);
+    drop(go);
+    let first = join.join().unwrap();
+    match (first, second) {
+        (Ok(first), Ok(second)) => {
+            // Stopping the orphan must never delete the winner's socket.
+            first.file.as_ref().unwrap().remove().unwrap();
+            drop(first);
+            assert!(
+                reaches(&path, &second.listener),
+                "stopping the first reader removed the second one's socket"
+            );
+            panic!("both started on one path");
+        }
+        (Ok(winner), Err(e)) | (Err(e), Ok(winner)) => {
+            assert!(matches!(e, StartError::AddrInUse { .. }), "{e}");
+            assert!(reaches(&path, &winner.listener));
+        }
+        (Err(a), Err(b)) => panic!("neither started: {a}; {b}"),
+    }
+}
