@@ -1,12 +1,12 @@
-//! Baselines around this library: what a generic framed stack gets
+//! The baseline around this library: what a generic framed stack gets
 //! (tokio-util `FramedWrite`/`FramedRead` with unsigned-varint's `UviBytes`,
-//! the same wire format), and what the kernel itself allows (no framing).
+//! the same wire format). What the kernel itself allows is in [`crate::limits`].
 //!
-//! Both run a writer and a reader on two threads over a socket pair whose
+//! It runs a writer and a reader on two threads over a socket pair whose
 //! writing end has `SO_SNDBUF` 256 KiB, as the Go reference and udsipc set.
 
 use std::os::unix::net::UnixStream;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -23,7 +23,7 @@ pub const SNDBUF: usize = 256 * 1024;
 /// time; the same sizes udsipc works with, so the baseline is not held back
 /// by small defaults.
 pub const BUFFER: usize = 256 * 1024;
-/// Bytes per `write` for the raw limit.
+/// Bytes per `write` (and `read`) for the limits in [`crate::limits`].
 pub const RAW_CHUNK: usize = 256 * 1024;
 
 fn set_sndbuf(s: &UnixStream, size: usize) {
@@ -100,57 +100,5 @@ pub fn tokio_util_framed(size: usize, messages: u64) -> Result<Measurement, Stri
         bytes,
         elapsed,
         allocs_per_msg: Some(per_steady_message(allocs - mark, messages)),
-    })
-}
-
-/// The kernel's limit for one Unix stream socket on this machine: no
-/// framing, [`RAW_CHUNK`] writes and reads, `SO_SNDBUF` [`SNDBUF`], writer
-/// and reader on two threads. `total` bytes are moved. Both sides are
-/// non-blocking and wait in epoll (through tokio), as udsipc and the Go
-/// runtime do: blocking threads get woken onto the waker's core by the
-/// scheduler and then take turns on one core, which measures the
-/// scheduler, not the socket.
-pub fn raw_socket_limit(total: u64) -> Result<Measurement, String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let (a, b) = UnixStream::pair().map_err(|e| e.to_string())?;
-    set_sndbuf(&a, SNDBUF);
-    a.set_nonblocking(true).map_err(|e| e.to_string())?;
-    b.set_nonblocking(true).map_err(|e| e.to_string())?;
-    let reader = std::thread::spawn(move || -> Result<u64, String> {
-        current_thread()?.block_on(async move {
-            let mut b = tokio::net::UnixStream::from_std(b).map_err(|e| e.to_string())?;
-            let mut buf = vec![0u8; RAW_CHUNK];
-            let mut got = 0u64;
-            while got < total {
-                match b.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => got += n as u64,
-                }
-            }
-            Ok(got)
-        })
-    });
-    let chunk = vec![0x5au8; RAW_CHUNK];
-    let start = Instant::now();
-    current_thread()?.block_on(async {
-        let mut a = tokio::net::UnixStream::from_std(a).map_err(|e| e.to_string())?;
-        let mut sent = 0u64;
-        while sent < total {
-            let n = (total - sent).min(RAW_CHUNK as u64) as usize;
-            a.write_all(&chunk[..n]).await.map_err(|e| e.to_string())?;
-            sent += n as u64;
-        }
-        Ok::<(), String>(())
-    })?;
-    let got = reader
-        .join()
-        .map_err(|_| "raw reader thread panicked".to_owned())??;
-    let elapsed = start.elapsed().max(Duration::from_nanos(1));
-    Ok(Measurement {
-        size: RAW_CHUNK,
-        messages: total.div_ceil(RAW_CHUNK as u64),
-        bytes: got,
-        elapsed,
-        allocs_per_msg: None,
     })
 }

@@ -3,8 +3,9 @@
 use std::path::Path;
 
 use crate::Measurement;
-use crate::baseline::{raw_socket_limit, tokio_util_framed};
+use crate::baseline::tokio_util_framed;
 use crate::inproc::rust_in_process;
+use crate::limits::{Waiting, framed_copy_limit, raw_limit};
 use crate::peer::{Peer, run_pair};
 use crate::report::{Row, Samples};
 
@@ -23,13 +24,19 @@ pub enum Column {
     RustToGo,
     /// tokio-util + unsigned-varint, two threads.
     TokioUtil,
-    /// The raw socket, no framing.
+    /// The raw socket, no framing, waiting in epoll.
     Raw,
+    /// The raw socket, blocking threads.
+    RawBlocking,
+    /// Frames copied into 256 KiB writes, waiting in epoll.
+    FramedLimit,
+    /// Frames copied into 256 KiB writes, blocking threads.
+    FramedLimitBlocking,
 }
 
 impl Column {
     /// Every column, in measuring order.
-    pub const ALL: [Column; 7] = [
+    pub const ALL: [Column; 10] = [
         Column::Go,
         Column::Rust,
         Column::RustInProcess,
@@ -37,6 +44,9 @@ impl Column {
         Column::RustToGo,
         Column::TokioUtil,
         Column::Raw,
+        Column::RawBlocking,
+        Column::FramedLimit,
+        Column::FramedLimitBlocking,
     ];
 
     /// Whether the column needs the Go peer.
@@ -53,7 +63,10 @@ impl Column {
             Column::GoToRust => "Go → Rust",
             Column::RustToGo => "Rust → Go",
             Column::TokioUtil => "tokio-util",
-            Column::Raw => "raw socket",
+            Column::Raw => "raw socket (epoll)",
+            Column::RawBlocking => "raw socket (blocking)",
+            Column::FramedLimit => "framed-copy limit (epoll)",
+            Column::FramedLimitBlocking => "framed-copy limit (blocking)",
         }
     }
 }
@@ -86,7 +99,10 @@ pub fn measure(
         Column::RustToGo => pair(&peers.rust, go()?)?.measurement,
         Column::RustInProcess => rust_in_process(&socket, size, messages)?,
         Column::TokioUtil => tokio_util_framed(size, messages)?,
-        Column::Raw => raw_socket_limit(messages * size as u64)?,
+        Column::Raw => raw_limit(messages * size as u64, Waiting::Epoll)?,
+        Column::RawBlocking => raw_limit(messages * size as u64, Waiting::Blocking)?,
+        Column::FramedLimit => framed_copy_limit(size, messages, Waiting::Epoll)?,
+        Column::FramedLimitBlocking => framed_copy_limit(size, messages, Waiting::Blocking)?,
     })
 }
 
@@ -114,6 +130,22 @@ pub fn fill_row(row: &mut Row, column: Column, s: &Samples) {
             row.tokio_util_mbps = s.mbps();
             row.tokio_util_allocs_per_msg = s.allocs_per_msg();
         }
-        Column::Raw => row.raw_limit_mbps = s.mbps(),
+        Column::Raw => row.raw_epoll_mbps = s.mbps(),
+        Column::RawBlocking => row.raw_blocking_mbps = s.mbps(),
+        Column::FramedLimit => row.framed_epoll_mbps = s.mbps(),
+        Column::FramedLimitBlocking => row.framed_blocking_mbps = s.mbps(),
+    }
+    // Each limit is the faster of its two ways of waiting.
+    (row.raw_limit_mbps, row.raw_limit_how) = best(row.raw_blocking_mbps, row.raw_epoll_mbps);
+    (row.framed_limit_mbps, row.framed_limit_how) =
+        best(row.framed_blocking_mbps, row.framed_epoll_mbps);
+}
+
+fn best(blocking: Option<f64>, epoll: Option<f64>) -> (Option<f64>, Option<Waiting>) {
+    match (blocking, epoll) {
+        (Some(b), Some(e)) if b >= e => (Some(b), Some(Waiting::Blocking)),
+        (_, Some(e)) => (Some(e), Some(Waiting::Epoll)),
+        (Some(b), None) => (Some(b), Some(Waiting::Blocking)),
+        (None, None) => (None, None),
     }
 }

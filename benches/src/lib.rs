@@ -12,6 +12,7 @@
 //! | [`rust_peer`] | this library's side of that contract (the hidden `peer` subcommand) |
 //! | [`baseline`] | tokio-util + unsigned-varint `Framed`, and the raw socket |
 //! | [`latency`] | one-way latency at a fixed message rate (through [`peer`]) |
+//! | [`limits`] | the framed-copy and raw limits and the latency floor, blocking and epoll |
 //! | [`alloc`] | the counting global allocator behind "allocs/msg" |
 
 pub mod alloc;
@@ -23,6 +24,7 @@ pub mod gopeer;
 pub mod harness;
 pub mod inproc;
 pub mod latency;
+pub mod limits;
 pub mod peer;
 pub mod report;
 pub mod rust_peer;

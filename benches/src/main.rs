@@ -1,9 +1,11 @@
 //! `udsipc-benches`: the side-by-side table. In one run it measures, per
 //! message size, the Go reference (through `conformance/go-peer`), this
 //! library (separate processes and in one process), the mixed Go/Rust
-//! pairs, a tokio-util + unsigned-varint baseline and the raw socket limit,
-//! then one-way latency at a fixed rate; it prints markdown tables and can
-//! write JSON and an SVG chart.
+//! pairs, a tokio-util + unsigned-varint baseline, the framed-copy and raw
+//! limits (blocking and epoll, the faster kept), then one-way latency at a
+//! fixed rate next to this machine's latency floor; it prints markdown
+//! tables (each udsipc cell also as a share of its limit) and can write
+//! JSON and an SVG chart.
 //!
 //! Every cell is the median of several rounds; each round measures every
 //! column of every size once, so machine drift hits all columns alike.
@@ -15,9 +17,9 @@ use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use udsipc_benches::columns::{Column, Peers, fill_row, measure};
 use udsipc_benches::peer::{Peer, PeerArgs};
-use udsipc_benches::report::{LatencyRow, Row, Samples, Table};
+use udsipc_benches::report::{FloorRow, LatencyRow, Row, Samples, Table};
 use udsipc_benches::rust_peer::run_rust_peer;
-use udsipc_benches::{gopeer, latency, median, size_label};
+use udsipc_benches::{gopeer, latency, limits, median, size_label};
 
 #[global_allocator]
 static ALLOC: udsipc_benches::alloc::Counting = udsipc_benches::alloc::Counting;
@@ -178,13 +180,16 @@ fn run_table(args: &Args) -> Result<(), String> {
         Some(g) => vec![(&peers.rust, &peers.rust), (g, g)],
         None => vec![(&peers.rust, &peers.rust)],
     };
-    let steps = plan.rounds * (sizes.len() * columns.len() + pairs.len());
+    let floor_steps = usize::from(!pairs.is_empty());
+    let steps = plan.rounds * (sizes.len() * columns.len() + pairs.len() + floor_steps);
     let bar = ProgressBar::new(steps as u64).with_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed}]")
             .map_err(|e| e.to_string())?,
     );
     let mut samples = vec![vec![Samples::default(); columns.len()]; sizes.len()];
     let mut lat: Vec<(Vec<f64>, Vec<f64>)> = vec![Default::default(); pairs.len()];
+    // The latency floor, measured with the pairs: ping-pong p50/p99, paced p50/p99.
+    let mut floor: [Vec<f64>; 4] = Default::default();
     // A Go peer that fails mid-run takes the Go columns out (with the
     // reason); it does not fail the run.
     let mut go_failed: Option<String> = None;
@@ -216,6 +221,17 @@ fn run_table(args: &Args) -> Result<(), String> {
         let mut order: Vec<usize> = (0..pairs.len()).collect();
         if round % 2 == 0 {
             order.reverse();
+        }
+        if !pairs.is_empty() {
+            bar.inc(1);
+            bar.set_message(format!("round {round}: latency floor"));
+            let us = |d: std::time::Duration| d.as_secs_f64() * 1e6;
+            let (p50, p99) = limits::ping_pong(plan.latency_messages)?;
+            floor[0].push(us(p50));
+            floor[1].push(us(p99));
+            let (p50, p99) = limits::paced_one_way(plan.latency_messages, latency::RATE)?;
+            floor[2].push(us(p50));
+            floor[3].push(us(p99));
         }
         for pi in order {
             let (w, r) = pairs[pi];
@@ -253,6 +269,20 @@ fn run_table(args: &Args) -> Result<(), String> {
     }
     if go_failed.is_some() {
         table.go_unavailable = go_failed;
+    }
+    if !floor[0].is_empty() {
+        let [pp50, pp99, paced50, paced99] = &mut floor;
+        let f = FloorRow {
+            ping_pong_p50_us: median(pp50),
+            ping_pong_p99_us: median(pp99),
+            paced_p50_us: median(paced50),
+            paced_p99_us: median(paced99),
+        };
+        if let Some(row) = table.rows.iter_mut().find(|r| r.size == latency::SIZE) {
+            row.latency_floor_p50_us = Some(f.paced_p50_us);
+            row.latency_floor_p99_us = Some(f.paced_p99_us);
+        }
+        table.latency_floor = Some(f);
     }
     for ((w, r), (p50, p99)) in pairs.iter().zip(&mut lat) {
         if p50.is_empty() {

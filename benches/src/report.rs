@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 
+use crate::limits::Waiting;
 use crate::{median, size_label};
 
 /// Repeated samples of one cell; reported as medians.
@@ -74,8 +75,29 @@ pub struct Row {
     pub tokio_util_mbps: Option<f64>,
     /// tokio-util allocations per message.
     pub tokio_util_allocs_per_msg: Option<f64>,
-    /// The raw socket: no framing, 256 KiB writes.
+    /// The raw socket: no framing, 256 KiB writes; the faster of blocking
+    /// threads and epoll (see `raw_limit_how`).
     pub raw_limit_mbps: Option<f64>,
+    /// Which way of waiting gave `raw_limit_mbps`.
+    pub raw_limit_how: Option<Waiting>,
+    /// The raw socket with blocking threads.
+    pub raw_blocking_mbps: Option<f64>,
+    /// The raw socket waiting in epoll.
+    pub raw_epoll_mbps: Option<f64>,
+    /// The framed-copy limit: frames copied into 256 KiB writes, no queue,
+    /// no parsing; the faster way of waiting (see `framed_limit_how`).
+    pub framed_limit_mbps: Option<f64>,
+    /// Which way of waiting gave `framed_limit_mbps`.
+    pub framed_limit_how: Option<Waiting>,
+    /// The framed-copy limit with blocking threads.
+    pub framed_blocking_mbps: Option<f64>,
+    /// The framed-copy limit waiting in epoll.
+    pub framed_epoll_mbps: Option<f64>,
+    /// The latency floor (paced one-way 64 B to a blocking reader), p50 µs;
+    /// on the row of the latency message size.
+    pub latency_floor_p50_us: Option<f64>,
+    /// The latency floor, p99 µs.
+    pub latency_floor_p99_us: Option<f64>,
 }
 
 impl Row {
@@ -83,6 +105,34 @@ impl Row {
     pub fn rust_vs_go(&self) -> Option<f64> {
         Some(self.rust_mbps? / self.go_mbps?)
     }
+
+    /// Rust processes as a share of the framed-copy limit, in percent.
+    pub fn rust_pct_of_framed_limit(&self) -> Option<f64> {
+        Some(100.0 * self.rust_mbps? / self.framed_limit_mbps?)
+    }
+
+    /// Rust processes as a share of the raw limit, in percent.
+    pub fn rust_pct_of_raw_limit(&self) -> Option<f64> {
+        Some(100.0 * self.rust_mbps? / self.raw_limit_mbps?)
+    }
+
+    /// Rust processes over tokio-util.
+    pub fn rust_vs_tokio_util(&self) -> Option<f64> {
+        Some(self.rust_mbps? / self.tokio_util_mbps?)
+    }
+}
+
+/// The latency floor of this machine, p50/p99 µs.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FloorRow {
+    /// Half the round trip of a blocking 64 B ping-pong, p50.
+    pub ping_pong_p50_us: f64,
+    /// Ping-pong p99.
+    pub ping_pong_p99_us: f64,
+    /// 64 B at the latency rate, one way, to a blocking reader, p50.
+    pub paced_p50_us: f64,
+    /// Paced one-way p99.
+    pub paced_p99_us: f64,
 }
 
 /// p50/p99 one-way latency of one writer → reader pair.
@@ -107,6 +157,8 @@ pub struct Table {
     pub rows: Vec<Row>,
     /// Latency at a fixed rate.
     pub latency: Vec<LatencyRow>,
+    /// The latency floor measured in the same run.
+    pub latency_floor: Option<FloorRow>,
     /// Why the Go columns are empty, if they are.
     pub go_unavailable: Option<String>,
     /// Repetitions per cell (medians are reported).
@@ -144,15 +196,26 @@ fn ratio(v: Option<f64>) -> String {
     v.map_or("n/a".into(), |r| format!("{r:.1}×"))
 }
 
+fn pct(v: Option<f64>) -> String {
+    v.map_or("n/a".into(), |p| format!("{p:.0}%"))
+}
+
+fn with_how(v: Option<f64>, how: Option<Waiting>) -> String {
+    match how {
+        Some(h) if v.is_some() => format!("{} ({})", num(v, 0), h.name()),
+        _ => num(v, 0),
+    }
+}
+
 impl Table {
     /// The markdown tables (throughput, allocations, latency).
     pub fn markdown(&self) -> String {
         let mut s = String::new();
-        s.push_str("| size | Go MB/s | udsipc MB/s | udsipc msgs/s | udsipc / Go | udsipc in-process MB/s | Go → Rust MB/s | Rust → Go MB/s | tokio-util MB/s | raw socket MB/s |\n");
-        s.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        s.push_str("| size | Go MB/s | udsipc MB/s | udsipc msgs/s | udsipc / Go | udsipc in-process MB/s | Go → Rust MB/s | Rust → Go MB/s | tokio-util MB/s | udsipc / tokio-util | framed-copy limit MB/s | udsipc % of framed limit | raw limit MB/s | udsipc % of raw limit |\n");
+        s.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
         for r in &self.rows {
             s.push_str(&format!(
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
                 size_label(r.size),
                 num(r.go_mbps, 0),
                 num(r.rust_mbps, 0),
@@ -162,7 +225,11 @@ impl Table {
                 num(r.go_to_rust_mbps, 0),
                 num(r.rust_to_go_mbps, 0),
                 num(r.tokio_util_mbps, 0),
-                num(r.raw_limit_mbps, 0),
+                ratio(r.rust_vs_tokio_util()),
+                with_how(r.framed_limit_mbps, r.framed_limit_how),
+                pct(r.rust_pct_of_framed_limit()),
+                with_how(r.raw_limit_mbps, r.raw_limit_how),
+                pct(r.rust_pct_of_raw_limit()),
             ));
         }
         s.push_str("\n| size | Go allocs/msg | udsipc allocs/msg | udsipc in-process allocs/msg | tokio-util allocs/msg |\n");
@@ -189,6 +256,19 @@ impl Table {
                     "| {} | {:.1} | {:.1} |\n",
                     l.pair, l.p50_us, l.p99_us
                 ));
+            }
+            if let Some(f) = &self.latency_floor {
+                s.push_str(&format!(
+                    "| floor: paced one-way, blocking reader | {:.1} | {:.1} |\n| floor: blocking ping-pong, half round trip | {:.1} | {:.1} |\n",
+                    f.paced_p50_us, f.paced_p99_us, f.ping_pong_p50_us, f.ping_pong_p99_us
+                ));
+                if let Some(rust) = self.latency.iter().find(|l| l.pair == "Rust → Rust") {
+                    s.push_str(&format!(
+                        "| Rust → Rust ÷ paced floor | {:.2}× | {:.2}× |\n",
+                        rust.p50_us / f.paced_p50_us,
+                        rust.p99_us / f.paced_p99_us
+                    ));
+                }
             }
         }
         if let Some(why) = &self.go_unavailable {

@@ -1,7 +1,8 @@
 //! The measurements deliver everything they time (no speed assertions).
 
-use udsipc_benches::baseline::{raw_socket_limit, tokio_util_framed};
+use udsipc_benches::baseline::tokio_util_framed;
 use udsipc_benches::inproc::rust_in_process;
+use udsipc_benches::limits::{Waiting, raw_limit};
 use udsipc_benches::{median, size_label};
 
 #[test]
@@ -24,9 +25,11 @@ fn tokio_util_baseline_delivers_every_frame() {
 }
 
 #[test]
-fn raw_limit_moves_every_byte() {
-    let m = raw_socket_limit(3 << 20).unwrap();
-    assert_eq!(m.bytes, 3 << 20);
+fn raw_limit_moves_every_byte_both_ways() {
+    for how in [Waiting::Blocking, Waiting::Epoll] {
+        let m = raw_limit(3 << 20, how).unwrap();
+        assert_eq!(m.bytes, 3 << 20);
+    }
 }
 
 #[test]
@@ -89,12 +92,26 @@ fn smoke_run_without_go_prints_every_size_and_says_why_go_is_missing() {
             "rust_mbps",
             "tokio_util_mbps",
             "raw_limit_mbps",
+            "raw_blocking_mbps",
+            "raw_epoll_mbps",
+            "framed_limit_mbps",
+            "framed_blocking_mbps",
+            "framed_epoll_mbps",
             "rust_allocs_per_msg",
         ] {
             assert!(row[key].as_f64().unwrap() >= 0.0, "{key} in {row}");
         }
+        for key in ["raw_limit_how", "framed_limit_how"] {
+            let how = row[key].as_str().unwrap();
+            assert!(how == "blocking" || how == "epoll", "{key} in {row}");
+        }
         assert!(row["go_mbps"].is_null(), "{row}");
     }
+    // The latency floor, on the latency size's row and in its own table.
+    assert!(rows[0]["latency_floor_p50_us"].as_f64().unwrap() > 0.0);
+    assert!(json["latency_floor"]["ping_pong_p99_us"].as_f64().unwrap() > 0.0);
+    assert!(table.contains("% of framed limit"), "{table}");
+    assert!(table.contains("floor: paced one-way"), "{table}");
 }
 
 #[test]

@@ -60,6 +60,8 @@ struct State {
     last_on_conn: HashMap<u64, u64>,
     corrupted: u64,
     reordered: u64,
+    duplicated_ids: Vec<u64>,
+    reordered_ids: Vec<u64>,
 }
 
 /// Records what was sent and what arrived; see the [module docs](self).
@@ -146,12 +148,24 @@ impl Ledger {
             state.corrupted += 1;
             return;
         };
+        let repeat = state.entries[id as usize].deliveries > 0;
+        state.entries[id as usize].deliveries += 1;
+        if repeat {
+            // A duplicate: counted once, as a duplicate, never also as a
+            // reordering (it is not a message out of place).
+            if state.duplicated_ids.len() < LIST_LOST {
+                state.duplicated_ids.push(id);
+            }
+            return;
+        }
         if let Some(last) = state.last_on_conn.insert(connection, id) {
-            if id <= last {
+            if id < last {
                 state.reordered += 1;
+                if state.reordered_ids.len() < LIST_LOST {
+                    state.reordered_ids.push(id);
+                }
             }
         }
-        state.entries[id as usize].deliveries += 1;
     }
 
     /// Classifies every id sent so far.
@@ -161,6 +175,8 @@ impl Ledger {
             sent: state.entries.len() as u64,
             corrupted: state.corrupted,
             reordered: state.reordered,
+            duplicated_ids: state.duplicated_ids.clone(),
+            reordered_ids: state.reordered_ids.clone(),
             ..LedgerReport::default()
         };
         for (id, e) in state.entries.iter().enumerate() {
@@ -212,11 +228,17 @@ pub struct LedgerReport {
     pub lost_ids: Vec<u64>,
     /// Extra deliveries of a message already delivered.
     pub duplicated: u64,
+    /// The first ids delivered more than once (one entry per extra
+    /// delivery).
+    pub duplicated_ids: Vec<u64>,
     /// Deliveries whose bytes were not an intact ledger message.
     pub corrupted: u64,
-    /// Deliveries whose id was not above the previous one on the same
-    /// connection.
+    /// First deliveries whose id was below the previous first delivery on
+    /// the same connection (a repeat counts as duplicated, not reordered).
     pub reordered: u64,
+    /// The first ids delivered out of order (after a higher id on their
+    /// connection).
+    pub reordered_ids: Vec<u64>,
     /// Messages delivered although the sender was told they were dropped
     /// or failed.
     pub delivered_though_reported: u64,
@@ -282,10 +304,28 @@ mod tests {
         ledger.delivered(&msgs[3], 2);
         ledger.delivered(&msgs[1], 1);
         assert!(ledger.report().is_perfect(), "{}", ledger.report());
-        // Backwards on one connection: reordered (and duplicated).
-        ledger.delivered(&msgs[0], 1);
+        // Again on one connection: duplicated, not reordered.
+        ledger.delivered(&msgs[1], 1);
         let r = ledger.report();
-        assert_eq!((r.reordered, r.duplicated), (1, 1));
+        assert_eq!((r.reordered, r.duplicated), (0, 1));
+        assert_eq!(r.duplicated_ids, [1]);
+    }
+
+    #[test]
+    fn a_swap_is_one_reordering_and_a_duplicate_one_duplication() {
+        let ledger = Ledger::new();
+        let msgs: Vec<_> = (0..5).map(|_| ledger.message(20).1).collect();
+        // 0 1 1 3 2 4: frame 1 twice, frames 2 and 3 swapped.
+        for i in [0, 1, 1, 3, 2, 4] {
+            ledger.delivered(&msgs[i], 7);
+        }
+        let r = ledger.report();
+        assert_eq!((r.duplicated, r.reordered), (1, 1), "{r}");
+        assert_eq!(
+            (r.duplicated_ids.clone(), r.reordered_ids.clone()),
+            (vec![1], vec![2])
+        );
+        assert_eq!((r.delivered, r.lost), (5, 0));
     }
 
     #[test]

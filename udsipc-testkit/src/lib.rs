@@ -4,7 +4,7 @@
 //!
 //! | module | what |
 //! |---|---|
-//! | [`proxy`] | [`FaultProxy`](proxy::FaultProxy): a fault-injecting Unix socket proxy (fragment, drop, stall, latency, bandwidth, corrupt, refuse, reset), frame-aware, seeded, with an event log |
+//! | [`proxy`] | [`FaultProxy`](proxy::FaultProxy): a fault-injecting Unix socket proxy for any service (fragment, drop, stall, latency, bandwidth, corrupt, refuse, reset, duplicate, swap, timeout, slow close), both directions, frame-aware, seeded, with an event log and a toxiproxy-compatible control API ([`proxy::api`]) |
 //! | [`ledger`] | messages that carry an id and a checksum, and a report of what was delivered once intact, dropped, failed, lost in flight, duplicated, reordered or corrupted |
 //! | [`strategies`] | proptest strategies: varint-boundary lengths, frame sequences, chunkings, malformed prefixes |
 //! | [`oracle`] | a byte-at-a-time reference decoder to test fast ones against |

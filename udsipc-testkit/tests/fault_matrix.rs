@@ -196,6 +196,16 @@ fn check(name: &str, specs: &[&str], row: &Row) {
         assert_eq!(lost_to_cuts, 0, "{name}: lost with no connection cut: {r}");
     }
     assert_eq!(r.sent, r.delivered + r.lost, "{name}: {r}");
+    // The Writer accounts for every accepted message exactly once. (Through
+    // the proxy, `delivered` means read by the proxy: what the proxy loses
+    // at a cut is the ledger's loss, not the Writer's.)
+    let w = &row.writer;
+    assert_eq!(
+        w.delivered + w.unconfirmed + w.failed + w.discarded,
+        r.sent,
+        "{name}: writer accounting {w:?}"
+    );
+    assert_eq!((w.failed, w.discarded), (0, 0), "{name}: {w:?}");
 }
 
 #[rstest]

@@ -4,7 +4,6 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rand::RngExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use udsipc_testkit::proxy::{
@@ -232,7 +231,7 @@ async fn the_same_seed_replays_the_same_random_choices() {
         let proxy = FaultProxy::builder(&s.front, &s.back)
             .seed(seed)
             .fault(fault_fn("draw", move |chunk| {
-                let v: u64 = chunk.rng().random();
+                let v: u64 = chunk.rng().next_u64();
                 log.lock().unwrap().push(v);
                 Verdict::Pass
             }))
@@ -251,4 +250,44 @@ async fn the_same_seed_replays_the_same_random_choices() {
     assert_eq!(a.len(), 1);
     assert_eq!(a, b);
     assert_ne!(a, c);
+}
+
+#[tokio::test]
+async fn disable_cuts_and_refuses_until_enable() {
+    let s = setup();
+    let proxy = FaultProxy::builder(&s.front, &s.back)
+        .start()
+        .await
+        .unwrap();
+    let mut open = UnixStream::connect(&s.front).await.unwrap();
+    let (_server, _) = s.upstream.accept().await.unwrap();
+    proxy.disable();
+    // The open connection is cut, and the socket file goes away.
+    let mut buf = [0u8; 1];
+    assert!(matches!(open.read(&mut buf).await, Ok(0) | Err(_)));
+    for _ in 0..500 {
+        if !s.front.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(UnixStream::connect(&s.front).await.is_err());
+    proxy.enable();
+    let mut back = false;
+    for _ in 0..500 {
+        if UnixStream::connect(&s.front).await.is_ok() {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(back, "enable never listened again");
+    let details: Vec<String> = proxy.events().into_iter().map(|e| e.detail).collect();
+    assert!(
+        details
+            .iter()
+            .any(|d| d.starts_with("listener removed until enabled")),
+        "{details:?}"
+    );
+    proxy.stop().await;
 }

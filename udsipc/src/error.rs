@@ -249,10 +249,12 @@ pub enum WriterError {
         /// The cause.
         source: io::Error,
     },
-    /// The reader closed a fresh connection without reading a byte (its
-    /// peer-credential allow-list or connection cap refused this writer, or
-    /// it closed an idle connection). Nothing was lost; the Writer redials
-    /// after its backoff delay, which keeps growing while it is refused.
+    /// The reader closed a fresh connection without reading the first byte
+    /// written to it (its peer-credential allow-list or connection cap
+    /// refused this writer). Nothing was lost and no message is blamed; the
+    /// Writer redials after its backoff delay, which keeps growing while it
+    /// is refused. (A reader closing a connection on which everything was
+    /// read, e.g. for inactivity, is not an error at all.)
     #[error("the reader at {path:?} closed the connection without reading anything: {source}")]
     Refused {
         /// The socket path.

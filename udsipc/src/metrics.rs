@@ -68,8 +68,8 @@ pub struct WriterMetrics {
     /// `write_timeout` while the Writer waited on it (the connection is
     /// kept).
     pub backpressure: u64,
-    /// Connections the reader closed without reading anything (refused by
-    /// its allow-list or connection cap, or closed while idle).
+    /// Connections the reader closed without reading the first byte
+    /// written to them (refused by its allow-list or connection cap).
     pub refused: u64,
 }
 

@@ -323,6 +323,12 @@ fn a_dropped_writer_with_zero_linger_discards_at_once_and_counts_it() {
 }
 
 #[test]
+fn the_metrics_handle_is_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<udsipc::WriterMetricsHandle>();
+}
+
+#[test]
 fn defaults_of_the_new_options() {
     assert_eq!(udsipc::DEFAULT_MAX_ATTEMPTS, 5);
     assert_eq!(udsipc::DEFAULT_LINGER, Duration::from_secs(1));

@@ -7,20 +7,27 @@ use serde::Serialize;
 
 use super::signals::Signals;
 use super::{CliError, Outcome, stats_line};
-use crate::proxy::spec::{FaultSpec, VALID_FORMS};
-use crate::proxy::{FaultEvent, FaultProxy, ProxyStats};
+use crate::proxy::api::{ApiAddr, ControlApi, ProxyDefaults};
+use crate::proxy::registry::valid_forms;
+use crate::proxy::spec::FaultSpec;
+use crate::proxy::{FaultEvent, FaultProxy, Framing, ProxyStats};
 
 /// `--help` text; set on the [`Command`](super::Command) variant.
 pub(crate) const LONG_ABOUT: &str = "\
 Listen on --listen, connect every client to --upstream, forward bytes both ways, and inject \
-faults into the client -> upstream direction.
+faults into either direction (a SPEC's `down:` prefix aims at upstream -> client bytes).
 
 stderr gets `proxying LISTEN -> UPSTREAM` once the socket is bound (wait for that line before \
 connecting), one JSON line per fault that fires (its first key is `fault`), and at exit one \
 JSON line of counters: {\"connections\",\"upstream_unreachable\",\"bytes_to_upstream\",\
 \"bytes_to_client\",\"faults\"}. It runs until SIGINT/SIGTERM, then closes every connection \
-and removes its socket file. Works in front of any process, Go or Rust; frame-aimed faults \
-assume varint length-prefixed frames.";
+and removes its socket file. With --api, faults can also be added, changed and removed while \
+it runs through toxiproxy's HTTP API (any toxiproxy client library works; --fault SPECs show \
+as toxics `fault-1`, `fault-2`, ... of the proxy --name), stderr gets `api listening on ADDR` \
+once the API is up, and --listen/--upstream become optional (proxies are then created through \
+the API, as with toxiproxy-server). Works in front of any Unix-socket service: with --framing none \
+(HTTP, gRPC, anything) only byte-level faults apply; frame-aimed ones assume uvarint \
+length-prefixed frames.";
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -28,31 +35,65 @@ Examples:
   udsipc proxy --listen /tmp/front.sock --upstream /tmp/app.sock \\
       --fault fragment:1-16 --fault drop-after-frames:1000
   # take the socket away for 2 s after 5 s
-  udsipc proxy --listen /tmp/front.sock --upstream /tmp/app.sock --fault refuse:5000:2000";
+  udsipc proxy --listen /tmp/front.sock --upstream /tmp/app.sock --fault refuse:5000:2000
+  # driven at run time by toxiproxy clients (toxiproxy.NewClient(\"127.0.0.1:8474\"))
+  udsipc proxy --api 127.0.0.1:8474
+  # an HTTP service: 50 ms on every response, 10% of connections cut after 5 s
+  udsipc proxy --listen /tmp/front.sock --upstream /tmp/http.sock --framing none \\
+      --fault down:latency:50 --fault reset-peer:5000@0.1";
 
 /// Arguments of `udsipc proxy`.
 #[derive(Debug, Clone, clap::Args)]
 #[command(after_help = AFTER_HELP)]
 pub struct ProxyArgs {
     /// Socket path clients connect to (a stale socket file is replaced)
-    #[arg(long, value_name = "PATH")]
-    pub listen: PathBuf,
+    #[arg(
+        long,
+        value_name = "PATH",
+        required_unless_present = "api",
+        requires = "upstream"
+    )]
+    pub listen: Option<PathBuf>,
 
     /// Socket path of the real service
-    #[arg(long, value_name = "PATH")]
-    pub upstream: PathBuf,
+    #[arg(long, value_name = "PATH", requires = "listen")]
+    pub upstream: Option<PathBuf>,
+
+    /// Also serve toxiproxy's HTTP API here (127.0.0.1:8474, or a socket
+    /// path), so toxiproxy clients add, change and remove faults at run time
+    #[arg(long, value_name = "ADDR")]
+    pub api: Option<ApiAddr>,
+
+    /// The API's name for the --listen/--upstream proxy
+    #[arg(long, value_name = "NAME", default_value = "udsipc")]
+    pub name: String,
 
     /// Seed of every random choice (the same seed replays the same faults)
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub seed: u64,
 
+    /// How the bytes are framed: uvarint (udsipc) or none (any byte stream)
+    #[arg(long, value_name = "FRAMING", default_value = "uvarint", value_parser = parse_framing)]
+    pub framing: Framing,
+
     /// A fault to inject; repeatable. Forms:
-    #[arg(long = "fault", value_name = "SPEC", value_parser = parse_spec, long_help = fault_help())]
+    #[arg(long = "fault", value_name = "SPEC", value_parser = parse_spec, long_help = fault_help(), requires = "listen")]
     pub faults: Vec<FaultSpec>,
 }
 
 fn fault_help() -> String {
-    format!("A fault to inject; repeatable. SPEC is one of:\n{VALID_FORMS}")
+    format!(
+        "A fault to inject; repeatable. SPEC is one of ([frames]: needs --framing uvarint):\n{}",
+        valid_forms()
+    )
+}
+
+fn parse_framing(text: &str) -> Result<Framing, String> {
+    match text {
+        "uvarint" => Ok(Framing::Uvarint),
+        "none" => Ok(Framing::None),
+        other => Err(format!("unknown framing `{other}`: use uvarint or none")),
+    }
 }
 
 fn parse_spec(text: &str) -> Result<FaultSpec, String> {
@@ -93,8 +134,22 @@ async fn serve(args: ProxyArgs) -> Outcome {
         Ok(s) => s,
         Err(e) => return Outcome::early(e),
     };
-    let mut builder = FaultProxy::builder(&args.listen, &args.upstream)
+    for spec in &args.faults {
+        if let Err(e) = spec.check_framing(args.framing) {
+            return Outcome::early(CliError::Usage(e));
+        }
+    }
+    if let Some(api) = args.api.clone() {
+        return serve_api(args, api, signals).await;
+    }
+    let (Some(listen), Some(upstream)) = (args.listen.clone(), args.upstream.clone()) else {
+        return Outcome::early(CliError::Usage(
+            "--listen and --upstream are needed without --api".to_owned(),
+        ));
+    };
+    let mut builder = FaultProxy::builder(&listen, &upstream)
         .seed(args.seed)
+        .framing(args.framing)
         .on_event(print_event);
     for spec in args.faults {
         builder = spec.apply(builder);
@@ -104,21 +159,60 @@ async fn serve(args: ProxyArgs) -> Outcome {
         Err(e) => {
             return Outcome::early(CliError::Failed(format!(
                 "cannot listen on {}: {e}",
-                args.listen.display()
+                listen.display()
             )));
         }
     };
-    eprintln!(
-        "proxying {} -> {}",
-        args.listen.display(),
-        args.upstream.display()
-    );
+    eprintln!("proxying {} -> {}", listen.display(), upstream.display());
     signals.recv().await;
     proxy.stop().await;
     let faults = proxy.events().len();
     Outcome {
         failure: None,
         stats: Some(stats_line(&ProxyCounters::new(proxy.stats(), faults))),
+    }
+}
+
+/// `--api`: every proxy (the --listen one, if given, and those the API
+/// creates) lives in a [`ControlApi`].
+async fn serve_api(args: ProxyArgs, addr: ApiAddr, mut signals: Signals) -> Outcome {
+    let api = ControlApi::new(ProxyDefaults {
+        seed: args.seed,
+        framing: args.framing,
+        sink: Some(std::sync::Arc::new(print_event)),
+    });
+    if let (Some(listen), Some(upstream)) = (&args.listen, &args.upstream) {
+        let (l, u) = (listen.display().to_string(), upstream.display().to_string());
+        if let Err(e) = api.create_proxy(&args.name, &l, &u).await {
+            return Outcome::early(CliError::Failed(format!(
+                "cannot listen on {l}: {}",
+                e.message
+            )));
+        }
+        for (i, spec) in args.faults.iter().enumerate() {
+            let name = format!("fault-{}", i + 1);
+            if let Err(e) = api.add_spec(&args.name, &name, *spec).await {
+                return Outcome::early(CliError::Failed(e.message));
+            }
+        }
+        eprintln!("proxying {l} -> {u}");
+    }
+    let server = match api.serve(&addr).await {
+        Ok(s) => s,
+        Err(e) => {
+            api.stop_all().await;
+            return Outcome::early(CliError::Failed(format!(
+                "cannot serve the API on {addr:?}: {e}"
+            )));
+        }
+    };
+    eprintln!("api listening on {}", server.local_addr);
+    signals.recv().await;
+    server.stop().await;
+    let (stats, faults) = api.stop_all().await;
+    Outcome {
+        failure: None,
+        stats: Some(stats_line(&ProxyCounters::new(stats, faults))),
     }
 }
 

@@ -5,8 +5,16 @@ use std::time::Duration;
 
 use super::fault::Direction;
 
-/// One fault that fired, or one consequence of a fault the proxy observed
-/// (the upstream closing a connection: `"upstream-closed"`).
+/// One fault that fired (named as in the registry: `"drop-after-frames"`),
+/// or something the proxy observed that ends or refuses a connection:
+///
+/// | `fault` | what happened |
+/// |---|---|
+/// | `upstream-closed` | the upstream closed (or reset) a connection; what it may have lost |
+/// | `upstream-unreachable` | a client was accepted but the upstream refused it; the client is closed at once |
+/// | `read-error` | reading from the client failed (e.g. it closed with unread data): accounted like a cut |
+/// | `accept-error` | accepting failed (e.g. out of file descriptors); the listener pauses, doubling from 5 ms to 1 s |
+/// | `proxy-stopped` | the proxy stopped with bytes in flight |
 ///
 /// Serialises to one JSON object whose first key is `fault`, the line the
 /// `udsipc proxy` command prints on stderr.
@@ -40,6 +48,10 @@ pub struct FaultEvent {
     /// Whether this event ended its connection (a cut, a reset, the
     /// upstream closing, an outage, the proxy stopping).
     pub closed_connection: bool,
+    /// The proxy's name, if it has one (the control API's proxies do);
+    /// left out of the JSON otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<String>,
 }
 
 impl FaultEvent {
@@ -55,6 +67,7 @@ impl FaultEvent {
             discarded_bytes: 0,
             in_flight_bytes: 0,
             closed_connection: false,
+            proxy: None,
         }
     }
 }
@@ -66,17 +79,20 @@ pub type EventSink = Box<dyn Fn(&FaultEvent) + Send + Sync>;
 pub(crate) struct EventLog {
     events: Mutex<Vec<FaultEvent>>,
     sink: Option<EventSink>,
+    proxy: Option<String>,
 }
 
 impl EventLog {
-    pub(crate) fn new(sink: Option<EventSink>) -> Self {
+    pub(crate) fn new(sink: Option<EventSink>, proxy: Option<String>) -> Self {
         Self {
             events: Mutex::new(Vec::new()),
             sink,
+            proxy,
         }
     }
 
-    pub(crate) fn push(&self, event: FaultEvent) {
+    pub(crate) fn push(&self, mut event: FaultEvent) {
+        event.proxy.clone_from(&self.proxy);
         if let Some(sink) = &self.sink {
             sink(&event);
         }

@@ -10,8 +10,7 @@
 use std::ops::Range;
 use std::time::Duration;
 
-use rand::rngs::SmallRng;
-
+use super::rng::FaultRng;
 use super::tracker::{Part, Segment};
 
 /// Which way bytes flow through the proxy.
@@ -48,9 +47,12 @@ pub enum CutMode {
 pub enum Verdict {
     /// Forward the chunk (as the fault may have rewritten it).
     Pass,
-    /// Decide nothing yet: read more bytes into this chunk and ask again
-    /// (for a fault that needs a whole length prefix). A fault must return
-    /// it before changing anything; at end of stream the proxy stops asking.
+    /// Decide nothing yet: read more bytes into this chunk and ask again.
+    /// Prefer [`Fault::wants_more`], which is asked before any fault acts:
+    /// a `Hold` comes after the faults before it in the list acted on a
+    /// chunk that is then read again (what they did to it is lost). A
+    /// fault must return it before changing anything; at end of stream the
+    /// proxy stops asking.
     Hold,
     /// Forward the chunk this long after it arrived (latency: later chunks
     /// keep flowing behind it).
@@ -94,6 +96,33 @@ pub trait Fault: Send + 'static {
 
     /// Decides what happens to `chunk`.
     fn on_chunk(&mut self, chunk: &mut Chunk<'_>) -> Verdict;
+
+    /// Whether the fault needs more bytes in this chunk before it can act
+    /// (a whole length prefix, a whole frame). Every fault is asked before
+    /// any sees the chunk in [`Fault::on_chunk`]; if one says yes, the
+    /// proxy reads more into the chunk and asks again, so no fault acts on
+    /// a chunk that is then read again. Not asked at end of stream, nor
+    /// once the proxy has held a chunk for 16 reads (then `on_chunk` gets
+    /// what there is). Default: never.
+    fn wants_more(&self, chunk: &Chunk<'_>) -> bool {
+        let _ = chunk;
+        false
+    }
+
+    /// How long a clean end of stream on connection `conn` waits before it
+    /// is passed on (slow close). Asked when the source ends; default none.
+    fn close_delay(&mut self, conn: u64) -> Duration {
+        let _ = conn;
+        Duration::ZERO
+    }
+
+    /// Cut connection `conn` (both sides) this long after the fault began
+    /// to apply to it, whether bytes flow or not (a timeout, a reset).
+    /// Asked before each read; default never.
+    fn cut_after(&mut self, conn: u64) -> Option<Duration> {
+        let _ = conn;
+        None
+    }
 }
 
 /// A fault made of a name and a closure.
@@ -152,7 +181,7 @@ pub struct Chunk<'a> {
     pub(crate) direction: Direction,
     pub(crate) offset: u64,
     pub(crate) elapsed: Duration,
-    pub(crate) rng: &'a mut SmallRng,
+    pub(crate) rng: &'a mut FaultRng,
     pub(crate) end_of_stream: bool,
     pub(crate) notes: &'a mut Vec<Note>,
     pub(crate) poisoned_at: &'a mut Option<u64>,
@@ -199,9 +228,10 @@ impl Chunk<'_> {
         self.elapsed
     }
 
-    /// The connection's random source, seeded from the proxy's seed and the
-    /// connection number.
-    pub fn rng(&mut self) -> &mut SmallRng {
+    /// The connection's random source, seeded from the proxy's seed, the
+    /// connection number and the direction (portable: the same seed gives
+    /// the same draws everywhere).
+    pub fn rng(&mut self) -> &mut FaultRng {
         self.rng
     }
 

@@ -3,10 +3,16 @@
 //! [`FaultProxy`] listens on one Unix stream socket path and connects every
 //! client it accepts to an upstream path, forwarding bytes both ways. Faults
 //! ([`Fault`] values: the built-in ones below or closures via [`fault_fn`])
-//! act on the client → upstream direction (and, if asked, the other way);
-//! they see each chunk mapped onto the udsipc framing, so they can aim at
-//! frame N. Random choices come from a seed, and every fault that fires is
-//! recorded in the event log ([`FaultProxy::events`]).
+//! act on either direction; with [`Framing::Uvarint`] they see each chunk
+//! mapped onto the udsipc framing, so they can aim at frame N. Random
+//! choices come from a seed ([`FaultRng`]), and every fault that fires is
+//! recorded in the event log ([`FaultProxy::events`]). The [`registry`]
+//! names every built-in fault (the `--fault` grammar, [`spec`], and the
+//! toxiproxy-compatible control API, [`api`], derive from it).
+//!
+//! Inside: `listener` binds and accepts, `conn` runs each
+//! connection (ingress, plan, egress, accounting), `faults` holds the
+//! built-in faults.
 //!
 //! ```text
 //!   writer ──▶ [ listen path | faults | ] ──▶ upstream path (reader)
@@ -45,41 +51,63 @@
 //! # }
 //! ```
 
+pub mod api;
 mod conn;
 mod events;
 mod fault;
 mod faults;
+mod listener;
+pub mod registry;
+mod rng;
 pub mod spec;
 mod tracker;
 
 use std::collections::HashMap;
 use std::io;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
-use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 pub use events::{EventSink, FaultEvent};
 pub use fault::{Chunk, CutMode, Direction, Fault, FnFault, Verdict, fault_fn};
 pub use faults::{
-    Bandwidth, CorruptBody, CorruptPrefix, DropAfterBytes, DropAfterFrames, Fragment, Latency,
-    PrefixRewrite, Reset, Stall,
+    Bandwidth, CorruptBody, CorruptPrefix, DropAfterBytes, DropAfterFrames, Duplicate, Fragment,
+    Latency, PrefixRewrite, Reset, ResetPeer, SlowClose, Stall, Swap, Timeout, Toxicity,
 };
+pub use rng::FaultRng;
 pub use tracker::{Part, Segment};
 
 use conn::{PhaseTx, Reason};
 use events::EventLog;
 
-type FaultList = Mutex<Vec<(u64, Box<dyn Fault>)>>;
+/// A fault installed on one direction of a proxy.
+pub(crate) struct Installed {
+    pub(crate) id: u64,
+    /// When it was added: a [`Fault::cut_after`] counts from here for
+    /// connections older than the fault.
+    pub(crate) added: Instant,
+    pub(crate) fault: Box<dyn Fault>,
+}
 
-/// How long the proxy waits to connect to the upstream for a new client.
-const UPSTREAM_CONNECT: Duration = Duration::from_secs(5);
+type FaultList = Mutex<Vec<Installed>>;
+
+/// How the proxy reads the bytes it forwards.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Framing {
+    /// udsipc's framing: a uvarint length, then that many bytes. Faults can
+    /// aim at frame N and events say which frame they hit.
+    #[default]
+    Uvarint,
+    /// Any byte stream (HTTP, gRPC, a database protocol...): chunks map onto
+    /// no frames, so only byte-level faults mean anything.
+    None,
+}
 
 /// A time during which the proxy is not listening: its socket file is
 /// removed, so new connections fail (`refuse` in the CLI). By default the
@@ -87,7 +115,7 @@ const UPSTREAM_CONNECT: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Outage {
     after: Duration,
-    duration: Duration,
+    duration: Option<Duration>,
     cut_connections: bool,
 }
 
@@ -96,7 +124,7 @@ impl Outage {
     pub fn new(after: Duration, duration: Duration) -> Self {
         Self {
             after,
-            duration,
+            duration: Some(duration),
             cut_connections: true,
         }
     }
@@ -127,16 +155,17 @@ pub struct ProxyStats {
 pub(crate) struct Shared {
     pub(crate) start: Instant,
     pub(crate) seed: u64,
+    pub(crate) framing: Framing,
     forward: Arc<FaultList>,
     backward: Arc<FaultList>,
     next_fault: AtomicU64,
     pub(crate) log: EventLog,
-    conns: Mutex<HashMap<u64, PhaseTx>>,
-    stopping: std::sync::atomic::AtomicBool,
+    pub(crate) conns: Mutex<HashMap<u64, PhaseTx>>,
+    pub(crate) stopping: std::sync::atomic::AtomicBool,
     /// Bumped by every outage that cuts connections.
-    outages: AtomicU64,
-    connections: AtomicU64,
-    upstream_unreachable: AtomicU64,
+    pub(crate) outages: AtomicU64,
+    pub(crate) connections: AtomicU64,
+    pub(crate) upstream_unreachable: AtomicU64,
     to_upstream: AtomicU64,
     to_client: AtomicU64,
 }
@@ -159,18 +188,22 @@ impl Shared {
 
     fn add(&self, direction: Direction, fault: Box<dyn Fault>) -> u64 {
         let id = self.next_fault.fetch_add(1, Ordering::Relaxed);
-        lock(self.faults(direction)).push((id, fault));
+        lock(self.faults(direction)).push(Installed {
+            id,
+            added: Instant::now(),
+            fault,
+        });
         id
     }
 
-    fn close_all(&self, reason: Reason) {
+    pub(crate) fn close_all(&self, reason: Reason) {
         for phase in lock(&self.conns).values() {
             conn::close(phase, true, true, reason);
         }
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -179,17 +212,31 @@ pub struct FaultProxyBuilder {
     listen: PathBuf,
     upstream: PathBuf,
     seed: u64,
+    framing: Framing,
     forward: Vec<Box<dyn Fault>>,
     backward: Vec<Box<dyn Fault>>,
     outages: Vec<Outage>,
     sink: Option<EventSink>,
+    name: Option<String>,
 }
 
 impl FaultProxyBuilder {
+    /// Names the proxy: every event carries the name (`proxy` in its JSON).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
     /// The seed of every random choice (default 0). The same seed and the
     /// same chunks give the same faults.
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = seed;
+        self
+    }
+
+    /// How the forwarded bytes are framed (default [`Framing::Uvarint`]).
+    pub fn framing(mut self, framing: Framing) -> Self {
+        self.framing = framing;
         self
     }
 
@@ -203,6 +250,18 @@ impl FaultProxyBuilder {
     /// Adds a fault on the upstream → client direction.
     pub fn reverse_fault(mut self, fault: impl Fault) -> Self {
         self.backward.push(Box::new(fault));
+        self
+    }
+
+    /// [`FaultProxyBuilder::fault`] for a boxed fault.
+    pub fn boxed_fault(mut self, fault: Box<dyn Fault>) -> Self {
+        self.forward.push(fault);
+        self
+    }
+
+    /// [`FaultProxyBuilder::reverse_fault`] for a boxed fault.
+    pub fn boxed_reverse_fault(mut self, fault: Box<dyn Fault>) -> Self {
+        self.backward.push(fault);
         self
     }
 
@@ -224,15 +283,16 @@ impl FaultProxyBuilder {
     /// Fails if the listen path exists and is not a socket, or is a socket
     /// something still listens on; a stale socket file is replaced.
     pub async fn start(self) -> io::Result<FaultProxy> {
-        let listener = bind(&self.listen)?;
+        let listener = listener::bind(&self.listen)?;
         let inode = std::fs::metadata(&self.listen)?.ino();
         let shared = Arc::new(Shared {
             start: Instant::now(),
             seed: self.seed,
+            framing: self.framing,
             forward: Arc::new(Mutex::new(Vec::new())),
             backward: Arc::new(Mutex::new(Vec::new())),
             next_fault: AtomicU64::new(1),
-            log: EventLog::new(self.sink),
+            log: EventLog::new(self.sink, self.name),
             conns: Mutex::new(HashMap::new()),
             stopping: std::sync::atomic::AtomicBool::new(false),
             outages: AtomicU64::new(0),
@@ -255,7 +315,7 @@ impl FaultProxyBuilder {
                 let _ = control.send(Control::Outage(outage));
             });
         }
-        let task = tokio::spawn(accept_loop(
+        let task = tokio::spawn(listener::accept_loop(
             shared.clone(),
             listener,
             self.listen.clone(),
@@ -272,8 +332,10 @@ impl FaultProxyBuilder {
     }
 }
 
-enum Control {
+pub(crate) enum Control {
     Outage(Outage),
+    /// Listen again now, if an outage removed the listener.
+    Resume,
     Stop,
 }
 
@@ -301,10 +363,12 @@ impl FaultProxy {
             listen: listen.as_ref().to_path_buf(),
             upstream: upstream.as_ref().to_path_buf(),
             seed: 0,
+            framing: Framing::Uvarint,
             forward: Vec::new(),
             backward: Vec::new(),
             outages: Vec::new(),
             sink: None,
+            name: None,
         }
     }
 
@@ -350,12 +414,47 @@ impl FaultProxy {
         }
     }
 
+    /// Adds a boxed fault on `direction` until the returned guard is dropped.
+    pub fn add_boxed_fault(&self, direction: Direction, fault: Box<dyn Fault>) -> FaultGuard {
+        let id = self.shared.add(direction, fault);
+        let list = match direction {
+            Direction::ToUpstream => &self.shared.forward,
+            Direction::ToClient => &self.shared.backward,
+        };
+        FaultGuard {
+            list: Arc::downgrade(list),
+            id,
+        }
+    }
+
+    /// Schedules `outage` to begin its `after` from now.
+    pub fn schedule_outage(&self, outage: Outage) {
+        let control = self.control.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(outage.after).await;
+            let _ = control.send(Control::Outage(outage));
+        });
+    }
+
     /// Starts an outage now: stop listening for `duration` (cutting the
     /// open connections unless `outage` says to keep them).
     pub fn outage_now(&self, duration: Duration) {
         let _ = self
             .control
             .send(Control::Outage(Outage::new(Duration::ZERO, duration)));
+    }
+
+    /// Stops listening and cuts every open connection until
+    /// [`FaultProxy::enable`] (toxiproxy's `enabled: false`, and its `down`).
+    pub fn disable(&self) {
+        let mut outage = Outage::new(Duration::ZERO, Duration::ZERO);
+        outage.duration = None;
+        let _ = self.control.send(Control::Outage(outage));
+    }
+
+    /// Listens again after [`FaultProxy::disable`] (or ends an outage early).
+    pub fn enable(&self) {
+        let _ = self.control.send(Control::Resume);
     }
 
     /// Stops listening, closes every connection (logging what each loses)
@@ -393,141 +492,7 @@ impl FaultGuard {
 impl Drop for FaultGuard {
     fn drop(&mut self) {
         if let Some(list) = self.list.upgrade() {
-            lock(&list).retain(|(id, _)| *id != self.id);
+            lock(&list).retain(|f| f.id != self.id);
         }
-    }
-}
-
-fn bind(path: &Path) -> io::Result<UnixListener> {
-    match std::fs::symlink_metadata(path) {
-        Ok(meta) if !meta.file_type().is_socket() => {
-            return Err(io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                format!(
-                    "{} exists and is not a socket; not touching it",
-                    path.display()
-                ),
-            ));
-        }
-        Ok(_) => {
-            if std::os::unix::net::UnixStream::connect(path).is_ok() {
-                return Err(io::Error::new(
-                    io::ErrorKind::AddrInUse,
-                    format!("address in use: something listens on {}", path.display()),
-                ));
-            }
-            std::fs::remove_file(path)?;
-        }
-        Err(_) => {}
-    }
-    UnixListener::bind(path)
-}
-
-fn remove_if_ours(path: &Path, inode: u64) {
-    if std::fs::symlink_metadata(path).is_ok_and(|m| m.ino() == inode && m.file_type().is_socket())
-    {
-        let _ = std::fs::remove_file(path);
-    }
-}
-
-async fn accept_loop(
-    shared: Arc<Shared>,
-    listener: UnixListener,
-    listen: PathBuf,
-    upstream: PathBuf,
-    mut control: mpsc::UnboundedReceiver<Control>,
-    inode: u64,
-) {
-    let mut listener = Some(listener);
-    let mut inode = inode;
-    let mut back_at: Option<Instant> = None;
-    let mut tasks = JoinSet::new();
-    let mut next_conn = 1u64;
-    loop {
-        tokio::select! {
-            accepted = accept(listener.as_ref()) => {
-                let Ok(client) = accepted else { continue };
-                let conn = next_conn;
-                next_conn += 1;
-                shared.connections.fetch_add(1, Ordering::Relaxed);
-                let shared = shared.clone();
-                let upstream = upstream.clone();
-                let outages_at_accept = shared.outages.load(Ordering::SeqCst);
-                tasks.spawn(async move {
-                    // Bounded: an upstream whose backlog is full would hold
-                    // this task (and the proxy's stop) forever.
-                    let connect = tokio::time::timeout(UPSTREAM_CONNECT, UnixStream::connect(&upstream));
-                    let Ok(Ok(up)) = connect.await else {
-                        shared.upstream_unreachable.fetch_add(1, Ordering::Relaxed);
-                        tracing::debug!(conn, "upstream unreachable; closing the client");
-                        return;
-                    };
-                    let phase = conn::new_phase();
-                    lock(&shared.conns).insert(conn, phase.clone());
-                    // Accepted just before a stop or an outage, registered
-                    // after it closed everything: close it too.
-                    if shared.stopping.load(Ordering::SeqCst) {
-                        conn::close(&phase, true, true, Reason::Stop);
-                    } else if shared.outages.load(Ordering::SeqCst) != outages_at_accept {
-                        conn::close(&phase, true, true, Reason::Outage);
-                    }
-                    conn::serve(shared.clone(), conn, client, up, phase).await;
-                    lock(&shared.conns).remove(&conn);
-                });
-            }
-            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
-            ctl = control.recv() => match ctl {
-                Some(Control::Outage(outage)) => {
-                    if listener.take().is_some() {
-                        remove_if_ours(&listen, inode);
-                    }
-                    if outage.cut_connections {
-                        shared.outages.fetch_add(1, Ordering::SeqCst);
-                        shared.close_all(Reason::Outage);
-                    }
-                    let mut event = FaultEvent::new("refuse", shared.start.elapsed(), 0);
-                    event.detail = format!(
-                        "listener removed for {} ms{}",
-                        outage.duration.as_millis(),
-                        if outage.cut_connections { ", open connections cut" } else { "" }
-                    );
-                    shared.log.push(event);
-                    back_at = Some(Instant::now() + outage.duration);
-                }
-                Some(Control::Stop) | None => break,
-            },
-            () = sleep_until(back_at) => {
-                back_at = None;
-                match bind(&listen) {
-                    Ok(l) => {
-                        inode = std::fs::metadata(&listen).map(|m| m.ino()).unwrap_or(0);
-                        listener = Some(l);
-                        let mut event = FaultEvent::new("refuse", shared.start.elapsed(), 0);
-                        event.detail = "listener back".to_owned();
-                        shared.log.push(event);
-                    }
-                    Err(e) => tracing::warn!(error = %e, "could not listen again after an outage"),
-                }
-            }
-        }
-    }
-    drop(listener);
-    remove_if_ours(&listen, inode);
-    shared.stopping.store(true, Ordering::SeqCst);
-    shared.close_all(Reason::Stop);
-    while tasks.join_next().await.is_some() {}
-}
-
-async fn accept(listener: Option<&UnixListener>) -> io::Result<UnixStream> {
-    match listener {
-        Some(l) => l.accept().await.map(|(s, _)| s),
-        None => std::future::pending().await,
-    }
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }

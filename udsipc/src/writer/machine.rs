@@ -2,8 +2,12 @@
 //! dead connection means for each message on it, when to back off, when to
 //! give up on a message, when a drain is over.
 //!
-//! Inputs come in through `handle_*` methods, each with the time `now`;
-//! outputs come out of [`Machine::poll_action`] (the next thing to do),
+//! Inputs come in through `handle_*` methods, each with the time `now`
+//! (connected, dial failed, bytes written, would block, writable, write
+//! error with the socket's pending error, a sample of the socket, stop,
+//! force); [`Machine::poll_action`] takes `now` too and applies the time
+//! (the drain deadline, sample times, backpressure episodes, dial times).
+//! Outputs come out of [`Machine::poll_action`] (the next thing to do),
 //! [`Machine::poll_timeout`] (when to call again if nothing happens),
 //! [`Machine::poll_report`] (errors for the callback), the counters in
 //! [`Machine::stats`] and [`Machine::take_freed`] (queue slots to release).
@@ -251,6 +255,8 @@ pub(crate) struct Machine {
     deadline: Option<Instant>,
     done: bool,
     forced: bool,
+    /// The connection that just died ended a message for good.
+    gave_up: bool,
     dialed_before: bool,
     stats: Stats,
     reports: VecDeque<WriterError>,
@@ -271,6 +277,7 @@ impl Machine {
             deadline: None,
             done: false,
             forced: false,
+            gave_up: false,
             dialed_before: false,
             stats: Stats::default(),
             reports: VecDeque::new(),
@@ -496,9 +503,13 @@ impl Machine {
                 self.freed += 1;
             }
             c.inflight.push_back(end);
+        }
+        if whole > 0 {
+            // Only the last one may need a retry (see `connection_died`).
+            let last = before + whole - 1;
             c.tail = Some(Tail {
-                item: item.clone(),
-                end,
+                item: self.pending[last].clone(),
+                end: c.batch_base + self.batch.end_of(last) as u64,
             });
         }
         match c.stage {
@@ -561,6 +572,13 @@ impl Machine {
             // No error: the reader had read everything when it closed.
             let written = c.written;
             self.confirm(now, written);
+            if !self.partly_written() {
+                // Nothing lost and nothing cut (e.g. the reader's inactivity
+                // timeout): not an error. Redial when there is something to
+                // send.
+                self.quiet_close();
+                return;
+            }
             self.connection_died(
                 now,
                 false,
@@ -645,13 +663,9 @@ impl Machine {
         }
     }
 
-    /// The connection is dead: account for every message on it.
-    fn connection_died(&mut self, _now: Instant, reset: bool, source: io::Error) {
-        let Link::Up(mut c) = std::mem::replace(&mut self.link, Link::Dead(Duration::ZERO)) else {
-            return;
-        };
-        // Whether the head of `pending` was partly written.
-        let partial = self.planned && {
+    /// Whether the head of `pending` was partly written.
+    fn partly_written(&self) -> bool {
+        self.planned && {
             let done = self.batch.completed();
             let whole_end = if done == 0 {
                 0
@@ -659,7 +673,31 @@ impl Machine {
                 self.batch.end_of(done - 1)
             };
             self.batch.cursor() > whole_end
+        }
+    }
+
+    /// The reader closed a connection on which everything written was read
+    /// and nothing was cut.
+    fn quiet_close(&mut self) {
+        let Link::Up(c) = std::mem::replace(&mut self.link, Link::Dead(Duration::ZERO)) else {
+            return;
         };
+        self.retire_batch();
+        self.batch.set_limit(usize::MAX);
+        let delay = if c.productive {
+            Duration::ZERO
+        } else {
+            self.backoff.next_delay()
+        };
+        self.link = Link::Dead(delay);
+    }
+
+    /// The connection is dead: account for every message on it.
+    fn connection_died(&mut self, _now: Instant, reset: bool, source: io::Error) {
+        let Link::Up(mut c) = std::mem::replace(&mut self.link, Link::Dead(Duration::ZERO)) else {
+            return;
+        };
+        let partial = self.partly_written();
         self.retire_batch();
         self.batch.set_limit(usize::MAX);
         let refused = c.confirmed == 0
@@ -715,11 +753,15 @@ impl Machine {
                 }
             }
         }
-        let delay = if c.productive {
+        // A productive connection, or one whose death ended a poison
+        // message (its cause is gone), is redialled at once; the backoff
+        // itself resets only after a message was read.
+        let delay = if c.productive || self.gave_up {
             Duration::ZERO
         } else {
             self.backoff.next_delay()
         };
+        self.gave_up = false;
         self.link = Link::Dead(delay);
     }
 
@@ -735,6 +777,7 @@ impl Machine {
         if head.attempts >= self.cfg.max_attempts {
             let item = self.pending.pop_front().expect("the head exists");
             self.stats.failed += 1;
+            self.gave_up = true;
             if !item.sent {
                 self.freed += 1;
             }

@@ -230,7 +230,11 @@ fn a_head_the_reader_closes_on_is_failed_after_max_attempts_and_the_queue_moves_
         delays.push(t.next_dial_in().as_secs());
         t.at(t.next_dial_in());
     }
-    assert_eq!(delays, [1, 2, 4], "no message was read: the backoff grows");
+    assert_eq!(
+        delays,
+        [1, 2, 0],
+        "no message was read: the backoff grows; giving the message up redials at once"
+    );
     let s = t.m.stats();
     assert_eq!((s.failed, s.retried, s.sent, s.delivered), (1, 3, 0, 0));
     let reports = t.reports();
@@ -447,7 +451,7 @@ fn backoff_resets_only_after_the_reader_read_a_whole_message() {
 }
 
 #[test]
-fn an_idle_hangup_redials_only_when_there_is_something_to_send() {
+fn an_idle_hangup_is_not_an_error_and_redials_only_when_there_is_something_to_send() {
     let mut t = T::new(5);
     t.connect();
     t.push([msg(10, 0)]);
@@ -470,6 +474,8 @@ fn an_idle_hangup_redials_only_when_there_is_something_to_send() {
         })
     );
     assert_eq!(t.m.poll_timeout(), None, "no timer: nothing to send");
+    assert_eq!(t.reports(), Vec::<String>::new());
+    assert_eq!(t.m.stats().refused, 0);
     t.push([msg(10, 1)]);
     assert_eq!(t.action(), Action::Dial);
 }

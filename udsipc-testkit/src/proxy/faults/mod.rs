@@ -1,13 +1,21 @@
 //! The built-in faults. Each is a plain value implementing [`Fault`]; those
 //! that act "per connection" keep per-connection state keyed by
-//! [`Chunk::conn`].
+//! [`Chunk::conn`]. Byte-level and frame-aimed faults live here; the ones
+//! that reorder frames, act on a connection's lifetime, or pick connections
+//! at random are in their own files.
+
+mod lifetime;
+mod reorder;
+mod toxicity;
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use rand::RngExt;
-
 use super::fault::{Chunk, CutMode, Fault, Verdict};
+
+pub use lifetime::{ResetPeer, SlowClose, Timeout};
+pub use reorder::{Duplicate, Swap};
+pub use toxicity::Toxicity;
 
 /// Delivers every chunk in writes of a random size in `min..=max` bytes
 /// (split anywhere, including inside a length prefix), with an optional
@@ -181,18 +189,45 @@ impl Fault for Stall {
     }
 }
 
-/// Delivers every chunk this long after it arrived (bytes behind it keep
-/// flowing: latency, not a throughput cap).
+/// Delivers every chunk this long after it arrived, give or take a random
+/// jitter (bytes behind it keep flowing: latency, not a throughput cap;
+/// order is kept).
 #[derive(Debug, Clone)]
-pub struct Latency(pub Duration);
+pub struct Latency {
+    delay: Duration,
+    jitter: Duration,
+}
+
+impl Latency {
+    /// Every chunk `delay` late.
+    pub fn new(delay: Duration) -> Self {
+        Self {
+            delay,
+            jitter: Duration::ZERO,
+        }
+    }
+
+    /// Each chunk's delay is drawn from `delay ± jitter` (never below 0).
+    pub fn jitter(mut self, jitter: Duration) -> Self {
+        self.jitter = jitter;
+        self
+    }
+}
 
 impl Fault for Latency {
     fn name(&self) -> &str {
         "latency"
     }
 
-    fn on_chunk(&mut self, _chunk: &mut Chunk<'_>) -> Verdict {
-        Verdict::Delay(self.0)
+    fn on_chunk(&mut self, chunk: &mut Chunk<'_>) -> Verdict {
+        if self.jitter.is_zero() {
+            return Verdict::Delay(self.delay);
+        }
+        let jitter = u64::try_from(self.jitter.as_micros()).unwrap_or(u64::MAX);
+        let delay = u64::try_from(self.delay.as_micros()).unwrap_or(u64::MAX);
+        let drawn = chunk.rng().between(0, jitter.saturating_mul(2));
+        let micros = (delay + drawn).saturating_sub(jitter);
+        Verdict::Delay(Duration::from_micros(micros))
     }
 }
 
@@ -249,8 +284,8 @@ impl Fault for CorruptBody {
         let Some(body) = chunk.body_range(frame).filter(|r| !r.is_empty()) else {
             return Verdict::Pass;
         };
-        let byte = chunk.rng().random_range(body.clone());
-        let bit = chunk.rng().random_range(0..8u32);
+        let byte = chunk.rng().between(body.start as u64, body.end as u64 - 1) as usize;
+        let bit = chunk.rng().below(8);
         chunk.data_mut()[byte] ^= 1 << bit;
         chunk.note(
             byte,
@@ -310,16 +345,20 @@ impl Fault for CorruptPrefix {
         "corrupt-prefix"
     }
 
+    fn wants_more(&self, chunk: &Chunk<'_>) -> bool {
+        !self.done.contains_key(&chunk.conn())
+            && chunk.prefix_range(self.n).is_some_and(|(_, whole)| !whole)
+    }
+
     fn on_chunk(&mut self, chunk: &mut Chunk<'_>) -> Verdict {
         if self.done.contains_key(&chunk.conn()) {
             return Verdict::Pass;
         }
-        let Some((range, whole)) = chunk.prefix_range(self.n) else {
+        // The whole prefix, unless the proxy gave up waiting for it (or the
+        // stream ended inside it): then what there is of it.
+        let Some((range, _)) = chunk.prefix_range(self.n) else {
             return Verdict::Pass;
         };
-        if !whole && !chunk.end_of_stream() {
-            return Verdict::Hold;
-        }
         self.done.insert(chunk.conn(), ());
         let mut new = Vec::with_capacity(udsipc::frame::MAX_VARINT_LEN);
         let mut cut = None;

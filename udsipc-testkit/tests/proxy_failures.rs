@@ -1,0 +1,289 @@
+//! The proxy's own failure paths, each a regression test of a defect:
+//! an unreachable upstream, a cut's frame number when one read holds many
+//! frames, a full backlog at start-up, accept errors (EMFILE), and read
+//! errors. Real sockets and, for EMFILE, the real `udsipc` binary under a
+//! descriptor limit.
+
+use std::io::{BufRead, BufReader};
+use std::os::fd::AsRawFd;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{UnixListener, UnixStream};
+use udsipc_testkit::proxy::{DropAfterFrames, FaultEvent, FaultProxy, Fragment};
+
+/// The bound on every wait; generous, because CI machines stall.
+const WAIT: Duration = Duration::from_secs(30);
+
+fn frames(n: usize, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        udsipc::frame::encode_frame(body, &mut out);
+    }
+    out
+}
+
+async fn wait_for_event(proxy: &FaultProxy, name: &str) -> FaultEvent {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Some(e) = proxy.events().into_iter().find(|e| e.fault == name) {
+            return e;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no `{name}` event: {:?}",
+            proxy.events()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_upstream_closes_the_client_at_once_and_logs_an_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let (front, back) = (dir.path().join("front.sock"), dir.path().join("none.sock"));
+    let proxy = FaultProxy::builder(&front, &back).start().await.unwrap();
+    let mut client = UnixStream::connect(&front).await.unwrap();
+    let _ = client.write_all(&frames(3, b"lost")).await;
+    // The proxy closes the client: its read ends (EOF or reset), not hangs.
+    let mut buf = [0u8; 8];
+    let read = tokio::time::timeout(WAIT, client.read(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "the client was not closed: {read:?}"
+    );
+    let event = wait_for_event(&proxy, "upstream-unreachable").await;
+    assert!(event.closed_connection);
+    assert_eq!(event.conn, 1);
+    assert!(event.detail.contains("none.sock"), "{}", event.detail);
+    let json = serde_json::to_string(&event).unwrap();
+    assert!(
+        json.starts_with(r#"{"fault":"upstream-unreachable""#),
+        "{json}"
+    );
+    assert_eq!(proxy.stats().upstream_unreachable, 1);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_cut_after_n_frames_names_frame_n_when_one_read_holds_many_frames() {
+    let dir = tempfile::tempdir().unwrap();
+    let (front, back) = (dir.path().join("front.sock"), dir.path().join("back.sock"));
+    let upstream = UnixListener::bind(&back).unwrap();
+    let proxy = FaultProxy::builder(&front, &back)
+        .fault(Fragment::new(1, 64))
+        .fault(DropAfterFrames::new(1000))
+        .start()
+        .await
+        .unwrap();
+    let mut client = UnixStream::connect(&front).await.unwrap();
+    // Written before the upstream is even accepted: the proxy's first read
+    // holds far more than 1000 frames.
+    let wire = frames(2000, b"abc");
+    client.write_all(&wire).await.unwrap();
+    let (mut server, _) = upstream.accept().await.unwrap();
+    let mut got = Vec::new();
+    server.read_to_end(&mut got).await.unwrap();
+    assert_eq!(got, wire[..4000]);
+    let event = wait_for_event(&proxy, "drop-after-frames").await;
+    assert_eq!(event.frame, Some(1000), "{event:?}");
+    assert_eq!(event.byte_offset, 4000);
+    proxy.stop().await;
+}
+
+/// A listener (not ours) with a backlog of one, filled: a blocking connect
+/// to it would wait forever.
+fn full_backlog_listener(path: &std::path::Path) -> Vec<std::os::fd::OwnedFd> {
+    use nix::sys::socket::{
+        AddressFamily, Backlog, SockFlag, SockType, UnixAddr, bind, connect, listen, socket,
+    };
+    let addr = UnixAddr::new(path).unwrap();
+    let listener = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    bind(listener.as_raw_fd(), &addr).unwrap();
+    listen(&listener, Backlog::new(1).unwrap()).unwrap();
+    let mut fds = vec![listener];
+    for _ in 0..64 {
+        let fd = socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+            None,
+        )
+        .unwrap();
+        let full = connect(fd.as_raw_fd(), &addr).is_err();
+        fds.push(fd);
+        if full {
+            return fds;
+        }
+    }
+    panic!("the backlog never filled");
+}
+
+#[test]
+fn start_refuses_a_listen_path_whose_listener_has_a_full_backlog_without_blocking() {
+    let dir = tempfile::tempdir().unwrap();
+    let (front, back) = (dir.path().join("front.sock"), dir.path().join("back.sock"));
+    let _busy = full_backlog_listener(&front);
+    let (tx, rx) = mpsc::channel();
+    // On its own thread: before the fix, start() blocked in connect(2).
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let started = rt.block_on(FaultProxy::builder(&front, &back).start());
+        let _ = tx.send(started.map(|_| ()).map_err(|e| e.kind()));
+    });
+    let result = rx
+        .recv_timeout(WAIT)
+        .expect("start() hung on the full backlog");
+    assert_eq!(result, Err(std::io::ErrorKind::AddrInUse));
+}
+
+#[tokio::test]
+async fn a_read_error_on_the_client_is_logged_as_a_cut_not_a_clean_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let (front, back) = (dir.path().join("front.sock"), dir.path().join("back.sock"));
+    let upstream = UnixListener::bind(&back).unwrap();
+    let proxy = FaultProxy::builder(&front, &back).start().await.unwrap();
+    let client = UnixStream::connect(&front).await.unwrap();
+    let (mut server, _) = upstream.accept().await.unwrap();
+    // The upstream answers; the client never reads the answer, then closes
+    // with it unread: Linux reports that close to the proxy as ECONNRESET.
+    server.write_all(b"unread answer").await.unwrap();
+    client.readable().await.unwrap();
+    let mut client = client;
+    client.write_all(&frames(2, b"hi")).await.unwrap();
+    drop(client);
+    let mut got = Vec::new();
+    server.read_to_end(&mut got).await.unwrap();
+    assert_eq!(got, frames(2, b"hi"));
+    let event = wait_for_event(&proxy, "read-error").await;
+    assert!(event.closed_connection, "{event:?}");
+    assert_eq!(
+        event.direction,
+        Some(udsipc_testkit::proxy::Direction::ToUpstream)
+    );
+    assert_eq!(event.byte_offset, 6);
+    assert_eq!(event.frame, Some(2));
+    assert!(event.detail.contains("client"), "{}", event.detail);
+    proxy.stop().await;
+}
+
+/// What the EMFILE test hears: the upstream accepted, or a stderr line.
+enum Heard {
+    Upstream,
+    Line(String),
+}
+
+/// Runs `udsipc proxy` with at most `limit` descriptors and connects
+/// clients (held open) one at a time, each once the previous one reached
+/// the upstream, until the proxy runs out of descriptors. Returns its
+/// stderr lines up to the third `accept-error` event, or `None` if the
+/// descriptors ran out in the upstream connect(2) instead (the limit's
+/// parity decides which call meets EMFILE first).
+fn accept_errors_under_limit(limit: u32) -> Option<Vec<String>> {
+    let dir = tempfile::tempdir().unwrap();
+    let (front, back) = (dir.path().join("front.sock"), dir.path().join("back.sock"));
+    let upstream = std::os::unix::net::UnixListener::bind(&back).unwrap();
+    let (tx, rx) = mpsc::channel();
+    let up_tx = tx.clone();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = upstream.accept() {
+            held.push(s);
+            if up_tx.send(Heard::Upstream).is_err() {
+                break;
+            }
+        }
+    });
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -n {limit} && exec \"$0\" proxy --listen \"$1\" --upstream \"$2\""
+        ))
+        .arg(env!("CARGO_BIN_EXE_udsipc"))
+        .arg(&front)
+        .arg(&back)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(Heard::Line(line)).is_err() {
+                break;
+            }
+        }
+    });
+    let next = || rx.recv_timeout(WAIT).expect("the proxy went quiet");
+    match next() {
+        Heard::Line(first) => assert!(first.starts_with("proxying"), "{first}"),
+        Heard::Upstream => panic!("an upstream connection before any client"),
+    }
+    let mut held = Vec::new();
+    let mut lines = Vec::new();
+    let outcome = 'clients: loop {
+        assert!(
+            held.len() < usize::try_from(limit).unwrap(),
+            "never ran out"
+        );
+        held.push(std::os::unix::net::UnixStream::connect(&front).unwrap());
+        loop {
+            match next() {
+                Heard::Upstream => continue 'clients,
+                Heard::Line(line) => {
+                    if line.contains(r#""fault":"upstream-unreachable""#) {
+                        break 'clients None;
+                    }
+                    lines.push(line);
+                    let errors = lines
+                        .iter()
+                        .filter(|l| l.contains(r#""fault":"accept-error""#))
+                        .count();
+                    if errors == 3 {
+                        break 'clients Some(lines);
+                    }
+                }
+            }
+        }
+    };
+    child.kill().unwrap();
+    let _ = child.wait();
+    drop(held);
+    outcome
+}
+
+#[test]
+fn accept_errors_back_off_doubling_instead_of_spinning() {
+    let lines = accept_errors_under_limit(48)
+        .or_else(|| accept_errors_under_limit(49))
+        .expect("neither limit made accept(2) fail");
+    let errors: Vec<serde_json::Value> = lines
+        .iter()
+        .filter(|l| l.contains(r#""fault":"accept-error""#))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let details: Vec<&str> = errors
+        .iter()
+        .map(|e| e["detail"].as_str().unwrap())
+        .collect();
+    for (detail, pause) in details.iter().zip(["5 ms", "10 ms", "20 ms"]) {
+        assert!(detail.contains("Too many open files"), "{detail}");
+        assert!(
+            detail.ends_with(&format!("retrying in {pause}")),
+            "{details:?}"
+        );
+    }
+}
