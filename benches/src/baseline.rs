@@ -26,12 +26,12 @@ pub const BUFFER: usize = 256 * 1024;
 /// Bytes per `write` (and `read`) for the limits in [`crate::limits`].
 pub const RAW_CHUNK: usize = 256 * 1024;
 
-fn set_sndbuf(s: &UnixStream, size: usize) {
+pub(crate) fn set_sndbuf(s: &UnixStream, size: usize) {
     // As Go and the Writer do: a refused size just keeps the default.
     let _ = nix::sys::socket::setsockopt(s, nix::sys::socket::sockopt::SndBuf, &size);
 }
 
-fn current_thread() -> Result<tokio::runtime::Runtime, String> {
+pub(crate) fn current_thread() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

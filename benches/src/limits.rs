@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use udsipc::frame::{MAX_VARINT_LEN, encode_varint};
 
 use crate::Measurement;
-use crate::baseline::{RAW_CHUNK, SNDBUF};
+use crate::baseline::{RAW_CHUNK, SNDBUF, current_thread, set_sndbuf};
 use crate::clock::monotonic_ns;
 
 /// How both sides wait for the socket.
@@ -98,22 +98,11 @@ fn raw_source(total: u64) -> Source {
     })
 }
 
-fn set_sndbuf(s: &UnixStream) {
-    let _ = nix::sys::socket::setsockopt(s, nix::sys::socket::sockopt::SndBuf, &SNDBUF);
-}
-
-fn runtime() -> Result<tokio::runtime::Runtime, String> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())
-}
-
 /// Moves what `source` produces through a socket pair; returns the bytes
 /// the reader got and the time from the first write to the last read.
 fn pump(mut source: Source, total: u64, how: Waiting) -> Result<(u64, Duration), String> {
     let (a, b) = UnixStream::pair().map_err(|e| e.to_string())?;
-    set_sndbuf(&a);
+    set_sndbuf(&a, SNDBUF);
     let blocking = how == Waiting::Blocking;
     a.set_nonblocking(!blocking).map_err(|e| e.to_string())?;
     b.set_nonblocking(!blocking).map_err(|e| e.to_string())?;
@@ -130,7 +119,7 @@ fn pump(mut source: Source, total: u64, how: Waiting) -> Result<(u64, Duration),
             }
             return Ok((got, Instant::now()));
         }
-        runtime()?.block_on(async move {
+        current_thread()?.block_on(async move {
             use tokio::io::AsyncReadExt;
             let mut b = tokio::net::UnixStream::from_std(b).map_err(|e| e.to_string())?;
             while got < total {
@@ -150,7 +139,7 @@ fn pump(mut source: Source, total: u64, how: Waiting) -> Result<(u64, Duration),
             a.write_all(&chunk).map_err(|e| e.to_string())?;
         }
     } else {
-        runtime()?.block_on(async {
+        current_thread()?.block_on(async {
             use tokio::io::AsyncWriteExt;
             let mut a = tokio::net::UnixStream::from_std(a).map_err(|e| e.to_string())?;
             while source(&mut chunk) {
