@@ -147,10 +147,11 @@ fn listen_takes_an_inactivity_timeout_of_1e19_as_never() {
     listen.stderr_line("listening on");
     // Two whole messages, then one cut in half: the half waits with no
     // deadline until the stop (after --count) cuts it.
+    let mut wire = frame(b"one");
+    wire.extend(frame(b"two"));
+    wire.extend([9, b'h']);
     let mut a = UnixStream::connect(&sock).unwrap();
-    a.write_all(&frame(b"one")).unwrap();
-    a.write_all(&frame(b"two")).unwrap();
-    a.write_all(&[9, b'h']).unwrap();
+    a.write_all(&wire).unwrap();
     let (status, stderr) = listen.wait();
     assert_eq!(status.code(), Some(0), "{stderr:#?}");
     assert!(
@@ -199,4 +200,56 @@ fn listen_is_silent_about_a_sticky_world_writable_directory() {
         .write_all(&frame(b"x"))
         .unwrap();
     assert_eq!(listen.wait().0.code(), Some(0));
+}
+
+/// `send` with nobody listening and a drain that would never end: a signal
+/// during the drain discards what is left and exits at once, with the
+/// stats line. `input_open`: stdin stays open, so the first signal stops
+/// reading input and starts the drain, and the second one ends it.
+#[rstest]
+#[case::signal_during_the_drain(false, Signal::SIGTERM)]
+#[case::second_signal(true, Signal::SIGINT)]
+fn a_signal_during_sends_drain_discards_and_exits_at_once(
+    #[case] input_open: bool,
+    #[case] signal: Signal,
+) {
+    let dir = tempdir();
+    let sock = dir.path().join("nobody.sock");
+    let sock = sock.to_str().unwrap();
+    let (args, stdin): (Vec<&str>, Stdio) = if input_open {
+        (
+            vec!["send", sock, "--drain-timeout", "1e10"],
+            Stdio::piped(),
+        )
+    } else {
+        (
+            vec!["send", sock, "--drain-timeout", "1e10", "hello"],
+            Stdio::null(),
+        )
+    };
+    let mut send = Proc::spawn(&args, stdin);
+    if input_open {
+        let mut pipe = send.child.stdin.take().unwrap();
+        // More than a pipe holds: once written, `send` has read (and
+        // queued) most of it.
+        pipe.write_all(&b"hello\n".repeat(20_000)).unwrap();
+        // Held open: only a signal ends the input.
+        std::mem::forget(pipe);
+    }
+    // Connecting fails (nobody listens): what is queued stays undelivered.
+    send.stderr_line("warning:");
+    if input_open {
+        send.signal(signal);
+        send.stderr_line("warning: interrupted");
+    }
+    send.signal(signal);
+    let (status, stderr) = send.wait();
+    assert_eq!(status.code(), Some(1), "{stderr:#?}");
+    let stats: serde_json::Value = serde_json::from_str(stderr.last().unwrap()).unwrap();
+    assert!(stats["queued"].as_u64().unwrap() > 0, "{stderr:#?}");
+    assert_eq!(stats["discarded"], stats["queued"], "{stderr:#?}");
+    assert!(
+        stderr.iter().any(|l| l.contains("discarded")),
+        "{stderr:#?}"
+    );
 }
