@@ -427,15 +427,18 @@ pub(crate) mod hook {
         Bound,
     }
 
+    /// What a test runs at each point.
+    #[cfg(test)]
+    pub(crate) type Hook = Box<dyn FnMut(Point)>;
+
     #[cfg(test)]
     thread_local! {
-        static HOOK: std::cell::RefCell<Option<Box<dyn FnMut(Point)>>> =
-            const { std::cell::RefCell::new(None) };
+        static HOOK: std::cell::RefCell<Option<Hook>> = const { std::cell::RefCell::new(None) };
     }
 
     /// Installs `f` for starts on this thread.
     #[cfg(test)]
-    pub(crate) fn set(f: Box<dyn FnMut(Point)>) {
+    pub(crate) fn set(f: Hook) {
         HOOK.with(|h| *h.borrow_mut() = Some(f));
     }
 
