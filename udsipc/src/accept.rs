@@ -82,10 +82,13 @@ fn resource_pause(n: u32) -> Duration {
 /// accept the waiting connection, close it at once (counted as rejected)
 /// and take the spare back: writers then see their connection closed
 /// instead of waiting in a backlog nobody can empty.
-struct Spare(Option<OwnedFd>);
+pub(crate) struct Spare(Option<OwnedFd>);
 
 impl Spare {
-    fn new(listener: &UnixListener) -> Self {
+    /// Takes the spare; done when the Reader starts (not when the accept
+    /// task first runs), so it is there before anyone can exhaust the
+    /// descriptors.
+    pub(crate) fn new(listener: &UnixListener) -> Self {
         Self(listener.as_fd().try_clone_to_owned().ok())
     }
 
@@ -115,13 +118,13 @@ impl Spare {
 pub(crate) async fn accept_loop<D: Deliver>(
     inner: Arc<ReaderInner>,
     listener: UnixListener,
+    mut spare: Spare,
     delivery: Arc<D>,
     handle: Handle,
 ) {
     let mut phase = inner.phase.subscribe();
     let mut consecutive = 0u32;
     let mut starved = 0u32;
-    let mut spare = Spare::new(&listener);
     loop {
         if *phase.borrow_and_update() != Phase::Running {
             break;
@@ -174,6 +177,9 @@ pub(crate) async fn accept_loop<D: Deliver>(
             () = tokio::time::sleep(pause) => {}
         }
     }
+    // The spare is a duplicate of the listening socket: it must not keep
+    // the socket open once the loop is done.
+    drop(spare);
     if *phase.borrow() == Phase::Draining {
         accept_backlog(&inner, listener, &delivery, &handle);
     }

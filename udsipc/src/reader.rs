@@ -424,6 +424,7 @@ impl ReaderBuilder {
             Launch {
                 inner,
                 handle,
+                spare: crate::accept::Spare::new(&listener),
                 listener,
             },
         ))
@@ -435,6 +436,8 @@ struct Launch {
     inner: Arc<ReaderInner>,
     handle: Handle,
     listener: UnixListener,
+    /// Taken at start, while descriptors are surely available.
+    spare: crate::accept::Spare,
 }
 
 impl Launch {
@@ -444,10 +447,12 @@ impl Launch {
             inner,
             handle,
             listener,
+            spare,
         } = self;
         let accept = crate::accept::accept_loop(
             Arc::clone(&inner),
             listener,
+            spare,
             Arc::new(delivery),
             handle.clone(),
         );

@@ -27,6 +27,10 @@ fn fd_exhaustion_sheds_connections_then_accepts_again() {
     // Open descriptors up to the limit, so the Reader's accept gets EMFILE.
     let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
     let client = UnixStream::connect(&sock.path).unwrap();
+    // Accepted before the descriptors run out (or it would be shed too).
+    eventually("the first client is accepted", || {
+        reader.metrics().connections == 1
+    });
     let mut hog = Vec::new();
     let lowered = 64 + count_open_fds();
     setrlimit(Resource::RLIMIT_NOFILE, lowered, hard).unwrap();

@@ -805,9 +805,10 @@ fn handlers_started_with_info_learn_the_connection_number_and_peer_credentials()
         })
         .unwrap();
     for body in [&b"first"[..], b"second"] {
+        // Counted before the write: the handler may run before we look.
+        let n = seen.lock().unwrap().len() + 1;
         let mut s = connect(&sock);
         s.write_all(&frames(&[body])).unwrap();
-        let n = seen.lock().unwrap().len() + 1;
         eventually("the message", || seen.lock().unwrap().len() == n);
     }
     reader.stop_blocking(STOP).unwrap();
