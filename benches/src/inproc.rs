@@ -94,6 +94,17 @@ impl Done {
 /// at `path`, both in this process; counts this process's allocations
 /// once the reader has seen the warm-up messages.
 pub fn rust_in_process(path: &Path, size: usize, messages: u64) -> Result<Measurement, String> {
+    rust_in_process_writers(path, size, messages, 1)
+}
+
+/// [`rust_in_process`] with `writers` Writers (one connection each) into
+/// one Reader, the messages dealt round-robin: the scaling figures.
+pub fn rust_in_process_writers(
+    path: &Path,
+    size: usize,
+    messages: u64,
+    writers: usize,
+) -> Result<Measurement, String> {
     let done = Done::new(messages, size);
     let sink = Arc::clone(&done);
     let reader = udsipc::Reader::builder(path)
@@ -104,8 +115,9 @@ pub fn rust_in_process(path: &Path, size: usize, messages: u64) -> Result<Measur
             Ok(())
         })
         .map_err(|e| e.to_string())?;
-    let writer = udsipc::Writer::builder(path)
-        .start()
+    let writers = (0..writers.max(1))
+        .map(|_| udsipc::Writer::builder(path).start())
+        .collect::<Result<Vec<_>, _>>()
         .map_err(|e| e.to_string())?;
     let payload = crate::payload(size);
     let producer = tokio::runtime::Builder::new_current_thread()
@@ -114,8 +126,8 @@ pub fn rust_in_process(path: &Path, size: usize, messages: u64) -> Result<Measur
         .map_err(|e| e.to_string())?;
     let start = Instant::now();
     producer.block_on(async {
-        for _ in 0..messages {
-            writer
+        for i in 0..messages {
+            writers[i as usize % writers.len()]
                 .send(payload.clone())
                 .await
                 .map_err(|e| e.to_string())?;
@@ -125,9 +137,11 @@ pub fn rust_in_process(path: &Path, size: usize, messages: u64) -> Result<Measur
     let arrived = done.wait(Duration::from_secs(120));
     let elapsed = start.elapsed();
     let (allocs, after_warmup) = done.steady_allocs();
-    producer
-        .block_on(writer.stop(Duration::from_secs(10)))
-        .map_err(|e| e.to_string())?;
+    for writer in &writers {
+        producer
+            .block_on(writer.stop(Duration::from_secs(10)))
+            .map_err(|e| e.to_string())?;
+    }
     producer
         .block_on(reader.stop(Duration::from_secs(10)))
         .map_err(|e| e.to_string())?;

@@ -17,7 +17,7 @@ use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use udsipc_benches::columns::{Column, Peers, fill_row, measure};
 use udsipc_benches::peer::{Peer, PeerArgs};
-use udsipc_benches::report::{FloorRow, LatencyRow, Row, Samples, Table};
+use udsipc_benches::report::{FloorRow, LatencyRow, Row, Samples, ScalingRow, Table};
 use udsipc_benches::rust_peer::run_rust_peer;
 use udsipc_benches::{gopeer, latency, limits, median, size_label};
 
@@ -61,6 +61,10 @@ struct Args {
     /// Write an SVG bar chart of the throughput.
     #[arg(long, value_name = "FILE")]
     svg: Option<PathBuf>,
+    /// Also measure 1 KiB throughput with 1, 4, 16 and 64 Writers into one
+    /// Reader (in one process).
+    #[arg(long)]
+    scaling: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -136,6 +140,36 @@ fn load_average() -> Option<f64> {
         .next()?
         .parse()
         .ok()
+}
+
+/// Writer counts for `--scaling`.
+const SCALING_WRITERS: [usize; 4] = [1, 4, 16, 64];
+/// Message size for `--scaling`.
+const SCALING_SIZE: usize = 1024;
+
+fn measure_scaling(plan: &Plan, dir: &std::path::Path, table: &mut Table) -> Result<(), String> {
+    let messages = plan.messages(SCALING_SIZE);
+    for &writers in &SCALING_WRITERS {
+        let mut samples = Samples::default();
+        for round in 0..plan.rounds {
+            eprintln!("scaling: {writers} writer(s), round {}", round + 1);
+            let path = dir.join(format!("scaling-{writers}.sock"));
+            let m = udsipc_benches::inproc::rust_in_process_writers(
+                &path,
+                SCALING_SIZE,
+                messages,
+                writers,
+            )?;
+            samples.push(&m);
+        }
+        table.scaling.push(ScalingRow {
+            writers,
+            size: SCALING_SIZE,
+            mbps: samples.mbps().unwrap_or(0.0),
+            msgs_per_sec: samples.msgs_per_sec().unwrap_or(0.0),
+        });
+    }
+    Ok(())
 }
 
 fn run_table(args: &Args) -> Result<(), String> {
@@ -295,6 +329,9 @@ fn run_table(args: &Args) -> Result<(), String> {
             p50_us: median(p50),
             p99_us: median(p99),
         });
+    }
+    if args.scaling {
+        measure_scaling(&plan, &dir, &mut table)?;
     }
     table.load_average[1] = load_average();
     print!("{}", table.markdown());

@@ -122,6 +122,19 @@ impl Row {
     }
 }
 
+/// Throughput with several Writers into one Reader (one process).
+#[derive(Debug, Clone, Serialize)]
+pub struct ScalingRow {
+    /// Concurrent Writers, one connection each.
+    pub writers: usize,
+    /// Message size in bytes.
+    pub size: usize,
+    /// Median payload MB/s over all Writers.
+    pub mbps: f64,
+    /// Median messages per second over all Writers.
+    pub msgs_per_sec: f64,
+}
+
 /// The latency floor of this machine, p50/p99 µs.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct FloorRow {
@@ -159,6 +172,8 @@ pub struct Table {
     pub latency: Vec<LatencyRow>,
     /// The latency floor measured in the same run.
     pub latency_floor: Option<FloorRow>,
+    /// Throughput by number of concurrent Writers (with `--scaling`).
+    pub scaling: Vec<ScalingRow>,
     /// Why the Go columns are empty, if they are.
     pub go_unavailable: Option<String>,
     /// Repetitions per cell (medians are reported).
@@ -269,6 +284,18 @@ impl Table {
                         rust.p99_us / f.paced_p99_us
                     ));
                 }
+            }
+        }
+        if !self.scaling.is_empty() {
+            s.push_str("\n| writers into one Reader (in-process) | size | MB/s | msgs/s |\n|---:|---:|---:|---:|\n");
+            for r in &self.scaling {
+                s.push_str(&format!(
+                    "| {} | {} | {} | {} |\n",
+                    r.writers,
+                    size_label(r.size),
+                    num(Some(r.mbps), 0),
+                    num(Some(r.msgs_per_sec), 0)
+                ));
             }
         }
         if let Some(why) = &self.go_unavailable {

@@ -156,3 +156,18 @@ fn go_peer_failing_mid_run_drops_the_go_columns_without_failing() {
     assert!(json["rows"][0]["go_mbps"].is_null());
     assert!(json["rows"][0]["rust_mbps"].as_f64().unwrap() > 0.0);
 }
+
+#[test]
+fn scaling_measures_every_writer_count_into_one_reader() {
+    let (table, json) = smoke(&["--no-go", "--size", "64", "--scaling"], &[]);
+    let rows = json["scaling"].as_array().unwrap();
+    let writers: Vec<u64> = rows
+        .iter()
+        .map(|r| r["writers"].as_u64().unwrap())
+        .collect();
+    assert_eq!(writers, [1, 4, 16, 64]);
+    for r in rows {
+        assert!(r["mbps"].as_f64().unwrap() > 0.0, "{r}");
+    }
+    assert!(table.contains("writers into one Reader"), "{table}");
+}

@@ -1,7 +1,7 @@
 package main
 
 // go-peer read --socket P [--max-message-size N] [--inactivity-timeout D] [--fail-on HEX] [--panic-on HEX]
-// [--max-accept-errors N]
+// [--max-accept-errors N] [--pause-on HEX --pause-ms N]
 //
 // Runs the Go Reader on P and prints JSON lines on stdout:
 //
@@ -37,6 +37,8 @@ func runRead(args []string) {
 	inactivity := fs.Duration("inactivity-timeout", 0, "inactivity timeout (0: the Go default)")
 	failOn := fs.String("fail-on", "", "hex of a message the handler rejects with an error")
 	panicOn := fs.String("panic-on", "", "hex of a message the handler panics on")
+	pauseOn := fs.String("pause-on", "", "hex of a message the handler sleeps on")
+	pauseFor := fs.Int("pause-ms", 0, "how long the handler sleeps on --pause-on, in ms")
 	maxAcceptErrors := fs.Int("max-accept-errors", -1, "consecutive accept errors tolerated (unset: the Go default)")
 	if err := fs.Parse(args); err != nil {
 		// The peer contract (conformance/PEERS.md): 127 = flag not supported.
@@ -50,6 +52,13 @@ func runRead(args []string) {
 		var err error
 		if reject, err = hex.DecodeString(*failOn); err != nil {
 			fail("read: --fail-on: %v", err)
+		}
+	}
+	var pause []byte
+	if *pauseOn != "" {
+		var err error
+		if pause, err = hex.DecodeString(*pauseOn); err != nil {
+			fail("read: --pause-on: %v", err)
 		}
 	}
 	var boom []byte
@@ -81,6 +90,9 @@ func runRead(args []string) {
 		event(map[string]any{"event": "message", "len": len(data), "hex": hex.EncodeToString(data), "handler_error": rejected})
 		if rejected {
 			return errors.New("rejected by --fail-on")
+		}
+		if pause != nil && bytes.Equal(data, pause) {
+			time.Sleep(time.Duration(*pauseFor) * time.Millisecond)
 		}
 		if boom != nil && bytes.Equal(data, boom) {
 			panic("go-peer: --panic-on message")

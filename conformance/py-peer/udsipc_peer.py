@@ -5,7 +5,7 @@ conformance/PEERS.md alone (Python standard library only).
     udsipc_peer.py hello
     udsipc_peer.py read --socket NAME [--max-message-size N]
         [--inactivity-timeout Dms] [--fail-on HEX] [--panic-on HEX]
-        [--allow-uid UID] [--max-accept-errors N]
+        [--allow-uid UID] [--max-accept-errors N] [--pause-on HEX --pause-ms D]
     udsipc_peer.py write --socket NAME [--max-backoff Dms]
         [--max-buffered-writes N] [--write-timeout Dms]
 
@@ -36,6 +36,7 @@ MAX_BACKOFF = 10.0
 STOP_DEADLINE_READ = 10.0
 STOP_DEADLINE_WRITE = 30.0
 MAX_NAME = 107  # sizeof(sun_path) - 1 on Linux (6.4)
+MAX_ATTEMPTS = 5  # 5.10
 
 CTX_PREFIX = "failed to read the length prefix"
 CTX_TOO_LARGE = "message too large"
@@ -216,7 +217,9 @@ class ConnState:
 
 class Reader:
     def __init__(self, name, max_size, inactivity, fail_on, panic_on, allow_uid=None,
-                 max_accept_errors=10):
+                 max_accept_errors=10, pause_on=None, pause=0.0):
+        self.pause_on = pause_on
+        self.pause = pause
         self.allow_uid = allow_uid
         self.max_accept_errors = max_accept_errors
         self.max = max_size
@@ -372,6 +375,8 @@ class Reader:
                 raise ValueError("rejected by --fail-on")
             if self.panic_on is not None and body == self.panic_on:
                 raise RuntimeError("py-peer: --panic-on message")
+            if self.pause_on is not None and body == self.pause_on:
+                time.sleep(self.pause)
         except Exception as e:  # 4.1, 4.3: counted, connection kept
             self._error(CTX_HANDLER, str(e))
             return
@@ -493,12 +498,21 @@ class Reader:
 # ---- writer -------------------------------------------------------------------
 
 
-def send_all(conn, data):
+def send_all(conn, data, on_stall):
     """5.5: the timeout bounds each wait for room in the socket, not the
-    whole message (socket.sendall's timeout would bound the whole call)."""
+    whole message (socket.sendall's timeout would bound the whole call).
+    5.9: when it passes, the reader is slow, not gone: report it once and
+    keep waiting on the same connection."""
     view = memoryview(data)
+    stalled = False
     while view:
-        sent = conn.send(view)
+        try:
+            sent = conn.send(view)
+        except socket.timeout:
+            if not stalled:
+                on_stall()
+                stalled = True
+            continue
         view = view[sent:]
 
 
@@ -520,6 +534,8 @@ class Writer:
         self.stopping = False
         self.stopped = False
         self.discarded = 0
+        self.given_up = 0
+        self.backpressure = 0
         self.deadline = None
         self.thread = threading.Thread(target=self._run, daemon=True)
 
@@ -563,9 +579,15 @@ class Writer:
     def _past_deadline(self):
         return self.deadline is not None and time.monotonic() >= self.deadline
 
+    def _stalled(self):
+        self.backpressure += 1
+        emit(event="error", context="write failure",
+             error="backpressure: the socket stayed full for the write timeout")
+
     def _run(self):
         conn = None
         backoff = FIRST_BACKOFF
+        attempts = 0  # failed writes of the head message in a row
         while True:
             with self.cond:
                 while not self.queue and not self.stopping:
@@ -590,15 +612,26 @@ class Writer:
                     backoff = min(backoff * 2, self.max_backoff)
                     continue
             try:
-                send_all(conn, encode_uvarint(len(msg)) + msg)
+                send_all(conn, encode_uvarint(len(msg)) + msg, self._stalled)
             except OSError as e:
-                # 5.3, 5.4: close, retry the same message first and whole.
+                # 5.3, 5.4: close, retry the same message first and whole;
+                # 5.10: a message that failed on MAX_ATTEMPTS connections in
+                # a row is given up.
+                attempts += 1
                 with self.cond:
                     self.failed += 1
+                    if attempts >= MAX_ATTEMPTS:
+                        self.queue.popleft()
+                        self.given_up += 1
                 emit(event="error", context="write failure", error=str(e))
+                if attempts >= MAX_ATTEMPTS:
+                    emit(event="error", context="write failure",
+                         error="message of %d bytes given up after %d attempts" % (len(msg), attempts))
+                    attempts = 0
                 conn.close()
                 conn = None
                 continue
+            attempts = 0
             with self.cond:
                 self.queue.popleft()
                 self.sent += 1
@@ -645,7 +678,7 @@ def millis(v):
 def run_read(args):
     f = parse_flags(args, {"--socket", "--max-message-size", "--inactivity-timeout",
                            "--fail-on", "--panic-on", "--allow-uid",
-                           "--max-accept-errors"})
+                           "--max-accept-errors", "--pause-on", "--pause-ms"})
     if "--socket" not in f:
         die("read: --socket is required")
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
@@ -657,6 +690,8 @@ def run_read(args):
         bytes.fromhex(f["--panic-on"]) if "--panic-on" in f else None,
         int(f["--allow-uid"]) if "--allow-uid" in f else None,
         int(f.get("--max-accept-errors", 10)),
+        bytes.fromhex(f["--pause-on"]) if "--pause-on" in f else None,
+        millis(f.get("--pause-ms", "0")),
     )
     r.start()
     emit(event="ready")

@@ -211,6 +211,22 @@ pub const CATALOG: &[Case] = &[
         body: Body::Pair(spec_cases::order_across_reconnects),
     },
     Case {
+        id: "5.9-slow-reader-no-reconnect",
+        level: Level::Should,
+        description: "the reader's handler sleeps 1.5 s on the first message (\"pause\") while 1500 numbered 4 KiB messages follow; writer write timeout 300 ms",
+        rule: "a socket that stays full past the write timeout is backpressure: reported, the connection kept",
+        expected: "Spec: everything delivered in order on one connection, no reader error. Go reference: reconnects (reported, not asserted)",
+        body: Body::Pair(spec_cases::slow_reader_no_reconnect),
+    },
+    Case {
+        id: "5.10-poison-message-given-up",
+        level: Level::Should,
+        description: "reader max_message_size 1024; the writer (max backoff 200 ms) sends a 4 MiB message, then \"after\"",
+        rule: "a message the reader refuses on max_attempts (5) fresh connections in a row is given up and the queue moves on",
+        expected: "Spec: \"after\" delivered, the reader reported only \"message too large\". Go reference: retries the big message forever, \"after\" never sent (observed for 2 s)",
+        body: Body::Pair(spec_cases::poison_message_given_up),
+    },
+    Case {
         id: "5.1-buffer-full",
         level: Level::Must,
         description: "writer with a queue of 3 and no reader; 5 send attempts that do not wait; then a reader starts",

@@ -1,13 +1,19 @@
-//! Cross-language conformance for udsipc.
+//! Conformance for the UDS-IPC protocol (`docs/PROTOCOL.md`), as a suite
+//! any implementation can run against.
 //!
-//! Two layers:
-//! - the wire codec against Go's own `encoding/binary` (`go-varint/`,
-//!   [`GoVarint`], `tests/go_varint.rs`);
-//! - the four-direction suite against the Go reference module itself:
-//!   `go-peer/` (Go Reader/Writer behind a JSON-line CLI, built once by
-//!   [`gopeer`]), the Rust peers in-process ([`peer`]), the case catalog
-//!   ([`cases`]) run as one nextest test per case×arm (`tests/cases.rs`),
-//!   and the report ([`report`], `conformance-report`).
+//! - [`spec`]: the rules of PROTOCOL.md, read from the document itself;
+//! - [`cases`] (and the bodies in `spec_cases`): the catalog, each case a
+//!   rule number, MUST or SHOULD, and a body run for every writer→reader
+//!   pair, every reader (raw bytes) or every writer (bytes on the wire);
+//! - [`peer`]: the peers behind one interface: the in-process Rust
+//!   Reader/Writer, or any program speaking `PEERS.md` (go-peer, built by
+//!   [`gopeer`]; `rust-peer`; the Python peer; anything given to `conform`);
+//! - [`report`]: results, the N×N matrix, markdown/JSON/JUnit;
+//! - `tests/cases.rs`: one nextest test per case×arm for the gate;
+//!   `tests/vectors.rs`: `vectors.json` against the Rust frame receiver and
+//!   the Python peer's own tests; `tests/catalog.rs`: the catalog against
+//!   PROTOCOL.md; `tests/go_varint.rs`: the codec against Go's
+//!   `encoding/binary` (`go-varint/`, [`GoVarint`]).
 
 pub mod cases;
 pub mod gopeer;

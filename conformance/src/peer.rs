@@ -274,6 +274,8 @@ pub struct ReaderOpts {
     pub allow_uid: Option<u32>,
     /// `WithMaxAcceptErrors` / `max_accept_errors`.
     pub max_accept_errors: Option<u32>,
+    /// The handler sleeps this long on a message equal to this.
+    pub pause_on: Option<(Vec<u8>, Duration)>,
 }
 
 /// A reader's counters when it stopped (Go's `GetMetrics`).
@@ -479,6 +481,14 @@ impl ReaderPeer {
                 if let Some(n) = opts.max_accept_errors {
                     args.extend(["--max-accept-errors".into(), n.to_string()]);
                 }
+                if let Some((m, d)) = &opts.pause_on {
+                    args.extend([
+                        "--pause-on".into(),
+                        crate::to_hex(m),
+                        "--pause-ms".into(),
+                        d.as_millis().to_string(),
+                    ]);
+                }
                 let args: Vec<&str> = args.iter().map(String::as_str).collect();
                 let mut child = spawn_peer_env(imp, &args, env, wrapper)?;
                 let lines = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
@@ -514,6 +524,7 @@ impl ReaderPeer {
                 let ev = events.clone();
                 let fail_on = opts.fail_on.clone();
                 let panic_on = opts.panic_on.clone();
+                let pause_on = opts.pause_on.clone();
                 let reader = b
                     .start(move |msg| {
                         ev.push(Event::Message(msg.to_vec()));
@@ -522,6 +533,11 @@ impl ReaderPeer {
                         }
                         if panic_on.as_deref() == Some(msg) {
                             panic!("conformance: panic_on message");
+                        }
+                        if let Some((m, d)) = &pause_on {
+                            if m.as_slice() == msg {
+                                std::thread::sleep(*d);
+                            }
                         }
                         Ok(())
                     })

@@ -15,7 +15,7 @@ use crate::peer::{Impl, PATIENCE, Profile, ReaderOpts, ReaderPeer, WriterOpts, W
 /// used), removed when dropped.
 fn cwd_dir() -> Result<tempfile::TempDir, String> {
     tempfile::Builder::new()
-        .prefix("conf")
+        .prefix(".conf-tmp-")
         .tempdir_in(".")
         .map_err(|e| e.to_string())
 }
@@ -848,4 +848,118 @@ pub(crate) fn accept_errors_give_up(r: Impl) -> Result<String, String> {
             r.name()
         )
     })
+}
+
+/// 5.9: the reader's handler sleeps 1.5 s on the first message while 6 MiB
+/// more is queued; the writer's write timeout is 300 ms.
+pub(crate) fn slow_reader_no_reconnect(w: Impl, r: Impl) -> Result<String, String> {
+    let (_dir, path) = crate::peer::socket_path()?;
+    let ropts = ReaderOpts {
+        pause_on: Some((b"pause".to_vec(), Duration::from_millis(1500))),
+        ..ReaderOpts::default()
+    };
+    let wopts = WriterOpts {
+        write_timeout: Some(Duration::from_millis(300)),
+        ..WriterOpts::default()
+    };
+    let reader = ReaderPeer::start(r, &path, &ropts)?;
+    let mut writer = WriterPeer::start(w, &path, &wopts)?;
+    let msgs: Vec<Vec<u8>> = (0..1500).map(|i| numbered(i, 4096)).collect();
+    writer.send(b"pause")?;
+    for m in &msgs {
+        writer.send(m)?;
+    }
+    reader.events.wait_messages(msgs.len() + 1)?;
+    let wc = writer.stop()?;
+    let events = reader.events.clone();
+    let rc = reader.stop()?;
+    let got = events.messages();
+    let errs = events.errors();
+    let in_order = got.len() == msgs.len() + 1 && got[1..] == msgs[..];
+    // Go's reader also counts the connection its Stop makes to itself.
+    let own = u64::from(r.is_go_reference());
+    let connections = rc.connections - own;
+    let summary = format!(
+        "{} messages, in order: {in_order}; writer connections seen by the reader: \
+         {connections}; reader errors {errs:?}; {wc:?}",
+        got.len()
+    );
+    match w.profile() {
+        Profile::Spec => {
+            check(in_order && errs.is_empty() && connections == 1, || {
+                format!("{} writer: {summary}", w.name())
+            })?;
+            Ok(format!(
+                "{} writer waited on its one connection: {summary}",
+                w.name()
+            ))
+        }
+        Profile::GoReference => Ok(format!(
+            "Go writer (its write timeout fails the write and reconnects, by design of Go): \
+             {summary}"
+        )),
+    }
+}
+
+/// 5.10: a message the reader refuses every time (4 MiB against a 1 KiB
+/// limit: more than a reader's read size plus the socket buffers, so the
+/// write fails each time), then "after".
+pub(crate) fn poison_message_given_up(w: Impl, r: Impl) -> Result<String, String> {
+    let (_dir, path) = crate::peer::socket_path()?;
+    let ropts = ReaderOpts {
+        max_message_size: Some(1024),
+        ..ReaderOpts::default()
+    };
+    let reader = ReaderPeer::start(r, &path, &ropts)?;
+    // A writer that backs off between refused attempts (as udsipc does)
+    // would take 1 + 2 + 4 + 8 s to give up at the default backoff.
+    let wopts = WriterOpts {
+        max_backoff: Some(Duration::from_millis(200)),
+        ..WriterOpts::default()
+    };
+    let mut writer = WriterPeer::start(w, &path, &wopts)?;
+    writer.send(&payload(4 << 20, 9))?;
+    writer.send(b"after")?;
+    match w.profile() {
+        Profile::Spec => {
+            reader.events.wait_messages(1)?;
+            let wc = writer.stop()?;
+            let events = reader.events.clone();
+            let rc = reader.stop()?;
+            let (got, errs) = (events.messages(), events.errors());
+            check(got == [b"after".to_vec()], || {
+                format!("delivered {}", describe(&got))
+            })?;
+            check(
+                !errs.is_empty() && errs.iter().all(|e| e == "message too large"),
+                || format!("errors {errs:?}"),
+            )?;
+            Ok(format!(
+                "{} writer gave the 4 MiB message up after {} refusals and delivered \"after\"; \
+                 {rc:?}; {wc:?}",
+                w.name(),
+                errs.len()
+            ))
+        }
+        Profile::GoReference => {
+            // Observe the Go writer for a while; it never gets past the
+            // message the reader refuses.
+            std::thread::sleep(Duration::from_secs(2));
+            let got = reader.events.messages();
+            let refusals = reader.events.errors().len();
+            // Not `stop`: Go's writer loop never looks at the stop signal
+            // between a reconnect and the retry, so its Stop would not
+            // return; the process is killed instead.
+            drop(writer);
+            let rc = reader.stop()?;
+            check(got.is_empty() && refusals > 1, || {
+                format!("delivered {}; {refusals} refusals", describe(&got))
+            })?;
+            Ok(format!(
+                "Go writer retried the 4 MiB message {refusals} times in 2 s and never sent \
+                 \"after\" (by design of Go: retried first, forever; its Stop does not return \
+                 in this state, so it was killed); {rc:?}"
+            ))
+        }
+    }
 }

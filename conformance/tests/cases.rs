@@ -41,6 +41,8 @@ macro_rules! raw {
 }
 
 pair! {
+    r5_9_slow_reader_no_reconnect => "5.9-slow-reader-no-reconnect",
+    r5_10_poison_message_given_up => "5.10-poison-message-given-up",
     r4_8_order_across_reconnects => "4.8-order-across-reconnects",
     r6_1_abstract_name => "6.1-abstract-name",
     r6_3_relative_path => "6.3-relative-path",

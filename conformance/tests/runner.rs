@@ -124,3 +124,18 @@ fn bad_usage_exits_2() {
     assert_eq!(conform(&["--peer", "noequals"]).status.code(), Some(2));
     assert_eq!(conform(&["--case", "9.9-nothing"]).status.code(), Some(2));
 }
+
+#[test]
+fn builtin_peers_are_named_go_rust_py() {
+    let out = conform(&[
+        "--peer",
+        "rust",
+        "--peer",
+        "py",
+        "--case",
+        "2.1-frame-layout",
+    ]);
+    let md = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{md}");
+    assert!(md.contains("| **raw** | 1/1 | 1/1 |"), "{md}");
+}

@@ -19,7 +19,7 @@ fn the_readme_fault_table_matches_the_registry() {
         .expect("README has no fault-table:end marker")
         + start;
     let table = markdown_table();
-    if std::env::var_os("UDSIPC_WRITE_README").is_some() {
+    if std::env::var_os("UDSIPC_WRITE_README").is_some_and(|v| !v.is_empty()) {
         let updated = format!("{}{table}{}", &readme[..start], &readme[end..]);
         std::fs::write(&path, updated).unwrap();
         return;

@@ -144,6 +144,14 @@ async fn run<D: Deliver>(
                 }
             }
             () = sleep_until(wake), if wake.is_some() => {
+                // Bytes already in the kernel arrived in time, even if this
+                // task has not been told yet (a loaded machine): take them
+                // before judging the connection inactive.
+                match read(stream, &mut conn.rx, progress, ReadHow::Now) {
+                    Ok(0) => return at_eof(&mut conn.rx),
+                    Ok(_) => continue,
+                    Err(_) => {}
+                }
                 if let Some(expired) = conn.rx.handle_timeout(Instant::now().into_std()) {
                     return match expired {
                         // Go-exact: quiet while waiting for (or inside) a

@@ -126,6 +126,8 @@ fn call_sync(
 /// blocking pool. The cost is one thread hand-off per read, not per message.
 pub(crate) struct SyncDelivery {
     pub(crate) handler: Arc<SyncHandler>,
+    /// The user promised the handler never blocks: call it inline.
+    pub(crate) inline: bool,
 }
 
 /// Reads a sync delivery may make in one burst before it hands control back
@@ -210,6 +212,7 @@ impl Deliver for SyncDelivery {
         }
         let mut burst = Self::lend(conn);
         let result = match conn.flavor {
+            _ if self.inline => Self::run(&*self.handler, &mut burst),
             RuntimeFlavor::CurrentThread => {
                 let handler = Arc::clone(&self.handler);
                 let task = tokio::task::spawn_blocking(move || {

@@ -88,6 +88,7 @@ pub(crate) struct ReaderConfig {
 /// | [`allow_uid`](Self::allow_uid) / [`allow_gid`](Self::allow_gid) | anyone | - |
 /// | [`max_connections`](Self::max_connections) | unlimited | - |
 /// | [`incoming_capacity`](Self::incoming_capacity) | 1,024 messages | - |
+/// | [`handler_may_block`](Self::handler_may_block) | true | - |
 /// | [`runtime`](Self::runtime) | current, else the library's own | - |
 #[must_use = "a builder does nothing until `start` is called"]
 pub struct ReaderBuilder {
@@ -102,6 +103,7 @@ pub struct ReaderBuilder {
     socket_mode: Option<u32>,
     policy: Policy,
     incoming_capacity: usize,
+    handler_may_block: bool,
     runtime: Option<Handle>,
 }
 
@@ -133,6 +135,7 @@ impl ReaderBuilder {
             socket_mode: None,
             policy: Policy::default(),
             incoming_capacity: DEFAULT_INCOMING_CAPACITY,
+            handler_may_block: true,
             runtime: None,
         }
     }
@@ -230,6 +233,22 @@ impl ReaderBuilder {
         self
     }
 
+    /// Whether the synchronous handler may block (default `true`).
+    ///
+    /// By default each burst of handler calls (every frame of up to 64
+    /// reads) runs where blocking is allowed (`block_in_place`, or the
+    /// blocking pool on a current-thread runtime), so a handler that blocks
+    /// holds back only its own connection. That costs one thread hand-off
+    /// per burst: measured here about 10 µs more one-way latency at 10,000
+    /// messages/s and ~10% less throughput at 1 KiB. With `false` the
+    /// handler is called inline on the tokio worker, without that cost; a
+    /// call that does block then stalls every connection on the runtime
+    /// (and the stop's deadline). Only for handlers that never block.
+    pub fn handler_may_block(mut self, may_block: bool) -> Self {
+        self.handler_may_block = may_block;
+        self
+    }
+
     /// How many messages [`incoming`](Self::incoming) holds before
     /// connections stop reading (backpressure). Must be above zero.
     /// Default 1,024.
@@ -274,9 +293,13 @@ impl ReaderBuilder {
     where
         H: Fn(&[u8], &ConnectionInfo) -> Result<(), HandlerError> + Send + Sync + 'static,
     {
+        let may_block = self.handler_may_block;
         let handler: Arc<SyncHandler> = Arc::new(handler);
         let (reader, launch) = self.bind()?;
-        launch.run(SyncDelivery { handler });
+        launch.run(SyncDelivery {
+            handler,
+            inline: !may_block,
+        });
         Ok(reader)
     }
 

@@ -588,3 +588,27 @@ fn messages_counted_as_received_match_those_handed_over_under_every_way_in() {
         rt.block_on(reader.stop(STOP)).unwrap();
     }
 }
+
+#[test]
+fn a_handler_declared_never_blocking_is_called_inline_and_delivers_in_order() {
+    let sock = temp_sock();
+    let c = Collector::new();
+    let reader = Reader::builder(&sock.path)
+        .systemd(false)
+        .handler_may_block(false)
+        .start(c.handler())
+        .unwrap();
+    let mut s = UnixStream::connect(&sock.path).unwrap();
+    let sent = write_numbered(&mut s, 2_000);
+    let got: Vec<u32> = c.take(sent as usize).iter().map(|m| number(m)).collect();
+    assert_eq!(got, (0..sent).collect::<Vec<_>>());
+    reader.stop_blocking(STOP).unwrap();
+}
+
+/// Writes `n` numbered 1 KiB frames (blocking).
+fn write_numbered(s: &mut UnixStream, n: u32) -> u32 {
+    for i in 0..n {
+        s.write_all(&frames(&[&numbered(i, 1024)])).unwrap();
+    }
+    n
+}

@@ -2,12 +2,13 @@
 //! speaking `conformance/PEERS.md`) and prints the N×N matrix.
 //!
 //! ```text
-//! conform [--peer NAME=COMMAND]... [--case ID]... [--section N]... [--list]
+//! conform [--peer NAME=COMMAND | --peer go|rust|py]... [--case ID]... [--section N]... [--list]
 //!         [--markdown FILE] [--json FILE] [--junit FILE] [--jobs N] [--strict]
 //! ```
 //!
 //! Without `--peer`, the built-in peers run: `Go` (go-peer, built on first
-//! use), `Rust` (this crate, in process) and `Py` (py-peer). Every pair case
+//! use), `Rust` (this crate, in process) and `Py` (py-peer); `--peer go`,
+//! `--peer rust` and `--peer py` pick some of them next to your own. Every pair case
 //! runs for every writer×reader pair, every raw case against every reader,
 //! every writer-bytes case from every writer. A case a peer does not support
 //! (it exited 127) is shown as unsupported; with `--strict` that fails too.
@@ -22,7 +23,7 @@ use udsipc_conformance::cases::{Body, CATALOG, Case, run_arm};
 use udsipc_conformance::peer::Impl;
 use udsipc_conformance::report::{CaseResult, junit, markdown};
 
-const USAGE: &str = "usage: conform [--peer NAME=COMMAND]... [--case ID]... [--section N]... \
+const USAGE: &str = "usage: conform [--peer NAME=COMMAND | --peer go|rust|py]... [--case ID]... [--section N]... \
 [--list] [--markdown FILE] [--json FILE] [--junit FILE] [--jobs N] [--strict]";
 
 #[derive(Default)]
@@ -58,9 +59,13 @@ fn parse(args: &[String]) -> Options {
         match flag.as_str() {
             "--peer" => {
                 let v = value();
+                if ["go", "rust", "py"].contains(&v.as_str()) {
+                    o.peers.push((v, String::new()));
+                    continue;
+                }
                 let (name, cmd) = v
                     .split_once('=')
-                    .unwrap_or_else(|| usage("--peer takes NAME=COMMAND"));
+                    .unwrap_or_else(|| usage("--peer takes NAME=COMMAND, or go, rust or py"));
                 if name.is_empty() || name == "raw" || name.contains("->") {
                     usage(&format!("bad peer name {name:?}"));
                 }
@@ -134,6 +139,12 @@ fn peers(o: &Options) -> Vec<Impl> {
     o.peers
         .iter()
         .map(|(name, cmd)| {
+            match (name.as_str(), cmd.is_empty()) {
+                ("go", true) => return Impl::Go,
+                ("rust", true) => return Impl::Rust,
+                ("py", true) => return Impl::Py,
+                _ => {}
+            }
             let argv: Vec<String> = cmd.split_whitespace().map(str::to_owned).collect();
             if argv.is_empty() {
                 usage(&format!("peer {name} has an empty command"));

@@ -6,7 +6,7 @@
 //! rust-peer hello
 //! rust-peer read --socket NAME [--max-message-size N] [--inactivity-timeout Dms]
 //!                [--fail-on HEX] [--panic-on HEX] [--allow-uid UID]
-//!                [--max-accept-errors N]
+//!                [--max-accept-errors N] [--pause-on HEX --pause-ms D]
 //! rust-peer write --socket NAME [--max-backoff Dms] [--max-buffered-writes N]
 //!                 [--write-timeout Dms]
 //! ```
@@ -102,6 +102,8 @@ fn read(args: &[String]) {
             "--panic-on",
             "--allow-uid",
             "--max-accept-errors",
+            "--pause-on",
+            "--pause-ms",
         ],
     );
     let socket = f
@@ -132,6 +134,8 @@ fn read(args: &[String]) {
     }
     let fail_on = f.get("--fail-on").map(|h| unhex(h));
     let panic_on = f.get("--panic-on").map(|h| unhex(h));
+    let pause_on = f.get("--pause-on").map(|h| unhex(h));
+    let pause = millis(f.get("--pause-ms").map_or("0", String::as_str));
     let reader = builder
         .start(move |msg| {
             let refused = fail_on.as_deref() == Some(msg);
@@ -143,6 +147,9 @@ fn read(args: &[String]) {
             }
             if panic_on.as_deref() == Some(msg) {
                 panic!("rust-peer: --panic-on message");
+            }
+            if pause_on.as_deref() == Some(msg) {
+                std::thread::sleep(pause);
             }
             Ok(())
         })

@@ -497,7 +497,7 @@ pub static FAULTS: &[FaultKind] = &[
         toxiproxy: false,
         attributes: &[("frames", "0")],
         frame_aware: true,
-        doc: "after AFTER_FRAMES whole frames, close the client side with unread data, leave the upstream open",
+        doc: "after AFTER_FRAMES whole frames, close the client side with unread data, leave the upstream open and silent (down: the other way round)",
         from_spec: |a| Ok(FaultArgs::Reset(one(a, "AFTER_FRAMES")?)),
         from_attributes: |m| Ok(FaultArgs::Reset(attr(m, "frames")?)),
     },
