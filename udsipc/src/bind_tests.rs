@@ -125,3 +125,53 @@ fn a_bound_socket_not_yet_listening_is_never_taken_as_stale() {
         (Err(a), Err(b)) => panic!("neither started: {a}; {b}"),
     }
 }
+
+#[test]
+fn a_stopped_reader_leaves_neither_socket_nor_lock_file() {
+    let dir = temp_dir();
+    let path = dir.path().join("s.sock");
+    let bound = listen_on(&path, Some(0o660)).unwrap();
+    let mode = fs::symlink_metadata(&path).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o660);
+    assert!(reaches(&path, &bound.listener));
+    bound.file.as_ref().unwrap().remove().unwrap();
+    // A second remove is harmless.
+    bound.file.as_ref().unwrap().remove().unwrap();
+    let left: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn what_a_killed_reader_leaves_does_not_block_a_restart() {
+    let dir = temp_dir();
+    let path = dir.path().join("s.sock");
+    // Dropped without a stop, as a killed process: the kernel releases
+    // the lock, the socket and lock files stay.
+    drop(listen_on(&path, None).unwrap());
+    assert!(path.exists());
+    let again = listen_on(&path, None).unwrap();
+    assert!(reaches(&path, &again.listener));
+}
+
+#[test]
+fn a_path_with_no_room_for_the_staging_directory_still_binds() {
+    let dir = temp_dir();
+    let room = crate::socket::max_socket_path_len() - dir.path().as_os_str().len() - 1;
+    // The socket path fits; `<dir>/.udsipc-XXXXXX/s` would not.
+    let path = dir.path().join("x".repeat(room));
+    assert_eq!(path.as_os_str().len(), crate::socket::max_socket_path_len());
+    let bound = listen_on(&path, Some(0o600)).unwrap();
+    assert!(reaches(&path, &bound.listener));
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn an_abstract_name_has_no_file_and_no_lock() {
+    let name = format!("@udsipc-bind-test-{}", std::process::id());
+    let bound = listen_on(Path::new(&name), Some(0o600)).unwrap();
+    assert!(bound.file.is_none());
+    assert!(matches!(
+        listen_on(Path::new(&name), None),
+        Err(StartError::Bind { .. })
+    ));
+}
