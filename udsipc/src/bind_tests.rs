@@ -175,3 +175,21 @@ fn an_abstract_name_has_no_file_and_no_lock() {
         Err(StartError::Bind { .. })
     ));
 }
+
+#[test]
+fn a_directory_anyone_can_write_without_the_sticky_bit_is_flagged() {
+    let dir = temp_dir();
+    for (mode, flagged) in [
+        (0o777, true),
+        (0o1777, false),
+        (0o755, false),
+        (0o770, false),
+    ] {
+        let sub = dir.path().join(format!("d{mode:o}"));
+        fs::create_dir(&sub).unwrap();
+        fs::set_permissions(&sub, fs::Permissions::from_mode(mode)).unwrap();
+        let found = crate::replaceable_socket_dir(&sub.join("s.sock"));
+        assert_eq!(found.is_some(), flagged, "mode {mode:o}");
+    }
+    assert_eq!(crate::replaceable_socket_dir(Path::new("@abstract")), None);
+}

@@ -195,7 +195,9 @@ impl ReaderBuilder {
     }
 
     /// File mode of the socket this Reader creates (e.g. `0o660`), applied
-    /// before it starts listening.
+    /// before it starts listening, inside a private directory where no
+    /// other user can swap the file for a link: it only ever reaches the
+    /// socket this Reader bound.
     pub fn socket_mode(mut self, mode: u32) -> Self {
         self.socket_mode = Some(mode);
         self
@@ -260,6 +262,11 @@ impl ReaderBuilder {
     /// Binds the socket (or adopts the systemd-activated one), starts
     /// accepting, notifies systemd `READY=1`, and calls `handler` with each
     /// message body.
+    ///
+    /// For a path, the Reader holds an advisory lock on `<path>.lock` for
+    /// its life (removed at stop), so a second udsipc Reader on the same
+    /// path is refused with [`StartError::AddrInUse`] however the two
+    /// starts interleave; the socket appears at the path already listening.
     ///
     /// The handler gets a slice of the connection's buffer, valid only
     /// during the call (no copy). It runs where blocking is allowed: inside
