@@ -233,11 +233,14 @@ impl PathLock {
         )))
     }
 
-    /// Removes the lock file (still ours: nobody else can remove or replace
-    /// it while we hold the lock without first taking it), then unlocks.
+    /// Removes the lock file (still ours: no udsipc start removes or
+    /// replaces it without first taking the lock), then unlocks. A lock
+    /// file is never written to: one that is not empty is somebody else's
+    /// file that happens to have the name, and is left in place.
     fn release(self) -> io::Result<()> {
-        let removed = match fs::remove_file(&self.path) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        let empty = self.lock.metadata().is_ok_and(|m| m.len() == 0);
+        let removed = match empty.then(|| fs::remove_file(&self.path)) {
+            Some(Err(e)) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
         };
         drop(self.lock);

@@ -193,3 +193,15 @@ fn a_directory_anyone_can_write_without_the_sticky_bit_is_flagged() {
     }
     assert_eq!(crate::replaceable_socket_dir(Path::new("@abstract")), None);
 }
+
+#[test]
+fn a_file_that_happens_to_have_the_lock_name_is_kept() {
+    let dir = temp_dir();
+    let path = dir.path().join("s.sock");
+    let lock = dir.path().join("s.sock.lock");
+    fs::write(&lock, b"the application's own data").unwrap();
+    let bound = listen_on(&path, None).unwrap();
+    bound.file.as_ref().unwrap().remove().unwrap();
+    assert_eq!(fs::read(&lock).unwrap(), b"the application's own data");
+    assert!(!path.exists());
+}
