@@ -150,6 +150,7 @@ impl ReaderBuilder {
 
     /// How long a connection may take to deliver one whole message (or to
     /// start the next) before it is closed. Must be above zero. Default 10 s.
+    /// `Duration::MAX` (or any duration too large for the clock) means never.
     pub fn inactivity_timeout(mut self, timeout: Duration) -> Self {
         self.inactivity_timeout = timeout;
         self
@@ -157,6 +158,14 @@ impl ReaderBuilder {
 
     /// How many `accept` failures in a row are tolerated (with a 100 ms pause
     /// after each) before the Reader stops accepting. Default 10.
+    ///
+    /// Only failures of the listening socket itself count (EBADF, EINVAL,
+    /// ENOTSOCK, EPERM, ...). Running out of descriptors or memory (EMFILE,
+    /// ENFILE, ENOBUFS, ENOMEM) is temporary and never counts, unlike in Go,
+    /// where a local user holding enough connections stops the listener for
+    /// good: the Reader sheds waiting connections with a spare descriptor
+    /// (counted in `rejected_connections`) and otherwise pauses, 5 ms
+    /// doubling to 1 s. ECONNABORTED and EINTR are retried uncounted.
     pub fn max_accept_errors(mut self, n: u32) -> Self {
         self.max_accept_errors = n;
         self
