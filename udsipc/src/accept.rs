@@ -6,6 +6,8 @@
 //! Binding and stopping belong to `reader`; serving a connection to
 //! `connection`.
 
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
@@ -20,17 +22,109 @@ use crate::policy::Peer;
 use crate::reader::{ConnectionInfo, PeerCredentials, ReaderInner};
 use crate::socket;
 
-/// Pause after a failed `accept`, as in Go.
+/// Pause after a failed `accept` that counts toward `max_accept_errors`, as
+/// in Go.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// First pause after `accept` ran out of a resource; it doubles with every
+/// further failure in a row up to [`RESOURCE_PAUSE_MAX`] (the schedule Go's
+/// `net/http` server uses for temporary accept errors).
+const RESOURCE_PAUSE_MIN: Duration = Duration::from_millis(5);
+
+/// Longest pause between attempts while `accept` keeps running out of a
+/// resource.
+const RESOURCE_PAUSE_MAX: Duration = Duration::from_secs(1);
+
+/// What a failed `accept` means for the loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    /// The process or the system is out of something (EMFILE, ENFILE,
+    /// ENOBUFS, ENOMEM). It passes when connections close or memory is freed,
+    /// so it never counts toward `max_accept_errors`: counting it would let
+    /// any local user who can hold enough connections open stop the Reader
+    /// for good. Shed load if possible, pause (growing), keep accepting.
+    Resource {
+        /// Out of descriptors (EMFILE, ENFILE): the spare descriptor can be
+        /// given up to accept and close the waiting connection.
+        descriptors: bool,
+    },
+    /// That one connection went away before it was accepted (ECONNABORTED)
+    /// or the call was interrupted (EINTR): try again at once, uncounted, as
+    /// Go's runtime does inside `Accept`.
+    Transient,
+    /// Anything else says the listening socket itself is broken (EBADF,
+    /// EINVAL, ENOTSOCK, EPERM, ...): counted toward `max_accept_errors`, as
+    /// Go counts every error its `Accept` returns.
+    Counted,
+}
+
+fn classify(error: &io::Error) -> Failure {
+    use nix::libc;
+    match error.raw_os_error() {
+        Some(libc::EMFILE | libc::ENFILE) => Failure::Resource { descriptors: true },
+        Some(libc::ENOBUFS | libc::ENOMEM) => Failure::Resource { descriptors: false },
+        Some(libc::ECONNABORTED | libc::EINTR) => Failure::Transient,
+        _ if error.kind() == io::ErrorKind::Interrupted => Failure::Transient,
+        _ => Failure::Counted,
+    }
+}
+
+/// The pause after `n` (1-based) resource failures in a row: 5 ms doubling,
+/// at most 1 s.
+fn resource_pause(n: u32) -> Duration {
+    RESOURCE_PAUSE_MIN
+        .saturating_mul(1u32 << n.saturating_sub(1).min(16))
+        .min(RESOURCE_PAUSE_MAX)
+}
+
+/// A descriptor held in reserve (a duplicate of the listening socket's), so
+/// that when the process runs out of descriptors the Reader can give it up,
+/// accept the waiting connection, close it at once (counted as rejected)
+/// and take the spare back: writers then see their connection closed
+/// instead of waiting in a backlog nobody can empty.
+pub(crate) struct Spare(Option<OwnedFd>);
+
+impl Spare {
+    /// Takes the spare; done when the Reader starts (not when the accept
+    /// task first runs), so it is there before anyone can exhaust the
+    /// descriptors.
+    pub(crate) fn new(listener: &UnixListener) -> Self {
+        Self(listener.as_fd().try_clone_to_owned().ok())
+    }
+
+    /// Accepts and closes one waiting connection using the spare
+    /// descriptor's slot. Returns whether one was shed.
+    async fn shed(&mut self, listener: &UnixListener) -> bool {
+        if self.0.take().is_none() {
+            // Lost it earlier (someone else took the freed slot): try to
+            // get it back for next time.
+            self.0 = listener.as_fd().try_clone_to_owned().ok();
+            return false;
+        }
+        let accepted = std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(match listener.poll_accept(cx) {
+                std::task::Poll::Ready(Ok((stream, _))) => Some(stream),
+                _ => None,
+            })
+        })
+        .await;
+        let shed = accepted.is_some();
+        drop(accepted);
+        self.0 = listener.as_fd().try_clone_to_owned().ok();
+        shed
+    }
+}
 
 pub(crate) async fn accept_loop<D: Deliver>(
     inner: Arc<ReaderInner>,
     listener: UnixListener,
+    mut spare: Spare,
     delivery: Arc<D>,
     handle: Handle,
 ) {
     let mut phase = inner.phase.subscribe();
     let mut consecutive = 0u32;
+    let mut starved = 0u32;
     loop {
         if *phase.borrow_and_update() != Phase::Running {
             break;
@@ -40,12 +134,32 @@ pub(crate) async fn accept_loop<D: Deliver>(
             _ = phase.changed() => continue,
             r = listener.accept() => r,
         };
-        match accepted {
+        let source = match accepted {
             Ok((stream, _)) => {
                 consecutive = 0;
+                starved = 0;
                 spawn_connection(&inner, stream, &delivery, &handle);
+                continue;
             }
-            Err(source) => {
+            Err(source) => source,
+        };
+        let pause = match classify(&source) {
+            Failure::Transient => continue,
+            Failure::Resource { descriptors } => {
+                if descriptors && spare.shed(&listener).await {
+                    inner.counters.rejected.fetch_add(1, Relaxed);
+                    inner.report(ReaderError::PeerRejected {
+                        reason: format!("out of file descriptors, closed unread ({source})"),
+                    });
+                    // Each turn consumed a waiting connection: no busy loop.
+                    continue;
+                }
+                starved = starved.saturating_add(1);
+                let pause = resource_pause(starved);
+                tracing::warn!(error = %source, ?pause, "accept ran out of a resource; pausing, will keep accepting");
+                pause
+            }
+            Failure::Counted => {
                 consecutive += 1;
                 tracing::warn!(error = %source, consecutive, "accept failed");
                 if consecutive > inner.max_accept_errors {
@@ -55,13 +169,17 @@ pub(crate) async fn accept_loop<D: Deliver>(
                     });
                     break;
                 }
-                tokio::select! {
-                    _ = phase.changed() => {}
-                    () = tokio::time::sleep(ACCEPT_ERROR_PAUSE) => {}
-                }
+                ACCEPT_ERROR_PAUSE
             }
+        };
+        tokio::select! {
+            _ = phase.changed() => {}
+            () = tokio::time::sleep(pause) => {}
         }
     }
+    // The spare is a duplicate of the listening socket: it must not keep
+    // the socket open once the loop is done.
+    drop(spare);
     if *phase.borrow() == Phase::Draining {
         accept_backlog(&inner, listener, &delivery, &handle);
     }
@@ -162,4 +280,38 @@ fn spawn_connection<D: Deliver>(
         let _active = active;
         crate::connection::serve(stream, conn_inner, info, delivery, registration, turn).await;
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resource_errors_never_count_toward_max_accept_errors() {
+        use nix::libc;
+        for errno in [libc::EMFILE, libc::ENFILE, libc::ENOBUFS, libc::ENOMEM] {
+            let failure = classify(&io::Error::from_raw_os_error(errno));
+            assert!(matches!(failure, Failure::Resource { .. }), "{errno}");
+        }
+        assert_eq!(
+            classify(&io::Error::from_raw_os_error(libc::ECONNABORTED)),
+            Failure::Transient
+        );
+        for errno in [libc::EBADF, libc::EINVAL, libc::ENOTSOCK, libc::EPERM] {
+            assert_eq!(
+                classify(&io::Error::from_raw_os_error(errno)),
+                Failure::Counted,
+                "{errno}"
+            );
+        }
+    }
+
+    #[test]
+    fn resource_pause_grows_from_5ms_to_at_most_1s() {
+        assert_eq!(resource_pause(1), Duration::from_millis(5));
+        assert_eq!(resource_pause(2), Duration::from_millis(10));
+        assert_eq!(resource_pause(8), Duration::from_millis(640));
+        assert_eq!(resource_pause(9), Duration::from_secs(1));
+        assert_eq!(resource_pause(u32::MAX), Duration::from_secs(1));
+    }
 }

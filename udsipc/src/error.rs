@@ -169,7 +169,8 @@ pub enum ReaderError {
     #[error("handler failed to process a message: {0}")]
     Handler(HandlerError),
     /// A connection was refused by a Reader-side policy (peer credentials or
-    /// the connection cap) before any byte was read.
+    /// the connection cap) before any byte was read, or shed (accepted and
+    /// closed unread) while the process was out of file descriptors.
     #[error("connection rejected: {reason}")]
     PeerRejected {
         /// Why.

@@ -86,6 +86,8 @@
 mod accept;
 #[cfg(feature = "runtime")]
 mod batch;
+#[cfg(feature = "runtime")]
+mod bind;
 #[cfg(feature = "tokio-util")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio-util")))]
 pub mod codec;
@@ -145,7 +147,7 @@ pub use reader::{
     Reader, ReaderBuilder,
 };
 #[cfg(feature = "runtime")]
-pub use socket::{SocketAddress, max_socket_path_len};
+pub use socket::{SocketAddress, max_socket_path_len, replaceable_socket_dir};
 #[cfg(feature = "runtime")]
 pub use writer::{
     DEFAULT_DIAL_TIMEOUT, DEFAULT_INITIAL_BACKOFF, DEFAULT_LINGER, DEFAULT_MAX_ATTEMPTS,

@@ -15,6 +15,7 @@ use tokio::net::UnixListener;
 use tokio::runtime::Handle;
 use tokio::time::Instant;
 
+use crate::bind::OwnedSocketFile;
 use crate::delivery::{
     AsyncDelivery, ChannelDelivery, Deliver, Incoming, Message, SyncDelivery, SyncHandler,
 };
@@ -23,7 +24,7 @@ use crate::lifecycle::{FORCE_GRACE, Phase, PhaseCell, Tasks};
 use crate::metrics::{ReaderCounters, ReaderMetrics};
 use crate::order::OrderBook;
 use crate::policy::Policy;
-use crate::socket::{self, OwnedSocketFile};
+use crate::socket;
 use crate::systemd::{self, Notifier, SystemdEnv};
 
 /// Default maximum message size: 10 MiB (Go: `WithMaxMessageSize`).
@@ -149,6 +150,7 @@ impl ReaderBuilder {
 
     /// How long a connection may take to deliver one whole message (or to
     /// start the next) before it is closed. Must be above zero. Default 10 s.
+    /// `Duration::MAX` (or any duration too large for the clock) means never.
     pub fn inactivity_timeout(mut self, timeout: Duration) -> Self {
         self.inactivity_timeout = timeout;
         self
@@ -156,6 +158,14 @@ impl ReaderBuilder {
 
     /// How many `accept` failures in a row are tolerated (with a 100 ms pause
     /// after each) before the Reader stops accepting. Default 10.
+    ///
+    /// Only failures of the listening socket itself count (EBADF, EINVAL,
+    /// ENOTSOCK, EPERM, ...). Running out of descriptors or memory (EMFILE,
+    /// ENFILE, ENOBUFS, ENOMEM) is temporary and never counts, unlike in Go,
+    /// where a local user holding enough connections stops the listener for
+    /// good: the Reader sheds waiting connections with a spare descriptor
+    /// (counted in `rejected_connections`) and otherwise pauses, 5 ms
+    /// doubling to 1 s. ECONNABORTED and EINTR are retried uncounted.
     pub fn max_accept_errors(mut self, n: u32) -> Self {
         self.max_accept_errors = n;
         self
@@ -194,7 +204,9 @@ impl ReaderBuilder {
     }
 
     /// File mode of the socket this Reader creates (e.g. `0o660`), applied
-    /// before it starts listening.
+    /// before it starts listening, inside a private directory where no
+    /// other user can swap the file for a link: it only ever reaches the
+    /// socket this Reader bound.
     pub fn socket_mode(mut self, mode: u32) -> Self {
         self.socket_mode = Some(mode);
         self
@@ -259,6 +271,11 @@ impl ReaderBuilder {
     /// Binds the socket (or adopts the systemd-activated one), starts
     /// accepting, notifies systemd `READY=1`, and calls `handler` with each
     /// message body.
+    ///
+    /// For a path, the Reader holds an advisory lock on `<path>.lock` for
+    /// its life (removed at stop), so a second udsipc Reader on the same
+    /// path is refused with [`StartError::AddrInUse`] however the two
+    /// starts interleave; the socket appears at the path already listening.
     ///
     /// The handler gets a slice of the connection's buffer, valid only
     /// during the call (no copy). It runs where blocking is allowed: inside
@@ -400,19 +417,8 @@ impl ReaderBuilder {
             Some(listener) => (listener, None),
             None => {
                 socket::ensure_parent_dir(&path)?;
-                socket::clear_stale_socket(&path)?;
-                let listener =
-                    socket::bind_listener(&path, self.socket_mode).map_err(|source| {
-                        StartError::Bind {
-                            path: path.clone(),
-                            source,
-                        }
-                    })?;
-                let owned = OwnedSocketFile::record(&path).map_err(|source| StartError::Bind {
-                    path: path.clone(),
-                    source,
-                })?;
-                (listener, Some(owned))
+                let bound = crate::bind::listen_on(&path, self.socket_mode)?;
+                (bound.listener, bound.file)
             }
         };
         if self.read_buffer_size > 0 {
@@ -457,6 +463,7 @@ impl ReaderBuilder {
             Launch {
                 inner,
                 handle,
+                spare: crate::accept::Spare::new(&listener),
                 listener,
             },
         ))
@@ -468,6 +475,8 @@ struct Launch {
     inner: Arc<ReaderInner>,
     handle: Handle,
     listener: UnixListener,
+    /// Taken at start, while descriptors are surely available.
+    spare: crate::accept::Spare,
 }
 
 impl Launch {
@@ -477,10 +486,12 @@ impl Launch {
             inner,
             handle,
             listener,
+            spare,
         } = self;
         let accept = crate::accept::accept_loop(
             Arc::clone(&inner),
             listener,
+            spare,
             Arc::new(delivery),
             handle.clone(),
         );

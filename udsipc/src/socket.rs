@@ -11,7 +11,7 @@
 use std::fs;
 use std::io;
 use std::os::fd::AsFd;
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use nix::sys::socket::{setsockopt, sockopt};
@@ -100,7 +100,7 @@ impl SocketAddress {
     }
 
     /// The file this name binds, if it names one.
-    fn file(&self) -> Option<&Path> {
+    pub(crate) fn file(&self) -> Option<&Path> {
         match self {
             Self::Path(p) => Some(p),
             Self::Abstract(_) => None,
@@ -108,7 +108,7 @@ impl SocketAddress {
     }
 
     /// The address for `bind`/`connect`.
-    fn unix_addr(&self) -> io::Result<nix::sys::socket::UnixAddr> {
+    pub(crate) fn unix_addr(&self) -> io::Result<nix::sys::socket::UnixAddr> {
         use nix::sys::socket::UnixAddr;
         match self {
             Self::Path(p) => Ok(UnixAddr::new(p.as_path())?),
@@ -168,54 +168,8 @@ pub(crate) fn ensure_parent_dir(path: &Path) -> Result<(), StartError> {
         })
 }
 
-/// Makes `path` free to bind without destroying anything of value:
-/// - nothing there: fine;
-/// - not a socket: refused, left untouched;
-/// - a socket with a live listener: refused (address in use);
-/// - a stale socket (connection refused): removed;
-/// - an abstract name: nothing to do (no file; the kernel refuses a name
-///   still bound, and a name dies with its socket, so none is ever stale).
-pub(crate) fn clear_stale_socket(path: &Path) -> Result<(), StartError> {
-    let Some(path) = socket_file(path) else {
-        return Ok(());
-    };
-    let path = path.as_path();
-    let meta = match fs::symlink_metadata(path) {
-        Ok(meta) => meta,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(source) => {
-            return Err(StartError::Bind {
-                path: path.to_owned(),
-                source,
-            });
-        }
-    };
-    if !meta.file_type().is_socket() {
-        return Err(StartError::NotASocket {
-            path: path.to_owned(),
-        });
-    }
-    match probe(path) {
-        Probe::Live => Err(StartError::AddrInUse {
-            path: path.to_owned(),
-        }),
-        Probe::Stale => match fs::remove_file(path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(source) => Err(StartError::RemoveStale {
-                path: path.to_owned(),
-                source,
-            }),
-        },
-        Probe::Unknown(source) => Err(StartError::Bind {
-            path: path.to_owned(),
-            source,
-        }),
-    }
-}
-
 /// What a connection attempt says about the socket at a path.
-enum Probe {
+pub(crate) enum Probe {
     /// Someone accepts (or their backlog is full: `EAGAIN`).
     Live,
     /// Connection refused (nobody listens), or the file just vanished.
@@ -226,7 +180,7 @@ enum Probe {
 
 /// Connects without blocking: a blocking connect to a listener whose
 /// backlog is full would wait forever.
-fn probe(path: &Path) -> Probe {
+pub(crate) fn probe(path: &Path) -> Probe {
     use nix::errno::Errno;
     use nix::sys::socket::{UnixAddr, connect};
     let attempt = stream_socket().and_then(|fd| {
@@ -240,85 +194,30 @@ fn probe(path: &Path) -> Probe {
     }
 }
 
-/// The identity of a socket file this process created, so that stopping
-/// removes that file and never a successor's. For an abstract name there is
-/// no file: nothing is recorded and nothing removed.
-#[derive(Debug, Clone)]
-pub(crate) struct OwnedSocketFile {
-    path: PathBuf,
-    /// Device and inode of the file; `None` for an abstract name.
-    identity: Option<(u64, u64)>,
+/// The socket's directory, when anyone can replace the socket in it: the
+/// directory is writable by others and has no sticky bit (`/tmp` has one, so
+/// only a file's owner can remove or rename it there). `None` for an
+/// abstract name, a directory that is not open like that, or one that
+/// cannot be read.
+///
+/// Readers log a warning when they start in such a directory.
+///
+/// ```
+/// use std::path::Path;
+/// assert_eq!(udsipc::replaceable_socket_dir(Path::new("@abstract")), None);
+/// ```
+pub fn replaceable_socket_dir(name: &Path) -> Option<PathBuf> {
+    replaceable_dir(&socket_file(name)?)
 }
 
-impl OwnedSocketFile {
-    /// Records the file now at `path` (just bound by us).
-    pub(crate) fn record(path: &Path) -> io::Result<Self> {
-        let identity = match socket_file(path) {
-            Some(file) => {
-                let meta = fs::symlink_metadata(file)?;
-                Some((meta.dev(), meta.ino()))
-            }
-            None => None,
-        };
-        Ok(Self {
-            path: path.to_owned(),
-            identity,
-        })
-    }
-
-    /// Removes the file if it is still the one we created.
-    pub(crate) fn remove(&self) -> io::Result<()> {
-        let Some((dev, ino)) = self.identity else {
-            return Ok(());
-        };
-        match fs::symlink_metadata(&self.path) {
-            Ok(meta) if meta.dev() == dev && meta.ino() == ino => {
-                match fs::remove_file(&self.path) {
-                    Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-                    _ => Ok(()),
-                }
-            }
-            Ok(_) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// The socket path.
-    pub(crate) fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-/// Binds a listening socket at `path` (a path or an abstract name). With
-/// `mode`, the file mode is set between `bind` and `listen`, so no peer can
-/// connect while the socket is more open than asked; an abstract name has
-/// no file and no mode.
-pub(crate) fn bind_listener(
-    path: &Path,
-    mode: Option<u32>,
-) -> io::Result<std::os::unix::net::UnixListener> {
-    use nix::sys::socket::{Backlog, bind, listen};
-    let address = SocketAddress::parse(path).map_err(io::Error::other)?;
-    let file = address.file();
-    let fd = stream_socket()?;
-    bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &address.unix_addr()?)?;
-    // Connecting needs write permission on the socket file, and nobody can
-    // connect before `listen`: setting the mode here leaves no window in
-    // which the socket is more open than asked.
-    if let (Some(mode), Some(file)) = (mode, file) {
-        if let Err(e) = fs::set_permissions(file, fs::Permissions::from_mode(mode)) {
-            let _ = fs::remove_file(file);
-            return Err(e);
-        }
-    }
-    if let Err(e) = listen(&fd, Backlog::new(1024).unwrap_or(Backlog::MAXCONN)) {
-        if let Some(file) = file {
-            let _ = fs::remove_file(file);
-        }
-        return Err(e.into());
-    }
-    Ok(std::os::unix::net::UnixListener::from(fd))
+/// [`replaceable_socket_dir`] for a socket file path.
+pub(crate) fn replaceable_dir(path: &Path) -> Option<PathBuf> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mode = fs::metadata(dir).ok()?.mode();
+    (mode & 0o002 != 0 && mode & 0o1000 == 0).then(|| dir.to_owned())
 }
 
 /// Sets `SO_SNDBUF`; errors are ignored by callers, as in Go (restricted
@@ -336,7 +235,7 @@ pub(crate) fn set_recv_buffer(sock: &impl AsFd, size: u32) -> io::Result<()> {
 /// A close-on-exec, non-blocking Unix stream socket: atomically where the
 /// system can (Linux, the BSDs), else set right after creation (macOS has
 /// no `SOCK_CLOEXEC`/`SOCK_NONBLOCK`).
-fn stream_socket() -> nix::Result<std::os::fd::OwnedFd> {
+pub(crate) fn stream_socket() -> nix::Result<std::os::fd::OwnedFd> {
     use nix::sys::socket::{AddressFamily, SockFlag, SockType, socket};
     #[cfg(not(target_vendor = "apple"))]
     {

@@ -248,6 +248,12 @@ async fn serve(
     if let Some(n) = args.max_connections {
         builder = builder.max_connections(n);
     }
+    if let Some(dir) = udsipc::replaceable_socket_dir(&args.socket) {
+        eprintln!(
+            "warning: {} is writable by others and has no sticky bit: anyone can replace the socket",
+            dir.display()
+        );
+    }
     let reader = builder.start(handler).map_err(start_error)?;
     eprintln!("listening on {}", reader.socket_path().display());
 

@@ -156,14 +156,23 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
 }
 
 /// Parses decimal seconds (`5`, `0.5`, `1e-3`) into a duration; refuses
-/// negative, NaN and infinite values.
+/// negative, NaN and infinite values, and values past the largest duration
+/// (about 1.8e19 seconds). Any value up to that is taken as given: the
+/// library saturates, so a huge one such as `1e19` means "never".
 pub(crate) fn parse_secs(text: &str) -> Result<Duration, String> {
     let secs: f64 = text
         .trim()
         .parse()
         .map_err(|_| "expected a number of seconds, such as 5 or 0.5".to_owned())?;
-    Duration::try_from_secs_f64(secs)
-        .map_err(|_| "expected a finite, non-negative number of seconds".to_owned())
+    if !secs.is_finite() || secs < 0.0 {
+        return Err("expected a finite, non-negative number of seconds".to_owned());
+    }
+    Duration::try_from_secs_f64(secs).map_err(|_| {
+        format!(
+            "at most {:.3e} seconds (any value that large means never)",
+            Duration::MAX.as_secs_f64()
+        )
+    })
 }
 
 /// [`parse_secs`], refusing zero.

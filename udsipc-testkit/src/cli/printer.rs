@@ -2,8 +2,11 @@
 //!
 //! A Reader's handler runs synchronously on a connection task, so it must
 //! not wait on a slow terminal or pipe. It formats a line and hands it over
-//! a bounded queue ([`LINE_QUEUE`] lines); only when that queue is full does
-//! the handler block, which is the backpressure we accept. The thread writes
+//! a queue bounded by bytes ([`QUEUE_BYTES`]) and by lines ([`LINE_QUEUE`]);
+//! only when it is full does the handler block, which is the backpressure we
+//! want: the connection then reads no more, the socket fills, and the
+//! writers wait or see their own queue fill. A stdout nobody reads so costs
+//! at most the budget, never memory in proportion to what is sent. The thread writes
 //! through a buffer and flushes whenever the queue is momentarily empty, so
 //! a reader of stdout sees each line promptly without a syscall per line
 //! under load.
@@ -16,11 +19,16 @@ use std::io::{self, BufWriter, Write};
 use std::sync::mpsc::{
     Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError, sync_channel,
 };
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// How many formatted lines may wait for the printer.
 pub(crate) const LINE_QUEUE: usize = 65_536;
+
+/// How many bytes of formatted lines may wait for the printer. A single
+/// line larger than this is still taken when the queue is empty.
+pub(crate) const QUEUE_BYTES: usize = 4 << 20;
 
 /// Capacity of the buffer in front of stdout.
 const OUT_BUFFER: usize = 64 * 1024;
@@ -33,7 +41,70 @@ enum Msg {
 
 /// Hands formatted lines to the printer; cheap to clone.
 #[derive(Debug, Clone)]
-pub(crate) struct LineSender(SyncSender<Msg>);
+pub(crate) struct LineSender {
+    tx: SyncSender<Msg>,
+    budget: Arc<Budget>,
+}
+
+/// The bytes queued for the printer, and the senders waiting for room.
+#[derive(Debug)]
+struct Budget {
+    limit: usize,
+    state: Mutex<BudgetState>,
+    room: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct BudgetState {
+    queued: usize,
+    /// Set by [`Printer::finish`]: nobody waits for room any more.
+    closed: bool,
+    /// Senders blocked for room (for tests).
+    waiting: usize,
+}
+
+impl Budget {
+    fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            state: Mutex::new(BudgetState::default()),
+            room: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BudgetState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits until `n` more bytes fit (or the queue is empty), then counts
+    /// them. `false` once the printer is finished.
+    fn take(&self, n: usize) -> bool {
+        let mut st = self.lock();
+        while !st.closed && st.queued > 0 && st.queued.saturating_add(n) > self.limit {
+            st.waiting += 1;
+            st = self.room.wait(st).unwrap_or_else(|p| p.into_inner());
+            st.waiting -= 1;
+        }
+        if st.closed {
+            return false;
+        }
+        st.queued += n;
+        true
+    }
+
+    /// `n` bytes left the queue.
+    fn give(&self, n: usize) {
+        let mut st = self.lock();
+        st.queued = st.queued.saturating_sub(n);
+        drop(st);
+        self.room.notify_all();
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+        self.room.notify_all();
+    }
+}
 
 impl std::fmt::Debug for Msg {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -48,7 +119,10 @@ impl LineSender {
     /// Queues one line (its newline included), waiting while the queue is
     /// full. A line sent after [`Printer::finish`] is dropped.
     pub(crate) fn send(&self, line: Vec<u8>) {
-        let _ = self.0.send(Msg::Line(line));
+        let n = line.len();
+        if self.budget.take(n) && self.tx.send(Msg::Line(line)).is_err() {
+            self.budget.give(n);
+        }
     }
 }
 
@@ -56,6 +130,7 @@ impl LineSender {
 #[derive(Debug)]
 pub(crate) struct Printer {
     tx: SyncSender<Msg>,
+    budget: Arc<Budget>,
     /// The thread's result, sent when it ends (so `finish` can wait for it
     /// with a deadline: a stdout nobody reads never takes the last lines).
     ended: Receiver<io::Result<()>>,
@@ -70,27 +145,37 @@ impl Printer {
         W: Write + Send + 'static,
         F: FnOnce() + Send + 'static,
     {
-        Self::with_queue(out, on_failure, LINE_QUEUE)
+        Self::with_queue(out, on_failure, LINE_QUEUE, QUEUE_BYTES)
     }
 
-    fn with_queue<W, F>(out: W, on_failure: F, capacity: usize) -> io::Result<Self>
+    fn with_queue<W, F>(out: W, on_failure: F, capacity: usize, bytes: usize) -> io::Result<Self>
     where
         W: Write + Send + 'static,
         F: FnOnce() + Send + 'static,
     {
         let (tx, rx) = sync_channel(capacity);
         let (done, ended) = sync_channel(1);
+        let budget = Arc::new(Budget::new(bytes));
+        let printed = Arc::clone(&budget);
         let thread = std::thread::Builder::new()
             .name("udsipc-printer".to_owned())
             .spawn(move || {
-                let _ = done.send(print_lines(&rx, out, on_failure));
+                let _ = done.send(print_lines(&rx, out, on_failure, &printed));
             })?;
-        Ok(Self { tx, ended, thread })
+        Ok(Self {
+            tx,
+            budget,
+            ended,
+            thread,
+        })
     }
 
     /// A handle for queueing lines.
     pub(crate) fn lines(&self) -> LineSender {
-        LineSender(self.tx.clone())
+        LineSender {
+            tx: self.tx.clone(),
+            budget: Arc::clone(&self.budget),
+        }
     }
 
     /// Writes out every line queued so far, flushes, and stops the thread,
@@ -102,7 +187,11 @@ impl Printer {
     /// returns `TimedOut` and leaves the thread behind: the process exits
     /// without it.
     pub(crate) fn finish(self, patience: Duration) -> io::Result<()> {
-        let deadline = Instant::now() + patience;
+        // Senders still waiting for room are past the stop: they give up.
+        self.budget.close();
+        let deadline = Instant::now()
+            .checked_add(patience)
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365));
         let stuck = || {
             io::Error::new(
                 io::ErrorKind::TimedOut,
@@ -137,7 +226,12 @@ impl Printer {
     }
 }
 
-fn print_lines<W: Write>(rx: &Receiver<Msg>, out: W, on_failure: impl FnOnce()) -> io::Result<()> {
+fn print_lines<W: Write>(
+    rx: &Receiver<Msg>,
+    out: W,
+    on_failure: impl FnOnce(),
+    budget: &Budget,
+) -> io::Result<()> {
     let mut out = BufWriter::with_capacity(OUT_BUFFER, out);
     let mut on_failure = Some(on_failure);
     let mut failure: Option<io::Error> = None;
@@ -175,8 +269,10 @@ fn print_lines<W: Write>(rx: &Receiver<Msg>, out: W, on_failure: impl FnOnce()) 
                 if let Err(e) = out.write_all(&line) {
                     fail(e, &mut failure);
                 }
+                budget.give(line.len());
             }
-            Msg::Line(_) => {} // stdout is gone: drain without writing.
+            // stdout is gone: drain without writing.
+            Msg::Line(line) => budget.give(line.len()),
         }
     }
     match failure {
@@ -290,6 +386,7 @@ mod tests {
                 counter.fetch_add(1, Ordering::Relaxed);
             },
             1,
+            QUEUE_BYTES,
         )
         .unwrap();
         let lines = printer.lines();
@@ -305,7 +402,7 @@ mod tests {
     #[test]
     fn lines_sent_after_finish_are_dropped_without_blocking() {
         let (tx, _events) = channel();
-        let printer = Printer::with_queue(Recorder(tx), || {}, 1).unwrap();
+        let printer = Printer::with_queue(Recorder(tx), || {}, 1, QUEUE_BYTES).unwrap();
         let lines = printer.lines();
         printer.finish(WAIT).unwrap();
         for _ in 0..10 {
@@ -330,7 +427,8 @@ mod tests {
     #[test]
     fn finish_gives_up_on_a_stdout_nobody_reads_within_its_patience() {
         let release = Arc::new(std::sync::Barrier::new(2));
-        let printer = Printer::with_queue(NeverRead(Arc::clone(&release)), || {}, 1).unwrap();
+        let printer =
+            Printer::with_queue(NeverRead(Arc::clone(&release)), || {}, 1, QUEUE_BYTES).unwrap();
         let lines = printer.lines();
         // Bigger than the buffer: written at once, and the write blocks.
         lines.send(vec![b'x'; OUT_BUFFER + 1]);
@@ -338,5 +436,67 @@ mod tests {
         let err = printer.finish(Duration::from_millis(100)).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
         release.wait();
+    }
+
+    /// An output whose writes block until released, saying when one starts.
+    struct Gate {
+        entered: Sender<()>,
+        release: Arc<std::sync::Barrier>,
+    }
+
+    impl Write for Gate {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let _ = self.entered.send(());
+            self.release.wait();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_stalled_output_blocks_senders_once_the_byte_budget_is_queued() {
+        const LINE: usize = OUT_BUFFER + 1; // each one written at once
+        let (entered, write_started) = channel();
+        let release = Arc::new(std::sync::Barrier::new(2));
+        let gate = Gate {
+            entered,
+            release: Arc::clone(&release),
+        };
+        // Room for 3 lines by bytes, 1000 by count.
+        let printer = Printer::with_queue(gate, || {}, 1000, 3 * LINE).unwrap();
+        let lines = printer.lines();
+        let budget = Arc::clone(&printer.budget);
+        let sent = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&sent);
+        let sender = std::thread::spawn(move || {
+            for _ in 0..100 {
+                lines.send(vec![b'x'; LINE]);
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        // The printer is stuck writing the first line.
+        write_started.recv_timeout(WAIT).unwrap();
+        // The sender fills the budget, then waits (it must not finish: a
+        // queue bounded by lines alone would take all 100).
+        let start = Instant::now();
+        while budget.lock().waiting == 0 {
+            assert!(
+                !sender.is_finished(),
+                "all {} lines were queued past the byte budget",
+                sent.load(Ordering::Relaxed)
+            );
+            assert!(start.elapsed() < WAIT, "the sender never blocked");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // The line being written counts until it is written.
+        assert_eq!(sent.load(Ordering::Relaxed), 3);
+        assert!(budget.lock().queued <= 3 * LINE);
+        // finish releases the blocked sender (its lines are dropped).
+        budget.close();
+        sender.join().unwrap();
+        drop(release);
+        drop(printer);
     }
 }

@@ -27,6 +27,10 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 const STDIN_BUFFER: usize = 64 * 1024;
 
+/// After a signal during the drain, how long to wait for the Writer to
+/// count what it discards before printing the stats.
+const DISCARD_WAIT: Duration = Duration::from_secs(1);
+
 /// `--help` text; set on the [`Command`](super::Command) variant, whose doc
 /// comment would otherwise replace it.
 pub(crate) const LONG_ABOUT: &str = "\
@@ -53,7 +57,8 @@ messages given; `sent` counts those handed to the kernel, `delivered` those the 
 read from the socket (the kernel says so); `unconfirmed` ones were written but their \
 connection died before the listener was seen to read them (never sent twice). Exit code 0 \
 only if the listener read every message (delivered == queued); 1 otherwise (or on \
-SIGINT/SIGTERM, which stop reading input and drain); 2 for bad arguments or a line that is \
+SIGINT/SIGTERM: the first stops reading input and drains; one during the drain discards what \
+is left, as `discarded`, and exits at once); 2 for bad arguments or a line that is \
 not hex under --hex (lines before it have been queued).";
 
 const AFTER_HELP: &str = "\
@@ -246,17 +251,34 @@ async fn deliver(args: &SendArgs, given: Option<Vec<Bytes>>) -> Result<Delivery,
         .start()
         .map_err(|e| CliError::Usage(e.to_string()))?;
     let mut queued = 0;
-    let input = tokio::select! {
+    let mut input = tokio::select! {
         fed = feed(&writer, given, args.hex, &mut queued) => fed,
-        signal = signals.recv() => Err(CliError::Failed(format!(
-            "interrupted by {signal}: stopped reading input"
-        ))),
+        signal = signals.recv() => {
+            eprintln!("warning: interrupted by {signal}: stopped reading input, draining (a second signal discards)");
+            Err(CliError::Failed(format!("interrupted by {signal}: stopped reading input")))
+        }
     };
-    let stop = writer.stop(args.drain_timeout).await;
+    let metrics = writer.metrics_handle();
+    let stop = tokio::select! {
+        stop = writer.stop(args.drain_timeout) => stop,
+        signal = signals.recv() => {
+            // Dropping the stop discards the queue at once (its cancel
+            // safety); wait, briefly, for the Writer's task to count that.
+            let deadline = tokio::time::Instant::now() + DISCARD_WAIT;
+            while !metrics.is_finished() && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            let discarded = metrics.get().discarded;
+            input = Err(CliError::Failed(format!(
+                "interrupted by {signal} while draining: {discarded} discarded"
+            )));
+            Ok(())
+        }
+    };
     Ok(Delivery {
         input,
         stop,
-        metrics: writer.metrics(),
+        metrics: metrics.get(),
         queued,
     })
 }

@@ -50,6 +50,14 @@ use crate::queue::Item;
 const SAMPLE_MIN: Duration = Duration::from_millis(1);
 /// The longest interval between samples while waiting.
 const SAMPLE_MAX: Duration = Duration::from_millis(50);
+
+/// `at + d`, saturating: a sum past what the clock can hold (any duration
+/// option set to `Duration::MAX`, which means "never") becomes a point
+/// about 30 years ahead, which never comes.
+pub(crate) fn later(at: Instant, d: Duration) -> Instant {
+    const FAR: Duration = Duration::from_secs(86_400 * 365 * 30);
+    at.checked_add(d.min(FAR)).unwrap_or(at)
+}
 /// While streaming, the unread count is sampled after this many bytes.
 const SAMPLE_EVERY_BYTES: u64 = 256 * 1024;
 
@@ -342,7 +350,7 @@ impl Machine {
             Link::Up(c) => {
                 earliest(c.sample_due);
                 if !c.episode {
-                    earliest(c.stalled_since.map(|s| s + self.cfg.write_timeout));
+                    earliest(c.stalled_since.map(|s| later(s, self.cfg.write_timeout)));
                 }
             }
             Link::Dialing | Link::Dead(_) | Link::Gone => {}
@@ -394,7 +402,7 @@ impl Machine {
         }
         // Backpressure: waiting for the reader for a whole write timeout.
         if let Some(since) = c.stalled_since {
-            if !c.episode && now >= since + self.cfg.write_timeout {
+            if !c.episode && now.saturating_duration_since(since) >= self.cfg.write_timeout {
                 c.episode = true;
                 self.stats.backpressure += 1;
                 let phase = phase_of(self.draining, self.pending.front());
@@ -476,13 +484,13 @@ impl Machine {
             path: self.cfg.path.clone(),
             source,
         });
-        self.link = Link::Down(now + self.backoff.next_delay());
+        self.link = Link::Down(later(now, self.backoff.next_delay()));
     }
 
     /// The connection was dropped after [`Action::Close`].
     pub(crate) fn handle_closed(&mut self, now: Instant) {
         if let Link::Dead(delay) = self.link {
-            self.link = Link::Down(now + delay);
+            self.link = Link::Down(later(now, delay));
         }
     }
 
