@@ -69,13 +69,17 @@ fn framed_source(size: usize, messages: u64) -> (Source, u64) {
                 left -= 1;
                 continue;
             }
-            // A frame that does not fit whole: copy what fits.
-            let frame_rest = n + size - at;
-            let take = room.min(frame_rest);
-            for i in at..at + take {
-                buf.push(if i < n { prefix[i] } else { body[i - n] });
+            // A frame that does not fit whole: copy what fits, the prefix
+            // part and the body part each as one slice.
+            let take = room.min(n + size - at);
+            let end = at + take;
+            if at < n {
+                buf.extend_from_slice(&prefix[at..n.min(end)]);
             }
-            at += take;
+            if end > n {
+                buf.extend_from_slice(&body[at.max(n) - n..end - n]);
+            }
+            at = end;
             if at == n + size {
                 at = 0;
                 left -= 1;

@@ -343,7 +343,7 @@ impl Receiver {
         // Move the partial frame to the front of the same memory when no
         // handed-out message still uses it; otherwise a fresh allocation of
         // exactly the working size.
-        if self.buf.try_reclaim(need) && self.buf.capacity() <= self.size.max(buffered + need) {
+        if self.buf.try_reclaim(need) {
             return;
         }
         let mut fresh = BytesMut::with_capacity(buffered + need);
