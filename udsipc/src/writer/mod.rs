@@ -501,7 +501,25 @@ impl Writer {
     /// returns [`StopError::RuntimeGone`]. Inside a multi-thread runtime it
     /// works (the thread is handed over to blocking for the wait).
     pub fn stop_blocking(&self, timeout: Duration) -> Result<(), StopError> {
-        crate::runtime::block_on(&self.handle, Arc::clone(&self.inner).stop(timeout))?
+        match crate::runtime::block_on(&self.handle, Arc::clone(&self.inner).stop(timeout)) {
+            Ok(result) => result,
+            Err(StopError::RuntimeGone) => {
+                // The runtime may have dropped the task before it ever ran
+                // (so its own guard never counted the queue): count here
+                // whatever is still queued, and take no more.
+                self.inner.queue.close();
+                let n = self.inner.queue.discard_all() as u64;
+                if n > 0 {
+                    self.inner.counters.discarded_outside.fetch_add(n, Relaxed);
+                    tracing::warn!(
+                        discarded = n,
+                        "udsipc writer's runtime is gone; queued messages discarded"
+                    );
+                }
+                Err(StopError::RuntimeGone)
+            }
+            Err(e) => Err(e),
+        }
     }
 }
 
