@@ -68,6 +68,8 @@ pub(super) async fn run(inner: Arc<WriterInner>) {
         publish(&inner, m);
         match action {
             Action::Dial => {
+                #[cfg(test)]
+                super::tests::dial_gate(&inner.path).await;
                 let dial = connect(&inner.path, inner.dial_timeout, inner.write_buffer_size);
                 tokio::pin!(dial);
                 // A drain lets the dial finish (it is bounded by the dial
@@ -89,7 +91,7 @@ pub(super) async fn run(inner: Arc<WriterInner>) {
                         m.handle_connected(now());
                     }
                     Some(Err(e)) => m.handle_dial_failed(now(), e),
-                    None => m.handle_force(now()),
+                    None => apply_phase(&inner, m, Phase::Forced),
                 }
             }
             Action::Write => {
@@ -178,7 +180,14 @@ fn apply_phase(inner: &WriterInner, m: &mut Machine, phase: Phase) {
             let deadline = inner.deadline().unwrap_or_else(now);
             m.handle_stop(now(), deadline);
         }
-        Phase::Forced => m.handle_force(now()),
+        Phase::Forced => {
+            // A force may come before the drain was seen (a stop cancelled
+            // at once): the queue is closed either way, so take what it
+            // still holds, or the discard would miss it.
+            inner.queue.close();
+            inner.queue.take_all(m.pending_mut());
+            m.handle_force(now());
+        }
     }
 }
 

@@ -2,7 +2,11 @@
 //! that makes the task panic, to prove a panicked task surfaces at stop.
 
 use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use tokio::sync::Notify;
 
 use super::Writer;
 use crate::error::StopError;
@@ -15,6 +19,19 @@ const PANIC_BODY: &[u8] = b"\xffudsipc test: panic in the writer task";
 pub(crate) fn maybe_panic(pending: &mut VecDeque<Item>) {
     if pending.iter().any(|i| i.bytes.ends_with(PANIC_BODY)) {
         panic!("writer task panic requested by a test");
+    }
+}
+
+/// A dial held until a test releases it: (socket path, release).
+static DIAL_GATE: Mutex<Option<(PathBuf, Arc<Notify>)>> = Mutex::new(None);
+
+/// Holds the writer task just before it dials `path`, if a test gated it.
+pub(crate) async fn dial_gate(path: &Path) {
+    let gate = DIAL_GATE.lock().unwrap().clone();
+    if let Some((gated, release)) = gate {
+        if gated == path {
+            release.notified().await;
+        }
     }
 }
 
@@ -47,4 +64,44 @@ async fn a_panicked_writer_task_surfaces_as_task_panicked_at_stop() {
     let m = w.metrics();
     assert_eq!(m.delivered + m.discarded + m.unconfirmed, 2, "{m:?}");
     assert_eq!(m.queue_depth, 0);
+}
+
+/// Two signals in a row in `udsipc send` (CI caught `discarded` 107 of
+/// 10,000 queued): the stop began and was cancelled while the task was
+/// dialing, so the task saw the force there, without the drain before it,
+/// and discarded only what it had already taken; the rest of the closed
+/// queue went uncounted.
+#[test]
+fn a_stop_cancelled_while_the_task_dials_counts_the_whole_queue_as_discarded() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nobody.sock");
+    let release = Arc::new(Notify::new());
+    *DIAL_GATE.lock().unwrap() = Some((path.clone(), Arc::clone(&release)));
+    rt.block_on(async {
+        let w = Writer::builder(&path).start().unwrap();
+        // The task runs on this one thread: it finds the queue empty and
+        // stops at the gate before its dial.
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        for i in 0..100u32 {
+            w.write_message(&i.to_be_bytes()).unwrap();
+        }
+        // One poll begins the stop (queue closed, drain); dropping it
+        // forces. Then the dial goes on and sees the force.
+        let stop = tokio::time::timeout(Duration::ZERO, w.stop(Duration::from_secs(3600)));
+        assert!(stop.await.is_err(), "the stop cannot finish in one poll");
+        release.notify_one();
+        let handle = w.metrics_handle();
+        while !handle.is_finished() {
+            tokio::task::yield_now().await;
+        }
+        let m = w.metrics();
+        assert_eq!((m.discarded, m.queue_depth, m.sent), (100, 0, 0), "{m:?}");
+    });
+    *DIAL_GATE.lock().unwrap() = None;
 }
