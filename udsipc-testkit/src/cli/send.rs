@@ -259,11 +259,17 @@ async fn deliver(args: &SendArgs, given: Option<Vec<Bytes>>) -> Result<Delivery,
         }
     };
     let metrics = writer.metrics_handle();
+    let mut stop = Box::pin(writer.stop(args.drain_timeout));
     let stop = tokio::select! {
-        stop = writer.stop(args.drain_timeout) => stop,
+        // The stop is polled first, so it has begun (the queue is closed)
+        // even when the second signal is already waiting: dropping a stop
+        // that never ran would leave the Writer running.
+        biased;
+        stop = &mut stop => stop,
         signal = signals.recv() => {
             // Dropping the stop discards the queue at once (its cancel
             // safety); wait, briefly, for the Writer's task to count that.
+            drop(stop);
             let deadline = tokio::time::Instant::now() + DISCARD_WAIT;
             while !metrics.is_finished() && tokio::time::Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(1)).await;
