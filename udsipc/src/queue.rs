@@ -27,8 +27,10 @@ const ARENA_SPARES: usize = 2;
 const ARENA_MAX_FRAME: usize = 16 * 1024;
 /// Owned messages up to this size are copied into the arena too: copying
 /// them costs less than a queue entry of their own, and the batch would
-/// copy them once anyway.
-pub(crate) const COPY_OWNED_MAX: usize = 1024;
+/// copy them once anyway. Larger ones stay as they are: when the producer
+/// runs far ahead of the socket, copies land in fresh arena memory, and
+/// its page faults cost more than the entry saves (measured at 1 KiB).
+pub(crate) const COPY_OWNED_MAX: usize = 256;
 
 /// Producers waiting for room are woken at least every this many
 /// completed batches.
