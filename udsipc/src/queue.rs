@@ -258,14 +258,23 @@ impl Queue {
         Ok(())
     }
 
-    fn enqueue(&self, st: &mut State, item: Item) {
+    /// Queues `item`; whether the queue was empty (the writer task then
+    /// needs waking: done here with `wake`, else by the caller).
+    fn enqueue(&self, st: &mut State, item: Item, wake: bool) -> bool {
         Self::seal(st);
         let was_empty = st.items.is_empty();
         st.items.push_back(item);
         self.depth.fetch_add(1, Ordering::AcqRel);
-        if was_empty {
+        if was_empty && wake {
             self.data_ready.notify_one();
         }
+        was_empty
+    }
+
+    /// Wakes the writer task for messages a caller queued without waking
+    /// it (see [`push_copy_deferred`](Self::push_copy_deferred)).
+    pub(crate) fn wake_writer(&self) {
+        self.data_ready.notify_one();
     }
 
     /// Makes the arena's unsealed run an item (before anything queued after
@@ -279,7 +288,19 @@ impl Queue {
     }
 
     /// Copies `body` into the queue.
+    #[cfg(test)]
     pub(crate) fn push_copy(&self, body: &[u8]) -> Result<(), Refused> {
+        self.push_copy_with(body, true).map(|_| ())
+    }
+
+    /// Copies `body` into the queue without waking the writer task; whether
+    /// the queue was empty (then the caller must [`wake_writer`]
+    /// (Self::wake_writer), after trying to write the message itself).
+    pub(crate) fn push_copy_deferred(&self, body: &[u8]) -> Result<bool, Refused> {
+        self.push_copy_with(body, false)
+    }
+
+    fn push_copy_with(&self, body: &[u8], wake: bool) -> Result<bool, Refused> {
         let frame_len = varint_len(body.len() as u64) + body.len();
         if frame_len > ARENA_MAX_FRAME {
             // Large: copy outside the lock, then admit.
@@ -287,16 +308,16 @@ impl Queue {
                 return Err(Refused::Full);
             }
             let bytes = Bytes::copy_from_slice(body);
-            return self.push_owned(bytes).map_err(|(r, _)| r);
+            return self.push_owned_with(bytes, wake).map_err(|(r, _)| r);
         }
         let mut st = self.lock();
         self.admit(&st)?;
-        self.append(&mut st, body, frame_len);
-        Ok(())
+        Ok(self.append(&mut st, body, frame_len, wake))
     }
 
-    /// Appends one frame to the arena's run (admitted by the caller).
-    fn append(&self, st: &mut State, body: &[u8], frame_len: usize) {
+    /// Appends one frame to the arena's run (admitted by the caller); whether
+    /// the queue was empty, as [`enqueue`](Self::enqueue).
+    fn append(&self, st: &mut State, body: &[u8], frame_len: usize, wake: bool) -> bool {
         if st.arena.capacity() - st.arena.len() < frame_len {
             Self::next_chunk(st);
         }
@@ -307,9 +328,10 @@ impl Queue {
         let was_empty = st.items.is_empty() && st.run == 0;
         st.run += 1;
         self.depth.fetch_add(1, Ordering::AcqRel);
-        if was_empty {
+        if was_empty && wake {
             self.data_ready.notify_one();
         }
+        was_empty
     }
 
     /// Moves the arena to a chunk with room: the oldest earlier chunk that
@@ -340,17 +362,26 @@ impl Queue {
     /// Queues `body` (copied into the arena when small, else as it is);
     /// hands it back when refused.
     pub(crate) fn push_owned(&self, body: Bytes) -> Result<(), (Refused, Bytes)> {
+        self.push_owned_with(body, true).map(|_| ())
+    }
+
+    /// [`push_owned`](Self::push_owned) without waking the writer task, as
+    /// [`push_copy_deferred`](Self::push_copy_deferred).
+    pub(crate) fn push_owned_deferred(&self, body: Bytes) -> Result<bool, (Refused, Bytes)> {
+        self.push_owned_with(body, false)
+    }
+
+    fn push_owned_with(&self, body: Bytes, wake: bool) -> Result<bool, (Refused, Bytes)> {
         let mut st = self.lock();
         if let Err(r) = self.admit(&st) {
             return Err((r, body));
         }
-        if body.len() <= COPY_OWNED_MAX {
+        Ok(if body.len() <= COPY_OWNED_MAX {
             let frame_len = varint_len(body.len() as u64) + body.len();
-            self.append(&mut st, &body, frame_len);
+            self.append(&mut st, &body, frame_len, wake)
         } else {
-            self.enqueue(&mut st, Item::new(body, false));
-        }
-        Ok(())
+            self.enqueue(&mut st, Item::new(body, false), wake)
+        })
     }
 
     /// Waits until `try_push` might succeed (room or closed).

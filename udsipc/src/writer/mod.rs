@@ -393,19 +393,23 @@ impl Writer {
         if data.is_empty() {
             return Ok(());
         }
-        self.inner
+        let first = self
+            .inner
             .queue
-            .push_copy(data)
+            .push_copy_deferred(data)
             .map_err(|r| self.refused(r, ()))?;
-        self.queued();
+        self.queued(first);
         Ok(())
     }
 
-    /// After a push: a lone message on an idle connection is written now by
-    /// this thread (see `driver::write_now`); anything else is the task's.
-    fn queued(&self) {
-        if self.inner.queue.depth() == 1 {
+    /// After a push that did not wake the writer task: a message queued into
+    /// an empty queue is written now by this thread if the connection is
+    /// idle (see `driver::write_now`), and only then is the task woken (its
+    /// wake-up is not on the message's way).
+    fn queued(&self, first: bool) {
+        if first {
             driver::write_now(&self.inner);
+            self.inner.queue.wake_writer();
         }
     }
 
@@ -416,11 +420,12 @@ impl Writer {
         if data.is_empty() {
             return Ok(());
         }
-        self.inner
+        let first = self
+            .inner
             .queue
-            .push_owned(data)
+            .push_owned_deferred(data)
             .map_err(|(r, data)| self.refused(r, data))?;
-        self.queued();
+        self.queued(first);
         Ok(())
     }
 
@@ -449,9 +454,9 @@ impl Writer {
         if data.is_empty() {
             return Ok(());
         }
-        match self.inner.queue.push_owned(data) {
-            Ok(()) => {
-                self.queued();
+        match self.inner.queue.push_owned_deferred(data) {
+            Ok(first) => {
+                self.queued(first);
                 Ok(())
             }
             Err((Refused::Closed, back)) => Err(WriteError::Stopped(back)),
