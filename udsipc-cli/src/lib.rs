@@ -44,7 +44,8 @@ Examples:
   # terminal 2: one message per line of stdin
   printf 'hello\\nworld\\n' | udsipc send /tmp/app.sock
 
-Each subcommand writes one JSON object of counters as its last line on stderr.
+Each subcommand writes one JSON object of counters as its last line on stderr
+(bench prints its tables on stdout instead).
 Exit codes: 0 success, 1 the command failed, 2 bad arguments or input.";
 
 /// The whole command line: `udsipc <COMMAND> ...`.
