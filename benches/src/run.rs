@@ -162,12 +162,7 @@ fn measure_scaling(plan: &Plan, dir: &std::path::Path, table: &mut Table) -> Res
         for round in 0..plan.rounds {
             eprintln!("scaling: {writers} writer(s), round {}", round + 1);
             let path = dir.join(format!("scaling-{writers}.sock"));
-            let m = crate::inproc::rust_in_process_writers(
-                &path,
-                SCALING_SIZE,
-                messages,
-                writers,
-            )?;
+            let m = crate::inproc::rust_in_process_writers(&path, SCALING_SIZE, messages, writers)?;
             samples.push(&m);
         }
         table.scaling.push(ScalingRow {

@@ -2,7 +2,7 @@
 //! The runner's command line (`udsipc bench`) is tested in
 //! `udsipc-cli/tests/bench.rs`.
 
-use udsipc_benches::baseline::tokio_util_framed;
+use udsipc_benches::baseline::{tokio_util_framed, udsipc_codec_framed};
 use udsipc_benches::inproc::rust_in_process;
 use udsipc_benches::limits::{Waiting, raw_limit};
 use udsipc_benches::{median, size_label};
@@ -22,6 +22,15 @@ fn in_process_transfer_delivers_every_message_and_byte() {
 fn tokio_util_baseline_delivers_every_frame() {
     for size in [1usize, 1000, 300_000] {
         let m = tokio_util_framed(size, 100).unwrap();
+        assert_eq!(m.bytes, 100 * size as u64);
+    }
+}
+
+#[test]
+fn udsipc_codec_column_delivers_every_frame() {
+    for size in [1usize, 1000, 300_000] {
+        let m = udsipc_codec_framed(size, 100).unwrap();
+        assert_eq!(m.messages, 100);
         assert_eq!(m.bytes, 100 * size as u64);
     }
 }

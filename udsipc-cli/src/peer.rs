@@ -90,11 +90,9 @@ pub(crate) fn run(args: &[String]) -> std::process::ExitCode {
         })),
         Some("read") => read(&args[1..]),
         Some("write") => write(&args[1..]),
-        _ => {
-            unsupported(
-                "usage: udsipc peer hello | read --socket NAME ... | write --socket NAME ...",
-            )
-        }
+        _ => unsupported(
+            "usage: udsipc peer hello | read --socket NAME ... | write --socket NAME ...",
+        ),
     }
     std::process::ExitCode::SUCCESS
 }

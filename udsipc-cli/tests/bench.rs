@@ -48,6 +48,7 @@ fn smoke_run_without_go_prints_every_size_and_says_why_go_is_missing() {
         for key in [
             "rust_mbps",
             "tokio_util_mbps",
+            "codec_mbps",
             "raw_limit_mbps",
             "raw_blocking_mbps",
             "raw_epoll_mbps",
@@ -55,6 +56,7 @@ fn smoke_run_without_go_prints_every_size_and_says_why_go_is_missing() {
             "framed_blocking_mbps",
             "framed_epoll_mbps",
             "rust_allocs_per_msg",
+            "codec_allocs_per_msg",
         ] {
             assert!(row[key].as_f64().unwrap() >= 0.0, "{key} in {row}");
         }
@@ -68,6 +70,7 @@ fn smoke_run_without_go_prints_every_size_and_says_why_go_is_missing() {
     assert!(rows[0]["latency_floor_p50_us"].as_f64().unwrap() > 0.0);
     assert!(json["latency_floor"]["ping_pong_p99_us"].as_f64().unwrap() > 0.0);
     assert!(table.contains("% of framed limit"), "{table}");
+    assert!(table.contains("| udsipc codec MB/s |"), "{table}");
     assert!(table.contains("floor: paced one-way"), "{table}");
 }
 
