@@ -2,9 +2,12 @@
 //!
 //! Producers push without blocking (or wait for room in the async form); the
 //! writer task takes everything queued in one lock and writes it in batches.
-//! This module owns the queue's memory: borrowed messages are copied, with
-//! their length prefix, into a shared arena so that steady-state pushes do
-//! not allocate; owned messages (`Bytes`) are queued as they are.
+//! This module owns the queue's memory: small messages (borrowed ones, and
+//! owned ones up to [`COPY_OWNED_MAX`]) are copied, with their length
+//! prefix, back to back into a shared arena, so a steady-state push neither
+//! allocates nor makes a queue entry: a run of them becomes one [`Item`]
+//! when the writer task takes it, written straight from the arena. Larger
+//! owned messages (`Bytes`) are queued as they are, never copied.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -17,22 +20,32 @@ use crate::frame::{MAX_VARINT_LEN, encode_varint, varint_len};
 
 /// Size of each arena chunk for copied messages.
 const ARENA_CHUNK: usize = 256 * 1024;
+/// Used chunks kept to be reused once everything cut from them was
+/// written and confirmed (fresh memory costs a page fault per 4 KiB).
+const ARENA_SPARES: usize = 2;
 /// Copied frames larger than this get their own allocation instead.
 const ARENA_MAX_FRAME: usize = 16 * 1024;
+/// Owned messages up to this size are copied into the arena too: copying
+/// them costs less than a queue entry of their own, and the batch would
+/// copy them once anyway.
+pub(crate) const COPY_OWNED_MAX: usize = 1024;
 
 /// Producers waiting for room are woken at least every this many
 /// completed batches.
 const WAKE_EVERY: usize = 8;
 
-/// One queued message.
+/// One queued message, or a run of small messages framed back to back.
 #[derive(Debug, Clone)]
 pub(crate) struct Item {
-    /// The body, or the whole frame (prefix and body) when `framed`.
+    /// The body, or the whole frame (prefix and body) when `framed`, or the
+    /// frames of `count` messages back to back.
     pub(crate) bytes: Bytes,
     /// Whether `bytes` already starts with the length prefix.
     pub(crate) framed: bool,
+    /// Messages in `bytes`: more than one only for a framed run.
+    pub(crate) count: u32,
     /// Connections that ended before the reader could have read this
-    /// message whole (it was retried after each).
+    /// message whole (it was retried after each); 0 for a run.
     pub(crate) attempts: u32,
     /// Whether it was written whole once already (counted in `sent`, its
     /// queue slot freed): a retry of it does not count again.
@@ -45,12 +58,21 @@ impl Item {
         Self {
             bytes,
             framed,
+            count: 1,
             attempts: 0,
             sent: false,
         }
     }
 
-    /// The body's length in bytes.
+    /// `count` framed messages back to back.
+    pub(crate) fn run(frames: Bytes, count: u32) -> Self {
+        Self {
+            count,
+            ..Self::new(frames, true)
+        }
+    }
+
+    /// The body's length in bytes (of a single message).
     pub(crate) fn body_len(&self) -> usize {
         if self.framed {
             self.bytes.len() - varint_len_of_frame(&self.bytes)
@@ -59,13 +81,87 @@ impl Item {
         }
     }
 
-    /// Prefix plus body, in bytes.
+    /// Prefix plus body, in bytes (all the frames of a run).
     pub(crate) fn frame_len(&self) -> usize {
         if self.framed {
             self.bytes.len()
         } else {
             varint_len(self.bytes.len() as u64) + self.bytes.len()
         }
+    }
+
+    /// How many whole messages the first `offset` bytes of the frames hold,
+    /// and where the last of them ends.
+    pub(crate) fn whole_within(&self, offset: usize) -> (u32, usize) {
+        if self.count == 1 {
+            return if offset >= self.frame_len() {
+                (1, self.frame_len())
+            } else {
+                (0, 0)
+            };
+        }
+        let mut n = 0;
+        let mut at = 0;
+        while n < self.count {
+            let end = at + frame_len_at(&self.bytes[at..]);
+            if end > offset {
+                break;
+            }
+            at = end;
+            n += 1;
+        }
+        (n, at)
+    }
+
+    /// Splits off the first `n` messages of a run (`0 < n < count`) and
+    /// returns them; `self` keeps the rest.
+    pub(crate) fn split_front(&mut self, n: u32) -> Item {
+        debug_assert!(self.framed && 0 < n && n < self.count);
+        let mut at = 0;
+        for _ in 0..n {
+            at += frame_len_at(&self.bytes[at..]);
+        }
+        self.split_front_at(n, at)
+    }
+
+    /// [`split_front`](Self::split_front) when the `n` messages are known
+    /// to end at byte `at` (from [`whole_within`](Self::whole_within)).
+    pub(crate) fn split_front_at(&mut self, n: u32, at: usize) -> Item {
+        debug_assert!(self.framed && 0 < n && n < self.count);
+        let front = self.bytes.split_to(at);
+        self.count -= n;
+        Item {
+            bytes: front,
+            count: n,
+            ..self.clone_meta()
+        }
+    }
+
+    /// Splits off the last message of a run (`count > 1`) and returns it;
+    /// `self` keeps the others.
+    pub(crate) fn split_last(&mut self) -> Item {
+        let mut front = self.split_front(self.count - 1);
+        std::mem::swap(self, &mut front);
+        front
+    }
+
+    fn clone_meta(&self) -> Item {
+        Item {
+            bytes: Bytes::new(),
+            framed: self.framed,
+            count: self.count,
+            attempts: self.attempts,
+            sent: self.sent,
+        }
+    }
+}
+
+/// The whole length (prefix and body) of the frame that starts `frames`,
+/// which this module wrote (a minimal, valid prefix).
+fn frame_len_at(frames: &[u8]) -> usize {
+    match crate::frame::decode_varint(frames) {
+        Ok(Some((len, n))) => n + len as usize,
+        _ => unreachable!("a run holds only frames this queue encoded"),
     }
 }
 
@@ -89,7 +185,12 @@ pub(crate) enum Refused {
 #[derive(Debug)]
 struct State {
     items: VecDeque<Item>,
+    /// Frames copied in; the last `run` of them are not yet an item.
     arena: BytesMut,
+    /// Messages in the arena's unsealed tail.
+    run: u32,
+    /// Earlier chunks, oldest first, to reuse.
+    spares: VecDeque<BytesMut>,
     closed: bool,
 }
 
@@ -123,6 +224,8 @@ impl Queue {
             state: Mutex::new(State {
                 items: VecDeque::with_capacity(capacity.min(1024)),
                 arena: BytesMut::new(),
+                run: 0,
+                spares: VecDeque::new(),
                 closed: false,
             }),
             depth: AtomicUsize::new(0),
@@ -158,11 +261,22 @@ impl Queue {
     }
 
     fn enqueue(&self, st: &mut State, item: Item) {
+        Self::seal(st);
         let was_empty = st.items.is_empty();
         st.items.push_back(item);
         self.depth.fetch_add(1, Ordering::AcqRel);
         if was_empty {
             self.data_ready.notify_one();
+        }
+    }
+
+    /// Makes the arena's unsealed run an item (before anything queued after
+    /// it, or when the writer takes the queue).
+    fn seal(st: &mut State) {
+        if st.run > 0 {
+            let frames = st.arena.split().freeze();
+            let run = std::mem::take(&mut st.run);
+            st.items.push_back(Item::run(frames, run));
         }
     }
 
@@ -179,27 +293,64 @@ impl Queue {
         }
         let mut st = self.lock();
         self.admit(&st)?;
+        self.append(&mut st, body, frame_len);
+        Ok(())
+    }
+
+    /// Appends one frame to the arena's run (admitted by the caller).
+    fn append(&self, st: &mut State, body: &[u8], frame_len: usize) {
         if st.arena.capacity() - st.arena.len() < frame_len {
-            // Reuses the chunk in place when every message cut from it has
-            // been written; otherwise starts a new chunk.
-            st.arena.reserve(ARENA_CHUNK);
+            Self::next_chunk(st);
         }
         let mut prefix = [0u8; MAX_VARINT_LEN];
         let n = encode_varint(body.len() as u64, &mut prefix);
         st.arena.put_slice(&prefix[..n]);
         st.arena.put_slice(body);
-        let bytes = st.arena.split().freeze();
-        self.enqueue(&mut st, Item::new(bytes, true));
-        Ok(())
+        let was_empty = st.items.is_empty() && st.run == 0;
+        st.run += 1;
+        self.depth.fetch_add(1, Ordering::AcqRel);
+        if was_empty {
+            self.data_ready.notify_one();
+        }
     }
 
-    /// Queues `body` without copying; hands it back when refused.
+    /// Moves the arena to a chunk with room: the oldest earlier chunk that
+    /// nothing cut from it still uses, or a new one.
+    fn next_chunk(st: &mut State) {
+        // The run so far becomes an item (so it is not copied).
+        Self::seal(st);
+        let used = std::mem::take(&mut st.arena);
+        if used.capacity() > 0 {
+            st.spares.push_back(used);
+        }
+        for _ in 0..st.spares.len() {
+            let mut chunk = st.spares.pop_front().expect("counted");
+            if chunk.try_reclaim(ARENA_CHUNK) {
+                st.arena = chunk;
+                return;
+            }
+            st.spares.push_back(chunk);
+        }
+        if st.spares.len() > ARENA_SPARES {
+            // Still in use: left to be freed by its last message.
+            st.spares.pop_front();
+        }
+        st.arena = BytesMut::with_capacity(ARENA_CHUNK);
+    }
+
+    /// Queues `body` (copied into the arena when small, else as it is);
+    /// hands it back when refused.
     pub(crate) fn push_owned(&self, body: Bytes) -> Result<(), (Refused, Bytes)> {
         let mut st = self.lock();
         if let Err(r) = self.admit(&st) {
             return Err((r, body));
         }
-        self.enqueue(&mut st, Item::new(body, false));
+        if body.len() <= COPY_OWNED_MAX {
+            let frame_len = varint_len(body.len() as u64) + body.len();
+            self.append(&mut st, &body, frame_len);
+        } else {
+            self.enqueue(&mut st, Item::new(body, false));
+        }
         Ok(())
     }
 
@@ -263,6 +414,7 @@ impl Queue {
     /// Moves every queued message to the back of `into`.
     pub(crate) fn take_all(&self, into: &mut VecDeque<Item>) {
         let mut st = self.lock();
+        Self::seal(&mut st);
         if into.is_empty() {
             std::mem::swap(into, &mut st.items);
         } else {
@@ -310,9 +462,11 @@ impl Queue {
     /// Drops every queued message (after a forced stop); returns how many.
     pub(crate) fn discard_all(&self) -> usize {
         let mut st = self.lock();
-        let n = st.items.len();
+        let n = st.items.iter().map(|i| i.count as usize).sum::<usize>() + st.run as usize;
+        st.run = 0;
         st.items.clear();
         st.arena = BytesMut::new();
+        st.spares.clear();
         drop(st);
         self.complete(n);
         n
@@ -331,13 +485,92 @@ mod tests {
         assert_eq!(q.push_copy(b"x"), Err(Refused::Full));
         let mut out = VecDeque::new();
         q.take_all(&mut out);
-        assert_eq!(out[0].bytes.as_ref(), &[2, b'a', b'b']);
+        // Both small messages went into one run, framed back to back.
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].bytes.as_ref(), b"\x02ab\x03cde");
         assert!(out[0].framed);
-        assert_eq!(out[1].frame_len(), 4);
+        assert_eq!((out[0].count, out[0].frame_len()), (2, 7));
         // Taken but unfinished messages still count against the capacity.
         assert_eq!(q.push_copy(b"x"), Err(Refused::Full));
         q.complete(2);
         q.push_copy(b"x").unwrap();
+    }
+
+    #[test]
+    fn a_large_owned_message_ends_the_run_before_it_and_keeps_the_order() {
+        let q = Queue::new(16);
+        let big = Bytes::from(vec![9u8; COPY_OWNED_MAX + 1]);
+        q.push_copy(b"a").unwrap();
+        q.push_copy(b"b").unwrap();
+        q.push_owned(big.clone()).unwrap();
+        q.push_copy(b"c").unwrap();
+        let mut out = VecDeque::new();
+        q.take_all(&mut out);
+        let shape: Vec<_> = out.iter().map(|i| (i.count, i.framed)).collect();
+        assert_eq!(shape, [(2, true), (1, false), (1, true)]);
+        assert_eq!(out[1].bytes, big, "not copied");
+        assert_eq!(out[2].bytes.as_ref(), b"\x01c");
+    }
+
+    #[test]
+    fn a_run_splits_at_message_boundaries() {
+        let q = Queue::new(16);
+        for m in [&b"a"[..], b"bb", b"ccc", b"dddd"] {
+            q.push_copy(m).unwrap();
+        }
+        let mut out = VecDeque::new();
+        q.take_all(&mut out);
+        let mut run = out.pop_front().unwrap();
+        assert_eq!(run.count, 4);
+        // Frames end at 2, 5, 9, 14.
+        assert_eq!(run.whole_within(0), (0, 0));
+        assert_eq!(run.whole_within(4), (1, 2));
+        assert_eq!(run.whole_within(5), (2, 5));
+        assert_eq!(run.whole_within(13), (3, 9));
+        let front = run.split_front(1);
+        assert_eq!((front.count, front.bytes.as_ref()), (1, &b"\x01a"[..]));
+        assert_eq!(front.body_len(), 1);
+        let last = run.split_last();
+        assert_eq!((last.count, last.bytes.as_ref()), (1, &b"\x04dddd"[..]));
+        assert_eq!((run.count, run.bytes.as_ref()), (2, &b"\x02bb\x03ccc"[..]));
+    }
+
+    #[test]
+    fn arena_chunks_are_reused_once_nothing_cut_from_them_is_held() {
+        let q = Queue::new(usize::MAX);
+        let body = [7u8; 1000];
+        let per_chunk = ARENA_CHUNK / 1002;
+        let mut first = None;
+        let mut reused = false;
+        for _ in 0..4 * (ARENA_SPARES + 2) {
+            for _ in 0..per_chunk {
+                q.push_copy(&body).unwrap();
+            }
+            let mut out = VecDeque::new();
+            q.take_all(&mut out);
+            let at = out[0].bytes.as_ptr();
+            match first {
+                None => first = Some(at),
+                Some(p) if p == at => reused = true,
+                Some(_) => {}
+            }
+            // Written: the items go, and with them the chunk's last users.
+            q.complete(per_chunk);
+        }
+        assert!(reused, "every chunk was fresh memory");
+    }
+
+    #[test]
+    fn discarding_counts_every_message_of_every_run() {
+        let q = Queue::new(16);
+        q.push_copy(b"a").unwrap();
+        q.push_owned(Bytes::from(vec![1u8; COPY_OWNED_MAX + 1]))
+            .unwrap();
+        q.push_copy(b"b").unwrap();
+        q.push_copy(b"c").unwrap();
+        assert_eq!(q.depth(), 4);
+        assert_eq!(q.discard_all(), 4);
+        assert_eq!(q.depth(), 0);
     }
 
     #[test]

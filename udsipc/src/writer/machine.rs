@@ -149,6 +149,60 @@ struct Tail {
     end: u64,
 }
 
+/// Messages written whole and not yet known to be read: one message, or
+/// a run of them (kept, to count the part of it that gets read).
+#[derive(Debug)]
+struct Flight {
+    /// Offset on the connection at which the last of them ends.
+    end: u64,
+    /// How many.
+    count: u32,
+    /// The frames of a run (`count > 1`); `None` for one message.
+    run: Option<Item>,
+}
+
+impl Flight {
+    fn new(end: u64, item: &Item) -> Self {
+        Self {
+            end,
+            count: item.count,
+            run: (item.count > 1).then(|| item.clone()),
+        }
+    }
+
+    /// Counts off the messages of a run that end by `read`; returns how
+    /// many.
+    fn read_up_to(&mut self, read: u64) -> u32 {
+        let Some(run) = &mut self.run else { return 0 };
+        let start = self.end - run.bytes.len() as u64;
+        if read <= start {
+            return 0;
+        }
+        let (n, at) = run.whole_within((read - start) as usize);
+        if n > 0 {
+            run.split_front_at(n, at);
+            self.count -= n;
+        }
+        n
+    }
+
+    /// Takes the last message off a run; `None` when there is one message.
+    fn pop_last(&mut self) -> Option<Item> {
+        let run = self.run.as_mut()?;
+        if self.count < 2 {
+            return None;
+        }
+        let last = run.split_last();
+        self.count -= 1;
+        self.end -= last.bytes.len() as u64;
+        Some(last)
+    }
+}
+
+fn count(flights: &VecDeque<Flight>) -> u64 {
+    flights.iter().map(|f| u64::from(f.count)).sum()
+}
+
 #[derive(Debug)]
 struct Conn {
     stage: Stage,
@@ -158,8 +212,8 @@ struct Conn {
     confirmed: u64,
     /// `written` at the last sample.
     sampled_at: u64,
-    /// End offsets of messages written whole and not yet known to be read.
-    inflight: VecDeque<u64>,
+    /// Messages written whole and not yet known to be read, in order.
+    inflight: VecDeque<Flight>,
     tail: Option<Tail>,
     /// Whether the reader read at least one whole message on it.
     productive: bool,
@@ -430,7 +484,12 @@ impl Machine {
         }
         match c.stage {
             Stage::Unproven if !self.pending.is_empty() => {
-                // The probe: the head's first byte, alone.
+                // The probe: the head's first byte, alone; a run's first
+                // message is the head alone.
+                if self.pending[0].count > 1 {
+                    let first = self.pending[0].split_front(1);
+                    self.pending.push_front(first);
+                }
                 self.batch.plan_up_to(&self.pending, 1);
                 self.batch.set_limit(1);
                 self.planned = true;
@@ -507,10 +566,10 @@ impl Machine {
             let item = &mut self.pending[i];
             if !item.sent {
                 item.sent = true;
-                self.stats.sent += 1;
-                self.freed += 1;
+                self.stats.sent += u64::from(item.count);
+                self.freed += item.count as usize;
             }
-            c.inflight.push_back(end);
+            c.inflight.push_back(Flight::new(end, item));
         }
         if whole > 0 {
             // Only the last one may need a retry (see `connection_died`).
@@ -637,9 +696,14 @@ impl Machine {
         c.sample_every = SAMPLE_MIN;
         c.sample_due = (c.confirmed < c.written).then(|| now + c.sample_every);
         let mut n = 0;
-        while c.inflight.front().is_some_and(|&end| end <= read) {
-            c.inflight.pop_front();
-            n += 1;
+        while let Some(f) = c.inflight.front_mut() {
+            if f.end <= read {
+                n += u64::from(f.count);
+                c.inflight.pop_front();
+            } else {
+                n += u64::from(f.read_up_to(read));
+                break;
+            }
         }
         if c.tail.as_ref().is_some_and(|t| t.end <= read) {
             c.tail = None;
@@ -671,27 +735,80 @@ impl Machine {
         }
     }
 
-    /// Whether the head of `pending` was partly written.
-    fn partly_written(&self) -> bool {
-        self.planned && {
-            let done = self.batch.completed();
-            let whole_end = if done == 0 {
-                0
-            } else {
-                self.batch.end_of(done - 1)
-            };
-            self.batch.cursor() > whole_end
+    /// Bytes written of the first planned item not written whole (0 when
+    /// nothing is planned).
+    fn written_into_next(&self) -> usize {
+        if !self.planned {
+            return 0;
         }
+        let done = self.batch.completed();
+        let whole_end = if done == 0 {
+            0
+        } else {
+            self.batch.end_of(done - 1)
+        };
+        self.batch.cursor() - whole_end
+    }
+
+    /// Whether a message was partly written (the last write ended inside
+    /// it, not between two messages of a run).
+    fn partly_written(&self) -> bool {
+        let into = self.written_into_next();
+        into > 0
+            && self
+                .pending
+                .get(self.batch.completed())
+                .is_none_or(|item| item.count == 1 || item.whole_within(into).1 < into)
+    }
+
+    /// Retires the written part of the batch when a connection ends: the
+    /// messages of a run written whole before the cut go in flight (sent),
+    /// and the message the cut is in becomes the head, alone. Returns
+    /// whether a message was partly written (now the head).
+    fn settle(&mut self, c: &mut Conn) -> bool {
+        let partial = self.partly_written();
+        let into = self.written_into_next();
+        let base = c.batch_base + (self.batch.cursor() - into) as u64;
+        self.retire_batch();
+        self.batch.set_limit(usize::MAX);
+        let Some(head) = self.pending.front_mut() else {
+            return false;
+        };
+        if into == 0 || head.count == 1 {
+            return partial;
+        }
+        let (n, at) = head.whole_within(into);
+        if n > 0 {
+            let done = head.split_front_at(n, at);
+            self.stats.sent += u64::from(n);
+            self.freed += n as usize;
+            let end = base + at as u64;
+            let mut done = done;
+            done.sent = true;
+            c.inflight.push_back(Flight::new(end, &done));
+            c.tail = Some(Tail { item: done, end });
+        }
+        let head = self.pending.front_mut().expect("the rest of the run");
+        if partial && head.count > 1 {
+            let cut = head.split_front(1);
+            self.pending.push_front(cut);
+        }
+        partial
     }
 
     /// The reader closed a connection on which everything written was read
     /// and nothing was cut.
     fn quiet_close(&mut self) {
-        let Link::Up(c) = std::mem::replace(&mut self.link, Link::Dead(Duration::ZERO)) else {
+        let Link::Up(mut c) = std::mem::replace(&mut self.link, Link::Dead(Duration::ZERO)) else {
             return;
         };
-        self.retire_batch();
-        self.batch.set_limit(usize::MAX);
+        self.settle(&mut c);
+        // Everything written was read (a run's messages just settled too).
+        let n = count(&c.inflight);
+        if n > 0 {
+            self.stats.delivered += n;
+            c.productive = true;
+        }
         let delay = if c.productive {
             Duration::ZERO
         } else {
@@ -705,9 +822,7 @@ impl Machine {
         let Link::Up(mut c) = std::mem::replace(&mut self.link, Link::Dead(Duration::ZERO)) else {
             return;
         };
-        let partial = self.partly_written();
-        self.retire_batch();
-        self.batch.set_limit(usize::MAX);
+        let partial = self.settle(&mut c);
         let refused = c.confirmed == 0
             && matches!(c.stage, Stage::Unproven | Stage::ProbeByte)
             && (c.written == 0 || reset);
@@ -725,7 +840,7 @@ impl Machine {
             });
             if !reset {
                 // The reader had read every byte written when it closed.
-                let n = c.inflight.len() as u64;
+                let n = count(&c.inflight);
                 c.inflight.clear();
                 c.tail = None;
                 if n > 0 {
@@ -743,16 +858,24 @@ impl Machine {
                 if partial {
                     self.retry_head();
                 } else if let Some(tail) = c.tail.take() {
-                    if tail.end == c.written && c.inflight.back() == Some(&tail.end) {
-                        c.inflight.pop_back();
-                        self.pending.push_front(tail.item);
+                    if tail.end == c.written && c.inflight.back().is_some_and(|f| f.end == tail.end)
+                    {
+                        let f = c.inflight.back_mut().expect("checked");
+                        let last = match f.pop_last() {
+                            Some(last) => last,
+                            None => {
+                                let f = c.inflight.pop_back().expect("checked");
+                                f.run.unwrap_or(tail.item)
+                            }
+                        };
+                        self.pending.push_front(last);
                         self.retry_head();
                     }
                 }
-                let lost = c.inflight.len() as u64;
+                let lost = count(&c.inflight);
                 if lost > 0 {
                     let from = c.confirmed.min(c.written);
-                    let to = c.inflight.back().copied().unwrap_or(from);
+                    let to = c.inflight.back().map_or(from, |f| f.end);
                     self.stats.unconfirmed += lost;
                     self.reports.push_back(WriterError::Unconfirmed {
                         messages: lost,
@@ -784,6 +907,7 @@ impl Machine {
         self.stats.retried += 1;
         if head.attempts >= self.cfg.max_attempts {
             let item = self.pending.pop_front().expect("the head exists");
+            debug_assert_eq!(item.count, 1, "only a single message is retried");
             self.stats.failed += 1;
             self.gave_up = true;
             if !item.sent {
@@ -803,14 +927,16 @@ impl Machine {
             return;
         }
         self.forced = true;
-        self.retire_batch();
-        if let Link::Up(c) = &self.link {
-            self.stats.unconfirmed += c.inflight.len() as u64;
+        if let Link::Up(mut c) = std::mem::replace(&mut self.link, Link::Gone) {
+            self.settle(&mut c);
+            self.stats.unconfirmed += count(&c.inflight);
         }
-        let n = self.pending.len() as u64;
+        self.retire_batch();
+        let mut n = 0;
         for item in self.pending.drain(..) {
+            n += u64::from(item.count);
             if !item.sent {
-                self.freed += 1;
+                self.freed += item.count as usize;
             }
         }
         self.stats.discarded += n;

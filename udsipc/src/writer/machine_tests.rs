@@ -479,3 +479,138 @@ fn an_idle_hangup_is_not_an_error_and_redials_only_when_there_is_something_to_se
     t.push([msg(10, 1)]);
     assert_eq!(t.action(), Action::Dial);
 }
+
+/// `n` messages of `len` bytes (the i-th filled with `i`, from 1) as one
+/// run, the way the queue makes it.
+fn run(n: u8, len: usize) -> Item {
+    let q = crate::queue::Queue::new(1024);
+    for i in 1..=n {
+        q.push_copy(&vec![i; len]).unwrap();
+    }
+    let mut out = std::collections::VecDeque::new();
+    q.take_all(&mut out);
+    assert_eq!(out.len(), 1, "one run");
+    out.pop_front().unwrap()
+}
+
+/// The tag of a framed single message (its first body byte).
+fn tag(item: &Item) -> u8 {
+    assert_eq!(item.count, 1);
+    item.bytes[item.bytes.len() - item.body_len()]
+}
+
+#[test]
+fn a_run_is_written_at_once_and_counted_message_by_message_as_it_is_read() {
+    let mut t = T::new(5);
+    t.connect();
+    t.push([run(5, 100)]);
+    // The probe and the head take the run's first message alone.
+    assert_eq!(t.write(None), 1);
+    t.sample(0);
+    assert_eq!(t.write(None), 100);
+    t.sample(0);
+    assert_eq!((t.m.stats().sent, t.m.stats().delivered), (1, 1));
+    assert_eq!(t.write(None), 4 * 101, "the other four in one write");
+    assert_eq!(t.m.stats().sent, 5);
+    t.sample(4 * 101 - 150); // one more read whole, the next one half
+    assert_eq!(t.m.stats().delivered, 2);
+    t.at(SAMPLE_MIN);
+    t.sample(0);
+    let s = t.m.stats();
+    assert_eq!((s.sent, s.delivered, s.unconfirmed), (5, 5, 0));
+    assert_eq!(t.m.take_freed(), 5);
+}
+
+#[test]
+fn a_cut_inside_a_run_retries_only_the_cut_message() {
+    for (error, delivered, unconfirmed) in [(pipe(), 4, 0), (reset(), 1, 3)] {
+        let mut t = T::new(5);
+        t.connect();
+        t.push([msg(10, 0)]);
+        t.prove();
+        t.push([run(4, 100)]);
+        t.write(Some(3 * 101 + 50)); // three whole, the fourth cut
+        t.die(error);
+        let s = t.m.stats();
+        assert_eq!(
+            (s.sent, s.delivered, s.unconfirmed, s.retried),
+            (4, delivered, unconfirmed, 1)
+        );
+        let pending = t.m.pending_mut();
+        assert_eq!(pending.len(), 1);
+        assert_eq!((tag(&pending[0]), pending[0].attempts), (4, 1));
+        assert!(!pending[0].sent);
+        assert_eq!(t.m.take_freed(), 4);
+    }
+}
+
+#[test]
+fn a_reset_at_a_boundary_inside_a_run_retries_the_last_whole_message() {
+    let mut t = T::new(5);
+    t.connect();
+    t.push([msg(10, 0)]);
+    t.prove();
+    t.push([run(4, 100)]);
+    t.write(Some(3 * 101)); // three whole, the fourth not started
+    t.die(reset());
+    let s = t.m.stats();
+    assert_eq!(
+        (s.sent, s.delivered, s.unconfirmed, s.retried),
+        (4, 1, 2, 1)
+    );
+    let pending = t.m.pending_mut();
+    assert_eq!(pending.len(), 2);
+    assert_eq!((tag(&pending[0]), pending[0].sent), (3, true));
+    assert_eq!((tag(&pending[1]), pending[1].sent), (4, false));
+    // Both go on the next connection; the retry is not counted again.
+    t.connect();
+    t.prove();
+    t.write(None);
+    t.sample(0);
+    let s = t.m.stats();
+    assert_eq!((s.sent, s.delivered), (5, 3));
+}
+
+#[test]
+fn a_forced_stop_inside_a_run_discards_only_what_was_not_written_whole() {
+    let mut t = T::new(5);
+    t.connect();
+    t.push([msg(10, 0)]);
+    t.prove();
+    t.push([run(4, 100)]);
+    t.write(Some(2 * 101 + 10));
+    t.m.handle_force(t.now);
+    let s = t.m.stats();
+    assert_eq!(
+        (s.sent, s.delivered, s.unconfirmed, s.discarded),
+        (3, 1, 2, 2)
+    );
+    assert_eq!(t.m.take_freed(), 5, "every queue slot is given back");
+    assert_eq!(t.action(), Action::Done);
+}
+
+#[test]
+fn a_quiet_close_at_a_boundary_inside_a_run_delivers_what_was_written() {
+    let mut t = T::new(5);
+    t.connect();
+    t.push([msg(10, 0)]);
+    t.prove();
+    t.push([run(4, 100)]);
+    t.write(Some(2 * 101));
+    // The reader read everything, then closed (its inactivity timeout).
+    t.m.handle_sample(
+        t.now,
+        Sample {
+            unread: Some(0),
+            error: None,
+            hangup: true,
+        },
+    );
+    let s = t.m.stats();
+    assert_eq!(
+        (s.sent, s.delivered, s.unconfirmed, s.retried),
+        (3, 3, 0, 0)
+    );
+    assert!(t.reports().is_empty(), "not an error");
+    assert_eq!(t.m.pending_mut()[0].count, 2, "the rest of the run waits");
+}
