@@ -363,8 +363,9 @@ impl Queue {
         Ok(())
     }
 
-    /// Queues `body` into a slot held by `reserve_slot`, without copying.
-    /// The slot is spent either way; a closed queue hands `body` back.
+    /// Queues `body` into a slot held by `reserve_slot` (copied into the
+    /// arena when small, as `push_owned` does). The slot is spent either
+    /// way; a closed queue hands `body` back.
     pub(crate) fn push_reserved(&self, body: Bytes) -> Result<(), Bytes> {
         let mut st = self.lock();
         if st.closed {
@@ -376,7 +377,12 @@ impl Queue {
         // reader of `used()` may see one less (and retry under the lock),
         // never one more (and wait for a wake-up that may not come).
         self.reserved.fetch_sub(1, Ordering::SeqCst);
-        self.enqueue(&mut st, Item::new(body, false));
+        if body.len() <= COPY_OWNED_MAX {
+            let frame_len = varint_len(body.len() as u64) + body.len();
+            self.append(&mut st, &body, frame_len);
+        } else {
+            self.enqueue(&mut st, Item::new(body, false));
+        }
         Ok(())
     }
 
@@ -640,8 +646,14 @@ mod tests {
         assert_eq!(q.depth(), 2);
         let mut out = VecDeque::new();
         q.take_all(&mut out);
-        assert_eq!(out.len(), 2);
-        assert_eq!(out[1].bytes.as_ref(), b"c");
+        let wire: Vec<u8> = out.iter().flat_map(|i| i.bytes.to_vec()).collect();
+        assert_eq!(wire, [1, b'a', 1, b'c'], "both queued, in order");
+        let big = Bytes::from(vec![7u8; COPY_OWNED_MAX + 1]);
+        q.complete(2);
+        q.reserve_slot().unwrap();
+        q.push_reserved(big.clone()).unwrap();
+        q.take_all(&mut out);
+        assert_eq!(out.back().unwrap().bytes, big, "a large one is not copied");
     }
 
     #[test]

@@ -172,7 +172,7 @@ async fn a_permit_spent_after_the_writer_stopped_hands_the_message_back() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn permits_from_many_producers_never_see_buffer_full() {
+async fn permits_from_many_producers_never_see_buffer_full_nor_a_spurious_stopped() {
     let sock = temp_sock();
     let collector = Collector::new();
     let reader = udsipc::Reader::builder(&sock.path)

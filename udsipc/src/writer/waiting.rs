@@ -118,17 +118,13 @@ impl Writer {
         }
     }
 
-    /// Whether a stop (or a drop's linger) has begun. A stop marks itself
-    /// under `stop_lock` before it closes the queue, so a wait that the
-    /// close ended always sees it.
+    /// Whether a stop (or a drop's linger) has visibly begun. A stop closes
+    /// the queue before it leaves `Running`, so a wait that the close ended
+    /// is refused by `reserve_slot` (`Closed`) even before this says so.
+    /// (Not `stop_lock.try_lock()`: two producers trying it at once made
+    /// one of them see `Stopped` on a running Writer.)
     fn stopping(&self) -> bool {
-        if self.inner.phase.get() != Phase::Running {
-            return true;
-        }
-        match self.inner.stop_lock.try_lock() {
-            Ok(stopped) => *stopped,
-            Err(_) => true,
-        }
+        self.inner.phase.get() != Phase::Running
     }
 
     /// Queues owned bytes, blocking the calling thread while the queue is
