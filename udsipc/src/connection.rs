@@ -205,16 +205,9 @@ pub(crate) fn read(
     }
 }
 
-/// `recv(MSG_DONTWAIT)` into the spare room (zeroed first: this path runs
-/// only while draining).
+/// `recv(MSG_DONTWAIT)` into the spare room, whatever tokio last saw.
 fn recv_now(stream: &UnixStream, buf: &mut bytes::BytesMut) -> io::Result<usize> {
-    use nix::sys::socket::{MsgFlags, recv};
-    use std::os::fd::AsRawFd;
-    let end = buf.len();
-    buf.resize(buf.capacity(), 0);
-    let got = recv(stream.as_raw_fd(), &mut buf[end..], MsgFlags::MSG_DONTWAIT);
-    buf.truncate(end + *got.as_ref().unwrap_or(&0));
-    got.map_err(io::Error::from)
+    crate::sys::recv_into_spare(stream, buf)
 }
 
 /// Starts a graceful drain of this connection: shuts down our reading side,

@@ -18,8 +18,11 @@ use tokio::sync::Notify;
 
 use crate::frame::{MAX_VARINT_LEN, encode_varint, varint_len};
 
-/// Size of each arena chunk for copied messages.
+/// Size of the first arena chunk for copied messages.
 const ARENA_CHUNK: usize = 256 * 1024;
+/// Chunks double, up to this, while no earlier one can be reused yet (the
+/// producers run far ahead of the socket): fewer, larger allocations.
+const ARENA_CHUNK_MAX: usize = 1024 * 1024;
 /// Used chunks kept to be reused once everything cut from them was
 /// written and confirmed (fresh memory costs a page fault per 4 KiB).
 const ARENA_SPARES: usize = 2;
@@ -27,8 +30,10 @@ const ARENA_SPARES: usize = 2;
 const ARENA_MAX_FRAME: usize = 16 * 1024;
 /// Owned messages up to this size are copied into the arena too: copying
 /// them costs less than a queue entry of their own, and the batch would
-/// copy them once anyway.
-pub(crate) const COPY_OWNED_MAX: usize = 1024;
+/// copy them once anyway. Larger ones stay as they are: when the producer
+/// runs far ahead of the socket, copies land in fresh arena memory, and
+/// its page faults cost more than the entry saves (measured at 1 KiB).
+pub(crate) const COPY_OWNED_MAX: usize = 256;
 
 /// Producers waiting for room are woken at least every this many
 /// completed batches.
@@ -191,6 +196,8 @@ struct State {
     run: u32,
     /// Earlier chunks, oldest first, to reuse.
     spares: VecDeque<BytesMut>,
+    /// Size of the next new chunk.
+    chunk: usize,
     closed: bool,
 }
 
@@ -226,6 +233,7 @@ impl Queue {
                 arena: BytesMut::new(),
                 run: 0,
                 spares: VecDeque::new(),
+                chunk: ARENA_CHUNK,
                 closed: false,
             }),
             depth: AtomicUsize::new(0),
@@ -325,7 +333,7 @@ impl Queue {
         }
         for _ in 0..st.spares.len() {
             let mut chunk = st.spares.pop_front().expect("counted");
-            if chunk.try_reclaim(ARENA_CHUNK) {
+            if chunk.try_reclaim(ARENA_MAX_FRAME) {
                 st.arena = chunk;
                 return;
             }
@@ -335,7 +343,8 @@ impl Queue {
             // Still in use: left to be freed by its last message.
             st.spares.pop_front();
         }
-        st.arena = BytesMut::with_capacity(ARENA_CHUNK);
+        st.arena = BytesMut::with_capacity(st.chunk);
+        st.chunk = (st.chunk * 2).min(ARENA_CHUNK_MAX);
     }
 
     /// Queues `body` (copied into the arena when small, else as it is);

@@ -3,7 +3,8 @@
 //!
 //! Every function here takes a borrowed fd, so the fd is open for the whole
 //! call, and passes the kernel a pointer to a local integer of the size the
-//! request writes. Besides them, one safe helper that belongs with them: a
+//! request writes. Besides them: a `recv` into a buffer's spare capacity
+//! (no zeroing first), and one safe helper that belongs with them: a
 //! zero-timeout look for a hang-up.
 
 #![allow(unsafe_code)]
@@ -54,6 +55,31 @@ pub(crate) fn peer_unread_bytes(_socket: &impl AsFd) -> io::Result<u64> {
     Err(io::ErrorKind::Unsupported.into())
 }
 
+/// A non-blocking `recv` into the spare capacity of `buf` (none zeroed
+/// first, unlike a read into a slice); returns how many bytes it appended
+/// (0 at end of stream, `WouldBlock` when nothing is there).
+pub(crate) fn recv_into_spare(socket: &impl AsFd, buf: &mut bytes::BytesMut) -> io::Result<usize> {
+    let fd = socket.as_fd();
+    let spare = buf.spare_capacity_mut();
+    // SAFETY: `fd` is borrowed, so it stays open for the call; `spare` is
+    // the buffer's own writable, allocated memory of `spare.len()` bytes,
+    // and `recv` writes at most that many bytes there.
+    let got = unsafe {
+        nix::libc::recv(
+            fd.as_raw_fd(),
+            spare.as_mut_ptr().cast(),
+            spare.len(),
+            nix::libc::MSG_DONTWAIT,
+        )
+    };
+    let n = usize::try_from(got).map_err(|_| io::Error::last_os_error())?;
+    let len = buf.len() + n;
+    // SAFETY: `recv` initialized exactly the `n` bytes after the old length,
+    // which are within the capacity.
+    unsafe { buf.set_len(len) };
+    Ok(n)
+}
+
 /// Whether the peer of `socket` has closed its end entirely (`POLLHUP`) or
 /// an error is pending (`POLLERR`), without waiting.
 pub(crate) fn hung_up(socket: &impl AsFd) -> bool {
@@ -82,6 +108,28 @@ mod tests {
         let mut buf = [0; 300];
         b.read_exact(&mut buf).unwrap();
         assert_eq!(unread_bytes(&b).unwrap(), 700);
+    }
+
+    #[test]
+    fn recv_into_spare_appends_exactly_what_arrived_and_says_would_block_after() {
+        let (mut a, b) = UnixStream::pair().unwrap();
+        let mut buf = bytes::BytesMut::with_capacity(4096);
+        buf.extend_from_slice(b"kept");
+        let err = recv_into_spare(&b, &mut buf).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+        a.write_all(b"hello").unwrap();
+        assert_eq!(recv_into_spare(&b, &mut buf).unwrap(), 5);
+        assert_eq!(&buf[..], b"kepthello");
+        // Never more than the spare room.
+        let mut small = bytes::BytesMut::with_capacity(3);
+        a.write_all(b"0123456789").unwrap();
+        let n = recv_into_spare(&b, &mut small).unwrap();
+        assert!(n <= small.capacity() && small.len() == n, "{n}");
+        assert_eq!(&small[..], &b"0123456789"[..n]);
+        drop(a);
+        let mut rest = bytes::BytesMut::with_capacity(64);
+        assert_eq!(recv_into_spare(&b, &mut rest).unwrap(), 10 - n);
+        assert_eq!(recv_into_spare(&b, &mut rest).unwrap(), 0, "end of stream");
     }
 
     #[test]

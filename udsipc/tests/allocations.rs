@@ -65,16 +65,15 @@ fn owned_bytes_allocate_nothing_per_message() {
     for size in [64, 1024, 10 * 1024] {
         let per = allocs_per_message(size, |w, p| w.write_bytes(p.clone()).unwrap());
         eprintln!("write_bytes {size} B: {per:.5} allocations per message");
-        // Nothing per message. Up to 1 KiB the messages are copied into the
-        // queue's 256 KiB arena chunks, as borrowed ones are (see below):
-        // at most two allocations per chunk that cannot be reused yet (this
-        // test lets the producer run 200,000 messages ahead, so none can).
+        // Nothing per message. Up to 256 B the messages are copied into the
+        // queue's arena chunks, as borrowed ones are (see below): at most
+        // two allocations per 256 KiB of frames.
         // What remains is per burst of reads: the Reader hands each burst
         // of handler calls to a thread that may block (one task allocation
         // in tokio's `block_in_place`), and a burst ends whenever the Reader
         // catches up with the Writer, which at 10 KiB is every ~1 MB (every
         // ~0.5 MB on a loaded machine).
-        let arena = if size <= 1024 {
+        let arena = if size <= 256 {
             2.0 * (size + 2) as f64 / (256.0 * 1024.0)
         } else {
             0.0
@@ -92,8 +91,9 @@ fn borrowed_messages_allocate_nothing_per_message() {
     for size in [64, 1024] {
         let per = allocs_per_message(size, |w, p| w.write_message(p).unwrap());
         eprintln!("write_message {size} B: {per:.5} allocations per message");
-        // Copies go into 256 KiB arena chunks; a chunk still referenced by
-        // unwritten messages is replaced by a new one (two allocations), so
+        // Copies go into arena chunks of 256 KiB, doubling to 1 MiB while
+        // none can be reused yet (this test lets the producer run 200,000
+        // messages ahead, so none can); a new chunk is two allocations, so
         // the worst case is two allocations per 256 KiB of frames.
         // Plus the Reader: one hand-off to a thread that may block per burst
         // of up to 64 reads (see `delivery`), a few per 100,000 messages.

@@ -333,3 +333,44 @@ fn defaults_of_the_new_options() {
     assert_eq!(udsipc::DEFAULT_MAX_ATTEMPTS, 5);
     assert_eq!(udsipc::DEFAULT_LINGER, Duration::from_secs(1));
 }
+
+/// A lone message on an open, idle connection is written by the thread that
+/// queues it, without waiting for the Writer's task (one wake-up less on a
+/// message's way): here the Writer's runtime is not even running when the
+/// second message goes, and it still arrives, in order, counted as sent.
+#[test]
+fn a_lone_message_on_an_idle_connection_is_written_by_the_producer_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("direct.sock");
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    let tx = Mutex::new(tx);
+    let reader = Reader::builder(&path)
+        .systemd(false)
+        .start(move |m: &[u8]| {
+            tx.lock().unwrap().send(m.to_vec()).unwrap();
+            Ok(())
+        })
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let w = writer(&path).runtime(rt.handle().clone()).start().unwrap();
+    // The task connects, proves the connection with a first message, and
+    // sees it read.
+    w.write_message(b"first").unwrap();
+    rt.block_on(async {
+        while w.metrics().delivered < 1 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    });
+    assert_eq!(rx.recv_timeout(STOP).unwrap(), b"first");
+    // Nobody runs the runtime now: only this thread can write.
+    std::thread::sleep(Duration::from_millis(1));
+    w.write_message(b"second").unwrap();
+    assert_eq!(rx.recv_timeout(STOP).unwrap(), b"second");
+    assert_eq!(w.metrics().sent, 2);
+    rt.block_on(w.stop(STOP)).unwrap();
+    assert_eq!(w.metrics().delivered, 2);
+    reader.stop_blocking(STOP).unwrap();
+}

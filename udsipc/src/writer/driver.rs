@@ -39,6 +39,70 @@ fn now() -> std::time::Instant {
     Instant::now().into_std()
 }
 
+/// The machine and its connection. The task holds the lock while it acts
+/// and lets go while it waits; a producer that finds the lock free and the
+/// connection idle writes its message itself ([`write_now`]), which saves
+/// the wake-up of the task on the way of a lone message.
+pub(super) struct Engine {
+    m: Machine,
+    conn: Option<Conn>,
+    /// When a producer last wrote by itself.
+    direct_at: Option<std::time::Instant>,
+}
+
+impl Engine {
+    pub(super) fn new(m: Machine) -> Self {
+        Self {
+            m,
+            conn: None,
+            direct_at: None,
+        }
+    }
+}
+
+/// A producer writes by itself at most this often; more often, messages
+/// come faster than one write each is worth, and the task batches them.
+const DIRECT_EVERY: Duration = Duration::from_micros(50);
+
+fn lock(inner: &WriterInner) -> std::sync::MutexGuard<'_, Engine> {
+    // A panic while acting leaves the machine as it was at its last
+    // complete step: poisoning is ignored (the task's guard accounts).
+    inner.engine.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Called by a producer that just queued a message into an empty queue:
+/// when the task is waiting on an open, idle connection and nothing else
+/// holds the machine, writes what is queued on this thread, now, instead
+/// of waking the task to do it. Never blocks and never calls the error
+/// callback (the task, woken by the queue as always, publishes).
+pub(super) fn write_now(inner: &WriterInner) {
+    if inner.phase.get() != Phase::Running {
+        return;
+    }
+    let Ok(mut guard) = inner.engine.try_lock() else {
+        return;
+    };
+    let Engine { m, conn, direct_at } = &mut *guard;
+    let at = now();
+    if !m.is_idle_open() || direct_at.is_some_and(|d| at - d < DIRECT_EVERY) {
+        return;
+    }
+    let Some(conn) = conn.as_ref() else { return };
+    *direct_at = Some(at);
+    inner.queue.take_all(m.pending_mut());
+    loop {
+        match m.poll_action(now()) {
+            Action::Write => write_once(m, conn),
+            Action::Sample => {
+                let s = sample(&conn.stream, false);
+                m.handle_sample(now(), s);
+            }
+            _ => break,
+        }
+    }
+    publish_counters(inner, m);
+}
+
 /// Runs the Writer until its machine is done.
 pub(super) async fn run(inner: Arc<WriterInner>) {
     let mut phase = inner.phase.subscribe();
@@ -46,28 +110,17 @@ pub(super) async fn run(inner: Arc<WriterInner>) {
     // runtime shutting down) or unwinds (a panic).
     let mut guard = Leftovers {
         inner: &inner,
-        m: Machine::new(inner.machine_config(), now()),
         finished: false,
     };
-    let m = &mut guard.m;
-    let mut conn: Option<Conn> = None;
     let mut seen = Phase::Running;
     loop {
-        // A phase change seen while busy (e.g. writing) is applied here.
-        let current = *phase.borrow_and_update();
-        if current != seen {
-            apply_phase(&inner, m, current);
-            seen = current;
-        }
-        if m.wants_messages() {
-            inner.queue.take_all(m.pending_mut());
-            #[cfg(test)]
-            super::tests::maybe_panic(m.pending_mut());
-        }
-        let action = m.poll_action(now());
-        publish(&inner, m);
-        match action {
-            Action::Dial => {
+        // Act until the machine has to wait (or dial), holding the engine.
+        let next = {
+            let mut e = lock(&inner);
+            act(&inner, &mut e, &mut phase, &mut seen)
+        };
+        match next {
+            Next::Dial => {
                 #[cfg(test)]
                 super::tests::dial_gate(&inner.path).await;
                 let dial = connect(&inner.path, inner.dial_timeout, inner.write_buffer_size);
@@ -85,76 +138,41 @@ pub(super) async fn run(inner: Arc<WriterInner>) {
                         r = &mut dial => break Some(r),
                     }
                 };
+                let mut e = lock(&inner);
+                let e = &mut *e;
                 match dialed {
                     Some(Ok(stream)) => {
-                        conn = Some(Conn::new(stream));
-                        m.handle_connected(now());
+                        e.conn = Some(Conn::new(stream));
+                        e.m.handle_connected(now());
                     }
-                    Some(Err(e)) => m.handle_dial_failed(now(), e),
-                    None => apply_phase(&inner, m, Phase::Forced),
+                    Some(Err(err)) => e.m.handle_dial_failed(now(), err),
+                    None => apply_phase(&inner, &mut e.m, Phase::Forced),
                 }
             }
-            Action::Write => {
-                let Some(c) = conn.as_ref() else {
-                    m.handle_write_error(now(), not_connected(), None);
-                    continue;
-                };
-                let result = {
-                    let mut iov = [IoSlice::new(&[]); IOV_PER_CALL];
-                    let n = m.iovecs(&mut iov);
-                    send_vectored(&c.stream, &iov[..n])
-                };
-                match result {
-                    Ok(0) => m.handle_write_error(
-                        now(),
-                        io::Error::new(io::ErrorKind::WriteZero, "socket accepted no bytes"),
-                        c.stream.take_error().ok().flatten(),
-                    ),
-                    Ok(n) => m.handle_written(now(), n),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => m.handle_would_block(now()),
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        let pending = c.stream.take_error().ok().flatten();
-                        m.handle_write_error(now(), e, pending);
-                    }
-                }
-            }
-            Action::Sample => {
-                let sample = match conn.as_ref() {
-                    Some(c) => sample(&c.stream, false),
-                    None => Sample {
-                        unread: None,
-                        error: Some(not_connected()),
-                        hangup: true,
-                    },
-                };
-                m.handle_sample(now(), sample);
-            }
-            Action::Close => {
-                conn = None;
-                m.handle_closed(now());
-            }
-            Action::Wait(w) => {
-                let timer = m.poll_timeout().map(Instant::from_std);
-                let woke = wait(&inner, &mut phase, conn.as_mut(), w, timer).await;
+            Next::Wait(w, timer, conn) => {
+                let woke = wait(&inner, &mut phase, conn.as_ref(), w, timer).await;
+                let mut e = lock(&inner);
+                let e = &mut *e;
                 match woke {
-                    Woke::Writable => m.handle_writable(now()),
+                    Woke::Writable => e.m.handle_writable(now()),
                     Woke::HangUp => {
-                        if let Some(c) = conn.as_ref() {
-                            m.handle_sample(now(), sample(&c.stream, true));
+                        if let Some(c) = e.conn.as_ref() {
+                            let s = sample(&c.stream, true);
+                            e.m.handle_sample(now(), s);
                         }
                     }
                     Woke::Other => {}
                 }
             }
-            Action::Done => break,
+            Next::Done => break,
         }
     }
-    publish(&inner, m);
-    if m.was_forced() {
+    let mut e = lock(&inner);
+    publish(&inner, &mut e.m);
+    if e.m.was_forced() {
         inner.forced.store(true, Relaxed);
     }
-    let s = m.stats();
+    let s = e.m.stats();
     if s.discarded > 0 || s.unconfirmed > 0 {
         tracing::warn!(
             discarded = s.discarded,
@@ -163,7 +181,93 @@ pub(super) async fn run(inner: Arc<WriterInner>) {
             "udsipc writer finished with messages it could not deliver"
         );
     }
+    e.conn = None;
+    drop(e);
     guard.finished = true;
+}
+
+/// What the task does once it lets go of the engine.
+enum Next {
+    Dial,
+    /// Wait for this, until the timer, watching this connection.
+    Wait(Wait, Option<Instant>, Option<Conn>),
+    Done,
+}
+
+/// Applies phase changes, takes messages and does every action that needs
+/// no waiting; returns the first that does.
+fn act(
+    inner: &WriterInner,
+    e: &mut Engine,
+    phase: &mut tokio::sync::watch::Receiver<Phase>,
+    seen: &mut Phase,
+) -> Next {
+    let m = &mut e.m;
+    loop {
+        // A phase change seen while busy (e.g. writing) is applied here.
+        let current = *phase.borrow_and_update();
+        if current != *seen {
+            apply_phase(inner, m, current);
+            *seen = current;
+        }
+        if m.wants_messages() {
+            inner.queue.take_all(m.pending_mut());
+            #[cfg(test)]
+            super::tests::maybe_panic(m.pending_mut());
+        }
+        let action = m.poll_action(now());
+        publish(inner, m);
+        match action {
+            Action::Dial => return Next::Dial,
+            Action::Write => match e.conn.as_ref() {
+                Some(c) => write_once(m, c),
+                None => m.handle_write_error(now(), not_connected(), None),
+            },
+            Action::Sample => {
+                let s = match e.conn.as_ref() {
+                    Some(c) => sample(&c.stream, false),
+                    None => Sample {
+                        unread: None,
+                        error: Some(not_connected()),
+                        hangup: true,
+                    },
+                };
+                m.handle_sample(now(), s);
+            }
+            Action::Close => {
+                e.conn = None;
+                m.handle_closed(now());
+            }
+            Action::Wait(w) => {
+                let timer = m.poll_timeout().map(Instant::from_std);
+                return Next::Wait(w, timer, e.conn.clone());
+            }
+            Action::Done => return Next::Done,
+        }
+    }
+}
+
+/// One `writev` of what the machine offers, and its outcome.
+fn write_once(m: &mut Machine, c: &Conn) {
+    let result = {
+        let mut iov = [IoSlice::new(&[]); IOV_PER_CALL];
+        let n = m.iovecs(&mut iov);
+        send_vectored(&c.stream, &iov[..n])
+    };
+    match result {
+        Ok(0) => m.handle_write_error(
+            now(),
+            io::Error::new(io::ErrorKind::WriteZero, "socket accepted no bytes"),
+            c.stream.take_error().ok().flatten(),
+        ),
+        Ok(n) => m.handle_written(now(), n),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => m.handle_would_block(now()),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+        Err(e) => {
+            let pending = c.stream.take_error().ok().flatten();
+            m.handle_write_error(now(), e, pending);
+        }
+    }
 }
 
 fn not_connected() -> io::Error {
@@ -193,6 +297,14 @@ fn apply_phase(inner: &WriterInner, m: &mut Machine, phase: Phase) {
 
 /// Copies the machine's counters, reports and freed queue slots out.
 fn publish(inner: &WriterInner, m: &mut Machine) {
+    publish_counters(inner, m);
+    while let Some(error) = m.poll_report() {
+        inner.report(error);
+    }
+}
+
+/// Copies the machine's counters and freed queue slots out.
+fn publish_counters(inner: &WriterInner, m: &mut Machine) {
     let Stats {
         sent,
         delivered,
@@ -215,14 +327,12 @@ fn publish(inner: &WriterInner, m: &mut Machine) {
     c.backpressure.store(backpressure, Relaxed);
     c.refused.store(refused, Relaxed);
     inner.queue.complete(m.take_freed());
-    while let Some(error) = m.poll_report() {
-        inner.report(error);
-    }
 }
 
 /// An open connection.
+#[derive(Clone)]
 struct Conn {
-    stream: UnixStream,
+    stream: Arc<UnixStream>,
     /// Watch the read side for a hang-up (off once the reader shut down
     /// only its writing half, which our readers never do).
     watch_reads: bool,
@@ -231,7 +341,7 @@ struct Conn {
 impl Conn {
     fn new(stream: UnixStream) -> Self {
         Self {
-            stream,
+            stream: Arc::new(stream),
             watch_reads: true,
         }
     }
@@ -247,7 +357,7 @@ enum Woke {
 async fn wait(
     inner: &WriterInner,
     phase: &mut tokio::sync::watch::Receiver<Phase>,
-    conn: Option<&mut Conn>,
+    conn: Option<&Conn>,
     w: Wait,
     timer: Option<Instant>,
 ) -> Woke {
@@ -356,7 +466,6 @@ fn send_vectored(stream: &UnixStream, iov: &[IoSlice<'_>]) -> io::Result<usize> 
 /// discarded, so no loss is silent.
 struct Leftovers<'a> {
     inner: &'a WriterInner,
-    m: Machine,
     finished: bool,
 }
 
@@ -366,12 +475,16 @@ impl Drop for Leftovers<'_> {
             return;
         }
         // No callbacks here (this may run while unwinding): counters only.
-        self.m.handle_force(now());
-        let stats = self.m.stats();
+        let mut e = lock(self.inner);
+        e.m.handle_force(now());
+        e.conn = None;
+        let stats = e.m.stats();
+        let freed = e.m.take_freed();
+        drop(e);
         let c = &self.inner.counters;
         c.discarded.store(stats.discarded, Relaxed);
         c.unconfirmed.store(stats.unconfirmed, Relaxed);
-        self.inner.queue.complete(self.m.take_freed());
+        self.inner.queue.complete(freed);
         self.inner.queue.close();
         let n = self.inner.queue.discard_all() as u64;
         if n > 0 {

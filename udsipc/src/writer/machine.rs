@@ -377,6 +377,21 @@ impl Machine {
         self.pending.is_empty() && !self.done
     }
 
+    /// Whether the connection is open and proven, with nothing being
+    /// written or waiting to be: a message that comes now can be written at
+    /// once.
+    pub(crate) fn is_idle_open(&self) -> bool {
+        let Link::Up(c) = &self.link else {
+            return false;
+        };
+        c.stage == Stage::Open
+            && !c.blocked
+            && !self.planned
+            && self.pending.is_empty()
+            && !self.draining
+            && !self.done
+    }
+
     /// Where the driver puts messages taken from the queue.
     pub(crate) fn pending_mut(&mut self) -> &mut VecDeque<Item> {
         &mut self.pending

@@ -221,7 +221,18 @@ impl WriterBuilder {
             }
         }
         let handle = crate::runtime::handle(self.runtime.as_ref()).map_err(StartError::Runtime)?;
+        let machine = machine::Machine::new(
+            machine::Config {
+                path: self.path.clone(),
+                write_timeout: self.write_timeout,
+                initial_backoff: self.initial_backoff,
+                max_backoff: self.max_backoff,
+                max_attempts: self.max_attempts,
+            },
+            tokio::time::Instant::now().into_std(),
+        );
         let inner = Arc::new(WriterInner {
+            engine: Mutex::new(driver::Engine::new(machine)),
             queue: Queue::new(self.max_buffered_writes),
             counters: WriterCounters::default(),
             phase: PhaseCell::new(),
@@ -229,12 +240,8 @@ impl WriterBuilder {
             forced: AtomicBool::new(false),
             tasks: Tasks::new(),
             path: self.path,
-            write_timeout: self.write_timeout,
             dial_timeout: self.dial_timeout,
-            initial_backoff: self.initial_backoff,
-            max_backoff: self.max_backoff,
             write_buffer_size: self.write_buffer_size,
-            max_attempts: self.max_attempts,
             linger: self.linger,
             on_error: self.on_error,
             stop_lock: tokio::sync::Mutex::new(false),
@@ -248,6 +255,9 @@ impl WriterBuilder {
 
 struct WriterInner {
     queue: Queue,
+    /// The machine and the connection: the task's, lent to a producer that
+    /// finds it idle (see `driver::write_now`).
+    engine: Mutex<driver::Engine>,
     counters: WriterCounters,
     phase: PhaseCell,
     /// When a drain must end (set before the phase becomes `Draining`).
@@ -256,12 +266,8 @@ struct WriterInner {
     forced: AtomicBool,
     tasks: Arc<Tasks>,
     path: PathBuf,
-    write_timeout: Duration,
     dial_timeout: Duration,
-    initial_backoff: Duration,
-    max_backoff: Duration,
     write_buffer_size: u32,
-    max_attempts: u32,
     linger: Duration,
     on_error: Option<Arc<ErrorCallback>>,
     /// Whether a stop (or a drop's linger) has begun.
@@ -273,16 +279,6 @@ impl WriterInner {
         tracing::debug!(%error, context = error.context(), "writer error");
         if let Some(cb) = &self.on_error {
             crate::runtime::call_guarded("writer on_error", || cb(&error));
-        }
-    }
-
-    fn machine_config(&self) -> machine::Config {
-        machine::Config {
-            path: self.path.clone(),
-            write_timeout: self.write_timeout,
-            initial_backoff: self.initial_backoff,
-            max_backoff: self.max_backoff,
-            max_attempts: self.max_attempts,
         }
     }
 
@@ -400,7 +396,17 @@ impl Writer {
         self.inner
             .queue
             .push_copy(data)
-            .map_err(|r| self.refused(r, ()))
+            .map_err(|r| self.refused(r, ()))?;
+        self.queued();
+        Ok(())
+    }
+
+    /// After a push: a lone message on an idle connection is written now by
+    /// this thread (see `driver::write_now`); anything else is the task's.
+    fn queued(&self) {
+        if self.inner.queue.depth() == 1 {
+            driver::write_now(&self.inner);
+        }
     }
 
     /// Queues owned bytes without copying and without blocking; a refused
@@ -413,7 +419,9 @@ impl Writer {
         self.inner
             .queue
             .push_owned(data)
-            .map_err(|(r, data)| self.refused(r, data))
+            .map_err(|(r, data)| self.refused(r, data))?;
+        self.queued();
+        Ok(())
     }
 
     fn refused<T>(&self, reason: Refused, data: T) -> WriteError<T> {
@@ -442,7 +450,10 @@ impl Writer {
             return Ok(());
         }
         match self.inner.queue.push_owned(data) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.queued();
+                Ok(())
+            }
             Err((Refused::Closed, back)) => Err(WriteError::Stopped(back)),
             // The waiting part is boxed: this future is moved on every call,
             // and unboxed it would be several times larger. It is allocated
