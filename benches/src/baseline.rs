@@ -1,6 +1,8 @@
 //! The baseline around this library: what a generic framed stack gets
 //! (tokio-util `FramedWrite`/`FramedRead` with unsigned-varint's `UviBytes`,
-//! the same wire format). What the kernel itself allows is in [`crate::limits`].
+//! the same wire format), and the same stack with this library's
+//! `UvarintCodec` in place of `UviBytes` (the codec's own column). What the
+//! kernel itself allows is in [`crate::limits`].
 //!
 //! It runs a writer and a reader on two threads over a socket pair whose
 //! writing end has `SO_SNDBUF` 256 KiB, as the Go reference and udsipc set.
@@ -8,9 +10,10 @@
 use std::os::unix::net::UnixStream;
 use std::time::Instant;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
-use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::codec::{Decoder, Encoder, FramedRead, FramedWrite};
+use udsipc::codec::UvarintCodec;
 use unsigned_varint::codec::UviBytes;
 
 use crate::alloc::allocations;
@@ -43,6 +46,40 @@ pub(crate) fn current_thread() -> Result<tokio::runtime::Runtime, String> {
 /// `flush`es at the end; the reader takes frames from a `FramedRead` one by one. Each side
 /// runs a current-thread runtime on its own thread.
 pub fn tokio_util_framed(size: usize, messages: u64) -> Result<Measurement, String> {
+    let mut decoder = UviBytes::<Bytes>::default();
+    decoder.set_max_len(size.max(1));
+    framed(
+        "tokio-util",
+        size,
+        messages,
+        UviBytes::<Bytes>::default(),
+        decoder,
+    )
+}
+
+/// [`tokio_util_framed`] with this library's `UvarintCodec` (Go-exact
+/// framing) on both sides instead of `UviBytes`: the same shape, so the two
+/// columns differ only in the codec.
+pub fn udsipc_codec_framed(size: usize, messages: u64) -> Result<Measurement, String> {
+    let codec = UvarintCodec::new().max_message_size(size.max(1) as u64);
+    framed("udsipc codec", size, messages, codec, codec)
+}
+
+/// A `FramedWrite` with `encoder` → a `FramedRead` with `decoder`, each on
+/// a current-thread runtime of its own thread.
+fn framed<E, D>(
+    name: &'static str,
+    size: usize,
+    messages: u64,
+    encoder: E,
+    decoder: D,
+) -> Result<Measurement, String>
+where
+    E: Encoder<Bytes> + Send + 'static,
+    E::Error: std::fmt::Display,
+    D: Decoder<Item = BytesMut> + Send + 'static,
+    D::Error: std::fmt::Display,
+{
     let (a, b) = UnixStream::pair().map_err(|e| e.to_string())?;
     set_sndbuf(&a, SNDBUF);
     a.set_nonblocking(true).map_err(|e| e.to_string())?;
@@ -51,9 +88,7 @@ pub fn tokio_util_framed(size: usize, messages: u64) -> Result<Measurement, Stri
     let reader = std::thread::spawn(move || -> Result<(u64, u64, u64), String> {
         current_thread()?.block_on(async move {
             let stream = tokio::net::UnixStream::from_std(b).map_err(|e| e.to_string())?;
-            let mut codec = UviBytes::<Bytes>::default();
-            codec.set_max_len(size.max(1));
-            let mut frames = FramedRead::with_capacity(stream, codec, BUFFER);
+            let mut frames = FramedRead::with_capacity(stream, decoder, BUFFER);
             let (mut got, mut bytes, mut mark) = (0u64, 0u64, 0u64);
             while got < messages {
                 match frames.next().await {
@@ -75,7 +110,7 @@ pub fn tokio_util_framed(size: usize, messages: u64) -> Result<Measurement, Stri
     let start = Instant::now();
     let written = current_thread()?.block_on(async move {
         let stream = tokio::net::UnixStream::from_std(a).map_err(|e| e.to_string())?;
-        let mut sink = FramedWrite::new(stream, UviBytes::<Bytes>::default());
+        let mut sink = FramedWrite::new(stream, encoder);
         sink.set_backpressure_boundary(BUFFER);
         for _ in 0..messages {
             sink.feed(payload.clone())
@@ -86,13 +121,13 @@ pub fn tokio_util_framed(size: usize, messages: u64) -> Result<Measurement, Stri
     });
     let got = reader
         .join()
-        .map_err(|_| "tokio-util reader thread panicked".to_owned())?;
+        .map_err(|_| format!("{name} reader thread panicked"))?;
     let elapsed = start.elapsed();
     let allocs = allocations();
     written?;
     let (got, bytes, mark) = got?;
     if got != messages {
-        return Err(format!("tokio-util: {got} of {messages} frames arrived"));
+        return Err(format!("{name}: {got} of {messages} frames arrived"));
     }
     Ok(Measurement {
         size,

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use crate::Measurement;
-use crate::baseline::tokio_util_framed;
+use crate::baseline::{tokio_util_framed, udsipc_codec_framed};
 use crate::inproc::rust_in_process;
 use crate::limits::{Waiting, framed_copy_limit, raw_limit};
 use crate::peer::{Peer, run_pair};
@@ -24,6 +24,8 @@ pub enum Column {
     RustToGo,
     /// tokio-util + unsigned-varint, two threads.
     TokioUtil,
+    /// tokio-util `Framed` with udsipc's `UvarintCodec`, two threads.
+    UdsipcCodec,
     /// The raw socket, no framing, waiting in epoll.
     Raw,
     /// The raw socket, blocking threads.
@@ -36,13 +38,14 @@ pub enum Column {
 
 impl Column {
     /// Every column, in measuring order.
-    pub const ALL: [Column; 10] = [
+    pub const ALL: [Column; 11] = [
         Column::Go,
         Column::Rust,
         Column::RustInProcess,
         Column::GoToRust,
         Column::RustToGo,
         Column::TokioUtil,
+        Column::UdsipcCodec,
         Column::Raw,
         Column::RawBlocking,
         Column::FramedLimit,
@@ -63,6 +66,7 @@ impl Column {
             Column::GoToRust => "Go → Rust",
             Column::RustToGo => "Rust → Go",
             Column::TokioUtil => "tokio-util",
+            Column::UdsipcCodec => "udsipc codec (tokio-util Framed)",
             Column::Raw => "raw socket (epoll)",
             Column::RawBlocking => "raw socket (blocking)",
             Column::FramedLimit => "framed-copy limit (epoll)",
@@ -99,6 +103,7 @@ pub fn measure(
         Column::RustToGo => pair(&peers.rust, go()?)?.measurement,
         Column::RustInProcess => rust_in_process(&socket, size, messages)?,
         Column::TokioUtil => tokio_util_framed(size, messages)?,
+        Column::UdsipcCodec => udsipc_codec_framed(size, messages)?,
         Column::Raw => raw_limit(messages * size as u64, Waiting::Epoll)?,
         Column::RawBlocking => raw_limit(messages * size as u64, Waiting::Blocking)?,
         Column::FramedLimit => framed_copy_limit(size, messages, Waiting::Epoll)?,
@@ -129,6 +134,10 @@ pub fn fill_row(row: &mut Row, column: Column, s: &Samples) {
         Column::TokioUtil => {
             row.tokio_util_mbps = s.mbps();
             row.tokio_util_allocs_per_msg = s.allocs_per_msg();
+        }
+        Column::UdsipcCodec => {
+            row.codec_mbps = s.mbps();
+            row.codec_allocs_per_msg = s.allocs_per_msg();
         }
         Column::Raw => row.raw_epoll_mbps = s.mbps(),
         Column::RawBlocking => row.raw_blocking_mbps = s.mbps(),

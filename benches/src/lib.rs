@@ -1,5 +1,6 @@
-//! Measurements for the udsipc benchmark table runner (`src/main.rs`) and
-//! the criterion benches (`benches/`).
+//! Measurements for the udsipc benchmark table runner ([`run`], the
+//! `udsipc bench` command of the `udsipc-cli` package) and the criterion
+//! benches (`benches/`).
 //!
 //! Every measurement moves a fixed number of messages through real Unix
 //! sockets on this machine and reports wall time and allocations; nothing
@@ -9,7 +10,7 @@
 //! |---|---|
 //! | [`inproc`] | this library, Writer → Reader in one process |
 //! | [`peer`] | a writer process → a reader process (Rust or Go, any pair) |
-//! | [`rust_peer`] | this library's side of that contract (the hidden `peer` subcommand) |
+//! | [`rust_peer`] | this library's side of that contract (the hidden `udsipc bench peer`) |
 //! | [`baseline`] | tokio-util + unsigned-varint `Framed`, and the raw socket |
 //! | [`latency`] | one-way latency at a fixed message rate (through [`peer`]) |
 //! | [`limits`] | the framed-copy and raw limits and the latency floor, blocking and epoll |
@@ -27,6 +28,7 @@ pub mod latency;
 pub mod limits;
 pub mod peer;
 pub mod report;
+pub mod run;
 pub mod rust_peer;
 
 use std::time::Duration;

@@ -1,5 +1,5 @@
-//! A writer process → a reader process, each either this runner (its hidden
-//! `peer` subcommand, this library) or the Go peer
+//! A writer process → a reader process, each either this runner (the
+//! hidden `udsipc bench peer`, this library) or the Go peer
 //! (`conformance/go-peer`, the Go reference). Both speak one contract:
 //!
 //! ```text
@@ -27,7 +27,7 @@ use crate::Measurement;
 /// How long a peer may take before it is killed.
 pub(crate) const PATIENCE: Duration = Duration::from_secs(180);
 
-/// The peer command line (the runner's hidden `peer` subcommand).
+/// The peer command line (the runner's hidden `bench peer` subcommand).
 #[derive(Debug, Clone, clap::Args)]
 pub struct PeerArgs {
     /// `reader` or `writer`.
@@ -88,16 +88,16 @@ pub struct Peer {
     /// Name in the table: `Rust` or `Go`.
     pub name: &'static str,
     program: PathBuf,
-    subcommand: &'static str,
+    subcommand: &'static [&'static str],
 }
 
 impl Peer {
-    /// This runner binary's own `peer` subcommand (this library).
-    pub fn rust(exe: PathBuf) -> Self {
+    /// The `udsipc` binary's hidden `bench peer` subcommand (this library).
+    pub fn rust(udsipc: PathBuf) -> Self {
         Self {
             name: "Rust",
-            program: exe,
-            subcommand: "peer",
+            program: udsipc,
+            subcommand: &["bench", "peer"],
         }
     }
 
@@ -106,13 +106,13 @@ impl Peer {
         Self {
             name: "Go",
             program: binary,
-            subcommand: "bench",
+            subcommand: &["bench"],
         }
     }
 
     fn command(&self, role: &str, socket: &Path, count: u64, size: usize) -> Command {
         let mut cmd = Command::new(&self.program);
-        cmd.arg(self.subcommand)
+        cmd.args(self.subcommand)
             .args(["--role", role, "--socket"])
             .arg(socket)
             .args(["--count", &count.to_string(), "--size", &size.to_string()])

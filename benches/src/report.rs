@@ -75,6 +75,11 @@ pub struct Row {
     pub tokio_util_mbps: Option<f64>,
     /// tokio-util allocations per message.
     pub tokio_util_allocs_per_msg: Option<f64>,
+    /// tokio-util `FramedWrite`/`FramedRead` with udsipc's `UvarintCodec`
+    /// (the tokio-util column's shape, only the codec differs).
+    pub codec_mbps: Option<f64>,
+    /// udsipc codec allocations per message.
+    pub codec_allocs_per_msg: Option<f64>,
     /// The raw socket: no framing, 256 KiB writes; the faster of blocking
     /// threads and epoll (see `raw_limit_how`).
     pub raw_limit_mbps: Option<f64>,
@@ -226,11 +231,13 @@ impl Table {
     /// The markdown tables (throughput, allocations, latency).
     pub fn markdown(&self) -> String {
         let mut s = String::new();
-        s.push_str("| size | Go MB/s | udsipc MB/s | udsipc msgs/s | udsipc / Go | udsipc in-process MB/s | Go → Rust MB/s | Rust → Go MB/s | tokio-util MB/s | udsipc / tokio-util | framed-copy limit MB/s | udsipc % of framed limit | raw limit MB/s | udsipc % of raw limit |\n");
-        s.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        s.push_str("| size | Go MB/s | udsipc MB/s | udsipc msgs/s | udsipc / Go | udsipc in-process MB/s | Go → Rust MB/s | Rust → Go MB/s | tokio-util MB/s | udsipc / tokio-util | udsipc codec MB/s | framed-copy limit MB/s | udsipc % of framed limit | raw limit MB/s | udsipc % of raw limit |\n");
+        s.push_str(
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        );
         for r in &self.rows {
             s.push_str(&format!(
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
                 size_label(r.size),
                 num(r.go_mbps, 0),
                 num(r.rust_mbps, 0),
@@ -241,22 +248,24 @@ impl Table {
                 num(r.rust_to_go_mbps, 0),
                 num(r.tokio_util_mbps, 0),
                 ratio(r.rust_vs_tokio_util()),
+                num(r.codec_mbps, 0),
                 with_how(r.framed_limit_mbps, r.framed_limit_how),
                 pct(r.rust_pct_of_framed_limit()),
                 with_how(r.raw_limit_mbps, r.raw_limit_how),
                 pct(r.rust_pct_of_raw_limit()),
             ));
         }
-        s.push_str("\n| size | Go allocs/msg | udsipc allocs/msg | udsipc in-process allocs/msg | tokio-util allocs/msg |\n");
-        s.push_str("|---:|---:|---:|---:|---:|\n");
+        s.push_str("\n| size | Go allocs/msg | udsipc allocs/msg | udsipc in-process allocs/msg | tokio-util allocs/msg | udsipc codec allocs/msg |\n");
+        s.push_str("|---:|---:|---:|---:|---:|---:|\n");
         for r in &self.rows {
             s.push_str(&format!(
-                "| {} | {} | {} | {} | {} |\n",
+                "| {} | {} | {} | {} | {} | {} |\n",
                 size_label(r.size),
                 num(r.go_allocs_per_msg, 2),
                 num(r.rust_allocs_per_msg, 4),
                 num(r.rust_inproc_allocs_per_msg, 4),
                 num(r.tokio_util_allocs_per_msg, 2),
+                num(r.codec_allocs_per_msg, 2),
             ));
         }
         if !self.latency.is_empty() {

@@ -1,6 +1,8 @@
 //! The measurements deliver everything they time (no speed assertions).
+//! The runner's command line (`udsipc bench`) is tested in
+//! `udsipc-cli/tests/bench.rs`.
 
-use udsipc_benches::baseline::tokio_util_framed;
+use udsipc_benches::baseline::{tokio_util_framed, udsipc_codec_framed};
 use udsipc_benches::inproc::rust_in_process;
 use udsipc_benches::limits::{Waiting, raw_limit};
 use udsipc_benches::{median, size_label};
@@ -25,6 +27,15 @@ fn tokio_util_baseline_delivers_every_frame() {
 }
 
 #[test]
+fn udsipc_codec_column_delivers_every_frame() {
+    for size in [1usize, 1000, 300_000] {
+        let m = udsipc_codec_framed(size, 100).unwrap();
+        assert_eq!(m.messages, 100);
+        assert_eq!(m.bytes, 100 * size as u64);
+    }
+}
+
+#[test]
 fn raw_limit_moves_every_byte_both_ways() {
     for how in [Waiting::Blocking, Waiting::Epoll] {
         let m = raw_limit(3 << 20, how).unwrap();
@@ -44,130 +55,4 @@ fn sizes_are_labelled_in_binary_units() {
     assert_eq!(size_label(10 * 1024), "10 KiB");
     assert_eq!(size_label(1 << 20), "1 MiB");
     assert_eq!(size_label(1500), "1500 B");
-}
-
-fn smoke(extra: &[&str], envs: &[(&str, &str)]) -> (String, serde_json::Value) {
-    let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("table.json");
-    let svg = dir.path().join("chart.svg");
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_udsipc-benches"));
-    cmd.arg("--smoke")
-        .arg("--json")
-        .arg(&json)
-        .arg("--svg")
-        .arg(&svg);
-    cmd.args(extra);
-    for (k, v) in envs {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(std::fs::read_to_string(&svg).unwrap().contains("<svg"));
-    let value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    (String::from_utf8(out.stdout).unwrap(), value)
-}
-
-#[test]
-fn smoke_run_without_go_prints_every_size_and_says_why_go_is_missing() {
-    let (table, json) = smoke(&["--no-go"], &[]);
-    for label in [
-        "| 64 B |",
-        "| 1 KiB |",
-        "| 10 KiB |",
-        "| 100 KiB |",
-        "| 1 MiB |",
-    ] {
-        assert!(table.contains(label), "{table}");
-    }
-    assert!(table.contains("Go columns: n/a"), "{table}");
-    assert!(table.contains("Rust → Rust"), "{table}");
-    let rows = json["rows"].as_array().unwrap();
-    assert_eq!(rows.len(), 5);
-    for row in rows {
-        for key in [
-            "rust_mbps",
-            "tokio_util_mbps",
-            "raw_limit_mbps",
-            "raw_blocking_mbps",
-            "raw_epoll_mbps",
-            "framed_limit_mbps",
-            "framed_blocking_mbps",
-            "framed_epoll_mbps",
-            "rust_allocs_per_msg",
-        ] {
-            assert!(row[key].as_f64().unwrap() >= 0.0, "{key} in {row}");
-        }
-        for key in ["raw_limit_how", "framed_limit_how"] {
-            let how = row[key].as_str().unwrap();
-            assert!(how == "blocking" || how == "epoll", "{key} in {row}");
-        }
-        assert!(row["go_mbps"].is_null(), "{row}");
-    }
-    // The latency floor, on the latency size's row and in its own table.
-    assert!(rows[0]["latency_floor_p50_us"].as_f64().unwrap() > 0.0);
-    assert!(json["latency_floor"]["ping_pong_p99_us"].as_f64().unwrap() > 0.0);
-    assert!(table.contains("% of framed limit"), "{table}");
-    assert!(table.contains("floor: paced one-way"), "{table}");
-}
-
-#[test]
-fn unobtainable_go_reference_leaves_the_go_columns_empty_without_failing() {
-    let (table, json) = smoke(
-        &["--size", "1024"],
-        &[("UDSIPC_GO_REFERENCE", "/nonexistent/uds-ipc")],
-    );
-    assert!(table.contains("Go columns: n/a"), "{table}");
-    assert!(
-        json["go_unavailable"]
-            .as_str()
-            .unwrap()
-            .contains("UDSIPC_GO_REFERENCE")
-    );
-    assert!(json["rows"][0]["go_mbps"].is_null());
-}
-
-#[test]
-fn go_peer_failing_mid_run_drops_the_go_columns_without_failing() {
-    use std::os::unix::fs::PermissionsExt;
-    // A stand-in `go` whose "build" produces a peer that fails at once.
-    let dir = tempfile::tempdir().unwrap();
-    let fake_go = dir.path().join("go");
-    std::fs::write(
-        &fake_go,
-        "#!/bin/sh\ncase \"$1\" in\n  version) echo fake; exit 0;;\n  build) printf '#!/bin/sh\\necho broken peer >&2\\nexit 3\\n' > \"$3\"; chmod +x \"$3\"; exit 0;;\nesac\nexit 0\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&fake_go, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let (table, json) = smoke(
-        &["--size", "64"],
-        &[
-            ("GO", fake_go.to_str().unwrap()),
-            ("UDSIPC_GO_REFERENCE", ""),
-        ],
-    );
-    assert!(
-        table.contains("Go columns: n/a (the Go peer failed"),
-        "{table}"
-    );
-    assert!(json["rows"][0]["go_mbps"].is_null());
-    assert!(json["rows"][0]["rust_mbps"].as_f64().unwrap() > 0.0);
-}
-
-#[test]
-fn scaling_measures_every_writer_count_into_one_reader() {
-    let (table, json) = smoke(&["--no-go", "--size", "64", "--scaling"], &[]);
-    let rows = json["scaling"].as_array().unwrap();
-    let writers: Vec<u64> = rows
-        .iter()
-        .map(|r| r["writers"].as_u64().unwrap())
-        .collect();
-    assert_eq!(writers, [1, 4, 16, 64]);
-    for r in rows {
-        assert!(r["mbps"].as_f64().unwrap() > 0.0, "{r}");
-    }
-    assert!(table.contains("writers into one Reader"), "{table}");
 }

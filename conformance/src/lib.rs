@@ -7,7 +7,8 @@
 //!   pair, every reader (raw bytes) or every writer (bytes on the wire);
 //! - [`peer`]: the peers behind one interface: the in-process Rust
 //!   Reader/Writer, or any program speaking `PEERS.md` (go-peer, built by
-//!   [`gopeer`]; `rust-peer`; the Python peer; anything given to `conform`);
+//!   [`gopeer`]; `udsipc peer`, the hidden subcommand of the `udsipc-cli`
+//!   package's binary; the Python peer; anything given to `conform`);
 //! - [`report`]: results, the N×N matrix, markdown/JSON/JUnit;
 //! - `tests/cases.rs`: one nextest test per case×arm for the gate;
 //!   `tests/vectors.rs`: `vectors.json` against the Rust frame receiver and

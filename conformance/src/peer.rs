@@ -24,7 +24,7 @@ pub const PATIENCE: Duration = Duration::from_secs(20);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Program {
     /// This crate's `udsipc::Reader` / `udsipc::Writer` inside the test
-    /// process (in its own process, `rust-peer`, where one is needed).
+    /// process (in its own process, `udsipc peer`, where one is needed).
     InProcessRust,
     /// `go-peer/`, built on first use.
     GoPeer,
@@ -135,7 +135,7 @@ impl Impl {
     pub fn argv(self) -> Result<Vec<std::ffi::OsString>, String> {
         Ok(match &self.0.program {
             Program::GoPeer => vec![go_peer().map_err(|e| e.to_string())?.into()],
-            Program::InProcessRust => vec![rust_peer()?.into()],
+            Program::InProcessRust => vec![rust_peer()?.into(), "peer".into()],
             Program::PyPeer => vec![
                 python()?.into(),
                 // No site packages: the peer is standard library only, and
@@ -436,7 +436,7 @@ impl ReaderPeer {
     }
 
     /// Starts a reader with extra environment variables: always in a
-    /// process of its own (`rust-peer` for the Rust peer), since the
+    /// process of its own (`udsipc peer` for the Rust peer), since the
     /// environment is per process.
     pub fn start_env(
         imp: Impl,
@@ -553,8 +553,8 @@ impl ReaderPeer {
     /// Starts a reader in its own process under `systemd-socket-activate`,
     /// which creates the socket at `path` and hands it over as fd 3
     /// (`LISTEN_FDS=1`) when the first client connects: `go-peer read`, or
-    /// `rust-peer read` (this crate's binary, the Rust Reader behind the
-    /// same contract).
+    /// `udsipc peer read` (the `udsipc-cli` binary, the Rust Reader behind
+    /// the same contract).
     pub fn start_activated(imp: Impl, path: &Path) -> Result<Self, String> {
         Self::start_activated_via(imp, path, &[])
     }
@@ -945,24 +945,46 @@ pub fn socket_path() -> Result<(tempfile::TempDir, PathBuf), String> {
     Ok((dir, p))
 }
 
-/// This crate's `rust-peer` binary, next to the running binary or the test
-/// executable's directory (cargo and nextest build a package's binaries for
-/// its integration tests).
+/// The `udsipc` binary (package `udsipc-cli`), whose hidden `peer`
+/// subcommand is the Rust peer: next to the running binary (`conform`) or
+/// one level up from a test executable (`deps/`). When it is not there
+/// (only this package's tests were built), it is built once with the cargo
+/// that runs the tests (`$CARGO`), in the same profile; cargo's own lock
+/// serialises concurrent builds.
 pub fn rust_peer() -> Result<PathBuf, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    // Next to a binary (`conform`), or one level up from a test (`deps/`).
-    let dir = exe.parent().ok_or("no directory for rust-peer")?;
-    let bin = [dir, dir.parent().unwrap_or(dir)]
-        .iter()
-        .map(|d| d.join("rust-peer"))
-        .find(|b| b.exists());
-    if let Some(bin) = bin {
-        Ok(bin)
-    } else {
-        let bin = dir.join("rust-peer");
-        Err(format!(
-            "{} is missing: build it with `cargo build -p udsipc-conformance --bin rust-peer`",
-            bin.display()
-        ))
+    let dir = exe.parent().ok_or("no directory for udsipc")?;
+    let candidates = [dir, dir.parent().unwrap_or(dir)];
+    let find = || {
+        candidates
+            .iter()
+            .map(|d| d.join("udsipc"))
+            .find(|b| b.is_file())
+    };
+    if let Some(bin) = find() {
+        return Ok(bin);
     }
+    let hint = "build it with `cargo build -p udsipc-cli`";
+    let cargo = std::env::var_os("CARGO").ok_or_else(|| format!("udsipc is missing: {hint}"))?;
+    let profile_dir = candidates
+        .iter()
+        .find(|d| d.join("build").is_dir())
+        .ok_or_else(|| format!("udsipc is missing: {hint}"))?;
+    let mut build = Command::new(cargo);
+    build
+        .args(["build", "--quiet", "-p", "udsipc-cli", "--bin", "udsipc"])
+        .current_dir(crate::crate_dir());
+    if profile_dir.file_name().is_some_and(|n| n == "release") {
+        build.arg("--release");
+    }
+    let out = build
+        .output()
+        .map_err(|e| format!("udsipc is missing and cargo did not run ({e}): {hint}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "udsipc is missing and `cargo build -p udsipc-cli` failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    find().ok_or_else(|| format!("udsipc is missing after the build: {hint}"))
 }

@@ -830,10 +830,7 @@ pub(crate) fn accept_errors_give_up(r: Impl) -> Result<String, String> {
     drop(clients);
     let gave_up = said(&reader.events.snapshot(), GAVE_UP);
     if !gave_up {
-        let mut late = UnixStream::connect(&path).map_err(|e| format!("late connect: {e}"))?;
-        late.write_all(&[5, b'l', b'a', b't', b'e', b'!'])
-            .map_err(|e| e.to_string())?;
-        reader.events.wait_messages(1)?;
+        serve_late_writer(&reader.events, &path)?;
     }
     let errs = reader.events.errors();
     reader.stop()?;
@@ -848,6 +845,52 @@ pub(crate) fn accept_errors_give_up(r: Impl) -> Result<String, String> {
             r.name()
         )
     })
+}
+
+/// A writer arriving once the clients that exhausted the reader's
+/// descriptors are gone must be served. The reader frees their descriptors
+/// as it sees them close, which takes a moment: until then it may still shed
+/// the newcomer (closed unread), so the writer tries again, as any writer
+/// would, until its message is delivered.
+fn serve_late_writer(events: &crate::peer::Events, path: &Path) -> Result<(), String> {
+    let delivered = || {
+        events
+            .snapshot()
+            .iter()
+            .any(|e| matches!(e, crate::peer::Event::Message(m) if m == b"late!"))
+    };
+    let deadline = Instant::now() + PATIENCE;
+    while Instant::now() < deadline {
+        let mut late = UnixStream::connect(path).map_err(|e| format!("late connect: {e}"))?;
+        // The write may go through even to a connection about to be shed.
+        let _ = late.write_all(&[5, b'l', b'a', b't', b'e', b'!']);
+        late.set_read_timeout(Some(Duration::from_millis(50)))
+            .map_err(|e| e.to_string())?;
+        loop {
+            if delivered() {
+                return Ok(());
+            }
+            let mut byte = [0u8; 1];
+            match late.read(&mut byte) {
+                // Closed by the reader: shed, unread. Try again.
+                Ok(_) => break,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    if Instant::now() > deadline {
+                        break;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+    }
+    Err(format!(
+        "a writer arriving once the clients were gone was never served in {PATIENCE:?}"
+    ))
 }
 
 /// 5.9: the reader's handler sleeps 1.5 s on the first message while 6 MiB

@@ -1,5 +1,5 @@
 //! The `conform` runner as a user runs it: peers given as commands
-//! (`rust-peer`, the Python peer, a peer that supports nothing), filters,
+//! (`udsipc peer`, the Python peer, a peer that supports nothing), filters,
 //! and its three outputs.
 
 use std::path::PathBuf;
@@ -14,7 +14,8 @@ fn conform(args: &[&str]) -> Output {
 }
 
 fn rust_peer() -> String {
-    format!("rust={}", env!("CARGO_BIN_EXE_rust-peer"))
+    let udsipc = udsipc_conformance::peer::rust_peer().expect("the udsipc binary");
+    format!("rust={} peer", udsipc.display())
 }
 
 fn py_peer() -> String {

@@ -9,13 +9,10 @@
 //! | [`strategies`] | proptest strategies: varint-boundary lengths, frame sequences, chunkings, malformed prefixes |
 //! | [`oracle`] | a byte-at-a-time reference decoder to test fast ones against |
 //! | [`scripted`] | a scripted IO double: exact partial reads and writes, errors, not-ready |
-//! | [`cli`] | the `udsipc` command: `listen`, `send`, `proxy` |
 //!
-//! The command-line subcommands end with one JSON object of counters on
-//! stderr, so shell scripts and tests can check what happened; `udsipc
-//! proxy` also prints each fault as it fires, as one JSON line.
+//! The `udsipc` command (package `udsipc-cli`) puts the proxy in front of
+//! any process from the shell: `udsipc proxy`.
 
-pub mod cli;
 pub mod ledger;
 pub mod oracle;
 pub mod proxy;

@@ -19,7 +19,8 @@
 //!   queue the way tokio's `mpsc::Sender` names it: `write_message` /
 //!   `write_bytes` never wait (`try_send`; Go's `WriteMessage`),
 //!   [`Writer::send`] waits, [`Writer::reserve`] waits without holding a
-//!   message (cancel safe), [`Writer::send_blocking`] waits in synchronous
+//!   message and then holds a queue slot for one (cancel safe),
+//!   [`Writer::send_blocking`] waits in synchronous
 //!   code, and `Writer::into_sink` (feature `futures`) is a `Sink<Bytes>`.
 //! - [`frame`]: the wire format without IO.
 //! - [`systemd`]: socket activation, `NOTIFY_SOCKET`, `RUNTIME_DIRECTORY`.

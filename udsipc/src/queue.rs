@@ -208,6 +208,10 @@ pub(crate) struct Queue {
     /// Messages accepted and not yet written, failed for good or discarded
     /// (including those the writer task has taken but not finished).
     depth: AtomicUsize,
+    /// Slots held by permits (`reserve_slot`) and not yet spent or
+    /// released: they count against the capacity but not in `depth`.
+    /// Changed only under the state lock, read without it by `wait_room`.
+    reserved: AtomicUsize,
     capacity: usize,
     /// Producers waiting for room are woken once the depth is down to this,
     /// so that each wake-up refills a good part of the queue instead of one
@@ -233,6 +237,7 @@ impl Queue {
                 closed: false,
             }),
             depth: AtomicUsize::new(0),
+            reserved: AtomicUsize::new(0),
             capacity,
             low_water: capacity / 2,
             completions_while_waiting: AtomicUsize::new(0),
@@ -252,10 +257,15 @@ impl Queue {
         if st.closed {
             return Err(Refused::Closed);
         }
-        if self.depth.load(Ordering::Acquire) >= self.capacity {
+        if self.used() >= self.capacity {
             return Err(Refused::Full);
         }
         Ok(())
+    }
+
+    /// Queued messages plus held slots: what counts against the capacity.
+    fn used(&self) -> usize {
+        self.depth.load(Ordering::SeqCst) + self.reserved.load(Ordering::SeqCst)
     }
 
     /// Queues `item`; whether the queue was empty (the writer task then
@@ -304,7 +314,7 @@ impl Queue {
         let frame_len = varint_len(body.len() as u64) + body.len();
         if frame_len > ARENA_MAX_FRAME {
             // Large: copy outside the lock, then admit.
-            if self.depth.load(Ordering::Acquire) >= self.capacity {
+            if self.used() >= self.capacity {
                 return Err(Refused::Full);
             }
             let bytes = Bytes::copy_from_slice(body);
@@ -384,6 +394,51 @@ impl Queue {
         })
     }
 
+    /// Holds one slot of the capacity for a later `push_reserved` (or
+    /// `release_reserved`): no other push can take it meanwhile.
+    pub(crate) fn reserve_slot(&self) -> Result<(), Refused> {
+        let st = self.lock();
+        self.admit(&st)?;
+        self.reserved.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Queues `body` into a slot held by `reserve_slot` (copied into the
+    /// arena when small, as `push_owned` does). The slot is spent either
+    /// way; a closed queue hands `body` back.
+    pub(crate) fn push_reserved(&self, body: Bytes) -> Result<(), Bytes> {
+        let mut st = self.lock();
+        if st.closed {
+            drop(st);
+            self.release_reserved();
+            return Err(body);
+        }
+        // The slot becomes the message's. Released first, so that a lock-free
+        // reader of `used()` may see one less (and retry under the lock),
+        // never one more (and wait for a wake-up that may not come).
+        self.reserved.fetch_sub(1, Ordering::SeqCst);
+        if body.len() <= COPY_OWNED_MAX {
+            let frame_len = varint_len(body.len() as u64) + body.len();
+            self.append(&mut st, &body, frame_len, true);
+        } else {
+            self.enqueue(&mut st, Item::new(body, false), true);
+        }
+        Ok(())
+    }
+
+    /// Gives back a slot held by `reserve_slot` that will not be used.
+    pub(crate) fn release_reserved(&self) {
+        {
+            let _st = self.lock();
+            self.reserved.fetch_sub(1, Ordering::SeqCst);
+        }
+        // SeqCst pairs with `wait_room` as in `complete`. One slot freed is
+        // worth a wake-up: nothing else may come to wake a waiter.
+        if self.room_waiters.load(Ordering::SeqCst) > 0 {
+            self.room.notify_waiters();
+        }
+    }
+
     /// Waits until `try_push` might succeed (room or closed).
     pub(crate) async fn wait_room(&self) {
         let notified = self.room.notified();
@@ -396,7 +451,7 @@ impl Queue {
         let _registered = crate::runtime::OnCancel::new(|| {
             self.room_waiters.fetch_sub(1, Ordering::SeqCst);
         });
-        let has_room = self.depth.load(Ordering::SeqCst) < self.capacity || self.lock().closed;
+        let has_room = self.used() < self.capacity || self.lock().closed;
         if !has_room {
             notified.await;
         }
@@ -617,6 +672,55 @@ mod tests {
             }
         }
         assert!(woken);
+    }
+
+    #[test]
+    fn a_reserved_slot_counts_against_the_capacity_and_its_push_is_never_full() {
+        let q = Queue::new(2);
+        q.reserve_slot().unwrap();
+        q.push_copy(b"a").unwrap();
+        assert_eq!(q.push_copy(b"b"), Err(Refused::Full), "the slot is held");
+        assert_eq!(q.reserve_slot(), Err(Refused::Full));
+        assert_eq!(q.depth(), 1, "a held slot is not a queued message");
+        q.push_reserved(Bytes::from_static(b"c")).unwrap();
+        assert_eq!(q.depth(), 2);
+        let mut out = VecDeque::new();
+        q.take_all(&mut out);
+        let wire: Vec<u8> = out.iter().flat_map(|i| i.bytes.to_vec()).collect();
+        assert_eq!(wire, [1, b'a', 1, b'c'], "both queued, in order");
+        let big = Bytes::from(vec![7u8; COPY_OWNED_MAX + 1]);
+        q.complete(2);
+        q.reserve_slot().unwrap();
+        q.push_reserved(big.clone()).unwrap();
+        q.take_all(&mut out);
+        assert_eq!(out.back().unwrap().bytes, big, "a large one is not copied");
+    }
+
+    #[test]
+    fn a_released_slot_can_be_taken_again_and_wakes_a_waiting_producer() {
+        let q = Queue::new(1);
+        q.reserve_slot().unwrap();
+        let wait = q.wait_room();
+        tokio::pin!(wait);
+        assert!(!poll_once(wait.as_mut()));
+        q.release_reserved();
+        assert!(poll_once(wait.as_mut()));
+        q.push_copy(b"a").unwrap();
+    }
+
+    #[test]
+    fn a_push_into_a_slot_of_a_closed_queue_hands_back_and_frees_the_slot() {
+        let q = Queue::new(1);
+        q.reserve_slot().unwrap();
+        q.close();
+        assert_eq!(
+            q.push_reserved(Bytes::from_static(b"m"))
+                .unwrap_err()
+                .as_ref(),
+            b"m"
+        );
+        assert_eq!(q.used(), 0);
+        assert_eq!(q.reserve_slot(), Err(Refused::Closed));
     }
 
     #[test]

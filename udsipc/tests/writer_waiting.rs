@@ -84,6 +84,133 @@ async fn cancelled_reserve_loses_nothing_and_a_later_permit_sends() {
     reader.stop(STOP).await.unwrap();
 }
 
+/// A Writer to `path` (where nobody listens) with room for `capacity`
+/// messages and nothing queued.
+fn idle_writer(path: &std::path::Path, capacity: usize) -> Writer {
+    Writer::builder(path)
+        .max_buffered_writes(capacity)
+        .initial_backoff(Duration::from_secs(60))
+        .max_backoff(Duration::from_secs(60))
+        .start()
+        .unwrap()
+}
+
+/// Whether `fut` is still pending after one poll (it stays usable).
+async fn is_pending<F: std::future::Future + Unpin>(fut: &mut F) -> bool {
+    tokio::select! {
+        biased;
+        _ = fut => false,
+        _ = std::future::ready(()) => true,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_permit_holds_its_slot_so_other_producers_cannot_take_it() {
+    let sock = temp_sock();
+    let w = idle_writer(&sock.path, 1);
+    let permit = w.reserve().await.unwrap();
+    let err = w.write_message(b"other producer").unwrap_err();
+    assert!(err.is_buffer_full(), "the permit's slot is taken: {err}");
+    permit.send(Bytes::from_static(b"mine")).unwrap();
+    let m = w.metrics();
+    assert_eq!((m.queue_depth, m.dropped), (1, 1), "{m:?}");
+    let _ = w.stop(Duration::from_millis(10)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_permit_dropped_unused_gives_its_slot_back() {
+    let sock = temp_sock();
+    let w = idle_writer(&sock.path, 1);
+    drop(w.reserve().await.unwrap());
+    // An empty message is not sent, and its slot is given back too.
+    w.reserve().await.unwrap().send(Bytes::new()).unwrap();
+    w.write_message(b"takes the freed slot").unwrap();
+    assert_eq!(w.metrics().queue_depth, 1);
+    let _ = w.stop(Duration::from_millis(10)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reserve_waiting_for_a_held_slot_gets_it_when_the_permit_is_dropped() {
+    let sock = temp_sock();
+    let w = idle_writer(&sock.path, 1);
+    let held = w.reserve().await.unwrap();
+    let mut waiting = Box::pin(w.reserve());
+    assert!(is_pending(&mut waiting).await, "the only slot is held");
+    drop(held);
+    let permit = waiting.await.unwrap();
+    permit.send(Bytes::from_static(b"second holder")).unwrap();
+    assert_eq!(w.metrics().queue_depth, 1);
+    let _ = w.stop(Duration::from_millis(10)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reserve_cancelled_while_waiting_holds_no_slot() {
+    let sock = temp_sock();
+    let w = idle_writer(&sock.path, 1);
+    let held = w.reserve().await.unwrap();
+    let mut cancelled = Box::pin(w.reserve());
+    assert!(is_pending(&mut cancelled).await);
+    drop(held);
+    // Room came while it was pending; it is dropped without being polled
+    // again, so it never took the slot.
+    drop(cancelled);
+    w.write_message(b"the slot is free").unwrap();
+    let _ = w.stop(Duration::from_millis(10)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_permit_spent_after_the_writer_stopped_hands_the_message_back() {
+    let sock = temp_sock();
+    let w = idle_writer(&sock.path, 1);
+    let permit = w.reserve().await.unwrap();
+    let _ = w.stop(Duration::from_millis(10)).await;
+    let err = permit.send(Bytes::from_static(b"late")).unwrap_err();
+    assert!(
+        matches!(&err, WriteError::Stopped(b) if b[..] == b"late"[..]),
+        "Stopped, never BufferFull: {err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permits_from_many_producers_never_see_buffer_full_nor_a_spurious_stopped() {
+    let sock = temp_sock();
+    let collector = Collector::new();
+    let reader = udsipc::Reader::builder(&sock.path)
+        .start(collector.handler())
+        .unwrap();
+    let w = std::sync::Arc::new(
+        Writer::builder(&sock.path)
+            .max_buffered_writes(2)
+            .start()
+            .unwrap(),
+    );
+    let producers: Vec<_> = (0..4u32)
+        .map(|p| {
+            let w = std::sync::Arc::clone(&w);
+            tokio::spawn(async move {
+                for i in 0..500u32 {
+                    let msg = Bytes::from(format!("{p}:{i}"));
+                    w.reserve().await.unwrap().send(msg).unwrap();
+                    // Another producer that never waits competes for room.
+                    let _ = w.write_message(b"x");
+                }
+            })
+        })
+        .collect();
+    for p in producers {
+        p.await.unwrap();
+    }
+    w.stop(STOP).await.unwrap();
+    let m = w.metrics();
+    assert_eq!(m.delivered + m.dropped, 4_000, "{m:?}");
+    let got = tokio::task::spawn_blocking(move || collector.take(m.delivered as usize))
+        .await
+        .unwrap();
+    let by_permits = got.iter().filter(|m| m[..] != b"x"[..]).count();
+    assert_eq!(by_permits, 2_000, "every permit's message arrived");
+    reader.stop(STOP).await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reserve_on_a_stopped_writer_is_stopped() {
     let sock = temp_sock();

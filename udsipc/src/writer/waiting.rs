@@ -4,8 +4,9 @@
 //! code). `write_message`/`write_bytes` (never wait) and `send` (waits with
 //! the message in hand) live in the parent module.
 //!
-//! This module owns no state: it only combines the queue's `wait_room` and
-//! `push_owned`, so it cannot disturb the writer task.
+//! This module owns no state: it only combines the queue's `wait_room`,
+//! `push_owned` and held slots (`reserve_slot`/`push_reserved`/
+//! `release_reserved`), so it cannot disturb the writer task.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -17,53 +18,64 @@ use crate::error::{StopError, WriteError};
 use crate::lifecycle::Phase;
 use crate::queue::Refused;
 
-/// Room in a Writer's queue, waited for by [`Writer::reserve`]; spend it
-/// with [`Permit::send`].
+/// A slot in a Writer's queue, held for you by [`Writer::reserve`]; spend
+/// it with [`Permit::send`] (tokio: `mpsc::Permit`).
 ///
-/// Unlike tokio's permit, this one does not hold a slot for you: a producer
-/// that does not wait ([`Writer::write_message`]) may take the room first.
-/// [`send`](Self::send) then hands the message back as
-/// [`WriteError::BufferFull`] without counting it as dropped, and you
-/// reserve again. Among producers that all wait, a wake-up comes only once
-/// the queue is down to half its capacity, so that race is rare.
+/// While the permit lives, the slot counts against
+/// [`max_buffered_writes`](super::WriterBuilder::max_buffered_writes): no
+/// other producer can take it, so [`send`](Self::send) never fails with
+/// `BufferFull`. Dropping the permit unused gives the slot back.
 #[derive(Debug)]
-#[must_use = "a permit does nothing until `send` is called"]
+#[must_use = "a permit holds a queue slot until `send` is called or it is dropped"]
 pub struct Permit<'a> {
     writer: &'a Writer,
+    /// Whether the slot is still held (cleared once `send` spends it).
+    holds_slot: bool,
 }
 
 impl Permit<'_> {
-    /// Queues `data` without blocking and without copying. An empty message
-    /// is accepted and not sent.
+    /// Queues `data` into the held slot, without blocking and without
+    /// copying. An empty message is accepted and not sent (the slot is
+    /// given back).
     ///
-    /// Errors: [`WriteError::Stopped`] once the Writer is stopping;
-    /// [`WriteError::BufferFull`] if the room was taken meanwhile (not
-    /// counted in `dropped`). The message is handed back in both.
-    pub fn send(self, data: impl Into<Bytes>) -> Result<(), WriteError<Bytes>> {
+    /// Errors: [`WriteError::Stopped`] (the message handed back) if the
+    /// Writer began stopping after the permit was given. Never `BufferFull`.
+    pub fn send(mut self, data: impl Into<Bytes>) -> Result<(), WriteError<Bytes>> {
         let data = data.into();
         if data.is_empty() {
-            return Ok(());
+            return Ok(()); // `drop` gives the slot back
         }
-        match self.writer.inner.queue.push_owned(data) {
-            Ok(()) => Ok(()),
-            Err((Refused::Full, back)) => Err(WriteError::BufferFull(back)),
-            Err((Refused::Closed, back)) => Err(WriteError::Stopped(back)),
+        self.holds_slot = false;
+        self.writer
+            .inner
+            .queue
+            .push_reserved(data)
+            .map_err(WriteError::Stopped)
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        if self.holds_slot {
+            self.writer.inner.queue.release_reserved();
         }
     }
 }
 
 impl Writer {
-    /// Waits until the queue has room for a message, then returns a
-    /// [`Permit`] to queue one without waiting (tokio: `Sender::reserve`).
-    /// Use it in `select!` loops, where [`send`](Self::send) would lose its
-    /// message if another branch won.
+    /// Waits until the queue has room for a message, holds one slot, and
+    /// returns it as a [`Permit`] to queue one message without waiting and
+    /// without the risk of `BufferFull` (tokio: `Sender::reserve`). Use it
+    /// in `select!` loops, where [`send`](Self::send) would lose its message
+    /// if another branch won.
     ///
     /// Returns [`WriteError::Stopped`] once the Writer is stopping.
     ///
     /// # Cancel safety
     ///
     /// Cancel safe: no message is involved until the permit is spent, and a
-    /// dropped wait leaves nothing behind.
+    /// dropped wait holds no slot (the slot is taken in the same poll that
+    /// returns the permit).
     ///
     /// ```
     /// # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -89,27 +101,30 @@ impl Writer {
     /// # }
     /// ```
     pub async fn reserve(&self) -> Result<Permit<'_>, WriteError<()>> {
-        if self.stopping() {
-            return Err(WriteError::Stopped(()));
+        loop {
+            if self.stopping() {
+                return Err(WriteError::Stopped(()));
+            }
+            match self.inner.queue.reserve_slot() {
+                Ok(()) => {
+                    return Ok(Permit {
+                        writer: self,
+                        holds_slot: true,
+                    });
+                }
+                Err(Refused::Closed) => return Err(WriteError::Stopped(())),
+                Err(Refused::Full) => self.inner.queue.wait_room().await,
+            }
         }
-        self.inner.queue.wait_room().await;
-        if self.stopping() {
-            return Err(WriteError::Stopped(()));
-        }
-        Ok(Permit { writer: self })
     }
 
-    /// Whether a stop (or a drop's linger) has begun. A stop marks itself
-    /// under `stop_lock` before it closes the queue, so a wait that the
-    /// close ended always sees it.
+    /// Whether a stop (or a drop's linger) has visibly begun. A stop closes
+    /// the queue before it leaves `Running`, so a wait that the close ended
+    /// is refused by `reserve_slot` (`Closed`) even before this says so.
+    /// (Not `stop_lock.try_lock()`: two producers trying it at once made
+    /// one of them see `Stopped` on a running Writer.)
     fn stopping(&self) -> bool {
-        if self.inner.phase.get() != Phase::Running {
-            return true;
-        }
-        match self.inner.stop_lock.try_lock() {
-            Ok(stopped) => *stopped,
-            Err(_) => true,
-        }
+        self.inner.phase.get() != Phase::Running
     }
 
     /// Queues owned bytes, blocking the calling thread while the queue is

@@ -20,8 +20,8 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use rstest::rstest;
 use tempfile::TempDir;
-use udsipc_testkit::cli::listen::ListenStats;
-use udsipc_testkit::cli::send::SendStats;
+use udsipc_cli::listen::ListenStats;
+use udsipc_cli::send::SendStats;
 
 const BIN: &str = env!("CARGO_BIN_EXE_udsipc");
 

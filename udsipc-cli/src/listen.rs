@@ -103,7 +103,7 @@ impl Format {
     /// Appends the line for `msg`, newline included, to `out`.
     ///
     /// ```
-    /// use udsipc_testkit::cli::listen::Format;
+    /// use udsipc_cli::listen::Format;
     /// let mut out = Vec::new();
     /// Format::Hex.write_line(b"\x00\xff", &mut out);
     /// Format::Len.write_line(b"abc", &mut out);

@@ -1,5 +1,7 @@
-//! The `udsipc` command line: the argument grammar, exit codes, and the
-//! reporting every subcommand shares.
+//! The `udsipc` command line (the `udsipc` binary of this package): the
+//! argument grammar, exit codes, and the reporting every subcommand shares.
+//! Install it with `cargo install udsipc-cli` (or `--path udsipc-cli` from
+//! a checkout); `udsipc --help` teaches the rest.
 //!
 //! Every subcommand follows one contract, which scripts rely on:
 //!
@@ -10,8 +12,14 @@
 //! | bad arguments or unusable input (invalid hex) | clap's usage error, or `error: ...` (then the JSON line if something already ran) | 2 |
 //!
 //! Each subcommand owns its arguments, its run and its stats in its own
-//! module ([`listen`], [`send`], [`proxy`]); this module only dispatches and turns an
-//! outcome into stderr lines and an exit code.
+//! module ([`listen`], [`send`], [`proxy`]); `bench` is the table runner of
+//! `udsipc-benches` (it prints `error: ...` and exits 1 when it fails).
+//! Two hidden subcommands are the peer roles the test suites spawn, so one
+//! Rust program serves them all: `udsipc peer hello|read|write ...` (the
+//! conformance suite's peer contract, see `conformance/PEERS.md`) and
+//! `udsipc bench peer --role reader|writer ...` (one side of a measured
+//! pair). This module only dispatches and turns an outcome into stderr lines
+//! and an exit code.
 
 use std::fmt;
 use std::process::ExitCode;
@@ -21,6 +29,7 @@ use clap::{Parser, Subcommand};
 
 mod hex;
 pub mod listen;
+mod peer;
 mod printer;
 pub mod proxy;
 pub mod send;
@@ -35,7 +44,8 @@ Examples:
   # terminal 2: one message per line of stdin
   printf 'hello\\nworld\\n' | udsipc send /tmp/app.sock
 
-Each subcommand writes one JSON object of counters as its last line on stderr.
+Each subcommand writes one JSON object of counters as its last line on stderr
+(bench prints its tables on stdout instead).
 Exit codes: 0 success, 1 the command failed, 2 bad arguments or input.";
 
 /// The whole command line: `udsipc <COMMAND> ...`.
@@ -60,6 +70,18 @@ pub enum Command {
     /// Forward a socket to another, injecting faults (drops, stalls, partial writes, ...).
     #[command(long_about = proxy::LONG_ABOUT)]
     Proxy(proxy::ProxyArgs),
+    /// Measure udsipc next to the Go reference, tokio-util and the raw socket (the side-by-side table).
+    #[command(long_about = udsipc_benches::run::LONG_ABOUT)]
+    Bench(udsipc_benches::run::BenchArgs),
+    /// The conformance suite's peer contract (`hello`, `read`, `write`):
+    /// spawned by the suite, not meant to be run by hand.
+    #[command(hide = true, disable_help_flag = true)]
+    Peer {
+        /// The role and its flags, parsed by the contract's own rules
+        /// (unknown roles and flags exit 127).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 /// Parses the process arguments, runs the subcommand and returns its exit
@@ -75,6 +97,11 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Listen(args) => listen::run(args),
         Command::Send(args) => send::run(args),
         Command::Proxy(args) => proxy::run(args),
+        Command::Bench(args) => Outcome {
+            failure: udsipc_benches::run::run(&args).err().map(CliError::Failed),
+            stats: None,
+        },
+        Command::Peer { args } => return peer::run(&args),
     };
     outcome.report()
 }

@@ -1,5 +1,5 @@
 //! The toxiproxy-compatible control API, driven by toxiproxy's own Go
-//! client library (built from `udsipc-testkit/toxiproxy-client` with the Go
+//! client library (built from `udsipc-cli/toxiproxy-client` with the Go
 //! module proxy) and, for the Unix-socket listener and the error shapes, by
 //! curl.
 

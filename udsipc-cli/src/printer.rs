@@ -288,7 +288,7 @@ mod tests {
     use std::sync::mpsc::{Sender, channel};
 
     use super::*;
-    use crate::scripted::ScriptedIo;
+    use udsipc_testkit::scripted::ScriptedIo;
 
     /// What the printer did to its output, in order.
     #[derive(Debug, Clone, PartialEq, Eq)]

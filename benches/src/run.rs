@@ -1,4 +1,4 @@
-//! `udsipc-benches`: the side-by-side table. In one run it measures, per
+//! `udsipc bench`: the side-by-side table. In one run it measures, per
 //! message size, the Go reference (through `conformance/go-peer`), this
 //! library (separate processes and in one process), the mixed Go/Rust
 //! pairs, a tokio-util + unsigned-varint baseline, the framed-copy and raw
@@ -9,26 +9,37 @@
 //!
 //! Every cell is the median of several rounds; each round measures every
 //! column of every size once, so machine drift hits all columns alike.
+//!
+//! This module owns the runner's arguments and its run; the `udsipc`
+//! binary (package `udsipc-cli`) calls [`run`] for `udsipc bench`, and the
+//! Rust peer processes it spawns are that same binary's hidden `bench peer`
+//! subcommand. Allocations per message are counted only in a binary that
+//! installs [`crate::alloc::Counting`] (the `udsipc` binary does).
 
 use std::path::PathBuf;
 use std::time::Instant;
 
-use clap::{Parser, Subcommand};
+use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
-use udsipc_benches::columns::{Column, Peers, fill_row, measure};
-use udsipc_benches::peer::{Peer, PeerArgs};
-use udsipc_benches::report::{FloorRow, LatencyRow, Row, Samples, ScalingRow, Table};
-use udsipc_benches::rust_peer::run_rust_peer;
-use udsipc_benches::{gopeer, latency, limits, median, size_label};
 
-#[global_allocator]
-static ALLOC: udsipc_benches::alloc::Counting = udsipc_benches::alloc::Counting;
+use crate::columns::{Column, Peers, fill_row, measure};
+use crate::peer::{Peer, PeerArgs};
+use crate::report::{FloorRow, LatencyRow, Row, Samples, ScalingRow, Table};
+use crate::rust_peer::run_rust_peer;
+use crate::{gopeer, latency, limits, median, size_label};
+
+/// `udsipc bench --help`'s description.
+pub const LONG_ABOUT: &str = "\
+Throughput and latency of udsipc next to the Go reference, a tokio-util
+baseline and the raw socket, per message size, in one run: prints markdown
+tables on stdout (progress on stderr) and can write JSON and an SVG chart.
+The Go columns need Go and the Go reference module (or a checkout named by
+UDSIPC_GO_REFERENCE) and are n/a, with the reason, otherwise.";
 
 /// Throughput and latency of udsipc next to the Go reference, a tokio-util
-/// baseline and the raw socket, per message size.
-#[derive(Debug, Parser)]
-#[command(version)]
-struct Args {
+/// baseline and the raw socket, per message size (`udsipc bench`).
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
     #[command(subcommand)]
     peer: Option<Sub>,
     /// Fewer bytes per cell and fewer rounds: 3 rounds of up to 64 MiB
@@ -85,7 +96,7 @@ struct Plan {
 }
 
 impl Plan {
-    fn from(args: &Args) -> Self {
+    fn from(args: &BenchArgs) -> Self {
         let mut p = match (args.smoke, args.quick) {
             (true, _) => Plan {
                 rounds: 1,
@@ -121,15 +132,12 @@ impl Plan {
     }
 }
 
-fn main() {
-    let args = Args::parse();
-    let result = match &args.peer {
+/// Runs `udsipc bench` (the table, or with the hidden `peer` subcommand one
+/// side of a measured pair); the error is one line.
+pub fn run(args: &BenchArgs) -> Result<(), String> {
+    match &args.peer {
         Some(Sub::Peer(p)) => run_rust_peer(p),
-        None => run_table(&args),
-    };
-    if let Err(e) = result {
-        eprintln!("udsipc-benches: {e}");
-        std::process::exit(1);
+        None => run_table(args),
     }
 }
 
@@ -154,12 +162,7 @@ fn measure_scaling(plan: &Plan, dir: &std::path::Path, table: &mut Table) -> Res
         for round in 0..plan.rounds {
             eprintln!("scaling: {writers} writer(s), round {}", round + 1);
             let path = dir.join(format!("scaling-{writers}.sock"));
-            let m = udsipc_benches::inproc::rust_in_process_writers(
-                &path,
-                SCALING_SIZE,
-                messages,
-                writers,
-            )?;
+            let m = crate::inproc::rust_in_process_writers(&path, SCALING_SIZE, messages, writers)?;
             samples.push(&m);
         }
         table.scaling.push(ScalingRow {
@@ -172,7 +175,7 @@ fn measure_scaling(plan: &Plan, dir: &std::path::Path, table: &mut Table) -> Res
     Ok(())
 }
 
-fn run_table(args: &Args) -> Result<(), String> {
+fn run_table(args: &BenchArgs) -> Result<(), String> {
     let plan = Plan::from(args);
     let sizes = if args.sizes.is_empty() {
         SIZES.to_vec()
@@ -188,6 +191,7 @@ fn run_table(args: &Args) -> Result<(), String> {
         load_average: [load_average(), None],
         ..Table::default()
     };
+    // The Rust peer processes are this very program's `bench peer`.
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let wants_go = args.columns.is_empty() || args.columns.iter().any(|c| c.needs_go());
     let go = if args.no_go || !wants_go {
@@ -349,7 +353,7 @@ fn run_table(args: &Args) -> Result<(), String> {
     }
     if let Some(path) = &args.svg {
         let title = "udsipc vs the Go reference: payload MB/s by message size";
-        udsipc_benches::chart::write_svg(&table.rows, title, path)?;
+        crate::chart::write_svg(&table.rows, title, path)?;
     }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())

@@ -1,4 +1,4 @@
-//! `udsipc proxy`: run a [`crate::proxy::FaultProxy`] in front
+//! `udsipc proxy`: run a [`udsipc_testkit::proxy::FaultProxy`] in front
 //! of any Unix-socket service and print each fault as it fires.
 
 use std::path::PathBuf;
@@ -7,10 +7,10 @@ use serde::Serialize;
 
 use super::signals::Signals;
 use super::{CliError, Outcome, stats_line};
-use crate::proxy::api::{ApiAddr, ControlApi, ProxyDefaults};
-use crate::proxy::registry::valid_forms;
-use crate::proxy::spec::FaultSpec;
-use crate::proxy::{FaultEvent, FaultProxy, Framing, ProxyStats};
+use udsipc_testkit::proxy::api::{ApiAddr, ControlApi, ProxyDefaults};
+use udsipc_testkit::proxy::registry::valid_forms;
+use udsipc_testkit::proxy::spec::FaultSpec;
+use udsipc_testkit::proxy::{FaultEvent, FaultProxy, Framing, ProxyStats};
 
 /// `--help` text; set on the [`Command`](super::Command) variant.
 pub(crate) const LONG_ABOUT: &str = "\

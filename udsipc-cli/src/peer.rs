@@ -1,19 +1,21 @@
-//! `rust-peer`: this crate's Reader and Writer behind the peer contract
-//! (`conformance/PEERS.md`), the same one `go-peer` and the Python peer
-//! speak:
+//! `udsipc peer`: udsipc's Reader and Writer behind the conformance
+//! suite's peer contract (`conformance/PEERS.md`), the same one `go-peer`
+//! and the Python peer speak:
 //!
 //! ```text
-//! rust-peer hello
-//! rust-peer read --socket NAME [--max-message-size N] [--inactivity-timeout Dms]
-//!                [--fail-on HEX] [--panic-on HEX] [--allow-uid UID]
-//!                [--max-accept-errors N] [--pause-on HEX --pause-ms D]
-//! rust-peer write --socket NAME [--max-backoff Dms] [--max-buffered-writes N]
-//!                 [--write-timeout Dms]
+//! udsipc peer hello
+//! udsipc peer read --socket NAME [--max-message-size N] [--inactivity-timeout Dms]
+//!                  [--fail-on HEX] [--panic-on HEX] [--allow-uid UID]
+//!                  [--max-accept-errors N] [--pause-on HEX --pause-ms D]
+//! udsipc peer write --socket NAME [--max-backoff Dms] [--max-buffered-writes N]
+//!                   [--write-timeout Dms]
 //! ```
 //!
 //! The suite uses it where a reader must be a process of its own (systemd
 //! socket activation: `LISTEN_FDS` is per process) and when `conform` is
-//! given it as a command. Unknown roles and flags exit 127.
+//! given it as a command (`--peer rust="udsipc peer"`). Unknown roles and
+//! flags exit 127; a failure exits 1. This module owns the contract's
+//! parsing and output, nothing of the other subcommands.
 
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
@@ -29,12 +31,12 @@ fn emit(v: &Value) {
 }
 
 fn fail(msg: &str) -> ! {
-    eprintln!("rust-peer: {msg}");
+    eprintln!("udsipc peer: {msg}");
     std::process::exit(1);
 }
 
 fn unsupported(msg: &str) -> ! {
-    eprintln!("rust-peer: {msg}");
+    eprintln!("udsipc peer: {msg}");
     std::process::exit(127);
 }
 
@@ -46,7 +48,10 @@ fn unhex(s: &str) -> Vec<u8> {
     if s.len() % 2 != 0 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
         fail(&format!("not hex: {s:?}"));
     }
-    udsipc_conformance::peer::from_hex(s)
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("checked hex digits"))
+        .collect()
 }
 
 /// `--flag value` pairs; a flag outside `known` is unsupported (127).
@@ -77,18 +82,19 @@ where
     v.parse().unwrap_or_else(|e| fail(&format!("{v}: {e}")))
 }
 
-fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+/// Runs one role of the contract with `args` (what follows `udsipc peer`).
+pub(crate) fn run(args: &[String]) -> std::process::ExitCode {
     match args.first().map(String::as_str) {
         Some("hello") => emit(&json!({
             "event": "hello", "name": "rust", "profile": "spec", "roles": ["read", "write"],
         })),
         Some("read") => read(&args[1..]),
         Some("write") => write(&args[1..]),
-        _ => {
-            unsupported("usage: rust-peer hello | read --socket NAME ... | write --socket NAME ...")
-        }
+        _ => unsupported(
+            "usage: udsipc peer hello | read --socket NAME ... | write --socket NAME ...",
+        ),
     }
+    std::process::ExitCode::SUCCESS
 }
 
 fn read(args: &[String]) {
@@ -146,7 +152,7 @@ fn read(args: &[String]) {
                 return Err("rejected by --fail-on".into());
             }
             if panic_on.as_deref() == Some(msg) {
-                panic!("rust-peer: --panic-on message");
+                panic!("udsipc peer: --panic-on message");
             }
             if pause_on.as_deref() == Some(msg) {
                 std::thread::sleep(pause);

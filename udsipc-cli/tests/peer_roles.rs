@@ -1,0 +1,116 @@
+//! The one Rust peer program: the hidden roles the conformance suite and the
+//! bench runner spawn (`udsipc peer ...`, `udsipc bench peer ...`), kept out
+//! of `--help`, and how `udsipc bench` reports a failure.
+
+use std::process::{Command, Output};
+
+const BIN: &str = env!("CARGO_BIN_EXE_udsipc");
+
+fn udsipc(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("running udsipc")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn peer_hello_answers_the_conformance_contract() {
+    let out = udsipc(&["peer", "hello"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let hello: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(hello["event"], "hello");
+    assert_eq!(hello["name"], "rust");
+    assert_eq!(hello["roles"], serde_json::json!(["read", "write"]));
+}
+
+#[test]
+fn peer_role_or_flag_it_does_not_know_exits_127() {
+    for args in [
+        &["peer"][..],
+        &["peer", "relay"],
+        &["peer", "read", "--socket", "s", "--no-such-flag", "1"],
+        &["peer", "--help"],
+    ] {
+        let out = udsipc(args);
+        assert_eq!(out.status.code(), Some(127), "{args:?}: {}", stderr(&out));
+    }
+}
+
+#[test]
+fn peer_read_without_a_socket_exits_1() {
+    let out = udsipc(&["peer", "read"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--socket is required"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn help_lists_bench_and_hides_the_peer_roles() {
+    let out = udsipc(&["--help"]);
+    let help = stdout(&out);
+    assert!(help.contains("  bench "), "{help}");
+    assert!(!help.contains("  peer "), "{help}");
+    let bench = stdout(&udsipc(&["bench", "--help"]));
+    for flag in [
+        "--quick", "--smoke", "--json", "--svg", "--column", "--no-go",
+    ] {
+        assert!(bench.contains(flag), "{flag} in {bench}");
+    }
+    assert!(!bench.contains("  peer "), "{bench}");
+}
+
+#[test]
+fn bench_peer_with_an_unknown_role_fails_with_one_error_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("s.sock");
+    let out = udsipc(&[
+        "bench",
+        "peer",
+        "--role",
+        "relay",
+        "--socket",
+        socket.to_str().unwrap(),
+        "--count",
+        "1",
+        "--size",
+        "1",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out).trim(),
+        r#"error: --role must be reader or writer, not "relay""#
+    );
+}
+
+#[test]
+fn bench_that_cannot_write_its_json_exits_1_with_an_error_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("missing-dir/table.json");
+    let out = udsipc(&[
+        "bench",
+        "--smoke",
+        "--no-go",
+        "--size",
+        "64",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error: ") && last.contains("table.json"),
+        "{err}"
+    );
+}
