@@ -63,7 +63,9 @@ pub(crate) struct Batch {
 impl Batch {
     pub(crate) fn new() -> Self {
         Self {
-            staging: Vec::with_capacity(STAGING_MAX + COPY_MAX),
+            // Grows to what the batches need (at most `STAGING_MAX` plus one
+            // frame) and keeps it: an idle Writer holds none.
+            staging: Vec::new(),
             limit: usize::MAX,
             ..Self::default()
         }

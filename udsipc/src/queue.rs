@@ -18,10 +18,12 @@ use tokio::sync::Notify;
 
 use crate::frame::{MAX_VARINT_LEN, encode_varint, varint_len};
 
-/// Size of the first arena chunk for copied messages.
-const ARENA_CHUNK: usize = 256 * 1024;
-/// Chunks double, up to this, while no earlier one can be reused yet (the
-/// producers run far ahead of the socket): fewer, larger allocations.
+/// Size of the first arena chunk for copied messages (an idle Writer holds
+/// no more).
+const ARENA_CHUNK: usize = 8 * 1024;
+/// Chunks double, up to this, while no earlier one can be reused yet (more
+/// traffic, or producers running far ahead of the socket): fewer, larger
+/// allocations.
 const ARENA_CHUNK_MAX: usize = 1024 * 1024;
 /// Used chunks kept to be reused once everything cut from them was
 /// written and confirmed (fresh memory costs a page fault per 4 KiB).
@@ -229,7 +231,7 @@ impl Queue {
     pub(crate) fn new(capacity: usize) -> Self {
         Self {
             state: Mutex::new(State {
-                items: VecDeque::with_capacity(capacity.min(1024)),
+                items: VecDeque::new(),
                 arena: BytesMut::new(),
                 run: 0,
                 spares: VecDeque::new(),
@@ -329,7 +331,7 @@ impl Queue {
     /// the queue was empty, as [`enqueue`](Self::enqueue).
     fn append(&self, st: &mut State, body: &[u8], frame_len: usize, wake: bool) -> bool {
         if st.arena.capacity() - st.arena.len() < frame_len {
-            Self::next_chunk(st);
+            Self::next_chunk(st, frame_len);
         }
         let mut prefix = [0u8; MAX_VARINT_LEN];
         let n = encode_varint(body.len() as u64, &mut prefix);
@@ -344,9 +346,10 @@ impl Queue {
         was_empty
     }
 
-    /// Moves the arena to a chunk with room: the oldest earlier chunk that
-    /// nothing cut from it still uses, or a new one.
-    fn next_chunk(st: &mut State) {
+    /// Moves the arena to a chunk with room for `frame_len` bytes: the
+    /// oldest earlier chunk that nothing cut from it still uses, or a new
+    /// one.
+    fn next_chunk(st: &mut State, frame_len: usize) {
         // The run so far becomes an item (so it is not copied).
         Self::seal(st);
         let used = std::mem::take(&mut st.arena);
@@ -355,7 +358,7 @@ impl Queue {
         }
         for _ in 0..st.spares.len() {
             let mut chunk = st.spares.pop_front().expect("counted");
-            if chunk.try_reclaim(ARENA_MAX_FRAME) {
+            if chunk.try_reclaim(frame_len) {
                 st.arena = chunk;
                 return;
             }
@@ -365,7 +368,7 @@ impl Queue {
             // Still in use: left to be freed by its last message.
             st.spares.pop_front();
         }
-        st.arena = BytesMut::with_capacity(st.chunk);
+        st.arena = BytesMut::with_capacity(st.chunk.max(frame_len));
         st.chunk = (st.chunk * 2).min(ARENA_CHUNK_MAX);
     }
 
