@@ -17,7 +17,7 @@ mod common;
 mod counting_alloc;
 
 use std::io::{BufRead, Read};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixListener;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
