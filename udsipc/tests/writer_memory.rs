@@ -66,7 +66,7 @@ fn sink() {
 
 /// A sink in a child process, and the path of its socket.
 fn start_sink(sock: &TempSock) -> ChildTest {
-    let mut sink = ChildTest::spawn("sink", &[(SINK_SOCK, sock.path.display().to_string())]);
+    let sink = ChildTest::spawn("sink", &[(SINK_SOCK, sock.path.display().to_string())]);
     sink.wait_for("listening", Duration::from_secs(60));
     sink
 }
