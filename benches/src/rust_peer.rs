@@ -26,6 +26,15 @@ pub fn run_rust_peer(args: &PeerArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// Set to `1`, the Rust reader's handler is called inline on the runtime's
+/// worker (`handler_may_block(false)`): to measure what isolating a handler
+/// that may block costs (an A/B of the same binary).
+pub const HANDLER_INLINE_ENV: &str = "UDSIPC_BENCH_HANDLER_INLINE";
+
+fn handler_inline() -> bool {
+    std::env::var_os(HANDLER_INLINE_ENV).is_some_and(|v| v == "1")
+}
+
 /// First and last delivery times, and latencies when asked for.
 #[derive(Debug, Default)]
 struct Stamps {
@@ -48,6 +57,7 @@ fn rust_reader(args: &PeerArgs) -> Result<Report, String> {
     let reader = udsipc::Reader::builder(&args.socket)
         .systemd(false)
         .max_message_size(args.size.max(1) as u64)
+        .handler_may_block(!handler_inline())
         .start(move |m: &[u8]| {
             let n = sink.received() + 1;
             if n == 1 || n == count || latency {
