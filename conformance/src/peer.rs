@@ -583,10 +583,12 @@ impl ReaderPeer {
         let events = Events::default();
         let lines = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
         pump(&mut child, events.clone(), lines.clone());
+        // Listening, not only bound: a connect between its bind and its
+        // listen is refused (seen in CI).
         let deadline = Instant::now() + PATIENCE;
-        while !path.exists() {
+        while !listening(path) {
             if Instant::now() >= deadline {
-                return Err("systemd-socket-activate did not create the socket".into());
+                return Err("systemd-socket-activate did not listen on the socket".into());
             }
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -987,4 +989,21 @@ pub fn rust_peer() -> Result<PathBuf, String> {
         ));
     }
     find().ok_or_else(|| format!("udsipc is missing after the build: {hint}"))
+}
+
+/// Whether a socket bound at `path` is listening, from the kernel's table
+/// of Unix sockets (`/proc/net/unix`: the `__SO_ACCEPTCON` flag, 0x10000),
+/// without connecting to it (a connection would start an activated reader).
+fn listening(path: &Path) -> bool {
+    let Ok(table) = std::fs::read_to_string("/proc/net/unix") else {
+        // No such table: fall back to the file's existence.
+        return path.exists();
+    };
+    let path = path.to_string_lossy();
+    table.lines().skip(1).any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        fields.len() >= 8
+            && fields[7] == path
+            && u32::from_str_radix(fields[3], 16).is_ok_and(|flags| flags & 0x10000 != 0)
+    })
 }
