@@ -123,6 +123,7 @@ pub fn fill_row(row: &mut Row, column: Column, s: &Samples) {
             row.rust_mbps = s.mbps();
             row.rust_msgs_per_sec = s.msgs_per_sec();
             row.rust_allocs_per_msg = s.allocs_per_msg();
+            row.rust_slowest_round_pct = s.slowest_pct_of_median();
         }
         Column::RustInProcess => {
             row.rust_inproc_mbps = s.mbps();
@@ -134,6 +135,7 @@ pub fn fill_row(row: &mut Row, column: Column, s: &Samples) {
         Column::TokioUtil => {
             row.tokio_util_mbps = s.mbps();
             row.tokio_util_allocs_per_msg = s.allocs_per_msg();
+            row.tokio_util_slowest_round_pct = s.slowest_pct_of_median();
         }
         Column::UdsipcCodec => {
             row.codec_mbps = s.mbps();

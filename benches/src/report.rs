@@ -38,6 +38,14 @@ impl Samples {
     pub fn allocs_per_msg(&self) -> Option<f64> {
         med(&self.allocs)
     }
+
+    /// The slowest round as a share of the median, in percent (a "slow
+    /// mode" shows as a low figure); `None` with fewer than 2 rounds.
+    pub fn slowest_pct_of_median(&self) -> Option<f64> {
+        let slowest = self.mbps.iter().copied().reduce(f64::min)?;
+        let median = med(&self.mbps)?;
+        (self.mbps.len() > 1 && median > 0.0).then(|| 100.0 * slowest / median)
+    }
 }
 
 fn med(v: &[f64]) -> Option<f64> {
@@ -61,6 +69,8 @@ pub struct Row {
     pub rust_msgs_per_sec: Option<f64>,
     /// Rust → Rust allocations per message (both processes).
     pub rust_allocs_per_msg: Option<f64>,
+    /// Rust → Rust: the slowest round's MB/s as a share of the median, %.
+    pub rust_slowest_round_pct: Option<f64>,
     /// udsipc, Writer → Reader in one process.
     pub rust_inproc_mbps: Option<f64>,
     /// In-process messages per second.
@@ -75,6 +85,8 @@ pub struct Row {
     pub tokio_util_mbps: Option<f64>,
     /// tokio-util allocations per message.
     pub tokio_util_allocs_per_msg: Option<f64>,
+    /// tokio-util: the slowest round's MB/s as a share of the median, %.
+    pub tokio_util_slowest_round_pct: Option<f64>,
     /// tokio-util `FramedWrite`/`FramedRead` with udsipc's `UvarintCodec`
     /// (the tokio-util column's shape, only the codec differs).
     pub codec_mbps: Option<f64>,
@@ -268,6 +280,17 @@ impl Table {
                 num(r.codec_allocs_per_msg, 2),
             ));
         }
+        if self.rows.iter().any(|r| r.rust_slowest_round_pct.is_some()) {
+            s.push_str("\n| size | udsipc slowest round % of median | tokio-util slowest round % of median |\n|---:|---:|---:|\n");
+            for r in &self.rows {
+                s.push_str(&format!(
+                    "| {} | {} | {} |\n",
+                    size_label(r.size),
+                    pct(r.rust_slowest_round_pct),
+                    pct(r.tokio_util_slowest_round_pct),
+                ));
+            }
+        }
         if !self.latency.is_empty() {
             let l = &self.latency[0];
             s.push_str(&format!(
@@ -311,5 +334,43 @@ impl Table {
             s.push_str(&format!("\nGo columns: n/a ({why})\n"));
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn samples(mbps: &[f64]) -> Samples {
+        Samples {
+            mbps: mbps.to_vec(),
+            ..Samples::default()
+        }
+    }
+
+    #[test]
+    fn the_slowest_round_is_reported_against_the_median() {
+        assert_eq!(
+            samples(&[100.0, 50.0, 100.0]).slowest_pct_of_median(),
+            Some(50.0)
+        );
+        assert_eq!(
+            samples(&[90.0, 100.0, 110.0]).slowest_pct_of_median(),
+            Some(90.0)
+        );
+        assert_eq!(samples(&[100.0]).slowest_pct_of_median(), None, "one round");
+        assert_eq!(samples(&[]).slowest_pct_of_median(), None);
+    }
+
+    #[test]
+    fn the_spread_table_appears_once_a_column_has_rounds() {
+        let mut table = Table::default();
+        table.rows.push(Row {
+            size: 64,
+            rust_slowest_round_pct: Some(93.4),
+            ..Row::default()
+        });
+        let md = table.markdown();
+        assert!(md.contains("| 64 B | 93% | n/a |"), "{md}");
     }
 }
