@@ -181,20 +181,6 @@ fn an_idle_connection_costs_a_few_kib_of_heap() {
 // Resident memory (ignored: report figures)
 // ---------------------------------------------------------------------------
 
-/// A field of `/proc/self/status`, in KiB.
-fn status_kib(field: &str) -> usize {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("{field} in /proc/self/status"))
-}
-
-fn rss_kib() -> usize {
-    status_kib("VmRSS")
-}
-
 /// Raises the open-file limit to at least `want` (the hard limit too, when
 /// allowed: root).
 fn raise_nofile(want: u64) {

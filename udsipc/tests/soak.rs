@@ -10,25 +10,19 @@
 //! dropping) to a Reader in the same process, as fast as they go; RSS is
 //! read from `/proc/self/status` every 10 seconds.
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::rss_kib;
 use udsipc::{Reader, Writer};
 
 const SIZE: usize = 1024;
 const SAMPLE_EVERY: Duration = Duration::from_secs(10);
 const WARM_UP: Duration = Duration::from_secs(60);
-
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/self/status")
-}
 
 #[test]
 #[ignore = "runs for minutes; see the module docs"]
@@ -61,7 +55,7 @@ fn a_long_run_at_full_speed_does_not_grow() {
         .unwrap();
     let payload = Bytes::from(vec![0x5a; SIZE]);
     let started = Instant::now();
-    let mut samples: Vec<(u64, u64, u64)> = Vec::new(); // (seconds, RSS KiB, received)
+    let mut samples: Vec<(u64, usize, u64)> = Vec::new(); // (seconds, RSS KiB, received)
     let mut next = started;
     rt.block_on(async {
         while started.elapsed() < duration {
@@ -81,7 +75,7 @@ fn a_long_run_at_full_speed_does_not_grow() {
     reader.stop_blocking(Duration::from_secs(30)).unwrap();
     let m = writer.metrics();
     assert_eq!(received.load(Ordering::Relaxed), m.delivered, "{m:?}");
-    let steady: Vec<u64> = samples
+    let steady: Vec<usize> = samples
         .iter()
         .filter(|(at, ..)| *at >= WARM_UP.as_secs())
         .map(|(_, rss, _)| *rss)

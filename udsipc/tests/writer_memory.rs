@@ -110,15 +110,6 @@ fn an_idle_writer_costs_a_few_kib_of_heap() {
 // Resident memory (ignored: report figures)
 // ---------------------------------------------------------------------------
 
-fn rss_kib() -> usize {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/self/status")
-}
-
 #[test]
 #[ignore = "1,000 Writers; run with --ignored (see the module docs)"]
 fn rss_of_a_thousand_idle_writers() {

@@ -206,3 +206,18 @@ pub fn unread(s: &std::os::unix::net::UnixStream) -> usize {
     assert_eq!(rc, 0, "SIOCOUTQ: {}", std::io::Error::last_os_error());
     n as usize
 }
+
+/// A field of `/proc/self/status` (e.g. `VmRSS`, `VmHWM`), in KiB.
+pub fn status_kib(field: &str) -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("{field} in /proc/self/status"))
+}
+
+/// This process's resident memory, in KiB.
+pub fn rss_kib() -> usize {
+    status_kib("VmRSS")
+}
