@@ -21,8 +21,9 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use tokio::net::UnixStream;
 use tokio::runtime::RuntimeFlavor;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
+use crate::channel::{Channel, Full};
 use crate::connection::{ReadHow, read};
 use crate::error::{HandlerError, ReaderError};
 use crate::frame::{FrameError, Receiver};
@@ -293,9 +294,10 @@ impl<Fut: Future<Output = Result<(), HandlerError>>> Future for CatchPanic<'_, F
     }
 }
 
-/// The bounded stream: each message waits for room in the channel.
+/// The bounded stream: every frame of a read that fits goes into the
+/// channel in one push; the rest waits for room.
 pub(crate) struct ChannelDelivery {
-    pub(crate) tx: mpsc::Sender<Message>,
+    pub(crate) chan: Arc<Channel>,
 }
 
 impl Deliver for ChannelDelivery {
@@ -306,77 +308,47 @@ impl Deliver for ChannelDelivery {
                 Ok(true) => {}
                 Err(e) => return Err(Stop::Protocol(e)),
             }
-            // Room first, then the message: a cancelled wait loses nothing.
-            let permit = tokio::select! {
-                biased;
-                () = forced(&mut conn.phase) => return Err(Stop::Quiet),
-                p = self.tx.reserve() => match p {
-                    Ok(p) => p,
-                    // The consumer dropped `Incoming`: nobody takes messages.
-                    Err(_) => return Err(Stop::Quiet),
-                },
-            };
-            match conn.rx.next_owned() {
-                Ok(Some(body)) => {
-                    permit.send(Message {
-                        body,
-                        connection: conn.info,
-                    });
-                    conn.inner.counters.received.fetch_add(1, Relaxed);
+            // Frames are taken from the buffer only as the push has room
+            // for them: a cancelled wait for room loses nothing.
+            let mut broken = None;
+            let info = conn.info;
+            let rx = &mut conn.rx;
+            let pushed = self.chan.push_with(|| match rx.next_owned() {
+                Ok(Some(body)) => Some(Message {
+                    body,
+                    connection: info,
+                }),
+                Ok(None) => None,
+                Err(e) => {
+                    broken = Some(e);
+                    None
                 }
-                Ok(None) => return Ok(()),
-                Err(e) => return Err(Stop::Protocol(e)),
+            });
+            match pushed {
+                Ok(n) => {
+                    conn.inner.counters.received.fetch_add(n as u64, Relaxed);
+                    if let Some(e) = broken {
+                        return Err(Stop::Protocol(e));
+                    }
+                }
+                Err(Full::NoRoom) => {
+                    tokio::select! {
+                        biased;
+                        () = forced(&mut conn.phase) => return Err(Stop::Quiet),
+                        () = self.chan.wait_room() => {}
+                    }
+                }
+                // The consumer dropped `Incoming`: nobody takes messages.
+                Err(Full::Abandoned) => return Err(Stop::Quiet),
             }
         }
     }
 }
 
-/// The messages of a Reader started with
-/// [`ReaderBuilder::incoming`](crate::ReaderBuilder::incoming), in arrival
-/// order per connection, with backpressure: while this stream is not read,
-/// connections stop reading once its capacity is reached.
-///
-/// It ends (`None`) once the Reader has stopped and every connection has
-/// handed over what it had. Dropping it while the Reader runs makes every
-/// connection close at its next message (that message is lost; stop the
-/// Reader first to lose nothing).
-///
-/// It implements [`futures_core::Stream`], and [`recv`](Self::recv) for use
-/// without a stream combinator crate.
-#[derive(Debug)]
-pub struct Incoming {
-    rx: mpsc::Receiver<Message>,
-}
-
-impl Incoming {
-    pub(crate) fn new(rx: mpsc::Receiver<Message>) -> Self {
-        Self { rx }
-    }
-
-    /// The next message; `None` once the Reader has stopped and drained.
-    ///
-    /// # Cancel safety
-    ///
-    /// Cancel safe: a message is never lost by dropping this future.
-    pub async fn recv(&mut self) -> Option<Message> {
-        self.rx.recv().await
-    }
-
-    /// Polls for the next message (the `Stream` method, usable directly).
-    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Message>> {
-        self.rx.poll_recv(cx)
-    }
-
-    /// The next message if one is waiting, without waiting.
-    pub fn try_recv(&mut self) -> Option<Message> {
-        self.rx.try_recv().ok()
-    }
-}
-
-impl futures_core::Stream for Incoming {
-    type Item = Message;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Message>> {
-        self.rx.poll_recv(cx)
+impl Drop for ChannelDelivery {
+    fn drop(&mut self) {
+        // Dropped with the last connection task: the stream ends once its
+        // consumer has taken what is queued.
+        self.chan.close();
     }
 }

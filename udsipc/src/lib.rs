@@ -89,12 +89,13 @@ mod accept;
 mod batch;
 #[cfg(feature = "runtime")]
 mod bind;
+#[cfg(feature = "runtime")]
+mod channel;
 #[cfg(feature = "tokio-util")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio-util")))]
 pub mod codec;
 #[cfg(feature = "runtime")]
 mod connection;
-#[cfg(feature = "runtime")]
 mod delivery;
 #[cfg(feature = "runtime")]
 pub mod error;
@@ -133,7 +134,8 @@ pub use bytes;
 pub use tokio;
 
 #[cfg(feature = "runtime")]
-pub use delivery::{Incoming, Message};
+pub use channel::Incoming;
+pub use delivery::Message;
 #[cfg(feature = "runtime")]
 pub use error::{
     ConfigError, HandlerError, ReadStage, ReaderError, StartError, StopError, WriteError,

@@ -16,8 +16,9 @@ use tokio::runtime::Handle;
 use tokio::time::Instant;
 
 use crate::bind::OwnedSocketFile;
+use crate::channel::{Channel, Incoming};
 use crate::delivery::{
-    AsyncDelivery, ChannelDelivery, Deliver, Incoming, Message, SyncDelivery, SyncHandler,
+    AsyncDelivery, ChannelDelivery, Deliver, Message, SyncDelivery, SyncHandler,
 };
 use crate::error::{ConfigError, HandlerError, ReaderError, StartError, StopError};
 use crate::lifecycle::{FORCE_GRACE, Phase, PhaseCell, Tasks};
@@ -373,10 +374,10 @@ impl ReaderBuilder {
             }
             .into());
         }
-        let (tx, rx) = tokio::sync::mpsc::channel(self.incoming_capacity);
+        let (chan, incoming) = Channel::new(self.incoming_capacity);
         let (reader, launch) = self.bind()?;
-        launch.run(ChannelDelivery { tx });
-        Ok((reader, Incoming::new(rx)))
+        launch.run(ChannelDelivery { chan });
+        Ok((reader, incoming))
     }
 
     /// Validates, binds (or adopts systemd's socket) and builds the shared

@@ -39,6 +39,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -49,6 +50,10 @@ use super::{FrameDecoder, FrameError, Next, decode_varint};
 pub const INITIAL_BUFFER: usize = 8 * 1024;
 /// Reads that keep filling the buffer grow it up to this, for throughput.
 pub const STREAM_BUFFER: usize = 256 * 1024;
+
+/// Earlier buffers kept for reuse while handed-out messages still share
+/// them (owned delivery); all are dropped when an idle buffer shrinks.
+const SPARES: usize = 2;
 /// An enlarged buffer that has held nothing for this long shrinks back.
 pub const SHRINK_AFTER: Duration = Duration::from_millis(250);
 
@@ -87,6 +92,9 @@ pub struct Receiver {
     /// The last read filled all the room it was offered.
     filled_last_read: bool,
     shrink_at: Option<Instant>,
+    /// Earlier buffers still shared by handed-out messages, oldest first:
+    /// reused once those are dropped, instead of allocating another.
+    spares: VecDeque<BytesMut>,
     /// Bytes of the frame last returned by `next_borrowed`, still in `buf`.
     lent: usize,
     /// Bytes of the frame last returned, not yet counted as handed over.
@@ -110,6 +118,7 @@ impl Receiver {
             front_frame: None,
             filled_last_read: false,
             shrink_at: None,
+            spares: VecDeque::new(),
             lent: 0,
             unreported: 0,
             read_total: 0,
@@ -153,7 +162,8 @@ impl Receiver {
             self.restart_deadline = false;
             self.deadline = now.checked_add(self.timeout);
         }
-        if self.buf.is_empty() && self.size > INITIAL_BUFFER && self.shrink_at.is_none() {
+        let enlarged = self.size > INITIAL_BUFFER || !self.spares.is_empty();
+        if self.buf.is_empty() && enlarged && self.shrink_at.is_none() {
             self.shrink_at = now.checked_add(SHRINK_AFTER);
         }
     }
@@ -270,6 +280,7 @@ impl Receiver {
             if self.buf.is_empty() {
                 self.size = INITIAL_BUFFER;
                 self.buf = BytesMut::with_capacity(INITIAL_BUFFER);
+                self.spares.clear();
                 self.filled_last_read = false;
             }
         }
@@ -346,9 +357,30 @@ impl Receiver {
         if self.buf.try_reclaim(need) {
             return;
         }
-        let mut fresh = BytesMut::with_capacity(buffered + need);
+        let mut fresh = self.spare(buffered + need);
         fresh.extend_from_slice(&self.buf);
-        self.buf = fresh;
+        let mut old = std::mem::replace(&mut self.buf, fresh);
+        if self.read_total == 0 {
+            // The empty buffer of a new receiver: nothing to reuse.
+            return;
+        }
+        old.clear();
+        if self.spares.len() == SPARES {
+            // Still shared: freed by the last message that uses it.
+            self.spares.pop_front();
+        }
+        self.spares.push_back(old);
+    }
+
+    /// An empty buffer of at least `capacity` bytes: the oldest spare no
+    /// handed-out message uses anymore, or a new allocation.
+    fn spare(&mut self, capacity: usize) -> BytesMut {
+        for i in 0..self.spares.len() {
+            if self.spares[i].try_reclaim(capacity) {
+                return self.spares.remove(i).expect("in range");
+            }
+        }
+        BytesMut::with_capacity(capacity)
     }
 }
 
@@ -401,6 +433,54 @@ mod tests {
         assert_eq!((&first[..], &second[..]), (&b"hi"[..], &b"!"[..]));
         // Both point into one allocation, one after the other.
         assert_eq!(first.as_ptr() as usize + 3, second.as_ptr() as usize);
+    }
+
+    #[test]
+    fn a_buffer_shared_by_handed_out_messages_is_reused_once_they_are_dropped() {
+        let now = Instant::now();
+        let mut rx = Receiver::new(1000, T, now);
+        // 63 frames of 128 bytes: less than the 8 KiB buffer (no growth).
+        let frames: Vec<u8> = (0..63u8)
+            .flat_map(|i| std::iter::once(127).chain(std::iter::repeat_n(i, 127)))
+            .collect();
+        let take_all = |rx: &mut Receiver| {
+            push(rx, now, &frames);
+            std::iter::from_fn(|| rx.next_owned().unwrap()).collect::<Vec<_>>()
+        };
+        let first = take_all(&mut rx);
+        let first_buffer = first[0].as_ptr() as usize - 1;
+        // The first messages still share the first buffer: a second one.
+        let second = take_all(&mut rx);
+        assert_ne!(second[0].as_ptr() as usize - 1, first_buffer);
+        drop(first);
+        // Now the second is shared, and the first free again: reused.
+        let third = take_all(&mut rx);
+        assert_eq!(third[0].as_ptr() as usize - 1, first_buffer);
+        assert_eq!(third.len(), 63);
+        assert!(
+            third
+                .iter()
+                .enumerate()
+                .all(|(i, m)| m[..] == [i as u8; 127])
+        );
+        drop(second);
+    }
+
+    #[test]
+    fn spare_buffers_are_dropped_when_an_idle_buffer_shrinks() {
+        let now = Instant::now();
+        let mut rx = Receiver::new(1000, T, now);
+        let frames = [&[127u8][..], &[5u8; 127][..]].concat().repeat(63);
+        push(&mut rx, now, &frames);
+        let held: Vec<_> = std::iter::from_fn(|| rx.next_owned().unwrap()).collect();
+        push(&mut rx, now, &frames);
+        while rx.next_owned().unwrap().is_some() {}
+        assert_eq!(rx.spares.len(), 1);
+        rx.on_idle(now);
+        assert!(rx.handle_timeout(now + SHRINK_AFTER).is_none());
+        assert!(rx.spares.is_empty());
+        assert_eq!(rx.capacity(), INITIAL_BUFFER);
+        drop(held);
     }
 
     #[test]

@@ -1,0 +1,339 @@
+//! The bounded channel behind [`Incoming`]: connections push every frame of
+//! a read in one lock, the consumer takes everything queued in one lock and
+//! hands it out from its own batch. Its memory is two queues that trade
+//! places, so in steady state neither side allocates or takes a lock per
+//! message.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering::{AcqRel, Acquire, SeqCst};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+
+use tokio::sync::Notify;
+
+use crate::delivery::Message;
+
+/// The shared half of the channel.
+#[derive(Debug)]
+pub(crate) struct Channel {
+    state: Mutex<State>,
+    capacity: usize,
+    /// Messages pushed and not yet handed out by [`Incoming`] (queued, or
+    /// in the consumer's batch): what counts against the capacity.
+    held: AtomicUsize,
+    /// Connections waiting for room.
+    room_waiters: AtomicUsize,
+    room: Notify,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    queue: VecDeque<Message>,
+    /// The consumer, waiting for a message.
+    waker: Option<Waker>,
+    /// Every connection is done: once the queue is empty, the stream ends.
+    closed: bool,
+    /// [`Incoming`] was dropped: pushes are refused.
+    abandoned: bool,
+}
+
+/// Why a push took nothing.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Full {
+    /// No room: wait with [`Channel::wait_room`] and try again.
+    NoRoom,
+    /// Nobody consumes anymore ([`Incoming`] was dropped).
+    Abandoned,
+}
+
+impl Channel {
+    /// A channel of `capacity` messages (at least 1), and its consumer.
+    pub(crate) fn new(capacity: usize) -> (Arc<Self>, Incoming) {
+        let capacity = capacity.max(1);
+        let chan = Arc::new(Self {
+            state: Mutex::new(State {
+                queue: VecDeque::with_capacity(capacity),
+                ..State::default()
+            }),
+            capacity,
+            held: AtomicUsize::new(0),
+            room_waiters: AtomicUsize::new(0),
+            room: Notify::new(),
+        });
+        let incoming = Incoming {
+            chan: Arc::clone(&chan),
+            batch: VecDeque::with_capacity(capacity),
+        };
+        (chan, incoming)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Each critical section leaves the state whole (a push, a swap, a
+        // flag): poisoning is ignored.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Pushes the messages `next` yields, as many as there is room for, in
+    /// one lock; returns how many. `next` is called only while there is
+    /// room, so it may take each message from its source as it goes
+    /// (nothing is taken that is not pushed).
+    pub(crate) fn push_with(
+        &self,
+        mut next: impl FnMut() -> Option<Message>,
+    ) -> Result<usize, Full> {
+        let room = self.capacity.saturating_sub(self.held.load(Acquire));
+        let mut st = self.lock();
+        if st.abandoned {
+            return Err(Full::Abandoned);
+        }
+        if room == 0 {
+            return Err(Full::NoRoom);
+        }
+        let mut n = 0;
+        while n < room {
+            let Some(m) = next() else { break };
+            st.queue.push_back(m);
+            n += 1;
+        }
+        if n == 0 {
+            return Ok(0);
+        }
+        // Counted under the lock: the consumer's swap (under it too) never
+        // hands out a message not counted yet.
+        self.held.fetch_add(n, AcqRel);
+        let waker = st.waker.take();
+        drop(st);
+        if let Some(w) = waker {
+            w.wake();
+        }
+        Ok(n)
+    }
+
+    /// Waits until a push might take something (room, or the consumer is
+    /// gone).
+    pub(crate) async fn wait_room(&self) {
+        let notified = self.room.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        // SeqCst pairs with `handed_out`: either it sees this waiter, or
+        // this check sees its room.
+        self.room_waiters.fetch_add(1, SeqCst);
+        let _registered = crate::runtime::OnCancel::new(|| {
+            self.room_waiters.fetch_sub(1, SeqCst);
+        });
+        if self.held.load(SeqCst) < self.capacity || self.lock().abandoned {
+            return;
+        }
+        notified.await;
+    }
+
+    /// `n` messages left the consumer's hands.
+    fn handed_out(&self, n: usize) {
+        let held = self.held.fetch_sub(n, SeqCst) - n;
+        // Waiters are woken once half the capacity is free, so that each
+        // wake-up refills a good part of it (or at once for a channel of 1).
+        if self.room_waiters.load(SeqCst) > 0 && held <= self.capacity / 2 {
+            self.room.notify_waiters();
+        }
+    }
+
+    /// No connection will push again: the stream ends once drained.
+    pub(crate) fn close(&self) {
+        let waker = {
+            let mut st = self.lock();
+            st.closed = true;
+            st.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+}
+
+/// The messages of a Reader started with
+/// [`ReaderBuilder::incoming`](crate::ReaderBuilder::incoming), in arrival
+/// order per connection, with backpressure: while this stream is not read,
+/// connections stop reading once its capacity is reached.
+///
+/// It ends (`None`) once the Reader has stopped and every connection has
+/// handed over what it had. Dropping it while the Reader runs makes every
+/// connection close at its next message (that message is lost; stop the
+/// Reader first to lose nothing).
+///
+/// It implements [`futures_core::Stream`], and [`recv`](Self::recv) for use
+/// without a stream combinator crate.
+#[derive(Debug)]
+pub struct Incoming {
+    chan: Arc<Channel>,
+    /// Taken from the channel in one swap, handed out one by one.
+    batch: VecDeque<Message>,
+}
+
+impl Incoming {
+    /// The next message; `None` once the Reader has stopped and drained.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a message is never lost by dropping this future.
+    pub async fn recv(&mut self) -> Option<Message> {
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// Polls for the next message (the `Stream` method, usable directly).
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Message>> {
+        match self.take(Some(cx.waker())) {
+            Some(m) => Poll::Ready(m),
+            None => Poll::Pending,
+        }
+    }
+
+    /// The next message if one is waiting, without waiting.
+    pub fn try_recv(&mut self) -> Option<Message> {
+        self.take(None).flatten()
+    }
+
+    /// The next message, `Some(None)` at the end, or `None` (with `waker`
+    /// registered, if given) when nothing is queued yet.
+    fn take(&mut self, waker: Option<&Waker>) -> Option<Option<Message>> {
+        if self.batch.is_empty() {
+            let mut st = self.chan.lock();
+            if st.queue.is_empty() {
+                if st.closed {
+                    return Some(None);
+                }
+                if let Some(w) = waker {
+                    match &st.waker {
+                        Some(old) if old.will_wake(w) => {}
+                        _ => st.waker = Some(w.clone()),
+                    }
+                }
+                return None;
+            }
+            std::mem::swap(&mut self.batch, &mut st.queue);
+        }
+        let m = self.batch.pop_front()?;
+        self.chan.handed_out(1);
+        Some(Some(m))
+    }
+}
+
+impl futures_core::Stream for Incoming {
+    type Item = Message;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Message>> {
+        self.poll_recv(cx)
+    }
+}
+
+impl Drop for Incoming {
+    fn drop(&mut self) {
+        let dropped = {
+            let mut st = self.chan.lock();
+            st.abandoned = true;
+            std::mem::take(&mut st.queue)
+        };
+        drop(dropped);
+        // Connections waiting for room learn nobody consumes anymore.
+        self.chan.room.notify_waiters();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reader::ConnectionInfo;
+    use bytes::Bytes;
+
+    fn msg(i: u8) -> Message {
+        Message {
+            body: Bytes::from(vec![i]),
+            connection: ConnectionInfo { id: 1, peer: None },
+        }
+    }
+
+    fn bodies(incoming: &mut Incoming) -> Vec<u8> {
+        std::iter::from_fn(|| incoming.try_recv())
+            .map(|m| m.body[0])
+            .collect()
+    }
+
+    #[test]
+    fn a_push_takes_only_what_fits_and_nothing_more_from_its_source() {
+        let (chan, mut incoming) = Channel::new(3);
+        let mut source = (0..5).map(msg);
+        assert_eq!(chan.push_with(|| source.next()), Ok(3));
+        // The source still holds the two that did not fit.
+        assert_eq!(source.len(), 2);
+        assert_eq!(chan.push_with(|| source.next()), Err(Full::NoRoom));
+        assert_eq!(bodies(&mut incoming), [0, 1, 2]);
+        assert_eq!(chan.push_with(|| source.next()), Ok(2));
+        assert_eq!(bodies(&mut incoming), [3, 4]);
+    }
+
+    #[test]
+    fn messages_in_the_consumers_batch_count_against_the_capacity() {
+        let (chan, mut incoming) = Channel::new(2);
+        let mut source = (0..4).map(msg);
+        assert_eq!(chan.push_with(|| source.next()), Ok(2));
+        // One handed out; the other waits in the consumer's batch.
+        assert_eq!(incoming.try_recv().unwrap().body[0], 0);
+        assert_eq!(chan.push_with(|| source.next()), Ok(1));
+        assert_eq!(chan.push_with(|| source.next()), Err(Full::NoRoom));
+        assert_eq!(bodies(&mut incoming), [1, 2]);
+    }
+
+    #[test]
+    fn the_stream_ends_after_the_last_message_once_closed() {
+        let (chan, mut incoming) = Channel::new(4);
+        chan.push_with({
+            let mut s = (7..8).map(msg);
+            move || s.next()
+        })
+        .unwrap();
+        chan.close();
+        let waker = Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        assert!(matches!(incoming.poll_recv(&mut cx), Poll::Ready(Some(m)) if m.body[0] == 7));
+        assert!(matches!(incoming.poll_recv(&mut cx), Poll::Ready(None)));
+    }
+
+    #[test]
+    fn a_dropped_consumer_refuses_pushes_and_releases_waiting_connections() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let (chan, incoming) = Channel::new(1);
+        chan.push_with({
+            let mut s = (0..1).map(msg);
+            move || s.next()
+        })
+        .unwrap();
+        let waiting = {
+            let chan = Arc::clone(&chan);
+            rt.spawn(async move { chan.wait_room().await })
+        };
+        drop(incoming);
+        rt.block_on(waiting).unwrap();
+        let mut s = (1..2).map(msg);
+        assert_eq!(chan.push_with(|| s.next()), Err(Full::Abandoned));
+    }
+
+    #[test]
+    fn a_pending_consumer_is_woken_by_a_push() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let (chan, mut incoming) = Channel::new(4);
+        let consumer = rt.spawn(async move { incoming.recv().await.map(|m| m.body[0]) });
+        // Let the consumer register its waker first.
+        rt.block_on(tokio::task::yield_now());
+        chan.push_with({
+            let mut s = (9..10).map(msg);
+            move || s.next()
+        })
+        .unwrap();
+        assert_eq!(rt.block_on(consumer).unwrap(), Some(9));
+    }
+}
