@@ -225,6 +225,9 @@ pub(crate) struct Queue {
     room_waiters: AtomicUsize,
     data_ready: Notify,
     room: Notify,
+    /// Wake-ups asked of the writer task by producers (tests only).
+    #[cfg(test)]
+    pub(crate) producer_wakes: AtomicUsize,
 }
 
 impl Queue {
@@ -246,6 +249,8 @@ impl Queue {
             room_waiters: AtomicUsize::new(0),
             data_ready: Notify::new(),
             room: Notify::new(),
+            #[cfg(test)]
+            producer_wakes: AtomicUsize::new(0),
         }
     }
 
@@ -286,6 +291,8 @@ impl Queue {
     /// Wakes the writer task for messages a caller queued without waking
     /// it (see [`push_copy_deferred`](Self::push_copy_deferred)).
     pub(crate) fn wake_writer(&self) {
+        #[cfg(test)]
+        self.producer_wakes.fetch_add(1, Ordering::Relaxed);
         self.data_ready.notify_one();
     }
 

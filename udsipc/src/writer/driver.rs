@@ -48,6 +48,8 @@ pub(super) struct Engine {
     conn: Option<Conn>,
     /// When a producer last wrote by itself.
     direct_at: Option<std::time::Instant>,
+    /// The timer of the task's wait while it waits (`None`: no timer).
+    armed: Option<std::time::Instant>,
 }
 
 impl Engine {
@@ -56,6 +58,7 @@ impl Engine {
             m,
             conn: None,
             direct_at: None,
+            armed: None,
         }
     }
 }
@@ -74,33 +77,50 @@ fn lock(inner: &WriterInner) -> std::sync::MutexGuard<'_, Engine> {
 /// when the task is waiting on an open, idle connection and nothing else
 /// holds the machine, writes what is queued on this thread, now, instead
 /// of waking the task to do it. Never blocks and never calls the error
-/// callback (the task, woken by the queue as always, publishes).
-pub(super) fn write_now(inner: &WriterInner) {
+/// callback. Returns whether the task must still be woken: unless the
+/// write left the machine idle with nothing to report and no timer the
+/// task's wait lacks, its wake-up (a thread woken on a 2-core machine,
+/// right when the reader needs the core) is saved too.
+pub(super) fn write_now(inner: &WriterInner) -> bool {
     if inner.phase.get() != Phase::Running {
-        return;
+        return true;
     }
     let Ok(mut guard) = inner.engine.try_lock() else {
-        return;
+        return true;
     };
-    let Engine { m, conn, direct_at } = &mut *guard;
+    let Engine {
+        m,
+        conn,
+        direct_at,
+        armed,
+    } = &mut *guard;
     let at = now();
     if !m.is_idle_open() || direct_at.is_some_and(|d| at - d < DIRECT_EVERY) {
-        return;
+        return true;
     }
-    let Some(conn) = conn.as_ref() else { return };
+    let Some(conn) = conn.as_ref() else {
+        return true;
+    };
     *direct_at = Some(at);
     inner.queue.take_all(m.pending_mut());
-    loop {
+    let idle = loop {
         match m.poll_action(now()) {
             Action::Write => write_once(m, conn),
             Action::Sample => {
                 let s = sample(&conn.stream, false);
                 m.handle_sample(now(), s);
             }
-            _ => break,
+            Action::Wait(w) => break w.messages && !w.writable,
+            _ => break false,
         }
-    }
+    };
     publish_counters(inner, m);
+    let timer_armed = match (m.poll_timeout(), *armed) {
+        (None, _) => true,
+        (Some(due), Some(armed)) => armed <= due,
+        (Some(_), None) => false,
+    };
+    !(idle && timer_armed && !m.has_reports())
 }
 
 /// Runs the Writer until its machine is done.
@@ -239,7 +259,8 @@ fn act(
                 m.handle_closed(now());
             }
             Action::Wait(w) => {
-                let timer = m.poll_timeout().map(Instant::from_std);
+                e.armed = m.poll_timeout();
+                let timer = e.armed.map(Instant::from_std);
                 return Next::Wait(w, timer, e.conn.clone());
             }
             Action::Done => return Next::Done,

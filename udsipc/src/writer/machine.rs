@@ -392,6 +392,11 @@ impl Machine {
             && !self.done
     }
 
+    /// Whether errors wait to be reported ([`poll_report`](Self::poll_report)).
+    pub(crate) fn has_reports(&self) -> bool {
+        !self.reports.is_empty()
+    }
+
     /// Where the driver puts messages taken from the queue.
     pub(crate) fn pending_mut(&mut self) -> &mut VecDeque<Item> {
         &mut self.pending

@@ -405,10 +405,9 @@ impl Writer {
     /// After a push that did not wake the writer task: a message queued into
     /// an empty queue is written now by this thread if the connection is
     /// idle (see `driver::write_now`), and only then is the task woken (its
-    /// wake-up is not on the message's way).
+    /// wake-up is not on the message's way), if it still has anything to do.
     fn queued(&self, first: bool) {
-        if first {
-            driver::write_now(&self.inner);
+        if first && driver::write_now(&self.inner) {
             self.inner.queue.wake_writer();
         }
     }

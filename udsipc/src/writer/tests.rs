@@ -1,8 +1,10 @@
 //! Tests of the Writer's task that need a hook inside the crate: a message
-//! that makes the task panic, to prove a panicked task surfaces at stop.
+//! that makes the task panic, to prove a panicked task surfaces at stop; a
+//! gate before its dial; the count of wake-ups producers ask of it.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -104,4 +106,64 @@ fn a_stop_cancelled_while_the_task_dials_counts_the_whole_queue_as_discarded() {
         assert_eq!((m.discarded, m.queue_depth, m.sent), (100, 0, 0), "{m:?}");
     });
     *DIAL_GATE.lock().unwrap() = None;
+}
+
+/// At 10,000 messages a second each message finds the queue empty and is
+/// written by its producer; waking the task after each one too cost a
+/// thread wake-up per message (on 2 cores, right when the reader needs
+/// one). Now the task is woken only when the write left it something to
+/// do (a timer its wait lacks, an error): not for a second direct write
+/// whose delivery check the task's timer already covers.
+#[test]
+fn a_direct_write_wakes_the_task_only_for_what_its_wait_lacks() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let reading = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut all = Vec::new();
+        std::io::Read::read_to_end(&mut s, &mut all).unwrap();
+        all
+    });
+    let w = Writer::builder(&path)
+        .runtime(rt.handle().clone())
+        .start()
+        .unwrap();
+    let settle = |n: u64| {
+        rt.block_on(async {
+            while w.metrics().delivered < n {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            // The task is waiting again.
+            tokio::task::yield_now().await;
+        })
+    };
+    // The first message goes through the task: it dials and proves the
+    // connection. Then the connection is idle and nothing is unread.
+    w.write_message(b"first").unwrap();
+    settle(1);
+    let wakes = || w.inner.queue.producer_wakes.load(Ordering::Relaxed);
+    // Written by this thread; the task is woken if its wait lacks the
+    // delivery check's timer, and arms it.
+    w.write_message(b"a").unwrap();
+    rt.block_on(async {
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+    });
+    let before = wakes();
+    // Past the producers' direct-write interval. The task does not run
+    // during the call (its runtime is this thread's and is not polled).
+    std::thread::sleep(Duration::from_micros(200));
+    w.write_message(b"b").unwrap();
+    assert_eq!(wakes(), before, "nothing new for the task");
+    settle(3);
+    rt.block_on(w.stop(Duration::from_secs(10))).unwrap();
+    assert_eq!(w.metrics().delivered, 3);
+    drop(w);
+    assert_eq!(reading.join().unwrap(), b"\x05first\x01a\x01b");
 }
