@@ -96,6 +96,7 @@ mod channel;
 pub mod codec;
 #[cfg(feature = "runtime")]
 mod connection;
+#[cfg(feature = "runtime")]
 mod delivery;
 #[cfg(feature = "runtime")]
 pub mod error;
@@ -135,6 +136,7 @@ pub use tokio;
 
 #[cfg(feature = "runtime")]
 pub use channel::Incoming;
+#[cfg(feature = "runtime")]
 pub use delivery::Message;
 #[cfg(feature = "runtime")]
 pub use error::{
