@@ -4,7 +4,8 @@
 //! Every function here takes a borrowed fd, so the fd is open for the whole
 //! call, and passes the kernel a pointer to a local integer of the size the
 //! request writes. Besides them: a `recv` into a buffer's spare capacity
-//! (no zeroing first), and one safe helper that belongs with them: a
+//! (no zeroing first), a socket's registration with tokio's IO driver for
+//! chosen interests only, and one safe helper that belongs with them: a
 //! zero-timeout look for a hang-up.
 
 #![allow(unsafe_code)]
@@ -93,6 +94,20 @@ pub(crate) fn hung_up(socket: &impl AsFd) -> bool {
     }
 }
 
+/// Registers `socket` with the current tokio runtime's IO driver for
+/// `interest` only (tokio's `UnixStream` always registers for reads and
+/// writes). Must be called inside the runtime.
+pub(crate) fn register(
+    socket: std::os::unix::net::UnixStream,
+    interest: tokio::io::Interest,
+) -> io::Result<tokio::io::unix::AsyncFd<std::os::unix::net::UnixStream>> {
+    // SAFETY: the `AsyncFd` takes ownership of `socket`, and a `UnixStream`
+    // owns its descriptor: it stays open, and `as_raw_fd` returns that same
+    // descriptor, until the `AsyncFd` drops the stream.
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(socket, interest) }
+        .map_err(|e| e.into_parts().1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,6 +174,29 @@ mod tests {
     fn peer_unread_bytes_of_a_file_that_is_not_a_socket_is_an_error_not_a_number() {
         let file = std::fs::File::open("/dev/null").unwrap();
         assert!(peer_unread_bytes(&file).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_registration_for_reads_only_sees_reads_and_not_room() {
+        use tokio::io::Interest;
+        let (mut writer, mut reader) = UnixStream::pair().unwrap();
+        writer.set_nonblocking(true).unwrap();
+        let reads = register(writer.try_clone().unwrap(), Interest::READABLE).unwrap();
+        let room = register(writer.try_clone().unwrap(), Interest::WRITABLE).unwrap();
+        // Room is there at once; nothing to read.
+        room.writable().await.unwrap().clear_ready();
+        let nothing = tokio::time::timeout(std::time::Duration::from_millis(20), reads.readable());
+        assert!(nothing.await.is_err(), "no bytes, no hang-up: not readable");
+        // Fill the socket, then let the peer read some: room again.
+        while writer.write(&[0u8; 4096]).is_ok() {}
+        let mut buf = vec![0u8; 1 << 20];
+        let _ = reader.read(&mut buf).unwrap();
+        room.writable().await.unwrap().clear_ready();
+        // The peer hangs up: seen by the read registration.
+        drop(reader);
+        let guard = reads.readable().await.unwrap();
+        assert!(guard.ready().is_read_closed());
+        assert_eq!(reads.get_ref().as_raw_fd(), reads.as_raw_fd());
     }
 
     #[test]

@@ -9,7 +9,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
+use std::os::unix::net::UnixStream as StdStream;
+
 use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
 use tokio::net::UnixStream;
 use tokio::time::Instant;
 
@@ -107,7 +110,7 @@ pub(super) fn write_now(inner: &WriterInner) -> bool {
         match m.poll_action(now()) {
             Action::Write => write_once(m, conn),
             Action::Sample => {
-                let s = sample(&conn.stream, false);
+                let s = sample(conn.socket(), false);
                 m.handle_sample(now(), s);
             }
             Action::Wait(w) => break w.messages && !w.writable,
@@ -161,10 +164,13 @@ pub(super) async fn run(inner: Arc<WriterInner>) {
                 let mut e = lock(&inner);
                 let e = &mut *e;
                 match dialed {
-                    Some(Ok(stream)) => {
-                        e.conn = Some(Conn::new(stream));
-                        e.m.handle_connected(now());
-                    }
+                    Some(Ok(stream)) => match Conn::new(stream) {
+                        Ok(c) => {
+                            e.conn = Some(c);
+                            e.m.handle_connected(now());
+                        }
+                        Err(err) => e.m.handle_dial_failed(now(), err),
+                    },
                     Some(Err(err)) => e.m.handle_dial_failed(now(), err),
                     None => apply_phase(&inner, &mut e.m, Phase::Forced),
                 }
@@ -177,7 +183,7 @@ pub(super) async fn run(inner: Arc<WriterInner>) {
                     Woke::Writable => e.m.handle_writable(now()),
                     Woke::HangUp => {
                         if let Some(c) = e.conn.as_ref() {
-                            let s = sample(&c.stream, true);
+                            let s = sample(c.socket(), true);
                             e.m.handle_sample(now(), s);
                         }
                     }
@@ -245,7 +251,7 @@ fn act(
             },
             Action::Sample => {
                 let s = match e.conn.as_ref() {
-                    Some(c) => sample(&c.stream, false),
+                    Some(c) => sample(c.socket(), false),
                     None => Sample {
                         unread: None,
                         error: Some(not_connected()),
@@ -261,6 +267,13 @@ fn act(
             Action::Wait(w) => {
                 e.armed = m.poll_timeout();
                 let timer = e.armed.map(Instant::from_std);
+                if let Some(c) = e.conn.as_mut() {
+                    if w.writable {
+                        c.watch_room();
+                    } else if m.all_read() {
+                        c.room = None;
+                    }
+                }
                 return Next::Wait(w, timer, e.conn.clone());
             }
             Action::Done => return Next::Done,
@@ -273,19 +286,19 @@ fn write_once(m: &mut Machine, c: &Conn) {
     let result = {
         let mut iov = [IoSlice::new(&[]); IOV_PER_CALL];
         let n = m.iovecs(&mut iov);
-        send_vectored(&c.stream, &iov[..n])
+        send_vectored(c.socket(), &iov[..n])
     };
     match result {
         Ok(0) => m.handle_write_error(
             now(),
             io::Error::new(io::ErrorKind::WriteZero, "socket accepted no bytes"),
-            c.stream.take_error().ok().flatten(),
+            c.socket().take_error().ok().flatten(),
         ),
         Ok(n) => m.handle_written(now(), n),
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => m.handle_would_block(now()),
         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
         Err(e) => {
-            let pending = c.stream.take_error().ok().flatten();
+            let pending = c.socket().take_error().ok().flatten();
             m.handle_write_error(now(), e, pending);
         }
     }
@@ -351,22 +364,62 @@ fn publish_counters(inner: &WriterInner, m: &mut Machine) {
 }
 
 /// An open connection.
+///
+/// Registered with the runtime for reads only (the task watches for the
+/// reader's hang-up): registered for writes as well, every read by the
+/// reader would wake the runtime's IO driver (the socket's room changed,
+/// an edge-triggered event) although no task waits for room, which at a
+/// moderate rate is one thread wake-up per message for nothing. Room is
+/// waited for through a second registration of the socket (a duplicate
+/// descriptor), made when the socket first fills and dropped once the
+/// reader has read everything.
 #[derive(Clone)]
 struct Conn {
-    stream: Arc<UnixStream>,
+    read: Arc<AsyncFd<StdStream>>,
+    /// The registration for room, while the connection is busy; `None`
+    /// when it could not be made (then room is polled, see [`wait`]).
+    room: Option<Arc<AsyncFd<StdStream>>>,
     /// Watch the read side for a hang-up (off once the reader shut down
     /// only its writing half, which our readers never do).
     watch_reads: bool,
 }
 
 impl Conn {
-    fn new(stream: UnixStream) -> Self {
-        Self {
-            stream: Arc::new(stream),
+    fn new(stream: UnixStream) -> io::Result<Self> {
+        let std = stream.into_std()?;
+        Ok(Self {
+            read: Arc::new(crate::sys::register(std, Interest::READABLE)?),
+            room: None,
             watch_reads: true,
+        })
+    }
+
+    /// The socket itself (non-blocking).
+    fn socket(&self) -> &StdStream {
+        self.read.get_ref()
+    }
+
+    /// Registers for room, if not yet.
+    fn watch_room(&mut self) {
+        if self.room.is_some() {
+            return;
+        }
+        let registered = self
+            .socket()
+            .try_clone()
+            .and_then(|dup| crate::sys::register(dup, Interest::WRITABLE));
+        match registered {
+            Ok(fd) => self.room = Some(Arc::new(fd)),
+            Err(e) => {
+                tracing::debug!(error = %e, "udsipc writer: no registration for room; polling")
+            }
         }
     }
 }
+
+/// How often room is polled when it could not be registered for (out of
+/// descriptors).
+const ROOM_POLL: Duration = Duration::from_millis(1);
 
 enum Woke {
     Writable,
@@ -382,9 +435,9 @@ async fn wait(
     w: Wait,
     timer: Option<Instant>,
 ) -> Woke {
-    let (stream, watch_reads) = match conn {
-        Some(c) => (Some(&c.stream), c.watch_reads),
-        None => (None, false),
+    let (read, room, watch_reads) = match conn {
+        Some(c) => (Some(&c.read), c.room.as_ref(), c.watch_reads),
+        None => (None, None, false),
     };
     let sleep = async {
         match timer {
@@ -393,14 +446,20 @@ async fn wait(
         }
     };
     let writable = async {
-        match stream {
-            Some(s) if w.writable => s.writable().await,
+        match (read, room) {
+            // Readiness is cleared before the write it allows: a write that
+            // finds the socket full again then waits for the next event.
+            (_, Some(r)) if w.writable => r.writable().await.map(|mut g| g.clear_ready()),
+            (Some(_), None) if w.writable => {
+                tokio::time::sleep(ROOM_POLL).await;
+                Ok(())
+            }
             _ => std::future::pending().await,
         }
     };
     let hangup = async {
-        match stream {
-            Some(s) if w.hangup && watch_reads => watch_hangup(s).await,
+        match read {
+            Some(r) if w.hangup && watch_reads => watch_hangup(r).await,
             _ => std::future::pending().await,
         }
     };
@@ -420,29 +479,31 @@ async fn wait(
 /// Resolves when the reader hangs up. Our readers never write, so the read
 /// side only ever shows the end of the connection; stray bytes are read and
 /// dropped.
-async fn watch_hangup(stream: &UnixStream) -> Woke {
+async fn watch_hangup(read: &AsyncFd<StdStream>) -> Woke {
     let mut scratch = [0u8; 512];
     loop {
-        let ready = match stream.ready(Interest::READABLE).await {
-            Ok(r) => r,
+        let mut guard = match read.readable().await {
+            Ok(g) => g,
             Err(_) => return Woke::HangUp,
         };
-        if ready.is_read_closed() {
-            return hangup_or_half_close(stream).await;
+        if guard.ready().is_read_closed() {
+            return hangup_or_half_close(read.get_ref()).await;
         }
-        match stream.try_read(&mut scratch) {
-            Ok(0) => return hangup_or_half_close(stream).await,
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(_) => return Woke::HangUp,
+        match guard.try_io(|r| io::Read::read(&mut r.get_ref(), &mut scratch)) {
+            Ok(Ok(0)) => return hangup_or_half_close(read.get_ref()).await,
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+            Ok(Err(_)) => return Woke::HangUp,
+            // Nothing to read: readiness cleared, wait for the next event.
+            Err(_would_block) => {}
         }
     }
 }
 
 /// The read side ended: a hang-up, unless only the peer's writing half was
 /// shut down (then the connection still takes bytes: stop watching).
-async fn hangup_or_half_close(stream: &UnixStream) -> Woke {
-    if crate::sys::hung_up(stream) {
+async fn hangup_or_half_close(socket: &StdStream) -> Woke {
+    if crate::sys::hung_up(socket) {
         Woke::HangUp
     } else {
         std::future::pending::<()>().await;
@@ -453,7 +514,7 @@ async fn hangup_or_half_close(stream: &UnixStream) -> Woke {
 /// Reads the unread count, then the pending error (this order: a reader
 /// that closes sets the error before its queue is purged, so an unread
 /// count of 0 caused by a purge always comes with the error).
-fn sample(stream: &UnixStream, hangup: bool) -> Sample {
+fn sample(stream: &StdStream, hangup: bool) -> Sample {
     let unread = crate::sys::peer_unread_bytes(stream).ok();
     let error = stream.take_error().ok().flatten();
     Sample {
@@ -474,12 +535,10 @@ const SEND_FLAGS: nix::sys::socket::MsgFlags = nix::sys::socket::MsgFlags::MSG_D
 /// `writev` without `SIGPIPE`: `sendmsg` with `MSG_NOSIGNAL`, so a closed
 /// peer is an `EPIPE` error even in a host process that does not ignore the
 /// signal (Rust binaries do; C programs embedding this library may not).
-fn send_vectored(stream: &UnixStream, iov: &[IoSlice<'_>]) -> io::Result<usize> {
+fn send_vectored(socket: &StdStream, iov: &[IoSlice<'_>]) -> io::Result<usize> {
     use nix::sys::socket::{UnixAddr, sendmsg};
     use std::os::fd::AsRawFd;
-    stream.try_io(Interest::WRITABLE, || {
-        sendmsg::<UnixAddr>(stream.as_raw_fd(), iov, &[], SEND_FLAGS, None).map_err(io::Error::from)
-    })
+    sendmsg::<UnixAddr>(socket.as_raw_fd(), iov, &[], SEND_FLAGS, None).map_err(io::Error::from)
 }
 
 /// On an unfinished end of the task (its future dropped by a runtime that

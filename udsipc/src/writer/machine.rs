@@ -392,6 +392,15 @@ impl Machine {
             && !self.done
     }
 
+    /// Whether the reader is known to have read everything written on the
+    /// connection (or there is none).
+    pub(crate) fn all_read(&self) -> bool {
+        match &self.link {
+            Link::Up(c) => c.confirmed >= c.written,
+            _ => true,
+        }
+    }
+
     /// Whether errors wait to be reported ([`poll_report`](Self::poll_report)).
     pub(crate) fn has_reports(&self) -> bool {
         !self.reports.is_empty()
