@@ -83,11 +83,13 @@ impl Channel {
         &self,
         mut next: impl FnMut() -> Option<Message>,
     ) -> Result<usize, Full> {
-        let room = self.capacity.saturating_sub(self.held.load(Acquire));
         let mut st = self.lock();
         if st.abandoned {
             return Err(Full::Abandoned);
         }
+        // Read under the lock: no other push can add meanwhile, and the
+        // consumer only ever makes more room, so this never overshoots.
+        let room = self.capacity.saturating_sub(self.held.load(Acquire));
         if room == 0 {
             return Err(Full::NoRoom);
         }
@@ -270,6 +272,34 @@ mod tests {
         assert_eq!(bodies(&mut incoming), [0, 1, 2]);
         assert_eq!(chan.push_with(|| source.next()), Ok(2));
         assert_eq!(bodies(&mut incoming), [3, 4]);
+    }
+
+    #[test]
+    fn connections_pushing_at_once_never_overshoot_the_capacity() {
+        let (chan, mut incoming) = Channel::new(64);
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                let chan = &chan;
+                s.spawn(move || {
+                    let mut source = (0..100u8).map(msg);
+                    while source.len() > 0 {
+                        match chan.push_with(|| source.next()) {
+                            Ok(_) => {}
+                            Err(Full::NoRoom) => std::thread::yield_now(),
+                            Err(Full::Abandoned) => unreachable!(),
+                        }
+                        assert!(chan.held.load(Acquire) <= 64);
+                    }
+                });
+            }
+            let mut got = 0;
+            while got < 400 {
+                if incoming.try_recv().is_some() {
+                    got += 1;
+                }
+                assert!(chan.held.load(Acquire) <= 64);
+            }
+        });
     }
 
     #[test]
