@@ -11,6 +11,7 @@
 use std::io;
 use std::sync::Arc;
 
+use tokio::io::Interest;
 use tokio::net::UnixStream;
 use tokio::runtime::Handle;
 use tokio::time::Instant;
@@ -190,11 +191,20 @@ pub(crate) fn read(
     progress: Option<&Arc<Progress>>,
     how: ReadHow,
 ) -> io::Result<usize> {
+    // A receiver that holds no buffer (new, or released while idle) would
+    // allocate one to read into: first a one-byte peek asks whether bytes,
+    // or the end of the stream, are there at all.
     let mut op = || {
-        rx.fill(|buf| match how {
-            ReadHow::Ready => stream.try_read_buf(buf),
-            ReadHow::Now => recv_now(stream, buf),
-        })
+        let mut fill = || {
+            if rx.is_released() && peek(stream)? == 0 {
+                return Ok(0);
+            }
+            rx.fill(|buf| recv_now(stream, buf))
+        };
+        match how {
+            ReadHow::Ready => stream.try_io(Interest::READABLE, fill),
+            ReadHow::Now => fill(),
+        }
     };
     match progress {
         Some(p) => p.read_with(|| {
@@ -203,6 +213,15 @@ pub(crate) fn read(
         }),
         None => op(),
     }
+}
+
+/// A one-byte `recv(MSG_PEEK | MSG_DONTWAIT)`: 1 if bytes wait, 0 at the
+/// end of the stream, `WouldBlock` if neither.
+fn peek(stream: &UnixStream) -> io::Result<usize> {
+    use nix::sys::socket::{MsgFlags, recv};
+    use std::os::fd::AsRawFd;
+    let flags = MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT;
+    recv(stream.as_raw_fd(), &mut [0u8; 1], flags).map_err(io::Error::from)
 }
 
 /// `recv(MSG_DONTWAIT)` into the spare room, whatever tokio last saw.

@@ -145,7 +145,7 @@ fn a_buffer_enlarged_by_a_large_frame_shrinks_back_once_idle() {
     eventually("the 2 MiB message", || reader.metrics().received == 2);
     let grown = peak_bytes().saturating_sub(base);
     assert!(grown >= MIB, "the buffer grew to hold the frame: {grown}");
-    // The connection stays open and idle: its buffer goes back to 8 KiB.
+    // The connection stays open and idle: its buffer is given back.
     eventually("the enlarged buffer is given back", || {
         live_bytes() <= base + 4 * KIB
     });
@@ -173,6 +173,45 @@ fn an_idle_connection_costs_a_few_kib_of_heap() {
     let per = live_bytes().saturating_sub(base) / N;
     eprintln!("an idle connection (after one small message): {per} heap bytes");
     assert!(per <= 16 * KIB, "{per} heap bytes per idle connection");
+    drop(clients);
+    reader.stop_blocking(STOP).unwrap();
+}
+
+/// A connection that has been idle for a while holds no receive buffer:
+/// 200 connections that never sent, then the same after one message each,
+/// once their buffers were released ([`udsipc::frame::SHRINK_AFTER`]).
+#[test]
+fn an_idle_connection_releases_its_buffer() {
+    let _serial = serial();
+    const N: usize = 200;
+    let sock = temp_sock();
+    let (reader, _errors) = counting_reader(&sock, 1 << 20);
+    let base = live_bytes();
+    let mut clients: Vec<_> = (0..N)
+        .map(|_| UnixStream::connect(&sock.path).unwrap())
+        .collect();
+    eventually("every connection accepted", || {
+        reader.metrics().active_connections == N as u64
+    });
+    let silent = live_bytes().saturating_sub(base) / N;
+    eprintln!("a connection that never sent: {silent} heap bytes");
+    assert!(
+        silent < udsipc::frame::INITIAL_BUFFER,
+        "{silent} heap bytes: a buffer was allocated before any byte came"
+    );
+    let hello = frames(&[b"hello"]);
+    for c in &mut clients {
+        c.write_all(&hello).unwrap();
+    }
+    eventually("a message from every client", || {
+        reader.metrics().received == N as u64
+    });
+    // Back to what a silent connection holds, give or take 1 KiB.
+    eventually("every buffer released once idle", || {
+        live_bytes().saturating_sub(base) / N <= silent + KIB
+    });
+    let idle = live_bytes().saturating_sub(base) / N;
+    eprintln!("a connection idle after one message: {idle} heap bytes");
     drop(clients);
     reader.stop_blocking(STOP).unwrap();
 }
@@ -287,6 +326,17 @@ fn rss_of_ten_thousand_idle_connections() {
     assert!(
         idle_rss <= 16.0,
         "{idle_rss:.2} KiB per idle connection (goal 16)"
+    );
+    // Idle for a while: every receive buffer released (heap; freed memory
+    // stays in the process for reuse, so RSS need not fall).
+    eventually("every buffer released once idle", || {
+        live_bytes().saturating_sub(heap0) / N <= heap1.saturating_sub(heap0) / N + KIB
+    });
+    let (rss3, heap3) = (rss_kib(), live_bytes());
+    let (released_rss, released_heap) = per(rss3, heap3);
+    eprintln!(
+        "  idle, buffers released:   RSS +{} KiB = {released_rss:.2} KiB/conn, heap {released_heap:.2} KiB/conn",
+        rss3 - rss0
     );
     fleet.finish();
     eventually("every connection closed", || {

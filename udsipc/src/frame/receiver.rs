@@ -15,8 +15,9 @@
 //! for a large frame only once what arrived has nearly filled it, and then by
 //! [`FrameDecoder::grow_hint`]'s bounded step, so a peer that declares a huge
 //! length but sends little makes the Reader hold little. Reads that keep
-//! filling the buffer double it up to [`STREAM_BUFFER`]; an enlarged buffer
-//! that has been empty for [`SHRINK_AFTER`] shrinks back.
+//! filling the buffer double it up to [`STREAM_BUFFER`]; a buffer that has
+//! been empty for [`SHRINK_AFTER`] is released (the next read starts again
+//! from [`INITIAL_BUFFER`]), so an idle connection holds no buffer at all.
 //!
 //! Owned messages ([`Receiver::next_owned`]) are frozen slices of the buffer,
 //! not copies; the buffer's memory is reused once every such slice is gone.
@@ -52,9 +53,9 @@ pub const INITIAL_BUFFER: usize = 8 * 1024;
 pub const STREAM_BUFFER: usize = 256 * 1024;
 
 /// Earlier buffers kept for reuse while handed-out messages still share
-/// them (owned delivery); all are dropped when an idle buffer shrinks.
+/// them (owned delivery); all are dropped when an idle buffer is released.
 const SPARES: usize = 2;
-/// An enlarged buffer that has held nothing for this long shrinks back.
+/// A buffer that has held nothing for this long is released.
 pub const SHRINK_AFTER: Duration = Duration::from_millis(250);
 
 /// Why the inactivity deadline closed a connection
@@ -95,6 +96,8 @@ pub struct Receiver {
     /// Earlier buffers still shared by handed-out messages, oldest first:
     /// reused once those are dropped, instead of allocating another.
     spares: VecDeque<BytesMut>,
+    /// `buf` holds no memory of its own yet (new, or released while idle).
+    released: bool,
     /// Bytes of the frame last returned by `next_borrowed`, still in `buf`.
     lent: usize,
     /// Bytes of the frame last returned, not yet counted as handed over.
@@ -119,6 +122,7 @@ impl Receiver {
             filled_last_read: false,
             shrink_at: None,
             spares: VecDeque::new(),
+            released: true,
             lent: 0,
             unreported: 0,
             read_total: 0,
@@ -154,16 +158,16 @@ impl Receiver {
     /// The socket had nothing more to read: the receiver now waits. Starts
     /// the next frame's inactivity deadline if a frame completed since the
     /// last wait (as in Go, the deadline covers one whole frame and starts
-    /// once the previous message was handed over), and arms the shrink timer
-    /// of an enlarged, empty buffer.
+    /// once the previous message was handed over), and arms the timer that
+    /// releases an empty buffer.
     pub fn on_idle(&mut self, now: Instant) {
         self.release();
         if self.restart_deadline {
             self.restart_deadline = false;
             self.deadline = now.checked_add(self.timeout);
         }
-        let enlarged = self.size > INITIAL_BUFFER || !self.spares.is_empty();
-        if self.buf.is_empty() && enlarged && self.shrink_at.is_none() {
+        let holds = !self.released || !self.spares.is_empty();
+        if self.buf.is_empty() && holds && self.shrink_at.is_none() {
             self.shrink_at = now.checked_add(SHRINK_AFTER);
         }
     }
@@ -279,7 +283,8 @@ impl Receiver {
             self.release();
             if self.buf.is_empty() {
                 self.size = INITIAL_BUFFER;
-                self.buf = BytesMut::with_capacity(INITIAL_BUFFER);
+                self.buf = BytesMut::new();
+                self.released = true;
                 self.spares.clear();
                 self.filled_last_read = false;
             }
@@ -311,6 +316,12 @@ impl Receiver {
     /// Bytes buffered and not yet handed out.
     pub fn buffered(&self) -> usize {
         self.buf.len() - self.lent
+    }
+
+    /// Whether the receiver holds no buffer memory (new, or released while
+    /// idle) and nothing buffered: its next [`fill`](Self::fill) allocates.
+    pub fn is_released(&self) -> bool {
+        self.released && self.buf.is_empty()
     }
 
     /// Bytes of buffer this connection holds now (what it costs, at most).
@@ -360,8 +371,8 @@ impl Receiver {
         let mut fresh = self.spare(buffered + need);
         fresh.extend_from_slice(&self.buf);
         let mut old = std::mem::replace(&mut self.buf, fresh);
-        if self.read_total == 0 {
-            // The empty buffer of a new receiver: nothing to reuse.
+        if std::mem::take(&mut self.released) {
+            // An empty handle (new, or released): nothing to reuse.
             return;
         }
         old.clear();
@@ -467,7 +478,7 @@ mod tests {
     }
 
     #[test]
-    fn spare_buffers_are_dropped_when_an_idle_buffer_shrinks() {
+    fn spare_buffers_are_dropped_when_an_idle_buffer_is_released() {
         let now = Instant::now();
         let mut rx = Receiver::new(1000, T, now);
         let frames = [&[127u8][..], &[5u8; 127][..]].concat().repeat(63);
@@ -479,7 +490,7 @@ mod tests {
         rx.on_idle(now);
         assert!(rx.handle_timeout(now + SHRINK_AFTER).is_none());
         assert!(rx.spares.is_empty());
-        assert_eq!(rx.capacity(), INITIAL_BUFFER);
+        assert_eq!(rx.capacity(), 0);
         drop(held);
     }
 
@@ -494,6 +505,10 @@ mod tests {
         let t1 = t0 + Duration::from_secs(3);
         assert!(rx.next_borrowed().unwrap().is_none());
         rx.on_idle(t1);
+        // First the idle buffer's release, then the deadline.
+        assert_eq!(rx.poll_timeout(), Some(t1 + SHRINK_AFTER));
+        assert_eq!(rx.handle_timeout(t1 + SHRINK_AFTER), None);
+        assert_eq!(rx.capacity(), 0);
         assert_eq!(rx.poll_timeout(), Some(t1 + T));
         assert_eq!(rx.handle_timeout(t1 + T - Duration::from_millis(1)), None);
         assert_eq!(rx.handle_timeout(t1 + T), Some(Expired::Idle));
@@ -582,7 +597,7 @@ mod tests {
     }
 
     #[test]
-    fn full_reads_grow_to_the_stream_size_and_an_idle_buffer_shrinks_back() {
+    fn full_reads_grow_to_the_stream_size_and_an_idle_buffer_is_released() {
         let now = Instant::now();
         let mut rx = Receiver::new(10 << 20, T, now);
         let ones = vec![0u8; STREAM_BUFFER]; // zero-length frames
@@ -594,6 +609,9 @@ mod tests {
         rx.on_idle(now);
         assert_eq!(rx.poll_timeout(), Some(now + SHRINK_AFTER));
         assert_eq!(rx.handle_timeout(now + SHRINK_AFTER), None);
+        assert_eq!(rx.capacity(), 0);
+        // The next read starts again from the initial size.
+        push(&mut rx, now, &[0]);
         assert_eq!(rx.capacity(), INITIAL_BUFFER);
     }
 
