@@ -140,8 +140,14 @@ fn curl_through_a_reset_peer_sees_the_connection_dropped() {
     let (_server, upstream) = http_server(dir.path());
     let (proxy, front) = proxy(dir.path(), &upstream, &["reset-peer:0"]);
     let (code, body, err) = curl(&front, "10");
-    // 52: empty reply from server, 56: failure receiving data.
-    assert!(matches!(code, Some(52 | 56)), "curl exit {code:?}: {err}");
+    // 52: empty reply from server, 56: failure receiving data, 7: the reset
+    // came before curl finished checking its connect (seen once in a full
+    // test run; the proxy's log below shows the connection was accepted and
+    // reset, not refused).
+    assert!(
+        matches!(code, Some(7 | 52 | 56)),
+        "curl exit {code:?}: {err}"
+    );
     assert_eq!(body, "");
     let (_, lines) = proxy.stop();
     assert!(
