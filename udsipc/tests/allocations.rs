@@ -60,6 +60,13 @@ fn allocs_per_message(size: usize, send_one: impl Fn(&Writer, &Bytes)) -> f64 {
     allocs as f64 / MEASURED as f64
 }
 
+/// The Reader's hand-offs per message: one per burst of reads (see
+/// `delivery`), and a burst ends whenever the Reader catches up with the
+/// Writer, which a loaded machine makes more frequent: 0.0001–0.0003 per
+/// message measured alone at 64 B, 0.0029 once under a full `ci/test` (the
+/// bound was 0.002 then); 0.004 is still one per 250 messages.
+const BURSTS: f64 = 0.004;
+
 #[test]
 fn owned_bytes_allocate_nothing_per_message() {
     for size in [64, 1024, 10 * 1024] {
@@ -78,7 +85,7 @@ fn owned_bytes_allocate_nothing_per_message() {
         } else {
             0.0
         };
-        let bound = 0.002 + arena + 2.0 * size as f64 / (1 << 20) as f64;
+        let bound = BURSTS + arena + 2.0 * size as f64 / (1 << 20) as f64;
         assert!(
             per < bound,
             "write_bytes at {size} B: {per} allocations per message (bound {bound})"
@@ -97,7 +104,7 @@ fn borrowed_messages_allocate_nothing_per_message() {
         // the worst case is two allocations per 256 KiB of frames.
         // Plus the Reader: one hand-off to a thread that may block per burst
         // of up to 64 reads (see `delivery`), a few per 100,000 messages.
-        let bound = 2.0 * (size + 2) as f64 / (256.0 * 1024.0) + 0.002;
+        let bound = 2.0 * (size + 2) as f64 / (256.0 * 1024.0) + BURSTS;
         assert!(
             per <= bound,
             "write_message at {size} B: {per} allocations per message (bound {bound})"
