@@ -8,11 +8,12 @@
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use tokio::net::{UnixListener, UnixStream};
+use tokio::net::UnixListener;
 use tokio::runtime::Handle;
 
 use crate::delivery::Deliver;
@@ -138,7 +139,13 @@ pub(crate) async fn accept_loop<D: Deliver>(
             Ok((stream, _)) => {
                 consecutive = 0;
                 starved = 0;
-                spawn_connection(&inner, stream, &delivery, &handle);
+                // Out of tokio's registration (for reads and writes) into
+                // the connection's own (reads only); a stream that cannot
+                // leave it is closed unread, like any refused connection.
+                match stream.into_std() {
+                    Ok(stream) => spawn_connection(&inner, stream, &delivery, &handle),
+                    Err(e) => refuse(&inner, format!("could not take over the socket: {e}")),
+                }
                 continue;
             }
             Err(source) => source,
@@ -202,10 +209,7 @@ fn accept_backlog<D: Deliver>(
         return;
     }
     while let Ok((stream, _)) = listener.accept() {
-        let adopted = stream
-            .set_nonblocking(true)
-            .and_then(|()| UnixStream::from_std(stream));
-        if let Ok(stream) = adopted {
+        if stream.set_nonblocking(true).is_ok() {
             spawn_connection(inner, stream, delivery, handle);
         }
     }
@@ -229,6 +233,12 @@ fn peer_of(stream: &UnixStream) -> Result<Peer, String> {
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
 fn peer_of(_stream: &UnixStream) -> Result<Peer, String> {
     Err("peer credentials (SO_PEERCRED) are read on Linux only".to_owned())
+}
+
+/// Counts and reports a connection closed unread.
+fn refuse(inner: &ReaderInner, reason: String) {
+    inner.counters.rejected.fetch_add(1, Relaxed);
+    inner.report(ReaderError::PeerRejected { reason });
 }
 
 /// Counts an open connection down when its task ends, however it ends.
@@ -256,10 +266,7 @@ fn spawn_connection<D: Deliver>(
     if let Err(refusal) = inner.policy.admit(peer, open) {
         // Closed before a single byte is read.
         drop(stream);
-        inner.counters.rejected.fetch_add(1, Relaxed);
-        inner.report(ReaderError::PeerRejected {
-            reason: refusal.to_string(),
-        });
+        refuse(inner, refusal.to_string());
         return;
     }
     let id = inner.counters.connections.fetch_add(1, Relaxed) + 1;
@@ -270,15 +277,38 @@ fn spawn_connection<D: Deliver>(
     if inner.read_buffer_size > 0 {
         let _ = socket::set_recv_buffer(&stream, inner.read_buffer_size);
     }
-    let stream = Arc::new(stream);
-    let (registration, turn) = inner.order.admit(credentials.map(|c| c.pid), &stream);
+    let socket = Arc::new(stream);
+    let registered = {
+        let _runtime = handle.enter();
+        crate::connection::watch(&socket)
+    };
+    let watch = match registered {
+        Ok(watch) => watch,
+        Err(e) => {
+            refuse(
+                inner,
+                format!("could not register the socket for reads: {e}"),
+            );
+            return;
+        }
+    };
+    let (registration, turn) = inner.order.admit(credentials.map(|c| c.pid), &socket);
     inner.counters.active.fetch_add(1, Relaxed);
     let active = Active(Arc::clone(inner));
     let conn_inner = Arc::clone(inner);
     let delivery = Arc::clone(delivery);
     inner.tasks.spawn(handle, "connection", async move {
         let _active = active;
-        crate::connection::serve(stream, conn_inner, info, delivery, registration, turn).await;
+        crate::connection::serve(
+            socket,
+            watch,
+            conn_inner,
+            info,
+            delivery,
+            registration,
+            turn,
+        )
+        .await;
     });
 }
 

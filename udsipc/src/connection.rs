@@ -12,7 +12,7 @@ use std::io;
 use std::sync::Arc;
 
 use tokio::io::Interest;
-use tokio::net::UnixStream;
+use tokio::io::unix::AsyncFd;
 use tokio::runtime::Handle;
 use tokio::time::Instant;
 
@@ -22,6 +22,22 @@ use crate::frame::{Expired, Receiver};
 use crate::lifecycle::Phase;
 use crate::order::{Progress, Registration, Turn};
 use crate::reader::{ConnectionInfo, ReaderInner};
+
+/// A Reader's connection socket (non-blocking), shared by its task, the
+/// thread its delivery may run on, and the order book.
+pub(crate) type Socket = Arc<std::os::unix::net::UnixStream>;
+
+/// The socket's registration with the IO driver, for reads only: tokio's
+/// `UnixStream` registers for writes too, edge-triggered, so every change of
+/// the write room would wake the driver for nothing. A delivery that waits
+/// on the socket from a thread of its own drops it meanwhile (else each
+/// message would wake the driver too), and registers again after.
+pub(crate) type Watch = AsyncFd<crate::sys::Shared>;
+
+/// Registers `socket` for reads.
+pub(crate) fn watch(socket: &Socket) -> io::Result<Watch> {
+    crate::sys::register_shared(socket, Interest::READABLE)
+}
 
 /// How a connection ended.
 enum End {
@@ -33,7 +49,8 @@ enum End {
 
 /// Serves one connection until it ends.
 pub(crate) async fn serve<D: Deliver>(
-    stream: Arc<UnixStream>,
+    socket: Socket,
+    watch: Watch,
     inner: Arc<ReaderInner>,
     info: ConnectionInfo,
     delivery: Arc<D>,
@@ -61,22 +78,18 @@ pub(crate) async fn serve<D: Deliver>(
         inner,
         phase,
         flavor: Handle::current().runtime_flavor(),
-        stream: Arc::clone(&stream),
+        socket,
+        watch: Some(watch),
         progress: registration.as_ref().map(|r| Arc::clone(r.progress())),
         pending_read: None,
     };
     let progress = registration.as_ref().map(Registration::progress);
-    if let End::Error(e) = run(&stream, &mut conn, &*delivery, progress).await {
+    if let End::Error(e) = run(&mut conn, &*delivery, progress).await {
         conn.inner.report(e);
     }
 }
 
-async fn run<D: Deliver>(
-    stream: &UnixStream,
-    conn: &mut Conn,
-    delivery: &D,
-    progress: Option<&Arc<Progress>>,
-) -> End {
+async fn run<D: Deliver>(conn: &mut Conn, delivery: &D, progress: Option<&Arc<Progress>>) -> End {
     let timeout = conn.inner.config.inactivity_timeout;
     let mut draining = false;
     loop {
@@ -84,6 +97,7 @@ async fn run<D: Deliver>(
         if let Err(stop) = delivery.deliver(conn).await {
             return match stop {
                 Stop::Protocol(e) => End::Error(ReaderError::Protocol(e)),
+                Stop::Read(source) => read_error(&conn.rx, source),
                 Stop::Quiet => End::Quiet,
             };
         }
@@ -94,14 +108,14 @@ async fn run<D: Deliver>(
             Phase::Forced => return End::Quiet,
             Phase::Draining if !draining => {
                 draining = true;
-                begin_drain(stream);
+                begin_drain(&conn.socket);
             }
             _ => {}
         }
 
         let got = match conn.pending_read.take() {
             Some(got) => got,
-            None => read(stream, &mut conn.rx, progress, ReadHow::Ready),
+            None => read(&conn.socket, &mut conn.rx, progress, ready(&conn.watch)),
         };
         match got {
             Ok(0) => return at_eof(&mut conn.rx),
@@ -118,7 +132,7 @@ async fn run<D: Deliver>(
             // tokio's WouldBlock may only mean "no readiness event seen
             // yet": ask the kernel itself. After `begin_drain` it answers
             // with data, then end of stream.
-            match read(stream, &mut conn.rx, progress, ReadHow::Now) {
+            match read(&conn.socket, &mut conn.rx, progress, ReadHow::Now) {
                 Ok(0) => return at_eof(&mut conn.rx),
                 Ok(_) => {
                     tokio::task::consume_budget().await;
@@ -139,7 +153,9 @@ async fn run<D: Deliver>(
                     return End::Quiet;
                 }
             }
-            ready = stream.readable() => {
+            ready = readable(&conn.watch) => {
+                // The readiness stays set: the next read clears it if it
+                // finds nothing.
                 if let Err(source) = ready {
                     return read_error(&conn.rx, source);
                 }
@@ -148,7 +164,7 @@ async fn run<D: Deliver>(
                 // Bytes already in the kernel arrived in time, even if this
                 // task has not been told yet (a loaded machine): take them
                 // before judging the connection inactive.
-                match read(stream, &mut conn.rx, progress, ReadHow::Now) {
+                match read(&conn.socket, &mut conn.rx, progress, ReadHow::Now) {
                     Ok(0) => return at_eof(&mut conn.rx),
                     Ok(_) => continue,
                     Err(_) => {}
@@ -174,11 +190,26 @@ async fn sleep_until(at: Option<std::time::Instant>) {
     }
 }
 
+/// Waits until the IO driver says the socket is readable (the readiness
+/// stays set: the next read through it clears it if it finds nothing).
+async fn readable(watch: &Option<Watch>) -> io::Result<()> {
+    match watch {
+        Some(w) => w.readable().await.map(drop),
+        // Registered again by every delivery that dropped it.
+        None => unreachable!("a connection waiting in its task is registered"),
+    }
+}
+
+/// Reads through the registration's readiness when there is one.
+pub(crate) fn ready(watch: &Option<Watch>) -> ReadHow<'_> {
+    watch.as_ref().map_or(ReadHow::Now, ReadHow::Ready)
+}
+
 #[derive(Clone, Copy)]
-pub(crate) enum ReadHow {
+pub(crate) enum ReadHow<'a> {
     /// Through tokio's readiness (WouldBlock without a syscall when no
     /// event was seen).
-    Ready,
+    Ready(&'a Watch),
     /// A direct non-blocking `recv`, whatever tokio last saw.
     Now,
 }
@@ -186,23 +217,23 @@ pub(crate) enum ReadHow {
 /// Reads what the socket has into the receiver; counted for `order` under
 /// its lock so a newer connection's snapshot is exact.
 pub(crate) fn read(
-    stream: &UnixStream,
+    socket: &Socket,
     rx: &mut Receiver,
     progress: Option<&Arc<Progress>>,
-    how: ReadHow,
+    how: ReadHow<'_>,
 ) -> io::Result<usize> {
     // A receiver that holds no buffer (new, or released while idle) would
     // allocate one to read into: first a one-byte peek asks whether bytes,
     // or the end of the stream, are there at all.
     let mut op = || {
         let mut fill = || {
-            if rx.is_released() && peek(stream)? == 0 {
+            if rx.is_released() && peek(socket)? == 0 {
                 return Ok(0);
             }
-            rx.fill(|buf| recv_now(stream, buf))
+            rx.fill(|buf| crate::sys::recv_into_spare(&**socket, buf))
         };
         match how {
-            ReadHow::Ready => stream.try_io(Interest::READABLE, fill),
+            ReadHow::Ready(watch) => watch.try_io(Interest::READABLE, |_| fill()),
             ReadHow::Now => fill(),
         }
     };
@@ -217,16 +248,11 @@ pub(crate) fn read(
 
 /// A one-byte `recv(MSG_PEEK | MSG_DONTWAIT)`: 1 if bytes wait, 0 at the
 /// end of the stream, `WouldBlock` if neither.
-fn peek(stream: &UnixStream) -> io::Result<usize> {
+fn peek(stream: &Socket) -> io::Result<usize> {
     use nix::sys::socket::{MsgFlags, recv};
     use std::os::fd::AsRawFd;
     let flags = MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT;
     recv(stream.as_raw_fd(), &mut [0u8; 1], flags).map_err(io::Error::from)
-}
-
-/// `recv(MSG_DONTWAIT)` into the spare room, whatever tokio last saw.
-fn recv_now(stream: &UnixStream, buf: &mut bytes::BytesMut) -> io::Result<usize> {
-    crate::sys::recv_into_spare(stream, buf)
 }
 
 /// Starts a graceful drain of this connection: shuts down our reading side,
@@ -234,7 +260,7 @@ fn recv_now(stream: &UnixStream, buf: &mut bytes::BytesMut) -> io::Result<usize>
 /// of stream) and refuses anything sent from now on with `EPIPE` at the
 /// writer, which keeps the message and retries it on its next connection.
 /// The cut is made by the kernel at one instant: nothing is half-accepted.
-fn begin_drain(stream: &UnixStream) {
+fn begin_drain(stream: &Socket) {
     use nix::sys::socket::{Shutdown, shutdown};
     use std::os::fd::AsRawFd;
     let _ = shutdown(stream.as_raw_fd(), Shutdown::Read);

@@ -16,15 +16,16 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::net::UnixStream;
 use tokio::runtime::RuntimeFlavor;
 use tokio::sync::watch;
 
 use crate::channel::{Channel, Full};
-use crate::connection::{ReadHow, read};
+use crate::connection::{ReadHow, Socket, Watch, read, ready, watch};
 use crate::error::{HandlerError, ReaderError};
 use crate::frame::{FrameError, Receiver};
 use crate::lifecycle::{Phase, panic_message};
@@ -61,6 +62,8 @@ pub(crate) trait Deliver: Send + Sync + 'static {
 pub(crate) enum Stop {
     /// The peer broke the framing rules.
     Protocol(FrameError),
+    /// The socket could not be read (or registered for reads again).
+    Read(io::Error),
     /// A forced stop, or the consumer went away: close quietly.
     Quiet,
 }
@@ -73,7 +76,9 @@ pub(crate) struct Conn {
     pub(crate) inner: Arc<ReaderInner>,
     pub(crate) phase: watch::Receiver<Phase>,
     pub(crate) flavor: RuntimeFlavor,
-    pub(crate) stream: Arc<UnixStream>,
+    pub(crate) socket: Socket,
+    /// `None` only while a delivery waits on the socket itself.
+    pub(crate) watch: Option<Watch>,
     pub(crate) progress: Option<Arc<Progress>>,
     /// A read made by a delivery that ended its burst (end of stream, an
     /// error, or nothing to read), for the connection loop to act on.
@@ -120,20 +125,39 @@ fn call_sync(
 /// (which reads nothing more meanwhile: backpressure), never the others nor
 /// a stop's deadline. So calls never run inline on a tokio worker: a worker
 /// stuck inside a task also stops polling the IO driver and starves every
-/// other connection, even with other workers idle. On a multi-thread
-/// runtime a batch of calls (every complete frame of one read) runs inside
-/// `block_in_place`, which first hands the worker's other tasks, and the
-/// driver, to another thread; on a current-thread runtime it runs on the
-/// blocking pool. The cost is one thread hand-off per read, not per message.
+/// other connection, even with other workers idle.
+///
+/// A connection with frames to hand over takes one of the Reader's few
+/// dedicated slots if one is free: it leaves the IO driver and moves to a
+/// thread of the blocking pool, which calls the handler, reads, and waits
+/// on the socket itself (woken by the kernel, not through the driver and a
+/// worker) until it has been silent for [`LINGER`]; then it registers again
+/// and waits in its task. A busy stream so pays no hand-off at all, and a
+/// message that arrives while its connection lingers is read at once.
+/// Without a free slot, a batch of calls (every complete frame of up to
+/// [`BURST_READS`] reads) runs inside `block_in_place` on a multi-thread
+/// runtime (which first hands the worker's other tasks, and the driver, to
+/// another thread), or on the blocking pool on a current-thread runtime:
+/// one thread hand-off per burst, not per message.
 pub(crate) struct SyncDelivery {
     pub(crate) handler: Arc<SyncHandler>,
     /// The user promised the handler never blocks: call it inline.
     pub(crate) inline: bool,
+    /// Connections on a thread of their own now.
+    pub(crate) dedicated: Arc<AtomicUsize>,
+    /// At most this many at once (a slot is only a speed-up: a client
+    /// holding them all slows other connections down to the burst path,
+    /// and holds no more than this many threads).
+    pub(crate) dedicated_max: usize,
 }
 
 /// Reads a sync delivery may make in one burst before it hands control back
 /// to the connection loop (which then checks deadlines and yields).
 const BURST_READS: usize = 64;
+
+/// A dedicated connection goes back to its task once it has had nothing to
+/// read for this long (a stream of 1,000 messages a second or more stays).
+pub(crate) const LINGER: Duration = Duration::from_millis(2);
 
 /// What a burst of sync delivery works on, movable to a blocking thread.
 struct Burst {
@@ -141,41 +165,46 @@ struct Burst {
     info: ConnectionInfo,
     inner: Arc<ReaderInner>,
     phase: watch::Receiver<Phase>,
-    stream: Arc<UnixStream>,
+    socket: Socket,
+    watch: Option<Watch>,
     progress: Option<Arc<Progress>>,
     pending_read: Option<io::Result<usize>>,
+    /// Set once the connection's task is gone (dropped with its runtime, or
+    /// aborted): a dedicated thread then stops serving.
+    abandoned: Arc<AtomicBool>,
+}
+
+/// Marks a burst abandoned when the task waiting for it is dropped.
+struct Abandon(Arc<AtomicBool>);
+
+impl Drop for Abandon {
+    fn drop(&mut self) {
+        self.0.store(true, Relaxed);
+    }
+}
+
+/// A dedicated slot, given back when dropped.
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
 }
 
 impl SyncDelivery {
-    /// Hands over every complete frame, then keeps reading and handing over
-    /// while the socket has more (up to [`BURST_READS`] reads), so that one
-    /// hand-off to a thread that may block serves a whole burst of traffic.
-    fn run(handler: &SyncHandler, b: &mut Burst) -> Result<(), Stop> {
+    /// Calls the handler for every complete frame; counts them.
+    fn hand_over(handler: &SyncHandler, b: &mut Burst) -> Result<(), Stop> {
         let mut received = 0;
         let mut result = Ok(());
-        for reads_left in (0..BURST_READS).rev() {
-            loop {
-                match b.rx.next_borrowed() {
-                    Ok(Some(body)) => {
-                        account(&b.inner, call_sync(handler, body, &b.info), &mut received);
-                    }
-                    Ok(None) => break,
-                    Err(e) => {
-                        result = Err(Stop::Protocol(e));
-                        break;
-                    }
+        loop {
+            match b.rx.next_borrowed() {
+                Ok(Some(body)) => {
+                    account(&b.inner, call_sync(handler, body, &b.info), &mut received);
                 }
-            }
-            if let Some(p) = &b.progress {
-                p.set_handed_over(b.rx.handed_over());
-            }
-            if result.is_err() || reads_left == 0 || *b.phase.borrow() != Phase::Running {
-                break;
-            }
-            match read(&b.stream, &mut b.rx, b.progress.as_ref(), ReadHow::Ready) {
-                Ok(n) if n > 0 => {}
-                other => {
-                    b.pending_read = Some(other);
+                Ok(None) => break,
+                Err(e) => {
+                    result = Err(Stop::Protocol(e));
                     break;
                 }
             }
@@ -183,6 +212,105 @@ impl SyncDelivery {
         if received > 0 {
             b.inner.counters.received.fetch_add(received, Relaxed);
         }
+        if let Some(p) = &b.progress {
+            p.set_handed_over(b.rx.handed_over());
+        }
+        result
+    }
+
+    /// Hands over every complete frame, then keeps reading and handing over
+    /// while the socket has more (up to [`BURST_READS`] reads), so that one
+    /// hand-off to a thread that may block serves a whole burst of traffic.
+    fn run(handler: &SyncHandler, b: &mut Burst) -> Result<(), Stop> {
+        for reads_left in (0..BURST_READS).rev() {
+            Self::hand_over(handler, b)?;
+            if reads_left == 0 || *b.phase.borrow() != Phase::Running {
+                break;
+            }
+            match read(&b.socket, &mut b.rx, b.progress.as_ref(), ready(&b.watch)) {
+                Ok(n) if n > 0 => {}
+                other => {
+                    b.pending_read = Some(other);
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// On a thread of its own: hands over, reads, and waits on the socket
+    /// itself (a blocking wait, woken by the kernel directly), until the
+    /// connection has been silent for [`LINGER`], ends, reaches its
+    /// inactivity deadline, or the Reader stops; the connection's task
+    /// takes over from there.
+    fn run_dedicated(handler: &SyncHandler, b: &mut Burst) -> Result<(), Stop> {
+        if crate::sys::set_waiting(&b.socket, Some(LINGER)).is_err() {
+            return Self::run(handler, b);
+        }
+        let result = Self::serve_dedicated(handler, b);
+        // Reads never wait without it either (they pass `MSG_DONTWAIT`).
+        let _ = crate::sys::set_waiting(&b.socket, None);
+        result
+    }
+
+    fn serve_dedicated(handler: &SyncHandler, b: &mut Burst) -> Result<(), Stop> {
+        loop {
+            Self::hand_over(handler, b)?;
+            if *b.phase.borrow() != Phase::Running || b.abandoned.load(Relaxed) {
+                return Ok(());
+            }
+            match read(&b.socket, &mut b.rx, b.progress.as_ref(), ReadHow::Now) {
+                Ok(n) if n > 0 => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => {
+                    b.pending_read = Some(other);
+                    return Ok(());
+                }
+            }
+            let now = std::time::Instant::now();
+            b.rx.on_idle(now);
+            let due = b.rx.poll_timeout().is_some_and(|at| at <= now + LINGER);
+            // A deadline within the linger is left to the task's timer.
+            if due || b.rx.is_released() || !crate::sys::wait_readable(&*b.socket) {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Takes a dedicated slot if one is free.
+    fn slot(&self) -> Option<Slot> {
+        let taken = self.dedicated.fetch_add(1, Relaxed);
+        let slot = Slot(Arc::clone(&self.dedicated));
+        (taken < self.dedicated_max).then_some(slot)
+    }
+
+    /// Serves the connection on a blocking-pool thread while it is busy
+    /// (see [`run_dedicated`](Self::run_dedicated)), out of the IO driver
+    /// meanwhile.
+    async fn dedicate(&self, conn: &mut Conn, slot: Slot) -> Result<(), Stop> {
+        let mut burst = Self::lend(conn);
+        // Leaves the driver: the thread waits on the socket itself.
+        burst.watch = None;
+        // A runtime that shuts down waits for its blocking threads: this one
+        // must not keep serving a busy peer after its task is gone.
+        let _abandon = Abandon(Arc::clone(&burst.abandoned));
+        let handler = Arc::clone(&self.handler);
+        let task = tokio::task::spawn_blocking(move || {
+            let result = Self::run_dedicated(&*handler, &mut burst);
+            drop(slot);
+            (burst, result)
+        });
+        let (mut burst, result) = match task.await {
+            Ok(done) => done,
+            // The runtime is shutting down: nothing left to serve.
+            Err(_) => return Err(Stop::Quiet),
+        };
+        match watch(&burst.socket) {
+            Ok(w) => burst.watch = Some(w),
+            Err(e) => return Err(Stop::Read(e)),
+        }
+        Self::give_back(conn, burst);
         result
     }
 
@@ -192,14 +320,17 @@ impl SyncDelivery {
             info: conn.info,
             inner: Arc::clone(&conn.inner),
             phase: conn.phase.clone(),
-            stream: Arc::clone(&conn.stream),
+            socket: Arc::clone(&conn.socket),
+            watch: conn.watch.take(),
             progress: conn.progress.clone(),
             pending_read: None,
+            abandoned: Arc::default(),
         }
     }
 
     fn give_back(conn: &mut Conn, b: Burst) {
         conn.rx = b.rx;
+        conn.watch = b.watch;
         conn.pending_read = b.pending_read;
     }
 }
@@ -210,6 +341,11 @@ impl Deliver for SyncDelivery {
             Ok(false) => return Ok(()),
             Ok(true) => {}
             Err(e) => return Err(Stop::Protocol(e)),
+        }
+        if !self.inline {
+            if let Some(slot) = self.slot() {
+                return self.dedicate(conn, slot).await;
+            }
         }
         let mut burst = Self::lend(conn);
         let result = match conn.flavor {

@@ -20,9 +20,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
-use tokio::net::UnixStream;
 use tokio::sync::Notify;
 
+use crate::connection::Socket;
 use crate::sys;
 
 /// One open connection's progress, as seen by newer connections of the
@@ -144,7 +144,7 @@ impl Drop for Registration {
 #[derive(Debug)]
 struct Entry {
     progress: Arc<Progress>,
-    socket: Weak<UnixStream>,
+    socket: Weak<std::os::unix::net::UnixStream>,
 }
 
 /// The open connections of each peer process.
@@ -163,7 +163,7 @@ impl OrderBook {
     pub(crate) fn admit(
         self: &Arc<Self>,
         pid: Option<i32>,
-        socket: &Arc<UnixStream>,
+        socket: &Socket,
     ) -> (Option<Registration>, Turn) {
         let Some(pid) = pid.filter(|p| *p > 0) else {
             return (None, Turn::default());

@@ -247,15 +247,20 @@ impl ReaderBuilder {
 
     /// Whether the synchronous handler may block (default `true`).
     ///
-    /// By default each burst of handler calls (every frame of up to 64
-    /// reads) runs where blocking is allowed (`block_in_place`, or the
-    /// blocking pool on a current-thread runtime), so a handler that blocks
-    /// holds back only its own connection. That costs one thread hand-off
-    /// per burst: measured here about 10 µs more one-way latency at 10,000
-    /// messages/s and ~10% less throughput at 1 KiB. With `false` the
-    /// handler is called inline on the tokio worker, without that cost; a
-    /// call that does block then stalls every connection on the runtime
-    /// (and the stop's deadline). Only for handlers that never block.
+    /// By default handler calls never run on a tokio worker. A connection
+    /// with messages takes one of a few dedicated slots (as many as the
+    /// machine has cores, at least 2) if one is free: it leaves the IO
+    /// driver and is served on a thread of tokio's blocking pool, which
+    /// calls the handler, reads, and waits on the socket itself until the
+    /// connection has been silent for 2 ms; then the connection goes back
+    /// to its task. Without a free slot, each burst of calls (every frame of
+    /// up to 64 reads) runs inside `block_in_place` (or on the blocking pool
+    /// on a current-thread runtime): one thread hand-off per burst. Either
+    /// way a handler that blocks holds back only its own connection. With
+    /// `false` the handler is called inline on the tokio worker, without a
+    /// dedicated thread or hand-off; a call that does block then stalls
+    /// every connection on the runtime (and the stop's deadline). Only for
+    /// handlers that never block; the default is faster for a busy stream.
     pub fn handler_may_block(mut self, may_block: bool) -> Self {
         self.handler_may_block = may_block;
         self
@@ -279,9 +284,10 @@ impl ReaderBuilder {
     /// starts interleave; the socket appears at the path already listening.
     ///
     /// The handler gets a slice of the connection's buffer, valid only
-    /// during the call (no copy). It runs where blocking is allowed: inside
-    /// `tokio::task::block_in_place` on a multi-thread runtime, on tokio's
-    /// blocking pool on a current-thread runtime. A handler that blocks
+    /// during the call (no copy). It runs where blocking is allowed: on a
+    /// thread of tokio's blocking pool that serves a busy connection, or
+    /// inside `tokio::task::block_in_place` (see
+    /// [`handler_may_block`](Self::handler_may_block)). A handler that blocks
     /// holds back only its own connection (which then reads nothing more:
     /// backpressure), never the others nor a stop's deadline. Returning an
     /// error counts it and keeps the connection; a panic is caught and
@@ -316,6 +322,8 @@ impl ReaderBuilder {
         launch.run(SyncDelivery {
             handler,
             inline: !may_block,
+            dedicated: Arc::default(),
+            dedicated_max: std::thread::available_parallelism().map_or(2, |n| n.get().max(2)),
         });
         Ok(reader)
     }

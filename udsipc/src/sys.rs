@@ -108,6 +108,69 @@ pub(crate) fn register(
         .map_err(|e| e.into_parts().1)
 }
 
+/// Makes reads of `socket` that may wait (see [`wait_readable`]) wait at
+/// most `timeout`, through the kernel's own receive timeout (`SO_RCVTIMEO`,
+/// coarse: no high-resolution timer armed per wait, which on a virtual
+/// machine costs more than the wake-up itself); `None` makes the socket
+/// non-blocking again. The reads that must never wait pass `MSG_DONTWAIT`
+/// and are not affected either way.
+pub(crate) fn set_waiting(
+    socket: &std::os::unix::net::UnixStream,
+    timeout: Option<std::time::Duration>,
+) -> io::Result<()> {
+    match timeout {
+        Some(t) => {
+            socket.set_read_timeout(Some(t))?;
+            socket.set_nonblocking(false)
+        }
+        None => socket.set_nonblocking(true),
+    }
+}
+
+/// Waits on this thread (a one-byte blocking peek, bounded by the timeout
+/// of [`set_waiting`]) until `socket` has bytes, the end of its stream or an
+/// error to read; `false` if the timeout passed first. An interrupted wait
+/// says yes: the caller reads and finds out.
+pub(crate) fn wait_readable(socket: &impl AsFd) -> bool {
+    use nix::errno::Errno;
+    use nix::sys::socket::{MsgFlags, recv};
+    match recv(
+        socket.as_fd().as_raw_fd(),
+        &mut [0u8; 1],
+        MsgFlags::MSG_PEEK,
+    ) {
+        Ok(_) => true,
+        Err(Errno::EAGAIN) => false,
+        Err(_) => true,
+    }
+}
+
+/// A socket shared by several owners, as the IO driver's registration
+/// holds it: the descriptor stays open as long as the registration does.
+#[derive(Debug)]
+pub(crate) struct Shared(pub(crate) std::sync::Arc<std::os::unix::net::UnixStream>);
+
+impl AsRawFd for Shared {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+/// [`register`] for a shared socket: the registration can be dropped (the
+/// socket then leaves the IO driver) and made again while the socket stays
+/// open with its other owners.
+pub(crate) fn register_shared(
+    socket: &std::sync::Arc<std::os::unix::net::UnixStream>,
+    interest: tokio::io::Interest,
+) -> io::Result<tokio::io::unix::AsyncFd<Shared>> {
+    let shared = Shared(std::sync::Arc::clone(socket));
+    // SAFETY: the `AsyncFd` owns `shared`, which holds a strong reference
+    // to the stream: its descriptor stays open, and `as_raw_fd` returns that
+    // same descriptor, until the `AsyncFd` is dropped.
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(shared, interest) }
+        .map_err(|e| e.into_parts().1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,6 +260,55 @@ mod tests {
         let guard = reads.readable().await.unwrap();
         assert!(guard.ready().is_read_closed());
         assert_eq!(reads.get_ref().as_raw_fd(), reads.as_raw_fd());
+    }
+
+    #[test]
+    fn a_waiting_socket_waits_for_bytes_or_the_end_and_gives_up_after_its_timeout() {
+        let (mut writer, reader) = UnixStream::pair().unwrap();
+        reader.set_nonblocking(true).unwrap();
+        set_waiting(&reader, Some(std::time::Duration::from_millis(5))).unwrap();
+        assert!(!wait_readable(&reader), "nothing came within the timeout");
+        writer.write_all(b"x").unwrap();
+        assert!(wait_readable(&reader), "bytes wait");
+        // The wait only peeked: the byte is still there, read without waiting.
+        let mut buf = bytes::BytesMut::with_capacity(8);
+        assert_eq!(recv_into_spare(&reader, &mut buf).unwrap(), 1);
+        assert_eq!(
+            recv_into_spare(&reader, &mut buf).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock,
+            "reads that must not wait never do, even on a waiting socket"
+        );
+        // Non-blocking again: a plain read says WouldBlock at once.
+        set_waiting(&reader, None).unwrap();
+        let err = (&reader).read(&mut [0u8; 4]).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+        set_waiting(&reader, Some(std::time::Duration::from_secs(60))).unwrap();
+        drop(writer);
+        assert!(
+            wait_readable(&reader),
+            "the end of the stream is there to read"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_shared_socket_leaves_the_driver_and_comes_back_while_it_stays_open() {
+        use tokio::io::Interest;
+        let (mut writer, reader) = UnixStream::pair().unwrap();
+        reader.set_nonblocking(true).unwrap();
+        let reader = std::sync::Arc::new(reader);
+        let watch = register_shared(&reader, Interest::READABLE).unwrap();
+        writer.write_all(b"a").unwrap();
+        watch.readable().await.unwrap().clear_ready();
+        drop(watch);
+        // Still open with its other owner: readable, and registered again.
+        let mut buf = bytes::BytesMut::with_capacity(8);
+        assert_eq!(recv_into_spare(&*reader, &mut buf).unwrap(), 1);
+        let watch = register_shared(&reader, Interest::READABLE).unwrap();
+        writer.write_all(b"b").unwrap();
+        watch.readable().await.unwrap().retain_ready();
+        assert_eq!(recv_into_spare(&*reader, &mut buf).unwrap(), 1);
+        assert_eq!(&buf[..], b"ab");
+        assert_eq!(watch.as_raw_fd(), reader.as_raw_fd());
     }
 
     #[test]

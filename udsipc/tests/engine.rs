@@ -612,3 +612,168 @@ fn write_numbered(s: &mut UnixStream, n: u32) -> u32 {
     }
     n
 }
+
+// ---------------------------------------------------------------------------
+// Busy connections on threads of their own (the sync handler's fast path)
+// ---------------------------------------------------------------------------
+
+/// The `(stream, sequence)` pairs received, by connection number.
+type ByConnection = std::collections::HashMap<u64, Vec<(u32, u32)>>;
+
+/// A sync Reader (on `rt`, or on the library's runtime) that records each
+/// message's `(stream, sequence)` number pair by connection.
+fn recording_reader(
+    sock: &TempSock,
+    rt: Option<&Rt>,
+    inactivity: Option<Duration>,
+) -> (Reader, Arc<Mutex<ByConnection>>) {
+    let seen = Arc::new(Mutex::new(std::collections::HashMap::new()));
+    let sink = Arc::clone(&seen);
+    let mut b = Reader::builder(&sock.path).systemd(false);
+    if let Some(rt) = rt {
+        b = b.runtime(rt.handle().clone());
+    }
+    if let Some(t) = inactivity {
+        b = b.inactivity_timeout(t);
+    }
+    let reader = b
+        .start_with_info(move |m, info| {
+            let pair = (number(m), number(&m[4..]));
+            let mut seen = sink.lock().unwrap();
+            seen.entry(info.id).or_insert_with(Vec::new).push(pair);
+            Ok(())
+        })
+        .unwrap();
+    (reader, seen)
+}
+
+/// `(stream, seq)` as a body of `len` bytes.
+fn pair_body(stream: u32, seq: u32, len: usize) -> Vec<u8> {
+    let mut body = stream.to_be_bytes().to_vec();
+    body.extend_from_slice(&seq.to_be_bytes());
+    body.resize(len, 0x33);
+    body
+}
+
+/// More busy connections at once than the Reader has dedicated threads
+/// (a few per core), each pausing now and then for longer than a dedicated
+/// thread lingers, so connections keep moving between their thread and
+/// their task: every message arrives once, in order, on its connection.
+#[rstest]
+#[case::library_runtime(None)]
+#[case::current_thread(Some(0))]
+#[case::one_worker(Some(1))]
+fn busy_connections_beyond_the_dedicated_threads_deliver_everything_in_order(
+    #[case] workers: Option<usize>,
+) {
+    const STREAMS: u32 = 8;
+    const EACH: u32 = 3_000;
+    let sock = temp_sock();
+    let rt = workers.map(runtime);
+    let (reader, seen) = recording_reader(&sock, rt.as_ref(), None);
+    let writers: Vec<_> = (0..STREAMS)
+        .map(|stream| {
+            let mut s = UnixStream::connect(&sock.path).unwrap();
+            std::thread::spawn(move || {
+                for seq in 0..EACH {
+                    let len = if seq % 3 == 0 { 200 } else { 40 };
+                    s.write_all(&frames(&[&pair_body(stream, seq, len)]))
+                        .unwrap();
+                    if seq % 1_000 == 999 {
+                        // Silent past the linger: back to the task, and out
+                        // again with the next message.
+                        std::thread::sleep(udsipc_linger() * 5);
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    eventually("every message delivered", || {
+        reader.metrics().received == u64::from(STREAMS * EACH)
+    });
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), STREAMS as usize, "one list per connection");
+    for pairs in seen.values() {
+        let stream = pairs[0].0;
+        let expected: Vec<_> = (0..EACH).map(|seq| (stream, seq)).collect();
+        assert_eq!(
+            pairs, &expected,
+            "stream {stream}: every message once, in order"
+        );
+    }
+    drop(seen);
+    let stop = reader.stop(STOP);
+    match &rt {
+        Some(rt) => rt.block_on(stop).unwrap(),
+        None => {
+            drop(stop);
+            reader.stop_blocking(STOP).unwrap();
+        }
+    }
+}
+
+/// How long a dedicated connection waits for more before going back to its
+/// task (the library's `LINGER`, 2 ms; the kernel's timeout may round it
+/// up to a few ms).
+fn udsipc_linger() -> Duration {
+    Duration::from_millis(2)
+}
+
+/// The runtime is dropped (without stopping the Reader) while a peer keeps
+/// streaming into a connection served on a thread of its own: a runtime
+/// waits for its blocking threads when dropped, so that thread must notice
+/// its task is gone and stop, or the drop never returns.
+#[test]
+fn a_runtime_dropped_under_a_nonstop_stream_shuts_down() {
+    let sock = temp_sock();
+    let rt = runtime(2);
+    let (reader, _seen) = recording_reader(&sock, Some(&rt), None);
+    let mut s = UnixStream::connect(&sock.path).unwrap();
+    let writer = std::thread::spawn(move || {
+        let mut seq = 0;
+        // Until the Reader's side is gone.
+        while s.write_all(&frames(&[&pair_body(0, seq, 64)])).is_ok() {
+            seq += 1;
+        }
+        seq
+    });
+    eventually("the stream is being served", || {
+        reader.metrics().received > 10_000
+    });
+    let (done_tx, done_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        drop(rt);
+        done_tx.send(()).unwrap();
+    });
+    done_rx
+        .recv_timeout(PATIENCE)
+        .expect("dropping the runtime returned despite the nonstop stream");
+    let sent = writer.join().unwrap();
+    assert!(sent > 10_000, "{sent}");
+    drop(reader);
+}
+
+/// A connection that went quiet after a busy spell (served on a thread of
+/// its own, then back in its task) is still closed by its inactivity
+/// timeout, and everything it sent was delivered.
+#[test]
+fn a_connection_quiet_after_a_busy_spell_still_times_out() {
+    let sock = temp_sock();
+    let (reader, seen) = recording_reader(&sock, None, Some(Duration::from_millis(100)));
+    let mut s = UnixStream::connect(&sock.path).unwrap();
+    for seq in 0..5_000 {
+        s.write_all(&frames(&[&pair_body(0, seq, 64)])).unwrap();
+    }
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut byte = [0u8; 1];
+    let n = std::io::Read::read(&mut s, &mut byte).expect("closed, not timed out here");
+    assert_eq!(n, 0, "the Reader closed the quiet connection");
+    let seen = seen.lock().unwrap();
+    let pairs: Vec<_> = seen.values().next().unwrap().clone();
+    assert_eq!(pairs, (0..5_000).map(|seq| (0, seq)).collect::<Vec<_>>());
+    drop(seen);
+    reader.stop_blocking(STOP).unwrap();
+}
