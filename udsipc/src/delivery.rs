@@ -159,6 +159,11 @@ const BURST_READS: usize = 64;
 /// read for this long (a stream of 1,000 messages a second or more stays).
 pub(crate) const LINGER: Duration = Duration::from_millis(2);
 
+/// A dedicated connection also goes back to its task after serving this
+/// long without a pause, and queues for a thread again: a busy stream never
+/// keeps a thread of a small blocking pool from the other connections.
+pub(crate) const SLICE: Duration = Duration::from_millis(10);
+
 /// What a burst of sync delivery works on, movable to a blocking thread.
 struct Burst {
     rx: Receiver,
@@ -241,8 +246,8 @@ impl SyncDelivery {
     /// On a thread of its own: hands over, reads, and waits on the socket
     /// itself (a blocking wait, woken by the kernel directly), until the
     /// connection has been silent for [`LINGER`], ends, reaches its
-    /// inactivity deadline, or the Reader stops; the connection's task
-    /// takes over from there.
+    /// inactivity deadline, has been served for a [`SLICE`], or the Reader
+    /// stops; the connection's task takes over from there.
     fn run_dedicated(handler: &SyncHandler, b: &mut Burst) -> Result<(), Stop> {
         if crate::sys::set_waiting(&b.socket, Some(LINGER)).is_err() {
             return Self::run(handler, b);
@@ -254,9 +259,13 @@ impl SyncDelivery {
     }
 
     fn serve_dedicated(handler: &SyncHandler, b: &mut Burst) -> Result<(), Stop> {
+        let until = std::time::Instant::now() + SLICE;
         loop {
             Self::hand_over(handler, b)?;
-            if *b.phase.borrow() != Phase::Running || b.abandoned.load(Relaxed) {
+            if *b.phase.borrow() != Phase::Running
+                || b.abandoned.load(Relaxed)
+                || std::time::Instant::now() >= until
+            {
                 return Ok(());
             }
             match read(&b.socket, &mut b.rx, b.progress.as_ref(), ReadHow::Now) {

@@ -777,3 +777,50 @@ fn a_connection_quiet_after_a_busy_spell_still_times_out() {
     drop(seen);
     reader.stop_blocking(STOP).unwrap();
 }
+
+/// A runtime with a single blocking thread and two peers streaming without
+/// a pause: a connection served on a thread of its own gives that thread
+/// back now and then, so the other connection is served too (it would
+/// otherwise wait for a blocking thread for as long as the first stream
+/// lasts).
+#[test]
+fn two_nonstop_streams_share_a_single_blocking_thread() {
+    let sock = temp_sock();
+    let built = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .max_blocking_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let rt = Rt {
+        rt: Some(Arc::new(built)),
+        driver: None,
+    };
+    let (reader, seen) = recording_reader(&sock, Some(&rt), None);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers: Vec<_> = (0..2u32)
+        .map(|stream| {
+            let mut s = UnixStream::connect(&sock.path).unwrap();
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let mut seq = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let frame = frames(&[&pair_body(stream, seq, 64)]);
+                    if s.write_all(&frame).is_err() {
+                        break;
+                    }
+                    seq += 1;
+                }
+            })
+        })
+        .collect();
+    eventually("both streams are being served", || {
+        let seen = seen.lock().unwrap();
+        seen.len() == 2 && seen.values().all(|pairs| pairs.len() > 1_000)
+    });
+    stop.store(true, Ordering::Relaxed);
+    rt.block_on(reader.stop(STOP)).unwrap();
+    for w in writers {
+        w.join().unwrap();
+    }
+}
