@@ -156,8 +156,9 @@ pub use socket::{SocketAddress, max_socket_path_len, replaceable_socket_dir};
 #[cfg(feature = "runtime")]
 pub use writer::{
     DEFAULT_DIAL_TIMEOUT, DEFAULT_INITIAL_BACKOFF, DEFAULT_LINGER, DEFAULT_MAX_ATTEMPTS,
-    DEFAULT_MAX_BACKOFF, DEFAULT_MAX_BUFFERED_WRITES, DEFAULT_WRITE_BUFFER_SIZE,
-    DEFAULT_WRITE_TIMEOUT, Permit, Writer, WriterBuilder, WriterMetricsHandle,
+    DEFAULT_MAX_BACKOFF, DEFAULT_MAX_BUFFERED_BYTES, DEFAULT_MAX_BUFFERED_WRITES,
+    DEFAULT_WRITE_BUFFER_SIZE, DEFAULT_WRITE_TIMEOUT, Permit, Writer, WriterBuilder,
+    WriterMetricsHandle,
 };
 #[cfg(feature = "futures")]
 #[cfg_attr(docsrs, doc(cfg(feature = "futures")))]

@@ -180,6 +180,11 @@ fn varint_len_of_frame(frame: &[u8]) -> usize {
         .map_or(frame.len(), |i| i + 1)
 }
 
+/// The whole length (prefix and body) of a message of `body_len` bytes.
+pub(crate) fn frame_len_of(body_len: usize) -> usize {
+    varint_len(body_len as u64) + body_len
+}
+
 /// Why a push was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Refused {
@@ -200,6 +205,14 @@ struct State {
     spares: VecDeque<BytesMut>,
     /// Size of the next new chunk.
     chunk: usize,
+    /// Chunks grow up to this ([`ARENA_CHUNK_MAX`], or less with a byte
+    /// limit).
+    chunk_max: usize,
+    /// Frame bytes (prefixes and bodies) of the messages counted in
+    /// `depth`, pushed and finished with them; kept only with a byte limit
+    /// (under this lock, which every push takes anyway: no atomic per
+    /// message).
+    bytes: usize,
     closed: bool,
 }
 
@@ -215,6 +228,8 @@ pub(crate) struct Queue {
     /// Changed only under the state lock, read without it by `wait_room`.
     reserved: AtomicUsize,
     capacity: usize,
+    /// The byte limit (`usize::MAX`: none, and `bytes` is not kept).
+    byte_capacity: usize,
     /// Producers waiting for room are woken once the depth is down to this,
     /// so that each wake-up refills a good part of the queue instead of one
     /// batch's worth (or after `WAKE_EVERY` completions, so that producers
@@ -239,11 +254,14 @@ impl Queue {
                 run: 0,
                 spares: VecDeque::new(),
                 chunk: ARENA_CHUNK,
+                chunk_max: ARENA_CHUNK_MAX,
+                bytes: 0,
                 closed: false,
             }),
             depth: AtomicUsize::new(0),
             reserved: AtomicUsize::new(0),
             capacity,
+            byte_capacity: usize::MAX,
             low_water: capacity / 2,
             completions_while_waiting: AtomicUsize::new(0),
             room_waiters: AtomicUsize::new(0),
@@ -254,17 +272,46 @@ impl Queue {
         }
     }
 
+    /// Also bounds the queue in frame bytes: a message that would take the
+    /// queued bytes past `max` is refused (`Full`), except into a queue that
+    /// holds no bytes, which takes any one message.
+    /// Arena chunks then grow only to half the limit (at least
+    /// [`ARENA_CHUNK`]), so that what the queue holds stays near it.
+    pub(crate) fn with_max_bytes(mut self, max: usize) -> Self {
+        self.byte_capacity = max;
+        self.lock().chunk_max = (max / 2).clamp(ARENA_CHUNK, ARENA_CHUNK_MAX);
+        self
+    }
+
+    fn tracks_bytes(&self) -> bool {
+        self.byte_capacity != usize::MAX
+    }
+
+    /// Whether `frame_len` more bytes fit (always, without a byte limit).
+    fn bytes_fit(&self, st: &State, frame_len: usize) -> bool {
+        !self.tracks_bytes()
+            || st.bytes == 0
+            || st.bytes.saturating_add(frame_len) <= self.byte_capacity
+    }
+
+    fn add_bytes(&self, st: &mut State, frame_len: usize) {
+        if self.tracks_bytes() {
+            st.bytes += frame_len;
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding this lock cannot leave the state half-made
         // (each critical section is a push or a swap), so poisoning is ignored.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn admit(&self, st: &State) -> Result<(), Refused> {
+    /// Whether a message of `frame_len` bytes may be queued now.
+    fn admit(&self, st: &State, frame_len: usize) -> Result<(), Refused> {
         if st.closed {
             return Err(Refused::Closed);
         }
-        if self.used() >= self.capacity {
+        if self.used() >= self.capacity || !self.bytes_fit(st, frame_len) {
             return Err(Refused::Full);
         }
         Ok(())
@@ -280,6 +327,7 @@ impl Queue {
     fn enqueue(&self, st: &mut State, item: Item, wake: bool) -> bool {
         Self::seal(st);
         let was_empty = st.items.is_empty();
+        self.add_bytes(st, item.frame_len());
         st.items.push_back(item);
         self.depth.fetch_add(1, Ordering::AcqRel);
         if was_empty && wake {
@@ -330,7 +378,7 @@ impl Queue {
             return self.push_owned_with(bytes, wake).map_err(|(r, _)| r);
         }
         let mut st = self.lock();
-        self.admit(&st)?;
+        self.admit(&st, frame_len)?;
         Ok(self.append(&mut st, body, frame_len, wake))
     }
 
@@ -346,6 +394,7 @@ impl Queue {
         st.arena.put_slice(body);
         let was_empty = st.items.is_empty() && st.run == 0;
         st.run += 1;
+        self.add_bytes(st, frame_len);
         self.depth.fetch_add(1, Ordering::AcqRel);
         if was_empty && wake {
             self.data_ready.notify_one();
@@ -376,7 +425,7 @@ impl Queue {
             st.spares.pop_front();
         }
         st.arena = BytesMut::with_capacity(st.chunk.max(frame_len));
-        st.chunk = (st.chunk * 2).min(ARENA_CHUNK_MAX);
+        st.chunk = (st.chunk * 2).min(st.chunk_max);
     }
 
     /// Queues `body` (copied into the arena when small, else as it is);
@@ -393,11 +442,11 @@ impl Queue {
 
     fn push_owned_with(&self, body: Bytes, wake: bool) -> Result<bool, (Refused, Bytes)> {
         let mut st = self.lock();
-        if let Err(r) = self.admit(&st) {
+        let frame_len = varint_len(body.len() as u64) + body.len();
+        if let Err(r) = self.admit(&st, frame_len) {
             return Err((r, body));
         }
         Ok(if body.len() <= COPY_OWNED_MAX {
-            let frame_len = varint_len(body.len() as u64) + body.len();
             self.append(&mut st, &body, frame_len, wake)
         } else {
             self.enqueue(&mut st, Item::new(body, false), wake)
@@ -405,10 +454,12 @@ impl Queue {
     }
 
     /// Holds one slot of the capacity for a later `push_reserved` (or
-    /// `release_reserved`): no other push can take it meanwhile.
+    /// `release_reserved`): no other push can take it meanwhile. With a
+    /// byte limit, a slot is given while the queued bytes are below it, and
+    /// its message is then taken whatever its size.
     pub(crate) fn reserve_slot(&self) -> Result<(), Refused> {
         let st = self.lock();
-        self.admit(&st)?;
+        self.admit(&st, 1)?;
         self.reserved.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
@@ -449,8 +500,9 @@ impl Queue {
         }
     }
 
-    /// Waits until `try_push` might succeed (room or closed).
-    pub(crate) async fn wait_room(&self) {
+    /// Waits until a push of a `frame_len`-byte message might succeed
+    /// (room, or closed).
+    pub(crate) async fn wait_room(&self, frame_len: usize) {
         let notified = self.room.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
@@ -461,7 +513,10 @@ impl Queue {
         let _registered = crate::runtime::OnCancel::new(|| {
             self.room_waiters.fetch_sub(1, Ordering::SeqCst);
         });
-        let has_room = self.used() < self.capacity || self.lock().closed;
+        let has_room = {
+            let st = self.lock();
+            st.closed || (self.used() < self.capacity && self.bytes_fit(&st, frame_len))
+        };
         if !has_room {
             notified.await;
         }
@@ -484,11 +539,19 @@ impl Queue {
         self.data_ready.notified().await;
     }
 
-    /// `n` taken messages are finished with (written, or discarded).
-    pub(crate) fn complete(&self, n: usize) {
+    /// `n` taken messages of `bytes` frame bytes in all are finished with
+    /// (written, or discarded).
+    pub(crate) fn complete(&self, n: usize, bytes: usize) {
         if n == 0 {
             return;
         }
+        let queued = if self.tracks_bytes() {
+            let mut st = self.lock();
+            st.bytes -= bytes;
+            st.bytes
+        } else {
+            0
+        };
         let depth = self.depth.fetch_sub(n, Ordering::SeqCst) - n;
         // A waiter saw `depth >= capacity`; the depth only falls from there
         // while the writer makes progress, down to 0 at worst, so it always
@@ -497,7 +560,8 @@ impl Queue {
             let seen = self
                 .completions_while_waiting
                 .fetch_add(1, Ordering::Relaxed);
-            if depth <= self.low_water || seen % WAKE_EVERY == WAKE_EVERY - 1 {
+            let bytes_low = self.tracks_bytes() && queued <= self.byte_capacity / 2;
+            if depth <= self.low_water || bytes_low || seen % WAKE_EVERY == WAKE_EVERY - 1 {
                 self.room.notify_waiters();
             }
         }
@@ -519,12 +583,13 @@ impl Queue {
     pub(crate) fn discard_all(&self) -> usize {
         let mut st = self.lock();
         let n = st.items.iter().map(|i| i.count as usize).sum::<usize>() + st.run as usize;
+        let bytes = st.items.iter().map(Item::frame_len).sum::<usize>() + st.arena.len();
         st.run = 0;
         st.items.clear();
         st.arena = BytesMut::new();
         st.spares.clear();
         drop(st);
-        self.complete(n);
+        self.complete(n, bytes);
         n
     }
 }
@@ -548,7 +613,7 @@ mod tests {
         assert_eq!((out[0].count, out[0].frame_len()), (2, 7));
         // Taken but unfinished messages still count against the capacity.
         assert_eq!(q.push_copy(b"x"), Err(Refused::Full));
-        q.complete(2);
+        q.complete(2, 0);
         q.push_copy(b"x").unwrap();
     }
 
@@ -611,7 +676,7 @@ mod tests {
                 Some(_) => {}
             }
             // Written: the items go, and with them the chunk's last users.
-            q.complete(per_chunk);
+            q.complete(per_chunk, 0);
         }
         assert!(reused, "every chunk was fresh memory");
     }
@@ -651,13 +716,77 @@ mod tests {
         }
         let mut out = VecDeque::new();
         q.take_all(&mut out);
-        let wait = q.wait_room();
+        let wait = q.wait_room(1);
         tokio::pin!(wait);
         assert!(!poll_once(wait.as_mut()));
-        q.complete(1); // depth 3: room, but above the low-water mark
+        q.complete(1, 0); // depth 3: room, but above the low-water mark
         assert!(!poll_once(wait.as_mut()));
-        q.complete(1); // depth 2 = capacity / 2
+        q.complete(1, 0); // depth 2 = capacity / 2
         assert!(poll_once(wait.as_mut()));
+    }
+
+    #[test]
+    fn a_byte_limit_refuses_what_would_pass_it_and_an_empty_queue_takes_any_message() {
+        let q = Queue::new(1_000).with_max_bytes(100);
+        let m60 = vec![1u8; 59]; // a 60-byte frame
+        q.push_copy(&m60).unwrap();
+        assert_eq!(q.push_copy(&[2u8; 40]), Err(Refused::Full), "60 + 41 > 100");
+        q.push_copy(&[3u8; 39]).unwrap(); // 60 + 40 = 100: fits exactly
+        assert_eq!(q.push_copy(b"x"), Err(Refused::Full));
+        let refused = q.push_owned(Bytes::from(vec![4u8; 1_000])).unwrap_err();
+        assert_eq!(refused.0, Refused::Full);
+        assert_eq!(
+            q.reserve_slot(),
+            Err(Refused::Full),
+            "no byte left for a permit"
+        );
+        let mut out = VecDeque::new();
+        q.take_all(&mut out);
+        // Taken but not written: still counted.
+        assert_eq!(q.push_copy(b"x"), Err(Refused::Full));
+        q.complete(2, 100);
+        // Empty: a message far above the limit is taken, then nothing else.
+        q.push_owned(Bytes::from(vec![5u8; 1_000])).unwrap();
+        q.push_copy(&vec![6u8; 20_000]).unwrap_err();
+        assert_eq!(q.push_copy(b"y"), Err(Refused::Full));
+        assert_eq!(q.discard_all(), 1);
+        q.push_copy(b"z").unwrap();
+        assert_eq!(q.depth(), 1);
+    }
+
+    #[test]
+    fn a_waiter_for_a_large_message_waits_until_it_fits() {
+        let q = Queue::new(1_000).with_max_bytes(100);
+        q.push_copy(&[1u8; 59]).unwrap(); // 60 bytes
+        q.push_copy(&[1u8; 29]).unwrap(); // 30 bytes
+        let mut out = VecDeque::new();
+        q.take_all(&mut out);
+        let wait = q.wait_room(50);
+        tokio::pin!(wait);
+        assert!(!poll_once(wait.as_mut()), "90 + 50 > 100");
+        // 60 left: a waiter may be woken (it retries), but a new wait for
+        // 50 bytes still finds no room.
+        q.complete(1, 30);
+        assert_eq!(q.push_copy(&[7u8; 49]), Err(Refused::Full));
+        let again = q.wait_room(50);
+        tokio::pin!(again);
+        assert!(!poll_once(again.as_mut()), "60 + 50 > 100");
+        q.complete(1, 60); // empty
+        assert!(poll_once(again.as_mut()));
+        q.push_copy(&[7u8; 49]).unwrap();
+    }
+
+    #[test]
+    fn without_a_byte_limit_bytes_are_not_counted() {
+        let q = Queue::new(2);
+        q.push_copy(&vec![1u8; 100_000]).unwrap();
+        q.push_owned(Bytes::from(vec![2u8; 100_000])).unwrap();
+        assert_eq!(q.lock().bytes, 0);
+        assert_eq!(
+            q.push_copy(b"x"),
+            Err(Refused::Full),
+            "the count still bounds"
+        );
     }
 
     #[test]
@@ -667,14 +796,14 @@ mod tests {
         for _ in 0..4 {
             q.push_owned(Bytes::from_static(b"m")).unwrap();
         }
-        let wait = q.wait_room();
+        let wait = q.wait_room(1);
         tokio::pin!(wait);
         assert!(!poll_once(wait.as_mut()));
         let mut woken = false;
         for _ in 0..WAKE_EVERY {
             // One message written, and at once another producer refills.
             q.take_all(&mut out);
-            q.complete(1);
+            q.complete(1, 0);
             q.push_owned(Bytes::from_static(b"m")).unwrap();
             woken = poll_once(wait.as_mut());
             if woken {
@@ -699,7 +828,7 @@ mod tests {
         let wire: Vec<u8> = out.iter().flat_map(|i| i.bytes.to_vec()).collect();
         assert_eq!(wire, [1, b'a', 1, b'c'], "both queued, in order");
         let big = Bytes::from(vec![7u8; COPY_OWNED_MAX + 1]);
-        q.complete(2);
+        q.complete(2, 0);
         q.reserve_slot().unwrap();
         q.push_reserved(big.clone()).unwrap();
         q.take_all(&mut out);
@@ -710,7 +839,7 @@ mod tests {
     fn a_released_slot_can_be_taken_again_and_wakes_a_waiting_producer() {
         let q = Queue::new(1);
         q.reserve_slot().unwrap();
-        let wait = q.wait_room();
+        let wait = q.wait_room(1);
         tokio::pin!(wait);
         assert!(!poll_once(wait.as_mut()));
         q.release_reserved();

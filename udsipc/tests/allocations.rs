@@ -36,8 +36,10 @@ fn allocs_per_message(size: usize, send_one: impl Fn(&Writer, &Bytes)) -> f64 {
             Ok(())
         })
         .unwrap();
+    // The producer runs far ahead of the socket: neither bound may refuse.
     let writer = Writer::builder(&path)
         .max_buffered_writes(1 << 20)
+        .max_buffered_bytes(usize::MAX)
         .start()
         .unwrap();
     let payload = Bytes::from(vec![7u8; size]);

@@ -140,26 +140,42 @@ fn rss_of_a_busy_writer() {
     let sock = temp_sock();
     let sink = start_sink(&sock);
     let warm = idle_writers(&sock, 1);
-    for (size, count) in [(64usize, 2_000_000u64), (1024, 500_000), (64 * KIB, 20_000)] {
-        let rss0 = rss_kib();
-        let w = Writer::builder(&sock.path).start().unwrap();
-        let payload = vec![0x5au8; size];
-        let mut peak = rss0;
-        for i in 0..count {
-            while w.write_message(&payload).is_err() {
-                std::thread::yield_now();
+    let runs = [(64usize, 2_000_000u64), (1024, 500_000), (64 * KIB, 20_000)];
+    for bounded in [false, true] {
+        for (size, count) in runs {
+            let (rss0, heap0) = (rss_kib(), live_bytes());
+            let mut b = Writer::builder(&sock.path);
+            if bounded {
+                b = b
+                    .max_buffered_bytes(128 * KIB)
+                    .write_buffer_size(64 * KIB as u32);
             }
-            if i % 10_000 == 0 {
-                peak = peak.max(rss_kib());
+            let w = b.start().unwrap();
+            let payload = vec![0x5au8; size];
+            let (mut peak, mut heap_peak) = (rss0, heap0);
+            for i in 0..count {
+                while w.write_message(&payload).is_err() {
+                    std::thread::yield_now();
+                }
+                if i % 1_000 == 0 {
+                    peak = peak.max(rss_kib());
+                    heap_peak = heap_peak.max(live_bytes());
+                }
             }
+            w.stop_blocking(STOP).unwrap();
+            let after = rss_kib();
+            let how = if bounded {
+                "bounded (max_buffered_bytes 64 KiB, write_buffer_size 64 KiB)"
+            } else {
+                "default"
+            };
+            eprintln!(
+                "a busy Writer, {how}, {count} messages of {size} B as fast as it takes them: RSS peak +{} KiB, heap peak +{} KiB, RSS +{} KiB after its stop",
+                peak - rss0,
+                heap_peak.saturating_sub(heap0) / KIB,
+                after.saturating_sub(rss0)
+            );
         }
-        w.stop_blocking(STOP).unwrap();
-        let after = rss_kib();
-        eprintln!(
-            "a busy Writer, {count} messages of {size} B as fast as it takes them: RSS peak +{} KiB, +{} KiB after its stop",
-            peak - rss0,
-            after.saturating_sub(rss0)
-        );
     }
     for w in &warm {
         w.stop_blocking(STOP).unwrap();

@@ -360,7 +360,7 @@ fn publish_counters(inner: &WriterInner, m: &mut Machine) {
     c.reconnects.store(reconnects, Relaxed);
     c.backpressure.store(backpressure, Relaxed);
     c.refused.store(refused, Relaxed);
-    inner.queue.complete(m.take_freed());
+    inner.queue.complete(m.take_freed(), m.take_freed_bytes());
 }
 
 /// An open connection.
@@ -559,12 +559,12 @@ impl Drop for Leftovers<'_> {
         e.m.handle_force(now());
         e.conn = None;
         let stats = e.m.stats();
-        let freed = e.m.take_freed();
+        let freed = (e.m.take_freed(), e.m.take_freed_bytes());
         drop(e);
         let c = &self.inner.counters;
         c.discarded.store(stats.discarded, Relaxed);
         c.unconfirmed.store(stats.unconfirmed, Relaxed);
-        self.inner.queue.complete(freed);
+        self.inner.queue.complete(freed.0, freed.1);
         self.inner.queue.close();
         let n = self.inner.queue.discard_all() as u64;
         if n > 0 {

@@ -323,6 +323,7 @@ pub(crate) struct Machine {
     stats: Stats,
     reports: VecDeque<WriterError>,
     freed: usize,
+    freed_bytes: usize,
 }
 
 impl Machine {
@@ -344,6 +345,7 @@ impl Machine {
             stats: Stats::default(),
             reports: VecDeque::new(),
             freed: 0,
+            freed_bytes: 0,
         }
     }
 
@@ -369,6 +371,12 @@ impl Machine {
     /// failed or discarded) since the last call.
     pub(crate) fn take_freed(&mut self) -> usize {
         std::mem::take(&mut self.freed)
+    }
+
+    /// The frame bytes of the slots [`take_freed`](Self::take_freed) counts,
+    /// since the last call.
+    pub(crate) fn take_freed_bytes(&mut self) -> usize {
+        std::mem::take(&mut self.freed_bytes)
     }
 
     /// Whether the driver should move queued messages in (it takes them
@@ -597,6 +605,7 @@ impl Machine {
                 item.sent = true;
                 self.stats.sent += u64::from(item.count);
                 self.freed += item.count as usize;
+                self.freed_bytes += item.frame_len();
             }
             c.inflight.push_back(Flight::new(end, item));
         }
@@ -811,6 +820,7 @@ impl Machine {
             let done = head.split_front_at(n, at);
             self.stats.sent += u64::from(n);
             self.freed += n as usize;
+            self.freed_bytes += at;
             let end = base + at as u64;
             let mut done = done;
             done.sent = true;
@@ -941,6 +951,7 @@ impl Machine {
             self.gave_up = true;
             if !item.sent {
                 self.freed += 1;
+                self.freed_bytes += item.frame_len();
             }
             self.reports.push_back(WriterError::MessageFailed {
                 size: item.body_len(),
@@ -966,6 +977,7 @@ impl Machine {
             n += u64::from(item.count);
             if !item.sent {
                 self.freed += item.count as usize;
+                self.freed_bytes += item.frame_len();
             }
         }
         self.stats.discarded += n;

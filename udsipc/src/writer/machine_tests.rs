@@ -519,6 +519,11 @@ fn a_run_is_written_at_once_and_counted_message_by_message_as_it_is_read() {
     let s = t.m.stats();
     assert_eq!((s.sent, s.delivered, s.unconfirmed), (5, 5, 0));
     assert_eq!(t.m.take_freed(), 5);
+    assert_eq!(
+        t.m.take_freed_bytes(),
+        5 * 101,
+        "the run's frame bytes, split or not"
+    );
 }
 
 #[test]
@@ -541,6 +546,11 @@ fn a_cut_inside_a_run_retries_only_the_cut_message() {
         assert_eq!((tag(&pending[0]), pending[0].attempts), (4, 1));
         assert!(!pending[0].sent);
         assert_eq!(t.m.take_freed(), 4);
+        assert_eq!(
+            t.m.take_freed_bytes(),
+            11 + 3 * 101,
+            "the cut one is not freed"
+        );
     }
 }
 

@@ -35,6 +35,9 @@ use crate::socket;
 
 /// Default queue capacity: 10,000 messages (Go: `WithMaxBufferedWrites`).
 pub const DEFAULT_MAX_BUFFERED_WRITES: usize = 10_000;
+/// Default queue bound in bytes (prefixes and bodies): 64 MiB (Go has none;
+/// see [`WriterBuilder::max_buffered_bytes`]).
+pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 64 * 1024 * 1024;
 /// Default write timeout: 1 s (Go: `WithWriteTimeout`).
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Default dial timeout: 1 s (Go: `WithDialTimeout`).
@@ -73,6 +76,7 @@ type ErrorCallback = dyn Fn(&WriterError) + Send + Sync;
 pub struct WriterBuilder {
     path: PathBuf,
     max_buffered_writes: usize,
+    max_buffered_bytes: usize,
     write_timeout: Duration,
     dial_timeout: Duration,
     initial_backoff: Duration,
@@ -105,6 +109,7 @@ impl WriterBuilder {
         Self {
             path,
             max_buffered_writes: DEFAULT_MAX_BUFFERED_WRITES,
+            max_buffered_bytes: DEFAULT_MAX_BUFFERED_BYTES,
             write_timeout: DEFAULT_WRITE_TIMEOUT,
             dial_timeout: DEFAULT_DIAL_TIMEOUT,
             initial_backoff: DEFAULT_INITIAL_BACKOFF,
@@ -122,6 +127,27 @@ impl WriterBuilder {
     /// zero. Default 10,000.
     pub fn max_buffered_writes(mut self, n: usize) -> Self {
         self.max_buffered_writes = n;
+        self
+    }
+
+    /// Also bounds the queue in bytes (each message's length prefix and
+    /// body): a message that would take what waits past `bytes` is refused
+    /// with `BufferFull` ([`send`](Writer::send) and the other waiting forms
+    /// wait for room instead), except into a queue that holds nothing,
+    /// which takes any one message. Messages already written and not yet
+    /// confirmed read (at most the socket's buffer) are not counted, and a
+    /// [`Permit`] holds a slot whatever its message's size. The queue's
+    /// memory chunks also stay under half the bound. Must be above zero.
+    ///
+    /// Default 64 MiB, which 10,000 messages (the default count) reach only
+    /// above 6.5 KiB each. Go bounds the count only, so a Go Writer busy
+    /// with 64 KiB messages holds 640 MB; `usize::MAX` restores that (no
+    /// byte bound, and no byte counting). A small bound, with a small
+    /// [`write_buffer_size`](Self::write_buffer_size), keeps a busy Writer
+    /// small: both at 64 KiB, its heap peaked at 134–396 KiB here with
+    /// 64 B, 1 KiB and 64 KiB messages (by default: 1.9, 14 and 68 MiB).
+    pub fn max_buffered_bytes(mut self, bytes: usize) -> Self {
+        self.max_buffered_bytes = bytes;
         self
     }
 
@@ -214,6 +240,7 @@ impl WriterBuilder {
         }
         for (option, value) in [
             ("max_buffered_writes", self.max_buffered_writes),
+            ("max_buffered_bytes", self.max_buffered_bytes),
             ("max_attempts", self.max_attempts as usize),
         ] {
             if value == 0 {
@@ -233,7 +260,7 @@ impl WriterBuilder {
         );
         let inner = Arc::new(WriterInner {
             engine: Mutex::new(driver::Engine::new(machine)),
-            queue: Queue::new(self.max_buffered_writes),
+            queue: Queue::new(self.max_buffered_writes).with_max_bytes(self.max_buffered_bytes),
             counters: WriterCounters::default(),
             phase: PhaseCell::new(),
             deadline: Mutex::new(None),
@@ -468,7 +495,8 @@ impl Writer {
 
     async fn send_when_room(&self, mut data: Bytes) -> Result<(), WriteError<Bytes>> {
         loop {
-            self.inner.queue.wait_room().await;
+            let need = crate::queue::frame_len_of(data.len());
+            self.inner.queue.wait_room(need).await;
             match self.inner.queue.push_owned(data) {
                 Ok(()) => return Ok(()),
                 Err((Refused::Closed, back)) => return Err(WriteError::Stopped(back)),

@@ -131,9 +131,10 @@ impl WriterSink {
                 Ok(()) => return Poll::Ready(Ok(())),
                 Err((Refused::Closed, back)) => return Poll::Ready(Err(SinkError::Stopped(back))),
                 Err((Refused::Full, back)) => {
+                    let need = crate::queue::frame_len_of(back.len());
                     self.held = Some(back);
                     let inner: Arc<WriterInner> = Arc::clone(&self.writer.inner);
-                    self.wait = Some(Box::pin(async move { inner.queue.wait_room().await }));
+                    self.wait = Some(Box::pin(async move { inner.queue.wait_room(need).await }));
                 }
             }
         }

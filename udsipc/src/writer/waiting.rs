@@ -113,7 +113,7 @@ impl Writer {
                     });
                 }
                 Err(Refused::Closed) => return Err(WriteError::Stopped(())),
-                Err(Refused::Full) => self.inner.queue.wait_room().await,
+                Err(Refused::Full) => self.inner.queue.wait_room(1).await,
             }
         }
     }
@@ -169,10 +169,11 @@ impl Writer {
             // The message stays on this thread; only the wait runs on the
             // Writer's runtime.
             let inner: Arc<WriterInner> = Arc::clone(&self.inner);
+            let need = crate::queue::frame_len_of(data.len());
             let waited =
                 crate::runtime::block_on(
                     &self.handle,
-                    async move { inner.queue.wait_room().await },
+                    async move { inner.queue.wait_room(need).await },
                 );
             match waited {
                 Ok(()) => {}
