@@ -269,11 +269,6 @@ fn spawn_connection<D: Deliver>(
         refuse(inner, refusal.to_string());
         return;
     }
-    let id = inner.counters.connections.fetch_add(1, Relaxed) + 1;
-    let info = ConnectionInfo {
-        id,
-        peer: credentials,
-    };
     if inner.read_buffer_size > 0 {
         let _ = socket::set_recv_buffer(&stream, inner.read_buffer_size);
     }
@@ -291,6 +286,13 @@ fn spawn_connection<D: Deliver>(
             );
             return;
         }
+    };
+    // Counted as accepted only once it will be served (a refused one is
+    // counted in `rejected` alone).
+    let id = inner.counters.connections.fetch_add(1, Relaxed) + 1;
+    let info = ConnectionInfo {
+        id,
+        peer: credentials,
     };
     let (registration, turn) = inner.order.admit(credentials.map(|c| c.pid), &socket);
     inner.counters.active.fetch_add(1, Relaxed);

@@ -143,13 +143,28 @@ pub(crate) struct SyncDelivery {
     pub(crate) handler: Arc<SyncHandler>,
     /// The user promised the handler never blocks: call it inline.
     pub(crate) inline: bool,
-    /// Connections on a thread of their own now.
+    /// This Reader's connections on a thread of their own now.
     pub(crate) dedicated: Arc<AtomicUsize>,
-    /// At most this many at once (a slot is only a speed-up: a client
-    /// holding them all slows other connections down to the burst path,
-    /// and holds no more than this many threads).
+    /// At most this many at once, per Reader (a slot is only a speed-up: a
+    /// client holding them all slows other connections down to the burst
+    /// path, and holds no more than this many threads).
     pub(crate) dedicated_max: usize,
 }
+
+/// How a blocking-pool task that served a connection ended without handing
+/// it back: a panic of this crate's code (handler panics are caught) goes
+/// on unwinding in the connection's task, where it is recorded; a cancelled
+/// one means the runtime is shutting down: nothing left to serve.
+fn joined(e: tokio::task::JoinError) -> Stop {
+    if e.is_panic() {
+        std::panic::resume_unwind(e.into_panic());
+    }
+    Stop::Quiet
+}
+
+/// Frames handed over between checks for a forced stop, a gone task and the
+/// end of a slice.
+const CHECK_EVERY: u32 = 256;
 
 /// Reads a sync delivery may make in one burst before it hands control back
 /// to the connection loop (which then checks deadlines and yields).
@@ -157,6 +172,9 @@ const BURST_READS: usize = 64;
 
 /// A dedicated connection goes back to its task once it has had nothing to
 /// read for this long (a stream of 1,000 messages a second or more stays).
+/// The wait is the socket's receive timeout, which the kernel rounds up to
+/// its tick (up to 10 ms): an inactivity deadline that falls within that
+/// tick is judged up to a tick late.
 pub(crate) const LINGER: Duration = Duration::from_millis(2);
 
 /// A dedicated connection also goes back to its task after serving this
@@ -198,11 +216,24 @@ impl Drop for Slot {
 }
 
 impl SyncDelivery {
-    /// Calls the handler for every complete frame; counts them.
-    fn hand_over(handler: &SyncHandler, b: &mut Burst) -> Result<(), Stop> {
+    /// Calls the handler for every complete frame and counts them; every
+    /// [`CHECK_EVERY`] frames it stops early, leaving the rest buffered, on
+    /// a forced stop, when the task is gone, or once `until` has passed.
+    fn hand_over(
+        handler: &SyncHandler,
+        b: &mut Burst,
+        until: Option<std::time::Instant>,
+    ) -> Result<(), Stop> {
         let mut received = 0;
         let mut result = Ok(());
-        loop {
+        for n in 1u32.. {
+            if n % CHECK_EVERY == 0
+                && (*b.phase.borrow() == Phase::Forced
+                    || b.abandoned.load(Relaxed)
+                    || until.is_some_and(|u| std::time::Instant::now() >= u))
+            {
+                break;
+            }
             match b.rx.next_borrowed() {
                 Ok(Some(body)) => {
                     account(&b.inner, call_sync(handler, body, &b.info), &mut received);
@@ -228,7 +259,7 @@ impl SyncDelivery {
     /// hand-off to a thread that may block serves a whole burst of traffic.
     fn run(handler: &SyncHandler, b: &mut Burst) -> Result<(), Stop> {
         for reads_left in (0..BURST_READS).rev() {
-            Self::hand_over(handler, b)?;
+            Self::hand_over(handler, b, None)?;
             if reads_left == 0 || *b.phase.borrow() != Phase::Running {
                 break;
             }
@@ -259,9 +290,11 @@ impl SyncDelivery {
     }
 
     fn serve_dedicated(handler: &SyncHandler, b: &mut Burst) -> Result<(), Stop> {
+        // The slice is on the real clock (a paused test clock would never
+        // end it); deadlines are on tokio's, as the task's are.
         let until = std::time::Instant::now() + SLICE;
         loop {
-            Self::hand_over(handler, b)?;
+            Self::hand_over(handler, b, Some(until))?;
             if *b.phase.borrow() != Phase::Running
                 || b.abandoned.load(Relaxed)
                 || std::time::Instant::now() >= until
@@ -277,7 +310,7 @@ impl SyncDelivery {
                     return Ok(());
                 }
             }
-            let now = std::time::Instant::now();
+            let now = tokio::time::Instant::now().into_std();
             b.rx.on_idle(now);
             let due = b.rx.poll_timeout().is_some_and(|at| at <= now + LINGER);
             // A deadline within the linger is left to the task's timer.
@@ -310,16 +343,15 @@ impl SyncDelivery {
             drop(slot);
             (burst, result)
         });
-        let (mut burst, result) = match task.await {
+        let (burst, result) = match task.await {
             Ok(done) => done,
-            // The runtime is shutting down: nothing left to serve.
-            Err(_) => return Err(Stop::Quiet),
+            Err(e) => return Err(joined(e)),
         };
-        match watch(&burst.socket) {
-            Ok(w) => burst.watch = Some(w),
-            Err(e) => return Err(Stop::Read(e)),
-        }
+        let registered = watch(&burst.socket);
+        // The receiver comes back first: an error is then reported with
+        // where in a frame the connection was.
         Self::give_back(conn, burst);
+        conn.watch = Some(registered.map_err(Stop::Read)?);
         result
     }
 
@@ -351,7 +383,8 @@ impl Deliver for SyncDelivery {
             Ok(true) => {}
             Err(e) => return Err(Stop::Protocol(e)),
         }
-        if !self.inline {
+        // Only while running: a drain or a stop is the task's to handle.
+        if !self.inline && *conn.phase.borrow() == Phase::Running {
             if let Some(slot) = self.slot() {
                 return self.dedicate(conn, slot).await;
             }
@@ -370,8 +403,7 @@ impl Deliver for SyncDelivery {
                         burst = back;
                         result
                     }
-                    // The runtime is shutting down: nothing left to serve.
-                    Err(_) => return Err(Stop::Quiet),
+                    Err(e) => return Err(joined(e)),
                 }
             }
             _ => tokio::task::block_in_place(|| Self::run(&*self.handler, &mut burst)),

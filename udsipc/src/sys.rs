@@ -282,7 +282,19 @@ mod tests {
         set_waiting(&reader, None).unwrap();
         let err = (&reader).read(&mut [0u8; 4]).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+        // Blocking again: a wait with nothing there yet is woken by bytes
+        // that arrive while it waits (a non-blocking socket would say
+        // "nothing" at once instead).
         set_waiting(&reader, Some(std::time::Duration::from_secs(60))).unwrap();
+        let late = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            writer.write_all(b"late").unwrap();
+            writer
+        });
+        assert!(wait_readable(&reader), "woken by the bytes that came");
+        let writer = late.join().unwrap();
+        let mut rest = bytes::BytesMut::with_capacity(8);
+        assert_eq!(recv_into_spare(&reader, &mut rest).unwrap(), 4);
         drop(writer);
         assert!(
             wait_readable(&reader),
@@ -309,6 +321,19 @@ mod tests {
         assert_eq!(recv_into_spare(&*reader, &mut buf).unwrap(), 1);
         assert_eq!(&buf[..], b"ab");
         assert_eq!(watch.as_raw_fd(), reader.as_raw_fd());
+        // Bytes that arrived while it was out of the driver are reported
+        // once it is registered again (a dedicated thread hands a socket
+        // back with bytes in it): no readiness is lost.
+        drop(watch);
+        writer.write_all(b"c").unwrap();
+        let watch = register_shared(&reader, Interest::READABLE).unwrap();
+        let ready = tokio::time::timeout(std::time::Duration::from_secs(20), watch.readable());
+        ready
+            .await
+            .expect("readable after registering again")
+            .unwrap()
+            .retain_ready();
+        assert_eq!(recv_into_spare(&*reader, &mut buf).unwrap(), 1);
     }
 
     #[test]

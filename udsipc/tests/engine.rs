@@ -724,8 +724,9 @@ fn udsipc_linger() -> Duration {
 
 /// The runtime is dropped (without stopping the Reader) while a peer keeps
 /// streaming into a connection served on a thread of its own: a runtime
-/// waits for its blocking threads when dropped, so that thread must notice
-/// its task is gone and stop, or the drop never returns.
+/// waits for its blocking threads when dropped, so that thread must stop
+/// serving (it notices its task is gone; at the latest its 10 ms slice
+/// ends and it finds no task to go back to), or the drop never returns.
 #[test]
 fn a_runtime_dropped_under_a_nonstop_stream_shuts_down() {
     let sock = temp_sock();
@@ -823,4 +824,46 @@ fn two_nonstop_streams_share_a_single_blocking_thread() {
     for w in writers {
         w.join().unwrap();
     }
+}
+
+/// A forced stop ends the handler calls of a connection with a backlog
+/// within a few hundred messages, not after the whole backlog (a slow
+/// handler and 20,000 buffered messages would otherwise keep being called
+/// for seconds after the stop returned).
+#[test]
+fn a_forced_stop_ends_the_handler_calls_of_a_backlog_soon() {
+    let sock = temp_sock();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&calls);
+    let reader = Reader::builder(&sock.path)
+        .systemd(false)
+        .start(move |_| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_micros(200));
+            Ok(())
+        })
+        .unwrap();
+    let mut s = UnixStream::connect(&sock.path).unwrap();
+    let writer = std::thread::spawn(move || {
+        let backlog: Vec<u8> = (0..20_000u32)
+            .flat_map(|i| frames(&[&i.to_be_bytes()]))
+            .collect();
+        let _ = s.write_all(&backlog);
+        s
+    });
+    eventually("the handler is being called", || {
+        calls.load(Ordering::SeqCst) > 100
+    });
+    // Far too short for the backlog: the stop is forced.
+    let _ = reader.stop_blocking(Duration::from_millis(20));
+    let at_stop = calls.load(Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(500));
+    let after = calls.load(Ordering::SeqCst);
+    assert!(
+        after - at_stop <= 300,
+        "{} handler calls after the stop returned ({at_stop} before)",
+        after - at_stop
+    );
+    assert!(after < 20_000, "the backlog was cut, not delivered");
+    drop(writer.join().unwrap());
 }
