@@ -377,12 +377,30 @@ impl SyncDelivery {
 }
 
 impl Deliver for SyncDelivery {
+    /// Hands over every complete frame before it returns: a round that
+    /// stopped early (the end of a dedicated slice) is followed by another,
+    /// so the connection never reads on (and finds the end of the stream)
+    /// with messages still buffered. Only a forced stop, or a task given
+    /// up, leaves them (to be discarded).
     async fn deliver(&self, conn: &mut Conn) -> Result<(), Stop> {
-        match conn.rx.ready() {
-            Ok(false) => return Ok(()),
-            Ok(true) => {}
-            Err(e) => return Err(Stop::Protocol(e)),
+        loop {
+            match conn.rx.ready() {
+                Ok(false) => return Ok(()),
+                Ok(true) => {}
+                Err(e) => return Err(Stop::Protocol(e)),
+            }
+            if *conn.phase.borrow() == Phase::Forced {
+                return Ok(());
+            }
+            self.round(conn).await?;
         }
+    }
+}
+
+impl SyncDelivery {
+    /// One round of handing over: on a dedicated thread if a slot is free,
+    /// else one burst.
+    async fn round(&self, conn: &mut Conn) -> Result<(), Stop> {
         // Only while running: a drain or a stop is the task's to handle.
         if !self.inline && *conn.phase.borrow() == Phase::Running {
             if let Some(slot) = self.slot() {

@@ -867,3 +867,38 @@ fn a_forced_stop_ends_the_handler_calls_of_a_backlog_soon() {
     assert!(after < 20_000, "the backlog was cut, not delivered");
     drop(writer.join().unwrap());
 }
+
+/// A writer sends a backlog and closes at once; a slow handler takes many
+/// slices of its dedicated thread to get through it. Every message is
+/// handed over before the end of the stream is acted on (a slice that ended
+/// with messages still buffered must not let the connection read the end
+/// of the stream and close with them).
+#[test]
+fn a_backlog_followed_by_the_end_of_the_stream_is_delivered_whole() {
+    const N: u32 = 20_000;
+    let sock = temp_sock();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&calls);
+    let reader = Reader::builder(&sock.path)
+        .systemd(false)
+        .start(move |_| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_micros(20));
+            Ok(())
+        })
+        .unwrap();
+    let mut s = UnixStream::connect(&sock.path).unwrap();
+    let backlog: Vec<u8> = (0..N).flat_map(|i| frames(&[&i.to_be_bytes()])).collect();
+    s.write_all(&backlog).unwrap();
+    drop(s);
+    eventually("the connection ended", || {
+        let m = reader.metrics();
+        m.connections == 1 && m.active_connections == 0
+    });
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        N as usize,
+        "every message handed over"
+    );
+    reader.stop_blocking(STOP).unwrap();
+}
