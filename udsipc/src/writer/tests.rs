@@ -123,9 +123,16 @@ fn a_direct_write_wakes_the_task_only_for_what_its_wait_lacks() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("w.sock");
     let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    // The reader reads the first message, then nothing until told: the
+    // later ones stay unread, so each write needs the delivery check (a
+    // reader quick enough to read one between its write and the check
+    // would need none, and the test would depend on who runs first).
+    let (go, wait_go) = std::sync::mpsc::channel::<()>();
     let reading = std::thread::spawn(move || {
         let (mut s, _) = listener.accept().unwrap();
-        let mut all = Vec::new();
+        let mut all = vec![0u8; 6];
+        std::io::Read::read_exact(&mut s, &mut all).unwrap();
+        wait_go.recv().unwrap();
         std::io::Read::read_to_end(&mut s, &mut all).unwrap();
         all
     });
@@ -161,6 +168,7 @@ fn a_direct_write_wakes_the_task_only_for_what_its_wait_lacks() {
     std::thread::sleep(Duration::from_micros(200));
     w.write_message(b"b").unwrap();
     assert_eq!(wakes(), before, "nothing new for the task");
+    go.send(()).unwrap();
     settle(3);
     rt.block_on(w.stop(Duration::from_secs(10))).unwrap();
     assert_eq!(w.metrics().delivered, 3);
