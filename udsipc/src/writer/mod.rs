@@ -35,9 +35,9 @@ use crate::socket;
 
 /// Default queue capacity: 10,000 messages (Go: `WithMaxBufferedWrites`).
 pub const DEFAULT_MAX_BUFFERED_WRITES: usize = 10_000;
-/// Default queue bound in bytes (prefixes and bodies): 64 MiB (Go has none;
-/// see [`WriterBuilder::max_buffered_bytes`]).
-pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 64 * 1024 * 1024;
+/// Default queue bound in bytes: none (`usize::MAX`), as in Go; see
+/// [`WriterBuilder::max_buffered_bytes`].
+pub const DEFAULT_MAX_BUFFERED_BYTES: usize = usize::MAX;
 /// Default write timeout: 1 s (Go: `WithWriteTimeout`).
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Default dial timeout: 1 s (Go: `WithDialTimeout`).
@@ -139,13 +139,14 @@ impl WriterBuilder {
     /// [`Permit`] holds a slot whatever its message's size. The queue's
     /// memory chunks also stay under half the bound. Must be above zero.
     ///
-    /// Default 64 MiB, which 10,000 messages (the default count) reach only
-    /// above 6.5 KiB each. Go bounds the count only, so a Go Writer busy
-    /// with 64 KiB messages holds 640 MB; `usize::MAX` restores that (no
-    /// byte bound, and no byte counting). A small bound, with a small
+    /// Default: none (`usize::MAX`: no byte counting either), as in Go,
+    /// which bounds the count only: a Writer busy with 64 KiB messages then
+    /// holds up to 640 MB (10,000 of them). A bound costs a producer that
+    /// waits in `send` one allocation per wait (its boxed wait), which
+    /// with large messages is most messages. A small bound, with a small
     /// [`write_buffer_size`](Self::write_buffer_size), keeps a busy Writer
     /// small: both at 64 KiB, its heap peaked at 134–396 KiB here with
-    /// 64 B, 1 KiB and 64 KiB messages (by default: 1.9, 14 and 68 MiB).
+    /// 64 B, 1 KiB and 64 KiB messages (without a bound: 2.4, 14 and 639 MiB).
     pub fn max_buffered_bytes(mut self, bytes: usize) -> Self {
         self.max_buffered_bytes = bytes;
         self
