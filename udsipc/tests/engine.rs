@@ -87,6 +87,15 @@ impl Drop for Rt {
     }
 }
 
+/// Stops `reader` on `rt`, or blocking when it runs on the library's own
+/// runtime.
+fn stop_on(reader: &Reader, rt: Option<&Rt>) {
+    match rt {
+        Some(rt) => rt.block_on(reader.stop(STOP)).unwrap(),
+        None => reader.stop_blocking(STOP).unwrap(),
+    }
+}
+
 fn runtime(workers: usize) -> Rt {
     if workers > 0 {
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -330,14 +339,7 @@ fn a_blocked_sync_handler_holds_back_only_its_own_connection(#[case] workers: Op
         assert_eq!(got.recv_timeout(PATIENCE).expect("delivered"), [i; 3]);
     }
     release.send(()).unwrap();
-    let stop = reader.stop(STOP);
-    match &rt {
-        Some(rt) => rt.block_on(stop).unwrap(),
-        None => {
-            drop(stop);
-            reader.stop_blocking(STOP).unwrap();
-        }
-    }
+    stop_on(&reader, rt.as_ref());
 }
 
 #[rstest]
@@ -705,14 +707,7 @@ fn busy_connections_beyond_the_dedicated_threads_deliver_everything_in_order(
         );
     }
     drop(seen);
-    let stop = reader.stop(STOP);
-    match &rt {
-        Some(rt) => rt.block_on(stop).unwrap(),
-        None => {
-            drop(stop);
-            reader.stop_blocking(STOP).unwrap();
-        }
-    }
+    stop_on(&reader, rt.as_ref());
 }
 
 /// How long a dedicated connection waits for more before going back to its
@@ -826,6 +821,26 @@ fn two_nonstop_streams_share_a_single_blocking_thread() {
     }
 }
 
+/// A sync Reader whose handler counts its calls and takes `per_call` each.
+fn slow_counting_reader(sock: &TempSock, per_call: Duration) -> (Reader, Arc<AtomicUsize>) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&calls);
+    let reader = Reader::builder(&sock.path)
+        .systemd(false)
+        .start(move |_| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(per_call);
+            Ok(())
+        })
+        .unwrap();
+    (reader, calls)
+}
+
+/// `n` 4-byte numbered messages, framed back to back.
+fn backlog(n: u32) -> Vec<u8> {
+    (0..n).flat_map(|i| frames(&[&i.to_be_bytes()])).collect()
+}
+
 /// A forced stop ends the handler calls of a connection with a backlog
 /// within a few hundred messages, not after the whole backlog (a slow
 /// handler and 20,000 buffered messages would otherwise keep being called
@@ -833,22 +848,10 @@ fn two_nonstop_streams_share_a_single_blocking_thread() {
 #[test]
 fn a_forced_stop_ends_the_handler_calls_of_a_backlog_soon() {
     let sock = temp_sock();
-    let calls = Arc::new(AtomicUsize::new(0));
-    let counted = Arc::clone(&calls);
-    let reader = Reader::builder(&sock.path)
-        .systemd(false)
-        .start(move |_| {
-            counted.fetch_add(1, Ordering::SeqCst);
-            std::thread::sleep(Duration::from_micros(200));
-            Ok(())
-        })
-        .unwrap();
+    let (reader, calls) = slow_counting_reader(&sock, Duration::from_micros(200));
     let mut s = UnixStream::connect(&sock.path).unwrap();
     let writer = std::thread::spawn(move || {
-        let backlog: Vec<u8> = (0..20_000u32)
-            .flat_map(|i| frames(&[&i.to_be_bytes()]))
-            .collect();
-        let _ = s.write_all(&backlog);
+        let _ = s.write_all(&backlog(20_000));
         s
     });
     eventually("the handler is being called", || {
@@ -877,19 +880,9 @@ fn a_forced_stop_ends_the_handler_calls_of_a_backlog_soon() {
 fn a_backlog_followed_by_the_end_of_the_stream_is_delivered_whole() {
     const N: u32 = 20_000;
     let sock = temp_sock();
-    let calls = Arc::new(AtomicUsize::new(0));
-    let counted = Arc::clone(&calls);
-    let reader = Reader::builder(&sock.path)
-        .systemd(false)
-        .start(move |_| {
-            counted.fetch_add(1, Ordering::SeqCst);
-            std::thread::sleep(Duration::from_micros(20));
-            Ok(())
-        })
-        .unwrap();
+    let (reader, calls) = slow_counting_reader(&sock, Duration::from_micros(20));
     let mut s = UnixStream::connect(&sock.path).unwrap();
-    let backlog: Vec<u8> = (0..N).flat_map(|i| frames(&[&i.to_be_bytes()])).collect();
-    s.write_all(&backlog).unwrap();
+    s.write_all(&backlog(N)).unwrap();
     drop(s);
     eventually("the connection ended", || {
         let m = reader.metrics();
