@@ -93,7 +93,7 @@ impl Item {
         if self.framed {
             self.bytes.len()
         } else {
-            varint_len(self.bytes.len() as u64) + self.bytes.len()
+            frame_len_of(self.bytes.len())
         }
     }
 
@@ -368,7 +368,7 @@ impl Queue {
     }
 
     fn push_copy_with(&self, body: &[u8], wake: bool) -> Result<bool, Refused> {
-        let frame_len = varint_len(body.len() as u64) + body.len();
+        let frame_len = frame_len_of(body.len());
         if frame_len > ARENA_MAX_FRAME {
             // Large: copy outside the lock, then admit.
             if self.used() >= self.capacity {
@@ -442,7 +442,7 @@ impl Queue {
 
     fn push_owned_with(&self, body: Bytes, wake: bool) -> Result<bool, (Refused, Bytes)> {
         let mut st = self.lock();
-        let frame_len = varint_len(body.len() as u64) + body.len();
+        let frame_len = frame_len_of(body.len());
         if let Err(r) = self.admit(&st, frame_len) {
             return Err((r, body));
         }
@@ -479,7 +479,7 @@ impl Queue {
         // never one more (and wait for a wake-up that may not come).
         self.reserved.fetch_sub(1, Ordering::SeqCst);
         if body.len() <= COPY_OWNED_MAX {
-            let frame_len = varint_len(body.len() as u64) + body.len();
+            let frame_len = frame_len_of(body.len());
             self.append(&mut st, &body, frame_len, true);
         } else {
             self.enqueue(&mut st, Item::new(body, false), true);
