@@ -110,13 +110,21 @@ fn rust_reader(args: &PeerArgs) -> Result<Report, String> {
 }
 
 fn rust_writer(args: &PeerArgs) -> Result<Report, String> {
-    let writer = udsipc::Writer::builder(&args.socket)
-        .start()
-        .map_err(|e| e.to_string())?;
     let producer = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
+    // Paced, the producer is a plain thread (the telemetry service's
+    // shape) and the Writer runs on the library's own runtime. Unpaced, the
+    // Writer runs on the producer's current-thread runtime, the shape of
+    // the tokio-util column (one thread per side): on 2 cores, a third busy
+    // thread (a runtime worker) left the placement of three threads to the
+    // scheduler, and some runs fell to a third of the others.
+    let mut builder = udsipc::Writer::builder(&args.socket);
+    if args.rate.is_none() {
+        builder = builder.runtime(producer.handle().clone());
+    }
+    let writer = builder.start().map_err(|e| e.to_string())?;
     let payload = crate::payload(args.size);
     let warm = crate::warmup_messages(args.count);
     let done = AtomicBool::new(false);
@@ -155,6 +163,13 @@ fn rust_writer(args: &PeerArgs) -> Result<Report, String> {
     })
 }
 
+/// Messages up to this size are sent from a borrowed buffer with
+/// `send_copy`, larger ones handed over as `Bytes` with `send` (no copy):
+/// the Writer copies owned messages this small into its queue anyway, and
+/// a borrowed one spares the caller the `Bytes` (udsipc's docs advise the
+/// same).
+const COPY_UP_TO: usize = 256;
+
 /// Sends every message: as fast as the Writer takes them, or paced at
 /// `--rate` with each message's send time in its first 8 bytes.
 fn send_all(
@@ -165,6 +180,12 @@ fn send_all(
 ) -> Result<(), String> {
     let Some(rate) = args.rate else {
         return producer.block_on(async {
+            if payload.len() <= COPY_UP_TO {
+                for _ in 0..args.count {
+                    writer.send_copy(payload).await.map_err(|e| e.to_string())?;
+                }
+                return Ok(());
+            }
             for _ in 0..args.count {
                 writer
                     .send(payload.clone())

@@ -18,7 +18,8 @@
 //!   of connections, drains on stop and lingers when dropped. Producers
 //!   queue the way tokio's `mpsc::Sender` names it: `write_message` /
 //!   `write_bytes` never wait (`try_send`; Go's `WriteMessage`),
-//!   [`Writer::send`] waits, [`Writer::reserve`] waits without holding a
+//!   [`Writer::send`] waits ([`Writer::send_copy`] for a borrowed
+//!   message), [`Writer::reserve`] waits without holding a
 //!   message and then holds a queue slot for one (cancel safe),
 //!   [`Writer::send_blocking`] waits in synchronous
 //!   code, and `Writer::into_sink` (feature `futures`) is a `Sink<Bytes>`.

@@ -355,7 +355,6 @@ impl Queue {
     }
 
     /// Copies `body` into the queue.
-    #[cfg(test)]
     pub(crate) fn push_copy(&self, body: &[u8]) -> Result<(), Refused> {
         self.push_copy_with(body, true).map(|_| ())
     }

@@ -265,6 +265,81 @@ async fn send_fails_once_stopped() {
     assert!(matches!(err, WriteError::Stopped(ref b) if b.as_ref() == b"late"));
 }
 
+/// Sends 20,000 numbered messages with `send_copy` through a queue of 4,
+/// from one reused buffer; all arrive, in order, none dropped.
+async fn send_copy_waits_for_room_and_never_drops(sock: &TempSock, w: &Writer) {
+    let c = Collector::new();
+    let reader = sock.reader(&c);
+    let mut record = [0u8; 4];
+    for i in 0..20_000u32 {
+        record.copy_from_slice(&i.to_le_bytes());
+        w.send_copy(&record).await.unwrap();
+    }
+    w.send_copy(b"").await.unwrap(); // accepted, not sent (as in Go)
+    w.stop(STOP).await.unwrap();
+    let got = tokio::task::spawn_blocking(move || c.take(20_000))
+        .await
+        .unwrap();
+    for (i, m) in got.iter().enumerate() {
+        assert_eq!(m, &(i as u32).to_le_bytes());
+    }
+    let m = w.metrics();
+    assert_eq!((m.sent, m.dropped), (20_000, 0));
+    reader.stop(STOP).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_copy_waits_for_room_on_a_multi_thread_runtime() {
+    let sock = temp_sock();
+    let w = writer(&sock.path).max_buffered_writes(4).start().unwrap();
+    send_copy_waits_for_room_and_never_drops(&sock, &w).await;
+}
+
+/// The Writer's task shares the producer's only thread: it runs whenever
+/// the producer waits for room.
+#[tokio::test(flavor = "current_thread")]
+async fn send_copy_waits_for_room_on_the_producers_current_thread_runtime() {
+    let sock = temp_sock();
+    let w = writer(&sock.path).max_buffered_writes(4).start().unwrap();
+    send_copy_waits_for_room_and_never_drops(&sock, &w).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_copy_fails_once_stopped() {
+    let sock = temp_sock();
+    let w = writer(&sock.path).start().unwrap();
+    w.stop(STOP).await.unwrap();
+    let err = w.send_copy(b"late").await.unwrap_err();
+    assert!(matches!(err, WriteError::Stopped(())), "{err}");
+}
+
+/// With a byte bound smaller than the messages, each waits for an empty
+/// queue (which takes any one message) instead of being refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_copy_of_messages_larger_than_the_byte_bound_waits_for_an_empty_queue() {
+    let sock = temp_sock();
+    let c = Collector::new();
+    let reader = sock.reader(&c);
+    let w = writer(&sock.path)
+        .max_buffered_bytes(16 * 1024)
+        .start()
+        .unwrap();
+    let mut big = vec![0u8; 40 * 1024];
+    for i in 0..50u8 {
+        big.fill(i);
+        w.send_copy(&big).await.unwrap();
+    }
+    w.stop(STOP).await.unwrap();
+    let got = tokio::task::spawn_blocking(move || c.take(50))
+        .await
+        .unwrap();
+    for (i, m) in got.iter().enumerate() {
+        assert!(m.len() == big.len() && m.iter().all(|&b| b == i as u8));
+    }
+    assert_eq!(w.metrics().dropped, 0);
+    reader.stop(STOP).await.unwrap();
+}
+
 #[test]
 fn writer_connects_at_start_like_go() {
     let sock = temp_sock();

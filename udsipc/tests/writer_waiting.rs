@@ -59,6 +59,22 @@ async fn cancelled_send_queues_nothing_and_counts_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_send_copy_queues_nothing_and_counts_nothing() {
+    let sock = temp_sock();
+    let w = full_writer(&sock.path, Duration::from_secs(60));
+    let dropped_before = w.metrics().dropped;
+    tokio::select! {
+        biased;
+        _ = w.send_copy(b"lost") => panic!("the queue is full"),
+        _ = std::future::ready(()) => {}
+    }
+    let m = w.metrics();
+    assert_eq!(m.queue_depth, 1, "the cancelled message was not queued");
+    assert_eq!(m.dropped, dropped_before, "nor counted as dropped");
+    w.stop(Duration::from_millis(50)).await.unwrap_err();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelled_reserve_loses_nothing_and_a_later_permit_sends() {
     let sock = temp_sock();
     let collector = Collector::new();

@@ -98,7 +98,9 @@ pub struct Receiver {
     spares: VecDeque<BytesMut>,
     /// `buf` holds no memory of its own yet (new, or released while idle).
     released: bool,
-    /// Bytes of the frame last returned by `next_borrowed`, still in `buf`.
+    /// Bytes at the front of `buf` already handed out (frames lent by
+    /// `next_borrowed`, skipped empty frames): dropped at the next
+    /// `release`.
     lent: usize,
     /// Bytes of the frame last returned, not yet counted as handed over.
     unreported: usize,
@@ -190,13 +192,17 @@ impl Receiver {
     /// until the next call; `None` when more bytes are needed. Zero-length
     /// frames are skipped, as the Go reference skips them.
     pub fn next_borrowed(&mut self) -> Result<Option<&[u8]>, FrameError> {
-        self.release();
+        // Frames lent earlier stay in the buffer (a cursor moves past them)
+        // until the next read or owned message drops them all at once:
+        // dropping each one as the next is asked for cost as much as
+        // parsing it.
+        self.report();
         match self.next_frame()? {
             None => Ok(None),
-            Some((body_start, consumed)) => {
-                self.lent = consumed;
-                self.unreported = consumed;
-                Ok(Some(&self.buf[body_start..consumed]))
+            Some((body_start, end)) => {
+                self.unreported = end - self.lent;
+                self.lent = end;
+                Ok(Some(&self.buf[body_start..end]))
             }
         }
     }
@@ -207,28 +213,33 @@ impl Receiver {
         self.release();
         match self.next_frame()? {
             None => Ok(None),
-            Some((body_start, consumed)) => {
-                let mut frame = self.buf.split_to(consumed);
-                frame.advance(body_start);
-                self.unreported = consumed;
+            Some((body_start, end)) => {
+                // Skipped empty frames before it: dropped first.
+                let skipped = std::mem::take(&mut self.lent);
+                self.buf.advance(skipped);
+                let mut frame = self.buf.split_to(end - skipped);
+                frame.advance(body_start - skipped);
+                self.unreported = end - skipped;
                 Ok(Some(frame.freeze()))
             }
         }
     }
 
-    /// Finds the next non-empty frame: `(body start, frame length)`.
+    /// Finds the next non-empty frame after the lent bytes: `(body start,
+    /// frame end)`, both from the front of the buffer. Empty frames are
+    /// skipped: lent, and counted as handed over.
     fn next_frame(&mut self) -> Result<Option<(usize, usize)>, FrameError> {
         loop {
-            match self.decoder.decode(&self.buf)? {
+            match self.decoder.decode(&self.buf[self.lent..])? {
                 Next::Frame { body, consumed } => {
                     self.restart_deadline = true;
                     self.front_frame = None;
                     if body.is_empty() {
-                        self.buf.advance(consumed);
+                        self.lent += consumed;
                         self.handed_over += consumed as u64;
                         continue;
                     }
-                    return Ok(Some((body.start, consumed)));
+                    return Ok(Some((self.lent + body.start, self.lent + consumed)));
                 }
                 Next::NeedMore { frame_len } => {
                     self.front_frame = frame_len;
@@ -239,15 +250,20 @@ impl Receiver {
         }
     }
 
-    /// Counts the frame handed out last as handed over and drops a lent one
-    /// from the buffer.
+    /// Counts the frame handed out last as handed over.
+    fn report(&mut self) {
+        self.handed_over += self.unreported as u64;
+        self.unreported = 0;
+    }
+
+    /// [`report`](Self::report)s, and drops the lent frames from the
+    /// buffer.
     fn release(&mut self) {
+        self.report();
         if self.lent > 0 {
             self.buf.advance(self.lent);
             self.lent = 0;
         }
-        self.handed_over += self.unreported as u64;
-        self.unreported = 0;
         self.rewind_if_empty();
     }
 
@@ -326,7 +342,7 @@ impl Receiver {
 
     /// Bytes of buffer this connection holds now (what it costs, at most).
     pub fn capacity(&self) -> usize {
-        self.buf.capacity() + self.lent
+        self.buf.capacity()
     }
 
     /// Bytes read from the stream so far.
@@ -414,6 +430,39 @@ mod tests {
     /// The most a buffer holding `arrived` bytes of a large frame may hold.
     fn bound(arrived: usize) -> usize {
         INITIAL_BUFFER.max(2 * arrived).max(arrived + GROWTH_STEP)
+    }
+
+    /// Borrowed frames stay in the buffer behind a cursor until the next
+    /// read; mixed with owned ones, empty frames and a partial frame, every
+    /// body comes out whole, in order, and is counted once handed over.
+    #[test]
+    fn lent_frames_are_dropped_at_the_next_read_and_counted_as_handed_over() {
+        let now = Instant::now();
+        let mut rx = Receiver::new(100, T, now);
+        let mut wire = Vec::new();
+        let bodies: [&[u8]; 7] = [b"a", b"", b"bc", b"", b"", b"def", b"ghij"];
+        for body in bodies {
+            encode_frame(body, &mut wire);
+        }
+        let (first, rest) = wire.split_at(wire.len() - 3); // "ghij" arrives late
+        push(&mut rx, now, first);
+        assert_eq!(rx.next_borrowed().unwrap(), Some(&b"a"[..]));
+        assert_eq!(rx.handed_over(), 0, "counted once the next is asked for");
+        assert_eq!(rx.next_borrowed().unwrap(), Some(&b"bc"[..]));
+        assert_eq!(rx.handed_over(), 3, "a, then the empty frame skipped");
+        assert_eq!(rx.buffered(), first.len() - 6);
+        // An owned message after borrowed ones (and two empty frames).
+        assert_eq!(rx.next_owned().unwrap().as_deref(), Some(&b"def"[..]));
+        assert_eq!(rx.handed_over(), 8);
+        assert_eq!(rx.next_borrowed().unwrap(), None);
+        assert_eq!(rx.handed_over(), 12);
+        assert_eq!(rx.buffered(), 2, "the prefix and first byte of ghij");
+        push(&mut rx, now, rest);
+        assert_eq!(rx.next_borrowed().unwrap(), Some(&b"ghij"[..]));
+        assert_eq!(rx.next_borrowed().unwrap(), None);
+        rx.finish().unwrap();
+        assert_eq!(rx.handed_over(), wire.len() as u64);
+        assert_eq!(rx.buffered(), 0);
     }
 
     #[test]

@@ -469,6 +469,12 @@ impl Writer {
     /// Queues owned bytes, waiting for room instead of dropping. Fails only
     /// once the Writer is stopping (tokio: `Sender::send`).
     ///
+    /// Messages up to 256 bytes are copied into the queue anyway: for them,
+    /// [`send_copy`](Self::send_copy) from a buffer of the caller's costs
+    /// less than making a `Bytes` (about 26 instead of 44 ns per 64-byte
+    /// message, producer and writing together, on the 2-core machine of the
+    /// README's figures). Larger ones are queued as they are, not copied.
+    ///
     /// # Cancel safety
     ///
     /// Not cancel safe, as tokio's `Sender::send`: if the future is dropped
@@ -502,6 +508,61 @@ impl Writer {
                 Ok(()) => return Ok(()),
                 Err((Refused::Closed, back)) => return Err(WriteError::Stopped(back)),
                 Err((Refused::Full, back)) => data = back,
+            }
+        }
+    }
+
+    /// Queues a copy of `data`, waiting for room instead of dropping: the
+    /// borrowed counterpart of [`send`](Self::send), for messages that live
+    /// in the caller's buffer (no `Bytes` to make, no allocation per
+    /// message). Fails only once the Writer is stopping.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`send`](Self::send): a future dropped while it waits for room
+    /// has not queued the message (the caller still holds it).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("app.sock");
+    /// let reader = udsipc::Reader::builder(&path).start(|_msg: &[u8]| Ok(()))?;
+    /// let writer = udsipc::Writer::builder(&path).max_buffered_writes(16).start()?;
+    /// let mut record = [0u8; 64];
+    /// for i in 0..1_000u32 {
+    ///     record[..4].copy_from_slice(&i.to_le_bytes());
+    ///     writer.send_copy(&record).await?; // waits, never drops
+    /// }
+    /// writer.stop(std::time::Duration::from_secs(5)).await?;
+    /// assert_eq!(writer.metrics().dropped, 0);
+    /// # reader.stop(std::time::Duration::from_secs(5)).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn send_copy(&self, data: &[u8]) -> Result<(), WriteError<()>> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        match self.inner.queue.push_copy_deferred(data) {
+            Ok(first) => {
+                self.queued(first);
+                Ok(())
+            }
+            Err(Refused::Closed) => Err(WriteError::Stopped(())),
+            // Boxed as in `send`: allocated only when the producer must wait.
+            Err(Refused::Full) => Box::pin(self.send_copy_when_room(data)).await,
+        }
+    }
+
+    async fn send_copy_when_room(&self, data: &[u8]) -> Result<(), WriteError<()>> {
+        let need = crate::queue::frame_len_of(data.len());
+        loop {
+            self.inner.queue.wait_room(need).await;
+            match self.inner.queue.push_copy(data) {
+                Ok(()) => return Ok(()),
+                Err(Refused::Closed) => return Err(WriteError::Stopped(())),
+                Err(Refused::Full) => {}
             }
         }
     }
