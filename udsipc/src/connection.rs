@@ -145,6 +145,12 @@ async fn run<D: Deliver>(conn: &mut Conn, delivery: &D, progress: Option<&Arc<Pr
             }
         }
         conn.rx.on_idle(Instant::now().into_std());
+        if let Some(p) = progress {
+            // Every whole frame read is handed over: the rest of what was
+            // read is the start of a frame, which holds no newer connection
+            // back (see `order`).
+            p.set_handed_over(conn.rx.read_total());
+        }
         let wake = conn.rx.poll_timeout().filter(|_| !draining);
         tokio::select! {
             biased;

@@ -13,6 +13,17 @@
 //! connection receives later do not hold the new one back, so independent
 //! writers in one process still run concurrently.
 //!
+//! Nor does a frame the older connection has only begun: once it has read
+//! those bytes and handed over every whole frame, with nothing more to
+//! read, they count as handed over. A writer reconnects only after closing
+//! its old connection, so a frame cut there never completes (the writer
+//! sends it again on the new one); a frame that does complete later comes
+//! from another, independent writer of the process. Waiting for it would
+//! hold the newer connection back for as long as that writer takes: each
+//! of our Writers begins a connection with a one-byte probe, so 64 Writers
+//! of one process starting together waited for one another's probes in
+//! turn (up to seconds).
+//!
 //! This module owns only that bookkeeping; the connection task reports what
 //! it read and handed over.
 
@@ -53,9 +64,12 @@ impl Progress {
         out
     }
 
-    /// `total` bytes (prefixes and bodies of whole frames) were handed over.
+    /// The first `total` bytes of the stream no longer hold a newer
+    /// connection back: their whole frames were handed over, and what is
+    /// left of them is at most the start of a frame whose end has not
+    /// arrived (see [`OrderBook`]). Never goes back.
     pub(crate) fn set_handed_over(&self, total: u64) {
-        self.handed_over.store(total, Ordering::SeqCst);
+        self.handed_over.fetch_max(total, Ordering::SeqCst);
         if self.waiters.load(Ordering::SeqCst) > 0 {
             self.changed.notify_waiters();
         }
