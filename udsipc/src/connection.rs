@@ -252,6 +252,25 @@ pub(crate) fn read(
     }
 }
 
+/// [`read`] that waits on this thread for bytes (a socket made to wait by
+/// `sys::set_waiting`, up to its timeout: then `WouldBlock`), for a
+/// connection served by a thread of its own. The receiver must hold a
+/// buffer already (see [`read`]'s peek).
+pub(crate) fn read_waiting(
+    socket: &Socket,
+    rx: &mut Receiver,
+    progress: Option<&Arc<Progress>>,
+) -> io::Result<usize> {
+    let mut op = || rx.fill(|buf| crate::sys::recv_into_spare_waiting(&**socket, buf));
+    match progress {
+        Some(p) => p.read_waiting_with(|| {
+            let r = op();
+            (*r.as_ref().unwrap_or(&0), r)
+        }),
+        None => op(),
+    }
+}
+
 /// A one-byte `recv(MSG_PEEK | MSG_DONTWAIT)`: 1 if bytes wait, 0 at the
 /// end of the stream, `WouldBlock` if neither.
 fn peek(stream: &Socket) -> io::Result<usize> {

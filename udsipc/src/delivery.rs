@@ -25,7 +25,7 @@ use tokio::runtime::RuntimeFlavor;
 use tokio::sync::watch;
 
 use crate::channel::{Channel, Full};
-use crate::connection::{ReadHow, Socket, Watch, read, ready, watch};
+use crate::connection::{ReadHow, Socket, Watch, read, read_waiting, ready, watch};
 use crate::error::{HandlerError, ReaderError};
 use crate::frame::{FrameError, Receiver};
 use crate::lifecycle::{Phase, panic_message};
@@ -314,8 +314,18 @@ impl SyncDelivery {
             b.rx.on_idle(now);
             let due = b.rx.poll_timeout().is_some_and(|at| at <= now + LINGER);
             // A deadline within the linger is left to the task's timer.
-            if due || b.rx.is_released() || !crate::sys::wait_readable(&*b.socket) {
+            if due || b.rx.is_released() {
                 return Ok(());
+            }
+            // The wait is the read itself (see `sys::recv_into_spare_waiting`).
+            match read_waiting(&b.socket, &mut b.rx, b.progress.as_ref()) {
+                Ok(n) if n > 0 => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                other => {
+                    b.pending_read = Some(other);
+                    return Ok(());
+                }
             }
         }
     }

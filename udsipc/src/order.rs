@@ -52,16 +52,63 @@ pub(crate) struct Progress {
 struct ReadState {
     total: u64,
     closed: bool,
+    /// A read that waits is under way, outside the lock: `total` may lag
+    /// what the socket has given up, so no snapshot may be taken now.
+    waiting: bool,
 }
 
 impl Progress {
     /// Runs a read of this connection's socket and counts what it read,
     /// atomically with respect to [`OrderBook::admit`]'s snapshot.
     pub(crate) fn read_with<T>(&self, read: impl FnOnce() -> (usize, T)) -> T {
-        let mut st = self.read.lock().unwrap_or_else(|p| p.into_inner());
+        let mut st = self.lock();
         let (n, out) = read();
         st.total += n as u64;
         out
+    }
+
+    /// [`read_with`](Self::read_with) for a read that may wait (on a
+    /// dedicated thread, bounded by the socket's receive timeout): it runs
+    /// outside the lock, marked as under way, so that a newer connection
+    /// arriving meanwhile takes its snapshot once it is over (see
+    /// [`Turn::wait`]) instead of waiting for the lock.
+    pub(crate) fn read_waiting_with<T>(&self, read: impl FnOnce() -> (usize, T)) -> T {
+        self.lock().waiting = true;
+        let (n, out) = read();
+        {
+            let mut st = self.lock();
+            st.total += n as u64;
+            st.waiting = false;
+        }
+        // SeqCst pairs with `snapshot`: it counts itself in before it looks.
+        if self.waiters.load(Ordering::SeqCst) > 0 {
+            self.changed.notify_waiters();
+        }
+        out
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ReadState> {
+        self.read.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits until no read that waits is under way, then returns what this
+    /// connection has received so far plus what waits in its kernel queue
+    /// (`u64::MAX` if that cannot be asked: the close is waited for then);
+    /// 0 once closed.
+    async fn snapshot(&self, socket: &Weak<std::os::unix::net::UnixStream>) -> u64 {
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        let _registered = crate::runtime::OnCancel::new(|| {
+            self.waiters.fetch_sub(1, Ordering::SeqCst);
+        });
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(target) = target_of(&self.lock(), socket) {
+                return target;
+            }
+            notified.await;
+        }
     }
 
     /// The first `total` bytes of the stream no longer hold a newer
@@ -76,12 +123,12 @@ impl Progress {
     }
 
     fn close(&self) {
-        self.read.lock().unwrap_or_else(|p| p.into_inner()).closed = true;
+        self.lock().closed = true;
         self.changed.notify_waiters();
     }
 
     fn is_closed(&self) -> bool {
-        self.read.lock().unwrap_or_else(|p| p.into_inner()).closed
+        self.lock().closed
     }
 
     /// Waits until `target` bytes were handed over or the connection closed.
@@ -102,11 +149,33 @@ impl Progress {
     }
 }
 
-/// An older connection a new one waits for, and how far.
+/// How far a connection whose state is `st` must get before a connection
+/// arriving now may deliver: what it received plus what waits in its kernel
+/// queue (`u64::MAX` if that cannot be asked: its close is waited for
+/// then); 0 if it is closed; `None` while a read that waits is under way.
+fn target_of(st: &ReadState, socket: &Weak<std::os::unix::net::UnixStream>) -> Option<u64> {
+    if st.closed {
+        return Some(0);
+    }
+    if st.waiting {
+        return None;
+    }
+    // The socket is open while its connection is not closed; a failed
+    // query waits for the close instead.
+    let unread = socket
+        .upgrade()
+        .map_or(Ok(0), |s| sys::unread_bytes(&*s))
+        .map_or(u64::MAX, |n| n as u64);
+    Some(st.total.saturating_add(unread))
+}
+
+/// An older connection a new one waits for, and how far (`None`: found in
+/// a read that waits; measured once that read is over).
 #[derive(Debug)]
 pub(crate) struct Wait {
     progress: Arc<Progress>,
-    target: u64,
+    socket: Weak<std::os::unix::net::UnixStream>,
+    target: Option<u64>,
 }
 
 /// What a new connection must wait for before it delivers anything.
@@ -118,7 +187,13 @@ impl Turn {
     /// over what it held when this one arrived.
     pub(crate) async fn wait(self) {
         for w in self.0 {
-            w.progress.reached(w.target).await;
+            let target = match w.target {
+                Some(t) => t,
+                // Measured later than this connection's arrival, so maybe
+                // more than it held then: waiting for more is still in order.
+                None => w.progress.snapshot(&w.socket).await,
+            };
+            w.progress.reached(target).await;
         }
     }
 
@@ -187,21 +262,14 @@ impl OrderBook {
         let list = by_pid.entry(pid).or_default();
         let mut turn = Vec::new();
         for e in list.iter() {
-            let st = e.progress.read.lock().unwrap_or_else(|p| p.into_inner());
+            let st = e.progress.lock();
             if st.closed {
                 continue;
             }
-            // The socket is open while its connection is not closed; a
-            // failed query waits for the close instead.
-            let unread = e
-                .socket
-                .upgrade()
-                .map_or(Ok(0), |s| sys::unread_bytes(&*s))
-                .map_or(u64::MAX, |n| n as u64);
-            let target = st.total.saturating_add(unread);
             turn.push(Wait {
                 progress: Arc::clone(&e.progress),
-                target,
+                socket: e.socket.clone(),
+                target: target_of(&st, &e.socket),
             });
         }
         list.push(Entry {
@@ -215,5 +283,74 @@ impl OrderBook {
             progress,
         };
         (Some(reg), Turn(turn))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixStream;
+
+    fn socket() -> (UnixStream, Socket) {
+        let (peer, ours) = UnixStream::pair().unwrap();
+        (peer, Arc::new(ours))
+    }
+
+    /// A newer connection arriving while the older one is inside a read
+    /// that waits measures the older one once that read is over, so it also
+    /// waits for what the read took (measured during the read, the older
+    /// one's count would have missed it).
+    #[tokio::test]
+    async fn a_newer_connection_measures_an_older_one_after_its_waiting_read() {
+        let book = Arc::new(OrderBook::default());
+        let pid = Some(4242);
+        let (_older_peer, older_socket) = socket();
+        let (older, turn) = book.admit(pid, &older_socket);
+        assert!(turn.is_free());
+        let progress = Arc::clone(older.as_ref().unwrap().progress());
+        let (entered_tx, entered) = std::sync::mpsc::channel::<()>();
+        let (finish, finish_rx) = std::sync::mpsc::channel::<()>();
+        let reading = std::thread::spawn({
+            let progress = Arc::clone(&progress);
+            move || {
+                progress.read_waiting_with(|| {
+                    entered_tx.send(()).unwrap();
+                    finish_rx.recv().unwrap();
+                    (10, ())
+                })
+            }
+        });
+        entered.recv().unwrap();
+        let (_newer_peer, newer_socket) = socket();
+        let (_newer, turn) = book.admit(pid, &newer_socket);
+        assert!(!turn.is_free());
+        let turn = tokio::spawn(turn.wait());
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!turn.is_finished(), "the read is still under way");
+        finish.send(()).unwrap();
+        reading.join().unwrap();
+        // The 10 bytes the read took count: handing over fewer is not enough.
+        progress.set_handed_over(9);
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!turn.is_finished(), "9 of the 10 bytes handed over");
+        progress.set_handed_over(10);
+        turn.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_closed_older_connection_holds_nothing_back() {
+        let book = Arc::new(OrderBook::default());
+        let (mut older_peer, older_socket) = socket();
+        std::io::Write::write_all(&mut older_peer, b"unread").unwrap();
+        let (older, _) = book.admit(Some(7), &older_socket);
+        let (_newer_peer, newer_socket) = socket();
+        let (_newer, turn) = book.admit(Some(7), &newer_socket);
+        assert!(!turn.is_free(), "6 unread bytes to wait for");
+        drop(older);
+        turn.wait().await;
     }
 }

@@ -60,6 +60,23 @@ pub(crate) fn peer_unread_bytes(_socket: &impl AsFd) -> io::Result<u64> {
 /// first, unlike a read into a slice); returns how many bytes it appended
 /// (0 at end of stream, `WouldBlock` when nothing is there).
 pub(crate) fn recv_into_spare(socket: &impl AsFd, buf: &mut bytes::BytesMut) -> io::Result<usize> {
+    recv_spare(socket, buf, nix::libc::MSG_DONTWAIT)
+}
+
+/// [`recv_into_spare`] that waits on this thread, on a socket made to wait
+/// by [`set_waiting`], until bytes, the end of the stream or an error come
+/// (`WouldBlock` once its timeout passed with none). One call both waits
+/// and reads: a wait that only peeked and a read after it cost a C reader
+/// 5 µs more per message (11.0 instead of 6.2 µs at p50, 64 B at 10,000
+/// msgs/s).
+pub(crate) fn recv_into_spare_waiting(
+    socket: &impl AsFd,
+    buf: &mut bytes::BytesMut,
+) -> io::Result<usize> {
+    recv_spare(socket, buf, 0)
+}
+
+fn recv_spare(socket: &impl AsFd, buf: &mut bytes::BytesMut, flags: i32) -> io::Result<usize> {
     let fd = socket.as_fd();
     let spare = buf.spare_capacity_mut();
     // SAFETY: `fd` is borrowed, so it stays open for the call; `spare` is
@@ -70,7 +87,7 @@ pub(crate) fn recv_into_spare(socket: &impl AsFd, buf: &mut bytes::BytesMut) -> 
             fd.as_raw_fd(),
             spare.as_mut_ptr().cast(),
             spare.len(),
-            nix::libc::MSG_DONTWAIT,
+            flags,
         )
     };
     let n = usize::try_from(got).map_err(|_| io::Error::last_os_error())?;
@@ -108,7 +125,7 @@ pub(crate) fn register(
         .map_err(|e| e.into_parts().1)
 }
 
-/// Makes reads of `socket` that may wait (see [`wait_readable`]) wait at
+/// Makes reads of `socket` that may wait (see [`recv_into_spare_waiting`]) wait at
 /// most `timeout`, through the kernel's own receive timeout (`SO_RCVTIMEO`,
 /// coarse: no high-resolution timer armed per wait, which on a virtual
 /// machine costs more than the wake-up itself); `None` makes the socket
@@ -124,24 +141,6 @@ pub(crate) fn set_waiting(
             socket.set_nonblocking(false)
         }
         None => socket.set_nonblocking(true),
-    }
-}
-
-/// Waits on this thread (a one-byte blocking peek, bounded by the timeout
-/// of [`set_waiting`]) until `socket` has bytes, the end of its stream or an
-/// error to read; `false` if the timeout passed first. An interrupted wait
-/// says yes: the caller reads and finds out.
-pub(crate) fn wait_readable(socket: &impl AsFd) -> bool {
-    use nix::errno::Errno;
-    use nix::sys::socket::{MsgFlags, recv};
-    match recv(
-        socket.as_fd().as_raw_fd(),
-        &mut [0u8; 1],
-        MsgFlags::MSG_PEEK,
-    ) {
-        Ok(_) => true,
-        Err(Errno::EAGAIN) => false,
-        Err(_) => true,
     }
 }
 
@@ -267,11 +266,17 @@ mod tests {
         let (mut writer, reader) = UnixStream::pair().unwrap();
         reader.set_nonblocking(true).unwrap();
         set_waiting(&reader, Some(std::time::Duration::from_millis(5))).unwrap();
-        assert!(!wait_readable(&reader), "nothing came within the timeout");
-        writer.write_all(b"x").unwrap();
-        assert!(wait_readable(&reader), "bytes wait");
-        // The wait only peeked: the byte is still there, read without waiting.
         let mut buf = bytes::BytesMut::with_capacity(8);
+        let err = recv_into_spare_waiting(&reader, &mut buf).unwrap_err();
+        assert_eq!(
+            err.kind(),
+            io::ErrorKind::WouldBlock,
+            "nothing came in time"
+        );
+        writer.write_all(b"x").unwrap();
+        assert_eq!(recv_into_spare_waiting(&reader, &mut buf).unwrap(), 1);
+        assert_eq!(&buf[..], b"x");
+        writer.write_all(b"y").unwrap();
         assert_eq!(recv_into_spare(&reader, &mut buf).unwrap(), 1);
         assert_eq!(
             recv_into_spare(&reader, &mut buf).unwrap_err().kind(),
@@ -284,21 +289,21 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
         // Blocking again: a wait with nothing there yet is woken by bytes
         // that arrive while it waits (a non-blocking socket would say
-        // "nothing" at once instead).
+        // "nothing" at once instead), and reads them.
         set_waiting(&reader, Some(std::time::Duration::from_secs(60))).unwrap();
         let late = std::thread::spawn(move || {
             std::thread::sleep(std::time::Duration::from_millis(50));
             writer.write_all(b"late").unwrap();
             writer
         });
-        assert!(wait_readable(&reader), "woken by the bytes that came");
-        let writer = late.join().unwrap();
         let mut rest = bytes::BytesMut::with_capacity(8);
-        assert_eq!(recv_into_spare(&reader, &mut rest).unwrap(), 4);
-        drop(writer);
-        assert!(
-            wait_readable(&reader),
-            "the end of the stream is there to read"
+        assert_eq!(recv_into_spare_waiting(&reader, &mut rest).unwrap(), 4);
+        assert_eq!(&rest[..], b"late");
+        drop(late.join().unwrap());
+        assert_eq!(
+            recv_into_spare_waiting(&reader, &mut rest).unwrap(),
+            0,
+            "the end of the stream"
         );
     }
 

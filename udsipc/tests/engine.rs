@@ -457,6 +457,32 @@ fn a_new_connection_of_the_same_process_waits_for_what_an_older_one_holds() {
     reader.stop_blocking(STOP).unwrap();
 }
 
+/// The older connection's thread waits in a read of its own (for up to the
+/// linger after each message) when the newer one arrives: what the older one
+/// got before that still comes first, whether that read had taken it yet or
+/// not. Many rounds, to land in the wait as often as not.
+#[test]
+fn a_newer_connection_waits_for_an_older_one_caught_in_a_waiting_read() {
+    let sock = temp_sock();
+    let c = Collector::new();
+    let reader = sock.reader(&c);
+    for round in 0..50u32 {
+        let mut older = UnixStream::connect(&sock.path).unwrap();
+        older.write_all(&frames(&[b"one"])).unwrap();
+        assert_eq!(c.take(1), [b"one".to_vec()]);
+        // The older connection's thread is now (most likely) waiting.
+        older.write_all(&frames(&[b"two"])).unwrap();
+        let mut newer = UnixStream::connect(&sock.path).unwrap();
+        newer.write_all(&frames(&[b"three"])).unwrap();
+        assert_eq!(
+            c.take(2),
+            [b"two".to_vec(), b"three".to_vec()],
+            "round {round}"
+        );
+    }
+    reader.stop_blocking(STOP).unwrap();
+}
+
 /// An older connection of the same process that has only begun a frame
 /// (our Writers begin every connection with a one-byte probe) does not
 /// hold a newer one back until that frame completes: with a long
