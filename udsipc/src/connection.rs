@@ -255,7 +255,9 @@ pub(crate) fn read(
 /// [`read`] that waits on this thread for bytes (a socket made to wait by
 /// `sys::set_waiting`, up to its timeout: then `WouldBlock`), for a
 /// connection served by a thread of its own. The receiver must hold a
-/// buffer already (see [`read`]'s peek).
+/// buffer already (see [`read`]'s peek). `WouldBlock` at once while a newer
+/// connection of the same process waits to measure this one (see `order`):
+/// the connection then goes back to its task, which reads without waiting.
 pub(crate) fn read_waiting(
     socket: &Socket,
     rx: &mut Receiver,
@@ -263,10 +265,12 @@ pub(crate) fn read_waiting(
 ) -> io::Result<usize> {
     let mut op = || rx.fill(|buf| crate::sys::recv_into_spare_waiting(&**socket, buf));
     match progress {
-        Some(p) => p.read_waiting_with(|| {
-            let r = op();
-            (*r.as_ref().unwrap_or(&0), r)
-        }),
+        Some(p) => p
+            .read_waiting_with(|| {
+                let r = op();
+                (*r.as_ref().unwrap_or(&0), r)
+            })
+            .unwrap_or_else(|| Err(io::ErrorKind::WouldBlock.into())),
         None => op(),
     }
 }

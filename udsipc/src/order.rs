@@ -45,6 +45,10 @@ pub(crate) struct Progress {
     read: Mutex<ReadState>,
     handed_over: AtomicU64,
     waiters: AtomicUsize,
+    /// Newer connections waiting to measure this one (see
+    /// [`snapshot`](Self::snapshot)): reads that wait are not begun
+    /// meanwhile.
+    measuring: AtomicUsize,
     changed: Notify,
 }
 
@@ -71,20 +75,29 @@ impl Progress {
     /// dedicated thread, bounded by the socket's receive timeout): it runs
     /// outside the lock, marked as under way, so that a newer connection
     /// arriving meanwhile takes its snapshot once it is over (see
-    /// [`Turn::wait`]) instead of waiting for the lock.
-    pub(crate) fn read_waiting_with<T>(&self, read: impl FnOnce() -> (usize, T)) -> T {
-        self.lock().waiting = true;
+    /// [`Turn::wait`]) instead of waiting for the lock. `None`, without
+    /// reading, while a newer connection waits to take one: the caller
+    /// reads without waiting from then on (back in its task), so the
+    /// snapshot waits for one read at most.
+    pub(crate) fn read_waiting_with<T>(&self, read: impl FnOnce() -> (usize, T)) -> Option<T> {
+        {
+            let mut st = self.lock();
+            // SeqCst pairs with `snapshot`, which counts itself in first.
+            if self.measuring.load(Ordering::SeqCst) > 0 {
+                return None;
+            }
+            st.waiting = true;
+        }
         let (n, out) = read();
         {
             let mut st = self.lock();
             st.total += n as u64;
             st.waiting = false;
         }
-        // SeqCst pairs with `snapshot`: it counts itself in before it looks.
-        if self.waiters.load(Ordering::SeqCst) > 0 {
+        if self.measuring.load(Ordering::SeqCst) > 0 {
             self.changed.notify_waiters();
         }
-        out
+        Some(out)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, ReadState> {
@@ -96,9 +109,9 @@ impl Progress {
     /// (`u64::MAX` if that cannot be asked: the close is waited for then);
     /// 0 once closed.
     async fn snapshot(&self, socket: &Weak<std::os::unix::net::UnixStream>) -> u64 {
-        self.waiters.fetch_add(1, Ordering::SeqCst);
+        self.measuring.fetch_add(1, Ordering::SeqCst);
         let _registered = crate::runtime::OnCancel::new(|| {
-            self.waiters.fetch_sub(1, Ordering::SeqCst);
+            self.measuring.fetch_sub(1, Ordering::SeqCst);
         });
         loop {
             let notified = self.changed.notified();
@@ -331,6 +344,9 @@ mod tests {
         assert!(!turn.is_finished(), "the read is still under way");
         finish.send(()).unwrap();
         reading.join().unwrap();
+        // The measurement is pending: no read that waits begins meanwhile.
+        let next = progress.read_waiting_with(|| -> (usize, ()) { panic!("read while measured") });
+        assert!(next.is_none());
         // The 10 bytes the read took count: handing over fewer is not enough.
         progress.set_handed_over(9);
         for _ in 0..10 {

@@ -369,10 +369,9 @@ impl Queue {
     fn push_copy_with(&self, body: &[u8], wake: bool) -> Result<bool, Refused> {
         let frame_len = frame_len_of(body.len());
         if frame_len > ARENA_MAX_FRAME {
-            // Large: copy outside the lock, then admit.
-            if self.used() >= self.capacity {
-                return Err(Refused::Full);
-            }
+            // Large: copied outside the lock, if it would be admitted now
+            // (so that a refusal costs no copy), then admitted again.
+            self.admit(&self.lock(), frame_len)?;
             let bytes = Bytes::copy_from_slice(body);
             return self.push_owned_with(bytes, wake).map_err(|(r, _)| r);
         }

@@ -236,3 +236,27 @@ fn send_into_an_async_handler_or_the_stream_allocates_per_buffer_not_per_message
         }
     }
 }
+
+/// A large borrowed message refused for want of room (here the byte bound)
+/// costs no copy: before, each refusal copied the message first.
+#[test]
+fn a_large_borrowed_message_refused_for_room_is_not_copied() {
+    let dir = tempfile::tempdir().unwrap();
+    // No reader: the queue keeps what it takes; no redial meanwhile.
+    let writer = Writer::builder(dir.path().join("nobody.sock"))
+        .max_buffered_bytes(64 * 1024)
+        .initial_backoff(Duration::from_secs(600))
+        .max_backoff(Duration::from_secs(600))
+        .start()
+        .unwrap();
+    let big = vec![5u8; 40 * 1024];
+    writer.write_message(&big).unwrap();
+    writer.write_message(&big).unwrap_err(); // warm: the error path's first use
+    let before = allocations();
+    for _ in 0..1_000 {
+        assert!(writer.write_message(&big).unwrap_err().is_buffer_full());
+    }
+    let allocs = allocations() - before;
+    assert!(allocs < 10, "{allocs} allocations for 1,000 refusals");
+    writer.stop_blocking(Duration::from_millis(10)).unwrap_err();
+}
