@@ -114,6 +114,53 @@ fn a_stop_cancelled_while_the_task_dials_counts_the_whole_queue_as_discarded() {
 /// one). Now the task is woken only when the write left it something to
 /// do (a timer its wait lacks, an error): not for a second direct write
 /// whose delivery check the task's timer already covers.
+/// A paced producer whose sleep overshot sends messages close together:
+/// on an idle connection each is written by the producer's own thread, not
+/// left to the task (whose wake-up was the p99 of the latency bench). The
+/// task's runtime is not polled meanwhile, so only the producer can write.
+#[test]
+fn messages_close_together_on_an_idle_connection_are_written_by_the_producer() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let reading = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut first = vec![0u8; 6];
+        std::io::Read::read_exact(&mut s, &mut first).unwrap();
+        let mut rest = vec![0u8; 6];
+        std::io::Read::read_exact(&mut s, &mut rest).map(|()| rest)
+    });
+    let w = Writer::builder(&path)
+        .runtime(rt.handle().clone())
+        .start()
+        .unwrap();
+    // The first message goes through the task: it dials and proves the
+    // connection.
+    w.write_message(b"first").unwrap();
+    rt.block_on(async {
+        while w.metrics().delivered < 1 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        tokio::task::yield_now().await;
+    });
+    for m in [&b"a"[..], b"b", b"c"] {
+        w.write_message(m).unwrap();
+    }
+    let rest = reading.join().unwrap();
+    assert_eq!(
+        rest.unwrap(),
+        b"\x01a\x01b\x01c",
+        "all three written at once"
+    );
+    rt.block_on(w.stop(Duration::from_secs(10))).unwrap();
+    assert_eq!(w.metrics().sent, 4);
+}
+
 #[test]
 fn a_direct_write_wakes_the_task_only_for_what_its_wait_lacks() {
     let rt = tokio::runtime::Builder::new_current_thread()
