@@ -109,16 +109,24 @@ impl Progress {
     /// (`u64::MAX` if that cannot be asked: the close is waited for then);
     /// 0 once closed.
     async fn snapshot(&self, socket: &Weak<std::os::unix::net::UnixStream>) -> u64 {
-        self.measuring.fetch_add(1, Ordering::SeqCst);
+        self.wait_for(&self.measuring, || target_of(&self.lock(), socket))
+            .await
+    }
+
+    /// Waits until `check` answers, woken by every change it may look at;
+    /// counted meanwhile in `counter`, which whoever makes such a change
+    /// reads (SeqCst, after the change) to know whether to notify.
+    async fn wait_for<T>(&self, counter: &AtomicUsize, mut check: impl FnMut() -> Option<T>) -> T {
+        counter.fetch_add(1, Ordering::SeqCst);
         let _registered = crate::runtime::OnCancel::new(|| {
-            self.measuring.fetch_sub(1, Ordering::SeqCst);
+            counter.fetch_sub(1, Ordering::SeqCst);
         });
         loop {
             let notified = self.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if let Some(target) = target_of(&self.lock(), socket) {
-                return target;
+            if let Some(answer) = check() {
+                return answer;
             }
             notified.await;
         }
@@ -146,19 +154,10 @@ impl Progress {
 
     /// Waits until `target` bytes were handed over or the connection closed.
     async fn reached(&self, target: u64) {
-        self.waiters.fetch_add(1, Ordering::SeqCst);
-        let _registered = crate::runtime::OnCancel::new(|| {
-            self.waiters.fetch_sub(1, Ordering::SeqCst);
-        });
-        loop {
-            let notified = self.changed.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.handed_over.load(Ordering::SeqCst) >= target || self.is_closed() {
-                return;
-            }
-            notified.await;
-        }
+        self.wait_for(&self.waiters, || {
+            (self.handed_over.load(Ordering::SeqCst) >= target || self.is_closed()).then_some(())
+        })
+        .await;
     }
 }
 

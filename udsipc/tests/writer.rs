@@ -246,14 +246,20 @@ async fn send_waits_for_room_and_never_drops() {
         w.send(i.to_le_bytes().to_vec()).await.unwrap();
     }
     w.stop(STOP).await.unwrap();
-    let got = tokio::task::spawn_blocking(move || c.take(20_000))
+    expect_numbered(c, 20_000).await;
+    assert_eq!(w.metrics().dropped, 0);
+    reader.stop(STOP).await.unwrap();
+}
+
+/// Takes `n` messages from `c` and checks they are 0..n, in order, as
+/// little-endian `u32`s.
+async fn expect_numbered(c: Collector, n: u32) {
+    let got = tokio::task::spawn_blocking(move || c.take(n as usize))
         .await
         .unwrap();
     for (i, m) in got.iter().enumerate() {
         assert_eq!(m, &(i as u32).to_le_bytes());
     }
-    assert_eq!(w.metrics().dropped, 0);
-    reader.stop(STOP).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -277,12 +283,7 @@ async fn send_copy_waits_for_room_and_never_drops(sock: &TempSock, w: &Writer) {
     }
     w.send_copy(b"").await.unwrap(); // accepted, not sent (as in Go)
     w.stop(STOP).await.unwrap();
-    let got = tokio::task::spawn_blocking(move || c.take(20_000))
-        .await
-        .unwrap();
-    for (i, m) in got.iter().enumerate() {
-        assert_eq!(m, &(i as u32).to_le_bytes());
-    }
+    expect_numbered(c, 20_000).await;
     let m = w.metrics();
     assert_eq!((m.sent, m.dropped), (20_000, 0));
     reader.stop(STOP).await.unwrap();

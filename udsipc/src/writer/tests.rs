@@ -114,19 +114,30 @@ fn a_stop_cancelled_while_the_task_dials_counts_the_whole_queue_as_discarded() {
 /// one). Now the task is woken only when the write left it something to
 /// do (a timer its wait lacks, an error): not for a second direct write
 /// whose delivery check the task's timer already covers.
+/// A current-thread runtime this test polls only when it chooses, and a
+/// listener at `w.sock` in a new directory.
+fn runtime_and_listener() -> (
+    tokio::runtime::Runtime,
+    tempfile::TempDir,
+    std::os::unix::net::UnixListener,
+) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let listener = std::os::unix::net::UnixListener::bind(dir.path().join("w.sock")).unwrap();
+    (rt, dir, listener)
+}
+
 /// A paced producer whose sleep overshot sends messages close together:
 /// on an idle connection each is written by the producer's own thread, not
 /// left to the task (whose wake-up was the p99 of the latency bench). The
 /// task's runtime is not polled meanwhile, so only the producer can write.
 #[test]
 fn messages_close_together_on_an_idle_connection_are_written_by_the_producer() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    let (rt, dir, listener) = runtime_and_listener();
     let path = dir.path().join("w.sock");
-    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
     let reading = std::thread::spawn(move || {
         let (mut s, _) = listener.accept().unwrap();
         s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
@@ -163,13 +174,8 @@ fn messages_close_together_on_an_idle_connection_are_written_by_the_producer() {
 
 #[test]
 fn a_direct_write_wakes_the_task_only_for_what_its_wait_lacks() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    let (rt, dir, listener) = runtime_and_listener();
     let path = dir.path().join("w.sock");
-    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
     // The reader reads the first message, then nothing until told: the
     // later ones stay unread, so each write needs the delivery check (a
     // reader quick enough to read one between its write and the check
