@@ -14,6 +14,7 @@
 //! | [`baseline`] | tokio-util + unsigned-varint `Framed`, and the raw socket |
 //! | [`latency`] | one-way latency at a fixed message rate (through [`peer`]) |
 //! | [`limits`] | the framed-copy and raw limits and the latency floor, blocking and epoll |
+//! | [`minimal_peer`] | the latency floor across processes (the hidden `udsipc bench peer --minimal`) |
 //! | [`alloc`] | the counting global allocator behind "allocs/msg" |
 
 pub mod alloc;
@@ -26,6 +27,7 @@ pub mod harness;
 pub mod inproc;
 pub mod latency;
 pub mod limits;
+pub mod minimal_peer;
 pub mod peer;
 pub mod report;
 pub mod run;

@@ -48,6 +48,10 @@ pub struct PeerArgs {
     /// Reader: messages carry send times; report p50/p99 latency.
     #[arg(long)]
     pub latency: bool,
+    /// A minimal blocking reader or writer, with no library and no framing
+    /// (the latency floor across processes; see `minimal_peer`).
+    #[arg(long)]
+    pub minimal: bool,
 }
 
 /// What a peer prints when done (one JSON line).
@@ -98,6 +102,16 @@ impl Peer {
             name: "Rust",
             program: udsipc,
             subcommand: &["bench", "peer"],
+        }
+    }
+
+    /// The minimal peer (`udsipc bench peer --minimal`): the floor across
+    /// processes.
+    pub fn minimal(udsipc: PathBuf) -> Self {
+        Self {
+            name: "minimal",
+            program: udsipc,
+            subcommand: &["bench", "peer", "--minimal"],
         }
     }
 

@@ -115,6 +115,11 @@ pub struct Row {
     pub latency_floor_p50_us: Option<f64>,
     /// The latency floor, p99 µs.
     pub latency_floor_p99_us: Option<f64>,
+    /// The latency floor across processes (the same, a minimal writer
+    /// process to a minimal reader process), p50 µs.
+    pub latency_floor_processes_p50_us: Option<f64>,
+    /// The latency floor across processes, p99 µs.
+    pub latency_floor_processes_p99_us: Option<f64>,
 }
 
 impl Row {
@@ -163,6 +168,11 @@ pub struct FloorRow {
     pub paced_p50_us: f64,
     /// Paced one-way p99.
     pub paced_p99_us: f64,
+    /// The paced one-way floor between two processes (minimal blocking
+    /// peers, no library), p50: the shape of the other latency rows.
+    pub processes_p50_us: f64,
+    /// Paced one-way across processes, p99.
+    pub processes_p99_us: f64,
 }
 
 /// p50/p99 one-way latency of one writer → reader pair.
@@ -306,14 +316,21 @@ impl Table {
             }
             if let Some(f) = &self.latency_floor {
                 s.push_str(&format!(
-                    "| floor: paced one-way, blocking reader | {:.1} | {:.1} |\n| floor: blocking ping-pong, half round trip | {:.1} | {:.1} |\n",
-                    f.paced_p50_us, f.paced_p99_us, f.ping_pong_p50_us, f.ping_pong_p99_us
+                    "| floor: paced one-way, blocking reader | {:.1} | {:.1} |\n| floor: the same between two processes | {:.1} | {:.1} |\n| floor: blocking ping-pong, half round trip | {:.1} | {:.1} |\n",
+                    f.paced_p50_us,
+                    f.paced_p99_us,
+                    f.processes_p50_us,
+                    f.processes_p99_us,
+                    f.ping_pong_p50_us,
+                    f.ping_pong_p99_us
                 ));
                 if let Some(rust) = self.latency.iter().find(|l| l.pair == "Rust → Rust") {
                     s.push_str(&format!(
-                        "| Rust → Rust ÷ paced floor | {:.2}× | {:.2}× |\n",
+                        "| Rust → Rust ÷ paced floor | {:.2}× | {:.2}× |\n| Rust → Rust ÷ paced floor between processes | {:.2}× | {:.2}× |\n",
                         rust.p50_us / f.paced_p50_us,
-                        rust.p99_us / f.paced_p99_us
+                        rust.p99_us / f.paced_p99_us,
+                        rust.p50_us / f.processes_p50_us,
+                        rust.p99_us / f.processes_p99_us
                     ));
                 }
             }

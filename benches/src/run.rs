@@ -200,6 +200,7 @@ fn run_table(args: &BenchArgs) -> Result<(), String> {
         eprintln!("building conformance/go-peer ...");
         gopeer::build(&dir).map(Peer::go)
     };
+    let minimal = Peer::minimal(exe.clone());
     let peers = Peers {
         rust: Peer::rust(exe),
         go: go.as_ref().ok().cloned(),
@@ -226,8 +227,9 @@ fn run_table(args: &BenchArgs) -> Result<(), String> {
     );
     let mut samples = vec![vec![Samples::default(); columns.len()]; sizes.len()];
     let mut lat: Vec<(Vec<f64>, Vec<f64>)> = vec![Default::default(); pairs.len()];
-    // The latency floor, measured with the pairs: ping-pong p50/p99, paced p50/p99.
-    let mut floor: [Vec<f64>; 4] = Default::default();
+    // The latency floor, measured with the pairs: ping-pong p50/p99, paced
+    // p50/p99 (two threads), paced p50/p99 (two processes).
+    let mut floor: [Vec<f64>; 6] = Default::default();
     // A Go peer that fails mid-run takes the Go columns out (with the
     // reason); it does not fail the run.
     let mut go_failed: Option<String> = None;
@@ -270,6 +272,11 @@ fn run_table(args: &BenchArgs) -> Result<(), String> {
             let (p50, p99) = limits::paced_one_way(plan.latency_messages, latency::RATE)?;
             floor[2].push(us(p50));
             floor[3].push(us(p99));
+            let socket = dir.join("floor.sock");
+            let (p50, p99) = latency::one_way(&minimal, &minimal, &socket, plan.latency_messages)
+                .map_err(|e| format!("latency floor across processes: {e}"))?;
+            floor[4].push(us(p50));
+            floor[5].push(us(p99));
         }
         for pi in order {
             let (w, r) = pairs[pi];
@@ -309,16 +316,20 @@ fn run_table(args: &BenchArgs) -> Result<(), String> {
         table.go_unavailable = go_failed;
     }
     if !floor[0].is_empty() {
-        let [pp50, pp99, paced50, paced99] = &mut floor;
+        let [pp50, pp99, paced50, paced99, proc50, proc99] = &mut floor;
         let f = FloorRow {
             ping_pong_p50_us: median(pp50),
             ping_pong_p99_us: median(pp99),
             paced_p50_us: median(paced50),
             paced_p99_us: median(paced99),
+            processes_p50_us: median(proc50),
+            processes_p99_us: median(proc99),
         };
         if let Some(row) = table.rows.iter_mut().find(|r| r.size == latency::SIZE) {
             row.latency_floor_p50_us = Some(f.paced_p50_us);
             row.latency_floor_p99_us = Some(f.paced_p99_us);
+            row.latency_floor_processes_p50_us = Some(f.processes_p50_us);
+            row.latency_floor_processes_p99_us = Some(f.processes_p99_us);
         }
         table.latency_floor = Some(f);
     }

@@ -15,6 +15,7 @@ use crate::peer::{PATIENCE, PeerArgs, Report};
 /// prints the report.
 pub fn run_rust_peer(args: &PeerArgs) -> Result<(), String> {
     let report = match args.role.as_str() {
+        _ if args.minimal => crate::minimal_peer::run(args)?,
         "reader" => rust_reader(args)?,
         "writer" => rust_writer(args)?,
         other => return Err(format!("--role must be reader or writer, not {other:?}")),

@@ -114,3 +114,64 @@ fn bench_that_cannot_write_its_json_exits_1_with_an_error_line() {
         "{err}"
     );
 }
+
+/// The minimal peers (the latency floor across processes): a paced writer
+/// process to a reader process, every message counted, latency reported.
+#[test]
+fn the_minimal_peers_measure_one_way_latency_across_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("floor.sock");
+    let socket = socket.to_str().unwrap();
+    let common = [
+        "--minimal",
+        "--socket",
+        socket,
+        "--count",
+        "200",
+        "--size",
+        "64",
+    ];
+    let mut reader = Command::new(BIN)
+        .args(["bench", "peer", "--role", "reader", "--latency"])
+        .args(common)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(reader.stdout.take().unwrap()));
+    assert_eq!(lines.next().unwrap().unwrap(), "ready");
+    let writer = udsipc(
+        &[
+            &["bench", "peer", "--role", "writer", "--rate", "10000"][..],
+            &common,
+        ]
+        .concat(),
+    );
+    assert!(writer.status.success(), "{}", stderr(&writer));
+    let report: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert!(reader.wait().unwrap().success());
+    assert_eq!(report["msgs"], 200);
+    assert_eq!(report["bytes"], 200 * 64);
+    let [p50, p99] =
+        [&report["latency_ns"][0], &report["latency_ns"][1]].map(|v| v.as_i64().unwrap());
+    assert!(0 < p50 && p50 <= p99, "{report}");
+    // Too small to carry the send time: a clear error.
+    let out = udsipc(&[
+        "bench",
+        "peer",
+        "--minimal",
+        "--role",
+        "writer",
+        "--socket",
+        socket,
+        "--count",
+        "1",
+        "--size",
+        "4",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("--size must be at least 8"),
+        "{}",
+        stderr(&out)
+    );
+}
