@@ -21,7 +21,7 @@
 //!   [`Writer::send`] waits ([`Writer::send_copy`] for a borrowed
 //!   message), [`Writer::reserve`] waits without holding a
 //!   message and then holds a queue slot for one (cancel safe),
-//!   [`Writer::send_blocking`] waits in synchronous
+//!   [`Writer::send_blocking`] ([`Writer::send_copy_blocking`]) waits in synchronous
 //!   code, and `Writer::into_sink` (feature `futures`) is a `Sink<Bytes>`.
 //! - [`frame`]: the wire format without IO.
 //! - [`systemd`]: socket activation, `NOTIFY_SOCKET`, `RUNTIME_DIRECTORY`.

@@ -512,3 +512,64 @@ fn a_zero_byte_bound_is_a_config_error() {
         "{err}"
     );
 }
+
+#[test]
+fn send_copy_blocking_waits_for_room_and_drops_nothing() {
+    let sock = temp_sock();
+    let collector = Collector::new();
+    let reader = udsipc::Reader::builder(&sock.path)
+        .start(collector.handler())
+        .unwrap();
+    let w = Writer::builder(&sock.path)
+        .max_buffered_writes(4)
+        .start()
+        .unwrap();
+    let mut record = [0u8; 4];
+    for i in 0..5_000u32 {
+        record.copy_from_slice(&i.to_le_bytes());
+        w.send_copy_blocking(&record).unwrap();
+    }
+    w.send_copy_blocking(b"").unwrap(); // accepted, not sent (as in Go)
+    w.stop_blocking(STOP).unwrap();
+    let m = w.metrics();
+    assert_eq!((m.dropped, m.delivered), (0, 5_000), "{m:?}");
+    let got = collector.take(5_000);
+    assert!(
+        got.iter()
+            .enumerate()
+            .all(|(i, m)| m[..] == (i as u32).to_le_bytes())
+    );
+    reader.stop_blocking(STOP).unwrap();
+}
+
+#[test]
+fn send_copy_blocking_returns_stopped_when_a_stop_ends_its_wait_or_came_before() {
+    let sock = temp_sock();
+    let w = std::sync::Arc::new(full_writer(&sock.path, Duration::from_secs(60)));
+    let blocked = {
+        let w = std::sync::Arc::clone(&w);
+        std::thread::spawn(move || w.send_copy_blocking(b"waits"))
+    };
+    std::thread::sleep(Duration::from_millis(20));
+    let _ = w.stop_blocking(Duration::from_millis(20));
+    let err = blocked.join().unwrap().unwrap_err();
+    assert!(matches!(err, WriteError::Stopped(())), "{err}");
+    let err = w.send_copy_blocking(b"late").unwrap_err();
+    assert!(matches!(err, WriteError::Stopped(())), "{err}");
+}
+
+#[test]
+fn send_copy_blocking_on_a_current_thread_runtime_does_not_wait() {
+    let sock = temp_sock();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let w = full_writer(&sock.path, Duration::from_secs(60));
+        let err = w.send_copy_blocking(b"would deadlock").unwrap_err();
+        assert!(err.is_buffer_full());
+        assert_eq!(w.metrics().dropped, 2, "counted as write_message would");
+        let _ = w.stop(Duration::from_millis(10)).await;
+    });
+}

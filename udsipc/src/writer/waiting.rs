@@ -156,12 +156,63 @@ impl Writer {
     /// # }
     /// ```
     pub fn send_blocking(&self, data: impl Into<Bytes>) -> Result<(), WriteError<Bytes>> {
-        let mut data = data.into();
+        let data = data.into();
         if data.is_empty() {
             return Ok(());
         }
+        let need = crate::queue::frame_len_of(data.len());
+        self.block_until_pushed(data, need, |queue, data| queue.push_owned(data))
+    }
+
+    /// [`send_blocking`](Self::send_blocking) for a borrowed message, copied
+    /// once there is room: for synchronous producers of small messages, no
+    /// `Bytes` to build and no allocation per message (the blocking twin of
+    /// [`send_copy`](Self::send_copy)). The same errors, without the message
+    /// (the caller still holds it).
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("app.sock");
+    /// let reader = udsipc::Reader::builder(&path).start(|_msg: &[u8]| Ok(()))?;
+    /// let writer = udsipc::Writer::builder(&path).max_buffered_writes(16).start()?;
+    /// let mut record = [0u8; 64];
+    /// for i in 0..1_000u32 {
+    ///     record[..4].copy_from_slice(&i.to_le_bytes());
+    ///     writer.send_copy_blocking(&record)?; // waits, never drops
+    /// }
+    /// writer.stop_blocking(std::time::Duration::from_secs(5))?;
+    /// assert_eq!(writer.metrics().dropped, 0);
+    /// # reader.stop_blocking(std::time::Duration::from_secs(5))?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn send_copy_blocking(&self, data: &[u8]) -> Result<(), WriteError<()>> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let need = crate::queue::frame_len_of(data.len());
+        self.block_until_pushed(data, need, |queue, data| {
+            queue.push_copy(data).map_err(|r| (r, data))
+        })
+        .map_err(|e| match e {
+            WriteError::BufferFull(_) => WriteError::BufferFull(()),
+            WriteError::Stopped(_) => WriteError::Stopped(()),
+        })
+    }
+
+    /// Tries `push` until it takes `data`, blocking this thread on the
+    /// Writer's runtime for room for a `need`-byte frame between tries (see
+    /// [`send_blocking`](Self::send_blocking) for where it cannot wait).
+    fn block_until_pushed<T>(
+        &self,
+        mut data: T,
+        need: usize,
+        push: impl Fn(&crate::queue::Queue, T) -> Result<(), (Refused, T)>,
+    ) -> Result<(), WriteError<T>> {
+        let queue = &self.inner.queue;
         loop {
-            match self.inner.queue.push_owned(data) {
+            match push(queue, data) {
                 Ok(()) => return Ok(()),
                 Err((Refused::Closed, back)) => return Err(WriteError::Stopped(back)),
                 Err((Refused::Full, back)) => data = back,
@@ -169,7 +220,6 @@ impl Writer {
             // The message stays on this thread; only the wait runs on the
             // Writer's runtime.
             let inner: Arc<WriterInner> = Arc::clone(&self.inner);
-            let need = crate::queue::frame_len_of(data.len());
             let waited =
                 crate::runtime::block_on(
                     &self.handle,
@@ -178,7 +228,7 @@ impl Writer {
             match waited {
                 Ok(()) => {}
                 Err(StopError::WouldDeadlock) => {
-                    return self.inner.queue.push_owned(data).map_err(|(r, back)| {
+                    return push(queue, data).map_err(|(r, back)| {
                         if r == Refused::Full {
                             self.inner.counters.dropped.fetch_add(1, Relaxed);
                             WriteError::BufferFull(back)
