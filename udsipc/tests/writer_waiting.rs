@@ -256,32 +256,6 @@ async fn a_reserve_waiting_when_the_writer_stops_ends_stopped() {
     );
 }
 
-#[test]
-fn send_blocking_waits_for_room_and_drops_nothing() {
-    let sock = temp_sock();
-    let collector = Collector::new();
-    let reader = udsipc::Reader::builder(&sock.path)
-        .start(collector.handler())
-        .unwrap();
-    let w = Writer::builder(&sock.path)
-        .max_buffered_writes(4)
-        .start()
-        .unwrap();
-    for i in 0..5_000u32 {
-        w.send_blocking(i.to_le_bytes().to_vec()).unwrap();
-    }
-    w.stop_blocking(STOP).unwrap();
-    let m = w.metrics();
-    assert_eq!((m.dropped, m.delivered), (0, 5_000), "{m:?}");
-    let got = collector.take(5_000);
-    assert!(
-        got.iter()
-            .enumerate()
-            .all(|(i, m)| m[..] == (i as u32).to_le_bytes())
-    );
-    reader.stop_blocking(STOP).unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn send_blocking_inside_a_multi_thread_runtime_waits_without_deadlock() {
     let sock = temp_sock();
@@ -314,23 +288,85 @@ fn send_blocking_on_a_stopped_writer_hands_the_message_back() {
     assert!(matches!(&err, WriteError::Stopped(b) if b[..] == b"late"[..]));
 }
 
-#[test]
-fn send_blocking_returns_stopped_when_a_stop_ends_its_wait() {
+/// The two blocking ways in: an owned message (`send_blocking`, handed back
+/// when refused) and a borrowed one (`send_copy_blocking`).
+#[derive(Clone, Copy, Debug)]
+enum Blocking {
+    Owned,
+    Copied,
+}
+
+impl Blocking {
+    /// Sends `msg` this way; a refusal says why (an owned message handed
+    /// back must be `msg` itself).
+    fn send(self, w: &Writer, msg: &[u8]) -> Result<(), WriteError<()>> {
+        match self {
+            Self::Owned => w.send_blocking(msg.to_vec()).map_err(|e| {
+                let full = e.is_buffer_full();
+                assert_eq!(e.into_inner(), msg, "the message handed back");
+                if full {
+                    WriteError::BufferFull(())
+                } else {
+                    WriteError::Stopped(())
+                }
+            }),
+            Self::Copied => w.send_copy_blocking(msg),
+        }
+    }
+}
+
+#[rstest::rstest]
+#[case(Blocking::Owned)]
+#[case(Blocking::Copied)]
+fn a_blocking_send_waits_for_room_and_drops_nothing(#[case] how: Blocking) {
+    let sock = temp_sock();
+    let collector = Collector::new();
+    let reader = udsipc::Reader::builder(&sock.path)
+        .start(collector.handler())
+        .unwrap();
+    let w = Writer::builder(&sock.path)
+        .max_buffered_writes(4)
+        .start()
+        .unwrap();
+    for i in 0..5_000u32 {
+        how.send(&w, &i.to_le_bytes()).unwrap();
+    }
+    how.send(&w, b"").unwrap(); // accepted, not sent (as in Go)
+    w.stop_blocking(STOP).unwrap();
+    let m = w.metrics();
+    assert_eq!((m.dropped, m.delivered), (0, 5_000), "{m:?}");
+    let got = collector.take(5_000);
+    assert!(
+        got.iter()
+            .enumerate()
+            .all(|(i, m)| m[..] == (i as u32).to_le_bytes())
+    );
+    reader.stop_blocking(STOP).unwrap();
+}
+
+#[rstest::rstest]
+#[case(Blocking::Owned)]
+#[case(Blocking::Copied)]
+fn a_blocking_send_returns_stopped_when_a_stop_ends_its_wait_or_came_before(#[case] how: Blocking) {
     let sock = temp_sock();
     let w = std::sync::Arc::new(full_writer(&sock.path, Duration::from_secs(60)));
     let blocked = {
         let w = std::sync::Arc::clone(&w);
-        std::thread::spawn(move || w.send_blocking(b"waits".to_vec()))
+        std::thread::spawn(move || how.send(&w, b"waits"))
     };
     // Whether the stop comes before or during its wait, it must end Stopped.
     std::thread::sleep(Duration::from_millis(20));
     let _ = w.stop_blocking(Duration::from_millis(20));
     let err = blocked.join().unwrap().unwrap_err();
-    assert!(matches!(&err, WriteError::Stopped(b) if b[..] == b"waits"[..]));
+    assert!(matches!(err, WriteError::Stopped(())), "{err}");
+    let err = how.send(&w, b"late").unwrap_err();
+    assert!(matches!(err, WriteError::Stopped(())), "{err}");
 }
 
-#[test]
-fn send_blocking_on_a_current_thread_runtime_does_not_wait() {
+#[rstest::rstest]
+#[case(Blocking::Owned)]
+#[case(Blocking::Copied)]
+fn a_blocking_send_on_a_current_thread_runtime_does_not_wait(#[case] how: Blocking) {
     let sock = temp_sock();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -338,9 +374,9 @@ fn send_blocking_on_a_current_thread_runtime_does_not_wait() {
         .unwrap();
     rt.block_on(async {
         let w = full_writer(&sock.path, Duration::from_secs(60));
-        let err = w.send_blocking(b"would deadlock".to_vec()).unwrap_err();
+        let err = how.send(&w, b"would deadlock").unwrap_err();
         assert!(err.is_buffer_full());
-        assert_eq!(w.metrics().dropped, 2, "counted as write_bytes would");
+        assert_eq!(w.metrics().dropped, 2, "counted as write_message would");
         let _ = w.stop(Duration::from_millis(10)).await;
     });
 }
@@ -511,65 +547,4 @@ fn a_zero_byte_bound_is_a_config_error() {
         ),
         "{err}"
     );
-}
-
-#[test]
-fn send_copy_blocking_waits_for_room_and_drops_nothing() {
-    let sock = temp_sock();
-    let collector = Collector::new();
-    let reader = udsipc::Reader::builder(&sock.path)
-        .start(collector.handler())
-        .unwrap();
-    let w = Writer::builder(&sock.path)
-        .max_buffered_writes(4)
-        .start()
-        .unwrap();
-    let mut record = [0u8; 4];
-    for i in 0..5_000u32 {
-        record.copy_from_slice(&i.to_le_bytes());
-        w.send_copy_blocking(&record).unwrap();
-    }
-    w.send_copy_blocking(b"").unwrap(); // accepted, not sent (as in Go)
-    w.stop_blocking(STOP).unwrap();
-    let m = w.metrics();
-    assert_eq!((m.dropped, m.delivered), (0, 5_000), "{m:?}");
-    let got = collector.take(5_000);
-    assert!(
-        got.iter()
-            .enumerate()
-            .all(|(i, m)| m[..] == (i as u32).to_le_bytes())
-    );
-    reader.stop_blocking(STOP).unwrap();
-}
-
-#[test]
-fn send_copy_blocking_returns_stopped_when_a_stop_ends_its_wait_or_came_before() {
-    let sock = temp_sock();
-    let w = std::sync::Arc::new(full_writer(&sock.path, Duration::from_secs(60)));
-    let blocked = {
-        let w = std::sync::Arc::clone(&w);
-        std::thread::spawn(move || w.send_copy_blocking(b"waits"))
-    };
-    std::thread::sleep(Duration::from_millis(20));
-    let _ = w.stop_blocking(Duration::from_millis(20));
-    let err = blocked.join().unwrap().unwrap_err();
-    assert!(matches!(err, WriteError::Stopped(())), "{err}");
-    let err = w.send_copy_blocking(b"late").unwrap_err();
-    assert!(matches!(err, WriteError::Stopped(())), "{err}");
-}
-
-#[test]
-fn send_copy_blocking_on_a_current_thread_runtime_does_not_wait() {
-    let sock = temp_sock();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let w = full_writer(&sock.path, Duration::from_secs(60));
-        let err = w.send_copy_blocking(b"would deadlock").unwrap_err();
-        assert!(err.is_buffer_full());
-        assert_eq!(w.metrics().dropped, 2, "counted as write_message would");
-        let _ = w.stop(Duration::from_millis(10)).await;
-    });
 }
