@@ -213,7 +213,16 @@ pub(super) async fn run(inner: Arc<WriterInner>) {
                 let mut e = lock(&inner);
                 let e = &mut *e;
                 match woke {
-                    Woke::Writable => e.m.handle_writable(now()),
+                    Woke::Writable if w.writable => e.m.handle_writable(now()),
+                    // The reader read: look how far (the readiness was
+                    // cleared before this sample, so a read after it wakes
+                    // the next wait).
+                    Woke::Writable => {
+                        if let Some(c) = e.conn.as_ref() {
+                            let s = sample(c.socket(), false);
+                            e.m.handle_sample(now(), s);
+                        }
+                    }
                     Woke::HangUp => {
                         if let Some(c) = e.conn.as_ref() {
                             let s = sample(c.socket(), true);
@@ -301,7 +310,7 @@ fn act(
                 e.armed = m.poll_timeout();
                 let timer = e.armed.map(Instant::from_std);
                 if let Some(c) = e.conn.as_mut() {
-                    if w.writable {
+                    if w.writable || w.read {
                         c.watch_room();
                     } else if m.all_read() {
                         c.room = None;
@@ -404,8 +413,9 @@ fn publish_counters(inner: &WriterInner, m: &mut Machine) {
 /// an edge-triggered event) although no task waits for room, which at a
 /// moderate rate is one thread wake-up per message for nothing. Room is
 /// waited for through a second registration of the socket (a duplicate
-/// descriptor), made when the socket first fills and dropped once the
-/// reader has read everything.
+/// descriptor), made when the socket first fills or the machine waits on
+/// the reader's reads (a fresh connection's probe, a drain), and dropped
+/// once the reader has read everything.
 #[derive(Clone)]
 struct Conn {
     read: Arc<AsyncFd<StdStream>>,
@@ -482,7 +492,9 @@ async fn wait(
         match (read, room) {
             // Readiness is cleared before the write it allows: a write that
             // finds the socket full again then waits for the next event.
-            (_, Some(r)) if w.writable => r.writable().await.map(|mut g| g.clear_ready()),
+            // The same event (the socket's room changed) is how the reader's
+            // reads show, which a wait on the reader watches for.
+            (_, Some(r)) if w.writable || w.read => r.writable().await.map(|mut g| g.clear_ready()),
             (Some(_), None) if w.writable => {
                 tokio::time::sleep(ROOM_POLL).await;
                 Ok(())

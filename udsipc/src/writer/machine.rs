@@ -47,9 +47,9 @@ use crate::queue::Item;
 
 /// The first interval between samples of the unread count while waiting
 /// for the reader to read; it doubles to [`SAMPLE_MAX`] while nothing moves.
-const SAMPLE_MIN: Duration = Duration::from_millis(1);
+pub(crate) const SAMPLE_MIN: Duration = Duration::from_millis(1);
 /// The longest interval between samples while waiting.
-const SAMPLE_MAX: Duration = Duration::from_millis(50);
+pub(crate) const SAMPLE_MAX: Duration = Duration::from_millis(50);
 
 /// `at + d`, saturating: a sum past what the clock can hold (any duration
 /// option set to `Duration::MAX`, which means "never") becomes a point
@@ -69,6 +69,10 @@ pub(crate) struct Config {
     pub(crate) initial_backoff: Duration,
     pub(crate) max_backoff: Duration,
     pub(crate) max_attempts: u32,
+    /// The first and the longest interval between samples while waiting
+    /// for the reader ([`SAMPLE_MIN`] and [`SAMPLE_MAX`]; tests stretch
+    /// them to prove that the reader's reads alone move a connection on).
+    pub(crate) sampling: (Duration, Duration),
 }
 
 /// Counters kept by the machine; the driver publishes them.
@@ -114,6 +118,11 @@ pub(crate) struct Wait {
     pub(crate) writable: bool,
     /// A hang-up of the open connection: sample with `hangup: true`.
     pub(crate) hangup: bool,
+    /// The reader reading some of what was written (the socket's room
+    /// changes): sample then. Asked for only while the machine waits on
+    /// the reader (a fresh connection's probe, a drain), not while it
+    /// streams: the sample timer stays the fallback.
+    pub(crate) read: bool,
 }
 
 /// One look at the socket.
@@ -233,7 +242,7 @@ struct Conn {
 }
 
 impl Conn {
-    fn new() -> Self {
+    fn new(sample_every: Duration) -> Self {
         Self {
             stage: Stage::Unproven,
             written: 0,
@@ -247,7 +256,7 @@ impl Conn {
             episode: false,
             sample_now: false,
             sample_due: None,
-            sample_every: SAMPLE_MIN,
+            sample_every,
             batch_base: 0,
         }
     }
@@ -559,6 +568,7 @@ impl Machine {
             messages: self.pending.is_empty() && !self.draining,
             writable: false,
             hangup: true,
+            read: unread && (awaiting_probe || self.draining),
         })
     }
 
@@ -571,7 +581,7 @@ impl Machine {
         }
         self.dialed_before = true;
         self.planned = false;
-        self.link = Link::Up(Conn::new());
+        self.link = Link::Up(Conn::new(self.cfg.sampling.0));
     }
 
     /// A dial failed: back off.
@@ -725,13 +735,13 @@ impl Machine {
         if read <= c.confirmed {
             if c.confirmed < c.written {
                 c.sample_due = Some(now + c.sample_every);
-                c.sample_every = (c.sample_every * 2).min(SAMPLE_MAX);
+                c.sample_every = (c.sample_every * 2).min(self.cfg.sampling.1);
             }
             return;
         }
         c.confirmed = read;
         c.progress();
-        c.sample_every = SAMPLE_MIN;
+        c.sample_every = self.cfg.sampling.0;
         c.sample_due = (c.confirmed < c.written).then(|| now + c.sample_every);
         let mut n = 0;
         while let Some(f) = c.inflight.front_mut() {

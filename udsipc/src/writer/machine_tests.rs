@@ -18,6 +18,7 @@ fn cfg(max_attempts: u32) -> Config {
         initial_backoff: SEC,
         max_backoff: 5 * SEC,
         max_attempts,
+        sampling: (SAMPLE_MIN, SAMPLE_MAX),
     }
 }
 
@@ -145,13 +146,14 @@ fn a_fresh_connection_writes_one_byte_then_the_head_then_the_rest() {
     t.connect();
     t.push([msg(10, 1), msg(10, 2), msg(10, 3)]);
     assert_eq!(t.write(None), 1, "the probe byte alone");
-    t.sample(768); // not read yet: wait, sampling again soon
+    t.sample(768); // not read yet: wait for its read, sampling again soon
     assert_eq!(
         t.action(),
         Action::Wait(Wait {
             messages: false,
             writable: false,
-            hangup: true
+            hangup: true,
+            read: true,
         })
     );
     assert_eq!(t.m.poll_timeout(), Some(t.now + SAMPLE_MIN));
@@ -171,7 +173,8 @@ fn a_fresh_connection_writes_one_byte_then_the_head_then_the_rest() {
         Action::Wait(Wait {
             messages: true,
             writable: false,
-            hangup: true
+            hangup: true,
+            read: false,
         })
     );
 }
@@ -271,6 +274,7 @@ fn a_slow_reader_is_one_backpressure_episode_per_stall_and_the_connection_is_kep
         messages: false,
         writable: true,
         hangup: false,
+        read: false,
     });
     assert_eq!(t.action(), blocked);
     t.at(SEC - Duration::from_millis(1));

@@ -256,6 +256,7 @@ impl WriterBuilder {
                 initial_backoff: self.initial_backoff,
                 max_backoff: self.max_backoff,
                 max_attempts: self.max_attempts,
+                sampling: sampling(&self.path),
             },
             tokio::time::Instant::now().into_std(),
         );
@@ -671,6 +672,17 @@ impl std::fmt::Debug for WriterMetricsHandle {
             .field(&self.get())
             .finish()
     }
+}
+
+/// The machine's intervals between samples while it waits for the reader
+/// (a test may stretch them for its socket path).
+fn sampling(path: &Path) -> (Duration, Duration) {
+    #[cfg(test)]
+    if let Some(stretched) = tests::stretched_sampling(path) {
+        return stretched;
+    }
+    let _ = path;
+    (machine::SAMPLE_MIN, machine::SAMPLE_MAX)
 }
 
 #[cfg(test)]
