@@ -87,6 +87,8 @@
 #[cfg(feature = "runtime")]
 mod accept;
 #[cfg(feature = "runtime")]
+mod arena;
+#[cfg(feature = "runtime")]
 mod batch;
 #[cfg(feature = "runtime")]
 mod bind;
@@ -156,10 +158,10 @@ pub use reader::{
 pub use socket::{SocketAddress, max_socket_path_len, replaceable_socket_dir};
 #[cfg(feature = "runtime")]
 pub use writer::{
-    DEFAULT_DIAL_TIMEOUT, DEFAULT_INITIAL_BACKOFF, DEFAULT_LINGER, DEFAULT_MAX_ATTEMPTS,
-    DEFAULT_MAX_BACKOFF, DEFAULT_MAX_BUFFERED_BYTES, DEFAULT_MAX_BUFFERED_WRITES,
-    DEFAULT_WRITE_BUFFER_SIZE, DEFAULT_WRITE_TIMEOUT, Permit, Writer, WriterBuilder,
-    WriterMetricsHandle,
+    BufferedWriter, DEFAULT_BUFFERED_CAPACITY, DEFAULT_DIAL_TIMEOUT, DEFAULT_INITIAL_BACKOFF,
+    DEFAULT_LINGER, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_BACKOFF, DEFAULT_MAX_BUFFERED_BYTES,
+    DEFAULT_MAX_BUFFERED_WRITES, DEFAULT_WRITE_BUFFER_SIZE, DEFAULT_WRITE_TIMEOUT, Permit, Writer,
+    WriterBuilder, WriterMetricsHandle,
 };
 #[cfg(feature = "futures")]
 #[cfg_attr(docsrs, doc(cfg(feature = "futures")))]

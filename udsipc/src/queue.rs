@@ -4,7 +4,7 @@
 //! writer task takes everything queued in one lock and writes it in batches.
 //! This module owns the queue's memory: small messages (borrowed ones, and
 //! owned ones up to [`COPY_OWNED_MAX`]) are copied, with their length
-//! prefix, back to back into a shared arena, so a steady-state push neither
+//! prefix, back to back into a shared [`Arena`], so a steady-state push neither
 //! allocates nor makes a queue entry: a run of them becomes one [`Item`]
 //! when the writer task takes it, written straight from the arena. Larger
 //! owned messages (`Bytes`) are queued as they are, never copied.
@@ -13,21 +13,12 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::sync::Notify;
 
-use crate::frame::{MAX_VARINT_LEN, encode_varint, varint_len};
+use crate::arena::{Arena, CHUNK_MAX};
+use crate::frame::varint_len;
 
-/// Size of the first arena chunk for copied messages (an idle Writer holds
-/// no more).
-const ARENA_CHUNK: usize = 8 * 1024;
-/// Chunks double, up to this, while no earlier one can be reused yet (more
-/// traffic, or producers running far ahead of the socket): fewer, larger
-/// allocations.
-const ARENA_CHUNK_MAX: usize = 1024 * 1024;
-/// Used chunks kept to be reused once everything cut from them was
-/// written and confirmed (fresh memory costs a page fault per 4 KiB).
-const ARENA_SPARES: usize = 2;
 /// Copied frames larger than this get their own allocation instead.
 const ARENA_MAX_FRAME: usize = 16 * 1024;
 /// Owned messages up to this size are copied into the arena too: copying
@@ -198,16 +189,9 @@ pub(crate) enum Refused {
 struct State {
     items: VecDeque<Item>,
     /// Frames copied in; the last `run` of them are not yet an item.
-    arena: BytesMut,
+    arena: Arena,
     /// Messages in the arena's unsealed tail.
     run: u32,
-    /// Earlier chunks, oldest first, to reuse.
-    spares: VecDeque<BytesMut>,
-    /// Size of the next new chunk.
-    chunk: usize,
-    /// Chunks grow up to this ([`ARENA_CHUNK_MAX`], or less with a byte
-    /// limit).
-    chunk_max: usize,
     /// Frame bytes (prefixes and bodies) of the messages counted in
     /// `depth`, pushed and finished with them; kept only with a byte limit
     /// (under this lock, which every push takes anyway: no atomic per
@@ -250,11 +234,8 @@ impl Queue {
         Self {
             state: Mutex::new(State {
                 items: VecDeque::new(),
-                arena: BytesMut::new(),
+                arena: Arena::new(CHUNK_MAX),
                 run: 0,
-                spares: VecDeque::new(),
-                chunk: ARENA_CHUNK,
-                chunk_max: ARENA_CHUNK_MAX,
                 bytes: 0,
                 closed: false,
             }),
@@ -276,10 +257,11 @@ impl Queue {
     /// queued bytes past `max` is refused (`Full`), except into a queue that
     /// holds no bytes, which takes any one message.
     /// Arena chunks then grow only to half the limit (at least
-    /// [`ARENA_CHUNK`]), so that what the queue holds stays near it.
+    /// [`CHUNK_MIN`](crate::arena::CHUNK_MIN)), so that what the queue
+    /// holds stays near it.
     pub(crate) fn with_max_bytes(mut self, max: usize) -> Self {
         self.byte_capacity = max;
-        self.lock().chunk_max = (max / 2).clamp(ARENA_CHUNK, ARENA_CHUNK_MAX);
+        self.lock().arena = Arena::new(max / 2);
         self
     }
 
@@ -328,8 +310,9 @@ impl Queue {
         Self::seal(st);
         let was_empty = st.items.is_empty();
         self.add_bytes(st, item.frame_len());
+        let count = item.count as usize;
         st.items.push_back(item);
-        self.depth.fetch_add(1, Ordering::AcqRel);
+        self.depth.fetch_add(count, Ordering::AcqRel);
         if was_empty && wake {
             self.data_ready.notify_one();
         }
@@ -348,7 +331,7 @@ impl Queue {
     /// it, or when the writer takes the queue).
     fn seal(st: &mut State) {
         if st.run > 0 {
-            let frames = st.arena.split().freeze();
+            let frames = st.arena.cut();
             let run = std::mem::take(&mut st.run);
             st.items.push_back(Item::run(frames, run));
         }
@@ -383,13 +366,10 @@ impl Queue {
     /// Appends one frame to the arena's run (admitted by the caller); whether
     /// the queue was empty, as [`enqueue`](Self::enqueue).
     fn append(&self, st: &mut State, body: &[u8], frame_len: usize, wake: bool) -> bool {
-        if st.arena.capacity() - st.arena.len() < frame_len {
+        if !st.arena.has_room(frame_len) {
             Self::next_chunk(st, frame_len);
         }
-        let mut prefix = [0u8; MAX_VARINT_LEN];
-        let n = encode_varint(body.len() as u64, &mut prefix);
-        st.arena.put_slice(&prefix[..n]);
-        st.arena.put_slice(body);
+        st.arena.put_frame(body);
         let was_empty = st.items.is_empty() && st.run == 0;
         st.run += 1;
         self.add_bytes(st, frame_len);
@@ -400,30 +380,11 @@ impl Queue {
         was_empty
     }
 
-    /// Moves the arena to a chunk with room for `frame_len` bytes: the
-    /// oldest earlier chunk that nothing cut from it still uses, or a new
-    /// one.
+    /// Moves the arena to a chunk with room for `frame_len` bytes, making
+    /// the run so far an item first (so it is not copied).
     fn next_chunk(st: &mut State, frame_len: usize) {
-        // The run so far becomes an item (so it is not copied).
         Self::seal(st);
-        let used = std::mem::take(&mut st.arena);
-        if used.capacity() > 0 {
-            st.spares.push_back(used);
-        }
-        for _ in 0..st.spares.len() {
-            let mut chunk = st.spares.pop_front().expect("counted");
-            if chunk.try_reclaim(frame_len) {
-                st.arena = chunk;
-                return;
-            }
-            st.spares.push_back(chunk);
-        }
-        if st.spares.len() > ARENA_SPARES {
-            // Still in use: left to be freed by its last message.
-            st.spares.pop_front();
-        }
-        st.arena = BytesMut::with_capacity(st.chunk.max(frame_len));
-        st.chunk = (st.chunk * 2).min(st.chunk_max);
+        st.arena.next_chunk(frame_len);
     }
 
     /// Queues `body` (copied into the arena when small, else as it is);
@@ -449,6 +410,38 @@ impl Queue {
         } else {
             self.enqueue(&mut st, Item::new(body, false), wake)
         })
+    }
+
+    /// Queues `frames`, `count` messages framed back to back (cut from a
+    /// producer's own arena), as one run, without waking the writer task
+    /// (as [`push_copy_deferred`](Self::push_copy_deferred)); whether the
+    /// queue was empty. Admitted when `count` more messages and the
+    /// frames' bytes fit, or into an empty queue whatever their number and
+    /// size; with `past_bounds`, whenever the queue is open (a batch that
+    /// cannot wait: bounded by the batch's own size). Handed back when
+    /// refused.
+    pub(crate) fn push_run_deferred(
+        &self,
+        frames: Bytes,
+        count: u32,
+        past_bounds: bool,
+    ) -> Result<bool, (Refused, Bytes)> {
+        debug_assert!(count > 0 && !frames.is_empty());
+        let mut st = self.lock();
+        if st.closed {
+            return Err((Refused::Closed, frames));
+        }
+        if !past_bounds && !self.run_fits(&st, count as usize, frames.len()) {
+            return Err((Refused::Full, frames));
+        }
+        Ok(self.enqueue(&mut st, Item::run(frames, count), false))
+    }
+
+    /// Whether `count` messages of `frame_len` bytes in all fit now (any
+    /// number into an empty queue).
+    fn run_fits(&self, st: &State, count: usize, frame_len: usize) -> bool {
+        let used = self.used();
+        (used == 0 || used + count <= self.capacity) && self.bytes_fit(st, frame_len)
     }
 
     /// Holds one slot of the capacity for a later `push_reserved` (or
@@ -501,6 +494,12 @@ impl Queue {
     /// Waits until a push of a `frame_len`-byte message might succeed
     /// (room, or closed).
     pub(crate) async fn wait_room(&self, frame_len: usize) {
+        self.wait_room_for(1, frame_len).await;
+    }
+
+    /// Waits until a push of `count` messages of `frame_len` bytes in all
+    /// might succeed (room, or closed).
+    pub(crate) async fn wait_room_for(&self, count: usize, frame_len: usize) {
         let notified = self.room.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
@@ -513,7 +512,7 @@ impl Queue {
         });
         let has_room = {
             let st = self.lock();
-            st.closed || (self.used() < self.capacity && self.bytes_fit(&st, frame_len))
+            st.closed || self.run_fits(&st, count, frame_len)
         };
         if !has_room {
             notified.await;
@@ -572,6 +571,16 @@ impl Queue {
         self.room.notify_waiters();
     }
 
+    /// The bound in messages (`max_buffered_writes`).
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// The bound in frame bytes (`usize::MAX`: none).
+    pub(crate) fn byte_capacity(&self) -> usize {
+        self.byte_capacity
+    }
+
     /// Messages accepted and not yet finished with.
     pub(crate) fn depth(&self) -> usize {
         self.depth.load(Ordering::Acquire)
@@ -584,8 +593,7 @@ impl Queue {
         let bytes = st.items.iter().map(Item::frame_len).sum::<usize>() + st.arena.len();
         st.run = 0;
         st.items.clear();
-        st.arena = BytesMut::new();
-        st.spares.clear();
+        st.arena.clear();
         drop(st);
         self.complete(n, bytes);
         n
@@ -658,10 +666,10 @@ mod tests {
     fn arena_chunks_are_reused_once_nothing_cut_from_them_is_held() {
         let q = Queue::new(usize::MAX);
         let body = [7u8; 1000];
-        let per_chunk = ARENA_CHUNK / 1002;
+        let per_chunk = crate::arena::CHUNK_MIN / 1002;
         let mut first = None;
         let mut reused = false;
-        for _ in 0..4 * (ARENA_SPARES + 2) {
+        for _ in 0..16 {
             for _ in 0..per_chunk {
                 q.push_copy(&body).unwrap();
             }
@@ -677,6 +685,37 @@ mod tests {
             q.complete(per_chunk, 0);
         }
         assert!(reused, "every chunk was fresh memory");
+    }
+
+    #[test]
+    fn a_run_counts_as_its_messages_and_an_empty_queue_takes_any_run() {
+        let q = Queue::new(4).with_max_bytes(100);
+        let run = |n: u8| Bytes::from(vec![b'x'; 10 * n as usize]);
+        // Too many messages for an empty queue's bound: taken anyway, alone.
+        assert!(q.push_run_deferred(run(6), 6, false).unwrap());
+        assert_eq!(q.depth(), 6);
+        let (r, back) = q.push_run_deferred(run(1), 1, false).unwrap_err();
+        assert!(matches!(r, Refused::Full));
+        assert_eq!(back.len(), 10, "handed back whole");
+        // Past the bounds when asked (a drop that cannot wait).
+        assert!(!q.push_run_deferred(run(1), 1, true).unwrap());
+        assert_eq!(q.depth(), 7);
+        let mut out = VecDeque::new();
+        q.take_all(&mut out);
+        assert_eq!(out.iter().map(|i| i.count).collect::<Vec<_>>(), [6, 1]);
+        q.complete(7, 70);
+        // Room by messages and by bytes.
+        assert!(q.push_run_deferred(run(2), 2, false).unwrap());
+        assert!(matches!(
+            q.push_run_deferred(run(3), 3, false),
+            Err((Refused::Full, _))
+        ));
+        assert!(!q.push_run_deferred(run(2), 2, false).unwrap());
+        q.close();
+        assert!(matches!(
+            q.push_run_deferred(run(1), 1, true),
+            Err((Refused::Closed, _))
+        ));
     }
 
     #[test]

@@ -21,6 +21,16 @@ const MEASURED: u64 = 200_000;
 /// Sends `WARMUP + MEASURED` messages with `send_one`, returns allocations
 /// per message over the measured part.
 fn allocs_per_message(size: usize, send_one: impl Fn(&Writer, &Bytes)) -> f64 {
+    allocs_per_batch(size, |w, p, n| {
+        for _ in 0..n {
+            send_one(w, p);
+        }
+    })
+}
+
+/// [`allocs_per_message`] with `send(writer, payload, n)` sending `n`
+/// messages at a time (once for the warm-up, once for the measured part).
+fn allocs_per_batch(size: usize, send: impl Fn(&Writer, &Bytes, u64)) -> f64 {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("a.sock");
     let (tx, rx) = mpsc::sync_channel::<()>(4);
@@ -47,14 +57,10 @@ fn allocs_per_message(size: usize, send_one: impl Fn(&Writer, &Bytes)) -> f64 {
         rx.recv_timeout(Duration::from_secs(60))
             .unwrap_or_else(|_| panic!("{what}"))
     };
-    for _ in 0..WARMUP {
-        send_one(&writer, &payload);
-    }
+    send(&writer, &payload, WARMUP);
     wait("warm-up messages");
     let before = allocations();
-    for _ in 0..MEASURED {
-        send_one(&writer, &payload);
-    }
+    send(&writer, &payload, MEASURED);
     wait("measured messages");
     let allocs = allocations() - before;
     writer.stop_blocking(Duration::from_secs(10)).unwrap();
@@ -130,6 +136,28 @@ fn borrowed_messages_allocate_nothing_per_message(#[case] how: Borrowed) {
         assert!(
             per <= bound,
             "write_message at {size} B: {per} allocations per message (bound {bound})"
+        );
+    }
+}
+
+#[test]
+fn a_buffered_writer_allocates_nothing_per_message() {
+    for size in [64, 1024] {
+        let per = allocs_per_batch(size, |w, p, n| {
+            let mut out = w.buffered();
+            for _ in 0..n {
+                out.send_copy_blocking(p).unwrap();
+            }
+            out.flush_blocking().unwrap();
+        });
+        eprintln!("BufferedWriter {size} B: {per:.5} allocations per message");
+        // Its own arena: chunks of 256 KiB (the buffer's size), doubling to
+        // 1 MiB while none can be reused yet; a new chunk is two
+        // allocations. Plus the Reader's hand-offs per burst.
+        let bound = 2.0 * (size + 2) as f64 / (256.0 * 1024.0) + BURSTS;
+        assert!(
+            per <= bound,
+            "BufferedWriter at {size} B: {per} allocations per message (bound {bound})"
         );
     }
 }

@@ -8,12 +8,14 @@
 //! Queue memory lives in `queue`, the batching of frames into syscalls in
 //! `batch`, the unread-bytes query in `sys`.
 
+mod buffered;
 mod driver;
 pub(crate) mod machine;
 #[cfg(feature = "futures")]
 mod sink;
 mod waiting;
 
+pub use buffered::{BufferedWriter, DEFAULT_BUFFERED_CAPACITY};
 #[cfg(feature = "futures")]
 pub use sink::{SinkError, WriterSink};
 pub use waiting::Permit;

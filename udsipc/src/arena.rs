@@ -1,0 +1,170 @@
+//! Memory for copied messages: frames (length prefix and body) are copied
+//! back to back into a chunk, and runs of them are cut off as `Bytes`
+//! without another copy. A chunk is reused once nothing cut from it is
+//! held any more (written and confirmed), so a steady stream of copies
+//! allocates nothing. The Writer's queue keeps one (shared by producers,
+//! under its lock) and each [`BufferedWriter`](crate::BufferedWriter) one
+//! of its own (no lock).
+
+use std::collections::VecDeque;
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::frame::{MAX_VARINT_LEN, encode_varint};
+
+/// Size of the first chunk (an idle Writer holds no more).
+pub(crate) const CHUNK_MIN: usize = 8 * 1024;
+/// Chunks double, up to this, while no earlier one can be reused yet (more
+/// traffic, or producers running far ahead of the socket): fewer, larger
+/// allocations.
+pub(crate) const CHUNK_MAX: usize = 1024 * 1024;
+/// Used chunks kept to be reused once everything cut from them was
+/// written and confirmed (fresh memory costs a page fault per 4 KiB).
+const SPARES: usize = 2;
+
+/// A chunk being filled, and earlier ones to reuse.
+#[derive(Debug)]
+pub(crate) struct Arena {
+    /// The chunk being filled; what was cut from it is gone from it.
+    current: BytesMut,
+    /// Earlier chunks, oldest first.
+    spares: VecDeque<BytesMut>,
+    /// Size of the next new chunk.
+    chunk: usize,
+    /// Chunks grow up to this.
+    chunk_max: usize,
+}
+
+impl Arena {
+    /// An arena whose chunks grow up to `chunk_max` bytes (at least
+    /// [`CHUNK_MIN`]); nothing is allocated before the first frame.
+    pub(crate) fn new(chunk_max: usize) -> Self {
+        Self {
+            current: BytesMut::new(),
+            spares: VecDeque::new(),
+            chunk: CHUNK_MIN,
+            chunk_max: chunk_max.clamp(CHUNK_MIN, CHUNK_MAX),
+        }
+    }
+
+    /// Bytes copied in and not cut off yet.
+    pub(crate) fn len(&self) -> usize {
+        self.current.len()
+    }
+
+    /// Whether `len` more bytes fit in the current chunk.
+    pub(crate) fn has_room(&self, len: usize) -> bool {
+        self.current.capacity() - self.current.len() >= len
+    }
+
+    /// Appends `body` with its length prefix (room checked with
+    /// [`has_room`](Self::has_room) by the caller).
+    pub(crate) fn put_frame(&mut self, body: &[u8]) {
+        if body.len() < 0x80 {
+            self.current.put_u8(body.len() as u8);
+        } else {
+            let mut prefix = [0u8; MAX_VARINT_LEN];
+            let n = encode_varint(body.len() as u64, &mut prefix);
+            self.current.put_slice(&prefix[..n]);
+        }
+        self.current.put_slice(body);
+    }
+
+    /// Appends bytes as they are.
+    #[cfg(test)]
+    pub(crate) fn put_bytes(&mut self, frames: &[u8]) {
+        self.current.put_slice(frames);
+    }
+
+    /// Cuts off everything appended since the last cut.
+    pub(crate) fn cut(&mut self) -> Bytes {
+        self.current.split().freeze()
+    }
+
+    /// Moves to a chunk with room for `len` bytes: the oldest earlier chunk
+    /// that nothing cut from it still uses, or a new one. Whatever was not
+    /// cut off yet must have been cut first.
+    pub(crate) fn next_chunk(&mut self, len: usize) {
+        debug_assert_eq!(self.current.len(), 0, "cut before moving on");
+        let used = std::mem::take(&mut self.current);
+        if used.capacity() > 0 {
+            self.spares.push_back(used);
+        }
+        for _ in 0..self.spares.len() {
+            let mut chunk = self.spares.pop_front().expect("counted");
+            if chunk.try_reclaim(len) {
+                self.current = chunk;
+                return;
+            }
+            self.spares.push_back(chunk);
+        }
+        if self.spares.len() > SPARES {
+            // Still in use: left to be freed by its last user.
+            self.spares.pop_front();
+        }
+        self.current = BytesMut::with_capacity(self.chunk.max(len));
+        self.chunk = (self.chunk * 2).min(self.chunk_max);
+    }
+
+    /// Lets go of every chunk (what was cut off lives on where it went).
+    pub(crate) fn clear(&mut self) {
+        self.current = BytesMut::new();
+        self.spares.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_are_prefixed_and_cut_without_a_copy() {
+        let mut a = Arena::new(CHUNK_MAX);
+        assert!(!a.has_room(1), "nothing allocated before the first frame");
+        a.next_chunk(1);
+        a.put_frame(b"abc");
+        a.put_frame(&[7u8; 200]);
+        let cut = a.cut();
+        assert_eq!(&cut[..4], b"\x03abc");
+        assert_eq!(&cut[4..6], &[0xc8, 0x01], "200 as a varint");
+        assert_eq!(cut.len(), 4 + 2 + 200);
+        assert_eq!(a.len(), 0);
+    }
+
+    #[test]
+    fn a_chunk_comes_back_once_nothing_cut_from_it_is_held() {
+        let mut a = Arena::new(CHUNK_MAX);
+        a.next_chunk(8000);
+        let first = a.current.as_ptr();
+        a.put_bytes(&[1u8; 8000]);
+        let held = a.cut();
+        a.next_chunk(8000);
+        assert_ne!(a.current.as_ptr(), first, "still held: a new chunk");
+        a.put_bytes(&[2u8; 8000]);
+        let _second = a.cut();
+        drop(held);
+        a.next_chunk(8000);
+        assert_eq!(a.current.as_ptr(), first, "the oldest free chunk is reused");
+        assert!(a.has_room(8000));
+    }
+
+    #[test]
+    fn chunks_double_up_to_the_limit_and_fit_a_larger_frame() {
+        let mut a = Arena::new(4 * CHUNK_MIN);
+        let mut held = Vec::new();
+        let mut sizes = Vec::new();
+        for _ in 0..4 {
+            a.next_chunk(1);
+            let size = a.current.capacity();
+            sizes.push(size);
+            a.put_bytes(&vec![0u8; size]);
+            held.push(a.cut());
+        }
+        assert_eq!(
+            sizes,
+            [CHUNK_MIN, 2 * CHUNK_MIN, 4 * CHUNK_MIN, 4 * CHUNK_MIN]
+        );
+        a.next_chunk(10 * CHUNK_MIN);
+        assert!(a.has_room(10 * CHUNK_MIN));
+    }
+}
