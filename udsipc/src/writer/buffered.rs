@@ -80,6 +80,9 @@ pub const DEFAULT_BUFFERED_CAPACITY: usize = 256 * 1024;
 #[must_use = "messages are sent when the buffer is flushed or dropped"]
 pub struct BufferedWriter<'a> {
     writer: &'a Writer,
+    /// The Writer's shared state (one pointer less on the way to its phase
+    /// for each message).
+    inner: &'a WriterInner,
     /// Frames copied in; what was not cut off yet is the buffer.
     arena: Arena,
     /// Messages in the arena not cut off yet.
@@ -121,6 +124,7 @@ impl Writer {
         let queue = &self.inner.queue;
         BufferedWriter {
             writer: self,
+            inner: &self.inner,
             arena: Arena::new(queue.byte_capacity() / 2),
             count: 0,
             sealed: None,
@@ -193,7 +197,7 @@ impl BufferedWriter<'_> {
     /// held, and the next `flush` (or the drop) hands it over.
     pub async fn flush(&mut self) -> Result<(), WriteError<()>> {
         while let Some((count, len)) = self.try_hand_over(false)? {
-            self.writer.inner.queue.wait_room_for(count, len).await;
+            self.inner.queue.wait_room_for(count, len).await;
         }
         Ok(())
     }
@@ -230,8 +234,9 @@ impl BufferedWriter<'_> {
         self.count as usize + self.sealed.as_ref().map_or(0, |(_, n)| *n as usize)
     }
 
+    #[inline]
     fn refuse_if_stopping(&mut self) -> Result<(), WriteError<()>> {
-        if self.writer.inner.phase.get() == Phase::Running {
+        if self.inner.phase.get() == Phase::Running {
             return Ok(());
         }
         self.discard();
@@ -274,7 +279,7 @@ impl BufferedWriter<'_> {
                 self.sealed = Some((self.arena.cut(), std::mem::take(&mut self.count)));
             }
             let (frames, count) = self.sealed.take().expect("sealed above");
-            let queue = &self.writer.inner.queue;
+            let queue = &self.inner.queue;
             match queue.push_run_deferred(frames, count, past_bounds) {
                 Ok(first) => self.writer.queued(first),
                 Err((Refused::Full, frames)) => {
@@ -306,7 +311,7 @@ impl BufferedWriter<'_> {
                 .fetch_add(n, Relaxed);
             tracing::warn!(
                 discarded = n,
-                path = %self.writer.inner.path.display(),
+                path = %self.inner.path.display(),
                 "udsipc buffered writer: the Writer stopped before these messages were flushed"
             );
         }

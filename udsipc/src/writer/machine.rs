@@ -745,13 +745,15 @@ impl Machine {
         c.sample_due = (c.confirmed < c.written).then(|| now + c.sample_every);
         let mut n = 0;
         while let Some(f) = c.inflight.front_mut() {
-            if f.end <= read {
-                n += u64::from(f.count);
-                c.inflight.pop_front();
-            } else {
-                n += u64::from(f.read_up_to(read));
+            if f.end > read {
+                // A run read in part is counted once read whole, or when the
+                // connection ends ([`Self::count_partly_read`]): walking its
+                // frames at every sample cost a tenth of the writing
+                // thread's time at 64 B.
                 break;
             }
+            n += u64::from(f.count);
+            c.inflight.pop_front();
         }
         if c.tail.as_ref().is_some_and(|t| t.end <= read) {
             c.tail = None;
@@ -845,6 +847,21 @@ impl Machine {
         partial
     }
 
+    /// Counts as delivered the messages of the oldest run in flight that
+    /// end by what is known to be read (confirmations count only whole
+    /// runs), before the connection's end settles the rest.
+    fn count_partly_read(&mut self, c: &mut Conn) {
+        let Some(f) = c.inflight.front_mut() else {
+            return;
+        };
+        let n = f.read_up_to(c.confirmed);
+        if n > 0 {
+            self.stats.delivered += u64::from(n);
+            c.productive = true;
+            self.backoff.reset();
+        }
+    }
+
     /// The reader closed a connection on which everything written was read
     /// and nothing was cut.
     fn quiet_close(&mut self) {
@@ -871,6 +888,7 @@ impl Machine {
         let Link::Up(mut c) = std::mem::replace(&mut self.link, Link::Dead(Duration::ZERO)) else {
             return;
         };
+        self.count_partly_read(&mut c);
         let partial = self.settle(&mut c);
         let refused = c.confirmed == 0
             && matches!(c.stage, Stage::Unproven | Stage::ProbeByte)
@@ -978,6 +996,7 @@ impl Machine {
         }
         self.forced = true;
         if let Link::Up(mut c) = std::mem::replace(&mut self.link, Link::Gone) {
+            self.count_partly_read(&mut c);
             self.settle(&mut c);
             self.stats.unconfirmed += count(&c.inflight);
         }

@@ -504,7 +504,7 @@ fn tag(item: &Item) -> u8 {
 }
 
 #[test]
-fn a_run_is_written_at_once_and_counted_message_by_message_as_it_is_read() {
+fn a_run_is_written_at_once_and_counted_once_read_whole() {
     let mut t = T::new(5);
     t.connect();
     t.push([run(5, 100)]);
@@ -517,7 +517,11 @@ fn a_run_is_written_at_once_and_counted_message_by_message_as_it_is_read() {
     assert_eq!(t.write(None), 4 * 101, "the other four in one write");
     assert_eq!(t.m.stats().sent, 5);
     t.sample(4 * 101 - 150); // one more read whole, the next one half
-    assert_eq!(t.m.stats().delivered, 2);
+    assert_eq!(
+        t.m.stats().delivered,
+        1,
+        "a run read in part is not walked at each sample"
+    );
     t.at(SAMPLE_MIN);
     t.sample(0);
     let s = t.m.stats();
@@ -528,6 +532,41 @@ fn a_run_is_written_at_once_and_counted_message_by_message_as_it_is_read() {
         5 * 101,
         "the run's frame bytes, split or not"
     );
+}
+
+#[test]
+fn a_run_read_in_part_counts_its_read_messages_when_the_connection_ends() {
+    // A reset: the last message was not read whole, and is retried.
+    for (error, delivered, unconfirmed, retried) in [(pipe(), 5, 0, 0), (reset(), 2, 2, 1)] {
+        let mut t = T::new(5);
+        t.connect();
+        t.push([run(5, 100)]);
+        t.write(None);
+        t.sample(0);
+        t.write(None);
+        t.sample(0);
+        t.write(None);
+        t.sample(4 * 101 - 150); // one more read whole, the next one half
+        t.die(error);
+        let s = t.m.stats();
+        assert_eq!(
+            (s.sent, s.delivered, s.unconfirmed, s.retried),
+            (5, delivered, unconfirmed, retried)
+        );
+    }
+    // And when a stop's deadline passes.
+    let mut t = T::new(5);
+    t.connect();
+    t.push([run(5, 100)]);
+    t.write(None);
+    t.sample(0);
+    t.write(None);
+    t.sample(0);
+    t.write(None);
+    t.sample(4 * 101 - 150);
+    t.m.handle_force(t.now);
+    let s = t.m.stats();
+    assert_eq!((s.delivered, s.unconfirmed), (2, 3));
 }
 
 #[test]
