@@ -44,7 +44,9 @@ pub struct WriterMetrics {
     pub sent: u64,
     /// Messages the reader has read from the socket, as the kernel confirms
     /// (on Linux, the socket's unread count falling past them). The reader
-    /// may still reject a message it read (e.g. a handler error).
+    /// may still reject a message it read (e.g. a handler error). A lower
+    /// bound while streaming: small messages written together as one run
+    /// are counted once the run is read whole (or the connection ends).
     pub delivered: u64,
     /// Messages refused because the queue was full.
     pub dropped: u64,

@@ -39,10 +39,11 @@ pub const DEFAULT_BUFFERED_CAPACITY: usize = 256 * 1024;
 /// dropped. For one producer of many small messages this costs a fraction
 /// of [`Writer::send_copy`] per message, which takes the queue's lock each
 /// time so that any number of producers can share the Writer: at 64 B,
-/// 47-52 M against 22-36 M messages per second between two processes on
-/// the 2-core machine of the README's figures. For messages above about
-/// 1 KiB it gains nothing, and from about 10 KiB the copy costs more than
-/// it saves: hand those over as `Bytes` with [`Writer::send`] (no copy).
+/// 50-55 M against 22-38 M messages per second between two processes on
+/// the 2-core machine of the README's figures; at 1 KiB, 5.2 M against
+/// 4.45 M for [`Writer::send`]. From about 4 KiB the copy costs more than
+/// it saves (at 10 KiB, half as fast): hand those over as `Bytes` with
+/// [`Writer::send`] (no copy).
 ///
 /// What it holds is not sent yet, and is not in the Writer's
 /// [`queue_depth`](crate::WriterMetrics::queue_depth): call
