@@ -82,6 +82,7 @@ pub(crate) async fn serve<D: Deliver>(
         watch: Some(watch),
         progress: registration.as_ref().map(|r| Arc::clone(r.progress())),
         pending_read: None,
+        abandoned: Arc::default(),
     };
     let progress = registration.as_ref().map(Registration::progress);
     if let End::Error(e) = run(&mut conn, &*delivery, progress).await {

@@ -83,6 +83,10 @@ pub(crate) struct Conn {
     /// A read made by a delivery that ended its burst (end of stream, an
     /// error, or nothing to read), for the connection loop to act on.
     pub(crate) pending_read: Option<io::Result<usize>>,
+    /// Set once the connection's task is gone while a dedicated thread
+    /// serves it (see `SyncDelivery::dedicate`); one per connection, so a
+    /// round allocates nothing for it.
+    pub(crate) abandoned: Arc<AtomicBool>,
 }
 
 /// Resolves once the phase is `Forced` (or its sender is gone).
@@ -197,12 +201,22 @@ struct Burst {
     abandoned: Arc<AtomicBool>,
 }
 
-/// Marks a burst abandoned when the task waiting for it is dropped.
-struct Abandon(Arc<AtomicBool>);
+/// Marks a burst abandoned when the task waiting for it is dropped before
+/// the burst came back ([`disarm`](Self::disarm)ed once it did: the flag is
+/// the connection's, for every round).
+struct Abandon(Option<Arc<AtomicBool>>);
+
+impl Abandon {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
 
 impl Drop for Abandon {
     fn drop(&mut self) {
-        self.0.store(true, Relaxed);
+        if let Some(flag) = &self.0 {
+            flag.store(true, Relaxed);
+        }
     }
 }
 
@@ -346,14 +360,16 @@ impl SyncDelivery {
         burst.watch = None;
         // A runtime that shuts down waits for its blocking threads: this one
         // must not keep serving a busy peer after its task is gone.
-        let _abandon = Abandon(Arc::clone(&burst.abandoned));
+        let abandon = Abandon(Some(Arc::clone(&burst.abandoned)));
         let handler = Arc::clone(&self.handler);
         let task = tokio::task::spawn_blocking(move || {
             let result = Self::run_dedicated(&*handler, &mut burst);
             drop(slot);
             (burst, result)
         });
-        let (burst, result) = match task.await {
+        let joined_task = task.await;
+        abandon.disarm();
+        let (burst, result) = match joined_task {
             Ok(done) => done,
             Err(e) => return Err(joined(e)),
         };
@@ -375,7 +391,7 @@ impl SyncDelivery {
             watch: conn.watch.take(),
             progress: conn.progress.clone(),
             pending_read: None,
-            abandoned: Arc::default(),
+            abandoned: Arc::clone(&conn.abandoned),
         }
     }
 
