@@ -46,7 +46,8 @@ pub struct WriterMetrics {
     /// (on Linux, the socket's unread count falling past them). The reader
     /// may still reject a message it read (e.g. a handler error). A lower
     /// bound while streaming: small messages written together as one run
-    /// are counted once the run is read whole (or the connection ends).
+    /// are counted once the run is read whole (or the connection ends, or a
+    /// stop's deadline passes).
     pub delivered: u64,
     /// Messages refused because the queue was full.
     pub dropped: u64,
@@ -59,7 +60,9 @@ pub struct WriterMetrics {
     /// Successful connections after the first one.
     pub reconnects: u64,
     /// Messages thrown away before being written whole: a stop's deadline
-    /// or a dropped Writer's linger passed first.
+    /// or a dropped Writer's linger passed first, or a
+    /// [`BufferedWriter`](crate::BufferedWriter) still held them (not
+    /// flushed) when the Writer stopped.
     pub discarded: u64,
     /// Messages written whole whose read was never confirmed: the
     /// connection died with unread bytes, or a stop's deadline passed.
@@ -113,6 +116,9 @@ pub(crate) struct WriterCounters {
     pub(crate) discarded: AtomicU64,
     /// Discarded outside the task (after it died or got stuck).
     pub(crate) discarded_outside: AtomicU64,
+    /// Held by a `BufferedWriter` when the Writer stopped (never queued, so
+    /// not part of a stop's outcome).
+    pub(crate) discarded_unflushed: AtomicU64,
     pub(crate) unconfirmed: AtomicU64,
     pub(crate) retried: AtomicU64,
     pub(crate) backpressure: AtomicU64,
@@ -120,6 +126,12 @@ pub(crate) struct WriterCounters {
 }
 
 impl WriterCounters {
+    /// Queued messages discarded (what a stop reports; not what a
+    /// `BufferedWriter` held unflushed, which was never queued).
+    pub(crate) fn queued_discards(&self) -> u64 {
+        self.discarded.load(Relaxed) + self.discarded_outside.load(Relaxed)
+    }
+
     pub(crate) fn snapshot(&self, queue_depth: u64) -> WriterMetrics {
         WriterMetrics {
             sent: self.sent.load(Relaxed),
@@ -128,7 +140,9 @@ impl WriterCounters {
             failed: self.failed.load(Relaxed),
             queue_depth,
             reconnects: self.reconnects.load(Relaxed),
-            discarded: self.discarded.load(Relaxed) + self.discarded_outside.load(Relaxed),
+            discarded: self.discarded.load(Relaxed)
+                + self.discarded_outside.load(Relaxed)
+                + self.discarded_unflushed.load(Relaxed),
             unconfirmed: self.unconfirmed.load(Relaxed),
             retried: self.retried.load(Relaxed),
             backpressure: self.backpressure.load(Relaxed),

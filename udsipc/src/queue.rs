@@ -176,6 +176,16 @@ pub(crate) fn frame_len_of(body_len: usize) -> usize {
     varint_len(body_len as u64) + body_len
 }
 
+/// What [`Queue::push_run_deferred`] took.
+#[derive(Debug)]
+pub(crate) enum RunPush {
+    /// The whole run; whether the queue was empty.
+    Taken(bool),
+    /// Its first messages (whether the queue was empty); the rest, and how
+    /// many messages it holds, handed back.
+    Part(bool, Bytes, u32),
+}
+
 /// Why a push was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Refused {
@@ -414,27 +424,45 @@ impl Queue {
 
     /// Queues `frames`, `count` messages framed back to back (cut from a
     /// producer's own arena), as one run, without waking the writer task
-    /// (as [`push_copy_deferred`](Self::push_copy_deferred)); whether the
-    /// queue was empty. Admitted when `count` more messages and the
-    /// frames' bytes fit, or into an empty queue whatever their number and
-    /// size; with `past_bounds`, whenever the queue is open (a batch that
-    /// cannot wait: bounded by the batch's own size). Handed back when
-    /// refused.
+    /// (as [`push_copy_deferred`](Self::push_copy_deferred)). Taken whole
+    /// when `count` more messages and the frames' bytes fit, or into an
+    /// empty queue whatever their number and size, or with `past_bounds`
+    /// whenever the queue is open (a batch that cannot wait: bounded by the
+    /// batch's own size). Else its first messages that fit are taken and
+    /// the rest handed back ([`RunPush::Part`]), so that a run makes
+    /// progress whenever a single message could (producers that keep the
+    /// queue above half full cannot starve it); refused (and handed back
+    /// whole) when not even its first message fits.
     pub(crate) fn push_run_deferred(
         &self,
         frames: Bytes,
         count: u32,
         past_bounds: bool,
-    ) -> Result<bool, (Refused, Bytes)> {
+    ) -> Result<RunPush, (Refused, Bytes)> {
         debug_assert!(count > 0 && !frames.is_empty());
         let mut st = self.lock();
         if st.closed {
             return Err((Refused::Closed, frames));
         }
-        if !past_bounds && !self.run_fits(&st, count as usize, frames.len()) {
-            return Err((Refused::Full, frames));
+        if past_bounds || self.run_fits(&st, count as usize, frames.len()) {
+            let was_empty = self.enqueue(&mut st, Item::run(frames, count), false);
+            return Ok(RunPush::Taken(was_empty));
         }
-        Ok(self.enqueue(&mut st, Item::run(frames, count), false))
+        let room = self.capacity.saturating_sub(self.used());
+        let byte_room = if self.tracks_bytes() && st.bytes > 0 {
+            self.byte_capacity.saturating_sub(st.bytes)
+        } else {
+            usize::MAX
+        };
+        let mut run = Item::run(frames, count);
+        let (fit, _) = run.whole_within(byte_room.min(run.bytes.len()));
+        let n = fit.min(u32::try_from(room).unwrap_or(u32::MAX));
+        if n == 0 {
+            return Err((Refused::Full, run.bytes));
+        }
+        let front = run.split_front(n);
+        let was_empty = self.enqueue(&mut st, front, false);
+        Ok(RunPush::Part(was_empty, run.bytes, run.count))
     }
 
     /// Whether `count` messages of `frame_len` bytes in all fit now (any
@@ -690,27 +718,49 @@ mod tests {
     #[test]
     fn a_run_counts_as_its_messages_and_an_empty_queue_takes_any_run() {
         let q = Queue::new(4).with_max_bytes(100);
-        let run = |n: u8| Bytes::from(vec![b'x'; 10 * n as usize]);
+        let run = |n: u8| {
+            let mut frames = Vec::new();
+            for _ in 0..n {
+                frames.push(9u8);
+                frames.extend_from_slice(&[b'x'; 9]);
+            }
+            Bytes::from(frames)
+        };
+        let taken = |r: Result<RunPush, (Refused, Bytes)>| match r {
+            Ok(RunPush::Taken(first)) => first,
+            other => panic!("not taken whole: {other:?}"),
+        };
         // Too many messages for an empty queue's bound: taken anyway, alone.
-        assert!(q.push_run_deferred(run(6), 6, false).unwrap());
+        assert!(taken(q.push_run_deferred(run(6), 6, false)));
         assert_eq!(q.depth(), 6);
         let (r, back) = q.push_run_deferred(run(1), 1, false).unwrap_err();
         assert!(matches!(r, Refused::Full));
         assert_eq!(back.len(), 10, "handed back whole");
         // Past the bounds when asked (a drop that cannot wait).
-        assert!(!q.push_run_deferred(run(1), 1, true).unwrap());
+        assert!(!taken(q.push_run_deferred(run(1), 1, true)));
         assert_eq!(q.depth(), 7);
         let mut out = VecDeque::new();
         q.take_all(&mut out);
         assert_eq!(out.iter().map(|i| i.count).collect::<Vec<_>>(), [6, 1]);
         q.complete(7, 70);
-        // Room by messages and by bytes.
-        assert!(q.push_run_deferred(run(2), 2, false).unwrap());
-        assert!(matches!(
-            q.push_run_deferred(run(3), 3, false),
-            Err((Refused::Full, _))
-        ));
-        assert!(!q.push_run_deferred(run(2), 2, false).unwrap());
+        assert!(taken(q.push_run_deferred(run(2), 2, false)));
+        // 2 of 4 slots left: a run of 3 leaves its first 2 in, hands 1 back.
+        match q.push_run_deferred(run(3), 3, false) {
+            Ok(RunPush::Part(first, rest, left)) => {
+                assert!(!first);
+                assert_eq!((rest.len(), left), (10, 1));
+            }
+            other => panic!("expected a part: {other:?}"),
+        }
+        assert_eq!(q.depth(), 4);
+        // By bytes: 60 of 100 queued, a run of 5 x 10 bytes leaves 4 in.
+        let by_bytes = Queue::new(100).with_max_bytes(100);
+        taken(by_bytes.push_run_deferred(run(6), 6, false));
+        match by_bytes.push_run_deferred(run(5), 5, false) {
+            Ok(RunPush::Part(_, rest, left)) => assert_eq!((rest.len(), left), (10, 1)),
+            other => panic!("expected a part: {other:?}"),
+        }
+        assert_eq!(by_bytes.depth(), 10);
         q.close();
         assert!(matches!(
             q.push_run_deferred(run(1), 1, true),

@@ -259,3 +259,44 @@ async fn the_buffer_is_held_within_the_writers_byte_bound() {
     assert_eq!(w.metrics().dropped, 0);
     reader.stop(STOP).await.unwrap();
 }
+
+/// What a BufferedWriter held when the Writer stopped was never queued: a
+/// stop whose drain delivered everything queued is `Ok`, even when the
+/// buffer's messages are discarded while it drains (it returned
+/// `DeadlineExceeded` with them before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_that_drained_the_queue_is_ok_whatever_a_buffer_held() {
+    use std::io::Read;
+    let sock = temp_sock();
+    let listener = std::os::unix::net::UnixListener::bind(&sock.path).unwrap();
+    let w = Writer::builder(&sock.path).start().unwrap();
+    let mut out = w.buffered();
+    out.send_copy(b"held").await.unwrap();
+    w.write_message(b"queued").unwrap();
+    // A reader that reads nothing until told: the drain waits for it.
+    let (go, wait) = std::sync::mpsc::channel::<()>();
+    let reading = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        wait.recv().unwrap();
+        let mut all = Vec::new();
+        s.read_to_end(&mut all).unwrap();
+        all
+    });
+    let stopping = w.stop(STOP);
+    tokio::pin!(stopping);
+    tokio::select! {
+        biased;
+        _ = &mut stopping => panic!("the drain waits for the reader"),
+        _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+    }
+    assert!(matches!(
+        out.send_copy(b"late").await,
+        Err(WriteError::Stopped(()))
+    ));
+    go.send(()).unwrap();
+    stopping.await.unwrap();
+    let m = w.metrics();
+    assert_eq!((m.delivered, m.discarded), (1, 1), "{m:?}");
+    let wire = reading.join().unwrap();
+    assert_eq!(split_frames(&wire).0, [b"queued".to_vec()]);
+}

@@ -310,10 +310,20 @@ fn act(
                 e.armed = m.poll_timeout();
                 let timer = e.armed.map(Instant::from_std);
                 if let Some(c) = e.conn.as_mut() {
-                    if w.writable || w.read {
+                    if w.writable {
                         c.watch_room();
-                    } else if m.all_read() {
+                        c.room_for_reads = false;
+                    } else if w.read {
+                        if c.room.is_none() {
+                            c.watch_room();
+                            c.room_for_reads = true;
+                        }
+                    } else if c.room_for_reads || m.all_read() {
+                        // Made for a wait on the reader's reads (then no
+                        // longer wanted: every read would wake the IO
+                        // driver), or for a full socket now read.
                         c.room = None;
+                        c.room_for_reads = false;
                     }
                 }
                 return Next::Wait(w, timer, e.conn.clone());
@@ -422,6 +432,10 @@ struct Conn {
     /// The registration for room, while the connection is busy; `None`
     /// when it could not be made (then room is polled, see [`wait`]).
     room: Option<Arc<AsyncFd<StdStream>>>,
+    /// `room` was made for a wait on the reader's reads only (dropped at
+    /// the next other wait), not for a full socket (kept until all is
+    /// read).
+    room_for_reads: bool,
     /// Watch the read side for a hang-up (off once the reader shut down
     /// only its writing half, which our readers never do).
     watch_reads: bool,
@@ -433,6 +447,7 @@ impl Conn {
         Ok(Self {
             read: Arc::new(crate::sys::register(std, Interest::READABLE)?),
             room: None,
+            room_for_reads: false,
             watch_reads: true,
         })
     }
@@ -494,7 +509,18 @@ async fn wait(
             // finds the socket full again then waits for the next event.
             // The same event (the socket's room changed) is how the reader's
             // reads show, which a wait on the reader watches for.
-            (_, Some(r)) if w.writable || w.read => r.writable().await.map(|mut g| g.clear_ready()),
+            (_, Some(r)) if w.writable => r.writable().await.map(|mut g| g.clear_ready()),
+            (_, Some(r)) if w.read => {
+                let mut g = r.writable().await?;
+                if g.ready().is_write_closed() {
+                    // Stays set once seen (a peer that shut down without
+                    // closing): no more reads to wait for; the timer and
+                    // the hang-up watch take over, without a busy loop.
+                    std::future::pending::<()>().await;
+                }
+                g.clear_ready();
+                Ok(())
+            }
             (Some(_), None) if w.writable => {
                 tokio::time::sleep(ROOM_POLL).await;
                 Ok(())
@@ -603,13 +629,11 @@ impl Drop for Leftovers<'_> {
         let mut e = lock(self.inner);
         e.m.handle_force(now());
         e.conn = None;
+        // Every counter the force settled (delivered too: a run read in
+        // part is counted then), and the queue slots it freed.
+        publish_counters(self.inner, &mut e.m);
         let stats = e.m.stats();
-        let freed = (e.m.take_freed(), e.m.take_freed_bytes());
         drop(e);
-        let c = &self.inner.counters;
-        c.discarded.store(stats.discarded, Relaxed);
-        c.unconfirmed.store(stats.unconfirmed, Relaxed);
-        self.inner.queue.complete(freed.0, freed.1);
         self.inner.queue.close();
         let n = self.inner.queue.discard_all() as u64;
         if n > 0 {

@@ -121,7 +121,9 @@ pub(crate) struct Wait {
     /// The reader reading some of what was written (the socket's room
     /// changes): sample then. Asked for only while the machine waits on
     /// the reader (a fresh connection's probe, a drain), not while it
-    /// streams: the sample timer stays the fallback.
+    /// streams. The sample timer stays the fallback: Linux signals room
+    /// only once less than a quarter of the send buffer is in use, so a
+    /// drain of a larger backlog moves on at the timer until then.
     pub(crate) read: bool,
 }
 
@@ -888,8 +890,8 @@ impl Machine {
         let Link::Up(mut c) = std::mem::replace(&mut self.link, Link::Dead(Duration::ZERO)) else {
             return;
         };
-        self.count_partly_read(&mut c);
         let partial = self.settle(&mut c);
+        self.count_partly_read(&mut c);
         let refused = c.confirmed == 0
             && matches!(c.stage, Stage::Unproven | Stage::ProbeByte)
             && (c.written == 0 || reset);
@@ -996,8 +998,8 @@ impl Machine {
         }
         self.forced = true;
         if let Link::Up(mut c) = std::mem::replace(&mut self.link, Link::Gone) {
-            self.count_partly_read(&mut c);
             self.settle(&mut c);
+            self.count_partly_read(&mut c);
             self.stats.unconfirmed += count(&c.inflight);
         }
         self.retire_batch();

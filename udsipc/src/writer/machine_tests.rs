@@ -569,6 +569,35 @@ fn a_run_read_in_part_counts_its_read_messages_when_the_connection_ends() {
     assert_eq!((s.delivered, s.unconfirmed), (2, 3));
 }
 
+/// A run cut mid-write whose written part was read in part: the messages
+/// read count as delivered when the connection dies (they are in flight
+/// only once the end settles the cut run).
+#[test]
+fn a_run_cut_mid_write_and_read_in_part_counts_what_was_read() {
+    let mut t = T::new(5);
+    t.connect();
+    t.push([msg(10, 0)]);
+    t.prove();
+    t.push([run(4, 100)]);
+    t.write(Some(3 * 101 + 50)); // three whole, the fourth cut
+    // Two of the three read (the socket full: sampled while blocked).
+    t.m.handle_sample(
+        t.now,
+        Sample {
+            unread: Some(101 + 50),
+            error: None,
+            hangup: false,
+        },
+    );
+    t.die(reset());
+    let s = t.m.stats();
+    assert_eq!(
+        (s.sent, s.delivered, s.unconfirmed, s.retried),
+        (4, 3, 1, 1),
+        "the head and two read; the third maybe read; the cut one retried"
+    );
+}
+
 #[test]
 fn a_cut_inside_a_run_retries_only_the_cut_message() {
     for (error, delivered, unconfirmed) in [(pipe(), 4, 0), (reset(), 1, 3)] {

@@ -335,6 +335,7 @@ impl WriterInner {
         }
         *stopped = true;
         let before = self.counters.snapshot(0);
+        let queued_discards_before = self.counters.queued_discards();
         let started = tokio::time::Instant::now();
         self.begin_stop(timeout);
         // If this future is dropped before it finishes, discard instead of
@@ -365,7 +366,7 @@ impl WriterInner {
             });
         }
         let after = self.counters.snapshot(0);
-        let discarded = after.discarded - before.discarded;
+        let discarded = self.counters.queued_discards() - queued_discards_before;
         let unconfirmed = after.unconfirmed - before.unconfirmed;
         if self.forced.load(Relaxed) || discarded > 0 {
             return Err(StopError::DeadlineExceeded {
