@@ -167,13 +167,16 @@ fn rust_writer(args: &PeerArgs) -> Result<Report, String> {
 /// Messages up to this size are sent through a `BufferedWriter` (copied
 /// into the producer's own buffer, handed to the Writer's queue 256 KiB at
 /// a time), larger ones handed over as `Bytes` with `send` (no copy):
-/// udsipc's docs advise the same. Measured between two processes, 3-5
+/// udsipc's docs advise the same. Measured between two processes,
 /// interleaved rounds: 64 B, 49.8-55.1 M msgs/s against 22.3-38.4 M for
-/// `send_copy` per message (which takes the queue's lock each time); 1 KiB,
-/// 5.2 M against 4.45 M for `send`; 4 KiB and 10 KiB, 0.94 M against 1.38 M
-/// and 0.36 M against 0.65 M (the copy into fresh memory costs more than
-/// it saves).
-const BUFFER_UP_TO: usize = 1024;
+/// `send_copy` per message (which takes the queue's lock each time). At
+/// 1 KiB the buffer wins long streams (5.2 M against 4.45 M msgs/s over
+/// 3 M messages) but loses this table's 256 MiB rounds (3.6-3.7 against
+/// 3.9-4.0 GB/s, 2 runs each: its first 10 MB are copies into fresh
+/// memory while the Writer's task waits for the producer to yield); at
+/// 4 KiB and 10 KiB it is slower (0.94 M against 1.38 M, 0.36 M against
+/// 0.65 M msgs/s).
+const BUFFER_UP_TO: usize = 256;
 
 /// Sends every message: as fast as the Writer takes them, or paced at
 /// `--rate` with each message's send time in its first 8 bytes.

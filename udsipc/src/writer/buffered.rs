@@ -41,10 +41,11 @@ pub const DEFAULT_BUFFERED_CAPACITY: usize = 256 * 1024;
 /// of [`Writer::send_copy`] per message, which takes the queue's lock each
 /// time so that any number of producers can share the Writer: at 64 B,
 /// 50-55 M against 22-38 M messages per second between two processes on
-/// the 2-core machine of the README's figures; at 1 KiB, 5.2 M against
-/// 4.45 M for [`Writer::send`]. From about 4 KiB the copy costs more than
-/// it saves (at 10 KiB, half as fast): hand those over as `Bytes` with
-/// [`Writer::send`] (no copy).
+/// the 2-core machine of the README's figures. At 1 KiB it wins long
+/// streams (5.2 M against 4.45 M for [`Writer::send`] over 3 M messages)
+/// and loses short ones (its first chunks are fresh memory); from about
+/// 4 KiB the copy costs more than it saves (at 10 KiB, half as fast): hand
+/// those over as `Bytes` with [`Writer::send`] (no copy).
 ///
 /// What it holds is not sent yet, and is not in the Writer's
 /// [`queue_depth`](crate::WriterMetrics::queue_depth): call
