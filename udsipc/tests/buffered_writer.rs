@@ -70,12 +70,7 @@ async fn everything_arrives_in_order_across_hand_overs_and_large_messages() {
 /// A Writer to `path` with a queue of `capacity` messages that redials
 /// quickly once a Reader is there.
 fn writer(path: &std::path::Path, capacity: usize) -> Writer {
-    Writer::builder(path)
-        .max_buffered_writes(capacity)
-        .initial_backoff(Duration::from_millis(10))
-        .max_backoff(Duration::from_millis(50))
-        .start()
-        .unwrap()
+    writer_with_backoff(path, capacity, Duration::from_millis(10))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

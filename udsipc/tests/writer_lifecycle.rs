@@ -10,18 +10,24 @@ use std::time::Duration;
 use common::*;
 use udsipc::{StopError, Writer};
 
-#[test]
-fn stop_blocking_after_the_runtime_was_shut_down_is_runtime_gone() {
-    let sock = temp_sock();
+/// A Writer to `path` on a runtime of its own (one worker), to shut down.
+fn writer_on_its_own_runtime(path: &std::path::Path) -> (tokio::runtime::Runtime, Writer) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
         .unwrap();
-    let w = Writer::builder(&sock.path)
+    let w = Writer::builder(path)
         .runtime(rt.handle().clone())
         .start()
         .unwrap();
+    (rt, w)
+}
+
+#[test]
+fn stop_blocking_after_the_runtime_was_shut_down_is_runtime_gone() {
+    let sock = temp_sock();
+    let (rt, w) = writer_on_its_own_runtime(&sock.path);
     w.write_message(b"lost with the runtime").unwrap();
     drop(rt);
     let err = w.stop_blocking(Duration::from_secs(1)).unwrap_err();
@@ -40,15 +46,7 @@ fn a_runtime_shut_down_under_a_run_read_in_part_accounts_for_every_message() {
     use std::io::Read;
     let sock = temp_sock();
     let listener = std::os::unix::net::UnixListener::bind(&sock.path).unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let w = Writer::builder(&sock.path)
-        .runtime(rt.handle().clone())
-        .start()
-        .unwrap();
+    let (rt, w) = writer_on_its_own_runtime(&sock.path);
     w.write_message(&[1u8; 100]).unwrap();
     let (mut s, _) = listener.accept().unwrap();
     s.set_read_timeout(Some(PATIENCE)).unwrap();

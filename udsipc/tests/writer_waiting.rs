@@ -103,12 +103,7 @@ async fn cancelled_reserve_loses_nothing_and_a_later_permit_sends() {
 /// A Writer to `path` (where nobody listens) with room for `capacity`
 /// messages and nothing queued.
 fn idle_writer(path: &std::path::Path, capacity: usize) -> Writer {
-    Writer::builder(path)
-        .max_buffered_writes(capacity)
-        .initial_backoff(Duration::from_secs(60))
-        .max_backoff(Duration::from_secs(60))
-        .start()
-        .unwrap()
+    writer_with_backoff(path, capacity, Duration::from_secs(60))
 }
 
 /// Whether `fut` is still pending after one poll (it stays usable).

@@ -534,27 +534,10 @@ fn a_run_is_written_at_once_and_counted_once_read_whole() {
     );
 }
 
-#[test]
-fn a_run_read_in_part_counts_its_read_messages_when_the_connection_ends() {
-    // A reset: the last message was not read whole, and is retried.
-    for (error, delivered, unconfirmed, retried) in [(pipe(), 5, 0, 0), (reset(), 2, 2, 1)] {
-        let mut t = T::new(5);
-        t.connect();
-        t.push([run(5, 100)]);
-        t.write(None);
-        t.sample(0);
-        t.write(None);
-        t.sample(0);
-        t.write(None);
-        t.sample(4 * 101 - 150); // one more read whole, the next one half
-        t.die(error);
-        let s = t.m.stats();
-        assert_eq!(
-            (s.sent, s.delivered, s.unconfirmed, s.retried),
-            (5, delivered, unconfirmed, retried)
-        );
-    }
-    // And when a stop's deadline passes.
+/// A fresh connection that wrote a run of 5 messages of 100 bytes (the
+/// head alone, then the other four at once) of which the reader has read
+/// the head, one more whole and half the next.
+fn run_of_five_read_in_part() -> T {
     let mut t = T::new(5);
     t.connect();
     t.push([run(5, 100)]);
@@ -564,6 +547,23 @@ fn a_run_read_in_part_counts_its_read_messages_when_the_connection_ends() {
     t.sample(0);
     t.write(None);
     t.sample(4 * 101 - 150);
+    t
+}
+
+#[test]
+fn a_run_read_in_part_counts_its_read_messages_when_the_connection_ends() {
+    // A reset: the last message was not read whole, and is retried.
+    for (error, delivered, unconfirmed, retried) in [(pipe(), 5, 0, 0), (reset(), 2, 2, 1)] {
+        let mut t = run_of_five_read_in_part();
+        t.die(error);
+        let s = t.m.stats();
+        assert_eq!(
+            (s.sent, s.delivered, s.unconfirmed, s.retried),
+            (5, delivered, unconfirmed, retried)
+        );
+    }
+    // And when a stop's deadline passes.
+    let mut t = run_of_five_read_in_part();
     t.m.handle_force(t.now);
     let s = t.m.stats();
     assert_eq!((s.delivered, s.unconfirmed), (2, 3));

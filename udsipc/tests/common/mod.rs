@@ -221,3 +221,18 @@ pub fn status_kib(field: &str) -> usize {
 pub fn rss_kib() -> usize {
     status_kib("VmRSS")
 }
+
+/// A Writer to `path` with room for `capacity` messages that redials after
+/// `backoff` (at first and at most).
+pub fn writer_with_backoff(
+    path: &std::path::Path,
+    capacity: usize,
+    backoff: Duration,
+) -> udsipc::Writer {
+    udsipc::Writer::builder(path)
+        .max_buffered_writes(capacity)
+        .initial_backoff(backoff)
+        .max_backoff(backoff)
+        .start()
+        .unwrap()
+}
