@@ -23,6 +23,9 @@
 //!   message and then holds a queue slot for one (cancel safe),
 //!   [`Writer::send_blocking`] ([`Writer::send_copy_blocking`]) waits in synchronous
 //!   code, and `Writer::into_sink` (feature `futures`) is a `Sink<Bytes>`.
+//!   One producer of many small messages goes fastest through
+//!   [`Writer::buffered`] → [`BufferedWriter`]: its own buffer, no lock per
+//!   message, handed to the queue 256 KiB at a time and at `flush`.
 //! - [`frame`]: the wire format without IO.
 //! - [`systemd`]: socket activation, `NOTIFY_SOCKET`, `RUNTIME_DIRECTORY`.
 //!
