@@ -96,6 +96,16 @@ impl T {
     }
 
     /// Proves a fresh connection: the probe byte, then the head, both read.
+    /// A machine with `max_attempts` on a connection its first message
+    /// (10 bytes) has proven: probe, head, both read.
+    fn proven(max_attempts: u32) -> Self {
+        let mut t = Self::new(max_attempts);
+        t.connect();
+        t.push([msg(10, 0)]);
+        t.prove();
+        t
+    }
+
     fn prove(&mut self) {
         assert_eq!(self.write(None), 1, "the probe is one byte");
         self.sample(0);
@@ -263,10 +273,7 @@ fn a_head_the_reader_closes_on_is_failed_after_max_attempts_and_the_queue_moves_
 
 #[test]
 fn a_slow_reader_is_one_backpressure_episode_per_stall_and_the_connection_is_kept() {
-    let mut t = T::new(5);
-    t.connect();
-    t.push([msg(10, 0)]);
-    t.prove();
+    let mut t = T::proven(5);
     t.push((0..100).map(|i| msg(1000, i)));
     t.write(Some(5000));
     t.m.handle_would_block(t.now);
@@ -305,10 +312,7 @@ fn a_slow_reader_is_one_backpressure_episode_per_stall_and_the_connection_is_kep
 #[test]
 fn a_reader_that_read_everything_before_closing_got_every_whole_message_and_only_the_cut_one_is_retried()
  {
-    let mut t = T::new(5);
-    t.connect();
-    t.push([msg(10, 0)]);
-    t.prove();
+    let mut t = T::proven(5);
     t.push((1..=4).map(|i| msg(100, i)));
     t.write(Some(3 * 101 + 50)); // three whole, the fourth cut
     t.die(pipe());
@@ -320,10 +324,7 @@ fn a_reader_that_read_everything_before_closing_got_every_whole_message_and_only
 
 #[test]
 fn a_reset_retries_the_message_holding_the_last_byte_and_leaves_the_others_unconfirmed() {
-    let mut t = T::new(5);
-    t.connect();
-    t.push([msg(10, 0)]);
-    t.prove();
+    let mut t = T::proven(5);
     t.push((1..=5).map(|i| msg(100, i)));
     t.write(None); // all five whole
     t.sample(5 * 101 - 101); // only the first is known read
@@ -396,10 +397,7 @@ fn a_drain_waits_until_the_reader_has_read_everything() {
 
 #[test]
 fn a_drain_deadline_leaves_written_but_unread_messages_unconfirmed() {
-    let mut t = T::new(5);
-    t.connect();
-    t.push([msg(10, 0)]);
-    t.prove();
+    let mut t = T::proven(5);
     t.push([msg(10, 1), msg(10, 2)]);
     t.write(None);
     t.m.handle_stop(t.now, t.now + 2 * SEC);
@@ -456,10 +454,7 @@ fn backoff_resets_only_after_the_reader_read_a_whole_message() {
 
 #[test]
 fn an_idle_hangup_is_not_an_error_and_redials_only_when_there_is_something_to_send() {
-    let mut t = T::new(5);
-    t.connect();
-    t.push([msg(10, 0)]);
-    t.prove();
+    let mut t = T::proven(5);
     t.m.handle_sample(
         t.now,
         Sample {
@@ -574,10 +569,7 @@ fn a_run_read_in_part_counts_its_read_messages_when_the_connection_ends() {
 /// only once the end settles the cut run).
 #[test]
 fn a_run_cut_mid_write_and_read_in_part_counts_what_was_read() {
-    let mut t = T::new(5);
-    t.connect();
-    t.push([msg(10, 0)]);
-    t.prove();
+    let mut t = T::proven(5);
     t.push([run(4, 100)]);
     t.write(Some(3 * 101 + 50)); // three whole, the fourth cut
     // Two of the three read (the socket full: sampled while blocked).
@@ -601,10 +593,7 @@ fn a_run_cut_mid_write_and_read_in_part_counts_what_was_read() {
 #[test]
 fn a_cut_inside_a_run_retries_only_the_cut_message() {
     for (error, delivered, unconfirmed) in [(pipe(), 4, 0), (reset(), 1, 3)] {
-        let mut t = T::new(5);
-        t.connect();
-        t.push([msg(10, 0)]);
-        t.prove();
+        let mut t = T::proven(5);
         t.push([run(4, 100)]);
         t.write(Some(3 * 101 + 50)); // three whole, the fourth cut
         t.die(error);
@@ -628,10 +617,7 @@ fn a_cut_inside_a_run_retries_only_the_cut_message() {
 
 #[test]
 fn a_reset_at_a_boundary_inside_a_run_retries_the_last_whole_message() {
-    let mut t = T::new(5);
-    t.connect();
-    t.push([msg(10, 0)]);
-    t.prove();
+    let mut t = T::proven(5);
     t.push([run(4, 100)]);
     t.write(Some(3 * 101)); // three whole, the fourth not started
     t.die(reset());
@@ -655,10 +641,7 @@ fn a_reset_at_a_boundary_inside_a_run_retries_the_last_whole_message() {
 
 #[test]
 fn a_forced_stop_inside_a_run_discards_only_what_was_not_written_whole() {
-    let mut t = T::new(5);
-    t.connect();
-    t.push([msg(10, 0)]);
-    t.prove();
+    let mut t = T::proven(5);
     t.push([run(4, 100)]);
     t.write(Some(2 * 101 + 10));
     t.m.handle_force(t.now);
@@ -673,10 +656,7 @@ fn a_forced_stop_inside_a_run_discards_only_what_was_not_written_whole() {
 
 #[test]
 fn a_quiet_close_at_a_boundary_inside_a_run_delivers_what_was_written() {
-    let mut t = T::new(5);
-    t.connect();
-    t.push([msg(10, 0)]);
-    t.prove();
+    let mut t = T::proven(5);
     t.push([run(4, 100)]);
     t.write(Some(2 * 101));
     // The reader read everything, then closed (its inactivity timeout).
