@@ -83,9 +83,18 @@ impl Arena {
 
     /// Moves to a chunk with room for `len` bytes: the oldest earlier chunk
     /// that nothing cut from it still uses, or a new one. Whatever was not
-    /// cut off yet must have been cut first.
+    /// cut off yet moves along to the new chunk (callers cut first, so this
+    /// copy is a safety net, never the fast path).
     pub(crate) fn next_chunk(&mut self, len: usize) {
-        debug_assert_eq!(self.current.len(), 0, "cut before moving on");
+        if self.current.is_empty() {
+            return self.move_to_chunk(len);
+        }
+        let uncut = self.current.split().freeze();
+        self.move_to_chunk(len + uncut.len());
+        self.current.extend_from_slice(&uncut);
+    }
+
+    fn move_to_chunk(&mut self, len: usize) {
         let used = std::mem::take(&mut self.current);
         if used.capacity() > 0 {
             self.spares.push_back(used);
@@ -116,6 +125,15 @@ impl Arena {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_was_not_cut_moves_along_to_the_next_chunk() {
+        let mut a = Arena::new(CHUNK_MIN);
+        a.put_frame(b"abc");
+        a.next_chunk(8000);
+        a.put_frame(b"de");
+        assert_eq!(&a.cut()[..], b"\x03abc\x02de");
+    }
 
     #[test]
     fn frames_are_prefixed_and_cut_without_a_copy() {

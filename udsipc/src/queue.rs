@@ -111,10 +111,14 @@ impl Item {
         (n, at)
     }
 
-    /// Splits off the first `n` messages of a run (`0 < n < count`) and
-    /// returns them; `self` keeps the rest.
-    pub(crate) fn split_front(&mut self, n: u32) -> Item {
-        debug_assert!(self.framed && 0 < n && n < self.count);
+    /// Splits off the first `n` messages of a run and returns them; `self`
+    /// keeps the rest. `None`, and `self` untouched, unless `0 < n < count`:
+    /// a split never leaves an empty item on either side (an empty run in
+    /// the queue would be written as nothing, forever).
+    pub(crate) fn split_front(&mut self, n: u32) -> Option<Item> {
+        if !self.framed || n == 0 || n >= self.count {
+            return None;
+        }
         let mut at = 0;
         for _ in 0..n {
             at += frame_len_at(&self.bytes[at..]);
@@ -124,23 +128,25 @@ impl Item {
 
     /// [`split_front`](Self::split_front) when the `n` messages are known
     /// to end at byte `at` (from [`whole_within`](Self::whole_within)).
-    pub(crate) fn split_front_at(&mut self, n: u32, at: usize) -> Item {
-        debug_assert!(self.framed && 0 < n && n < self.count);
+    pub(crate) fn split_front_at(&mut self, n: u32, at: usize) -> Option<Item> {
+        if !self.framed || n == 0 || n >= self.count || at == 0 || at >= self.bytes.len() {
+            return None;
+        }
         let front = self.bytes.split_to(at);
         self.count -= n;
-        Item {
+        Some(Item {
             bytes: front,
             count: n,
             ..self.clone_meta()
-        }
+        })
     }
 
-    /// Splits off the last message of a run (`count > 1`) and returns it;
-    /// `self` keeps the others.
-    pub(crate) fn split_last(&mut self) -> Item {
-        let mut front = self.split_front(self.count - 1);
+    /// Splits off the last message of a run and returns it; `self` keeps
+    /// the others. `None` for a single message.
+    pub(crate) fn split_last(&mut self) -> Option<Item> {
+        let mut front = self.split_front(self.count.checked_sub(1)?)?;
         std::mem::swap(self, &mut front);
-        front
+        Some(front)
     }
 
     fn clone_meta(&self) -> Item {
@@ -439,10 +445,13 @@ impl Queue {
         count: u32,
         past_bounds: bool,
     ) -> Result<RunPush, (Refused, Bytes)> {
-        debug_assert!(count > 0 && !frames.is_empty());
         let mut st = self.lock();
         if st.closed {
             return Err((Refused::Closed, frames));
+        }
+        if count == 0 || frames.is_empty() {
+            // Nothing to queue: an empty run would be written as nothing.
+            return Ok(RunPush::Taken(false));
         }
         if past_bounds || self.run_fits(&st, count as usize, frames.len()) {
             let was_empty = self.enqueue(&mut st, Item::run(frames, count), false);
@@ -460,7 +469,12 @@ impl Queue {
         if n == 0 {
             return Err((Refused::Full, run.bytes));
         }
-        let front = run.split_front(n);
+        // Room for all of it after all (the depth fell since `run_fits`
+        // looked): taken whole, never split into an empty rest.
+        let Some(front) = run.split_front(n) else {
+            let was_empty = self.enqueue(&mut st, run, false);
+            return Ok(RunPush::Taken(was_empty));
+        };
         let was_empty = self.enqueue(&mut st, front, false);
         Ok(RunPush::Part(was_empty, run.bytes, run.count))
     }
@@ -682,12 +696,49 @@ mod tests {
         assert_eq!(run.whole_within(4), (1, 2));
         assert_eq!(run.whole_within(5), (2, 5));
         assert_eq!(run.whole_within(13), (3, 9));
-        let front = run.split_front(1);
+        let front = run.split_front(1).unwrap();
         assert_eq!((front.count, front.bytes.as_ref()), (1, &b"\x01a"[..]));
         assert_eq!(front.body_len(), 1);
-        let last = run.split_last();
+        let last = run.split_last().unwrap();
         assert_eq!((last.count, last.bytes.as_ref()), (1, &b"\x04dddd"[..]));
         assert_eq!((run.count, run.bytes.as_ref()), (2, &b"\x02bb\x03ccc"[..]));
+    }
+
+    #[test]
+    fn a_split_never_leaves_an_empty_item_on_either_side() {
+        let q = Queue::new(usize::MAX);
+        for body in [&b"a"[..], b"bb"] {
+            q.push_copy(body).unwrap();
+        }
+        let mut out = VecDeque::new();
+        q.take_all(&mut out);
+        let mut run = out.pop_front().unwrap();
+        for n in [0, 2, 3] {
+            assert!(run.split_front(n).is_none(), "split at {n}");
+        }
+        assert!(run.split_front_at(2, 5).is_none());
+        assert!(run.split_front_at(1, 0).is_none());
+        assert_eq!(run.count, 2, "untouched");
+        let mut one = run.split_front(1).unwrap();
+        assert!(one.split_last().is_none(), "a single message");
+        assert!(run.split_last().is_none());
+    }
+
+    #[test]
+    fn an_empty_run_is_never_queued() {
+        // An empty run would be written as nothing, forever (issue 27: a
+        // split that took everything handed back an empty rest, which the
+        // producer queued). The race itself: tests/buffered_writer.rs.
+        let q = Queue::new(4);
+        let frames = Bytes::from_static(b"\x01a\x01b\x01c\x01d");
+        let r = q.push_run_deferred(frames, 4, false);
+        assert!(matches!(r, Ok(RunPush::Taken(true))), "{r:?}");
+        let empty = q.push_run_deferred(Bytes::new(), 0, true);
+        assert!(matches!(empty, Ok(RunPush::Taken(false))), "{empty:?}");
+        let mut out = VecDeque::new();
+        q.take_all(&mut out);
+        assert_eq!(out.len(), 1, "no empty run queued");
+        assert!(out.iter().all(|i| i.count > 0 && !i.bytes.is_empty()));
     }
 
     #[test]

@@ -295,3 +295,61 @@ async fn a_stop_that_drained_the_queue_is_ok_whatever_a_buffer_held() {
     let wire = reading.join().unwrap();
     assert_eq!(split_frames(&wire).0, [b"queued".to_vec()]);
 }
+
+/// Issue 27: four producers, each with its own buffer on one Writer with
+/// room for 4 messages. A hand-over raced a completion (the queue's room
+/// was read after its depth fell), split the run into all of it and an
+/// empty rest, and the producer queued the empty rest: written as nothing,
+/// it wedged the Writer for good (every fresh connection's probe wrote
+/// nothing and was counted refused). Failed within 40 rounds, 10 of 10.
+#[test]
+fn racing_hand_overs_into_a_tiny_queue_never_queue_an_empty_run() {
+    const PRODUCERS: u8 = 4;
+    const EACH: u16 = 2_000;
+    const ROUNDS: u16 = 40;
+    let sock = temp_sock();
+    let collector = Collector::new();
+    let reader = sock.reader(&collector);
+    let w = std::sync::Arc::new(
+        Writer::builder(&sock.path)
+            .max_buffered_writes(4)
+            .initial_backoff(Duration::from_millis(5))
+            .max_backoff(Duration::from_millis(20))
+            .start()
+            .unwrap(),
+    );
+    for round in 0..ROUNDS {
+        let mut producers = Vec::new();
+        for p in 0..PRODUCERS {
+            let w = w.clone();
+            // Joined only once everything arrived: a wedged Writer fails
+            // the wait below instead of hanging the test on a join.
+            producers.push(std::thread::spawn(move || {
+                let mut out = w.buffered();
+                for seq in 0..EACH {
+                    let mut m = [p; 16];
+                    m[1..3].copy_from_slice(&round.to_be_bytes());
+                    m[3..5].copy_from_slice(&seq.to_be_bytes());
+                    out.send_copy_blocking(&m).unwrap();
+                }
+                out.flush_blocking().unwrap();
+            }));
+        }
+        let got = collector.take(usize::from(PRODUCERS) * usize::from(EACH));
+        let mut next = [0u16; PRODUCERS as usize];
+        for m in &got {
+            let (p, r) = (usize::from(m[0]), u16::from_be_bytes([m[1], m[2]]));
+            let seq = u16::from_be_bytes([m[3], m[4]]);
+            assert_eq!((r, seq), (round, next[p]), "producer {p}: once, in order");
+            next[p] += 1;
+        }
+        producers.into_iter().for_each(|p| p.join().unwrap());
+    }
+    let w = std::sync::Arc::into_inner(w).expect("every producer is done");
+    w.stop_blocking(STOP).unwrap();
+    let m = w.metrics();
+    let total = u64::from(PRODUCERS) * u64::from(EACH) * u64::from(ROUNDS);
+    assert_eq!((m.delivered, m.dropped, m.refused), (total, 0, 0), "{m:?}");
+    reader.stop_blocking(STOP).unwrap();
+    collector.assert_empty();
+}

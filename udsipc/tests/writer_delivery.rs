@@ -374,3 +374,48 @@ fn a_lone_message_on_an_idle_connection_is_written_by_the_producer_itself() {
     assert_eq!(w.metrics().delivered, 2);
     reader.stop_blocking(STOP).unwrap();
 }
+
+/// Issue 27: a reader that shut its side (`shutdown(SHUT_RD)`, as the
+/// Reader's own drain does) makes the next write fail with EPIPE and no
+/// pending error while 97 messages sit unread in its buffer. That was
+/// taken as "the reader read every byte": `delivered` counted all 100.
+#[test]
+fn epipe_after_the_readers_shut_rd_counts_no_unread_message_as_delivered() {
+    const N: u32 = 100;
+    let sock = temp_sock();
+    let listener = UnixListener::bind(&sock.path).unwrap();
+    let w = writer(&sock.path).start().unwrap();
+    let (mut first, _) = listener.accept().unwrap();
+    for i in 0..N {
+        w.write_message(&numbered(i, 100)).unwrap();
+    }
+    let mut three = vec![0u8; 3 * 101];
+    first.read_exact(&mut three).unwrap();
+    eventually("everything written", || w.metrics().sent == u64::from(N));
+    first.shutdown(std::net::Shutdown::Read).unwrap();
+    w.write_message(&numbered(N, 100)).unwrap();
+    eventually("the write after the shutdown failed", || {
+        w.metrics().unconfirmed > 0 || w.metrics().delivered > 3
+    });
+    drop(first);
+    let (mut second, _) = listener.accept().unwrap();
+    let reading = std::thread::spawn(move || read_to_end(&mut second));
+    w.stop_blocking(STOP).unwrap();
+    let (more, rest) = split_frames(&reading.join().unwrap());
+    assert_eq!(rest, 0);
+    let read = 3 + more.len() as u64;
+    let m = w.metrics();
+    assert!(
+        m.delivered <= read,
+        "delivered {} > read {read}: {m:?}",
+        m.delivered
+    );
+    assert_eq!(
+        m.delivered + m.unconfirmed + m.failed,
+        u64::from(N) + 1,
+        "{m:?}"
+    );
+    // The unread count is a lower bound of what was read (it counts the
+    // kernel's buffers whole): of the 97 left unread, none is delivered.
+    assert!(m.unconfirmed >= 97, "{m:?}");
+}

@@ -289,7 +289,7 @@ fn act(
             Action::Dial => return Next::Dial,
             Action::Write => match e.conn.as_ref() {
                 Some(c) => write_once(m, c),
-                None => m.handle_write_error(now(), not_connected(), None),
+                None => m.handle_write_error(now(), not_connected(), Sample::default()),
             },
             Action::Sample => {
                 let s = match e.conn.as_ref() {
@@ -344,15 +344,14 @@ fn write_once(m: &mut Machine, c: &Conn) {
         Ok(0) => m.handle_write_error(
             now(),
             io::Error::new(io::ErrorKind::WriteZero, "socket accepted no bytes"),
-            c.socket().take_error().ok().flatten(),
+            sample(c.socket(), false),
         ),
         Ok(n) => m.handle_written(now(), n),
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => m.handle_would_block(now()),
         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-        Err(e) => {
-            let pending = c.socket().take_error().ok().flatten();
-            m.handle_write_error(now(), e, pending);
-        }
+        // What the reader left unread tells a reader that shut its side
+        // (EPIPE, maybe to read on) from one that read everything.
+        Err(e) => m.handle_write_error(now(), e, sample(c.socket(), false)),
     }
 }
 

@@ -128,7 +128,7 @@ pub(crate) struct Wait {
 }
 
 /// One look at the socket.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) struct Sample {
     /// Bytes written and not yet read (`SIOCOUTQ`); `None` where the system
     /// cannot tell (then what was written is taken as read, as Go does).
@@ -137,6 +137,17 @@ pub(crate) struct Sample {
     pub(crate) error: Option<io::Error>,
     /// The reader hung up.
     pub(crate) hangup: bool,
+}
+
+/// How a connection ended (see [`Machine::end_of`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// The reader had read every byte written.
+    AllRead,
+    /// The reader closed with bytes unread: the last byte was not read.
+    Reset,
+    /// The reader shut its side with bytes unread, which it may still read.
+    ReaderShut,
 }
 
 /// How far a connection has proven itself.
@@ -190,20 +201,17 @@ impl Flight {
             return 0;
         }
         let (n, at) = run.whole_within((read - start) as usize);
-        if n > 0 {
-            run.split_front_at(n, at);
-            self.count -= n;
+        // All of it read is a whole flight, counted by `confirm` instead.
+        if run.split_front_at(n, at).is_none() {
+            return 0;
         }
+        self.count -= n;
         n
     }
 
     /// Takes the last message off a run; `None` when there is one message.
     fn pop_last(&mut self) -> Option<Item> {
-        let run = self.run.as_mut()?;
-        if self.count < 2 {
-            return None;
-        }
-        let last = run.split_last();
+        let last = self.run.as_mut()?.split_last()?;
         self.count -= 1;
         self.end -= last.bytes.len() as u64;
         Some(last)
@@ -534,8 +542,7 @@ impl Machine {
             Stage::Unproven if !self.pending.is_empty() => {
                 // The probe: the head's first byte, alone; a run's first
                 // message is the head alone.
-                if self.pending[0].count > 1 {
-                    let first = self.pending[0].split_front(1);
+                if let Some(first) = self.pending[0].split_front(1) {
                     self.pending.push_front(first);
                 }
                 self.batch.plan_up_to(&self.pending, 1);
@@ -662,16 +669,11 @@ impl Machine {
         }
     }
 
-    /// A write failed: the connection is dead. `pending` is the socket's
-    /// pending error (`SO_ERROR`) read right after.
-    pub(crate) fn handle_write_error(
-        &mut self,
-        now: Instant,
-        source: io::Error,
-        pending: Option<io::Error>,
-    ) {
-        let reset = is_reset(&source) || pending.as_ref().is_some_and(is_reset);
-        self.connection_died(now, reset, source);
+    /// A write failed: the connection is dead. `sample` is a look at the
+    /// socket right after (its unread count and pending error).
+    pub(crate) fn handle_write_error(&mut self, now: Instant, source: io::Error, sample: Sample) {
+        let reset = is_reset(&source) || sample.error.as_ref().is_some_and(is_reset);
+        self.connection_died(now, reset, sample.unread, source);
     }
 
     /// A look at the socket, asked for by [`Action::Sample`] or taken on a
@@ -681,15 +683,15 @@ impl Machine {
         if let Some(error) = sample.error {
             // Read before the purge that follows a reader's close, the
             // unread count proves nothing once an error is pending.
-            let reset = is_reset(&error);
-            self.connection_died(now, reset, error);
+            self.connection_died(now, is_reset(&error), sample.unread, error);
             return;
         }
         if sample.hangup {
-            // No error: the reader had read everything when it closed.
-            let written = c.written;
-            self.confirm(now, written);
-            if !self.partly_written() {
+            let all_read = sample.unread.is_none_or(|unread| unread == 0);
+            if all_read && !self.partly_written() {
+                // No error: the reader had read everything when it closed.
+                let Link::Up(c) = &self.link else { return };
+                self.confirm(now, c.written);
                 // Nothing lost and nothing cut (e.g. the reader's inactivity
                 // timeout): not an error. Redial when there is something to
                 // send.
@@ -699,6 +701,7 @@ impl Machine {
             self.connection_died(
                 now,
                 false,
+                sample.unread,
                 io::Error::new(
                     io::ErrorKind::BrokenPipe,
                     "the reader closed the connection",
@@ -830,21 +833,20 @@ impl Machine {
             return partial;
         }
         let (n, at) = head.whole_within(into);
-        if n > 0 {
-            let done = head.split_front_at(n, at);
+        if let Some(mut done) = head.split_front_at(n, at) {
             self.stats.sent += u64::from(n);
             self.freed += n as usize;
             self.freed_bytes += at;
             let end = base + at as u64;
-            let mut done = done;
             done.sent = true;
             c.inflight.push_back(Flight::new(end, &done));
             c.tail = Some(Tail { item: done, end });
         }
         let head = self.pending.front_mut().expect("the rest of the run");
-        if partial && head.count > 1 {
-            let cut = head.split_front(1);
-            self.pending.push_front(cut);
+        if partial {
+            if let Some(cut) = head.split_front(1) {
+                self.pending.push_front(cut);
+            }
         }
         partial
     }
@@ -885,16 +887,54 @@ impl Machine {
         self.link = Link::Dead(delay);
     }
 
+    /// How the open connection ended, from what its socket said: a reset
+    /// (the reader closed with bytes unread), a reader that shut its side
+    /// (`shutdown(SHUT_RD)`: writes fail with `EPIPE` while what it holds
+    /// stays unread, maybe to be read by its drain), or everything read.
+    /// What is known read is confirmed first.
+    fn end_of(&mut self, now: Instant, reset: bool, unread: Option<u64>) -> End {
+        if reset {
+            return End::Reset;
+        }
+        let Link::Up(c) = &self.link else {
+            return End::AllRead;
+        };
+        let written = c.written;
+        match unread {
+            Some(unread) if unread > 0 => {
+                self.confirm(now, written.saturating_sub(unread));
+                End::ReaderShut
+            }
+            _ => {
+                self.confirm(now, written);
+                End::AllRead
+            }
+        }
+    }
+
     /// The connection is dead: account for every message on it.
-    fn connection_died(&mut self, _now: Instant, reset: bool, source: io::Error) {
+    fn connection_died(
+        &mut self,
+        now: Instant,
+        reset: bool,
+        unread: Option<u64>,
+        source: io::Error,
+    ) {
         let Link::Up(mut c) = std::mem::replace(&mut self.link, Link::Dead(Duration::ZERO)) else {
             return;
         };
         let partial = self.settle(&mut c);
+        // Settled, the batch's whole messages are in flight: what is known
+        // read of them counts now.
+        self.link = Link::Up(c);
+        let end = self.end_of(now, reset, unread);
+        let Link::Up(mut c) = std::mem::replace(&mut self.link, Link::Dead(Duration::ZERO)) else {
+            return;
+        };
         self.count_partly_read(&mut c);
         let refused = c.confirmed == 0
             && matches!(c.stage, Stage::Unproven | Stage::ProbeByte)
-            && (c.written == 0 || reset);
+            && (c.written == 0 || end != End::AllRead);
         if refused {
             self.stats.refused += 1;
             self.reports.push_back(WriterError::Refused {
@@ -907,7 +947,7 @@ impl Machine {
                 phase: phase_of(self.draining, self.pending.front()),
                 source,
             });
-            if !reset {
+            if end == End::AllRead {
                 // The reader had read every byte written when it closed.
                 let n = count(&c.inflight);
                 c.inflight.clear();
@@ -917,16 +957,10 @@ impl Machine {
                     c.productive = true;
                     self.backoff.reset();
                 }
-                if partial {
-                    self.retry_head();
-                }
-            } else {
+            } else if end == End::Reset && !partial {
                 // The last byte written was not read: the message holding it
-                // was not read whole and is retried; the others written whole
-                // since the last confirmation may or may not have been read.
-                if partial {
-                    self.retry_head();
-                } else if let Some(tail) = c.tail.take() {
+                // was not read whole and is retried.
+                if let Some(tail) = c.tail.take() {
                     if tail.end == c.written && c.inflight.back().is_some_and(|f| f.end == tail.end)
                     {
                         let f = c.inflight.back_mut().expect("checked");
@@ -941,16 +975,24 @@ impl Machine {
                         self.retry_head();
                     }
                 }
-                let lost = count(&c.inflight);
-                if lost > 0 {
-                    let from = c.confirmed.min(c.written);
-                    let to = c.inflight.back().map_or(from, |f| f.end);
-                    self.stats.unconfirmed += lost;
-                    self.reports.push_back(WriterError::Unconfirmed {
-                        messages: lost,
-                        approx_bytes: to.saturating_sub(from),
-                    });
-                }
+            }
+            // A message written in part was not read whole: retried (its
+            // rest never reaches this reader, whatever it still reads).
+            if partial {
+                self.retry_head();
+            }
+            // The others written whole since the last confirmation may or
+            // may not be read (a shut reader's drain may still read them):
+            // never retried, never counted as delivered.
+            let lost = count(&c.inflight);
+            if lost > 0 {
+                let from = c.confirmed.min(c.written);
+                let to = c.inflight.back().map_or(from, |f| f.end);
+                self.stats.unconfirmed += lost;
+                self.reports.push_back(WriterError::Unconfirmed {
+                    messages: lost,
+                    approx_bytes: to.saturating_sub(from),
+                });
             }
         }
         // A productive connection, or one whose death ended a poison
@@ -972,11 +1014,15 @@ impl Machine {
         let Some(head) = self.pending.front_mut() else {
             return;
         };
+        // Only a single message is retried (and failed): a run's first.
+        if let Some(first) = head.split_front(1) {
+            self.pending.push_front(first);
+        }
+        let head = self.pending.front_mut().expect("the head exists");
         head.attempts += 1;
         self.stats.retried += 1;
         if head.attempts >= self.cfg.max_attempts {
             let item = self.pending.pop_front().expect("the head exists");
-            debug_assert_eq!(item.count, 1, "only a single message is retried");
             self.stats.failed += 1;
             self.gave_up = true;
             if !item.sent {

@@ -114,7 +114,19 @@ impl T {
     }
 
     fn die(&mut self, error: io::Error) {
-        self.m.handle_write_error(self.now, error, None);
+        self.m
+            .handle_write_error(self.now, error, Sample::default());
+        assert_eq!(self.action(), Action::Close);
+        self.m.handle_closed(self.now);
+    }
+
+    /// A write fails with `error` while the socket holds `unread` bytes.
+    fn die_unread(&mut self, error: io::Error, unread: u64) {
+        let sample = Sample {
+            unread: Some(unread),
+            ..Sample::default()
+        };
+        self.m.handle_write_error(self.now, error, sample);
         assert_eq!(self.action(), Action::Close);
         self.m.handle_closed(self.now);
     }
@@ -320,6 +332,53 @@ fn a_reader_that_read_everything_before_closing_got_every_whole_message_and_only
     assert_eq!((s.delivered, s.retried, s.unconfirmed), (4, 1, 0));
     let head = &t.m.pending_mut()[0];
     assert_eq!((head.bytes[0], head.attempts, head.sent), (4, 1, false));
+}
+
+#[test]
+fn epipe_from_a_reader_that_shut_its_side_counts_no_unread_message_as_delivered() {
+    // Issue 27: the reader's drain calls shutdown(SHUT_RD); writes then
+    // fail with EPIPE and no pending error while its buffer still holds
+    // what it did not read. That was taken as "everything read".
+    let mut t = T::proven(5);
+    t.push((1..=5).map(|i| msg(100, i)));
+    t.write(None); // all five whole
+    t.die_unread(pipe(), 4 * 101); // the reader read the first only
+    let s = t.m.stats();
+    assert_eq!(
+        (s.sent, s.delivered, s.unconfirmed, s.retried),
+        (6, 2, 4, 0),
+        "its drain may still read the others: unconfirmed, never retried"
+    );
+    assert!(t.m.pending_mut().is_empty());
+}
+
+#[test]
+fn epipe_from_a_shut_reader_retries_only_the_message_cut_mid_write() {
+    let mut t = T::proven(5);
+    t.push((1..=4).map(|i| msg(100, i)));
+    t.write(Some(3 * 101 + 50)); // three whole, the fourth cut
+    t.die_unread(pipe(), 2 * 101 + 50); // the reader read the first only
+    let s = t.m.stats();
+    assert_eq!((s.delivered, s.unconfirmed, s.retried), (2, 2, 1));
+    let head = &t.m.pending_mut()[0];
+    assert_eq!((head.bytes[0], head.attempts, head.sent), (4, 1, false));
+}
+
+#[test]
+fn a_hangup_with_bytes_unread_and_no_error_is_not_everything_read() {
+    let mut t = T::proven(5);
+    t.push((1..=3).map(|i| msg(100, i)));
+    t.write(None);
+    t.m.handle_sample(
+        t.now,
+        Sample {
+            unread: Some(101),
+            error: None,
+            hangup: true,
+        },
+    );
+    let s = t.m.stats();
+    assert_eq!((s.delivered, s.unconfirmed), (3, 1));
 }
 
 #[test]

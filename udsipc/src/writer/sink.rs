@@ -33,6 +33,11 @@ pub enum SinkError {
     /// [`linger`](super::WriterBuilder::linger), passed with messages left).
     #[error(transparent)]
     Stop(#[from] StopError),
+    /// Misuse: `start_send` while an earlier message still waits for room
+    /// (`poll_ready` was not called, or did not return `Ready(Ok)`). The
+    /// message is handed back; the earlier one is kept.
+    #[error("start_send without poll_ready: an earlier message still waits for room")]
+    NotReady(Bytes),
 }
 
 /// A [`Writer`] as a `futures::Sink<Bytes>`: see [`Writer::into_sink`].
@@ -153,7 +158,9 @@ impl Sink<Bytes> for WriterSink {
         if item.is_empty() {
             return Ok(());
         }
-        debug_assert!(this.held.is_none(), "start_send without poll_ready");
+        if this.held.is_some() {
+            return Err(SinkError::NotReady(item));
+        }
         match this.writer.inner.queue.push_owned(item) {
             Ok(()) => Ok(()),
             Err((Refused::Closed, back)) => Err(SinkError::Stopped(back)),
