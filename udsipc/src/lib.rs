@@ -88,22 +88,10 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(feature = "runtime")]
-mod accept;
-#[cfg(feature = "runtime")]
-mod arena;
-#[cfg(feature = "runtime")]
-mod batch;
-#[cfg(feature = "runtime")]
 mod bind;
-#[cfg(feature = "runtime")]
-mod channel;
 #[cfg(feature = "tokio-util")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio-util")))]
 pub mod codec;
-#[cfg(feature = "runtime")]
-mod connection;
-#[cfg(feature = "runtime")]
-mod delivery;
 #[cfg(feature = "runtime")]
 pub mod error;
 pub mod frame;
@@ -112,11 +100,7 @@ mod lifecycle;
 #[cfg(feature = "runtime")]
 mod metrics;
 #[cfg(feature = "runtime")]
-mod order;
-#[cfg(feature = "runtime")]
 mod policy;
-#[cfg(feature = "runtime")]
-mod queue;
 #[cfg(feature = "runtime")]
 mod reader;
 #[cfg(feature = "runtime")]
@@ -141,10 +125,6 @@ pub use bytes;
 pub use tokio;
 
 #[cfg(feature = "runtime")]
-pub use channel::Incoming;
-#[cfg(feature = "runtime")]
-pub use delivery::Message;
-#[cfg(feature = "runtime")]
 pub use error::{
     ConfigError, HandlerError, ReadStage, ReaderError, StartError, StopError, WriteError,
     WriteFailure, WritePhase, WriterError,
@@ -157,6 +137,8 @@ pub use reader::{
     DEFAULT_MAX_ACCEPT_ERRORS, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_READ_BUFFER_SIZE, PeerCredentials,
     Reader, ReaderBuilder,
 };
+#[cfg(feature = "runtime")]
+pub use reader::{Incoming, Message};
 #[cfg(feature = "runtime")]
 pub use socket::{SocketAddress, max_socket_path_len, replaceable_socket_dir};
 #[cfg(feature = "runtime")]

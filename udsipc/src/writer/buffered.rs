@@ -14,13 +14,13 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
-use super::{Writer, WriterInner};
+use super::inner::{Writer, WriterInner};
 use bytes::Bytes;
 
-use crate::arena::Arena;
+use super::arena::Arena;
+use super::queue::{Refused, RunPush, frame_len_of};
 use crate::error::{StopError, WriteError};
 use crate::lifecycle::Phase;
-use crate::queue::{Refused, RunPush, frame_len_of};
 
 /// The default size of a [`BufferedWriter`]'s buffer, in frame bytes
 /// (length prefixes and bodies): 256 KiB, as the Writer's socket buffer
@@ -52,8 +52,8 @@ pub const DEFAULT_BUFFERED_CAPACITY: usize = 256 * 1024;
 /// [`flush`](Self::flush) when a burst ends and before stopping the Writer
 /// (a stop drains the queue, not this buffer). In the queue a hand-over
 /// counts as the messages it holds against
-/// [`max_buffered_writes`](super::WriterBuilder::max_buffered_writes) and
-/// [`max_buffered_bytes`](super::WriterBuilder::max_buffered_bytes): a
+/// [`max_buffered_writes`](crate::WriterBuilder::max_buffered_writes) and
+/// [`max_buffered_bytes`](crate::WriterBuilder::max_buffered_bytes): a
 /// full queue makes [`send_copy`](Self::send_copy) and `flush` wait, never
 /// drop. A hand-over holds at most half of `max_buffered_writes`
 /// messages (and of `max_buffered_bytes`), the room the queue wakes its

@@ -41,9 +41,9 @@ use std::io::{self, IoSlice};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::batch::Batch;
+use super::batch::Batch;
+use super::queue::Item;
 use crate::error::{WriteFailure, WritePhase, WriterError};
-use crate::queue::Item;
 
 /// The first interval between samples of the unread count while waiting
 /// for the reader to read; it doubles to [`SAMPLE_MAX`] while nothing moves.

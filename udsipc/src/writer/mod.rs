@@ -8,17 +8,26 @@
 //! Queue memory lives in `queue`, the batching of frames into syscalls in
 //! `batch`, the unread-bytes query in `sys`.
 
+mod arena;
+mod batch;
 mod buffered;
 mod driver;
+mod engine;
+mod inner;
 pub(crate) mod machine;
+mod queue;
 #[cfg(feature = "futures")]
 mod sink;
 mod waiting;
 
 pub use buffered::{BufferedWriter, DEFAULT_BUFFERED_CAPACITY};
+pub use inner::Writer;
 #[cfg(feature = "futures")]
 pub use sink::{SinkError, WriterSink};
 pub use waiting::Permit;
+
+use engine::Engine;
+use inner::{ErrorCallback, WriterInner};
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -30,10 +39,10 @@ use bytes::Bytes;
 use tokio::runtime::Handle;
 
 use crate::error::{ConfigError, StartError, StopError, WriteError, WriterError};
-use crate::lifecycle::{FORCE_GRACE, Phase, PhaseCell, Tasks};
+use crate::lifecycle::{PhaseCell, Tasks};
 use crate::metrics::{WriterCounters, WriterMetrics};
-use crate::queue::{Queue, Refused};
 use crate::socket;
+use queue::{Queue, Refused};
 
 /// Default queue capacity: 10,000 messages (Go: `WithMaxBufferedWrites`).
 pub const DEFAULT_MAX_BUFFERED_WRITES: usize = 10_000;
@@ -57,8 +66,6 @@ pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
 /// background before discarding the rest: 1 s (the Go reference has no
 /// drop; ZeroMQ's `ZMQ_LINGER` is the model).
 pub const DEFAULT_LINGER: Duration = Duration::from_secs(1);
-
-type ErrorCallback = dyn Fn(&WriterError) + Send + Sync;
 
 /// Configures and starts a [`Writer`].
 ///
@@ -263,7 +270,7 @@ impl WriterBuilder {
             tokio::time::Instant::now().into_std(),
         );
         let inner = Arc::new(WriterInner {
-            engine: Mutex::new(driver::Engine::new(machine)),
+            engine: Mutex::new(Engine::new(machine)),
             queue: Queue::new(self.max_buffered_writes).with_max_bytes(self.max_buffered_bytes),
             counters: WriterCounters::default(),
             phase: PhaseCell::new(),
@@ -282,125 +289,6 @@ impl WriterBuilder {
             .spawn(&handle, "writer", driver::run(Arc::clone(&inner)));
         Ok(Writer { inner, handle })
     }
-}
-
-struct WriterInner {
-    queue: Queue,
-    /// The machine and the connection: the task's, lent to a producer that
-    /// finds it idle (see `driver::write_now`).
-    engine: Mutex<driver::Engine>,
-    counters: WriterCounters,
-    phase: PhaseCell,
-    /// When a drain must end (set before the phase becomes `Draining`).
-    deadline: Mutex<Option<std::time::Instant>>,
-    /// The task ended by discarding (its deadline passed).
-    forced: AtomicBool,
-    tasks: Arc<Tasks>,
-    path: PathBuf,
-    dial_timeout: Duration,
-    write_buffer_size: u32,
-    linger: Duration,
-    on_error: Option<Arc<ErrorCallback>>,
-    /// Whether a stop (or a drop's linger) has begun.
-    stop_lock: tokio::sync::Mutex<bool>,
-}
-
-impl WriterInner {
-    fn report(&self, error: WriterError) {
-        tracing::debug!(%error, context = error.context(), "writer error");
-        if let Some(cb) = &self.on_error {
-            crate::runtime::call_guarded("writer on_error", || cb(&error));
-        }
-    }
-
-    fn deadline(&self) -> Option<std::time::Instant> {
-        *self.deadline.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Closes the queue and starts the drain, to end by `timeout` from now.
-    fn begin_stop(&self, timeout: Duration) {
-        self.queue.close();
-        let now = tokio::time::Instant::now().into_std();
-        let deadline = now
-            .checked_add(timeout)
-            .unwrap_or(now + Duration::from_secs(86_400 * 365));
-        *self.deadline.lock().unwrap_or_else(|p| p.into_inner()) = Some(deadline);
-        self.phase.advance(Phase::Draining);
-    }
-
-    async fn stop(self: Arc<Self>, timeout: Duration) -> Result<(), StopError> {
-        let mut stopped = self.stop_lock.lock().await;
-        if *stopped {
-            return Ok(());
-        }
-        *stopped = true;
-        let before = self.counters.snapshot(0);
-        let queued_discards_before = self.counters.queued_discards();
-        let started = tokio::time::Instant::now();
-        self.begin_stop(timeout);
-        // If this future is dropped before it finishes, discard instead of
-        // draining (and reconnecting) forever.
-        let cancelled = crate::runtime::OnCancel::new(|| self.phase.advance(Phase::Forced));
-        let deadline = started
-            .checked_add(timeout)
-            .unwrap_or(started + Duration::from_secs(86_400 * 365));
-        if !self.tasks.idle_by(deadline).await {
-            self.phase.advance(Phase::Forced);
-            if !self.tasks.idle_by(deadline + FORCE_GRACE).await {
-                // The task is stuck (in the error callback): give up on it
-                // and discard what the queue still holds.
-                let n = self.queue.discard_all() as u64;
-                self.counters.discarded_outside.fetch_add(n, Relaxed);
-                tracing::warn!(
-                    discarded = n,
-                    "udsipc writer task did not stop within the grace period; abandoned"
-                );
-                self.forced.store(true, Relaxed);
-            }
-        }
-        cancelled.disarm();
-        if let Some(p) = self.tasks.panics().into_iter().next() {
-            return Err(StopError::TaskPanicked {
-                task: p.task,
-                message: p.message,
-            });
-        }
-        let after = self.counters.snapshot(0);
-        let discarded = self.counters.queued_discards() - queued_discards_before;
-        let unconfirmed = after.unconfirmed - before.unconfirmed;
-        if self.forced.load(Relaxed) || discarded > 0 {
-            return Err(StopError::DeadlineExceeded {
-                discarded,
-                unconfirmed,
-            });
-        }
-        Ok(())
-    }
-}
-
-/// Sends length-prefixed messages to a Unix socket, reconnecting as needed
-/// (Go: `udsipc.Writer`).
-///
-/// `write_message` never blocks: when `max_buffered_writes` messages are
-/// waiting it refuses with [`WriteError::BufferFull`] and counts a drop, as
-/// Go does. [`send`](Self::send) waits for room instead.
-///
-/// Delivery: a slow or paused reader is backpressure (the socket fills, then
-/// the queue, then producers wait or see `BufferFull`), never a reason to
-/// reconnect. The Writer tells messages the reader has read (`delivered`)
-/// from those only handed to the kernel (`sent`), using the socket's unread
-/// count on Linux. A message the reader provably did not read whole (its
-/// connection died before) is sent again first on the next connection; one
-/// it may have read is never sent twice. A message not read whole on
-/// [`max_attempts`](WriterBuilder::max_attempts) fresh connections in a row
-/// is given up (`failed`). See [`WriterMetrics`] for the counters.
-///
-/// Dropping a Writer without [`stop`](Self::stop) keeps delivering in the
-/// background for its [`linger`](WriterBuilder::linger) time, then discards
-/// the rest, counted and logged.
-pub struct Writer {
-    inner: Arc<WriterInner>,
-    handle: Handle,
 }
 
 impl std::fmt::Debug for Writer {
@@ -508,7 +396,7 @@ impl Writer {
 
     async fn send_when_room(&self, mut data: Bytes) -> Result<(), WriteError<Bytes>> {
         loop {
-            let need = crate::queue::frame_len_of(data.len());
+            let need = crate::writer::queue::frame_len_of(data.len());
             self.inner.queue.wait_room(need).await;
             match self.inner.queue.push_owned(data) {
                 Ok(()) => return Ok(()),
@@ -565,7 +453,7 @@ impl Writer {
     }
 
     async fn send_copy_when_room(&self, data: &[u8]) -> Result<(), WriteError<()>> {
-        let need = crate::queue::frame_len_of(data.len());
+        let need = crate::writer::queue::frame_len_of(data.len());
         loop {
             self.inner.queue.wait_room(need).await;
             match self.inner.queue.push_copy(data) {
@@ -634,12 +522,6 @@ impl Writer {
             }
             Err(e) => Err(e),
         }
-    }
-}
-
-impl WriterInner {
-    fn metrics(&self) -> WriterMetrics {
-        self.counters.snapshot(self.queue.depth() as u64)
     }
 }
 

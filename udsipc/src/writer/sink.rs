@@ -14,9 +14,9 @@ use std::task::{Context, Poll, ready};
 use bytes::Bytes;
 use futures_sink::Sink;
 
-use super::{Writer, WriterInner};
+use super::inner::{Writer, WriterInner};
+use super::queue::Refused;
 use crate::error::StopError;
-use crate::queue::Refused;
 
 type Wait = Pin<Box<dyn Future<Output = ()> + Send>>;
 type Closing = Pin<Box<dyn Future<Output = Result<(), StopError>> + Send>>;
@@ -30,7 +30,7 @@ pub enum SinkError {
     Stopped(Bytes),
     /// Closing the sink stopped the Writer, and the stop did not finish
     /// cleanly (for example its deadline, the Writer's
-    /// [`linger`](super::WriterBuilder::linger), passed with messages left).
+    /// [`linger`](crate::WriterBuilder::linger), passed with messages left).
     #[error(transparent)]
     Stop(#[from] StopError),
     /// Misuse: `start_send` while an earlier message still waits for room
@@ -48,7 +48,7 @@ pub enum SinkError {
 /// - `poll_flush` resolves once every message given to the sink is in the
 ///   Writer's queue: the Writer delivers in the background, as with `send`;
 /// - `poll_close` flushes, then stops the Writer with its
-///   [`linger`](super::WriterBuilder::linger) as the deadline, and resolves
+///   [`linger`](crate::WriterBuilder::linger) as the deadline, and resolves
 ///   once the queue is drained and read (or with [`SinkError::Stop`]).
 ///
 /// Dropping the sink drops the Writer (which then lingers).
@@ -136,7 +136,7 @@ impl WriterSink {
                 Ok(()) => return Poll::Ready(Ok(())),
                 Err((Refused::Closed, back)) => return Poll::Ready(Err(SinkError::Stopped(back))),
                 Err((Refused::Full, back)) => {
-                    let need = crate::queue::frame_len_of(back.len());
+                    let need = crate::writer::queue::frame_len_of(back.len());
                     self.held = Some(back);
                     let inner: Arc<WriterInner> = Arc::clone(&self.writer.inner);
                     self.wait = Some(Box::pin(async move { inner.queue.wait_room(need).await }));

@@ -11,8 +11,8 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use super::Writer;
+use super::queue::Item;
 use crate::error::StopError;
-use crate::queue::Item;
 
 /// The body that makes the writer task panic (test builds only).
 const PANIC_BODY: &[u8] = b"\xffudsipc test: panic in the writer task";

@@ -13,16 +13,16 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use bytes::Bytes;
 
-use super::{Writer, WriterInner};
+use super::inner::{Writer, WriterInner};
+use super::queue::Refused;
 use crate::error::{StopError, WriteError};
 use crate::lifecycle::Phase;
-use crate::queue::Refused;
 
 /// A slot in a Writer's queue, held for you by [`Writer::reserve`]; spend
 /// it with [`Permit::send`] (tokio: `mpsc::Permit`).
 ///
 /// While the permit lives, the slot counts against
-/// [`max_buffered_writes`](super::WriterBuilder::max_buffered_writes): no
+/// [`max_buffered_writes`](crate::WriterBuilder::max_buffered_writes): no
 /// other producer can take it, so [`send`](Self::send) never fails with
 /// `BufferFull`. Dropping the permit unused gives the slot back.
 #[derive(Debug)]
@@ -160,7 +160,7 @@ impl Writer {
         if data.is_empty() {
             return Ok(());
         }
-        let need = crate::queue::frame_len_of(data.len());
+        let need = crate::writer::queue::frame_len_of(data.len());
         self.block_until_pushed(data, need, |queue, data| queue.push_owned(data))
     }
 
@@ -191,7 +191,7 @@ impl Writer {
         if data.is_empty() {
             return Ok(());
         }
-        let need = crate::queue::frame_len_of(data.len());
+        let need = crate::writer::queue::frame_len_of(data.len());
         self.block_until_pushed(data, need, |queue, data| {
             queue.push_copy(data).map_err(|r| (r, data))
         })
@@ -208,7 +208,7 @@ impl Writer {
         &self,
         mut data: T,
         need: usize,
-        push: impl Fn(&crate::queue::Queue, T) -> Result<(), (Refused, T)>,
+        push: impl Fn(&crate::writer::queue::Queue, T) -> Result<(), (Refused, T)>,
     ) -> Result<(), WriteError<T>> {
         let queue = &self.inner.queue;
         loop {

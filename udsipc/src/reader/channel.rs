@@ -13,7 +13,7 @@ use std::task::{Context, Poll, Waker};
 
 use tokio::sync::Notify;
 
-use crate::delivery::Message;
+use super::info::Message;
 
 /// The shared half of the channel.
 #[derive(Debug)]
@@ -244,8 +244,8 @@ impl Drop for Incoming {
 
 #[cfg(test)]
 mod tests {
+    use super::super::info::ConnectionInfo;
     use super::*;
-    use crate::reader::ConnectionInfo;
     use bytes::Bytes;
 
     fn msg(i: u8) -> Message {

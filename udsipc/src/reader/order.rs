@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex, Weak};
 
 use tokio::sync::Notify;
 
-use crate::connection::Socket;
+use super::info::Socket;
 use crate::sys;
 
 /// One open connection's progress, as seen by newer connections of the

@@ -16,7 +16,7 @@ use std::sync::{Mutex, MutexGuard};
 use bytes::Bytes;
 use tokio::sync::Notify;
 
-use crate::arena::{Arena, CHUNK_MAX};
+use super::arena::{Arena, CHUNK_MAX};
 use crate::frame::varint_len;
 
 /// Copied frames larger than this get their own allocation instead.
@@ -273,7 +273,7 @@ impl Queue {
     /// queued bytes past `max` is refused (`Full`), except into a queue that
     /// holds no bytes, which takes any one message.
     /// Arena chunks then grow only to half the limit (at least
-    /// [`CHUNK_MIN`](crate::arena::CHUNK_MIN)), so that what the queue
+    /// [`CHUNK_MIN`](crate::writer::arena::CHUNK_MIN)), so that what the queue
     /// holds stays near it.
     pub(crate) fn with_max_bytes(mut self, max: usize) -> Self {
         self.byte_capacity = max;
@@ -745,7 +745,7 @@ mod tests {
     fn arena_chunks_are_reused_once_nothing_cut_from_them_is_held() {
         let q = Queue::new(usize::MAX);
         let body = [7u8; 1000];
-        let per_chunk = crate::arena::CHUNK_MIN / 1002;
+        let per_chunk = crate::writer::arena::CHUNK_MIN / 1002;
         let mut first = None;
         let mut reused = false;
         for _ in 0..16 {

@@ -20,28 +20,17 @@ use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
 use tokio::runtime::RuntimeFlavor;
 use tokio::sync::watch;
 
-use crate::channel::{Channel, Full};
-use crate::connection::{ReadHow, Socket, Watch, read, read_waiting, ready, watch};
+use super::channel::{Channel, Full};
+use super::info::{ConnectionInfo, Message, Socket};
+use super::inner::ReaderInner;
+use super::io::{ReadHow, Watch, read, read_waiting, ready, watch};
+use super::order::Progress;
 use crate::error::{HandlerError, ReaderError};
 use crate::frame::{FrameError, Receiver};
 use crate::lifecycle::{Phase, panic_message};
-use crate::order::Progress;
-use crate::reader::{ConnectionInfo, ReaderInner};
-
-/// A message with the connection it came on, owned: the body shares the
-/// connection buffer's memory (no copy) and may be kept as long as needed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Message {
-    /// The message body.
-    pub body: Bytes,
-    /// Which connection it arrived on.
-    pub connection: ConnectionInfo,
-}
 
 /// The synchronous handler type.
 pub(crate) type SyncHandler =

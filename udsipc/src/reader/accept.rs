@@ -16,11 +16,12 @@ use std::time::Duration;
 use tokio::net::UnixListener;
 use tokio::runtime::Handle;
 
-use crate::delivery::Deliver;
+use super::delivery::Deliver;
+use super::info::{ConnectionInfo, PeerCredentials};
+use super::inner::ReaderInner;
 use crate::error::ReaderError;
 use crate::lifecycle::Phase;
 use crate::policy::Peer;
-use crate::reader::{ConnectionInfo, PeerCredentials, ReaderInner};
 use crate::socket;
 
 /// Pause after a failed `accept` that counts toward `max_accept_errors`, as
@@ -275,7 +276,7 @@ fn spawn_connection<D: Deliver>(
     let socket = Arc::new(stream);
     let registered = {
         let _runtime = handle.enter();
-        crate::connection::watch(&socket)
+        super::io::watch(&socket)
     };
     let watch = match registered {
         Ok(watch) => watch,
@@ -301,7 +302,7 @@ fn spawn_connection<D: Deliver>(
     let delivery = Arc::clone(delivery);
     inner.tasks.spawn(handle, "connection", async move {
         let _active = active;
-        crate::connection::serve(
+        super::connection::serve(
             socket,
             watch,
             conn_inner,

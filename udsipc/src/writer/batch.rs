@@ -10,8 +10,8 @@
 use std::collections::VecDeque;
 use std::io::IoSlice;
 
+use super::queue::Item;
 use crate::frame::{MAX_VARINT_LEN, encode_varint};
-use crate::queue::Item;
 
 /// Frames up to this size are copied into the staging buffer.
 pub(crate) const COPY_MAX: usize = 4 * 1024;

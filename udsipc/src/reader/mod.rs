@@ -4,29 +4,37 @@
 //! This module owns the listener, the accept loop and the stop protocol;
 //! per-connection reading lives in `connection`, the wire rules in `frame`.
 
+mod accept;
+mod channel;
+mod connection;
+mod delivery;
+mod info;
+mod inner;
+mod io;
+mod order;
+
+pub use channel::Incoming;
+pub use info::{ConnectionInfo, Message, PeerCredentials};
+
 use std::future::Future;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use tokio::net::UnixListener;
 use tokio::runtime::Handle;
-use tokio::time::Instant;
 
-use crate::bind::OwnedSocketFile;
-use crate::channel::{Channel, Incoming};
-use crate::delivery::{
-    AsyncDelivery, ChannelDelivery, Deliver, Message, SyncDelivery, SyncHandler,
-};
 use crate::error::{ConfigError, HandlerError, ReaderError, StartError, StopError};
-use crate::lifecycle::{FORCE_GRACE, Phase, PhaseCell, Tasks};
+use crate::lifecycle::{Phase, PhaseCell, Tasks};
 use crate::metrics::{ReaderCounters, ReaderMetrics};
-use crate::order::OrderBook;
 use crate::policy::Policy;
 use crate::socket;
 use crate::systemd::{self, Notifier, SystemdEnv};
+use channel::Channel;
+use delivery::{AsyncDelivery, ChannelDelivery, Deliver, SyncDelivery, SyncHandler};
+use inner::{ErrorCallback, ReaderConfig, ReaderInner};
+use order::OrderBook;
 
 /// Default maximum message size: 10 MiB (Go: `WithMaxMessageSize`).
 pub const DEFAULT_MAX_MESSAGE_SIZE: u64 = 10 << 20;
@@ -38,41 +46,6 @@ pub const DEFAULT_MAX_ACCEPT_ERRORS: u32 = 10;
 pub const DEFAULT_INCOMING_CAPACITY: usize = 1024;
 /// Default `SO_RCVBUF`: 256 KiB (Go: `WithReadBufferSize`).
 pub const DEFAULT_READ_BUFFER_SIZE: u32 = 256 << 10;
-
-/// Which connection a message arrived on, for handlers started with
-/// [`ReaderBuilder::start_with_info`].
-///
-/// Messages of one connection reach the handler in the order they were
-/// sent; messages of different connections may interleave.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ConnectionInfo {
-    /// The connection's number within this Reader, from 1 in accept order.
-    pub id: u64,
-    /// The peer's process, user and group ids as the kernel saw them at
-    /// `connect` (`SO_PEERCRED`); `None` if it could not be read.
-    pub peer: Option<PeerCredentials>,
-}
-
-/// A peer's process, user and group ids (`SO_PEERCRED`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct PeerCredentials {
-    /// Process id.
-    pub pid: i32,
-    /// User id.
-    pub uid: u32,
-    /// Group id.
-    pub gid: u32,
-}
-type ErrorCallback = dyn Fn(&ReaderError) + Send + Sync;
-
-/// Settings a running Reader reads.
-#[derive(Debug, Clone)]
-pub(crate) struct ReaderConfig {
-    pub(crate) max_message_size: u64,
-    pub(crate) inactivity_timeout: Duration,
-}
 
 /// Configures and starts a [`Reader`].
 ///
@@ -472,7 +445,7 @@ impl ReaderBuilder {
             Launch {
                 inner,
                 handle,
-                spare: crate::accept::Spare::new(&listener),
+                spare: accept::Spare::new(&listener),
                 listener,
             },
         ))
@@ -485,7 +458,7 @@ struct Launch {
     handle: Handle,
     listener: UnixListener,
     /// Taken at start, while descriptors are surely available.
-    spare: crate::accept::Spare,
+    spare: accept::Spare,
 }
 
 impl Launch {
@@ -497,7 +470,7 @@ impl Launch {
             listener,
             spare,
         } = self;
-        let accept = crate::accept::accept_loop(
+        let accept = accept::accept_loop(
             Arc::clone(&inner),
             listener,
             spare,
@@ -511,123 +484,6 @@ impl Launch {
             }
         }
         tracing::debug!(path = %inner.path.display(), socket_activated = inner.socket_activated, "reader started");
-    }
-}
-
-/// State shared by the Reader handle, its accept loop and its connections.
-pub(crate) struct ReaderInner {
-    on_error: Option<Arc<ErrorCallback>>,
-    pub(crate) config: ReaderConfig,
-    pub(crate) counters: ReaderCounters,
-    pub(crate) phase: PhaseCell,
-    pub(crate) tasks: Arc<Tasks>,
-    pub(crate) order: Arc<OrderBook>,
-    pub(crate) max_accept_errors: u32,
-    pub(crate) read_buffer_size: u32,
-    pub(crate) policy: Policy,
-    path: PathBuf,
-    owned_file: Option<OwnedSocketFile>,
-    socket_activated: bool,
-    notifier: Option<Notifier>,
-    stop_lock: tokio::sync::Mutex<bool>,
-}
-
-impl std::fmt::Debug for ReaderInner {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReaderInner")
-            .field("path", &self.path)
-            .finish_non_exhaustive()
-    }
-}
-
-impl ReaderInner {
-    /// Counts (where Go counts) and reports an error.
-    pub(crate) fn report(&self, error: ReaderError) {
-        if !matches!(
-            error,
-            ReaderError::AcceptGaveUp { .. } | ReaderError::PeerRejected { .. }
-        ) {
-            self.counters.errors.fetch_add(1, Relaxed);
-        }
-        tracing::debug!(%error, context = error.context(), "reader error");
-        if let Some(cb) = &self.on_error {
-            crate::runtime::call_guarded("reader on_error", || cb(&error));
-        }
-    }
-
-    async fn stop(self: Arc<Self>, timeout: Duration) -> Result<(), StopError> {
-        let mut stopped = self.stop_lock.lock().await;
-        if *stopped {
-            return Ok(());
-        }
-        *stopped = true;
-        // If this future is dropped before it finishes, stop hard instead of
-        // leaving connections draining with no deadline.
-        let cancelled = crate::runtime::OnCancel::new(|| {
-            self.phase.advance(Phase::Forced);
-            if let Some(file) = &self.owned_file {
-                let _ = file.remove();
-            }
-        });
-        if let Some(n) = &self.notifier {
-            let _ = n.stopping();
-        }
-        // The accept loop accepts what waits in the backlog and closes the
-        // listener; each connection shuts its reading side and drains.
-        self.phase.advance(Phase::Draining);
-        let drained = match Instant::now().checked_add(timeout) {
-            Some(deadline) => self.tasks.idle_by(deadline).await,
-            None => loop {
-                // A timeout too large for the clock: no deadline.
-                if self.tasks.idle_by(Instant::now() + FORCE_GRACE).await {
-                    break true;
-                }
-            },
-        };
-        let mut result = Ok(());
-        if !drained {
-            let cut = self.counters.active.load(Relaxed);
-            self.phase.advance(Phase::Forced);
-            // Tasks notice the forced stop at once unless a handler call is
-            // stuck (blocked in a system call, say): those are abandoned.
-            let abandoned = if self.tasks.idle_by(Instant::now() + FORCE_GRACE).await {
-                0
-            } else {
-                self.tasks.live() as u64
-            };
-            if abandoned > 0 {
-                self.counters.abandoned.fetch_add(abandoned, Relaxed);
-                tracing::warn!(
-                    abandoned,
-                    "reader stop: handler calls still running after the forced stop were abandoned"
-                );
-            }
-            result = Err(StopError::ConnectionsCut {
-                connections: cut,
-                abandoned,
-            });
-        }
-        if let Some(file) = &self.owned_file {
-            if let Err(source) = file.remove() {
-                if result.is_ok() {
-                    result = Err(StopError::Cleanup {
-                        path: file.path().to_owned(),
-                        source,
-                    });
-                }
-            }
-        }
-        if result.is_ok() {
-            if let Some(p) = self.tasks.panics().into_iter().next() {
-                result = Err(StopError::TaskPanicked {
-                    task: p.task,
-                    message: p.message,
-                });
-            }
-        }
-        cancelled.disarm();
-        tracing::debug!(path = %self.path.display(), ?result, "reader stopped");
-        result
     }
 }
 

@@ -1,0 +1,143 @@
+//! The state a running Reader shares between its handle, its accept loop
+//! and its connections, and the stop sequence over it.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::order::OrderBook;
+use crate::bind::OwnedSocketFile;
+use crate::error::{ReaderError, StopError};
+use crate::lifecycle::{FORCE_GRACE, Phase, PhaseCell, Tasks};
+use crate::metrics::ReaderCounters;
+use crate::policy::Policy;
+use crate::systemd::Notifier;
+
+pub(crate) type ErrorCallback = dyn Fn(&ReaderError) + Send + Sync;
+
+/// Settings a running Reader reads.
+#[derive(Debug, Clone)]
+pub(crate) struct ReaderConfig {
+    pub(crate) max_message_size: u64,
+    pub(crate) inactivity_timeout: Duration,
+}
+
+/// State shared by the Reader handle, its accept loop and its connections.
+pub(crate) struct ReaderInner {
+    pub(crate) on_error: Option<Arc<ErrorCallback>>,
+    pub(crate) config: ReaderConfig,
+    pub(crate) counters: ReaderCounters,
+    pub(crate) phase: PhaseCell,
+    pub(crate) tasks: Arc<Tasks>,
+    pub(crate) order: Arc<OrderBook>,
+    pub(crate) max_accept_errors: u32,
+    pub(crate) read_buffer_size: u32,
+    pub(crate) policy: Policy,
+    pub(crate) path: PathBuf,
+    pub(crate) owned_file: Option<OwnedSocketFile>,
+    pub(crate) socket_activated: bool,
+    pub(crate) notifier: Option<Notifier>,
+    pub(crate) stop_lock: tokio::sync::Mutex<bool>,
+}
+
+impl std::fmt::Debug for ReaderInner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReaderInner")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ReaderInner {
+    /// Counts (where Go counts) and reports an error.
+    pub(crate) fn report(&self, error: ReaderError) {
+        if !matches!(
+            error,
+            ReaderError::AcceptGaveUp { .. } | ReaderError::PeerRejected { .. }
+        ) {
+            self.counters.errors.fetch_add(1, Relaxed);
+        }
+        tracing::debug!(%error, context = error.context(), "reader error");
+        if let Some(cb) = &self.on_error {
+            crate::runtime::call_guarded("reader on_error", || cb(&error));
+        }
+    }
+
+    pub(crate) async fn stop(self: Arc<Self>, timeout: Duration) -> Result<(), StopError> {
+        let mut stopped = self.stop_lock.lock().await;
+        if *stopped {
+            return Ok(());
+        }
+        *stopped = true;
+        // If this future is dropped before it finishes, stop hard instead of
+        // leaving connections draining with no deadline.
+        let cancelled = crate::runtime::OnCancel::new(|| {
+            self.phase.advance(Phase::Forced);
+            if let Some(file) = &self.owned_file {
+                let _ = file.remove();
+            }
+        });
+        if let Some(n) = &self.notifier {
+            let _ = n.stopping();
+        }
+        // The accept loop accepts what waits in the backlog and closes the
+        // listener; each connection shuts its reading side and drains.
+        self.phase.advance(Phase::Draining);
+        let drained = match Instant::now().checked_add(timeout) {
+            Some(deadline) => self.tasks.idle_by(deadline).await,
+            None => loop {
+                // A timeout too large for the clock: no deadline.
+                if self.tasks.idle_by(Instant::now() + FORCE_GRACE).await {
+                    break true;
+                }
+            },
+        };
+        let mut result = Ok(());
+        if !drained {
+            let cut = self.counters.active.load(Relaxed);
+            self.phase.advance(Phase::Forced);
+            // Tasks notice the forced stop at once unless a handler call is
+            // stuck (blocked in a system call, say): those are abandoned.
+            let abandoned = if self.tasks.idle_by(Instant::now() + FORCE_GRACE).await {
+                0
+            } else {
+                self.tasks.live() as u64
+            };
+            if abandoned > 0 {
+                self.counters.abandoned.fetch_add(abandoned, Relaxed);
+                tracing::warn!(
+                    abandoned,
+                    "reader stop: handler calls still running after the forced stop were abandoned"
+                );
+            }
+            result = Err(StopError::ConnectionsCut {
+                connections: cut,
+                abandoned,
+            });
+        }
+        if let Some(file) = &self.owned_file {
+            if let Err(source) = file.remove() {
+                if result.is_ok() {
+                    result = Err(StopError::Cleanup {
+                        path: file.path().to_owned(),
+                        source,
+                    });
+                }
+            }
+        }
+        if result.is_ok() {
+            if let Some(p) = self.tasks.panics().into_iter().next() {
+                result = Err(StopError::TaskPanicked {
+                    task: p.task,
+                    message: p.message,
+                });
+            }
+        }
+        cancelled.disarm();
+        tracing::debug!(path = %self.path.display(), ?result, "reader stopped");
+        result
+    }
+}

@@ -1,0 +1,144 @@
+//! The Writer handle and the state it shares with its task and producers:
+//! the queue, the engine (machine and connection), counters, phase, and
+//! the stop sequence.
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::runtime::Handle;
+
+use super::engine::Engine;
+use super::queue::Queue;
+use crate::error::{StopError, WriterError};
+use crate::lifecycle::{FORCE_GRACE, Phase, PhaseCell, Tasks};
+use crate::metrics::{WriterCounters, WriterMetrics};
+
+/// Sends length-prefixed messages to a Unix socket, reconnecting as needed
+/// (Go: `udsipc.Writer`).
+///
+/// `write_message` never blocks: when `max_buffered_writes` messages are
+/// waiting it refuses with [`WriteError::BufferFull`] and counts a drop, as
+/// Go does. [`send`](Self::send) waits for room instead.
+///
+/// Delivery: a slow or paused reader is backpressure (the socket fills, then
+/// the queue, then producers wait or see `BufferFull`), never a reason to
+/// reconnect. The Writer tells messages the reader has read (`delivered`)
+/// from those only handed to the kernel (`sent`), using the socket's unread
+/// count on Linux. A message the reader provably did not read whole (its
+/// connection died before) is sent again first on the next connection; one
+/// it may have read is never sent twice. A message not read whole on
+/// [`max_attempts`](WriterBuilder::max_attempts) fresh connections in a row
+/// is given up (`failed`). See [`WriterMetrics`] for the counters.
+///
+/// Dropping a Writer without [`stop`](Self::stop) keeps delivering in the
+/// background for its [`linger`](WriterBuilder::linger) time, then discards
+/// the rest, counted and logged.
+pub struct Writer {
+    pub(super) inner: Arc<WriterInner>,
+    pub(super) handle: Handle,
+}
+
+pub(super) type ErrorCallback = dyn Fn(&WriterError) + Send + Sync;
+
+pub(super) struct WriterInner {
+    pub(super) queue: Queue,
+    /// The machine and the connection: the task's, lent to a producer that
+    /// finds it idle (see `driver::write_now`).
+    pub(super) engine: Mutex<Engine>,
+    pub(super) counters: WriterCounters,
+    pub(super) phase: PhaseCell,
+    /// When a drain must end (set before the phase becomes `Draining`).
+    pub(super) deadline: Mutex<Option<std::time::Instant>>,
+    /// The task ended by discarding (its deadline passed).
+    pub(super) forced: AtomicBool,
+    pub(super) tasks: Arc<Tasks>,
+    pub(super) path: PathBuf,
+    pub(super) dial_timeout: Duration,
+    pub(super) write_buffer_size: u32,
+    pub(super) linger: Duration,
+    pub(super) on_error: Option<Arc<ErrorCallback>>,
+    /// Whether a stop (or a drop's linger) has begun.
+    pub(super) stop_lock: tokio::sync::Mutex<bool>,
+}
+
+impl WriterInner {
+    pub(super) fn report(&self, error: WriterError) {
+        tracing::debug!(%error, context = error.context(), "writer error");
+        if let Some(cb) = &self.on_error {
+            crate::runtime::call_guarded("writer on_error", || cb(&error));
+        }
+    }
+
+    pub(super) fn deadline(&self) -> Option<std::time::Instant> {
+        *self.deadline.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Closes the queue and starts the drain, to end by `timeout` from now.
+    pub(super) fn begin_stop(&self, timeout: Duration) {
+        self.queue.close();
+        let now = tokio::time::Instant::now().into_std();
+        let deadline = now
+            .checked_add(timeout)
+            .unwrap_or(now + Duration::from_secs(86_400 * 365));
+        *self.deadline.lock().unwrap_or_else(|p| p.into_inner()) = Some(deadline);
+        self.phase.advance(Phase::Draining);
+    }
+
+    pub(super) async fn stop(self: Arc<Self>, timeout: Duration) -> Result<(), StopError> {
+        let mut stopped = self.stop_lock.lock().await;
+        if *stopped {
+            return Ok(());
+        }
+        *stopped = true;
+        let before = self.counters.snapshot(0);
+        let queued_discards_before = self.counters.queued_discards();
+        let started = tokio::time::Instant::now();
+        self.begin_stop(timeout);
+        // If this future is dropped before it finishes, discard instead of
+        // draining (and reconnecting) forever.
+        let cancelled = crate::runtime::OnCancel::new(|| self.phase.advance(Phase::Forced));
+        let deadline = started
+            .checked_add(timeout)
+            .unwrap_or(started + Duration::from_secs(86_400 * 365));
+        if !self.tasks.idle_by(deadline).await {
+            self.phase.advance(Phase::Forced);
+            if !self.tasks.idle_by(deadline + FORCE_GRACE).await {
+                // The task is stuck (in the error callback): give up on it
+                // and discard what the queue still holds.
+                let n = self.queue.discard_all() as u64;
+                self.counters.discarded_outside.fetch_add(n, Relaxed);
+                tracing::warn!(
+                    discarded = n,
+                    "udsipc writer task did not stop within the grace period; abandoned"
+                );
+                self.forced.store(true, Relaxed);
+            }
+        }
+        cancelled.disarm();
+        if let Some(p) = self.tasks.panics().into_iter().next() {
+            return Err(StopError::TaskPanicked {
+                task: p.task,
+                message: p.message,
+            });
+        }
+        let after = self.counters.snapshot(0);
+        let discarded = self.counters.queued_discards() - queued_discards_before;
+        let unconfirmed = after.unconfirmed - before.unconfirmed;
+        if self.forced.load(Relaxed) || discarded > 0 {
+            return Err(StopError::DeadlineExceeded {
+                discarded,
+                unconfirmed,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl WriterInner {
+    pub(super) fn metrics(&self) -> WriterMetrics {
+        self.counters.snapshot(self.queue.depth() as u64)
+    }
+}
