@@ -15,7 +15,7 @@
 //!   alone: pre-encoded 1 KiB frames written by a plain socket in large
 //!   writes, until the handler has seen the last one.
 //! - `WriteOnly/Enqueue`: Go's `WriteOnly` times only `WriteMessage`
-//!   putting a slice on its queue (no IO). Ours is the same: `write_bytes`
+//!   putting a slice on its queue (no IO). Ours is the same: `try_send`
 //!   into a queue with room, draining outside the timer.
 //!   `WriteOnly/ToSocket` times the Writer's whole path (queue, batching,
 //!   `writev`) into a socket whose reader discards bytes without parsing.
@@ -179,7 +179,7 @@ fn write_only(c: &mut Criterion) {
                 let before = allocations();
                 let start = Instant::now();
                 for _ in 0..n {
-                    pair.writers[0].write_bytes(msg.clone()).unwrap();
+                    pair.writers[0].try_send(msg.clone()).unwrap();
                 }
                 timed += start.elapsed();
                 tally.add(allocations() - before, n);

@@ -169,7 +169,7 @@ fn rust_writer(args: &PeerArgs) -> Result<Report, String> {
 /// a time), larger ones handed over as `Bytes` with `send` (no copy):
 /// udsipc's docs advise the same. Measured between two processes,
 /// interleaved rounds: 64 B, 49.8-55.1 M msgs/s against 22.3-38.4 M for
-/// `send_copy` per message (which takes the queue's lock each time). At
+/// `send` per message (which takes the queue's lock each time). At
 /// 1 KiB the buffer wins long streams (5.2 M against 4.45 M msgs/s over
 /// 3 M messages) but loses this table's 256 MiB rounds (3.6-3.7 against
 /// 3.9-4.0 GB/s, 2 runs each: its first 10 MB are copies into fresh
@@ -191,7 +191,7 @@ fn send_all(
             if payload.len() <= BUFFER_UP_TO {
                 let mut out = writer.buffered();
                 for _ in 0..args.count {
-                    out.send_copy(payload).await.map_err(|e| e.to_string())?;
+                    out.send(payload).await.map_err(|e| e.to_string())?;
                 }
                 return out.flush().await.map_err(|e| e.to_string());
             }
@@ -214,7 +214,7 @@ fn send_all(
             std::thread::sleep(wait);
         }
         msg[..8].copy_from_slice(&monotonic_ns().to_le_bytes());
-        while let Err(e) = writer.write_message(&msg) {
+        while let Err(e) = writer.try_send(&msg) {
             if matches!(e, udsipc::WriteError::Stopped(_)) {
                 return Err(e.to_string());
             }

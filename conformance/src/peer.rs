@@ -749,9 +749,9 @@ impl WriterPeer {
                 stdin.flush().map_err(|e| e.to_string())
             }
             WriterKind::Rust(w) => loop {
-                match w.write_message(msg) {
+                match w.try_send(msg) {
                     Ok(()) => return Ok(()),
-                    Err(udsipc::WriteError::BufferFull(())) => {
+                    Err(udsipc::WriteError::BufferFull(_)) => {
                         std::thread::sleep(Duration::from_millis(1))
                     }
                     Err(e) => return Err(format!("Rust write_message: {e}")),
@@ -781,7 +781,7 @@ impl WriterPeer {
                     None => Err(format!("expected a write line, got {v}")),
                 }
             }
-            WriterKind::Rust(w) => Ok(w.write_message(msg).map_err(|e| e.to_string())),
+            WriterKind::Rust(w) => Ok(w.try_send(msg).map_err(|e| e.to_string())),
         }
     }
 
@@ -860,7 +860,7 @@ impl WriterPeer {
             WriterKind::Rust(w) => {
                 w.stop_blocking(Duration::from_secs(30))
                     .map_err(|e| format!("Rust writer stop: {e}"))?;
-                let late = w.write_message(msg).map_err(|e| e.to_string());
+                let late = w.try_send(msg).map_err(|e| e.to_string());
                 let m = w.metrics();
                 Ok((m.into(), late, m.queue_depth))
             }

@@ -223,20 +223,20 @@ fn write(args: &[String]) {
             stopped = true;
         } else if let Some(h) = line.strip_prefix("try ") {
             let error = writer
-                .write_message(&unhex(h))
+                .try_send(&unhex(h))
                 .map_or_else(|e| e.to_string(), |()| String::new());
             emit(&json!({"event": "write", "error": error}));
         } else if stopped {
             let error = writer
-                .write_message(&unhex(&line))
+                .try_send(&unhex(&line))
                 .map_or_else(|e| e.to_string(), |()| String::new());
             emit(&json!({"event": "write", "error": error}));
         } else {
             let msg = unhex(&line);
             loop {
-                match writer.write_message(&msg) {
+                match writer.try_send(&msg) {
                     Ok(()) => break,
-                    Err(udsipc::WriteError::BufferFull(())) => {
+                    Err(udsipc::WriteError::BufferFull(_)) => {
                         std::thread::sleep(Duration::from_millis(1));
                     }
                     Err(e) => fail(&format!("write_message: {e}")),

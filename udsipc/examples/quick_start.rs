@@ -21,8 +21,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let writer = udsipc::Writer::builder(&path)
         .max_buffered_writes(50_000)
         .start()?; // connects in the background
-    writer.write_message(b"hello")?; // never blocks; Err(BufferFull) when full
-    writer.write_bytes(udsipc::bytes::Bytes::from_static(b"x"))?; // owned: no copy
+    writer.try_send(b"hello")?; // never blocks; Err(BufferFull) when full
+    writer.try_send(udsipc::bytes::Bytes::from_static(b"x"))?; // owned: no copy
     writer.send_blocking(vec![0u8; 1000])?; // waits for room instead of dropping
     // inside async code: writer.send(bytes).await? or writer.reserve().await?.send(bytes)
 

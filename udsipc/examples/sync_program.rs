@@ -23,7 +23,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     })?;
 
     // A small queue, so the producer really waits: the naive loop over
-    // `write_message` would drop most of these.
+    // `try_send` would drop most of these.
     let writer = Arc::new(
         udsipc::Writer::builder(&path)
             .max_buffered_writes(256)

@@ -324,7 +324,7 @@ impl WriterError {
 /// A message the Writer did not take; the message is handed back, as tokio's
 /// `TrySendError` does.
 ///
-/// `T` is `()` for [`Writer::write_message`](crate::Writer::write_message),
+/// `T` is `()` for [`Writer::try_send`](crate::Writer::try_send),
 /// whose caller still holds the borrowed bytes, and `Bytes` for the owned
 /// forms.
 #[derive(thiserror::Error)]
@@ -337,13 +337,28 @@ pub enum WriteError<T> {
     /// The Writer is stopping or stopped and takes no more messages.
     #[error("writer is stopped")]
     Stopped(T),
+    /// No room came within the wait's timeout
+    /// ([`send_timeout`](crate::Writer::send_timeout),
+    /// [`send_timeout_blocking`](crate::Writer::send_timeout_blocking));
+    /// not counted as dropped.
+    #[error("no room in the send buffer within the timeout")]
+    Timeout(T),
 }
 
 impl<T> WriteError<T> {
     /// The message that was not taken.
     pub fn into_inner(self) -> T {
         match self {
-            Self::BufferFull(t) | Self::Stopped(t) => t,
+            Self::BufferFull(t) | Self::Stopped(t) | Self::Timeout(t) => t,
+        }
+    }
+
+    /// The same error around `f(message)`.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> WriteError<U> {
+        match self {
+            Self::BufferFull(t) => WriteError::BufferFull(f(t)),
+            Self::Stopped(t) => WriteError::Stopped(f(t)),
+            Self::Timeout(t) => WriteError::Timeout(f(t)),
         }
     }
 
@@ -358,6 +373,7 @@ impl<T> std::fmt::Debug for WriteError<T> {
         match self {
             Self::BufferFull(_) => f.write_str("BufferFull(..)"),
             Self::Stopped(_) => f.write_str("Stopped(..)"),
+            Self::Timeout(_) => f.write_str("Timeout(..)"),
         }
     }
 }

@@ -15,17 +15,15 @@
 //!   from what only reached the kernel (`sent`), reconnects with exponential
 //!   backoff, retries only a message the reader provably did not read whole
 //!   (never one twice), gives up on a poison message after a bounded number
-//!   of connections, drains on stop and lingers when dropped. Producers
-//!   queue the way tokio's `mpsc::Sender` names it: `write_message` /
-//!   `write_bytes` never wait (`try_send`; Go's `WriteMessage`),
-//!   [`Writer::send`] waits ([`Writer::send_copy`] for a borrowed
-//!   message), [`Writer::reserve`] waits without holding a
-//!   message and then holds a queue slot for one (cancel safe),
-//!   [`Writer::send_blocking`] ([`Writer::send_copy_blocking`]) waits in synchronous
-//!   code, and `Writer::into_sink` (feature `futures`) is a `Sink<Bytes>`.
-//!   One producer of many small messages goes fastest through
-//!   [`Writer::buffered`] → [`BufferedWriter`]: its own buffer, no lock per
-//!   message, handed to the queue 256 KiB at a time and at `flush`.
+//!   of connections, drains on stop and lingers when dropped. One sending
+//!   API on tokio `mpsc::Sender`'s model (the table is in [`Writer`]'s
+//!   docs): [`Writer::try_send`] (Go's `WriteMessage`), [`Writer::send`],
+//!   [`Writer::send_blocking`], [`Writer::send_timeout`] (and its blocking
+//!   form), [`Writer::reserve`] / [`Writer::try_reserve`] /
+//!   [`Writer::reserve_owned`] (cancel safe), [`Writer::buffered`] for one
+//!   producer of many small messages, and `into_sink` (feature `futures`).
+//!   Borrowed bytes are copied, owned ones queued as they are: the
+//!   argument's type ([`Payload`]) decides.
 //! - [`frame`]: the wire format without IO.
 //! - [`systemd`]: socket activation, `NOTIFY_SOCKET`, `RUNTIME_DIRECTORY`.
 //!
@@ -49,8 +47,8 @@
 //!     })?;
 //!
 //! let writer = udsipc::Writer::builder(&path).max_buffered_writes(50_000).start()?;
-//! writer.write_message(b"hello")?;            // never blocks
-//! writer.write_bytes(vec![0u8; 1000])?;       // owned: no copy
+//! writer.try_send(b"hello")?;            // never blocks
+//! writer.try_send(vec![0u8; 1000])?;       // owned: no copy
 //! writer.stop_blocking(Duration::from_secs(5))?; // drain, then stop
 //! reader.stop_blocking(Duration::from_secs(5))?;
 //!
@@ -145,8 +143,8 @@ pub use socket::{SocketAddress, max_socket_path_len, replaceable_socket_dir};
 pub use writer::{
     BufferedWriter, DEFAULT_BUFFERED_CAPACITY, DEFAULT_DIAL_TIMEOUT, DEFAULT_INITIAL_BACKOFF,
     DEFAULT_LINGER, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_BACKOFF, DEFAULT_MAX_BUFFERED_BYTES,
-    DEFAULT_MAX_BUFFERED_WRITES, DEFAULT_WRITE_BUFFER_SIZE, DEFAULT_WRITE_TIMEOUT, Permit, Writer,
-    WriterBuilder, WriterMetricsHandle,
+    DEFAULT_MAX_BUFFERED_WRITES, DEFAULT_WRITE_BUFFER_SIZE, DEFAULT_WRITE_TIMEOUT, OwnedPermit,
+    Payload, Permit, Writer, WriterBuilder, WriterMetricsHandle,
 };
 #[cfg(feature = "futures")]
 #[cfg_attr(docsrs, doc(cfg(feature = "futures")))]

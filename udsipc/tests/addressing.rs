@@ -111,8 +111,8 @@ fn writer_to_at_name_reaches_the_abstract_reader() {
     let name = unique_name("write");
     let (reader, got) = collecting_reader(&name);
     let writer = Writer::builder(&name).start().unwrap();
-    writer.write_message(b"one").unwrap();
-    writer.write_message(b"two").unwrap();
+    writer.try_send(b"one").unwrap();
+    writer.try_send(b"two").unwrap();
     writer.stop_blocking(STOP).unwrap();
     wait_for(&got, 2);
     reader.stop_blocking(STOP).unwrap();
@@ -128,7 +128,7 @@ fn leading_nul_and_at_sign_name_the_same_socket() {
     nul.extend_from_slice(&name.as_bytes()[1..]);
     let nul_name = PathBuf::from(std::ffi::OsStr::from_bytes(&nul));
     let writer = Writer::builder(&nul_name).start().unwrap();
-    writer.write_message(b"x").unwrap();
+    writer.try_send(b"x").unwrap();
     writer.stop_blocking(STOP).unwrap();
     wait_for(&got, 1);
     reader.stop_blocking(STOP).unwrap();

@@ -86,7 +86,7 @@ const BURSTS: f64 = 0.004;
 #[test]
 fn owned_bytes_allocate_nothing_per_message() {
     for size in [64, 1024, 10 * 1024] {
-        let per = allocs_per_message(size, |w, p| w.write_bytes(p.clone()).unwrap());
+        let per = allocs_per_message(size, |w, p| w.try_send(p.clone()).unwrap());
         eprintln!("write_bytes {size} B: {per:.5} allocations per message");
         // Nothing per message. Up to 256 B the messages are copied into the
         // queue's arena chunks, as borrowed ones are (see below): at most
@@ -122,16 +122,16 @@ enum Borrowed {
 #[case(Borrowed::SendCopy)]
 #[case(Borrowed::SendCopyBlocking)]
 fn borrowed_messages_allocate_nothing_per_message(#[case] how: Borrowed) {
-    // `send_copy` is driven by a runtime of the test's own; its wait for room
+    // `send` is driven by a runtime of the test's own; its wait for room
     // would be boxed, but a queue this large never makes it wait.
     let producer = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
     for size in [64, 1024] {
         let per = allocs_per_message(size, |w, p| match how {
-            Borrowed::WriteMessage => w.write_message(p).unwrap(),
-            Borrowed::SendCopy => producer.block_on(w.send_copy(p)).unwrap(),
-            Borrowed::SendCopyBlocking => w.send_copy_blocking(p).unwrap(),
+            Borrowed::WriteMessage => w.try_send(p).unwrap(),
+            Borrowed::SendCopy => producer.block_on(w.send(p)).unwrap(),
+            Borrowed::SendCopyBlocking => w.send_blocking(p).unwrap(),
         });
         eprintln!("{how:?} {size} B: {per:.5} allocations per message");
         // Copies go into arena chunks of 256 KiB, doubling to 1 MiB while
@@ -154,7 +154,7 @@ fn a_buffered_writer_allocates_nothing_per_message() {
         let per = allocs_per_batch(size, true, (WARMUP, MEASURED), |w, p, n| {
             let mut out = w.buffered();
             for _ in 0..n {
-                out.send_copy_blocking(p).unwrap();
+                out.send_blocking(p).unwrap();
             }
             out.flush_blocking().unwrap();
         });
@@ -310,11 +310,11 @@ fn a_large_borrowed_message_refused_for_room_is_not_copied() {
         .start()
         .unwrap();
     let big = vec![5u8; 40 * 1024];
-    writer.write_message(&big).unwrap();
-    writer.write_message(&big).unwrap_err(); // warm: the error path's first use
+    writer.try_send(&big).unwrap();
+    writer.try_send(&big).unwrap_err(); // warm: the error path's first use
     let before = allocations();
     for _ in 0..1_000 {
-        assert!(writer.write_message(&big).unwrap_err().is_buffer_full());
+        assert!(writer.try_send(&big).unwrap_err().is_buffer_full());
     }
     let allocs = allocations() - before;
     assert!(allocs < 10, "{allocs} allocations for 1,000 refusals");

@@ -47,11 +47,11 @@ async fn everything_arrives_in_order_across_hand_overs_and_large_messages() {
     for at in [10, 5_000, 19_999] {
         sent[at] = vec![at as u8; 10_000];
     }
-    let mut out = w.buffered_with_capacity(4096);
+    let mut out = w.buffered().with_capacity(4096);
     for m in &sent {
-        out.send_copy(m).await.unwrap();
+        out.send(m).await.unwrap();
     }
-    out.send_copy(b"").await.unwrap(); // accepted, not sent
+    out.send(b"").await.unwrap(); // accepted, not sent
     out.flush().await.unwrap();
     assert_eq!(out.buffered(), 0);
     drop(out);
@@ -81,7 +81,7 @@ async fn buffered_messages_wait_for_flush_or_drop_and_a_drop_passes_a_full_queue
     // A queue of 4: the buffer holds up to 2 before it hands over.
     let w = writer(&sock.path, 4);
     let mut out = w.buffered();
-    out.send_copy(b"one").await.unwrap();
+    out.send(b"one").await.unwrap();
     assert_eq!(out.buffered(), 1);
     assert_eq!(w.metrics().queue_depth, 0, "not queued before a flush");
     out.flush().await.unwrap();
@@ -90,10 +90,10 @@ async fn buffered_messages_wait_for_flush_or_drop_and_a_drop_passes_a_full_queue
     // drop must hand over without waiting, past the bound.
     reader.stop(STOP).await.unwrap();
     for m in [b"a", b"b", b"c", b"d"] {
-        w.write_message(m).unwrap();
+        w.try_send(m).unwrap();
     }
-    out.send_copy(b"two").await.unwrap();
-    out.send_copy(b"three").await.unwrap();
+    out.send(b"two").await.unwrap();
+    out.send(b"three").await.unwrap();
     drop(out); // does not wait for room
     assert_eq!(
         w.metrics().queue_depth,
@@ -115,11 +115,11 @@ async fn a_cancelled_flush_keeps_the_messages_and_the_next_one_sends_them_in_ord
     // Nobody listens: the queue of 4 messages stays full.
     let w = writer(&sock.path, 4);
     for m in [b"1", b"2", b"3", b"4"] {
-        w.write_message(m).unwrap();
+        w.try_send(m).unwrap();
     }
     let mut out = w.buffered();
-    out.send_copy(b"second").await.unwrap();
-    out.send_copy(b"third").await.unwrap();
+    out.send(b"second").await.unwrap();
+    out.send(b"third").await.unwrap();
     tokio::select! {
         biased;
         _ = out.flush() => panic!("the queue is full"),
@@ -146,13 +146,13 @@ async fn after_a_stop_it_refuses_and_counts_what_it_held_as_discarded() {
     let reader = sock.reader(&collector);
     let w = Writer::builder(&sock.path).start().unwrap();
     let mut out = w.buffered();
-    out.send_copy(b"kept").await.unwrap();
+    out.send(b"kept").await.unwrap();
     out.flush().await.unwrap();
-    out.send_copy(b"held 1").await.unwrap();
-    out.send_copy(b"held 2").await.unwrap();
+    out.send(b"held 1").await.unwrap();
+    out.send(b"held 2").await.unwrap();
     w.stop(STOP).await.unwrap();
     assert!(matches!(
-        out.send_copy(b"late").await,
+        out.send(b"late").await,
         Err(WriteError::Stopped(()))
     ));
     assert_eq!(out.buffered(), 0);
@@ -163,13 +163,13 @@ async fn after_a_stop_it_refuses_and_counts_what_it_held_as_discarded() {
     // The same through `flush` and through a drop.
     let w = Writer::builder(&sock.path).start().unwrap();
     let mut out = w.buffered();
-    out.send_copy(b"x").await.unwrap();
+    out.send(b"x").await.unwrap();
     w.stop(STOP).await.unwrap();
     assert!(matches!(out.flush().await, Err(WriteError::Stopped(()))));
-    out.send_copy(b"y").await.unwrap_err();
+    out.send(b"y").await.unwrap_err();
     drop(out);
     let mut out = w.buffered();
-    assert!(out.send_copy(b"z").await.is_err());
+    assert!(out.send(b"z").await.is_err());
     drop(out);
     assert_eq!(w.metrics().discarded, 1, "x; y and z were refused");
     reader.stop(STOP).await.unwrap();
@@ -185,9 +185,9 @@ fn the_blocking_forms_wait_for_room_and_drop_nothing() {
         .start()
         .unwrap();
     let sent = messages(5_000);
-    let mut out = w.buffered_with_capacity(1024);
+    let mut out = w.buffered().with_capacity(1024);
     for m in &sent {
-        out.send_copy_blocking(m).unwrap();
+        out.send_blocking(m).unwrap();
     }
     out.flush_blocking().unwrap();
     drop(out);
@@ -211,9 +211,9 @@ fn on_a_current_thread_runtime_a_blocking_flush_refuses_and_keeps_the_messages()
         .unwrap();
     rt.block_on(async {
         let w = writer(&sock.path, 1);
-        w.write_message(b"first").unwrap();
+        w.try_send(b"first").unwrap();
         let mut out = w.buffered();
-        out.send_copy_blocking(b"kept").unwrap();
+        out.send_blocking(b"kept").unwrap();
         assert!(matches!(
             out.flush_blocking(),
             Err(WriteError::BufferFull(()))
@@ -242,7 +242,7 @@ async fn the_buffer_is_held_within_the_writers_byte_bound() {
     let mut out = w.buffered();
     let mut max_held = 0;
     for i in 0..1_000u32 {
-        out.send_copy(&[i as u8; 99]).await.unwrap();
+        out.send(&[i as u8; 99]).await.unwrap();
         max_held = max_held.max(out.buffered());
     }
     out.flush().await.unwrap();
@@ -266,8 +266,8 @@ async fn a_stop_that_drained_the_queue_is_ok_whatever_a_buffer_held() {
     let listener = std::os::unix::net::UnixListener::bind(&sock.path).unwrap();
     let w = Writer::builder(&sock.path).start().unwrap();
     let mut out = w.buffered();
-    out.send_copy(b"held").await.unwrap();
-    w.write_message(b"queued").unwrap();
+    out.send(b"held").await.unwrap();
+    w.try_send(b"queued").unwrap();
     // A reader that reads nothing until told: the drain waits for it.
     let (go, wait) = std::sync::mpsc::channel::<()>();
     let reading = std::thread::spawn(move || {
@@ -285,7 +285,7 @@ async fn a_stop_that_drained_the_queue_is_ok_whatever_a_buffer_held() {
         _ = tokio::time::sleep(Duration::from_millis(10)) => {}
     }
     assert!(matches!(
-        out.send_copy(b"late").await,
+        out.send(b"late").await,
         Err(WriteError::Stopped(()))
     ));
     go.send(()).unwrap();
@@ -330,7 +330,7 @@ fn racing_hand_overs_into_a_tiny_queue_never_queue_an_empty_run() {
                     let mut m = [p; 16];
                     m[1..3].copy_from_slice(&round.to_be_bytes());
                     m[3..5].copy_from_slice(&seq.to_be_bytes());
-                    out.send_copy_blocking(&m).unwrap();
+                    out.send_blocking(m).unwrap();
                 }
                 out.flush_blocking().unwrap();
             }));

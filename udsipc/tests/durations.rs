@@ -52,7 +52,7 @@ fn writer_with_every_duration_never_delivers_and_stops() {
         .linger(NEVER)
         .start()
         .unwrap();
-    writer.write_message(b"hello").unwrap();
+    writer.try_send(b"hello").unwrap();
     assert_eq!(got.take(1), vec![b"hello".to_vec()]);
     assert_no_panic(writer.stop_blocking(STOP));
     reader.stop_blocking(STOP).unwrap();
@@ -69,7 +69,7 @@ fn writer_backing_off_for_ever_stops_within_its_deadline() {
         .start()
         .unwrap();
     // Nobody listens: the first dial fails and the backoff is "never".
-    writer.write_message(b"lost").unwrap();
+    writer.try_send(b"lost").unwrap();
     eventually("the dial failed", || !errs.list().is_empty());
     assert_no_panic(writer.stop_blocking(Duration::from_millis(200)));
 }
@@ -83,7 +83,7 @@ fn writer_stalled_with_a_never_write_timeout_stops_within_its_deadline() {
         .start()
         .unwrap();
     // A peer that never reads: the socket fills and the write stalls.
-    writer.write_bytes(vec![7u8; 4 << 20]).unwrap();
+    writer.try_send(vec![7u8; 4 << 20]).unwrap();
     let (mut peer, _) = listener.accept().unwrap();
     eventually("the writer filled the socket", || readable(&peer) > 0);
     assert_no_panic(writer.stop_blocking(Duration::from_millis(200)));

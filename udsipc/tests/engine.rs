@@ -565,7 +565,7 @@ fn one_writers_messages_keep_their_order_across_connections_cut_by_the_proxy() {
             .unwrap();
         const N: u32 = 3_000;
         for i in 0..N {
-            writer.write_bytes(numbered(i, 200)).unwrap();
+            writer.try_send(numbered(i, 200)).unwrap();
         }
         rt.block_on(writer.stop(Duration::from_secs(30))).unwrap();
         // The writer closed its last connection: once the proxy has passed

@@ -35,7 +35,7 @@ fn basic_messages_round_trip_from_synchronous_code() {
     let reader = sock.reader(&c);
     let writer = Writer::builder(&sock.path).start().unwrap();
     for m in [&b"hello"[..], b"world", b"test"] {
-        writer.write_message(m).unwrap();
+        writer.try_send(m).unwrap();
     }
     assert_eq!(
         c.take(3),
@@ -63,7 +63,7 @@ fn message_over_the_readers_limit_is_rejected_and_counted() {
         .initial_backoff(Duration::from_millis(10))
         .start()
         .unwrap();
-    writer.write_message(&[0u8; 2000]).unwrap();
+    writer.try_send(&[0u8; 2000]).unwrap();
     eventually("the oversized message is rejected", || {
         reader.metrics().errors == 1
     });
@@ -130,9 +130,9 @@ fn mixed_sizes_through_both_apis_arrive_intact() {
     for (i, &n) in sizes.iter().cycle().take(200).enumerate() {
         let m: Vec<u8> = (0..n).map(|j| (i * 31 + j) as u8).collect();
         if i % 2 == 0 {
-            writer.write_message(&m).unwrap();
+            writer.try_send(&m).unwrap();
         } else {
-            writer.write_bytes(m.clone()).unwrap();
+            writer.try_send(m.clone()).unwrap();
         }
         want.push(m);
     }

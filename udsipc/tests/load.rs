@@ -139,7 +139,7 @@ fn writer_fleet() {
         if line == "go" {
             for seq in 0..m {
                 for (id, writer) in writers.iter().enumerate() {
-                    writer.write_message(&message(id as u32, seq)).unwrap();
+                    writer.try_send(&message(id as u32, seq)).unwrap();
                 }
             }
             println!("written");

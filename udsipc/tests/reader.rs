@@ -410,7 +410,7 @@ fn stop_under_load_hands_the_rest_to_the_next_reader_without_loss_or_duplicates(
     for i in 0..total {
         let mut m = i.to_le_bytes().to_vec();
         m.resize(1000, 0x11);
-        writer.write_message(&m).unwrap();
+        writer.try_send(&m).unwrap();
     }
     reached.wait();
     let first = std::thread::spawn(move || {

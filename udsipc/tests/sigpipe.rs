@@ -32,7 +32,7 @@ fn writing_to_a_closed_peer_does_not_raise_sigpipe() {
     // The peer stops reading without hanging up (no hang-up for the Writer
     // to notice first): the Writer's next write meets EPIPE.
     conn.shutdown(std::net::Shutdown::Read).unwrap();
-    w.write_message(b"into a closed peer").unwrap();
+    w.try_send(b"into a closed peer").unwrap();
     // Had SIGPIPE been raised, this process would be dead by now.
     eventually("the EPIPE failure", || {
         errs.list().iter().any(|e| e.contains("Broken pipe"))

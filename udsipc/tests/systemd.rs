@@ -180,7 +180,7 @@ fn reader_adopts_the_socket_from_systemd_socket_activate() {
     let mut child = activate(&[&sock.path], "app", "activated", &out);
     let writer = Writer::builder(&sock.path).start().unwrap();
     for m in [&b"one"[..], b"two", b"three"] {
-        writer.write_message(m).unwrap();
+        writer.try_send(m).unwrap();
     }
     writer.stop_blocking(Duration::from_secs(10)).unwrap();
     let status = child.wait().unwrap();
@@ -353,7 +353,7 @@ fn two_readers_take_their_own_named_activated_sockets() {
     let mut child = activate(&[&a, &b], "alpha:beta", "two_named", &out);
     for (path, msg) in [(&a, &b"to alpha"[..]), (&b, b"to beta")] {
         let w = Writer::builder(path).start().unwrap();
-        w.write_message(msg).unwrap();
+        w.try_send(msg).unwrap();
         w.stop_blocking(Duration::from_secs(10)).unwrap();
     }
     assert!(child.wait().unwrap().success());

@@ -55,11 +55,11 @@ fn full_queue_refuses_without_blocking_and_counts_drops() {
         .start()
         .unwrap();
     for i in 0..5u8 {
-        w.write_message(&[i]).unwrap();
+        w.try_send(&[i]).unwrap();
     }
-    let err = w.write_message(b"six").unwrap_err();
+    let err = w.try_send(b"six").unwrap_err();
     assert!(err.is_buffer_full());
-    let back = w.write_bytes(vec![1, 2, 3]).unwrap_err().into_inner();
+    let back = w.try_send(vec![1, 2, 3]).unwrap_err().into_inner();
     assert_eq!(
         back.as_ref(),
         &[1, 2, 3],
@@ -88,9 +88,9 @@ fn empty_messages_are_accepted_and_not_sent() {
     let c = Collector::new();
     let reader = sock.reader(&c);
     let w = writer(&sock.path).start().unwrap();
-    w.write_message(b"").unwrap();
-    w.write_bytes(Vec::new()).unwrap();
-    w.write_message(b"x").unwrap();
+    w.try_send(b"").unwrap();
+    w.try_send(Vec::new()).unwrap();
+    w.try_send(b"x").unwrap();
     assert_eq!(c.take(1), [b"x".to_vec()]);
     w.stop_blocking(STOP).unwrap();
     reader.stop_blocking(STOP).unwrap();
@@ -103,10 +103,7 @@ fn writes_after_stop_are_refused() {
     let sock = temp_sock();
     let w = writer(&sock.path).start().unwrap();
     w.stop_blocking(STOP).unwrap();
-    assert!(matches!(
-        w.write_message(b"late"),
-        Err(WriteError::Stopped(()))
-    ));
+    assert!(matches!(w.try_send(b"late"), Err(WriteError::Stopped(_))));
     w.stop_blocking(STOP).unwrap(); // idempotent
 }
 
@@ -122,13 +119,13 @@ fn a_reader_that_closes_after_reading_loses_nothing_and_the_rest_goes_on_a_new_c
         .start()
         .unwrap();
     let (mut first, _) = listener.accept().unwrap();
-    w.write_message(b"one").unwrap();
+    w.try_send(b"one").unwrap();
     let mut buf = [0u8; 4];
     first.read_exact(&mut buf).unwrap();
     assert_eq!(&buf, &[3, b'o', b'n', b'e']);
     drop(first); // the consumer goes away, having read everything
-    w.write_message(b"two").unwrap();
-    w.write_message(b"three").unwrap();
+    w.try_send(b"two").unwrap();
+    w.try_send(b"three").unwrap();
     let (mut second, _) = listener.accept().unwrap();
     let reading = std::thread::spawn(move || read_to_end(&mut second));
     let r = w.stop_blocking(STOP);
@@ -173,7 +170,7 @@ fn a_stalled_reader_is_backpressure_on_the_same_connection_and_nothing_is_sent_t
         })
         .collect();
     for m in &msgs {
-        w.write_message(m).unwrap();
+        w.try_send(m).unwrap();
     }
     let reading = std::thread::spawn(move || {
         // The first message, then a stall well past the write timeout.
@@ -215,7 +212,7 @@ fn stop_drains_through_a_reconnect() {
     let sock = temp_sock();
     let w = writer(&sock.path).start().unwrap();
     for i in 0..100u8 {
-        w.write_message(&[i]).unwrap();
+        w.try_send(&[i]).unwrap();
     }
     // The reader appears only after the stop began.
     let c = Collector::new();
@@ -268,10 +265,12 @@ async fn send_fails_once_stopped() {
     let w = writer(&sock.path).start().unwrap();
     w.stop(STOP).await.unwrap();
     let err = w.send(&b"late"[..]).await.unwrap_err();
-    assert!(matches!(err, WriteError::Stopped(ref b) if b.as_ref() == b"late"));
+    assert!(matches!(err, WriteError::Stopped(())));
+    let err = w.send(b"owned".to_vec()).await.unwrap_err();
+    assert!(matches!(err, WriteError::Stopped(ref b) if b == &b"owned"[..]));
 }
 
-/// Sends 20,000 numbered messages with `send_copy` through a queue of 4,
+/// Sends 20,000 numbered messages with `send` through a queue of 4,
 /// from one reused buffer; all arrive, in order, none dropped.
 async fn send_copy_waits_for_room_and_never_drops(sock: &TempSock, w: &Writer) {
     let c = Collector::new();
@@ -279,9 +278,9 @@ async fn send_copy_waits_for_room_and_never_drops(sock: &TempSock, w: &Writer) {
     let mut record = [0u8; 4];
     for i in 0..20_000u32 {
         record.copy_from_slice(&i.to_le_bytes());
-        w.send_copy(&record).await.unwrap();
+        w.send(&record).await.unwrap();
     }
-    w.send_copy(b"").await.unwrap(); // accepted, not sent (as in Go)
+    w.send(b"").await.unwrap(); // accepted, not sent (as in Go)
     w.stop(STOP).await.unwrap();
     expect_numbered(c, 20_000).await;
     let m = w.metrics();
@@ -310,8 +309,8 @@ async fn send_copy_fails_once_stopped() {
     let sock = temp_sock();
     let w = writer(&sock.path).start().unwrap();
     w.stop(STOP).await.unwrap();
-    let err = w.send_copy(b"late").await.unwrap_err();
-    assert!(matches!(err, WriteError::Stopped(())), "{err}");
+    let err = w.send(b"late").await.unwrap_err();
+    assert!(matches!(err, WriteError::Stopped(_)), "{err}");
 }
 
 /// With a byte bound smaller than the messages, each waits for an empty
@@ -328,7 +327,7 @@ async fn send_copy_of_messages_larger_than_the_byte_bound_waits_for_an_empty_que
     let mut big = vec![0u8; 40 * 1024];
     for i in 0..50u8 {
         big.fill(i);
-        w.send_copy(&big).await.unwrap();
+        w.send(&big).await.unwrap();
     }
     w.stop(STOP).await.unwrap();
     let got = tokio::task::spawn_blocking(move || c.take(50))
@@ -360,8 +359,8 @@ fn large_owned_messages_arrive_whole() {
     let w = writer(&sock.path).start().unwrap();
     let big: Vec<Vec<u8>> = (0..4u8).map(|i| vec![i; (1 << 20) + i as usize]).collect();
     for m in &big {
-        w.write_bytes(m.clone()).unwrap();
-        w.write_message(&m[..70_000]).unwrap();
+        w.try_send(m.clone()).unwrap();
+        w.try_send(&m[..70_000]).unwrap();
     }
     let got = c.take(8);
     for (i, m) in big.iter().enumerate() {
@@ -385,7 +384,7 @@ fn reconnects_after_the_reader_restarts() {
         .systemd(false)
         .start(c1.handler())
         .unwrap();
-    w.write_message(b"before").unwrap();
+    w.try_send(b"before").unwrap();
     assert_eq!(c1.take(1), [b"before".to_vec()]);
     r1.stop_blocking(STOP).unwrap();
     let c2 = Collector::new();
@@ -394,7 +393,7 @@ fn reconnects_after_the_reader_restarts() {
         .start(c2.handler())
         .unwrap();
     for i in 0..50u8 {
-        w.write_message(&[i]).unwrap();
+        w.try_send(&[i]).unwrap();
     }
     assert_eq!(c2.take(50), (0..50u8).map(|i| vec![i]).collect::<Vec<_>>());
     w.stop_blocking(STOP).unwrap();
@@ -407,7 +406,7 @@ fn reconnects_after_the_reader_restarts() {
 fn drop_without_stop_neither_hangs_nor_panics() {
     let sock = temp_sock();
     let w = writer(&sock.path).start().unwrap();
-    w.write_message(b"lost").unwrap();
+    w.try_send(b"lost").unwrap();
     drop(w); // lingers in the background (see tests/writer_delivery.rs)
 }
 
@@ -425,7 +424,7 @@ fn a_connection_closed_before_reading_is_refused_and_the_message_goes_on_the_nex
     let (first, _) = listener.accept().unwrap();
     // The reader stops reading without hanging up: the probe byte fails.
     first.shutdown(std::net::Shutdown::Read).unwrap();
-    w.write_message(b"pending retry").unwrap();
+    w.try_send(b"pending retry").unwrap();
     eventually("the refusal", || w.metrics().refused == 1);
     drop(first);
     let (mut second, _) = listener.accept().unwrap();
@@ -452,7 +451,7 @@ fn queued_message_survives_a_dead_connection_at_stop() {
     drop(first);
     // Queued just before the stop: the dead connection is found before or
     // during the drain, and the message goes on the next connection.
-    w.write_message(b"m").unwrap();
+    w.try_send(b"m").unwrap();
     let stopper = std::thread::spawn(move || {
         let r = w.stop_blocking(STOP);
         (w, r)
@@ -474,7 +473,7 @@ fn small_queue_drops_the_overflow_and_delivers_the_rest() {
     let w = writer(&sock.path).max_buffered_writes(15).start().unwrap();
     let mut refused = 0;
     for i in 0..20u8 {
-        if w.write_message(&[i]).is_err() {
+        if w.try_send(&[i]).is_err() {
             refused += 1;
         }
     }
@@ -508,9 +507,9 @@ fn concurrent_producers_and_stops_neither_hang_nor_lose_accepted_messages() {
                 for i in 0..5000u32 {
                     let mut m = vec![p];
                     m.extend_from_slice(&i.to_be_bytes());
-                    match w.write_message(&m) {
+                    match w.try_send(&m) {
                         Ok(()) => accepted += 1,
-                        Err(WriteError::Stopped(())) => break,
+                        Err(WriteError::Stopped(_)) => break,
                         Err(e) => panic!("{e}"),
                     }
                 }
@@ -562,7 +561,7 @@ async fn an_abandoned_stop_discards_instead_of_draining_forever() {
     let sock = temp_sock(); // nobody listens: the drain cannot finish
     let w = writer(&sock.path).start().unwrap();
     for i in 0..10u8 {
-        w.write_message(&[i]).unwrap();
+        w.try_send(&[i]).unwrap();
     }
     let abandoned =
         tokio::time::timeout(Duration::from_millis(50), w.stop(Duration::from_secs(3600))).await;
@@ -585,7 +584,7 @@ fn a_panicking_error_callback_does_not_kill_the_writer() {
         .on_error(|_| panic!("callback bug"))
         .start()
         .unwrap();
-    w.write_message(b"survivor").unwrap();
+    w.try_send(b"survivor").unwrap();
     // Connect errors (and their panicking callback) happen until a reader comes.
     std::thread::sleep(Duration::from_millis(60));
     let c = Collector::new();

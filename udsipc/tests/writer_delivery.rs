@@ -103,10 +103,10 @@ fn a_message_larger_than_the_readers_max_is_failed_after_max_attempts_and_the_re
         .on_error(errs.writer_callback())
         .start()
         .unwrap();
-    w.write_bytes(vec![7u8; 4 << 20]).unwrap();
+    w.try_send(vec![7u8; 4 << 20]).unwrap();
     let small: Vec<Vec<u8>> = (0..10).map(|i| format!("small {i}").into_bytes()).collect();
     for m in &small {
-        w.write_message(m).unwrap();
+        w.try_send(m).unwrap();
     }
     assert_eq!(c.take(10), small);
     w.stop_blocking(STOP).unwrap();
@@ -160,7 +160,7 @@ fn a_writer_refused_by_the_allow_list_backs_off_and_delivers_nothing() {
         .start()
         .unwrap();
     for i in 0..10u8 {
-        w.write_message(&[i]).unwrap();
+        w.try_send(&[i]).unwrap();
     }
     eventually("three refusals", || w.metrics().refused >= 3);
     std::thread::sleep(Duration::from_millis(500));
@@ -201,7 +201,7 @@ fn sent_counts_what_the_kernel_took_and_delivered_what_the_reader_read() {
     let w = writer(&sock.path).start().unwrap();
     let (mut conn, _) = listener.accept().unwrap();
     for m in [b"a", b"b", b"c"] {
-        w.write_message(m).unwrap();
+        w.try_send(m).unwrap();
     }
     // The reader reads the first message only, and keeps the connection.
     let mut first = [0u8; 2];
@@ -240,7 +240,7 @@ fn a_reader_that_closes_with_unread_messages_never_gets_one_twice() {
         .unwrap();
     let (mut first, _) = listener.accept().unwrap();
     for i in 0..N {
-        w.write_message(&numbered(i, 100)).unwrap();
+        w.try_send(&numbered(i, 100)).unwrap();
     }
     // Three messages read, the rest left unread when the reader closes.
     let mut three = vec![0u8; 3 * 101];
@@ -288,7 +288,7 @@ fn a_dropped_writer_lingers_until_its_queue_is_delivered() {
         .start()
         .unwrap();
     for i in 0..5_000u32 {
-        w.write_message(&i.to_be_bytes()).unwrap();
+        w.try_send(&i.to_be_bytes()).unwrap();
     }
     let handle = w.metrics_handle();
     drop(w);
@@ -309,7 +309,7 @@ fn a_dropped_writer_with_zero_linger_discards_at_once_and_counts_it() {
     let sock = temp_sock(); // nobody listens
     let w = writer(&sock.path).linger(Duration::ZERO).start().unwrap();
     for i in 0..5_000u32 {
-        w.write_message(&i.to_be_bytes()).unwrap();
+        w.try_send(&i.to_be_bytes()).unwrap();
     }
     let handle = w.metrics_handle();
     drop(w);
@@ -358,7 +358,7 @@ fn a_lone_message_on_an_idle_connection_is_written_by_the_producer_itself() {
     let w = writer(&path).runtime(rt.handle().clone()).start().unwrap();
     // The task connects, proves the connection with a first message, and
     // sees it read.
-    w.write_message(b"first").unwrap();
+    w.try_send(b"first").unwrap();
     rt.block_on(async {
         while w.metrics().delivered < 1 {
             tokio::time::sleep(Duration::from_millis(1)).await;
@@ -367,7 +367,7 @@ fn a_lone_message_on_an_idle_connection_is_written_by_the_producer_itself() {
     assert_eq!(rx.recv_timeout(STOP).unwrap(), b"first");
     // Nobody runs the runtime now: only this thread can write.
     std::thread::sleep(Duration::from_millis(1));
-    w.write_message(b"second").unwrap();
+    w.try_send(b"second").unwrap();
     assert_eq!(rx.recv_timeout(STOP).unwrap(), b"second");
     assert_eq!(w.metrics().sent, 2);
     rt.block_on(w.stop(STOP)).unwrap();
@@ -387,13 +387,13 @@ fn epipe_after_the_readers_shut_rd_counts_no_unread_message_as_delivered() {
     let w = writer(&sock.path).start().unwrap();
     let (mut first, _) = listener.accept().unwrap();
     for i in 0..N {
-        w.write_message(&numbered(i, 100)).unwrap();
+        w.try_send(&numbered(i, 100)).unwrap();
     }
     let mut three = vec![0u8; 3 * 101];
     first.read_exact(&mut three).unwrap();
     eventually("everything written", || w.metrics().sent == u64::from(N));
     first.shutdown(std::net::Shutdown::Read).unwrap();
-    w.write_message(&numbered(N, 100)).unwrap();
+    w.try_send(&numbered(N, 100)).unwrap();
     eventually("the write after the shutdown failed", || {
         w.metrics().unconfirmed > 0 || w.metrics().delivered > 3
     });

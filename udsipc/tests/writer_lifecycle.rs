@@ -28,7 +28,7 @@ fn writer_on_its_own_runtime(path: &std::path::Path) -> (tokio::runtime::Runtime
 fn stop_blocking_after_the_runtime_was_shut_down_is_runtime_gone() {
     let sock = temp_sock();
     let (rt, w) = writer_on_its_own_runtime(&sock.path);
-    w.write_message(b"lost with the runtime").unwrap();
+    w.try_send(b"lost with the runtime").unwrap();
     drop(rt);
     let err = w.stop_blocking(Duration::from_secs(1)).unwrap_err();
     assert!(matches!(err, StopError::RuntimeGone), "{err}");
@@ -47,7 +47,7 @@ fn a_runtime_shut_down_under_a_run_read_in_part_accounts_for_every_message() {
     let sock = temp_sock();
     let listener = std::os::unix::net::UnixListener::bind(&sock.path).unwrap();
     let (rt, w) = writer_on_its_own_runtime(&sock.path);
-    w.write_message(&[1u8; 100]).unwrap();
+    w.try_send(&[1u8; 100]).unwrap();
     let (mut s, _) = listener.accept().unwrap();
     s.set_read_timeout(Some(PATIENCE)).unwrap();
     // The head message: its first byte alone (the probe), then the rest.
@@ -55,7 +55,7 @@ fn a_runtime_shut_down_under_a_run_read_in_part_accounts_for_every_message() {
     s.read_exact(&mut head).unwrap();
     eventually("the head is confirmed", || w.metrics().delivered == 1);
     for _ in 0..999 {
-        w.write_message(&[2u8; 100]).unwrap();
+        w.try_send(&[2u8; 100]).unwrap();
     }
     eventually("the rest is written", || w.metrics().sent == 1_000);
     let mut half = vec![0u8; 500 * 101];
@@ -74,7 +74,7 @@ async fn stop_blocking_on_a_current_thread_runtime_is_would_deadlock_and_stop_aw
     let c = Collector::new();
     let reader = sock.reader(&c);
     let w = Writer::builder(&sock.path).start().unwrap();
-    w.write_message(b"x").unwrap();
+    w.try_send(b"x").unwrap();
     let err = w.stop_blocking(Duration::from_secs(5)).unwrap_err();
     assert!(matches!(err, StopError::WouldDeadlock), "{err}");
     w.stop(PATIENCE).await.unwrap();
@@ -88,7 +88,7 @@ async fn stop_blocking_from_inside_a_multi_thread_runtime_works() {
     let c = Collector::new();
     let reader = sock.reader(&c);
     let w = Writer::builder(&sock.path).start().unwrap();
-    w.write_message(b"x").unwrap();
+    w.try_send(b"x").unwrap();
     w.stop_blocking(PATIENCE).unwrap();
     assert_eq!(w.metrics().delivered, 1);
     reader.stop(PATIENCE).await.unwrap();
@@ -108,7 +108,7 @@ fn stop_returns_without_waiting_for_an_error_callback_that_blocks() {
         })
         .start()
         .unwrap();
-    w.write_message(b"stuck").unwrap();
+    w.try_send(b"stuck").unwrap();
     eventually("the callback blocks", || entered.load(Ordering::SeqCst));
     let err = w.stop_blocking(Duration::from_millis(100)).unwrap_err();
     assert!(matches!(err, StopError::DeadlineExceeded { .. }), "{err}");

@@ -78,7 +78,7 @@ fn idle_writers(sock: &TempSock, n: usize) -> Vec<Writer> {
         .map(|_| Writer::builder(&sock.path).start().unwrap())
         .collect();
     for w in &writers {
-        w.write_message(b"hello").unwrap();
+        w.try_send(b"hello").unwrap();
     }
     eventually("every Writer's message read", || {
         writers.iter().all(|w| w.metrics().delivered == 1)
@@ -154,7 +154,7 @@ fn rss_of_a_busy_writer() {
             let payload = vec![0x5au8; size];
             let (mut peak, mut heap_peak) = (rss0, heap0);
             for i in 0..count {
-                while w.write_message(&payload).is_err() {
+                while w.try_send(&payload).is_err() {
                     std::thread::yield_now();
                 }
                 if i % 1_000 == 0 {

@@ -21,8 +21,8 @@ fn full_writer(path: &std::path::Path, backoff: Duration) -> Writer {
         .max_backoff(backoff)
         .start()
         .unwrap();
-    w.write_message(b"first").unwrap();
-    assert!(w.write_message(b"refused").unwrap_err().is_buffer_full());
+    w.try_send(b"first").unwrap();
+    assert!(w.try_send(b"refused").unwrap_err().is_buffer_full());
     w
 }
 
@@ -65,7 +65,7 @@ async fn cancelled_send_copy_queues_nothing_and_counts_nothing() {
     let dropped_before = w.metrics().dropped;
     tokio::select! {
         biased;
-        _ = w.send_copy(b"lost") => panic!("the queue is full"),
+        _ = w.send(b"lost") => panic!("the queue is full"),
         _ = std::future::ready(()) => {}
     }
     let m = w.metrics();
@@ -120,7 +120,7 @@ async fn a_permit_holds_its_slot_so_other_producers_cannot_take_it() {
     let sock = temp_sock();
     let w = idle_writer(&sock.path, 1);
     let permit = w.reserve().await.unwrap();
-    let err = w.write_message(b"other producer").unwrap_err();
+    let err = w.try_send(b"other producer").unwrap_err();
     assert!(err.is_buffer_full(), "the permit's slot is taken: {err}");
     permit.send(Bytes::from_static(b"mine")).unwrap();
     let m = w.metrics();
@@ -135,7 +135,7 @@ async fn a_permit_dropped_unused_gives_its_slot_back() {
     drop(w.reserve().await.unwrap());
     // An empty message is not sent, and its slot is given back too.
     w.reserve().await.unwrap().send(Bytes::new()).unwrap();
-    w.write_message(b"takes the freed slot").unwrap();
+    w.try_send(b"takes the freed slot").unwrap();
     assert_eq!(w.metrics().queue_depth, 1);
     let _ = w.stop(Duration::from_millis(10)).await;
 }
@@ -165,7 +165,7 @@ async fn a_reserve_cancelled_while_waiting_holds_no_slot() {
     // Room came while it was pending; it is dropped without being polled
     // again, so it never took the slot.
     drop(cancelled);
-    w.write_message(b"the slot is free").unwrap();
+    w.try_send(b"the slot is free").unwrap();
     let _ = w.stop(Duration::from_millis(10)).await;
 }
 
@@ -203,7 +203,7 @@ async fn permits_from_many_producers_never_see_buffer_full_nor_a_spurious_stoppe
                     let msg = Bytes::from(format!("{p}:{i}"));
                     w.reserve().await.unwrap().send(msg).unwrap();
                     // Another producer that never waits competes for room.
-                    let _ = w.write_message(b"x");
+                    let _ = w.try_send(b"x");
                 }
             })
         })
@@ -227,7 +227,7 @@ async fn reserve_on_a_stopped_writer_is_stopped() {
     let sock = temp_sock();
     let w = Writer::builder(&sock.path).start().unwrap();
     let _ = w.stop(Duration::from_millis(10)).await;
-    assert!(matches!(w.reserve().await, Err(WriteError::Stopped(()))));
+    assert!(matches!(w.reserve().await, Err(WriteError::Stopped(_))));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -284,7 +284,7 @@ fn send_blocking_on_a_stopped_writer_hands_the_message_back() {
 }
 
 /// The two blocking ways in: an owned message (`send_blocking`, handed back
-/// when refused) and a borrowed one (`send_copy_blocking`).
+/// when refused) and a borrowed one (`send_blocking`).
 #[derive(Clone, Copy, Debug)]
 enum Blocking {
     Owned,
@@ -305,7 +305,7 @@ impl Blocking {
                     WriteError::Stopped(())
                 }
             }),
-            Self::Copied => w.send_copy_blocking(msg),
+            Self::Copied => w.send_blocking(msg),
         }
     }
 }
@@ -353,9 +353,9 @@ fn a_blocking_send_returns_stopped_when_a_stop_ends_its_wait_or_came_before(#[ca
     std::thread::sleep(Duration::from_millis(20));
     let _ = w.stop_blocking(Duration::from_millis(20));
     let err = blocked.join().unwrap().unwrap_err();
-    assert!(matches!(err, WriteError::Stopped(())), "{err}");
+    assert!(matches!(err, WriteError::Stopped(_)), "{err}");
     let err = how.send(&w, b"late").unwrap_err();
-    assert!(matches!(err, WriteError::Stopped(())), "{err}");
+    assert!(matches!(err, WriteError::Stopped(_)), "{err}");
 }
 
 #[rstest::rstest]
@@ -471,7 +471,7 @@ fn a_byte_bound_refuses_past_its_bytes_and_delivers_everything_it_took() {
     loop {
         let mut body = taken.to_be_bytes().to_vec();
         body.resize(1024, 7); // 1,026-byte frames
-        match w.write_message(&body) {
+        match w.try_send(&body) {
             Ok(()) => taken += 1,
             Err(e) => {
                 assert!(e.is_buffer_full(), "{e}");
@@ -542,4 +542,147 @@ fn a_zero_byte_bound_is_a_config_error() {
         ),
         "{err}"
     );
+}
+
+/// Issue 22: a synchronous producer had no bounded wait (`send_blocking`
+/// sat 634 s on a stopped reader in a newcomer's trial). With nobody
+/// reading, `send_timeout_blocking` gives up at its timeout, hands the
+/// message back and counts no drop; the queue keeps what it held.
+#[test]
+fn send_timeout_blocking_on_a_stopped_reader_hands_the_message_back_at_its_timeout() {
+    let sock = temp_sock();
+    let w = full_writer(&sock.path, Duration::from_millis(10));
+    let err = w
+        .send_timeout_blocking(b"late", Duration::from_millis(50))
+        .unwrap_err();
+    assert!(matches!(err, WriteError::Timeout(())), "{err:?}");
+    let err = w
+        .send_timeout_blocking(b"owned".to_vec(), Duration::from_millis(50))
+        .unwrap_err();
+    assert!(matches!(err, WriteError::Timeout(ref b) if b == &b"owned"[..]));
+    let m = w.metrics();
+    assert_eq!(
+        (m.dropped, m.queue_depth),
+        (1, 1),
+        "only try_send's refusal: {m:?}"
+    );
+    // Room comes: a bounded wait succeeds.
+    let collector = Collector::new();
+    let reader = sock.reader(&collector);
+    w.send_timeout_blocking(b"second", PATIENCE).unwrap();
+    assert_eq!(collector.take(2), [b"first".to_vec(), b"second".to_vec()]);
+    w.stop_blocking(STOP).unwrap();
+    reader.stop_blocking(STOP).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_timeout_on_a_stopped_reader_hands_the_message_back_at_its_timeout() {
+    let sock = temp_sock();
+    let w = full_writer(&sock.path, Duration::from_secs(60));
+    let err = w
+        .send_timeout(Bytes::from_static(b"late"), Duration::from_millis(50))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, WriteError::Timeout(ref b) if b == &b"late"[..]));
+    assert_eq!(w.metrics().dropped, 1, "a timeout is not a drop");
+    let _ = w.stop(Duration::ZERO).await;
+    let err = w
+        .send_timeout(&b"stopped"[..], Duration::from_secs(60))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, WriteError::Stopped(())), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn try_reserve_holds_a_slot_only_when_there_is_room_now() {
+    let sock = temp_sock();
+    let w = full_writer(&sock.path, Duration::from_millis(10));
+    assert!(matches!(w.try_reserve(), Err(WriteError::BufferFull(()))));
+    assert_eq!(
+        w.metrics().dropped,
+        1,
+        "a refused reservation is not a drop"
+    );
+    let collector = Collector::new();
+    let reader = sock.reader(&collector);
+    let permit = loop {
+        // The queue frees its slot once the first message is read.
+        match w.try_reserve() {
+            Ok(p) => break p,
+            Err(e) => assert!(e.is_buffer_full(), "{e:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert!(
+        matches!(w.try_send(b"x"), Err(WriteError::BufferFull(_))),
+        "the slot is held"
+    );
+    permit.send(b"reserved").unwrap();
+    assert_eq!(collector.take(2), [b"first".to_vec(), b"reserved".to_vec()]);
+    w.stop(STOP).await.unwrap();
+    assert!(matches!(w.try_reserve(), Err(WriteError::Stopped(()))));
+    reader.stop(STOP).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owned_permit_moves_into_a_task_and_an_unspent_one_gives_its_slot_back() {
+    let sock = temp_sock();
+    let collector = Collector::new();
+    let reader = sock.reader(&collector);
+    let w = Writer::builder(&sock.path)
+        .max_buffered_writes(1)
+        .start()
+        .unwrap();
+    let unspent = w.reserve_owned().await.unwrap();
+    assert!(w.try_reserve().is_err(), "held");
+    drop(unspent);
+    let permit = w.reserve_owned().await.unwrap();
+    tokio::spawn(async move { permit.send(b"from a task".to_vec()).unwrap() })
+        .await
+        .unwrap();
+    assert_eq!(collector.take(1), [b"from a task".to_vec()]);
+    w.stop(STOP).await.unwrap();
+    assert_eq!(w.metrics().delivered, 1);
+    reader.stop(STOP).await.unwrap();
+}
+
+/// One payload trait: borrowed bytes of every shape are copied, owned ones
+/// of every shape queued as they are; all arrive, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_payload_type_arrives() {
+    let sock = temp_sock();
+    let collector = Collector::new();
+    let reader = sock.reader(&collector);
+    let w = Writer::builder(&sock.path).start().unwrap();
+    let v = b"vec ref".to_vec();
+    w.try_send(b"array ref").unwrap();
+    w.try_send(&v).unwrap();
+    w.try_send("str ref").unwrap();
+    w.send(&Bytes::from_static(b"bytes ref")).await.unwrap();
+    w.send(Bytes::from_static(b"bytes")).await.unwrap();
+    w.send(b"vec".to_vec()).await.unwrap();
+    w.send_blocking(String::from("string")).unwrap();
+    w.send_blocking(b"boxed".to_vec().into_boxed_slice())
+        .unwrap();
+    let big = vec![9u8; 100_000];
+    w.send(big.clone()).await.unwrap();
+    w.send(&big).await.unwrap();
+    let want: Vec<Vec<u8>> = [
+        &b"array ref"[..],
+        b"vec ref",
+        b"str ref",
+        b"bytes ref",
+        b"bytes",
+        b"vec",
+        b"string",
+        b"boxed",
+        &big,
+        &big,
+    ]
+    .iter()
+    .map(|m| m.to_vec())
+    .collect();
+    assert_eq!(collector.take(want.len()), want);
+    w.stop(STOP).await.unwrap();
+    reader.stop(STOP).await.unwrap();
 }

@@ -501,7 +501,7 @@ impl Launch {
 ///         Ok(())
 ///     })?;
 /// let writer = udsipc::Writer::builder(&path).start()?;
-/// writer.write_message(b"hello")?;
+/// writer.try_send(b"hello")?;
 /// writer.stop_blocking(Duration::from_secs(5))?;
 /// reader.stop_blocking(Duration::from_secs(5))?;
 /// assert_eq!(writer.metrics().sent, 1);

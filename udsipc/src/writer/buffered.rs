@@ -6,7 +6,7 @@
 //! It owns no state of the Writer: messages are copied into an [`Arena`]
 //! of its own, and a hand-over is the run cut from it, pushed to the queue
 //! as one item (the kind the queue's own arena makes for
-//! [`Writer::send_copy`]), so the writer task, the delivery accounting and
+//! [`Writer::send`]), so the writer task, the delivery accounting and
 //! the retries see nothing new, and no byte is copied twice. Its chunks
 //! come back once written, as the queue's do: nothing is allocated per
 //! hand-over in steady state.
@@ -38,7 +38,7 @@ pub const DEFAULT_BUFFERED_CAPACITY: usize = 256 * 1024;
 /// to the Writer's queue as one entry, without another copy, when the
 /// buffer is full, when [`flush`](Self::flush) is called, and when it is
 /// dropped. For one producer of many small messages this costs a fraction
-/// of [`Writer::send_copy`] per message, which takes the queue's lock each
+/// of [`Writer::send`] per message, which takes the queue's lock each
 /// time so that any number of producers can share the Writer: at 64 B,
 /// 50-55 M against 22-38 M messages per second between two processes on
 /// the 2-core machine of the README's figures. At 1 KiB it wins long
@@ -54,7 +54,7 @@ pub const DEFAULT_BUFFERED_CAPACITY: usize = 256 * 1024;
 /// counts as the messages it holds against
 /// [`max_buffered_writes`](crate::WriterBuilder::max_buffered_writes) and
 /// [`max_buffered_bytes`](crate::WriterBuilder::max_buffered_bytes): a
-/// full queue makes [`send_copy`](Self::send_copy) and `flush` wait, never
+/// full queue makes [`send`](Self::send) and `flush` wait, never
 /// drop. A hand-over holds at most half of `max_buffered_writes`
 /// messages (and of `max_buffered_bytes`), the room the queue wakes its
 /// waiting producers at; when only part of it fits, that part goes in and
@@ -71,7 +71,7 @@ pub const DEFAULT_BUFFERED_CAPACITY: usize = 256 * 1024;
 /// let mut record = [0u8; 64];
 /// for i in 0..100_000u32 {
 ///     record[..4].copy_from_slice(&i.to_le_bytes());
-///     out.send_copy(&record).await?; // copied into the buffer
+///     out.send(&record).await?; // copied into the buffer
 /// }
 /// out.flush().await?; // the rest goes to the queue
 /// drop(out);
@@ -111,21 +111,12 @@ impl std::fmt::Debug for BufferedWriter<'_> {
 
 impl Writer {
     /// A [`BufferedWriter`] in front of this Writer, with a buffer of
-    /// [`DEFAULT_BUFFERED_CAPACITY`] (256 KiB): for one producer of many
-    /// small messages, cheaper per message than
-    /// [`send_copy`](Self::send_copy) (1.5-2.5 times the throughput at
-    /// 64 B). Nothing is allocated before the first message.
+    /// [`DEFAULT_BUFFERED_CAPACITY`] (256 KiB; see
+    /// [`with_capacity`](BufferedWriter::with_capacity)): for one producer
+    /// of many small messages, cheaper per message than
+    /// [`send`](Self::send) (1.5-2.5 times the throughput at 64 B).
+    /// Nothing is allocated before the first message.
     pub fn buffered(&self) -> BufferedWriter<'_> {
-        self.buffered_with_capacity(DEFAULT_BUFFERED_CAPACITY)
-    }
-
-    /// [`buffered`](Self::buffered) with a buffer of `bytes` frame bytes
-    /// (at most half the Writer's `max_buffered_bytes`, if set, as the
-    /// queue wakes waiting producers at half its bound; at least one
-    /// byte). A message whose frame is larger than the buffer goes to
-    /// the queue alone, as [`send_copy`](Self::send_copy) would send it,
-    /// after what the buffer held.
-    pub fn buffered_with_capacity(&self, bytes: usize) -> BufferedWriter<'_> {
         let queue = &self.inner.queue;
         BufferedWriter {
             writer: self,
@@ -133,13 +124,24 @@ impl Writer {
             arena: Arena::new(queue.byte_capacity() / 2),
             count: 0,
             sealed: None,
-            capacity: bytes.min(queue.byte_capacity() / 2).max(1),
+            capacity: 0,
             max_count: u32::try_from((queue.capacity() / 2).max(1)).unwrap_or(u32::MAX),
         }
+        .with_capacity(DEFAULT_BUFFERED_CAPACITY)
     }
 }
 
 impl BufferedWriter<'_> {
+    /// A buffer of `bytes` frame bytes instead (at most half the Writer's
+    /// `max_buffered_bytes`, if set, as the queue wakes waiting producers
+    /// at half its bound; at least one byte). A message whose frame is
+    /// larger than the buffer goes to the queue alone, as
+    /// [`Writer::send`] would send it, after what the buffer held.
+    pub fn with_capacity(mut self, bytes: usize) -> Self {
+        self.capacity = bytes.min(self.inner.queue.byte_capacity() / 2).max(1);
+        self
+    }
+
     /// Copies `data` into the buffer, framed; when the buffer is full, first
     /// hands it to the Writer's queue, waiting for room there (never
     /// dropping). An empty message is accepted and not sent, as Go does.
@@ -151,7 +153,8 @@ impl BufferedWriter<'_> {
     ///
     /// Cancel safe: cancelled while it waits for room, `data` was not
     /// taken and what the buffer held stays in it, in order.
-    pub async fn send_copy(&mut self, data: &[u8]) -> Result<(), WriteError<()>> {
+    pub async fn send(&mut self, data: impl AsRef<[u8]>) -> Result<(), WriteError<()>> {
+        let data = data.as_ref();
         if data.is_empty() {
             return Ok(());
         }
@@ -161,21 +164,22 @@ impl BufferedWriter<'_> {
             self.flush().await?;
         }
         if frame_len > self.capacity {
-            return self.writer.send_copy(data).await;
+            return self.writer.send(data).await;
         }
         self.append(data, frame_len);
         Ok(())
     }
 
-    /// [`send_copy`](Self::send_copy) for synchronous code: waits for room
+    /// [`send`](Self::send) for synchronous code: waits for room
     /// by blocking the calling thread, as
-    /// [`Writer::send_copy_blocking`] does (on a current-thread runtime's
+    /// [`Writer::send_blocking`] does (on a current-thread runtime's
     /// own thread it cannot wait: a full queue then refuses with
     /// [`WriteError::BufferFull`], and nothing is lost: `data` was not
     /// taken and the buffer keeps what it held; except that a message
-    /// larger than the buffer goes through `Writer::send_copy_blocking`,
+    /// larger than the buffer goes through `Writer::send_blocking`,
     /// whose refusal there is counted as dropped).
-    pub fn send_copy_blocking(&mut self, data: &[u8]) -> Result<(), WriteError<()>> {
+    pub fn send_blocking(&mut self, data: impl AsRef<[u8]>) -> Result<(), WriteError<()>> {
+        let data = data.as_ref();
         if data.is_empty() {
             return Ok(());
         }
@@ -185,7 +189,7 @@ impl BufferedWriter<'_> {
             self.flush_blocking()?;
         }
         if frame_len > self.capacity {
-            return self.writer.send_copy_blocking(data);
+            return self.writer.send_blocking(data);
         }
         self.append(data, frame_len);
         Ok(())
@@ -289,9 +293,9 @@ impl BufferedWriter<'_> {
             let (frames, count) = self.sealed.take().expect("sealed above");
             let queue = &self.inner.queue;
             match queue.push_run_deferred(frames, count, past_bounds) {
-                Ok(RunPush::Taken(first)) => self.writer.queued(first),
+                Ok(RunPush::Taken(first)) => self.writer.inner.queued(first),
                 Ok(RunPush::Part(first, rest, left)) => {
-                    self.writer.queued(first);
+                    self.writer.inner.queued(first);
                     let need = (left as usize, rest.len());
                     self.sealed = Some((rest, left));
                     return Ok(Some(need));

@@ -19,9 +19,26 @@ use crate::metrics::{WriterCounters, WriterMetrics};
 /// Sends length-prefixed messages to a Unix socket, reconnecting as needed
 /// (Go: `udsipc.Writer`).
 ///
-/// `write_message` never blocks: when `max_buffered_writes` messages are
-/// waiting it refuses with [`WriteError::BufferFull`] and counts a drop, as
-/// Go does. [`send`](Self::send) waits for room instead.
+/// # Sending
+///
+/// One table, on tokio `mpsc::Sender`'s model. Every way takes any
+/// [`Payload`](crate::Payload): borrowed bytes (`&[u8]`, `&Vec<u8>`, `&str`,
+/// …) are copied once, owned ones (`Bytes`, `Vec<u8>`, `String`,
+/// `Box<[u8]>`) are queued without a copy; a refusal hands an owned message
+/// back (a borrowed one is still the caller's). Empty messages are accepted
+/// and not sent, as in Go.
+///
+/// | when the queue is full… | async | blocking (sync code) | tokio | Go |
+/// |---|---|---|---|---|
+/// | refuse at once (`BufferFull`, counted in `dropped`) | [`try_send`](Self::try_send) | the same | `try_send` | `WriteMessage` |
+/// | wait for room | [`send`](Self::send) | [`send_blocking`](Self::send_blocking) | `send`, `blocking_send` | - |
+/// | wait at most a timeout (`Timeout`, not a drop) | [`send_timeout`](Self::send_timeout) | [`send_timeout_blocking`](Self::send_timeout_blocking) | `send_timeout` | - |
+/// | wait for room without the message in hand (cancel safe) | [`reserve`](Self::reserve) → [`Permit`](crate::Permit), [`reserve_owned`](Self::reserve_owned) → [`OwnedPermit`](crate::OwnedPermit) | - | `reserve`, `reserve_owned` | - |
+/// | hold a slot only if there is room now | [`try_reserve`](Self::try_reserve) | the same | `try_reserve` | - |
+/// | one producer of many small messages (no lock per message) | [`buffered`](Self::buffered) → [`BufferedWriter`](crate::BufferedWriter) `send`/`flush` | `send_blocking`/`flush_blocking` | - | - |
+/// | a `futures::Sink<Bytes>` (feature `futures`) | [`into_sink`](Self::into_sink) | - | `PollSender` | - |
+///
+/// Every way fails with [`WriteError::Stopped`] once the Writer is stopping.
 ///
 /// Delivery: a slow or paused reader is backpressure (the socket fills, then
 /// the queue, then producers wait or see `BufferFull`), never a reason to

@@ -17,14 +17,14 @@ mod inner;
 pub(crate) mod machine;
 mod queue;
 #[cfg(feature = "futures")]
+mod send;
 mod sink;
-mod waiting;
 
 pub use buffered::{BufferedWriter, DEFAULT_BUFFERED_CAPACITY};
 pub use inner::Writer;
+pub use send::{OwnedPermit, Payload, Permit};
 #[cfg(feature = "futures")]
 pub use sink::{SinkError, WriterSink};
-pub use waiting::Permit;
 
 use engine::Engine;
 use inner::{ErrorCallback, WriterInner};
@@ -35,14 +35,13 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
 use tokio::runtime::Handle;
 
-use crate::error::{ConfigError, StartError, StopError, WriteError, WriterError};
+use crate::error::{ConfigError, StartError, StopError, WriterError};
 use crate::lifecycle::{PhaseCell, Tasks};
 use crate::metrics::{WriterCounters, WriterMetrics};
 use crate::socket;
-use queue::{Queue, Refused};
+use queue::Queue;
 
 /// Default queue capacity: 10,000 messages (Go: `WithMaxBufferedWrites`).
 pub const DEFAULT_MAX_BUFFERED_WRITES: usize = 10_000;
@@ -132,7 +131,7 @@ impl WriterBuilder {
     }
 
     /// How many messages may wait (queued or being written) before
-    /// [`Writer::write_message`] refuses with `BufferFull`. Must be above
+    /// [`Writer::try_send`] refuses with `BufferFull`. Must be above
     /// zero. Default 10,000.
     pub fn max_buffered_writes(mut self, n: usize) -> Self {
         self.max_buffered_writes = n;
@@ -304,164 +303,6 @@ impl Writer {
     /// A builder for a Writer to `path` (Go: `NewWriter`).
     pub fn builder(path: impl AsRef<Path>) -> WriterBuilder {
         WriterBuilder::new(path.as_ref().to_owned())
-    }
-
-    /// Queues a copy of `data` without blocking (Go: `WriteMessage`; tokio:
-    /// `Sender::try_send`). Empty messages are accepted and not sent, as in
-    /// Go.
-    pub fn write_message(&self, data: &[u8]) -> Result<(), WriteError<()>> {
-        if data.is_empty() {
-            return Ok(());
-        }
-        let first = self
-            .inner
-            .queue
-            .push_copy_deferred(data)
-            .map_err(|r| self.refused(r, ()))?;
-        self.queued(first);
-        Ok(())
-    }
-
-    /// After a push that did not wake the writer task: a message queued into
-    /// an empty queue is written now by this thread if the connection is
-    /// idle (see `driver::write_now`), and only then is the task woken (its
-    /// wake-up is not on the message's way), if it still has anything to do.
-    fn queued(&self, first: bool) {
-        if first && driver::write_now(&self.inner) {
-            self.inner.queue.wake_writer();
-        }
-    }
-
-    /// Queues owned bytes without copying and without blocking; a refused
-    /// message is handed back inside the error.
-    pub fn write_bytes(&self, data: impl Into<Bytes>) -> Result<(), WriteError<Bytes>> {
-        let data = data.into();
-        if data.is_empty() {
-            return Ok(());
-        }
-        let first = self
-            .inner
-            .queue
-            .push_owned_deferred(data)
-            .map_err(|(r, data)| self.refused(r, data))?;
-        self.queued(first);
-        Ok(())
-    }
-
-    fn refused<T>(&self, reason: Refused, data: T) -> WriteError<T> {
-        match reason {
-            Refused::Full => {
-                self.inner.counters.dropped.fetch_add(1, Relaxed);
-                WriteError::BufferFull(data)
-            }
-            Refused::Closed => WriteError::Stopped(data),
-        }
-    }
-
-    /// Queues owned bytes, waiting for room instead of dropping. Fails only
-    /// once the Writer is stopping (tokio: `Sender::send`).
-    ///
-    /// Messages up to 256 bytes are copied into the queue anyway: for them,
-    /// [`send_copy`](Self::send_copy) from a buffer of the caller's costs
-    /// less than making a `Bytes` (about 26 instead of 44 ns per 64-byte
-    /// message, producer and writing together, on the 2-core machine of the
-    /// README's figures), and a [`BufferedWriter`] of one producer's own
-    /// less again (no lock per message). Larger ones are queued as they
-    /// are, not copied.
-    ///
-    /// # Cancel safety
-    ///
-    /// Not cancel safe, as tokio's `Sender::send`: if the future is dropped
-    /// while it waits for room (a `select!` branch that lost, a timeout), the
-    /// message was not queued and is lost with the future (not counted
-    /// anywhere). To wait without that risk, use [`reserve`](Self::reserve)
-    /// and spend the [`Permit`].
-    pub async fn send(&self, data: impl Into<Bytes>) -> Result<(), WriteError<Bytes>> {
-        let data = data.into();
-        if data.is_empty() {
-            return Ok(());
-        }
-        match self.inner.queue.push_owned_deferred(data) {
-            Ok(first) => {
-                self.queued(first);
-                Ok(())
-            }
-            Err((Refused::Closed, back)) => Err(WriteError::Stopped(back)),
-            // The waiting part is boxed: this future is moved on every call,
-            // and unboxed it would be several times larger. It is allocated
-            // only when the producer must wait for room anyway.
-            Err((Refused::Full, back)) => Box::pin(self.send_when_room(back)).await,
-        }
-    }
-
-    async fn send_when_room(&self, mut data: Bytes) -> Result<(), WriteError<Bytes>> {
-        loop {
-            let need = crate::writer::queue::frame_len_of(data.len());
-            self.inner.queue.wait_room(need).await;
-            match self.inner.queue.push_owned(data) {
-                Ok(()) => return Ok(()),
-                Err((Refused::Closed, back)) => return Err(WriteError::Stopped(back)),
-                Err((Refused::Full, back)) => data = back,
-            }
-        }
-    }
-
-    /// Queues a copy of `data`, waiting for room instead of dropping: the
-    /// borrowed counterpart of [`send`](Self::send), for messages that live
-    /// in the caller's buffer (no `Bytes` to make, no allocation per
-    /// message). Fails only once the Writer is stopping. It takes the
-    /// queue's lock for each message, so that producers can share the
-    /// Writer; one producer of many small messages goes faster through
-    /// [`buffered`](Self::buffered).
-    ///
-    /// # Cancel safety
-    ///
-    /// As [`send`](Self::send): a future dropped while it waits for room
-    /// has not queued the message (the caller still holds it).
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// # let dir = tempfile::tempdir()?;
-    /// # let path = dir.path().join("app.sock");
-    /// let reader = udsipc::Reader::builder(&path).start(|_msg: &[u8]| Ok(()))?;
-    /// let writer = udsipc::Writer::builder(&path).max_buffered_writes(16).start()?;
-    /// let mut record = [0u8; 64];
-    /// for i in 0..1_000u32 {
-    ///     record[..4].copy_from_slice(&i.to_le_bytes());
-    ///     writer.send_copy(&record).await?; // waits, never drops
-    /// }
-    /// writer.stop(std::time::Duration::from_secs(5)).await?;
-    /// assert_eq!(writer.metrics().dropped, 0);
-    /// # reader.stop(std::time::Duration::from_secs(5)).await?;
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub async fn send_copy(&self, data: &[u8]) -> Result<(), WriteError<()>> {
-        if data.is_empty() {
-            return Ok(());
-        }
-        match self.inner.queue.push_copy_deferred(data) {
-            Ok(first) => {
-                self.queued(first);
-                Ok(())
-            }
-            Err(Refused::Closed) => Err(WriteError::Stopped(())),
-            // Boxed as in `send`: allocated only when the producer must wait.
-            Err(Refused::Full) => Box::pin(self.send_copy_when_room(data)).await,
-        }
-    }
-
-    async fn send_copy_when_room(&self, data: &[u8]) -> Result<(), WriteError<()>> {
-        let need = crate::writer::queue::frame_len_of(data.len());
-        loop {
-            self.inner.queue.wait_room(need).await;
-            match self.inner.queue.push_copy(data) {
-                Ok(()) => return Ok(()),
-                Err(Refused::Closed) => return Err(WriteError::Stopped(())),
-                Err(Refused::Full) => {}
-            }
-        }
     }
 
     /// A snapshot of the counters (Go: `GetMetrics`).

@@ -32,6 +32,33 @@ pub(crate) const COPY_OWNED_MAX: usize = 256;
 /// completed batches.
 const WAKE_EVERY: usize = 8;
 
+/// A message to queue: borrowed (copied in) or owned (kept when large).
+#[derive(Debug)]
+pub enum Body<'a> {
+    /// The caller's bytes, copied into the queue.
+    Borrowed(&'a [u8]),
+    /// Bytes the queue may keep as they are.
+    Owned(Bytes),
+}
+
+impl Body<'_> {
+    /// The message's length in bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        match self {
+            Body::Borrowed(b) => b,
+            Body::Owned(b) => b,
+        }
+    }
+}
+
 /// One queued message, or a run of small messages framed back to back.
 #[derive(Debug, Clone)]
 pub(crate) struct Item {
@@ -336,7 +363,7 @@ impl Queue {
     }
 
     /// Wakes the writer task for messages a caller queued without waking
-    /// it (see [`push_copy_deferred`](Self::push_copy_deferred)).
+    /// it (see [`push`](Self::push)).
     pub(crate) fn wake_writer(&self) {
         #[cfg(test)]
         self.producer_wakes.fetch_add(1, Ordering::Relaxed);
@@ -353,30 +380,56 @@ impl Queue {
         }
     }
 
-    /// Copies `body` into the queue.
-    pub(crate) fn push_copy(&self, body: &[u8]) -> Result<(), Refused> {
-        self.push_copy_with(body, true).map(|_| ())
-    }
-
-    /// Copies `body` into the queue without waking the writer task; whether
-    /// the queue was empty (then the caller must [`wake_writer`]
-    /// (Self::wake_writer), after trying to write the message itself).
-    pub(crate) fn push_copy_deferred(&self, body: &[u8]) -> Result<bool, Refused> {
-        self.push_copy_with(body, false)
-    }
-
-    fn push_copy_with(&self, body: &[u8], wake: bool) -> Result<bool, Refused> {
+    /// Queues one message without waking the writer task: the one push of
+    /// a single message. Returns whether the queue was empty (the caller
+    /// then hands the message on: `WriterInner::queued` writes it at once
+    /// or wakes the task); refused, the body is handed back.
+    ///
+    /// Borrowed bodies are copied into the arena (large ones into an
+    /// allocation of their own, made outside the lock and only if the
+    /// message would be admitted); owned ones up to [`COPY_OWNED_MAX`] are
+    /// copied too, larger ones queued as they are. `reserved`: into a slot
+    /// held by [`reserve_slot`](Self::reserve_slot), spent either way (no
+    /// bound applies; a closed queue refuses).
+    pub(crate) fn push<'a>(
+        &self,
+        body: Body<'a>,
+        reserved: bool,
+    ) -> Result<bool, (Refused, Body<'a>)> {
         let frame_len = frame_len_of(body.len());
-        if frame_len > ARENA_MAX_FRAME {
-            // Large: copied outside the lock, if it would be admitted now
-            // (so that a refusal costs no copy), then admitted again.
-            self.admit(&self.lock(), frame_len)?;
-            let bytes = Bytes::copy_from_slice(body);
-            return self.push_owned_with(bytes, wake).map_err(|(r, _)| r);
-        }
+        let copy = match body {
+            Body::Borrowed(b) if frame_len > ARENA_MAX_FRAME => {
+                if !reserved {
+                    if let Err(r) = self.admit(&self.lock(), frame_len) {
+                        return Err((r, body));
+                    }
+                }
+                Some(Bytes::copy_from_slice(b))
+            }
+            _ => None,
+        };
         let mut st = self.lock();
-        self.admit(&st, frame_len)?;
-        Ok(self.append(&mut st, body, frame_len, wake))
+        if reserved {
+            if st.closed {
+                drop(st);
+                self.release_reserved();
+                return Err((Refused::Closed, body));
+            }
+            // The slot becomes the message's. Released first, so that a
+            // lock-free reader of `used()` may see one less (and retry under
+            // the lock), never one more (and wait for a wake-up that may
+            // not come).
+            self.reserved.fetch_sub(1, Ordering::SeqCst);
+        } else if let Err(r) = self.admit(&st, frame_len) {
+            return Err((r, body));
+        }
+        Ok(match (body, copy) {
+            (_, Some(bytes)) => self.enqueue(&mut st, Item::new(bytes, false), false),
+            (Body::Owned(bytes), None) if bytes.len() > COPY_OWNED_MAX => {
+                self.enqueue(&mut st, Item::new(bytes, false), false)
+            }
+            (body, None) => self.append(&mut st, body.as_slice(), frame_len, false),
+        })
     }
 
     /// Appends one frame to the arena's run (admitted by the caller); whether
@@ -403,34 +456,9 @@ impl Queue {
         st.arena.next_chunk(frame_len);
     }
 
-    /// Queues `body` (copied into the arena when small, else as it is);
-    /// hands it back when refused.
-    pub(crate) fn push_owned(&self, body: Bytes) -> Result<(), (Refused, Bytes)> {
-        self.push_owned_with(body, true).map(|_| ())
-    }
-
-    /// [`push_owned`](Self::push_owned) without waking the writer task, as
-    /// [`push_copy_deferred`](Self::push_copy_deferred).
-    pub(crate) fn push_owned_deferred(&self, body: Bytes) -> Result<bool, (Refused, Bytes)> {
-        self.push_owned_with(body, false)
-    }
-
-    fn push_owned_with(&self, body: Bytes, wake: bool) -> Result<bool, (Refused, Bytes)> {
-        let mut st = self.lock();
-        let frame_len = frame_len_of(body.len());
-        if let Err(r) = self.admit(&st, frame_len) {
-            return Err((r, body));
-        }
-        Ok(if body.len() <= COPY_OWNED_MAX {
-            self.append(&mut st, &body, frame_len, wake)
-        } else {
-            self.enqueue(&mut st, Item::new(body, false), wake)
-        })
-    }
-
     /// Queues `frames`, `count` messages framed back to back (cut from a
     /// producer's own arena), as one run, without waking the writer task
-    /// (as [`push_copy_deferred`](Self::push_copy_deferred)). Taken whole
+    /// (as [`push`](Self::push)). Taken whole
     /// when `count` more messages and the frames' bytes fit, or into an
     /// empty queue whatever their number and size, or with `past_bounds`
     /// whenever the queue is open (a batch that cannot wait: bounded by the
@@ -486,7 +514,7 @@ impl Queue {
         (used == 0 || used + count <= self.capacity) && self.bytes_fit(st, frame_len)
     }
 
-    /// Holds one slot of the capacity for a later `push_reserved` (or
+    /// Holds one slot of the capacity for a later reserved `push` (or
     /// `release_reserved`): no other push can take it meanwhile. With a
     /// byte limit, a slot is given while the queued bytes are below it, and
     /// its message is then taken whatever its size.
@@ -494,29 +522,6 @@ impl Queue {
         let st = self.lock();
         self.admit(&st, 1)?;
         self.reserved.fetch_add(1, Ordering::SeqCst);
-        Ok(())
-    }
-
-    /// Queues `body` into a slot held by `reserve_slot` (copied into the
-    /// arena when small, as `push_owned` does). The slot is spent either
-    /// way; a closed queue hands `body` back.
-    pub(crate) fn push_reserved(&self, body: Bytes) -> Result<(), Bytes> {
-        let mut st = self.lock();
-        if st.closed {
-            drop(st);
-            self.release_reserved();
-            return Err(body);
-        }
-        // The slot becomes the message's. Released first, so that a lock-free
-        // reader of `used()` may see one less (and retry under the lock),
-        // never one more (and wait for a wake-up that may not come).
-        self.reserved.fetch_sub(1, Ordering::SeqCst);
-        if body.len() <= COPY_OWNED_MAX {
-            let frame_len = frame_len_of(body.len());
-            self.append(&mut st, &body, frame_len, true);
-        } else {
-            self.enqueue(&mut st, Item::new(body, false), true);
-        }
         Ok(())
     }
 
@@ -639,6 +644,39 @@ impl Queue {
         drop(st);
         self.complete(n, bytes);
         n
+    }
+}
+
+#[cfg(test)]
+impl Queue {
+    /// A borrowed push that wakes the writer task itself.
+    pub(crate) fn push_copy(&self, body: &[u8]) -> Result<(), Refused> {
+        self.push_woken(Body::Borrowed(body)).map_err(|(r, _)| r)
+    }
+
+    /// An owned push that wakes the writer task itself.
+    pub(crate) fn push_owned(&self, body: Bytes) -> Result<(), (Refused, Bytes)> {
+        self.push_woken(Body::Owned(body))
+            .map_err(|(r, b)| match b {
+                Body::Owned(b) => (r, b),
+                Body::Borrowed(b) => (r, Bytes::copy_from_slice(b)),
+            })
+    }
+
+    /// A push into a held slot, handed back when refused.
+    pub(crate) fn push_reserved(&self, body: Bytes) -> Result<(), Bytes> {
+        match self.push(Body::Owned(body), true) {
+            Ok(_) => Ok(()),
+            Err((_, Body::Owned(b))) => Err(b),
+            Err((_, Body::Borrowed(b))) => Err(Bytes::copy_from_slice(b)),
+        }
+    }
+
+    fn push_woken<'a>(&self, body: Body<'a>) -> Result<(), (Refused, Body<'a>)> {
+        if self.push(body, false)? {
+            self.wake_writer();
+        }
+        Ok(())
     }
 }
 

@@ -3,7 +3,7 @@
 //! (`stream.forward(writer.into_sink())`).
 //!
 //! This module owns the adapter's one-message buffer and its pending waits;
-//! it reaches the queue only through `push_owned`/`wait_room` and stops the
+//! it reaches the queue only through the Writer's push and `wait_room` and stops the
 //! Writer only through its `stop`.
 
 use std::future::Future;
@@ -132,7 +132,7 @@ impl WriterSink {
             let Some(msg) = self.held.take() else {
                 return Poll::Ready(Ok(()));
             };
-            match self.writer.inner.queue.push_owned(msg) {
+            match self.writer.inner.push_owned(msg) {
                 Ok(()) => return Poll::Ready(Ok(())),
                 Err((Refused::Closed, back)) => return Poll::Ready(Err(SinkError::Stopped(back))),
                 Err((Refused::Full, back)) => {
@@ -161,7 +161,7 @@ impl Sink<Bytes> for WriterSink {
         if this.held.is_some() {
             return Err(SinkError::NotReady(item));
         }
-        match this.writer.inner.queue.push_owned(item) {
+        match this.writer.inner.push_owned(item) {
             Ok(()) => Ok(()),
             Err((Refused::Closed, back)) => Err(SinkError::Stopped(back)),
             Err((Refused::Full, back)) => {

@@ -43,8 +43,8 @@ async fn a_panicked_writer_task_surfaces_as_task_panicked_at_stop() {
     let path = dir.path().join("w.sock");
     let _listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
     let w = Writer::builder(&path).start().unwrap();
-    w.write_message(b"before").unwrap();
-    w.write_message(PANIC_BODY).unwrap();
+    w.try_send(b"before").unwrap();
+    w.try_send(PANIC_BODY).unwrap();
     let handle = w.metrics_handle();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while !handle.is_finished() {
@@ -91,7 +91,7 @@ fn a_stop_cancelled_while_the_task_dials_counts_the_whole_queue_as_discarded() {
             tokio::task::yield_now().await;
         }
         for i in 0..100u32 {
-            w.write_message(&i.to_be_bytes()).unwrap();
+            w.try_send(&i.to_be_bytes()).unwrap();
         }
         // One poll begins the stop (queue closed, drain); dropping it
         // forces. Then the dial goes on and sees the force.
@@ -152,7 +152,7 @@ fn messages_close_together_on_an_idle_connection_are_written_by_the_producer() {
         .unwrap();
     // The first message goes through the task: it dials and proves the
     // connection.
-    w.write_message(b"first").unwrap();
+    w.try_send(b"first").unwrap();
     rt.block_on(async {
         while w.metrics().delivered < 1 {
             tokio::time::sleep(Duration::from_millis(1)).await;
@@ -160,7 +160,7 @@ fn messages_close_together_on_an_idle_connection_are_written_by_the_producer() {
         tokio::task::yield_now().await;
     });
     for m in [&b"a"[..], b"b", b"c"] {
-        w.write_message(m).unwrap();
+        w.try_send(m).unwrap();
     }
     let rest = reading.join().unwrap();
     assert_eq!(
@@ -204,12 +204,12 @@ fn a_direct_write_wakes_the_task_only_for_what_its_wait_lacks() {
     };
     // The first message goes through the task: it dials and proves the
     // connection. Then the connection is idle and nothing is unread.
-    w.write_message(b"first").unwrap();
+    w.try_send(b"first").unwrap();
     settle(1);
     let wakes = || w.inner.queue.producer_wakes.load(Ordering::Relaxed);
     // Written by this thread; the task is woken if its wait lacks the
     // delivery check's timer, and arms it.
-    w.write_message(b"a").unwrap();
+    w.try_send(b"a").unwrap();
     rt.block_on(async {
         for _ in 0..10 {
             tokio::task::yield_now().await;
@@ -219,7 +219,7 @@ fn a_direct_write_wakes_the_task_only_for_what_its_wait_lacks() {
     // Past the producers' direct-write interval. The task does not run
     // during the call (its runtime is this thread's and is not polled).
     std::thread::sleep(Duration::from_micros(200));
-    w.write_message(b"b").unwrap();
+    w.try_send(b"b").unwrap();
     assert_eq!(wakes(), before, "nothing new for the task");
     go.send(()).unwrap();
     settle(3);
@@ -269,7 +269,7 @@ async fn the_readers_reads_alone_move_a_fresh_connection_and_a_drain_on() {
     let w = Writer::builder(&path).start().unwrap();
     let sent: Vec<Vec<u8>> = (0..10u8).map(|i| vec![i; 64]).collect();
     for m in &sent {
-        w.send_copy(m).await.unwrap();
+        w.send(m).await.unwrap();
     }
     // Each stage waits on the reader; the stop waits until all is read.
     let stopped = tokio::time::timeout(Duration::from_secs(20), w.stop(Duration::from_secs(60)));

@@ -1,0 +1,530 @@
+//! The Writer's sending API, on tokio `mpsc::Sender`'s model: one table of
+//! ways in (see [`Writer`]'s docs), one [`Payload`] trait that decides by
+//! the argument's type whether a message is copied (borrowed bytes) or
+//! queued as it is (owned bytes), and one way each to wait for room:
+//! async, blocking, bounded or not, with or without the message in hand
+//! ([`Permit`], [`OwnedPermit`]).
+//!
+//! This module owns no state: it combines the queue's single push, its
+//! held slots and its room gate, so it cannot disturb the writer task.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::time::Instant;
+
+use super::inner::{Writer, WriterInner};
+use super::queue::{Body, Refused, frame_len_of};
+use crate::error::{StopError, WriteError};
+use crate::lifecycle::Phase;
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// A message a [`Writer`] can queue: borrowed bytes are copied into the
+/// queue (one copy, no allocation per small message), owned bytes are
+/// queued as they are (no copy; messages up to 256 bytes are copied
+/// anyway, which costs less than a queue entry of their own).
+///
+/// | argument | queued | handed back when refused |
+/// |---|---|---|
+/// | `&[u8]`, `&Vec<u8>`, `&[u8; N]`, `&str`, `&Bytes`, … (any `&T` where `T: AsRef<[u8]>`) | copied | `()`: the caller still holds them |
+/// | [`Bytes`], `Vec<u8>`, `Box<[u8]>`, `String` | as they are | as [`Bytes`] |
+///
+/// Sealed: the table is the whole list.
+pub trait Payload<'a>: sealed::Sealed + Sized {
+    /// What a refusal hands back: `()` for borrowed bytes, the owned ones.
+    type Back;
+    #[doc(hidden)]
+    fn into_body(self) -> Body<'a>;
+    #[doc(hidden)]
+    fn back(body: Body<'a>) -> Self::Back;
+}
+
+impl<T: AsRef<[u8]> + ?Sized> sealed::Sealed for &T {}
+impl<'a, T: AsRef<[u8]> + ?Sized> Payload<'a> for &'a T {
+    /// Nothing: the caller still holds the bytes (and an error that
+    /// borrows nothing goes through `?` into any error type).
+    type Back = ();
+    fn into_body(self) -> Body<'a> {
+        Body::Borrowed(self.as_ref())
+    }
+    fn back(_: Body<'a>) {}
+}
+
+macro_rules! owned_payload {
+    ($($t:ty),*) => {$(
+        impl sealed::Sealed for $t {}
+        impl<'a> Payload<'a> for $t {
+            type Back = Bytes;
+            fn into_body(self) -> Body<'a> {
+                Body::Owned(Bytes::from(self))
+            }
+            fn back(body: Body<'a>) -> Bytes {
+                match body {
+                    Body::Owned(b) => b,
+                    Body::Borrowed(b) => Bytes::copy_from_slice(b),
+                }
+            }
+        }
+    )*};
+}
+owned_payload!(Bytes, Vec<u8>, Box<[u8]>, String);
+
+/// A slot in a Writer's queue, held for you by [`Writer::reserve`] or
+/// [`Writer::try_reserve`]; spend it with [`Permit::send`] (tokio:
+/// `mpsc::Permit`).
+///
+/// While the permit lives, the slot counts against
+/// [`max_buffered_writes`](crate::WriterBuilder::max_buffered_writes): no
+/// other producer can take it, so [`send`](Self::send) never fails with
+/// `BufferFull`. Dropping the permit unused gives the slot back.
+#[derive(Debug)]
+#[must_use = "a permit holds a queue slot until `send` is called or it is dropped"]
+pub struct Permit<'w> {
+    slot: Slot<&'w Writer>,
+}
+
+/// A [`Permit`] that owns a handle on the Writer's state, so it can be
+/// moved into a task or kept in a struct (tokio: `mpsc::OwnedPermit`);
+/// from [`Writer::reserve_owned`].
+#[derive(Debug)]
+#[must_use = "a permit holds a queue slot until `send` is called or it is dropped"]
+pub struct OwnedPermit {
+    slot: Slot<Arc<WriterInner>>,
+}
+
+/// A held queue slot of the Writer behind `W`, given back when dropped
+/// unspent.
+struct Slot<W: AsInner> {
+    writer: W,
+    held: bool,
+}
+
+impl<W: AsInner> std::fmt::Debug for Slot<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Permit").field("held", &self.held).finish()
+    }
+}
+
+trait AsInner {
+    fn inner(&self) -> &WriterInner;
+}
+impl AsInner for &Writer {
+    fn inner(&self) -> &WriterInner {
+        &self.inner
+    }
+}
+impl AsInner for Arc<WriterInner> {
+    fn inner(&self) -> &WriterInner {
+        self
+    }
+}
+
+impl<W: AsInner> Slot<W> {
+    fn send<'a, P: Payload<'a>>(&mut self, msg: P) -> Result<(), WriteError<P::Back>> {
+        let body = msg.into_body();
+        if body.is_empty() {
+            return Ok(()); // dropping the slot gives it back
+        }
+        self.held = false;
+        let inner = self.writer.inner();
+        match inner.queue.push(body, true) {
+            Ok(first) => {
+                inner.queued(first);
+                Ok(())
+            }
+            Err((_, back)) => Err(WriteError::Stopped(P::back(back))),
+        }
+    }
+}
+
+impl<W: AsInner> Drop for Slot<W> {
+    fn drop(&mut self) {
+        if self.held {
+            self.writer.inner().queue.release_reserved();
+        }
+    }
+}
+
+impl Permit<'_> {
+    /// Queues `msg` into the held slot, without waiting. An empty message
+    /// is accepted and not sent (the slot is given back).
+    ///
+    /// Errors: [`WriteError::Stopped`] (the message handed back) if the
+    /// Writer began stopping after the permit was given. Never `BufferFull`.
+    pub fn send<'a, P: Payload<'a>>(mut self, msg: P) -> Result<(), WriteError<P::Back>> {
+        self.slot.send(msg)
+    }
+}
+
+impl OwnedPermit {
+    /// As [`Permit::send`].
+    pub fn send<'a, P: Payload<'a>>(mut self, msg: P) -> Result<(), WriteError<P::Back>> {
+        self.slot.send(msg)
+    }
+}
+
+/// When a wait for room ends: never, or at an instant.
+type Deadline = Option<Instant>;
+
+fn deadline_in(timeout: Duration) -> Deadline {
+    // A timeout too large for the clock never comes.
+    Instant::now().checked_add(timeout)
+}
+
+impl WriterInner {
+    /// After a push: a message queued into an empty queue is written now by
+    /// this thread if the connection is idle (see `driver::write_now`), and
+    /// only then is the task woken (its wake-up is not on the message's
+    /// way), if it still has anything to do.
+    pub(super) fn queued(&self, first: bool) {
+        if first && super::driver::write_now(self) {
+            self.queue.wake_writer();
+        }
+    }
+
+    fn refused<T>(&self, reason: Refused, msg: T) -> WriteError<T> {
+        match reason {
+            Refused::Full => {
+                self.counters.dropped.fetch_add(1, Relaxed);
+                WriteError::BufferFull(msg)
+            }
+            Refused::Closed => WriteError::Stopped(msg),
+        }
+    }
+
+    /// Queues `body` once: whether it was taken, else why not and the body.
+    fn push<'a>(&self, body: Body<'a>) -> Result<(), (Refused, Body<'a>)> {
+        let first = self.queue.push(body, false)?;
+        self.queued(first);
+        Ok(())
+    }
+
+    /// [`push`](Self::push) of owned bytes, handed back as they were.
+    pub(super) fn push_owned(&self, msg: Bytes) -> Result<(), (Refused, Bytes)> {
+        self.push(Body::Owned(msg))
+            .map_err(|(r, back)| (r, <Bytes as Payload<'_>>::back(back)))
+    }
+
+    /// Pushes `body`, waiting for room until `deadline`.
+    async fn push_waiting<'a>(
+        &self,
+        mut body: Body<'a>,
+        deadline: Deadline,
+    ) -> Result<(), WriteError<Body<'a>>> {
+        let need = frame_len_of(body.len());
+        loop {
+            match self.push(body) {
+                Ok(()) => return Ok(()),
+                Err((Refused::Closed, back)) => return Err(WriteError::Stopped(back)),
+                Err((Refused::Full, back)) => body = back,
+            }
+            let wait = self.queue.wait_room(need);
+            match deadline {
+                None => wait.await,
+                Some(at) => {
+                    if tokio::time::timeout_at(at, wait).await.is_err() {
+                        return Err(WriteError::Timeout(body));
+                    }
+                }
+            }
+        }
+    }
+
+    fn stopping(&self) -> bool {
+        self.phase.get() != Phase::Running
+    }
+}
+
+impl Writer {
+    /// Queues `msg` without waiting (Go: `WriteMessage`; tokio:
+    /// `Sender::try_send`). Empty messages are accepted and not sent, as in
+    /// Go.
+    ///
+    /// Errors: [`WriteError::BufferFull`] when `max_buffered_writes`
+    /// messages (or `max_buffered_bytes`) are queued, counted in `dropped`;
+    /// [`WriteError::Stopped`] once the Writer is stopping. Both hand the
+    /// message back.
+    pub fn try_send<'a, P: Payload<'a>>(&self, msg: P) -> Result<(), WriteError<P::Back>> {
+        let body = msg.into_body();
+        if body.is_empty() {
+            return Ok(());
+        }
+        self.inner
+            .push(body)
+            .map_err(|(r, back)| self.inner.refused(r, P::back(back)))
+    }
+
+    /// Queues `msg`, waiting for room instead of dropping (tokio:
+    /// `Sender::send`). Fails only once the Writer is stopping.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe, as tokio's `Sender::send`: if the future is dropped
+    /// while it waits for room (a `select!` branch that lost), an owned
+    /// message was not queued and is lost with the future (not counted
+    /// anywhere); a borrowed one is still the caller's. To wait without
+    /// that risk, use [`reserve`](Self::reserve) and spend the [`Permit`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("app.sock");
+    /// let reader = udsipc::Reader::builder(&path).start(|_msg: &[u8]| Ok(()))?;
+    /// let writer = udsipc::Writer::builder(&path).max_buffered_writes(16).start()?;
+    /// let mut record = [0u8; 64];
+    /// for i in 0..1_000u32 {
+    ///     record[..4].copy_from_slice(&i.to_le_bytes());
+    ///     writer.send(&record).await?; // copied; waits, never drops
+    /// }
+    /// writer.send(b"owned, not copied".to_vec()).await?;
+    /// writer.stop(std::time::Duration::from_secs(5)).await?;
+    /// assert_eq!(writer.metrics().dropped, 0);
+    /// # reader.stop(std::time::Duration::from_secs(5)).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn send<'a, P: Payload<'a>>(&self, msg: P) -> Result<(), WriteError<P::Back>> {
+        self.send_until(msg, None).await
+    }
+
+    /// [`send`](Self::send) that waits for room at most `timeout` (tokio:
+    /// `Sender::send_timeout`): [`WriteError::Timeout`] then, the message
+    /// handed back and not counted as dropped. Cancel safety as `send`.
+    pub async fn send_timeout<'a, P: Payload<'a>>(
+        &self,
+        msg: P,
+        timeout: Duration,
+    ) -> Result<(), WriteError<P::Back>> {
+        self.send_until(msg, deadline_in(timeout)).await
+    }
+
+    async fn send_until<'a, P: Payload<'a>>(
+        &self,
+        msg: P,
+        deadline: Deadline,
+    ) -> Result<(), WriteError<P::Back>> {
+        let body = msg.into_body();
+        if body.is_empty() {
+            return Ok(());
+        }
+        match self.inner.push(body) {
+            Ok(()) => Ok(()),
+            Err((Refused::Closed, back)) => Err(WriteError::Stopped(P::back(back))),
+            // The waiting part is boxed: this future is moved on every call,
+            // and unboxed it would be several times larger. It is allocated
+            // only when the producer must wait for room anyway.
+            Err((Refused::Full, back)) => Box::pin(self.inner.push_waiting(back, deadline))
+                .await
+                .map_err(|e| e.map(P::back)),
+        }
+    }
+
+    /// Queues `msg`, blocking the calling thread while the queue is full,
+    /// for synchronous code (tokio: `Sender::blocking_send`). Fails only
+    /// once the Writer is stopping ([`WriteError::Stopped`], the message
+    /// handed back). Nothing is counted as dropped while it waits.
+    ///
+    /// Never panics. On a current-thread tokio runtime's own thread, where
+    /// waiting would deadlock, it does not wait: it behaves as
+    /// [`try_send`](Self::try_send); use `send(..).await` there. Inside a
+    /// multi-thread runtime it works (the thread is handed over to blocking
+    /// for the wait). If the Writer's runtime was shut down it returns
+    /// `Stopped`. A producer that must not wait for ever on a stopped
+    /// reader uses [`send_timeout_blocking`](Self::send_timeout_blocking).
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("app.sock");
+    /// let reader = udsipc::Reader::builder(&path).start(|_msg: &[u8]| Ok(()))?;
+    /// let writer = udsipc::Writer::builder(&path).max_buffered_writes(16).start()?;
+    /// for i in 0..1_000u32 {
+    ///     writer.send_blocking(&i.to_le_bytes())?; // waits, never drops
+    /// }
+    /// writer.stop_blocking(std::time::Duration::from_secs(5))?;
+    /// assert_eq!(writer.metrics().dropped, 0);
+    /// # reader.stop_blocking(std::time::Duration::from_secs(5))?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn send_blocking<'a, P: Payload<'a>>(&self, msg: P) -> Result<(), WriteError<P::Back>> {
+        self.block_until_pushed(msg, None)
+    }
+
+    /// [`send_blocking`](Self::send_blocking) that waits for room at most
+    /// `timeout`: [`WriteError::Timeout`] then, the message handed back and
+    /// not counted as dropped. What a synchronous producer (a server writing
+    /// telemetry) uses so that a stopped reader costs it at most `timeout`
+    /// per message.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("nobody-reads.sock");
+    /// use std::time::Duration;
+    /// let writer = udsipc::Writer::builder(&path).max_buffered_writes(1).start()?;
+    /// writer.send_timeout_blocking(b"queued", Duration::from_millis(10))?;
+    /// let full = writer.send_timeout_blocking(b"no room", Duration::from_millis(10));
+    /// assert!(matches!(full, Err(udsipc::WriteError::Timeout(()))));
+    /// # let _ = writer.stop_blocking(Duration::ZERO);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn send_timeout_blocking<'a, P: Payload<'a>>(
+        &self,
+        msg: P,
+        timeout: Duration,
+    ) -> Result<(), WriteError<P::Back>> {
+        self.block_until_pushed(msg, Some(timeout))
+    }
+
+    fn block_until_pushed<'a, P: Payload<'a>>(
+        &self,
+        msg: P,
+        timeout: Option<Duration>,
+    ) -> Result<(), WriteError<P::Back>> {
+        let mut body = msg.into_body();
+        if body.is_empty() {
+            return Ok(());
+        }
+        let deadline = timeout.and_then(|t| std::time::Instant::now().checked_add(t));
+        let need = frame_len_of(body.len());
+        loop {
+            match self.inner.push(body) {
+                Ok(()) => return Ok(()),
+                Err((Refused::Closed, back)) => return Err(WriteError::Stopped(P::back(back))),
+                Err((Refused::Full, back)) => body = back,
+            }
+            // The message stays on this thread; only the wait runs on the
+            // Writer's runtime.
+            let inner = Arc::clone(&self.inner);
+            let until = deadline.map(Instant::from_std);
+            let waited = crate::runtime::block_on(&self.handle, async move {
+                let wait = inner.queue.wait_room(need);
+                match until {
+                    None => {
+                        wait.await;
+                        Ok(())
+                    }
+                    Some(at) => tokio::time::timeout_at(at, wait).await.map_err(drop),
+                }
+            });
+            match waited {
+                Ok(Ok(())) => {}
+                Ok(Err(())) => return Err(WriteError::Timeout(P::back(body))),
+                Err(StopError::WouldDeadlock) => {
+                    return self
+                        .inner
+                        .push(body)
+                        .map_err(|(r, back)| self.inner.refused(r, P::back(back)));
+                }
+                Err(_) => return Err(WriteError::Stopped(P::back(body))),
+            }
+        }
+    }
+
+    /// Waits until the queue has room for a message, holds one slot, and
+    /// returns it as a [`Permit`] to queue one message without waiting and
+    /// without the risk of `BufferFull` (tokio: `Sender::reserve`). Use it
+    /// in `select!` loops, where [`send`](Self::send) would lose an owned
+    /// message if another branch won.
+    ///
+    /// Returns [`WriteError::Stopped`] once the Writer is stopping.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: no message is involved until the permit is spent, and a
+    /// dropped wait holds no slot (the slot is taken in the same poll that
+    /// returns the permit).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("app.sock");
+    /// let writer = udsipc::Writer::builder(&path).start()?;
+    /// let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(8);
+    /// tx.send(bytes::Bytes::from_static(b"hello")).await?;
+    /// drop(tx);
+    /// loop {
+    ///     tokio::select! {
+    ///         // Waiting for room here never costs a message.
+    ///         permit = writer.reserve() => {
+    ///             let Some(msg) = rx.recv().await else { break };
+    ///             permit?.send(msg)?;
+    ///         }
+    ///         _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => break,
+    ///     }
+    /// }
+    /// # let _ = writer.stop(std::time::Duration::from_millis(10)).await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn reserve(&self) -> Result<Permit<'_>, WriteError<()>> {
+        self.inner.reserve_slot().await?;
+        Ok(Permit {
+            slot: Slot {
+                writer: self,
+                held: true,
+            },
+        })
+    }
+
+    /// Holds a slot if the queue has room now, without waiting (tokio:
+    /// `Sender::try_reserve`): [`WriteError::BufferFull`] if not (not
+    /// counted as dropped: no message was involved),
+    /// [`WriteError::Stopped`] once the Writer is stopping.
+    pub fn try_reserve(&self) -> Result<Permit<'_>, WriteError<()>> {
+        if self.inner.stopping() {
+            return Err(WriteError::Stopped(()));
+        }
+        match self.inner.queue.reserve_slot() {
+            Ok(()) => Ok(Permit {
+                slot: Slot {
+                    writer: self,
+                    held: true,
+                },
+            }),
+            Err(Refused::Full) => Err(WriteError::BufferFull(())),
+            Err(Refused::Closed) => Err(WriteError::Stopped(())),
+        }
+    }
+
+    /// [`reserve`](Self::reserve) returning an [`OwnedPermit`], which does
+    /// not borrow the Writer (tokio: `Sender::reserve_owned`): move it into
+    /// a task, spend it there. Cancel safe, as `reserve`.
+    pub async fn reserve_owned(&self) -> Result<OwnedPermit, WriteError<()>> {
+        self.inner.reserve_slot().await?;
+        Ok(OwnedPermit {
+            slot: Slot {
+                writer: Arc::clone(&self.inner),
+                held: true,
+            },
+        })
+    }
+}
+
+impl WriterInner {
+    /// Waits for room and holds one slot.
+    async fn reserve_slot(&self) -> Result<(), WriteError<()>> {
+        loop {
+            // A stop closes the queue before it leaves `Running`, so a wait
+            // that the close ended is refused by `reserve_slot` (`Closed`)
+            // even before this says so.
+            if self.stopping() {
+                return Err(WriteError::Stopped(()));
+            }
+            match self.queue.reserve_slot() {
+                Ok(()) => return Ok(()),
+                Err(Refused::Closed) => return Err(WriteError::Stopped(())),
+                Err(Refused::Full) => self.queue.wait_room(1).await,
+            }
+        }
+    }
+}
