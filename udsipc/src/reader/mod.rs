@@ -11,6 +11,7 @@ mod delivery;
 mod info;
 mod inner;
 mod io;
+mod machine;
 mod order;
 
 pub use channel::Incoming;
