@@ -682,3 +682,297 @@ fn bytes_in_the_kernel_at_the_deadline_are_taken_before_judging() {
     assert!(w.closed(0).is_none());
     assert_eq!(w.action(0), Action::Wait);
 }
+
+// ----- a Writer machine and Reader machines over a simulated pipe ----------
+
+mod pipe {
+    //! The Writer's machine and the Reader's connection machines meet over a
+    //! simulated socket pair with a small kernel buffer and a fake clock, as
+    //! quinn-proto's tests step two endpoints over a simulated network:
+    //! each side's driver is played here, the clock moves to the next timer
+    //! whenever neither side can move on.
+
+    use std::io::IoSlice;
+
+    use super::*;
+    use crate::writer::Item;
+    use crate::writer::machine::{
+        Action as WAction, Config, Machine as WMachine, SAMPLE_MAX, SAMPLE_MIN, Sample,
+    };
+
+    /// Bytes the kernel holds for one connection before writes block.
+    const CAP: usize = 128;
+    const WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+
+    /// The Reader side (a [`World`]), one Writer, and which connection the
+    /// Writer's current one is.
+    struct Sim {
+        w: World,
+        wr: WMachine,
+        conn: Option<usize>,
+        /// The unread count at the Writer's last sample.
+        sampled: usize,
+    }
+
+    impl Sim {
+        fn new() -> Self {
+            let w = World::new();
+            let cfg = Config {
+                path: "/run/sim.sock".into(),
+                write_timeout: WRITE_TIMEOUT,
+                initial_backoff: 100 * MS,
+                max_backoff: SEC,
+                max_attempts: 3,
+                sampling: (SAMPLE_MIN, SAMPLE_MAX),
+            };
+            let wr = WMachine::new(cfg, w.now);
+            Self {
+                w,
+                wr,
+                conn: None,
+                sampled: 0,
+            }
+        }
+
+        fn send(&mut self, bodies: &[Vec<u8>]) {
+            let items = bodies
+                .iter()
+                .map(|b| Item::new(Bytes::from(b.clone()), false));
+            self.wr.pending_mut().extend(items);
+        }
+
+        /// What the Writer's socket tells a sample.
+        fn sample(&self, hangup: bool) -> Sample {
+            let c = self.conn.map(|i| &self.w.conns[i]);
+            let closed = c.is_some_and(|c| c.closed.is_some());
+            Sample {
+                unread: Some(c.map_or(0, |c| c.sock.queue.len() as u64)),
+                error: None,
+                hangup: hangup || closed,
+            }
+        }
+
+        /// One Writer step; whether it did anything.
+        fn step_writer(&mut self) -> bool {
+            let now = self.w.now;
+            match self.wr.poll_action(now) {
+                // A Reader that stops has closed its listener.
+                WAction::Dial if self.w.phase != Phase::Running => {
+                    let refused = io::ErrorKind::ConnectionRefused.into();
+                    self.wr.handle_dial_failed(now, refused);
+                }
+                WAction::Dial => {
+                    self.conn = Some(self.w.connect());
+                    self.wr.handle_connected(now);
+                }
+                WAction::Write => self.write(),
+                WAction::Sample => {
+                    let s = self.sample(false);
+                    self.sampled = s.unread.unwrap_or(0) as usize;
+                    self.wr.handle_sample(now, s);
+                }
+                WAction::Close => {
+                    if let Some(i) = self.conn.take() {
+                        self.w.sock(i).close();
+                    }
+                    self.wr.handle_closed(now);
+                }
+                WAction::Wait(wait) => {
+                    let Some(i) = self.conn else { return false };
+                    let c = &self.w.conns[i];
+                    let unread = c.sock.queue.len();
+                    // A peer gone or shut makes the socket writable too
+                    // (the write then fails).
+                    let gone = c.closed.is_some() || c.sock.shut;
+                    if wait.writable && (unread < CAP || gone) {
+                        self.wr.handle_writable(now);
+                    } else if (wait.hangup && c.closed.is_some())
+                        || (wait.read && unread < self.sampled)
+                    {
+                        let s = self.sample(false);
+                        self.sampled = unread;
+                        self.wr.handle_sample(now, s);
+                    } else {
+                        return false;
+                    }
+                }
+                WAction::Done => return false,
+            }
+            true
+        }
+
+        /// One `sendmsg` of what the machine offers, into the kernel's room.
+        fn write(&mut self) {
+            let now = self.w.now;
+            let i = self.conn.expect("writing on a connection");
+            let mut iov = [IoSlice::new(&[]); 64];
+            let n = self.wr.iovecs(&mut iov);
+            let bytes: Vec<u8> = iov[..n].iter().flat_map(|s| s.iter().copied()).collect();
+            let c = &mut self.w.conns[i];
+            if c.closed.is_some() || c.sock.shut {
+                let unread = c.sock.queue.len();
+                let error = if c.closed.is_some() && unread > 0 {
+                    io::ErrorKind::ConnectionReset
+                } else {
+                    io::ErrorKind::BrokenPipe
+                };
+                let s = self.sample(true);
+                self.wr.handle_write_error(now, error.into(), s);
+                return;
+            }
+            let room = CAP - c.sock.queue.len();
+            if room == 0 {
+                self.wr.handle_would_block(now);
+                return;
+            }
+            let n = room.min(bytes.len());
+            assert!(c.sock.send(&bytes[..n]));
+            self.wr.handle_written(now, n);
+        }
+
+        /// Both sides until neither moves.
+        fn settle(&mut self) {
+            for _ in 0..100_000 {
+                self.w.run();
+                if !self.step_writer() {
+                    self.w.run();
+                    if !self.step_writer() {
+                        return;
+                    }
+                }
+            }
+            panic!("the simulation never settles");
+        }
+
+        /// Settles, then moves the clock to the next timer of either side,
+        /// until `done` holds; `limit` bounds the simulated time.
+        fn run_until(&mut self, limit: Duration, mut done: impl FnMut(&Self) -> bool) {
+            let end = self.w.now + limit;
+            loop {
+                self.settle();
+                if done(self) {
+                    return;
+                }
+                let timers = (self.w.conns.iter())
+                    .filter_map(|c| c.m.poll_timeout())
+                    .chain(self.wr.poll_timeout());
+                let next = timers.min().expect("a timer to wait for");
+                assert!(next <= end, "not done by the limit");
+                self.w.now = self.w.now.max(next);
+            }
+        }
+
+        fn bodies(&self) -> Vec<Vec<u8>> {
+            self.w.log.iter().map(|(_, b)| b.to_vec()).collect()
+        }
+    }
+
+    fn messages(n: usize) -> Vec<Vec<u8>> {
+        (0..n).map(|i| vec![i as u8; 1 + i % 60]).collect()
+    }
+
+    /// Every message crosses a pipe smaller than a few of them, whole, in
+    /// order, once, and the Writer learns that each was read.
+    #[test]
+    fn every_message_crosses_a_small_pipe_in_order_once_and_is_known_delivered() {
+        let mut s = Sim::new();
+        let sent = messages(200);
+        s.send(&sent);
+        s.run_until(10 * SEC, |s| s.wr.stats().delivered == 200);
+        assert_eq!(s.bodies(), sent);
+        let st = s.wr.stats();
+        assert_eq!(
+            (st.sent, st.failed, st.unconfirmed, st.reconnects),
+            (200, 0, 0, 0)
+        );
+    }
+
+    /// A handler stuck for longer than the write timeout: the Reader reads
+    /// nothing more, the pipe fills, the Writer reports one backpressure
+    /// episode and keeps the connection; once the handler returns,
+    /// everything arrives.
+    #[test]
+    fn a_stuck_handler_fills_the_pipe_and_the_writer_reports_backpressure_once() {
+        let mut s = Sim::new();
+        s.send(&messages(1));
+        s.run_until(SEC, |s| s.w.log.len() == 1);
+        let i = s.conn.unwrap();
+        s.w.conns[i].held = true;
+        let sent = messages(100);
+        s.send(&sent[1..]);
+        s.run_until(SEC, |s| s.w.conns[i].sock.queue.len() == CAP);
+        let reads = s.w.conns[i].reads;
+        s.run_until(5 * WRITE_TIMEOUT, |s| s.wr.stats().backpressure == 1);
+        assert_eq!(
+            s.w.conns[i].reads, reads,
+            "nothing read while the handler holds"
+        );
+        s.w.release(i);
+        s.run_until(10 * SEC, |s| s.wr.stats().delivered == 100);
+        assert_eq!(s.bodies(), sent);
+        assert_eq!(s.wr.stats().backpressure, 1);
+        assert_eq!(s.wr.stats().reconnects, 0);
+    }
+
+    /// The Reader closes a connection idle past its inactivity timeout; the
+    /// Writer sees the hang-up, and redials only when it has something to
+    /// send. Nothing is lost, nothing is reported as an error.
+    #[test]
+    fn an_idle_connection_closed_by_the_reader_is_redialed_for_the_next_message() {
+        let mut s = Sim::new();
+        let sent = messages(20);
+        s.send(&sent[..10]);
+        s.run_until(SEC, |s| s.wr.stats().delivered == 10);
+        let first = s.conn.unwrap();
+        s.run_until(2 * TIMEOUT, |s| s.w.closed(first).is_some());
+        assert!(s.w.closed_quietly(first));
+        s.settle();
+        assert_eq!(s.w.conns.len(), 1, "no redial with nothing to send");
+        s.send(&sent[10..]);
+        s.run_until(5 * SEC, |s| s.wr.stats().delivered == 20);
+        assert_eq!(s.bodies(), sent);
+        assert_eq!(s.w.conns.len(), 2);
+        assert_eq!(s.wr.stats().reconnects, 1);
+        assert!(s.wr.poll_report().is_none());
+    }
+
+    /// A Reader drain in the middle of a stream (the handler busy, the pipe
+    /// full): our side is shut, the Writer's next write fails with `EPIPE`
+    /// and keeps its messages; every whole frame the kernel held is handed
+    /// over, and nothing twice.
+    #[test]
+    fn a_reader_drain_mid_stream_hands_over_what_was_sent_before_it_and_nothing_twice() {
+        let mut s = Sim::new();
+        let sent = messages(100);
+        s.send(&sent[..1]);
+        s.run_until(SEC, |s| s.w.log.len() == 1);
+        let i = s.conn.unwrap();
+        s.w.conns[i].held = true;
+        s.send(&sent[1..]);
+        s.run_until(SEC, |s| s.w.conns[i].sock.queue.len() == CAP);
+        s.w.phase(Phase::Draining);
+        assert!(
+            !s.w.conns[i].sock.shut,
+            "the drain begins once the handler returns"
+        );
+        s.w.release(i);
+        assert!(s.w.conns[i].sock.shut);
+        s.run_until(SEC, |s| s.w.closed(i).is_some());
+        // The frame the Writer's last write cut short ends the stream
+        // inside its body (the Writer keeps it for its next connection).
+        assert!(matches!(
+            s.w.closed(i),
+            Some(Some(ReaderError::Protocol(
+                FrameError::TruncatedBody { .. }
+            )))
+        ));
+        let got = s.bodies();
+        assert!(got.len() < sent.len(), "the drain cut the stream");
+        assert_eq!(got, sent[..got.len()], "a prefix, in order, once");
+        s.run_until(5 * SEC, |s| s.conn.is_none());
+        let st = s.wr.stats();
+        assert_eq!(st.failed, 0, "nothing given up");
+        assert!(st.delivered <= got.len() as u64);
+        assert_eq!(s.w.conns.len(), 1, "the stopped Reader accepts no more");
+    }
+}
