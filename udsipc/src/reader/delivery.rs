@@ -7,8 +7,10 @@
 //! the socket, then the Writer's queue, then the producers see `BufferFull`
 //! or wait.
 //!
-//! This module owns handing messages over and counting them; reading,
-//! deadlines and the connection's life belong to `connection`.
+//! This module owns handing messages over and counting them; the
+//! connection's decisions (reading, deadlines, how it ends) belong to
+//! `machine`, and its receive buffer too: a delivery takes frames from
+//! `Conn::rx`, and tells the machine how it ended with a `Stop`.
 
 use std::future::Future;
 use std::io;
