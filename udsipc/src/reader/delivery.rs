@@ -7,8 +7,10 @@
 //! the socket, then the Writer's queue, then the producers see `BufferFull`
 //! or wait.
 //!
-//! This module owns handing messages over and counting them; reading,
-//! deadlines and the connection's life belong to `connection`.
+//! This module owns handing messages over and counting them; the
+//! connection's decisions (reading, deadlines, how it ends) belong to
+//! `machine`, and its receive buffer too: a delivery takes frames from
+//! `Conn::rx`, and tells the machine how it ended with a `Stop`.
 
 use std::future::Future;
 use std::io;
@@ -27,9 +29,10 @@ use super::channel::{Channel, Full};
 use super::info::{ConnectionInfo, Message, Socket};
 use super::inner::ReaderInner;
 use super::io::{ReadHow, Watch, read, read_waiting, ready, watch};
+use super::machine::{Machine, Stop};
 use super::order::Progress;
 use crate::error::{HandlerError, ReaderError};
-use crate::frame::{FrameError, Receiver};
+use crate::frame::Receiver;
 use crate::lifecycle::{Phase, panic_message};
 
 /// The synchronous handler type.
@@ -38,29 +41,19 @@ pub(crate) type SyncHandler =
 
 /// What a connection task hands its frames to.
 pub(crate) trait Deliver: Send + Sync + 'static {
-    /// Hands over every complete frame `conn.rx` holds, then returns `Ok`;
-    /// `Err` ends the connection.
+    /// Hands over every complete frame `conn.rx()` holds, then returns
+    /// `Ok`; `Err` ends the connection.
     fn deliver<'a>(
         &'a self,
         conn: &'a mut Conn,
     ) -> impl Future<Output = Result<(), Stop>> + Send + 'a;
 }
 
-/// Why delivery ended a connection.
-#[derive(Debug)]
-pub(crate) enum Stop {
-    /// The peer broke the framing rules.
-    Protocol(FrameError),
-    /// The socket could not be read (or registered for reads again).
-    Read(io::Error),
-    /// A forced stop, or the consumer went away: close quietly.
-    Quiet,
-}
-
 /// The per-connection state delivery works on.
 #[derive(Debug)]
 pub(crate) struct Conn {
-    pub(crate) rx: Receiver,
+    /// The connection's decisions, and its receive buffer.
+    pub(crate) machine: Machine,
     pub(crate) info: ConnectionInfo,
     pub(crate) inner: Arc<ReaderInner>,
     pub(crate) phase: watch::Receiver<Phase>,
@@ -76,6 +69,13 @@ pub(crate) struct Conn {
     /// serves it (see `SyncDelivery::dedicate`); one per connection, so a
     /// round allocates nothing for it.
     pub(crate) abandoned: Arc<AtomicBool>,
+}
+
+impl Conn {
+    /// The receive buffer.
+    pub(crate) fn rx(&mut self) -> &mut Receiver {
+        self.machine.receiver_mut()
+    }
 }
 
 /// Resolves once the phase is `Forced` (or its sender is gone).
@@ -372,7 +372,7 @@ impl SyncDelivery {
 
     fn lend(conn: &mut Conn) -> Burst {
         Burst {
-            rx: std::mem::replace(&mut conn.rx, Receiver::placeholder()),
+            rx: std::mem::replace(conn.rx(), Receiver::placeholder()),
             info: conn.info,
             inner: Arc::clone(&conn.inner),
             phase: conn.phase.clone(),
@@ -385,7 +385,7 @@ impl SyncDelivery {
     }
 
     fn give_back(conn: &mut Conn, b: Burst) {
-        conn.rx = b.rx;
+        *conn.rx() = b.rx;
         conn.watch = b.watch;
         conn.pending_read = b.pending_read;
     }
@@ -399,7 +399,7 @@ impl Deliver for SyncDelivery {
     /// up, leaves them (to be discarded).
     async fn deliver(&self, conn: &mut Conn) -> Result<(), Stop> {
         loop {
-            match conn.rx.ready() {
+            match conn.rx().ready() {
                 Ok(false) => return Ok(()),
                 Ok(true) => {}
                 Err(e) => return Err(Stop::Protocol(e)),
@@ -459,7 +459,7 @@ where
 {
     async fn deliver(&self, conn: &mut Conn) -> Result<(), Stop> {
         loop {
-            let body = match conn.rx.next_owned() {
+            let body = match conn.rx().next_owned() {
                 Ok(Some(body)) => body,
                 Ok(None) => return Ok(()),
                 Err(e) => return Err(Stop::Protocol(e)),
@@ -513,7 +513,7 @@ pub(crate) struct ChannelDelivery {
 impl Deliver for ChannelDelivery {
     async fn deliver(&self, conn: &mut Conn) -> Result<(), Stop> {
         loop {
-            match conn.rx.ready() {
+            match conn.rx().ready() {
                 Ok(false) => return Ok(()),
                 Ok(true) => {}
                 Err(e) => return Err(Stop::Protocol(e)),
@@ -522,7 +522,7 @@ impl Deliver for ChannelDelivery {
             // for them: a cancelled wait for room loses nothing.
             let mut broken = None;
             let info = conn.info;
-            let rx = &mut conn.rx;
+            let rx = conn.rx();
             let pushed = self.chan.push_with(|| match rx.next_owned() {
                 Ok(Some(body)) => Some(Message {
                     body,

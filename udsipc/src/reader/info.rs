@@ -7,7 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 /// Which connection a message arrived on, for handlers started with
-/// [`ReaderBuilder::start_with_info`].
+/// [`ReaderBuilder::start_with_info`](crate::ReaderBuilder::start_with_info).
 ///
 /// Messages of one connection reach the handler in the order they were
 /// sent; messages of different connections may interleave.

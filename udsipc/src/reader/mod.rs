@@ -2,7 +2,8 @@
 //! one task per connection, and stops gracefully.
 //!
 //! This module owns the listener, the accept loop and the stop protocol;
-//! per-connection reading lives in `connection`, the wire rules in `frame`.
+//! each connection's decisions live in `machine` (sans-IO, driven by
+//! `connection`), the wire rules in `frame`.
 
 mod accept;
 mod channel;
@@ -11,6 +12,7 @@ mod delivery;
 mod info;
 mod inner;
 mod io;
+mod machine;
 mod order;
 
 pub use channel::Incoming;

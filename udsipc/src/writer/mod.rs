@@ -20,6 +20,11 @@ mod queue;
 mod send;
 mod sink;
 
+/// The queue's message, for tests that drive the machine from outside the
+/// Writer (the Reader machine's simulated pipe).
+#[cfg(test)]
+pub(crate) use queue::Item;
+
 pub use buffered::{BufferedWriter, DEFAULT_BUFFERED_CAPACITY};
 pub use inner::Writer;
 pub use send::{OwnedPermit, Payload, Permit};
