@@ -8,8 +8,8 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::cases::{RawExpect, check, describe, number, numbered, one, payload, raw, uvarint};
 use crate::peer::{Impl, PATIENCE, Profile, ReaderOpts, ReaderPeer, WriterOpts, WriterPeer};
+use crate::support::{RawExpect, check, describe, number, numbered, one, payload, raw, uvarint};
 
 /// A fresh directory in the working directory (so relative names can be
 /// used), removed when dropped.
