@@ -494,6 +494,11 @@ pub fn find(id: &str) -> Option<&'static Case> {
     CATALOG.iter().find(|c| c.id == id)
 }
 
+/// How long one case×arm may run before the runner gives up on it: well
+/// above every case's own deadlines ([`PATIENCE`](crate::peer::PATIENCE)
+/// per blocking step), so it only ends a case that missed one.
+pub const CASE_BUDGET: Duration = Duration::from_secs(150);
+
 /// Runs `case` from `writer` to `reader` (`None`: a plain socket writing
 /// or reading exact bytes) and returns the result (not recorded).
 pub fn run_arm(case: &Case, writer: Option<Impl>, reader: Option<Impl>) -> CaseResult {
@@ -503,11 +508,43 @@ pub fn run_arm(case: &Case, writer: Option<Impl>, reader: Option<Impl>) -> CaseR
         reader.map_or("raw", Impl::name)
     );
     let started = std::time::Instant::now();
-    let outcome = match (case.body, writer, reader) {
-        (Body::Pair(f), Some(w), Some(r)) => f(w, r),
-        (Body::Raw(f), None, Some(r)) => f(r),
-        (Body::ToRaw(f), Some(w), None) => f(w),
-        _ => Err(format!("{} has no arm {arm}", case.id)),
+    let label: std::sync::Arc<str> = format!("{} {arm}", case.id).into();
+    let body = case.body;
+    let arm_name = arm.clone();
+    let id = case.id;
+    let thread_label = label.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    // The body runs on a thread of its own under a budget: every blocking
+    // step has its own deadline, this is the last resort that keeps a run
+    // going (and its report coming) if one was missed.
+    let spawned = std::thread::Builder::new()
+        .name(format!("case {label}"))
+        .spawn(move || {
+            crate::process::set_label(Some(thread_label));
+            let outcome = match (body, writer, reader) {
+                (Body::Pair(f), Some(w), Some(r)) => f(w, r),
+                (Body::Raw(f), None, Some(r)) => f(r),
+                (Body::ToRaw(f), Some(w), None) => f(w),
+                _ => Err(format!("{id} has no arm {arm_name}")),
+            };
+            let _ = tx.send(outcome);
+        });
+    let outcome = match spawned {
+        Err(e) => Err(format!("could not start the case's thread: {e}")),
+        Ok(_) => match rx.recv_timeout(CASE_BUDGET) {
+            Ok(outcome) => outcome,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                crate::process::end_peers_of(&label);
+                Err(format!(
+                    "the case did not finish within its budget of {CASE_BUDGET:?}; its peer \
+                     processes were killed"
+                ))
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                crate::process::end_peers_of(&label);
+                Err("the case's body panicked (see the test's stderr)".to_owned())
+            }
+        },
     };
     let detail = match &outcome {
         Ok(d) | Err(d) => d.clone(),
@@ -788,7 +825,9 @@ fn sixteen_writers(w: Impl, r: Impl) -> Result<String, String> {
     let handles: Vec<_> = (0..16u8)
         .map(|id| {
             let path = path.clone();
+            let label = crate::process::label();
             std::thread::spawn(move || -> Result<WriterCounts, String> {
+                crate::process::set_label(label);
                 let mut writer = WriterPeer::start(w, &path, &WriterOpts::default())?;
                 for seq in 0..per {
                     let mut m = numbered(seq, 32);
@@ -1047,7 +1086,9 @@ fn drain_while_reader_down(w: Impl, r: Impl) -> Result<String, String> {
         writer.send(m)?;
     }
     let (wc, reader) = std::thread::scope(|s| {
+        let label = crate::process::label();
         let late = s.spawn(|| {
+            crate::process::set_label(label);
             std::thread::sleep(Duration::from_millis(300));
             ReaderPeer::start(r, &path, &ReaderOpts::default())
         });

@@ -27,6 +27,7 @@
 pub mod cases;
 pub mod gopeer;
 pub mod peer;
+pub mod process;
 pub mod report;
 pub mod result;
 pub mod spec;

@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::peer::{Impl, PATIENCE, Profile, ReaderOpts, ReaderPeer, WriterOpts, WriterPeer};
-use crate::support::{RawExpect, check, describe, number, numbered, one, payload, raw, uvarint};
+use crate::support::{
+    RawExpect, accept_within, check, describe, number, numbered, one, payload, raw, uvarint,
+};
 
 /// A fresh directory in the working directory (so relative names can be
 /// used), removed when dropped.
@@ -91,7 +93,7 @@ pub(crate) fn writer_bytes(w: Impl) -> Result<String, String> {
     for m in &msgs {
         writer.send(m)?;
     }
-    let (mut conn, _) = listener.accept().map_err(|e| format!("accept: {e}"))?;
+    let mut conn = accept_within(&listener, &format!("the {} writer", w.name()))?;
     let mut expected = Vec::new();
     for m in msgs.iter().filter(|m| !m.is_empty()) {
         expected.extend(uvarint(m.len() as u64));
@@ -533,7 +535,7 @@ pub(crate) fn write_timeout_is_a_stall_limit(w: Impl) -> Result<String, String> 
     frame.extend_from_slice(&msg);
     let mut writer = WriterPeer::start(w, &path, &WriterOpts::default())?;
     writer.send(&msg)?;
-    let (mut conn, _) = listener.accept().map_err(|e| format!("accept: {e}"))?;
+    let mut conn = accept_within(&listener, &format!("the {} writer", w.name()))?;
     conn.set_read_timeout(Some(PATIENCE))
         .map_err(|e| e.to_string())?;
     let mut got = Vec::with_capacity(frame.len());

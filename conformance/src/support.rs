@@ -3,8 +3,8 @@
 //! case is made of. A leaf of the crate: it knows peers, not the catalog.
 
 use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
-use std::time::Duration;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::time::{Duration, Instant};
 
 use crate::peer::{Impl, PATIENCE, ReaderOpts, ReaderPeer, socket_path};
 
@@ -111,4 +111,27 @@ pub(crate) fn uvarint(mut n: u64) -> Vec<u8> {
     }
     out.push(n as u8);
     out
+}
+
+/// Accepts one connection on `listener`, waiting at most [`PATIENCE`] for
+/// `who` (e.g. "the Go writer") to connect.
+pub(crate) fn accept_within(listener: &UnixListener, who: &str) -> Result<UnixStream, String> {
+    listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        match listener.accept() {
+            Ok((conn, _)) => {
+                conn.set_nonblocking(false).map_err(|e| e.to_string())?;
+                return Ok(conn);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if Instant::now() >= deadline {
+                    return Err(format!("waited {PATIENCE:?} for {who} to connect"));
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(format!("accept: {e}")),
+        }
+    }
 }
