@@ -45,6 +45,13 @@ CTX_HANDLER = "handler failed to process a message"
 
 _out_lock = threading.Lock()
 
+# Deliberately broken rules, for the conformance suite's own tests only
+# (conformance/tests/nonconforming.rs): a comma-separated list of rule
+# numbers this peer then does NOT follow. "4.8": a newer connection of a
+# writer process does not wait for its older ones. "7.4": a stopping reader
+# lets its writers keep writing (no SHUT_RD on its connections).
+BROKEN = set(filter(None, os.environ.get("UDSIPC_PY_BREAK", "").split(",")))
+
 
 def emit(**fields):
     line = json.dumps(fields, separators=(",", ":"))
@@ -354,6 +361,8 @@ class Reader:
             older = [o for o in self.states if o.pid == state.pid and o.pid is not None]
             self.states.add(state)
         waits = []
+        if "4.8" in BROKEN:
+            older = []
         for o in older:
             with o.cond:
                 if not o.closed:
@@ -471,7 +480,7 @@ class Reader:
         self.listener.close()
         with self.lock:
             conns = list(self.conns)
-        for c in conns:
+        for c in conns if "7.4" not in BROKEN else []:
             try:
                 c.shutdown(socket.SHUT_RD)
             except OSError:

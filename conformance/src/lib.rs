@@ -28,6 +28,7 @@ pub mod cases;
 pub mod gopeer;
 pub mod peer;
 pub mod process;
+mod reader_cases;
 pub mod report;
 pub mod result;
 pub mod spec;

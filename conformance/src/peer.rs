@@ -279,7 +279,7 @@ pub struct ReaderOpts {
 }
 
 /// A reader's counters when it stopped (Go's `GetMetrics`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReaderCounts {
     /// Messages handled successfully.
     pub received: u64,
@@ -288,6 +288,8 @@ pub struct ReaderCounts {
     pub connections: u64,
     /// Errors counted.
     pub errors: u64,
+    /// What its stop reported (`""`: it ended within its deadline).
+    pub stop_error: String,
 }
 
 /// A writer's counters when it stopped (Go's `GetMetrics`).
@@ -553,6 +555,7 @@ impl ReaderPeer {
                     received: m["received"].as_u64().unwrap_or(u64::MAX),
                     connections: m["connections"].as_u64().unwrap_or(u64::MAX),
                     errors: m["errors"].as_u64().unwrap_or(u64::MAX),
+                    stop_error: m["stop_error"].as_str().unwrap_or("").to_owned(),
                 })
             }
             ReaderKind::Rust(reader) => {
@@ -564,6 +567,7 @@ impl ReaderPeer {
                     received: m.received,
                     connections: m.connections,
                     errors: m.errors,
+                    stop_error: String::new(),
                 })
             }
         }

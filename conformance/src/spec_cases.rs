@@ -272,28 +272,6 @@ pub(crate) fn cut_frame(w: Impl, r: Impl) -> Result<String, String> {
     ))
 }
 
-/// 4.8: the same run; one writer's messages must reach the handler in the
-/// order it sent them, across its reconnect.
-pub(crate) fn order_across_reconnects(w: Impl, r: Impl) -> Result<String, String> {
-    let (nums, summary) = cut_run(w, r)?;
-    let ordered = nums.windows(2).all(|p| p[0] < p[1]);
-    match r.profile() {
-        Profile::Spec => {
-            check(ordered, || {
-                format!("{} reader handed over out of order: {summary}", r.name())
-            })?;
-            Ok(format!(
-                "{} reader kept the writer's order: {summary}",
-                r.name()
-            ))
-        }
-        Profile::GoReference => Ok(format!(
-            "Go reader serves connections independently (by design of Go; in order this \
-             time: {ordered}): {summary}"
-        )),
-    }
-}
-
 /// 6.1: `@name` is an abstract socket for every implementation.
 pub(crate) fn abstract_pair(w: Impl, r: Impl) -> Result<String, String> {
     let name = abstract_name("pair");
