@@ -760,7 +760,8 @@ def run_write(args):
 def main(argv):
     role = argv[1] if len(argv) > 1 else ""
     if role == "hello":
-        emit(event="hello", name="py", profile="spec", roles=["read", "write"])
+        emit(event="hello", name="py", profile="spec", roles=["read", "write"],
+             capabilities=["abstract-names", "peer-credentials", "notify", "socket-activation", "shutdown-read"])
     elif role == "read":
         run_read(argv[2:])
     elif role == "write":

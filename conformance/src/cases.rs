@@ -508,6 +508,31 @@ pub fn run_arm(case: &Case, writer: Option<Impl>, reader: Option<Impl>) -> CaseR
         reader.map_or("raw", Impl::name)
     );
     let started = std::time::Instant::now();
+    let lacking = writer
+        .into_iter()
+        .chain(reader)
+        .flat_map(|p| {
+            crate::capability::needs(case.id)
+                .iter()
+                .filter(move |c| !p.supports(c))
+                .map(move |c| (p, *c))
+        })
+        .next();
+    if let Some((peer, capability)) = lacking {
+        return CaseResult {
+            case: case.id.to_owned(),
+            arm,
+            pass: false,
+            unsupported: true,
+            detail: format!(
+                "{}the {} peer's hello does not list `{capability}`: {}",
+                crate::peer::UNSUPPORTED,
+                peer.name(),
+                crate::capability::describe(capability)
+            ),
+            seconds: 0.0,
+        };
+    }
     let label: std::sync::Arc<str> = format!("{} {arm}", case.id).into();
     let body = case.body;
     let arm_name = arm.clone();

@@ -24,6 +24,7 @@
 //!   PROTOCOL.md; `tests/go_varint.rs`: the codec against Go's
 //!   `encoding/binary` (`go-varint/`, [`GoVarint`]).
 
+pub mod capability;
 pub mod cases;
 pub mod gopeer;
 pub mod peer;

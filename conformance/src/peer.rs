@@ -56,6 +56,9 @@ pub struct PeerSpec {
     /// from PROTOCOL.md (its `hello` line says `"profile":"go-reference"`);
     /// every other peer is judged by the spec.
     pub go_reference: bool,
+    /// The capabilities its `hello` listed (PEERS.md), `None` when it
+    /// listed none: then every capability is assumed.
+    pub capabilities: Option<Vec<String>>,
 }
 
 /// Which implementation plays a role: a handle to its [`PeerSpec`].
@@ -69,26 +72,35 @@ impl Impl {
         name: String::new(),
         program: Program::GoPeer,
         go_reference: true,
+        capabilities: None,
     });
     /// This crate's udsipc, in-process.
     pub const Rust: Impl = Impl(&PeerSpec {
         name: String::new(),
         program: Program::InProcessRust,
         go_reference: false,
+        capabilities: None,
     });
     /// The independent Python peer, written from PROTOCOL.md alone.
     pub const Py: Impl = Impl(&PeerSpec {
         name: String::new(),
         program: Program::PyPeer,
         go_reference: false,
+        capabilities: None,
     });
 
     /// A peer given as a command (lives for the rest of the process).
-    pub fn command(name: &str, argv: Vec<String>, go_reference: bool) -> Impl {
+    pub fn command(
+        name: &str,
+        argv: Vec<String>,
+        go_reference: bool,
+        capabilities: Option<Vec<String>>,
+    ) -> Impl {
         Impl(Box::leak(Box::new(PeerSpec {
             name: name.to_owned(),
             program: Program::Command(argv),
             go_reference,
+            capabilities,
         })))
     }
 
@@ -124,6 +136,14 @@ impl Impl {
         } else {
             Profile::Spec
         }
+    }
+
+    /// Whether it has `capability` (see [`crate::capability`]).
+    pub fn supports(self, capability: &str) -> bool {
+        self.0
+            .capabilities
+            .as_ref()
+            .is_none_or(|c| c.iter().any(|x| x == capability))
     }
 
     /// Whether it runs inside this process.

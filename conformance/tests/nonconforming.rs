@@ -22,6 +22,7 @@ fn broken_py(rules: &str) -> Impl {
             script.to_string_lossy().into_owned(),
         ],
         false,
+        None,
     )
 }
 

@@ -265,3 +265,79 @@ exec PY -S py-peer/udsipc_peer.py "$@"
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn hello_capabilities_drive_skips_with_the_reason() {
+    // A peer without abstract names: 6.1 is skipped before it is started
+    // (its roles would leave a file behind).
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("started");
+    let peer = script_peer(
+        &dir,
+        "noabs",
+        r#"{"event":"hello","name":"noabs","profile":"spec","capabilities":["peer-credentials"]}"#,
+        &format!("touch {}; exit 1", marker.display()),
+    );
+    let (_d, json) = out_file("r.json");
+    let out = conform_within(
+        &[
+            "--peer",
+            &peer,
+            "--case",
+            "6.1-abstract-name",
+            "--json",
+            json.to_str().unwrap(),
+        ],
+        std::time::Duration::from_secs(150),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let r = &v["results"][0];
+    assert_eq!(r["unsupported"], true, "{r}");
+    assert!(
+        r["detail"]
+            .as_str()
+            .unwrap()
+            .contains("does not list `abstract-names`"),
+        "{r}"
+    );
+    assert!(!marker.exists(), "the peer was started");
+}
+
+#[test]
+fn the_built_in_peers_hello_lists_every_capability() {
+    let py = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let go = udsipc_conformance::gopeer::go_peer().expect("go-peer");
+    let rust = udsipc_conformance::peer::rust_peer().expect("udsipc");
+    let peers: [Vec<std::ffi::OsString>; 3] = [
+        vec![go.into()],
+        vec![rust.into(), "peer".into()],
+        vec![
+            py.into(),
+            "-S".into(),
+            udsipc_conformance::crate_dir()
+                .join("py-peer/udsipc_peer.py")
+                .into(),
+        ],
+    ];
+    for argv in peers {
+        let out = Command::new(&argv[0])
+            .args(&argv[1..])
+            .arg("hello")
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        for (cap, _) in udsipc_conformance::capability::ALL {
+            assert!(
+                v["capabilities"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|c| c == cap)),
+                "{argv:?}: {v}"
+            );
+        }
+    }
+}
