@@ -543,7 +543,6 @@ class Writer:
         self.stopping = False
         self.stopped = False
         self.discarded = 0
-        self.given_up = 0
         self.backpressure = 0
         self.deadline = None
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -628,10 +627,11 @@ class Writer:
                 # a row is given up.
                 attempts += 1
                 with self.cond:
-                    self.failed += 1
                     if attempts >= MAX_ATTEMPTS:
+                        # `failed` counts messages given up, not attempts
+                        # (PEERS.md).
                         self.queue.popleft()
-                        self.given_up += 1
+                        self.failed += 1
                 emit(event="error", context="write failure", error=str(e))
                 if attempts >= MAX_ATTEMPTS:
                     emit(event="error", context="write failure",

@@ -319,7 +319,9 @@ pub struct WriterCounts {
     pub sent: u64,
     /// Messages refused because the queue was full.
     pub dropped: u64,
-    /// Failed writes.
+    /// Messages given up for good: neither written whole nor kept for a
+    /// retry (PEERS.md's one definition; a failed write that is retried is
+    /// not counted, nor what a stop's deadline discards).
     pub failed: u64,
 }
 

@@ -957,6 +957,10 @@ pub(crate) fn poison_message_given_up(w: Impl, r: Impl) -> Result<String, String
                 !errs.is_empty() && errs.iter().all(|e| e == "message too large"),
                 || format!("errors {errs:?}"),
             )?;
+            // `failed` counts messages given up (PEERS.md): this one, once.
+            check(wc.failed == 1, || {
+                format!("failed should count the one message given up: {wc:?}")
+            })?;
             Ok(format!(
                 "{} writer gave the 4 MiB message up after {} refusals and delivered \"after\"; \
                  {rc:?}; {wc:?}",
