@@ -341,3 +341,25 @@ fn the_built_in_peers_hello_lists_every_capability() {
         }
     }
 }
+
+#[test]
+fn a_reader_that_sheds_silently_passes_4_6() {
+    // udsipc peer with its "connection rejected" lines filtered out: it
+    // sheds without a word, which rule 4.6 allows (a MAY).
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("silent.sh");
+    let udsipc = udsipc_conformance::peer::rust_peer().expect("the udsipc binary");
+    let body = r#"#!/bin/bash
+[ "$1" = hello ] && exec UDSIPC peer hello
+exec UDSIPC peer "$@" > >(exec grep --line-buffered -v '"connection rejected"')
+"#;
+    std::fs::write(&script, body.replace("UDSIPC", &udsipc.to_string_lossy())).unwrap();
+    let peer = format!("silent=bash {}", script.display());
+    let out = conform_within(
+        &["--peer", &peer, "--case", "4.6-accept-errors-give-up"],
+        std::time::Duration::from_secs(150),
+    );
+    let md = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{md}");
+    assert!(md.contains("shed connections silently"), "{md}");
+}
