@@ -216,3 +216,49 @@ pub(crate) fn reader_drain(w: Impl, r: Impl) -> Result<String, String> {
         r.name()
     ))
 }
+
+/// 4.2: the inactivity timeout (300 ms) expires inside a prefix on one
+/// connection (`80`) and inside a body on another (`05 41 42`): both are
+/// closed by the reader; only the body is an error.
+pub(crate) fn inactivity_inside_a_frame(r: Impl) -> Result<String, String> {
+    let (_dir, path) = crate::peer::socket_path()?;
+    let opts = ReaderOpts {
+        inactivity_timeout: Some(Duration::from_millis(300)),
+        ..ReaderOpts::default()
+    };
+    let reader = ReaderPeer::start(r, &path, &opts)?;
+    let closed = |bytes: &[u8]| -> Result<bool, String> {
+        let mut c = UnixStream::connect(&path).map_err(|e| format!("connect: {e}"))?;
+        c.write_all(bytes).map_err(|e| format!("write: {e}"))?;
+        c.set_read_timeout(Some(PATIENCE))
+            .map_err(|e| e.to_string())?;
+        let mut byte = [0u8; 1];
+        Ok(match std::io::Read::read(&mut c, &mut byte) {
+            Ok(0) => true,
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+            Ok(_) => false,
+        })
+    };
+    let prefix_closed = closed(&[0x80])?;
+    let body_closed = closed(&[5, b'A', b'B'])?;
+    reader.events.wait_errors(1)?;
+    let events = reader.events.clone();
+    let rc = reader.stop()?;
+    let (got, errs) = (events.messages(), events.errors());
+    check(prefix_closed && body_closed, || {
+        format!(
+            "closed by the reader: inside a prefix {prefix_closed}, inside a body {body_closed}"
+        )
+    })?;
+    check(got.is_empty(), || {
+        format!("delivered {} messages", got.len())
+    })?;
+    check(errs == ["failed to read the complete message"], || {
+        format!("errors {errs:?} (expected only the body's)")
+    })?;
+    Ok(format!(
+        "{}: both closed at the timeout, silently inside the prefix, \"failed to read the \
+         complete message\" inside the body; {rc:?}",
+        r.name()
+    ))
+}

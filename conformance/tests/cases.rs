@@ -67,6 +67,7 @@ pair! {
 }
 
 raw! {
+    r4_2_inactivity_inside_a_frame => "4.2-inactivity-inside-a-frame",
     r4_8_order_across_reconnects => "4.8-order-across-reconnects",
     r4_6_accept_errors_give_up => "4.6-accept-errors-give-up",
     r4_6_max_accept_errors_any_value => "4.6-max-accept-errors-any-value",
