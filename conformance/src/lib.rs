@@ -19,6 +19,9 @@
 //! `result::CaseResult`) live in leaf modules so nothing imports back up.
 //!
 //! - `tests/cases.rs`: one nextest test per case×arm for the gate;
+//!   `tests/nonconforming.rs`: peers that break 4.8 and 7.4 on purpose,
+//!   which those cases must fail; `tests/runner.rs`: `conform` as a user
+//!   runs it (deadlines, tagged stderr, capabilities, answers by kind);
 //!   `tests/vectors.rs`: `vectors.json` against the Rust frame receiver and
 //!   the Python peer's own tests; `tests/catalog.rs`: the catalog against
 //!   PROTOCOL.md; `tests/go_varint.rs`: the codec against Go's
