@@ -80,7 +80,8 @@ func main() {
 		return
 	}
 	if len(os.Args) >= 2 && os.Args[1] == "hello" {
-		event(map[string]any{"event": "hello", "name": "go", "profile": "go-reference", "roles": []string{"read", "write"}})
+		event(map[string]any{"event": "hello", "name": "go", "profile": "go-reference", "roles": []string{"read", "write"},
+			"capabilities": []string{"abstract-names", "peer-credentials", "notify", "socket-activation", "shutdown-read"}})
 		return
 	}
 	if len(os.Args) < 2 || os.Args[1] != "bench" {

@@ -45,6 +45,13 @@ CTX_HANDLER = "handler failed to process a message"
 
 _out_lock = threading.Lock()
 
+# Deliberately broken rules, for the conformance suite's own tests only
+# (conformance/tests/nonconforming.rs): a comma-separated list of rule
+# numbers this peer then does NOT follow. "4.8": a newer connection of a
+# writer process does not wait for its older ones. "7.4": a stopping reader
+# lets its writers keep writing (no SHUT_RD on its connections).
+BROKEN = set(filter(None, os.environ.get("UDSIPC_PY_BREAK", "").split(",")))
+
 
 def emit(**fields):
     line = json.dumps(fields, separators=(",", ":"))
@@ -354,6 +361,8 @@ class Reader:
             older = [o for o in self.states if o.pid == state.pid and o.pid is not None]
             self.states.add(state)
         waits = []
+        if "4.8" in BROKEN:
+            older = []
         for o in older:
             with o.cond:
                 if not o.closed:
@@ -471,7 +480,7 @@ class Reader:
         self.listener.close()
         with self.lock:
             conns = list(self.conns)
-        for c in conns:
+        for c in conns if "7.4" not in BROKEN else []:
             try:
                 c.shutdown(socket.SHUT_RD)
             except OSError:
@@ -534,7 +543,6 @@ class Writer:
         self.stopping = False
         self.stopped = False
         self.discarded = 0
-        self.given_up = 0
         self.backpressure = 0
         self.deadline = None
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -619,10 +627,11 @@ class Writer:
                 # a row is given up.
                 attempts += 1
                 with self.cond:
-                    self.failed += 1
                     if attempts >= MAX_ATTEMPTS:
+                        # `failed` counts messages given up, not attempts
+                        # (PEERS.md).
                         self.queue.popleft()
-                        self.given_up += 1
+                        self.failed += 1
                 emit(event="error", context="write failure", error=str(e))
                 if attempts >= MAX_ATTEMPTS:
                     emit(event="error", context="write failure",
@@ -751,7 +760,8 @@ def run_write(args):
 def main(argv):
     role = argv[1] if len(argv) > 1 else ""
     if role == "hello":
-        emit(event="hello", name="py", profile="spec", roles=["read", "write"])
+        emit(event="hello", name="py", profile="spec", roles=["read", "write"],
+             capabilities=["abstract-names", "peer-credentials", "notify", "socket-activation", "shutdown-read"])
     elif role == "read":
         run_read(argv[2:])
     elif role == "write":

@@ -1,27 +1,43 @@
 //! Conformance for the UDS-IPC protocol (`docs/PROTOCOL.md`), as a suite
 //! any implementation can run against.
 //!
-//! - [`spec`]: the rules of PROTOCOL.md, read from the document itself;
-//! - [`cases`] (and the bodies in `spec_cases`): the catalog, each case a
-//!   rule number, MUST or SHOULD, and a body run for every writer→reader
-//!   pair, every reader (raw bytes) or every writer (bytes on the wire);
+//! - [`spec`]: the rules of PROTOCOL.md, read from the document itself,
+//!   and their [`Level`](spec::Level);
+//! - [`cases`] (and the bodies in `spec_cases`, on the helpers of
+//!   `support`): the catalog, each case a rule number, MUST or SHOULD, and
+//!   a body run for every writer→reader pair, every reader (raw bytes) or
+//!   every writer (bytes on the wire);
 //! - [`peer`]: the peers behind one interface: the in-process Rust
 //!   Reader/Writer, or any program speaking `PEERS.md` (go-peer, built by
 //!   [`gopeer`]; `udsipc peer`, the hidden subcommand of the `udsipc-cli`
 //!   package's binary; the Python peer; anything given to `conform`);
-//! - [`report`]: results, the N×N matrix, markdown/JSON/JUnit;
+//! - [`result`]: the outcome of one run, as a value and a file;
+//! - [`report`]: the N×N matrix, markdown/JSON/JUnit.
+//!
+//! Imports run one way: `cases` → `spec_cases` → `support` → `peer`;
+//! `report` → `cases`, `result`, `spec`; value types (`spec::Level`,
+//! `result::CaseResult`) live in leaf modules so nothing imports back up.
+//!
 //! - `tests/cases.rs`: one nextest test per case×arm for the gate;
+//!   `tests/nonconforming.rs`: peers that break 4.8 and 7.4 on purpose,
+//!   which those cases must fail; `tests/runner.rs`: `conform` as a user
+//!   runs it (deadlines, tagged stderr, capabilities, answers by kind);
 //!   `tests/vectors.rs`: `vectors.json` against the Rust frame receiver and
 //!   the Python peer's own tests; `tests/catalog.rs`: the catalog against
 //!   PROTOCOL.md; `tests/go_varint.rs`: the codec against Go's
 //!   `encoding/binary` (`go-varint/`, [`GoVarint`]).
 
+pub mod capability;
 pub mod cases;
 pub mod gopeer;
 pub mod peer;
+pub mod process;
+mod reader_cases;
 pub mod report;
+pub mod result;
 pub mod spec;
 mod spec_cases;
+mod support;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};

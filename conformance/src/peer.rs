@@ -7,15 +7,15 @@
 //! peers are `udsipc::Reader` / `udsipc::Writer` in the test process. Every observation is an event
 //! waited for with generous patience, never a timing assertion.
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use crate::gopeer::go_peer;
+use crate::process::PeerProcess;
 
 /// How long any expected event may take before the case fails.
 pub const PATIENCE: Duration = Duration::from_secs(20);
@@ -56,6 +56,9 @@ pub struct PeerSpec {
     /// from PROTOCOL.md (its `hello` line says `"profile":"go-reference"`);
     /// every other peer is judged by the spec.
     pub go_reference: bool,
+    /// The capabilities its `hello` listed (PEERS.md), `None` when it
+    /// listed none: then every capability is assumed.
+    pub capabilities: Option<Vec<String>>,
 }
 
 /// Which implementation plays a role: a handle to its [`PeerSpec`].
@@ -69,26 +72,35 @@ impl Impl {
         name: String::new(),
         program: Program::GoPeer,
         go_reference: true,
+        capabilities: None,
     });
     /// This crate's udsipc, in-process.
     pub const Rust: Impl = Impl(&PeerSpec {
         name: String::new(),
         program: Program::InProcessRust,
         go_reference: false,
+        capabilities: None,
     });
     /// The independent Python peer, written from PROTOCOL.md alone.
     pub const Py: Impl = Impl(&PeerSpec {
         name: String::new(),
         program: Program::PyPeer,
         go_reference: false,
+        capabilities: None,
     });
 
     /// A peer given as a command (lives for the rest of the process).
-    pub fn command(name: &str, argv: Vec<String>, go_reference: bool) -> Impl {
+    pub fn command(
+        name: &str,
+        argv: Vec<String>,
+        go_reference: bool,
+        capabilities: Option<Vec<String>>,
+    ) -> Impl {
         Impl(Box::leak(Box::new(PeerSpec {
             name: name.to_owned(),
             program: Program::Command(argv),
             go_reference,
+            capabilities,
         })))
     }
 
@@ -124,6 +136,14 @@ impl Impl {
         } else {
             Profile::Spec
         }
+    }
+
+    /// Whether it has `capability` (see [`crate::capability`]).
+    pub fn supports(self, capability: &str) -> bool {
+        self.0
+            .capabilities
+            .as_ref()
+            .is_none_or(|c| c.iter().any(|x| x == capability))
     }
 
     /// Whether it runs inside this process.
@@ -279,7 +299,7 @@ pub struct ReaderOpts {
 }
 
 /// A reader's counters when it stopped (Go's `GetMetrics`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReaderCounts {
     /// Messages handled successfully.
     pub received: u64,
@@ -288,6 +308,8 @@ pub struct ReaderCounts {
     pub connections: u64,
     /// Errors counted.
     pub errors: u64,
+    /// What its stop reported (`""`: it ended within its deadline).
+    pub stop_error: String,
 }
 
 /// A writer's counters when it stopped (Go's `GetMetrics`).
@@ -297,66 +319,45 @@ pub struct WriterCounts {
     pub sent: u64,
     /// Messages refused because the queue was full.
     pub dropped: u64,
-    /// Failed writes.
+    /// Messages given up for good: neither written whole nor kept for a
+    /// retry (PEERS.md's one definition; a failed write that is retried is
+    /// not counted, nor what a stop's deadline discards).
     pub failed: u64,
 }
 
-fn spawn_peer(imp: Impl, args: &[&str]) -> Result<Child, String> {
-    spawn_peer_env(imp, args, &[], &[])
-}
-
-fn spawn_peer_env(
+/// The command line of `imp` in `role` with `args`, run through
+/// `wrapper` (e.g. `prlimit --nofile=64:64`) when it is not empty.
+fn peer_command(
     imp: Impl,
     args: &[&str],
     env: &[(&str, &str)],
     wrapper: &[&str],
-) -> Result<Child, String> {
+) -> Result<Command, String> {
     let mut argv: Vec<std::ffi::OsString> = wrapper.iter().map(Into::into).collect();
     argv.extend(imp.argv()?);
-    Command::new(&argv[0])
-        .args(&argv[1..])
-        .args(args)
-        .envs(env.iter().copied())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(|e| format!("spawning the {} peer: {e}", imp.name()))
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..]).args(args).envs(env.iter().copied());
+    Ok(cmd)
 }
 
-/// Reads go-peer's JSON lines on a thread: messages and errors go to
-/// `events`, metrics lines to `metrics`.
-fn pump(child: &mut Child, events: Events, metrics: Arc<(Mutex<Vec<Value>>, Condvar)>) {
-    let Some(stdout) = child.stdout.take() else {
-        return;
-    };
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            let Ok(v) = serde_json::from_str::<Value>(&line) else {
-                continue;
-            };
-            match v["event"].as_str() {
-                Some("message") => {
-                    let bytes = from_hex(v["hex"].as_str().unwrap_or(""));
-                    events.push(Event::Message(bytes));
-                }
-                Some("error") => {
-                    events.push(Event::Error(v["context"].as_str().unwrap_or("").to_owned()))
-                }
-                _ => {
-                    let (lock, cv) = &*metrics;
-                    lock.lock().unwrap_or_else(|p| p.into_inner()).push(v);
-                    cv.notify_all();
-                }
-            }
-        }
-        let (lock, cv) = &*metrics;
-        lock.lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(Value::String("eof".into()));
-        cv.notify_all();
-    });
+/// Starts `imp` in `role` (`read` or `write`) and waits for its `ready`.
+fn start_process(
+    imp: Impl,
+    args: &[&str],
+    env: &[(&str, &str)],
+    wrapper: &[&str],
+    events: Events,
+) -> Result<PeerProcess, String> {
+    let role = args.first().copied().unwrap_or("");
+    let who = format!("{} {role}", imp.name());
+    let mut proc = PeerProcess::spawn(&mut peer_command(imp, args, env, wrapper)?, &who, events)?;
+    let ready = proc
+        .next("ready", PATIENCE + PATIENCE)
+        .map_err(|e| unsupported_or(&mut proc, e))?;
+    if ready["event"] != "ready" {
+        return Err(format!("{who}: expected ready, got {ready}"));
+    }
+    Ok(proc)
 }
 
 /// The start of a case detail that means "this peer does not support the
@@ -364,43 +365,14 @@ fn pump(child: &mut Child, events: Events, metrics: Arc<(Mutex<Vec<Value>>, Cond
 pub const UNSUPPORTED: &str = "unsupported: ";
 
 /// Replaces `e` by an [`UNSUPPORTED`] detail when the peer exited 127.
-fn unsupported_or(child: &mut Child, e: String) -> String {
+fn unsupported_or(proc: &mut PeerProcess, e: String) -> String {
     // Its stdout ended, so it is exiting: give it a moment to be reaped.
-    let deadline = Instant::now() + Duration::from_secs(2);
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) if status.code() == Some(127) => {
-                return format!("{UNSUPPORTED}the peer exited 127 ({e})");
-            }
-            Ok(Some(status)) => return format!("{e} (the peer exited with {status})"),
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
-            _ => return e,
+    match proc.wait_within(Duration::from_secs(2)) {
+        Ok(status) if status.code() == Some(127) => {
+            format!("{UNSUPPORTED}the peer exited 127 ({e})")
         }
-    }
-}
-
-/// Waits for the `n`-th (0-based) non-message line of a peer process.
-fn nth_line(metrics: &(Mutex<Vec<Value>>, Condvar), n: usize) -> Result<Value, String> {
-    let (lock, cv) = metrics;
-    let deadline = Instant::now() + PATIENCE + PATIENCE;
-    let mut lines = lock.lock().unwrap_or_else(|p| p.into_inner());
-    loop {
-        if let Some(v) = lines.get(n) {
-            return match v {
-                Value::String(_) => {
-                    Err("the peer exited without printing the expected line".into())
-                }
-                v => Ok(v.clone()),
-            };
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            return Err("the peer did not answer".into());
-        }
-        lines = cv
-            .wait_timeout(lines, deadline - now)
-            .unwrap_or_else(|p| p.into_inner())
-            .0;
+        Ok(status) => format!("{e} (the peer exited with {status})"),
+        Err(_) => e,
     }
 }
 
@@ -421,11 +393,8 @@ pub struct ReaderPeer {
 
 #[derive(Debug)]
 enum ReaderKind {
-    /// go-peer, or a reader under systemd-socket-activate.
-    Process {
-        child: Child,
-        lines: Arc<(Mutex<Vec<Value>>, Condvar)>,
-    },
+    /// A peer program, or a reader under systemd-socket-activate.
+    Process(PeerProcess),
     Rust(udsipc::Reader),
 }
 
@@ -490,19 +459,10 @@ impl ReaderPeer {
                     ]);
                 }
                 let args: Vec<&str> = args.iter().map(String::as_str).collect();
-                let mut child = spawn_peer_env(imp, &args, env, wrapper)?;
-                let lines = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
-                pump(&mut child, events.clone(), lines.clone());
-                let ready = nth_line(&lines, 0).map_err(|e| unsupported_or(&mut child, e))?;
-                if ready["event"] != "ready" {
-                    return Err(format!(
-                        "{} peer read: expected ready, got {ready}",
-                        imp.name()
-                    ));
-                }
+                let proc = start_process(imp, &args, env, wrapper, events.clone())?;
                 Ok(Self {
                     events,
-                    kind: ReaderKind::Process { child, lines },
+                    kind: ReaderKind::Process(proc),
                 })
             }
             true => {
@@ -563,26 +523,21 @@ impl ReaderPeer {
     /// `env -u LISTEN_PID`) between systemd-socket-activate and the peer.
     pub fn start_activated_via(imp: Impl, path: &Path, wrapper: &[&str]) -> Result<Self, String> {
         let argv = imp.argv()?;
-        let mut child = Command::new("systemd-socket-activate")
-            .arg("-l")
+        let mut cmd = Command::new("systemd-socket-activate");
+        cmd.arg("-l")
             .arg(path)
             .args(wrapper)
             .args(argv)
             .args(["read", "--socket"])
-            .arg(path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| {
-                format!(
-                    "systemd-socket-activate: {e} (install it with `apt-get install systemd`; \
-                     ci/test does)"
-                )
-            })?;
+            .arg(path);
         let events = Events::default();
-        let lines = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
-        pump(&mut child, events.clone(), lines.clone());
+        let who = format!("{} read (socket-activated)", imp.name());
+        let proc = PeerProcess::spawn(&mut cmd, &who, events.clone()).map_err(|e| {
+            format!(
+                "{e} (systemd-socket-activate: install it with `apt-get install systemd`; \
+                 ci/test does)"
+            )
+        })?;
         // Listening, not only bound: a connect between its bind and its
         // listen is refused (seen in CI).
         let deadline = Instant::now() + PATIENCE;
@@ -594,7 +549,7 @@ impl ReaderPeer {
         }
         Ok(Self {
             events,
-            kind: ReaderKind::Process { child, lines },
+            kind: ReaderKind::Process(proc),
         })
     }
 
@@ -602,35 +557,27 @@ impl ReaderPeer {
     /// for the process to exit and returns its exit status. `Ok(None)` for
     /// an in-process reader, which has no process to end.
     pub fn wait_exit(&mut self) -> Result<Option<std::process::ExitStatus>, String> {
-        let ReaderKind::Process { child, .. } = &mut self.kind else {
+        let ReaderKind::Process(proc) = &mut self.kind else {
             return Ok(None);
         };
-        let deadline = std::time::Instant::now() + PATIENCE;
-        loop {
-            if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
-                return Ok(Some(status));
-            }
-            if std::time::Instant::now() > deadline {
-                return Err("the reader process is still running".into());
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        proc.wait_within(PATIENCE).map(Some)
     }
 
     /// Stops the reader gracefully and returns its counters.
     pub fn stop(mut self) -> Result<ReaderCounts, String> {
         match &mut self.kind {
-            ReaderKind::Process { child, lines } => {
-                let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-                nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)
-                    .map_err(|e| format!("SIGTERM go-peer: {e}"))?;
-                let m = nth_line(lines, 1);
-                let _ = child.wait();
+            ReaderKind::Process(proc) => {
+                proc.signal(nix::sys::signal::Signal::SIGTERM)?;
+                // Its own stop deadline is 10 s (PEERS.md): twice the
+                // suite's patience is plenty.
+                let m = proc.next("metrics", PATIENCE + PATIENCE);
+                let _ = proc.wait_within(PATIENCE);
                 let m = m?;
                 Ok(ReaderCounts {
                     received: m["received"].as_u64().unwrap_or(u64::MAX),
                     connections: m["connections"].as_u64().unwrap_or(u64::MAX),
                     errors: m["errors"].as_u64().unwrap_or(u64::MAX),
+                    stop_error: m["stop_error"].as_str().unwrap_or("").to_owned(),
                 })
             }
             ReaderKind::Rust(reader) => {
@@ -642,17 +589,9 @@ impl ReaderPeer {
                     received: m.received,
                     connections: m.connections,
                     errors: m.errors,
+                    stop_error: String::new(),
                 })
             }
-        }
-    }
-}
-
-impl Drop for ReaderKind {
-    fn drop(&mut self) {
-        if let Self::Process { child, .. } = self {
-            let _ = child.kill();
-            let _ = child.wait();
         }
     }
 }
@@ -676,12 +615,7 @@ pub struct WriterPeer {
 
 #[derive(Debug)]
 enum WriterKind {
-    Go {
-        child: Child,
-        stdin: Option<ChildStdin>,
-        lines: Arc<(Mutex<Vec<Value>>, Condvar)>,
-        asked: usize,
-    },
+    Process(PeerProcess),
     Rust(udsipc::Writer),
 }
 
@@ -701,24 +635,9 @@ impl WriterPeer {
                     args.extend(["--write-timeout".into(), format!("{}ms", d.as_millis())]);
                 }
                 let args: Vec<&str> = args.iter().map(String::as_str).collect();
-                let mut child = spawn_peer(imp, &args)?;
-                let stdin = child.stdin.take();
-                let lines = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
-                pump(&mut child, Events::default(), lines.clone());
-                let ready = nth_line(&lines, 0).map_err(|e| unsupported_or(&mut child, e))?;
-                if ready["event"] != "ready" {
-                    return Err(format!(
-                        "{} peer write: expected ready, got {ready}",
-                        imp.name()
-                    ));
-                }
+                let proc = start_process(imp, &args, &[], &[], Events::default())?;
                 Ok(Self {
-                    kind: WriterKind::Go {
-                        child,
-                        stdin,
-                        lines,
-                        asked: 1,
-                    },
+                    kind: WriterKind::Process(proc),
                 })
             }
             true => {
@@ -743,20 +662,19 @@ impl WriterPeer {
     /// Queues one message (waiting while the queue is full).
     pub fn send(&mut self, msg: &[u8]) -> Result<(), String> {
         match &mut self.kind {
-            WriterKind::Go { stdin, .. } => {
-                let stdin = stdin.as_mut().ok_or("peer stdin closed")?;
-                writeln!(stdin, "{}", crate::to_hex(msg)).map_err(|e| e.to_string())?;
-                stdin.flush().map_err(|e| e.to_string())
-            }
-            WriterKind::Rust(w) => loop {
-                match w.try_send(msg) {
-                    Ok(()) => return Ok(()),
-                    Err(udsipc::WriteError::BufferFull(_)) => {
-                        std::thread::sleep(Duration::from_millis(1))
+            WriterKind::Process(proc) => proc.write_line(&crate::to_hex(msg)),
+            WriterKind::Rust(w) => {
+                let deadline = Instant::now() + PATIENCE;
+                loop {
+                    match w.try_send(msg) {
+                        Ok(()) => return Ok(()),
+                        Err(udsipc::WriteError::BufferFull(_)) if Instant::now() < deadline => {
+                            std::thread::sleep(Duration::from_millis(1))
+                        }
+                        Err(e) => return Err(format!("Rust try_send: {e}")),
                     }
-                    Err(e) => return Err(format!("Rust write_message: {e}")),
                 }
-            },
+            }
         }
     }
 
@@ -764,17 +682,9 @@ impl WriterPeer {
     /// the message was accepted, `Ok(Err(text))` if it was refused.
     pub fn try_send(&mut self, msg: &[u8]) -> Result<Result<(), String>, String> {
         match &mut self.kind {
-            WriterKind::Go {
-                stdin,
-                lines,
-                asked,
-                ..
-            } => {
-                let stdin = stdin.as_mut().ok_or("peer stdin closed")?;
-                writeln!(stdin, "try {}", crate::to_hex(msg)).map_err(|e| e.to_string())?;
-                stdin.flush().map_err(|e| e.to_string())?;
-                let v = nth_line(lines, *asked)?;
-                *asked += 1;
+            WriterKind::Process(proc) => {
+                proc.write_line(&format!("try {}", crate::to_hex(msg)))?;
+                let v = proc.next("write", PATIENCE)?;
                 match v["error"].as_str() {
                     Some("") => Ok(Ok(())),
                     Some(e) => Ok(Err(e.to_owned())),
@@ -788,17 +698,9 @@ impl WriterPeer {
     /// The number of messages written so far.
     pub fn sent(&mut self) -> Result<u64, String> {
         match &mut self.kind {
-            WriterKind::Go {
-                stdin,
-                lines,
-                asked,
-                ..
-            } => {
-                let stdin = stdin.as_mut().ok_or("peer stdin closed")?;
-                writeln!(stdin, "metrics").map_err(|e| e.to_string())?;
-                stdin.flush().map_err(|e| e.to_string())?;
-                let v = nth_line(lines, *asked)?;
-                *asked += 1;
+            WriterKind::Process(proc) => {
+                proc.write_line("metrics")?;
+                let v = proc.next("metrics", PATIENCE)?;
                 Ok(v["sent"].as_u64().unwrap_or(0))
             }
             WriterKind::Rust(w) => Ok(w.metrics().sent),
@@ -830,25 +732,13 @@ impl WriterPeer {
         msg: &[u8],
     ) -> Result<(WriterCounts, Result<(), String>, u64), String> {
         match &mut self.kind {
-            WriterKind::Go {
-                child,
-                stdin,
-                lines,
-                asked,
-            } => {
-                let input = stdin.as_mut().ok_or("peer stdin closed")?;
-                writeln!(input, "stop").map_err(|e| e.to_string())?;
-                input.flush().map_err(|e| e.to_string())?;
-                let stopped = nth_line(lines, *asked)?;
-                *asked += 1;
-                if stopped["event"] != "stopped" {
-                    return Err(format!("go-peer write: expected stopped, got {stopped}"));
-                }
-                writeln!(input, "{}", crate::to_hex(msg)).map_err(|e| e.to_string())?;
-                input.flush().map_err(|e| e.to_string())?;
-                let wrote = nth_line(lines, *asked)?;
-                *asked += 1;
-                let m = finish_go_writer(child, stdin, lines, *asked)?;
+            WriterKind::Process(proc) => {
+                proc.write_line("stop")?;
+                // The stop drains with a 30 s deadline (PEERS.md).
+                proc.next("stopped", WRITER_STOP)?;
+                proc.write_line(&crate::to_hex(msg))?;
+                let wrote = proc.next("write", PATIENCE)?;
+                let m = finish_writer(proc)?;
                 let late = match wrote["error"].as_str() {
                     Some("") => Ok(()),
                     Some(e) => Err(e.to_owned()),
@@ -870,13 +760,8 @@ impl WriterPeer {
     /// Stops the writer gracefully (drain) and returns its counters.
     pub fn stop(mut self) -> Result<WriterCounts, String> {
         match &mut self.kind {
-            WriterKind::Go {
-                child,
-                stdin,
-                lines,
-                asked,
-            } => {
-                let m = finish_go_writer(child, stdin, lines, *asked)?;
+            WriterKind::Process(proc) => {
+                let m = finish_writer(proc)?;
                 Ok(WriterCounts::from_json(&m))
             }
             WriterKind::Rust(w) => {
@@ -909,27 +794,22 @@ impl From<udsipc::WriterMetrics> for WriterCounts {
     }
 }
 
-/// Ends go-peer's stdin (it drains and stops) and returns its last line,
-/// the final metrics.
-fn finish_go_writer(
-    child: &mut Child,
-    stdin: &mut Option<ChildStdin>,
-    lines: &(Mutex<Vec<Value>>, Condvar),
-    asked: usize,
-) -> Result<Value, String> {
-    drop(stdin.take());
-    let m = nth_line(lines, asked);
-    let _ = child.wait();
-    m
-}
+/// How long a writer process may take to stop: its own drain deadline is
+/// 30 s (PEERS.md), plus the suite's patience.
+const WRITER_STOP: Duration = Duration::from_secs(30).saturating_add(PATIENCE);
 
-impl Drop for WriterKind {
-    fn drop(&mut self) {
-        if let Self::Go { child, .. } = self {
-            let _ = child.kill();
-            let _ = child.wait();
+/// Ends a writer process's stdin (it drains and stops) and returns its
+/// last answer, the final metrics.
+fn finish_writer(proc: &mut PeerProcess) -> Result<Value, String> {
+    proc.close_stdin();
+    let m = loop {
+        let m = proc.next("metrics", WRITER_STOP)?;
+        if m["final"] != false {
+            break m;
         }
-    }
+    };
+    let _ = proc.wait_within(PATIENCE);
+    Ok(m)
 }
 
 fn path_str(p: &Path) -> String {

@@ -3,7 +3,25 @@
 //! form `N.N[.N] [LEVEL] summary` is a rule; headings without a level
 //! (`## 2 Framing`, `### 2.2 The length prefix`) group rules.
 
-use crate::cases::Level;
+/// How binding the rule a case checks is (PROTOCOL.md section 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum Level {
+    /// A MUST rule: every implementation has to pass.
+    Must,
+    /// A SHOULD rule: the Go reference is judged by its documented
+    /// departure, every other peer by the rule.
+    Should,
+}
+
+impl Level {
+    /// `MUST` or `SHOULD`, as PROTOCOL.md writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Must => "MUST",
+            Self::Should => "SHOULD",
+        }
+    }
+}
 
 /// One numbered heading of PROTOCOL.md.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -43,7 +43,6 @@ macro_rules! raw {
 pair! {
     r5_9_slow_reader_no_reconnect => "5.9-slow-reader-no-reconnect",
     r5_10_poison_message_given_up => "5.10-poison-message-given-up",
-    r4_8_order_across_reconnects => "4.8-order-across-reconnects",
     r6_1_abstract_name => "6.1-abstract-name",
     r6_3_relative_path => "6.3-relative-path",
     r5_1_buffer_full => "5.1-buffer-full",
@@ -68,6 +67,8 @@ pair! {
 }
 
 raw! {
+    r4_2_inactivity_inside_a_frame => "4.2-inactivity-inside-a-frame",
+    r4_8_order_across_reconnects => "4.8-order-across-reconnects",
     r4_6_accept_errors_give_up => "4.6-accept-errors-give-up",
     r4_6_max_accept_errors_any_value => "4.6-max-accept-errors-any-value",
     r8_2_notify_ready_and_stopping => "8.2-notify-ready-and-stopping",

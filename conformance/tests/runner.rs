@@ -13,6 +13,46 @@ fn conform(args: &[&str]) -> Output {
         .expect("running conform")
 }
 
+/// Runs `conform` like [`conform`], but kills it if it has not ended
+/// within `limit` (a hung runner fails the test instead of hanging it).
+fn conform_within(args: &[&str], limit: std::time::Duration) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_conform"))
+        .args(args)
+        .current_dir(udsipc_conformance::crate_dir())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("running conform");
+    let deadline = std::time::Instant::now() + limit;
+    while child.try_wait().expect("try_wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("wait");
+            panic!(
+                "conform did not end within {limit:?}:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.wait_with_output().expect("wait")
+}
+
+/// A peer script: `hello` answers with `hello_line`, every role prints
+/// `ready` and then runs `role_body` (shell).
+fn script_peer(dir: &tempfile::TempDir, name: &str, hello_line: &str, role_body: &str) -> String {
+    let script = dir.path().join(format!("{name}.sh"));
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = hello ] && {{ echo '{hello_line}'; exit 0; }}\n\
+             echo '{{\"event\":\"ready\"}}'\n{role_body}\n"
+        ),
+    )
+    .unwrap();
+    format!("{name}=sh {}", script.display())
+}
+
 fn rust_peer() -> String {
     let udsipc = udsipc_conformance::peer::rust_peer().expect("the udsipc binary");
     format!("rust={} peer", udsipc.display())
@@ -139,4 +179,187 @@ fn builtin_peers_are_named_go_rust_py() {
     let md = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{md}");
     assert!(md.contains("| **raw** | 1/1 | 1/1 |"), "{md}");
+}
+
+#[test]
+fn a_writer_that_never_connects_fails_its_cases_and_the_run_still_reports() {
+    // Reads its stdin, never connects: every blocking step of the
+    // writer->raw cases (the accept above all) must have a deadline.
+    let dir = tempfile::tempdir().unwrap();
+    let peer = script_peer(
+        &dir,
+        "mute",
+        r#"{"event":"hello","name":"mute","profile":"spec"}"#,
+        "exec cat >/dev/null",
+    );
+    let (_d, md) = out_file("m.md");
+    let out = conform_within(
+        &[
+            "--peer",
+            &peer,
+            "--case",
+            "2.2.2-writer-minimal-prefixes",
+            "--case",
+            "5.5-write-timeout-is-a-stall-limit",
+            "--markdown",
+            md.to_str().unwrap(),
+        ],
+        std::time::Duration::from_secs(150),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let report = std::fs::read_to_string(&md).expect("a report");
+    assert_eq!(report.matches("to connect").count(), 2, "{report}");
+}
+
+#[test]
+fn peer_stderr_is_tagged_with_the_case_and_arm() {
+    let dir = tempfile::tempdir().unwrap();
+    let peer = script_peer(
+        &dir,
+        "noisy",
+        r#"{"event":"hello","name":"noisy","profile":"spec"}"#,
+        "echo 'noisy-diagnostic' >&2; exit 3",
+    );
+    let out = conform_within(
+        &["--peer", &peer, "--case", "2.1-frame-layout"],
+        std::time::Duration::from_secs(150),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("[2.1-frame-layout raw->noisy] noisy read: noisy-diagnostic"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn answers_are_matched_by_kind_so_extra_json_lines_are_ignored() {
+    // The Python peer, its writer's every line preceded by an event the
+    // suite does not know: answers are found by kind, not position.
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("chatty.sh");
+    let py = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let body = r#"#!/bin/sh
+if [ "$1" = write ]; then
+    PY -S py-peer/udsipc_peer.py "$@" | sed -u 'i {"event":"note"}'
+    exit 0
+fi
+exec PY -S py-peer/udsipc_peer.py "$@"
+"#;
+    std::fs::write(&script, body.replace("PY", &py)).unwrap();
+    let peer = format!("chatty=sh {}", script.display());
+    let out = conform_within(
+        &[
+            "--peer",
+            &peer,
+            "--case",
+            "5.8-write-after-stop",
+            "--case",
+            "5.1-buffer-full",
+        ],
+        std::time::Duration::from_secs(150),
+    );
+    let md = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{md}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn hello_capabilities_drive_skips_with_the_reason() {
+    // A peer without abstract names: 6.1 is skipped before it is started
+    // (its roles would leave a file behind).
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("started");
+    let peer = script_peer(
+        &dir,
+        "noabs",
+        r#"{"event":"hello","name":"noabs","profile":"spec","capabilities":["peer-credentials"]}"#,
+        &format!("touch {}; exit 1", marker.display()),
+    );
+    let (_d, json) = out_file("r.json");
+    let out = conform_within(
+        &[
+            "--peer",
+            &peer,
+            "--case",
+            "6.1-abstract-name",
+            "--json",
+            json.to_str().unwrap(),
+        ],
+        std::time::Duration::from_secs(150),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let r = &v["results"][0];
+    assert_eq!(r["unsupported"], true, "{r}");
+    assert!(
+        r["detail"]
+            .as_str()
+            .unwrap()
+            .contains("does not list `abstract-names`"),
+        "{r}"
+    );
+    assert!(!marker.exists(), "the peer was started");
+}
+
+#[test]
+fn the_built_in_peers_hello_lists_every_capability() {
+    let py = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let go = udsipc_conformance::gopeer::go_peer().expect("go-peer");
+    let rust = udsipc_conformance::peer::rust_peer().expect("udsipc");
+    let peers: [Vec<std::ffi::OsString>; 3] = [
+        vec![go.into()],
+        vec![rust.into(), "peer".into()],
+        vec![
+            py.into(),
+            "-S".into(),
+            udsipc_conformance::crate_dir()
+                .join("py-peer/udsipc_peer.py")
+                .into(),
+        ],
+    ];
+    for argv in peers {
+        let out = Command::new(&argv[0])
+            .args(&argv[1..])
+            .arg("hello")
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        for (cap, _) in udsipc_conformance::capability::ALL {
+            assert!(
+                v["capabilities"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|c| c == cap)),
+                "{argv:?}: {v}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_reader_that_sheds_silently_passes_4_6() {
+    // udsipc peer with its "connection rejected" lines filtered out: it
+    // sheds without a word, which rule 4.6 allows (a MAY).
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("silent.sh");
+    let udsipc = udsipc_conformance::peer::rust_peer().expect("the udsipc binary");
+    let body = r#"#!/bin/bash
+[ "$1" = hello ] && exec UDSIPC peer hello
+exec UDSIPC peer "$@" > >(exec grep --line-buffered -v '"connection rejected"')
+"#;
+    std::fs::write(&script, body.replace("UDSIPC", &udsipc.to_string_lossy())).unwrap();
+    let peer = format!("silent=bash {}", script.display());
+    let out = conform_within(
+        &["--peer", &peer, "--case", "4.6-accept-errors-give-up"],
+        std::time::Duration::from_secs(150),
+    );
+    let md = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{md}");
+    assert!(md.contains("shed connections silently"), "{md}");
 }

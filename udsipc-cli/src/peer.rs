@@ -87,6 +87,9 @@ pub(crate) fn run(args: &[String]) -> std::process::ExitCode {
     match args.first().map(String::as_str) {
         Some("hello") => emit(&json!({
             "event": "hello", "name": "rust", "profile": "spec", "roles": ["read", "write"],
+            "capabilities": [
+                "abstract-names", "peer-credentials", "notify", "socket-activation", "shutdown-read",
+            ],
         })),
         Some("read") => read(&args[1..]),
         Some("write") => write(&args[1..]),

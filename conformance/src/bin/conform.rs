@@ -106,8 +106,12 @@ fn selected(case: &Case, o: &Options) -> bool {
     (o.cases.is_empty() && o.sections.is_empty()) || by_case || by_section
 }
 
-/// Asks a command peer `hello` for its profile.
-fn hello(name: &str, argv: &[String]) -> Result<bool, String> {
+/// What a command peer's `hello` says: whether it is the Go reference,
+/// and the capabilities it lists (`None`: it lists none).
+type Hello = (bool, Option<Vec<String>>);
+
+/// Asks a command peer `hello` for its profile and capabilities.
+fn hello(name: &str, argv: &[String]) -> Result<Hello, String> {
     let out = Command::new(&argv[0])
         .args(&argv[1..])
         .arg("hello")
@@ -117,7 +121,7 @@ fn hello(name: &str, argv: &[String]) -> Result<bool, String> {
         .map_err(|e| format!("peer {name}: running {}: {e}", argv[0]))?;
     if out.status.code() == Some(127) {
         // No hello: judged by the spec.
-        return Ok(false);
+        return Ok((false, None));
     }
     for line in BufReader::new(&out.stdout[..])
         .lines()
@@ -125,7 +129,12 @@ fn hello(name: &str, argv: &[String]) -> Result<bool, String> {
     {
         if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
             if v["event"] == "hello" {
-                return Ok(v["profile"] == "go-reference");
+                let capabilities = v["capabilities"].as_array().map(|a| {
+                    a.iter()
+                        .filter_map(|c| c.as_str().map(str::to_owned))
+                        .collect()
+                });
+                return Ok((v["profile"] == "go-reference", capabilities));
             }
         }
     }
@@ -149,11 +158,11 @@ fn peers(o: &Options) -> Vec<Impl> {
             if argv.is_empty() {
                 usage(&format!("peer {name} has an empty command"));
             }
-            let go_reference = hello(name, &argv).unwrap_or_else(|e| {
+            let (go_reference, capabilities) = hello(name, &argv).unwrap_or_else(|e| {
                 eprintln!("conform: {e}");
                 std::process::exit(2)
             });
-            Impl::command(name, argv, go_reference)
+            Impl::command(name, argv, go_reference, capabilities)
         })
         .collect()
 }
