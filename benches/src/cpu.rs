@@ -1,0 +1,44 @@
+//! CPU time (user + system) from `getrusage`, not wall time: what a
+//! transfer costs the machine, which a busy neighbour moves far less than
+//! throughput.
+//!
+//! A peer process's CPU is read by the runner when it reaps it: the
+//! growth of `RUSAGE_CHILDREN` across one `wait` is that child's whole
+//! life (start-up included, which is small against a cell's messages), for
+//! any program (Rust, Go, C) without its cooperation. An in-process column
+//! reads `RUSAGE_SELF` around the transfer: writer and reader together.
+
+use nix::sys::resource::{UsageWho, getrusage};
+
+fn ns(who: UsageWho) -> u64 {
+    let Ok(u) = getrusage(who) else { return 0 };
+    let ns = |t: nix::sys::time::TimeVal| t.tv_sec() as u64 * 1_000_000_000 + t.tv_usec() as u64 * 1_000;
+    ns(u.user_time()) + ns(u.system_time())
+}
+
+/// User + system CPU of every child this process has reaped, ns.
+pub fn children_ns() -> u64 {
+    ns(UsageWho::RUSAGE_CHILDREN)
+}
+
+/// User + system CPU of this process (every thread), ns.
+pub fn self_ns() -> u64 {
+    ns(UsageWho::RUSAGE_SELF)
+}
+
+/// CPU a transfer took, ns, per process (`reader` is `None` for an
+/// in-process transfer, whose `writer` is then the whole process).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Cpu {
+    /// The writer process (or the one process), ns.
+    pub writer_ns: u64,
+    /// The reader process, ns, when it is another process.
+    pub reader_ns: Option<u64>,
+}
+
+impl Cpu {
+    /// Both processes (or the one), ns.
+    pub fn total_ns(&self) -> u64 {
+        self.writer_ns + self.reader_ns.unwrap_or(0)
+    }
+}
