@@ -12,7 +12,8 @@ use nix::sys::resource::{UsageWho, getrusage};
 
 fn ns(who: UsageWho) -> u64 {
     let Ok(u) = getrusage(who) else { return 0 };
-    let ns = |t: nix::sys::time::TimeVal| t.tv_sec() as u64 * 1_000_000_000 + t.tv_usec() as u64 * 1_000;
+    let ns =
+        |t: nix::sys::time::TimeVal| t.tv_sec() as u64 * 1_000_000_000 + t.tv_usec() as u64 * 1_000;
     ns(u.user_time()) + ns(u.system_time())
 }
 

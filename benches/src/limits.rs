@@ -122,7 +122,11 @@ fn pump(source: Source, total: u64, how: Waiting) -> Result<(u64, Duration), Str
 /// The writing half of a limit: writes what `source` produces, a
 /// [`RAW_CHUNK`] at a time, blocking or through epoll (a current-thread
 /// runtime on the calling thread).
-pub(crate) fn write_all(stream: UnixStream, mut source: Source, how: Waiting) -> Result<(), String> {
+pub(crate) fn write_all(
+    stream: UnixStream,
+    mut source: Source,
+    how: Waiting,
+) -> Result<(), String> {
     let mut chunk = Vec::with_capacity(RAW_CHUNK);
     if how == Waiting::Blocking {
         let mut a = stream;

@@ -114,9 +114,15 @@ impl Peer {
     pub fn rust_engine(udsipc: PathBuf, engine: Engine) -> Self {
         let counts_allocs = matches!(engine, Engine::Udsipc | Engine::TokioUtil | Engine::Codec);
         Self {
-            name: if engine == Engine::Udsipc { "Rust" } else { engine.arg() },
+            name: if engine == Engine::Udsipc {
+                "Rust"
+            } else {
+                engine.arg()
+            },
             program: udsipc,
-            subcommand: ["bench", "peer", "--engine", engine.arg()].map(String::from).to_vec(),
+            subcommand: ["bench", "peer", "--engine", engine.arg()]
+                .map(String::from)
+                .to_vec(),
             counts_allocs,
         }
     }

@@ -34,8 +34,14 @@ pub fn build(work: &Path) -> Result<PathBuf, String> {
         .args(["-O2", "-o"])
         .arg(&bin)
         .arg(&src)
-        .arg(format!("-DUDSIPC_HWM={}", udsipc::DEFAULT_MAX_BUFFERED_WRITES))
-        .arg(format!("-DUDSIPC_SNDBUF={}", udsipc::DEFAULT_WRITE_BUFFER_SIZE))
+        .arg(format!(
+            "-DUDSIPC_HWM={}",
+            udsipc::DEFAULT_MAX_BUFFERED_WRITES
+        ))
+        .arg(format!(
+            "-DUDSIPC_SNDBUF={}",
+            udsipc::DEFAULT_WRITE_BUFFER_SIZE
+        ))
         .arg("-lzmq")
         .output()
         .map_err(|e| format!("no C compiler ({}: {e})", Path::new(&cc).display()))?;
