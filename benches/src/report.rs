@@ -563,6 +563,20 @@ fn of_limit(v: Option<f64>, spread: Option<&Spread>) -> String {
     }
 }
 
+/// `1.31× (1.25–1.40; ±6%)`: a ratio, its per-round range, and half the
+/// range as a share of the median.
+fn spread_cell(v: Option<f64>, spread: Option<&Spread>) -> String {
+    match (v, spread) {
+        (Some(r), Some(sp)) if r > 0.0 => format!(
+            "{r:.2}× ({:.2}–{:.2}; ±{:.0}%)",
+            sp.min,
+            sp.max,
+            50.0 * (sp.max - sp.min) / r
+        ),
+        (v, _) => ratio(v, None),
+    }
+}
+
 fn with_how(v: Option<f64>, how: Option<Waiting>) -> String {
     match how {
         Some(h) if v.is_some() => format!("{} ({})", num(v, 0), h.name()),
@@ -609,6 +623,20 @@ impl Table {
                 of_limit(r.ratio_framed_limit, sp("framed_limit")),
                 with_how(r.raw_limit_mbps, r.raw_limit_how),
                 of_limit(r.ratio_raw_limit, sp("raw_limit")),
+            ));
+        }
+        s.push_str("\nEach ratio's spread across rounds: median (min–max; ± half the range, as a share of the median):\n\n| size | udsipc / tokio-util | udsipc / ZeroMQ | udsipc / Go | udsipc / framed-copy limit | udsipc / raw limit | udsipc / framed-copy CPU |\n|---:|---:|---:|---:|---:|---:|---:|\n");
+        for r in &self.rows {
+            let sp = |v: Option<f64>, k: &str| spread_cell(v, r.ratio_spread.get(k));
+            s.push_str(&format!(
+                "| {} | {} | {} | {} | {} | {} | {} |\n",
+                size_label(r.size),
+                sp(r.ratio_tokio_util, "tokio_util"),
+                sp(r.ratio_zmq, "zmq"),
+                sp(r.ratio_go, "go"),
+                sp(r.ratio_framed_limit, "framed_limit"),
+                sp(r.ratio_raw_limit, "raw_limit"),
+                sp(r.ratio_cpu_framed_limit, "cpu_framed_limit"),
             ));
         }
         s.push_str("\nCPU ns per message (user + system; writer process + reader process, from getrusage):\n\n| size | udsipc | tokio-util | udsipc codec | ZeroMQ | Go | framed-copy (blocking) | framed-copy (epoll) | raw (blocking) | raw (epoll) | udsipc / framed-copy CPU |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
@@ -791,5 +819,102 @@ mod tests {
         });
         let md = table.markdown();
         assert!(md.contains("| 64 B | 93% | n/a |"), "{md}");
+    }
+
+    fn measured(mbps: f64, writer_ns: u64, reader_ns: Option<u64>) -> crate::Measurement {
+        crate::Measurement {
+            size: 1000,
+            messages: 1000,
+            bytes: 1_000_000,
+            elapsed: std::time::Duration::from_secs_f64(1.0 / mbps),
+            allocs_per_msg: None,
+            cpu: Some(crate::cpu::Cpu {
+                writer_ns,
+                reader_ns,
+            }),
+        }
+    }
+
+    #[test]
+    fn ratios_are_medians_of_per_round_ratios_with_their_range() {
+        // Round by round: 2.0, 1.0 and 1.5; the ratio of the medians
+        // (150 / 100) would hide the spread.
+        let num = [Some(200.0), Some(100.0), Some(150.0)];
+        let den = [Some(100.0), Some(100.0), Some(100.0)];
+        let (m, spread) = ratio_of(&num, &den).unwrap();
+        assert_eq!(m, 1.5);
+        assert_eq!(spread, Spread { min: 1.0, max: 2.0 });
+        // A round missing either side does not count.
+        let (m, _) = ratio_of(&[Some(3.0), None], &[Some(1.0), Some(1.0)]).unwrap();
+        assert_eq!(m, 3.0);
+        assert!(ratio_of(&[None], &[Some(1.0)]).is_none());
+    }
+
+    #[test]
+    fn a_row_has_per_process_cpu_per_column_and_every_ratio() {
+        let columns = [
+            Column::Rust,
+            Column::TokioUtil,
+            Column::FramedLimit,
+            Column::FramedLimitBlocking,
+            Column::RustInProcess,
+        ];
+        let mut cell = Cell::new(1000, &columns, 2);
+        for round in 0..2 {
+            cell.put(Column::Rust, round, measured(900.0, 3_000, Some(2_000)));
+            cell.put(
+                Column::TokioUtil,
+                round,
+                measured(450.0, 1_000, Some(1_000)),
+            );
+            cell.put(
+                Column::FramedLimit,
+                round,
+                measured(800.0, 2_000, Some(2_000)),
+            );
+            let blocking = measured(1000.0, 1_000, Some(1_000));
+            cell.put(Column::FramedLimitBlocking, round, blocking);
+            cell.put(Column::RustInProcess, round, measured(500.0, 4_000, None));
+        }
+        let row = Row::from_cell(&cell);
+        let close = |v: Option<f64>, want: f64| v.is_some_and(|v| (v - want).abs() < 1e-4);
+        assert!(close(row.ratio_tokio_util, 2.0), "{row:?}");
+        assert!(
+            close(row.ratio_framed_limit, 0.9),
+            "each round's faster way: {row:?}"
+        );
+        assert_eq!(row.framed_limit_how, Some(Waiting::Blocking));
+        // 5 ns against the cheaper framed copy's 2 ns per message.
+        assert!(close(row.ratio_cpu_framed_limit, 2.5), "{row:?}");
+        assert_eq!(
+            row.cpu_ns_per_msg["udsipc"],
+            CpuNs {
+                writer: 3.0,
+                reader: 2.0
+            }
+        );
+        assert!(!row.cpu_ns_per_msg.contains_key("udsipc_inproc"));
+        assert!(row.limit_unreliable.is_empty());
+        assert!(row.ratio_zmq.is_none() && !row.ratio_spread.contains_key("zmq"));
+        let inproc = InprocRow::from_cell(&cell).unwrap();
+        assert_eq!(inproc.cpu_ns_per_msg["udsipc"], 4.0);
+        assert!(close(inproc.mbps.get("udsipc").copied(), 500.0));
+    }
+
+    #[test]
+    fn a_limit_udsipc_beats_by_more_than_5_percent_is_marked_unreliable() {
+        let columns = [Column::Rust, Column::FramedLimitBlocking];
+        let mut cell = Cell::new(10240, &columns, 1);
+        cell.put(Column::Rust, 0, measured(1470.0, 1, Some(1)));
+        cell.put(Column::FramedLimitBlocking, 0, measured(1000.0, 1, Some(1)));
+        let row = Row::from_cell(&cell);
+        assert_eq!(row.limit_unreliable, ["framed_copy"]);
+        let table = Table {
+            rows: vec![row],
+            ..Table::default()
+        };
+        let md = table.markdown();
+        assert!(md.contains("unreliable: udsipc 147%"), "{md}");
+        assert!(!md.contains("| 147% |"), "{md}");
     }
 }

@@ -191,6 +191,11 @@ fn measure_scaling(plan: &Plan, dir: &std::path::Path, table: &mut Table) -> Res
     Ok(())
 }
 
+/// Whether `column` was taken out because its peer failed mid-run.
+fn dropped(column: Column, go_failed: &Option<String>, zmq_failed: &Option<String>) -> bool {
+    (column.needs_go() && go_failed.is_some()) || (column.needs_zmq() && zmq_failed.is_some())
+}
+
 fn run_table(args: &BenchArgs) -> Result<(), String> {
     let plan = Plan::from(args);
     let sizes = if args.sizes.is_empty() {
@@ -282,9 +287,7 @@ fn run_table(args: &BenchArgs) -> Result<(), String> {
             for k in 0..columns.len() {
                 let column = columns[(k + round + si) % columns.len()];
                 bar.inc(1);
-                if (column.needs_go() && go_failed.is_some())
-                    || (column.needs_zmq() && zmq_failed.is_some())
-                {
+                if dropped(column, &go_failed, &zmq_failed) {
                     continue;
                 }
                 bar.set_message(format!(
@@ -358,9 +361,7 @@ fn run_table(args: &BenchArgs) -> Result<(), String> {
     bar.finish_and_clear();
     for cell in &mut cells {
         for &column in &columns {
-            if (column.needs_go() && go_failed.is_some())
-                || (column.needs_zmq() && zmq_failed.is_some())
-            {
+            if dropped(column, &go_failed, &zmq_failed) {
                 cell.drop_column(column);
             }
         }
@@ -376,9 +377,7 @@ fn run_table(args: &BenchArgs) -> Result<(), String> {
     }
     table.columns = columns
         .iter()
-        .filter(|c| {
-            !(c.needs_go() && go_failed.is_some()) && !(c.needs_zmq() && zmq_failed.is_some())
-        })
+        .filter(|&&c| !dropped(c, &go_failed, &zmq_failed))
         .map(|&c| ColumnInfo {
             key: c.key(),
             name: c.name(),
