@@ -17,6 +17,7 @@ use udsipc::codec::UvarintCodec;
 use unsigned_varint::codec::UviBytes;
 
 use crate::alloc::allocations;
+use crate::cpu::{Cpu, self_ns};
 use crate::{Measurement, per_steady_message, warmup_messages};
 
 /// `SO_SNDBUF` of every baseline's writing end, as Go's default.
@@ -83,6 +84,7 @@ where
     let (a, b) = UnixStream::pair().map_err(|e| e.to_string())?;
     set_sndbuf(&a, SNDBUF);
     let warm = warmup_messages(messages).max(1);
+    let cpu_start = self_ns();
     let reader = std::thread::spawn(move || read_frames(b, decoder, messages, warm));
     let start = Instant::now();
     let written = write_frames(a, encoder, size, messages, warm);
@@ -90,6 +92,10 @@ where
         .join()
         .map_err(|_| format!("{name} reader thread panicked"))?;
     let elapsed = start.elapsed();
+    let cpu = Cpu {
+        writer_ns: self_ns().saturating_sub(cpu_start),
+        reader_ns: None,
+    };
     let allocs = allocations();
     written?;
     let (got, bytes, mark) = got?;
@@ -102,7 +108,7 @@ where
         bytes,
         elapsed,
         allocs_per_msg: Some(per_steady_message(allocs - mark, messages)),
-        cpu: None,
+        cpu: Some(cpu),
     })
 }
 

@@ -7,7 +7,6 @@ use std::path::Path;
 
 use crate::Measurement;
 use crate::baseline::{tokio_util_framed, udsipc_codec_framed};
-use crate::cpu::{Cpu, self_ns};
 use crate::inproc::rust_in_process;
 use crate::limits::{Waiting, framed_copy_limit, raw_limit};
 use crate::peer::{Peer, run_pair};
@@ -202,9 +201,9 @@ pub struct Peers {
 }
 
 /// Measures one cell: `messages` messages of `size` bytes through `column`,
-/// with a socket in `dir`. Every measurement carries CPU time: each
-/// process's for the two-process columns, the runner's for the in-process
-/// ones (writer and reader together).
+/// with a socket in `dir`. Every measurement carries CPU time (see
+/// [`crate::cpu`]): each process's for the two-process columns, the
+/// runner's for the in-process ones (writer and reader together).
 pub fn measure(
     column: Column,
     peers: &Peers,
@@ -219,15 +218,6 @@ pub fn measure(
     let engine = |e: Engine| {
         let p = Peer::rust_engine(peers.exe.clone(), e);
         run_pair(&p, &p, &socket, size, messages, None)
-    };
-    let in_process = |f: &dyn Fn() -> Result<Measurement, String>| {
-        let before = self_ns();
-        let mut m = f()?;
-        m.cpu = Some(Cpu {
-            writer_ns: self_ns().saturating_sub(before),
-            reader_ns: None,
-        });
-        Ok::<_, String>(m)
     };
     // The raw limit has no messages: count the cell's, so that its CPU per
     // message is per the same payload bytes.
@@ -255,18 +245,14 @@ pub fn measure(
         Column::RawBlocking => engine(Engine::RawBlocking)?.measurement,
         Column::FramedLimit => engine(Engine::FramedEpoll)?.measurement,
         Column::FramedLimitBlocking => engine(Engine::FramedBlocking)?.measurement,
-        Column::RustInProcess => in_process(&|| rust_in_process(&socket, size, messages))?,
-        Column::TokioUtilInProcess => in_process(&|| tokio_util_framed(size, messages))?,
-        Column::UdsipcCodecInProcess => in_process(&|| udsipc_codec_framed(size, messages))?,
-        Column::RawInProcess => as_cell(in_process(&|| raw_limit(total, Waiting::Epoll))?),
-        Column::RawBlockingInProcess => {
-            as_cell(in_process(&|| raw_limit(total, Waiting::Blocking))?)
-        }
-        Column::FramedLimitInProcess => {
-            in_process(&|| framed_copy_limit(size, messages, Waiting::Epoll))?
-        }
+        Column::RustInProcess => rust_in_process(&socket, size, messages)?,
+        Column::TokioUtilInProcess => tokio_util_framed(size, messages)?,
+        Column::UdsipcCodecInProcess => udsipc_codec_framed(size, messages)?,
+        Column::RawInProcess => as_cell(raw_limit(total, Waiting::Epoll)?),
+        Column::RawBlockingInProcess => as_cell(raw_limit(total, Waiting::Blocking)?),
+        Column::FramedLimitInProcess => framed_copy_limit(size, messages, Waiting::Epoll)?,
         Column::FramedLimitBlockingInProcess => {
-            in_process(&|| framed_copy_limit(size, messages, Waiting::Blocking))?
+            framed_copy_limit(size, messages, Waiting::Blocking)?
         }
     })
 }

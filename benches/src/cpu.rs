@@ -2,11 +2,13 @@
 //! transfer costs the machine, which a busy neighbour moves far less than
 //! throughput.
 //!
-//! A peer process's CPU is read by the runner when it reaps it: the
-//! growth of `RUSAGE_CHILDREN` across one `wait` is that child's whole
-//! life (start-up included, which is small against a cell's messages), for
-//! any program (Rust, Go, C) without its cooperation. An in-process column
-//! reads `RUSAGE_SELF` around the transfer: writer and reader together.
+//! Every peer (Rust, Go, C) reports its own process's CPU over the
+//! transfer (`RUSAGE_SELF`, every thread: a reader's from `ready` to its
+//! last delivery, a writer's from its first send until drained), leaving
+//! out start-up, which costs 2-6 ms per process here, a visible share of a
+//! cell. A peer that does not report it is charged its whole life instead:
+//! what reaping it adds to the runner's `RUSAGE_CHILDREN`. An in-process
+//! column reads `RUSAGE_SELF` around its transfer: both threads together.
 
 use nix::sys::resource::{UsageWho, getrusage};
 

@@ -17,6 +17,7 @@ use unsigned_varint::codec::UviBytes;
 use crate::alloc::allocations;
 use crate::baseline::{SNDBUF, read_frames, set_sndbuf, write_frames};
 use crate::clock::monotonic_ns;
+use crate::cpu::self_ns;
 use crate::limits::{Waiting, framed_source, raw_source, read_all, write_all};
 use crate::peer::{PeerArgs, Report};
 use crate::warmup_messages;
@@ -82,6 +83,7 @@ fn reader(args: &PeerArgs) -> Result<Report, String> {
     let _ = std::fs::remove_file(&args.socket);
     let listener = UnixListener::bind(&args.socket).map_err(|e| e.to_string())?;
     println!("ready");
+    let cpu_start = self_ns();
     let (conn, _) = listener.accept().map_err(|e| e.to_string())?;
     let (count, size) = (args.count, args.size);
     let warm = warmup_messages(count).max(1);
@@ -116,6 +118,7 @@ fn reader(args: &PeerArgs) -> Result<Report, String> {
         last_ns,
         allocs,
         alloc_msgs,
+        cpu_ns: Some(self_ns().saturating_sub(cpu_start)),
         ..Report::default()
     })
 }
@@ -133,6 +136,7 @@ fn writer(args: &PeerArgs) -> Result<Report, String> {
     set_sndbuf(&conn, SNDBUF);
     let (count, size) = (args.count, args.size);
     let warm = warmup_messages(count).max(1);
+    let cpu_start = self_ns();
     let start_ns = monotonic_ns();
     let (allocs, alloc_msgs) = match args.engine {
         Engine::TokioUtil => {
@@ -161,6 +165,7 @@ fn writer(args: &PeerArgs) -> Result<Report, String> {
         end_ns: monotonic_ns(),
         allocs,
         alloc_msgs,
+        cpu_ns: Some(self_ns().saturating_sub(cpu_start)),
         ..Report::default()
     })
 }

@@ -116,6 +116,7 @@ pub fn rust_in_process(path: &Path, size: usize, messages: u64) -> Result<Measur
         .start()
         .map_err(|e| e.to_string())?;
     let payload = crate::payload(size);
+    let cpu_start = crate::cpu::self_ns();
     let start = Instant::now();
     producer.block_on(crate::rust_peer::send_unpaced(&writer, &payload, messages))?;
     // The Writer's task runs on the producer's runtime: stopping it (as
@@ -125,6 +126,10 @@ pub fn rust_in_process(path: &Path, size: usize, messages: u64) -> Result<Measur
         .map_err(|e| e.to_string())?;
     let arrived = done.wait(Duration::from_secs(120));
     let elapsed = start.elapsed();
+    let cpu = crate::cpu::Cpu {
+        writer_ns: crate::cpu::self_ns().saturating_sub(cpu_start),
+        reader_ns: None,
+    };
     let (allocs, after_warmup) = done.steady_allocs();
     producer
         .block_on(reader.stop(Duration::from_secs(10)))
@@ -141,7 +146,7 @@ pub fn rust_in_process(path: &Path, size: usize, messages: u64) -> Result<Measur
         bytes: done.bytes()?,
         elapsed,
         allocs_per_msg: Some(allocs as f64 / after_warmup as f64),
-        cpu: None,
+        cpu: Some(cpu),
     })
 }
 

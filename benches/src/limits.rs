@@ -23,6 +23,7 @@ use udsipc::frame::{MAX_VARINT_LEN, encode_varint};
 use crate::Measurement;
 use crate::baseline::{RAW_CHUNK, SNDBUF, current_thread, set_sndbuf};
 use crate::clock::monotonic_ns;
+use crate::cpu::{Cpu, self_ns};
 
 /// How both sides wait for the socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -103,10 +104,12 @@ pub(crate) fn raw_source(total: u64) -> Source {
 }
 
 /// Moves what `source` produces through a socket pair; returns the bytes
-/// the reader got and the time from the first write to the last read.
-fn pump(source: Source, total: u64, how: Waiting) -> Result<(u64, Duration), String> {
+/// the reader got, the time from the first write to the last read, and the
+/// process's CPU meanwhile.
+fn pump(source: Source, total: u64, how: Waiting) -> Result<(u64, Duration, Cpu), String> {
     let (a, b) = UnixStream::pair().map_err(|e| e.to_string())?;
     set_sndbuf(&a, SNDBUF);
+    let cpu_start = self_ns();
     let reader = std::thread::spawn(move || -> Result<(u64, Instant), String> {
         let got = read_all(b, total, how)?;
         Ok((got, Instant::now()))
@@ -116,7 +119,15 @@ fn pump(source: Source, total: u64, how: Waiting) -> Result<(u64, Duration), Str
     let (got, end) = reader
         .join()
         .map_err(|_| "limit reader thread panicked".to_owned())??;
-    Ok((got, end.duration_since(start).max(Duration::from_nanos(1))))
+    let cpu = Cpu {
+        writer_ns: self_ns().saturating_sub(cpu_start),
+        reader_ns: None,
+    };
+    Ok((
+        got,
+        end.duration_since(start).max(Duration::from_nanos(1)),
+        cpu,
+    ))
 }
 
 /// The writing half of a limit: writes what `source` produces, a
@@ -179,7 +190,7 @@ pub(crate) fn read_all(stream: UnixStream, total: u64, how: Waiting) -> Result<u
 /// MB/s counts message bodies, as every other column does.
 pub fn framed_copy_limit(size: usize, messages: u64, how: Waiting) -> Result<Measurement, String> {
     let (source, total) = framed_source(size, messages);
-    let (got, elapsed) = pump(source, total, how)?;
+    let (got, elapsed, cpu) = pump(source, total, how)?;
     if got != total {
         return Err(format!("framed limit: {got} of {total} bytes arrived"));
     }
@@ -189,20 +200,20 @@ pub fn framed_copy_limit(size: usize, messages: u64, how: Waiting) -> Result<Mea
         bytes: size as u64 * messages,
         elapsed,
         allocs_per_msg: None,
-        cpu: None,
+        cpu: Some(cpu),
     })
 }
 
 /// The raw limit: `total` bytes in [`RAW_CHUNK`] writes.
 pub fn raw_limit(total: u64, how: Waiting) -> Result<Measurement, String> {
-    let (got, elapsed) = pump(raw_source(total), total, how)?;
+    let (got, elapsed, cpu) = pump(raw_source(total), total, how)?;
     Ok(Measurement {
         size: RAW_CHUNK,
         messages: total.div_ceil(RAW_CHUNK as u64),
         bytes: got,
         elapsed,
         allocs_per_msg: None,
-        cpu: None,
+        cpu: Some(cpu),
     })
 }
 

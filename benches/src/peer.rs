@@ -90,6 +90,12 @@ pub struct Report {
     /// messages after the warm-up (the first 10%).
     #[serde(default)]
     pub latency_ns: Option<[i64; 2]>,
+    /// User + system CPU of the whole process (every thread) over the
+    /// transfer, ns: a reader's from `ready` to its last delivery, a
+    /// writer's from just before its first send until drained. Without it
+    /// the runner charges the process's whole life (start-up included).
+    #[serde(default)]
+    pub cpu_ns: Option<u64>,
 }
 
 /// A program that speaks the peer contract.
@@ -212,6 +218,9 @@ pub fn run_pair(
         ));
     }
     let nanos = (r.last_ns - w.start_ns).max(1) as u64;
+    // Start-up costs a process 2-6 ms here, a visible share of a cell's
+    // CPU: take the transfer window's when the peer reports it.
+    let (writer_ns, reader_ns) = (w.cpu_ns.unwrap_or(writer_ns), r.cpu_ns.unwrap_or(reader_ns));
     Ok(PairResult {
         measurement: Measurement {
             size,

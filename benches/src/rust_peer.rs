@@ -81,7 +81,9 @@ fn rust_reader(args: &PeerArgs) -> Result<Report, String> {
         })
         .map_err(|e| e.to_string())?;
     println!("ready");
+    let cpu_start = crate::cpu::self_ns();
     let arrived = done.wait(PATIENCE);
+    let cpu_ns = crate::cpu::self_ns().saturating_sub(cpu_start);
     let (allocs, alloc_msgs) = done.steady_allocs();
     reader
         .stop_blocking(Duration::from_secs(5))
@@ -107,6 +109,7 @@ fn rust_reader(args: &PeerArgs) -> Result<Report, String> {
         allocs,
         alloc_msgs,
         latency_ns,
+        cpu_ns: Some(cpu_ns),
         ..Report::default()
     })
 }
@@ -144,10 +147,12 @@ fn rust_writer(args: &PeerArgs) -> Result<Report, String> {
                 std::thread::sleep(Duration::from_millis(1));
             }
         });
+        let cpu_start = crate::cpu::self_ns();
         let start_ns = monotonic_ns();
         let sending = send_all(&writer, &producer, &payload, args);
         let stopped = producer.block_on(writer.stop(PATIENCE));
         let end_ns = monotonic_ns();
+        let cpu_ns = crate::cpu::self_ns().saturating_sub(cpu_start);
         let end_allocs = allocations();
         done.store(true, Ordering::Release);
         let (mark, sent_at_mark) = watcher.join().expect("watcher thread");
@@ -162,6 +167,7 @@ fn rust_writer(args: &PeerArgs) -> Result<Report, String> {
             end_ns,
             allocs: end_allocs.saturating_sub(mark),
             alloc_msgs: args.count.saturating_sub(sent_at_mark).max(1),
+            cpu_ns: Some(cpu_ns),
             ..Report::default()
         })
     })
