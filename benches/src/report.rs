@@ -186,9 +186,10 @@ pub struct Row {
     /// Median of the per-round ratios of CPU ns per message, both
     /// processes: udsipc / the framed-copy limit (its cheaper way).
     pub ratio_cpu_framed_limit: Option<f64>,
-    /// The smallest and largest per-round ratio, by the ratio's name
-    /// (`framed_limit`, `raw_limit`, `tokio_util`, `zmq`, `go`,
-    /// `cpu_framed_limit`).
+    /// The smallest and largest per-round ratio, keyed by the ratio's
+    /// field name (`ratio_framed_limit`, `ratio_raw_limit`,
+    /// `ratio_tokio_util`, `ratio_zmq`, `ratio_go`,
+    /// `ratio_cpu_framed_limit`).
     pub ratio_spread: BTreeMap<&'static str, Spread>,
     /// Median CPU ns per message (user + system) of the writer and the
     /// reader process, by column key.
@@ -258,11 +259,15 @@ impl Row {
         let udsipc = mbps(C::Rust);
         let cpu_framed = cell.least_cpu(C::FramedLimitBlocking, C::FramedLimit);
         for (key, den, slot) in [
-            ("framed_limit", framed, &mut row.ratio_framed_limit),
-            ("raw_limit", raw, &mut row.ratio_raw_limit),
-            ("tokio_util", mbps(C::TokioUtil), &mut row.ratio_tokio_util),
-            ("zmq", mbps(C::Zmq), &mut row.ratio_zmq),
-            ("go", mbps(C::Go), &mut row.ratio_go),
+            ("ratio_framed_limit", framed, &mut row.ratio_framed_limit),
+            ("ratio_raw_limit", raw, &mut row.ratio_raw_limit),
+            (
+                "ratio_tokio_util",
+                mbps(C::TokioUtil),
+                &mut row.ratio_tokio_util,
+            ),
+            ("ratio_zmq", mbps(C::Zmq), &mut row.ratio_zmq),
+            ("ratio_go", mbps(C::Go), &mut row.ratio_go),
         ] {
             if let Some((m, spread)) = ratio_of(&udsipc, &den) {
                 *slot = Some(m);
@@ -271,7 +276,7 @@ impl Row {
         }
         if let Some((m, spread)) = ratio_of(&cell.cpu_total(C::Rust), &cpu_framed) {
             row.ratio_cpu_framed_limit = Some(m);
-            row.ratio_spread.insert("cpu_framed_limit", spread);
+            row.ratio_spread.insert("ratio_cpu_framed_limit", spread);
         }
         for (column, _) in &cell.rounds {
             if column.topology() != Topology::TwoProcesses {
@@ -397,8 +402,8 @@ impl InprocRow {
         let udsipc = cell.per_round(C::RustInProcess, mb);
         let cpu_framed = cell.least_cpu(C::FramedLimitBlockingInProcess, C::FramedLimitInProcess);
         for (key, den, slot) in [
-            ("framed_limit", framed, &mut row.ratio_framed_limit),
-            ("raw_limit", raw, &mut row.ratio_raw_limit),
+            ("ratio_framed_limit", framed, &mut row.ratio_framed_limit),
+            ("ratio_raw_limit", raw, &mut row.ratio_raw_limit),
             (
                 "tokio_util",
                 cell.per_round(C::TokioUtilInProcess, mb),
@@ -412,7 +417,7 @@ impl InprocRow {
         }
         if let Some((m, spread)) = ratio_of(&cell.cpu_total(C::RustInProcess), &cpu_framed) {
             row.ratio_cpu_framed_limit = Some(m);
-            row.ratio_spread.insert("cpu_framed_limit", spread);
+            row.ratio_spread.insert("ratio_cpu_framed_limit", spread);
         }
         row.limit_unreliable = unreliable(row.ratio_framed_limit, row.ratio_raw_limit);
         Some(row)
@@ -610,19 +615,19 @@ impl Table {
                 num(r.rust_mbps, 0),
                 num(r.rust_msgs_per_sec, 0),
                 num(r.tokio_util_mbps, 0),
-                ratio(r.ratio_tokio_util, sp("tokio_util")),
+                ratio(r.ratio_tokio_util, sp("ratio_tokio_util")),
                 num(r.codec_mbps, 0),
                 num(r.zmq_mbps, 0),
                 num(r.zmq_msgs_per_sec, 0),
-                ratio(r.ratio_zmq, sp("zmq")),
+                ratio(r.ratio_zmq, sp("ratio_zmq")),
                 num(r.go_mbps, 0),
-                ratio(r.ratio_go, sp("go")),
+                ratio(r.ratio_go, sp("ratio_go")),
                 num(r.go_to_rust_mbps, 0),
                 num(r.rust_to_go_mbps, 0),
                 with_how(r.framed_limit_mbps, r.framed_limit_how),
-                of_limit(r.ratio_framed_limit, sp("framed_limit")),
+                of_limit(r.ratio_framed_limit, sp("ratio_framed_limit")),
                 with_how(r.raw_limit_mbps, r.raw_limit_how),
-                of_limit(r.ratio_raw_limit, sp("raw_limit")),
+                of_limit(r.ratio_raw_limit, sp("ratio_raw_limit")),
             ));
         }
         s.push_str("\nEach ratio's spread across rounds: median (min–max; ± half the range, as a share of the median):\n\n| size | udsipc / tokio-util | udsipc / ZeroMQ | udsipc / Go | udsipc / framed-copy limit | udsipc / raw limit | udsipc / framed-copy CPU |\n|---:|---:|---:|---:|---:|---:|---:|\n");
@@ -631,12 +636,12 @@ impl Table {
             s.push_str(&format!(
                 "| {} | {} | {} | {} | {} | {} | {} |\n",
                 size_label(r.size),
-                sp(r.ratio_tokio_util, "tokio_util"),
-                sp(r.ratio_zmq, "zmq"),
-                sp(r.ratio_go, "go"),
-                sp(r.ratio_framed_limit, "framed_limit"),
-                sp(r.ratio_raw_limit, "raw_limit"),
-                sp(r.ratio_cpu_framed_limit, "cpu_framed_limit"),
+                sp(r.ratio_tokio_util, "ratio_tokio_util"),
+                sp(r.ratio_zmq, "ratio_zmq"),
+                sp(r.ratio_go, "ratio_go"),
+                sp(r.ratio_framed_limit, "ratio_framed_limit"),
+                sp(r.ratio_raw_limit, "ratio_raw_limit"),
+                sp(r.ratio_cpu_framed_limit, "ratio_cpu_framed_limit"),
             ));
         }
         s.push_str("\nCPU ns per message (user + system; writer process + reader process, from getrusage):\n\n| size | udsipc | tokio-util | udsipc codec | ZeroMQ | Go | framed-copy (blocking) | framed-copy (epoll) | raw (blocking) | raw (epoll) | udsipc / framed-copy CPU |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
@@ -656,7 +661,7 @@ impl Table {
                 c("raw_epoll"),
                 ratio(
                     r.ratio_cpu_framed_limit,
-                    r.ratio_spread.get("cpu_framed_limit")
+                    r.ratio_spread.get("ratio_cpu_framed_limit")
                 ),
             ));
         }
@@ -696,16 +701,16 @@ impl Table {
                     m("udsipc"),
                     num(r.msgs_per_sec.get("udsipc").copied(), 0),
                     m("tokio_util"),
-                    ratio(r.ratio_tokio_util, sp("tokio_util")),
+                    ratio(r.ratio_tokio_util, sp("ratio_tokio_util")),
                     m("codec"),
                     num(r.framed_limit_mbps, 0),
-                    of_limit(r.ratio_framed_limit, sp("framed_limit")),
+                    of_limit(r.ratio_framed_limit, sp("ratio_framed_limit")),
                     num(r.raw_limit_mbps, 0),
-                    of_limit(r.ratio_raw_limit, sp("raw_limit")),
+                    of_limit(r.ratio_raw_limit, sp("ratio_raw_limit")),
                     c("udsipc"),
                     c("tokio_util"),
                     c("framed_limit_blocking"),
-                    ratio(r.ratio_cpu_framed_limit, sp("cpu_framed_limit")),
+                    ratio(r.ratio_cpu_framed_limit, sp("ratio_cpu_framed_limit")),
                 ));
             }
         }
@@ -895,7 +900,7 @@ mod tests {
         );
         assert!(!row.cpu_ns_per_msg.contains_key("udsipc_inproc"));
         assert!(row.limit_unreliable.is_empty());
-        assert!(row.ratio_zmq.is_none() && !row.ratio_spread.contains_key("zmq"));
+        assert!(row.ratio_zmq.is_none() && !row.ratio_spread.contains_key("ratio_zmq"));
         let inproc = InprocRow::from_cell(&cell).unwrap();
         assert_eq!(inproc.cpu_ns_per_msg["udsipc"], 4.0);
         assert!(close(inproc.mbps.get("udsipc").copied(), 500.0));

@@ -84,7 +84,7 @@ fn smoke_run_reports_ratios_with_spread_cpu_per_process_and_both_tables() {
             "ratio_cpu_framed_limit",
         ] {
             assert!(row[key].as_f64().unwrap() > 0.0, "{key} in {row}");
-            let spread = &row["ratio_spread"][key.trim_start_matches("ratio_")];
+            let spread = &row["ratio_spread"][key];
             assert!(spread["min"].as_f64().unwrap() <= spread["max"].as_f64().unwrap());
         }
         // Present (null without Go or ZeroMQ).
