@@ -25,6 +25,7 @@ pub mod baseline;
 pub mod chart;
 pub mod clock;
 pub mod columns;
+pub mod compare;
 pub mod cpu;
 pub mod engines;
 pub mod gopeer;

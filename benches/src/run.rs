@@ -92,6 +92,10 @@ pub struct BenchArgs {
     /// Reader (in one process).
     #[arg(long)]
     scaling: bool,
+    /// Measure nothing: compare runs written with `--json` (whether each
+    /// headline ratio agrees within ±10% across them).
+    #[arg(long, value_name = "JSON", num_args = 2.., conflicts_with_all = ["quick", "smoke"])]
+    compare: Vec<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -153,6 +157,10 @@ impl Plan {
 pub fn run(args: &BenchArgs) -> Result<(), String> {
     match &args.peer {
         Some(Sub::Peer(p)) => run_rust_peer(p),
+        None if !args.compare.is_empty() => {
+            print!("{}", crate::compare::compare(&args.compare)?);
+            Ok(())
+        }
         None => run_table(args),
     }
 }

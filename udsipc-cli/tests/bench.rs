@@ -251,3 +251,35 @@ fn scaling_measures_every_writer_count_into_one_reader() {
     }
     assert!(table.contains("writers into one Reader"), "{table}");
 }
+
+#[test]
+fn compare_says_whether_runs_agree_on_each_headline_ratio() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = vec![];
+    for (i, ratio) in [2.0, 2.1, 1.95].iter().enumerate() {
+        let path = dir.path().join(format!("run{i}.json"));
+        let json = serde_json::json!({"rows": [{"size": 64, "ratio_tokio_util": ratio}]});
+        std::fs::write(&path, json.to_string()).unwrap();
+        files.push(path);
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_udsipc"))
+        .args(["bench", "--compare"])
+        .args(&files)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        table
+            .contains("| 64 B | udsipc / tokio-util | 2.00× | 2.10× | 1.95× | 2.00× | ±5% | yes |"),
+        "{table}"
+    );
+    assert!(
+        table.contains("1 of 1 headline ratios agree within ±10% across 3 runs"),
+        "{table}"
+    );
+}
