@@ -405,7 +405,7 @@ impl InprocRow {
             ("ratio_framed_limit", framed, &mut row.ratio_framed_limit),
             ("ratio_raw_limit", raw, &mut row.ratio_raw_limit),
             (
-                "tokio_util",
+                "ratio_tokio_util",
                 cell.per_round(C::TokioUtilInProcess, mb),
                 &mut row.ratio_tokio_util,
             ),
@@ -863,6 +863,7 @@ mod tests {
             Column::FramedLimit,
             Column::FramedLimitBlocking,
             Column::RustInProcess,
+            Column::TokioUtilInProcess,
         ];
         let mut cell = Cell::new(1000, &columns, 2);
         for round in 0..2 {
@@ -880,6 +881,8 @@ mod tests {
             let blocking = measured(1000.0, 1_000, Some(1_000));
             cell.put(Column::FramedLimitBlocking, round, blocking);
             cell.put(Column::RustInProcess, round, measured(500.0, 4_000, None));
+            let tokio = measured(250.0, 3_000, None);
+            cell.put(Column::TokioUtilInProcess, round, tokio);
         }
         let row = Row::from_cell(&cell);
         let close = |v: Option<f64>, want: f64| v.is_some_and(|v| (v - want).abs() < 1e-4);
@@ -903,6 +906,13 @@ mod tests {
         assert!(row.ratio_zmq.is_none() && !row.ratio_spread.contains_key("ratio_zmq"));
         let inproc = InprocRow::from_cell(&cell).unwrap();
         assert_eq!(inproc.cpu_ns_per_msg["udsipc"], 4.0);
+        // Every ratio's spread is keyed by the ratio's field name.
+        assert!(row.ratio_spread.contains_key("ratio_tokio_util"), "{row:?}");
+        assert!(close(inproc.ratio_tokio_util, 2.0), "{inproc:?}");
+        assert!(
+            inproc.ratio_spread.contains_key("ratio_tokio_util"),
+            "{inproc:?}"
+        );
         assert!(close(inproc.mbps.get("udsipc").copied(), 500.0));
     }
 
