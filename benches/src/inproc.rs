@@ -150,8 +150,9 @@ pub fn rust_in_process(path: &Path, size: usize, messages: u64) -> Result<Measur
     })
 }
 
-/// [`rust_in_process`] with `writers` Writers (one connection each) into
-/// one Reader, the messages dealt round-robin: the scaling figures.
+/// `writers` Writers (one connection each, on the library's runtime) into
+/// one Reader in this process, the messages dealt round-robin with `send`:
+/// the scaling figures.
 pub fn rust_in_process_writers(
     path: &Path,
     size: usize,

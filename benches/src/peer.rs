@@ -1,6 +1,7 @@
 //! A writer process → a reader process, each either this runner (the
-//! hidden `udsipc bench peer`, this library) or the Go peer
-//! (`conformance/go-peer`, the Go reference). Both speak one contract:
+//! hidden `udsipc bench peer`: this library, or with `--engine` a baseline
+//! or limit), the Go peer (`conformance/go-peer`, the Go reference) or the
+//! ZeroMQ peer ([`crate::zmq`]). All speak one contract:
 //!
 //! ```text
 //! PROGRAM SUBCOMMAND --role reader --socket PATH --count N --size S [--latency]
@@ -12,7 +13,8 @@
 //! a `CLOCK_MONOTONIC` send time in the first 8 bytes when `--rate` is
 //! given), drains and prints its own [`Report`]. The transfer time is the
 //! reader's last delivery minus the writer's start, on the machine-wide
-//! monotonic clock.
+//! monotonic clock. Each report may carry the process's CPU over its part
+//! of the transfer (`cpu_ns`, see [`crate::cpu`]).
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
