@@ -17,6 +17,7 @@ use udsipc::codec::UvarintCodec;
 use unsigned_varint::codec::UviBytes;
 
 use crate::alloc::allocations;
+use crate::cpu::{Cpu, self_ns};
 use crate::{Measurement, per_steady_message, warmup_messages};
 
 /// `SO_SNDBUF` of every baseline's writing end, as Go's default.
@@ -82,47 +83,19 @@ where
 {
     let (a, b) = UnixStream::pair().map_err(|e| e.to_string())?;
     set_sndbuf(&a, SNDBUF);
-    a.set_nonblocking(true).map_err(|e| e.to_string())?;
-    b.set_nonblocking(true).map_err(|e| e.to_string())?;
     let warm = warmup_messages(messages).max(1);
-    let reader = std::thread::spawn(move || -> Result<(u64, u64, u64), String> {
-        current_thread()?.block_on(async move {
-            let stream = tokio::net::UnixStream::from_std(b).map_err(|e| e.to_string())?;
-            let mut frames = FramedRead::with_capacity(stream, decoder, BUFFER);
-            let (mut got, mut bytes, mut mark) = (0u64, 0u64, 0u64);
-            while got < messages {
-                match frames.next().await {
-                    Some(Ok(frame)) => {
-                        got += 1;
-                        bytes += frame.len() as u64;
-                        if got == warm {
-                            mark = allocations();
-                        }
-                    }
-                    Some(Err(e)) => return Err(e.to_string()),
-                    None => break,
-                }
-            }
-            Ok((got, bytes, mark))
-        })
-    });
-    let payload = Bytes::from(vec![0x3cu8; size]);
+    let cpu_start = self_ns();
+    let reader = std::thread::spawn(move || read_frames(b, decoder, messages, warm));
     let start = Instant::now();
-    let written = current_thread()?.block_on(async move {
-        let stream = tokio::net::UnixStream::from_std(a).map_err(|e| e.to_string())?;
-        let mut sink = FramedWrite::new(stream, encoder);
-        sink.set_backpressure_boundary(BUFFER);
-        for _ in 0..messages {
-            sink.feed(payload.clone())
-                .await
-                .map_err(|e| e.to_string())?;
-        }
-        sink.flush().await.map_err(|e| e.to_string())
-    });
+    let written = write_frames(a, encoder, size, messages, warm);
     let got = reader
         .join()
         .map_err(|_| format!("{name} reader thread panicked"))?;
     let elapsed = start.elapsed();
+    let cpu = Cpu {
+        writer_ns: self_ns().saturating_sub(cpu_start),
+        reader_ns: None,
+    };
     let allocs = allocations();
     written?;
     let (got, bytes, mark) = got?;
@@ -135,5 +108,79 @@ where
         bytes,
         elapsed,
         allocs_per_msg: Some(per_steady_message(allocs - mark, messages)),
+        cpu: Some(cpu),
+    })
+}
+
+/// The writing half of the tokio-util columns: `feed`s `messages` frames of
+/// `size` bytes into a `FramedWrite` with `encoder` (writing whenever
+/// [`BUFFER`] bytes are buffered) and `flush`es, on a current-thread runtime
+/// of the calling thread. Returns the allocation count once `warm` messages
+/// were fed.
+pub(crate) fn write_frames<E>(
+    stream: UnixStream,
+    encoder: E,
+    size: usize,
+    messages: u64,
+    warm: u64,
+) -> Result<u64, String>
+where
+    E: Encoder<Bytes>,
+    E::Error: std::fmt::Display,
+{
+    stream.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let payload = Bytes::from(vec![0x3cu8; size]);
+    current_thread()?.block_on(async move {
+        let stream = tokio::net::UnixStream::from_std(stream).map_err(|e| e.to_string())?;
+        let mut sink = FramedWrite::new(stream, encoder);
+        sink.set_backpressure_boundary(BUFFER);
+        let mut mark = allocations();
+        for i in 0..messages {
+            if i == warm {
+                mark = allocations();
+            }
+            sink.feed(payload.clone())
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        sink.flush().await.map_err(|e| e.to_string())?;
+        Ok(mark)
+    })
+}
+
+/// The reading half of the tokio-util columns: takes frames one by one
+/// from a `FramedRead` with `decoder` ([`BUFFER`] bytes per read) until
+/// `messages` arrived or the stream ended, on a current-thread runtime of
+/// the calling thread. Returns the frames, their payload bytes and the
+/// allocation count once `warm` frames had arrived.
+pub(crate) fn read_frames<D>(
+    stream: UnixStream,
+    decoder: D,
+    messages: u64,
+    warm: u64,
+) -> Result<(u64, u64, u64), String>
+where
+    D: Decoder<Item = BytesMut>,
+    D::Error: std::fmt::Display,
+{
+    stream.set_nonblocking(true).map_err(|e| e.to_string())?;
+    current_thread()?.block_on(async move {
+        let stream = tokio::net::UnixStream::from_std(stream).map_err(|e| e.to_string())?;
+        let mut frames = FramedRead::with_capacity(stream, decoder, BUFFER);
+        let (mut got, mut bytes, mut mark) = (0u64, 0u64, allocations());
+        while got < messages {
+            match frames.next().await {
+                Some(Ok(frame)) => {
+                    got += 1;
+                    bytes += frame.len() as u64;
+                    if got == warm {
+                        mark = allocations();
+                    }
+                }
+                Some(Err(e)) => return Err(e.to_string()),
+                None => break,
+            }
+        }
+        Ok((got, bytes, mark))
     })
 }

@@ -1,5 +1,5 @@
-//! The table as an SVG bar chart: MB/s per message size, one bar per
-//! column.
+//! The main table as an SVG bar chart: MB/s per message size, one bar
+//! per column.
 
 use std::path::Path;
 
@@ -10,7 +10,7 @@ use crate::size_label;
 
 type Series = (&'static str, RGBColor, fn(&Row) -> Option<f64>);
 
-const SERIES: [Series; 5] = [
+const SERIES: [Series; 6] = [
     ("Go reference (processes)", RGBColor(0, 125, 156), |r| {
         r.go_mbps
     }),
@@ -19,13 +19,18 @@ const SERIES: [Series; 5] = [
         r.rust_inproc_mbps
     }),
     (
-        "tokio-util + unsigned-varint",
+        "tokio-util + unsigned-varint (processes)",
         RGBColor(110, 110, 110),
         |r| r.tokio_util_mbps,
     ),
-    ("raw socket limit", RGBColor(190, 190, 190), |r| {
-        r.raw_limit_mbps
+    ("ZeroMQ PUSH/PULL (processes)", RGBColor(60, 140, 60), |r| {
+        r.zmq_mbps
     }),
+    (
+        "raw socket limit (processes)",
+        RGBColor(190, 190, 190),
+        |r| r.raw_limit_mbps,
+    ),
 ];
 
 /// Writes the chart of `rows` to `path`.

@@ -1,6 +1,6 @@
-//! This library end to end in one process: the public `Writer` API (owned
-//! `Bytes`, waiting for queue room with `send`) to a `Reader` handler, over
-//! a real Unix socket.
+//! This library end to end in one process: the public `Writer` API (the
+//! two-process column's producer: a `BufferedWriter` up to 256 B, `send`
+//! above) to a `Reader` handler, over a real Unix socket.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -91,14 +91,68 @@ impl Done {
 }
 
 /// Moves `messages` messages of `size` bytes from a `Writer` to a `Reader`
-/// at `path`, both in this process; counts this process's allocations
-/// once the reader has seen the warm-up messages.
+/// at `path`, both in this process, with the producer API and placement of
+/// the two-process udsipc column (a `BufferedWriter` up to 256 B, `send`
+/// above; the Writer on the producer's current-thread runtime); counts
+/// this process's allocations once the reader has seen the warm-up
+/// messages.
 pub fn rust_in_process(path: &Path, size: usize, messages: u64) -> Result<Measurement, String> {
-    rust_in_process_writers(path, size, messages, 1)
+    let done = Done::new(messages, size);
+    let sink = Arc::clone(&done);
+    let reader = udsipc::Reader::builder(path)
+        .systemd(false)
+        .max_message_size(size.max(1) as u64)
+        .start(move |m: &[u8]| {
+            sink.record(m.len());
+            Ok(())
+        })
+        .map_err(|e| e.to_string())?;
+    let producer = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let writer = udsipc::Writer::builder(path)
+        .runtime(producer.handle().clone())
+        .start()
+        .map_err(|e| e.to_string())?;
+    let payload = crate::payload(size);
+    let cpu_start = crate::cpu::self_ns();
+    let start = Instant::now();
+    producer.block_on(crate::rust_peer::send_unpaced(&writer, &payload, messages))?;
+    // The Writer's task runs on the producer's runtime: stopping it (as
+    // the writer process does) drives it until everything was written.
+    producer
+        .block_on(writer.stop(Duration::from_secs(60)))
+        .map_err(|e| e.to_string())?;
+    let arrived = done.wait(Duration::from_secs(120));
+    let elapsed = start.elapsed();
+    let cpu = crate::cpu::Cpu {
+        writer_ns: crate::cpu::self_ns().saturating_sub(cpu_start),
+        reader_ns: None,
+    };
+    let (allocs, after_warmup) = done.steady_allocs();
+    producer
+        .block_on(reader.stop(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    if !arrived {
+        return Err(format!(
+            "only {} of {messages} messages arrived",
+            done.received()
+        ));
+    }
+    Ok(Measurement {
+        size,
+        messages,
+        bytes: done.bytes()?,
+        elapsed,
+        allocs_per_msg: Some(allocs as f64 / after_warmup as f64),
+        cpu: Some(cpu),
+    })
 }
 
-/// [`rust_in_process`] with `writers` Writers (one connection each) into
-/// one Reader, the messages dealt round-robin: the scaling figures.
+/// `writers` Writers (one connection each, on the library's runtime) into
+/// one Reader in this process, the messages dealt round-robin with `send`:
+/// the scaling figures.
 pub fn rust_in_process_writers(
     path: &Path,
     size: usize,
@@ -157,5 +211,6 @@ pub fn rust_in_process_writers(
         bytes: done.bytes()?,
         elapsed,
         allocs_per_msg: Some(allocs as f64 / after_warmup as f64),
+        cpu: None,
     })
 }

@@ -3,15 +3,18 @@
 //! benches (`benches/`).
 //!
 //! Every measurement moves a fixed number of messages through real Unix
-//! sockets on this machine and reports wall time and allocations; nothing
-//! here asserts on speed.
+//! sockets on this machine and reports wall time, CPU time and
+//! allocations; nothing here asserts on speed.
 //!
 //! | module | measures |
 //! |---|---|
 //! | [`inproc`] | this library, Writer → Reader in one process |
-//! | [`peer`] | a writer process → a reader process (Rust or Go, any pair) |
+//! | [`peer`] | a writer process → a reader process (Rust, Go or ZeroMQ, any pair) |
 //! | [`rust_peer`] | this library's side of that contract (the hidden `udsipc bench peer`) |
-//! | [`baseline`] | tokio-util + unsigned-varint `Framed`, and the raw socket |
+//! | [`engines`] | the baselines and limits as peer processes (`bench peer --engine`) |
+//! | [`zmq`] | the ZeroMQ peer (libzmq PUSH → PULL, a small C program built at run time) |
+//! | [`baseline`] | tokio-util + unsigned-varint `Framed`, and udsipc's codec in it |
+//! | [`cpu`] | CPU time per process from `getrusage` |
 //! | [`latency`] | one-way latency at a fixed message rate (through [`peer`]) |
 //! | [`limits`] | the framed-copy and raw limits and the latency floor, blocking and epoll |
 //! | [`minimal_peer`] | the latency floor across processes (the hidden `udsipc bench peer --minimal`) |
@@ -22,6 +25,9 @@ pub mod baseline;
 pub mod chart;
 pub mod clock;
 pub mod columns;
+pub mod compare;
+pub mod cpu;
+pub mod engines;
 pub mod gopeer;
 pub mod harness;
 pub mod inproc;
@@ -32,6 +38,7 @@ pub mod peer;
 pub mod report;
 pub mod run;
 pub mod rust_peer;
+pub mod zmq;
 
 use std::time::Duration;
 
@@ -50,6 +57,8 @@ pub struct Measurement {
     /// [`WARMUP_PERCENT`]% of messages, every process involved), when
     /// counted.
     pub allocs_per_msg: Option<f64>,
+    /// CPU time (user + system) of each process involved, when measured.
+    pub cpu: Option<cpu::Cpu>,
 }
 
 impl Measurement {
@@ -66,6 +75,14 @@ impl Measurement {
     /// Heap allocations per message in steady state, when counted.
     pub fn allocs_per_msg(&self) -> Option<f64> {
         self.allocs_per_msg
+    }
+
+    /// CPU ns per message of the writer process (or the one process) and
+    /// of the reader process, when measured.
+    pub fn cpu_ns_per_msg(&self) -> Option<(f64, Option<f64>)> {
+        let cpu = self.cpu?;
+        let per = |ns: u64| ns as f64 / self.messages.max(1) as f64;
+        Some((per(cpu.writer_ns), cpu.reader_ns.map(per)))
     }
 }
 

@@ -23,6 +23,7 @@ use udsipc::frame::{MAX_VARINT_LEN, encode_varint};
 use crate::Measurement;
 use crate::baseline::{RAW_CHUNK, SNDBUF, current_thread, set_sndbuf};
 use crate::clock::monotonic_ns;
+use crate::cpu::{Cpu, self_ns};
 
 /// How both sides wait for the socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -47,10 +48,10 @@ impl Waiting {
 
 /// Fills a [`RAW_CHUNK`] buffer with the next bytes to write; `false` when
 /// there is nothing more.
-type Source = Box<dyn FnMut(&mut Vec<u8>) -> bool + Send>;
+pub(crate) type Source = Box<dyn FnMut(&mut Vec<u8>) -> bool + Send>;
 
 /// Frames of `size`-byte messages, `messages` of them, copied into chunks.
-fn framed_source(size: usize, messages: u64) -> (Source, u64) {
+pub(crate) fn framed_source(size: usize, messages: u64) -> (Source, u64) {
     let body = crate::payload(size);
     let mut prefix = [0u8; MAX_VARINT_LEN];
     let n = encode_varint(size as u64, &mut prefix);
@@ -91,7 +92,7 @@ fn framed_source(size: usize, messages: u64) -> (Source, u64) {
 }
 
 /// One chunk of constant bytes, over and over, `total` bytes in all.
-fn raw_source(total: u64) -> Source {
+pub(crate) fn raw_source(total: u64) -> Source {
     let mut left = total;
     Box::new(move |buf: &mut Vec<u8>| {
         let n = left.min(RAW_CHUNK as u64) as usize;
@@ -103,66 +104,93 @@ fn raw_source(total: u64) -> Source {
 }
 
 /// Moves what `source` produces through a socket pair; returns the bytes
-/// the reader got and the time from the first write to the last read.
-fn pump(mut source: Source, total: u64, how: Waiting) -> Result<(u64, Duration), String> {
+/// the reader got, the time from the first write to the last read, and the
+/// process's CPU meanwhile.
+fn pump(source: Source, total: u64, how: Waiting) -> Result<(u64, Duration, Cpu), String> {
     let (a, b) = UnixStream::pair().map_err(|e| e.to_string())?;
     set_sndbuf(&a, SNDBUF);
-    let blocking = how == Waiting::Blocking;
-    a.set_nonblocking(!blocking).map_err(|e| e.to_string())?;
-    b.set_nonblocking(!blocking).map_err(|e| e.to_string())?;
+    let cpu_start = self_ns();
     let reader = std::thread::spawn(move || -> Result<(u64, Instant), String> {
-        let mut buf = vec![0u8; RAW_CHUNK];
-        let mut got = 0u64;
-        if blocking {
-            let mut b = b;
-            while got < total {
-                match b.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => got += n as u64,
-                }
-            }
-            return Ok((got, Instant::now()));
-        }
-        current_thread()?.block_on(async move {
-            use tokio::io::AsyncReadExt;
-            let mut b = tokio::net::UnixStream::from_std(b).map_err(|e| e.to_string())?;
-            while got < total {
-                match b.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => got += n as u64,
-                }
-            }
-            Ok((got, Instant::now()))
-        })
+        let got = read_all(b, total, how)?;
+        Ok((got, Instant::now()))
     });
-    let mut chunk = Vec::with_capacity(RAW_CHUNK);
     let start = Instant::now();
-    if blocking {
-        let mut a = a;
-        while source(&mut chunk) {
-            a.write_all(&chunk).map_err(|e| e.to_string())?;
-        }
-    } else {
-        current_thread()?.block_on(async {
-            use tokio::io::AsyncWriteExt;
-            let mut a = tokio::net::UnixStream::from_std(a).map_err(|e| e.to_string())?;
-            while source(&mut chunk) {
-                a.write_all(&chunk).await.map_err(|e| e.to_string())?;
-            }
-            Ok::<(), String>(())
-        })?;
-    }
+    write_all(a, source, how)?;
     let (got, end) = reader
         .join()
         .map_err(|_| "limit reader thread panicked".to_owned())??;
-    Ok((got, end.duration_since(start).max(Duration::from_nanos(1))))
+    let cpu = Cpu {
+        writer_ns: self_ns().saturating_sub(cpu_start),
+        reader_ns: None,
+    };
+    Ok((
+        got,
+        end.duration_since(start).max(Duration::from_nanos(1)),
+        cpu,
+    ))
+}
+
+/// The writing half of a limit: writes what `source` produces, a
+/// [`RAW_CHUNK`] at a time, blocking or through epoll (a current-thread
+/// runtime on the calling thread).
+pub(crate) fn write_all(
+    stream: UnixStream,
+    mut source: Source,
+    how: Waiting,
+) -> Result<(), String> {
+    let mut chunk = Vec::with_capacity(RAW_CHUNK);
+    if how == Waiting::Blocking {
+        let mut a = stream;
+        while source(&mut chunk) {
+            a.write_all(&chunk).map_err(|e| e.to_string())?;
+        }
+        return Ok(());
+    }
+    stream.set_nonblocking(true).map_err(|e| e.to_string())?;
+    current_thread()?.block_on(async {
+        use tokio::io::AsyncWriteExt;
+        let mut a = tokio::net::UnixStream::from_std(stream).map_err(|e| e.to_string())?;
+        while source(&mut chunk) {
+            a.write_all(&chunk).await.map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    })
+}
+
+/// The reading half of a limit: reads [`RAW_CHUNK`] at a time until
+/// `total` bytes arrived or the stream ended; returns the bytes read.
+pub(crate) fn read_all(stream: UnixStream, total: u64, how: Waiting) -> Result<u64, String> {
+    let mut buf = vec![0u8; RAW_CHUNK];
+    let mut got = 0u64;
+    if how == Waiting::Blocking {
+        let mut b = stream;
+        while got < total {
+            match b.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got += n as u64,
+            }
+        }
+        return Ok(got);
+    }
+    stream.set_nonblocking(true).map_err(|e| e.to_string())?;
+    current_thread()?.block_on(async move {
+        use tokio::io::AsyncReadExt;
+        let mut b = tokio::net::UnixStream::from_std(stream).map_err(|e| e.to_string())?;
+        while got < total {
+            match b.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got += n as u64,
+            }
+        }
+        Ok(got)
+    })
 }
 
 /// The framed-copy limit for `messages` messages of `size` bytes: payload
 /// MB/s counts message bodies, as every other column does.
 pub fn framed_copy_limit(size: usize, messages: u64, how: Waiting) -> Result<Measurement, String> {
     let (source, total) = framed_source(size, messages);
-    let (got, elapsed) = pump(source, total, how)?;
+    let (got, elapsed, cpu) = pump(source, total, how)?;
     if got != total {
         return Err(format!("framed limit: {got} of {total} bytes arrived"));
     }
@@ -172,18 +200,20 @@ pub fn framed_copy_limit(size: usize, messages: u64, how: Waiting) -> Result<Mea
         bytes: size as u64 * messages,
         elapsed,
         allocs_per_msg: None,
+        cpu: Some(cpu),
     })
 }
 
 /// The raw limit: `total` bytes in [`RAW_CHUNK`] writes.
 pub fn raw_limit(total: u64, how: Waiting) -> Result<Measurement, String> {
-    let (got, elapsed) = pump(raw_source(total), total, how)?;
+    let (got, elapsed, cpu) = pump(raw_source(total), total, how)?;
     Ok(Measurement {
         size: RAW_CHUNK,
         messages: total.div_ceil(RAW_CHUNK as u64),
         bytes: got,
         elapsed,
         allocs_per_msg: None,
+        cpu: Some(cpu),
     })
 }
 

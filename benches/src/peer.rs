@@ -1,6 +1,7 @@
 //! A writer process → a reader process, each either this runner (the
-//! hidden `udsipc bench peer`, this library) or the Go peer
-//! (`conformance/go-peer`, the Go reference). Both speak one contract:
+//! hidden `udsipc bench peer`: this library, or with `--engine` a baseline
+//! or limit), the Go peer (`conformance/go-peer`, the Go reference) or the
+//! ZeroMQ peer ([`crate::zmq`]). All speak one contract:
 //!
 //! ```text
 //! PROGRAM SUBCOMMAND --role reader --socket PATH --count N --size S [--latency]
@@ -12,7 +13,8 @@
 //! a `CLOCK_MONOTONIC` send time in the first 8 bytes when `--rate` is
 //! given), drains and prints its own [`Report`]. The transfer time is the
 //! reader's last delivery minus the writer's start, on the machine-wide
-//! monotonic clock.
+//! monotonic clock. Each report may carry the process's CPU over its part
+//! of the transfer (`cpu_ns`, see [`crate::cpu`]).
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -23,6 +25,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::Measurement;
+use crate::cpu::{Cpu, children_ns};
+use crate::engines::Engine;
 
 /// How long a peer may take before it is killed.
 pub(crate) const PATIENCE: Duration = Duration::from_secs(180);
@@ -52,6 +56,10 @@ pub struct PeerArgs {
     /// (the latency floor across processes; see `minimal_peer`).
     #[arg(long)]
     pub minimal: bool,
+    /// What to run: this library (the default), or a baseline or limit as
+    /// a process (see `engines`).
+    #[arg(long, value_enum, default_value_t)]
+    pub engine: Engine,
 }
 
 /// What a peer prints when done (one JSON line).
@@ -84,24 +92,46 @@ pub struct Report {
     /// messages after the warm-up (the first 10%).
     #[serde(default)]
     pub latency_ns: Option<[i64; 2]>,
+    /// User + system CPU of the whole process (every thread) over the
+    /// transfer, ns: a reader's from `ready` to its last delivery, a
+    /// writer's from just before its first send until drained. Without it
+    /// the runner charges the process's whole life (start-up included).
+    #[serde(default)]
+    pub cpu_ns: Option<u64>,
 }
 
 /// A program that speaks the peer contract.
 #[derive(Debug, Clone)]
 pub struct Peer {
-    /// Name in the table: `Rust` or `Go`.
+    /// Name in the table: `Rust`, `Go`, `ZeroMQ`, ...
     pub name: &'static str,
     program: PathBuf,
-    subcommand: &'static [&'static str],
+    subcommand: Vec<String>,
+    /// Whether its reports count allocations.
+    counts_allocs: bool,
 }
 
 impl Peer {
     /// The `udsipc` binary's hidden `bench peer` subcommand (this library).
     pub fn rust(udsipc: PathBuf) -> Self {
+        Self::rust_engine(udsipc, Engine::Udsipc)
+    }
+
+    /// The `udsipc` binary's hidden `bench peer --engine ENGINE`: a
+    /// baseline or limit as a process (see [`crate::engines`]).
+    pub fn rust_engine(udsipc: PathBuf, engine: Engine) -> Self {
+        let counts_allocs = matches!(engine, Engine::Udsipc | Engine::TokioUtil | Engine::Codec);
         Self {
-            name: "Rust",
+            name: if engine == Engine::Udsipc {
+                "Rust"
+            } else {
+                engine.arg()
+            },
             program: udsipc,
-            subcommand: &["bench", "peer"],
+            subcommand: ["bench", "peer", "--engine", engine.arg()]
+                .map(String::from)
+                .to_vec(),
+            counts_allocs,
         }
     }
 
@@ -111,7 +141,8 @@ impl Peer {
         Self {
             name: "minimal",
             program: udsipc,
-            subcommand: &["bench", "peer", "--minimal"],
+            subcommand: ["bench", "peer", "--minimal"].map(String::from).to_vec(),
+            counts_allocs: false,
         }
     }
 
@@ -120,13 +151,24 @@ impl Peer {
         Self {
             name: "Go",
             program: binary,
-            subcommand: &["bench"],
+            subcommand: vec!["bench".to_owned()],
+            counts_allocs: true,
+        }
+    }
+
+    /// A built zmq-peer binary (libzmq PUSH → PULL, see [`crate::zmq`]).
+    pub fn zmq(binary: PathBuf) -> Self {
+        Self {
+            name: "ZeroMQ",
+            program: binary,
+            subcommand: vec![],
+            counts_allocs: false,
         }
     }
 
     fn command(&self, role: &str, socket: &Path, count: u64, size: usize) -> Command {
         let mut cmd = Command::new(&self.program);
-        cmd.args(self.subcommand)
+        cmd.args(&self.subcommand)
             .args(["--role", role, "--socket"])
             .arg(socket)
             .args(["--count", &count.to_string(), "--size", &size.to_string()])
@@ -170,7 +212,7 @@ pub fn run_pair(
     let mut wproc = Running::spawn(wcmd, writer.name)?;
     let w = wproc.report();
     let r = rproc.report();
-    let (w, r) = (w?, r?);
+    let ((w, writer_ns), (r, reader_ns)) = (w?, r?);
     if r.msgs != count {
         return Err(format!(
             "{} reader got {} of {count} messages",
@@ -178,16 +220,23 @@ pub fn run_pair(
         ));
     }
     let nanos = (r.last_ns - w.start_ns).max(1) as u64;
+    // Start-up costs a process 2-6 ms here, a visible share of a cell's
+    // CPU: take the transfer window's when the peer reports it.
+    let (writer_ns, reader_ns) = (w.cpu_ns.unwrap_or(writer_ns), r.cpu_ns.unwrap_or(reader_ns));
     Ok(PairResult {
         measurement: Measurement {
             size,
             messages: r.msgs,
             bytes: r.bytes,
             elapsed: Duration::from_nanos(nanos),
-            allocs_per_msg: Some(
+            allocs_per_msg: (writer.counts_allocs && reader.counts_allocs).then(|| {
                 w.allocs as f64 / w.alloc_msgs.max(1) as f64
-                    + r.allocs as f64 / r.alloc_msgs.max(1) as f64,
-            ),
+                    + r.allocs as f64 / r.alloc_msgs.max(1) as f64
+            }),
+            cpu: Some(Cpu {
+                writer_ns,
+                reader_ns: Some(reader_ns),
+            }),
         },
         latency: r.latency_ns.map(|[p50, p99]| {
             (
@@ -253,10 +302,18 @@ impl Running {
         }
     }
 
-    fn report(&mut self) -> Result<Report, String> {
+    /// The peer's report once it ended, and the CPU time (user + system,
+    /// ns) of its whole life: what reaping it added to `RUSAGE_CHILDREN`
+    /// (nothing else is reaped meanwhile: the runner waits for its peers
+    /// one at a time, on one thread).
+    fn report(&mut self) -> Result<(Report, u64), String> {
         let line = self.next_line()?;
+        let before = children_ns();
         let _ = self.child.wait();
-        serde_json::from_str(&line).map_err(|e| format!("{} peer printed {line:?}: {e}", self.name))
+        let cpu = children_ns().saturating_sub(before);
+        let report = serde_json::from_str(&line)
+            .map_err(|e| format!("{} peer printed {line:?}: {e}", self.name))?;
+        Ok((report, cpu))
     }
 }
 

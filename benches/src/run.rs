@@ -1,14 +1,24 @@
 //! `udsipc bench`: the side-by-side table. In one run it measures, per
-//! message size, the Go reference (through `conformance/go-peer`), this
-//! library (separate processes and in one process), the mixed Go/Rust
-//! pairs, a tokio-util + unsigned-varint baseline, the framed-copy and raw
-//! limits (blocking and epoll, the faster kept), then one-way latency at a
-//! fixed rate next to this machine's latency floor; it prints markdown
-//! tables (each udsipc cell also as a share of its limit) and can write
-//! JSON and an SVG chart.
+//! message size, two tables of one topology each:
 //!
-//! Every cell is the median of several rounds; each round measures every
-//! column of every size once, so machine drift hits all columns alike.
+//! - **two processes** (a writer process → a reader process, as a
+//!   deployment is) in every column: this library, the Go reference
+//!   (through `conformance/go-peer`) and the mixed Go/Rust pairs, a
+//!   tokio-util + unsigned-varint baseline and udsipc's codec in it,
+//!   ZeroMQ (libzmq PUSH → PULL over `ipc://`), and the framed-copy and
+//!   raw limits (blocking and epoll);
+//! - **in one process** (two threads): this library with the same producer
+//!   API, the tokio-util and codec baselines, the limits;
+//!
+//! then one-way latency at a fixed rate (Rust, Go, ZeroMQ) next to this
+//! machine's latency floor. Every column reports CPU ns per message (user
+//! + system, from `getrusage`) besides throughput.
+//!
+//! The method: each round measures every column of every size once, in an
+//! order that rotates from round to round, so the machine's drift hits all
+//! columns alike; each ratio (udsipc over tokio-util, ZeroMQ, Go, a limit)
+//! is the median of the per-round ratios, printed with their spread; a
+//! limit that udsipc beats by more than 5% is marked unreliable.
 //!
 //! This module owns the runner's arguments and its run; the `udsipc`
 //! binary (package `udsipc-cli`) calls [`run`] for `udsipc bench`, and the
@@ -22,19 +32,22 @@ use std::time::Instant;
 use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::columns::{Column, Peers, fill_row, measure};
+use crate::columns::{Cell, Column, Peers, measure};
 use crate::peer::{Peer, PeerArgs};
-use crate::report::{FloorRow, LatencyRow, Row, Samples, ScalingRow, Table};
+use crate::report::{ColumnInfo, FloorRow, InprocRow, LatencyRow, Row, Samples, ScalingRow, Table};
 use crate::rust_peer::run_rust_peer;
 use crate::{gopeer, latency, limits, median, size_label};
 
 /// `udsipc bench --help`'s description.
 pub const LONG_ABOUT: &str = "\
-Throughput and latency of udsipc next to the Go reference, a tokio-util
-baseline and the raw socket, per message size, in one run: prints markdown
-tables on stdout (progress on stderr) and can write JSON and an SVG chart.
-The Go columns need Go and the Go reference module (or a checkout named by
-UDSIPC_GO_REFERENCE) and are n/a, with the reason, otherwise.";
+Throughput, CPU per message and latency of udsipc next to the Go reference,
+a tokio-util baseline, ZeroMQ and this machine's limits, per message size,
+in one run: a table of two processes per column and one of in-process
+columns, interleaved rounds, ratios as medians of per-round ratios with
+their spread. Prints markdown tables on stdout (progress on stderr) and can
+write JSON and an SVG chart. The Go columns need Go and the Go reference
+module (or a checkout named by UDSIPC_GO_REFERENCE), the ZeroMQ column a C
+compiler ($CC or cc) and libzmq; each is n/a, with the reason, otherwise.";
 
 /// Throughput and latency of udsipc next to the Go reference, a tokio-util
 /// baseline and the raw socket, per message size (`udsipc bench`).
@@ -62,6 +75,9 @@ pub struct BenchArgs {
     /// Skip the Go columns.
     #[arg(long)]
     no_go: bool,
+    /// Skip the ZeroMQ column.
+    #[arg(long)]
+    no_zmq: bool,
     /// Measure only this column (repeatable; default: all). Latency is
     /// measured only when every column is.
     #[arg(long = "column", value_enum, value_name = "COLUMN")]
@@ -76,6 +92,10 @@ pub struct BenchArgs {
     /// Reader (in one process).
     #[arg(long)]
     scaling: bool,
+    /// Measure nothing: compare runs written with `--json` (whether each
+    /// headline ratio agrees within ±10% across them).
+    #[arg(long, value_name = "JSON", num_args = 2.., conflicts_with_all = ["quick", "smoke"])]
+    compare: Vec<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -137,6 +157,10 @@ impl Plan {
 pub fn run(args: &BenchArgs) -> Result<(), String> {
     match &args.peer {
         Some(Sub::Peer(p)) => run_rust_peer(p),
+        None if !args.compare.is_empty() => {
+            print!("{}", crate::compare::compare(&args.compare)?);
+            Ok(())
+        }
         None => run_table(args),
     }
 }
@@ -175,6 +199,11 @@ fn measure_scaling(plan: &Plan, dir: &std::path::Path, table: &mut Table) -> Res
     Ok(())
 }
 
+/// Whether `column` was taken out because its peer failed mid-run.
+fn dropped(column: Column, go_failed: &Option<String>, zmq_failed: &Option<String>) -> bool {
+    (column.needs_go() && go_failed.is_some()) || (column.needs_zmq() && zmq_failed.is_some())
+}
+
 fn run_table(args: &BenchArgs) -> Result<(), String> {
     let plan = Plan::from(args);
     let sizes = if args.sizes.is_empty() {
@@ -193,99 +222,133 @@ fn run_table(args: &BenchArgs) -> Result<(), String> {
     };
     // The Rust peer processes are this very program's `bench peer`.
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let wants_go = args.columns.is_empty() || args.columns.iter().any(|c| c.needs_go());
-    let go = if args.no_go || !wants_go {
+    let wants =
+        |f: fn(Column) -> bool| args.columns.is_empty() || args.columns.iter().any(|&c| f(c));
+    let go = if args.no_go || !wants(Column::needs_go) {
         Err("skipped".to_owned())
     } else {
         eprintln!("building conformance/go-peer ...");
         gopeer::build(&dir).map(Peer::go)
     };
+    let zmq = if args.no_zmq || !wants(Column::needs_zmq) {
+        Err("skipped".to_owned())
+    } else {
+        eprintln!("compiling zmq-peer ...");
+        crate::zmq::build(&dir).map(Peer::zmq)
+    };
     let minimal = Peer::minimal(exe.clone());
     let peers = Peers {
-        rust: Peer::rust(exe),
+        rust: Peer::rust(exe.clone()),
         go: go.as_ref().ok().cloned(),
+        zmq: zmq.as_ref().ok().cloned(),
+        exe,
     };
     if let Err(why) = &go {
         eprintln!("Go columns: n/a ({why})");
         table.go_unavailable = Some(why.clone());
     }
+    if let Err(why) = &zmq {
+        eprintln!("ZeroMQ column: n/a ({why})");
+        table.zmq_unavailable = Some(why.clone());
+    }
     let columns: Vec<Column> = Column::ALL
         .into_iter()
         .filter(|c| peers.go.is_some() || !c.needs_go())
+        .filter(|c| peers.zmq.is_some() || !c.needs_zmq())
         .filter(|c| args.columns.is_empty() || args.columns.contains(c))
         .collect();
-    let pairs: Vec<(&Peer, &Peer)> = match &peers.go {
-        _ if !args.columns.is_empty() => vec![],
-        Some(g) => vec![(&peers.rust, &peers.rust), (g, g)],
-        None => vec![(&peers.rust, &peers.rust)],
-    };
-    let floor_steps = usize::from(!pairs.is_empty());
-    let steps = plan.rounds * (sizes.len() * columns.len() + pairs.len() + floor_steps);
+    // Latency: the pairs, then the floor (`None`), in rotating order too.
+    let mut pairs: Vec<Option<(&Peer, &Peer)>> = vec![];
+    if args.columns.is_empty() {
+        pairs.push(Some((&peers.rust, &peers.rust)));
+        if let Some(g) = &peers.go {
+            pairs.push(Some((g, g)));
+        }
+        if let Some(z) = &peers.zmq {
+            pairs.push(Some((z, z)));
+        }
+        pairs.push(None);
+    }
+    let steps = plan.rounds * (sizes.len() * columns.len() + pairs.len());
     let bar = ProgressBar::new(steps as u64).with_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed}]")
             .map_err(|e| e.to_string())?,
     );
-    let mut samples = vec![vec![Samples::default(); columns.len()]; sizes.len()];
+    let mut cells: Vec<Cell> = sizes
+        .iter()
+        .map(|&size| Cell::new(size, &columns, plan.rounds))
+        .collect();
     let mut lat: Vec<(Vec<f64>, Vec<f64>)> = vec![Default::default(); pairs.len()];
-    // The latency floor, measured with the pairs: ping-pong p50/p99, paced
-    // p50/p99 (two threads), paced p50/p99 (two processes).
+    // The latency floor: ping-pong p50/p99, paced p50/p99 (two threads),
+    // paced p50/p99 (two processes).
     let mut floor: [Vec<f64>; 6] = Default::default();
-    // A Go peer that fails mid-run takes the Go columns out (with the
-    // reason); it does not fail the run.
+    // A Go or ZeroMQ peer that fails mid-run takes its columns out (with
+    // the reason); it does not fail the run.
     let mut go_failed: Option<String> = None;
-    for round in 1..=plan.rounds {
-        for (si, &size) in sizes.iter().enumerate() {
-            for (ci, &column) in columns.iter().enumerate() {
+    let mut zmq_failed: Option<String> = None;
+    for round in 0..plan.rounds {
+        for (si, cell) in cells.iter_mut().enumerate() {
+            let size = cell.size;
+            // Every column of the cell once, starting one further along
+            // each round (and each size), so no column always runs first,
+            // last, or right after the same neighbour.
+            for k in 0..columns.len() {
+                let column = columns[(k + round + si) % columns.len()];
                 bar.inc(1);
-                if column.needs_go() && go_failed.is_some() {
+                if dropped(column, &go_failed, &zmq_failed) {
                     continue;
                 }
                 bar.set_message(format!(
-                    "round {round}: {} {}",
+                    "round {}: {} {}",
+                    round + 1,
                     size_label(size),
                     column.name()
                 ));
                 let what = format!("{} at {}", column.name(), size_label(size));
                 match measure(column, &peers, &dir, size, plan.messages(size)) {
-                    Ok(m) => samples[si][ci].push(&m),
+                    Ok(m) => cell.put(column, round, m),
                     Err(e) if column.needs_go() => {
                         bar.println(format!("Go columns dropped: {what}: {e}"));
                         go_failed = Some(format!("the Go peer failed: {what}: {e}"));
+                    }
+                    Err(e) if column.needs_zmq() => {
+                        bar.println(format!("ZeroMQ column dropped: {what}: {e}"));
+                        zmq_failed = Some(format!("the ZeroMQ peer failed: {what}: {e}"));
                     }
                     Err(e) => return Err(format!("{what}: {e}")),
                 }
             }
         }
-        // Alternate which pair goes first, so a disturbance right after the
-        // throughput cells does not always hit the same one.
-        let mut order: Vec<usize> = (0..pairs.len()).collect();
-        if round % 2 == 0 {
-            order.reverse();
-        }
-        if !pairs.is_empty() {
+        for k in 0..pairs.len() {
+            let pi = (k + round) % pairs.len();
             bar.inc(1);
-            bar.set_message(format!("round {round}: latency floor"));
-            let us = |d: std::time::Duration| d.as_secs_f64() * 1e6;
-            let (p50, p99) = limits::ping_pong(plan.latency_messages)?;
-            floor[0].push(us(p50));
-            floor[1].push(us(p99));
-            let (p50, p99) = limits::paced_one_way(plan.latency_messages, latency::RATE)?;
-            floor[2].push(us(p50));
-            floor[3].push(us(p99));
-            let socket = dir.join("floor.sock");
-            let (p50, p99) = latency::one_way(&minimal, &minimal, &socket, plan.latency_messages)
-                .map_err(|e| format!("latency floor across processes: {e}"))?;
-            floor[4].push(us(p50));
-            floor[5].push(us(p99));
-        }
-        for pi in order {
-            let (w, r) = pairs[pi];
-            bar.inc(1);
-            let uses_go = w.name == "Go" || r.name == "Go";
-            if uses_go && go_failed.is_some() {
+            let Some((w, r)) = pairs[pi] else {
+                bar.set_message(format!("round {}: latency floor", round + 1));
+                let us = |d: std::time::Duration| d.as_secs_f64() * 1e6;
+                let (p50, p99) = limits::ping_pong(plan.latency_messages)?;
+                floor[0].push(us(p50));
+                floor[1].push(us(p99));
+                let (p50, p99) = limits::paced_one_way(plan.latency_messages, latency::RATE)?;
+                floor[2].push(us(p50));
+                floor[3].push(us(p99));
+                let socket = dir.join("floor.sock");
+                let (p50, p99) =
+                    latency::one_way(&minimal, &minimal, &socket, plan.latency_messages)
+                        .map_err(|e| format!("latency floor across processes: {e}"))?;
+                floor[4].push(us(p50));
+                floor[5].push(us(p99));
+                continue;
+            };
+            let (uses_go, uses_zmq) = (w.name == "Go", w.name == "ZeroMQ");
+            if (uses_go && go_failed.is_some()) || (uses_zmq && zmq_failed.is_some()) {
                 continue;
             }
-            bar.set_message(format!("round {round}: latency {} → {}", w.name, r.name));
+            bar.set_message(format!(
+                "round {}: latency {} → {}",
+                round + 1,
+                w.name,
+                r.name
+            ));
             match latency::one_way(w, r, &dir.join("latency.sock"), plan.latency_messages) {
                 Ok((p50, p99)) => {
                     lat[pi].0.push(p50.as_secs_f64() * 1e6);
@@ -295,25 +358,46 @@ fn run_table(args: &BenchArgs) -> Result<(), String> {
                     bar.println(format!("Go columns dropped: latency: {e}"));
                     go_failed = Some(format!("the Go peer failed: latency: {e}"));
                 }
+                Err(e) if uses_zmq => {
+                    bar.println(format!("ZeroMQ column dropped: latency: {e}"));
+                    zmq_failed = Some(format!("the ZeroMQ peer failed: latency: {e}"));
+                }
                 Err(e) => return Err(format!("latency: {e}")),
             }
         }
     }
     bar.finish_and_clear();
-    for (si, &size) in sizes.iter().enumerate() {
-        let mut row = Row {
-            size,
-            ..Row::default()
-        };
-        for (ci, &column) in columns.iter().enumerate() {
-            if !(column.needs_go() && go_failed.is_some()) {
-                fill_row(&mut row, column, &samples[si][ci]);
+    for cell in &mut cells {
+        for &column in &columns {
+            if dropped(column, &go_failed, &zmq_failed) {
+                cell.drop_column(column);
             }
         }
+        let mut row = Row::from_cell(cell);
+        let inproc = InprocRow::from_cell(cell);
+        if let Some(i) = &inproc {
+            row.rust_inproc_mbps = i.mbps.get("udsipc").copied();
+            row.rust_inproc_msgs_per_sec = i.msgs_per_sec.get("udsipc").copied();
+            row.rust_inproc_allocs_per_msg = i.allocs_per_msg.get("udsipc").copied();
+        }
         table.rows.push(row);
+        table.inproc_rows.extend(inproc);
     }
+    table.columns = columns
+        .iter()
+        .filter(|&&c| !dropped(c, &go_failed, &zmq_failed))
+        .map(|&c| ColumnInfo {
+            key: c.key(),
+            name: c.name(),
+            topology: c.topology(),
+            producer: c.producer(),
+        })
+        .collect();
     if go_failed.is_some() {
-        table.go_unavailable = go_failed;
+        table.go_unavailable = go_failed.clone();
+    }
+    if zmq_failed.is_some() {
+        table.zmq_unavailable = zmq_failed.clone();
     }
     if !floor[0].is_empty() {
         let [pp50, pp99, paced50, paced99, proc50, proc99] = &mut floor;
@@ -333,8 +417,11 @@ fn run_table(args: &BenchArgs) -> Result<(), String> {
         }
         table.latency_floor = Some(f);
     }
-    for ((w, r), (p50, p99)) in pairs.iter().zip(&mut lat) {
-        if p50.is_empty() {
+    for (pair, (p50, p99)) in pairs.iter().zip(&mut lat) {
+        let Some((w, r)) = pair else { continue };
+        let dropped =
+            (w.name == "Go" && go_failed.is_some()) || (w.name == "ZeroMQ" && zmq_failed.is_some());
+        if p50.is_empty() || dropped {
             continue;
         }
         table.latency.push(LatencyRow {

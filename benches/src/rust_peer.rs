@@ -16,6 +16,7 @@ use crate::peer::{PATIENCE, PeerArgs, Report};
 pub fn run_rust_peer(args: &PeerArgs) -> Result<(), String> {
     let report = match args.role.as_str() {
         _ if args.minimal => crate::minimal_peer::run(args)?,
+        _ if args.engine != crate::engines::Engine::Udsipc => crate::engines::run(args)?,
         "reader" => rust_reader(args)?,
         "writer" => rust_writer(args)?,
         other => return Err(format!("--role must be reader or writer, not {other:?}")),
@@ -80,7 +81,9 @@ fn rust_reader(args: &PeerArgs) -> Result<Report, String> {
         })
         .map_err(|e| e.to_string())?;
     println!("ready");
+    let cpu_start = crate::cpu::self_ns();
     let arrived = done.wait(PATIENCE);
+    let cpu_ns = crate::cpu::self_ns().saturating_sub(cpu_start);
     let (allocs, alloc_msgs) = done.steady_allocs();
     reader
         .stop_blocking(Duration::from_secs(5))
@@ -106,6 +109,7 @@ fn rust_reader(args: &PeerArgs) -> Result<Report, String> {
         allocs,
         alloc_msgs,
         latency_ns,
+        cpu_ns: Some(cpu_ns),
         ..Report::default()
     })
 }
@@ -138,13 +142,17 @@ fn rust_writer(args: &PeerArgs) -> Result<Report, String> {
                 if sent >= warm.max(1) || done.load(Ordering::Acquire) {
                     return (allocations(), sent);
                 }
-                std::thread::sleep(Duration::from_micros(100));
+                // Coarse on purpose: this thread's wake-ups are CPU the
+                // writer process is charged for.
+                std::thread::sleep(Duration::from_millis(1));
             }
         });
+        let cpu_start = crate::cpu::self_ns();
         let start_ns = monotonic_ns();
         let sending = send_all(&writer, &producer, &payload, args);
         let stopped = producer.block_on(writer.stop(PATIENCE));
         let end_ns = monotonic_ns();
+        let cpu_ns = crate::cpu::self_ns().saturating_sub(cpu_start);
         let end_allocs = allocations();
         done.store(true, Ordering::Release);
         let (mark, sent_at_mark) = watcher.join().expect("watcher thread");
@@ -159,6 +167,7 @@ fn rust_writer(args: &PeerArgs) -> Result<Report, String> {
             end_ns,
             allocs: end_allocs.saturating_sub(mark),
             alloc_msgs: args.count.saturating_sub(sent_at_mark).max(1),
+            cpu_ns: Some(cpu_ns),
             ..Report::default()
         })
     })
@@ -176,7 +185,32 @@ fn rust_writer(args: &PeerArgs) -> Result<Report, String> {
 /// memory while the Writer's task waits for the producer to yield); at
 /// 4 KiB and 10 KiB it is slower (0.94 M against 1.38 M, 0.36 M against
 /// 0.65 M msgs/s).
-const BUFFER_UP_TO: usize = 256;
+pub(crate) const BUFFER_UP_TO: usize = 256;
+
+/// The udsipc columns' producer, in both tables: `count` copies of
+/// `payload` as fast as the Writer takes them, through a `BufferedWriter`
+/// (`send`, then `flush`) up to [`BUFFER_UP_TO`] bytes and with
+/// `send` (waiting for queue room, no copy) above.
+pub(crate) async fn send_unpaced(
+    writer: &udsipc::Writer,
+    payload: &bytes::Bytes,
+    count: u64,
+) -> Result<(), String> {
+    if payload.len() <= BUFFER_UP_TO {
+        let mut out = writer.buffered();
+        for _ in 0..count {
+            out.send(payload).await.map_err(|e| e.to_string())?;
+        }
+        return out.flush().await.map_err(|e| e.to_string());
+    }
+    for _ in 0..count {
+        writer
+            .send(payload.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
 
 /// Sends every message: as fast as the Writer takes them, or paced at
 /// `--rate` with each message's send time in its first 8 bytes.
@@ -187,22 +221,7 @@ fn send_all(
     args: &PeerArgs,
 ) -> Result<(), String> {
     let Some(rate) = args.rate else {
-        return producer.block_on(async {
-            if payload.len() <= BUFFER_UP_TO {
-                let mut out = writer.buffered();
-                for _ in 0..args.count {
-                    out.send(payload).await.map_err(|e| e.to_string())?;
-                }
-                return out.flush().await.map_err(|e| e.to_string());
-            }
-            for _ in 0..args.count {
-                writer
-                    .send(payload.clone())
-                    .await
-                    .map_err(|e| e.to_string())?;
-            }
-            Ok(())
-        });
+        return producer.block_on(send_unpaced(writer, payload, args.count));
     };
     // Paced: each message carries its send time; copied by the Writer.
     let mut msg = vec![0u8; args.size.max(8)];

@@ -41,6 +41,16 @@ import (
 )
 
 // monotonicNs reads CLOCK_MONOTONIC, the clock the Rust side reads too.
+// cpuNs is this process's user + system CPU time so far (every thread), in
+// ns: the bench reports the CPU of its transfer window, not of start-up.
+func cpuNs() int64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return ru.Utime.Nano() + ru.Stime.Nano()
+}
+
 func monotonicNs() int64 {
 	var ts syscall.Timespec
 	const clockMonotonic = 1
@@ -145,11 +155,13 @@ func runReader(socket string, count int64, size int, latency bool) {
 		fail("reader Start: %v", err)
 	}
 	fmt.Println("ready")
+	cpuStart := cpuNs()
 	select {
 	case <-done:
 	case <-time.After(120 * time.Second):
 		fail("timed out: %d of %d messages", atomic.LoadInt64(&received), count)
 	}
+	cpu := cpuNs() - cpuStart
 	allocs := mallocs() - atomic.LoadUint64(&warmAllocs)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -157,6 +169,7 @@ func runReader(socket string, count int64, size int, latency bool) {
 	result := map[string]any{
 		"role": "reader", "msgs": received, "bytes": bytes,
 		"first_ns": first, "last_ns": last, "allocs": allocs, "alloc_msgs": max(count-warm, 1),
+		"cpu_ns": cpu,
 	}
 	if latency && len(lat) > 0 {
 		sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
@@ -196,9 +209,11 @@ func runWriter(socket string, count int64, size int, rate float64) {
 				marked <- mark{mallocs(), sent}
 				return
 			}
-			time.Sleep(100 * time.Microsecond)
+			// Coarse: this goroutine's wake-ups are CPU the writer is charged.
+			time.Sleep(time.Millisecond)
 		}
 	}()
+	cpuStart := cpuNs()
 	start := monotonicNs()
 	if rate > 0 {
 		interval := time.Duration(float64(time.Second) / rate)
@@ -223,6 +238,7 @@ func runWriter(socket string, count int64, size int, rate float64) {
 		fail("writer Stop: %v", err)
 	}
 	end := monotonicNs()
+	cpu := cpuNs() - cpuStart
 	endAllocs := mallocs()
 	close(finished)
 	m := <-marked
@@ -231,7 +247,7 @@ func runWriter(socket string, count int64, size int, rate float64) {
 		"role": "writer", "msgs": sent, "bytes": int64(sent) * int64(size),
 		"start_ns": start, "end_ns": end, "allocs": endAllocs - m.allocs,
 		"alloc_msgs": max(uint64(count)-m.sent, 1),
-		"dropped":    dropped, "failed": failed,
+		"dropped":    dropped, "failed": failed, "cpu_ns": cpu,
 	})
 }
 

@@ -242,7 +242,7 @@ fn write(args: &[String]) {
                     Err(udsipc::WriteError::BufferFull(_)) => {
                         std::thread::sleep(Duration::from_millis(1));
                     }
-                    Err(e) => fail(&format!("write_message: {e}")),
+                    Err(e) => fail(&format!("try_send: {e}")),
                 }
             }
         }

@@ -75,6 +75,126 @@ fn smoke_run_without_go_prints_every_size_and_says_why_go_is_missing() {
 }
 
 #[test]
+fn smoke_run_reports_ratios_with_spread_cpu_per_process_and_both_tables() {
+    let (table, json) = smoke(&["--no-go", "--size", "64", "--size", "1024"], &[]);
+    for row in json["rows"].as_array().unwrap() {
+        for key in [
+            "ratio_framed_limit",
+            "ratio_tokio_util",
+            "ratio_cpu_framed_limit",
+        ] {
+            assert!(row[key].as_f64().unwrap() > 0.0, "{key} in {row}");
+            let spread = &row["ratio_spread"][key];
+            assert!(spread["min"].as_f64().unwrap() <= spread["max"].as_f64().unwrap());
+        }
+        // Present (null without Go or ZeroMQ).
+        for key in ["zmq_mbps", "zmq_msgs_per_sec", "ratio_zmq", "ratio_go"] {
+            assert!(row.get(key).is_some(), "{key} in {row}");
+        }
+        assert!(row["ratio_go"].is_null(), "{row}");
+        assert!(row["limit_unreliable"].is_array(), "{row}");
+        // Every two-process column: the writer's and the reader's CPU.
+        for column in [
+            "udsipc",
+            "tokio_util",
+            "codec",
+            "framed_limit_blocking",
+            "framed_limit_epoll",
+            "raw_blocking",
+            "raw_epoll",
+        ] {
+            let cpu = &row["cpu_ns_per_msg"][column];
+            assert!(cpu["writer"].as_f64().unwrap() > 0.0, "{column} in {row}");
+            assert!(cpu["reader"].as_f64().unwrap() > 0.0, "{column} in {row}");
+        }
+    }
+    let inproc = json["inproc_rows"].as_array().unwrap();
+    assert_eq!(inproc.len(), 2);
+    for column in [
+        "udsipc",
+        "tokio_util",
+        "codec",
+        "framed_limit_blocking",
+        "raw_epoll",
+    ] {
+        assert!(
+            inproc[0]["mbps"][column].as_f64().unwrap() > 0.0,
+            "{column}"
+        );
+        assert!(
+            inproc[0]["cpu_ns_per_msg"][column].as_f64().unwrap() > 0.0,
+            "{column}"
+        );
+    }
+    // Each column names its topology and producer API; udsipc's is the
+    // same in both tables.
+    let columns = json["columns"].as_array().unwrap();
+    let producer = |key: &str, topology: &str| {
+        columns
+            .iter()
+            .find(|c| c["key"] == key && c["topology"] == topology)
+            .map(|c| c["producer"].as_str().unwrap().to_owned())
+            .unwrap_or_else(|| panic!("no {key} column in {topology}"))
+    };
+    assert_eq!(
+        producer("udsipc", "two_processes"),
+        producer("udsipc", "in_process")
+    );
+    assert!(producer("udsipc", "two_processes").contains("BufferedWriter"));
+    for heading in [
+        "Two processes in every column",
+        "CPU ns per message",
+        "Each ratio's spread across rounds",
+        "In one process",
+        "| column | topology | producer → reader |",
+    ] {
+        assert!(table.contains(heading), "{heading}: {table}");
+    }
+}
+
+#[test]
+fn unobtainable_libzmq_leaves_the_zeromq_column_empty_without_failing() {
+    let (table, json) = smoke(&["--no-go", "--size", "64"], &[("CC", "/nonexistent/cc")]);
+    assert!(
+        table.contains("ZeroMQ column: n/a (no C compiler"),
+        "{table}"
+    );
+    assert!(
+        json["zmq_unavailable"]
+            .as_str()
+            .unwrap()
+            .contains("C compiler")
+    );
+    assert!(json["rows"][0]["zmq_mbps"].is_null());
+    assert!(json["rows"][0]["rust_mbps"].as_f64().unwrap() > 0.0);
+    let pairs: Vec<&str> = json["latency"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["pair"].as_str().unwrap())
+        .collect();
+    assert_eq!(pairs, ["Rust → Rust"]);
+}
+
+#[test]
+fn zeromq_column_is_measured_when_libzmq_is_installed() {
+    // Only where zmq-peer compiles (ci/bench installs libzmq3-dev; ci/test
+    // does not need it).
+    let (table, json) = smoke(&["--no-go", "--size", "64"], &[]);
+    if let Some(why) = json["zmq_unavailable"].as_str() {
+        assert!(table.contains("ZeroMQ column: n/a"), "{table}");
+        eprintln!("ZeroMQ n/a here ({why}): nothing more to check");
+        return;
+    }
+    let row = &json["rows"][0];
+    assert!(row["zmq_mbps"].as_f64().unwrap() > 0.0, "{row}");
+    assert!(row["ratio_zmq"].as_f64().unwrap() > 0.0, "{row}");
+    assert!(row["cpu_ns_per_msg"]["zmq"]["reader"].as_f64().unwrap() > 0.0);
+    assert!(json["zmq_unavailable"].is_null());
+    assert!(table.contains("| ZeroMQ → ZeroMQ |"), "{table}");
+}
+
+#[test]
 fn unobtainable_go_reference_leaves_the_go_columns_empty_without_failing() {
     let (table, json) = smoke(
         &["--size", "1024"],
@@ -130,4 +250,36 @@ fn scaling_measures_every_writer_count_into_one_reader() {
         assert!(r["mbps"].as_f64().unwrap() > 0.0, "{r}");
     }
     assert!(table.contains("writers into one Reader"), "{table}");
+}
+
+#[test]
+fn compare_says_whether_runs_agree_on_each_headline_ratio() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = vec![];
+    for (i, ratio) in [2.0, 2.1, 1.95].iter().enumerate() {
+        let path = dir.path().join(format!("run{i}.json"));
+        let json = serde_json::json!({"rows": [{"size": 64, "ratio_tokio_util": ratio}]});
+        std::fs::write(&path, json.to_string()).unwrap();
+        files.push(path);
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_udsipc"))
+        .args(["bench", "--compare"])
+        .args(&files)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        table
+            .contains("| 64 B | udsipc / tokio-util | 2.00× | 2.10× | 1.95× | 2.00× | ±5% | yes |"),
+        "{table}"
+    );
+    assert!(
+        table.contains("1 of 1 headline ratios agree within ±10% across 3 runs"),
+        "{table}"
+    );
 }
