@@ -98,9 +98,29 @@ pub(crate) fn bind(path: &Path) -> io::Result<UnixListener> {
     UnixListener::bind(path)
 }
 
-pub(crate) fn remove_if_ours(path: &Path, inode: u64) {
-    if std::fs::symlink_metadata(path).is_ok_and(|m| m.ino() == inode && m.file_type().is_socket())
-    {
+/// Which file a path named when we bound it: its device and inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FileId {
+    dev: u64,
+    ino: u64,
+}
+
+impl FileId {
+    /// The socket file at `path` now (not following a symlink).
+    pub(crate) fn of(path: &Path) -> Option<Self> {
+        let meta = std::fs::symlink_metadata(path).ok()?;
+        meta.file_type().is_socket().then(|| Self {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        })
+    }
+}
+
+/// Removes the socket file at `path` only if it is still the one we bound
+/// (same device and inode): a file someone put there since, or a
+/// successor's socket, is left alone.
+pub(crate) fn remove_if_ours(path: &Path, ours: Option<FileId>) {
+    if ours.is_some() && FileId::of(path) == ours {
         let _ = std::fs::remove_file(path);
     }
 }
@@ -163,10 +183,12 @@ pub(crate) async fn accept_loop(
     listen: PathBuf,
     upstream: PathBuf,
     mut control: mpsc::UnboundedReceiver<Control>,
-    inode: u64,
+    id: Option<FileId>,
 ) {
     let mut listener = Some(listener);
-    let mut inode = inode;
+    let mut id = id;
+    // The outage going on now (0: none, or one nobody can end early).
+    let mut current_outage = 0;
     let mut back_at: Option<Instant> = None;
     let mut backoff = ACCEPT_BACKOFF_MIN;
     let mut tasks = JoinSet::new();
@@ -209,9 +231,10 @@ pub(crate) async fn accept_loop(
             }
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             ctl = control.recv() => match ctl {
-                Some(Control::Outage(outage)) => {
+                Some(Control::Outage(outage, outage_id)) => {
+                    current_outage = outage_id;
                     if listener.take().is_some() {
-                        remove_if_ours(&listen, inode);
+                        remove_if_ours(&listen, id);
                     }
                     if outage.cut_connections {
                         shared.outages.fetch_add(1, Ordering::SeqCst);
@@ -234,13 +257,19 @@ pub(crate) async fn accept_loop(
                         back_at = Some(Instant::now());
                     }
                 }
+                Some(Control::EndOutage(outage_id)) => {
+                    if listener.is_none() && outage_id != 0 && outage_id == current_outage {
+                        back_at = Some(Instant::now());
+                    }
+                }
                 Some(Control::Stop) | None => break,
             },
             () = sleep_until(back_at) => {
                 back_at = None;
+                current_outage = 0;
                 match bind(&listen) {
                     Ok(l) => {
-                        inode = std::fs::metadata(&listen).map(|m| m.ino()).unwrap_or(0);
+                        id = FileId::of(&listen);
                         listener = Some(l);
                         let mut event = FaultEvent::new("refuse", shared.start.elapsed(), 0);
                         event.detail = "listener back".to_owned();
@@ -257,7 +286,7 @@ pub(crate) async fn accept_loop(
         }
     }
     drop(listener);
-    remove_if_ours(&listen, inode);
+    remove_if_ours(&listen, id);
     shared.stopping.store(true, Ordering::SeqCst);
     shared.close_all(Reason::Stop);
     while tasks.join_next().await.is_some() {}
