@@ -93,6 +93,7 @@ pub fn main() -> ExitCode {
 /// Runs an already parsed command line: prints its report on stderr and
 /// returns its exit code.
 pub fn run(cli: Cli) -> ExitCode {
+    raise_descriptor_limit();
     let outcome = match cli.command {
         Command::Listen(args) => listen::run(args),
         Command::Send(args) => send::run(args),
@@ -104,6 +105,20 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Peer { args } => return peer::run(&args),
     };
     outcome.report()
+}
+
+/// Raises the soft limit on open descriptors to the hard one, as the Go
+/// runtime does at start: a listener or a proxy serving many connections
+/// should not run out at a distribution's default soft limit (often 1,024)
+/// when the hard one allows more. Best effort: a failure leaves the limit
+/// as it was.
+fn raise_descriptor_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
+    }
 }
 
 /// Why a subcommand failed, which decides its exit code.
