@@ -13,7 +13,9 @@
 //!
 //! Each subcommand owns its arguments, its run and its stats in its own
 //! module ([`listen`], [`send`], [`proxy`]); `bench` is the table runner of
-//! `udsipc-benches` (it prints `error: ...` and exits 1 when it fails).
+//! `udsipc-benches` (it prints `error: ...` and exits 1 when it fails),
+//! built with the default cargo feature `bench` (without it, the binary
+//! links no bench code and installs no counting allocator).
 //! Two hidden subcommands are the peer roles the test suites spawn, so one
 //! Rust program serves them all: `udsipc peer hello|read|write ...` (the
 //! conformance suite's peer contract, see `conformance/PEERS.md`) and
@@ -71,6 +73,7 @@ pub enum Command {
     #[command(long_about = proxy::LONG_ABOUT)]
     Proxy(proxy::ProxyArgs),
     /// Measure udsipc next to the Go reference, tokio-util and the raw socket (the side-by-side table).
+    #[cfg(feature = "bench")]
     #[command(long_about = udsipc_benches::run::LONG_ABOUT)]
     Bench(udsipc_benches::run::BenchArgs),
     /// The conformance suite's peer contract (`hello`, `read`, `write`):
@@ -98,6 +101,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Listen(args) => listen::run(args),
         Command::Send(args) => send::run(args),
         Command::Proxy(args) => proxy::run(args),
+        #[cfg(feature = "bench")]
         Command::Bench(args) => Outcome {
             failure: udsipc_benches::run::run(&args).err().map(CliError::Failed),
             stats: None,
