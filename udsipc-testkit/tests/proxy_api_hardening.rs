@@ -418,6 +418,8 @@ fn another_user_cannot_name_paths_it_could_not_create_itself() {
     // Root's service, which nobody may connect to, and one anyone may.
     let closed_up = private.join("svc.sock");
     let _closed = std::os::unix::net::UnixListener::bind(&closed_up).unwrap();
+    // Writable by all, but in a directory nobody else may search.
+    std::fs::set_permissions(&closed_up, std::fs::Permissions::from_mode(0o666)).unwrap();
     let open_up = open.join("svc.sock");
     let _open = std::os::unix::net::UnixListener::bind(&open_up).unwrap();
     std::fs::set_permissions(&open_up, std::fs::Permissions::from_mode(0o666)).unwrap();
@@ -436,6 +438,11 @@ fn another_user_cannot_name_paths_it_could_not_create_itself() {
     assert_eq!(code, 403, "{body}");
     assert!(!private.join("front.sock").exists());
     let (code, body) = create("b", &open.join("front.sock"), &closed_up);
+    assert_eq!(code, 403, "{body}");
+    // A link in the open directory to root's private service.
+    let link = open.join("link.sock");
+    std::os::unix::fs::symlink(&closed_up, &link).unwrap();
+    let (code, body) = create("l", &open.join("front2.sock"), &link);
     assert_eq!(code, 403, "{body}");
     let (code, body) = create("c", &stale, &open_up);
     assert_eq!(code, 403, "{body}");

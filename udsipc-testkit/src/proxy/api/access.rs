@@ -116,7 +116,15 @@ impl Caller {
         let Some(name) = upstream.file_name() else {
             return Err(format!("{} names no file", upstream.display()));
         };
-        match std::fs::metadata(dir.join(name)) {
+        // A symlink is followed as `connect` follows it: the target's
+        // directories must let the caller through too.
+        let Ok(target) = dir.join(name).canonicalize() else {
+            return Ok(()); // not there (yet): nothing to connect to
+        };
+        if let Some(target_dir) = target.parent() {
+            self.search(target_dir)?;
+        }
+        match std::fs::metadata(&target) {
             Ok(meta) if !self.may(&meta, WRITE) => Err(denied(upstream, "connect to")),
             _ => Ok(()),
         }
