@@ -116,6 +116,45 @@ impl FileId {
     }
 }
 
+/// Sets the mode of the socket file we bound at `path` (`ours`), never of
+/// a file put there since: the file is opened without following a link
+/// (`O_PATH | O_NOFOLLOW`), checked to be our socket, and changed through
+/// that handle (`/proc/self/fd`), so a symlink swapped in cannot redirect
+/// the change. Without `/proc`, the path is checked, then changed.
+pub(crate) fn chmod_ours(path: &Path, ours: Option<FileId>, mode: u32) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let not_ours = || {
+        io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("{} changed while it was being set up", path.display()),
+        )
+    };
+    let handle = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_PATH | nix::libc::O_NOFOLLOW)
+        .open(path)?;
+    let meta = handle.metadata()?;
+    let id = meta.file_type().is_socket().then(|| FileId {
+        dev: meta.dev(),
+        ino: meta.ino(),
+    });
+    if id.is_none() || id != ours {
+        return Err(not_ours());
+    }
+    let permissions = std::fs::Permissions::from_mode(mode);
+    let through = PathBuf::from(format!("/proc/self/fd/{}", handle.as_raw_fd()));
+    match std::fs::set_permissions(&through, permissions.clone()) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if FileId::of(path) != ours {
+                return Err(not_ours());
+            }
+            std::fs::set_permissions(path, permissions)
+        }
+        done => done,
+    }
+}
+
 /// Removes the socket file at `path` only if it is still the one we bound
 /// (same device and inode): a file someone put there since, or a
 /// successor's socket, is left alone.
@@ -303,5 +342,40 @@ async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn chmod_ours_changes_our_socket_and_nothing_a_link_points_at() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("api.sock");
+        let _ours = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let id = FileId::of(&path);
+        chmod_ours(&path, id, 0o600).unwrap();
+        assert_eq!(mode(&path), 0o600);
+        // Someone swaps in a link to a file of theirs: refused, untouched.
+        let other = dir.path().join("other");
+        std::fs::write(&other, b"x").unwrap();
+        std::fs::set_permissions(&other, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        std::os::unix::fs::symlink(&other, &path).unwrap();
+        assert!(chmod_ours(&path, id, 0o666).is_err());
+        assert_eq!(mode(&other), 0o644);
+        // Another socket at the path: not ours either.
+        std::fs::remove_file(&path).unwrap();
+        let _theirs = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let before = mode(&path);
+        assert!(chmod_ours(&path, id, 0o666).is_err());
+        assert_eq!(mode(&path), before);
     }
 }

@@ -60,7 +60,7 @@ mod state;
 
 use std::collections::VecDeque;
 use std::io;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -74,7 +74,7 @@ use tokio::task::{AbortHandle, JoinSet};
 pub use state::{ApiError, ProxyDefaults, SharedSink};
 
 use super::ProxyStats;
-use super::listener::{FileId, remove_if_ours};
+use super::listener::{FileId, chmod_ours, remove_if_ours};
 use super::spec::FaultSpec;
 use access::Caller;
 use state::State;
@@ -247,10 +247,10 @@ impl ControlApi {
             ApiAddr::Unix(path) => {
                 let listener = super::listener::bind(path)?;
                 let file = FileId::of(path);
-                std::fs::set_permissions(
-                    path,
-                    std::fs::Permissions::from_mode(options.socket_mode),
-                )?;
+                if let Err(e) = chmod_ours(path, file, options.socket_mode) {
+                    remove_if_ours(path, file);
+                    return Err(e);
+                }
                 let meta = std::fs::symlink_metadata(path)?;
                 let socket = ApiSocket {
                     path: path.clone(),
