@@ -24,7 +24,8 @@
 //! binary (package `udsipc-cli`) calls [`run`] for `udsipc bench`, and the
 //! Rust peer processes it spawns are that same binary's hidden `bench peer`
 //! subcommand. Allocations per message are counted only in a binary that
-//! installs [`crate::alloc::Counting`] (the `udsipc` binary does).
+//! installs [`crate::alloc::Counting`] or [`crate::alloc::CountingWhenStarted`]
+//! (the `udsipc` binary does, the second: [`run`] starts it).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -155,6 +156,8 @@ impl Plan {
 /// Runs `udsipc bench` (the table, or with the hidden `peer` subcommand one
 /// side of a measured pair); the error is one line.
 pub fn run(args: &BenchArgs) -> Result<(), String> {
+    // Both the runner (its in-process columns) and a peer role count.
+    crate::alloc::start_counting();
     match &args.peer {
         Some(Sub::Peer(p)) => run_rust_peer(p),
         None if !args.compare.is_empty() => {

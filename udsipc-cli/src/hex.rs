@@ -28,11 +28,43 @@ pub(crate) enum HexError {
     },
     /// A character that is not a hex digit.
     InvalidDigit {
-        /// Its 1-based position.
+        /// Its 1-based position (in bytes).
         position: usize,
-        /// The byte found there.
-        byte: u8,
+        /// What was found there.
+        found: Found,
     },
+}
+
+/// What stands where a hex digit should.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Found {
+    /// A character (its UTF-8 bytes start at the position).
+    Char(char),
+    /// A byte that starts no valid UTF-8 character.
+    Byte(u8),
+}
+
+impl Found {
+    /// What starts at `text[i..]`.
+    fn at(text: &[u8], i: usize) -> Self {
+        let rest = &text[i..text.len().min(i + 4)];
+        let valid = match std::str::from_utf8(rest) {
+            Ok(s) => s,
+            Err(e) => std::str::from_utf8(&rest[..e.valid_up_to()]).unwrap_or_default(),
+        };
+        valid.chars().next().map_or(Self::Byte(text[i]), Self::Char)
+    }
+}
+
+impl fmt::Display for Found {
+    /// Quoted, with anything unprintable escaped once: `"g"`, `"é"`,
+    /// `"\u{1b}"`, `"\xff"`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Self::Char(c) => write!(f, "\"{}\"", c.escape_debug()),
+            Self::Byte(b) => write!(f, "\"\\x{b:02x}\""),
+        }
+    }
 }
 
 impl fmt::Display for HexError {
@@ -41,10 +73,9 @@ impl fmt::Display for HexError {
             Self::OddLength { len } => {
                 write!(f, "invalid hex: odd number of digits ({len})")
             }
-            Self::InvalidDigit { position, byte } => write!(
+            Self::InvalidDigit { position, found } => write!(
                 f,
-                "invalid hex: {:?} at position {position} is not a hex digit",
-                char::from(byte).escape_default().to_string()
+                "invalid hex: {found} at position {position} is not a hex digit"
             ),
         }
     }
@@ -53,13 +84,12 @@ impl fmt::Display for HexError {
 /// Decodes hex digits (upper or lower case, nothing else) into bytes.
 pub(crate) fn decode(text: &[u8]) -> Result<Vec<u8>, HexError> {
     let digit = |i: usize| {
-        let byte = text[i];
-        char::from(byte)
+        char::from(text[i])
             .to_digit(16)
             .map(|d| d as u8)
-            .ok_or(HexError::InvalidDigit {
+            .ok_or_else(|| HexError::InvalidDigit {
                 position: i + 1,
-                byte,
+                found: Found::at(text, i),
             })
     };
     // Report a bad character before an odd length: it is the likelier typo.
@@ -110,14 +140,14 @@ mod tests {
             decode(b"00zz"),
             Err(HexError::InvalidDigit {
                 position: 3,
-                byte: b'z'
+                found: Found::Char('z')
             })
         );
         assert_eq!(
             decode(b"0 "),
             Err(HexError::InvalidDigit {
                 position: 2,
-                byte: b' '
+                found: Found::Char(' ')
             })
         );
         assert_eq!(
@@ -127,6 +157,22 @@ mod tests {
         assert_eq!(
             decode(b"0g").unwrap_err().to_string(),
             "invalid hex: \"g\" at position 2 is not a hex digit"
+        );
+    }
+
+    #[test]
+    fn a_non_ascii_character_is_reported_escaped_once() {
+        assert_eq!(
+            decode("0é".as_bytes()).unwrap_err().to_string(),
+            "invalid hex: \"é\" at position 2 is not a hex digit"
+        );
+        assert_eq!(
+            decode(b"\x1b[").unwrap_err().to_string(),
+            "invalid hex: \"\\u{1b}\" at position 1 is not a hex digit"
+        );
+        assert_eq!(
+            decode(b"00\xff").unwrap_err().to_string(),
+            "invalid hex: \"\\xff\" at position 3 is not a hex digit"
         );
     }
 }

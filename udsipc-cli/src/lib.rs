@@ -13,7 +13,9 @@
 //!
 //! Each subcommand owns its arguments, its run and its stats in its own
 //! module ([`listen`], [`send`], [`proxy`]); `bench` is the table runner of
-//! `udsipc-benches` (it prints `error: ...` and exits 1 when it fails).
+//! `udsipc-benches` (it prints `error: ...` and exits 1 when it fails),
+//! built with the default cargo feature `bench` (without it, the binary
+//! links no bench code and installs no counting allocator).
 //! Two hidden subcommands are the peer roles the test suites spawn, so one
 //! Rust program serves them all: `udsipc peer hello|read|write ...` (the
 //! conformance suite's peer contract, see `conformance/PEERS.md`) and
@@ -71,6 +73,7 @@ pub enum Command {
     #[command(long_about = proxy::LONG_ABOUT)]
     Proxy(proxy::ProxyArgs),
     /// Measure udsipc next to the Go reference, tokio-util and the raw socket (the side-by-side table).
+    #[cfg(feature = "bench")]
     #[command(long_about = udsipc_benches::run::LONG_ABOUT)]
     Bench(udsipc_benches::run::BenchArgs),
     /// The conformance suite's peer contract (`hello`, `read`, `write`):
@@ -93,10 +96,12 @@ pub fn main() -> ExitCode {
 /// Runs an already parsed command line: prints its report on stderr and
 /// returns its exit code.
 pub fn run(cli: Cli) -> ExitCode {
+    raise_descriptor_limit();
     let outcome = match cli.command {
         Command::Listen(args) => listen::run(args),
         Command::Send(args) => send::run(args),
         Command::Proxy(args) => proxy::run(args),
+        #[cfg(feature = "bench")]
         Command::Bench(args) => Outcome {
             failure: udsipc_benches::run::run(&args).err().map(CliError::Failed),
             stats: None,
@@ -104,6 +109,20 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Peer { args } => return peer::run(&args),
     };
     outcome.report()
+}
+
+/// Raises the soft limit on open descriptors to the hard one, as the Go
+/// runtime does at start: a listener or a proxy serving many connections
+/// should not run out at a distribution's default soft limit (often 1,024)
+/// when the hard one allows more. Best effort: a failure leaves the limit
+/// as it was.
+fn raise_descriptor_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
+    }
 }
 
 /// Why a subcommand failed, which decides its exit code.

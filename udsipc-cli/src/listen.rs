@@ -91,8 +91,10 @@ pub struct ListenArgs {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 #[non_exhaustive]
 pub enum Format {
-    /// The bytes as UTF-8, invalid sequences replaced by U+FFFD (a message containing newlines spans several lines)
+    /// The bytes as UTF-8 (invalid sequences replaced by U+FFFD) with control characters shown escaped (`\n`, `\r`, `\x1b`, `\u{9b}`; tab kept), so a writer cannot drive the terminal; one line per message
     Text,
+    /// The bytes unchanged, then a newline: for pipes and programs, never a terminal (a writer's control sequences pass through)
+    Raw,
     /// Lowercase hex of the bytes
     Hex,
     /// The length in bytes, in decimal
@@ -108,13 +110,22 @@ impl Format {
     /// Format::Hex.write_line(b"\x00\xff", &mut out);
     /// Format::Len.write_line(b"abc", &mut out);
     /// Format::Text.write_line(b"caf\xc3\xa9 \xff", &mut out);
-    /// assert_eq!(String::from_utf8(out).unwrap(), "00ff\n3\ncafé \u{fffd}\n");
+    /// Format::Text.write_line(b"\x1b[2J\tx\ny", &mut out);
+    /// Format::Raw.write_line(b"\x1b[2J", &mut out);
+    /// assert_eq!(
+    ///     String::from_utf8(out).unwrap(),
+    ///     "00ff\n3\ncafé \u{fffd}\n\\x1b[2J\tx\\ny\n\x1b[2J\n"
+    /// );
     /// ```
     pub fn write_line(self, msg: &[u8], out: &mut Vec<u8>) {
         match self {
             Self::Text => {
                 out.reserve(msg.len() + 1);
-                out.extend_from_slice(String::from_utf8_lossy(msg).as_bytes());
+                write_escaped(&String::from_utf8_lossy(msg), out);
+            }
+            Self::Raw => {
+                out.reserve(msg.len() + 1);
+                out.extend_from_slice(msg);
             }
             Self::Hex => {
                 out.reserve(msg.len() * 2 + 1);
@@ -123,6 +134,33 @@ impl Format {
             Self::Len => out.extend_from_slice(msg.len().to_string().as_bytes()),
         }
         out.push(b'\n');
+    }
+}
+
+/// Appends `text` with every C0 control but tab, DEL and every C1 control
+/// escaped visibly: `\n`, `\r`, `\xNN` (C0, DEL), `\u{NN}` (C1). What a
+/// terminal would act on never reaches it; a backslash is left as it is.
+fn write_escaped(text: &str, out: &mut Vec<u8>) {
+    // C1 controls (U+0080..U+009F) are 0xC2 0x80..0x9F in UTF-8.
+    let plain = |b: u8| (b >= 0x20 || b == b'\t') && b != 0x7f && b != 0xc2;
+    if text.bytes().all(plain) {
+        out.extend_from_slice(text.as_bytes());
+        return;
+    }
+    let mut utf8 = [0; 4];
+    for c in text.chars() {
+        match c {
+            '\t' => out.push(b'\t'),
+            '\n' => out.extend_from_slice(b"\\n"),
+            '\r' => out.extend_from_slice(b"\\r"),
+            '\0'..='\x1f' | '\x7f' => {
+                out.extend_from_slice(format!("\\x{:02x}", u32::from(c)).as_bytes());
+            }
+            '\u{80}'..='\u{9f}' => {
+                out.extend_from_slice(format!("\\u{{{:x}}}", u32::from(c)).as_bytes());
+            }
+            c => out.extend_from_slice(c.encode_utf8(&mut utf8).as_bytes()),
+        }
     }
 }
 
@@ -305,6 +343,27 @@ mod tests {
         let mut out = Vec::new();
         format.write_line(msg, &mut out);
         String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn text_escapes_every_control_but_tab_and_raw_none() {
+        let all: Vec<u8> = (0u8..0x20).chain([0x7f]).collect();
+        let text = line(Format::Text, &all);
+        assert_eq!(
+            text,
+            "\\x00\\x01\\x02\\x03\\x04\\x05\\x06\\x07\\x08\t\\n\\x0b\\x0c\\r\\x0e\\x0f\
+             \\x10\\x11\\x12\\x13\\x14\\x15\\x16\\x17\\x18\\x19\\x1a\\x1b\\x1c\\x1d\\x1e\\x1f\\x7f\n"
+        );
+        let c1: String = ('\u{80}'..='\u{9f}').collect();
+        let text = line(Format::Text, c1.as_bytes());
+        assert!(text.starts_with("\\u{80}\\u{81}"), "{text}");
+        assert!(text.ends_with("\\u{9f}\n"), "{text}");
+        assert!(!text[..text.len() - 1].chars().any(char::is_control));
+        // U+00A0 onwards (also 0xC2-led) are printed as they are.
+        assert_eq!(line(Format::Text, "\u{a0}é\\".as_bytes()), "\u{a0}é\\\n");
+        let mut raw = all.clone();
+        raw.push(b'\n');
+        assert_eq!(line(Format::Raw, &all).into_bytes(), raw);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::signals::Signals;
 use super::{CliError, Outcome, stats_line};
-use udsipc_testkit::proxy::api::{ApiAddr, ControlApi, ProxyDefaults};
+use udsipc_testkit::proxy::api::{ApiAddr, ControlApi, ProxyDefaults, ServeOptions};
 use udsipc_testkit::proxy::registry::valid_forms;
 use udsipc_testkit::proxy::spec::FaultSpec;
 use udsipc_testkit::proxy::{FaultEvent, FaultProxy, Framing, ProxyStats};
@@ -25,7 +25,11 @@ and removes its socket file. With --api, faults can also be added, changed and r
 it runs through toxiproxy's HTTP API (any toxiproxy client library works; --fault SPECs show \
 as toxics `fault-1`, `fault-2`, ... of the proxy --name), stderr gets `api listening on ADDR` \
 once the API is up, and --listen/--upstream become optional (proxies are then created through \
-the API, as with toxiproxy-server). Works in front of any Unix-socket service: with --framing none \
+the API, as with toxiproxy-server). The API has toxiproxy's (lack of) authentication: prefer a \
+socket path (mode --api-mode, 600 by default; callers of other users may only name paths they \
+could use themselves); a TCP API binds loopback only and a warning says every local user can \
+reach it. Each API connection must send its header within 5 s and its body (at most 1 MiB) \
+within 10 s; past 256 connections the oldest is closed. Works in front of any Unix-socket service: with --framing none \
 (HTTP, gRPC, anything) only byte-level faults apply; frame-aimed ones assume uvarint \
 length-prefixed frames.";
 
@@ -36,7 +40,9 @@ Examples:
       --fault fragment:1-16 --fault drop-after-frames:1000
   # take the socket away for 2 s after 5 s
   udsipc proxy --listen /tmp/front.sock --upstream /tmp/app.sock --fault refuse:5000:2000
-  # driven at run time by toxiproxy clients (toxiproxy.NewClient(\"127.0.0.1:8474\"))
+  # driven at run time through toxiproxy's API: curl --unix-socket, or a toxiproxy
+  # client on a loopback port (toxiproxy.NewClient(\"127.0.0.1:8474\"))
+  udsipc proxy --api /run/user/1000/toxiproxy.sock
   udsipc proxy --api 127.0.0.1:8474
   # an HTTP service: 50 ms on every response, 10% of connections cut after 5 s
   udsipc proxy --listen /tmp/front.sock --upstream /tmp/http.sock --framing none \\
@@ -59,10 +65,18 @@ pub struct ProxyArgs {
     #[arg(long, value_name = "PATH", requires = "listen")]
     pub upstream: Option<PathBuf>,
 
-    /// Also serve toxiproxy's HTTP API here (127.0.0.1:8474, or a socket
-    /// path), so toxiproxy clients add, change and remove faults at run time
+    /// Also serve toxiproxy's HTTP API here (a socket path, preferred, or a
+    /// loopback host:port such as 127.0.0.1:8474), so toxiproxy clients add,
+    /// change and remove faults at run time. It has no authentication: who
+    /// can connect can make this process create, remove and connect to
+    /// sockets with its rights
     #[arg(long, value_name = "ADDR")]
     pub api: Option<ApiAddr>,
+
+    /// File mode of a socket-path --api, in octal (600: its owner only; on
+    /// it, other users may only name paths they could use themselves)
+    #[arg(long, value_name = "OCTAL", default_value = "600", value_parser = parse_mode, requires = "api")]
+    pub api_mode: u32,
 
     /// The API's name for the --listen/--upstream proxy
     #[arg(long, value_name = "NAME", default_value = "udsipc")]
@@ -93,6 +107,13 @@ fn parse_framing(text: &str) -> Result<Framing, String> {
         "uvarint" => Ok(Framing::Uvarint),
         "none" => Ok(Framing::None),
         other => Err(format!("unknown framing `{other}`: use uvarint or none")),
+    }
+}
+
+fn parse_mode(text: &str) -> Result<u32, String> {
+    match u32::from_str_radix(text.trim_start_matches("0o"), 8) {
+        Ok(mode) if mode <= 0o777 => Ok(mode),
+        _ => Err("expected an octal file mode such as 600 or 660".to_owned()),
     }
 }
 
@@ -166,7 +187,7 @@ async fn serve(args: ProxyArgs) -> Outcome {
     eprintln!("proxying {} -> {}", listen.display(), upstream.display());
     signals.recv().await;
     proxy.stop().await;
-    let faults = proxy.events().len();
+    let faults = usize::try_from(proxy.events_fired()).unwrap_or(usize::MAX);
     Outcome {
         failure: None,
         stats: Some(stats_line(&ProxyCounters::new(proxy.stats(), faults))),
@@ -197,7 +218,14 @@ async fn serve_api(args: ProxyArgs, addr: ApiAddr, mut signals: Signals) -> Outc
         }
         eprintln!("proxying {l} -> {u}");
     }
-    let server = match api.serve(&addr).await {
+    if let ApiAddr::Tcp(a) = &addr {
+        eprintln!(
+            "warning: the API is on TCP ({a}): every local user can drive it, with this \
+             process's rights (create, remove and connect to sockets); prefer --api PATH.sock"
+        );
+    }
+    let options = ServeOptions::default().socket_mode(args.api_mode);
+    let server = match api.serve_with(&addr, options).await {
         Ok(s) => s,
         Err(e) => {
             api.stop_all().await;

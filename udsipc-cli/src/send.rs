@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use udsipc::{StopError, Writer, WriterMetrics};
 
 use super::signals::Signals;
@@ -26,6 +26,11 @@ pub const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 const STDIN_BUFFER: usize = 64 * 1024;
+
+/// The send queue's bound in bytes (besides the Writer's 10,000
+/// messages): what `send` holds when nobody reads, whatever the lines'
+/// size. A longer message still goes, alone.
+pub const QUEUE_BYTES: usize = 8 << 20;
 
 /// After a signal during the drain, how long to wait for the Writer to
 /// count what it discards before printing the stats.
@@ -43,8 +48,9 @@ If SOCKET is not there yet, the connection breaks, or the listener refuses this 
 just before its listener still delivers quickly and a refused one does not storm. A slow or \
 paused listener is not a broken one: the connection is kept (a `Backpressure` warning is \
 printed once per pause longer than 1 s). Input is never dropped: reading pauses while the \
-send queue (10,000 messages) is full, for as long as no listener takes them. A message the \
-listener closes the connection on before reading it whole, on 5 connections in a row (e.g. \
+send queue (10,000 messages or 8 MiB) is full, for as long as no listener takes them. A line \
+(or MESSAGE) longer than --max-message-size (its hex digits: twice that) is a usage error \
+(exit 2), read no further than the limit. A message the listener closes the connection on before reading it whole, on 5 connections in a row (e.g. \
 larger than its --max-message-size), is given up (`failed`) and the rest go on. At the end it \
 waits, for up to --drain-timeout, until the listener has read everything, then discards what \
 is left.
@@ -58,8 +64,8 @@ read from the socket (the kernel says so); `unconfirmed` ones were written but t
 connection died before the listener was seen to read them (never sent twice). Exit code 0 \
 only if the listener read every message (delivered == queued); 1 otherwise (or on \
 SIGINT/SIGTERM: the first stops reading input and drains; one during the drain discards what \
-is left, as `discarded`, and exits at once); 2 for bad arguments or a line that is \
-not hex under --hex (lines before it have been queued).";
+is left, as `discarded`, and exits at once); 2 for bad arguments, a line that is not hex \
+under --hex or one that is too long (lines before it have been queued).";
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -83,6 +89,10 @@ pub struct SendArgs {
     /// How long to keep delivering queued messages once the input ends (decimal seconds)
     #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs)]
     pub drain_timeout: Duration,
+
+    /// Longest message; a longer line (or MESSAGE) is refused, exit 2
+    #[arg(long, value_name = "BYTES", default_value_t = udsipc::DEFAULT_MAX_MESSAGE_SIZE)]
+    pub max_message_size: u64,
 
     /// Messages to send; without any, each line of stdin is one message
     #[arg(value_name = "MESSAGE")]
@@ -217,17 +227,60 @@ fn decode_arguments(args: &SendArgs) -> Result<Option<Vec<Bytes>>, CliError> {
     if args.messages.is_empty() {
         return Ok(None);
     }
+    let limit = Limit::new(args.max_message_size, args.hex);
     let decoded = args.messages.iter().enumerate().map(|(i, arg)| {
         let raw = arg.as_bytes();
+        let what = || format!("MESSAGE argument {}", i + 1);
+        limit.check(raw, &what)?;
         if args.hex {
             hex::decode(raw)
                 .map(Bytes::from)
-                .map_err(|e| CliError::Usage(format!("MESSAGE argument {}: {e}", i + 1)))
+                .map_err(|e| CliError::Usage(format!("{}: {e}", what())))
         } else {
             Ok(Bytes::copy_from_slice(raw))
         }
     });
     decoded.collect::<Result<_, _>>().map(Some)
+}
+
+/// The longest message, and so the longest line (`--hex`: twice as many
+/// digits) `send` reads.
+#[derive(Debug, Clone, Copy)]
+struct Limit {
+    message: u64,
+    /// The line's bytes (without its ending) it allows.
+    line: usize,
+}
+
+impl Limit {
+    fn new(message: u64, hex: bool) -> Self {
+        let digits = if hex {
+            message.saturating_mul(2)
+        } else {
+            message
+        };
+        Self {
+            message,
+            line: usize::try_from(digits).unwrap_or(usize::MAX),
+        }
+    }
+
+    /// Refuses a line longer than the limit; `what` names it.
+    fn check(&self, line: &[u8], what: &dyn Fn() -> String) -> Result<(), CliError> {
+        if line.len() <= self.line {
+            return Ok(());
+        }
+        Err(CliError::Usage(format!(
+            "{}: longer than --max-message-size ({} bytes{}); not sent, and nothing after it",
+            what(),
+            self.message,
+            if self.line == usize::try_from(self.message).unwrap_or(usize::MAX) {
+                ""
+            } else {
+                ", in hex twice as many digits"
+            },
+        )))
+    }
 }
 
 /// What a run of the Writer ended with.
@@ -245,6 +298,7 @@ struct Delivery {
 async fn deliver(args: &SendArgs, given: Option<Vec<Bytes>>) -> Result<Delivery, CliError> {
     let mut signals = Signals::install()?;
     let writer = Writer::builder(&args.socket)
+        .max_buffered_bytes(QUEUE_BYTES)
         .initial_backoff(INITIAL_BACKOFF)
         .max_backoff(MAX_BACKOFF)
         .on_error(|e| eprintln!("warning: {e}"))
@@ -252,7 +306,7 @@ async fn deliver(args: &SendArgs, given: Option<Vec<Bytes>>) -> Result<Delivery,
         .map_err(|e| CliError::Usage(e.to_string()))?;
     let mut queued = 0;
     let mut input = tokio::select! {
-        fed = feed(&writer, given, args.hex, &mut queued) => fed,
+        fed = feed(&writer, given, args.hex, Limit::new(args.max_message_size, args.hex), &mut queued) => fed,
         signal = signals.recv() => {
             eprintln!("warning: interrupted by {signal}: stopped reading input, draining (a second signal discards)");
             Err(CliError::Failed(format!("interrupted by {signal}: stopped reading input")))
@@ -294,6 +348,7 @@ async fn feed(
     writer: &Writer,
     given: Option<Vec<Bytes>>,
     hex: bool,
+    limit: Limit,
     queued: &mut u64,
 ) -> Result<(), CliError> {
     if let Some(messages) = given {
@@ -306,7 +361,13 @@ async fn feed(
     let mut line = Vec::new();
     for number in 1.. {
         line.clear();
-        let read = stdin
+        // Never more than the limit and its `\r\n`: a line without an end
+        // must not grow until memory runs out.
+        let most = u64::try_from(limit.line)
+            .unwrap_or(u64::MAX)
+            .saturating_add(2);
+        let read = (&mut stdin)
+            .take(most)
             .read_until(b'\n', &mut line)
             .await
             .map_err(|e| CliError::Failed(format!("reading stdin failed: {e}")))?;
@@ -314,6 +375,7 @@ async fn feed(
             break;
         }
         let body = strip_line_end(&line);
+        limit.check(body, &|| format!("stdin line {number}"))?;
         let msg = if hex {
             hex::decode(body)
                 .map(Bytes::from)
@@ -370,6 +432,7 @@ mod tests {
             socket: "/unused".into(),
             hex,
             drain_timeout: Duration::ZERO,
+            max_message_size: 4,
             messages: messages.iter().map(OsString::from).collect(),
         }
     }
@@ -385,6 +448,19 @@ mod tests {
             decode_arguments(&args(true, &["00ff", ""])),
             Ok(Some(vec![Bytes::from_static(b"\x00\xff"), Bytes::new()]))
         );
+    }
+
+    #[test]
+    fn an_argument_past_the_limit_is_a_usage_error_naming_it() {
+        let err = decode_arguments(&args(false, &["abcd", "abcde"])).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(
+            err.to_string()
+                .starts_with("MESSAGE argument 2: longer than --max-message-size (4 bytes)"),
+            "{err}"
+        );
+        assert!(decode_arguments(&args(true, &["0011223344"])).is_err());
+        assert!(decode_arguments(&args(true, &["00112233"])).is_ok());
     }
 
     #[test]

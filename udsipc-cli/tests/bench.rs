@@ -66,6 +66,13 @@ fn smoke_run_without_go_prints_every_size_and_says_why_go_is_missing() {
         }
         assert!(row["go_mbps"].is_null(), "{row}");
     }
+    // The counting allocator is on while a bench runs (it is off for the
+    // binary's other commands): the codec baseline allocates.
+    let counted: f64 = rows
+        .iter()
+        .map(|r| r["codec_allocs_per_msg"].as_f64().unwrap())
+        .sum();
+    assert!(counted > 0.0, "no allocation counted: {rows:#?}");
     // The latency floor, on the latency size's row and in its own table.
     assert!(rows[0]["latency_floor_p50_us"].as_f64().unwrap() > 0.0);
     assert!(json["latency_floor"]["ping_pong_p99_us"].as_f64().unwrap() > 0.0);

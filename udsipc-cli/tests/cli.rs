@@ -313,7 +313,8 @@ fn tempdir() -> TempDir {
 
 #[rstest]
 #[case::text("text", b"\x05hello\x06w\xc3\xb6rld\x02\xffa".to_vec(), 3, "hello\nwörld\n\u{fffd}a\n")]
-#[case::text_with_newline_spans_lines("text", b"\x03a\nb".to_vec(), 1, "a\nb\n")]
+#[case::text_shows_a_newline_escaped("text", b"\x03a\nb".to_vec(), 1, "a\\nb\n")]
+#[case::raw_with_newline_spans_lines("raw", b"\x03a\nb".to_vec(), 1, "a\nb\n")]
 #[case::hex("hex", b"\x03\x00\xab\xff\x01\x0a".to_vec(), 2, "00abff\n0a\n")]
 #[case::len(
     "len",
@@ -580,7 +581,8 @@ fn send_delivers_its_arguments_and_skips_empty_ones() {
 #[test]
 fn send_delivers_stdin_lines_without_their_endings() {
     let dir = tempdir();
-    let listener = Listener::start(dir.path(), &["--count", "4"]);
+    // Raw: the `\r` inside a line comes out as it went in.
+    let listener = Listener::start(dir.path(), &["--format", "raw", "--count", "4"]);
     // Empty lines (also "\r\n" alone) are skipped; the last line has no "\n".
     let input = b"one\r\n\ntwo\n\r\n a\rb \nthree";
     let sent = send(&listener.path, &[], Some(input));

@@ -277,3 +277,176 @@ fn signal_a_draining_send(sock: &str, input_open: bool, signal: Signal) -> serde
     }
     stats
 }
+
+#[test]
+fn send_hex_reports_a_non_ascii_character_escaped_once() {
+    let dir = tempdir();
+    let sock = dir.path().join("s.sock");
+    let args = ["send", sock.to_str().unwrap(), "--hex", "0é"];
+    let (status, stderr) = Proc::spawn(&args, Stdio::null()).wait();
+    assert_eq!(status.code(), Some(2), "{stderr:#?}");
+    assert!(
+        stderr.iter().any(|l| l
+            == r#"error: MESSAGE argument 1: invalid hex: "é" at position 2 is not a hex digit"#),
+        "{stderr:#?}"
+    );
+}
+
+/// A writer's terminal control sequences: a window title (OSC), clear
+/// screen and a cursor move (CSI), backspace, DEL, the 8-bit CSI U+009B,
+/// a carriage return and a newline; a tab is kept.
+const HOSTILE: &[u8] = b"\x1b]0;pwned\x07\x1b[2J\x1b[1;1H\x08\x7f\xc2\x9b31m\ta\rb\nc";
+
+fn listen_one(format: &str, msg: &[u8]) -> Vec<u8> {
+    let dir = tempdir();
+    let sock = dir.path().join("s.sock");
+    let mut listen = Proc::spawn(
+        &[
+            "listen",
+            sock.to_str().unwrap(),
+            "--format",
+            format,
+            "--count",
+            "1",
+        ],
+        Stdio::null(),
+    );
+    listen.stderr_line("listening on");
+    let mut wire = vec![u8::try_from(msg.len()).unwrap()];
+    wire.extend_from_slice(msg);
+    UnixStream::connect(&sock)
+        .unwrap()
+        .write_all(&wire)
+        .unwrap();
+    let mut stdout = listen.child.stdout.take().unwrap();
+    let (status, stderr) = listen.wait();
+    assert_eq!(status.code(), Some(0), "{stderr:#?}");
+    let mut out = Vec::new();
+    std::io::Read::read_to_end(&mut stdout, &mut out).unwrap();
+    out
+}
+
+#[test]
+fn listen_text_shows_terminal_controls_escaped() {
+    let out = listen_one("text", HOSTILE);
+    assert_eq!(
+        String::from_utf8(out.clone()).unwrap(),
+        "\\x1b]0;pwned\\x07\\x1b[2J\\x1b[1;1H\\x08\\x7f\\u{9b}31m\ta\\rb\\nc\n"
+    );
+    // Nothing a terminal acts on but the tab and the line's end.
+    let line = &out[..out.len() - 1];
+    assert!(
+        !line
+            .iter()
+            .any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f || b == 0xc2),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn listen_raw_passes_the_bytes_unchanged_for_pipes() {
+    let mut expected = HOSTILE.to_vec();
+    expected.push(b'\n');
+    assert_eq!(listen_one("raw", HOSTILE), expected);
+}
+
+/// Writes `input` to `send`'s stdin on a thread, counting what the pipe
+/// took; the thread ends when all is written or the pipe closes.
+fn feed(
+    send: &mut Proc,
+    input: Vec<u8>,
+) -> (
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    std::thread::JoinHandle<()>,
+) {
+    let mut pipe = send.child.stdin.take().unwrap();
+    let taken = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = taken.clone();
+    let thread = std::thread::spawn(move || {
+        for piece in input.chunks(16 * 1024) {
+            if pipe.write_all(piece).is_err() {
+                return;
+            }
+            counter.fetch_add(piece.len(), std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    (taken, thread)
+}
+
+#[rstest]
+#[case::text(&[], b'a')]
+#[case::hex(&["--hex"], b'0')]
+fn send_refuses_a_line_longer_than_a_message_may_be(#[case] flags: &[&str], #[case] fill: u8) {
+    let dir = tempdir();
+    let sock = dir.path().join("nobody.sock");
+    let mut args = vec!["send", sock.to_str().unwrap(), "--drain-timeout", "0"];
+    args.extend_from_slice(flags);
+    let mut send = Proc::spawn(&args, Stdio::piped());
+    // A first line, then one past the limit (10 MiB; in hex, twice that
+    // many digits) that never ends.
+    let mut input = if flags.is_empty() {
+        b"ok\n".to_vec()
+    } else {
+        b"00\n".to_vec()
+    };
+    input.resize(
+        input.len() + 2 * (udsipc::DEFAULT_MAX_MESSAGE_SIZE as usize) + 16,
+        fill,
+    );
+    let (_taken, _thread) = feed(&mut send, input);
+    let (status, stderr) = send.wait();
+    assert_eq!(status.code(), Some(2), "{stderr:#?}");
+    assert!(
+        stderr.iter().any(|l| l.starts_with("error: stdin line 2: ")
+            && l.contains("longer than")
+            && l.contains("10485760")),
+        "{stderr:#?}"
+    );
+    let stats: serde_json::Value = serde_json::from_str(stderr.last().unwrap()).unwrap();
+    assert_eq!(stats["queued"], 1, "{stderr:#?}");
+}
+
+#[test]
+fn sends_queue_is_bounded_in_bytes_while_nobody_listens() {
+    const LINES: usize = 64;
+    let dir = tempdir();
+    let sock = dir.path().join("later.sock");
+    let mut send = Proc::spawn(
+        &["send", sock.to_str().unwrap(), "--drain-timeout", "30"],
+        Stdio::piped(),
+    );
+    let mut line = vec![b'x'; 1 << 20];
+    line.push(b'\n');
+    let (taken, thread) = feed(&mut send, line.repeat(LINES));
+    // Nobody listens: `send` stops reading once its queue holds its byte
+    // bound, long before the 64 MiB are in.
+    send.stderr_line("warning:");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline && !thread.is_finished() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let held = taken.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        held < 24 << 20,
+        "send took {held} bytes of stdin with nobody listening"
+    );
+    // A listener comes: every line is delivered.
+    let mut listen = Proc::spawn(
+        &[
+            "listen",
+            sock.to_str().unwrap(),
+            "--format",
+            "len",
+            "--count",
+            &LINES.to_string(),
+        ],
+        Stdio::null(),
+    );
+    listen.stderr_line("listening on");
+    thread.join().unwrap();
+    let (status, stderr) = send.wait();
+    assert_eq!(status.code(), Some(0), "{stderr:#?}");
+    let stats: serde_json::Value = serde_json::from_str(stderr.last().unwrap()).unwrap();
+    assert_eq!(stats["delivered"], LINES, "{stderr:#?}");
+    assert_eq!(listen.wait().0.code(), Some(0));
+}

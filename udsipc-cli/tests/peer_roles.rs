@@ -55,6 +55,17 @@ fn peer_read_without_a_socket_exits_1() {
     );
 }
 
+/// Built without the default feature `bench`, the binary has no `bench`
+/// (and links no bench code, nor its counting allocator).
+#[cfg(not(feature = "bench"))]
+#[test]
+fn without_the_bench_feature_there_is_no_bench_command() {
+    let out = udsipc(&["bench", "--smoke"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(!stdout(&udsipc(&["--help"])).contains("  bench "));
+}
+
+#[cfg(feature = "bench")]
 #[test]
 fn help_lists_bench_and_hides_the_peer_roles() {
     let out = udsipc(&["--help"]);
@@ -70,6 +81,7 @@ fn help_lists_bench_and_hides_the_peer_roles() {
     assert!(!bench.contains("  peer "), "{bench}");
 }
 
+#[cfg(feature = "bench")]
 #[test]
 fn bench_peer_with_an_unknown_role_fails_with_one_error_line() {
     let dir = tempfile::tempdir().unwrap();
@@ -93,6 +105,7 @@ fn bench_peer_with_an_unknown_role_fails_with_one_error_line() {
     );
 }
 
+#[cfg(feature = "bench")]
 #[test]
 fn bench_that_cannot_write_its_json_exits_1_with_an_error_line() {
     let dir = tempfile::tempdir().unwrap();
@@ -117,6 +130,7 @@ fn bench_that_cannot_write_its_json_exits_1_with_an_error_line() {
 
 /// The minimal peers (the latency floor across processes): a paced writer
 /// process to a reader process, every message counted, latency reported.
+#[cfg(feature = "bench")]
 #[test]
 fn the_minimal_peers_measure_one_way_latency_across_processes() {
     let dir = tempfile::tempdir().unwrap();

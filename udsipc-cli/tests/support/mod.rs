@@ -24,9 +24,15 @@ impl Proxy {
     /// Starts `udsipc proxy ARGS...` and waits for a stderr line starting
     /// with `ready` (returned).
     pub(crate) fn start(args: &[&str], ready: &str) -> (Self, String) {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_udsipc"))
-            .arg("proxy")
-            .args(args)
+        let mut command = Command::new(env!("CARGO_BIN_EXE_udsipc"));
+        command.arg("proxy").args(args);
+        Self::start_command(command, ready)
+    }
+
+    /// [`Proxy::start`] for a command line of one's own (a shell that sets
+    /// limits, then execs `udsipc proxy`).
+    pub(crate) fn start_command(mut command: Command, ready: &str) -> (Self, String) {
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -63,6 +69,11 @@ impl Proxy {
                 return line;
             }
         }
+    }
+
+    /// The child's process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Sends SIGTERM and returns the exit code and every stderr line.

@@ -1,6 +1,10 @@
-//! The event log: one [`FaultEvent`] per fault that fired.
+//! The event log: one [`FaultEvent`] per fault that fired, the newest
+//! [`DEFAULT_EVENT_CAPACITY`] (or the builder's capacity) kept, the older
+//! ones counted as dropped.
 
+use std::collections::VecDeque;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::fault::Direction;
@@ -75,17 +79,29 @@ impl FaultEvent {
 /// Receives each event as it fires (the CLI prints them).
 pub type EventSink = Box<dyn Fn(&FaultEvent) + Send + Sync>;
 
-/// Every event, in firing order.
+/// How many events a proxy keeps by default: the newest 10,000 (a few
+/// MiB at most); older ones are dropped and counted
+/// ([`ProxyStats::events_dropped`](super::ProxyStats::events_dropped)).
+/// The event sink ([`FaultProxyBuilder::on_event`](super::FaultProxyBuilder::on_event))
+/// still sees every one.
+pub const DEFAULT_EVENT_CAPACITY: usize = 10_000;
+
+/// The newest events, in firing order, and how many older ones were
+/// dropped.
 pub(crate) struct EventLog {
-    events: Mutex<Vec<FaultEvent>>,
+    events: Mutex<VecDeque<FaultEvent>>,
+    capacity: usize,
+    dropped: AtomicU64,
     sink: Option<EventSink>,
     proxy: Option<String>,
 }
 
 impl EventLog {
-    pub(crate) fn new(sink: Option<EventSink>, proxy: Option<String>) -> Self {
+    pub(crate) fn new(sink: Option<EventSink>, proxy: Option<String>, capacity: usize) -> Self {
         Self {
-            events: Mutex::new(Vec::new()),
+            events: Mutex::new(VecDeque::new()),
+            capacity,
+            dropped: AtomicU64::new(0),
             sink,
             proxy,
         }
@@ -96,16 +112,50 @@ impl EventLog {
         if let Some(sink) = &self.sink {
             sink(&event);
         }
-        self.events
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(event);
+        let mut events = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        if self.capacity == 0 {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if events.len() >= self.capacity {
+            events.pop_front();
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        events.push_back(event);
     }
 
     pub(crate) fn snapshot(&self) -> Vec<FaultEvent> {
-        self.events
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        let events = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        events.iter().cloned().collect()
+    }
+
+    /// Events dropped to keep the log within its capacity.
+    pub(crate) fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Every event that fired: kept and dropped.
+    pub(crate) fn fired(&self) -> u64 {
+        let kept = self.events.lock().unwrap_or_else(|p| p.into_inner()).len();
+        kept as u64 + self.dropped()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_log_keeps_the_newest_and_counts_the_rest() {
+        let log = EventLog::new(None, None, 3);
+        for conn in 1..=5 {
+            log.push(FaultEvent::new("x", Duration::ZERO, conn));
+        }
+        let kept: Vec<u64> = log.snapshot().iter().map(|e| e.conn).collect();
+        assert_eq!(kept, [3, 4, 5]);
+        assert_eq!((log.dropped(), log.fired()), (2, 5));
+        let none = EventLog::new(None, None, 0);
+        none.push(FaultEvent::new("x", Duration::ZERO, 1));
+        assert_eq!((none.snapshot().len(), none.dropped()), (0, 1));
     }
 }

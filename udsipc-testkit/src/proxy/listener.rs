@@ -98,9 +98,68 @@ pub(crate) fn bind(path: &Path) -> io::Result<UnixListener> {
     UnixListener::bind(path)
 }
 
-pub(crate) fn remove_if_ours(path: &Path, inode: u64) {
-    if std::fs::symlink_metadata(path).is_ok_and(|m| m.ino() == inode && m.file_type().is_socket())
-    {
+/// Which file a path named when we bound it: its device and inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FileId {
+    dev: u64,
+    ino: u64,
+}
+
+impl FileId {
+    /// The socket file at `path` now (not following a symlink).
+    pub(crate) fn of(path: &Path) -> Option<Self> {
+        let meta = std::fs::symlink_metadata(path).ok()?;
+        meta.file_type().is_socket().then(|| Self {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        })
+    }
+}
+
+/// Sets the mode of the socket file we bound at `path` (`ours`), never of
+/// a file put there since: the file is opened without following a link
+/// (`O_PATH | O_NOFOLLOW`), checked to be our socket, and changed through
+/// that handle (`/proc/self/fd`), so a symlink swapped in cannot redirect
+/// the change. Without `/proc`, the path is checked, then changed.
+pub(crate) fn chmod_ours(path: &Path, ours: Option<FileId>, mode: u32) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let not_ours = || {
+        io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("{} changed while it was being set up", path.display()),
+        )
+    };
+    let handle = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_PATH | nix::libc::O_NOFOLLOW)
+        .open(path)?;
+    let meta = handle.metadata()?;
+    let id = meta.file_type().is_socket().then(|| FileId {
+        dev: meta.dev(),
+        ino: meta.ino(),
+    });
+    if id.is_none() || id != ours {
+        return Err(not_ours());
+    }
+    let permissions = std::fs::Permissions::from_mode(mode);
+    let through = PathBuf::from(format!("/proc/self/fd/{}", handle.as_raw_fd()));
+    match std::fs::set_permissions(&through, permissions.clone()) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if FileId::of(path) != ours {
+                return Err(not_ours());
+            }
+            std::fs::set_permissions(path, permissions)
+        }
+        done => done,
+    }
+}
+
+/// Removes the socket file at `path` only if it is still the one we bound
+/// (same device and inode): a file someone put there since, or a
+/// successor's socket, is left alone.
+pub(crate) fn remove_if_ours(path: &Path, ours: Option<FileId>) {
+    if ours.is_some() && FileId::of(path) == ours {
         let _ = std::fs::remove_file(path);
     }
 }
@@ -163,10 +222,12 @@ pub(crate) async fn accept_loop(
     listen: PathBuf,
     upstream: PathBuf,
     mut control: mpsc::UnboundedReceiver<Control>,
-    inode: u64,
+    id: Option<FileId>,
 ) {
     let mut listener = Some(listener);
-    let mut inode = inode;
+    let mut id = id;
+    // The outage going on now (0: none, or one nobody can end early).
+    let mut current_outage = 0;
     let mut back_at: Option<Instant> = None;
     let mut backoff = ACCEPT_BACKOFF_MIN;
     let mut tasks = JoinSet::new();
@@ -209,9 +270,10 @@ pub(crate) async fn accept_loop(
             }
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             ctl = control.recv() => match ctl {
-                Some(Control::Outage(outage)) => {
+                Some(Control::Outage(outage, outage_id)) => {
+                    current_outage = outage_id;
                     if listener.take().is_some() {
-                        remove_if_ours(&listen, inode);
+                        remove_if_ours(&listen, id);
                     }
                     if outage.cut_connections {
                         shared.outages.fetch_add(1, Ordering::SeqCst);
@@ -234,13 +296,19 @@ pub(crate) async fn accept_loop(
                         back_at = Some(Instant::now());
                     }
                 }
+                Some(Control::EndOutage(outage_id)) => {
+                    if listener.is_none() && outage_id != 0 && outage_id == current_outage {
+                        back_at = Some(Instant::now());
+                    }
+                }
                 Some(Control::Stop) | None => break,
             },
             () = sleep_until(back_at) => {
                 back_at = None;
+                current_outage = 0;
                 match bind(&listen) {
                     Ok(l) => {
-                        inode = std::fs::metadata(&listen).map(|m| m.ino()).unwrap_or(0);
+                        id = FileId::of(&listen);
                         listener = Some(l);
                         let mut event = FaultEvent::new("refuse", shared.start.elapsed(), 0);
                         event.detail = "listener back".to_owned();
@@ -257,7 +325,7 @@ pub(crate) async fn accept_loop(
         }
     }
     drop(listener);
-    remove_if_ours(&listen, inode);
+    remove_if_ours(&listen, id);
     shared.stopping.store(true, Ordering::SeqCst);
     shared.close_all(Reason::Stop);
     while tasks.join_next().await.is_some() {}
@@ -274,5 +342,40 @@ async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn chmod_ours_changes_our_socket_and_nothing_a_link_points_at() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("api.sock");
+        let _ours = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let id = FileId::of(&path);
+        chmod_ours(&path, id, 0o600).unwrap();
+        assert_eq!(mode(&path), 0o600);
+        // Someone swaps in a link to a file of theirs: refused, untouched.
+        let other = dir.path().join("other");
+        std::fs::write(&other, b"x").unwrap();
+        std::fs::set_permissions(&other, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        std::os::unix::fs::symlink(&other, &path).unwrap();
+        assert!(chmod_ours(&path, id, 0o666).is_err());
+        assert_eq!(mode(&other), 0o644);
+        // Another socket at the path: not ours either.
+        std::fs::remove_file(&path).unwrap();
+        let _theirs = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let before = mode(&path);
+        assert!(chmod_ours(&path, id, 0o666).is_err());
+        assert_eq!(mode(&path), before);
     }
 }

@@ -64,7 +64,6 @@ mod tracker;
 
 use std::collections::HashMap;
 use std::io;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -73,7 +72,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-pub use events::{EventSink, FaultEvent};
+pub use events::{DEFAULT_EVENT_CAPACITY, EventSink, FaultEvent};
 pub use fault::{Chunk, CutMode, Direction, Fault, FnFault, Verdict, fault_fn};
 pub use faults::{
     Bandwidth, CorruptBody, CorruptPrefix, DropAfterBytes, DropAfterFrames, Duplicate, Fragment,
@@ -150,6 +149,9 @@ pub struct ProxyStats {
     pub bytes_to_upstream: u64,
     /// Bytes written to clients.
     pub bytes_to_client: u64,
+    /// Events dropped from the log (the oldest) to keep it within its
+    /// capacity ([`FaultProxyBuilder::event_capacity`]).
+    pub events_dropped: u64,
 }
 
 pub(crate) struct Shared {
@@ -218,9 +220,19 @@ pub struct FaultProxyBuilder {
     outages: Vec<Outage>,
     sink: Option<EventSink>,
     name: Option<String>,
+    event_capacity: usize,
 }
 
 impl FaultProxyBuilder {
+    /// How many events the log keeps (default
+    /// [`DEFAULT_EVENT_CAPACITY`]): past it the oldest are dropped and
+    /// counted in [`ProxyStats::events_dropped`], so a long run's log stays
+    /// bounded. The [`on_event`](Self::on_event) sink sees every event.
+    pub fn event_capacity(mut self, events: usize) -> Self {
+        self.event_capacity = events;
+        self
+    }
+
     /// Names the proxy: every event carries the name (`proxy` in its JSON).
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
@@ -284,7 +296,7 @@ impl FaultProxyBuilder {
     /// something still listens on; a stale socket file is replaced.
     pub async fn start(self) -> io::Result<FaultProxy> {
         let listener = listener::bind(&self.listen)?;
-        let inode = std::fs::metadata(&self.listen)?.ino();
+        let id = listener::FileId::of(&self.listen);
         let shared = Arc::new(Shared {
             start: Instant::now(),
             seed: self.seed,
@@ -292,7 +304,7 @@ impl FaultProxyBuilder {
             forward: Arc::new(Mutex::new(Vec::new())),
             backward: Arc::new(Mutex::new(Vec::new())),
             next_fault: AtomicU64::new(1),
-            log: EventLog::new(self.sink, self.name),
+            log: EventLog::new(self.sink, self.name, self.event_capacity),
             conns: Mutex::new(HashMap::new()),
             stopping: std::sync::atomic::AtomicBool::new(false),
             outages: AtomicU64::new(0),
@@ -312,7 +324,7 @@ impl FaultProxyBuilder {
             let control = control.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(outage.after).await;
-                let _ = control.send(Control::Outage(outage));
+                let _ = control.send(Control::Outage(outage, 0));
             });
         }
         let task = tokio::spawn(listener::accept_loop(
@@ -321,7 +333,7 @@ impl FaultProxyBuilder {
             self.listen.clone(),
             self.upstream,
             rx,
-            inode,
+            id,
         ));
         Ok(FaultProxy {
             shared,
@@ -333,7 +345,10 @@ impl FaultProxyBuilder {
 }
 
 pub(crate) enum Control {
-    Outage(Outage),
+    /// An outage begins; its id (0: one only a resume or its end stops).
+    Outage(Outage, u64),
+    /// The outage with this id is over early (its guard was dropped).
+    EndOutage(u64),
     /// Listen again now, if an outage removed the listener.
     Resume,
     Stop,
@@ -369,6 +384,7 @@ impl FaultProxy {
             outages: Vec::new(),
             sink: None,
             name: None,
+            event_capacity: DEFAULT_EVENT_CAPACITY,
         }
     }
 
@@ -377,9 +393,15 @@ impl FaultProxy {
         &self.listen
     }
 
-    /// Every event so far, in firing order.
+    /// The events kept so far (the newest, up to the log's capacity), in
+    /// firing order; [`ProxyStats::events_dropped`] counts the older ones.
     pub fn events(&self) -> Vec<FaultEvent> {
         self.shared.log.snapshot()
+    }
+
+    /// Every event that fired so far, kept or dropped.
+    pub fn events_fired(&self) -> u64 {
+        self.shared.log.fired()
     }
 
     /// Counters.
@@ -391,6 +413,7 @@ impl FaultProxy {
             upstream_unreachable: s.upstream_unreachable.load(Ordering::Relaxed),
             bytes_to_upstream: s.to_upstream.load(Ordering::Relaxed),
             bytes_to_client: s.to_client.load(Ordering::Relaxed),
+            events_dropped: s.log.dropped(),
         }
     }
 
@@ -427,13 +450,27 @@ impl FaultProxy {
         }
     }
 
-    /// Schedules `outage` to begin its `after` from now.
+    /// Schedules `outage` to begin its `after` from now, for the proxy's
+    /// whole life; [`FaultProxy::add_outage`] can be taken back.
     pub fn schedule_outage(&self, outage: Outage) {
+        self.add_outage(outage).keep();
+    }
+
+    /// Schedules `outage` to begin its `after` from now, until the returned
+    /// guard is dropped: then it never begins, or, if it has, it ends (the
+    /// proxy listens again) at once.
+    pub fn add_outage(&self, outage: Outage) -> OutageGuard {
+        let id = self.shared.next_fault.fetch_add(1, Ordering::Relaxed);
         let control = self.control.clone();
-        tokio::spawn(async move {
+        let timer = tokio::spawn(async move {
             tokio::time::sleep(outage.after).await;
-            let _ = control.send(Control::Outage(outage));
+            let _ = control.send(Control::Outage(outage, id));
         });
+        OutageGuard {
+            timer: timer.abort_handle(),
+            control: Some(self.control.clone()),
+            id,
+        }
     }
 
     /// Starts an outage now: stop listening for `duration` (cutting the
@@ -441,7 +478,7 @@ impl FaultProxy {
     pub fn outage_now(&self, duration: Duration) {
         let _ = self
             .control
-            .send(Control::Outage(Outage::new(Duration::ZERO, duration)));
+            .send(Control::Outage(Outage::new(Duration::ZERO, duration), 0));
     }
 
     /// Stops listening and cuts every open connection until
@@ -449,7 +486,7 @@ impl FaultProxy {
     pub fn disable(&self) {
         let mut outage = Outage::new(Duration::ZERO, Duration::ZERO);
         outage.duration = None;
-        let _ = self.control.send(Control::Outage(outage));
+        let _ = self.control.send(Control::Outage(outage, 0));
     }
 
     /// Listens again after [`FaultProxy::disable`] (or ends an outage early).
@@ -471,6 +508,33 @@ impl FaultProxy {
 impl Drop for FaultProxy {
     fn drop(&mut self) {
         let _ = self.control.send(Control::Stop);
+    }
+}
+
+/// Takes its outage back when dropped: a pending one never begins, one
+/// going on ends at once.
+#[must_use = "dropping the guard takes the outage back at once"]
+#[derive(Debug)]
+pub struct OutageGuard {
+    timer: tokio::task::AbortHandle,
+    /// `None` once kept.
+    control: Option<mpsc::UnboundedSender<Control>>,
+    id: u64,
+}
+
+impl OutageGuard {
+    /// Keeps the outage scheduled whatever happens to the guard.
+    pub fn keep(mut self) {
+        self.control = None;
+    }
+}
+
+impl Drop for OutageGuard {
+    fn drop(&mut self) {
+        if let Some(control) = self.control.take() {
+            self.timer.abort();
+            let _ = control.send(Control::EndOutage(self.id));
+        }
     }
 }
 

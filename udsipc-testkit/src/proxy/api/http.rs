@@ -5,20 +5,34 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
+use super::access::Caller;
 use super::state::{ApiError, State};
 
 /// The API's version string (`GET /version`).
 pub(crate) const VERSION: &str = concat!("udsipc-testkit ", env!("CARGO_PKG_VERSION"));
 
-/// The largest request body accepted.
+/// The largest request body accepted: counted while it is read (chunked or
+/// not), so a larger one costs no more than this before its 413.
 const MAX_BODY: usize = 1 << 20;
+
+/// How long a request's body may take to arrive.
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn too_large() -> Response<Full<Bytes>> {
+    json_response(
+        413,
+        &json!({"error": "request body too large", "status": 413}),
+    )
+}
 
 fn json_response(status: u16, body: &Value) -> Response<Full<Bytes>> {
     let mut text = serde_json::to_vec(body).unwrap_or_default();
@@ -59,11 +73,13 @@ fn reply_empty(result: Result<(), ApiError>) -> Response<Full<Bytes>> {
     }
 }
 
-/// Serves one request.
+/// Serves one request from `caller` (known on a Unix-socket API).
 pub(crate) async fn handle(
     state: Arc<Mutex<State>>,
+    caller: Option<Arc<Caller>>,
     request: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    let caller = caller.as_deref();
     // toxiproxy refuses browsers (a page must not drive it).
     let browser = request
         .headers()
@@ -75,16 +91,21 @@ pub(crate) async fn handle(
     }
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
-    let body = match request.into_body().collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => return Ok(empty(400)),
-    };
-    if body.len() > MAX_BODY {
-        return Ok(json_response(
-            413,
-            &json!({"error": "request body too large", "status": 413}),
-        ));
+    let declared = request
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return Ok(too_large());
     }
+    let body = Limited::new(request.into_body(), MAX_BODY).collect();
+    let body = match tokio::time::timeout(BODY_TIMEOUT, body).await {
+        Ok(Ok(b)) => b.to_bytes(),
+        Ok(Err(e)) if e.is::<LengthLimitError>() => return Ok(too_large()),
+        Ok(Err(_)) => return Ok(empty(400)),
+        Err(_) => return Ok(empty(408)),
+    };
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     let is = |m: &Method, allowed: &[Method]| allowed.contains(m);
     let mut state = state.lock().await;
@@ -92,14 +113,14 @@ pub(crate) async fn handle(
         ["version"] if method == Method::GET => json_response(200, &json!({ "version": VERSION })),
         ["reset"] if method == Method::POST => reply_empty(state.reset().await),
         ["populate"] if method == Method::POST => {
-            let (status, v) = state.populate(&body).await;
+            let (status, v) = state.populate(&body, caller).await;
             json_response(status, &v)
         }
         ["proxies"] if method == Method::GET => json_response(200, &state.index()),
-        ["proxies"] if method == Method::POST => reply(state.create(&body).await, 201),
+        ["proxies"] if method == Method::POST => reply(state.create(&body, caller).await, 201),
         ["proxies", name] if method == Method::GET => reply(state.show(name), 200),
         ["proxies", name] if is(&method, &[Method::POST, Method::PATCH]) => {
-            reply(state.update(name, &body).await, 200)
+            reply(state.update(name, &body, caller).await, 200)
         }
         ["proxies", name] if method == Method::DELETE => reply_empty(state.delete(name).await),
         ["proxies", name, "toxics"] if method == Method::GET => reply(state.toxics(name), 200),

@@ -14,7 +14,10 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::super::registry::{self, Built, FaultArgs, FaultKind};
-use super::super::{Direction, FaultEvent, FaultGuard, FaultProxy, Framing, ProxyStats, Toxicity};
+use super::super::{
+    Direction, FaultEvent, FaultGuard, FaultProxy, Framing, OutageGuard, ProxyStats, Toxicity,
+};
+use super::access::Caller;
 
 /// An API error: toxiproxy's `{"error": message, "status": code}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +77,9 @@ struct Toxic {
     toxicity: f64,
     attributes: Map<String, Value>,
     guard: Option<FaultGuard>,
+    /// A `refuse` toxic's outage: dropping it (the toxic removed, the
+    /// proxies reset) takes the outage back.
+    outage: Option<OutageGuard>,
 }
 
 impl Toxic {
@@ -89,6 +95,7 @@ impl Toxic {
 
     fn install(&mut self, proxy: &FaultProxy) {
         self.guard = None;
+        self.outage = None;
         match self.args.build() {
             Built::Fault(fault) => {
                 let fault: Box<dyn super::super::Fault> = if self.toxicity < 1.0 {
@@ -101,7 +108,7 @@ impl Toxic {
                 };
                 self.guard = Some(proxy.add_boxed_fault(self.stream, fault));
             }
-            Built::Outage(outage) => proxy.schedule_outage(outage),
+            Built::Outage(outage) => self.outage = Some(proxy.add_outage(outage)),
         }
     }
 }
@@ -258,7 +265,8 @@ impl State {
         r.upstream_unreachable += stats.upstream_unreachable;
         r.bytes_to_upstream += stats.bytes_to_upstream;
         r.bytes_to_client += stats.bytes_to_client;
-        self.retired.1 += proxy.events().len();
+        r.events_dropped += stats.events_dropped;
+        self.retired.1 += usize::try_from(proxy.events_fired()).unwrap_or(usize::MAX);
     }
 
     /// `GET /proxies`
@@ -281,8 +289,13 @@ impl State {
     }
 
     /// `POST /proxies`
-    pub(crate) async fn create(&mut self, body: &[u8]) -> Result<Value, ApiError> {
+    pub(crate) async fn create(
+        &mut self,
+        body: &[u8],
+        caller: Option<&Caller>,
+    ) -> Result<Value, ApiError> {
         let input: ProxyInput = parse(body)?;
+        check_caller(caller, &input.listen, &input.upstream)?;
         self.create_proxy(
             input.name,
             input.listen,
@@ -321,13 +334,15 @@ impl State {
     }
 
     /// `POST /populate`: creates or replaces each proxy in the list.
-    pub(crate) async fn populate(&mut self, body: &[u8]) -> (u16, Value) {
+    pub(crate) async fn populate(&mut self, body: &[u8], caller: Option<&Caller>) -> (u16, Value) {
         let input: Vec<ProxyInput> = match parse(body) {
             Ok(v) => v,
             Err(e) => return (e.status, e.to_json()),
         };
         for (i, p) in input.iter().enumerate() {
-            if let Err(e) = validate(&p.name, &p.listen, &p.upstream, Some(i + 1)) {
+            let checked = validate(&p.name, &p.listen, &p.upstream, Some(i + 1))
+                .and_then(|()| check_caller(caller, &p.listen, &p.upstream));
+            if let Err(e) = checked {
                 return (e.status, e.to_json());
             }
         }
@@ -361,8 +376,18 @@ impl State {
     }
 
     /// `POST|PATCH /proxies/{name}`
-    pub(crate) async fn update(&mut self, name: &str, body: &[u8]) -> Result<Value, ApiError> {
+    pub(crate) async fn update(
+        &mut self,
+        name: &str,
+        body: &[u8],
+        caller: Option<&Caller>,
+    ) -> Result<Value, ApiError> {
         let input: ProxyUpdate = parse(body)?;
+        check_caller(
+            caller,
+            input.listen.as_deref().unwrap_or(""),
+            input.upstream.as_deref().unwrap_or(""),
+        )?;
         let Some(mut entry) = self.proxies.remove(name) else {
             return Err(ApiError::proxy_not_found());
         };
@@ -484,6 +509,7 @@ impl State {
             toxicity: check_toxicity(input.toxicity.unwrap_or(1.0))?,
             attributes: kind.complete_attributes(&input.attributes),
             guard: None,
+            outage: None,
         };
         if let Some(proxy) = &entry.running {
             toxic.install(proxy);
@@ -563,6 +589,7 @@ impl State {
             toxicity: spec.toxicity,
             attributes: spec.args.attributes(),
             guard: None,
+            outage: None,
         };
         if let Some(proxy) = &entry.running {
             toxic.install(proxy);
@@ -570,6 +597,29 @@ impl State {
         entry.toxics.push(toxic);
         Ok(())
     }
+}
+
+/// Refuses paths the API's caller could not have used themselves: a
+/// `listen` path in a directory they cannot write (or a file there they
+/// could not remove), an `upstream` socket they could not connect to. Only
+/// where the caller is known (a Unix-socket API); an empty path is not
+/// checked (it is missing, or unchanged).
+fn check_caller(caller: Option<&Caller>, listen: &str, upstream: &str) -> Result<(), ApiError> {
+    let Some(caller) = caller else {
+        return Ok(());
+    };
+    let refused = |e: String| ApiError::new(403, e);
+    if !listen.is_empty() {
+        caller
+            .may_listen(std::path::Path::new(listen))
+            .map_err(refused)?;
+    }
+    if !upstream.is_empty() {
+        caller
+            .may_connect(std::path::Path::new(upstream))
+            .map_err(refused)?;
+    }
+    Ok(())
 }
 
 fn validate(name: &str, listen: &str, upstream: &str, at: Option<usize>) -> Result<(), ApiError> {

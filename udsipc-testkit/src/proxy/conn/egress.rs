@@ -146,6 +146,18 @@ pub(super) async fn run(mut e: Egress, mut dst: OwnedWriteHalf, mut rx: mpsc::Re
     }
 }
 
+/// How late a paced write may find its timer and still keep to the
+/// schedule (the timer's granularity is 1 ms).
+const PACE_SLACK: Duration = Duration::from_millis(10);
+
+/// The largest piece a bandwidth limit of `rate` bytes/s writes at once:
+/// 100 ms worth (at least a byte, at most 64 KiB).
+fn pace_piece(rate: u64) -> usize {
+    usize::try_from(rate / 10)
+        .unwrap_or(usize::MAX)
+        .clamp(1, 64 * 1024)
+}
+
 async fn write_item(
     dst: &mut OwnedWriteHalf,
     bytes: &[u8],
@@ -170,11 +182,23 @@ async fn write_item(
         };
         first = false;
         if let Some(rate) = throttle {
-            // Never more than 64 KiB at once, so the pace stays smooth.
-            piece = piece.min(64 * 1024);
-            tokio::time::sleep_until(*next_free).await;
+            // Paced from the first byte, as toxiproxy does: each piece (a
+            // tenth of a second's worth at most, so the pace stays smooth)
+            // waits for its own time before it is written; an idle
+            // connection earns no credit for a burst later.
+            piece = piece.min(pace_piece(rate));
             let cost = Duration::from_secs_f64(piece as f64 / rate as f64);
-            *next_free = Instant::now().max(*next_free) + cost;
+            // A timer that woke a little late (under 10 ms) is caught up
+            // on, not charged to the rate; after a longer pause the pace
+            // starts again from now.
+            let now = Instant::now();
+            let base = if now.saturating_duration_since(*next_free) < PACE_SLACK {
+                *next_free
+            } else {
+                now
+            };
+            *next_free = base + cost;
+            tokio::time::sleep_until(*next_free).await;
         }
         if dst.write_all(&rest[..piece]).await.is_err() {
             return false;

@@ -231,7 +231,11 @@ impl Fault for Latency {
     }
 }
 
-/// Forwards at most this many bytes per second per connection.
+/// Forwards at most this many bytes per second per connection, paced from
+/// the first byte (toxiproxy's `bandwidth`): a piece of at most a tenth of
+/// a second's worth waits for its time before it is written, so N bytes
+/// take N / rate seconds however they arrive, and no burst gets through at
+/// a connection's start or after a pause.
 #[derive(Debug, Clone)]
 pub struct Bandwidth(pub u64);
 
