@@ -241,6 +241,12 @@ enum ReaderKind {
     SyncInline,
     Async,
     Incoming,
+    /// A plain socket that decodes and records every frame as soon as it
+    /// reads it (no read-ahead to lose), and ends its connection by closing
+    /// with unread bytes, by shutting its reading side and closing a moment
+    /// later, or by shutting it and reading what was left: `delivered` can
+    /// be held to what it read exactly, however it ends.
+    Raw,
 }
 
 /// How a Reader's life ends.
@@ -258,6 +264,7 @@ struct ReaderLog {
     graceful: u64,
     forced: u64,
     dropped: u64,
+    raw: u64,
     /// Something made `delivered` legitimately exceed what was received.
     lossy: bool,
     /// A graceful stop (long deadline) that did not return Ok.
@@ -275,20 +282,145 @@ struct ReaderShape {
     life: (u64, u64),
 }
 
-/// A running Reader and, on the `incoming` path, its consumer thread.
-struct LiveReader {
-    reader: Reader,
-    consumer: Option<JoinHandle<()>>,
+/// A running Reader and, on the `incoming` path, its consumer thread; or a
+/// raw reader's thread and the flag that ends it.
+enum LiveReader {
+    Udsipc {
+        reader: Reader,
+        consumer: Option<JoinHandle<()>>,
+    },
+    Raw {
+        thread: JoinHandle<()>,
+        end: Arc<AtomicBool>,
+    },
+}
+
+/// How a raw reader ends each connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RawEnd {
+    /// Close with whatever is unread.
+    Close,
+    /// `shutdown(Read)`, then close a moment later (the Writer meets EPIPE
+    /// with bytes unread).
+    HalfClose,
+    /// `shutdown(Read)`, then read what is left, then close.
+    Drain,
+}
+
+/// Decodes and records the whole frames at the front of `buf`, keeping the
+/// rest.
+fn record_frames(seen: &SeenRef, buf: &mut Vec<u8>) {
+    let d = udsipc::frame::FrameDecoder::new(u64::MAX);
+    let mut frames = d.frames(buf);
+    for f in frames.by_ref() {
+        record(seen, f);
+    }
+    let rest = frames.remainder().len();
+    let used = buf.len() - rest;
+    buf.drain(..used);
+}
+
+/// A raw reader on `path` until `end` is set; every connection it accepts
+/// ends (at its EOF, or when `end` is set) as `how` says.
+fn raw_reader(
+    listener: std::os::unix::net::UnixListener,
+    path: PathBuf,
+    how: RawEnd,
+    chunk: usize,
+    seen: SeenRef,
+    end: Arc<AtomicBool>,
+) {
+    use std::io::Read;
+    listener.set_nonblocking(true).unwrap();
+    let mut chunk_buf = vec![0u8; chunk];
+    while !end.load(Relaxed) {
+        let mut conn = match listener.accept() {
+            Ok((c, _)) => c,
+            Err(_) => {
+                std::thread::sleep(Duration::from_micros(200));
+                continue;
+            }
+        };
+        conn.set_nonblocking(false).unwrap();
+        conn.set_read_timeout(Some(Duration::from_millis(1)))
+            .unwrap();
+        let mut buf = Vec::new();
+        let mut eof = false;
+        while !end.load(Relaxed) {
+            match conn.read(&mut chunk_buf) {
+                Ok(0) => {
+                    eof = true;
+                    break;
+                }
+                Ok(n) => {
+                    buf.extend_from_slice(&chunk_buf[..n]);
+                    record_frames(&seen, &mut buf);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(_) => {
+                    eof = true;
+                    break;
+                }
+            }
+        }
+        if eof {
+            continue;
+        }
+        match how {
+            RawEnd::Close => {}
+            RawEnd::HalfClose => {
+                let _ = conn.shutdown(std::net::Shutdown::Read);
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            RawEnd::Drain => {
+                let _ = conn.shutdown(std::net::Shutdown::Read);
+                conn.set_read_timeout(Some(PATIENCE)).unwrap();
+                loop {
+                    match conn.read(&mut chunk_buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            buf.extend_from_slice(&chunk_buf[..n]);
+                            record_frames(&seen, &mut buf);
+                        }
+                    }
+                }
+            }
+        }
+        drop(conn);
+    }
+    drop(listener);
+    let _ = std::fs::remove_file(&path);
 }
 
 fn start_reader(
     path: &Path,
     kind: ReaderKind,
+    raw: (RawEnd, usize),
     shape: &ReaderShape,
     handle: &Handle,
     seen: &SeenRef,
 ) -> LiveReader {
     let deadline = Instant::now() + PATIENCE;
+    if kind == ReaderKind::Raw {
+        let listener = loop {
+            // A stale socket file of an ended Reader: replace it.
+            let _ = std::fs::remove_file(path);
+            match std::os::unix::net::UnixListener::bind(path) {
+                Ok(l) => break l,
+                Err(e) if Instant::now() < deadline => {
+                    let _ = e;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(e) => panic!("a raw reader could not bind within {PATIENCE:?}: {e}"),
+            }
+        };
+        let end = Arc::new(AtomicBool::new(false));
+        let (path, seen, e) = (path.to_owned(), Arc::clone(seen), Arc::clone(&end));
+        let (how, chunk) = (raw.0, raw.1);
+        let thread = std::thread::spawn(move || raw_reader(listener, path, how, chunk, seen, e));
+        return LiveReader::Raw { thread, end };
+    }
     loop {
         let mut b = Reader::builder(path)
             .systemd(false)
@@ -342,9 +474,10 @@ fn start_reader(
                 });
                 (r, Some(consumer))
             }),
+            ReaderKind::Raw => unreachable!("started above"),
         };
         match started {
-            Ok((reader, consumer)) => return LiveReader { reader, consumer },
+            Ok((reader, consumer)) => return LiveReader::Udsipc { reader, consumer },
             // The previous Reader (forced or dropped) may still hold the
             // path for a moment.
             Err(e) if Instant::now() < deadline => {
@@ -356,12 +489,22 @@ fn start_reader(
     }
 }
 
-/// Ends `live` as `end` says; returns once its consumer (if any) is done.
+/// Ends `live` as `end` says (a raw reader ends as it was told at its
+/// start); returns once its consumer (if any) is done.
 fn end_reader(live: LiveReader, end: ReaderEnd, rng: &mut Rng, log: &mut ReaderLog) {
+    let (reader, consumer) = match live {
+        LiveReader::Raw { thread, end } => {
+            end.store(true, Relaxed);
+            join_within(thread, "a raw reader");
+            log.raw += 1;
+            return;
+        }
+        LiveReader::Udsipc { reader, consumer } => (reader, consumer),
+    };
     match end {
         ReaderEnd::Graceful => {
             log.graceful += 1;
-            if let Err(e) = live.reader.stop_blocking(PATIENCE) {
+            if let Err(e) = reader.stop_blocking(PATIENCE) {
                 log.graceful_errors.push(e.to_string());
                 log.lossy = true;
             }
@@ -369,17 +512,15 @@ fn end_reader(live: LiveReader, end: ReaderEnd, rng: &mut Rng, log: &mut ReaderL
         ReaderEnd::Forced => {
             log.forced += 1;
             log.lossy = true;
-            let _ = live
-                .reader
-                .stop_blocking(Duration::from_micros(rng.range(0, 2000)));
+            let _ = reader.stop_blocking(Duration::from_micros(rng.range(0, 2000)));
         }
         ReaderEnd::Dropped => {
             log.dropped += 1;
             log.lossy = true;
-            drop(live.reader);
+            drop(reader);
         }
     }
-    if let Some(c) = live.consumer {
+    if let Some(c) = consumer {
         join_within(c, "the incoming() consumer of a stopped Reader");
     }
 }
@@ -399,7 +540,11 @@ fn supervise(
         let kind = rng.pick(&shape.kinds);
         log.kinds.push(kind);
         log.started += 1;
-        let live = start_reader(&path, kind, &shape, &handle, &seen);
+        let raw = (
+            rng.pick(&[RawEnd::Close, RawEnd::HalfClose, RawEnd::Drain]),
+            rng.pick(&[1usize, 7, 100, 4096, 65536]),
+        );
+        let live = start_reader(&path, kind, raw, &shape, &handle, &seen);
         let until = Instant::now() + rng.millis(shape.life.0, shape.life.1);
         while Instant::now() < until && !finish.load(Relaxed) {
             std::thread::sleep(Duration::from_millis(1));
@@ -798,6 +943,7 @@ impl Round {
                     ReaderKind::SyncInline,
                     ReaderKind::Async,
                     ReaderKind::Incoming,
+                    ReaderKind::Raw,
                 ],
             ),
             ends,
