@@ -26,7 +26,8 @@
 //! - nothing received that its producer was told was not taken;
 //! - `delivered + unconfirmed + failed + discarded` = what producers were
 //!   told was accepted, queue empty, `dropped` = the `BufferFull`s they saw;
-//! - every received message counted `delivered` or `unconfirmed`;
+//! - every received message counted `delivered` or `unconfirmed`, and
+//!   those only among what was `sent`;
 //! - `delivered` never above what the Readers received, when every Reader
 //!   stopped gracefully (a forced or dropped Reader loses what it had read,
 //!   which `delivered` rightly counts); through the proxy, above it by at
@@ -44,7 +45,8 @@
 //!
 //! The short run (`stress_short`, part of the normal suite) runs rounds for
 //! about `UDSIPC_STRESS_SECS` (default 3) seconds, or `UDSIPC_STRESS_ITERS`
-//! rounds if set. The long hunt is ignored; run it (release, 10 minutes,
+//! rounds if set: 40–60 rounds in a debug build on a busy 2-core machine,
+//! where overflow checks also guard the queue's arithmetic. The long hunt is ignored; run it (release, 10 minutes,
 //! any seed) with:
 //!
 //! ```text
@@ -1112,11 +1114,17 @@ impl Round {
         }
         finish.store(true, Relaxed);
         let log = self.join(supervisor, "the Reader supervisor", &metrics);
-        let in_flight: u64 = proxy.as_ref().map_or(0, |p| {
-            let events = p.events();
+        // Stopped first: a stop with bytes in flight is an event too.
+        let events = proxy.as_ref().map_or(vec![], |p| {
             handle.block_on(p.stop());
-            events.iter().map(|e| e.in_flight_bytes).sum()
+            p.events()
         });
+        let in_flight: u64 = events.iter().map(|e| e.in_flight_bytes).sum();
+        if std::env::var_os("UDSIPC_STRESS_EVENTS").is_some() {
+            for e in &events {
+                println!("proxy event: {e:?}");
+            }
+        }
 
         let summary = self.check(&told, &seen.lock().unwrap(), m, &log, in_flight);
         rt.shutdown_timeout(Duration::from_secs(1));
@@ -1254,6 +1262,14 @@ impl Round {
                 ctx()
             ));
         }
+        if m.delivered + m.unconfirmed > m.sent {
+            self.fail(&format!(
+                "delivered + unconfirmed = {} > sent {}: counted read or unconfirmed without being written whole{}",
+                m.delivered + m.unconfirmed,
+                m.sent,
+                ctx()
+            ));
+        }
         if m.dropped != full {
             self.fail(&format!(
                 "dropped = {}, but producers saw {full} BufferFull{}",
@@ -1275,7 +1291,11 @@ impl Round {
                 ctx()
             ));
         }
-        if !log.lossy {
+        // Behind the proxy, a raw reader's reset loses bytes the proxy
+        // read and no event accounts for (udsipc-testkit
+        // tests/proxy_failures.rs, ignored as a bug): no bound there yet.
+        let unaccounted_proxy_loss = self.proxy.is_some() && log.raw > 0;
+        if !log.lossy && !unaccounted_proxy_loss {
             // Every Reader stopped gracefully: what they read, they handed
             // over; through the proxy, a cut loses at most its bytes in
             // flight.
