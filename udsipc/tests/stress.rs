@@ -580,9 +580,19 @@ enum Api {
     ReserveTimeout,
     /// A `buffered()` session of a few messages.
     Buffered,
+    /// `send_timeout`, `send_timeout_blocking`, `try_reserve`,
+    /// `reserve_owned`: the rest of the sending table.
+    SendTimeout,
+    SendTimeoutBlocking,
+    TryReserve,
+    ReserveOwned,
 }
 
-const APIS: [Api; 9] = [
+const APIS: [Api; 13] = [
+    Api::SendTimeout,
+    Api::SendTimeoutBlocking,
+    Api::TryReserve,
+    Api::ReserveOwned,
     Api::WriteMessage,
     Api::WriteBytes,
     Api::Send,
@@ -622,6 +632,11 @@ impl Told {
                 self.stopped += 1;
                 false
             }
+            // Not taken, not a drop: as a cancelled wait.
+            Err(WriteError::Timeout(_)) => {
+                self.cancelled += 1;
+                true
+            }
             Err(_) => panic!("{api}: a WriteError this test does not know"),
         }
     }
@@ -657,7 +672,7 @@ fn produce(
             let mut b = if capacity == 0 {
                 w.buffered()
             } else {
-                w.buffered_with_capacity(capacity)
+                w.buffered().with_capacity(capacity)
             };
             let n = rng.range(1, 20) as u32;
             let end = (seq + n).min(count);
@@ -665,19 +680,19 @@ fn produce(
                 let m = msg(seq, &mut rng);
                 let go = match rng.next() % 5 {
                     0 | 1 => {
-                        let r = handle.block_on(b.send_copy(&m));
+                        let r = handle.block_on(b.send(&m));
                         told.answer(seq, "buffered.send_copy", r)
                     }
                     2 | 3 => {
-                        let r = b.send_copy_blocking(&m);
+                        let r = b.send_blocking(&m);
                         told.answer(seq, "buffered.send_copy_blocking", r)
                     }
                     _ => {
                         let d = rng.millis(0, 2);
-                        let r = handle
-                            .block_on(async { tokio::time::timeout(d, b.send_copy(&m)).await });
+                        let r =
+                            handle.block_on(async { tokio::time::timeout(d, b.send(&m)).await });
                         match r {
-                            Ok(r) => told.answer(seq, "buffered.send_copy(timeout)", r),
+                            Ok(r) => told.answer(seq, "buffered.send(timeout)", r),
                             Err(_) => {
                                 told.cancelled += 1;
                                 true
@@ -710,14 +725,37 @@ fn produce(
         }
         let m = msg(seq, &mut rng);
         let go = match api {
-            Api::WriteMessage => told.answer(seq, "write_message", w.write_message(&m)),
-            Api::WriteBytes => told.answer(seq, "write_bytes", w.write_bytes(m)),
-            Api::Send => told.answer(seq, "send", handle.block_on(w.send(m))),
-            Api::SendCopy => told.answer(seq, "send_copy", handle.block_on(w.send_copy(&m))),
-            Api::SendBlocking => told.answer(seq, "send_blocking", w.send_blocking(m)),
-            Api::SendCopyBlocking => {
-                told.answer(seq, "send_copy_blocking", w.send_copy_blocking(&m))
+            Api::WriteMessage => told.answer(seq, "try_send(&[u8])", w.try_send(&m)),
+            Api::WriteBytes => told.answer(seq, "try_send(Vec)", w.try_send(m)),
+            Api::Send => told.answer(seq, "send(Vec)", handle.block_on(w.send(m))),
+            Api::SendCopy => told.answer(seq, "send(&[u8])", handle.block_on(w.send(&m))),
+            Api::SendBlocking => told.answer(seq, "send_blocking(Vec)", w.send_blocking(m)),
+            Api::SendCopyBlocking => told.answer(seq, "send_blocking(&[u8])", w.send_blocking(&m)),
+            Api::SendTimeout => {
+                let d = rng.millis(0, 3);
+                told.answer(seq, "send_timeout", handle.block_on(w.send_timeout(&m, d)))
             }
+            Api::SendTimeoutBlocking => {
+                let d = rng.millis(0, 3);
+                told.answer(seq, "send_timeout_blocking", w.send_timeout_blocking(m, d))
+            }
+            Api::TryReserve => match w.try_reserve() {
+                Ok(permit) => told.answer(seq, "try_reserve", permit.send(&m)),
+                // No room now is no drop: no message was involved.
+                Err(WriteError::BufferFull(())) => {
+                    told.cancelled += 1;
+                    true
+                }
+                Err(e) => told.answer(seq, "try_reserve", Err::<(), _>(e)),
+            },
+            Api::ReserveOwned => match handle.block_on(w.reserve_owned()) {
+                Ok(permit) => {
+                    // Spent on another thread: the permit owns its slot.
+                    let sent = std::thread::spawn(move || permit.send(m)).join().unwrap();
+                    told.answer(seq, "reserve_owned", sent)
+                }
+                Err(e) => told.answer(seq, "reserve_owned", Err::<(), _>(e)),
+            },
             Api::Reserve => match handle.block_on(w.reserve()) {
                 // Now and then a permit given back unused.
                 Ok(permit) if rng.chance(5) => {
