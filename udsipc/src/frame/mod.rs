@@ -56,6 +56,7 @@
 
 use std::ops::Range;
 
+pub(crate) mod pool;
 mod receiver;
 
 pub use receiver::{Expired, INITIAL_BUFFER, Receiver, SHRINK_AFTER, STREAM_BUFFER};
@@ -145,11 +146,23 @@ pub const fn varint_len(value: u64) -> usize {
 /// assert_eq!(wire, [3, b'a', b'b', b'c']);
 /// ```
 pub fn encode_frame(body: &[u8], out: &mut Vec<u8>) {
-    let mut prefix = [0u8; MAX_VARINT_LEN];
-    let n = encode_varint(body.len() as u64, &mut prefix);
-    out.reserve(n + body.len());
-    out.extend_from_slice(&prefix[..n]);
+    out.reserve(varint_len(body.len() as u64) + body.len());
+    put_prefix(out, body.len());
     out.extend_from_slice(body);
+}
+
+/// Appends the varint length prefix of a `len`-byte body: the one prefix
+/// writer of the crate (the Writer's queue, its batches and
+/// [`encode_frame`] use it). One byte, without a copy call, below 128.
+#[inline]
+pub(crate) fn put_prefix(out: &mut impl bytes::BufMut, len: usize) {
+    if len < 0x80 {
+        out.put_u8(len as u8);
+    } else {
+        let mut prefix = [0u8; MAX_VARINT_LEN];
+        let n = encode_varint(len as u64, &mut prefix);
+        out.put_slice(&prefix[..n]);
+    }
 }
 
 /// Decodes a varint at the start of `buf`, as Go's `binary.ReadUvarint`

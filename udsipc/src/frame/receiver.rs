@@ -40,11 +40,11 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 
+use super::pool::Pool;
 use super::{FrameDecoder, FrameError, Next, decode_varint};
 
 /// A new connection's buffer: small, so idle connections cost little.
@@ -95,7 +95,7 @@ pub struct Receiver {
     shrink_at: Option<Instant>,
     /// Earlier buffers still shared by handed-out messages, oldest first:
     /// reused once those are dropped, instead of allocating another.
-    spares: VecDeque<BytesMut>,
+    spares: Pool,
     /// `buf` holds no memory of its own yet (new, or released while idle).
     released: bool,
     /// Bytes at the front of `buf` already handed out (frames lent by
@@ -123,7 +123,7 @@ impl Receiver {
             front_frame: None,
             filled_last_read: false,
             shrink_at: None,
-            spares: VecDeque::new(),
+            spares: Pool::new(SPARES - 1),
             released: true,
             lent: 0,
             unreported: 0,
@@ -386,28 +386,20 @@ impl Receiver {
         }
         let mut fresh = self.spare(buffered + need);
         fresh.extend_from_slice(&self.buf);
-        let mut old = std::mem::replace(&mut self.buf, fresh);
+        let old = std::mem::replace(&mut self.buf, fresh);
         if std::mem::take(&mut self.released) {
             // An empty handle (new, or released): nothing to reuse.
             return;
         }
-        old.clear();
-        if self.spares.len() == SPARES {
-            // Still shared: freed by the last message that uses it.
-            self.spares.pop_front();
-        }
-        self.spares.push_back(old);
+        self.spares.give(old);
     }
 
     /// An empty buffer of at least `capacity` bytes: the oldest spare no
     /// handed-out message uses anymore, or a new allocation.
     fn spare(&mut self, capacity: usize) -> BytesMut {
-        for i in 0..self.spares.len() {
-            if self.spares[i].try_reclaim(capacity) {
-                return self.spares.remove(i).expect("in range");
-            }
-        }
-        BytesMut::with_capacity(capacity)
+        self.spares
+            .take(capacity)
+            .unwrap_or_else(|| BytesMut::with_capacity(capacity))
     }
 }
 

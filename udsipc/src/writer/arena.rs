@@ -6,11 +6,10 @@
 //! under its lock) and each [`BufferedWriter`](crate::BufferedWriter) one
 //! of its own (no lock).
 
-use std::collections::VecDeque;
-
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::frame::{MAX_VARINT_LEN, encode_varint};
+use crate::frame::pool::Pool;
+use crate::frame::put_prefix;
 
 /// Size of the first chunk (an idle Writer holds no more).
 pub(crate) const CHUNK_MIN: usize = 8 * 1024;
@@ -27,8 +26,8 @@ const SPARES: usize = 2;
 pub(crate) struct Arena {
     /// The chunk being filled; what was cut from it is gone from it.
     current: BytesMut,
-    /// Earlier chunks, oldest first.
-    spares: VecDeque<BytesMut>,
+    /// Earlier chunks to reuse.
+    spares: Pool,
     /// Size of the next new chunk.
     chunk: usize,
     /// Chunks grow up to this.
@@ -41,7 +40,7 @@ impl Arena {
     pub(crate) fn new(chunk_max: usize) -> Self {
         Self {
             current: BytesMut::new(),
-            spares: VecDeque::new(),
+            spares: Pool::new(SPARES),
             chunk: CHUNK_MIN,
             chunk_max: chunk_max.clamp(CHUNK_MIN, CHUNK_MAX),
         }
@@ -60,13 +59,7 @@ impl Arena {
     /// Appends `body` with its length prefix (room checked with
     /// [`has_room`](Self::has_room) by the caller).
     pub(crate) fn put_frame(&mut self, body: &[u8]) {
-        if body.len() < 0x80 {
-            self.current.put_u8(body.len() as u8);
-        } else {
-            let mut prefix = [0u8; MAX_VARINT_LEN];
-            let n = encode_varint(body.len() as u64, &mut prefix);
-            self.current.put_slice(&prefix[..n]);
-        }
+        put_prefix(&mut self.current, body.len());
         self.current.put_slice(body);
     }
 
@@ -95,21 +88,10 @@ impl Arena {
     }
 
     fn move_to_chunk(&mut self, len: usize) {
-        let used = std::mem::take(&mut self.current);
-        if used.capacity() > 0 {
-            self.spares.push_back(used);
-        }
-        for _ in 0..self.spares.len() {
-            let mut chunk = self.spares.pop_front().expect("counted");
-            if chunk.try_reclaim(len) {
-                self.current = chunk;
-                return;
-            }
-            self.spares.push_back(chunk);
-        }
-        if self.spares.len() > SPARES {
-            // Still in use: left to be freed by its last user.
-            self.spares.pop_front();
+        self.spares.give(std::mem::take(&mut self.current));
+        if let Some(chunk) = self.spares.take(len) {
+            self.current = chunk;
+            return;
         }
         self.current = BytesMut::with_capacity(self.chunk.max(len));
         self.chunk = (self.chunk * 2).min(self.chunk_max);

@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use std::io::IoSlice;
 
 use super::queue::Item;
-use crate::frame::{MAX_VARINT_LEN, encode_varint};
+use crate::frame::put_prefix;
 
 /// Frames up to this size are copied into the staging buffer.
 pub(crate) const COPY_MAX: usize = 4 * 1024;
@@ -30,19 +30,6 @@ enum Seg {
     Staged { start: usize, end: usize },
     /// The bytes of item `item` (a large body, or a large pre-framed frame).
     Item { item: usize },
-}
-
-/// Appends the varint length prefix of a `len`-byte body.
-#[inline]
-fn put_prefix(staging: &mut Vec<u8>, len: usize) {
-    if len < 0x80 {
-        // One byte, the common case for small messages: no copy call.
-        staging.push(len as u8);
-    } else {
-        let mut prefix = [0u8; MAX_VARINT_LEN];
-        let n = encode_varint(len as u64, &mut prefix);
-        staging.extend_from_slice(&prefix[..n]);
-    }
 }
 
 /// A write plan over the first `items` queued messages.
