@@ -60,10 +60,24 @@ pub struct Writer {
 
 pub(super) type ErrorCallback = dyn Fn(&WriterError) + Send + Sync;
 
+/// The Writer's shared state.
+///
+/// # Locks
+///
+/// Order: `engine`, then the queue's own lock (the task takes messages out
+/// of the queue while it holds the engine); never the other way round: a
+/// producer pushes (queue lock, released) and only then tries the engine.
+/// `deadline` is taken alone.
+///
+/// The engine lock is held across the `sendmsg` and the `SIOCOUTQ` sample
+/// it drives: a write and its accounting in the machine are one step, or
+/// a producer writing by itself could interleave bytes with the task.
+/// Nobody ever waits for it but the task: producers only `try_lock` it
+/// (and leave the message to the task when it is busy).
 pub(super) struct WriterInner {
     pub(super) queue: Queue,
     /// The machine and the connection: the task's, lent to a producer that
-    /// finds it idle (see `driver::write_now`).
+    /// finds it idle (see `driver::write_now`). See the lock order above.
     pub(super) engine: Mutex<Engine>,
     pub(super) counters: WriterCounters,
     pub(super) phase: PhaseCell,
