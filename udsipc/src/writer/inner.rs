@@ -36,9 +36,9 @@ use crate::metrics::{WriterCounters, WriterMetrics};
 /// | wait for room without the message in hand (cancel safe) | [`reserve`](Self::reserve) → [`Permit`](crate::Permit), [`reserve_owned`](Self::reserve_owned) → [`OwnedPermit`](crate::OwnedPermit) | - | `reserve`, `reserve_owned` | - |
 /// | hold a slot only if there is room now | [`try_reserve`](Self::try_reserve) | the same | `try_reserve` | - |
 /// | one producer of many small messages (no lock per message) | [`buffered`](Self::buffered) → [`BufferedWriter`](crate::BufferedWriter) `send`/`flush` | `send_blocking`/`flush_blocking` | - | - |
-/// | a `futures::Sink<Bytes>` (feature `futures`) | [`into_sink`](Self::into_sink) | - | `PollSender` | - |
+/// | a `futures::Sink<Bytes>` (feature `futures`) | `Writer::into_sink` | - | `PollSender` | - |
 ///
-/// Every way fails with [`WriteError::Stopped`] once the Writer is stopping.
+/// Every way fails with [`WriteError::Stopped`](crate::WriteError::Stopped) once the Writer is stopping.
 ///
 /// Delivery: a slow or paused reader is backpressure (the socket fills, then
 /// the queue, then producers wait or see `BufferFull`), never a reason to
@@ -47,11 +47,11 @@ use crate::metrics::{WriterCounters, WriterMetrics};
 /// count on Linux. A message the reader provably did not read whole (its
 /// connection died before) is sent again first on the next connection; one
 /// it may have read is never sent twice. A message not read whole on
-/// [`max_attempts`](WriterBuilder::max_attempts) fresh connections in a row
+/// [`max_attempts`](crate::WriterBuilder::max_attempts) fresh connections in a row
 /// is given up (`failed`). See [`WriterMetrics`] for the counters.
 ///
 /// Dropping a Writer without [`stop`](Self::stop) keeps delivering in the
-/// background for its [`linger`](WriterBuilder::linger) time, then discards
+/// background for its [`linger`](crate::WriterBuilder::linger) time, then discards
 /// the rest, counted and logged.
 pub struct Writer {
     pub(super) inner: Arc<WriterInner>,
