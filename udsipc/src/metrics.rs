@@ -25,6 +25,13 @@ pub struct ReaderMetrics {
     /// Handler calls a stop had to leave running: still inside the handler
     /// a short grace after the stop's deadline forced the connections shut.
     pub abandoned_handlers: u64,
+    /// Messages read whole off a socket and never handed over, because a
+    /// stop's deadline cut their connection: an async handler's call
+    /// dropped unfinished, or messages still buffered behind a handler.
+    /// Never counted for a Reader feeding `incoming()` (a cut queues what
+    /// was read on the stream). A Writer may have counted these
+    /// `delivered`.
+    pub unhandled: u64,
 }
 
 /// A snapshot of a Writer's counters (Go: `Writer.GetMetrics`).
@@ -88,6 +95,7 @@ pub(crate) struct ReaderCounters {
     pub(crate) active: AtomicU64,
     pub(crate) rejected: AtomicU64,
     pub(crate) abandoned: AtomicU64,
+    pub(crate) unhandled: AtomicU64,
 }
 
 impl ReaderCounters {
@@ -99,6 +107,7 @@ impl ReaderCounters {
             active_connections: self.active.load(Relaxed),
             rejected_connections: self.rejected.load(Relaxed),
             abandoned_handlers: self.abandoned.load(Relaxed),
+            unhandled: self.unhandled.load(Relaxed),
         }
     }
 }

@@ -76,7 +76,11 @@ async fn leaving_the_loop_then_stopping_loses_nothing_the_reader_read() {
         "{stopped:?}"
     );
     ids.extend(drain(&mut incoming).await);
-    assert_eq!(ids, (0..N).collect::<Vec<_>>(), "every message read, once, in order");
+    assert_eq!(
+        ids,
+        (0..N).collect::<Vec<_>>(),
+        "every message read, once, in order"
+    );
     assert_eq!(reader.metrics().received, u64::from(N));
     assert_eq!(reader.metrics().unhandled, 0);
     drop(client);
@@ -97,12 +101,14 @@ async fn a_stop_from_another_task_while_draining_yields_every_message_read_then_
         .incoming()
         .unwrap();
     let reader = Arc::new(reader);
-    let writer = Writer::builder(&sock.path)
-        .max_buffered_writes(1024)
-        .start()
-        .unwrap();
+    let writer = Arc::new(
+        Writer::builder(&sock.path)
+            .max_buffered_writes(1024)
+            .start()
+            .unwrap(),
+    );
     let producer = {
-        let writer = writer.clone();
+        let writer = Arc::clone(&writer);
         tokio::spawn(async move {
             for i in 0..N {
                 if writer.send(body(i, 64)).await.is_err() {
@@ -197,12 +203,14 @@ async fn an_async_stop_hands_every_message_read_to_the_handler_before_it_complet
             })
             .unwrap()
     };
-    let writer = Writer::builder(&sock.path)
-        .max_buffered_writes(1024)
-        .start()
-        .unwrap();
+    let writer = Arc::new(
+        Writer::builder(&sock.path)
+            .max_buffered_writes(1024)
+            .start()
+            .unwrap(),
+    );
     let producer = {
-        let writer = writer.clone();
+        let writer = Arc::clone(&writer);
         tokio::spawn(async move {
             for i in 0..N {
                 if writer.send(body(i, 64)).await.is_err() {
@@ -245,9 +253,9 @@ async fn a_slow_consumer_holds_at_most_the_byte_bound_and_loses_nothing() {
         .incoming_capacity_bytes(BOUND)
         .incoming()
         .unwrap();
-    let writer = Writer::builder(&sock.path).start().unwrap();
+    let writer = Arc::new(Writer::builder(&sock.path).start().unwrap());
     let producer = {
-        let writer = writer.clone();
+        let writer = Arc::clone(&writer);
         tokio::spawn(async move {
             for i in 0..N {
                 writer.send(body(i, LEN)).await.unwrap();
@@ -264,8 +272,9 @@ async fn a_slow_consumer_holds_at_most_the_byte_bound_and_loses_nothing() {
     });
     let mut ids = Vec::new();
     while let Some(m) = incoming.recv().await {
-        // What entered and has not come out yet never exceeds the bound.
-        let held = reader.metrics().received - ids.len() as u64;
+        // What entered and has not come out yet (this one is out) never
+        // exceeds the bound.
+        let held = reader.metrics().received - (ids.len() as u64 + 1);
         assert!(held as usize * LEN <= BOUND, "{held} messages held");
         ids.push(id_of(&m.body));
         tokio::time::sleep(Duration::from_micros(200)).await; // slow

@@ -46,6 +46,9 @@ pub const DEFAULT_INACTIVITY_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_ACCEPT_ERRORS: u32 = 10;
 /// Default capacity of [`ReaderBuilder::incoming`]'s stream: 1,024 messages.
 pub const DEFAULT_INCOMING_CAPACITY: usize = 1024;
+/// Default bound on the body bytes [`ReaderBuilder::incoming`]'s stream
+/// holds: 1 MiB.
+pub const DEFAULT_INCOMING_CAPACITY_BYTES: usize = 1 << 20;
 /// Default `SO_RCVBUF`: 256 KiB (Go: `WithReadBufferSize`).
 pub const DEFAULT_READ_BUFFER_SIZE: u32 = 256 << 10;
 
@@ -64,6 +67,7 @@ pub const DEFAULT_READ_BUFFER_SIZE: u32 = 256 << 10;
 /// | [`allow_uid`](Self::allow_uid) / [`allow_gid`](Self::allow_gid) | anyone | - |
 /// | [`max_connections`](Self::max_connections) | unlimited | - |
 /// | [`incoming_capacity`](Self::incoming_capacity) | 1,024 messages | - |
+/// | [`incoming_capacity_bytes`](Self::incoming_capacity_bytes) | 1 MiB | - |
 /// | [`handler_may_block`](Self::handler_may_block) | true | - |
 /// | [`runtime`](Self::runtime) | current, else the library's own | - |
 #[must_use = "a builder does nothing until `start` is called"]
@@ -79,6 +83,7 @@ pub struct ReaderBuilder {
     socket_mode: Option<u32>,
     policy: Policy,
     incoming_capacity: usize,
+    incoming_capacity_bytes: usize,
     handler_may_block: bool,
     runtime: Option<Handle>,
 }
@@ -111,6 +116,7 @@ impl ReaderBuilder {
             socket_mode: None,
             policy: Policy::default(),
             incoming_capacity: DEFAULT_INCOMING_CAPACITY,
+            incoming_capacity_bytes: DEFAULT_INCOMING_CAPACITY_BYTES,
             handler_may_block: true,
             runtime: None,
         }
@@ -243,9 +249,41 @@ impl ReaderBuilder {
 
     /// How many messages [`incoming`](Self::incoming) holds before
     /// connections stop reading (backpressure). Must be above zero.
-    /// Default 1,024.
+    /// Default 1,024. See
+    /// [`incoming_capacity_bytes`](Self::incoming_capacity_bytes) for the
+    /// bound in bytes and the crash window the two imply.
     pub fn incoming_capacity(mut self, messages: usize) -> Self {
         self.incoming_capacity = messages;
+        self
+    }
+
+    /// How many body bytes [`incoming`](Self::incoming) holds before
+    /// connections stop reading (backpressure), beside the
+    /// [`incoming_capacity`](Self::incoming_capacity) in messages: whichever
+    /// bound is reached first holds the connections back. A message larger
+    /// than this bound is still taken, alone, once the stream holds nothing
+    /// else. Must be above zero. Default 1 MiB.
+    ///
+    /// # Read-ahead and the crash window
+    ///
+    /// A Writer counts a message `delivered` once the Reader has read it
+    /// off the socket, before the consumer has it. What a Reader has read
+    /// and not yet handed out is, at most:
+    ///
+    /// - the stream's queue: `incoming_capacity` messages and
+    ///   `incoming_capacity_bytes` body bytes (or one larger message);
+    /// - per open connection, its receive buffer: at most
+    ///   [`STREAM_BUFFER`](crate::frame::STREAM_BUFFER) (256 KiB), or one
+    ///   message and the start of the next when a message is larger. A
+    ///   connection reads nothing more while what it read waits for room.
+    ///
+    /// That sum, plus whatever the consumer itself holds (taken from the
+    /// stream, not yet forwarded), is what a forwarder killed with
+    /// `SIGKILL` can lose that its Writers counted `delivered`: with the
+    /// defaults and one connection, at most 1,024 messages and 1 MiB + 256
+    /// KiB. A graceful stop loses none of it (see [`Reader::stop`]).
+    pub fn incoming_capacity_bytes(mut self, bytes: usize) -> Self {
+        self.incoming_capacity_bytes = bytes;
         self
     }
 
@@ -357,7 +395,13 @@ impl ReaderBuilder {
             }
             .into());
         }
-        let (chan, incoming) = Channel::new(self.incoming_capacity);
+        if self.incoming_capacity_bytes == 0 {
+            return Err(ConfigError::ZeroSize {
+                option: "incoming_capacity_bytes",
+            }
+            .into());
+        }
+        let (chan, incoming) = Channel::new(self.incoming_capacity, self.incoming_capacity_bytes);
         let (reader, launch) = self.bind()?;
         launch.run(ChannelDelivery { chan });
         Ok((reader, incoming))
