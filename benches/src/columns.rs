@@ -211,7 +211,7 @@ pub fn measure(
     size: usize,
     messages: u64,
 ) -> Result<Measurement, String> {
-    use crate::engines::Engine;
+    use crate::peer::Engine;
     let socket = dir.join(format!("{size}.sock"));
     let go = || peers.go.as_ref().ok_or("the Go peer is not available");
     let pair = |w: &Peer, r: &Peer| run_pair(w, r, &socket, size, messages, None);

@@ -19,50 +19,14 @@ use crate::baseline::{SNDBUF, read_frames, set_sndbuf, write_frames};
 use crate::clock::monotonic_ns;
 use crate::cpu::self_ns;
 use crate::limits::{Waiting, framed_source, raw_source, read_all, write_all};
-use crate::peer::{PeerArgs, Report};
+use crate::peer::{Engine, PeerArgs, Report};
 use crate::warmup_messages;
 
-/// What a peer process runs (`--engine`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum Engine {
-    /// This library: a `Writer` (a `BufferedWriter` up to 256 B, `send`
-    /// above), a `Reader` with a handler.
-    #[default]
-    Udsipc,
-    /// tokio-util `FramedWrite`/`FramedRead` with unsigned-varint's
-    /// `UviBytes`.
-    TokioUtil,
-    /// tokio-util `FramedWrite`/`FramedRead` with udsipc's `UvarintCodec`.
-    Codec,
-    /// Frames copied into 256 KiB writes, blocking.
-    FramedBlocking,
-    /// Frames copied into 256 KiB writes, waiting in epoll.
-    FramedEpoll,
-    /// 256 KiB writes of one buffer, no framing, blocking.
-    RawBlocking,
-    /// 256 KiB writes of one buffer, no framing, waiting in epoll.
-    RawEpoll,
-}
-
-impl Engine {
-    /// The `--engine` value.
-    pub fn arg(self) -> &'static str {
-        match self {
-            Engine::Udsipc => "udsipc",
-            Engine::TokioUtil => "tokio-util",
-            Engine::Codec => "codec",
-            Engine::FramedBlocking => "framed-blocking",
-            Engine::FramedEpoll => "framed-epoll",
-            Engine::RawBlocking => "raw-blocking",
-            Engine::RawEpoll => "raw-epoll",
-        }
-    }
-
-    fn waiting(self) -> Waiting {
-        match self {
-            Engine::FramedBlocking | Engine::RawBlocking => Waiting::Blocking,
-            _ => Waiting::Epoll,
-        }
+/// How an engine's role waits on its socket.
+fn waiting(engine: Engine) -> Waiting {
+    match engine {
+        Engine::FramedBlocking | Engine::RawBlocking => Waiting::Blocking,
+        _ => Waiting::Epoll,
     }
 }
 
@@ -102,7 +66,7 @@ fn reader(args: &PeerArgs) -> Result<Report, String> {
         }
         Engine::FramedBlocking | Engine::FramedEpoll | Engine::RawBlocking | Engine::RawEpoll => {
             let total = engine_bytes(args.engine, size, count);
-            let got = read_all(conn, total, args.engine.waiting())?;
+            let got = read_all(conn, total, waiting(args.engine))?;
             if got != total {
                 return Err(format!("{got} of {total} bytes arrived"));
             }
@@ -148,11 +112,11 @@ fn writer(args: &PeerArgs) -> Result<Report, String> {
             (allocations() - mark, count.saturating_sub(warm).max(1))
         }
         Engine::FramedBlocking | Engine::FramedEpoll => {
-            write_all(conn, framed_source(size, count).0, args.engine.waiting())?;
+            write_all(conn, framed_source(size, count).0, waiting(args.engine))?;
             (0, 0)
         }
         Engine::RawBlocking | Engine::RawEpoll => {
-            write_all(conn, raw_source(count * size as u64), args.engine.waiting())?;
+            write_all(conn, raw_source(count * size as u64), waiting(args.engine))?;
             (0, 0)
         }
         Engine::Udsipc => unreachable!("the udsipc engine is rust_peer's"),

@@ -26,7 +26,43 @@ use serde::{Deserialize, Serialize};
 
 use crate::Measurement;
 use crate::cpu::{Cpu, children_ns};
-use crate::engines::Engine;
+
+/// What a peer process runs (`--engine`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Engine {
+    /// This library: a `Writer` (a `BufferedWriter` up to 256 B, `send`
+    /// above), a `Reader` with a handler.
+    #[default]
+    Udsipc,
+    /// tokio-util `FramedWrite`/`FramedRead` with unsigned-varint's
+    /// `UviBytes`.
+    TokioUtil,
+    /// tokio-util `FramedWrite`/`FramedRead` with udsipc's `UvarintCodec`.
+    Codec,
+    /// Frames copied into 256 KiB writes, blocking.
+    FramedBlocking,
+    /// Frames copied into 256 KiB writes, waiting in epoll.
+    FramedEpoll,
+    /// 256 KiB writes of one buffer, no framing, blocking.
+    RawBlocking,
+    /// 256 KiB writes of one buffer, no framing, waiting in epoll.
+    RawEpoll,
+}
+
+impl Engine {
+    /// The `--engine` value.
+    pub fn arg(self) -> &'static str {
+        match self {
+            Engine::Udsipc => "udsipc",
+            Engine::TokioUtil => "tokio-util",
+            Engine::Codec => "codec",
+            Engine::FramedBlocking => "framed-blocking",
+            Engine::FramedEpoll => "framed-epoll",
+            Engine::RawBlocking => "raw-blocking",
+            Engine::RawEpoll => "raw-epoll",
+        }
+    }
+}
 
 /// How long a peer may take before it is killed.
 pub(crate) const PATIENCE: Duration = Duration::from_secs(180);

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::alloc::allocations;
 use crate::clock::monotonic_ns;
-use crate::inproc::Done;
+use crate::inproc::{Done, send_unpaced};
 use crate::peer::{PATIENCE, PeerArgs, Report};
 
 /// The Rust side of the contract: runs one role with this library and
@@ -16,7 +16,7 @@ use crate::peer::{PATIENCE, PeerArgs, Report};
 pub fn run_rust_peer(args: &PeerArgs) -> Result<(), String> {
     let report = match args.role.as_str() {
         _ if args.minimal => crate::minimal_peer::run(args)?,
-        _ if args.engine != crate::engines::Engine::Udsipc => crate::engines::run(args)?,
+        _ if args.engine != crate::peer::Engine::Udsipc => crate::engines::run(args)?,
         "reader" => rust_reader(args)?,
         "writer" => rust_writer(args)?,
         other => return Err(format!("--role must be reader or writer, not {other:?}")),
@@ -172,46 +172,6 @@ fn rust_writer(args: &PeerArgs) -> Result<Report, String> {
         })
     })
 }
-
-/// Messages up to this size are sent through a `BufferedWriter` (copied
-/// into the producer's own buffer, handed to the Writer's queue 256 KiB at
-/// a time), larger ones handed over as `Bytes` with `send` (no copy):
-/// udsipc's docs advise the same. Measured between two processes,
-/// interleaved rounds: 64 B, 49.8-55.1 M msgs/s against 22.3-38.4 M for
-/// `send` per message (which takes the queue's lock each time). At
-/// 1 KiB the buffer wins long streams (5.2 M against 4.45 M msgs/s over
-/// 3 M messages) but loses this table's 256 MiB rounds (3.6-3.7 against
-/// 3.9-4.0 GB/s, 2 runs each: its first 10 MB are copies into fresh
-/// memory while the Writer's task waits for the producer to yield); at
-/// 4 KiB and 10 KiB it is slower (0.94 M against 1.38 M, 0.36 M against
-/// 0.65 M msgs/s).
-pub(crate) const BUFFER_UP_TO: usize = 256;
-
-/// The udsipc columns' producer, in both tables: `count` copies of
-/// `payload` as fast as the Writer takes them, through a `BufferedWriter`
-/// (`send`, then `flush`) up to [`BUFFER_UP_TO`] bytes and with
-/// `send` (waiting for queue room, no copy) above.
-pub(crate) async fn send_unpaced(
-    writer: &udsipc::Writer,
-    payload: &bytes::Bytes,
-    count: u64,
-) -> Result<(), String> {
-    if payload.len() <= BUFFER_UP_TO {
-        let mut out = writer.buffered();
-        for _ in 0..count {
-            out.send(payload).await.map_err(|e| e.to_string())?;
-        }
-        return out.flush().await.map_err(|e| e.to_string());
-    }
-    for _ in 0..count {
-        writer
-            .send(payload.clone())
-            .await
-            .map_err(|e| e.to_string())?;
-    }
-    Ok(())
-}
-
 /// Sends every message: as fast as the Writer takes them, or paced at
 /// `--rate` with each message's send time in its first 8 bytes.
 fn send_all(

@@ -1,4 +1,7 @@
-//! Building `go-peer/` once for every test process.
+//! Building `go-peer/` once for every test process, with the workspace's
+//! one go-peer builder ([`udsipc_benches::gopeer::build`], which the
+//! benchmark table uses too: the same sources, the same optional local
+//! checkout of the Go reference through `UDSIPC_GO_REFERENCE`).
 //!
 //! nextest runs each test in its own process; the first one to get here
 //! builds go-peer (module download included, verified against the
@@ -9,16 +12,11 @@
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
-use std::process::Command;
 
 use nix::fcntl::{Flock, FlockArg};
+pub use udsipc_benches::gopeer::source_dir;
 
 use crate::{GoUnavailable, crate_dir, go_binary};
-
-/// The go-peer sources.
-pub fn source_dir() -> PathBuf {
-    crate_dir().join("go-peer")
-}
 
 /// Where built artefacts and results go: `target/conformance/`, or
 /// `$CARGO_TARGET_DIR/conformance/` (a relative `CARGO_TARGET_DIR` is taken
@@ -44,6 +42,8 @@ fn sources_hash() -> std::io::Result<u64> {
         .collect();
     files.sort();
     let mut h = DefaultHasher::new();
+    // A local checkout of the reference builds another binary.
+    std::env::var_os(udsipc_benches::gopeer::REFERENCE_ENV).hash(&mut h);
     for f in files {
         f.file_name().hash(&mut h);
         std::fs::read(&f)?.hash(&mut h);
@@ -54,7 +54,7 @@ fn sources_hash() -> std::io::Result<u64> {
 /// The path of a go-peer binary built from the current sources, building it
 /// first if no test process has yet.
 pub fn go_peer() -> Result<PathBuf, Box<dyn std::error::Error>> {
-    let go = go_binary()?;
+    go_binary()?;
     let dir = out_dir();
     std::fs::create_dir_all(&dir)?;
     let bin = dir.join(format!("go-peer-{:016x}", sources_hash()?));
@@ -63,20 +63,10 @@ pub fn go_peer() -> Result<PathBuf, Box<dyn std::error::Error>> {
     if bin.exists() {
         return Ok(bin);
     }
-    let tmp = dir.join(format!("go-peer.tmp-{}", std::process::id()));
-    let build = Command::new(&go)
-        .args(["build", "-o"])
-        .arg(&tmp)
-        .arg(".")
-        .current_dir(source_dir())
-        .output()?;
-    if !build.status.success() {
-        return Err(Box::new(GoUnavailable(format!(
-            "go build of conformance/go-peer failed (it needs the Go module proxy, or \
-             GOFLAGS=-mod=mod with GONOSUMDB/GOFLAGS as your network allows): {}",
-            String::from_utf8_lossy(&build.stderr).trim()
-        ))));
-    }
-    std::fs::rename(&tmp, &bin)?;
+    let work = dir.join(format!("go-peer.build-{}", std::process::id()));
+    let built = udsipc_benches::gopeer::build(&work).map_err(GoUnavailable);
+    let renamed = built.map(|tmp| std::fs::rename(tmp, &bin));
+    let _ = std::fs::remove_dir_all(&work);
+    renamed??;
     Ok(bin)
 }

@@ -29,6 +29,7 @@
 
 pub mod capability;
 pub mod cases;
+pub mod events;
 pub mod gopeer;
 pub mod peer;
 pub mod process;
@@ -57,18 +58,8 @@ impl std::error::Error for GoUnavailable {}
 
 /// The `go` binary to use: `$GO`, `go` on `PATH`, or `/usr/local/go/bin/go`.
 pub fn go_binary() -> Result<PathBuf, GoUnavailable> {
-    let candidates = std::env::var_os("GO")
-        .map(PathBuf::from)
-        .into_iter()
-        .chain([PathBuf::from("go"), PathBuf::from("/usr/local/go/bin/go")]);
-    for c in candidates {
-        if Command::new(&c)
-            .arg("version")
-            .output()
-            .is_ok_and(|o| o.status.success())
-        {
-            return Ok(c);
-        }
+    if let Some(go) = udsipc_benches::gopeer::go_binary() {
+        return Ok(go);
     }
     Err(GoUnavailable(
         "the Go toolchain is not installed: install Go 1.24 or newer (e.g. `apt-get install golang-go`, \

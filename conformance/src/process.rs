@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::peer::{Event, Events, PATIENCE, from_hex};
+use crate::events::{Event, Events, PATIENCE, from_hex};
 
 thread_local! {
     static LABEL: RefCell<Option<Arc<str>>> = const { RefCell::new(None) };

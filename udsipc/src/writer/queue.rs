@@ -591,12 +591,18 @@ impl Queue {
         }
         let queued = if self.tracks_bytes() {
             let mut st = self.lock();
-            st.bytes -= bytes;
+            // Saturating: a miscount must not wrap into a bound that
+            // refuses every push for good.
+            st.bytes = st.bytes.saturating_sub(bytes);
             st.bytes
         } else {
             0
         };
-        let depth = self.depth.fetch_sub(n, Ordering::SeqCst) - n;
+        let before = self
+            .depth
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |d| Some(d.saturating_sub(n)))
+            .unwrap_or_else(|d| d);
+        let depth = before.saturating_sub(n);
         // A waiter saw `depth >= capacity`; the depth only falls from there
         // while the writer makes progress, down to 0 at worst, so it always
         // reaches the low-water mark (or `close` wakes everyone).

@@ -205,6 +205,7 @@ impl WriterInner {
     }
 
     /// [`push`](Self::push) of owned bytes, handed back as they were.
+    #[cfg(feature = "futures")]
     pub(super) fn push_owned(&self, msg: Bytes) -> Result<(), (Refused, Bytes)> {
         self.push(Body::Owned(msg))
             .map_err(|(r, back)| (r, <Bytes as Payload<'_>>::back(back)))
