@@ -109,7 +109,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         r.received, w.delivered, w.unconfirmed, w.discarded, w.dropped, w.reconnects
     );
     assert!(forwarded >= SIGNAL_AFTER);
-    assert_eq!(forwarded as u64, r.received, "everything read was forwarded");
+    assert_eq!(
+        forwarded as u64, r.received,
+        "everything read was forwarded"
+    );
     assert_eq!(sunk, forwarded);
     assert!(w.delivered <= r.received, "nothing delivered was lost");
     assert_eq!(w.dropped, 0);

@@ -216,9 +216,11 @@ impl Channel {
 /// connections stop reading once its capacity is reached.
 ///
 /// It ends (`None`) once the Reader has stopped and every connection has
-/// handed over what it had. Dropping it while the Reader runs makes every
-/// connection close at its next message (that message is lost; stop the
-/// Reader first to lose nothing).
+/// handed over what it had: drain it until then, and nothing the Reader
+/// read is lost (see [`ReaderBuilder::incoming`](crate::ReaderBuilder::incoming)).
+/// Dropping it while the Reader runs makes every connection close at its
+/// next message, and what is queued is lost (though counted `received`);
+/// stop the Reader and drain until `None` to lose nothing.
 ///
 /// It implements [`futures_core::Stream`], and [`recv`](Self::recv) for use
 /// without a stream combinator crate.

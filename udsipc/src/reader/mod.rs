@@ -375,19 +375,50 @@ impl ReaderBuilder {
 
     /// Starts without a handler: messages come out of the returned
     /// [`Incoming`] stream, bounded by
-    /// [`incoming_capacity`](Self::incoming_capacity). While the stream is not
-    /// read, connections stop reading (backpressure). The stream ends once
-    /// the Reader has stopped and every connection has handed over what it
-    /// had.
+    /// [`incoming_capacity`](Self::incoming_capacity) messages and
+    /// [`incoming_capacity_bytes`](Self::incoming_capacity_bytes). While the
+    /// stream is not read, connections stop reading (backpressure). The
+    /// stream ends (`None`) once the Reader has stopped and every connection
+    /// has handed over what it had.
+    ///
+    /// # Shutdown that loses nothing
+    ///
+    /// Stop the Reader from another task (a signal handler) and keep
+    /// draining the stream until `None`: the Reader stops taking new bytes,
+    /// hands over everything it already read (and what its writers had
+    /// already sent into the kernel), then ends the stream. Every message
+    /// the Reader read (its `received`; every message a Writer counted
+    /// `delivered`) comes out exactly once. The `forwarder` example does
+    /// exactly this.
     ///
     /// ```no_run
+    /// # async fn forward(_: udsipc::bytes::Bytes) {}
     /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::{sync::Arc, time::Duration};
+    /// use tokio::signal::unix::{SignalKind, signal};
+    ///
     /// let (reader, mut incoming) = udsipc::Reader::builder("/run/app/app.sock").incoming()?;
+    /// let reader = Arc::new(reader);
+    /// let mut sigterm = signal(SignalKind::terminate())?;
+    /// let stopper = tokio::spawn({
+    ///     let reader = Arc::clone(&reader);
+    ///     async move {
+    ///         sigterm.recv().await;
+    ///         reader.stop(Duration::from_secs(10)).await
+    ///     }
+    /// });
     /// while let Some(msg) = incoming.recv().await {
-    ///     println!("{} bytes from connection {}", msg.body.len(), msg.connection.id);
+    ///     forward(msg.body).await; // until None: nothing read is lost
     /// }
+    /// stopper.await??;
     /// # Ok(()) }
     /// ```
+    ///
+    /// Leaving the loop first and then calling `stop` still loses nothing
+    /// the Reader read (drain the stream until `None` after it), but nobody
+    /// makes room meanwhile: the stop waits for its deadline, leaves what
+    /// is still in the kernel unread (a Writer counts it `unconfirmed`, not
+    /// `delivered`) and returns [`StopError::ConnectionsCut`].
     pub fn incoming(self) -> Result<(Reader, Incoming), StartError> {
         if self.incoming_capacity == 0 {
             return Err(ConfigError::ZeroSize {
@@ -609,6 +640,20 @@ impl Reader {
     /// socket file this Reader created. Later calls return `Ok(())`.
     ///
     /// A handler that is running when the deadline passes finishes its call.
+    ///
+    /// What a stop hands over, by way of delivery:
+    ///
+    /// - [`incoming`](ReaderBuilder::incoming): every message read, to the
+    ///   stream, which yields them all before it ends (`None`), also when
+    ///   the deadline cut the connections (they are queued past the
+    ///   stream's bounds then). Keep draining the stream while the stop
+    ///   runs (stop from another task) and nothing is cut at all.
+    /// - [`start_async`](ReaderBuilder::start_async) and
+    ///   [`start`](ReaderBuilder::start): every message read is handed to the
+    ///   handler before `Ok(())` is returned; when the deadline cuts the
+    ///   connections, [`StopError::ConnectionsCut`]'s `unhandled` (and the
+    ///   `unhandled` counter) says how many messages were read and not
+    ///   handled (an async call dropped unfinished, or left buffered).
     ///
     /// Cancel safety: if this future is dropped before it completes, the
     /// stop turns into a hard one at once.

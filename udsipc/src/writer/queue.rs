@@ -600,7 +600,9 @@ impl Queue {
         };
         let before = self
             .depth
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |d| Some(d.saturating_sub(n)))
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |d| {
+                Some(d.saturating_sub(n))
+            })
             .unwrap_or_else(|d| d);
         let depth = before.saturating_sub(n);
         // A waiter saw `depth >= capacity`; the depth only falls from there
