@@ -403,14 +403,26 @@ pub enum StopError {
     /// cut (a handler blocked in a system call cannot be interrupted): the
     /// stop returned without waiting for them; their sockets close when the
     /// call returns. Also counted in the Reader's `abandoned_handlers`.
+    ///
+    /// `unhandled` says precisely what the cut cost: whole messages the
+    /// Reader had read off a socket and never handed over (an async
+    /// handler's call dropped unfinished, or messages still buffered behind
+    /// a sync or async handler). Always 0 for a Reader feeding
+    /// [`incoming`](crate::ReaderBuilder::incoming): what it read is queued
+    /// on the stream anyway, which yields it before it ends. What the cut
+    /// left unread in the kernel was never read: a Writer counts it
+    /// `unconfirmed`, not `delivered`.
     #[error(
-        "graceful stop deadline exceeded: {connections} open connection(s) cut, {abandoned} stuck handler call(s) abandoned"
+        "graceful stop deadline exceeded: {connections} open connection(s) cut, {abandoned} stuck handler call(s) abandoned, {unhandled} message(s) read and not handled"
     )]
     ConnectionsCut {
         /// Connections cut.
         connections: u64,
         /// Handler calls still running when the stop returned.
         abandoned: u64,
+        /// Messages read whole and never handed over (also in the Reader's
+        /// `unhandled`).
+        unhandled: u64,
     },
     /// An internal task of the Reader or Writer panicked (a bug: please
     /// report it). The stop still completed as far as it could.

@@ -132,8 +132,8 @@ pub use metrics::{ReaderMetrics, WriterMetrics};
 #[cfg(feature = "runtime")]
 pub use reader::{
     ConnectionInfo, DEFAULT_INACTIVITY_TIMEOUT, DEFAULT_INCOMING_CAPACITY,
-    DEFAULT_MAX_ACCEPT_ERRORS, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_READ_BUFFER_SIZE, PeerCredentials,
-    Reader, ReaderBuilder,
+    DEFAULT_INCOMING_CAPACITY_BYTES, DEFAULT_MAX_ACCEPT_ERRORS, DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_READ_BUFFER_SIZE, PeerCredentials, Reader, ReaderBuilder,
 };
 #[cfg(feature = "runtime")]
 pub use reader::{Incoming, Message};

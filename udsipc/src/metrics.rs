@@ -2,15 +2,49 @@
 //!
 //! This module owns the counter storage and the snapshot types; the Reader
 //! and Writer decide when to bump them.
+//!
+//! What each counter proves (and does not) is tabled on [`ReaderMetrics`]
+//! and [`WriterMetrics`].
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// A snapshot of a Reader's counters (Go: `Reader.GetMetrics`).
+///
+/// # What each counter proves
+///
+/// The protocol is one-way: a Writer learns from the kernel how far the
+/// Reader has read the socket, never whether the Reader's consumer handled a
+/// message. So no counter proves "handled" on the Writer's side; each proves
+/// exactly this:
+///
+/// | counter | side | proves | does not prove |
+/// |---|---|---|---|
+/// | `sent` | Writer | written whole into the socket (in the kernel) | read by anyone |
+/// | `delivered` | Writer | read off the socket by the reader process (`SIOCOUTQ` fell past it) | handled, forwarded or stored: it may still sit in the Reader's read-ahead (see [`incoming_capacity_bytes`](crate::ReaderBuilder::incoming_capacity_bytes) for how much) |
+/// | `unconfirmed` | Writer | written whole, then the connection ended (or a stop's deadline passed) before its read was confirmed | lost: it may have been read; never retried |
+/// | `failed` | Writer | refused on `max_attempts` fresh connections in a row (a poison message); not delivered | - |
+/// | `discarded` | Writer | thrown away unwritten (a stop's deadline or a dropped Writer's linger passed, or held unflushed by a `BufferedWriter`): never reached the reader | - |
+/// | `dropped` | Writer | refused at `try_send` (queue full): never queued, the caller got it back | - |
+/// | `retried` | Writer | written again on a new connection because the old one surely ended before it was read whole | - |
+/// | `received` | Reader | handed over: the sync or async handler returned `Ok`, or it entered the `incoming()` queue | handled by the consumer of `incoming()` (it may still be queued; a graceful stop yields it before the stream ends) |
+/// | `errors` | Reader | a protocol violation, a read failure or a handler `Err`/panic | - |
+/// | `unhandled` | Reader | read whole off a socket and never handed over, because a stop's deadline cut its connection (always 0 with `incoming()`) | - |
+/// | `abandoned_handlers` | Reader | a handler call still running when a forced stop returned | that it never finishes |
+/// | `connections`, `active_connections`, `rejected_connections` | Reader | connections served, open now, refused by policy before any byte was read | - |
+///
+/// For a forwarder reading `incoming()`: once the stream has ended (`None`)
+/// after a stop, every message any Writer counted `delivered` was counted in
+/// the Reader's `received` and came out of the stream, exactly once. Killed
+/// instead (`SIGKILL`), it loses at most its read-ahead, which its Writers
+/// may have counted `delivered`.
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ReaderMetrics {
-    /// Messages the handler accepted (returned `Ok`).
+    /// Messages handed over: the handler returned `Ok`, or (for
+    /// [`incoming`](crate::ReaderBuilder::incoming)) the message entered the
+    /// stream's queue, which a graceful stop yields whole before the stream
+    /// ends. Proves read by this process, not handled by the consumer.
     pub received: u64,
     /// Connections accepted and served, in total (refused ones are counted
     /// in `rejected_connections` instead).
@@ -25,6 +59,14 @@ pub struct ReaderMetrics {
     /// Handler calls a stop had to leave running: still inside the handler
     /// a short grace after the stop's deadline forced the connections shut.
     pub abandoned_handlers: u64,
+    /// Messages read whole off a socket and never handed over, because a
+    /// stop's deadline cut their connection: an async handler's call
+    /// dropped unfinished, or messages still buffered behind a handler.
+    /// Never counted for a Reader feeding `incoming()` (a cut queues what
+    /// was read on the stream). A Writer may have counted these
+    /// `delivered`.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub unhandled: u64,
 }
 
 /// A snapshot of a Writer's counters (Go: `Writer.GetMetrics`).
@@ -34,6 +76,17 @@ pub struct ReaderMetrics {
 /// once a Writer has stopped, their sum is the number of messages it
 /// accepted. `sent` says what reached the kernel, `delivered` what the
 /// reader has read.
+///
+/// | counter | proves | does not prove |
+/// |---|---|---|
+/// | `sent` | written whole into the socket | read by anyone |
+/// | `delivered` | read off the socket by the reader process | handled: it may sit in the Reader's read-ahead (a killed forwarder loses at most that; see [`incoming_capacity_bytes`](crate::ReaderBuilder::incoming_capacity_bytes)) |
+/// | `unconfirmed` | written whole, read never confirmed | lost (maybe read; never retried) |
+/// | `failed` | refused on `max_attempts` fresh connections: not delivered | - |
+/// | `discarded` | thrown away unwritten: never reached the reader | - |
+/// | `dropped` | refused at `try_send` (queue full), handed back | - |
+///
+/// [`ReaderMetrics`] tables both sides.
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -88,6 +141,7 @@ pub(crate) struct ReaderCounters {
     pub(crate) active: AtomicU64,
     pub(crate) rejected: AtomicU64,
     pub(crate) abandoned: AtomicU64,
+    pub(crate) unhandled: AtomicU64,
 }
 
 impl ReaderCounters {
@@ -99,6 +153,7 @@ impl ReaderCounters {
             active_connections: self.active.load(Relaxed),
             rejected_connections: self.rejected.load(Relaxed),
             abandoned_handlers: self.abandoned.load(Relaxed),
+            unhandled: self.unhandled.load(Relaxed),
         }
     }
 }

@@ -379,6 +379,7 @@ fn a_stop_returns_past_a_handler_that_never_returns_and_counts_it_abandoned(
         Err(StopError::ConnectionsCut {
             connections: 1,
             abandoned: 1,
+            ..
         }) => {}
         other => panic!("unexpected stop result: {other:?}"),
     }

@@ -472,6 +472,7 @@ fn a_handler_running_at_the_deadline_finishes_in_the_grace_or_is_reported_abando
     let StopError::ConnectionsCut {
         connections: 1,
         abandoned,
+        ..
     } = err
     else {
         panic!("unexpected: {err:?}");

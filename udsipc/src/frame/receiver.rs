@@ -181,6 +181,29 @@ impl Receiver {
         Ok(self.next_frame()?.is_some())
     }
 
+    /// The body length of the next complete, non-empty frame (zero-length
+    /// frames before it are skipped), without taking it; `None` when more
+    /// bytes are needed. A consumer with a byte budget asks before it takes.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use udsipc::frame::Receiver;
+    ///
+    /// let mut rx = Receiver::new(1024, Duration::from_secs(10), Instant::now());
+    /// rx.fill(|buf| {
+    ///     buf.extend_from_slice(&[0, 3, b'a', b'b', b'c']);
+    ///     Ok::<_, std::io::Error>(5)
+    /// })?;
+    /// assert_eq!(rx.next_len()?, Some(3));
+    /// assert_eq!(rx.next_owned()?.as_deref(), Some(&b"abc"[..]));
+    /// assert_eq!(rx.next_len()?, None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn next_len(&mut self) -> Result<Option<usize>, FrameError> {
+        self.release();
+        Ok(self.next_frame()?.map(|(body_start, end)| end - body_start))
+    }
+
     /// A receiver that holds nothing, to stand in while the real one is
     /// lent to another thread.
     #[cfg(feature = "runtime")]

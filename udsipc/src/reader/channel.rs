@@ -3,6 +3,12 @@
 //! hands it out from its own batch. Its memory is two queues that trade
 //! places, so in steady state neither side allocates or takes a lock per
 //! message.
+//!
+//! Room is bounded twice: in messages and in body bytes. A message larger
+//! than the byte bound is still taken when nothing else is held (else it
+//! could never pass). A forced stop pushes what connections have already
+//! read regardless of room ([`Channel::push_all`]): those messages were
+//! taken off the socket, and are handed out rather than dropped.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -20,9 +26,13 @@ use super::info::Message;
 pub(crate) struct Channel {
     state: Mutex<State>,
     capacity: usize,
+    /// The bound on the body bytes held.
+    capacity_bytes: usize,
     /// Messages pushed and not yet handed out by [`Incoming`] (queued, or
     /// in the consumer's batch): what counts against the capacity.
     held: AtomicUsize,
+    /// The body bytes of those messages.
+    held_bytes: AtomicUsize,
     /// Connections waiting for room.
     room_waiters: AtomicUsize,
     room: Notify,
@@ -49,8 +59,9 @@ pub(crate) enum Full {
 }
 
 impl Channel {
-    /// A channel of `capacity` messages (at least 1), and its consumer.
-    pub(crate) fn new(capacity: usize) -> (Arc<Self>, Incoming) {
+    /// A channel of `capacity` messages (at least 1) and `capacity_bytes`
+    /// body bytes, and its consumer.
+    pub(crate) fn new(capacity: usize, capacity_bytes: usize) -> (Arc<Self>, Incoming) {
         let capacity = capacity.max(1);
         let chan = Arc::new(Self {
             state: Mutex::new(State {
@@ -58,7 +69,9 @@ impl Channel {
                 ..State::default()
             }),
             capacity,
+            capacity_bytes,
             held: AtomicUsize::new(0),
+            held_bytes: AtomicUsize::new(0),
             room_waiters: AtomicUsize::new(0),
             room: Notify::new(),
         });
@@ -77,11 +90,30 @@ impl Channel {
 
     /// Pushes the messages `next` yields, as many as there is room for, in
     /// one lock; returns how many. `next` is called only while there is
-    /// room, so it may take each message from its source as it goes
+    /// room for a message, with the body bytes there is room for
+    /// (`usize::MAX` when nothing is held): it must take a message from
+    /// its source only if its body fits, and return `None` otherwise
     /// (nothing is taken that is not pushed).
     pub(crate) fn push_with(
         &self,
-        mut next: impl FnMut() -> Option<Message>,
+        next: impl FnMut(usize) -> Option<Message>,
+    ) -> Result<usize, Full> {
+        self.push(false, next)
+    }
+
+    /// Pushes every message `next` yields, whatever the room: for a forced
+    /// stop, which must not drop what a connection has already read.
+    pub(crate) fn push_all(
+        &self,
+        next: impl FnMut(usize) -> Option<Message>,
+    ) -> Result<usize, Full> {
+        self.push(true, next)
+    }
+
+    fn push(
+        &self,
+        unbounded: bool,
+        mut next: impl FnMut(usize) -> Option<Message>,
     ) -> Result<usize, Full> {
         let mut st = self.lock();
         if st.abandoned {
@@ -89,13 +121,23 @@ impl Channel {
         }
         // Read under the lock: no other push can add meanwhile, and the
         // consumer only ever makes more room, so this never overshoots.
-        let room = self.capacity.saturating_sub(self.held.load(Acquire));
+        let held = self.held.load(Acquire);
+        let held_bytes = self.held_bytes.load(Acquire);
+        let room = match unbounded {
+            true => usize::MAX,
+            false => self.capacity.saturating_sub(held),
+        };
         if room == 0 {
             return Err(Full::NoRoom);
         }
-        let mut n = 0;
+        let (mut n, mut bytes) = (0, 0);
         while n < room {
-            let Some(m) = next() else { break };
+            let room_bytes = match unbounded || held + n == 0 {
+                true => usize::MAX,
+                false => self.capacity_bytes.saturating_sub(held_bytes + bytes),
+            };
+            let Some(m) = next(room_bytes) else { break };
+            bytes += m.body.len();
             st.queue.push_back(m);
             n += 1;
         }
@@ -104,6 +146,7 @@ impl Channel {
         }
         // Counted under the lock: the consumer's swap (under it too) never
         // hands out a message not counted yet.
+        self.held_bytes.fetch_add(bytes, AcqRel);
         self.held.fetch_add(n, AcqRel);
         let waker = st.waker.take();
         drop(st);
@@ -113,9 +156,9 @@ impl Channel {
         Ok(n)
     }
 
-    /// Waits until a push might take something (room, or the consumer is
-    /// gone).
-    pub(crate) async fn wait_room(&self) {
+    /// Waits until a push might take a message of `need` body bytes (room,
+    /// or the consumer is gone).
+    pub(crate) async fn wait_room(&self, need: usize) {
         let notified = self.room.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
@@ -125,18 +168,31 @@ impl Channel {
         let _registered = crate::runtime::OnCancel::new(|| {
             self.room_waiters.fetch_sub(1, SeqCst);
         });
-        if self.held.load(SeqCst) < self.capacity || self.lock().abandoned {
+        if self.fits(need) || self.lock().abandoned {
             return;
         }
         notified.await;
     }
 
-    /// `n` messages left the consumer's hands.
-    fn handed_out(&self, n: usize) {
-        let held = self.held.fetch_sub(n, SeqCst) - n;
-        // Waiters are woken once half the capacity is free, so that each
-        // wake-up refills a good part of it (or at once for a channel of 1).
-        if self.room_waiters.load(SeqCst) > 0 && held <= self.capacity / 2 {
+    /// Whether a message of `need` body bytes fits now.
+    fn fits(&self, need: usize) -> bool {
+        let held = self.held.load(SeqCst);
+        held == 0
+            || (held < self.capacity
+                && self.held_bytes.load(SeqCst).saturating_add(need) <= self.capacity_bytes)
+    }
+
+    /// A message of `bytes` body bytes left the consumer's hands.
+    fn handed_out(&self, bytes: usize) {
+        // Bytes first: a waiter that sees the count fall sees them too.
+        let held_bytes = self.held_bytes.fetch_sub(bytes, SeqCst) - bytes;
+        let held = self.held.fetch_sub(1, SeqCst) - 1;
+        // Waiters are woken once half the room is free, so that each
+        // wake-up refills a good part of it (or at once for a channel of 1),
+        // and always once nothing is held (a message larger than half the
+        // byte bound then fits).
+        let half_free = held <= self.capacity / 2 && held_bytes <= self.capacity_bytes / 2;
+        if self.room_waiters.load(SeqCst) > 0 && (half_free || held == 0) {
             self.room.notify_waiters();
         }
     }
@@ -160,9 +216,11 @@ impl Channel {
 /// connections stop reading once its capacity is reached.
 ///
 /// It ends (`None`) once the Reader has stopped and every connection has
-/// handed over what it had. Dropping it while the Reader runs makes every
-/// connection close at its next message (that message is lost; stop the
-/// Reader first to lose nothing).
+/// handed over what it had: drain it until then, and nothing the Reader
+/// read is lost (see [`ReaderBuilder::incoming`](crate::ReaderBuilder::incoming)).
+/// Dropping it while the Reader runs makes every connection close at its
+/// next message, and what is queued is lost (though counted `received`);
+/// stop the Reader and drain until `None` to lose nothing.
 ///
 /// It implements [`futures_core::Stream`], and [`recv`](Self::recv) for use
 /// without a stream combinator crate.
@@ -216,7 +274,7 @@ impl Incoming {
             std::mem::swap(&mut self.batch, &mut st.queue);
         }
         let m = self.batch.pop_front()?;
-        self.chan.handed_out(1);
+        self.chan.handed_out(m.body.len());
         Some(Some(m))
     }
 }
@@ -263,27 +321,27 @@ mod tests {
 
     #[test]
     fn a_push_takes_only_what_fits_and_nothing_more_from_its_source() {
-        let (chan, mut incoming) = Channel::new(3);
+        let (chan, mut incoming) = Channel::new(3, usize::MAX);
         let mut source = (0..5).map(msg);
-        assert_eq!(chan.push_with(|| source.next()), Ok(3));
+        assert_eq!(chan.push_with(|_| source.next()), Ok(3));
         // The source still holds the two that did not fit.
         assert_eq!(source.len(), 2);
-        assert_eq!(chan.push_with(|| source.next()), Err(Full::NoRoom));
+        assert_eq!(chan.push_with(|_| source.next()), Err(Full::NoRoom));
         assert_eq!(bodies(&mut incoming), [0, 1, 2]);
-        assert_eq!(chan.push_with(|| source.next()), Ok(2));
+        assert_eq!(chan.push_with(|_| source.next()), Ok(2));
         assert_eq!(bodies(&mut incoming), [3, 4]);
     }
 
     #[test]
     fn connections_pushing_at_once_never_overshoot_the_capacity() {
-        let (chan, mut incoming) = Channel::new(64);
+        let (chan, mut incoming) = Channel::new(64, usize::MAX);
         std::thread::scope(|s| {
             for _ in 0..4 {
                 let chan = &chan;
                 s.spawn(move || {
                     let mut source = (0..100u8).map(msg);
                     while source.len() > 0 {
-                        match chan.push_with(|| source.next()) {
+                        match chan.push_with(|_| source.next()) {
                             Ok(_) => {}
                             Err(Full::NoRoom) => std::thread::yield_now(),
                             Err(Full::Abandoned) => unreachable!(),
@@ -304,22 +362,22 @@ mod tests {
 
     #[test]
     fn messages_in_the_consumers_batch_count_against_the_capacity() {
-        let (chan, mut incoming) = Channel::new(2);
+        let (chan, mut incoming) = Channel::new(2, usize::MAX);
         let mut source = (0..4).map(msg);
-        assert_eq!(chan.push_with(|| source.next()), Ok(2));
+        assert_eq!(chan.push_with(|_| source.next()), Ok(2));
         // One handed out; the other waits in the consumer's batch.
         assert_eq!(incoming.try_recv().unwrap().body[0], 0);
-        assert_eq!(chan.push_with(|| source.next()), Ok(1));
-        assert_eq!(chan.push_with(|| source.next()), Err(Full::NoRoom));
+        assert_eq!(chan.push_with(|_| source.next()), Ok(1));
+        assert_eq!(chan.push_with(|_| source.next()), Err(Full::NoRoom));
         assert_eq!(bodies(&mut incoming), [1, 2]);
     }
 
     #[test]
     fn the_stream_ends_after_the_last_message_once_closed() {
-        let (chan, mut incoming) = Channel::new(4);
+        let (chan, mut incoming) = Channel::new(4, usize::MAX);
         chan.push_with({
             let mut s = (7..8).map(msg);
-            move || s.next()
+            move |_| s.next()
         })
         .unwrap();
         chan.close();
@@ -334,20 +392,20 @@ mod tests {
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
-        let (chan, incoming) = Channel::new(1);
+        let (chan, incoming) = Channel::new(1, usize::MAX);
         chan.push_with({
             let mut s = (0..1).map(msg);
-            move || s.next()
+            move |_| s.next()
         })
         .unwrap();
         let waiting = {
             let chan = Arc::clone(&chan);
-            rt.spawn(async move { chan.wait_room().await })
+            rt.spawn(async move { chan.wait_room(1).await })
         };
         drop(incoming);
         rt.block_on(waiting).unwrap();
         let mut s = (1..2).map(msg);
-        assert_eq!(chan.push_with(|| s.next()), Err(Full::Abandoned));
+        assert_eq!(chan.push_with(|_| s.next()), Err(Full::Abandoned));
     }
 
     #[test]
@@ -355,15 +413,94 @@ mod tests {
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
-        let (chan, mut incoming) = Channel::new(4);
+        let (chan, mut incoming) = Channel::new(4, usize::MAX);
         let consumer = rt.spawn(async move { incoming.recv().await.map(|m| m.body[0]) });
         // Let the consumer register its waker first.
         rt.block_on(tokio::task::yield_now());
         chan.push_with({
             let mut s = (9..10).map(msg);
-            move || s.next()
+            move |_| s.next()
         })
         .unwrap();
         assert_eq!(rt.block_on(consumer).unwrap(), Some(9));
+    }
+
+    /// A source that takes a message only if its body fits, as the
+    /// connection's does.
+    fn fitting(
+        source: &mut std::iter::Peekable<impl Iterator<Item = Message>>,
+        room: usize,
+    ) -> Option<Message> {
+        source.next_if(|m| m.body.len() <= room)
+    }
+
+    fn sized(i: u8, len: usize) -> Message {
+        Message {
+            body: Bytes::from(vec![i; len]),
+            connection: ConnectionInfo { id: 1, peer: None },
+        }
+    }
+
+    #[test]
+    fn a_push_stops_at_the_byte_bound_and_room_comes_back_as_bytes_leave() {
+        let (chan, mut incoming) = Channel::new(100, 10);
+        let mut source = (0..6).map(|i| sized(i, 4)).peekable();
+        // 4 + 4 fit in 10; a third of 4 would not.
+        assert_eq!(chan.push_with(|room| fitting(&mut source, room)), Ok(2));
+        assert_eq!(chan.push_with(|room| fitting(&mut source, room)), Ok(0));
+        assert!(!chan.fits(4));
+        assert_eq!(incoming.try_recv().unwrap().body[0], 0);
+        assert!(chan.fits(4));
+        assert_eq!(chan.push_with(|room| fitting(&mut source, room)), Ok(1));
+        assert_eq!(bodies(&mut incoming), [1, 2]);
+        assert_eq!(chan.held_bytes.load(Acquire), 0);
+    }
+
+    #[test]
+    fn a_message_larger_than_the_byte_bound_passes_alone() {
+        let (chan, mut incoming) = Channel::new(100, 10);
+        let mut source = [sized(0, 4), sized(1, 64), sized(2, 4)]
+            .into_iter()
+            .peekable();
+        assert_eq!(chan.push_with(|room| fitting(&mut source, room)), Ok(1));
+        assert!(!chan.fits(64));
+        assert_eq!(bodies(&mut incoming), [0]);
+        assert!(chan.fits(64));
+        // Alone: nothing else is taken with it.
+        assert_eq!(chan.push_with(|room| fitting(&mut source, room)), Ok(1));
+        assert_eq!(bodies(&mut incoming), [1]);
+        assert_eq!(chan.push_with(|room| fitting(&mut source, room)), Ok(1));
+    }
+
+    #[test]
+    fn a_forced_push_takes_everything_whatever_the_room() {
+        let (chan, mut incoming) = Channel::new(2, 8);
+        let mut source = (0..5).map(|i| sized(i, 4)).peekable();
+        assert_eq!(chan.push_with(|room| fitting(&mut source, room)), Ok(2));
+        assert_eq!(
+            chan.push_with(|room| fitting(&mut source, room)),
+            Err(Full::NoRoom)
+        );
+        assert_eq!(chan.push_all(|room| fitting(&mut source, room)), Ok(3));
+        assert_eq!(bodies(&mut incoming), [0, 1, 2, 3, 4]);
+        assert_eq!(chan.held.load(Acquire), 0);
+    }
+
+    #[test]
+    fn a_waiter_for_a_large_message_is_woken_once_nothing_is_held() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let (chan, mut incoming) = Channel::new(100, 16);
+        let mut source = (0..4).map(|i| sized(i, 4)).peekable();
+        assert_eq!(chan.push_with(|room| fitting(&mut source, room)), Ok(4));
+        let waiting = {
+            let chan = Arc::clone(&chan);
+            rt.spawn(async move { chan.wait_room(15).await })
+        };
+        rt.block_on(tokio::task::yield_now());
+        assert!(!waiting.is_finished());
+        assert_eq!(bodies(&mut incoming), [0, 1, 2, 3]);
+        rt.block_on(waiting).unwrap();
     }
 }

@@ -97,6 +97,16 @@ pub(crate) async fn serve<D: Deliver>(
                 }
             }
             Action::Close => {
+                // Whole messages read and never handed over (a forced stop
+                // cut the delivery short): counted, for the stop to report.
+                let mut left = 0;
+                while let Ok(Some(_)) = conn.rx().next_borrowed() {
+                    left += 1;
+                }
+                if left > 0 {
+                    let unhandled = &conn.inner.counters.unhandled;
+                    unhandled.fetch_add(left, std::sync::atomic::Ordering::Relaxed);
+                }
                 if let Some(e) = conn.machine.poll_report() {
                     conn.inner.report(e);
                 }

@@ -471,7 +471,11 @@ where
             let fut = CatchPanic { fut: pending };
             let result = tokio::select! {
                 biased;
-                () = forced(&mut conn.phase) => return Err(Stop::Quiet),
+                () = forced(&mut conn.phase) => {
+                    // Its call is dropped unfinished: not handled.
+                    conn.inner.counters.unhandled.fetch_add(1, Relaxed);
+                    return Err(Stop::Quiet);
+                }
                 r = fut => r,
             };
             let mut received = 0;
@@ -505,7 +509,10 @@ impl<Fut: Future<Output = Result<(), HandlerError>>> Future for CatchPanic<'_, F
 }
 
 /// The bounded stream: every frame of a read that fits goes into the
-/// channel in one push; the rest waits for room.
+/// channel in one push; the rest waits for room. On a forced stop, what is
+/// left in the buffer is pushed whatever the room: it was read off the
+/// socket (the Writer may count it delivered), so it is handed out, not
+/// dropped; the connection then reads nothing more.
 pub(crate) struct ChannelDelivery {
     pub(crate) chan: Arc<Channel>,
 }
@@ -513,43 +520,55 @@ pub(crate) struct ChannelDelivery {
 impl Deliver for ChannelDelivery {
     async fn deliver(&self, conn: &mut Conn) -> Result<(), Stop> {
         loop {
-            match conn.rx().ready() {
-                Ok(false) => return Ok(()),
-                Ok(true) => {}
+            let need = match conn.rx().next_len() {
+                Ok(None) => return Ok(()),
+                Ok(Some(len)) => len,
                 Err(e) => return Err(Stop::Protocol(e)),
-            }
+            };
+            let forced_now = *conn.phase.borrow() == Phase::Forced;
             // Frames are taken from the buffer only as the push has room
             // for them: a cancelled wait for room loses nothing.
             let mut broken = None;
             let info = conn.info;
             let rx = conn.rx();
-            let pushed = self.chan.push_with(|| match rx.next_owned() {
-                Ok(Some(body)) => Some(Message {
-                    body,
-                    connection: info,
-                }),
-                Ok(None) => None,
+            let next = |room: usize| match rx.next_len() {
+                Ok(Some(len)) if len <= room => match rx.next_owned() {
+                    Ok(Some(body)) => Some(Message {
+                        body,
+                        connection: info,
+                    }),
+                    _ => None,
+                },
+                Ok(_) => None,
                 Err(e) => {
                     broken = Some(e);
                     None
                 }
-            });
-            match pushed {
+            };
+            let pushed = match forced_now {
+                true => self.chan.push_all(next),
+                false => self.chan.push_with(next),
+            };
+            let wait = match pushed {
                 Ok(n) => {
                     conn.inner.counters.received.fetch_add(n as u64, Relaxed);
                     if let Some(e) = broken {
                         return Err(Stop::Protocol(e));
                     }
+                    // Nothing fitted the bytes left: wait as for no room.
+                    n == 0 && !forced_now
                 }
-                Err(Full::NoRoom) => {
-                    tokio::select! {
-                        biased;
-                        () = forced(&mut conn.phase) => return Err(Stop::Quiet),
-                        () = self.chan.wait_room() => {}
-                    }
-                }
+                Err(Full::NoRoom) => true,
                 // The consumer dropped `Incoming`: nobody takes messages.
                 Err(Full::Abandoned) => return Err(Stop::Quiet),
+            };
+            if wait {
+                // A forced stop ends the wait: the next push takes all.
+                tokio::select! {
+                    biased;
+                    () = forced(&mut conn.phase) => {}
+                    () = self.chan.wait_room(need) => {}
+                }
             }
         }
     }

@@ -98,6 +98,7 @@ impl ReaderInner {
         let mut result = Ok(());
         if !drained {
             let cut = self.counters.active.load(Relaxed);
+            let unhandled_before = self.counters.unhandled.load(Relaxed);
             self.phase.advance(Phase::Forced);
             // Tasks notice the forced stop at once unless a handler call is
             // stuck (blocked in a system call, say): those are abandoned.
@@ -116,6 +117,7 @@ impl ReaderInner {
             result = Err(StopError::ConnectionsCut {
                 connections: cut,
                 abandoned,
+                unhandled: self.counters.unhandled.load(Relaxed) - unhandled_before,
             });
         }
         if let Some(file) = &self.owned_file {

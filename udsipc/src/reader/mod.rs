@@ -46,6 +46,9 @@ pub const DEFAULT_INACTIVITY_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_ACCEPT_ERRORS: u32 = 10;
 /// Default capacity of [`ReaderBuilder::incoming`]'s stream: 1,024 messages.
 pub const DEFAULT_INCOMING_CAPACITY: usize = 1024;
+/// Default bound on the body bytes [`ReaderBuilder::incoming`]'s stream
+/// holds: 1 MiB.
+pub const DEFAULT_INCOMING_CAPACITY_BYTES: usize = 1 << 20;
 /// Default `SO_RCVBUF`: 256 KiB (Go: `WithReadBufferSize`).
 pub const DEFAULT_READ_BUFFER_SIZE: u32 = 256 << 10;
 
@@ -64,6 +67,7 @@ pub const DEFAULT_READ_BUFFER_SIZE: u32 = 256 << 10;
 /// | [`allow_uid`](Self::allow_uid) / [`allow_gid`](Self::allow_gid) | anyone | - |
 /// | [`max_connections`](Self::max_connections) | unlimited | - |
 /// | [`incoming_capacity`](Self::incoming_capacity) | 1,024 messages | - |
+/// | [`incoming_capacity_bytes`](Self::incoming_capacity_bytes) | 1 MiB | - |
 /// | [`handler_may_block`](Self::handler_may_block) | true | - |
 /// | [`runtime`](Self::runtime) | current, else the library's own | - |
 #[must_use = "a builder does nothing until `start` is called"]
@@ -79,6 +83,7 @@ pub struct ReaderBuilder {
     socket_mode: Option<u32>,
     policy: Policy,
     incoming_capacity: usize,
+    incoming_capacity_bytes: usize,
     handler_may_block: bool,
     runtime: Option<Handle>,
 }
@@ -111,6 +116,7 @@ impl ReaderBuilder {
             socket_mode: None,
             policy: Policy::default(),
             incoming_capacity: DEFAULT_INCOMING_CAPACITY,
+            incoming_capacity_bytes: DEFAULT_INCOMING_CAPACITY_BYTES,
             handler_may_block: true,
             runtime: None,
         }
@@ -243,9 +249,41 @@ impl ReaderBuilder {
 
     /// How many messages [`incoming`](Self::incoming) holds before
     /// connections stop reading (backpressure). Must be above zero.
-    /// Default 1,024.
+    /// Default 1,024. See
+    /// [`incoming_capacity_bytes`](Self::incoming_capacity_bytes) for the
+    /// bound in bytes and the crash window the two imply.
     pub fn incoming_capacity(mut self, messages: usize) -> Self {
         self.incoming_capacity = messages;
+        self
+    }
+
+    /// How many body bytes [`incoming`](Self::incoming) holds before
+    /// connections stop reading (backpressure), beside the
+    /// [`incoming_capacity`](Self::incoming_capacity) in messages: whichever
+    /// bound is reached first holds the connections back. A message larger
+    /// than this bound is still taken, alone, once the stream holds nothing
+    /// else. Must be above zero. Default 1 MiB.
+    ///
+    /// # Read-ahead and the crash window
+    ///
+    /// A Writer counts a message `delivered` once the Reader has read it
+    /// off the socket, before the consumer has it. What a Reader has read
+    /// and not yet handed out is, at most:
+    ///
+    /// - the stream's queue: `incoming_capacity` messages and
+    ///   `incoming_capacity_bytes` body bytes (or one larger message);
+    /// - per open connection, its receive buffer: at most
+    ///   [`STREAM_BUFFER`](crate::frame::STREAM_BUFFER) (256 KiB), or one
+    ///   message and the start of the next when a message is larger. A
+    ///   connection reads nothing more while what it read waits for room.
+    ///
+    /// That sum, plus whatever the consumer itself holds (taken from the
+    /// stream, not yet forwarded), is what a forwarder killed with
+    /// `SIGKILL` can lose that its Writers counted `delivered`: with the
+    /// defaults and one connection, at most 1,024 messages and 1 MiB + 256
+    /// KiB. A graceful stop loses none of it (see [`Reader::stop`]).
+    pub fn incoming_capacity_bytes(mut self, bytes: usize) -> Self {
+        self.incoming_capacity_bytes = bytes;
         self
     }
 
@@ -337,19 +375,50 @@ impl ReaderBuilder {
 
     /// Starts without a handler: messages come out of the returned
     /// [`Incoming`] stream, bounded by
-    /// [`incoming_capacity`](Self::incoming_capacity). While the stream is not
-    /// read, connections stop reading (backpressure). The stream ends once
-    /// the Reader has stopped and every connection has handed over what it
-    /// had.
+    /// [`incoming_capacity`](Self::incoming_capacity) messages and
+    /// [`incoming_capacity_bytes`](Self::incoming_capacity_bytes). While the
+    /// stream is not read, connections stop reading (backpressure). The
+    /// stream ends (`None`) once the Reader has stopped and every connection
+    /// has handed over what it had.
+    ///
+    /// # Shutdown that loses nothing
+    ///
+    /// Stop the Reader from another task (a signal handler) and keep
+    /// draining the stream until `None`: the Reader stops taking new bytes,
+    /// hands over everything it already read (and what its writers had
+    /// already sent into the kernel), then ends the stream. Every message
+    /// the Reader read (its `received`; every message a Writer counted
+    /// `delivered`) comes out exactly once. The `forwarder` example does
+    /// exactly this.
     ///
     /// ```no_run
+    /// # async fn forward(_: udsipc::bytes::Bytes) {}
     /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::{sync::Arc, time::Duration};
+    /// use tokio::signal::unix::{SignalKind, signal};
+    ///
     /// let (reader, mut incoming) = udsipc::Reader::builder("/run/app/app.sock").incoming()?;
+    /// let reader = Arc::new(reader);
+    /// let mut sigterm = signal(SignalKind::terminate())?;
+    /// let stopper = tokio::spawn({
+    ///     let reader = Arc::clone(&reader);
+    ///     async move {
+    ///         sigterm.recv().await;
+    ///         reader.stop(Duration::from_secs(10)).await
+    ///     }
+    /// });
     /// while let Some(msg) = incoming.recv().await {
-    ///     println!("{} bytes from connection {}", msg.body.len(), msg.connection.id);
+    ///     forward(msg.body).await; // until None: nothing read is lost
     /// }
+    /// stopper.await??;
     /// # Ok(()) }
     /// ```
+    ///
+    /// Leaving the loop first and then calling `stop` still loses nothing
+    /// the Reader read (drain the stream until `None` after it), but nobody
+    /// makes room meanwhile: the stop waits for its deadline, leaves what
+    /// is still in the kernel unread (a Writer counts it `unconfirmed`, not
+    /// `delivered`) and returns [`StopError::ConnectionsCut`].
     pub fn incoming(self) -> Result<(Reader, Incoming), StartError> {
         if self.incoming_capacity == 0 {
             return Err(ConfigError::ZeroSize {
@@ -357,7 +426,13 @@ impl ReaderBuilder {
             }
             .into());
         }
-        let (chan, incoming) = Channel::new(self.incoming_capacity);
+        if self.incoming_capacity_bytes == 0 {
+            return Err(ConfigError::ZeroSize {
+                option: "incoming_capacity_bytes",
+            }
+            .into());
+        }
+        let (chan, incoming) = Channel::new(self.incoming_capacity, self.incoming_capacity_bytes);
         let (reader, launch) = self.bind()?;
         launch.run(ChannelDelivery { chan });
         Ok((reader, incoming))
@@ -565,6 +640,20 @@ impl Reader {
     /// socket file this Reader created. Later calls return `Ok(())`.
     ///
     /// A handler that is running when the deadline passes finishes its call.
+    ///
+    /// What a stop hands over, by way of delivery:
+    ///
+    /// - [`incoming`](ReaderBuilder::incoming): every message read, to the
+    ///   stream, which yields them all before it ends (`None`), also when
+    ///   the deadline cut the connections (they are queued past the
+    ///   stream's bounds then). Keep draining the stream while the stop
+    ///   runs (stop from another task) and nothing is cut at all.
+    /// - [`start_async`](ReaderBuilder::start_async) and
+    ///   [`start`](ReaderBuilder::start): every message read is handed to the
+    ///   handler before `Ok(())` is returned; when the deadline cuts the
+    ///   connections, [`StopError::ConnectionsCut`]'s `unhandled` (and the
+    ///   `unhandled` counter) says how many messages were read and not
+    ///   handled (an async call dropped unfinished, or left buffered).
     ///
     /// Cancel safety: if this future is dropped before it completes, the
     /// stop turns into a hard one at once.
