@@ -60,7 +60,10 @@ fn the_workspace_readme_links_every_example_and_every_moved_section() {
         opening[0].starts_with("cargo run --release -p udsipc-cli -- bench"),
         "the main job's command comes first: {opening:?}"
     );
-    assert!(opening[1].starts_with("ci/test "), "then the tests: {opening:?}");
+    assert!(
+        opening[1].starts_with("ci/test "),
+        "then the tests: {opening:?}"
+    );
 
     let mut examples: Vec<String> = std::fs::read_dir(crate_dir().join("examples"))
         .unwrap()
