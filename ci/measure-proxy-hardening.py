@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Before/after figures for issue 24 (proxy and CLI items), one binary at a time
-(the README's Security section). Item 9 uses prlimit.
+(SECURITY.md's proxy section). Item 9 uses prlimit.
 
 usage: ci/measure-proxy-hardening.py BINARY ITEM...
 """

@@ -1,4 +1,6 @@
-//! The README's fault table is the registry's: regenerate it with
+//! The fault table in this crate's README (`udsipc-testkit/README.md`, where
+//! the workspace README links for fault injection) is the registry's:
+//! regenerate it with
 //! `UDSIPC_WRITE_README=1 cargo test -p udsipc-testkit --test readme_fault_table`.
 
 use udsipc_testkit::proxy::registry::markdown_table;
@@ -8,7 +10,7 @@ const END: &str = "<!-- fault-table:end -->";
 
 #[test]
 fn the_readme_fault_table_matches_the_registry() {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
     let readme = std::fs::read_to_string(&path).unwrap();
     let start = readme
         .find(BEGIN)
