@@ -9,9 +9,6 @@
 //! task tracker), with two additions: a panicked task is recorded with its
 //! message so the stop can report it, and waiting is always bounded.
 
-// Adopted by the Reader and Writer over the engine rework (issue 10).
-#![allow(dead_code)]
-
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
@@ -23,6 +20,68 @@ use std::time::Duration;
 use tokio::runtime::Handle;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
+
+/// How a stop went ([`stop_sequence`]), for the half that ran it to report.
+pub(crate) struct Stopped<T> {
+    /// What `before_force` returned, if the deadline passed.
+    pub(crate) forced: Option<T>,
+    /// Tasks still running after the forced stop and its grace (abandoned).
+    pub(crate) stuck: usize,
+    /// The first task that panicked, if any.
+    pub(crate) panicked: Option<Panicked>,
+}
+
+/// THE stop sequence of both halves: once only (a later stop gets `None`,
+/// after the first has ended); `begin`, then the phase `Draining` until
+/// `timeout` from now (none if too large for the clock); if tasks still
+/// run then, `before_force` (counts taken before anything is cut), the
+/// phase `Forced`, and a fixed [`FORCE_GRACE`] after which the tasks still
+/// running are abandoned. A stop whose future is dropped half-way forces
+/// (and runs `on_cancel`) instead of draining for ever.
+pub(crate) async fn stop_sequence<T>(
+    once: &tokio::sync::Mutex<bool>,
+    phase: &PhaseCell,
+    tasks: &Tasks,
+    timeout: Duration,
+    begin: impl FnOnce(),
+    before_force: impl FnOnce() -> T,
+    mut on_cancel: impl FnMut(),
+) -> Option<Stopped<T>> {
+    let mut stopped = once.lock().await;
+    if *stopped {
+        return None;
+    }
+    *stopped = true;
+    let cancelled = crate::runtime::OnCancel::new(|| {
+        phase.advance(Phase::Forced);
+        on_cancel();
+    });
+    begin();
+    phase.advance(Phase::Draining);
+    let drained = match Instant::now().checked_add(timeout) {
+        Some(deadline) => tasks.idle_by(deadline).await,
+        None => loop {
+            if tasks.idle_by(Instant::now() + FORCE_GRACE).await {
+                break true;
+            }
+        },
+    };
+    let mut forced = None;
+    let mut stuck = 0;
+    if !drained {
+        forced = Some(before_force());
+        phase.advance(Phase::Forced);
+        if !tasks.idle_by(Instant::now() + FORCE_GRACE).await {
+            stuck = tasks.live();
+        }
+    }
+    cancelled.disarm();
+    Some(Stopped {
+        forced,
+        stuck,
+        panicked: tasks.panics().into_iter().next(),
+    })
+}
 
 /// How long a forced stop waits for tasks to notice it before it gives up on
 /// them (a handler blocked in a system call cannot be interrupted). `stop(d)`

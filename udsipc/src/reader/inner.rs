@@ -6,12 +6,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use super::order::OrderBook;
 use crate::bind::OwnedSocketFile;
 use crate::error::{ReaderError, StopError};
-use crate::lifecycle::{FORCE_GRACE, Phase, PhaseCell, Tasks};
+use crate::lifecycle::{PhaseCell, Tasks, stop_sequence};
 use crate::metrics::ReaderCounters;
 use crate::policy::Policy;
 use crate::systemd::Notifier;
@@ -67,46 +65,37 @@ impl ReaderInner {
     }
 
     pub(crate) async fn stop(self: Arc<Self>, timeout: Duration) -> Result<(), StopError> {
-        let mut stopped = self.stop_lock.lock().await;
-        if *stopped {
-            return Ok(());
-        }
-        *stopped = true;
-        // If this future is dropped before it finishes, stop hard instead of
-        // leaving connections draining with no deadline.
-        let cancelled = crate::runtime::OnCancel::new(|| {
-            self.phase.advance(Phase::Forced);
-            if let Some(file) = &self.owned_file {
-                let _ = file.remove();
-            }
-        });
-        if let Some(n) = &self.notifier {
-            let _ = n.stopping();
-        }
         // The accept loop accepts what waits in the backlog and closes the
         // listener; each connection shuts its reading side and drains.
-        self.phase.advance(Phase::Draining);
-        let drained = match Instant::now().checked_add(timeout) {
-            Some(deadline) => self.tasks.idle_by(deadline).await,
-            None => loop {
-                // A timeout too large for the clock: no deadline.
-                if self.tasks.idle_by(Instant::now() + FORCE_GRACE).await {
-                    break true;
+        let stopped = stop_sequence(
+            &self.stop_lock,
+            &self.phase,
+            &self.tasks,
+            timeout,
+            || {
+                if let Some(n) = &self.notifier {
+                    let _ = n.stopping();
                 }
             },
+            || {
+                let c = &self.counters;
+                (c.active.load(Relaxed), c.unhandled.load(Relaxed))
+            },
+            || {
+                if let Some(file) = &self.owned_file {
+                    let _ = file.remove();
+                }
+            },
+        )
+        .await;
+        let Some(stopped) = stopped else {
+            return Ok(());
         };
         let mut result = Ok(());
-        if !drained {
-            let cut = self.counters.active.load(Relaxed);
-            let unhandled_before = self.counters.unhandled.load(Relaxed);
-            self.phase.advance(Phase::Forced);
-            // Tasks notice the forced stop at once unless a handler call is
-            // stuck (blocked in a system call, say): those are abandoned.
-            let abandoned = if self.tasks.idle_by(Instant::now() + FORCE_GRACE).await {
-                0
-            } else {
-                self.tasks.live() as u64
-            };
+        if let Some((cut, unhandled_before)) = stopped.forced {
+            // Handler calls stuck (blocked in a system call, say) are
+            // abandoned.
+            let abandoned = stopped.stuck as u64;
             if abandoned > 0 {
                 self.counters.abandoned.fetch_add(abandoned, Relaxed);
                 tracing::warn!(
@@ -131,14 +120,13 @@ impl ReaderInner {
             }
         }
         if result.is_ok() {
-            if let Some(p) = self.tasks.panics().into_iter().next() {
+            if let Some(p) = stopped.panicked {
                 result = Err(StopError::TaskPanicked {
                     task: p.task,
                     message: p.message,
                 });
             }
         }
-        cancelled.disarm();
         tracing::debug!(path = %self.path.display(), ?result, "reader stopped");
         result
     }

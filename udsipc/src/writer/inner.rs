@@ -13,7 +13,7 @@ use tokio::runtime::Handle;
 use super::engine::Engine;
 use super::queue::Queue;
 use crate::error::{StopError, WriterError};
-use crate::lifecycle::{FORCE_GRACE, Phase, PhaseCell, Tasks};
+use crate::lifecycle::{Phase, PhaseCell, Tasks, stop_sequence};
 use crate::metrics::{WriterCounters, WriterMetrics};
 
 /// Sends length-prefixed messages to a Unix socket, reconnecting as needed
@@ -119,37 +119,33 @@ impl WriterInner {
     }
 
     pub(super) async fn stop(self: Arc<Self>, timeout: Duration) -> Result<(), StopError> {
-        let mut stopped = self.stop_lock.lock().await;
-        if *stopped {
-            return Ok(());
-        }
-        *stopped = true;
         let before = self.counters.snapshot(0);
         let queued_discards_before = self.counters.queued_discards();
-        let started = tokio::time::Instant::now();
-        self.begin_stop(timeout);
-        // If this future is dropped before it finishes, discard instead of
-        // draining (and reconnecting) forever.
-        let cancelled = crate::runtime::OnCancel::new(|| self.phase.advance(Phase::Forced));
-        let deadline = started
-            .checked_add(timeout)
-            .unwrap_or(started + Duration::from_secs(86_400 * 365));
-        if !self.tasks.idle_by(deadline).await {
-            self.phase.advance(Phase::Forced);
-            if !self.tasks.idle_by(deadline + FORCE_GRACE).await {
-                // The task is stuck (in the error callback): give up on it
-                // and discard what the queue still holds.
-                let n = self.queue.discard_all() as u64;
-                self.counters.discarded_outside.fetch_add(n, Relaxed);
-                tracing::warn!(
-                    discarded = n,
-                    "udsipc writer task did not stop within the grace period; abandoned"
-                );
-                self.forced.store(true, Relaxed);
-            }
+        let stopped = stop_sequence(
+            &self.stop_lock,
+            &self.phase,
+            &self.tasks,
+            timeout,
+            || self.begin_stop(timeout),
+            || (),
+            || {},
+        )
+        .await;
+        let Some(stopped) = stopped else {
+            return Ok(());
+        };
+        if stopped.stuck > 0 {
+            // The task is stuck (in the error callback): give up on it and
+            // discard what the queue still holds.
+            let n = self.queue.discard_all() as u64;
+            self.counters.discarded_outside.fetch_add(n, Relaxed);
+            tracing::warn!(
+                discarded = n,
+                "udsipc writer task did not stop within the grace period; abandoned"
+            );
+            self.forced.store(true, Relaxed);
         }
-        cancelled.disarm();
-        if let Some(p) = self.tasks.panics().into_iter().next() {
+        if let Some(p) = stopped.panicked {
             return Err(StopError::TaskPanicked {
                 task: p.task,
                 message: p.message,
