@@ -94,6 +94,8 @@ pub mod codec;
 pub mod error;
 pub mod frame;
 #[cfg(feature = "runtime")]
+mod gate;
+#[cfg(feature = "runtime")]
 mod lifecycle;
 #[cfg(feature = "runtime")]
 mod metrics;

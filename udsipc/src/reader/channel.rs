@@ -17,7 +17,7 @@ use std::sync::atomic::Ordering::{AcqRel, Acquire, SeqCst};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
-use tokio::sync::Notify;
+use crate::gate::RoomGate;
 
 use super::info::Message;
 
@@ -34,8 +34,7 @@ pub(crate) struct Channel {
     /// The body bytes of those messages.
     held_bytes: AtomicUsize,
     /// Connections waiting for room.
-    room_waiters: AtomicUsize,
-    room: Notify,
+    room: RoomGate,
 }
 
 #[derive(Debug, Default)]
@@ -72,8 +71,7 @@ impl Channel {
             capacity_bytes,
             held: AtomicUsize::new(0),
             held_bytes: AtomicUsize::new(0),
-            room_waiters: AtomicUsize::new(0),
-            room: Notify::new(),
+            room: RoomGate::default(),
         });
         let incoming = Incoming {
             chan: Arc::clone(&chan),
@@ -159,19 +157,10 @@ impl Channel {
     /// Waits until a push might take a message of `need` body bytes (room,
     /// or the consumer is gone).
     pub(crate) async fn wait_room(&self, need: usize) {
-        let notified = self.room.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        // SeqCst pairs with `handed_out`: either it sees this waiter, or
-        // this check sees its room.
-        self.room_waiters.fetch_add(1, SeqCst);
-        let _registered = crate::runtime::OnCancel::new(|| {
-            self.room_waiters.fetch_sub(1, SeqCst);
-        });
-        if self.fits(need) || self.lock().abandoned {
-            return;
-        }
-        notified.await;
+        // The gate's order pairs with `handed_out`'s look at its waiters.
+        self.room
+            .wait(|| self.fits(need) || self.lock().abandoned)
+            .await;
     }
 
     /// Whether a message of `need` body bytes fits now.
@@ -192,8 +181,8 @@ impl Channel {
         // and always once nothing is held (a message larger than half the
         // byte bound then fits).
         let half_free = held <= self.capacity / 2 && held_bytes <= self.capacity_bytes / 2;
-        if self.room_waiters.load(SeqCst) > 0 && (half_free || held == 0) {
-            self.room.notify_waiters();
+        if self.room.has_waiters() && (half_free || held == 0) {
+            self.room.wake();
         }
     }
 
@@ -296,7 +285,7 @@ impl Drop for Incoming {
         };
         drop(dropped);
         // Connections waiting for room learn nobody consumes anymore.
-        self.chan.room.notify_waiters();
+        self.chan.room.wake();
     }
 }
 

@@ -18,6 +18,7 @@ use tokio::sync::Notify;
 
 use super::arena::{Arena, CHUNK_MAX};
 use crate::frame::varint_len;
+use crate::gate::RoomGate;
 
 /// Copied frames larger than this get their own allocation instead.
 const ARENA_MAX_FRAME: usize = 16 * 1024;
@@ -264,9 +265,9 @@ pub(crate) struct Queue {
     low_water: usize,
     /// Completions seen while producers were waiting.
     completions_while_waiting: AtomicUsize,
-    room_waiters: AtomicUsize,
     data_ready: Notify,
-    room: Notify,
+    /// Producers waiting for room.
+    room: RoomGate,
     /// Wake-ups asked of the writer task by producers (tests only).
     #[cfg(test)]
     pub(crate) producer_wakes: AtomicUsize,
@@ -288,9 +289,8 @@ impl Queue {
             byte_capacity: usize::MAX,
             low_water: capacity / 2,
             completions_while_waiting: AtomicUsize::new(0),
-            room_waiters: AtomicUsize::new(0),
             data_ready: Notify::new(),
-            room: Notify::new(),
+            room: RoomGate::default(),
             #[cfg(test)]
             producer_wakes: AtomicUsize::new(0),
         }
@@ -533,8 +533,8 @@ impl Queue {
         }
         // SeqCst pairs with `wait_room` as in `complete`. One slot freed is
         // worth a wake-up: nothing else may come to wake a waiter.
-        if self.room_waiters.load(Ordering::SeqCst) > 0 {
-            self.room.notify_waiters();
+        if self.room.has_waiters() {
+            self.room.wake();
         }
     }
 
@@ -547,23 +547,13 @@ impl Queue {
     /// Waits until a push of `count` messages of `frame_len` bytes in all
     /// might succeed (room, or closed).
     pub(crate) async fn wait_room_for(&self, count: usize, frame_len: usize) {
-        let notified = self.room.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        // SeqCst pairs with `complete`: either it sees this waiter, or this
-        // check sees its decrement; a wake-up cannot be missed.
-        self.room_waiters.fetch_add(1, Ordering::SeqCst);
-        // Counted out even if this future is dropped while waiting.
-        let _registered = crate::runtime::OnCancel::new(|| {
-            self.room_waiters.fetch_sub(1, Ordering::SeqCst);
-        });
-        let has_room = {
-            let st = self.lock();
-            st.closed || self.run_fits(&st, count, frame_len)
-        };
-        if !has_room {
-            notified.await;
-        }
+        // The gate's order pairs with `complete`'s look at its waiters.
+        self.room
+            .wait(|| {
+                let st = self.lock();
+                st.closed || self.run_fits(&st, count, frame_len)
+            })
+            .await;
     }
 
     /// Moves every queued message to the back of `into`.
@@ -608,13 +598,13 @@ impl Queue {
         // A waiter saw `depth >= capacity`; the depth only falls from there
         // while the writer makes progress, down to 0 at worst, so it always
         // reaches the low-water mark (or `close` wakes everyone).
-        if self.room_waiters.load(Ordering::SeqCst) > 0 {
+        if self.room.has_waiters() {
             let seen = self
                 .completions_while_waiting
                 .fetch_add(1, Ordering::Relaxed);
             let bytes_low = self.tracks_bytes() && queued <= self.byte_capacity / 2;
             if depth <= self.low_water || bytes_low || seen % WAKE_EVERY == WAKE_EVERY - 1 {
-                self.room.notify_waiters();
+                self.room.wake();
             }
         }
     }
@@ -623,7 +613,7 @@ impl Queue {
     pub(crate) fn close(&self) {
         self.lock().closed = true;
         self.data_ready.notify_one();
-        self.room.notify_waiters();
+        self.room.wake();
     }
 
     /// The bound in messages (`max_buffered_writes`).
