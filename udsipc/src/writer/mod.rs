@@ -16,8 +16,8 @@ mod engine;
 mod inner;
 pub(crate) mod machine;
 mod queue;
-#[cfg(feature = "futures")]
 mod send;
+#[cfg(feature = "futures")]
 mod sink;
 
 /// The queue's message, for tests that drive the machine from outside the
