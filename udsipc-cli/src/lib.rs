@@ -1,6 +1,6 @@
 //! The `udsipc` command line (the `udsipc` binary of this package): the
 //! argument grammar, exit codes, and the reporting every subcommand shares.
-//! Install it with `cargo install udsipc-cli` (or `--path udsipc-cli` from
+//! Install it with `cargo install --locked udsipc-cli` (or `--path udsipc-cli` from
 //! a checkout); `udsipc --help` teaches the rest.
 //!
 //! Every subcommand follows one contract, which scripts rely on:

@@ -531,3 +531,68 @@ fn man_prints_a_roff_page() {
     assert!(page.contains(".SH SUBCOMMANDS"), "{page}");
     assert!(page.contains("udsipc\\-listen"), "{page}");
 }
+
+// ---------------------------------------------------------------------------
+// The docs' table of tracing events
+// ---------------------------------------------------------------------------
+
+/// Every `tracing::LEVEL!(..., "message")` in `dir`: (level, message).
+fn tracing_events(dir: &Path, out: &mut Vec<(String, String)>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            tracing_events(&path, out);
+            continue;
+        }
+        if path.extension().is_none_or(|e| e != "rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        for level in ["error", "warn", "info", "debug", "trace"] {
+            let call = format!("tracing::{level}!(");
+            for (at, _) in text.match_indices(&call) {
+                let args = &text[at + call.len()..];
+                let args = &args[..args.find(")\n").or_else(|| args.find(");")).unwrap()];
+                let end = args.rfind('"').expect("a message literal");
+                let start = args[..end].rfind('"').unwrap();
+                out.push((level.to_uppercase(), args[start + 1..end].to_owned()));
+            }
+        }
+    }
+}
+
+#[test]
+fn every_tracing_event_of_the_library_is_in_the_observability_table() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut events = Vec::new();
+    tracing_events(&root.join("udsipc/src"), &mut events);
+    assert!(events.len() >= 17, "{events:#?}");
+    let docs = std::fs::read_to_string(root.join("docs/observability.md")).unwrap();
+    let rows: Vec<&str> = docs.lines().filter(|l| l.starts_with("| ")).collect();
+    for (level, message) in &events {
+        let row = format!("| {level} | `{message}` |");
+        assert!(
+            rows.iter().any(|r| r.starts_with(&row)),
+            "docs/observability.md has no row `{row}`"
+        );
+    }
+    let documented = rows
+        .iter()
+        .filter(|r| {
+            [
+                "| ERROR |",
+                "| WARN |",
+                "| INFO |",
+                "| DEBUG |",
+                "| TRACE |",
+            ]
+            .iter()
+            .any(|l| r.starts_with(l))
+        })
+        .count();
+    assert_eq!(
+        documented,
+        events.len(),
+        "rows for events that no longer exist"
+    );
+}
