@@ -386,7 +386,10 @@ mod tests {
             .collect()
     }
 
-    fn published(recorder: &TestRecorder) -> BTreeMap<String, (Vec<(String, String)>, u64, bool)> {
+    /// Per series name: its labels, value, and whether it is a gauge.
+    type Published = BTreeMap<String, (Vec<(String, String)>, u64, bool)>;
+
+    fn published(recorder: &TestRecorder) -> Published {
         recorder
             .seen
             .lock()
