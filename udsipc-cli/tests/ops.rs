@@ -536,6 +536,24 @@ fn man_prints_a_roff_page() {
 // The docs' table of tracing events
 // ---------------------------------------------------------------------------
 
+/// Where the macro call whose arguments start `args` closes: the first
+/// `)` outside string literals at depth 0.
+fn call_end(args: &str) -> usize {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for (i, c) in args.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if in_string => escaped = true,
+            '"' => in_string = !in_string,
+            '(' if !in_string => depth += 1,
+            ')' if !in_string && depth == 0 => return i,
+            ')' if !in_string => depth -= 1,
+            _ => {}
+        }
+    }
+    panic!("unclosed macro call: {args}")
+}
+
 /// Every `tracing::LEVEL!(..., "message")` in `dir`: (level, message).
 fn tracing_events(dir: &Path, out: &mut Vec<(String, String)>) {
     for entry in std::fs::read_dir(dir).unwrap() {
@@ -552,7 +570,7 @@ fn tracing_events(dir: &Path, out: &mut Vec<(String, String)>) {
             let call = format!("tracing::{level}!(");
             for (at, _) in text.match_indices(&call) {
                 let args = &text[at + call.len()..];
-                let args = &args[..args.find(")\n").or_else(|| args.find(");")).unwrap()];
+                let args = &args[..call_end(args)];
                 let end = args.rfind('"').expect("a message literal");
                 let start = args[..end].rfind('"').unwrap();
                 out.push((level.to_uppercase(), args[start + 1..end].to_owned()));
