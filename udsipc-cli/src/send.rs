@@ -334,6 +334,9 @@ struct LazyWriter<'a> {
     started: watch::Sender<Option<(Instant, WriterMetricsHandle)>>,
     exporter: &'a Exporter,
     queued: Arc<AtomicU64>,
+    /// The Writer refused its options (an unusable socket path): reported
+    /// alone, as before anything ran.
+    refused: Option<CliError>,
 }
 
 impl LazyWriter<'_> {
@@ -356,7 +359,11 @@ impl LazyWriter<'_> {
                     eprintln!("warning: {e}");
                 })
                 .start()
-                .map_err(|e| CliError::Usage(e.to_string()))?;
+                .map_err(|e| {
+                    let e = CliError::Usage(e.to_string());
+                    self.refused = Some(e.clone());
+                    e
+                })?;
             let handle = writer.metrics_handle();
             let queued = Arc::clone(&self.queued);
             let label = self.args.socket.display().to_string();
@@ -415,6 +422,7 @@ async fn deliver(args: &SendArgs, given: Option<Vec<Bytes>>) -> Result<Delivery,
         started,
         exporter: &exporter,
         queued: Arc::clone(&queued),
+        refused: None,
     };
     let deadline = connect_deadline(args, started_rx, dialing);
     tokio::pin!(deadline);
@@ -427,6 +435,9 @@ async fn deliver(args: &SendArgs, given: Option<Vec<Bytes>>) -> Result<Delivery,
         }
         unreachable = &mut deadline => Err(unreachable),
     };
+    if let Some(refused) = lazy.refused.take() {
+        return Err(refused);
+    }
     let queued = queued.load(Relaxed);
     let Some(writer) = lazy.writer.take() else {
         // Nothing to send: never dialed.
