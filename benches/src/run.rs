@@ -71,7 +71,7 @@ pub struct BenchArgs {
     mib: Option<u64>,
     /// Measure only this message size in bytes (repeatable; default: 64 B,
     /// 1 KiB, 10 KiB, 100 KiB and 1 MiB).
-    #[arg(long = "size", value_name = "BYTES")]
+    #[arg(long = "size", value_name = "BYTES", value_parser = parse_size)]
     sizes: Vec<usize>,
     /// Skip the Go columns.
     #[arg(long)]
@@ -207,6 +207,13 @@ fn dropped(column: Column, go_failed: &Option<String>, zmq_failed: &Option<Strin
     (column.needs_go() && go_failed.is_some()) || (column.needs_zmq() && zmq_failed.is_some())
 }
 
+/// A message size: bytes, or with a unit (`64KiB`, `1MB`, `1MiB`).
+fn parse_size(text: &str) -> Result<usize, String> {
+    let bytes = parse_size::parse_size(text.trim())
+        .map_err(|e| format!("expected a size in bytes, such as 64, 1KiB, 1MB or 1MiB ({e})"))?;
+    usize::try_from(bytes).map_err(|_| format!("{bytes} bytes is too large here"))
+}
+
 fn run_table(args: &BenchArgs) -> Result<(), String> {
     let plan = Plan::from(args);
     let sizes = if args.sizes.is_empty() {
@@ -273,10 +280,17 @@ fn run_table(args: &BenchArgs) -> Result<(), String> {
         pairs.push(None);
     }
     let steps = plan.rounds * (sizes.len() * columns.len() + pairs.len());
+    // On stderr, drawn only when it is a terminal (hidden otherwise, so a
+    // piped or logged run stays quiet): one step per cell, the cell being
+    // measured as its message, redrawn twice a second so the clock moves
+    // during a long cell.
     let bar = ProgressBar::new(steps as u64).with_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed}]")
             .map_err(|e| e.to_string())?,
     );
+    if !bar.is_hidden() {
+        bar.enable_steady_tick(std::time::Duration::from_millis(500));
+    }
     let mut cells: Vec<Cell> = sizes
         .iter()
         .map(|&size| Cell::new(size, &columns, plan.rounds))

@@ -1,6 +1,6 @@
 //! The `udsipc` command line (the `udsipc` binary of this package): the
 //! argument grammar, exit codes, and the reporting every subcommand shares.
-//! Install it with `cargo install udsipc-cli` (or `--path udsipc-cli` from
+//! Install it with `cargo install --locked udsipc-cli` (or `--path udsipc-cli` from
 //! a checkout); `udsipc --help` teaches the rest.
 //!
 //! Every subcommand follows one contract, which scripts rely on:
@@ -31,6 +31,7 @@ use clap::{Parser, Subcommand};
 
 mod hex;
 pub mod listen;
+pub mod observe;
 mod peer;
 mod printer;
 pub mod proxy;
@@ -76,6 +77,14 @@ pub enum Command {
     #[cfg(feature = "bench")]
     #[command(long_about = udsipc_benches::run::LONG_ABOUT)]
     Bench(udsipc_benches::run::BenchArgs),
+    /// Print a shell completion script on stdout (e.g. `udsipc completions bash > /etc/bash_completion.d/udsipc`).
+    Completions {
+        /// The shell to complete in
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) on stdout (e.g. `udsipc man > udsipc.1; man ./udsipc.1`).
+    Man,
     /// The conformance suite's peer contract (`hello`, `read`, `write`):
     /// spawned by the suite, not meant to be run by hand.
     #[command(hide = true, disable_help_flag = true)]
@@ -96,6 +105,7 @@ pub fn main() -> ExitCode {
 /// Runs an already parsed command line: prints its report on stderr and
 /// returns its exit code.
 pub fn run(cli: Cli) -> ExitCode {
+    observe::init_tracing();
     raise_descriptor_limit();
     let outcome = match cli.command {
         Command::Listen(args) => listen::run(args),
@@ -106,9 +116,37 @@ pub fn run(cli: Cli) -> ExitCode {
             failure: udsipc_benches::run::run(&args).err().map(CliError::Failed),
             stats: None,
         },
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "udsipc", &mut std::io::stdout());
+            return ExitCode::SUCCESS;
+        }
+        Command::Man => return man(),
         Command::Peer { args } => return peer::run(&args),
     };
     outcome.report()
+}
+
+/// `udsipc man`: the roff man page on stdout.
+fn man() -> ExitCode {
+    let command = <Cli as clap::CommandFactory>::command();
+    let mut page = Vec::new();
+    match clap_mangen::Man::new(command).render(&mut page) {
+        Ok(()) => {
+            use std::io::Write;
+            match std::io::stdout().write_all(&page) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: writing to stdout failed: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("error: rendering the man page failed: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 /// Raises the soft limit on open descriptors to the hard one, as the Go
@@ -221,6 +259,13 @@ pub(crate) fn parse_secs(text: &str) -> Result<Duration, String> {
     })
 }
 
+/// Parses a size in bytes: `65536`, or with an SI or binary unit
+/// (`64KiB`, `1MB` = 1,000,000, `1MiB` = 1,048,576, `1.5 GiB`).
+pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
+    parse_size::parse_size(text.trim())
+        .map_err(|e| format!("expected a size in bytes, such as 65536, 64KiB, 1MB or 1MiB ({e})"))
+}
+
 /// [`parse_secs`], refusing zero.
 pub(crate) fn parse_positive_secs(text: &str) -> Result<Duration, String> {
     match parse_secs(text)? {
@@ -252,6 +297,19 @@ mod tests {
     fn secs_refuse_negative_nan_infinite_and_words() {
         for bad in ["-1", "NaN", "inf", "", "5s", "abc"] {
             assert!(parse_secs(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn sizes_take_si_and_binary_units() {
+        assert_eq!(parse_size("65536"), Ok(65_536));
+        assert_eq!(parse_size("64KiB"), Ok(65_536));
+        assert_eq!(parse_size("1MB"), Ok(1_000_000));
+        assert_eq!(parse_size("1MiB"), Ok(1_048_576));
+        assert_eq!(parse_size(" 10 MiB "), Ok(10 << 20));
+        for bad in ["", "1XB", "-1", "MiB", "1e999"] {
+            let e = parse_size(bad).unwrap_err();
+            assert!(e.starts_with("expected a size in bytes"), "{bad:?}: {e}");
         }
     }
 

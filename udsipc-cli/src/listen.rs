@@ -15,9 +15,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use udsipc::{Reader, ReaderMetrics, StartError};
 
+use super::observe::{self, Exporter, MetricsArgs};
 use super::printer::{LineSender, Printer};
 use super::signals::Signals;
-use super::{CliError, Outcome, hex, parse_positive_secs, stats_line};
+use super::{CliError, Outcome, hex, parse_positive_secs, parse_size, stats_line};
 
 /// How long a stop lets connected writers deliver what they already sent.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -62,8 +63,8 @@ pub struct ListenArgs {
     #[arg(long, value_name = "N", value_parser = parse_count)]
     pub count: Option<u64>,
 
-    /// Largest accepted message; a longer one closes its connection, counts as an error and is not printed
-    #[arg(long, value_name = "BYTES", default_value_t = udsipc::DEFAULT_MAX_MESSAGE_SIZE)]
+    /// Largest accepted message (bytes, or with a unit: 64KiB, 1MB, 1MiB); a longer one closes its connection, counts as an error and is not printed
+    #[arg(long, value_name = "SIZE", default_value_t = udsipc::DEFAULT_MAX_MESSAGE_SIZE, value_parser = parse_size)]
     pub max_message_size: u64,
 
     /// Close a connection that takes longer than this to deliver a message (decimal seconds, e.g. 0.5)
@@ -85,6 +86,10 @@ pub struct ListenArgs {
     /// Close connections beyond this many open at once (N >= 1)
     #[arg(long, value_name = "N", value_parser = parse_max_connections)]
     pub max_connections: Option<usize>,
+
+    /// `--metrics ADDR`: the Reader's counters (udsipc_reader_*) for Prometheus
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 }
 
 /// How `listen` prints a message: one line each.
@@ -252,8 +257,10 @@ async fn serve(
     taken: Arc<AtomicU64>,
     done: Arc<Notify>,
 ) -> Result<ReaderMetrics, CliError> {
-    // Before `listening on`: a signal sent right after it must be caught.
+    // Before `listening on`: a signal sent right after it must be caught,
+    // and a scrape right after it must find the endpoint.
     let mut signals = Signals::install()?;
+    let exporter = Exporter::start(&args.metrics).await?;
     let (format, count) = (args.format, args.count);
     let count_reached = Arc::clone(&done);
     let handler = move |msg: &[u8]| {
@@ -292,7 +299,9 @@ async fn serve(
             dir.display()
         );
     }
-    let reader = builder.start(handler).map_err(start_error)?;
+    let reader = Arc::new(builder.start(handler).map_err(start_error)?);
+    let published = Arc::clone(&reader);
+    exporter.publish(move || observe::publish_reader(&published));
     eprintln!("listening on {}", reader.socket_path().display());
 
     tokio::select! {

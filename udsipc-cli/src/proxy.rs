@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+use super::observe::{self, Exporter, MetricsArgs};
 use super::signals::Signals;
 use super::{CliError, Outcome, stats_line};
 use udsipc_testkit::proxy::api::{ApiAddr, ControlApi, ProxyDefaults, ServeOptions};
@@ -93,6 +94,11 @@ pub struct ProxyArgs {
     /// A fault to inject; repeatable. Forms:
     #[arg(long = "fault", value_name = "SPEC", value_parser = parse_spec, long_help = fault_help(), requires = "listen")]
     pub faults: Vec<FaultSpec>,
+
+    /// `--metrics ADDR`: the proxy's counters (udsipc_proxy_*) for
+    /// Prometheus; not with --api
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 }
 
 fn fault_help() -> String {
@@ -161,8 +167,17 @@ async fn serve(args: ProxyArgs) -> Outcome {
         }
     }
     if let Some(api) = args.api.clone() {
+        if args.metrics.metrics.is_some() {
+            return Outcome::early(CliError::Usage(
+                "--metrics is not available with --api (the API's proxies come and go)".to_owned(),
+            ));
+        }
         return serve_api(args, api, signals).await;
     }
+    let exporter = match Exporter::start(&args.metrics).await {
+        Ok(e) => e,
+        Err(e) => return Outcome::early(e),
+    };
     let (Some(listen), Some(upstream)) = (args.listen.clone(), args.upstream.clone()) else {
         return Outcome::early(CliError::Usage(
             "--listen and --upstream are needed without --api".to_owned(),
@@ -176,7 +191,7 @@ async fn serve(args: ProxyArgs) -> Outcome {
         builder = spec.apply(builder);
     }
     let proxy = match builder.start().await {
-        Ok(p) => p,
+        Ok(p) => std::sync::Arc::new(p),
         Err(e) => {
             return Outcome::early(CliError::Failed(format!(
                 "cannot listen on {}: {e}",
@@ -184,6 +199,34 @@ async fn serve(args: ProxyArgs) -> Outcome {
             )));
         }
     };
+    let published = std::sync::Arc::clone(&proxy);
+    let label = listen.display().to_string();
+    exporter.publish(move || {
+        let stats = published.stats();
+        observe::publish_proxy(
+            &[
+                ("udsipc_proxy_connections_total", false, stats.connections),
+                ("udsipc_proxy_active_connections", true, stats.active),
+                (
+                    "udsipc_proxy_upstream_unreachable_total",
+                    false,
+                    stats.upstream_unreachable,
+                ),
+                (
+                    "udsipc_proxy_bytes_to_upstream_total",
+                    false,
+                    stats.bytes_to_upstream,
+                ),
+                (
+                    "udsipc_proxy_bytes_to_client_total",
+                    false,
+                    stats.bytes_to_client,
+                ),
+                ("udsipc_proxy_faults_total", false, published.events_fired()),
+            ],
+            &label,
+        );
+    });
     eprintln!("proxying {} -> {}", listen.display(), upstream.display());
     signals.recv().await;
     proxy.stop().await;

@@ -9,15 +9,20 @@
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
-use udsipc::{StopError, Writer, WriterMetrics};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use udsipc::{StopError, Writer, WriterError, WriterMetrics, WriterMetricsHandle};
 
+use super::observe::{self, Exporter, MetricsArgs};
 use super::signals::Signals;
-use super::{CliError, Outcome, hex, parse_secs, stats_line};
+use super::{CliError, Outcome, hex, parse_positive_secs, parse_secs, parse_size, stats_line};
 
 /// The Writer's first reconnect delay: short, so a `send` started just
 /// before its listener still delivers quickly.
@@ -41,11 +46,15 @@ const DISCARD_WAIT: Duration = Duration::from_secs(1);
 pub(crate) const LONG_ABOUT: &str = "\
 Connect to SOCKET and send each MESSAGE, or, with no MESSAGE, each line of stdin (without \
 its trailing \\n or \\r\\n) as one message. Empty messages are skipped and not counted, as the \
-Go writer does. A MESSAGE that starts with '-' goes after `--`.
+Go writer does, and input with no non-empty message never connects (exit 0, all counters 0). A \
+MESSAGE that starts with '-' goes after `--`.
 
 If SOCKET is not there yet, the connection breaks, or the listener refuses this sender \
 (closes without reading), it reconnects after 100 ms, doubling up to 1 s, so a send started \
-just before its listener still delivers quickly and a refused one does not storm. A slow or \
+just before its listener still delivers quickly and a refused one does not storm; with \
+--connect-timeout SECS, a SOCKET nobody listens on (no connection made and nothing written \
+within SECS of the first message) ends it at once: one `error: no connection to SOCKET ...` \
+line, the stats, exit 1. A slow or \
 paused listener is not a broken one: the connection is kept (a `Backpressure` warning is \
 printed once per pause longer than 1 s). Input is never dropped: reading pauses while the \
 send queue (10,000 messages or 8 MiB) is full, for as long as no listener takes them. A line \
@@ -62,7 +71,10 @@ backpressure episode or failed message and, last, one JSON line of counters: \
 messages given; `sent` counts those handed to the kernel, `delivered` those the listener has \
 read from the socket (the kernel says so); `unconfirmed` ones were written but their \
 connection died before the listener was seen to read them (never sent twice). Exit code 0 \
-only if the listener read every message (delivered == queued); 1 otherwise (or on \
+only if the listener read every message (delivered == queued): \"read\" means read off SOCKET \
+by whatever listens there, so through `udsipc proxy` (or any forwarder) it is the proxy that \
+read them, and exit 0 says nothing about what reached the service behind it (count there, \
+e.g. with `udsipc listen`'s stats); 1 otherwise (or on \
 SIGINT/SIGTERM: the first stops reading input and drains; one during the drain discards what \
 is left, as `discarded`, and exits at once); 2 for bad arguments, a line that is not hex \
 under --hex or one that is too long (lines before it have been queued).";
@@ -90,9 +102,17 @@ pub struct SendArgs {
     #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs)]
     pub drain_timeout: Duration,
 
-    /// Longest message; a longer line (or MESSAGE) is refused, exit 2
-    #[arg(long, value_name = "BYTES", default_value_t = udsipc::DEFAULT_MAX_MESSAGE_SIZE)]
+    /// Longest message (bytes, or with a unit: 64KiB, 1MB, 1MiB); a longer line (or MESSAGE) is refused, exit 2
+    #[arg(long, value_name = "SIZE", default_value_t = udsipc::DEFAULT_MAX_MESSAGE_SIZE, value_parser = parse_size)]
     pub max_message_size: u64,
+
+    /// Give up, exit 1 with one error line, when no connection to SOCKET is made within SECS of the first message (decimal seconds; default: keep retrying until the drain timeout)
+    #[arg(long, value_name = "SECS", value_parser = parse_positive_secs)]
+    pub connect_timeout: Option<Duration>,
+
+    /// `--metrics ADDR`: the Writer's counters (udsipc_writer_*) for Prometheus
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 
     /// Messages to send; without any, each line of stdin is one message
     #[arg(value_name = "MESSAGE")]
@@ -295,32 +315,161 @@ struct Delivery {
     queued: u64,
 }
 
+/// Connection failures seen by the Writer's error callback, for
+/// `--connect-timeout`.
+#[derive(Debug, Default)]
+struct Dialing {
+    /// A dial failed at least once.
+    failed: AtomicBool,
+    /// The last dial failure, for the error line.
+    last: Mutex<String>,
+}
+
+/// The Writer, started on the first non-empty message (empty input never
+/// dials).
+struct LazyWriter<'a> {
+    writer: Option<Writer>,
+    args: &'a SendArgs,
+    dialing: Arc<Dialing>,
+    started: watch::Sender<Option<(Instant, WriterMetricsHandle)>>,
+    exporter: &'a Exporter,
+    queued: Arc<AtomicU64>,
+    /// The Writer refused its options (an unusable socket path): reported
+    /// alone, as before anything ran.
+    refused: Option<CliError>,
+}
+
+impl LazyWriter<'_> {
+    fn get(&mut self) -> Result<&Writer, CliError> {
+        if self.writer.is_none() {
+            let dialing = Arc::clone(&self.dialing);
+            let quiet_dials = self.args.connect_timeout.is_some();
+            let writer = Writer::builder(&self.args.socket)
+                .max_buffered_bytes(QUEUE_BYTES)
+                .initial_backoff(INITIAL_BACKOFF)
+                .max_backoff(MAX_BACKOFF)
+                .on_error(move |e| {
+                    if let WriterError::Connect { .. } = e {
+                        dialing.failed.store(true, Relaxed);
+                        *dialing.last.lock().unwrap_or_else(|p| p.into_inner()) = e.to_string();
+                        if quiet_dials {
+                            return; // summed up by the one error line, if it comes to that
+                        }
+                    }
+                    eprintln!("warning: {e}");
+                })
+                .start()
+                .map_err(|e| {
+                    let e = CliError::Usage(e.to_string());
+                    self.refused = Some(e.clone());
+                    e
+                })?;
+            let handle = writer.metrics_handle();
+            let queued = Arc::clone(&self.queued);
+            let label = self.args.socket.display().to_string();
+            let published = handle.clone();
+            self.exporter.publish(move || {
+                observe::publish_writer(published.get(), queued.load(Relaxed), &label);
+            });
+            self.started.send_replace(Some((Instant::now(), handle)));
+            self.writer = Some(writer);
+        }
+        Ok(self.writer.as_ref().expect("started above"))
+    }
+}
+
+/// With `--connect-timeout`: resolves, with the error to report, once the
+/// timeout has passed since the Writer started while no connection was
+/// made (a dial failed and nothing was written or refused since); pending
+/// forever otherwise.
+async fn connect_deadline(
+    args: &SendArgs,
+    mut started: watch::Receiver<Option<(Instant, WriterMetricsHandle)>>,
+    dialing: Arc<Dialing>,
+) -> CliError {
+    let Some(timeout) = args.connect_timeout else {
+        return std::future::pending().await;
+    };
+    let Ok(Some((at, handle))) = started.wait_for(Option::is_some).await.map(|s| s.clone()) else {
+        return std::future::pending().await;
+    };
+    tokio::time::sleep_until(at + timeout).await;
+    let m = handle.get();
+    if !dialing.failed.load(Relaxed) || m.sent > 0 || m.refused > 0 {
+        return std::future::pending().await;
+    }
+    let last = dialing
+        .last
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    CliError::Failed(format!(
+        "no connection to {} within --connect-timeout ({timeout:?}): is anything listening there? ({last})",
+        args.socket.display()
+    ))
+}
+
 async fn deliver(args: &SendArgs, given: Option<Vec<Bytes>>) -> Result<Delivery, CliError> {
     let mut signals = Signals::install()?;
-    let writer = Writer::builder(&args.socket)
-        .max_buffered_bytes(QUEUE_BYTES)
-        .initial_backoff(INITIAL_BACKOFF)
-        .max_backoff(MAX_BACKOFF)
-        .on_error(|e| eprintln!("warning: {e}"))
-        .start()
-        .map_err(|e| CliError::Usage(e.to_string()))?;
-    let mut queued = 0;
+    let exporter = Exporter::start(&args.metrics).await?;
+    let dialing = Arc::new(Dialing::default());
+    let (started, started_rx) = watch::channel(None);
+    let queued = Arc::new(AtomicU64::new(0));
+    let mut lazy = LazyWriter {
+        writer: None,
+        args,
+        dialing: Arc::clone(&dialing),
+        started,
+        exporter: &exporter,
+        queued: Arc::clone(&queued),
+        refused: None,
+    };
+    let deadline = connect_deadline(args, started_rx, dialing);
+    tokio::pin!(deadline);
+    let limit = Limit::new(args.max_message_size, args.hex);
     let mut input = tokio::select! {
-        fed = feed(&writer, given, args.hex, Limit::new(args.max_message_size, args.hex), &mut queued) => fed,
+        fed = feed(&mut lazy, given, args.hex, limit, &queued) => fed,
         signal = signals.recv() => {
             eprintln!("warning: interrupted by {signal}: stopped reading input, draining (a second signal discards)");
             Err(CliError::Failed(format!("interrupted by {signal}: stopped reading input")))
         }
+        unreachable = &mut deadline => Err(unreachable),
+    };
+    if let Some(refused) = lazy.refused.take() {
+        return Err(refused);
+    }
+    let queued = queued.load(Relaxed);
+    let Some(writer) = lazy.writer.take() else {
+        // Nothing to send: never dialed.
+        return Ok(Delivery {
+            input,
+            stop: Ok(()),
+            metrics: WriterMetrics::default(),
+            queued,
+        });
     };
     let metrics = writer.metrics_handle();
-    let mut stop = Box::pin(writer.stop(args.drain_timeout));
+    // Given up on connecting: discard at once rather than drain.
+    let drain = if input.is_err()
+        && matches!(&input, Err(CliError::Failed(m)) if m.starts_with("no connection to"))
+    {
+        Duration::ZERO
+    } else {
+        args.drain_timeout
+    };
+    let mut stop = Box::pin(writer.stop(drain));
     let stop = tokio::select! {
         // The stop is polled first, so it has begun (the queue is closed)
         // even when the second signal is already waiting: dropping a stop
         // that never ran would leave the Writer running.
         biased;
         stop = &mut stop => stop,
-        signal = signals.recv() => {
+        interruption = async {
+            tokio::select! {
+                signal = signals.recv() => Err(signal),
+                unreachable = &mut deadline => Ok(unreachable),
+            }
+        } => {
             // Dropping the stop discards the queue at once (its cancel
             // safety); wait, briefly, for the Writer's task to count that.
             drop(stop);
@@ -329,9 +478,15 @@ async fn deliver(args: &SendArgs, given: Option<Vec<Bytes>>) -> Result<Delivery,
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
             let discarded = metrics.get().discarded;
-            input = Err(CliError::Failed(format!(
-                "interrupted by {signal} while draining: {discarded} discarded"
-            )));
+            input = Err(match interruption {
+                Err(signal) => CliError::Failed(format!(
+                    "interrupted by {signal} while draining: {discarded} discarded"
+                )),
+                Ok(CliError::Failed(unreachable)) => {
+                    CliError::Failed(format!("{unreachable}; {discarded} discarded"))
+                }
+                Ok(other) => other,
+            });
             Ok(())
         }
     };
@@ -345,11 +500,11 @@ async fn deliver(args: &SendArgs, given: Option<Vec<Bytes>>) -> Result<Delivery,
 
 /// Queues every message: the given ones, or one per line of stdin.
 async fn feed(
-    writer: &Writer,
+    writer: &mut LazyWriter<'_>,
     given: Option<Vec<Bytes>>,
     hex: bool,
     limit: Limit,
-    queued: &mut u64,
+    queued: &AtomicU64,
 ) -> Result<(), CliError> {
     if let Some(messages) = given {
         for msg in messages {
@@ -388,16 +543,22 @@ async fn feed(
     Ok(())
 }
 
-/// Queues one message, waiting for room; empty messages are skipped.
-async fn queue(writer: &Writer, msg: Bytes, queued: &mut u64) -> Result<(), CliError> {
+/// Queues one message, waiting for room (the first one starts the
+/// Writer); empty messages are skipped.
+async fn queue(
+    writer: &mut LazyWriter<'_>,
+    msg: Bytes,
+    queued: &AtomicU64,
+) -> Result<(), CliError> {
     if msg.is_empty() {
         return Ok(());
     }
     writer
+        .get()?
         .send(msg)
         .await
         .map_err(|_| CliError::Failed("the writer stopped taking messages".to_owned()))?;
-    *queued += 1;
+    queued.fetch_add(1, Relaxed);
     Ok(())
 }
 
@@ -433,6 +594,8 @@ mod tests {
             hex,
             drain_timeout: Duration::ZERO,
             max_message_size: 4,
+            connect_timeout: None,
+            metrics: MetricsArgs::default(),
             messages: messages.iter().map(OsString::from).collect(),
         }
     }

@@ -290,3 +290,51 @@ fn compare_says_whether_runs_agree_on_each_headline_ratio() {
         "{table}"
     );
 }
+
+/// One smoke cell (1 KiB, given with a unit) run as `command` does it.
+fn one_cell_args() -> [&'static str; 7] {
+    [
+        "bench",
+        "--smoke",
+        "--no-go",
+        "--no-zmq",
+        "--size",
+        "1KiB",
+        "--rounds=1",
+    ]
+}
+
+#[test]
+fn progress_is_drawn_per_cell_on_a_terminal_and_quiet_when_piped() {
+    let bin = env!("CARGO_BIN_EXE_udsipc");
+    // Piped stderr: no progress at all, and the size unit was taken.
+    let out = std::process::Command::new(bin)
+        .args(one_cell_args())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains("round 1:"), "{err}");
+    assert!(!err.contains('\r') && !err.contains('\x1b'), "{err:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 KiB"));
+    // A terminal (script(1) runs it on a pseudo-terminal): the bar names
+    // each cell as it is measured.
+    let Ok(probe) = std::process::Command::new("script")
+        .arg("--version")
+        .output()
+    else {
+        eprintln!("skipped the terminal half: no script(1) (util-linux)");
+        return;
+    };
+    assert!(probe.status.success());
+    let command = format!("{bin} {}", one_cell_args().join(" "));
+    let out = std::process::Command::new("script")
+        .args(["-qfec", &command, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{screen}");
+    assert!(screen.contains("round 1: 1 KiB"), "{screen}");
+    assert!(screen.contains("round 1: latency"), "{screen}");
+}

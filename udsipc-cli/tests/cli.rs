@@ -816,7 +816,7 @@ fn send_refused_by_listens_allow_list_exits_1_with_nothing_delivered_and_does_no
 #[case::count_not_a_number(&["listen", "S", "--count", "many"])]
 #[case::zero_inactivity_timeout(&["listen", "S", "--inactivity-timeout", "0"])]
 #[case::negative_inactivity_timeout(&["listen", "S", "--inactivity-timeout", "-1"])]
-#[case::max_message_size_not_a_number(&["listen", "S", "--max-message-size", "1k"])]
+#[case::max_message_size_not_a_size(&["listen", "S", "--max-message-size", "1XB"])]
 #[case::send_without_socket(&["send"])]
 #[case::drain_timeout_not_a_number(&["send", "S", "--drain-timeout", "soon"])]
 fn bad_arguments_exit_2_with_an_error(#[case] args: &[&str]) {

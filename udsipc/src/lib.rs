@@ -69,6 +69,7 @@
 //! | `tokio-util` | no | `codec::UvarintCodec`: the framing as a tokio-util `Encoder`/`Decoder` |
 //! | `futures` | no | `WriterSink`: the Writer as a `futures::Sink<Bytes>` |
 //! | `serde` | no | `Serialize`/`Deserialize` on the metrics and the error kinds |
+//! | `metrics` | no | `metrics_export`: the counters as `udsipc_*` series through the `metrics` facade, published from snapshots (nothing per message) |
 //!
 //! With `default-features = false` the crate is [`frame`] alone: no tokio.
 //!
@@ -99,6 +100,9 @@ mod gate;
 mod lifecycle;
 #[cfg(feature = "runtime")]
 mod metrics;
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub mod metrics_export;
 #[cfg(feature = "runtime")]
 mod policy;
 #[cfg(feature = "runtime")]

@@ -204,7 +204,8 @@ impl WriterInner {
         Ok(())
     }
 
-    /// [`push`](Self::push) of owned bytes, handed back as they were.
+    /// [`push`](Self::push) of owned bytes, handed back as they were (the
+    /// `WriterSink`'s path).
     #[cfg(feature = "futures")]
     pub(super) fn push_owned(&self, msg: Bytes) -> Result<(), (Refused, Bytes)> {
         self.push(Body::Owned(msg))
