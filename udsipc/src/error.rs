@@ -87,6 +87,26 @@ pub enum StartError {
         /// The path.
         path: PathBuf,
     },
+    /// The lock beside the path (`<path>.lock`, taken only while a start
+    /// or a stop changes the path) stayed held by another process, or
+    /// could not be opened, and no live reader answers on the path. Either
+    /// another start or stop on this path is under way (try again), or
+    /// another user holds or owns that file (in a shared directory: remove
+    /// it, or use a directory of your own).
+    #[error(
+        "cannot take the lock {lock:?}{}: no live reader answers on {path:?}; another reader's start or stop on this path is under way, or another user holds or owns the lock file",
+        owner_note(*.owner, .source.as_ref())
+    )]
+    LockHeld {
+        /// The socket path.
+        path: PathBuf,
+        /// The lock file.
+        lock: PathBuf,
+        /// The lock file's owner, if it could be read.
+        owner: Option<u32>,
+        /// Why it could not be opened (`None`: it was held).
+        source: Option<io::Error>,
+    },
     /// Removing a stale socket file failed.
     #[error("failed to remove the stale socket {path:?}: {source}")]
     RemoveStale {
@@ -452,4 +472,14 @@ pub enum StopError {
         /// The cause.
         source: io::Error,
     },
+}
+
+/// ` (held by another process, owner uid N)` or ` (cannot open it: E, owner
+/// uid N)`, for [`StartError::LockHeld`].
+fn owner_note(owner: Option<u32>, source: Option<&io::Error>) -> String {
+    let owner = owner.map_or(String::new(), |uid| format!(", owned by uid {uid}"));
+    match source {
+        Some(e) => format!(" (cannot open it: {e}{owner})"),
+        None => format!(" (held by another process{owner})"),
+    }
 }

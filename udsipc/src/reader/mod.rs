@@ -291,10 +291,12 @@ impl ReaderBuilder {
     /// accepting, notifies systemd `READY=1`, and calls `handler` with each
     /// message body.
     ///
-    /// For a path, the Reader holds an advisory lock on `<path>.lock` for
-    /// its life (removed at stop), so a second udsipc Reader on the same
-    /// path is refused with [`StartError::AddrInUse`] however the two
-    /// starts interleave; the socket appears at the path already listening.
+    /// For a path, a start holds an advisory lock on `<path>.lock` while it
+    /// changes the path (removed after), so of two udsipc Readers started
+    /// on one path together the second is refused with
+    /// [`StartError::AddrInUse`] however the starts interleave, while a
+    /// successor starts once its predecessor's socket file is gone
+    /// (blue/green); the socket appears at the path already listening.
     ///
     /// The handler gets a slice of the connection's buffer, valid only
     /// during the call (no copy). It runs where blocking is allowed: on a

@@ -24,12 +24,31 @@
 //! of one process starting together waited for one another's probes in
 //! turn (up to seconds).
 //!
+//! Admission costs O(1) however many connections a process holds (it
+//! walked every open connection of the process under one lock: 6,000 held
+//! connections made every admission of that process, and through the
+//! accept loop every other process's, wait). A newer connection can only be
+//! held back by an older one that holds something, so only those are
+//! visited: the ones whose task read bytes it has not handed over yet or is
+//! inside a read that waits (*listed*, by the task itself, in O(1) per
+//! change), and the ones with bytes in their kernel queue, which the kernel
+//! names: each process with two or more open connections gets an `epoll`
+//! set of them (level-triggered, read and hang-up interest), and a
+//! zero-timeout `epoll_wait` returns the ready ones only; the kernel puts a
+//! socket on that list when the peer's `send` queues bytes, before the
+//! peer's next `connect` can return. Idle held connections cost nothing.
+//! Each process has its own lock (the book's own is held for a map lookup),
+//! so no process's connections delay another's. Where an `epoll` set
+//! cannot be had (another system, no descriptor left), a connection is
+//! *unwatched* and measured at every admission, as before.
+//!
 //! This module owns only that bookkeeping; the connection task reports what
 //! it read and handed over.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::collections::{HashMap, HashSet};
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use tokio::sync::Notify;
 
@@ -38,7 +57,7 @@ use crate::sys;
 
 /// One open connection's progress, as seen by newer connections of the
 /// same process.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Progress {
     /// Bytes read from the socket; written under the lock together with the
     /// read itself, so that `read + FIONREAD` is an exact snapshot.
@@ -50,6 +69,14 @@ pub(crate) struct Progress {
     /// meanwhile.
     measuring: AtomicUsize,
     changed: Notify,
+    /// Its process's group, and its key there.
+    group: Weak<Group>,
+    id: u64,
+    /// In its group's `listed` set: it may hold bytes it read and has not
+    /// handed over, or be inside a read that waits. Set under the group's
+    /// lock; cleared under the group's lock and this one's `read` lock, so
+    /// a read (which holds `read` and checks the flag) always runs listed.
+    listed: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -62,12 +89,68 @@ struct ReadState {
 }
 
 impl Progress {
+    fn new(group: Weak<Group>, id: u64) -> Self {
+        Self {
+            read: Mutex::default(),
+            handed_over: AtomicU64::new(0),
+            waiters: AtomicUsize::new(0),
+            measuring: AtomicUsize::new(0),
+            changed: Notify::new(),
+            group,
+            id,
+            listed: AtomicBool::new(false),
+        }
+    }
+
+    /// The read lock, with this connection listed in its group: what is
+    /// done under it (a read) is seen by every admission from then on.
+    fn lock_listed(&self) -> MutexGuard<'_, ReadState> {
+        loop {
+            let st = self.lock();
+            if self.listed.load(Ordering::SeqCst) {
+                return st;
+            }
+            drop(st);
+            let Some(group) = self.group.upgrade() else {
+                // Not in a group any more (closed): nobody measures it.
+                return self.lock();
+            };
+            let mut g = group.lock();
+            g.listed.insert(self.id);
+            self.listed.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Takes this connection off its group's list if it holds nothing an
+    /// admission would have to measure (its kernel queue is the epoll set's
+    /// business).
+    fn unlist_if_caught_up(&self) {
+        if !self.listed.load(Ordering::SeqCst) {
+            return;
+        }
+        let Some(group) = self.group.upgrade() else {
+            return;
+        };
+        let mut g = group.lock();
+        let st = self.lock();
+        if st.waiting || st.total > self.handed_over.load(Ordering::SeqCst) {
+            return;
+        }
+        g.listed.remove(&self.id);
+        self.listed.store(false, Ordering::SeqCst);
+    }
+
     /// Runs a read of this connection's socket and counts what it read,
     /// atomically with respect to [`OrderBook::admit`]'s snapshot.
     pub(crate) fn read_with<T>(&self, read: impl FnOnce() -> (usize, T)) -> T {
-        let mut st = self.lock();
+        let mut st = self.lock_listed();
         let (n, out) = read();
         st.total += n as u64;
+        let caught_up = st.total <= self.handed_over.load(Ordering::SeqCst);
+        drop(st);
+        if caught_up {
+            self.unlist_if_caught_up();
+        }
         out
     }
 
@@ -81,7 +164,7 @@ impl Progress {
     /// snapshot waits for one read at most.
     pub(crate) fn read_waiting_with<T>(&self, read: impl FnOnce() -> (usize, T)) -> Option<T> {
         {
-            let mut st = self.lock();
+            let mut st = self.lock_listed();
             // SeqCst pairs with `snapshot`, which counts itself in first.
             if self.measuring.load(Ordering::SeqCst) > 0 {
                 return None;
@@ -89,18 +172,22 @@ impl Progress {
             st.waiting = true;
         }
         let (n, out) = read();
-        {
+        let caught_up = {
             let mut st = self.lock();
             st.total += n as u64;
             st.waiting = false;
-        }
+            st.total <= self.handed_over.load(Ordering::SeqCst)
+        };
         if self.measuring.load(Ordering::SeqCst) > 0 {
             self.changed.notify_waiters();
+        }
+        if caught_up {
+            self.unlist_if_caught_up();
         }
         Some(out)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, ReadState> {
+    fn lock(&self) -> MutexGuard<'_, ReadState> {
         self.read.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -108,7 +195,7 @@ impl Progress {
     /// connection has received so far plus what waits in its kernel queue
     /// (`u64::MAX` if that cannot be asked: the close is waited for then);
     /// 0 once closed.
-    async fn snapshot(&self, socket: &Weak<std::os::unix::net::UnixStream>) -> u64 {
+    async fn snapshot(&self, socket: &Weak<UnixStream>) -> u64 {
         self.wait_for(&self.measuring, || target_of(&self.lock(), socket))
             .await
     }
@@ -137,9 +224,12 @@ impl Progress {
     /// left of them is at most the start of a frame whose end has not
     /// arrived (see [`OrderBook`]). Never goes back.
     pub(crate) fn set_handed_over(&self, total: u64) {
-        self.handed_over.fetch_max(total, Ordering::SeqCst);
+        let before = self.handed_over.fetch_max(total, Ordering::SeqCst);
         if self.waiters.load(Ordering::SeqCst) > 0 {
             self.changed.notify_waiters();
+        }
+        if total > before {
+            self.unlist_if_caught_up();
         }
     }
 
@@ -165,7 +255,7 @@ impl Progress {
 /// arriving now may deliver: what it received plus what waits in its kernel
 /// queue (`u64::MAX` if that cannot be asked: its close is waited for
 /// then); 0 if it is closed; `None` while a read that waits is under way.
-fn target_of(st: &ReadState, socket: &Weak<std::os::unix::net::UnixStream>) -> Option<u64> {
+fn target_of(st: &ReadState, socket: &Weak<UnixStream>) -> Option<u64> {
     if st.closed {
         return Some(0);
     }
@@ -186,7 +276,7 @@ fn target_of(st: &ReadState, socket: &Weak<std::os::unix::net::UnixStream>) -> O
 #[derive(Debug)]
 pub(crate) struct Wait {
     progress: Arc<Progress>,
-    socket: Weak<std::os::unix::net::UnixStream>,
+    socket: Weak<UnixStream>,
     target: Option<u64>,
 }
 
@@ -219,7 +309,7 @@ impl Turn {
 #[derive(Debug)]
 pub(crate) struct Registration {
     book: Arc<OrderBook>,
-    pid: i32,
+    group: Arc<Group>,
     progress: Arc<Progress>,
 }
 
@@ -232,35 +322,99 @@ impl Registration {
 impl Drop for Registration {
     fn drop(&mut self) {
         self.progress.close();
-        let mut by_pid = self.book.lock();
-        if let Some(list) = by_pid.get_mut(&self.pid) {
-            list.retain(|e| !Arc::ptr_eq(&e.progress, &self.progress));
-            if list.is_empty() {
-                by_pid.remove(&self.pid);
+        let empty = {
+            let mut g = self.group.lock();
+            let id = self.progress.id;
+            if let Some(member) = g.members.remove(&id) {
+                g.listed.remove(&id);
+                if !g.unwatched.remove(&id) {
+                    // Still open: taken out of the set now (a closed socket
+                    // left it when the kernel released it).
+                    if let (Some(set), Some(s)) = (&g.epoll, member.socket.upgrade()) {
+                        set.remove(&*s);
+                    }
+                }
+            }
+            g.members.is_empty()
+        };
+        if empty {
+            // Lock order: the book, then a group.
+            let mut groups = self.book.lock();
+            let mut g = self.group.lock();
+            if g.members.is_empty() && !g.retired {
+                g.retired = true;
+                // Its epoll set, if any, is closed with it.
+                g.epoll = None;
+                if groups
+                    .get(&self.group.pid)
+                    .is_some_and(|cur| Arc::ptr_eq(cur, &self.group))
+                {
+                    groups.remove(&self.group.pid);
+                }
             }
         }
     }
 }
 
 #[derive(Debug)]
-struct Entry {
+struct Member {
     progress: Arc<Progress>,
-    socket: Weak<std::os::unix::net::UnixStream>,
+    socket: Weak<UnixStream>,
+}
+
+/// The open connections of one peer process.
+#[derive(Debug)]
+pub(crate) struct Group {
+    pid: i32,
+    state: Mutex<GroupState>,
+}
+
+#[derive(Debug, Default)]
+struct GroupState {
+    next_id: u64,
+    members: HashMap<u64, Member>,
+    /// Members that may hold bytes read and not handed over, or are in a
+    /// read that waits (see [`Progress::listed`]).
+    listed: HashSet<u64>,
+    /// Members not in `epoll` (none yet, or it refused them): measured at
+    /// every admission.
+    unwatched: HashSet<u64>,
+    /// The members with bytes in their kernel queue, as the kernel keeps
+    /// them; made when a second connection arrives.
+    epoll: Option<watch::Set>,
+    /// An `epoll` set could not be made: not tried again for this group.
+    no_epoll: bool,
+    /// Taken out of the book (its last member closed): an admission that
+    /// finds it makes a new one.
+    retired: bool,
+}
+
+impl Group {
+    fn lock(&self) -> MutexGuard<'_, GroupState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// The open connections of each peer process.
 #[derive(Debug, Default)]
 pub(crate) struct OrderBook {
-    by_pid: Mutex<HashMap<i32, Vec<Entry>>>,
+    groups: Mutex<HashMap<i32, Arc<Group>>>,
+    /// Older connections visited by admissions so far: the measure of
+    /// admission's cost that the scaling tests read.
+    #[cfg(test)]
+    visited: AtomicU64,
 }
 
 impl OrderBook {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i32, Vec<Entry>>> {
-        self.by_pid.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> MutexGuard<'_, HashMap<i32, Arc<Group>>> {
+        self.groups.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Registers a new connection of process `pid` and returns what it must
     /// wait for. `pid` `None` (credentials unavailable) waits for nothing.
+    ///
+    /// Visits only the older connections of `pid` that hold something (see
+    /// the module docs): O(1) for idle ones, under `pid`'s lock alone.
     pub(crate) fn admit(
         self: &Arc<Self>,
         pid: Option<i32>,
@@ -269,32 +423,190 @@ impl OrderBook {
         let Some(pid) = pid.filter(|p| *p > 0) else {
             return (None, Turn::default());
         };
-        let progress = Arc::new(Progress::default());
-        let mut by_pid = self.lock();
-        let list = by_pid.entry(pid).or_default();
+        loop {
+            let group = Arc::clone(self.lock().entry(pid).or_insert_with(|| {
+                Arc::new(Group {
+                    pid,
+                    state: Mutex::default(),
+                })
+            }));
+            if let Some(admitted) = self.join(&group, socket) {
+                return admitted;
+            }
+            // Retired after we found it: the next lookup finds (or makes)
+            // the current one.
+        }
+    }
+
+    /// [`admit`](Self::admit) into `group`; `None` if it was retired.
+    fn join(
+        self: &Arc<Self>,
+        group: &Arc<Group>,
+        socket: &Socket,
+    ) -> Option<(Option<Registration>, Turn)> {
+        let mut g = group.lock();
+        if g.retired {
+            return None;
+        }
+        let st: &mut GroupState = &mut g;
+        if st.epoll.is_none() && !st.no_epoll && !st.members.is_empty() {
+            match watch::Set::new() {
+                Some(set) => {
+                    for id in std::mem::take(&mut st.unwatched) {
+                        let added = st.members[&id]
+                            .socket
+                            .upgrade()
+                            .is_none_or(|s| set.add(&*s, id));
+                        if !added {
+                            st.unwatched.insert(id);
+                        }
+                    }
+                    st.epoll = Some(set);
+                }
+                None => st.no_epoll = true,
+            }
+        }
+        let mut candidates: Vec<u64> = st.listed.iter().chain(&st.unwatched).copied().collect();
+        if let Some(set) = &st.epoll {
+            set.ready(&mut candidates, || st.members.keys().copied().collect());
+        }
+        candidates.sort_unstable();
+        candidates.dedup();
+        #[cfg(test)]
+        self.visited
+            .fetch_add(candidates.len() as u64, Ordering::Relaxed);
         let mut turn = Vec::new();
-        for e in list.iter() {
-            let st = e.progress.lock();
-            if st.closed {
+        for id in candidates {
+            let Some(m) = st.members.get(&id) else {
+                continue;
+            };
+            let pst = m.progress.lock();
+            if pst.closed {
                 continue;
             }
             turn.push(Wait {
-                progress: Arc::clone(&e.progress),
-                socket: e.socket.clone(),
-                target: target_of(&st, &e.socket),
+                progress: Arc::clone(&m.progress),
+                socket: m.socket.clone(),
+                target: target_of(&pst, &m.socket),
             });
         }
-        list.push(Entry {
-            progress: Arc::clone(&progress),
-            socket: Arc::downgrade(socket),
-        });
-        drop(by_pid);
+        let id = st.next_id;
+        st.next_id += 1;
+        let progress = Arc::new(Progress::new(Arc::downgrade(group), id));
+        let watched = st.epoll.as_ref().is_some_and(|set| set.add(&**socket, id));
+        if !watched {
+            st.unwatched.insert(id);
+        }
+        st.members.insert(
+            id,
+            Member {
+                progress: Arc::clone(&progress),
+                socket: Arc::downgrade(socket),
+            },
+        );
+        drop(g);
         let reg = Registration {
             book: Arc::clone(self),
-            pid,
+            group: Arc::clone(group),
             progress,
         };
-        (Some(reg), Turn(turn))
+        Some((Some(reg), Turn(turn)))
+    }
+
+    /// Older connections visited by admissions so far.
+    #[cfg(test)]
+    pub(crate) fn visited(&self) -> u64 {
+        self.visited.load(Ordering::Relaxed)
+    }
+}
+
+/// The kernel's list of which sockets hold unread bytes (or were hung up).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+mod watch {
+    use std::os::fd::AsFd;
+
+    use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+
+    /// A level-triggered `epoll` set: a socket is on its ready list while
+    /// bytes (or the end of the stream) wait in it.
+    #[derive(Debug)]
+    pub(super) struct Set(Epoll);
+
+    impl Set {
+        /// `None` if the kernel refuses (no descriptor left, say).
+        pub(super) fn new() -> Option<Self> {
+            Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).ok().map(Self)
+        }
+
+        /// Adds a socket under `id`; `false` if the kernel refused.
+        pub(super) fn add(&self, socket: &impl AsFd, id: u64) -> bool {
+            let interest = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP;
+            self.0
+                .add(socket.as_fd(), EpollEvent::new(interest, id))
+                .is_ok()
+        }
+
+        pub(super) fn remove(&self, socket: &impl AsFd) {
+            let _ = self.0.delete(socket.as_fd());
+        }
+
+        /// Appends the ids of the ready sockets to `out` (all of `every`'s
+        /// if the kernel cannot say). A ready socket goes back to the end
+        /// of the list once reported, so batches are read until one comes
+        /// back short or repeats an id.
+        pub(super) fn ready(&self, out: &mut Vec<u64>, every: impl FnOnce() -> Vec<u64>) {
+            const BATCH: usize = 64;
+            let mut events = [EpollEvent::empty(); BATCH];
+            let first = out.len();
+            // Ids of this call, once more than one batch is read.
+            let mut seen: Option<std::collections::HashSet<u64>> = None;
+            loop {
+                let n = match self.0.wait(&mut events, EpollTimeout::ZERO) {
+                    Ok(n) => n,
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    Err(_) => {
+                        out.extend(every());
+                        return;
+                    }
+                };
+                if let Some(seen) = &mut seen {
+                    for e in &events[..n] {
+                        if !seen.insert(e.data()) {
+                            return;
+                        }
+                        out.push(e.data());
+                    }
+                } else {
+                    out.extend(events[..n].iter().map(EpollEvent::data));
+                }
+                if n < BATCH {
+                    return;
+                }
+                if seen.is_none() {
+                    seen = Some(out[first..].iter().copied().collect());
+                }
+            }
+        }
+    }
+}
+
+/// Elsewhere every connection is unwatched: measured at every admission.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+mod watch {
+    use std::os::fd::AsFd;
+
+    #[derive(Debug)]
+    pub(super) struct Set;
+
+    impl Set {
+        pub(super) fn new() -> Option<Self> {
+            None
+        }
+        pub(super) fn add(&self, _: &impl AsFd, _: u64) -> bool {
+            false
+        }
+        pub(super) fn remove(&self, _: &impl AsFd) {}
+        pub(super) fn ready(&self, _: &mut Vec<u64>, _: impl FnOnce() -> Vec<u64>) {}
     }
 }
 
@@ -354,6 +666,134 @@ mod tests {
         assert!(!turn.is_finished(), "9 of the 10 bytes handed over");
         progress.set_handed_over(10);
         turn.await.unwrap();
+    }
+
+    /// Reads what waits in `socket` through `progress` and hands it all
+    /// over, as a connection task does: then it holds nothing.
+    fn read_and_hand_over(progress: &Progress, socket: &Socket) {
+        let n = progress.read_with(|| {
+            let mut buf = [0u8; 4096];
+            let n = std::io::Read::read(&mut &**socket, &mut buf).unwrap();
+            (n, n)
+        });
+        let total = progress.lock().total;
+        progress.set_handed_over(total);
+        assert!(n > 0);
+    }
+
+    /// `held` open connections of process 7, each of which received bytes
+    /// that it read and handed over (idle, their writers still connected).
+    fn hold(book: &Arc<OrderBook>, held: usize) -> Vec<(UnixStream, Socket, Registration)> {
+        (0..held)
+            .map(|_| {
+                let (mut peer, ours) = socket();
+                let (reg, _) = book.admit(Some(7), &ours);
+                let reg = reg.unwrap();
+                std::io::Write::write_all(&mut peer, b"probe").unwrap();
+                read_and_hand_over(reg.progress(), &ours);
+                (peer, ours, reg)
+            })
+            .collect()
+    }
+
+    /// The scaling test of issue 24: the older connections an admission
+    /// visits do not grow with the idle connections its process holds (it
+    /// visited every one of them: 1,000 per admission at 1,000 held).
+    #[test]
+    fn admission_visits_no_idle_connection_however_many_its_process_holds() {
+        for held in [10, 1_000] {
+            let book = Arc::new(OrderBook::default());
+            let _held = hold(&book, held);
+            let before = book.visited();
+            let mut newer = Vec::new();
+            for _ in 0..100 {
+                let (peer, ours) = socket();
+                let (reg, turn) = book.admit(Some(7), &ours);
+                assert!(turn.is_free(), "nothing is held at {held}");
+                newer.push((peer, ours, reg));
+            }
+            assert_eq!(
+                book.visited() - before,
+                0,
+                "visits for 100 admissions at {held} held"
+            );
+        }
+    }
+
+    /// One process whose connections all hold unread bytes costs another
+    /// process's admission nothing (each process has its own lock and its
+    /// own epoll set); its own admissions visit exactly those that hold.
+    #[test]
+    fn a_busy_process_costs_another_processes_admission_nothing() {
+        let book = Arc::new(OrderBook::default());
+        let held = hold(&book, 500);
+        for (peer, _, _) in &held {
+            std::io::Write::write_all(&mut &*peer, b"unread").unwrap();
+        }
+        let before = book.visited();
+        let (_other_peer, other) = socket();
+        let (_other, turn) = book.admit(Some(8), &other);
+        assert!(turn.is_free());
+        let (_other_peer2, other2) = socket();
+        let (_other2, turn) = book.admit(Some(8), &other2);
+        assert!(turn.is_free());
+        assert_eq!(book.visited() - before, 0, "process 8 visited process 7's");
+        let (_same_peer, same) = socket();
+        let (_same, turn) = book.admit(Some(7), &same);
+        assert_eq!(turn.0.len(), 500, "each of process 7's holds 6 bytes");
+        assert_eq!(book.visited() - before, 500);
+    }
+
+    /// An older connection that looked idle (read and handed over
+    /// everything) but has bytes in its kernel queue when the newer one
+    /// arrives is found by the kernel's ready list, and waited for.
+    #[tokio::test]
+    async fn a_newer_connection_waits_for_bytes_an_idle_older_one_has_not_read_yet() {
+        let book = Arc::new(OrderBook::default());
+        let mut held = hold(&book, 3);
+        let (peer, older, reg) = &mut held[1];
+        std::io::Write::write_all(peer, b"sent before the reconnect").unwrap();
+        let (_newer_peer, newer) = socket();
+        let (_newer, turn) = book.admit(Some(7), &newer);
+        assert_eq!(turn.0.len(), 1, "only the one that holds bytes");
+        let turn = tokio::spawn(turn.wait());
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!turn.is_finished(), "25 bytes not handed over yet");
+        read_and_hand_over(reg.progress(), older);
+        turn.await.unwrap();
+    }
+
+    /// An older connection whose task read bytes and has not handed them
+    /// over (its kernel queue is empty) is listed, and waited for.
+    #[tokio::test]
+    async fn a_newer_connection_waits_for_bytes_an_older_one_read_and_holds() {
+        let book = Arc::new(OrderBook::default());
+        let (mut peer, older) = socket();
+        let (reg, _) = book.admit(Some(7), &older);
+        let reg = reg.unwrap();
+        std::io::Write::write_all(&mut peer, b"held").unwrap();
+        reg.progress().read_with(|| {
+            let mut buf = [0u8; 16];
+            (std::io::Read::read(&mut &*older, &mut buf).unwrap(), ())
+        });
+        let (_newer_peer, newer) = socket();
+        let (_newer, turn) = book.admit(Some(7), &newer);
+        assert_eq!(turn.0.len(), 1);
+        let turn = tokio::spawn(turn.wait());
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!turn.is_finished());
+        reg.progress().set_handed_over(4);
+        turn.await.unwrap();
+        // Caught up: no longer listed, so the next admission visits none.
+        let before = book.visited();
+        let (_third_peer, third) = socket();
+        let (_third, turn) = book.admit(Some(7), &third);
+        assert!(turn.is_free());
+        assert_eq!(book.visited() - before, 0);
     }
 
     #[tokio::test]
