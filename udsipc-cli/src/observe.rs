@@ -3,7 +3,7 @@
 //! in the Prometheus text format.
 //!
 //! This module owns the subscriber, the recorder and the scrape endpoint.
-//! Subcommands only hand it snapshot functions ([`Exporter::publish`]):
+//! Subcommands only hand it snapshot functions (`Exporter::publish`):
 //! nothing is recorded per message; each scrape publishes fresh snapshots,
 //! then renders.
 
