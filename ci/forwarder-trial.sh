@@ -8,11 +8,13 @@
 # forwarder example's pattern, `incoming()` to a file). A paced producer
 # (python, ~15k lines/s) feeds 200,000 numbered 64-byte lines to `udsipc
 # send SOCK --drain-timeout 60`. At STOP_AT s (2) the forwarder gets SIGSTOP, 3 s
-# later SIGCONT, KILL_AFTER s later (default 0.2: while it catches up on
-# the backlog, its read-ahead full) SIGKILL and an immediate restart on the same
+# later SIGCONT, KILL_AFTER s later (0.2) SIGKILL and an immediate restart on the same
 # path (a second file); once `send` has exited, SIGTERM. Then: the send
 # stats, distinct/duplicate/missing ids in the files, what the killed
 # forwarder lost of `delivered`, and what the SIGTERM stop lost.
+# Paced, the forwarder has caught up (read-ahead empty) even 20 ms after
+# SIGCONT and the kill loses nothing; to kill it mid-backlog, unpaced:
+#   RATE_SLEEP=0 STOP_AT=0.1 KILL_AFTER=0.02 ci/forwarder-trial.sh both 2
 # Builds release binaries into ./target (nice -n 10).
 set -euo pipefail
 cd "$(dirname "$0")/.."
