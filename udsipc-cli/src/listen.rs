@@ -38,7 +38,12 @@ writers deliver what they already sent (up to 5 s), prints every line, then the 
 removes the socket file. While stdout is not read, connections stop reading (backpressure \
 reaches the writers); if stdout still takes nothing 5 s into a stop, it gives up on the \
 lines not yet printed and exits 1. A stale socket file at SOCKET is replaced; any other file is left \
-alone (exit 1). The systemd environment (LISTEN_FDS, RUNTIME_DIRECTORY) is ignored.";
+alone (exit 1). The systemd environment (LISTEN_FDS, RUNTIME_DIRECTORY) is ignored.
+
+Crash window: a writer counts a message delivered once listen has read it. Killed \
+(SIGKILL), listen loses what it read and did not print yet: its line queue (up to \
+65,536 lines and 4 MiB), its 64 KiB stdout buffer and one receive buffer per connection \
+(256 KiB). A SIGTERM/SIGINT stop loses none of it.";
 
 const AFTER_HELP: &str = "\
 Examples:
