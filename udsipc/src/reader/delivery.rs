@@ -414,6 +414,8 @@ impl Deliver for SyncDelivery {
                 }
             };
         }
+        // Cut short by a forced stop: what is left is discarded.
+        conn.machine.handle_delivered(Ok(()));
         Some(conn)
     }
 }
