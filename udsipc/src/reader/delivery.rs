@@ -103,6 +103,12 @@ impl Conn {
     fn stays(&self, until: Option<Instant>) -> bool {
         !self.abandoned.load(Relaxed) && until.is_none_or(|u| Instant::now() < u)
     }
+
+    /// [`stays`](Self::stays), and the Reader is running: a drain or a
+    /// stop is the task's to carry out.
+    fn running(&self, until: Option<Instant>) -> bool {
+        self.inner.phase.get() == Phase::Running && self.stays(until)
+    }
 }
 
 /// tokio's clock (paused in tests), as the machine's `now`.
@@ -282,9 +288,7 @@ impl SyncDelivery {
     /// when a hand-over was cut short.
     fn drive(handler: &SyncHandler, conn: &mut Conn, mut reads: usize, until: Option<Instant>) {
         loop {
-            let action = conn.step();
-            let running = conn.inner.phase.get() == Phase::Running && conn.stays(until);
-            match action {
+            match conn.step() {
                 Action::Deliver | Action::WaitHandler => {
                     let result = Self::hand_over(handler, conn, until);
                     if result.is_ok() && matches!(conn.rx().ready(), Ok(true)) {
@@ -293,11 +297,11 @@ impl SyncDelivery {
                     conn.machine.handle_delivered(result);
                 }
                 Action::ShutdownRead => begin_drain(&conn.socket),
-                Action::Read(via) if running && reads > 0 => {
+                Action::Read(via) if reads > 0 && conn.running(until) => {
                     reads -= 1;
                     conn.read(via);
                 }
-                Action::Wait if running && until.is_some() && Self::linger(conn) => {}
+                Action::Wait if until.is_some() && conn.running(until) && Self::linger(conn) => {}
                 _ => return,
             }
         }
