@@ -181,6 +181,35 @@ async fn an_async_stop_cut_short_counts_every_message_read_and_not_handled() {
     drop(client);
 }
 
+/// `start`: a forced stop that cuts a sync handler's hand-over short (more
+/// frames buffered than it hands over between two looks at the phase) ends
+/// the connection cleanly: every message read is handled or counted
+/// unhandled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_stop_cut_short_counts_every_message_read_and_not_handled() {
+    const N: u32 = 500; // 2.5 KiB: one read of the Reader's first buffer
+    let sock = temp_sock();
+    let reader = Reader::builder(&sock.path)
+        .systemd(false)
+        .start(|_| {
+            std::thread::sleep(Duration::from_millis(2));
+            Ok(())
+        })
+        .unwrap();
+    let path = sock.path.clone();
+    let client = tokio::task::spawn_blocking(move || write_and_wait_read(&path, N, 4))
+        .await
+        .unwrap();
+    let err = reader.stop(Duration::from_millis(100)).await.unwrap_err();
+    assert!(matches!(err, StopError::ConnectionsCut { .. }), "{err}");
+    eventually("every message handled or counted unhandled", || {
+        let m = reader.metrics();
+        m.received + m.unhandled == u64::from(N)
+    });
+    assert!(reader.metrics().received < u64::from(N));
+    drop(client);
+}
+
 /// `start_async` with a stop from another task and a handler that keeps
 /// going: every message the Reader read is handed to the handler, once, in
 /// order, before the stop completes.

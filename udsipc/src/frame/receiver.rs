@@ -204,13 +204,6 @@ impl Receiver {
         Ok(self.next_frame()?.map(|(body_start, end)| end - body_start))
     }
 
-    /// A receiver that holds nothing, to stand in while the real one is
-    /// lent to another thread.
-    #[cfg(feature = "runtime")]
-    pub(crate) fn placeholder() -> Self {
-        Self::new(0, Duration::ZERO, Instant::now())
-    }
-
     /// The next complete, non-empty frame's body, borrowed from the buffer
     /// until the next call; `None` when more bytes are needed. Zero-length
     /// frames are skipped, as the Go reference skips them.

@@ -13,11 +13,11 @@ use tokio::runtime::Handle;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::delivery::{Conn, Deliver};
+use super::delivery::{Conn, Deliver, now};
 use super::info::{ConnectionInfo, Socket};
 use super::inner::ReaderInner;
-use super::io::{ReadHow, Watch, begin_drain, read, readable, ready};
-use super::machine::{Action, Machine, Via};
+use super::io::{Watch, begin_drain, readable};
+use super::machine::{Action, Machine};
 use super::order::{Registration, Turn};
 use crate::lifecycle::Phase;
 
@@ -47,40 +47,25 @@ pub(crate) async fn serve<D: Deliver>(
         socket,
         watch: Some(watch),
         progress: registration.as_ref().map(|r| Arc::clone(r.progress())),
-        pending_read: None,
         abandoned: Arc::default(),
     };
     // Polled only while the machine waits for its turn.
     let mut turn = std::pin::pin!(turn.wait());
     loop {
-        conn.machine.handle_phase(conn.inner.phase.get());
-        let action = conn.machine.poll_action(now());
-        if let (Some(p), Some(n)) = (&conn.progress, conn.machine.take_handed_over()) {
-            p.set_handed_over(n);
-        }
-        match action {
+        match conn.step() {
             Action::WaitTurn => tokio::select! {
                 biased;
                 gone = changed(&mut conn.phase) => conn.machine.handle_phase(gone),
                 () = &mut turn => conn.machine.handle_turn(now()),
             },
-            Action::Deliver => {
-                let result = delivery.deliver(&mut conn).await;
-                let last_read = conn.pending_read.take();
-                conn.machine.handle_delivered(result, last_read);
-            }
+            Action::Deliver => match delivery.deliver(conn).await {
+                Some(back) => conn = back,
+                None => return,
+            },
             Action::WaitHandler => unreachable!("a delivery is awaited where it begins"),
             Action::ShutdownRead => begin_drain(&conn.socket),
             Action::Read(via) => {
-                let how = match via {
-                    Via::Readiness => ready(&conn.watch),
-                    Via::Direct => ReadHow::Now,
-                };
-                let progress = conn.progress.as_ref();
-                let got = read(&conn.socket, conn.machine.receiver_mut(), progress, how);
-                let bytes = matches!(got, Ok(n) if n > 0);
-                conn.machine.handle_read(got);
-                if bytes {
+                if conn.read(via) {
                     // Stay fair to other connections on this worker.
                     tokio::task::consume_budget().await;
                 }
@@ -114,11 +99,6 @@ pub(crate) async fn serve<D: Deliver>(
             }
         }
     }
-}
-
-/// tokio's clock (paused in tests), as the machine's `now`.
-fn now() -> std::time::Instant {
-    Instant::now().into_std()
 }
 
 /// Resolves on a change of the Reader's phase (read at the next step):

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::runtime::RuntimeFlavor;
 use tokio::sync::watch;
@@ -28,8 +28,8 @@ use tokio::sync::watch;
 use super::channel::{Channel, Full};
 use super::info::{ConnectionInfo, Message, Socket};
 use super::inner::ReaderInner;
-use super::io::{ReadHow, Watch, read, read_waiting, ready, watch};
-use super::machine::{Machine, Stop};
+use super::io::{ReadHow, Watch, begin_drain, read, read_waiting, ready, watch};
+use super::machine::{Action, Machine, Stop, Via};
 use super::order::Progress;
 use crate::error::{HandlerError, ReaderError};
 use crate::frame::Receiver;
@@ -41,12 +41,11 @@ pub(crate) type SyncHandler =
 
 /// What a connection task hands its frames to.
 pub(crate) trait Deliver: Send + Sync + 'static {
-    /// Hands over every complete frame `conn.rx()` holds, then returns
-    /// `Ok`; `Err` ends the connection.
-    fn deliver<'a>(
-        &'a self,
-        conn: &'a mut Conn,
-    ) -> impl Future<Output = Result<(), Stop>> + Send + 'a;
+    /// Takes the connection (its machine said [`Action::Deliver`]), hands
+    /// over every complete frame `conn.rx()` holds, tells the machine how
+    /// that ended, and gives the connection back; `None` if the runtime
+    /// dropped it (shutting down).
+    fn deliver(&self, conn: Conn) -> impl Future<Output = Option<Conn>> + Send + '_;
 }
 
 /// The per-connection state delivery works on.
@@ -62,9 +61,6 @@ pub(crate) struct Conn {
     /// `None` only while a delivery waits on the socket itself.
     pub(crate) watch: Option<Watch>,
     pub(crate) progress: Option<Arc<Progress>>,
-    /// A read made by a delivery that ended its burst (end of stream, an
-    /// error, or nothing to read), for the connection loop to act on.
-    pub(crate) pending_read: Option<io::Result<usize>>,
     /// Set once the connection's task is gone while a dedicated thread
     /// serves it (see `SyncDelivery::dedicate`); one per connection, so a
     /// round allocates nothing for it.
@@ -76,6 +72,48 @@ impl Conn {
     pub(crate) fn rx(&mut self) -> &mut Receiver {
         self.machine.receiver_mut()
     }
+
+    /// Feeds the machine the phase, asks it what to do next, and tells
+    /// newer connections of the same process what it handed over.
+    pub(crate) fn step(&mut self) -> Action {
+        self.machine.handle_phase(self.inner.phase.get());
+        let action = self.machine.poll_action(now());
+        if let (Some(p), Some(n)) = (&self.progress, self.machine.take_handed_over()) {
+            p.set_handed_over(n);
+        }
+        action
+    }
+
+    /// Makes the read the machine asked for, and feeds it the result; true
+    /// if bytes came.
+    pub(crate) fn read(&mut self, via: Via) -> bool {
+        let how = match via {
+            Via::Readiness => ready(&self.watch),
+            Via::Direct => ReadHow::Now,
+        };
+        let progress = self.progress.as_ref();
+        let got = read(&self.socket, self.machine.receiver_mut(), progress, how);
+        let bytes = matches!(got, Ok(n) if n > 0);
+        self.machine.handle_read(got);
+        bytes
+    }
+
+    /// Whether a thread serving the connection may go on: its task is
+    /// still there, and `until` (the end of its slice) has not passed.
+    fn stays(&self, until: Option<Instant>) -> bool {
+        !self.abandoned.load(Relaxed) && until.is_none_or(|u| Instant::now() < u)
+    }
+
+    /// [`stays`](Self::stays), and the Reader is running: a drain or a
+    /// stop is the task's to carry out.
+    fn running(&self, until: Option<Instant>) -> bool {
+        self.inner.phase.get() == Phase::Running && self.stays(until)
+    }
+}
+
+/// tokio's clock (paused in tests), as the machine's `now`.
+pub(crate) fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
 }
 
 /// Resolves once the phase is `Forced` (or its sender is gone).
@@ -120,18 +158,20 @@ fn call_sync(
 /// stuck inside a task also stops polling the IO driver and starves every
 /// other connection, even with other workers idle.
 ///
-/// A connection with frames to hand over takes one of the Reader's few
-/// dedicated slots if one is free: it leaves the IO driver and moves to a
-/// thread of the blocking pool, which calls the handler, reads, and waits
-/// on the socket itself (woken by the kernel, not through the driver and a
+/// Wherever the handler runs, the connection goes with it and is driven
+/// there as its task drives it (the machine decides; this only hands frames
+/// over, reads and waits), so one thread hand-off serves a whole burst of
+/// traffic, not one message. A connection with frames to hand over takes
+/// one of the Reader's few dedicated slots if one is free: it leaves the IO
+/// driver and moves to a thread of the blocking pool, which also waits on
+/// the socket itself (woken by the kernel, not through the driver and a
 /// worker) until it has been silent for [`LINGER`]; then it registers again
 /// and waits in its task. A busy stream so pays no hand-off at all, and a
 /// message that arrives while its connection lingers is read at once.
-/// Without a free slot, a batch of calls (every complete frame of up to
-/// [`BURST_READS`] reads) runs inside `block_in_place` on a multi-thread
-/// runtime (which first hands the worker's other tasks, and the driver, to
-/// another thread), or on the blocking pool on a current-thread runtime:
-/// one thread hand-off per burst, not per message.
+/// Without a free slot, up to [`BURST_READS`] reads run inside
+/// `block_in_place` on a multi-thread runtime (which first hands the
+/// worker's other tasks, and the driver, to another thread), or on the
+/// blocking pool on a current-thread runtime.
 pub(crate) struct SyncDelivery {
     pub(crate) handler: Arc<SyncHandler>,
     /// The user promised the handler never blocks: call it inline.
@@ -144,23 +184,24 @@ pub(crate) struct SyncDelivery {
     pub(crate) dedicated_max: usize,
 }
 
-/// How a blocking-pool task that served a connection ended without handing
-/// it back: a panic of this crate's code (handler panics are caught) goes
-/// on unwinding in the connection's task, where it is recorded; a cancelled
-/// one means the runtime is shutting down: nothing left to serve.
-fn joined(e: tokio::task::JoinError) -> Stop {
-    if e.is_panic() {
-        std::panic::resume_unwind(e.into_panic());
+/// The connection back from a blocking-pool task: a panic of this crate's
+/// code (handler panics are caught) goes on unwinding in the connection's
+/// task, where it is recorded; a cancelled one means the runtime is
+/// shutting down: nothing left to serve.
+fn joined(done: Result<Conn, tokio::task::JoinError>) -> Option<Conn> {
+    match done {
+        Ok(conn) => Some(conn),
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => None,
     }
-    Stop::Quiet
 }
 
 /// Frames handed over between checks for a forced stop, a gone task and the
 /// end of a slice.
 const CHECK_EVERY: u32 = 256;
 
-/// Reads a sync delivery may make in one burst before it hands control back
-/// to the connection loop (which then checks deadlines and yields).
+/// Reads a sync delivery may make in one burst before it hands the
+/// connection back to its task (which then waits, and yields).
 const BURST_READS: usize = 64;
 
 /// A dedicated connection goes back to its task once it has had nothing to
@@ -175,24 +216,9 @@ pub(crate) const LINGER: Duration = Duration::from_millis(2);
 /// keeps a thread of a small blocking pool from the other connections.
 pub(crate) const SLICE: Duration = Duration::from_millis(10);
 
-/// What a burst of sync delivery works on, movable to a blocking thread.
-struct Burst {
-    rx: Receiver,
-    info: ConnectionInfo,
-    inner: Arc<ReaderInner>,
-    phase: watch::Receiver<Phase>,
-    socket: Socket,
-    watch: Option<Watch>,
-    progress: Option<Arc<Progress>>,
-    pending_read: Option<io::Result<usize>>,
-    /// Set once the connection's task is gone (dropped with its runtime, or
-    /// aborted): a dedicated thread then stops serving.
-    abandoned: Arc<AtomicBool>,
-}
-
-/// Marks a burst abandoned when the task waiting for it is dropped before
-/// the burst came back ([`disarm`](Self::disarm)ed once it did: the flag is
-/// the connection's, for every round).
+/// Marks a connection abandoned when the task waiting for its thread is
+/// dropped before the thread gave it back ([`disarm`](Self::disarm)ed once
+/// it did: the flag is the connection's, for every round).
 struct Abandon(Option<Arc<AtomicBool>>);
 
 impl Abandon {
@@ -224,23 +250,23 @@ impl SyncDelivery {
     /// a forced stop, when the task is gone, or once `until` has passed.
     fn hand_over(
         handler: &SyncHandler,
-        b: &mut Burst,
-        until: Option<std::time::Instant>,
+        conn: &mut Conn,
+        until: Option<Instant>,
     ) -> Result<(), Stop> {
         let mut received = 0;
         let mut result = Ok(());
         for n in 1u32.. {
             if n % CHECK_EVERY == 0
-                && (*b.phase.borrow() == Phase::Forced
-                    || b.abandoned.load(Relaxed)
-                    || until.is_some_and(|u| std::time::Instant::now() >= u))
+                && (conn.inner.phase.get() == Phase::Forced || !conn.stays(until))
             {
                 break;
             }
-            match b.rx.next_borrowed() {
-                Ok(Some(body)) => {
-                    account(&b.inner, call_sync(handler, body, &b.info), &mut received);
-                }
+            match conn.machine.receiver_mut().next_borrowed() {
+                Ok(Some(body)) => account(
+                    &conn.inner,
+                    call_sync(handler, body, &conn.info),
+                    &mut received,
+                ),
                 Ok(None) => break,
                 Err(e) => {
                     result = Err(Stop::Protocol(e));
@@ -249,86 +275,61 @@ impl SyncDelivery {
             }
         }
         if received > 0 {
-            b.inner.counters.received.fetch_add(received, Relaxed);
-        }
-        if let Some(p) = &b.progress {
-            p.set_handed_over(b.rx.handed_over());
+            conn.inner.counters.received.fetch_add(received, Relaxed);
         }
         result
     }
 
-    /// Hands over every complete frame, then keeps reading and handing over
-    /// while the socket has more (up to [`BURST_READS`] reads), so that one
-    /// hand-off to a thread that may block serves a whole burst of traffic.
-    fn run(handler: &SyncHandler, b: &mut Burst) -> Result<(), Stop> {
-        for reads_left in (0..BURST_READS).rev() {
-            Self::hand_over(handler, b, None)?;
-            if reads_left == 0 || *b.phase.borrow() != Phase::Running {
-                break;
-            }
-            match read(&b.socket, &mut b.rx, b.progress.as_ref(), ready(&b.watch)) {
-                Ok(n) if n > 0 => {}
-                other => {
-                    b.pending_read = Some(other);
-                    break;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// On a thread of its own: hands over, reads, and waits on the socket
-    /// itself (a blocking wait, woken by the kernel directly), until the
-    /// connection has been silent for [`LINGER`], ends, reaches its
-    /// inactivity deadline, has been served for a [`SLICE`], or the Reader
-    /// stops; the connection's task takes over from there.
-    fn run_dedicated(handler: &SyncHandler, b: &mut Burst) -> Result<(), Stop> {
-        if crate::sys::set_waiting(&b.socket, Some(LINGER)).is_err() {
-            return Self::run(handler, b);
-        }
-        let result = Self::serve_dedicated(handler, b);
-        // Reads never wait without it either (they pass `MSG_DONTWAIT`).
-        let _ = crate::sys::set_waiting(&b.socket, None);
-        result
-    }
-
-    fn serve_dedicated(handler: &SyncHandler, b: &mut Burst) -> Result<(), Stop> {
-        // The slice is on the real clock (a paused test clock would never
-        // end it); deadlines are on tokio's, as the task's are.
-        let until = std::time::Instant::now() + SLICE;
+    /// Drives the connection's machine on this thread, as its task would:
+    /// hands frames over, makes up to `reads` reads, and on a dedicated
+    /// thread (`until` its slice's end) waits on the socket itself when
+    /// there is nothing to read. Gives the connection back to its task for
+    /// anything else, once the Reader stops running, or with frames left
+    /// when a hand-over was cut short.
+    fn drive(handler: &SyncHandler, conn: &mut Conn, mut reads: usize, until: Option<Instant>) {
         loop {
-            Self::hand_over(handler, b, Some(until))?;
-            if *b.phase.borrow() != Phase::Running
-                || b.abandoned.load(Relaxed)
-                || std::time::Instant::now() >= until
-            {
-                return Ok(());
-            }
-            match read(&b.socket, &mut b.rx, b.progress.as_ref(), ReadHow::Now) {
-                Ok(n) if n > 0 => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                other => {
-                    b.pending_read = Some(other);
-                    return Ok(());
+            match conn.step() {
+                Action::Deliver | Action::WaitHandler => {
+                    let result = Self::hand_over(handler, conn, until);
+                    if result.is_ok() && matches!(conn.rx().ready(), Ok(true)) {
+                        return;
+                    }
+                    conn.machine.handle_delivered(result);
                 }
-            }
-            let now = tokio::time::Instant::now().into_std();
-            b.rx.on_idle(now);
-            let due = b.rx.poll_timeout().is_some_and(|at| at <= now + LINGER);
-            // A deadline within the linger is left to the task's timer.
-            if due || b.rx.is_released() {
-                return Ok(());
-            }
-            // The wait is the read itself (see `sys::recv_into_spare_waiting`).
-            match read_waiting(&b.socket, &mut b.rx, b.progress.as_ref()) {
-                Ok(n) if n > 0 => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                other => {
-                    b.pending_read = Some(other);
-                    return Ok(());
+                Action::ShutdownRead => begin_drain(&conn.socket),
+                Action::Read(via) if reads > 0 && conn.running(until) => {
+                    reads -= 1;
+                    conn.read(via);
                 }
+                Action::Wait if until.is_some() && conn.running(until) && Self::linger(conn) => {}
+                _ => return,
+            }
+        }
+    }
+
+    /// Waits on the socket itself for up to [`LINGER`] (the read is the
+    /// wait, see `sys::recv_into_spare_waiting`); `false` to go back to the
+    /// task instead: a deadline within the linger is left to its timer, and
+    /// a released buffer to its read.
+    fn linger(conn: &mut Conn) -> bool {
+        let now = now();
+        let due = conn
+            .machine
+            .poll_timeout()
+            .is_some_and(|at| at <= now + LINGER);
+        if due || conn.rx().is_released() {
+            return false;
+        }
+        match read_waiting(
+            &conn.socket,
+            conn.machine.receiver_mut(),
+            conn.progress.as_ref(),
+        ) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => true,
+            got => {
+                conn.machine.handle_readable(got.map(drop));
+                true
             }
         }
     }
@@ -340,54 +341,41 @@ impl SyncDelivery {
         (taken < self.dedicated_max).then_some(slot)
     }
 
-    /// Serves the connection on a blocking-pool thread while it is busy
-    /// (see [`run_dedicated`](Self::run_dedicated)), out of the IO driver
-    /// meanwhile.
-    async fn dedicate(&self, conn: &mut Conn, slot: Slot) -> Result<(), Stop> {
-        let mut burst = Self::lend(conn);
+    /// Serves the connection on a blocking-pool thread while it is busy, for
+    /// a [`SLICE`] at most, out of the IO driver meanwhile.
+    async fn dedicate(&self, mut conn: Conn, slot: Slot) -> Option<Conn> {
         // Leaves the driver: the thread waits on the socket itself.
-        burst.watch = None;
+        conn.watch = None;
         // A runtime that shuts down waits for its blocking threads: this one
         // must not keep serving a busy peer after its task is gone.
-        let abandon = Abandon(Some(Arc::clone(&burst.abandoned)));
+        let abandon = Abandon(Some(Arc::clone(&conn.abandoned)));
         let handler = Arc::clone(&self.handler);
         let task = tokio::task::spawn_blocking(move || {
-            let result = Self::run_dedicated(&*handler, &mut burst);
+            if crate::sys::set_waiting(&conn.socket, Some(LINGER)).is_err() {
+                Self::drive(&*handler, &mut conn, BURST_READS, None);
+            } else {
+                // The slice is on the real clock (a paused test clock would
+                // never end it); deadlines are on tokio's, as the task's are.
+                Self::drive(
+                    &*handler,
+                    &mut conn,
+                    usize::MAX,
+                    Some(Instant::now() + SLICE),
+                );
+                // Reads never wait without it either (they pass `MSG_DONTWAIT`).
+                let _ = crate::sys::set_waiting(&conn.socket, None);
+            }
             drop(slot);
-            (burst, result)
+            conn
         });
-        let joined_task = task.await;
+        let done = task.await;
         abandon.disarm();
-        let (burst, result) = match joined_task {
-            Ok(done) => done,
-            Err(e) => return Err(joined(e)),
-        };
-        let registered = watch(&burst.socket);
-        // The receiver comes back first: an error is then reported with
-        // where in a frame the connection was.
-        Self::give_back(conn, burst);
-        conn.watch = Some(registered.map_err(Stop::Read)?);
-        result
-    }
-
-    fn lend(conn: &mut Conn) -> Burst {
-        Burst {
-            rx: std::mem::replace(conn.rx(), Receiver::placeholder()),
-            info: conn.info,
-            inner: Arc::clone(&conn.inner),
-            phase: conn.phase.clone(),
-            socket: Arc::clone(&conn.socket),
-            watch: conn.watch.take(),
-            progress: conn.progress.clone(),
-            pending_read: None,
-            abandoned: Arc::clone(&conn.abandoned),
+        let mut conn = joined(done)?;
+        match watch(&conn.socket) {
+            Ok(registered) => conn.watch = Some(registered),
+            Err(e) => conn.machine.handle_delivered(Err(Stop::Read(e))),
         }
-    }
-
-    fn give_back(conn: &mut Conn, b: Burst) {
-        *conn.rx() = b.rx;
-        conn.watch = b.watch;
-        conn.pending_read = b.pending_read;
+        Some(conn)
     }
 }
 
@@ -397,52 +385,42 @@ impl Deliver for SyncDelivery {
     /// so the connection never reads on (and finds the end of the stream)
     /// with messages still buffered. Only a forced stop, or a task given
     /// up, leaves them (to be discarded).
-    async fn deliver(&self, conn: &mut Conn) -> Result<(), Stop> {
-        loop {
-            match conn.rx().ready() {
-                Ok(false) => return Ok(()),
-                Ok(true) => {}
-                Err(e) => return Err(Stop::Protocol(e)),
-            }
-            if *conn.phase.borrow() == Phase::Forced {
-                return Ok(());
-            }
-            self.round(conn).await?;
-        }
-    }
-}
-
-impl SyncDelivery {
-    /// One round of handing over: on a dedicated thread if a slot is free,
-    /// else one burst.
-    async fn round(&self, conn: &mut Conn) -> Result<(), Stop> {
-        // Only while running: a drain or a stop is the task's to handle.
-        if !self.inline && *conn.phase.borrow() == Phase::Running {
-            if let Some(slot) = self.slot() {
-                return self.dedicate(conn, slot).await;
-            }
-        }
-        let mut burst = Self::lend(conn);
-        let result = match conn.flavor {
-            _ if self.inline => Self::run(&*self.handler, &mut burst),
-            RuntimeFlavor::CurrentThread => {
-                let handler = Arc::clone(&self.handler);
-                let task = tokio::task::spawn_blocking(move || {
-                    let result = Self::run(&*handler, &mut burst);
-                    (burst, result)
-                });
-                match task.await {
-                    Ok((back, result)) => {
-                        burst = back;
-                        result
-                    }
-                    Err(e) => return Err(joined(e)),
+    async fn deliver(&self, mut conn: Conn) -> Option<Conn> {
+        while conn.machine.delivering() && conn.inner.phase.get() != Phase::Forced {
+            // A slot only while running: a drain or a stop is the task's.
+            let slot = match self.inline || conn.inner.phase.get() != Phase::Running {
+                true => None,
+                false => self.slot(),
+            };
+            let current_thread = conn.flavor == RuntimeFlavor::CurrentThread;
+            conn = match (slot, current_thread) {
+                (Some(slot), _) => self.dedicate(conn, slot).await?,
+                (None, _) if self.inline => {
+                    Self::drive(&*self.handler, &mut conn, BURST_READS, None);
+                    conn
                 }
-            }
-            _ => tokio::task::block_in_place(|| Self::run(&*self.handler, &mut burst)),
-        };
-        Self::give_back(conn, burst);
-        result
+                (None, true) => {
+                    let handler = Arc::clone(&self.handler);
+                    joined(
+                        tokio::task::spawn_blocking(move || {
+                            Self::drive(&*handler, &mut conn, BURST_READS, None);
+                            conn
+                        })
+                        .await,
+                    )?
+                }
+                (None, _) => {
+                    let handler = &*self.handler;
+                    tokio::task::block_in_place(|| {
+                        Self::drive(handler, &mut conn, BURST_READS, None)
+                    });
+                    conn
+                }
+            };
+        }
+        // Cut short by a forced stop: what is left is discarded.
+        conn.machine.handle_delivered(Ok(()));
+        Some(conn)
     }
 }
 
@@ -457,7 +435,19 @@ where
     F: Fn(Message) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
 {
-    async fn deliver(&self, conn: &mut Conn) -> Result<(), Stop> {
+    async fn deliver(&self, mut conn: Conn) -> Option<Conn> {
+        let result = self.each(&mut conn).await;
+        conn.machine.handle_delivered(result);
+        Some(conn)
+    }
+}
+
+impl<F, Fut> AsyncDelivery<F>
+where
+    F: Fn(Message) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+{
+    async fn each(&self, conn: &mut Conn) -> Result<(), Stop> {
         loop {
             let body = match conn.rx().next_owned() {
                 Ok(Some(body)) => body,
@@ -518,7 +508,15 @@ pub(crate) struct ChannelDelivery {
 }
 
 impl Deliver for ChannelDelivery {
-    async fn deliver(&self, conn: &mut Conn) -> Result<(), Stop> {
+    async fn deliver(&self, mut conn: Conn) -> Option<Conn> {
+        let result = self.push(&mut conn).await;
+        conn.machine.handle_delivered(result);
+        Some(conn)
+    }
+}
+
+impl ChannelDelivery {
+    async fn push(&self, conn: &mut Conn) -> Result<(), Stop> {
         loop {
             let need = match conn.rx().next_len() {
                 Ok(None) => return Ok(()),

@@ -5,10 +5,10 @@
 //! any) it ends.
 //!
 //! Inputs come in through `handle_*` methods: the ordering turn reached,
-//! the Reader's phase (read by the driver at every step), a delivery's end
-//! (with the read it may have made last), a read's result, readiness, and
-//! the timer. [`Machine::poll_action`] takes `now` and answers with the
-//! next thing to do; [`Machine::poll_timeout`] says when to call
+//! the Reader's phase (read by the driver at every step), a delivery's
+//! end, a read's result, readiness, and the timer.
+//! [`Machine::poll_action`] takes `now` and answers with the next thing to
+//! do; [`Machine::poll_timeout`] says when to call
 //! [`Machine::handle_timeout`] if nothing else happens;
 //! [`Machine::poll_report`] holds the error a connection ended with, and
 //! [`Machine::take_handed_over`] what to tell newer connections of the same
@@ -38,7 +38,7 @@ use crate::error::{ReadStage, ReaderError};
 use crate::frame::{Expired, FrameError, Receiver};
 use crate::lifecycle::Phase;
 
-/// Why a delivery ended its connection (the driver passes it to
+/// Why a delivery ended its connection (it passes it to
 /// [`Machine::handle_delivered`]).
 #[derive(Debug)]
 pub(crate) enum Stop {
@@ -102,7 +102,7 @@ enum Step {
     Delivering,
     /// Handed over: act on the phase, then read.
     Phase,
-    /// The read through readiness (or the last read of a delivery).
+    /// The read through readiness.
     Read,
     /// Draining and readiness said nothing: ask the kernel.
     DrainRead,
@@ -314,21 +314,14 @@ impl Machine {
     }
 
     /// The delivery finished: `Ok` once every complete frame was handed
-    /// over (or a forced stop cut it short), with the last read it made
-    /// itself, if that read found nothing, the end or an error.
-    pub(crate) fn handle_delivered(
-        &mut self,
-        result: Result<(), Stop>,
-        last_read: Option<io::Result<usize>>,
-    ) {
-        if self.step != Step::Delivering {
-            return;
-        }
+    /// over (or a forced stop cut it short). A delivery that drove the
+    /// machine on itself (a sync handler's thread) may tell of an error in
+    /// any step: it ends the connection all the same.
+    pub(crate) fn handle_delivered(&mut self, result: Result<(), Stop>) {
         match result {
-            Ok(()) => {
-                self.step = Step::Phase;
-                self.got = last_read;
-            }
+            _ if self.step == Step::Closed => {}
+            Ok(()) if self.step == Step::Delivering => self.step = Step::Phase,
+            Ok(()) => {}
             Err(Stop::Protocol(e)) => {
                 self.close(Some(ReaderError::Protocol(e)));
             }
@@ -339,6 +332,11 @@ impl Machine {
                 self.close(None);
             }
         }
+    }
+
+    /// Whether a delivery has the frames (it began and has not finished).
+    pub(crate) fn delivering(&self) -> bool {
+        self.step == Step::Delivering
     }
 
     /// The read asked for returned this (bytes appended to the receiver, 0

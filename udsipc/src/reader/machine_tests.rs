@@ -262,7 +262,7 @@ impl World {
         } else {
             result = cut;
         }
-        c.m.handle_delivered(result, None);
+        c.m.handle_delivered(result);
     }
 
     /// The held handler of connection `i` returns.
@@ -581,7 +581,7 @@ fn a_forced_stop_after_a_delivery_closes_without_reading_on() {
         m.receiver_mut().next_owned().unwrap().as_deref(),
         Some(&b"m1"[..])
     );
-    m.handle_delivered(Ok(()), None);
+    m.handle_delivered(Ok(()));
     w.conns[0].held = false;
     w.run();
     assert!(w.closed_quietly(0));
