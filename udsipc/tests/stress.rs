@@ -1263,7 +1263,13 @@ impl Round {
                 ctx()
             ));
         }
-        if !seen.reordered.is_empty() {
+        // Order across reconnects is the udsipc Reader's rule (its order
+        // book). A raw reader behind the proxy has none: the proxy may still
+        // hand an older connection's bytes upstream after a newer
+        // connection's (seed 0x7b040bc6211b0792 once, 0 of 200 replays), so
+        // order is checked whenever no raw reader sat behind the proxy.
+        let raw_behind_proxy = self.proxy.is_some() && log.raw > 0;
+        if !seen.reordered.is_empty() && !raw_behind_proxy {
             self.fail(&format!(
                 "a producer's messages out of order (previous, this): {:x?}{}",
                 &seen.reordered[..seen.reordered.len().min(16)],
