@@ -97,16 +97,7 @@ impl Done {
 /// this process's allocations once the reader has seen the warm-up
 /// messages.
 pub fn rust_in_process(path: &Path, size: usize, messages: u64) -> Result<Measurement, String> {
-    let done = Done::new(messages, size);
-    let sink = Arc::clone(&done);
-    let reader = udsipc::Reader::builder(path)
-        .systemd(false)
-        .max_message_size(size.max(1) as u64)
-        .start(move |m: &[u8]| {
-            sink.record(m.len());
-            Ok(())
-        })
-        .map_err(|e| e.to_string())?;
+    let (done, reader) = counting_reader(path, size, messages)?;
     let producer = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -130,24 +121,16 @@ pub fn rust_in_process(path: &Path, size: usize, messages: u64) -> Result<Measur
         writer_ns: crate::cpu::self_ns().saturating_sub(cpu_start),
         reader_ns: None,
     };
-    let (allocs, after_warmup) = done.steady_allocs();
-    producer
-        .block_on(reader.stop(Duration::from_secs(10)))
-        .map_err(|e| e.to_string())?;
-    if !arrived {
-        return Err(format!(
-            "only {} of {messages} messages arrived",
-            done.received()
-        ));
-    }
-    Ok(Measurement {
-        size,
-        messages,
-        bytes: done.bytes()?,
+    let allocs = done.steady_allocs();
+    finish(
+        &done,
+        allocs,
+        reader,
+        &producer,
+        arrived,
         elapsed,
-        allocs_per_msg: Some(allocs as f64 / after_warmup as f64),
-        cpu: Some(cpu),
-    })
+        Some(cpu),
+    )
 }
 
 /// `writers` Writers (one connection each, on the library's runtime) into
@@ -159,16 +142,7 @@ pub fn rust_in_process_writers(
     messages: u64,
     writers: usize,
 ) -> Result<Measurement, String> {
-    let done = Done::new(messages, size);
-    let sink = Arc::clone(&done);
-    let reader = udsipc::Reader::builder(path)
-        .systemd(false)
-        .max_message_size(size.max(1) as u64)
-        .start(move |m: &[u8]| {
-            sink.record(m.len());
-            Ok(())
-        })
-        .map_err(|e| e.to_string())?;
+    let (done, reader) = counting_reader(path, size, messages)?;
     let writers = (0..writers.max(1))
         .map(|_| udsipc::Writer::builder(path).start())
         .collect::<Result<Vec<_>, _>>()
@@ -190,28 +164,64 @@ pub fn rust_in_process_writers(
     })?;
     let arrived = done.wait(Duration::from_secs(120));
     let elapsed = start.elapsed();
-    let (allocs, after_warmup) = done.steady_allocs();
+    let allocs = done.steady_allocs();
     for writer in &writers {
         producer
             .block_on(writer.stop(Duration::from_secs(10)))
             .map_err(|e| e.to_string())?;
     }
+    finish(&done, allocs, reader, &producer, arrived, elapsed, None)
+}
+
+/// A `Reader` at `path` whose handler counts `messages` deliveries of
+/// `size` bytes into the returned `Done`.
+fn counting_reader(
+    path: &Path,
+    size: usize,
+    messages: u64,
+) -> Result<(Arc<Done>, udsipc::Reader), String> {
+    let done = Done::new(messages, size);
+    let sink = Arc::clone(&done);
+    let reader = udsipc::Reader::builder(path)
+        .systemd(false)
+        .max_message_size(size.max(1) as u64)
+        .start(move |m: &[u8]| {
+            sink.record(m.len());
+            Ok(())
+        })
+        .map_err(|e| e.to_string())?;
+    Ok((done, reader))
+}
+
+/// Stops `reader` and makes the measurement of a run that took `elapsed`
+/// (an error unless every message `arrived`), with the allocations
+/// `steady_allocs` counted before any stop.
+fn finish(
+    done: &Done,
+    (allocs, after_warmup): (u64, u64),
+    reader: udsipc::Reader,
+    producer: &tokio::runtime::Runtime,
+    arrived: bool,
+    elapsed: Duration,
+    cpu: Option<crate::cpu::Cpu>,
+) -> Result<Measurement, String> {
     producer
         .block_on(reader.stop(Duration::from_secs(10)))
         .map_err(|e| e.to_string())?;
     if !arrived {
         return Err(format!(
-            "only {} of {messages} messages arrived",
-            done.received()
+            "only {} of {} messages arrived",
+            done.received(),
+            done.expected
         ));
     }
     Ok(Measurement {
-        size,
-        messages,
+        size: done.size,
+        messages: done.expected,
         bytes: done.bytes()?,
         elapsed,
         allocs_per_msg: Some(allocs as f64 / after_warmup as f64),
-        cpu: None,
+        cpu,
     })
 }
 

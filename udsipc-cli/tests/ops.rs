@@ -2,12 +2,12 @@
 //! Prometheus would, `RUST_LOG`, size units, `send --connect-timeout`,
 //! empty input, completions and the man page (issue 23, items 4 and 5).
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::net::UnixListener;
 use std::path::Path;
-use std::process::{Child, ChildStderr, Command, Output, Stdio};
-use std::sync::mpsc::{Receiver, channel};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
@@ -15,22 +15,11 @@ use nix::unistd::Pid;
 use udsipc_cli::listen::ListenStats;
 use udsipc_cli::send::SendStats;
 
+mod support;
+use support::lines;
+
 const BIN: &str = env!("CARGO_BIN_EXE_udsipc");
 const WAIT: Duration = Duration::from_secs(30);
-
-/// Reads a child's stderr lines on a thread.
-fn lines(err: ChildStderr) -> Receiver<String> {
-    let (tx, rx) = channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(err).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
 
 /// Waits for a line starting with `prefix`; returns it.
 fn wait_for(rx: &Receiver<String>, seen: &mut Vec<String>, prefix: &str) -> String {

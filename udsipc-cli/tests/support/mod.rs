@@ -5,12 +5,26 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStderr, Command, Stdio};
 use std::sync::mpsc::{Receiver, channel};
 use std::time::Duration;
 
 /// The bound on every wait; generous, because CI machines stall.
 pub(crate) const WAIT: Duration = Duration::from_secs(30);
+
+/// Reads a child's stderr lines on a thread.
+pub(crate) fn lines(err: ChildStderr) -> Receiver<String> {
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
 
 /// A running `udsipc proxy`.
 pub(crate) struct Proxy {
@@ -39,18 +53,9 @@ impl Proxy {
             .spawn()
             .unwrap();
         let err = child.stderr.take().unwrap();
-        let (tx, rx) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
         let mut proxy = Self {
             child,
-            stderr: rx,
+            stderr: lines(err),
             lines: Vec::new(),
         };
         let line = proxy.wait_for(ready);
