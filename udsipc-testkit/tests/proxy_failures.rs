@@ -179,11 +179,11 @@ async fn a_read_error_on_the_client_is_logged_as_a_cut_not_a_clean_close() {
 /// Found by `udsipc/tests/stress.rs` (seed 0x73f10aecf291033e): an upstream
 /// that resets its connection (closes with bytes unread) after the client
 /// has sent everything and closed loses bytes the proxy had read from the
-/// client, and no event's `in_flight_bytes` covers them: the only event is
-/// a `read-error` on the upstream side with `in_flight_bytes: 0` (now and
-/// then an `upstream-closed` event does account for them: a race).
+/// client. The only event used to be a `read-error` on the upstream side
+/// with `in_flight_bytes: 0` (only when the reset raced the last write did
+/// an `upstream-closed` event account for them); now the forwarding side
+/// logs `upstream-closed` with its bound whenever the upstream resets.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: an upstream reset after the client closed loses bytes no event accounts for"]
 async fn an_upstream_reset_after_the_client_closed_logs_what_it_lost() {
     let dir = tempfile::tempdir().unwrap();
     let (front, back) = (dir.path().join("front.sock"), dir.path().join("back.sock"));

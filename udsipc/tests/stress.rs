@@ -1369,11 +1369,7 @@ impl Round {
                 ctx()
             ));
         }
-        // Behind the proxy, a raw reader's reset loses bytes the proxy
-        // read and no event accounts for (udsipc-testkit
-        // tests/proxy_failures.rs, ignored as a bug): no bound there yet.
-        let unaccounted_proxy_loss = self.proxy.is_some() && log.raw > 0;
-        if !log.lossy && !unaccounted_proxy_loss {
+        if !log.lossy {
             // Every Reader stopped gracefully: what they read, they handed
             // over; through the proxy, a cut loses at most its bytes in
             // flight.

@@ -49,7 +49,7 @@ impl FrameEnds {
 /// The event name for a connection closed from outside its pumps.
 pub(super) fn reason_name(reason: Reason) -> Option<&'static str> {
     match reason {
-        Reason::Upstream => Some("upstream-closed"),
+        Reason::Upstream | Reason::UpstreamReset => Some("upstream-closed"),
         Reason::Outage => Some("refuse"),
         Reason::Stop => Some("proxy-stopped"),
         Reason::None | Reason::Cut | Reason::Client => None,

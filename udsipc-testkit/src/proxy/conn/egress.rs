@@ -119,8 +119,25 @@ pub(super) async fn run(mut e: Egress, mut dst: OwnedWriteHalf, mut rx: mpsc::Re
                 let _ = dst.shutdown().await;
                 match direction {
                     // Normal end: the upstream finishes reading and closes.
+                    // If it resets instead, what it had not read is lost:
+                    // account for it, as when a write fails.
                     Direction::ToUpstream => {
-                        let _ = phase.wait_for(|p| !p.dest_open(direction)).await;
+                        let reset = phase
+                            .wait_for(|p| !p.dest_open(direction))
+                            .await
+                            .is_ok_and(|p| p.reason == Reason::UpstreamReset);
+                        if reset {
+                            abandon(
+                                &e.shared,
+                                e.conn,
+                                direction,
+                                &dst,
+                                &mut rx,
+                                0,
+                                &e.progress,
+                                &e.phase,
+                            );
+                        }
                     }
                     // The upstream closed, and the client has everything it
                     // sent: its service is gone, so close the client too

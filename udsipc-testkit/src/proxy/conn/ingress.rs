@@ -432,8 +432,9 @@ impl Ingress {
         if upstream_failed {
             // The upstream reset the connection: its service is gone, as
             // when it closes; the client -> upstream side accounts for what
-            // the upstream lost ("upstream-closed").
-            close(&self.phase, true, true, Reason::Upstream);
+            // the upstream lost ("upstream-closed"), even when it had
+            // forwarded everything already.
+            close(&self.phase, true, true, Reason::UpstreamReset);
         }
         self.send_close(tx, CutMode::Both).await;
         let pending = shut_and_count(src.as_ref());

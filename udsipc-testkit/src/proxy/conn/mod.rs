@@ -41,6 +41,9 @@ pub(crate) enum Reason {
     Cut,
     /// The upstream closed its side or refused our bytes.
     Upstream,
+    /// Reading from the upstream failed: it reset the connection (closed
+    /// with bytes unread), so it may have lost what it had not read yet.
+    UpstreamReset,
     /// The client closed (normal end).
     Client,
     /// An outage (`refuse`) cut every connection.
