@@ -209,7 +209,7 @@ impl BufferedWriter<'_> {
     /// held, and the next `flush` (or the drop) hands it over.
     pub async fn flush(&mut self) -> Result<(), WriteError<()>> {
         while let Some((count, len)) = self.try_hand_over(false)? {
-            self.inner.queue.wait_room_for(count, len).await;
+            self.inner.queue.wait_room(count, len).await;
         }
         Ok(())
     }
@@ -222,7 +222,7 @@ impl BufferedWriter<'_> {
         while let Some((count, len)) = self.try_hand_over(false)? {
             let inner: Arc<WriterInner> = Arc::clone(&self.writer.inner);
             let waited = crate::runtime::block_on(&self.writer.handle, async move {
-                inner.queue.wait_room_for(count, len).await;
+                inner.queue.wait_room(count, len).await;
             });
             match waited {
                 Ok(()) => {}

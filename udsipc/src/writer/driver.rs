@@ -18,8 +18,9 @@ use tokio::time::Instant;
 use super::batch::IOV_PER_CALL;
 use super::engine::{Conn, Engine};
 use super::inner::WriterInner;
-use super::machine::{Action, Machine, Sample, Stats, Wait};
+use super::machine::{Action, Machine, Sample, Wait};
 use crate::lifecycle::Phase;
+use crate::metrics::WriterMetrics;
 use crate::socket;
 
 /// Connects to the reader: the one place the Writer dials.
@@ -227,19 +228,11 @@ fn act(
         publish(inner, m);
         match action {
             Action::Dial => return Next::Dial,
-            Action::Write => match e.conn.as_ref() {
-                Some(c) => write_once(m, c),
-                None => m.handle_write_error(now(), not_connected(), Sample::default()),
-            },
+            // The machine writes and samples only while connected, which
+            // it learns from this task with the connection in hand.
+            Action::Write => write_once(m, e.conn.as_ref().expect("connected")),
             Action::Sample => {
-                let s = match e.conn.as_ref() {
-                    Some(c) => sample(c.socket(), false),
-                    None => Sample {
-                        unread: None,
-                        error: Some(not_connected()),
-                        hangup: true,
-                    },
-                };
+                let s = sample(e.conn.as_ref().expect("connected").socket(), false);
                 m.handle_sample(now(), s);
             }
             Action::Close => {
@@ -295,10 +288,6 @@ fn write_once(m: &mut Machine, c: &Conn) {
     }
 }
 
-fn not_connected() -> io::Error {
-    io::Error::new(io::ErrorKind::NotConnected, "no connection")
-}
-
 /// Applies a phase change to the machine.
 fn apply_phase(inner: &WriterInner, m: &mut Machine, phase: Phase) {
     match phase {
@@ -330,7 +319,7 @@ fn publish(inner: &WriterInner, m: &mut Machine) {
 
 /// Copies the machine's counters and freed queue slots out.
 fn publish_counters(inner: &WriterInner, m: &mut Machine) {
-    let Stats {
+    let WriterMetrics {
         sent,
         delivered,
         failed,
@@ -340,6 +329,7 @@ fn publish_counters(inner: &WriterInner, m: &mut Machine) {
         reconnects,
         backpressure,
         refused,
+        ..
     } = m.stats();
     let c = &inner.counters;
     c.sent.store(sent, Relaxed);
@@ -372,10 +362,8 @@ async fn wait(
     w: Wait,
     timer: Option<Instant>,
 ) -> Woke {
-    let (read, room, watch_reads) = match conn {
-        Some(c) => (Some(&c.read), c.room.as_ref(), c.watch_reads),
-        None => (None, None, false),
-    };
+    let read = conn.map(|c| &c.read);
+    let room = conn.and_then(|c| c.room.as_ref());
     let sleep = async {
         match timer {
             Some(t) => tokio::time::sleep_until(t).await,
@@ -409,7 +397,7 @@ async fn wait(
     };
     let hangup = async {
         match read {
-            Some(r) if w.hangup && watch_reads => watch_hangup(r).await,
+            Some(r) if w.hangup => watch_hangup(r).await,
             _ => std::future::pending().await,
         }
     };
@@ -513,12 +501,7 @@ impl Drop for Leftovers<'_> {
         publish_counters(self.inner, &mut e.m);
         let stats = e.m.stats();
         drop(e);
-        self.inner.queue.close();
-        let n = self.inner.queue.discard_all() as u64;
-        if n > 0 {
-            self.inner.counters.discarded_outside.fetch_add(n, Relaxed);
-        }
-        let n = n + stats.discarded;
+        let n = self.inner.discard_queue() + stats.discarded;
         tracing::warn!(
             discarded = n,
             path = %self.inner.path.display(),

@@ -94,9 +94,6 @@ pub(super) struct Conn {
     /// the next other wait), not for a full socket (kept until all is
     /// read).
     pub(super) room_for_reads: bool,
-    /// Watch the read side for a hang-up (off once the reader shut down
-    /// only its writing half, which our readers never do).
-    pub(super) watch_reads: bool,
 }
 
 impl Conn {
@@ -106,7 +103,6 @@ impl Conn {
             read: Arc::new(crate::sys::register(std, Interest::READABLE)?),
             room: None,
             room_for_reads: false,
-            watch_reads: true,
         })
     }
 

@@ -137,8 +137,7 @@ impl WriterInner {
         if stopped.stuck > 0 {
             // The task is stuck (in the error callback): give up on it and
             // discard what the queue still holds.
-            let n = self.queue.discard_all() as u64;
-            self.counters.discarded_outside.fetch_add(n, Relaxed);
+            let n = self.discard_queue();
             tracing::warn!(
                 discarded = n,
                 "udsipc writer task did not stop within the grace period; abandoned"
@@ -165,6 +164,15 @@ impl WriterInner {
 }
 
 impl WriterInner {
+    /// Closes the queue and discards what it holds, from outside the task
+    /// (gone or stuck): counted in `discarded`; returns how many.
+    pub(super) fn discard_queue(&self) -> u64 {
+        self.queue.close();
+        let n = self.queue.discard_all() as u64;
+        self.counters.discarded_outside.fetch_add(n, Relaxed);
+        n
+    }
+
     pub(super) fn metrics(&self) -> WriterMetrics {
         self.counters.snapshot(self.queue.depth() as u64)
     }

@@ -36,7 +36,6 @@ use inner::{ErrorCallback, WriterInner};
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -355,10 +354,8 @@ impl Writer {
                 // The runtime may have dropped the task before it ever ran
                 // (so its own guard never counted the queue): count here
                 // whatever is still queued, and take no more.
-                self.inner.queue.close();
-                let n = self.inner.queue.discard_all() as u64;
+                let n = self.inner.discard_queue();
                 if n > 0 {
-                    self.inner.counters.discarded_outside.fetch_add(n, Relaxed);
                     tracing::warn!(
                         discarded = n,
                         "udsipc writer's runtime is gone; queued messages discarded"

@@ -348,17 +348,14 @@ impl Queue {
     }
 
     /// Queues `item`; whether the queue was empty (the writer task then
-    /// needs waking: done here with `wake`, else by the caller).
-    fn enqueue(&self, st: &mut State, item: Item, wake: bool) -> bool {
+    /// needs waking, by the caller).
+    fn enqueue(&self, st: &mut State, item: Item) -> bool {
         Self::seal(st);
         let was_empty = st.items.is_empty();
         self.add_bytes(st, item.frame_len());
         let count = item.count as usize;
         st.items.push_back(item);
         self.depth.fetch_add(count, Ordering::AcqRel);
-        if was_empty && wake {
-            self.data_ready.notify_one();
-        }
         was_empty
     }
 
@@ -424,36 +421,28 @@ impl Queue {
             return Err((r, body));
         }
         Ok(match (body, copy) {
-            (_, Some(bytes)) => self.enqueue(&mut st, Item::new(bytes, false), false),
+            (_, Some(bytes)) => self.enqueue(&mut st, Item::new(bytes, false)),
             (Body::Owned(bytes), None) if bytes.len() > COPY_OWNED_MAX => {
-                self.enqueue(&mut st, Item::new(bytes, false), false)
+                self.enqueue(&mut st, Item::new(bytes, false))
             }
-            (body, None) => self.append(&mut st, body.as_slice(), frame_len, false),
+            (body, None) => self.append(&mut st, body.as_slice(), frame_len),
         })
     }
 
     /// Appends one frame to the arena's run (admitted by the caller); whether
     /// the queue was empty, as [`enqueue`](Self::enqueue).
-    fn append(&self, st: &mut State, body: &[u8], frame_len: usize, wake: bool) -> bool {
+    fn append(&self, st: &mut State, body: &[u8], frame_len: usize) -> bool {
         if !st.arena.has_room(frame_len) {
-            Self::next_chunk(st, frame_len);
+            // The run so far becomes an item first (so it is not copied).
+            Self::seal(st);
+            st.arena.next_chunk(frame_len);
         }
         st.arena.put_frame(body);
         let was_empty = st.items.is_empty() && st.run == 0;
         st.run += 1;
         self.add_bytes(st, frame_len);
         self.depth.fetch_add(1, Ordering::AcqRel);
-        if was_empty && wake {
-            self.data_ready.notify_one();
-        }
         was_empty
-    }
-
-    /// Moves the arena to a chunk with room for `frame_len` bytes, making
-    /// the run so far an item first (so it is not copied).
-    fn next_chunk(st: &mut State, frame_len: usize) {
-        Self::seal(st);
-        st.arena.next_chunk(frame_len);
     }
 
     /// Queues `frames`, `count` messages framed back to back (cut from a
@@ -482,7 +471,7 @@ impl Queue {
             return Ok(RunPush::Taken(false));
         }
         if past_bounds || self.run_fits(&st, count as usize, frames.len()) {
-            let was_empty = self.enqueue(&mut st, Item::run(frames, count), false);
+            let was_empty = self.enqueue(&mut st, Item::run(frames, count));
             return Ok(RunPush::Taken(was_empty));
         }
         let room = self.capacity.saturating_sub(self.used());
@@ -500,10 +489,10 @@ impl Queue {
         // Room for all of it after all (the depth fell since `run_fits`
         // looked): taken whole, never split into an empty rest.
         let Some(front) = run.split_front(n) else {
-            let was_empty = self.enqueue(&mut st, run, false);
+            let was_empty = self.enqueue(&mut st, run);
             return Ok(RunPush::Taken(was_empty));
         };
-        let was_empty = self.enqueue(&mut st, front, false);
+        let was_empty = self.enqueue(&mut st, front);
         Ok(RunPush::Part(was_empty, run.bytes, run.count))
     }
 
@@ -538,15 +527,9 @@ impl Queue {
         }
     }
 
-    /// Waits until a push of a `frame_len`-byte message might succeed
-    /// (room, or closed).
-    pub(crate) async fn wait_room(&self, frame_len: usize) {
-        self.wait_room_for(1, frame_len).await;
-    }
-
     /// Waits until a push of `count` messages of `frame_len` bytes in all
     /// might succeed (room, or closed).
-    pub(crate) async fn wait_room_for(&self, count: usize, frame_len: usize) {
+    pub(crate) async fn wait_room(&self, count: usize, frame_len: usize) {
         // The gate's order pairs with `complete`'s look at its waiters.
         self.room
             .wait(|| {
@@ -890,7 +873,7 @@ mod tests {
         }
         let mut out = VecDeque::new();
         q.take_all(&mut out);
-        let wait = q.wait_room(1);
+        let wait = q.wait_room(1, 1);
         tokio::pin!(wait);
         assert!(!poll_once(wait.as_mut()));
         q.complete(1, 0); // depth 3: room, but above the low-water mark
@@ -935,14 +918,14 @@ mod tests {
         q.push_copy(&[1u8; 29]).unwrap(); // 30 bytes
         let mut out = VecDeque::new();
         q.take_all(&mut out);
-        let wait = q.wait_room(50);
+        let wait = q.wait_room(1, 50);
         tokio::pin!(wait);
         assert!(!poll_once(wait.as_mut()), "90 + 50 > 100");
         // 60 left: a waiter may be woken (it retries), but a new wait for
         // 50 bytes still finds no room.
         q.complete(1, 30);
         assert_eq!(q.push_copy(&[7u8; 49]), Err(Refused::Full));
-        let again = q.wait_room(50);
+        let again = q.wait_room(1, 50);
         tokio::pin!(again);
         assert!(!poll_once(again.as_mut()), "60 + 50 > 100");
         q.complete(1, 60); // empty
@@ -970,7 +953,7 @@ mod tests {
         for _ in 0..4 {
             q.push_owned(Bytes::from_static(b"m")).unwrap();
         }
-        let wait = q.wait_room(1);
+        let wait = q.wait_room(1, 1);
         tokio::pin!(wait);
         assert!(!poll_once(wait.as_mut()));
         let mut woken = false;
@@ -1013,7 +996,7 @@ mod tests {
     fn a_released_slot_can_be_taken_again_and_wakes_a_waiting_producer() {
         let q = Queue::new(1);
         q.reserve_slot().unwrap();
-        let wait = q.wait_room(1);
+        let wait = q.wait_room(1, 1);
         tokio::pin!(wait);
         assert!(!poll_once(wait.as_mut()));
         q.release_reserved();
