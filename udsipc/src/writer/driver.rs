@@ -4,7 +4,6 @@
 //! decision is the machine's.
 
 use std::io::{self, IoSlice};
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
@@ -12,7 +11,6 @@ use std::time::Duration;
 use std::os::unix::net::UnixStream as StdStream;
 
 use tokio::io::unix::AsyncFd;
-use tokio::net::UnixStream;
 use tokio::time::Instant;
 
 use super::batch::IOV_PER_CALL;
@@ -24,19 +22,15 @@ use crate::metrics::WriterMetrics;
 use crate::socket;
 
 /// Connects to the reader: the one place the Writer dials.
-pub(super) async fn connect(
-    path: &Path,
-    dial_timeout: Duration,
-    send_buffer: u32,
-) -> io::Result<UnixStream> {
-    let stream = tokio::time::timeout(dial_timeout, socket::connect(path))
+async fn connect(inner: &WriterInner) -> io::Result<Conn> {
+    let stream = tokio::time::timeout(inner.dial_timeout, socket::connect(&inner.path))
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "dial timeout"))??;
-    if send_buffer > 0 {
+    if inner.write_buffer_size > 0 {
         // As in Go, a refused buffer size is not a reason to fail.
-        let _ = socket::set_send_buffer(&stream, send_buffer);
+        let _ = socket::set_send_buffer(&stream, inner.write_buffer_size);
     }
-    Ok(stream)
+    Conn::new(stream)
 }
 
 fn now() -> std::time::Instant {
@@ -120,7 +114,7 @@ pub(super) async fn run(inner: Arc<WriterInner>) {
             Next::Dial => {
                 #[cfg(test)]
                 super::tests::dial_gate(&inner.path).await;
-                let dial = connect(&inner.path, inner.dial_timeout, inner.write_buffer_size);
+                let dial = connect(&inner);
                 tokio::pin!(dial);
                 // A drain lets the dial finish (it is bounded by the dial
                 // timeout); only a forced stop abandons it.
@@ -138,13 +132,10 @@ pub(super) async fn run(inner: Arc<WriterInner>) {
                 let mut e = lock(&inner);
                 let e = &mut *e;
                 match dialed {
-                    Some(Ok(stream)) => match Conn::new(stream) {
-                        Ok(c) => {
-                            e.conn = Some(c);
-                            e.m.handle_connected(now());
-                        }
-                        Err(err) => e.m.handle_dial_failed(now(), err),
-                    },
+                    Some(Ok(c)) => {
+                        e.conn = Some(c);
+                        e.m.handle_connected(now());
+                    }
                     Some(Err(err)) => e.m.handle_dial_failed(now(), err),
                     None => apply_phase(&inner, &mut e.m, Phase::Forced),
                 }
@@ -158,15 +149,9 @@ pub(super) async fn run(inner: Arc<WriterInner>) {
                     // The reader read: look how far (the readiness was
                     // cleared before this sample, so a read after it wakes
                     // the next wait).
-                    Woke::Writable => {
+                    Woke::Writable | Woke::HangUp => {
                         if let Some(c) = e.conn.as_ref() {
-                            let s = sample(c.socket(), false);
-                            e.m.handle_sample(now(), s);
-                        }
-                    }
-                    Woke::HangUp => {
-                        if let Some(c) = e.conn.as_ref() {
-                            let s = sample(c.socket(), true);
+                            let s = sample(c.socket(), matches!(woke, Woke::HangUp));
                             e.m.handle_sample(now(), s);
                         }
                     }
@@ -409,7 +394,7 @@ async fn wait(
             Err(_) => Woke::HangUp,
         },
         h = hangup => h,
-        () = inner.queue.data_ready(), if w.messages => Woke::Other,
+        () = inner.queue.data_ready.notified(), if w.messages => Woke::Other,
         () = sleep => Woke::Other,
     }
 }

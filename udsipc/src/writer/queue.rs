@@ -100,10 +100,9 @@ impl Item {
 
     /// The body's length in bytes (of a single message).
     pub(crate) fn body_len(&self) -> usize {
-        if self.framed {
-            self.bytes.len() - varint_len_of_frame(&self.bytes)
-        } else {
-            self.bytes.len()
+        match crate::frame::decode_varint(&self.bytes) {
+            Ok(Some((len, _))) if self.framed => len as usize,
+            _ => self.bytes.len(),
         }
     }
 
@@ -160,12 +159,11 @@ impl Item {
         if !self.framed || n == 0 || n >= self.count || at == 0 || at >= self.bytes.len() {
             return None;
         }
-        let front = self.bytes.split_to(at);
         self.count -= n;
         Some(Item {
-            bytes: front,
+            bytes: self.bytes.split_to(at),
             count: n,
-            ..self.clone_meta()
+            ..*self
         })
     }
 
@@ -176,16 +174,6 @@ impl Item {
         std::mem::swap(self, &mut front);
         Some(front)
     }
-
-    fn clone_meta(&self) -> Item {
-        Item {
-            bytes: Bytes::new(),
-            framed: self.framed,
-            count: self.count,
-            attempts: self.attempts,
-            sent: self.sent,
-        }
-    }
 }
 
 /// The whole length (prefix and body) of the frame that starts `frames`,
@@ -195,14 +183,6 @@ fn frame_len_at(frames: &[u8]) -> usize {
         Ok(Some((len, n))) => n + len as usize,
         _ => unreachable!("a run holds only frames this queue encoded"),
     }
-}
-
-/// The length of the varint prefix that starts `frame`.
-fn varint_len_of_frame(frame: &[u8]) -> usize {
-    frame
-        .iter()
-        .position(|b| b & 0x80 == 0)
-        .map_or(frame.len(), |i| i + 1)
 }
 
 /// The whole length (prefix and body) of a message of `body_len` bytes.
@@ -255,9 +235,10 @@ pub(crate) struct Queue {
     /// released: they count against the capacity but not in `depth`.
     /// Changed only under the state lock, read without it by `wait_room`.
     reserved: AtomicUsize,
-    capacity: usize,
+    /// The bound in messages (`max_buffered_writes`).
+    pub(super) capacity: usize,
     /// The byte limit (`usize::MAX`: none, and `bytes` is not kept).
-    byte_capacity: usize,
+    pub(super) byte_capacity: usize,
     /// Producers waiting for room are woken once the depth is down to this,
     /// so that each wake-up refills a good part of the queue instead of one
     /// batch's worth (or after `WAKE_EVERY` completions, so that producers
@@ -265,7 +246,9 @@ pub(crate) struct Queue {
     low_water: usize,
     /// Completions seen while producers were waiting.
     completions_while_waiting: AtomicUsize,
-    data_ready: Notify,
+    /// Notified when a message may have been queued since the last
+    /// `take_all` found the queue empty (or the queue was closed).
+    pub(super) data_ready: Notify,
     /// Producers waiting for room.
     room: RoomGate,
     /// Wake-ups asked of the writer task by producers (tests only).
@@ -550,12 +533,6 @@ impl Queue {
         }
     }
 
-    /// Resolves when a message may have been queued since the last
-    /// `take_all` found the queue empty (or the queue was closed).
-    pub(crate) async fn data_ready(&self) {
-        self.data_ready.notified().await;
-    }
-
     /// `n` taken messages of `bytes` frame bytes in all are finished with
     /// (written, or discarded).
     pub(crate) fn complete(&self, n: usize, bytes: usize) {
@@ -597,16 +574,6 @@ impl Queue {
         self.lock().closed = true;
         self.data_ready.notify_one();
         self.room.wake();
-    }
-
-    /// The bound in messages (`max_buffered_writes`).
-    pub(crate) fn capacity(&self) -> usize {
-        self.capacity
-    }
-
-    /// The bound in frame bytes (`usize::MAX`: none).
-    pub(crate) fn byte_capacity(&self) -> usize {
-        self.byte_capacity
     }
 
     /// Messages accepted and not yet finished with.
