@@ -616,7 +616,7 @@ impl Machine {
     /// socket right after (its unread count and pending error).
     pub(crate) fn handle_write_error(&mut self, now: Instant, source: io::Error, sample: Sample) {
         let reset = is_reset(&source) || sample.error.as_ref().is_some_and(is_reset);
-        self.connection_died(now, reset, sample.unread, source);
+        self.connection_died(now, reset, sample.unread, Some(source));
     }
 
     /// A look at the socket, asked for by [`Action::Sample`] or taken on a
@@ -626,30 +626,21 @@ impl Machine {
         if let Some(error) = sample.error {
             // Read before the purge that follows a reader's close, the
             // unread count proves nothing once an error is pending.
-            self.connection_died(now, is_reset(&error), sample.unread, error);
+            self.connection_died(now, is_reset(&error), sample.unread, Some(error));
             return;
         }
         if sample.hangup {
+            // No error: if the reader had read everything when it closed and
+            // nothing was cut (e.g. its inactivity timeout), nothing is lost
+            // and it is not an error. Redial when there is something to send.
             let all_read = sample.unread.is_none_or(|unread| unread == 0);
-            if all_read && !self.partly_written() {
-                // No error: the reader had read everything when it closed.
-                let Link::Up(c) = &self.link else { return };
-                self.confirm(now, c.written);
-                // Nothing lost and nothing cut (e.g. the reader's inactivity
-                // timeout): not an error. Redial when there is something to
-                // send.
-                self.quiet_close();
-                return;
-            }
-            self.connection_died(
-                now,
-                false,
-                sample.unread,
+            let error = (!all_read || self.partly_written()).then(|| {
                 io::Error::new(
                     io::ErrorKind::BrokenPipe,
                     "the reader closed the connection",
-                ),
-            );
+                )
+            });
+            self.connection_died(now, false, sample.unread, error);
             return;
         }
         c.sampled_at = c.written;
@@ -820,27 +811,6 @@ impl Machine {
         }
     }
 
-    /// The reader closed a connection on which everything written was read
-    /// and nothing was cut.
-    fn quiet_close(&mut self) {
-        let Link::Up(mut c) = std::mem::replace(&mut self.link, Link::Dead(Duration::ZERO)) else {
-            return;
-        };
-        self.settle(&mut c);
-        // Everything written was read (a run's messages just settled too).
-        let n = count(&c.inflight);
-        if n > 0 {
-            self.stats.delivered += n;
-            c.productive = true;
-        }
-        let delay = if c.productive {
-            Duration::ZERO
-        } else {
-            self.next_delay()
-        };
-        self.link = Link::Dead(delay);
-    }
-
     /// How the open connection ended, from what its socket said: a reset
     /// (the reader closed with bytes unread), a reader that shut its side
     /// (`shutdown(SHUT_RD)`: writes fail with `EPIPE` while what it holds
@@ -866,13 +836,15 @@ impl Machine {
         }
     }
 
-    /// The connection is dead: account for every message on it.
+    /// The connection is dead: account for every message on it. `source`:
+    /// the error to report; `None` for a reader that closed quietly (all
+    /// read, nothing cut).
     fn connection_died(
         &mut self,
         now: Instant,
         reset: bool,
         unread: Option<u64>,
-        source: io::Error,
+        source: Option<io::Error>,
     ) {
         let Link::Up(mut c) = std::mem::replace(&mut self.link, Link::Dead(Duration::ZERO)) else {
             return;
@@ -886,67 +858,73 @@ impl Machine {
             return;
         };
         self.count_partly_read(&mut c);
+        if end == End::AllRead {
+            // The reader had read every byte written when it closed.
+            let n = count(&c.inflight);
+            c.inflight.clear();
+            c.tail = None;
+            if n > 0 {
+                self.stats.delivered += n;
+                c.productive = true;
+                self.backoff = self.cfg.initial_backoff.min(self.cfg.max_backoff);
+            }
+        }
         let refused = c.confirmed == 0
             && matches!(c.stage, Stage::Unproven | Stage::ProbeByte)
             && (c.written == 0 || end != End::AllRead);
-        if refused {
-            self.stats.refused += 1;
-            self.reports.push_back(WriterError::Refused {
-                path: self.cfg.path.clone(),
-                source,
-            });
-        } else {
-            self.reports.push_back(WriterError::Write {
-                kind: WriteFailure::NoConsumer,
-                phase: phase_of(self.deadline.is_some(), self.pending.front()),
-                source,
-            });
-            if end == End::AllRead {
-                // The reader had read every byte written when it closed.
-                let n = count(&c.inflight);
-                c.inflight.clear();
-                c.tail = None;
-                if n > 0 {
-                    self.stats.delivered += n;
-                    c.productive = true;
-                    self.backoff = self.cfg.initial_backoff.min(self.cfg.max_backoff);
-                }
-            } else if end == End::Reset && !partial {
-                // The last byte written was not read: the message holding it
-                // was not read whole and is retried.
-                if let Some(tail) = c.tail.take() {
-                    if tail.end == c.written && c.inflight.back().is_some_and(|f| f.end == tail.end)
-                    {
-                        let f = c.inflight.back_mut().expect("checked");
-                        let last = match f.pop_last() {
-                            Some(last) => last,
-                            None => {
-                                let f = c.inflight.pop_back().expect("checked");
-                                f.run.unwrap_or(tail.item)
-                            }
-                        };
-                        self.pending.push_front(last);
-                        self.retry_head();
+        match source {
+            None => {}
+            Some(source) if refused => {
+                self.stats.refused += 1;
+                self.reports.push_back(WriterError::Refused {
+                    path: self.cfg.path.clone(),
+                    source,
+                });
+            }
+            Some(source) => {
+                self.reports.push_back(WriterError::Write {
+                    kind: WriteFailure::NoConsumer,
+                    phase: phase_of(self.deadline.is_some(), self.pending.front()),
+                    source,
+                });
+                if end == End::Reset && !partial {
+                    // The last byte written was not read: the message holding it
+                    // was not read whole and is retried.
+                    if let Some(tail) = c.tail.take() {
+                        if tail.end == c.written
+                            && c.inflight.back().is_some_and(|f| f.end == tail.end)
+                        {
+                            let f = c.inflight.back_mut().expect("checked");
+                            let last = match f.pop_last() {
+                                Some(last) => last,
+                                None => {
+                                    let f = c.inflight.pop_back().expect("checked");
+                                    f.run.unwrap_or(tail.item)
+                                }
+                            };
+                            self.pending.push_front(last);
+                            self.retry_head();
+                        }
                     }
                 }
-            }
-            // A message written in part was not read whole: retried (its
-            // rest never reaches this reader, whatever it still reads).
-            if partial {
-                self.retry_head();
-            }
-            // The others written whole since the last confirmation may or
-            // may not be read (a shut reader's drain may still read them):
-            // never retried, never counted as delivered.
-            let lost = count(&c.inflight);
-            if lost > 0 {
-                let from = c.confirmed.min(c.written);
-                let to = c.inflight.back().map_or(from, |f| f.end);
-                self.stats.unconfirmed += lost;
-                self.reports.push_back(WriterError::Unconfirmed {
-                    messages: lost,
-                    approx_bytes: to.saturating_sub(from),
-                });
+                // A message written in part was not read whole: retried (its
+                // rest never reaches this reader, whatever it still reads).
+                if partial {
+                    self.retry_head();
+                }
+                // The others written whole since the last confirmation may or
+                // may not be read (a shut reader's drain may still read them):
+                // never retried, never counted as delivered.
+                let lost = count(&c.inflight);
+                if lost > 0 {
+                    let from = c.confirmed.min(c.written);
+                    let to = c.inflight.back().map_or(from, |f| f.end);
+                    self.stats.unconfirmed += lost;
+                    self.reports.push_back(WriterError::Unconfirmed {
+                        messages: lost,
+                        approx_bytes: to.saturating_sub(from),
+                    });
+                }
             }
         }
         // A productive connection, or one whose death ended a poison
