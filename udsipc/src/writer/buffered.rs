@@ -14,7 +14,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
-use super::inner::{Writer, WriterInner};
+use super::{Writer, WriterInner};
 use bytes::Bytes;
 
 use super::arena::Arena;

@@ -16,8 +16,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use super::inner::{Writer, WriterInner};
 use super::queue::{Body, Refused, frame_len_of};
+use super::{Writer, WriterInner};
 use crate::error::{StopError, WriteError};
 
 mod sealed {

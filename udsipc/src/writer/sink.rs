@@ -14,9 +14,9 @@ use std::task::{Context, Poll, ready};
 use bytes::Bytes;
 use futures_sink::Sink;
 
-use super::inner::{Writer, WriterInner};
 use super::queue::{Body, Refused, frame_len_of};
 use super::send::Payload;
+use super::{Writer, WriterInner};
 use crate::error::StopError;
 
 type Wait = Pin<Box<dyn Future<Output = ()> + Send>>;
