@@ -429,7 +429,7 @@ impl Machine {
                     Action::Dial
                 } else {
                     Action::Wait(Wait {
-                        messages: self.pending.is_empty() && !self.deadline.is_some(),
+                        messages: self.pending.is_empty() && self.deadline.is_none(),
                         ..Wait::default()
                     })
                 }
@@ -514,7 +514,7 @@ impl Machine {
             c.sample_due = Some(now + c.sample_every);
         }
         Action::Wait(Wait {
-            messages: self.pending.is_empty() && !self.deadline.is_some(),
+            messages: self.pending.is_empty() && self.deadline.is_none(),
             writable: false,
             hangup: true,
             read: unread && (awaiting_probe || self.deadline.is_some()),
