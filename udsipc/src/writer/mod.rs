@@ -272,7 +272,7 @@ impl WriterBuilder {
         );
         let inner = Arc::new(WriterInner {
             engine: Mutex::new(Engine::new(machine)),
-            queue: Queue::new(self.max_buffered_writes).with_max_bytes(self.max_buffered_bytes),
+            queue: Queue::new(self.max_buffered_writes, self.max_buffered_bytes),
             counters: WriterCounters::default(),
             phase: PhaseCell::new(),
             deadline: Mutex::new(None),

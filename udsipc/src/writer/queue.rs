@@ -16,7 +16,7 @@ use std::sync::{Mutex, MutexGuard};
 use bytes::Bytes;
 use tokio::sync::Notify;
 
-use super::arena::{Arena, CHUNK_MAX};
+use super::arena::Arena;
 use crate::frame::varint_len;
 use crate::gate::RoomGate;
 
@@ -257,11 +257,18 @@ pub(crate) struct Queue {
 }
 
 impl Queue {
-    pub(crate) fn new(capacity: usize) -> Self {
+    /// A queue of at most `capacity` messages and `max_bytes` frame bytes
+    /// (`usize::MAX`: no byte bound). With a byte bound, a message that
+    /// would take the queued bytes past it is refused (`Full`), except
+    /// into a queue that holds no bytes, which takes any one message; arena
+    /// chunks then grow only to half the bound (at least
+    /// [`CHUNK_MIN`](crate::writer::arena::CHUNK_MIN)), so that what the
+    /// queue holds stays near it.
+    pub(crate) fn new(capacity: usize, max_bytes: usize) -> Self {
         Self {
             state: Mutex::new(State {
                 items: VecDeque::new(),
-                arena: Arena::new(CHUNK_MAX),
+                arena: Arena::new(max_bytes / 2),
                 run: 0,
                 bytes: 0,
                 closed: false,
@@ -269,7 +276,7 @@ impl Queue {
             depth: AtomicUsize::new(0),
             reserved: AtomicUsize::new(0),
             capacity,
-            byte_capacity: usize::MAX,
+            byte_capacity: max_bytes,
             low_water: capacity / 2,
             completions_while_waiting: AtomicUsize::new(0),
             data_ready: Notify::new(),
@@ -277,18 +284,6 @@ impl Queue {
             #[cfg(test)]
             producer_wakes: AtomicUsize::new(0),
         }
-    }
-
-    /// Also bounds the queue in frame bytes: a message that would take the
-    /// queued bytes past `max` is refused (`Full`), except into a queue that
-    /// holds no bytes, which takes any one message.
-    /// Arena chunks then grow only to half the limit (at least
-    /// [`CHUNK_MIN`](crate::writer::arena::CHUNK_MIN)), so that what the queue
-    /// holds stays near it.
-    pub(crate) fn with_max_bytes(mut self, max: usize) -> Self {
-        self.byte_capacity = max;
-        self.lock().arena = Arena::new(max / 2);
-        self
     }
 
     fn tracks_bytes(&self) -> bool {
@@ -634,7 +629,7 @@ mod tests {
 
     #[test]
     fn copies_are_framed_and_full_queue_refuses() {
-        let q = Queue::new(2);
+        let q = Queue::new(2, usize::MAX);
         q.push_copy(b"ab").unwrap();
         q.push_owned(Bytes::from_static(b"cde")).unwrap();
         assert_eq!(q.push_copy(b"x"), Err(Refused::Full));
@@ -653,7 +648,7 @@ mod tests {
 
     #[test]
     fn a_large_owned_message_ends_the_run_before_it_and_keeps_the_order() {
-        let q = Queue::new(16);
+        let q = Queue::new(16, usize::MAX);
         let big = Bytes::from(vec![9u8; COPY_OWNED_MAX + 1]);
         q.push_copy(b"a").unwrap();
         q.push_copy(b"b").unwrap();
@@ -669,7 +664,7 @@ mod tests {
 
     #[test]
     fn a_run_splits_at_message_boundaries() {
-        let q = Queue::new(16);
+        let q = Queue::new(16, usize::MAX);
         for m in [&b"a"[..], b"bb", b"ccc", b"dddd"] {
             q.push_copy(m).unwrap();
         }
@@ -692,7 +687,7 @@ mod tests {
 
     #[test]
     fn a_split_never_leaves_an_empty_item_on_either_side() {
-        let q = Queue::new(usize::MAX);
+        let q = Queue::new(usize::MAX, usize::MAX);
         for body in [&b"a"[..], b"bb"] {
             q.push_copy(body).unwrap();
         }
@@ -715,7 +710,7 @@ mod tests {
         // An empty run would be written as nothing, forever (issue 27: a
         // split that took everything handed back an empty rest, which the
         // producer queued). The race itself: tests/buffered_writer.rs.
-        let q = Queue::new(4);
+        let q = Queue::new(4, usize::MAX);
         let frames = Bytes::from_static(b"\x01a\x01b\x01c\x01d");
         let r = q.push_run_deferred(frames, 4, false);
         assert!(matches!(r, Ok(RunPush::Taken(true))), "{r:?}");
@@ -729,7 +724,7 @@ mod tests {
 
     #[test]
     fn arena_chunks_are_reused_once_nothing_cut_from_them_is_held() {
-        let q = Queue::new(usize::MAX);
+        let q = Queue::new(usize::MAX, usize::MAX);
         let body = [7u8; 1000];
         let per_chunk = crate::writer::arena::CHUNK_MIN / 1002;
         let mut first = None;
@@ -754,7 +749,7 @@ mod tests {
 
     #[test]
     fn a_run_counts_as_its_messages_and_an_empty_queue_takes_any_run() {
-        let q = Queue::new(4).with_max_bytes(100);
+        let q = Queue::new(4, 100);
         let run = |n: u8| {
             let mut frames = Vec::new();
             for _ in 0..n {
@@ -791,7 +786,7 @@ mod tests {
         }
         assert_eq!(q.depth(), 4);
         // By bytes: 60 of 100 queued, a run of 5 x 10 bytes leaves 4 in.
-        let by_bytes = Queue::new(100).with_max_bytes(100);
+        let by_bytes = Queue::new(100, 100);
         taken(by_bytes.push_run_deferred(run(6), 6, false));
         match by_bytes.push_run_deferred(run(5), 5, false) {
             Ok(RunPush::Part(_, rest, left)) => assert_eq!((rest.len(), left), (10, 1)),
@@ -807,7 +802,7 @@ mod tests {
 
     #[test]
     fn discarding_counts_every_message_of_every_run() {
-        let q = Queue::new(16);
+        let q = Queue::new(16, usize::MAX);
         q.push_copy(b"a").unwrap();
         q.push_owned(Bytes::from(vec![1u8; COPY_OWNED_MAX + 1]))
             .unwrap();
@@ -820,7 +815,7 @@ mod tests {
 
     #[test]
     fn closed_queue_refuses_and_hands_back() {
-        let q = Queue::new(4);
+        let q = Queue::new(4, usize::MAX);
         q.close();
         let (r, b) = q.push_owned(Bytes::from_static(b"m")).unwrap_err();
         assert_eq!(r, Refused::Closed);
@@ -834,7 +829,7 @@ mod tests {
 
     #[test]
     fn waiting_producer_wakes_at_half_empty_not_at_each_batch() {
-        let q = Queue::new(4);
+        let q = Queue::new(4, usize::MAX);
         for _ in 0..4 {
             q.push_owned(Bytes::from_static(b"m")).unwrap();
         }
@@ -851,7 +846,7 @@ mod tests {
 
     #[test]
     fn a_byte_limit_refuses_what_would_pass_it_and_an_empty_queue_takes_any_message() {
-        let q = Queue::new(1_000).with_max_bytes(100);
+        let q = Queue::new(1_000, 100);
         let m60 = vec![1u8; 59]; // a 60-byte frame
         q.push_copy(&m60).unwrap();
         assert_eq!(q.push_copy(&[2u8; 40]), Err(Refused::Full), "60 + 41 > 100");
@@ -880,7 +875,7 @@ mod tests {
 
     #[test]
     fn a_waiter_for_a_large_message_waits_until_it_fits() {
-        let q = Queue::new(1_000).with_max_bytes(100);
+        let q = Queue::new(1_000, 100);
         q.push_copy(&[1u8; 59]).unwrap(); // 60 bytes
         q.push_copy(&[1u8; 29]).unwrap(); // 30 bytes
         let mut out = VecDeque::new();
@@ -902,7 +897,7 @@ mod tests {
 
     #[test]
     fn without_a_byte_limit_bytes_are_not_counted() {
-        let q = Queue::new(2);
+        let q = Queue::new(2, usize::MAX);
         q.push_copy(&vec![1u8; 100_000]).unwrap();
         q.push_owned(Bytes::from(vec![2u8; 100_000])).unwrap();
         assert_eq!(q.lock().bytes, 0);
@@ -915,7 +910,7 @@ mod tests {
 
     #[test]
     fn producers_that_never_wait_cannot_starve_a_waiting_one() {
-        let q = Queue::new(4);
+        let q = Queue::new(4, usize::MAX);
         let mut out = VecDeque::new();
         for _ in 0..4 {
             q.push_owned(Bytes::from_static(b"m")).unwrap();
@@ -939,7 +934,7 @@ mod tests {
 
     #[test]
     fn a_reserved_slot_counts_against_the_capacity_and_its_push_is_never_full() {
-        let q = Queue::new(2);
+        let q = Queue::new(2, usize::MAX);
         q.reserve_slot().unwrap();
         q.push_copy(b"a").unwrap();
         assert_eq!(q.push_copy(b"b"), Err(Refused::Full), "the slot is held");
@@ -961,7 +956,7 @@ mod tests {
 
     #[test]
     fn a_released_slot_can_be_taken_again_and_wakes_a_waiting_producer() {
-        let q = Queue::new(1);
+        let q = Queue::new(1, usize::MAX);
         q.reserve_slot().unwrap();
         let wait = q.wait_room(1, 1);
         tokio::pin!(wait);
@@ -973,7 +968,7 @@ mod tests {
 
     #[test]
     fn a_push_into_a_slot_of_a_closed_queue_hands_back_and_frees_the_slot() {
-        let q = Queue::new(1);
+        let q = Queue::new(1, usize::MAX);
         q.reserve_slot().unwrap();
         q.close();
         assert_eq!(
@@ -988,7 +983,7 @@ mod tests {
 
     #[test]
     fn large_copies_bypass_the_arena() {
-        let q = Queue::new(4);
+        let q = Queue::new(4, usize::MAX);
         let big = vec![7u8; ARENA_MAX_FRAME + 1];
         q.push_copy(&big).unwrap();
         let mut out = VecDeque::new();
