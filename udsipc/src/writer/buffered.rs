@@ -332,7 +332,7 @@ impl BufferedWriter<'_> {
                 .fetch_add(n, Relaxed);
             tracing::warn!(
                 discarded = n,
-                path = %self.inner.path.display(),
+                path = %self.inner.opts.cfg.path.display(),
                 "udsipc buffered writer: the Writer stopped before these messages were flushed"
             );
         }

@@ -26,12 +26,15 @@ use crate::socket;
 
 /// Connects to the reader: the one place the Writer dials.
 async fn connect(inner: &WriterInner) -> io::Result<Conn> {
-    let stream = tokio::time::timeout(inner.dial_timeout, socket::connect(&inner.path))
-        .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "dial timeout"))??;
-    if inner.write_buffer_size > 0 {
+    let stream = tokio::time::timeout(
+        inner.opts.dial_timeout,
+        socket::connect(&inner.opts.cfg.path),
+    )
+    .await
+    .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "dial timeout"))??;
+    if inner.opts.write_buffer_size > 0 {
         // As in Go, a refused buffer size is not a reason to fail.
-        let _ = socket::set_send_buffer(&stream, inner.write_buffer_size);
+        let _ = socket::set_send_buffer(&stream, inner.opts.write_buffer_size);
     }
     Conn::new(stream)
 }
@@ -116,7 +119,7 @@ pub(super) async fn run(inner: Arc<WriterInner>) {
         match next {
             Next::Dial => {
                 #[cfg(test)]
-                super::tests::dial_gate(&inner.path).await;
+                super::tests::dial_gate(&inner.opts.cfg.path).await;
                 let dial = connect(&inner);
                 tokio::pin!(dial);
                 // A drain lets the dial finish (it is bounded by the dial
@@ -174,7 +177,7 @@ pub(super) async fn run(inner: Arc<WriterInner>) {
         tracing::warn!(
             discarded = s.discarded,
             unconfirmed = s.unconfirmed,
-            path = %inner.path.display(),
+            path = %inner.opts.cfg.path.display(),
             "udsipc writer finished with messages it could not deliver"
         );
     }
@@ -485,7 +488,7 @@ impl Drop for Leftovers<'_> {
         let n = self.inner.discard_queue() + stats.discarded;
         tracing::warn!(
             discarded = n,
-            path = %self.inner.path.display(),
+            path = %self.inner.opts.cfg.path.display(),
             "udsipc writer task ended unfinished (runtime shut down or panic); queued messages discarded"
         );
     }

@@ -84,15 +84,12 @@ pub const DEFAULT_LINGER: Duration = Duration::from_secs(1);
 /// | [`runtime`](Self::runtime) | current, else the library's own | - |
 #[must_use = "a builder does nothing until `start` is called"]
 pub struct WriterBuilder {
-    path: PathBuf,
+    /// The path and the options the machine itself reads.
+    cfg: machine::Config,
     max_buffered_writes: usize,
     max_buffered_bytes: usize,
-    write_timeout: Duration,
     dial_timeout: Duration,
-    initial_backoff: Duration,
-    max_backoff: Duration,
     write_buffer_size: u32,
-    max_attempts: u32,
     linger: Duration,
     on_error: Option<Arc<ErrorCallback>>,
     runtime: Option<Handle>,
@@ -101,14 +98,14 @@ pub struct WriterBuilder {
 impl std::fmt::Debug for WriterBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WriterBuilder")
-            .field("path", &self.path)
+            .field("path", &self.cfg.path)
             .field("max_buffered_writes", &self.max_buffered_writes)
-            .field("write_timeout", &self.write_timeout)
+            .field("write_timeout", &self.cfg.write_timeout)
             .field("dial_timeout", &self.dial_timeout)
-            .field("initial_backoff", &self.initial_backoff)
-            .field("max_backoff", &self.max_backoff)
+            .field("initial_backoff", &self.cfg.initial_backoff)
+            .field("max_backoff", &self.cfg.max_backoff)
             .field("write_buffer_size", &self.write_buffer_size)
-            .field("max_attempts", &self.max_attempts)
+            .field("max_attempts", &self.cfg.max_attempts)
             .field("linger", &self.linger)
             .finish_non_exhaustive()
     }
@@ -117,15 +114,18 @@ impl std::fmt::Debug for WriterBuilder {
 impl WriterBuilder {
     fn new(path: PathBuf) -> Self {
         Self {
-            path,
+            cfg: machine::Config {
+                sampling: sampling(&path),
+                path,
+                write_timeout: DEFAULT_WRITE_TIMEOUT,
+                initial_backoff: DEFAULT_INITIAL_BACKOFF,
+                max_backoff: DEFAULT_MAX_BACKOFF,
+                max_attempts: DEFAULT_MAX_ATTEMPTS,
+            },
             max_buffered_writes: DEFAULT_MAX_BUFFERED_WRITES,
             max_buffered_bytes: DEFAULT_MAX_BUFFERED_BYTES,
-            write_timeout: DEFAULT_WRITE_TIMEOUT,
             dial_timeout: DEFAULT_DIAL_TIMEOUT,
-            initial_backoff: DEFAULT_INITIAL_BACKOFF,
-            max_backoff: DEFAULT_MAX_BACKOFF,
             write_buffer_size: DEFAULT_WRITE_BUFFER_SIZE,
-            max_attempts: DEFAULT_MAX_ATTEMPTS,
             linger: DEFAULT_LINGER,
             on_error: None,
             runtime: None,
@@ -170,7 +170,7 @@ impl WriterBuilder {
     /// counts as failed: a slow reader is not a dead one (Go instead closes
     /// the connection and retries). Must be above zero. Default 1 s.
     pub fn write_timeout(mut self, timeout: Duration) -> Self {
-        self.write_timeout = timeout;
+        self.cfg.write_timeout = timeout;
         self
     }
 
@@ -182,14 +182,14 @@ impl WriterBuilder {
 
     /// The first reconnect delay (Go fixes it at 1 s). Must be above zero.
     pub fn initial_backoff(mut self, delay: Duration) -> Self {
-        self.initial_backoff = delay;
+        self.cfg.initial_backoff = delay;
         self
     }
 
     /// The ceiling of the doubling reconnect delay. Must be above zero.
     /// Default 10 s.
     pub fn max_backoff(mut self, delay: Duration) -> Self {
-        self.max_backoff = delay;
+        self.cfg.max_backoff = delay;
         self
     }
 
@@ -207,7 +207,7 @@ impl WriterBuilder {
     /// `failed`) and the queue moves on. Connections the reader refused
     /// without reading a byte do not count. Must be above zero. Default 5.
     pub fn max_attempts(mut self, attempts: u32) -> Self {
-        self.max_attempts = attempts;
+        self.cfg.max_attempts = attempts;
         self
     }
 
@@ -238,12 +238,12 @@ impl WriterBuilder {
     /// Validates the options and starts the background task, which connects
     /// at once (Go: `NewWriter` + `Start`).
     pub fn start(self) -> Result<Writer, StartError> {
-        socket::validate_path(&self.path)?;
+        socket::validate_path(&self.cfg.path)?;
         for (option, value) in [
-            ("write_timeout", self.write_timeout),
+            ("write_timeout", self.cfg.write_timeout),
             ("dial_timeout", self.dial_timeout),
-            ("initial_backoff", self.initial_backoff),
-            ("max_backoff", self.max_backoff),
+            ("initial_backoff", self.cfg.initial_backoff),
+            ("max_backoff", self.cfg.max_backoff),
         ] {
             if value.is_zero() {
                 return Err(ConfigError::ZeroDuration { option }.into());
@@ -252,37 +252,24 @@ impl WriterBuilder {
         for (option, value) in [
             ("max_buffered_writes", self.max_buffered_writes),
             ("max_buffered_bytes", self.max_buffered_bytes),
-            ("max_attempts", self.max_attempts as usize),
+            ("max_attempts", self.cfg.max_attempts as usize),
         ] {
             if value == 0 {
                 return Err(ConfigError::ZeroSize { option }.into());
             }
         }
         let handle = crate::runtime::handle(self.runtime.as_ref()).map_err(StartError::Runtime)?;
-        let machine = machine::Machine::new(
-            machine::Config {
-                path: self.path.clone(),
-                write_timeout: self.write_timeout,
-                initial_backoff: self.initial_backoff,
-                max_backoff: self.max_backoff,
-                max_attempts: self.max_attempts,
-                sampling: sampling(&self.path),
-            },
-            tokio::time::Instant::now().into_std(),
-        );
+        let now = tokio::time::Instant::now().into_std();
+        let machine = machine::Machine::new(self.cfg.clone(), now);
         let inner = Arc::new(WriterInner {
             engine: Mutex::new(Engine::new(machine)),
             queue: Queue::new(self.max_buffered_writes, self.max_buffered_bytes),
+            opts: self,
             counters: WriterCounters::default(),
             phase: PhaseCell::new(),
             deadline: Mutex::new(None),
             forced: AtomicBool::new(false),
             tasks: Tasks::new(),
-            path: self.path,
-            dial_timeout: self.dial_timeout,
-            write_buffer_size: self.write_buffer_size,
-            linger: self.linger,
-            on_error: self.on_error,
             stop_lock: tokio::sync::Mutex::new(false),
         });
         inner
@@ -362,11 +349,8 @@ struct WriterInner {
     /// The task ended by discarding (its deadline passed).
     forced: AtomicBool,
     tasks: Arc<Tasks>,
-    path: PathBuf,
-    dial_timeout: Duration,
-    write_buffer_size: u32,
-    linger: Duration,
-    on_error: Option<Arc<ErrorCallback>>,
+    /// The options it was started with.
+    opts: WriterBuilder,
     /// Whether a stop (or a drop's linger) has begun.
     stop_lock: tokio::sync::Mutex<bool>,
 }
@@ -374,7 +358,7 @@ struct WriterInner {
 impl WriterInner {
     fn report(&self, error: WriterError) {
         tracing::debug!(%error, context = error.context(), "writer error");
-        if let Some(cb) = &self.on_error {
+        if let Some(cb) = &self.opts.on_error {
             crate::runtime::call_guarded("writer on_error", || cb(&error));
         }
     }
@@ -448,7 +432,7 @@ impl WriterInner {
 impl std::fmt::Debug for Writer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Writer")
-            .field("path", &self.inner.path)
+            .field("path", &self.inner.opts.cfg.path)
             .field("metrics", &self.metrics())
             .finish_non_exhaustive()
     }
@@ -473,7 +457,7 @@ impl Writer {
 
     /// The socket path (Go: `GetSocketPath`).
     pub fn socket_path(&self) -> &Path {
-        &self.inner.path
+        &self.inner.opts.cfg.path
     }
 
     /// Stops taking messages, writes what is queued and waits until the
@@ -526,7 +510,7 @@ impl Drop for Writer {
                 // Dropped without a stop: linger, then discard (the task
                 // forces itself at the deadline, counts and logs).
                 *stopped = true;
-                self.inner.begin_stop(self.inner.linger);
+                self.inner.begin_stop(self.inner.opts.linger);
             }
         }
     }

@@ -186,7 +186,7 @@ impl Sink<Bytes> for WriterSink {
         if this.closing.is_none() {
             ready!(this.poll_push_held(cx))?;
             let inner = Arc::clone(&this.writer.inner);
-            let linger = inner.linger;
+            let linger = inner.opts.linger;
             this.closing = Some(Box::pin(inner.stop(linger)));
         }
         let closing = this.closing.as_mut().expect("set above");
