@@ -507,17 +507,6 @@ pub(super) struct Engine {
     pub(super) armed: Option<std::time::Instant>,
 }
 
-impl Engine {
-    pub(super) fn new(m: Machine) -> Self {
-        Self {
-            m,
-            conn: None,
-            direct: Window::default(),
-            armed: None,
-        }
-    }
-}
-
 /// Producers write by themselves at most [`DIRECT_MAX`] times per this
 /// long; more often, messages come faster than one write each is worth,
 /// and the task batches them.

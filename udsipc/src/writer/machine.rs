@@ -278,8 +278,6 @@ pub(crate) struct Machine {
     /// read) until then; `None` while running (and once finished).
     deadline: Option<Instant>,
     forced: bool,
-    /// The connection that just died ended a message for good.
-    gave_up: bool,
     dialed_before: bool,
     /// The counters the machine keeps (not `dropped`, `queue_depth`).
     stats: WriterMetrics,
@@ -300,7 +298,6 @@ impl Machine {
             link: Link::Down(now),
             deadline: None,
             forced: false,
-            gave_up: false,
             dialed_before: false,
             stats: WriterMetrics::default(),
             reports: VecDeque::new(),
@@ -872,6 +869,8 @@ impl Machine {
         let refused = c.confirmed == 0
             && matches!(c.stage, Stage::Unproven | Stage::ProbeByte)
             && (c.written == 0 || end != End::AllRead);
+        // Whether its death ended a poison message (its cause is gone).
+        let mut gave_up = false;
         match source {
             None => {}
             Some(source) if refused => {
@@ -903,14 +902,14 @@ impl Machine {
                                 }
                             };
                             self.pending.push_front(last);
-                            self.retry_head();
+                            gave_up |= self.retry_head();
                         }
                     }
                 }
                 // A message written in part was not read whole: retried (its
                 // rest never reaches this reader, whatever it still reads).
                 if partial {
-                    self.retry_head();
+                    gave_up |= self.retry_head();
                 }
                 // The others written whole since the last confirmation may or
                 // may not be read (a shut reader's drain may still read them):
@@ -930,21 +929,20 @@ impl Machine {
         // A productive connection, or one whose death ended a poison
         // message (its cause is gone), is redialled at once; the backoff
         // itself resets only after a message was read.
-        let delay = if c.productive || self.gave_up {
+        let delay = if c.productive || gave_up {
             Duration::ZERO
         } else {
             self.next_delay()
         };
-        self.gave_up = false;
         self.link = Link::Dead(delay);
     }
 
     /// The head of `pending` was provably not read whole on a connection
     /// that died: count the attempt, and fail it for good after
-    /// `max_attempts`.
-    fn retry_head(&mut self) {
+    /// `max_attempts` (then `true`).
+    fn retry_head(&mut self) -> bool {
         let Some(head) = self.pending.front_mut() else {
-            return;
+            return false;
         };
         // Only a single message is retried (and failed): a run's first.
         if let Some(first) = head.split_front(1) {
@@ -953,19 +951,20 @@ impl Machine {
         let head = self.pending.front_mut().expect("the head exists");
         head.attempts += 1;
         self.stats.retried += 1;
-        if head.attempts >= self.cfg.max_attempts {
-            let item = self.pending.pop_front().expect("the head exists");
-            self.stats.failed += 1;
-            self.gave_up = true;
-            if !item.sent {
-                self.freed += 1;
-                self.freed_bytes += item.frame_len();
-            }
-            self.reports.push_back(WriterError::MessageFailed {
-                size: item.body_len(),
-                attempts: item.attempts,
-            });
+        if head.attempts < self.cfg.max_attempts {
+            return false;
         }
+        let item = self.pending.pop_front().expect("the head exists");
+        self.stats.failed += 1;
+        if !item.sent {
+            self.freed += 1;
+            self.freed_bytes += item.frame_len();
+        }
+        self.reports.push_back(WriterError::MessageFailed {
+            size: item.body_len(),
+            attempts: item.attempts,
+        });
+        true
     }
 
     /// The deadline passed: discard what was not written whole; what was

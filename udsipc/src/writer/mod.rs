@@ -29,7 +29,7 @@ pub use send::{OwnedPermit, Payload, Permit};
 #[cfg(feature = "futures")]
 pub use sink::{SinkError, WriterSink};
 
-use driver::Engine;
+use driver::{Engine, Window};
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -260,9 +260,13 @@ impl WriterBuilder {
         }
         let handle = crate::runtime::handle(self.runtime.as_ref()).map_err(StartError::Runtime)?;
         let now = tokio::time::Instant::now().into_std();
-        let machine = machine::Machine::new(self.cfg.clone(), now);
         let inner = Arc::new(WriterInner {
-            engine: Mutex::new(Engine::new(machine)),
+            engine: Mutex::new(Engine {
+                m: machine::Machine::new(self.cfg.clone(), now),
+                conn: None,
+                direct: Window::default(),
+                armed: None,
+            }),
             queue: Queue::new(self.max_buffered_writes, self.max_buffered_bytes),
             opts: self,
             counters: WriterCounters::default(),
