@@ -84,15 +84,12 @@ impl Batch {
             {
                 break;
             }
+            if !item.framed {
+                put_prefix(&mut self.staging, item.bytes.len());
+            }
             if frame_len <= COPY_MAX {
-                if !item.framed {
-                    put_prefix(&mut self.staging, item.bytes.len());
-                }
                 self.staging.extend_from_slice(&item.bytes);
             } else {
-                if !item.framed {
-                    put_prefix(&mut self.staging, item.bytes.len());
-                }
                 if self.staging.len() > staged_from {
                     self.segs.push(Seg::Staged {
                         start: staged_from,

@@ -14,7 +14,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
-use super::inner::{Writer, WriterInner};
+use super::{Writer, WriterInner};
 use bytes::Bytes;
 
 use super::arena::Arena;
@@ -121,11 +121,11 @@ impl Writer {
         BufferedWriter {
             writer: self,
             inner: &self.inner,
-            arena: Arena::new(queue.byte_capacity() / 2),
+            arena: Arena::new(queue.byte_capacity / 2),
             count: 0,
             sealed: None,
             capacity: 0,
-            max_count: u32::try_from((queue.capacity() / 2).max(1)).unwrap_or(u32::MAX),
+            max_count: u32::try_from((queue.capacity / 2).max(1)).unwrap_or(u32::MAX),
         }
         .with_capacity(DEFAULT_BUFFERED_CAPACITY)
     }
@@ -138,7 +138,7 @@ impl BufferedWriter<'_> {
     /// larger than the buffer goes to the queue alone, as
     /// [`Writer::send`] would send it, after what the buffer held.
     pub fn with_capacity(mut self, bytes: usize) -> Self {
-        self.capacity = bytes.min(self.inner.queue.byte_capacity() / 2).max(1);
+        self.capacity = bytes.min(self.inner.queue.byte_capacity / 2).max(1);
         self
     }
 
@@ -155,14 +155,10 @@ impl BufferedWriter<'_> {
     /// taken and what the buffer held stays in it, in order.
     pub async fn send(&mut self, data: impl AsRef<[u8]>) -> Result<(), WriteError<()>> {
         let data = data.as_ref();
-        if data.is_empty() {
+        let Some(frame_len) = self.try_buffer(data)? else {
             return Ok(());
-        }
-        self.refuse_if_stopping()?;
-        let frame_len = frame_len_of(data.len());
-        if self.needs_hand_over(frame_len) {
-            self.flush().await?;
-        }
+        };
+        self.flush().await?;
         if frame_len > self.capacity {
             return self.writer.send(data).await;
         }
@@ -180,14 +176,10 @@ impl BufferedWriter<'_> {
     /// whose refusal there is counted as dropped).
     pub fn send_blocking(&mut self, data: impl AsRef<[u8]>) -> Result<(), WriteError<()>> {
         let data = data.as_ref();
-        if data.is_empty() {
+        let Some(frame_len) = self.try_buffer(data)? else {
             return Ok(());
-        }
-        self.refuse_if_stopping()?;
-        let frame_len = frame_len_of(data.len());
-        if self.needs_hand_over(frame_len) {
-            self.flush_blocking()?;
-        }
+        };
+        self.flush_blocking()?;
         if frame_len > self.capacity {
             return self.writer.send_blocking(data);
         }
@@ -209,7 +201,7 @@ impl BufferedWriter<'_> {
     /// held, and the next `flush` (or the drop) hands it over.
     pub async fn flush(&mut self) -> Result<(), WriteError<()>> {
         while let Some((count, len)) = self.try_hand_over(false)? {
-            self.inner.queue.wait_room_for(count, len).await;
+            self.inner.queue.wait_room(count, len).await;
         }
         Ok(())
     }
@@ -222,7 +214,7 @@ impl BufferedWriter<'_> {
         while let Some((count, len)) = self.try_hand_over(false)? {
             let inner: Arc<WriterInner> = Arc::clone(&self.writer.inner);
             let waited = crate::runtime::block_on(&self.writer.handle, async move {
-                inner.queue.wait_room_for(count, len).await;
+                inner.queue.wait_room(count, len).await;
             });
             match waited {
                 Ok(()) => {}
@@ -246,13 +238,24 @@ impl BufferedWriter<'_> {
         self.count as usize + self.sealed.as_ref().map_or(0, |(_, n)| *n as usize)
     }
 
+    /// A send's first step, without waiting: `None` when `data` is empty
+    /// or now in the buffer; else its frame length (the buffer must be
+    /// handed over first, or the message goes to the queue alone).
     #[inline]
-    fn refuse_if_stopping(&mut self) -> Result<(), WriteError<()>> {
-        if self.inner.phase.get() == Phase::Running {
-            return Ok(());
+    fn try_buffer(&mut self, data: &[u8]) -> Result<Option<usize>, WriteError<()>> {
+        if data.is_empty() {
+            return Ok(None);
         }
-        self.discard();
-        Err(WriteError::Stopped(()))
+        if self.inner.phase.get() != Phase::Running {
+            self.discard();
+            return Err(WriteError::Stopped(()));
+        }
+        let frame_len = frame_len_of(data.len());
+        if self.needs_hand_over(frame_len) || frame_len > self.capacity {
+            return Ok(Some(frame_len));
+        }
+        self.append(data, frame_len);
+        Ok(None)
     }
 
     /// Whether the buffer must be handed over before a frame of
@@ -329,7 +332,7 @@ impl BufferedWriter<'_> {
                 .fetch_add(n, Relaxed);
             tracing::warn!(
                 discarded = n,
-                path = %self.inner.path.display(),
+                path = %self.inner.opts.cfg.path.display(),
                 "udsipc buffered writer: the Writer stopped before these messages were flushed"
             );
         }

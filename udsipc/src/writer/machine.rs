@@ -44,6 +44,7 @@ use std::time::{Duration, Instant};
 use super::batch::Batch;
 use super::queue::Item;
 use crate::error::{WriteFailure, WritePhase, WriterError};
+use crate::metrics::WriterMetrics;
 
 /// The first interval between samples of the unread count while waiting
 /// for the reader to read; it doubles to [`SAMPLE_MAX`] while nothing moves.
@@ -73,20 +74,6 @@ pub(crate) struct Config {
     /// for the reader ([`SAMPLE_MIN`] and [`SAMPLE_MAX`]; tests stretch
     /// them to prove that the reader's reads alone move a connection on).
     pub(crate) sampling: (Duration, Duration),
-}
-
-/// Counters kept by the machine; the driver publishes them.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Stats {
-    pub(crate) sent: u64,
-    pub(crate) delivered: u64,
-    pub(crate) failed: u64,
-    pub(crate) unconfirmed: u64,
-    pub(crate) discarded: u64,
-    pub(crate) retried: u64,
-    pub(crate) reconnects: u64,
-    pub(crate) backpressure: u64,
-    pub(crate) refused: u64,
 }
 
 /// What the driver does next.
@@ -151,9 +138,10 @@ enum End {
 }
 
 /// How far a connection has proven itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 enum Stage {
     /// Nothing read on it yet; the probe byte is not yet written.
+    #[default]
     Unproven,
     /// The probe byte is written; waiting for the reader to read it.
     ProbeByte,
@@ -222,7 +210,7 @@ fn count(flights: &VecDeque<Flight>) -> u64 {
     flights.iter().map(|f| u64::from(f.count)).sum()
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Conn {
     stage: Stage,
     /// Bytes written on this connection.
@@ -252,25 +240,6 @@ struct Conn {
 }
 
 impl Conn {
-    fn new(sample_every: Duration) -> Self {
-        Self {
-            stage: Stage::Unproven,
-            written: 0,
-            confirmed: 0,
-            sampled_at: 0,
-            inflight: VecDeque::new(),
-            tail: None,
-            productive: false,
-            blocked: false,
-            stalled_since: None,
-            episode: false,
-            sample_now: false,
-            sample_due: None,
-            sample_every,
-            batch_base: 0,
-        }
-    }
-
     fn progress(&mut self) {
         self.stalled_since = None;
         self.episode = false;
@@ -290,56 +259,28 @@ enum Link {
     Gone,
 }
 
-/// Exponential reconnect delays: `initial`, doubling, capped at `max`.
-#[derive(Debug, Clone)]
-pub(crate) struct Backoff {
-    initial: Duration,
-    max: Duration,
-    next: Duration,
-}
-
-impl Backoff {
-    pub(crate) fn new(initial: Duration, max: Duration) -> Self {
-        let initial = initial.min(max);
-        Self {
-            initial,
-            max,
-            next: initial,
-        }
-    }
-
-    /// The delay to wait now; the following one doubles.
-    pub(crate) fn next_delay(&mut self) -> Duration {
-        let d = self.next;
-        self.next = self.next.saturating_mul(2).min(self.max);
-        d
-    }
-
-    pub(crate) fn reset(&mut self) {
-        self.next = self.initial;
-    }
-}
-
 /// The Writer's state machine.
 #[derive(Debug)]
 pub(crate) struct Machine {
     cfg: Config,
-    backoff: Backoff,
+    /// The next reconnect delay: from `initial_backoff`, doubling up to
+    /// `max_backoff`, back to the start once a message was read.
+    backoff: Duration,
     /// Messages not yet written whole on the current connection, in order;
     /// the first `batch.completed()` of them are written whole (the planned
     /// batch is retired once done).
     pending: VecDeque<Item>,
     batch: Batch,
     planned: bool,
+    /// Finished once `Link::Gone`.
     link: Link,
-    draining: bool,
+    /// Set by a stop: drain (write everything queued, wait until it is
+    /// read) until then; `None` while running (and once finished).
     deadline: Option<Instant>,
-    done: bool,
     forced: bool,
-    /// The connection that just died ended a message for good.
-    gave_up: bool,
     dialed_before: bool,
-    stats: Stats,
+    /// The counters the machine keeps (not `dropped`, `queue_depth`).
+    stats: WriterMetrics,
     reports: VecDeque<WriterError>,
     freed: usize,
     freed_bytes: usize,
@@ -349,19 +290,16 @@ impl Machine {
     /// A machine that dials at once.
     pub(crate) fn new(cfg: Config, now: Instant) -> Self {
         Self {
-            backoff: Backoff::new(cfg.initial_backoff, cfg.max_backoff),
+            backoff: cfg.initial_backoff.min(cfg.max_backoff),
             cfg,
             pending: VecDeque::new(),
             batch: Batch::new(),
             planned: false,
             link: Link::Down(now),
-            draining: false,
             deadline: None,
-            done: false,
             forced: false,
-            gave_up: false,
             dialed_before: false,
-            stats: Stats::default(),
+            stats: WriterMetrics::default(),
             reports: VecDeque::new(),
             freed: 0,
             freed_bytes: 0,
@@ -371,7 +309,7 @@ impl Machine {
     // ----- outputs -------------------------------------------------------
 
     /// The counters now.
-    pub(crate) fn stats(&self) -> Stats {
+    pub(crate) fn stats(&self) -> WriterMetrics {
         self.stats
     }
 
@@ -401,7 +339,7 @@ impl Machine {
     /// Whether the driver should move queued messages in (it takes them
     /// all at once, so only when the machine has run out).
     pub(crate) fn wants_messages(&self) -> bool {
-        self.pending.is_empty() && !self.done
+        self.pending.is_empty() && !self.done()
     }
 
     /// Whether the connection is open and proven, with nothing being
@@ -415,8 +353,7 @@ impl Machine {
             && !c.blocked
             && !self.planned
             && self.pending.is_empty()
-            && !self.draining
-            && !self.done
+            && self.deadline.is_none()
     }
 
     /// Whether the reader is known to have read everything written on the
@@ -446,7 +383,7 @@ impl Machine {
     /// When to call [`poll_action`](Self::poll_action) again if nothing
     /// else happens.
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        let mut at = self.deadline.filter(|_| !self.done);
+        let mut at = self.deadline.filter(|_| !self.done());
         let mut earliest = |t: Option<Instant>| {
             if let Some(t) = t {
                 at = Some(at.map_or(t, |a| a.min(t)));
@@ -470,7 +407,7 @@ impl Machine {
 
     /// The next thing to do at `now`.
     pub(crate) fn poll_action(&mut self, now: Instant) -> Action {
-        if self.done {
+        if self.done() {
             return Action::Done;
         }
         if self.deadline.is_some_and(|d| now >= d) {
@@ -481,15 +418,15 @@ impl Machine {
             Link::Dialing | Link::Gone => Action::Wait(Wait::default()),
             Link::Dead(_) => Action::Close,
             Link::Down(at) => {
-                if self.draining && self.pending.is_empty() {
+                if self.deadline.is_some() && self.pending.is_empty() {
                     self.finish();
                     Action::Done
-                } else if now >= *at && (!self.pending.is_empty() || !self.dialed_before) {
+                } else if now >= *at && self.wants_to_dial() {
                     self.link = Link::Dialing;
                     Action::Dial
                 } else {
                     Action::Wait(Wait {
-                        messages: self.pending.is_empty() && !self.draining,
+                        messages: self.pending.is_empty() && self.deadline.is_none(),
                         ..Wait::default()
                     })
                 }
@@ -515,7 +452,7 @@ impl Machine {
             if !c.episode && now.saturating_duration_since(since) >= self.cfg.write_timeout {
                 c.episode = true;
                 self.stats.backpressure += 1;
-                let phase = phase_of(self.draining, self.pending.front());
+                let phase = phase_of(self.deadline.is_some(), self.pending.front());
                 self.reports.push_back(WriterError::Write {
                     kind: WriteFailure::Backpressure,
                     phase,
@@ -563,21 +500,21 @@ impl Machine {
         // Nothing to write now.
         let awaiting_probe = matches!(c.stage, Stage::ProbeByte | Stage::ProbeHead);
         let unread = c.confirmed < c.written;
-        if self.draining && self.pending.is_empty() && !unread {
+        if self.deadline.is_some() && self.pending.is_empty() && !unread {
             self.finish();
             return Action::Done;
         }
-        if awaiting_probe || (self.draining && unread) {
+        if awaiting_probe || (self.deadline.is_some() && unread) {
             c.stalled_since.get_or_insert(now);
         }
         if unread && c.sample_due.is_none() {
             c.sample_due = Some(now + c.sample_every);
         }
         Action::Wait(Wait {
-            messages: self.pending.is_empty() && !self.draining,
+            messages: self.pending.is_empty() && self.deadline.is_none(),
             writable: false,
             hangup: true,
-            read: unread && (awaiting_probe || self.draining),
+            read: unread && (awaiting_probe || self.deadline.is_some()),
         })
     }
 
@@ -590,7 +527,10 @@ impl Machine {
         }
         self.dialed_before = true;
         self.planned = false;
-        self.link = Link::Up(Conn::new(self.cfg.sampling.0));
+        self.link = Link::Up(Conn {
+            sample_every: self.cfg.sampling.0,
+            ..Conn::default()
+        });
     }
 
     /// A dial failed: back off.
@@ -599,7 +539,7 @@ impl Machine {
             path: self.cfg.path.clone(),
             source,
         });
-        self.link = Link::Down(later(now, self.backoff.next_delay()));
+        self.link = Link::Down(later(now, self.next_delay()));
     }
 
     /// The connection was dropped after [`Action::Close`].
@@ -673,7 +613,7 @@ impl Machine {
     /// socket right after (its unread count and pending error).
     pub(crate) fn handle_write_error(&mut self, now: Instant, source: io::Error, sample: Sample) {
         let reset = is_reset(&source) || sample.error.as_ref().is_some_and(is_reset);
-        self.connection_died(now, reset, sample.unread, source);
+        self.connection_died(now, reset, sample.unread, Some(source));
     }
 
     /// A look at the socket, asked for by [`Action::Sample`] or taken on a
@@ -683,30 +623,21 @@ impl Machine {
         if let Some(error) = sample.error {
             // Read before the purge that follows a reader's close, the
             // unread count proves nothing once an error is pending.
-            self.connection_died(now, is_reset(&error), sample.unread, error);
+            self.connection_died(now, is_reset(&error), sample.unread, Some(error));
             return;
         }
         if sample.hangup {
+            // No error: if the reader had read everything when it closed and
+            // nothing was cut (e.g. its inactivity timeout), nothing is lost
+            // and it is not an error. Redial when there is something to send.
             let all_read = sample.unread.is_none_or(|unread| unread == 0);
-            if all_read && !self.partly_written() {
-                // No error: the reader had read everything when it closed.
-                let Link::Up(c) = &self.link else { return };
-                self.confirm(now, c.written);
-                // Nothing lost and nothing cut (e.g. the reader's inactivity
-                // timeout): not an error. Redial when there is something to
-                // send.
-                self.quiet_close();
-                return;
-            }
-            self.connection_died(
-                now,
-                false,
-                sample.unread,
+            let error = (!all_read || self.partly_written()).then(|| {
                 io::Error::new(
                     io::ErrorKind::BrokenPipe,
                     "the reader closed the connection",
-                ),
-            );
+                )
+            });
+            self.connection_died(now, false, sample.unread, error);
             return;
         }
         c.sampled_at = c.written;
@@ -720,7 +651,6 @@ impl Machine {
     /// A graceful stop: write what is queued (the driver has moved it all
     /// in) and wait until it is read, until `deadline`.
     pub(crate) fn handle_stop(&mut self, now: Instant, deadline: Instant) {
-        self.draining = true;
         self.deadline = Some(self.deadline.map_or(deadline, |d| d.min(deadline)));
         if now >= deadline {
             self.force();
@@ -766,7 +696,7 @@ impl Machine {
         if n > 0 {
             self.stats.delivered += n;
             c.productive = true;
-            self.backoff.reset();
+            self.backoff = self.cfg.initial_backoff.min(self.cfg.max_backoff);
         }
         match c.stage {
             Stage::ProbeByte => {
@@ -776,6 +706,18 @@ impl Machine {
             Stage::ProbeHead if !self.planned && c.inflight.is_empty() => c.stage = Stage::Open,
             _ => {}
         }
+    }
+
+    /// The reconnect delay to wait now; the following one doubles.
+    fn next_delay(&mut self) -> Duration {
+        let d = self.backoff;
+        self.backoff = d.saturating_mul(2).min(self.cfg.max_backoff);
+        d
+    }
+
+    /// Finished (drained, or forced).
+    fn done(&self) -> bool {
+        matches!(self.link, Link::Gone)
     }
 
     fn wants_to_dial(&self) -> bool {
@@ -862,29 +804,8 @@ impl Machine {
         if n > 0 {
             self.stats.delivered += u64::from(n);
             c.productive = true;
-            self.backoff.reset();
+            self.backoff = self.cfg.initial_backoff.min(self.cfg.max_backoff);
         }
-    }
-
-    /// The reader closed a connection on which everything written was read
-    /// and nothing was cut.
-    fn quiet_close(&mut self) {
-        let Link::Up(mut c) = std::mem::replace(&mut self.link, Link::Dead(Duration::ZERO)) else {
-            return;
-        };
-        self.settle(&mut c);
-        // Everything written was read (a run's messages just settled too).
-        let n = count(&c.inflight);
-        if n > 0 {
-            self.stats.delivered += n;
-            c.productive = true;
-        }
-        let delay = if c.productive {
-            Duration::ZERO
-        } else {
-            self.backoff.next_delay()
-        };
-        self.link = Link::Dead(delay);
     }
 
     /// How the open connection ended, from what its socket said: a reset
@@ -912,13 +833,15 @@ impl Machine {
         }
     }
 
-    /// The connection is dead: account for every message on it.
+    /// The connection is dead: account for every message on it. `source`:
+    /// the error to report; `None` for a reader that closed quietly (all
+    /// read, nothing cut).
     fn connection_died(
         &mut self,
         now: Instant,
         reset: bool,
         unread: Option<u64>,
-        source: io::Error,
+        source: Option<io::Error>,
     ) {
         let Link::Up(mut c) = std::mem::replace(&mut self.link, Link::Dead(Duration::ZERO)) else {
             return;
@@ -932,87 +855,94 @@ impl Machine {
             return;
         };
         self.count_partly_read(&mut c);
+        if end == End::AllRead {
+            // The reader had read every byte written when it closed.
+            let n = count(&c.inflight);
+            c.inflight.clear();
+            c.tail = None;
+            if n > 0 {
+                self.stats.delivered += n;
+                c.productive = true;
+                self.backoff = self.cfg.initial_backoff.min(self.cfg.max_backoff);
+            }
+        }
         let refused = c.confirmed == 0
             && matches!(c.stage, Stage::Unproven | Stage::ProbeByte)
             && (c.written == 0 || end != End::AllRead);
-        if refused {
-            self.stats.refused += 1;
-            self.reports.push_back(WriterError::Refused {
-                path: self.cfg.path.clone(),
-                source,
-            });
-        } else {
-            self.reports.push_back(WriterError::Write {
-                kind: WriteFailure::NoConsumer,
-                phase: phase_of(self.draining, self.pending.front()),
-                source,
-            });
-            if end == End::AllRead {
-                // The reader had read every byte written when it closed.
-                let n = count(&c.inflight);
-                c.inflight.clear();
-                c.tail = None;
-                if n > 0 {
-                    self.stats.delivered += n;
-                    c.productive = true;
-                    self.backoff.reset();
-                }
-            } else if end == End::Reset && !partial {
-                // The last byte written was not read: the message holding it
-                // was not read whole and is retried.
-                if let Some(tail) = c.tail.take() {
-                    if tail.end == c.written && c.inflight.back().is_some_and(|f| f.end == tail.end)
-                    {
-                        let f = c.inflight.back_mut().expect("checked");
-                        let last = match f.pop_last() {
-                            Some(last) => last,
-                            None => {
-                                let f = c.inflight.pop_back().expect("checked");
-                                f.run.unwrap_or(tail.item)
-                            }
-                        };
-                        self.pending.push_front(last);
-                        self.retry_head();
+        // Whether its death ended a poison message (its cause is gone).
+        let mut gave_up = false;
+        match source {
+            None => {}
+            Some(source) if refused => {
+                self.stats.refused += 1;
+                self.reports.push_back(WriterError::Refused {
+                    path: self.cfg.path.clone(),
+                    source,
+                });
+            }
+            Some(source) => {
+                self.reports.push_back(WriterError::Write {
+                    kind: WriteFailure::NoConsumer,
+                    phase: phase_of(self.deadline.is_some(), self.pending.front()),
+                    source,
+                });
+                if end == End::Reset && !partial {
+                    // The last byte written was not read: the message holding it
+                    // was not read whole and is retried.
+                    if let Some(tail) = c.tail.take() {
+                        if tail.end == c.written
+                            && c.inflight.back().is_some_and(|f| f.end == tail.end)
+                        {
+                            let f = c.inflight.back_mut().expect("checked");
+                            let last = match f.pop_last() {
+                                Some(last) => last,
+                                None => {
+                                    let f = c.inflight.pop_back().expect("checked");
+                                    f.run.unwrap_or(tail.item)
+                                }
+                            };
+                            self.pending.push_front(last);
+                            gave_up |= self.retry_head();
+                        }
                     }
                 }
-            }
-            // A message written in part was not read whole: retried (its
-            // rest never reaches this reader, whatever it still reads).
-            if partial {
-                self.retry_head();
-            }
-            // The others written whole since the last confirmation may or
-            // may not be read (a shut reader's drain may still read them):
-            // never retried, never counted as delivered.
-            let lost = count(&c.inflight);
-            if lost > 0 {
-                let from = c.confirmed.min(c.written);
-                let to = c.inflight.back().map_or(from, |f| f.end);
-                self.stats.unconfirmed += lost;
-                self.reports.push_back(WriterError::Unconfirmed {
-                    messages: lost,
-                    approx_bytes: to.saturating_sub(from),
-                });
+                // A message written in part was not read whole: retried (its
+                // rest never reaches this reader, whatever it still reads).
+                if partial {
+                    gave_up |= self.retry_head();
+                }
+                // The others written whole since the last confirmation may or
+                // may not be read (a shut reader's drain may still read them):
+                // never retried, never counted as delivered.
+                let lost = count(&c.inflight);
+                if lost > 0 {
+                    let from = c.confirmed.min(c.written);
+                    let to = c.inflight.back().map_or(from, |f| f.end);
+                    self.stats.unconfirmed += lost;
+                    self.reports.push_back(WriterError::Unconfirmed {
+                        messages: lost,
+                        approx_bytes: to.saturating_sub(from),
+                    });
+                }
             }
         }
         // A productive connection, or one whose death ended a poison
         // message (its cause is gone), is redialled at once; the backoff
         // itself resets only after a message was read.
-        let delay = if c.productive || self.gave_up {
+        let delay = if c.productive || gave_up {
             Duration::ZERO
         } else {
-            self.backoff.next_delay()
+            self.next_delay()
         };
-        self.gave_up = false;
         self.link = Link::Dead(delay);
     }
 
     /// The head of `pending` was provably not read whole on a connection
     /// that died: count the attempt, and fail it for good after
-    /// `max_attempts`.
-    fn retry_head(&mut self) {
+    /// `max_attempts` (then `true`).
+    fn retry_head(&mut self) -> bool {
         let Some(head) = self.pending.front_mut() else {
-            return;
+            return false;
         };
         // Only a single message is retried (and failed): a run's first.
         if let Some(first) = head.split_front(1) {
@@ -1021,25 +951,26 @@ impl Machine {
         let head = self.pending.front_mut().expect("the head exists");
         head.attempts += 1;
         self.stats.retried += 1;
-        if head.attempts >= self.cfg.max_attempts {
-            let item = self.pending.pop_front().expect("the head exists");
-            self.stats.failed += 1;
-            self.gave_up = true;
-            if !item.sent {
-                self.freed += 1;
-                self.freed_bytes += item.frame_len();
-            }
-            self.reports.push_back(WriterError::MessageFailed {
-                size: item.body_len(),
-                attempts: item.attempts,
-            });
+        if head.attempts < self.cfg.max_attempts {
+            return false;
         }
+        let item = self.pending.pop_front().expect("the head exists");
+        self.stats.failed += 1;
+        if !item.sent {
+            self.freed += 1;
+            self.freed_bytes += item.frame_len();
+        }
+        self.reports.push_back(WriterError::MessageFailed {
+            size: item.body_len(),
+            attempts: item.attempts,
+        });
+        true
     }
 
     /// The deadline passed: discard what was not written whole; what was
     /// written whole and not confirmed stays unconfirmed.
     fn force(&mut self) {
-        if self.done {
+        if self.done() {
             return;
         }
         self.forced = true;
@@ -1062,7 +993,6 @@ impl Machine {
     }
 
     fn finish(&mut self) {
-        self.done = true;
         self.deadline = None;
         self.link = Link::Gone;
     }

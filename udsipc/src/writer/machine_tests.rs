@@ -541,7 +541,7 @@ fn an_idle_hangup_is_not_an_error_and_redials_only_when_there_is_something_to_se
 /// `n` messages of `len` bytes (the i-th filled with `i`, from 1) as one
 /// run, the way the queue makes it.
 fn run(n: u8, len: usize) -> Item {
-    let q = crate::writer::queue::Queue::new(1024);
+    let q = crate::writer::queue::Queue::new(1024, usize::MAX);
     for i in 1..=n {
         q.push_copy(&vec![i; len]).unwrap();
     }

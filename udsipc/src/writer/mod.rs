@@ -3,7 +3,8 @@
 //! what was only handed to the kernel, reconnects with backoff, gives up on
 //! poison messages, and drains on stop (or lingers when dropped).
 //!
-//! This module owns the public API, the options and the stop. Every
+//! This module owns the public API, the options, the state the Writer
+//! shares with its task and producers (`WriterInner`) and the stop. Every
 //! decision of the task is in `machine` (no IO); `driver` runs it on tokio.
 //! Queue memory lives in `queue`, the batching of frames into syscalls in
 //! `batch`, the unread-bytes query in `sys`.
@@ -12,8 +13,6 @@ mod arena;
 mod batch;
 mod buffered;
 mod driver;
-mod engine;
-mod inner;
 pub(crate) mod machine;
 mod queue;
 mod send;
@@ -26,13 +25,11 @@ mod sink;
 pub(crate) use queue::Item;
 
 pub use buffered::{BufferedWriter, DEFAULT_BUFFERED_CAPACITY};
-pub use inner::Writer;
 pub use send::{OwnedPermit, Payload, Permit};
 #[cfg(feature = "futures")]
 pub use sink::{SinkError, WriterSink};
 
-use engine::Engine;
-use inner::{ErrorCallback, WriterInner};
+use driver::{Engine, Window};
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -43,7 +40,7 @@ use std::time::Duration;
 use tokio::runtime::Handle;
 
 use crate::error::{ConfigError, StartError, StopError, WriterError};
-use crate::lifecycle::{PhaseCell, Tasks};
+use crate::lifecycle::{Phase, PhaseCell, Tasks, stop_sequence};
 use crate::metrics::{WriterCounters, WriterMetrics};
 use crate::socket;
 use queue::Queue;
@@ -87,15 +84,12 @@ pub const DEFAULT_LINGER: Duration = Duration::from_secs(1);
 /// | [`runtime`](Self::runtime) | current, else the library's own | - |
 #[must_use = "a builder does nothing until `start` is called"]
 pub struct WriterBuilder {
-    path: PathBuf,
+    /// The path and the options the machine itself reads.
+    cfg: machine::Config,
     max_buffered_writes: usize,
     max_buffered_bytes: usize,
-    write_timeout: Duration,
     dial_timeout: Duration,
-    initial_backoff: Duration,
-    max_backoff: Duration,
     write_buffer_size: u32,
-    max_attempts: u32,
     linger: Duration,
     on_error: Option<Arc<ErrorCallback>>,
     runtime: Option<Handle>,
@@ -104,14 +98,14 @@ pub struct WriterBuilder {
 impl std::fmt::Debug for WriterBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WriterBuilder")
-            .field("path", &self.path)
+            .field("path", &self.cfg.path)
             .field("max_buffered_writes", &self.max_buffered_writes)
-            .field("write_timeout", &self.write_timeout)
+            .field("write_timeout", &self.cfg.write_timeout)
             .field("dial_timeout", &self.dial_timeout)
-            .field("initial_backoff", &self.initial_backoff)
-            .field("max_backoff", &self.max_backoff)
+            .field("initial_backoff", &self.cfg.initial_backoff)
+            .field("max_backoff", &self.cfg.max_backoff)
             .field("write_buffer_size", &self.write_buffer_size)
-            .field("max_attempts", &self.max_attempts)
+            .field("max_attempts", &self.cfg.max_attempts)
             .field("linger", &self.linger)
             .finish_non_exhaustive()
     }
@@ -120,15 +114,18 @@ impl std::fmt::Debug for WriterBuilder {
 impl WriterBuilder {
     fn new(path: PathBuf) -> Self {
         Self {
-            path,
+            cfg: machine::Config {
+                sampling: sampling(&path),
+                path,
+                write_timeout: DEFAULT_WRITE_TIMEOUT,
+                initial_backoff: DEFAULT_INITIAL_BACKOFF,
+                max_backoff: DEFAULT_MAX_BACKOFF,
+                max_attempts: DEFAULT_MAX_ATTEMPTS,
+            },
             max_buffered_writes: DEFAULT_MAX_BUFFERED_WRITES,
             max_buffered_bytes: DEFAULT_MAX_BUFFERED_BYTES,
-            write_timeout: DEFAULT_WRITE_TIMEOUT,
             dial_timeout: DEFAULT_DIAL_TIMEOUT,
-            initial_backoff: DEFAULT_INITIAL_BACKOFF,
-            max_backoff: DEFAULT_MAX_BACKOFF,
             write_buffer_size: DEFAULT_WRITE_BUFFER_SIZE,
-            max_attempts: DEFAULT_MAX_ATTEMPTS,
             linger: DEFAULT_LINGER,
             on_error: None,
             runtime: None,
@@ -173,7 +170,7 @@ impl WriterBuilder {
     /// counts as failed: a slow reader is not a dead one (Go instead closes
     /// the connection and retries). Must be above zero. Default 1 s.
     pub fn write_timeout(mut self, timeout: Duration) -> Self {
-        self.write_timeout = timeout;
+        self.cfg.write_timeout = timeout;
         self
     }
 
@@ -185,14 +182,14 @@ impl WriterBuilder {
 
     /// The first reconnect delay (Go fixes it at 1 s). Must be above zero.
     pub fn initial_backoff(mut self, delay: Duration) -> Self {
-        self.initial_backoff = delay;
+        self.cfg.initial_backoff = delay;
         self
     }
 
     /// The ceiling of the doubling reconnect delay. Must be above zero.
     /// Default 10 s.
     pub fn max_backoff(mut self, delay: Duration) -> Self {
-        self.max_backoff = delay;
+        self.cfg.max_backoff = delay;
         self
     }
 
@@ -210,7 +207,7 @@ impl WriterBuilder {
     /// `failed`) and the queue moves on. Connections the reader refused
     /// without reading a byte do not count. Must be above zero. Default 5.
     pub fn max_attempts(mut self, attempts: u32) -> Self {
-        self.max_attempts = attempts;
+        self.cfg.max_attempts = attempts;
         self
     }
 
@@ -241,12 +238,12 @@ impl WriterBuilder {
     /// Validates the options and starts the background task, which connects
     /// at once (Go: `NewWriter` + `Start`).
     pub fn start(self) -> Result<Writer, StartError> {
-        socket::validate_path(&self.path)?;
+        socket::validate_path(&self.cfg.path)?;
         for (option, value) in [
-            ("write_timeout", self.write_timeout),
+            ("write_timeout", self.cfg.write_timeout),
             ("dial_timeout", self.dial_timeout),
-            ("initial_backoff", self.initial_backoff),
-            ("max_backoff", self.max_backoff),
+            ("initial_backoff", self.cfg.initial_backoff),
+            ("max_backoff", self.cfg.max_backoff),
         ] {
             if value.is_zero() {
                 return Err(ConfigError::ZeroDuration { option }.into());
@@ -255,37 +252,28 @@ impl WriterBuilder {
         for (option, value) in [
             ("max_buffered_writes", self.max_buffered_writes),
             ("max_buffered_bytes", self.max_buffered_bytes),
-            ("max_attempts", self.max_attempts as usize),
+            ("max_attempts", self.cfg.max_attempts as usize),
         ] {
             if value == 0 {
                 return Err(ConfigError::ZeroSize { option }.into());
             }
         }
         let handle = crate::runtime::handle(self.runtime.as_ref()).map_err(StartError::Runtime)?;
-        let machine = machine::Machine::new(
-            machine::Config {
-                path: self.path.clone(),
-                write_timeout: self.write_timeout,
-                initial_backoff: self.initial_backoff,
-                max_backoff: self.max_backoff,
-                max_attempts: self.max_attempts,
-                sampling: sampling(&self.path),
-            },
-            tokio::time::Instant::now().into_std(),
-        );
+        let now = tokio::time::Instant::now().into_std();
         let inner = Arc::new(WriterInner {
-            engine: Mutex::new(Engine::new(machine)),
-            queue: Queue::new(self.max_buffered_writes).with_max_bytes(self.max_buffered_bytes),
+            engine: Mutex::new(Engine {
+                m: machine::Machine::new(self.cfg.clone(), now),
+                conn: None,
+                direct: Window::default(),
+                armed: None,
+            }),
+            queue: Queue::new(self.max_buffered_writes, self.max_buffered_bytes),
+            opts: self,
             counters: WriterCounters::default(),
             phase: PhaseCell::new(),
             deadline: Mutex::new(None),
             forced: AtomicBool::new(false),
             tasks: Tasks::new(),
-            path: self.path,
-            dial_timeout: self.dial_timeout,
-            write_buffer_size: self.write_buffer_size,
-            linger: self.linger,
-            on_error: self.on_error,
             stop_lock: tokio::sync::Mutex::new(false),
         });
         inner
@@ -295,10 +283,160 @@ impl WriterBuilder {
     }
 }
 
+/// Sends length-prefixed messages to a Unix socket, reconnecting as needed
+/// (Go: `udsipc.Writer`).
+///
+/// # Sending
+///
+/// One table, on tokio `mpsc::Sender`'s model. Every way takes any
+/// [`Payload`](crate::Payload): borrowed bytes (`&[u8]`, `&Vec<u8>`, `&str`,
+/// …) are copied once, owned ones (`Bytes`, `Vec<u8>`, `String`,
+/// `Box<[u8]>`) are queued without a copy; a refusal hands an owned message
+/// back (a borrowed one is still the caller's). Empty messages are accepted
+/// and not sent, as in Go.
+///
+/// | when the queue is full… | async | blocking (sync code) | tokio | Go |
+/// |---|---|---|---|---|
+/// | refuse at once (`BufferFull`, counted in `dropped`) | [`try_send`](Self::try_send) | the same | `try_send` | `WriteMessage` |
+/// | wait for room | [`send`](Self::send) | [`send_blocking`](Self::send_blocking) | `send`, `blocking_send` | - |
+/// | wait at most a timeout (`Timeout`, not a drop) | [`send_timeout`](Self::send_timeout) | [`send_timeout_blocking`](Self::send_timeout_blocking) | `send_timeout` | - |
+/// | wait for room without the message in hand (cancel safe) | [`reserve`](Self::reserve) → [`Permit`](crate::Permit), [`reserve_owned`](Self::reserve_owned) → [`OwnedPermit`](crate::OwnedPermit) | - | `reserve`, `reserve_owned` | - |
+/// | hold a slot only if there is room now | [`try_reserve`](Self::try_reserve) | the same | `try_reserve` | - |
+/// | one producer of many small messages (no lock per message) | [`buffered`](Self::buffered) → [`BufferedWriter`](crate::BufferedWriter) `send`/`flush` | `send_blocking`/`flush_blocking` | - | - |
+/// | a `futures::Sink<Bytes>` (feature `futures`) | `Writer::into_sink` | - | `PollSender` | - |
+///
+/// Every way fails with [`WriteError::Stopped`](crate::WriteError::Stopped) once the Writer is stopping.
+///
+/// Delivery: a slow or paused reader is backpressure (the socket fills, then
+/// the queue, then producers wait or see `BufferFull`), never a reason to
+/// reconnect. The Writer tells messages the reader has read (`delivered`)
+/// from those only handed to the kernel (`sent`), using the socket's unread
+/// count on Linux. A message the reader provably did not read whole (its
+/// connection died before) is sent again first on the next connection; one
+/// it may have read is never sent twice. A message not read whole on
+/// [`max_attempts`](crate::WriterBuilder::max_attempts) fresh connections in a row
+/// is given up (`failed`). See [`WriterMetrics`] for the counters.
+///
+/// Dropping a Writer without [`stop`](Self::stop) keeps delivering in the
+/// background for its [`linger`](crate::WriterBuilder::linger) time, then discards
+/// the rest, counted and logged.
+pub struct Writer {
+    inner: Arc<WriterInner>,
+    handle: Handle,
+}
+
+type ErrorCallback = dyn Fn(&WriterError) + Send + Sync;
+
+/// The Writer's shared state.
+///
+/// # Locks
+///
+/// Order: `engine`, then the queue's own lock (the task takes messages out
+/// of the queue while it holds the engine); never the other way round: a
+/// producer pushes (queue lock, released) and only then tries the engine.
+/// `deadline` is taken alone.
+///
+/// The engine lock is held across the `sendmsg` and the `SIOCOUTQ` sample
+/// it drives: a write and its accounting in the machine are one step, or
+/// a producer writing by itself could interleave bytes with the task.
+/// Nobody ever waits for it but the task: producers only `try_lock` it
+/// (and leave the message to the task when it is busy).
+struct WriterInner {
+    queue: Queue,
+    /// The machine and the connection: the task's, lent to a producer that
+    /// finds it idle (see `driver::write_now`). See the lock order above.
+    engine: Mutex<Engine>,
+    counters: WriterCounters,
+    phase: PhaseCell,
+    /// When a drain must end (set before the phase becomes `Draining`).
+    deadline: Mutex<Option<std::time::Instant>>,
+    /// The task ended by discarding (its deadline passed).
+    forced: AtomicBool,
+    tasks: Arc<Tasks>,
+    /// The options it was started with.
+    opts: WriterBuilder,
+    /// Whether a stop (or a drop's linger) has begun.
+    stop_lock: tokio::sync::Mutex<bool>,
+}
+
+impl WriterInner {
+    fn report(&self, error: WriterError) {
+        tracing::debug!(%error, context = error.context(), "writer error");
+        if let Some(cb) = &self.opts.on_error {
+            crate::runtime::call_guarded("writer on_error", || cb(&error));
+        }
+    }
+
+    /// Closes the queue and starts the drain, to end by `timeout` from now.
+    fn begin_stop(&self, timeout: Duration) {
+        self.queue.close();
+        let deadline = machine::later(tokio::time::Instant::now().into_std(), timeout);
+        *self.deadline.lock().unwrap_or_else(|p| p.into_inner()) = Some(deadline);
+        self.phase.advance(Phase::Draining);
+    }
+
+    async fn stop(self: Arc<Self>, timeout: Duration) -> Result<(), StopError> {
+        let before = self.counters.snapshot(0);
+        let queued_discards_before = self.counters.queued_discards();
+        let stopped = stop_sequence(
+            &self.stop_lock,
+            &self.phase,
+            &self.tasks,
+            timeout,
+            || self.begin_stop(timeout),
+            || (),
+            || {},
+        )
+        .await;
+        let Some(stopped) = stopped else {
+            return Ok(());
+        };
+        if stopped.stuck > 0 {
+            // The task is stuck (in the error callback): give up on it and
+            // discard what the queue still holds.
+            let n = self.discard_queue();
+            tracing::warn!(
+                discarded = n,
+                "udsipc writer task did not stop within the grace period; abandoned"
+            );
+            self.forced.store(true, Relaxed);
+        }
+        if let Some(p) = stopped.panicked {
+            return Err(StopError::TaskPanicked {
+                task: p.task,
+                message: p.message,
+            });
+        }
+        let after = self.counters.snapshot(0);
+        let discarded = self.counters.queued_discards() - queued_discards_before;
+        let unconfirmed = after.unconfirmed - before.unconfirmed;
+        if self.forced.load(Relaxed) || discarded > 0 {
+            return Err(StopError::DeadlineExceeded {
+                discarded,
+                unconfirmed,
+            });
+        }
+        Ok(())
+    }
+
+    /// Closes the queue and discards what it holds, from outside the task
+    /// (gone or stuck): counted in `discarded`; returns how many.
+    fn discard_queue(&self) -> u64 {
+        self.queue.close();
+        let n = self.queue.discard_all() as u64;
+        self.counters.discarded_outside.fetch_add(n, Relaxed);
+        n
+    }
+
+    fn metrics(&self) -> WriterMetrics {
+        self.counters.snapshot(self.queue.depth() as u64)
+    }
+}
+
 impl std::fmt::Debug for Writer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Writer")
-            .field("path", &self.inner.path)
+            .field("path", &self.inner.opts.cfg.path)
             .field("metrics", &self.metrics())
             .finish_non_exhaustive()
     }
@@ -323,7 +461,7 @@ impl Writer {
 
     /// The socket path (Go: `GetSocketPath`).
     pub fn socket_path(&self) -> &Path {
-        &self.inner.path
+        &self.inner.opts.cfg.path
     }
 
     /// Stops taking messages, writes what is queued and waits until the
@@ -355,10 +493,8 @@ impl Writer {
                 // The runtime may have dropped the task before it ever ran
                 // (so its own guard never counted the queue): count here
                 // whatever is still queued, and take no more.
-                self.inner.queue.close();
-                let n = self.inner.queue.discard_all() as u64;
+                let n = self.inner.discard_queue();
                 if n > 0 {
-                    self.inner.counters.discarded_outside.fetch_add(n, Relaxed);
                     tracing::warn!(
                         discarded = n,
                         "udsipc writer's runtime is gone; queued messages discarded"
@@ -378,7 +514,7 @@ impl Drop for Writer {
                 // Dropped without a stop: linger, then discard (the task
                 // forces itself at the deadline, counts and logs).
                 *stopped = true;
-                self.inner.begin_stop(self.inner.linger);
+                self.inner.begin_stop(self.inner.opts.linger);
             }
         }
     }

@@ -16,7 +16,7 @@ use std::sync::{Mutex, MutexGuard};
 use bytes::Bytes;
 use tokio::sync::Notify;
 
-use super::arena::{Arena, CHUNK_MAX};
+use super::arena::Arena;
 use crate::frame::varint_len;
 use crate::gate::RoomGate;
 
@@ -100,10 +100,9 @@ impl Item {
 
     /// The body's length in bytes (of a single message).
     pub(crate) fn body_len(&self) -> usize {
-        if self.framed {
-            self.bytes.len() - varint_len_of_frame(&self.bytes)
-        } else {
-            self.bytes.len()
+        match crate::frame::decode_varint(&self.bytes) {
+            Ok(Some((len, _))) if self.framed => len as usize,
+            _ => self.bytes.len(),
         }
     }
 
@@ -160,12 +159,11 @@ impl Item {
         if !self.framed || n == 0 || n >= self.count || at == 0 || at >= self.bytes.len() {
             return None;
         }
-        let front = self.bytes.split_to(at);
         self.count -= n;
         Some(Item {
-            bytes: front,
+            bytes: self.bytes.split_to(at),
             count: n,
-            ..self.clone_meta()
+            ..*self
         })
     }
 
@@ -176,16 +174,6 @@ impl Item {
         std::mem::swap(self, &mut front);
         Some(front)
     }
-
-    fn clone_meta(&self) -> Item {
-        Item {
-            bytes: Bytes::new(),
-            framed: self.framed,
-            count: self.count,
-            attempts: self.attempts,
-            sent: self.sent,
-        }
-    }
 }
 
 /// The whole length (prefix and body) of the frame that starts `frames`,
@@ -195,14 +183,6 @@ fn frame_len_at(frames: &[u8]) -> usize {
         Ok(Some((len, n))) => n + len as usize,
         _ => unreachable!("a run holds only frames this queue encoded"),
     }
-}
-
-/// The length of the varint prefix that starts `frame`.
-fn varint_len_of_frame(frame: &[u8]) -> usize {
-    frame
-        .iter()
-        .position(|b| b & 0x80 == 0)
-        .map_or(frame.len(), |i| i + 1)
 }
 
 /// The whole length (prefix and body) of a message of `body_len` bytes.
@@ -255,9 +235,10 @@ pub(crate) struct Queue {
     /// released: they count against the capacity but not in `depth`.
     /// Changed only under the state lock, read without it by `wait_room`.
     reserved: AtomicUsize,
-    capacity: usize,
+    /// The bound in messages (`max_buffered_writes`).
+    pub(super) capacity: usize,
     /// The byte limit (`usize::MAX`: none, and `bytes` is not kept).
-    byte_capacity: usize,
+    pub(super) byte_capacity: usize,
     /// Producers waiting for room are woken once the depth is down to this,
     /// so that each wake-up refills a good part of the queue instead of one
     /// batch's worth (or after `WAKE_EVERY` completions, so that producers
@@ -265,7 +246,9 @@ pub(crate) struct Queue {
     low_water: usize,
     /// Completions seen while producers were waiting.
     completions_while_waiting: AtomicUsize,
-    data_ready: Notify,
+    /// Notified when a message may have been queued since the last
+    /// `take_all` found the queue empty (or the queue was closed).
+    pub(super) data_ready: Notify,
     /// Producers waiting for room.
     room: RoomGate,
     /// Wake-ups asked of the writer task by producers (tests only).
@@ -274,11 +257,18 @@ pub(crate) struct Queue {
 }
 
 impl Queue {
-    pub(crate) fn new(capacity: usize) -> Self {
+    /// A queue of at most `capacity` messages and `max_bytes` frame bytes
+    /// (`usize::MAX`: no byte bound). With a byte bound, a message that
+    /// would take the queued bytes past it is refused (`Full`), except
+    /// into a queue that holds no bytes, which takes any one message; arena
+    /// chunks then grow only to half the bound (at least
+    /// [`CHUNK_MIN`](crate::writer::arena::CHUNK_MIN)), so that what the
+    /// queue holds stays near it.
+    pub(crate) fn new(capacity: usize, max_bytes: usize) -> Self {
         Self {
             state: Mutex::new(State {
                 items: VecDeque::new(),
-                arena: Arena::new(CHUNK_MAX),
+                arena: Arena::new(max_bytes / 2),
                 run: 0,
                 bytes: 0,
                 closed: false,
@@ -286,7 +276,7 @@ impl Queue {
             depth: AtomicUsize::new(0),
             reserved: AtomicUsize::new(0),
             capacity,
-            byte_capacity: usize::MAX,
+            byte_capacity: max_bytes,
             low_water: capacity / 2,
             completions_while_waiting: AtomicUsize::new(0),
             data_ready: Notify::new(),
@@ -294,18 +284,6 @@ impl Queue {
             #[cfg(test)]
             producer_wakes: AtomicUsize::new(0),
         }
-    }
-
-    /// Also bounds the queue in frame bytes: a message that would take the
-    /// queued bytes past `max` is refused (`Full`), except into a queue that
-    /// holds no bytes, which takes any one message.
-    /// Arena chunks then grow only to half the limit (at least
-    /// [`CHUNK_MIN`](crate::writer::arena::CHUNK_MIN)), so that what the queue
-    /// holds stays near it.
-    pub(crate) fn with_max_bytes(mut self, max: usize) -> Self {
-        self.byte_capacity = max;
-        self.lock().arena = Arena::new(max / 2);
-        self
     }
 
     fn tracks_bytes(&self) -> bool {
@@ -348,17 +326,14 @@ impl Queue {
     }
 
     /// Queues `item`; whether the queue was empty (the writer task then
-    /// needs waking: done here with `wake`, else by the caller).
-    fn enqueue(&self, st: &mut State, item: Item, wake: bool) -> bool {
+    /// needs waking, by the caller).
+    fn enqueue(&self, st: &mut State, item: Item) -> bool {
         Self::seal(st);
         let was_empty = st.items.is_empty();
         self.add_bytes(st, item.frame_len());
         let count = item.count as usize;
         st.items.push_back(item);
         self.depth.fetch_add(count, Ordering::AcqRel);
-        if was_empty && wake {
-            self.data_ready.notify_one();
-        }
         was_empty
     }
 
@@ -424,36 +399,28 @@ impl Queue {
             return Err((r, body));
         }
         Ok(match (body, copy) {
-            (_, Some(bytes)) => self.enqueue(&mut st, Item::new(bytes, false), false),
+            (_, Some(bytes)) => self.enqueue(&mut st, Item::new(bytes, false)),
             (Body::Owned(bytes), None) if bytes.len() > COPY_OWNED_MAX => {
-                self.enqueue(&mut st, Item::new(bytes, false), false)
+                self.enqueue(&mut st, Item::new(bytes, false))
             }
-            (body, None) => self.append(&mut st, body.as_slice(), frame_len, false),
+            (body, None) => self.append(&mut st, body.as_slice(), frame_len),
         })
     }
 
     /// Appends one frame to the arena's run (admitted by the caller); whether
     /// the queue was empty, as [`enqueue`](Self::enqueue).
-    fn append(&self, st: &mut State, body: &[u8], frame_len: usize, wake: bool) -> bool {
+    fn append(&self, st: &mut State, body: &[u8], frame_len: usize) -> bool {
         if !st.arena.has_room(frame_len) {
-            Self::next_chunk(st, frame_len);
+            // The run so far becomes an item first (so it is not copied).
+            Self::seal(st);
+            st.arena.next_chunk(frame_len);
         }
         st.arena.put_frame(body);
         let was_empty = st.items.is_empty() && st.run == 0;
         st.run += 1;
         self.add_bytes(st, frame_len);
         self.depth.fetch_add(1, Ordering::AcqRel);
-        if was_empty && wake {
-            self.data_ready.notify_one();
-        }
         was_empty
-    }
-
-    /// Moves the arena to a chunk with room for `frame_len` bytes, making
-    /// the run so far an item first (so it is not copied).
-    fn next_chunk(st: &mut State, frame_len: usize) {
-        Self::seal(st);
-        st.arena.next_chunk(frame_len);
     }
 
     /// Queues `frames`, `count` messages framed back to back (cut from a
@@ -482,7 +449,7 @@ impl Queue {
             return Ok(RunPush::Taken(false));
         }
         if past_bounds || self.run_fits(&st, count as usize, frames.len()) {
-            let was_empty = self.enqueue(&mut st, Item::run(frames, count), false);
+            let was_empty = self.enqueue(&mut st, Item::run(frames, count));
             return Ok(RunPush::Taken(was_empty));
         }
         let room = self.capacity.saturating_sub(self.used());
@@ -500,10 +467,10 @@ impl Queue {
         // Room for all of it after all (the depth fell since `run_fits`
         // looked): taken whole, never split into an empty rest.
         let Some(front) = run.split_front(n) else {
-            let was_empty = self.enqueue(&mut st, run, false);
+            let was_empty = self.enqueue(&mut st, run);
             return Ok(RunPush::Taken(was_empty));
         };
-        let was_empty = self.enqueue(&mut st, front, false);
+        let was_empty = self.enqueue(&mut st, front);
         Ok(RunPush::Part(was_empty, run.bytes, run.count))
     }
 
@@ -538,15 +505,9 @@ impl Queue {
         }
     }
 
-    /// Waits until a push of a `frame_len`-byte message might succeed
-    /// (room, or closed).
-    pub(crate) async fn wait_room(&self, frame_len: usize) {
-        self.wait_room_for(1, frame_len).await;
-    }
-
     /// Waits until a push of `count` messages of `frame_len` bytes in all
     /// might succeed (room, or closed).
-    pub(crate) async fn wait_room_for(&self, count: usize, frame_len: usize) {
+    pub(crate) async fn wait_room(&self, count: usize, frame_len: usize) {
         // The gate's order pairs with `complete`'s look at its waiters.
         self.room
             .wait(|| {
@@ -565,12 +526,6 @@ impl Queue {
         } else {
             into.extend(st.items.drain(..));
         }
-    }
-
-    /// Resolves when a message may have been queued since the last
-    /// `take_all` found the queue empty (or the queue was closed).
-    pub(crate) async fn data_ready(&self) {
-        self.data_ready.notified().await;
     }
 
     /// `n` taken messages of `bytes` frame bytes in all are finished with
@@ -614,16 +569,6 @@ impl Queue {
         self.lock().closed = true;
         self.data_ready.notify_one();
         self.room.wake();
-    }
-
-    /// The bound in messages (`max_buffered_writes`).
-    pub(crate) fn capacity(&self) -> usize {
-        self.capacity
-    }
-
-    /// The bound in frame bytes (`usize::MAX`: none).
-    pub(crate) fn byte_capacity(&self) -> usize {
-        self.byte_capacity
     }
 
     /// Messages accepted and not yet finished with.
@@ -684,7 +629,7 @@ mod tests {
 
     #[test]
     fn copies_are_framed_and_full_queue_refuses() {
-        let q = Queue::new(2);
+        let q = Queue::new(2, usize::MAX);
         q.push_copy(b"ab").unwrap();
         q.push_owned(Bytes::from_static(b"cde")).unwrap();
         assert_eq!(q.push_copy(b"x"), Err(Refused::Full));
@@ -703,7 +648,7 @@ mod tests {
 
     #[test]
     fn a_large_owned_message_ends_the_run_before_it_and_keeps_the_order() {
-        let q = Queue::new(16);
+        let q = Queue::new(16, usize::MAX);
         let big = Bytes::from(vec![9u8; COPY_OWNED_MAX + 1]);
         q.push_copy(b"a").unwrap();
         q.push_copy(b"b").unwrap();
@@ -719,7 +664,7 @@ mod tests {
 
     #[test]
     fn a_run_splits_at_message_boundaries() {
-        let q = Queue::new(16);
+        let q = Queue::new(16, usize::MAX);
         for m in [&b"a"[..], b"bb", b"ccc", b"dddd"] {
             q.push_copy(m).unwrap();
         }
@@ -742,7 +687,7 @@ mod tests {
 
     #[test]
     fn a_split_never_leaves_an_empty_item_on_either_side() {
-        let q = Queue::new(usize::MAX);
+        let q = Queue::new(usize::MAX, usize::MAX);
         for body in [&b"a"[..], b"bb"] {
             q.push_copy(body).unwrap();
         }
@@ -765,7 +710,7 @@ mod tests {
         // An empty run would be written as nothing, forever (issue 27: a
         // split that took everything handed back an empty rest, which the
         // producer queued). The race itself: tests/buffered_writer.rs.
-        let q = Queue::new(4);
+        let q = Queue::new(4, usize::MAX);
         let frames = Bytes::from_static(b"\x01a\x01b\x01c\x01d");
         let r = q.push_run_deferred(frames, 4, false);
         assert!(matches!(r, Ok(RunPush::Taken(true))), "{r:?}");
@@ -779,7 +724,7 @@ mod tests {
 
     #[test]
     fn arena_chunks_are_reused_once_nothing_cut_from_them_is_held() {
-        let q = Queue::new(usize::MAX);
+        let q = Queue::new(usize::MAX, usize::MAX);
         let body = [7u8; 1000];
         let per_chunk = crate::writer::arena::CHUNK_MIN / 1002;
         let mut first = None;
@@ -804,7 +749,7 @@ mod tests {
 
     #[test]
     fn a_run_counts_as_its_messages_and_an_empty_queue_takes_any_run() {
-        let q = Queue::new(4).with_max_bytes(100);
+        let q = Queue::new(4, 100);
         let run = |n: u8| {
             let mut frames = Vec::new();
             for _ in 0..n {
@@ -841,7 +786,7 @@ mod tests {
         }
         assert_eq!(q.depth(), 4);
         // By bytes: 60 of 100 queued, a run of 5 x 10 bytes leaves 4 in.
-        let by_bytes = Queue::new(100).with_max_bytes(100);
+        let by_bytes = Queue::new(100, 100);
         taken(by_bytes.push_run_deferred(run(6), 6, false));
         match by_bytes.push_run_deferred(run(5), 5, false) {
             Ok(RunPush::Part(_, rest, left)) => assert_eq!((rest.len(), left), (10, 1)),
@@ -857,7 +802,7 @@ mod tests {
 
     #[test]
     fn discarding_counts_every_message_of_every_run() {
-        let q = Queue::new(16);
+        let q = Queue::new(16, usize::MAX);
         q.push_copy(b"a").unwrap();
         q.push_owned(Bytes::from(vec![1u8; COPY_OWNED_MAX + 1]))
             .unwrap();
@@ -870,7 +815,7 @@ mod tests {
 
     #[test]
     fn closed_queue_refuses_and_hands_back() {
-        let q = Queue::new(4);
+        let q = Queue::new(4, usize::MAX);
         q.close();
         let (r, b) = q.push_owned(Bytes::from_static(b"m")).unwrap_err();
         assert_eq!(r, Refused::Closed);
@@ -884,13 +829,13 @@ mod tests {
 
     #[test]
     fn waiting_producer_wakes_at_half_empty_not_at_each_batch() {
-        let q = Queue::new(4);
+        let q = Queue::new(4, usize::MAX);
         for _ in 0..4 {
             q.push_owned(Bytes::from_static(b"m")).unwrap();
         }
         let mut out = VecDeque::new();
         q.take_all(&mut out);
-        let wait = q.wait_room(1);
+        let wait = q.wait_room(1, 1);
         tokio::pin!(wait);
         assert!(!poll_once(wait.as_mut()));
         q.complete(1, 0); // depth 3: room, but above the low-water mark
@@ -901,7 +846,7 @@ mod tests {
 
     #[test]
     fn a_byte_limit_refuses_what_would_pass_it_and_an_empty_queue_takes_any_message() {
-        let q = Queue::new(1_000).with_max_bytes(100);
+        let q = Queue::new(1_000, 100);
         let m60 = vec![1u8; 59]; // a 60-byte frame
         q.push_copy(&m60).unwrap();
         assert_eq!(q.push_copy(&[2u8; 40]), Err(Refused::Full), "60 + 41 > 100");
@@ -930,19 +875,19 @@ mod tests {
 
     #[test]
     fn a_waiter_for_a_large_message_waits_until_it_fits() {
-        let q = Queue::new(1_000).with_max_bytes(100);
+        let q = Queue::new(1_000, 100);
         q.push_copy(&[1u8; 59]).unwrap(); // 60 bytes
         q.push_copy(&[1u8; 29]).unwrap(); // 30 bytes
         let mut out = VecDeque::new();
         q.take_all(&mut out);
-        let wait = q.wait_room(50);
+        let wait = q.wait_room(1, 50);
         tokio::pin!(wait);
         assert!(!poll_once(wait.as_mut()), "90 + 50 > 100");
         // 60 left: a waiter may be woken (it retries), but a new wait for
         // 50 bytes still finds no room.
         q.complete(1, 30);
         assert_eq!(q.push_copy(&[7u8; 49]), Err(Refused::Full));
-        let again = q.wait_room(50);
+        let again = q.wait_room(1, 50);
         tokio::pin!(again);
         assert!(!poll_once(again.as_mut()), "60 + 50 > 100");
         q.complete(1, 60); // empty
@@ -952,7 +897,7 @@ mod tests {
 
     #[test]
     fn without_a_byte_limit_bytes_are_not_counted() {
-        let q = Queue::new(2);
+        let q = Queue::new(2, usize::MAX);
         q.push_copy(&vec![1u8; 100_000]).unwrap();
         q.push_owned(Bytes::from(vec![2u8; 100_000])).unwrap();
         assert_eq!(q.lock().bytes, 0);
@@ -965,12 +910,12 @@ mod tests {
 
     #[test]
     fn producers_that_never_wait_cannot_starve_a_waiting_one() {
-        let q = Queue::new(4);
+        let q = Queue::new(4, usize::MAX);
         let mut out = VecDeque::new();
         for _ in 0..4 {
             q.push_owned(Bytes::from_static(b"m")).unwrap();
         }
-        let wait = q.wait_room(1);
+        let wait = q.wait_room(1, 1);
         tokio::pin!(wait);
         assert!(!poll_once(wait.as_mut()));
         let mut woken = false;
@@ -989,7 +934,7 @@ mod tests {
 
     #[test]
     fn a_reserved_slot_counts_against_the_capacity_and_its_push_is_never_full() {
-        let q = Queue::new(2);
+        let q = Queue::new(2, usize::MAX);
         q.reserve_slot().unwrap();
         q.push_copy(b"a").unwrap();
         assert_eq!(q.push_copy(b"b"), Err(Refused::Full), "the slot is held");
@@ -1011,9 +956,9 @@ mod tests {
 
     #[test]
     fn a_released_slot_can_be_taken_again_and_wakes_a_waiting_producer() {
-        let q = Queue::new(1);
+        let q = Queue::new(1, usize::MAX);
         q.reserve_slot().unwrap();
-        let wait = q.wait_room(1);
+        let wait = q.wait_room(1, 1);
         tokio::pin!(wait);
         assert!(!poll_once(wait.as_mut()));
         q.release_reserved();
@@ -1023,7 +968,7 @@ mod tests {
 
     #[test]
     fn a_push_into_a_slot_of_a_closed_queue_hands_back_and_frees_the_slot() {
-        let q = Queue::new(1);
+        let q = Queue::new(1, usize::MAX);
         q.reserve_slot().unwrap();
         q.close();
         assert_eq!(
@@ -1038,7 +983,7 @@ mod tests {
 
     #[test]
     fn large_copies_bypass_the_arena() {
-        let q = Queue::new(4);
+        let q = Queue::new(4, usize::MAX);
         let big = vec![7u8; ARENA_MAX_FRAME + 1];
         q.push_copy(&big).unwrap();
         let mut out = VecDeque::new();

@@ -8,6 +8,7 @@
 //! This module owns no state: it combines the queue's single push, its
 //! held slots and its room gate, so it cannot disturb the writer task.
 
+use std::ops::Deref;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
@@ -15,10 +16,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use super::inner::{Writer, WriterInner};
 use super::queue::{Body, Refused, frame_len_of};
+use super::{Writer, WriterInner};
 use crate::error::{StopError, WriteError};
-use crate::lifecycle::Phase;
 
 mod sealed {
     pub trait Sealed {}
@@ -85,7 +85,7 @@ owned_payload!(Bytes, Vec<u8>, Box<[u8]>, String);
 #[derive(Debug)]
 #[must_use = "a permit holds a queue slot until `send` is called or it is dropped"]
 pub struct Permit<'w> {
-    slot: Slot<&'w Writer>,
+    slot: Slot<&'w WriterInner>,
 }
 
 /// A [`Permit`] that owns a handle on the Writer's state, so it can be
@@ -97,41 +97,27 @@ pub struct OwnedPermit {
     slot: Slot<Arc<WriterInner>>,
 }
 
-/// A held queue slot of the Writer behind `W`, given back when dropped
-/// unspent.
-struct Slot<W: AsInner> {
+/// A held queue slot of the Writer behind `W` (a borrow of its state or
+/// an `Arc` of it), given back when dropped unspent.
+struct Slot<W: Deref<Target = WriterInner>> {
     writer: W,
     held: bool,
 }
 
-impl<W: AsInner> std::fmt::Debug for Slot<W> {
+impl<W: Deref<Target = WriterInner>> std::fmt::Debug for Slot<W> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Permit").field("held", &self.held).finish()
     }
 }
 
-trait AsInner {
-    fn inner(&self) -> &WriterInner;
-}
-impl AsInner for &Writer {
-    fn inner(&self) -> &WriterInner {
-        &self.inner
-    }
-}
-impl AsInner for Arc<WriterInner> {
-    fn inner(&self) -> &WriterInner {
-        self
-    }
-}
-
-impl<W: AsInner> Slot<W> {
+impl<W: Deref<Target = WriterInner>> Slot<W> {
     fn send<'a, P: Payload<'a>>(&mut self, msg: P) -> Result<(), WriteError<P::Back>> {
         let body = msg.into_body();
         if body.is_empty() {
             return Ok(()); // dropping the slot gives it back
         }
         self.held = false;
-        let inner = self.writer.inner();
+        let inner = &*self.writer;
         match inner.queue.push(body, true) {
             Ok(first) => {
                 inner.queued(first);
@@ -142,10 +128,10 @@ impl<W: AsInner> Slot<W> {
     }
 }
 
-impl<W: AsInner> Drop for Slot<W> {
+impl<W: Deref<Target = WriterInner>> Drop for Slot<W> {
     fn drop(&mut self) {
         if self.held {
-            self.writer.inner().queue.release_reserved();
+            self.writer.queue.release_reserved();
         }
     }
 }
@@ -166,14 +152,6 @@ impl OwnedPermit {
     pub fn send<'a, P: Payload<'a>>(mut self, msg: P) -> Result<(), WriteError<P::Back>> {
         self.slot.send(msg)
     }
-}
-
-/// When a wait for room ends: never, or at an instant.
-type Deadline = Option<Instant>;
-
-fn deadline_in(timeout: Duration) -> Deadline {
-    // A timeout too large for the clock never comes.
-    Instant::now().checked_add(timeout)
 }
 
 impl WriterInner {
@@ -197,48 +175,67 @@ impl WriterInner {
         }
     }
 
-    /// Queues `body` once: whether it was taken, else why not and the body.
-    fn push<'a>(&self, body: Body<'a>) -> Result<(), (Refused, Body<'a>)> {
+    /// Queues `body` once (an empty one is accepted and not sent): whether
+    /// it was taken, else why not and the body.
+    pub(super) fn push<'a>(&self, body: Body<'a>) -> Result<(), (Refused, Body<'a>)> {
+        if body.is_empty() {
+            return Ok(());
+        }
         let first = self.queue.push(body, false)?;
         self.queued(first);
         Ok(())
     }
 
-    /// [`push`](Self::push) of owned bytes, handed back as they were (the
-    /// `WriterSink`'s path).
-    #[cfg(feature = "futures")]
-    pub(super) fn push_owned(&self, msg: Bytes) -> Result<(), (Refused, Bytes)> {
-        self.push(Body::Owned(msg))
-            .map_err(|(r, back)| (r, <Bytes as Payload<'_>>::back(back)))
+    /// [`push`](Self::push) that hands a full queue's refusal back as
+    /// `Some` (to wait and try again); a closed one's is an error.
+    fn push_or_full<'a>(&self, body: Body<'a>) -> Result<Option<Body<'a>>, WriteError<Body<'a>>> {
+        match self.push(body) {
+            Ok(()) => Ok(None),
+            Err((Refused::Closed, back)) => Err(WriteError::Stopped(back)),
+            Err((Refused::Full, back)) => Ok(Some(back)),
+        }
     }
 
-    /// Pushes `body`, waiting for room until `deadline`.
+    /// Waits until a message of `need` frame bytes might fit, until
+    /// `deadline` (`None`: never): whether it did not time out.
+    async fn wait_room(&self, need: usize, deadline: Option<Instant>) -> bool {
+        let wait = self.queue.wait_room(1, need);
+        match deadline {
+            None => {
+                wait.await;
+                true
+            }
+            Some(at) => tokio::time::timeout_at(at, wait).await.is_ok(),
+        }
+    }
+
+    /// Pushes `body`, refused as full a moment ago, waiting for room until
+    /// `deadline`.
     async fn push_waiting<'a>(
         &self,
         mut body: Body<'a>,
-        deadline: Deadline,
+        deadline: Option<Instant>,
     ) -> Result<(), WriteError<Body<'a>>> {
-        let need = frame_len_of(body.len());
         loop {
-            match self.push(body) {
-                Ok(()) => return Ok(()),
-                Err((Refused::Closed, back)) => return Err(WriteError::Stopped(back)),
-                Err((Refused::Full, back)) => body = back,
+            if !self.wait_room(frame_len_of(body.len()), deadline).await {
+                return Err(WriteError::Timeout(body));
             }
-            let wait = self.queue.wait_room(need);
-            match deadline {
-                None => wait.await,
-                Some(at) => {
-                    if tokio::time::timeout_at(at, wait).await.is_err() {
-                        return Err(WriteError::Timeout(body));
-                    }
-                }
+            match self.push_or_full(body)? {
+                None => return Ok(()),
+                Some(back) => body = back,
             }
         }
     }
 
-    fn stopping(&self) -> bool {
-        self.phase.get() != Phase::Running
+    /// Waits for room and holds one slot.
+    async fn reserve_slot(&self) -> Result<(), WriteError<()>> {
+        loop {
+            match self.queue.reserve_slot() {
+                Ok(()) => return Ok(()),
+                Err(Refused::Closed) => return Err(WriteError::Stopped(())),
+                Err(Refused::Full) => self.queue.wait_room(1, 1).await,
+            }
+        }
     }
 }
 
@@ -252,12 +249,8 @@ impl Writer {
     /// [`WriteError::Stopped`] once the Writer is stopping. Both hand the
     /// message back.
     pub fn try_send<'a, P: Payload<'a>>(&self, msg: P) -> Result<(), WriteError<P::Back>> {
-        let body = msg.into_body();
-        if body.is_empty() {
-            return Ok(());
-        }
         self.inner
-            .push(body)
+            .push(msg.into_body())
             .map_err(|(r, back)| self.inner.refused(r, P::back(back)))
     }
 
@@ -303,28 +296,25 @@ impl Writer {
         msg: P,
         timeout: Duration,
     ) -> Result<(), WriteError<P::Back>> {
-        self.send_until(msg, deadline_in(timeout)).await
+        // A timeout too large for the clock never comes.
+        self.send_until(msg, Instant::now().checked_add(timeout))
+            .await
     }
 
     async fn send_until<'a, P: Payload<'a>>(
         &self,
         msg: P,
-        deadline: Deadline,
+        deadline: Option<Instant>,
     ) -> Result<(), WriteError<P::Back>> {
-        let body = msg.into_body();
-        if body.is_empty() {
-            return Ok(());
-        }
-        match self.inner.push(body) {
-            Ok(()) => Ok(()),
-            Err((Refused::Closed, back)) => Err(WriteError::Stopped(P::back(back))),
+        let waited = match self.inner.push_or_full(msg.into_body()) {
+            Ok(None) => return Ok(()),
             // The waiting part is boxed: this future is moved on every call,
             // and unboxed it would be several times larger. It is allocated
             // only when the producer must wait for room anyway.
-            Err((Refused::Full, back)) => Box::pin(self.inner.push_waiting(back, deadline))
-                .await
-                .map_err(|e| e.map(P::back)),
-        }
+            Ok(Some(back)) => Box::pin(self.inner.push_waiting(back, deadline)).await,
+            Err(e) => Err(e),
+        };
+        waited.map_err(|e| e.map(P::back))
     }
 
     /// Queues `msg`, blocking the calling thread while the queue is full,
@@ -356,7 +346,8 @@ impl Writer {
     /// # }
     /// ```
     pub fn send_blocking<'a, P: Payload<'a>>(&self, msg: P) -> Result<(), WriteError<P::Back>> {
-        self.block_until_pushed(msg, None)
+        self.block_until_pushed(msg.into_body(), None)
+            .map_err(|e| e.map(P::back))
     }
 
     /// [`send_blocking`](Self::send_blocking) that waits for room at most
@@ -383,52 +374,40 @@ impl Writer {
         msg: P,
         timeout: Duration,
     ) -> Result<(), WriteError<P::Back>> {
-        self.block_until_pushed(msg, Some(timeout))
+        self.block_until_pushed(msg.into_body(), Some(timeout))
+            .map_err(|e| e.map(P::back))
     }
 
-    fn block_until_pushed<'a, P: Payload<'a>>(
+    fn block_until_pushed<'a>(
         &self,
-        msg: P,
+        mut body: Body<'a>,
         timeout: Option<Duration>,
-    ) -> Result<(), WriteError<P::Back>> {
-        let mut body = msg.into_body();
-        if body.is_empty() {
-            return Ok(());
-        }
-        let deadline = timeout.and_then(|t| std::time::Instant::now().checked_add(t));
-        let need = frame_len_of(body.len());
-        loop {
-            match self.inner.push(body) {
-                Ok(()) => return Ok(()),
-                Err((Refused::Closed, back)) => return Err(WriteError::Stopped(P::back(back))),
-                Err((Refused::Full, back)) => body = back,
-            }
+    ) -> Result<(), WriteError<Body<'a>>> {
+        let deadline = timeout
+            .and_then(|t| std::time::Instant::now().checked_add(t))
+            .map(Instant::from_std);
+        while let Some(back) = self.inner.push_or_full(body)? {
+            body = back;
             // The message stays on this thread; only the wait runs on the
             // Writer's runtime.
             let inner = Arc::clone(&self.inner);
-            let until = deadline.map(Instant::from_std);
+            let need = frame_len_of(body.len());
             let waited = crate::runtime::block_on(&self.handle, async move {
-                let wait = inner.queue.wait_room(need);
-                match until {
-                    None => {
-                        wait.await;
-                        Ok(())
-                    }
-                    Some(at) => tokio::time::timeout_at(at, wait).await.map_err(drop),
-                }
+                inner.wait_room(need, deadline).await
             });
             match waited {
-                Ok(Ok(())) => {}
-                Ok(Err(())) => return Err(WriteError::Timeout(P::back(body))),
+                Ok(true) => {}
+                Ok(false) => return Err(WriteError::Timeout(body)),
                 Err(StopError::WouldDeadlock) => {
                     return self
                         .inner
                         .push(body)
-                        .map_err(|(r, back)| self.inner.refused(r, P::back(back)));
+                        .map_err(|(r, back)| self.inner.refused(r, back));
                 }
-                Err(_) => return Err(WriteError::Stopped(P::back(body))),
+                Err(_) => return Err(WriteError::Stopped(body)),
             }
         }
+        Ok(())
     }
 
     /// Waits until the queue has room for a message, holds one slot, and
@@ -472,7 +451,7 @@ impl Writer {
         self.inner.reserve_slot().await?;
         Ok(Permit {
             slot: Slot {
-                writer: self,
+                writer: &self.inner,
                 held: true,
             },
         })
@@ -483,13 +462,10 @@ impl Writer {
     /// counted as dropped: no message was involved),
     /// [`WriteError::Stopped`] once the Writer is stopping.
     pub fn try_reserve(&self) -> Result<Permit<'_>, WriteError<()>> {
-        if self.inner.stopping() {
-            return Err(WriteError::Stopped(()));
-        }
         match self.inner.queue.reserve_slot() {
             Ok(()) => Ok(Permit {
                 slot: Slot {
-                    writer: self,
+                    writer: &self.inner,
                     held: true,
                 },
             }),
@@ -509,24 +485,5 @@ impl Writer {
                 held: true,
             },
         })
-    }
-}
-
-impl WriterInner {
-    /// Waits for room and holds one slot.
-    async fn reserve_slot(&self) -> Result<(), WriteError<()>> {
-        loop {
-            // A stop closes the queue before it leaves `Running`, so a wait
-            // that the close ended is refused by `reserve_slot` (`Closed`)
-            // even before this says so.
-            if self.stopping() {
-                return Err(WriteError::Stopped(()));
-            }
-            match self.queue.reserve_slot() {
-                Ok(()) => return Ok(()),
-                Err(Refused::Closed) => return Err(WriteError::Stopped(())),
-                Err(Refused::Full) => self.queue.wait_room(1).await,
-            }
-        }
     }
 }

@@ -14,8 +14,9 @@ use std::task::{Context, Poll, ready};
 use bytes::Bytes;
 use futures_sink::Sink;
 
-use super::inner::{Writer, WriterInner};
-use super::queue::Refused;
+use super::queue::{Body, Refused, frame_len_of};
+use super::send::Payload;
+use super::{Writer, WriterInner};
 use crate::error::StopError;
 
 type Wait = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -122,6 +123,22 @@ impl WriterSink {
         (self.writer, self.held)
     }
 
+    /// Offers the held message to the queue once; kept if there is no
+    /// room yet.
+    fn push_held(&mut self) -> Result<(), SinkError> {
+        let Some(msg) = self.held.take() else {
+            return Ok(());
+        };
+        match self.writer.inner.push(Body::Owned(msg)) {
+            Ok(()) => Ok(()),
+            Err((Refused::Closed, back)) => Err(SinkError::Stopped(Bytes::back(back))),
+            Err((Refused::Full, back)) => {
+                self.held = Some(Bytes::back(back));
+                Ok(())
+            }
+        }
+    }
+
     /// Moves the held message into the queue, waiting for room as needed.
     fn poll_push_held(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), SinkError>> {
         loop {
@@ -129,19 +146,15 @@ impl WriterSink {
                 ready!(wait.as_mut().poll(cx));
                 self.wait = None;
             }
-            let Some(msg) = self.held.take() else {
+            self.push_held()?;
+            let Some(msg) = &self.held else {
                 return Poll::Ready(Ok(()));
             };
-            match self.writer.inner.push_owned(msg) {
-                Ok(()) => return Poll::Ready(Ok(())),
-                Err((Refused::Closed, back)) => return Poll::Ready(Err(SinkError::Stopped(back))),
-                Err((Refused::Full, back)) => {
-                    let need = crate::writer::queue::frame_len_of(back.len());
-                    self.held = Some(back);
-                    let inner: Arc<WriterInner> = Arc::clone(&self.writer.inner);
-                    self.wait = Some(Box::pin(async move { inner.queue.wait_room(need).await }));
-                }
-            }
+            let need = frame_len_of(msg.len());
+            let inner: Arc<WriterInner> = Arc::clone(&self.writer.inner);
+            self.wait = Some(Box::pin(
+                async move { inner.queue.wait_room(1, need).await },
+            ));
         }
     }
 }
@@ -155,21 +168,13 @@ impl Sink<Bytes> for WriterSink {
 
     fn start_send(self: Pin<&mut Self>, item: Bytes) -> Result<(), SinkError> {
         let this = self.get_mut();
-        if item.is_empty() {
-            return Ok(());
-        }
         if this.held.is_some() {
             return Err(SinkError::NotReady(item));
         }
-        match this.writer.inner.push_owned(item) {
-            Ok(()) => Ok(()),
-            Err((Refused::Closed, back)) => Err(SinkError::Stopped(back)),
-            Err((Refused::Full, back)) => {
-                // Raced with a producer that does not wait: hold it.
-                this.held = Some(back);
-                Ok(())
-            }
-        }
+        // Refused for want of room (a race with a producer that does not
+        // wait), it is held.
+        this.held = Some(item);
+        this.push_held()
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), SinkError>> {
@@ -181,7 +186,7 @@ impl Sink<Bytes> for WriterSink {
         if this.closing.is_none() {
             ready!(this.poll_push_held(cx))?;
             let inner = Arc::clone(&this.writer.inner);
-            let linger = inner.linger;
+            let linger = inner.opts.linger;
             this.closing = Some(Box::pin(inner.stop(linger)));
         }
         let closing = this.closing.as_mut().expect("set above");
