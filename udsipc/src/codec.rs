@@ -176,15 +176,14 @@ impl Decoder for UvarintCodec {
                     frame.advance(body.start);
                     return Ok(Some(frame));
                 }
-                Next::NeedMore {
-                    frame_len: Some(total),
-                } => {
+                Next::NeedMore { frame_len } => {
                     // Never reserve more than has arrived plus a bounded step.
-                    let want = self.decoder.grow_hint(src.len(), total);
-                    src.reserve(want.saturating_sub(src.len()));
+                    if let Some(total) = frame_len {
+                        let want = self.decoder.grow_hint(src.len(), total);
+                        src.reserve(want.saturating_sub(src.len()));
+                    }
                     return Ok(None);
                 }
-                Next::NeedMore { frame_len: None } => return Ok(None),
             }
         }
     }
