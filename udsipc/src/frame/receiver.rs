@@ -164,8 +164,7 @@ impl Receiver {
     /// releases an empty buffer.
     pub fn on_idle(&mut self, now: Instant) {
         self.release();
-        if self.restart_deadline {
-            self.restart_deadline = false;
+        if std::mem::take(&mut self.restart_deadline) {
             self.deadline = now.checked_add(self.timeout);
         }
         let holds = !self.released || !self.spares.is_empty();
@@ -271,10 +270,7 @@ impl Receiver {
     /// buffer.
     fn release(&mut self) {
         self.report();
-        if self.lent > 0 {
-            self.buf.advance(self.lent);
-            self.lent = 0;
-        }
+        self.buf.advance(std::mem::take(&mut self.lent));
         self.rewind_if_empty();
     }
 
