@@ -66,10 +66,10 @@
 
 use std::io;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
-use crate::frame::{FrameDecoder, FrameError, MAX_VARINT_LEN, Next, encode_varint};
+use crate::frame::{FrameDecoder, FrameError, Next, put_prefix, varint_len};
 
 /// The default maximum message size: 10 MiB, the Go reference's and the
 /// Reader's default.
@@ -159,30 +159,6 @@ impl UvarintCodec {
     pub const fn max_len(&self) -> u64 {
         self.decoder.max_message_size()
     }
-
-    fn check_len(&self, len: usize) -> Result<(), FrameError> {
-        let max = self.decoder.max_message_size();
-        if len as u64 > max {
-            return Err(FrameError::TooLarge {
-                len: len as u64,
-                max,
-            });
-        }
-        Ok(())
-    }
-
-    fn encode_slice(&self, body: &[u8], dst: &mut BytesMut) -> Result<(), CodecError> {
-        self.check_len(body.len())?;
-        if body.is_empty() {
-            return Ok(());
-        }
-        let mut prefix = [0u8; MAX_VARINT_LEN];
-        let n = encode_varint(body.len() as u64, &mut prefix);
-        dst.reserve(n + body.len());
-        dst.put_slice(&prefix[..n]);
-        dst.put_slice(body);
-        Ok(())
-    }
 }
 
 impl Decoder for UvarintCodec {
@@ -200,15 +176,14 @@ impl Decoder for UvarintCodec {
                     frame.advance(body.start);
                     return Ok(Some(frame));
                 }
-                Next::NeedMore {
-                    frame_len: Some(total),
-                } => {
+                Next::NeedMore { frame_len } => {
                     // Never reserve more than has arrived plus a bounded step.
-                    let want = self.decoder.grow_hint(src.len(), total);
-                    src.reserve(want.saturating_sub(src.len()));
+                    if let Some(total) = frame_len {
+                        let want = self.decoder.grow_hint(src.len(), total);
+                        src.reserve(want.saturating_sub(src.len()));
+                    }
                     return Ok(None);
                 }
-                Next::NeedMore { frame_len: None } => return Ok(None),
             }
         }
     }
@@ -223,41 +198,27 @@ impl Decoder for UvarintCodec {
     }
 }
 
-impl Encoder<Bytes> for UvarintCodec {
+/// Any bytes: `Bytes`, `BytesMut`, `Vec<u8>`, `&[u8]`, ...
+impl<T: AsRef<[u8]>> Encoder<T> for UvarintCodec {
     type Error = CodecError;
 
-    fn encode(&mut self, body: Bytes, dst: &mut BytesMut) -> Result<(), CodecError> {
-        self.encode_slice(&body, dst)
-    }
-}
-
-impl Encoder<&[u8]> for UvarintCodec {
-    type Error = CodecError;
-
-    fn encode(&mut self, body: &[u8], dst: &mut BytesMut) -> Result<(), CodecError> {
-        self.encode_slice(body, dst)
-    }
-}
-
-impl Encoder<BytesMut> for UvarintCodec {
-    type Error = CodecError;
-
-    fn encode(&mut self, body: BytesMut, dst: &mut BytesMut) -> Result<(), CodecError> {
-        self.encode_slice(&body, dst)
-    }
-}
-
-impl Encoder<Vec<u8>> for UvarintCodec {
-    type Error = CodecError;
-
-    fn encode(&mut self, body: Vec<u8>, dst: &mut BytesMut) -> Result<(), CodecError> {
-        self.encode_slice(&body, dst)
+    fn encode(&mut self, body: T, dst: &mut BytesMut) -> Result<(), CodecError> {
+        let body = body.as_ref();
+        self.decoder.check_len(body.len() as u64)?;
+        if !body.is_empty() {
+            dst.reserve(varint_len(body.len() as u64) + body.len());
+            put_prefix(dst, body.len());
+            dst.put_slice(body);
+        }
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::frame::{MAX_VARINT_LEN, encode_varint};
+    use bytes::Bytes;
 
     fn decode_all(codec: &mut UvarintCodec, wire: &[u8]) -> (Vec<Vec<u8>>, Result<(), CodecError>) {
         let mut buf = BytesMut::from(wire);

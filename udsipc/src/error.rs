@@ -205,10 +205,9 @@ impl ReaderError {
         match self {
             Self::AcceptGaveUp { .. } => "too many consecutive failures in accept loop",
             Self::Protocol(FrameError::TooLarge { .. }) => "message too large",
-            Self::Protocol(FrameError::TruncatedBody { .. }) | Self::BodyTimeout { .. } => {
-                "failed to read the complete message"
-            }
-            Self::Read {
+            Self::Protocol(FrameError::TruncatedBody { .. })
+            | Self::BodyTimeout { .. }
+            | Self::Read {
                 stage: ReadStage::Body,
                 ..
             } => "failed to read the complete message",

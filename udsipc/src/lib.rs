@@ -139,10 +139,8 @@ pub use metrics::{ReaderMetrics, WriterMetrics};
 pub use reader::{
     ConnectionInfo, DEFAULT_INACTIVITY_TIMEOUT, DEFAULT_INCOMING_CAPACITY,
     DEFAULT_INCOMING_CAPACITY_BYTES, DEFAULT_MAX_ACCEPT_ERRORS, DEFAULT_MAX_MESSAGE_SIZE,
-    DEFAULT_READ_BUFFER_SIZE, PeerCredentials, Reader, ReaderBuilder,
+    DEFAULT_READ_BUFFER_SIZE, Incoming, Message, PeerCredentials, Reader, ReaderBuilder,
 };
-#[cfg(feature = "runtime")]
-pub use reader::{Incoming, Message};
 #[cfg(feature = "runtime")]
 pub use socket::{SocketAddress, max_socket_path_len, replaceable_socket_dir};
 #[cfg(feature = "runtime")]

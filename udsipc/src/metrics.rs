@@ -195,9 +195,7 @@ impl WriterCounters {
             failed: self.failed.load(Relaxed),
             queue_depth,
             reconnects: self.reconnects.load(Relaxed),
-            discarded: self.discarded.load(Relaxed)
-                + self.discarded_outside.load(Relaxed)
-                + self.discarded_unflushed.load(Relaxed),
+            discarded: self.queued_discards() + self.discarded_unflushed.load(Relaxed),
             unconfirmed: self.unconfirmed.load(Relaxed),
             retried: self.retried.load(Relaxed),
             backpressure: self.backpressure.load(Relaxed),

@@ -255,12 +255,7 @@ impl FrameDecoder {
         let Some((len, prefix_len)) = decode_varint(buf)? else {
             return Ok(Next::NeedMore { frame_len: None });
         };
-        if len > self.max_message_size {
-            return Err(FrameError::TooLarge {
-                len,
-                max: self.max_message_size,
-            });
-        }
+        self.check_len(len)?;
         // `len <= max_message_size`, which the caller keeps addressable; on a
         // 32-bit target a larger limit saturates and never matches a buffer.
         let total = usize::try_from(len)
@@ -290,18 +285,11 @@ impl FrameDecoder {
     /// assert_eq!(d.finish(&[3, 1]), Err(FrameError::TruncatedBody { expected: 3, got: 1 }));
     /// ```
     pub fn finish(&self, rest: &[u8]) -> Result<(), FrameError> {
-        if rest.is_empty() {
-            return Ok(());
-        }
         match decode_varint(rest)? {
+            None if rest.is_empty() => Ok(()),
             None => Err(FrameError::TruncatedPrefix { got: rest.len() }),
             Some((len, prefix_len)) => {
-                if len > self.max_message_size {
-                    return Err(FrameError::TooLarge {
-                        len,
-                        max: self.max_message_size,
-                    });
-                }
+                self.check_len(len)?;
                 let got = (rest.len() - prefix_len) as u64;
                 if got >= len {
                     // A whole frame was left undecoded: a caller bug, but the
@@ -311,6 +299,20 @@ impl FrameDecoder {
                 Err(FrameError::TruncatedBody { expected: len, got })
             }
         }
+    }
+
+    /// [`FrameError::TooLarge`] if a body of `len` bytes is above the
+    /// maximum: the one check of the limit, for decoding, for the end of a
+    /// stream and for the codec's encoder.
+    #[inline]
+    pub(crate) fn check_len(&self, len: u64) -> Result<(), FrameError> {
+        if len > self.max_message_size {
+            return Err(FrameError::TooLarge {
+                len,
+                max: self.max_message_size,
+            });
+        }
+        Ok(())
     }
 
     /// How large a buffer holding `buffered` bytes of an incomplete frame of
@@ -336,16 +338,16 @@ impl FrameDecoder {
     /// Iterates over the complete frames at the start of `buf`, skipping
     /// nothing (zero-length frames are yielded as empty slices).
     ///
-    /// After the iterator ends, [`Frames::consumed`] says how many bytes the
-    /// complete frames took, and [`Frames::error`] holds a protocol violation
-    /// if one stopped it.
+    /// After the iterator ends, [`Frames::remainder`] holds the bytes after
+    /// the complete frames, and [`Frames::error`] a protocol violation if one
+    /// stopped it.
     ///
     /// ```
     /// let d = udsipc::frame::FrameDecoder::new(16);
     /// let mut frames = d.frames(&[1, b'a', 0, 2, b'b', b'c', 4, b'x']);
     /// let got: Vec<&[u8]> = frames.by_ref().collect();
     /// assert_eq!(got, [&b"a"[..], &b""[..], &b"bc"[..]]);
-    /// assert_eq!(frames.consumed(), 6);
+    /// assert_eq!(frames.remainder(), [4, b'x']);
     /// assert!(frames.error().is_none());
     /// ```
     pub fn frames<'a>(&self, buf: &'a [u8]) -> Frames<'a> {
@@ -368,11 +370,6 @@ pub struct Frames<'a> {
 }
 
 impl<'a> Frames<'a> {
-    /// Bytes taken by the frames yielded so far.
-    pub fn consumed(&self) -> usize {
-        self.at
-    }
-
     /// The protocol violation that ended the iteration, if any.
     pub fn error(&self) -> Option<FrameError> {
         self.error
@@ -388,9 +385,7 @@ impl<'a> Iterator for Frames<'a> {
     type Item = &'a [u8];
 
     fn next(&mut self) -> Option<&'a [u8]> {
-        if self.error.is_some() {
-            return None;
-        }
+        // After an error the same bytes give the same error again.
         let rest = &self.buf[self.at..];
         match self.decoder.decode(rest) {
             Ok(Next::Frame { body, consumed }) => {

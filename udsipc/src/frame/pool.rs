@@ -25,7 +25,8 @@ impl Pool {
         }
     }
 
-    /// Keeps `buf` (emptied) to reuse once nothing cut from it is held.
+    /// Keeps `buf` (emptied) to reuse once nothing cut from it is held (a
+    /// handle without memory of its own is dropped).
     pub(crate) fn give(&mut self, mut buf: BytesMut) {
         if buf.capacity() > 0 {
             buf.clear();

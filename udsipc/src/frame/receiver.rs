@@ -164,8 +164,7 @@ impl Receiver {
     /// releases an empty buffer.
     pub fn on_idle(&mut self, now: Instant) {
         self.release();
-        if self.restart_deadline {
-            self.restart_deadline = false;
+        if std::mem::take(&mut self.restart_deadline) {
             self.deadline = now.checked_add(self.timeout);
         }
         let holds = !self.released || !self.spares.is_empty();
@@ -177,8 +176,7 @@ impl Receiver {
     /// Whether a complete, non-empty frame is buffered (zero-length frames
     /// before it are skipped); an error if the bytes break the framing.
     pub fn ready(&mut self) -> Result<bool, FrameError> {
-        self.release();
-        Ok(self.next_frame()?.is_some())
+        Ok(self.next_len()?.is_some())
     }
 
     /// The body length of the next complete, non-empty frame (zero-length
@@ -213,32 +211,28 @@ impl Receiver {
         // dropping each one as the next is asked for cost as much as
         // parsing it.
         self.report();
-        match self.next_frame()? {
-            None => Ok(None),
-            Some((body_start, end)) => {
-                self.unreported = end - self.lent;
-                self.lent = end;
-                Ok(Some(&self.buf[body_start..end]))
-            }
-        }
+        let Some((body_start, end)) = self.next_frame()? else {
+            return Ok(None);
+        };
+        self.unreported = end - self.lent;
+        self.lent = end;
+        Ok(Some(&self.buf[body_start..end]))
     }
 
     /// The next complete, non-empty frame's body as owned bytes that share
     /// the buffer's memory (no copy); `None` when more bytes are needed.
     pub fn next_owned(&mut self) -> Result<Option<Bytes>, FrameError> {
         self.release();
-        match self.next_frame()? {
-            None => Ok(None),
-            Some((body_start, end)) => {
-                // Skipped empty frames before it: dropped first.
-                let skipped = std::mem::take(&mut self.lent);
-                self.buf.advance(skipped);
-                let mut frame = self.buf.split_to(end - skipped);
-                frame.advance(body_start - skipped);
-                self.unreported = end - skipped;
-                Ok(Some(frame.freeze()))
-            }
-        }
+        let Some((body_start, end)) = self.next_frame()? else {
+            return Ok(None);
+        };
+        // Skipped empty frames before it: dropped first.
+        let skipped = std::mem::take(&mut self.lent);
+        self.buf.advance(skipped);
+        let mut frame = self.buf.split_to(end - skipped);
+        frame.advance(body_start - skipped);
+        self.unreported = end - skipped;
+        Ok(Some(frame.freeze()))
     }
 
     /// Finds the next non-empty frame after the lent bytes: `(body start,
@@ -276,10 +270,7 @@ impl Receiver {
     /// buffer.
     fn release(&mut self) {
         self.report();
-        if self.lent > 0 {
-            self.buf.advance(self.lent);
-            self.lent = 0;
-        }
+        self.buf.advance(std::mem::take(&mut self.lent));
         self.rewind_if_empty();
     }
 
@@ -301,10 +292,7 @@ impl Receiver {
     /// When [`handle_timeout`](Self::handle_timeout) next has something to
     /// do; `None` if never.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match (self.deadline, self.shrink_at) {
-            (Some(d), Some(s)) => Some(d.min(s)),
-            (d, s) => d.or(s),
-        }
+        self.deadline.into_iter().chain(self.shrink_at).min()
     }
 
     /// Acts on the clock: shrinks an idle enlarged buffer, and reports an
@@ -321,10 +309,9 @@ impl Receiver {
                 self.filled_last_read = false;
             }
         }
-        if self.deadline.is_some_and(|d| d <= now) {
-            return Some(self.expired());
-        }
-        None
+        self.deadline
+            .is_some_and(|d| d <= now)
+            .then(|| self.expired())
     }
 
     /// How a deadline expiring now would be classified.
@@ -342,7 +329,7 @@ impl Receiver {
     /// Whether the bytes buffered end inside a message body (a complete
     /// prefix has arrived): for classifying read errors.
     pub fn inside_body(&self) -> bool {
-        matches!(decode_varint(&self.buf[self.lent..]), Ok(Some(_)))
+        matches!(self.expired(), Expired::InsideBody { .. })
     }
 
     /// Bytes buffered and not yet handed out.
@@ -400,22 +387,17 @@ impl Receiver {
         if self.buf.try_reclaim(need) {
             return;
         }
-        let mut fresh = self.spare(buffered + need);
+        // The oldest spare no handed-out message uses anymore, or a new
+        // allocation.
+        let mut fresh = self
+            .spares
+            .take(buffered + need)
+            .unwrap_or_else(|| BytesMut::with_capacity(buffered + need));
         fresh.extend_from_slice(&self.buf);
-        let old = std::mem::replace(&mut self.buf, fresh);
-        if std::mem::take(&mut self.released) {
-            // An empty handle (new, or released): nothing to reuse.
-            return;
-        }
-        self.spares.give(old);
-    }
-
-    /// An empty buffer of at least `capacity` bytes: the oldest spare no
-    /// handed-out message uses anymore, or a new allocation.
-    fn spare(&mut self, capacity: usize) -> BytesMut {
-        self.spares
-            .take(capacity)
-            .unwrap_or_else(|| BytesMut::with_capacity(capacity))
+        // An empty handle (new, or released) holds no memory: the pool
+        // ignores it.
+        self.spares.give(std::mem::replace(&mut self.buf, fresh));
+        self.released = false;
     }
 }
 
