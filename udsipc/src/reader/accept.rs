@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio::net::UnixListener;
 use tokio::runtime::Handle;
 
-use super::delivery::Deliver;
+use super::connection::Deliver;
 use super::info::{ConnectionInfo, PeerCredentials};
 use super::inner::ReaderInner;
 use crate::error::ReaderError;
@@ -276,7 +276,7 @@ fn spawn_connection<D: Deliver>(
     let socket = Arc::new(stream);
     let registered = {
         let _runtime = handle.enter();
-        super::io::watch(&socket)
+        super::connection::watch(&socket)
     };
     let watch = match registered {
         Ok(watch) => watch,

@@ -11,7 +11,6 @@ mod connection;
 mod delivery;
 mod info;
 mod inner;
-mod io;
 mod machine;
 mod order;
 
@@ -34,8 +33,9 @@ use crate::policy::Policy;
 use crate::socket;
 use crate::systemd::{self, Notifier, SystemdEnv};
 use channel::Channel;
-use delivery::{AsyncDelivery, ChannelDelivery, Deliver, SyncDelivery, SyncHandler};
-use inner::{ErrorCallback, ReaderConfig, ReaderInner};
+use connection::Deliver;
+use delivery::{AsyncDelivery, ChannelDelivery, SyncDelivery, SyncHandler};
+use inner::{ErrorCallback, ReaderInner};
 use order::OrderBook;
 
 /// Default maximum message size: 10 MiB (Go: `WithMaxMessageSize`).
@@ -333,14 +333,12 @@ impl ReaderBuilder {
     {
         let may_block = self.handler_may_block;
         let handler: Arc<SyncHandler> = Arc::new(handler);
-        let (reader, launch) = self.bind()?;
-        launch.run(SyncDelivery {
+        self.launch(SyncDelivery {
             handler,
             inline: !may_block,
             dedicated: Arc::default(),
             dedicated_max: std::thread::available_parallelism().map_or(2, |n| n.get().max(2)),
-        });
-        Ok(reader)
+        })
     }
 
     /// Starts like [`start`](Self::start), with an async handler on owned
@@ -370,9 +368,7 @@ impl ReaderBuilder {
         H: Fn(Message) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
     {
-        let (reader, launch) = self.bind()?;
-        launch.run(AsyncDelivery { handler });
-        Ok(reader)
+        self.launch(AsyncDelivery { handler })
     }
 
     /// Starts without a handler: messages come out of the returned
@@ -422,27 +418,21 @@ impl ReaderBuilder {
     /// is still in the kernel unread (a Writer counts it `unconfirmed`, not
     /// `delivered`) and returns [`StopError::ConnectionsCut`].
     pub fn incoming(self) -> Result<(Reader, Incoming), StartError> {
-        if self.incoming_capacity == 0 {
-            return Err(ConfigError::ZeroSize {
-                option: "incoming_capacity",
-            }
-            .into());
-        }
-        if self.incoming_capacity_bytes == 0 {
-            return Err(ConfigError::ZeroSize {
-                option: "incoming_capacity_bytes",
-            }
-            .into());
+        let sizes = [
+            (self.incoming_capacity, "incoming_capacity"),
+            (self.incoming_capacity_bytes, "incoming_capacity_bytes"),
+        ];
+        if let Some((_, option)) = sizes.into_iter().find(|(n, _)| *n == 0) {
+            return Err(ConfigError::ZeroSize { option }.into());
         }
         let (chan, incoming) = Channel::new(self.incoming_capacity, self.incoming_capacity_bytes);
-        let (reader, launch) = self.bind()?;
-        launch.run(ChannelDelivery { chan });
-        Ok((reader, incoming))
+        Ok((self.launch(ChannelDelivery { chan })?, incoming))
     }
 
-    /// Validates, binds (or adopts systemd's socket) and builds the shared
-    /// state; [`Launch::run`] then starts accepting with a delivery.
-    fn bind(self) -> Result<(Reader, Launch), StartError> {
+    /// Validates, binds (or adopts systemd's socket), builds the shared
+    /// state, starts accepting with `delivery` and tells systemd we are
+    /// ready.
+    fn launch<D: Deliver>(self, delivery: D) -> Result<Reader, StartError> {
         socket::validate_path(&self.path)?;
         if self.inactivity_timeout.is_zero() {
             return Err(ConfigError::ZeroDuration {
@@ -498,10 +488,8 @@ impl ReaderBuilder {
 
         let inner = Arc::new(ReaderInner {
             on_error: self.on_error,
-            config: ReaderConfig {
-                max_message_size: self.max_message_size,
-                inactivity_timeout: self.inactivity_timeout,
-            },
+            max_message_size: self.max_message_size,
+            inactivity_timeout: self.inactivity_timeout,
             counters: ReaderCounters::default(),
             phase: PhaseCell::new(),
             tasks: Tasks::new(),
@@ -515,45 +503,14 @@ impl ReaderBuilder {
             notifier,
             stop_lock: tokio::sync::Mutex::new(false),
         });
-        let reader = Reader {
-            inner: Arc::clone(&inner),
-            handle: handle.clone(),
-        };
-        Ok((
-            reader,
-            Launch {
-                inner,
-                handle,
-                spare: accept::Spare::new(&listener),
-                listener,
-            },
-        ))
-    }
-}
-
-/// A bound Reader waiting for its delivery.
-struct Launch {
-    inner: Arc<ReaderInner>,
-    handle: Handle,
-    listener: UnixListener,
-    /// Taken at start, while descriptors are surely available.
-    spare: accept::Spare,
-}
-
-impl Launch {
-    /// Starts the accept loop with `delivery` and tells systemd we are ready.
-    fn run<D: Deliver>(self, delivery: D) {
-        let Launch {
-            inner,
-            handle,
-            listener,
-            spare,
-        } = self;
+        // The spare is taken now, while descriptors are surely available.
+        let spare = accept::Spare::new(&listener);
+        let delivery = Arc::new(delivery);
         let accept = accept::accept_loop(
             Arc::clone(&inner),
             listener,
             spare,
-            Arc::new(delivery),
+            delivery,
             handle.clone(),
         );
         inner.tasks.spawn(&handle, "accept", accept);
@@ -563,6 +520,7 @@ impl Launch {
             }
         }
         tracing::debug!(path = %inner.path.display(), socket_activated = inner.socket_activated, "reader started");
+        Ok(Reader { inner, handle })
     }
 }
 

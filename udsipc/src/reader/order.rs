@@ -46,6 +46,7 @@
 //! it read and handed over.
 
 use std::collections::{HashMap, HashSet};
+use std::io;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -142,10 +143,10 @@ impl Progress {
 
     /// Runs a read of this connection's socket and counts what it read,
     /// atomically with respect to [`OrderBook::admit`]'s snapshot.
-    pub(crate) fn read_with<T>(&self, read: impl FnOnce() -> (usize, T)) -> T {
+    pub(crate) fn read_with(&self, read: impl FnOnce() -> io::Result<usize>) -> io::Result<usize> {
         let mut st = self.lock_listed();
-        let (n, out) = read();
-        st.total += n as u64;
+        let out = read();
+        st.total += *out.as_ref().unwrap_or(&0) as u64;
         let caught_up = st.total <= self.handed_over.load(Ordering::SeqCst);
         drop(st);
         if caught_up {
@@ -162,7 +163,10 @@ impl Progress {
     /// reading, while a newer connection waits to take one: the caller
     /// reads without waiting from then on (back in its task), so the
     /// snapshot waits for one read at most.
-    pub(crate) fn read_waiting_with<T>(&self, read: impl FnOnce() -> (usize, T)) -> Option<T> {
+    pub(crate) fn read_waiting_with(
+        &self,
+        read: impl FnOnce() -> io::Result<usize>,
+    ) -> Option<io::Result<usize>> {
         {
             let mut st = self.lock_listed();
             // SeqCst pairs with `snapshot`, which counts itself in first.
@@ -171,10 +175,10 @@ impl Progress {
             }
             st.waiting = true;
         }
-        let (n, out) = read();
+        let out = read();
         let caught_up = {
             let mut st = self.lock();
-            st.total += n as u64;
+            st.total += *out.as_ref().unwrap_or(&0) as u64;
             st.waiting = false;
             st.total <= self.handed_over.load(Ordering::SeqCst)
         };
@@ -640,7 +644,7 @@ mod tests {
                 progress.read_waiting_with(|| {
                     entered_tx.send(()).unwrap();
                     finish_rx.recv().unwrap();
-                    (10, ())
+                    Ok(10)
                 })
             }
         });
@@ -656,7 +660,7 @@ mod tests {
         finish.send(()).unwrap();
         reading.join().unwrap();
         // The measurement is pending: no read that waits begins meanwhile.
-        let next = progress.read_waiting_with(|| -> (usize, ()) { panic!("read while measured") });
+        let next = progress.read_waiting_with(|| panic!("read while measured"));
         assert!(next.is_none());
         // The 10 bytes the read took count: handing over fewer is not enough.
         progress.set_handed_over(9);
@@ -671,11 +675,9 @@ mod tests {
     /// Reads what waits in `socket` through `progress` and hands it all
     /// over, as a connection task does: then it holds nothing.
     fn read_and_hand_over(progress: &Progress, socket: &Socket) {
-        let n = progress.read_with(|| {
-            let mut buf = [0u8; 4096];
-            let n = std::io::Read::read(&mut &**socket, &mut buf).unwrap();
-            (n, n)
-        });
+        let n = progress
+            .read_with(|| std::io::Read::read(&mut &**socket, &mut [0u8; 4096]))
+            .unwrap();
         let total = progress.lock().total;
         progress.set_handed_over(total);
         assert!(n > 0);
@@ -774,10 +776,9 @@ mod tests {
         let (reg, _) = book.admit(Some(7), &older);
         let reg = reg.unwrap();
         std::io::Write::write_all(&mut peer, b"held").unwrap();
-        reg.progress().read_with(|| {
-            let mut buf = [0u8; 16];
-            (std::io::Read::read(&mut &*older, &mut buf).unwrap(), ())
-        });
+        reg.progress()
+            .read_with(|| std::io::Read::read(&mut &*older, &mut [0u8; 16]))
+            .unwrap();
         let (_newer_peer, newer) = socket();
         let (_newer, turn) = book.admit(Some(7), &newer);
         assert_eq!(turn.0.len(), 1);
