@@ -18,7 +18,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
-use tokio::runtime::{Handle, RuntimeFlavor};
+use tokio::runtime::RuntimeFlavor;
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until};
 
@@ -188,31 +188,12 @@ pub(crate) fn begin_drain(stream: &Socket) {
 
 /// Serves one connection until it ends.
 pub(crate) async fn serve<D: Deliver>(
-    socket: Socket,
-    watch: Watch,
-    inner: Arc<ReaderInner>,
-    info: ConnectionInfo,
+    mut conn: Conn,
     delivery: Arc<D>,
-    registration: Option<Registration>,
+    // Held until the connection ends: it unregisters it from the book.
+    _registration: Option<Registration>,
     turn: Turn,
 ) {
-    let machine = Machine::new(
-        inner.max_message_size,
-        inner.inactivity_timeout,
-        now(),
-        turn.is_free(),
-    );
-    let mut conn = Conn {
-        machine,
-        info,
-        phase: inner.phase.subscribe(),
-        inner,
-        flavor: Handle::current().runtime_flavor(),
-        socket,
-        watch: Some(watch),
-        progress: registration.as_ref().map(|r| Arc::clone(r.progress())),
-        abandoned: Arc::default(),
-    };
     // Polled only while the machine waits for its turn.
     let mut turn = std::pin::pin!(turn.wait());
     loop {

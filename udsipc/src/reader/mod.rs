@@ -14,8 +14,9 @@ mod inner;
 mod machine;
 mod order;
 
+pub use crate::policy::PeerCredentials;
 pub use channel::Incoming;
-pub use info::{ConnectionInfo, Message, PeerCredentials};
+pub use info::{ConnectionInfo, Message};
 
 use std::future::Future;
 use std::os::fd::AsFd;
@@ -506,13 +507,7 @@ impl ReaderBuilder {
         // The spare is taken now, while descriptors are surely available.
         let spare = accept::Spare::new(&listener);
         let delivery = Arc::new(delivery);
-        let accept = accept::accept_loop(
-            Arc::clone(&inner),
-            listener,
-            spare,
-            delivery,
-            handle.clone(),
-        );
+        let accept = accept::accept_loop(Arc::clone(&inner), listener, spare, delivery);
         inner.tasks.spawn(&handle, "accept", accept);
         if let Some(n) = &inner.notifier {
             if let Err(e) = n.ready() {
