@@ -67,7 +67,6 @@ fn classify(error: &io::Error) -> Failure {
         Some(libc::EMFILE | libc::ENFILE) => Failure::Resource { descriptors: true },
         Some(libc::ENOBUFS | libc::ENOMEM) => Failure::Resource { descriptors: false },
         Some(libc::ECONNABORTED | libc::EINTR) => Failure::Transient,
-        _ if error.kind() == io::ErrorKind::Interrupted => Failure::Transient,
         _ => Failure::Counted,
     }
 }
@@ -104,15 +103,14 @@ impl Spare {
             self.0 = listener.as_fd().try_clone_to_owned().ok();
             return false;
         }
-        let accepted = std::future::poll_fn(|cx| {
-            std::task::Poll::Ready(match listener.poll_accept(cx) {
-                std::task::Poll::Ready(Ok((stream, _))) => Some(stream),
-                _ => None,
-            })
+        // The connection accepted, if any, is closed at once.
+        let shed = std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(matches!(
+                listener.poll_accept(cx),
+                std::task::Poll::Ready(Ok(_))
+            ))
         })
         .await;
-        let shed = accepted.is_some();
-        drop(accepted);
         self.0 = listener.as_fd().try_clone_to_owned().ok();
         shed
     }
@@ -288,7 +286,7 @@ fn spawn_connection<D: Deliver>(inner: &Arc<ReaderInner>, stream: UnixStream, de
         flavor: handle.runtime_flavor(),
         socket,
         watch: Some(watch),
-        progress: registration.as_ref().map(|r| Arc::clone(r.progress())),
+        progress: registration.as_ref().map(|r| Arc::clone(&r.progress)),
         abandoned: Arc::default(),
     };
     inner.counters.active.fetch_add(1, Relaxed);

@@ -200,7 +200,9 @@ pub(crate) async fn serve<D: Deliver>(
         match conn.step() {
             Action::WaitTurn => tokio::select! {
                 biased;
-                gone = changed(&mut conn.phase) => conn.machine.handle_phase(gone),
+                // A phase change is read at the next step (the Reader's phase
+                // outlives the connection, which holds it).
+                _ = conn.phase.changed() => {}
                 () = &mut turn => conn.machine.handle_turn(now()),
             },
             Action::Deliver => match delivery.deliver(conn).await {
@@ -219,7 +221,7 @@ pub(crate) async fn serve<D: Deliver>(
                 let wake = conn.machine.poll_timeout();
                 tokio::select! {
                     biased;
-                    gone = changed(&mut conn.phase) => conn.machine.handle_phase(gone),
+                    _ = conn.phase.changed() => {}
                     // The readiness stays set: the next read clears it if
                     // it finds nothing. Registered again by every delivery
                     // that dropped it.
@@ -248,15 +250,5 @@ pub(crate) async fn serve<D: Deliver>(
                 return;
             }
         }
-    }
-}
-
-/// Resolves on a change of the Reader's phase (read at the next step):
-/// `Forced` if the Reader is gone (it is not while the connection holds
-/// its state), else `Running`, which changes nothing.
-async fn changed(phase: &mut watch::Receiver<Phase>) -> Phase {
-    match phase.changed().await {
-        Ok(()) => Phase::Running,
-        Err(_) => Phase::Forced,
     }
 }

@@ -66,7 +66,7 @@ pub(crate) struct Progress {
     handed_over: AtomicU64,
     waiters: AtomicUsize,
     /// Newer connections waiting to measure this one (see
-    /// [`snapshot`](Self::snapshot)): reads that wait are not begun
+    /// [`Turn::wait`]): reads that wait are not begun
     /// meanwhile.
     measuring: AtomicUsize,
     changed: Notify,
@@ -169,7 +169,8 @@ impl Progress {
     ) -> Option<io::Result<usize>> {
         {
             let mut st = self.lock_listed();
-            // SeqCst pairs with `snapshot`, which counts itself in first.
+            // SeqCst pairs with `Turn::wait`'s measure, which counts itself in
+            // first.
             if self.measuring.load(Ordering::SeqCst) > 0 {
                 return None;
             }
@@ -193,15 +194,6 @@ impl Progress {
 
     fn lock(&self) -> MutexGuard<'_, ReadState> {
         self.read.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Waits until no read that waits is under way, then returns what this
-    /// connection has received so far plus what waits in its kernel queue
-    /// (`u64::MAX` if that cannot be asked: the close is waited for then);
-    /// 0 once closed.
-    async fn snapshot(&self, socket: &Weak<UnixStream>) -> u64 {
-        self.wait_for(&self.measuring, || target_of(&self.lock(), socket))
-            .await
     }
 
     /// Waits until `check` answers, woken by every change it may look at;
@@ -242,14 +234,10 @@ impl Progress {
         self.changed.notify_waiters();
     }
 
-    fn is_closed(&self) -> bool {
-        self.lock().closed
-    }
-
     /// Waits until `target` bytes were handed over or the connection closed.
     async fn reached(&self, target: u64) {
         self.wait_for(&self.waiters, || {
-            (self.handed_over.load(Ordering::SeqCst) >= target || self.is_closed()).then_some(())
+            (self.handed_over.load(Ordering::SeqCst) >= target || self.lock().closed).then_some(())
         })
         .await;
     }
@@ -295,9 +283,14 @@ impl Turn {
         for w in self.0 {
             let target = match w.target {
                 Some(t) => t,
-                // Measured later than this connection's arrival, so maybe
-                // more than it held then: waiting for more is still in order.
-                None => w.progress.snapshot(&w.socket).await,
+                // Measured once no read that waits is under way, later than
+                // this connection's arrival, so maybe more than it held then:
+                // waiting for more is still in order.
+                None => {
+                    let p = &w.progress;
+                    p.wait_for(&p.measuring, || target_of(&p.lock(), &w.socket))
+                        .await
+                }
             };
             w.progress.reached(target).await;
         }
@@ -314,13 +307,7 @@ impl Turn {
 pub(crate) struct Registration {
     book: Arc<OrderBook>,
     group: Arc<Group>,
-    progress: Arc<Progress>,
-}
-
-impl Registration {
-    pub(crate) fn progress(&self) -> &Arc<Progress> {
-        &self.progress
-    }
+    pub(crate) progress: Arc<Progress>,
 }
 
 impl Drop for Registration {
@@ -635,7 +622,7 @@ mod tests {
         let (_older_peer, older_socket) = socket();
         let (older, turn) = book.admit(pid, &older_socket);
         assert!(turn.is_free());
-        let progress = Arc::clone(older.as_ref().unwrap().progress());
+        let progress = Arc::clone(&older.as_ref().unwrap().progress);
         let (entered_tx, entered) = std::sync::mpsc::channel::<()>();
         let (finish, finish_rx) = std::sync::mpsc::channel::<()>();
         let reading = std::thread::spawn({
@@ -692,7 +679,7 @@ mod tests {
                 let (reg, _) = book.admit(Some(7), &ours);
                 let reg = reg.unwrap();
                 std::io::Write::write_all(&mut peer, b"probe").unwrap();
-                read_and_hand_over(reg.progress(), &ours);
+                read_and_hand_over(&reg.progress, &ours);
                 (peer, ours, reg)
             })
             .collect()
@@ -763,7 +750,7 @@ mod tests {
             tokio::task::yield_now().await;
         }
         assert!(!turn.is_finished(), "25 bytes not handed over yet");
-        read_and_hand_over(reg.progress(), older);
+        read_and_hand_over(&reg.progress, older);
         turn.await.unwrap();
     }
 
@@ -776,7 +763,7 @@ mod tests {
         let (reg, _) = book.admit(Some(7), &older);
         let reg = reg.unwrap();
         std::io::Write::write_all(&mut peer, b"held").unwrap();
-        reg.progress()
+        reg.progress
             .read_with(|| std::io::Read::read(&mut &*older, &mut [0u8; 16]))
             .unwrap();
         let (_newer_peer, newer) = socket();
@@ -787,7 +774,7 @@ mod tests {
             tokio::task::yield_now().await;
         }
         assert!(!turn.is_finished());
-        reg.progress().set_handed_over(4);
+        reg.progress.set_handed_over(4);
         turn.await.unwrap();
         // Caught up: no longer listed, so the next admission visits none.
         let before = book.visited();
