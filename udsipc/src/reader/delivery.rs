@@ -134,25 +134,22 @@ impl SyncDelivery {
         conn: &mut Conn,
         until: Option<Instant>,
     ) -> Result<(), Stop> {
-        let mut received = 0;
-        let mut result = Ok(());
-        for n in 1u32.. {
+        let (mut n, mut received) = (0u32, 0);
+        let result = loop {
+            n += 1;
             if n % CHECK_EVERY == 0
                 && (conn.inner.phase.get() == Phase::Forced || !conn.stays(until))
             {
-                break;
+                break Ok(());
             }
             match conn.machine.receiver_mut().next_borrowed() {
                 Ok(Some(body)) => {
                     received += account(&conn.inner, call_sync(handler, body, &conn.info))
                 }
-                Ok(None) => break,
-                Err(e) => {
-                    result = Err(Stop::Protocol(e));
-                    break;
-                }
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(Stop::Protocol(e)),
             }
-        }
+        };
         if received > 0 {
             conn.inner.counters.received.fetch_add(received, Relaxed);
         }

@@ -30,7 +30,6 @@ pub(crate) struct ReaderInner {
     pub(crate) policy: Policy,
     pub(crate) path: PathBuf,
     pub(crate) owned_file: Option<OwnedSocketFile>,
-    pub(crate) socket_activated: bool,
     pub(crate) notifier: Option<Notifier>,
     pub(crate) stop_lock: tokio::sync::Mutex<bool>,
 }

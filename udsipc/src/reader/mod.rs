@@ -476,7 +476,6 @@ impl ReaderBuilder {
         if self.read_buffer_size > 0 {
             let _ = socket::set_recv_buffer(&std_listener.as_fd(), self.read_buffer_size);
         }
-        let socket_activated = owned_file.is_none();
         let listener = UnixListener::from_std(std_listener).map_err(|source| {
             if let Some(file) = &owned_file {
                 let _ = file.remove();
@@ -500,7 +499,6 @@ impl ReaderBuilder {
             policy: self.policy,
             path,
             owned_file,
-            socket_activated,
             notifier,
             stop_lock: tokio::sync::Mutex::new(false),
         });
@@ -514,7 +512,7 @@ impl ReaderBuilder {
                 tracing::warn!(error = %e, "failed to send READY=1 to systemd");
             }
         }
-        tracing::debug!(path = %inner.path.display(), socket_activated = inner.socket_activated, "reader started");
+        tracing::debug!(path = %inner.path.display(), socket_activated = inner.owned_file.is_none(), "reader started");
         Ok(Reader { inner, handle })
     }
 }
@@ -573,15 +571,14 @@ impl Reader {
 
     /// Whether the listener came from systemd socket activation.
     pub fn is_socket_activated(&self) -> bool {
-        self.inner.socket_activated
+        // A Reader removes the socket file it made, never systemd's.
+        self.inner.owned_file.is_none()
     }
 
     /// Sends `STATUS=<status>` to systemd; does nothing without `NOTIFY_SOCKET`.
     pub fn notify_status(&self, status: &str) -> std::io::Result<()> {
-        match &self.inner.notifier {
-            Some(n) => n.status(status),
-            None => Ok(()),
-        }
+        let notifier = self.inner.notifier.as_ref();
+        notifier.map_or(Ok(()), |n| n.status(status))
     }
 
     /// Stops gracefully: notifies systemd `STOPPING=1` and closes the

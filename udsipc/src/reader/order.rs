@@ -58,7 +58,7 @@ use crate::sys;
 
 /// One open connection's progress, as seen by newer connections of the
 /// same process.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) struct Progress {
     /// Bytes read from the socket; written under the lock together with the
     /// read itself, so that `read + FIONREAD` is an exact snapshot.
@@ -90,19 +90,6 @@ struct ReadState {
 }
 
 impl Progress {
-    fn new(group: Weak<Group>, id: u64) -> Self {
-        Self {
-            read: Mutex::default(),
-            handed_over: AtomicU64::new(0),
-            waiters: AtomicUsize::new(0),
-            measuring: AtomicUsize::new(0),
-            changed: Notify::new(),
-            group,
-            id,
-            listed: AtomicBool::new(false),
-        }
-    }
-
     /// The read lock, with this connection listed in its group: what is
     /// done under it (a read) is seen by every admission from then on.
     fn lock_listed(&self) -> MutexGuard<'_, ReadState> {
@@ -483,7 +470,11 @@ impl OrderBook {
         }
         let id = st.next_id;
         st.next_id += 1;
-        let progress = Arc::new(Progress::new(Arc::downgrade(group), id));
+        let progress = Arc::new(Progress {
+            group: Arc::downgrade(group),
+            id,
+            ..Progress::default()
+        });
         let watched = st.epoll.as_ref().is_some_and(|set| set.add(&**socket, id));
         if !watched {
             st.unwatched.insert(id);
