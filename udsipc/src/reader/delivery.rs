@@ -17,12 +17,12 @@ use std::future::Future;
 use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::Relaxed;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use tokio::runtime::RuntimeFlavor;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::channel::{Channel, Full};
 use super::connection::{Conn, Deliver, begin_drain, forced, now, watch};
@@ -88,12 +88,11 @@ pub(crate) struct SyncDelivery {
     pub(crate) handler: Arc<SyncHandler>,
     /// The user promised the handler never blocks: call it inline.
     pub(crate) inline: bool,
-    /// This Reader's connections on a thread of their own now.
-    pub(crate) dedicated: Arc<AtomicUsize>,
-    /// At most this many at once, per Reader (a slot is only a speed-up: a
+    /// The slots of this Reader's connections on a thread of their own: at
+    /// most this many at once, per Reader (a slot is only a speed-up: a
     /// client holding them all slows other connections down to the burst
     /// path, and holds no more than this many threads).
-    pub(crate) dedicated_max: usize,
+    pub(crate) dedicated: Arc<Semaphore>,
 }
 
 /// Frames handed over between checks for a forced stop, a gone task and the
@@ -115,15 +114,6 @@ pub(crate) const LINGER: Duration = Duration::from_millis(2);
 /// long without a pause, and queues for a thread again: a busy stream never
 /// keeps a thread of a small blocking pool from the other connections.
 pub(crate) const SLICE: Duration = Duration::from_millis(10);
-
-/// A dedicated slot, given back when dropped.
-struct Slot(Arc<AtomicUsize>);
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Relaxed);
-    }
-}
 
 impl SyncDelivery {
     /// Calls the handler for every complete frame and counts them; every
@@ -206,17 +196,10 @@ impl SyncDelivery {
         }
     }
 
-    /// Takes a dedicated slot if one is free.
-    fn slot(&self) -> Option<Slot> {
-        let taken = self.dedicated.fetch_add(1, Relaxed);
-        let slot = Slot(Arc::clone(&self.dedicated));
-        (taken < self.dedicated_max).then_some(slot)
-    }
-
     /// Serves the connection on a blocking-pool thread: with a dedicated
     /// slot while it is busy, for a [`SLICE`] at most, out of the IO driver
     /// meanwhile; without, for one burst of [`BURST_READS`] reads.
-    async fn on_pool(&self, mut conn: Conn, slot: Option<Slot>) -> Option<Conn> {
+    async fn on_pool(&self, mut conn: Conn, slot: Option<OwnedSemaphorePermit>) -> Option<Conn> {
         if slot.is_some() {
             // Leaves the driver: the thread waits on the socket itself.
             conn.watch = None;
@@ -275,7 +258,9 @@ impl Deliver for SyncDelivery {
             }
             // A slot only while running: a drain or a stop is the task's.
             let running = conn.inner.phase.get() == Phase::Running;
-            let slot = running.then(|| self.slot()).flatten();
+            let slot = running
+                .then(|| Arc::clone(&self.dedicated).try_acquire_owned().ok())
+                .flatten();
             if slot.is_some() || conn.flavor == RuntimeFlavor::CurrentThread {
                 conn = self.on_pool(conn, slot).await?;
             } else {

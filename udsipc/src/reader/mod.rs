@@ -337,8 +337,9 @@ impl ReaderBuilder {
         self.launch(SyncDelivery {
             handler,
             inline: !may_block,
-            dedicated: Arc::default(),
-            dedicated_max: std::thread::available_parallelism().map_or(2, |n| n.get().max(2)),
+            dedicated: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get().max(2)),
+            )),
         })
     }
 
