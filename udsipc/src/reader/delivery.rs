@@ -53,15 +53,6 @@ fn panicked(payload: Box<dyn Any + Send>) -> HandlerError {
     format!("handler panicked: {}", panic_message(payload.as_ref())).into()
 }
 
-/// A handler call whose panic becomes a handler error.
-fn call_sync(
-    handler: &SyncHandler,
-    body: &[u8],
-    info: &ConnectionInfo,
-) -> Result<(), HandlerError> {
-    catch_unwind(AssertUnwindSafe(|| handler(body, info))).unwrap_or_else(|p| Err(panicked(p)))
-}
-
 /// The synchronous handler on borrowed bytes.
 ///
 /// A handler may block, and must then hold back only its own connection
@@ -134,7 +125,9 @@ impl SyncDelivery {
             }
             match conn.machine.receiver_mut().next_borrowed() {
                 Ok(Some(body)) => {
-                    received += account(&conn.inner, call_sync(handler, body, &conn.info))
+                    // Its panic becomes a handler error.
+                    let call = catch_unwind(AssertUnwindSafe(|| handler(body, &conn.info)));
+                    received += account(&conn.inner, call.unwrap_or_else(|p| Err(panicked(p))));
                 }
                 Ok(None) => break Ok(()),
                 Err(e) => break Err(Stop::Protocol(e)),
