@@ -7,19 +7,23 @@
 
 use std::fmt;
 
-/// The credentials of a connected peer, as `SO_PEERCRED` reports them.
+/// A peer's process, user and group ids (`SO_PEERCRED`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Peer {
-    pub(crate) pid: i32,
-    pub(crate) uid: u32,
-    pub(crate) gid: u32,
+#[non_exhaustive]
+pub struct PeerCredentials {
+    /// Process id.
+    pub pid: i32,
+    /// User id.
+    pub uid: u32,
+    /// Group id.
+    pub gid: u32,
 }
 
 /// Why a connection was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Refusal {
     /// The peer's UID and GID are on no allow-list.
-    NotAllowed(Peer),
+    NotAllowed(PeerCredentials),
     /// Credentials could not be read, and an allow-list is set.
     NoCredentials(String),
     /// `max_connections` connections are already open.
@@ -57,7 +61,11 @@ impl Policy {
     /// Admits a peer whose UID is on the UID list or whose GID is on the GID
     /// list (with no lists, everyone), while fewer than `max_connections`
     /// are open.
-    pub(crate) fn admit(&self, peer: Result<Peer, String>, open: usize) -> Result<(), Refusal> {
+    pub(crate) fn admit(
+        &self,
+        peer: Result<PeerCredentials, String>,
+        open: usize,
+    ) -> Result<(), Refusal> {
         if let Some(max) = self.max_connections {
             if open >= max {
                 return Err(Refusal::AtCapacity(max));
@@ -79,7 +87,7 @@ impl Policy {
 mod tests {
     use super::*;
 
-    const P: Peer = Peer {
+    const P: PeerCredentials = PeerCredentials {
         pid: 7,
         uid: 1000,
         gid: 100,

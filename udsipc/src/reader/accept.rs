@@ -16,12 +16,13 @@ use std::time::Duration;
 use tokio::net::UnixListener;
 use tokio::runtime::Handle;
 
-use super::delivery::Deliver;
-use super::info::{ConnectionInfo, PeerCredentials};
+use super::connection::{Conn, Deliver, now};
+use super::info::ConnectionInfo;
 use super::inner::ReaderInner;
+use super::machine::Machine;
 use crate::error::ReaderError;
 use crate::lifecycle::Phase;
-use crate::policy::Peer;
+use crate::policy::PeerCredentials;
 use crate::socket;
 
 /// Pause after a failed `accept` that counts toward `max_accept_errors`, as
@@ -66,7 +67,6 @@ fn classify(error: &io::Error) -> Failure {
         Some(libc::EMFILE | libc::ENFILE) => Failure::Resource { descriptors: true },
         Some(libc::ENOBUFS | libc::ENOMEM) => Failure::Resource { descriptors: false },
         Some(libc::ECONNABORTED | libc::EINTR) => Failure::Transient,
-        _ if error.kind() == io::ErrorKind::Interrupted => Failure::Transient,
         _ => Failure::Counted,
     }
 }
@@ -103,15 +103,14 @@ impl Spare {
             self.0 = listener.as_fd().try_clone_to_owned().ok();
             return false;
         }
-        let accepted = std::future::poll_fn(|cx| {
-            std::task::Poll::Ready(match listener.poll_accept(cx) {
-                std::task::Poll::Ready(Ok((stream, _))) => Some(stream),
-                _ => None,
-            })
+        // The connection accepted, if any, is closed at once.
+        let shed = std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(matches!(
+                listener.poll_accept(cx),
+                std::task::Poll::Ready(Ok(_))
+            ))
         })
         .await;
-        let shed = accepted.is_some();
-        drop(accepted);
         self.0 = listener.as_fd().try_clone_to_owned().ok();
         shed
     }
@@ -122,7 +121,6 @@ pub(crate) async fn accept_loop<D: Deliver>(
     listener: UnixListener,
     mut spare: Spare,
     delivery: Arc<D>,
-    handle: Handle,
 ) {
     let mut phase = inner.phase.subscribe();
     let mut consecutive = 0u32;
@@ -144,7 +142,7 @@ pub(crate) async fn accept_loop<D: Deliver>(
                 // the connection's own (reads only); a stream that cannot
                 // leave it is closed unread, like any refused connection.
                 match stream.into_std() {
-                    Ok(stream) => spawn_connection(&inner, stream, &delivery, &handle),
+                    Ok(stream) => spawn_connection(&inner, stream, &delivery),
                     Err(e) => refuse(&inner, format!("could not take over the socket: {e}")),
                 }
                 continue;
@@ -155,10 +153,10 @@ pub(crate) async fn accept_loop<D: Deliver>(
             Failure::Transient => continue,
             Failure::Resource { descriptors } => {
                 if descriptors && spare.shed(&listener).await {
-                    inner.counters.rejected.fetch_add(1, Relaxed);
-                    inner.report(ReaderError::PeerRejected {
-                        reason: format!("out of file descriptors, closed unread ({source})"),
-                    });
+                    refuse(
+                        &inner,
+                        format!("out of file descriptors, closed unread ({source})"),
+                    );
                     // Each turn consumed a waiting connection: no busy loop.
                     continue;
                 }
@@ -189,7 +187,7 @@ pub(crate) async fn accept_loop<D: Deliver>(
     // the socket open once the loop is done.
     drop(spare);
     if *phase.borrow() == Phase::Draining {
-        accept_backlog(&inner, listener, &delivery, &handle);
+        accept_backlog(&inner, listener, &delivery);
     }
     // The listener is closed now: from here on connects are refused instead
     // of waiting in a backlog nobody will accept.
@@ -197,12 +195,7 @@ pub(crate) async fn accept_loop<D: Deliver>(
 
 /// At the start of a graceful stop, accepts the connections still waiting in
 /// the listen backlog, so what their writers already sent is delivered too.
-fn accept_backlog<D: Deliver>(
-    inner: &Arc<ReaderInner>,
-    listener: UnixListener,
-    delivery: &Arc<D>,
-    handle: &Handle,
-) {
+fn accept_backlog<D: Deliver>(inner: &Arc<ReaderInner>, listener: UnixListener, delivery: &Arc<D>) {
     let Ok(listener) = listener.into_std() else {
         return;
     };
@@ -211,17 +204,17 @@ fn accept_backlog<D: Deliver>(
     }
     while let Ok((stream, _)) = listener.accept() {
         if stream.set_nonblocking(true).is_ok() {
-            spawn_connection(inner, stream, delivery, handle);
+            spawn_connection(inner, stream, delivery);
         }
     }
 }
 
 /// Reads the peer's credentials from the kernel (`SO_PEERCRED`).
 #[cfg(any(target_os = "linux", target_os = "android"))]
-fn peer_of(stream: &UnixStream) -> Result<Peer, String> {
-    use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
-    getsockopt(stream, PeerCredentials)
-        .map(|c| Peer {
+fn peer_of(stream: &UnixStream) -> Result<PeerCredentials, String> {
+    use nix::sys::socket::{getsockopt, sockopt};
+    getsockopt(stream, sockopt::PeerCredentials)
+        .map(|c| PeerCredentials {
             pid: c.pid(),
             uid: c.uid(),
             gid: c.gid(),
@@ -232,7 +225,7 @@ fn peer_of(stream: &UnixStream) -> Result<Peer, String> {
 /// `SO_PEERCRED` is Linux's: elsewhere the credentials are unknown (and a
 /// Reader with an allow-list refuses every connection).
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
-fn peer_of(_stream: &UnixStream) -> Result<Peer, String> {
+fn peer_of(_stream: &UnixStream) -> Result<PeerCredentials, String> {
     Err("peer credentials (SO_PEERCRED) are read on Linux only".to_owned())
 }
 
@@ -251,20 +244,10 @@ impl Drop for Active {
     }
 }
 
-fn spawn_connection<D: Deliver>(
-    inner: &Arc<ReaderInner>,
-    stream: UnixStream,
-    delivery: &Arc<D>,
-    handle: &Handle,
-) {
+fn spawn_connection<D: Deliver>(inner: &Arc<ReaderInner>, stream: UnixStream, delivery: &Arc<D>) {
     let open = inner.counters.active.load(Relaxed) as usize;
     let peer = peer_of(&stream);
-    let credentials = peer.as_ref().ok().map(|p| PeerCredentials {
-        pid: p.pid,
-        uid: p.uid,
-        gid: p.gid,
-    });
-    if let Err(refusal) = inner.policy.admit(peer, open) {
+    if let Err(refusal) = inner.policy.admit(peer.clone(), open) {
         // Closed before a single byte is read.
         drop(stream);
         refuse(inner, refusal.to_string());
@@ -274,11 +257,7 @@ fn spawn_connection<D: Deliver>(
         let _ = socket::set_recv_buffer(&stream, inner.read_buffer_size);
     }
     let socket = Arc::new(stream);
-    let registered = {
-        let _runtime = handle.enter();
-        super::io::watch(&socket)
-    };
-    let watch = match registered {
+    let watch = match super::connection::watch(&socket) {
         Ok(watch) => watch,
         Err(e) => {
             refuse(
@@ -291,27 +270,31 @@ fn spawn_connection<D: Deliver>(
     // Counted as accepted only once it will be served (a refused one is
     // counted in `rejected` alone).
     let id = inner.counters.connections.fetch_add(1, Relaxed) + 1;
-    let info = ConnectionInfo {
-        id,
-        peer: credentials,
+    let peer = peer.ok();
+    let (registration, turn) = inner.order.admit(peer.map(|p| p.pid), &socket);
+    let handle = Handle::current();
+    let conn = Conn {
+        machine: Machine::new(
+            inner.max_message_size,
+            inner.inactivity_timeout,
+            now(),
+            turn.is_free(),
+        ),
+        info: ConnectionInfo { id, peer },
+        phase: inner.phase.subscribe(),
+        inner: Arc::clone(inner),
+        flavor: handle.runtime_flavor(),
+        socket,
+        watch: Some(watch),
+        progress: registration.as_ref().map(|r| Arc::clone(&r.progress)),
+        abandoned: Arc::default(),
     };
-    let (registration, turn) = inner.order.admit(credentials.map(|c| c.pid), &socket);
     inner.counters.active.fetch_add(1, Relaxed);
     let active = Active(Arc::clone(inner));
-    let conn_inner = Arc::clone(inner);
     let delivery = Arc::clone(delivery);
-    inner.tasks.spawn(handle, "connection", async move {
+    inner.tasks.spawn(&handle, "connection", async move {
         let _active = active;
-        super::connection::serve(
-            socket,
-            watch,
-            conn_inner,
-            info,
-            delivery,
-            registration,
-            turn,
-        )
-        .await;
+        super::connection::serve(conn, delivery, registration, turn).await;
     });
 }
 

@@ -7,7 +7,7 @@
 //! Room is bounded twice: in messages and in body bytes. A message larger
 //! than the byte bound is still taken when nothing else is held (else it
 //! could never pass). A forced stop pushes what connections have already
-//! read regardless of room ([`Channel::push_all`]): those messages were
+//! read regardless of room (an unbounded [`Channel::push`]): those messages were
 //! taken off the socket, and are handed out rather than dropped.
 
 use std::collections::VecDeque;
@@ -91,24 +91,10 @@ impl Channel {
     /// room for a message, with the body bytes there is room for
     /// (`usize::MAX` when nothing is held): it must take a message from
     /// its source only if its body fits, and return `None` otherwise
-    /// (nothing is taken that is not pushed).
-    pub(crate) fn push_with(
-        &self,
-        next: impl FnMut(usize) -> Option<Message>,
-    ) -> Result<usize, Full> {
-        self.push(false, next)
-    }
-
-    /// Pushes every message `next` yields, whatever the room: for a forced
-    /// stop, which must not drop what a connection has already read.
-    pub(crate) fn push_all(
-        &self,
-        next: impl FnMut(usize) -> Option<Message>,
-    ) -> Result<usize, Full> {
-        self.push(true, next)
-    }
-
-    fn push(
+    /// (nothing is taken that is not pushed). `unbounded` pushes every
+    /// message `next` yields, whatever the room: for a forced stop, which
+    /// must not drop what a connection has already read.
+    pub(crate) fn push(
         &self,
         unbounded: bool,
         mut next: impl FnMut(usize) -> Option<Message>,
@@ -312,12 +298,12 @@ mod tests {
     fn a_push_takes_only_what_fits_and_nothing_more_from_its_source() {
         let (chan, mut incoming) = Channel::new(3, usize::MAX);
         let mut source = (0..5).map(msg);
-        assert_eq!(chan.push_with(|_| source.next()), Ok(3));
+        assert_eq!(chan.push(false, |_| source.next()), Ok(3));
         // The source still holds the two that did not fit.
         assert_eq!(source.len(), 2);
-        assert_eq!(chan.push_with(|_| source.next()), Err(Full::NoRoom));
+        assert_eq!(chan.push(false, |_| source.next()), Err(Full::NoRoom));
         assert_eq!(bodies(&mut incoming), [0, 1, 2]);
-        assert_eq!(chan.push_with(|_| source.next()), Ok(2));
+        assert_eq!(chan.push(false, |_| source.next()), Ok(2));
         assert_eq!(bodies(&mut incoming), [3, 4]);
     }
 
@@ -330,7 +316,7 @@ mod tests {
                 s.spawn(move || {
                     let mut source = (0..100u8).map(msg);
                     while source.len() > 0 {
-                        match chan.push_with(|_| source.next()) {
+                        match chan.push(false, |_| source.next()) {
                             Ok(_) => {}
                             Err(Full::NoRoom) => std::thread::yield_now(),
                             Err(Full::Abandoned) => unreachable!(),
@@ -353,18 +339,18 @@ mod tests {
     fn messages_in_the_consumers_batch_count_against_the_capacity() {
         let (chan, mut incoming) = Channel::new(2, usize::MAX);
         let mut source = (0..4).map(msg);
-        assert_eq!(chan.push_with(|_| source.next()), Ok(2));
+        assert_eq!(chan.push(false, |_| source.next()), Ok(2));
         // One handed out; the other waits in the consumer's batch.
         assert_eq!(incoming.try_recv().unwrap().body[0], 0);
-        assert_eq!(chan.push_with(|_| source.next()), Ok(1));
-        assert_eq!(chan.push_with(|_| source.next()), Err(Full::NoRoom));
+        assert_eq!(chan.push(false, |_| source.next()), Ok(1));
+        assert_eq!(chan.push(false, |_| source.next()), Err(Full::NoRoom));
         assert_eq!(bodies(&mut incoming), [1, 2]);
     }
 
     #[test]
     fn the_stream_ends_after_the_last_message_once_closed() {
         let (chan, mut incoming) = Channel::new(4, usize::MAX);
-        chan.push_with({
+        chan.push(false, {
             let mut s = (7..8).map(msg);
             move |_| s.next()
         })
@@ -382,7 +368,7 @@ mod tests {
             .build()
             .unwrap();
         let (chan, incoming) = Channel::new(1, usize::MAX);
-        chan.push_with({
+        chan.push(false, {
             let mut s = (0..1).map(msg);
             move |_| s.next()
         })
@@ -394,7 +380,7 @@ mod tests {
         drop(incoming);
         rt.block_on(waiting).unwrap();
         let mut s = (1..2).map(msg);
-        assert_eq!(chan.push_with(|_| s.next()), Err(Full::Abandoned));
+        assert_eq!(chan.push(false, |_| s.next()), Err(Full::Abandoned));
     }
 
     #[test]
@@ -406,7 +392,7 @@ mod tests {
         let consumer = rt.spawn(async move { incoming.recv().await.map(|m| m.body[0]) });
         // Let the consumer register its waker first.
         rt.block_on(tokio::task::yield_now());
-        chan.push_with({
+        chan.push(false, {
             let mut s = (9..10).map(msg);
             move |_| s.next()
         })
@@ -435,12 +421,12 @@ mod tests {
         let (chan, mut incoming) = Channel::new(100, 10);
         let mut source = (0..6).map(|i| sized(i, 4)).peekable();
         // 4 + 4 fit in 10; a third of 4 would not.
-        assert_eq!(chan.push_with(|room| fitting(&mut source, room)), Ok(2));
-        assert_eq!(chan.push_with(|room| fitting(&mut source, room)), Ok(0));
+        assert_eq!(chan.push(false, |room| fitting(&mut source, room)), Ok(2));
+        assert_eq!(chan.push(false, |room| fitting(&mut source, room)), Ok(0));
         assert!(!chan.fits(4));
         assert_eq!(incoming.try_recv().unwrap().body[0], 0);
         assert!(chan.fits(4));
-        assert_eq!(chan.push_with(|room| fitting(&mut source, room)), Ok(1));
+        assert_eq!(chan.push(false, |room| fitting(&mut source, room)), Ok(1));
         assert_eq!(bodies(&mut incoming), [1, 2]);
         assert_eq!(chan.held_bytes.load(Acquire), 0);
     }
@@ -451,26 +437,26 @@ mod tests {
         let mut source = [sized(0, 4), sized(1, 64), sized(2, 4)]
             .into_iter()
             .peekable();
-        assert_eq!(chan.push_with(|room| fitting(&mut source, room)), Ok(1));
+        assert_eq!(chan.push(false, |room| fitting(&mut source, room)), Ok(1));
         assert!(!chan.fits(64));
         assert_eq!(bodies(&mut incoming), [0]);
         assert!(chan.fits(64));
         // Alone: nothing else is taken with it.
-        assert_eq!(chan.push_with(|room| fitting(&mut source, room)), Ok(1));
+        assert_eq!(chan.push(false, |room| fitting(&mut source, room)), Ok(1));
         assert_eq!(bodies(&mut incoming), [1]);
-        assert_eq!(chan.push_with(|room| fitting(&mut source, room)), Ok(1));
+        assert_eq!(chan.push(false, |room| fitting(&mut source, room)), Ok(1));
     }
 
     #[test]
     fn a_forced_push_takes_everything_whatever_the_room() {
         let (chan, mut incoming) = Channel::new(2, 8);
         let mut source = (0..5).map(|i| sized(i, 4)).peekable();
-        assert_eq!(chan.push_with(|room| fitting(&mut source, room)), Ok(2));
+        assert_eq!(chan.push(false, |room| fitting(&mut source, room)), Ok(2));
         assert_eq!(
-            chan.push_with(|room| fitting(&mut source, room)),
+            chan.push(false, |room| fitting(&mut source, room)),
             Err(Full::NoRoom)
         );
-        assert_eq!(chan.push_all(|room| fitting(&mut source, room)), Ok(3));
+        assert_eq!(chan.push(true, |room| fitting(&mut source, room)), Ok(3));
         assert_eq!(bodies(&mut incoming), [0, 1, 2, 3, 4]);
         assert_eq!(chan.held.load(Acquire), 0);
     }
@@ -482,7 +468,7 @@ mod tests {
             .unwrap();
         let (chan, mut incoming) = Channel::new(100, 16);
         let mut source = (0..4).map(|i| sized(i, 4)).peekable();
-        assert_eq!(chan.push_with(|room| fitting(&mut source, room)), Ok(4));
+        assert_eq!(chan.push(false, |room| fitting(&mut source, room)), Ok(4));
         let waiting = {
             let chan = Arc::clone(&chan);
             rt.spawn(async move { chan.wait_room(15).await })

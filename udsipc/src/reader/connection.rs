@@ -1,61 +1,208 @@
-//! One connection of a Reader, on tokio: the driver of its [`Machine`].
+//! One connection of a Reader, on tokio: the driver of its [`Machine`],
+//! and the [`Deliver`] trait it hands frames to.
 //!
 //! Every decision (the ordering turn, when to read and how, a drain, the
 //! inactivity deadline, how the connection ends) is the machine's; the
 //! receive rules live in [`frame::Receiver`](crate::frame::Receiver), and
 //! handing messages over in `delivery`. This module only moves bytes,
 //! readiness, the phase and time between the socket, the machine and the
-//! delivery.
+//! delivery: the socket's registration, a read through it or directly, a
+//! read that waits on a thread of its own, and our reading side's shutdown
+//! for a drain.
 
+use std::future::Future;
+use std::io;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering::Relaxed;
 
-use tokio::runtime::Handle;
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+use tokio::runtime::RuntimeFlavor;
 use tokio::sync::watch;
-use tokio::time::Instant;
+use tokio::time::{Instant, sleep_until};
 
-use super::delivery::{Conn, Deliver, now};
 use super::info::{ConnectionInfo, Socket};
 use super::inner::ReaderInner;
-use super::io::{Watch, begin_drain, readable};
-use super::machine::{Action, Machine};
-use super::order::{Registration, Turn};
+use super::machine::{Action, Machine, Via};
+use super::order::{Progress, Registration, Turn};
+use crate::frame::Receiver;
 use crate::lifecycle::Phase;
+
+/// What a connection task hands its frames to.
+pub(crate) trait Deliver: Send + Sync + 'static {
+    /// Takes the connection (its machine said [`Action::Deliver`]), hands
+    /// over every complete frame `conn.rx()` holds, tells the machine how
+    /// that ended, and gives the connection back; `None` if the runtime
+    /// dropped it (shutting down).
+    fn deliver(&self, conn: Conn) -> impl Future<Output = Option<Conn>> + Send + '_;
+}
+
+/// The socket's registration with the IO driver, for reads only: tokio's
+/// `UnixStream` registers for writes too, edge-triggered, so every change of
+/// the write room would wake the driver for nothing. A delivery that waits
+/// on the socket from a thread of its own drops it meanwhile (else each
+/// message would wake the driver too), and registers again after.
+pub(crate) type Watch = AsyncFd<crate::sys::Shared>;
+
+/// Registers `socket` for reads.
+pub(crate) fn watch(socket: &Socket) -> io::Result<Watch> {
+    crate::sys::register_shared(socket, Interest::READABLE)
+}
+
+/// The per-connection state the driver and a delivery work on.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    /// The connection's decisions, and its receive buffer.
+    pub(crate) machine: Machine,
+    pub(crate) info: ConnectionInfo,
+    pub(crate) inner: Arc<ReaderInner>,
+    pub(crate) phase: watch::Receiver<Phase>,
+    pub(crate) flavor: RuntimeFlavor,
+    pub(crate) socket: Socket,
+    /// `None` only while a delivery waits on the socket itself.
+    pub(crate) watch: Option<Watch>,
+    pub(crate) progress: Option<Arc<Progress>>,
+    /// Set once the connection's task is gone while a thread of the
+    /// blocking pool serves it (see `SyncDelivery::on_pool`); one per
+    /// connection, so a round allocates nothing for it.
+    pub(crate) abandoned: Arc<AtomicBool>,
+}
+
+impl Conn {
+    /// The receive buffer.
+    pub(crate) fn rx(&mut self) -> &mut Receiver {
+        self.machine.receiver_mut()
+    }
+
+    /// Feeds the machine the phase, asks it what to do next, and tells
+    /// newer connections of the same process what it handed over.
+    pub(crate) fn step(&mut self) -> Action {
+        self.machine.handle_phase(self.inner.phase.get());
+        let action = self.machine.poll_action(now());
+        if let (Some(p), Some(n)) = (&self.progress, self.machine.take_handed_over()) {
+            p.set_handed_over(n);
+        }
+        action
+    }
+
+    /// Makes the read the machine asked for (through the registration's
+    /// readiness when there is one, for [`Via::Readiness`]: `WouldBlock`
+    /// without a syscall when no event was seen), and feeds it the result;
+    /// true if bytes came. Counted for `order` under its lock so a newer
+    /// connection's snapshot is exact.
+    pub(crate) fn read(&mut self, via: Via) -> bool {
+        let watch = self.watch.as_ref().filter(|_| via == Via::Readiness);
+        let (socket, rx) = (&self.socket, self.machine.receiver_mut());
+        // A receiver that holds no buffer (new, or released while idle)
+        // would allocate one to read into: first a one-byte peek asks
+        // whether bytes, or the end of the stream, are there at all.
+        let mut op = || {
+            let mut fill = || {
+                if rx.is_released() && peek(socket)? == 0 {
+                    return Ok(0);
+                }
+                rx.fill(|buf| crate::sys::recv_into_spare(&**socket, buf))
+            };
+            match watch {
+                Some(w) => w.try_io(Interest::READABLE, |_| fill()),
+                None => fill(),
+            }
+        };
+        let got = match &self.progress {
+            Some(p) => p.read_with(op),
+            None => op(),
+        };
+        let bytes = matches!(got, Ok(n) if n > 0);
+        self.machine.handle_read(got);
+        bytes
+    }
+
+    /// A read that waits on this thread for bytes (a socket made to wait by
+    /// `sys::set_waiting`, up to its timeout: then `WouldBlock`), for a
+    /// connection served by a thread of its own. The receiver must hold a
+    /// buffer already (see [`read`](Self::read)'s peek). `WouldBlock` at
+    /// once while a newer connection of the same process waits to measure
+    /// this one (see `order`): the connection then goes back to its task,
+    /// which reads without waiting.
+    pub(crate) fn read_waiting(&mut self) -> io::Result<usize> {
+        let (socket, rx) = (&self.socket, self.machine.receiver_mut());
+        let mut op = || rx.fill(|buf| crate::sys::recv_into_spare_waiting(&**socket, buf));
+        match &self.progress {
+            Some(p) => p
+                .read_waiting_with(op)
+                .unwrap_or_else(|| Err(io::ErrorKind::WouldBlock.into())),
+            None => op(),
+        }
+    }
+
+    /// Whether a thread serving the connection may go on: its task is
+    /// still there, and `until` (the end of its slice) has not passed.
+    pub(crate) fn stays(&self, until: Option<std::time::Instant>) -> bool {
+        !self.abandoned.load(Relaxed) && until.is_none_or(|u| std::time::Instant::now() < u)
+    }
+
+    /// [`stays`](Self::stays), and the Reader is running: a drain or a
+    /// stop is the task's to carry out.
+    pub(crate) fn running(&self, until: Option<std::time::Instant>) -> bool {
+        self.inner.phase.get() == Phase::Running && self.stays(until)
+    }
+}
+
+/// tokio's clock (paused in tests), as the machine's `now`.
+pub(crate) fn now() -> std::time::Instant {
+    Instant::now().into_std()
+}
+
+/// Resolves once the phase is `Forced` (or its sender is gone).
+pub(crate) async fn forced(phase: &mut watch::Receiver<Phase>) {
+    loop {
+        if *phase.borrow_and_update() == Phase::Forced {
+            return;
+        }
+        if phase.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// A one-byte `recv(MSG_PEEK | MSG_DONTWAIT)`: 1 if bytes wait, 0 at the
+/// end of the stream, `WouldBlock` if neither.
+fn peek(stream: &Socket) -> io::Result<usize> {
+    use nix::sys::socket::{MsgFlags, recv};
+    use std::os::fd::AsRawFd;
+    let flags = MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT;
+    recv(stream.as_raw_fd(), &mut [0u8; 1], flags).map_err(io::Error::from)
+}
+
+/// Starts a graceful drain of this connection: shuts down our reading side,
+/// so the kernel keeps what the peer already sent (we read it all, then end
+/// of stream) and refuses anything sent from now on with `EPIPE` at the
+/// writer, which keeps the message and retries it on its next connection.
+/// The cut is made by the kernel at one instant: nothing is half-accepted.
+pub(crate) fn begin_drain(stream: &Socket) {
+    use nix::sys::socket::{Shutdown, shutdown};
+    use std::os::fd::AsRawFd;
+    let _ = shutdown(stream.as_raw_fd(), Shutdown::Read);
+}
 
 /// Serves one connection until it ends.
 pub(crate) async fn serve<D: Deliver>(
-    socket: Socket,
-    watch: Watch,
-    inner: Arc<ReaderInner>,
-    info: ConnectionInfo,
+    mut conn: Conn,
     delivery: Arc<D>,
-    registration: Option<Registration>,
+    // Held until the connection ends: it unregisters it from the book.
+    _registration: Option<Registration>,
     turn: Turn,
 ) {
-    let config = &inner.config;
-    let machine = Machine::new(
-        config.max_message_size,
-        config.inactivity_timeout,
-        now(),
-        turn.is_free(),
-    );
-    let mut conn = Conn {
-        machine,
-        info,
-        phase: inner.phase.subscribe(),
-        inner,
-        flavor: Handle::current().runtime_flavor(),
-        socket,
-        watch: Some(watch),
-        progress: registration.as_ref().map(|r| Arc::clone(r.progress())),
-        abandoned: Arc::default(),
-    };
     // Polled only while the machine waits for its turn.
     let mut turn = std::pin::pin!(turn.wait());
     loop {
         match conn.step() {
             Action::WaitTurn => tokio::select! {
                 biased;
-                gone = changed(&mut conn.phase) => conn.machine.handle_phase(gone),
+                // A phase change is read at the next step (the Reader's phase
+                // outlives the connection, which holds it).
+                _ = conn.phase.changed() => {}
                 () = &mut turn => conn.machine.handle_turn(now()),
             },
             Action::Deliver => match delivery.deliver(conn).await {
@@ -74,11 +221,16 @@ pub(crate) async fn serve<D: Deliver>(
                 let wake = conn.machine.poll_timeout();
                 tokio::select! {
                     biased;
-                    gone = changed(&mut conn.phase) => conn.machine.handle_phase(gone),
+                    _ = conn.phase.changed() => {}
                     // The readiness stays set: the next read clears it if
-                    // it finds nothing.
-                    ready = readable(&conn.watch) => conn.machine.handle_readable(ready),
-                    () = sleep_until(wake), if wake.is_some() => conn.machine.handle_timeout(),
+                    // it finds nothing. Registered again by every delivery
+                    // that dropped it.
+                    ready = conn.watch.as_ref().expect("a waiting connection is registered").readable() => {
+                        conn.machine.handle_readable(ready.map(drop));
+                    }
+                    () = sleep_until(Instant::from_std(wake.unwrap_or_else(now))), if wake.is_some() => {
+                        conn.machine.handle_timeout();
+                    }
                 }
             }
             Action::Close => {
@@ -90,7 +242,7 @@ pub(crate) async fn serve<D: Deliver>(
                 }
                 if left > 0 {
                     let unhandled = &conn.inner.counters.unhandled;
-                    unhandled.fetch_add(left, std::sync::atomic::Ordering::Relaxed);
+                    unhandled.fetch_add(left, Relaxed);
                 }
                 if let Some(e) = conn.machine.poll_report() {
                     conn.inner.report(e);
@@ -98,21 +250,5 @@ pub(crate) async fn serve<D: Deliver>(
                 return;
             }
         }
-    }
-}
-
-/// Resolves on a change of the Reader's phase (read at the next step):
-/// `Forced` if the Reader is gone (it is not while the connection holds
-/// its state), else `Running`, which changes nothing.
-async fn changed(phase: &mut watch::Receiver<Phase>) -> Phase {
-    match phase.changed().await {
-        Ok(()) => Phase::Running,
-        Err(_) => Phase::Forced,
-    }
-}
-
-async fn sleep_until(at: Option<std::time::Instant>) {
-    if let Some(at) = at {
-        tokio::time::sleep_until(Instant::from_std(at)).await;
     }
 }

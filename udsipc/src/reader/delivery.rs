@@ -12,142 +12,45 @@
 //! `machine`, and its receive buffer too: a delivery takes frames from
 //! `Conn::rx`, and tells the machine how it ended with a `Stop`.
 
+use std::any::Any;
 use std::future::Future;
 use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::atomic::{AtomicBool, AtomicUsize};
-use std::task::{Context, Poll};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use tokio::runtime::RuntimeFlavor;
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::channel::{Channel, Full};
-use super::info::{ConnectionInfo, Message, Socket};
+use super::connection::{Conn, Deliver, begin_drain, forced, now, watch};
+use super::info::{ConnectionInfo, Message};
 use super::inner::ReaderInner;
-use super::io::{ReadHow, Watch, begin_drain, read, read_waiting, ready, watch};
-use super::machine::{Action, Machine, Stop, Via};
-use super::order::Progress;
+use super::machine::{Action, Stop};
 use crate::error::{HandlerError, ReaderError};
-use crate::frame::Receiver;
 use crate::lifecycle::{Phase, panic_message};
+use crate::runtime::OnCancel;
 
 /// The synchronous handler type.
 pub(crate) type SyncHandler =
     dyn Fn(&[u8], &ConnectionInfo) -> Result<(), HandlerError> + Send + Sync;
 
-/// What a connection task hands its frames to.
-pub(crate) trait Deliver: Send + Sync + 'static {
-    /// Takes the connection (its machine said [`Action::Deliver`]), hands
-    /// over every complete frame `conn.rx()` holds, tells the machine how
-    /// that ended, and gives the connection back; `None` if the runtime
-    /// dropped it (shutting down).
-    fn deliver(&self, conn: Conn) -> impl Future<Output = Option<Conn>> + Send + '_;
-}
-
-/// The per-connection state delivery works on.
-#[derive(Debug)]
-pub(crate) struct Conn {
-    /// The connection's decisions, and its receive buffer.
-    pub(crate) machine: Machine,
-    pub(crate) info: ConnectionInfo,
-    pub(crate) inner: Arc<ReaderInner>,
-    pub(crate) phase: watch::Receiver<Phase>,
-    pub(crate) flavor: RuntimeFlavor,
-    pub(crate) socket: Socket,
-    /// `None` only while a delivery waits on the socket itself.
-    pub(crate) watch: Option<Watch>,
-    pub(crate) progress: Option<Arc<Progress>>,
-    /// Set once the connection's task is gone while a dedicated thread
-    /// serves it (see `SyncDelivery::dedicate`); one per connection, so a
-    /// round allocates nothing for it.
-    pub(crate) abandoned: Arc<AtomicBool>,
-}
-
-impl Conn {
-    /// The receive buffer.
-    pub(crate) fn rx(&mut self) -> &mut Receiver {
-        self.machine.receiver_mut()
-    }
-
-    /// Feeds the machine the phase, asks it what to do next, and tells
-    /// newer connections of the same process what it handed over.
-    pub(crate) fn step(&mut self) -> Action {
-        self.machine.handle_phase(self.inner.phase.get());
-        let action = self.machine.poll_action(now());
-        if let (Some(p), Some(n)) = (&self.progress, self.machine.take_handed_over()) {
-            p.set_handed_over(n);
-        }
-        action
-    }
-
-    /// Makes the read the machine asked for, and feeds it the result; true
-    /// if bytes came.
-    pub(crate) fn read(&mut self, via: Via) -> bool {
-        let how = match via {
-            Via::Readiness => ready(&self.watch),
-            Via::Direct => ReadHow::Now,
-        };
-        let progress = self.progress.as_ref();
-        let got = read(&self.socket, self.machine.receiver_mut(), progress, how);
-        let bytes = matches!(got, Ok(n) if n > 0);
-        self.machine.handle_read(got);
-        bytes
-    }
-
-    /// Whether a thread serving the connection may go on: its task is
-    /// still there, and `until` (the end of its slice) has not passed.
-    fn stays(&self, until: Option<Instant>) -> bool {
-        !self.abandoned.load(Relaxed) && until.is_none_or(|u| Instant::now() < u)
-    }
-
-    /// [`stays`](Self::stays), and the Reader is running: a drain or a
-    /// stop is the task's to carry out.
-    fn running(&self, until: Option<Instant>) -> bool {
-        self.inner.phase.get() == Phase::Running && self.stays(until)
-    }
-}
-
-/// tokio's clock (paused in tests), as the machine's `now`.
-pub(crate) fn now() -> Instant {
-    tokio::time::Instant::now().into_std()
-}
-
-/// Resolves once the phase is `Forced` (or its sender is gone).
-pub(crate) async fn forced(phase: &mut watch::Receiver<Phase>) {
-    loop {
-        if *phase.borrow_and_update() == Phase::Forced {
-            return;
-        }
-        if phase.changed().await.is_err() {
-            return;
-        }
-    }
-}
-
-/// Counts and reports one handler outcome.
-fn account(inner: &ReaderInner, result: Result<(), HandlerError>, received: &mut u64) {
+/// Counts and reports one handler outcome: 1 if it handled the message.
+fn account(inner: &ReaderInner, result: Result<(), HandlerError>) -> u64 {
     match result {
-        Ok(()) => *received += 1,
-        Err(e) => inner.report(ReaderError::Handler(e)),
+        Ok(()) => 1,
+        Err(e) => {
+            inner.report(ReaderError::Handler(e));
+            0
+        }
     }
 }
 
-/// A handler call whose panic becomes a handler error.
-fn call_sync(
-    handler: &SyncHandler,
-    body: &[u8],
-    info: &ConnectionInfo,
-) -> Result<(), HandlerError> {
-    match catch_unwind(AssertUnwindSafe(|| handler(body, info))) {
-        Ok(result) => result,
-        Err(payload) => {
-            Err(format!("handler panicked: {}", panic_message(payload.as_ref())).into())
-        }
-    }
+/// A handler's panic, as a handler error.
+fn panicked(payload: Box<dyn Any + Send>) -> HandlerError {
+    format!("handler panicked: {}", panic_message(payload.as_ref())).into()
 }
 
 /// The synchronous handler on borrowed bytes.
@@ -176,24 +79,11 @@ pub(crate) struct SyncDelivery {
     pub(crate) handler: Arc<SyncHandler>,
     /// The user promised the handler never blocks: call it inline.
     pub(crate) inline: bool,
-    /// This Reader's connections on a thread of their own now.
-    pub(crate) dedicated: Arc<AtomicUsize>,
-    /// At most this many at once, per Reader (a slot is only a speed-up: a
+    /// The slots of this Reader's connections on a thread of their own: at
+    /// most this many at once, per Reader (a slot is only a speed-up: a
     /// client holding them all slows other connections down to the burst
     /// path, and holds no more than this many threads).
-    pub(crate) dedicated_max: usize,
-}
-
-/// The connection back from a blocking-pool task: a panic of this crate's
-/// code (handler panics are caught) goes on unwinding in the connection's
-/// task, where it is recorded; a cancelled one means the runtime is
-/// shutting down: nothing left to serve.
-fn joined(done: Result<Conn, tokio::task::JoinError>) -> Option<Conn> {
-    match done {
-        Ok(conn) => Some(conn),
-        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        Err(_) => None,
-    }
+    pub(crate) dedicated: Arc<Semaphore>,
 }
 
 /// Frames handed over between checks for a forced stop, a gone task and the
@@ -216,34 +106,6 @@ pub(crate) const LINGER: Duration = Duration::from_millis(2);
 /// keeps a thread of a small blocking pool from the other connections.
 pub(crate) const SLICE: Duration = Duration::from_millis(10);
 
-/// Marks a connection abandoned when the task waiting for its thread is
-/// dropped before the thread gave it back ([`disarm`](Self::disarm)ed once
-/// it did: the flag is the connection's, for every round).
-struct Abandon(Option<Arc<AtomicBool>>);
-
-impl Abandon {
-    fn disarm(mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for Abandon {
-    fn drop(&mut self) {
-        if let Some(flag) = &self.0 {
-            flag.store(true, Relaxed);
-        }
-    }
-}
-
-/// A dedicated slot, given back when dropped.
-struct Slot(Arc<AtomicUsize>);
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Relaxed);
-    }
-}
-
 impl SyncDelivery {
     /// Calls the handler for every complete frame and counts them; every
     /// [`CHECK_EVERY`] frames it stops early, leaving the rest buffered, on
@@ -253,27 +115,24 @@ impl SyncDelivery {
         conn: &mut Conn,
         until: Option<Instant>,
     ) -> Result<(), Stop> {
-        let mut received = 0;
-        let mut result = Ok(());
-        for n in 1u32.. {
+        let (mut n, mut received) = (0u32, 0);
+        let result = loop {
+            n += 1;
             if n % CHECK_EVERY == 0
                 && (conn.inner.phase.get() == Phase::Forced || !conn.stays(until))
             {
-                break;
+                break Ok(());
             }
             match conn.machine.receiver_mut().next_borrowed() {
-                Ok(Some(body)) => account(
-                    &conn.inner,
-                    call_sync(handler, body, &conn.info),
-                    &mut received,
-                ),
-                Ok(None) => break,
-                Err(e) => {
-                    result = Err(Stop::Protocol(e));
-                    break;
+                Ok(Some(body)) => {
+                    // Its panic becomes a handler error.
+                    let call = catch_unwind(AssertUnwindSafe(|| handler(body, &conn.info)));
+                    received += account(&conn.inner, call.unwrap_or_else(|p| Err(panicked(p))));
                 }
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(Stop::Protocol(e)),
             }
-        }
+        };
         if received > 0 {
             conn.inner.counters.received.fetch_add(received, Relaxed);
         }
@@ -320,11 +179,7 @@ impl SyncDelivery {
         if due || conn.rx().is_released() {
             return false;
         }
-        match read_waiting(
-            &conn.socket,
-            conn.machine.receiver_mut(),
-            conn.progress.as_ref(),
-        ) {
+        match conn.read_waiting() {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => true,
             got => {
@@ -334,46 +189,49 @@ impl SyncDelivery {
         }
     }
 
-    /// Takes a dedicated slot if one is free.
-    fn slot(&self) -> Option<Slot> {
-        let taken = self.dedicated.fetch_add(1, Relaxed);
-        let slot = Slot(Arc::clone(&self.dedicated));
-        (taken < self.dedicated_max).then_some(slot)
-    }
-
-    /// Serves the connection on a blocking-pool thread while it is busy, for
-    /// a [`SLICE`] at most, out of the IO driver meanwhile.
-    async fn dedicate(&self, mut conn: Conn, slot: Slot) -> Option<Conn> {
-        // Leaves the driver: the thread waits on the socket itself.
-        conn.watch = None;
+    /// Serves the connection on a blocking-pool thread: with a dedicated
+    /// slot while it is busy, for a [`SLICE`] at most, out of the IO driver
+    /// meanwhile; without, for one burst of [`BURST_READS`] reads.
+    async fn on_pool(&self, mut conn: Conn, slot: Option<OwnedSemaphorePermit>) -> Option<Conn> {
+        if slot.is_some() {
+            // Leaves the driver: the thread waits on the socket itself.
+            conn.watch = None;
+        }
         // A runtime that shuts down waits for its blocking threads: this one
         // must not keep serving a busy peer after its task is gone.
-        let abandon = Abandon(Some(Arc::clone(&conn.abandoned)));
+        let flag = Arc::clone(&conn.abandoned);
+        let abandon = OnCancel::new(move || flag.store(true, Relaxed));
         let handler = Arc::clone(&self.handler);
         let task = tokio::task::spawn_blocking(move || {
-            if crate::sys::set_waiting(&conn.socket, Some(LINGER)).is_err() {
-                Self::drive(&*handler, &mut conn, BURST_READS, None);
-            } else {
+            if slot.is_some() && crate::sys::set_waiting(&conn.socket, Some(LINGER)).is_ok() {
                 // The slice is on the real clock (a paused test clock would
                 // never end it); deadlines are on tokio's, as the task's are.
-                Self::drive(
-                    &*handler,
-                    &mut conn,
-                    usize::MAX,
-                    Some(Instant::now() + SLICE),
-                );
+                let until = Some(Instant::now() + SLICE);
+                Self::drive(&*handler, &mut conn, usize::MAX, until);
                 // Reads never wait without it either (they pass `MSG_DONTWAIT`).
                 let _ = crate::sys::set_waiting(&conn.socket, None);
+            } else {
+                Self::drive(&*handler, &mut conn, BURST_READS, None);
             }
             drop(slot);
             conn
         });
         let done = task.await;
         abandon.disarm();
-        let mut conn = joined(done)?;
-        match watch(&conn.socket) {
-            Ok(registered) => conn.watch = Some(registered),
-            Err(e) => conn.machine.handle_delivered(Err(Stop::Read(e))),
+        // A panic of this crate's code (handler panics are caught) goes on
+        // unwinding in the connection's task, where it is recorded; a
+        // cancelled task means the runtime is shutting down: nothing left
+        // to serve.
+        let mut conn = match done {
+            Ok(conn) => conn,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => return None,
+        };
+        if conn.watch.is_none() {
+            match watch(&conn.socket) {
+                Ok(registered) => conn.watch = Some(registered),
+                Err(e) => conn.machine.handle_delivered(Err(Stop::Read(e))),
+            }
         }
         Some(conn)
     }
@@ -387,36 +245,21 @@ impl Deliver for SyncDelivery {
     /// up, leaves them (to be discarded).
     async fn deliver(&self, mut conn: Conn) -> Option<Conn> {
         while conn.machine.delivering() && conn.inner.phase.get() != Phase::Forced {
+            if self.inline {
+                Self::drive(&*self.handler, &mut conn, BURST_READS, None);
+                continue;
+            }
             // A slot only while running: a drain or a stop is the task's.
-            let slot = match self.inline || conn.inner.phase.get() != Phase::Running {
-                true => None,
-                false => self.slot(),
-            };
-            let current_thread = conn.flavor == RuntimeFlavor::CurrentThread;
-            conn = match (slot, current_thread) {
-                (Some(slot), _) => self.dedicate(conn, slot).await?,
-                (None, _) if self.inline => {
-                    Self::drive(&*self.handler, &mut conn, BURST_READS, None);
-                    conn
-                }
-                (None, true) => {
-                    let handler = Arc::clone(&self.handler);
-                    joined(
-                        tokio::task::spawn_blocking(move || {
-                            Self::drive(&*handler, &mut conn, BURST_READS, None);
-                            conn
-                        })
-                        .await,
-                    )?
-                }
-                (None, _) => {
-                    let handler = &*self.handler;
-                    tokio::task::block_in_place(|| {
-                        Self::drive(handler, &mut conn, BURST_READS, None)
-                    });
-                    conn
-                }
-            };
+            let running = conn.inner.phase.get() == Phase::Running;
+            let slot = running
+                .then(|| Arc::clone(&self.dedicated).try_acquire_owned().ok())
+                .flatten();
+            if slot.is_some() || conn.flavor == RuntimeFlavor::CurrentThread {
+                conn = self.on_pool(conn, slot).await?;
+            } else {
+                let handler = &*self.handler;
+                tokio::task::block_in_place(|| Self::drive(handler, &mut conn, BURST_READS, None));
+            }
         }
         // Cut short by a forced stop: what is left is discarded.
         conn.machine.handle_delivered(Ok(()));
@@ -436,65 +279,38 @@ where
     Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
 {
     async fn deliver(&self, mut conn: Conn) -> Option<Conn> {
-        let result = self.each(&mut conn).await;
-        conn.machine.handle_delivered(result);
-        Some(conn)
-    }
-}
-
-impl<F, Fut> AsyncDelivery<F>
-where
-    F: Fn(Message) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
-{
-    async fn each(&self, conn: &mut Conn) -> Result<(), Stop> {
-        loop {
-            let body = match conn.rx().next_owned() {
-                Ok(Some(body)) => body,
-                Ok(None) => return Ok(()),
-                Err(e) => return Err(Stop::Protocol(e)),
-            };
-            let pending = std::pin::pin!((self.handler)(Message {
-                body,
-                connection: conn.info,
-            }));
-            let fut = CatchPanic { fut: pending };
-            let result = tokio::select! {
-                biased;
-                () = forced(&mut conn.phase) => {
-                    // Its call is dropped unfinished: not handled.
-                    conn.inner.counters.unhandled.fetch_add(1, Relaxed);
-                    return Err(Stop::Quiet);
-                }
-                r = fut => r,
-            };
-            let mut received = 0;
-            account(&conn.inner, result, &mut received);
-            if received > 0 {
-                conn.inner.counters.received.fetch_add(received, Relaxed);
+        let result = async {
+            loop {
+                let body = match conn.rx().next_owned() {
+                    Ok(Some(body)) => body,
+                    Ok(None) => return Ok(()),
+                    Err(e) => return Err(Stop::Protocol(e)),
+                };
+                let mut pending = std::pin::pin!((self.handler)(Message {
+                    body,
+                    connection: conn.info,
+                }));
+                // Its panic becomes a handler error.
+                let call = std::future::poll_fn(|cx| {
+                    catch_unwind(AssertUnwindSafe(|| pending.as_mut().poll(cx)))
+                        .unwrap_or_else(|p| Poll::Ready(Err(panicked(p))))
+                });
+                let result = tokio::select! {
+                    biased;
+                    () = forced(&mut conn.phase) => {
+                        // Its call is dropped unfinished: not handled.
+                        conn.inner.counters.unhandled.fetch_add(1, Relaxed);
+                        return Err(Stop::Quiet);
+                    }
+                    r = call => r,
+                };
+                let handled = account(&conn.inner, result);
+                conn.inner.counters.received.fetch_add(handled, Relaxed);
             }
         }
-    }
-}
-
-/// A pinned future whose panic becomes a handler error.
-struct CatchPanic<'a, Fut> {
-    fut: Pin<&'a mut Fut>,
-}
-
-impl<Fut: Future<Output = Result<(), HandlerError>>> Future for CatchPanic<'_, Fut> {
-    type Output = Result<(), HandlerError>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let fut = self.fut.as_mut();
-        match catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
-            Ok(p) => p,
-            Err(payload) => Poll::Ready(Err(format!(
-                "handler panicked: {}",
-                panic_message(payload.as_ref())
-            )
-            .into())),
-        }
+        .await;
+        conn.machine.handle_delivered(result);
+        Some(conn)
     }
 }
 
@@ -509,66 +325,59 @@ pub(crate) struct ChannelDelivery {
 
 impl Deliver for ChannelDelivery {
     async fn deliver(&self, mut conn: Conn) -> Option<Conn> {
-        let result = self.push(&mut conn).await;
-        conn.machine.handle_delivered(result);
-        Some(conn)
-    }
-}
-
-impl ChannelDelivery {
-    async fn push(&self, conn: &mut Conn) -> Result<(), Stop> {
-        loop {
-            let need = match conn.rx().next_len() {
-                Ok(None) => return Ok(()),
-                Ok(Some(len)) => len,
-                Err(e) => return Err(Stop::Protocol(e)),
-            };
-            let forced_now = *conn.phase.borrow() == Phase::Forced;
-            // Frames are taken from the buffer only as the push has room
-            // for them: a cancelled wait for room loses nothing.
-            let mut broken = None;
-            let info = conn.info;
-            let rx = conn.rx();
-            let next = |room: usize| match rx.next_len() {
-                Ok(Some(len)) if len <= room => match rx.next_owned() {
-                    Ok(Some(body)) => Some(Message {
-                        body,
-                        connection: info,
-                    }),
-                    _ => None,
-                },
-                Ok(_) => None,
-                Err(e) => {
-                    broken = Some(e);
-                    None
-                }
-            };
-            let pushed = match forced_now {
-                true => self.chan.push_all(next),
-                false => self.chan.push_with(next),
-            };
-            let wait = match pushed {
-                Ok(n) => {
-                    conn.inner.counters.received.fetch_add(n as u64, Relaxed);
-                    if let Some(e) = broken {
-                        return Err(Stop::Protocol(e));
+        let result = async {
+            loop {
+                let need = match conn.rx().next_len() {
+                    Ok(None) => return Ok(()),
+                    Ok(Some(len)) => len,
+                    Err(e) => return Err(Stop::Protocol(e)),
+                };
+                let forced_now = *conn.phase.borrow() == Phase::Forced;
+                // Frames are taken from the buffer only as the push has room
+                // for them: a cancelled wait for room loses nothing.
+                let mut broken = None;
+                let info = conn.info;
+                let rx = conn.rx();
+                let next = |room: usize| match rx.next_len() {
+                    Ok(Some(len)) if len <= room => match rx.next_owned() {
+                        Ok(Some(body)) => Some(Message {
+                            body,
+                            connection: info,
+                        }),
+                        _ => None,
+                    },
+                    Ok(_) => None,
+                    Err(e) => {
+                        broken = Some(e);
+                        None
                     }
-                    // Nothing fitted the bytes left: wait as for no room.
-                    n == 0 && !forced_now
-                }
-                Err(Full::NoRoom) => true,
-                // The consumer dropped `Incoming`: nobody takes messages.
-                Err(Full::Abandoned) => return Err(Stop::Quiet),
-            };
-            if wait {
-                // A forced stop ends the wait: the next push takes all.
-                tokio::select! {
-                    biased;
-                    () = forced(&mut conn.phase) => {}
-                    () = self.chan.wait_room(need) => {}
+                };
+                let wait = match self.chan.push(forced_now, next) {
+                    Ok(n) => {
+                        conn.inner.counters.received.fetch_add(n as u64, Relaxed);
+                        if let Some(e) = broken {
+                            return Err(Stop::Protocol(e));
+                        }
+                        // Nothing fitted the bytes left: wait as for no room.
+                        n == 0 && !forced_now
+                    }
+                    Err(Full::NoRoom) => true,
+                    // The consumer dropped `Incoming`: nobody takes messages.
+                    Err(Full::Abandoned) => return Err(Stop::Quiet),
+                };
+                if wait {
+                    // A forced stop ends the wait: the next push takes all.
+                    tokio::select! {
+                        biased;
+                        () = forced(&mut conn.phase) => {}
+                        () = self.chan.wait_room(need) => {}
+                    }
                 }
             }
         }
+        .await;
+        conn.machine.handle_delivered(result);
+        Some(conn)
     }
 }
 

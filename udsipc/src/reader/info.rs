@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::policy::PeerCredentials;
+
 /// Which connection a message arrived on, for handlers started with
 /// [`ReaderBuilder::start_with_info`](crate::ReaderBuilder::start_with_info).
 ///
@@ -21,17 +23,6 @@ pub struct ConnectionInfo {
     pub peer: Option<PeerCredentials>,
 }
 
-/// A peer's process, user and group ids (`SO_PEERCRED`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct PeerCredentials {
-    /// Process id.
-    pub pid: i32,
-    /// User id.
-    pub uid: u32,
-    /// Group id.
-    pub gid: u32,
-}
 /// A message with the connection it came on, owned: the body shares the
 /// connection buffer's memory (no copy) and may be kept as long as needed.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -16,17 +16,11 @@ use crate::systemd::Notifier;
 
 pub(crate) type ErrorCallback = dyn Fn(&ReaderError) + Send + Sync;
 
-/// Settings a running Reader reads.
-#[derive(Debug, Clone)]
-pub(crate) struct ReaderConfig {
-    pub(crate) max_message_size: u64,
-    pub(crate) inactivity_timeout: Duration,
-}
-
 /// State shared by the Reader handle, its accept loop and its connections.
 pub(crate) struct ReaderInner {
     pub(crate) on_error: Option<Arc<ErrorCallback>>,
-    pub(crate) config: ReaderConfig,
+    pub(crate) max_message_size: u64,
+    pub(crate) inactivity_timeout: Duration,
     pub(crate) counters: ReaderCounters,
     pub(crate) phase: PhaseCell,
     pub(crate) tasks: Arc<Tasks>,
@@ -36,7 +30,6 @@ pub(crate) struct ReaderInner {
     pub(crate) policy: Policy,
     pub(crate) path: PathBuf,
     pub(crate) owned_file: Option<OwnedSocketFile>,
-    pub(crate) socket_activated: bool,
     pub(crate) notifier: Option<Notifier>,
     pub(crate) stop_lock: tokio::sync::Mutex<bool>,
 }

@@ -11,12 +11,12 @@ mod connection;
 mod delivery;
 mod info;
 mod inner;
-mod io;
 mod machine;
 mod order;
 
+pub use crate::policy::PeerCredentials;
 pub use channel::Incoming;
-pub use info::{ConnectionInfo, Message, PeerCredentials};
+pub use info::{ConnectionInfo, Message};
 
 use std::future::Future;
 use std::os::fd::AsFd;
@@ -34,8 +34,9 @@ use crate::policy::Policy;
 use crate::socket;
 use crate::systemd::{self, Notifier, SystemdEnv};
 use channel::Channel;
-use delivery::{AsyncDelivery, ChannelDelivery, Deliver, SyncDelivery, SyncHandler};
-use inner::{ErrorCallback, ReaderConfig, ReaderInner};
+use connection::Deliver;
+use delivery::{AsyncDelivery, ChannelDelivery, SyncDelivery, SyncHandler};
+use inner::{ErrorCallback, ReaderInner};
 use order::OrderBook;
 
 /// Default maximum message size: 10 MiB (Go: `WithMaxMessageSize`).
@@ -333,14 +334,13 @@ impl ReaderBuilder {
     {
         let may_block = self.handler_may_block;
         let handler: Arc<SyncHandler> = Arc::new(handler);
-        let (reader, launch) = self.bind()?;
-        launch.run(SyncDelivery {
+        self.launch(SyncDelivery {
             handler,
             inline: !may_block,
-            dedicated: Arc::default(),
-            dedicated_max: std::thread::available_parallelism().map_or(2, |n| n.get().max(2)),
-        });
-        Ok(reader)
+            dedicated: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get().max(2)),
+            )),
+        })
     }
 
     /// Starts like [`start`](Self::start), with an async handler on owned
@@ -370,9 +370,7 @@ impl ReaderBuilder {
         H: Fn(Message) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
     {
-        let (reader, launch) = self.bind()?;
-        launch.run(AsyncDelivery { handler });
-        Ok(reader)
+        self.launch(AsyncDelivery { handler })
     }
 
     /// Starts without a handler: messages come out of the returned
@@ -422,27 +420,21 @@ impl ReaderBuilder {
     /// is still in the kernel unread (a Writer counts it `unconfirmed`, not
     /// `delivered`) and returns [`StopError::ConnectionsCut`].
     pub fn incoming(self) -> Result<(Reader, Incoming), StartError> {
-        if self.incoming_capacity == 0 {
-            return Err(ConfigError::ZeroSize {
-                option: "incoming_capacity",
-            }
-            .into());
-        }
-        if self.incoming_capacity_bytes == 0 {
-            return Err(ConfigError::ZeroSize {
-                option: "incoming_capacity_bytes",
-            }
-            .into());
+        let sizes = [
+            (self.incoming_capacity, "incoming_capacity"),
+            (self.incoming_capacity_bytes, "incoming_capacity_bytes"),
+        ];
+        if let Some((_, option)) = sizes.into_iter().find(|(n, _)| *n == 0) {
+            return Err(ConfigError::ZeroSize { option }.into());
         }
         let (chan, incoming) = Channel::new(self.incoming_capacity, self.incoming_capacity_bytes);
-        let (reader, launch) = self.bind()?;
-        launch.run(ChannelDelivery { chan });
-        Ok((reader, incoming))
+        Ok((self.launch(ChannelDelivery { chan })?, incoming))
     }
 
-    /// Validates, binds (or adopts systemd's socket) and builds the shared
-    /// state; [`Launch::run`] then starts accepting with a delivery.
-    fn bind(self) -> Result<(Reader, Launch), StartError> {
+    /// Validates, binds (or adopts systemd's socket), builds the shared
+    /// state, starts accepting with `delivery` and tells systemd we are
+    /// ready.
+    fn launch<D: Deliver>(self, delivery: D) -> Result<Reader, StartError> {
         socket::validate_path(&self.path)?;
         if self.inactivity_timeout.is_zero() {
             return Err(ConfigError::ZeroDuration {
@@ -485,7 +477,6 @@ impl ReaderBuilder {
         if self.read_buffer_size > 0 {
             let _ = socket::set_recv_buffer(&std_listener.as_fd(), self.read_buffer_size);
         }
-        let socket_activated = owned_file.is_none();
         let listener = UnixListener::from_std(std_listener).map_err(|source| {
             if let Some(file) = &owned_file {
                 let _ = file.remove();
@@ -498,10 +489,8 @@ impl ReaderBuilder {
 
         let inner = Arc::new(ReaderInner {
             on_error: self.on_error,
-            config: ReaderConfig {
-                max_message_size: self.max_message_size,
-                inactivity_timeout: self.inactivity_timeout,
-            },
+            max_message_size: self.max_message_size,
+            inactivity_timeout: self.inactivity_timeout,
             counters: ReaderCounters::default(),
             phase: PhaseCell::new(),
             tasks: Tasks::new(),
@@ -511,58 +500,21 @@ impl ReaderBuilder {
             policy: self.policy,
             path,
             owned_file,
-            socket_activated,
             notifier,
             stop_lock: tokio::sync::Mutex::new(false),
         });
-        let reader = Reader {
-            inner: Arc::clone(&inner),
-            handle: handle.clone(),
-        };
-        Ok((
-            reader,
-            Launch {
-                inner,
-                handle,
-                spare: accept::Spare::new(&listener),
-                listener,
-            },
-        ))
-    }
-}
-
-/// A bound Reader waiting for its delivery.
-struct Launch {
-    inner: Arc<ReaderInner>,
-    handle: Handle,
-    listener: UnixListener,
-    /// Taken at start, while descriptors are surely available.
-    spare: accept::Spare,
-}
-
-impl Launch {
-    /// Starts the accept loop with `delivery` and tells systemd we are ready.
-    fn run<D: Deliver>(self, delivery: D) {
-        let Launch {
-            inner,
-            handle,
-            listener,
-            spare,
-        } = self;
-        let accept = accept::accept_loop(
-            Arc::clone(&inner),
-            listener,
-            spare,
-            Arc::new(delivery),
-            handle.clone(),
-        );
+        // The spare is taken now, while descriptors are surely available.
+        let spare = accept::Spare::new(&listener);
+        let delivery = Arc::new(delivery);
+        let accept = accept::accept_loop(Arc::clone(&inner), listener, spare, delivery);
         inner.tasks.spawn(&handle, "accept", accept);
         if let Some(n) = &inner.notifier {
             if let Err(e) = n.ready() {
                 tracing::warn!(error = %e, "failed to send READY=1 to systemd");
             }
         }
-        tracing::debug!(path = %inner.path.display(), socket_activated = inner.socket_activated, "reader started");
+        tracing::debug!(path = %inner.path.display(), socket_activated = inner.owned_file.is_none(), "reader started");
+        Ok(Reader { inner, handle })
     }
 }
 
@@ -620,15 +572,14 @@ impl Reader {
 
     /// Whether the listener came from systemd socket activation.
     pub fn is_socket_activated(&self) -> bool {
-        self.inner.socket_activated
+        // A Reader removes the socket file it made, never systemd's.
+        self.inner.owned_file.is_none()
     }
 
     /// Sends `STATUS=<status>` to systemd; does nothing without `NOTIFY_SOCKET`.
     pub fn notify_status(&self, status: &str) -> std::io::Result<()> {
-        match &self.inner.notifier {
-            Some(n) => n.status(status),
-            None => Ok(()),
-        }
+        let notifier = self.inner.notifier.as_ref();
+        notifier.map_or(Ok(()), |n| n.status(status))
     }
 
     /// Stops gracefully: notifies systemd `STOPPING=1` and closes the

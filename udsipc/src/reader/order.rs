@@ -46,6 +46,7 @@
 //! it read and handed over.
 
 use std::collections::{HashMap, HashSet};
+use std::io;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -57,7 +58,7 @@ use crate::sys;
 
 /// One open connection's progress, as seen by newer connections of the
 /// same process.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) struct Progress {
     /// Bytes read from the socket; written under the lock together with the
     /// read itself, so that `read + FIONREAD` is an exact snapshot.
@@ -65,7 +66,7 @@ pub(crate) struct Progress {
     handed_over: AtomicU64,
     waiters: AtomicUsize,
     /// Newer connections waiting to measure this one (see
-    /// [`snapshot`](Self::snapshot)): reads that wait are not begun
+    /// [`Turn::wait`]): reads that wait are not begun
     /// meanwhile.
     measuring: AtomicUsize,
     changed: Notify,
@@ -89,19 +90,6 @@ struct ReadState {
 }
 
 impl Progress {
-    fn new(group: Weak<Group>, id: u64) -> Self {
-        Self {
-            read: Mutex::default(),
-            handed_over: AtomicU64::new(0),
-            waiters: AtomicUsize::new(0),
-            measuring: AtomicUsize::new(0),
-            changed: Notify::new(),
-            group,
-            id,
-            listed: AtomicBool::new(false),
-        }
-    }
-
     /// The read lock, with this connection listed in its group: what is
     /// done under it (a read) is seen by every admission from then on.
     fn lock_listed(&self) -> MutexGuard<'_, ReadState> {
@@ -142,10 +130,10 @@ impl Progress {
 
     /// Runs a read of this connection's socket and counts what it read,
     /// atomically with respect to [`OrderBook::admit`]'s snapshot.
-    pub(crate) fn read_with<T>(&self, read: impl FnOnce() -> (usize, T)) -> T {
+    pub(crate) fn read_with(&self, read: impl FnOnce() -> io::Result<usize>) -> io::Result<usize> {
         let mut st = self.lock_listed();
-        let (n, out) = read();
-        st.total += n as u64;
+        let out = read();
+        st.total += *out.as_ref().unwrap_or(&0) as u64;
         let caught_up = st.total <= self.handed_over.load(Ordering::SeqCst);
         drop(st);
         if caught_up {
@@ -162,19 +150,23 @@ impl Progress {
     /// reading, while a newer connection waits to take one: the caller
     /// reads without waiting from then on (back in its task), so the
     /// snapshot waits for one read at most.
-    pub(crate) fn read_waiting_with<T>(&self, read: impl FnOnce() -> (usize, T)) -> Option<T> {
+    pub(crate) fn read_waiting_with(
+        &self,
+        read: impl FnOnce() -> io::Result<usize>,
+    ) -> Option<io::Result<usize>> {
         {
             let mut st = self.lock_listed();
-            // SeqCst pairs with `snapshot`, which counts itself in first.
+            // SeqCst pairs with `Turn::wait`'s measure, which counts itself in
+            // first.
             if self.measuring.load(Ordering::SeqCst) > 0 {
                 return None;
             }
             st.waiting = true;
         }
-        let (n, out) = read();
+        let out = read();
         let caught_up = {
             let mut st = self.lock();
-            st.total += n as u64;
+            st.total += *out.as_ref().unwrap_or(&0) as u64;
             st.waiting = false;
             st.total <= self.handed_over.load(Ordering::SeqCst)
         };
@@ -189,15 +181,6 @@ impl Progress {
 
     fn lock(&self) -> MutexGuard<'_, ReadState> {
         self.read.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Waits until no read that waits is under way, then returns what this
-    /// connection has received so far plus what waits in its kernel queue
-    /// (`u64::MAX` if that cannot be asked: the close is waited for then);
-    /// 0 once closed.
-    async fn snapshot(&self, socket: &Weak<UnixStream>) -> u64 {
-        self.wait_for(&self.measuring, || target_of(&self.lock(), socket))
-            .await
     }
 
     /// Waits until `check` answers, woken by every change it may look at;
@@ -238,14 +221,10 @@ impl Progress {
         self.changed.notify_waiters();
     }
 
-    fn is_closed(&self) -> bool {
-        self.lock().closed
-    }
-
     /// Waits until `target` bytes were handed over or the connection closed.
     async fn reached(&self, target: u64) {
         self.wait_for(&self.waiters, || {
-            (self.handed_over.load(Ordering::SeqCst) >= target || self.is_closed()).then_some(())
+            (self.handed_over.load(Ordering::SeqCst) >= target || self.lock().closed).then_some(())
         })
         .await;
     }
@@ -291,9 +270,14 @@ impl Turn {
         for w in self.0 {
             let target = match w.target {
                 Some(t) => t,
-                // Measured later than this connection's arrival, so maybe
-                // more than it held then: waiting for more is still in order.
-                None => w.progress.snapshot(&w.socket).await,
+                // Measured once no read that waits is under way, later than
+                // this connection's arrival, so maybe more than it held then:
+                // waiting for more is still in order.
+                None => {
+                    let p = &w.progress;
+                    p.wait_for(&p.measuring, || target_of(&p.lock(), &w.socket))
+                        .await
+                }
             };
             w.progress.reached(target).await;
         }
@@ -310,13 +294,7 @@ impl Turn {
 pub(crate) struct Registration {
     book: Arc<OrderBook>,
     group: Arc<Group>,
-    progress: Arc<Progress>,
-}
-
-impl Registration {
-    pub(crate) fn progress(&self) -> &Arc<Progress> {
-        &self.progress
-    }
+    pub(crate) progress: Arc<Progress>,
 }
 
 impl Drop for Registration {
@@ -492,7 +470,11 @@ impl OrderBook {
         }
         let id = st.next_id;
         st.next_id += 1;
-        let progress = Arc::new(Progress::new(Arc::downgrade(group), id));
+        let progress = Arc::new(Progress {
+            group: Arc::downgrade(group),
+            id,
+            ..Progress::default()
+        });
         let watched = st.epoll.as_ref().is_some_and(|set| set.add(&**socket, id));
         if !watched {
             st.unwatched.insert(id);
@@ -631,7 +613,7 @@ mod tests {
         let (_older_peer, older_socket) = socket();
         let (older, turn) = book.admit(pid, &older_socket);
         assert!(turn.is_free());
-        let progress = Arc::clone(older.as_ref().unwrap().progress());
+        let progress = Arc::clone(&older.as_ref().unwrap().progress);
         let (entered_tx, entered) = std::sync::mpsc::channel::<()>();
         let (finish, finish_rx) = std::sync::mpsc::channel::<()>();
         let reading = std::thread::spawn({
@@ -640,7 +622,7 @@ mod tests {
                 progress.read_waiting_with(|| {
                     entered_tx.send(()).unwrap();
                     finish_rx.recv().unwrap();
-                    (10, ())
+                    Ok(10)
                 })
             }
         });
@@ -656,7 +638,7 @@ mod tests {
         finish.send(()).unwrap();
         reading.join().unwrap();
         // The measurement is pending: no read that waits begins meanwhile.
-        let next = progress.read_waiting_with(|| -> (usize, ()) { panic!("read while measured") });
+        let next = progress.read_waiting_with(|| panic!("read while measured"));
         assert!(next.is_none());
         // The 10 bytes the read took count: handing over fewer is not enough.
         progress.set_handed_over(9);
@@ -671,11 +653,9 @@ mod tests {
     /// Reads what waits in `socket` through `progress` and hands it all
     /// over, as a connection task does: then it holds nothing.
     fn read_and_hand_over(progress: &Progress, socket: &Socket) {
-        let n = progress.read_with(|| {
-            let mut buf = [0u8; 4096];
-            let n = std::io::Read::read(&mut &**socket, &mut buf).unwrap();
-            (n, n)
-        });
+        let n = progress
+            .read_with(|| std::io::Read::read(&mut &**socket, &mut [0u8; 4096]))
+            .unwrap();
         let total = progress.lock().total;
         progress.set_handed_over(total);
         assert!(n > 0);
@@ -690,7 +670,7 @@ mod tests {
                 let (reg, _) = book.admit(Some(7), &ours);
                 let reg = reg.unwrap();
                 std::io::Write::write_all(&mut peer, b"probe").unwrap();
-                read_and_hand_over(reg.progress(), &ours);
+                read_and_hand_over(&reg.progress, &ours);
                 (peer, ours, reg)
             })
             .collect()
@@ -761,7 +741,7 @@ mod tests {
             tokio::task::yield_now().await;
         }
         assert!(!turn.is_finished(), "25 bytes not handed over yet");
-        read_and_hand_over(reg.progress(), older);
+        read_and_hand_over(&reg.progress, older);
         turn.await.unwrap();
     }
 
@@ -774,10 +754,9 @@ mod tests {
         let (reg, _) = book.admit(Some(7), &older);
         let reg = reg.unwrap();
         std::io::Write::write_all(&mut peer, b"held").unwrap();
-        reg.progress().read_with(|| {
-            let mut buf = [0u8; 16];
-            (std::io::Read::read(&mut &*older, &mut buf).unwrap(), ())
-        });
+        reg.progress
+            .read_with(|| std::io::Read::read(&mut &*older, &mut [0u8; 16]))
+            .unwrap();
         let (_newer_peer, newer) = socket();
         let (_newer, turn) = book.admit(Some(7), &newer);
         assert_eq!(turn.0.len(), 1);
@@ -786,7 +765,7 @@ mod tests {
             tokio::task::yield_now().await;
         }
         assert!(!turn.is_finished());
-        reg.progress().set_handed_over(4);
+        reg.progress.set_handed_over(4);
         turn.await.unwrap();
         // Caught up: no longer listed, so the next admission visits none.
         let before = book.visited();
