@@ -99,21 +99,15 @@ impl SocketAddress {
         Ok(Self::Path(name.to_owned()))
     }
 
-    /// The file this name binds, if it names one.
-    pub(crate) fn file(&self) -> Option<&Path> {
-        match self {
-            Self::Path(p) => Some(p),
-            Self::Abstract(_) => None,
-        }
-    }
-
     /// The address for `bind`/`connect`.
-    pub(crate) fn unix_addr(&self) -> io::Result<nix::sys::socket::UnixAddr> {
-        use nix::sys::socket::UnixAddr;
+    pub(crate) fn std_addr(&self) -> io::Result<std::os::unix::net::SocketAddr> {
         match self {
-            Self::Path(p) => Ok(UnixAddr::new(p.as_path())?),
+            Self::Path(p) => std::os::unix::net::SocketAddr::from_pathname(p),
             #[cfg(any(target_os = "linux", target_os = "android"))]
-            Self::Abstract(name) => Ok(UnixAddr::new_abstract(name)?),
+            Self::Abstract(name) => {
+                use std::os::linux::net::SocketAddrExt;
+                std::os::unix::net::SocketAddr::from_abstract_name(name)
+            }
             #[cfg(not(any(target_os = "linux", target_os = "android")))]
             Self::Abstract(_) => Err(io::ErrorKind::Unsupported.into()),
         }
@@ -123,9 +117,10 @@ impl SocketAddress {
 /// The file a socket name binds, or `None` for an abstract name (and for a
 /// name [`SocketAddress::parse`] refuses: callers validate first).
 fn socket_file(name: &Path) -> Option<PathBuf> {
-    SocketAddress::parse(name)
-        .ok()
-        .and_then(|a| a.file().map(Path::to_owned))
+    match SocketAddress::parse(name).ok()? {
+        SocketAddress::Path(path) => Some(path),
+        SocketAddress::Abstract(_) => None,
+    }
 }
 
 /// Checks that `path` can be bound or connected to.
@@ -136,17 +131,10 @@ pub(crate) fn validate_path(path: &Path) -> Result<(), ConfigError> {
 /// Connects a stream to the socket `name` means (a path or an abstract
 /// name), without blocking the thread.
 pub(crate) async fn connect(name: &Path) -> io::Result<tokio::net::UnixStream> {
-    match SocketAddress::parse(name).map_err(io::Error::other)? {
-        SocketAddress::Path(p) => tokio::net::UnixStream::connect(p).await,
-        #[cfg(any(target_os = "linux", target_os = "android"))]
-        SocketAddress::Abstract(n) => {
-            use std::os::linux::net::SocketAddrExt;
-            let addr = std::os::unix::net::SocketAddr::from_abstract_name(n)?;
-            tokio::net::UnixStream::connect_addr(&addr.into()).await
-        }
-        #[cfg(not(any(target_os = "linux", target_os = "android")))]
-        SocketAddress::Abstract(_) => Err(io::ErrorKind::Unsupported.into()),
-    }
+    let addr = SocketAddress::parse(name)
+        .map_err(io::Error::other)?
+        .std_addr()?;
+    tokio::net::UnixStream::connect_addr(&addr.into()).await
 }
 
 /// Creates the socket's parent directory (mode 0750, like Go's
@@ -155,9 +143,7 @@ pub(crate) fn ensure_parent_dir(path: &Path) -> Result<(), StartError> {
     let Some(path) = socket_file(path) else {
         return Ok(());
     };
-    let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) else {
-        return Ok(());
-    };
+    let dir = parent_of(&path);
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o750)
@@ -210,12 +196,16 @@ pub fn replaceable_socket_dir(name: &Path) -> Option<PathBuf> {
     replaceable_dir(&socket_file(name)?)
 }
 
+/// The directory a socket path is in (`.` for a bare name).
+pub(crate) fn parent_of(path: &Path) -> &Path {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
 /// [`replaceable_socket_dir`] for a socket file path.
 pub(crate) fn replaceable_dir(path: &Path) -> Option<PathBuf> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = parent_of(path);
     let mode = fs::metadata(dir).ok()?.mode();
     (mode & 0o002 != 0 && mode & 0o1000 == 0).then(|| dir.to_owned())
 }
