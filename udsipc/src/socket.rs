@@ -228,33 +228,18 @@ pub(crate) fn set_recv_buffer(sock: &impl AsFd, size: u32) -> io::Result<()> {
 pub(crate) fn stream_socket() -> nix::Result<std::os::fd::OwnedFd> {
     use nix::sys::socket::{AddressFamily, SockFlag, SockType, socket};
     #[cfg(not(target_vendor = "apple"))]
-    {
-        socket(
-            AddressFamily::Unix,
-            SockType::Stream,
-            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
-            None,
-        )
-    }
+    let flags = SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK;
+    #[cfg(target_vendor = "apple")]
+    let flags = SockFlag::empty();
+    let fd = socket(AddressFamily::Unix, SockType::Stream, flags, None)?;
     #[cfg(target_vendor = "apple")]
     {
         use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
-        let fd = socket(
-            AddressFamily::Unix,
-            SockType::Stream,
-            SockFlag::empty(),
-            None,
-        )?;
-        fcntl(
-            std::os::fd::AsRawFd::as_raw_fd(&fd),
-            FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC),
-        )?;
-        fcntl(
-            std::os::fd::AsRawFd::as_raw_fd(&fd),
-            FcntlArg::F_SETFL(OFlag::O_NONBLOCK),
-        )?;
-        Ok(fd)
+        use std::os::fd::AsRawFd;
+        fcntl(fd.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
+        fcntl(fd.as_raw_fd(), FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
     }
+    Ok(fd)
 }
 
 #[cfg(test)]

@@ -248,21 +248,16 @@ pub(crate) fn take_activation_listener(
         let Some(fds) = env.passed_fds()? else {
             return Ok(None);
         };
-        for (fd, _) in &fds {
-            let _ = nix::fcntl::fcntl(
-                *fd,
-                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-            );
-        }
-        *passed = Some(
-            fds.into_iter()
-                .map(|(fd, name)| Slot {
-                    fd,
-                    name,
-                    taken: false,
-                })
-                .collect(),
-        );
+        use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+        let slot = |(fd, name)| {
+            let _ = fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
+            Slot {
+                fd,
+                name,
+                taken: false,
+            }
+        };
+        *passed = Some(fds.into_iter().map(slot).collect());
     }
     let slots = passed.as_mut().expect("filled above");
     let Some(i) = select(slots, name)? else {
