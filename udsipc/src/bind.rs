@@ -100,7 +100,7 @@ pub(crate) fn listen_on(name: &Path, mode: Option<u32>) -> Result<Bound, StartEr
             });
         }
     };
-    let replaceable = socket::replaceable_dir(&path);
+    let replaceable = socket::replaceable_socket_dir(&path);
     if let Some(dir) = &replaceable {
         tracing::warn!(
             dir = %dir.display(),
@@ -293,7 +293,6 @@ impl PathLock {
             },
         };
         let deadline = Instant::now() + LOCK_PATIENCE;
-        let mut replaced = 0;
         loop {
             let opened = OpenOptions::new()
                 .write(true)
@@ -318,26 +317,13 @@ impl PathLock {
                     "the lock file is not a regular file",
                 )));
             }
-            match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-                // A previous holder removes the file when it is done: if it
-                // did so between our open and our lock, we hold a lock on a
-                // file nobody else can see, so try again with the one at
-                // the path now.
-                Ok(lock) => match fs::symlink_metadata(&path) {
-                    Ok(now) if id(&now) == id(&meta) => return Ok(Self { path, lock }),
-                    _ if replaced < 16 => replaced += 1,
-                    _ => {
-                        return Err(error(io::Error::other(
-                            "the lock file kept being replaced while locking it",
-                        )));
-                    }
-                },
-                Err((_, Errno::EWOULDBLOCK)) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                Err((_, Errno::EWOULDBLOCK)) => return Err(held(Some(meta.uid()), None)),
-                Err((_, errno)) => return Err(error(errno.into())),
+            if let Some(lock) = try_lock(file, &path).map_err(&error)? {
+                return Ok(Self { path, lock });
             }
+            if Instant::now() >= deadline {
+                return Err(held(Some(meta.uid()), None));
+            }
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 }
@@ -413,23 +399,31 @@ fn sweep_staging(dir: &Path) {
     }
 }
 
-/// Opens the directory at `path` (never through a link) and takes its lock;
-/// `None` if another process holds the lock, or once locked it is no
-/// longer at `path`.
+/// Opens the directory at `path` (never through a link) and takes its lock
+/// as [`try_lock`] does.
 fn lock_dir(path: &Path) -> io::Result<Option<Flock<File>>> {
     let dir = OpenOptions::new()
         .read(true)
         .custom_flags(nix::libc::O_DIRECTORY | nix::libc::O_NOFOLLOW)
         .open(path)?;
-    let dir = match Flock::lock(dir, FlockArg::LockExclusiveNonblock) {
-        Ok(dir) => dir,
+    try_lock(dir, path)
+}
+
+/// Takes the lock (`flock`) of `file`, opened at `path`, without waiting:
+/// `None` if another process holds it, or if once locked `path` no longer
+/// holds this file. (A holder removes the file when it is done: if it did
+/// so between our open and our lock, we hold a lock on a file nobody else
+/// can see; the caller tries again with the one at the path now.)
+fn try_lock(file: File, path: &Path) -> io::Result<Option<Flock<File>>> {
+    let file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(file) => file,
         Err((_, Errno::EWOULDBLOCK)) => return Ok(None),
         Err((_, errno)) => return Err(errno.into()),
     };
-    let ours = id(&dir.metadata()?);
+    let ours = id(&file.metadata()?);
     Ok(fs::symlink_metadata(path)
         .is_ok_and(|now| id(&now) == ours)
-        .then_some(dir))
+        .then_some(file))
 }
 
 /// A fresh private directory beside the socket path where the socket is

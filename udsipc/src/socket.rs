@@ -83,18 +83,14 @@ impl SocketAddress {
                 max,
             });
         }
-        if bytes[1..].contains(&0) {
+        let abstract_names = cfg!(any(target_os = "linux", target_os = "android"));
+        if bytes[1..].contains(&0) || (bytes[0] == 0 && !abstract_names) {
             return Err(ConfigError::NulInPath {
                 path: name.to_owned(),
             });
         }
-        if cfg!(any(target_os = "linux", target_os = "android")) && matches!(bytes[0], b'@' | 0) {
+        if abstract_names && matches!(bytes[0], b'@' | 0) {
             return Ok(Self::Abstract(bytes[1..].to_vec()));
-        }
-        if bytes[0] == 0 {
-            return Err(ConfigError::NulInPath {
-                path: name.to_owned(),
-            });
         }
         Ok(Self::Path(name.to_owned()))
     }
@@ -193,7 +189,10 @@ pub(crate) fn probe(path: &Path) -> Probe {
 /// assert_eq!(udsipc::replaceable_socket_dir(Path::new("@abstract")), None);
 /// ```
 pub fn replaceable_socket_dir(name: &Path) -> Option<PathBuf> {
-    replaceable_dir(&socket_file(name)?)
+    let path = socket_file(name)?;
+    let dir = parent_of(&path);
+    let mode = fs::metadata(dir).ok()?.mode();
+    (mode & 0o002 != 0 && mode & 0o1000 == 0).then(|| dir.to_owned())
 }
 
 /// The directory a socket path is in (`.` for a bare name).
@@ -201,13 +200,6 @@ pub(crate) fn parent_of(path: &Path) -> &Path {
     path.parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."))
-}
-
-/// [`replaceable_socket_dir`] for a socket file path.
-pub(crate) fn replaceable_dir(path: &Path) -> Option<PathBuf> {
-    let dir = parent_of(path);
-    let mode = fs::metadata(dir).ok()?.mode();
-    (mode & 0o002 != 0 && mode & 0o1000 == 0).then(|| dir.to_owned())
 }
 
 /// Sets `SO_SNDBUF`; errors are ignored by callers, as in Go (restricted
