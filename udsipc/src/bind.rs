@@ -61,7 +61,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -83,8 +83,9 @@ pub(crate) struct Bound {
 }
 
 /// Binds and listens on `name` (a path or an abstract name) as described in
-/// the module docs; with `mode`, the socket file gets that mode before any
-/// peer can reach it.
+/// the module docs, first creating a path's directory if it is missing
+/// (mode 0750, like Go's `EnsureSocketDir`); with `mode`, the socket file
+/// gets that mode before any peer can reach it.
 pub(crate) fn listen_on(name: &Path, mode: Option<u32>) -> Result<Bound, StartError> {
     let path = match SocketAddress::parse(name)? {
         SocketAddress::Path(path) => path,
@@ -100,6 +101,15 @@ pub(crate) fn listen_on(name: &Path, mode: Option<u32>) -> Result<Bound, StartEr
             });
         }
     };
+    let parent = parent_of(&path);
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o750)
+        .create(parent)
+        .map_err(|source| StartError::CreateDir {
+            dir: parent.to_owned(),
+            source,
+        })?;
     let replaceable = socket::replaceable_socket_dir(&path);
     if let Some(dir) = &replaceable {
         tracing::warn!(
@@ -109,7 +119,6 @@ pub(crate) fn listen_on(name: &Path, mode: Option<u32>) -> Result<Bound, StartEr
     }
     // Released (its file removed) when this returns, however it returns.
     let _lock = PathLock::acquire(&path)?;
-    let parent = parent_of(&path);
     sweep_staging(parent);
     clear_stale(&path)?;
     let staged_fits =

@@ -11,12 +11,12 @@
 use std::fs;
 use std::io;
 use std::os::fd::AsFd;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use nix::sys::socket::{setsockopt, sockopt};
 
-use crate::error::{ConfigError, StartError};
+use crate::error::ConfigError;
 
 /// The longest socket path the platform accepts, in bytes: the size of
 /// `sockaddr_un.sun_path` minus the terminating NUL (107 on Linux), as the Go
@@ -110,15 +110,6 @@ impl SocketAddress {
     }
 }
 
-/// The file a socket name binds, or `None` for an abstract name (and for a
-/// name [`SocketAddress::parse`] refuses: callers validate first).
-fn socket_file(name: &Path) -> Option<PathBuf> {
-    match SocketAddress::parse(name).ok()? {
-        SocketAddress::Path(path) => Some(path),
-        SocketAddress::Abstract(_) => None,
-    }
-}
-
 /// Checks that `path` can be bound or connected to.
 pub(crate) fn validate_path(path: &Path) -> Result<(), ConfigError> {
     SocketAddress::parse(path).map(drop)
@@ -131,23 +122,6 @@ pub(crate) async fn connect(name: &Path) -> io::Result<tokio::net::UnixStream> {
         .map_err(io::Error::other)?
         .std_addr()?;
     tokio::net::UnixStream::connect_addr(&addr.into()).await
-}
-
-/// Creates the socket's parent directory (mode 0750, like Go's
-/// `EnsureSocketDir`) if it does not exist; nothing for an abstract name.
-pub(crate) fn ensure_parent_dir(path: &Path) -> Result<(), StartError> {
-    let Some(path) = socket_file(path) else {
-        return Ok(());
-    };
-    let dir = parent_of(&path);
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o750)
-        .create(dir)
-        .map_err(|source| StartError::CreateDir {
-            dir: dir.to_owned(),
-            source,
-        })
 }
 
 /// What a connection attempt says about the socket at a path.
@@ -189,7 +163,9 @@ pub(crate) fn probe(path: &Path) -> Probe {
 /// assert_eq!(udsipc::replaceable_socket_dir(Path::new("@abstract")), None);
 /// ```
 pub fn replaceable_socket_dir(name: &Path) -> Option<PathBuf> {
-    let path = socket_file(name)?;
+    let SocketAddress::Path(path) = SocketAddress::parse(name).ok()? else {
+        return None;
+    };
     let dir = parent_of(&path);
     let mode = fs::metadata(dir).ok()?.mode();
     (mode & 0o002 != 0 && mode & 0o1000 == 0).then(|| dir.to_owned())
