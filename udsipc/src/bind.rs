@@ -60,18 +60,20 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::{AtFlags, Flock, FlockArg};
+use nix::sys::socket::{Backlog, UnixAddr, bind, listen};
+use nix::sys::stat::{FchmodatFlags, Mode, SFlag, fchmodat, fstatat};
 
 use crate::error::StartError;
-use crate::socket::{self, Probe, SocketAddress};
+use crate::socket::{self, Probe, SocketAddress, parent_of};
 
 /// A listening socket and, for a path, the file it owns.
 #[derive(Debug)]
@@ -81,33 +83,34 @@ pub(crate) struct Bound {
 }
 
 /// Binds and listens on `name` (a path or an abstract name) as described in
-/// the module docs; with `mode`, the socket file gets that mode before any
-/// peer can reach it.
+/// the module docs, first creating a path's directory if it is missing
+/// (mode 0750, like Go's `EnsureSocketDir`); with `mode`, the socket file
+/// gets that mode before any peer can reach it.
 pub(crate) fn listen_on(name: &Path, mode: Option<u32>) -> Result<Bound, StartError> {
-    let bind_error = |source: io::Error| StartError::Bind {
-        path: name.to_owned(),
-        source,
-    };
-    match SocketAddress::parse(name)? {
-        SocketAddress::Path(path) => listen_on_file(&path, mode),
+    let path = match SocketAddress::parse(name)? {
+        SocketAddress::Path(path) => path,
         address => {
-            let fd = new_socket().map_err(bind_error)?;
-            bind_fd(&fd, &address.unix_addr().map_err(bind_error)?).map_err(bind_error)?;
-            listen_fd(&fd).map_err(bind_error)?;
-            Ok(Bound {
-                listener: UnixListener::from(fd),
+            let listener = address
+                .std_addr()
+                .and_then(|addr| UnixListener::bind_addr(&addr))
+                .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                .map_err(bind_error(name))?;
+            return Ok(Bound {
+                listener,
                 file: None,
-            })
+            });
         }
-    }
-}
-
-fn listen_on_file(path: &Path, mode: Option<u32>) -> Result<Bound, StartError> {
-    let bind_error = |source: io::Error| StartError::Bind {
-        path: path.to_owned(),
-        source,
     };
-    let replaceable = socket::replaceable_dir(path);
+    let parent = parent_of(&path);
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o750)
+        .create(parent)
+        .map_err(|source| StartError::CreateDir {
+            dir: parent.to_owned(),
+            source,
+        })?;
+    let replaceable = socket::replaceable_socket_dir(&path);
     if let Some(dir) = &replaceable {
         tracing::warn!(
             dir = %dir.display(),
@@ -115,134 +118,132 @@ fn listen_on_file(path: &Path, mode: Option<u32>) -> Result<Bound, StartError> {
         );
     }
     // Released (its file removed) when this returns, however it returns.
-    let _lock = PathLock::acquire(path)?;
-    sweep_staging(parent_of(path));
-    clear_stale(path)?;
-    let fd = new_socket().map_err(bind_error)?;
+    let _lock = PathLock::acquire(&path)?;
+    sweep_staging(parent);
+    clear_stale(&path)?;
     let staged_fits =
-        parent_of(path).join(STAGING_EXAMPLE).as_os_str().len() <= socket::max_socket_path_len();
-    let identity = if staged_fits || replaceable.is_some() {
-        let staging = Staging::create(path).map_err(bind_error)?;
-        let addr = nix::sys::socket::UnixAddr::new(staging.bind_path(path)?.as_path())
-            .map_err(|e| bind_error(e.into()))?;
-        bind_fd(&fd, &addr).map_err(bind_error)?;
-        hook::fire(hook::Point::Bound);
-        let identity = staging.identify().map_err(bind_error)?;
-        if let Some(mode) = mode {
-            staging.chmod(mode).map_err(bind_error)?;
-        }
-        listen_fd(&fd).map_err(bind_error)?;
-        staging.publish(path)?;
-        identity
+        parent.join(STAGING_EXAMPLE).as_os_str().len() <= socket::max_socket_path_len();
+    let staging = if staged_fits || replaceable.is_some() {
+        Some(Staging::create(parent).map_err(bind_error(&path))?)
     } else {
-        bind_directly(&fd, path, mode)?
+        None
     };
-    Ok(Bound {
-        listener: UnixListener::from(fd),
-        file: Some(OwnedSocketFile {
-            path: path.to_owned(),
-            identity,
-            removed: Mutex::new(false),
-        }),
+    bind_listening(&path, staging.as_ref(), mode).map_err(|e| match e.kind() {
+        // `bind` or the publishing found something at the path.
+        io::ErrorKind::AddrInUse | io::ErrorKind::AlreadyExists => taken(&path),
+        _ => bind_error(&path)(e),
     })
 }
 
-/// The directory a socket path is in (`.` for a bare name).
-fn parent_of(path: &Path) -> &Path {
-    path.parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
+/// The error for an IO failure while taking `path`.
+fn bind_error(path: &Path) -> impl Fn(io::Error) -> StartError + use<> {
+    let path = path.to_owned();
+    move |source| StartError::Bind {
+        path: path.clone(),
+        source,
+    }
 }
 
-/// Binds, identifies, gives its mode to and listens on the socket directly
-/// at `path`, as Go does, for a path whose staging name would not fit in
-/// `sun_path` (called with the lock held, in a directory others cannot
-/// replace files in). `bind` never replaces a file; the socket is removed
-/// again if a later step fails.
-fn bind_directly(fd: &OwnedFd, path: &Path, mode: Option<u32>) -> Result<(u64, u64), StartError> {
-    let bind_error = |source: io::Error| StartError::Bind {
-        path: path.to_owned(),
-        source,
+/// Binds a new socket, reads its identity, gives it `mode` and puts it to
+/// listen (called with the lock held): inside `staging`, then published at
+/// `path`; without one (a path whose staging name would not fit in
+/// `sun_path`, in a directory others cannot replace files in) directly at
+/// `path`, as Go does: `bind` never replaces a file, and the socket is
+/// removed again if a later step fails.
+fn bind_listening(path: &Path, staging: Option<&Staging>, mode: Option<u32>) -> io::Result<Bound> {
+    let fd = socket::stream_socket()?;
+    let (dir, name, at) = match staging {
+        Some(staging) => (
+            Some(staging.fd.as_raw_fd()),
+            Path::new(STAGED),
+            staging.bind_path(path)?,
+        ),
+        None => (None, path, path.to_owned()),
     };
-    let addr = nix::sys::socket::UnixAddr::new(path).map_err(|e| bind_error(e.into()))?;
-    match nix::sys::socket::bind(fd.as_raw_fd(), &addr) {
-        Ok(()) => {}
-        Err(Errno::EADDRINUSE) => return Err(taken(path)),
-        Err(e) => return Err(bind_error(e.into())),
-    }
+    bind(fd.as_raw_fd(), &UnixAddr::new(&at)?)?;
     hook::fire(hook::Point::Bound);
-    let meta = fs::symlink_metadata(path).map_err(bind_error)?;
-    if !meta.file_type().is_socket() {
-        return Err(bind_error(io::Error::other(
-            "the bound socket is not where it was bound",
-        )));
-    }
-    let identity = (meta.dev(), meta.ino());
-    let made = OwnedSocketFile {
+    let file = OwnedSocketFile {
         path: path.to_owned(),
-        identity,
+        identity: identify(dir, name)?,
         removed: Mutex::new(false),
     };
     let finish = || -> io::Result<()> {
         if let Some(mode) = mode {
-            chmod_socket(path, identity, mode)?;
+            chmod_socket(dir, name, file.identity, mode)?;
         }
-        listen_fd(fd)
+        listen(&fd, Backlog::new(1024).unwrap_or(Backlog::MAXCONN))?;
+        staging.map_or(Ok(()), |staging| staging.publish(path))
     };
     if let Err(e) = finish() {
-        // The lock is ours: remove the socket we made, if it is still ours.
-        let _ = made.remove_locked();
-        return Err(bind_error(e));
+        if staging.is_none() {
+            // The lock is ours: remove the socket we made, if it is still ours.
+            let _ = file.remove_locked();
+        }
+        return Err(e);
     }
-    Ok(identity)
+    Ok(Bound {
+        listener: UnixListener::from(fd),
+        file: Some(file),
+    })
 }
 
-/// Sets the mode of the socket at `path` that has `identity`, without
+/// Device and inode of the socket `name` in `dir` (`None`: the working
+/// directory), read without following a link.
+fn identify(dir: Option<RawFd>, name: &Path) -> io::Result<(u64, u64)> {
+    let st = fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW)?;
+    if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFSOCK {
+        return Err(io::Error::other(
+            "the bound socket is not where it was bound",
+        ));
+    }
+    #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
+    Ok((st.st_dev as u64, st.st_ino as u64))
+}
+
+/// Sets the mode of the socket `name` in `dir` that has `identity`, without
 /// following a link where the system can (`fchmodat2`); elsewhere after
-/// checking the path still holds that socket (it is in a directory others
-/// cannot replace files in, see [`bind_directly`]).
-fn chmod_socket(path: &Path, identity: (u64, u64), mode: u32) -> io::Result<()> {
-    use nix::sys::stat::{FchmodatFlags, Mode, fchmodat};
+/// checking the name still holds that socket (it is in a directory others
+/// cannot replace files in, see [`bind_listening`]).
+fn chmod_socket(
+    dir: Option<RawFd>,
+    name: &Path,
+    identity: (u64, u64),
+    mode: u32,
+) -> io::Result<()> {
     #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
     let bits = Mode::from_bits_truncate(mode as nix::libc::mode_t);
-    match fchmodat(None, path, bits, FchmodatFlags::NoFollowSymlink) {
+    match fchmodat(dir, name, bits, FchmodatFlags::NoFollowSymlink) {
         Err(Errno::EOPNOTSUPP | Errno::ENOSYS) => {}
         other => return Ok(other?),
     }
-    let meta = fs::symlink_metadata(path)?;
-    if !meta.file_type().is_socket() || (meta.dev(), meta.ino()) != identity {
+    if identify(dir, name)? != identity {
         return Err(io::Error::other(
             "the bound socket was replaced before its mode was set",
         ));
     }
-    Ok(fchmodat(None, path, bits, FchmodatFlags::FollowSymlink)?)
+    Ok(fchmodat(dir, name, bits, FchmodatFlags::FollowSymlink)?)
 }
 
 /// The error for a path taken by someone else while we held the lock.
 fn taken(path: &Path) -> StartError {
-    match fs::symlink_metadata(path) {
-        Ok(m) if !m.file_type().is_socket() => StartError::NotASocket {
-            path: path.to_owned(),
-        },
-        _ => StartError::AddrInUse {
-            path: path.to_owned(),
-        },
+    let path = path.to_owned();
+    match fs::symlink_metadata(&path) {
+        Ok(m) if !m.file_type().is_socket() => StartError::NotASocket { path },
+        _ => StartError::AddrInUse { path },
     }
 }
 
-/// A close-on-exec, non-blocking stream socket (see `socket::stream_socket`
-/// for the systems without atomic flags).
-fn new_socket() -> io::Result<OwnedFd> {
-    Ok(crate::socket::stream_socket()?)
+/// Device and inode: what identifies a file.
+fn id(meta: &fs::Metadata) -> (u64, u64) {
+    (meta.dev(), meta.ino())
 }
 
-fn bind_fd(fd: &OwnedFd, addr: &nix::sys::socket::UnixAddr) -> io::Result<()> {
-    Ok(nix::sys::socket::bind(fd.as_raw_fd(), addr)?)
-}
-
-fn listen_fd(fd: &OwnedFd) -> io::Result<()> {
-    use nix::sys::socket::{Backlog, listen};
-    Ok(listen(fd, Backlog::new(1024).unwrap_or(Backlog::MAXCONN))?)
+/// Removes the file at `path`; one already gone is fine.
+fn remove_if_there(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
 }
 
 /// Makes `path` free to publish on (called with the lock held):
@@ -251,40 +252,22 @@ fn listen_fd(fd: &OwnedFd) -> io::Result<()> {
 /// - a socket with a live listener: refused (address in use);
 /// - a stale socket (connection refused): removed.
 fn clear_stale(path: &Path) -> Result<(), StartError> {
-    let meta = match fs::symlink_metadata(path) {
-        Ok(meta) => meta,
+    match fs::symlink_metadata(path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(source) => {
-            return Err(StartError::Bind {
-                path: path.to_owned(),
-                source,
-            });
-        }
-    };
-    if !meta.file_type().is_socket() {
-        return Err(StartError::NotASocket {
-            path: path.to_owned(),
-        });
+        Err(e) => return Err(bind_error(path)(e)),
+        Ok(meta) if !meta.file_type().is_socket() => return Err(taken(path)),
+        Ok(_) => {}
     }
     match socket::probe(path) {
-        Probe::Live => Err(StartError::AddrInUse {
-            path: path.to_owned(),
-        }),
+        Probe::Live => Err(taken(path)),
         Probe::Stale => {
             hook::fire(hook::Point::JudgedStale);
-            match fs::remove_file(path) {
-                Ok(()) => Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-                Err(source) => Err(StartError::RemoveStale {
-                    path: path.to_owned(),
-                    source,
-                }),
-            }
+            remove_if_there(path).map_err(|source| StartError::RemoveStale {
+                path: path.to_owned(),
+                source,
+            })
         }
-        Probe::Unknown(source) => Err(StartError::Bind {
-            path: path.to_owned(),
-            source,
-        }),
+        Probe::Unknown(source) => Err(bind_error(path)(source)),
     }
 }
 
@@ -306,10 +289,7 @@ impl PathLock {
         let mut path = socket.as_os_str().to_owned();
         path.push(".lock");
         let path = PathBuf::from(path);
-        let error = |source: io::Error| StartError::Bind {
-            path: path.clone(),
-            source,
-        };
+        let error = bind_error(&path);
         let held = |owner: Option<u32>, source: Option<io::Error>| match socket::probe(socket) {
             Probe::Live => StartError::AddrInUse {
                 path: socket.to_owned(),
@@ -322,7 +302,6 @@ impl PathLock {
             },
         };
         let deadline = Instant::now() + LOCK_PATIENCE;
-        let mut replaced = 0;
         loop {
             let opened = OpenOptions::new()
                 .write(true)
@@ -341,34 +320,19 @@ impl PathLock {
                 }
                 Err(e) => return Err(error(e)),
             };
-            let meta = file.metadata().map_err(error)?;
+            let meta = file.metadata().map_err(&error)?;
             if !meta.is_file() {
                 return Err(error(io::Error::other(
                     "the lock file is not a regular file",
                 )));
             }
-            match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-                // A previous holder removes the file when it is done: if it
-                // did so between our open and our lock, we hold a lock on a
-                // file nobody else can see, so try again with the one at
-                // the path now.
-                Ok(lock) => match fs::symlink_metadata(&path) {
-                    Ok(now) if now.dev() == meta.dev() && now.ino() == meta.ino() => {
-                        return Ok(Self { path, lock });
-                    }
-                    _ if replaced < 16 => replaced += 1,
-                    _ => {
-                        return Err(error(io::Error::other(
-                            "the lock file kept being replaced while locking it",
-                        )));
-                    }
-                },
-                Err((_, Errno::EWOULDBLOCK)) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                Err((_, Errno::EWOULDBLOCK)) => return Err(held(Some(meta.uid()), None)),
-                Err((_, errno)) => return Err(error(errno.into())),
+            if let Some(lock) = try_lock(file, &path).map_err(&error)? {
+                return Ok(Self { path, lock });
             }
+            if Instant::now() >= deadline {
+                return Err(held(Some(meta.uid()), None));
+            }
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 }
@@ -386,10 +350,8 @@ impl Drop for PathLock {
         if ours.len() != 0 || ours.uid() != nix::unistd::geteuid().as_raw() {
             return;
         }
-        if let Ok(now) = fs::symlink_metadata(&self.path) {
-            if now.dev() == ours.dev() && now.ino() == ours.ino() {
-                let _ = fs::remove_file(&self.path);
-            }
+        if fs::symlink_metadata(&self.path).is_ok_and(|now| id(&now) == id(&ours)) {
+            let _ = fs::remove_file(&self.path);
         }
     }
 }
@@ -429,48 +391,54 @@ fn sweep_staging(dir: &Path) {
         let Ok(meta) = fs::symlink_metadata(&path) else {
             continue;
         };
-        let unchanged = std::time::SystemTime::now()
-            .duration_since(meta.modified().unwrap_or(std::time::SystemTime::now()))
-            .unwrap_or_default();
+        let unchanged = meta.modified().ok().and_then(|m| m.elapsed().ok());
         if !meta.is_dir()
             || meta.uid() != uid
             || meta.mode() & 0o7777 != 0o700
-            || unchanged < STAGING_AGE
+            || unchanged.unwrap_or_default() < STAGING_AGE
         {
             continue;
         }
-        let _ = sweep_one(&path, &meta);
+        // Alive (its start holds it): left alone. Ours until dropped.
+        if let Ok(Some(fd)) = lock_dir(&path) {
+            if fd.metadata().is_ok_and(|opened| id(&opened) == id(&meta)) {
+                drop(Staging { dir: path, fd });
+            }
+        }
     }
 }
 
-/// [`sweep_staging`] for one candidate, `meta` its `lstat`.
-fn sweep_one(path: &Path, meta: &fs::Metadata) -> io::Result<()> {
-    use nix::sys::stat::{SFlag, fstatat};
-    use nix::unistd::{UnlinkatFlags, unlinkat};
+/// Opens the directory at `path` (never through a link) and takes its lock
+/// as [`try_lock`] does.
+fn lock_dir(path: &Path) -> io::Result<Option<Flock<File>>> {
     let dir = OpenOptions::new()
         .read(true)
         .custom_flags(nix::libc::O_DIRECTORY | nix::libc::O_NOFOLLOW)
         .open(path)?;
-    let opened = dir.metadata()?;
-    if opened.dev() != meta.dev() || opened.ino() != meta.ino() {
-        return Ok(());
-    }
-    // Alive (its start holds it): left alone. Ours until we drop it.
-    let Ok(dir) = Flock::lock(dir, FlockArg::LockExclusiveNonblock) else {
-        return Ok(());
+    try_lock(dir, path)
+}
+
+/// Takes the lock (`flock`) of `file`, opened at `path`, without waiting:
+/// `None` if another process holds it, or if once locked `path` no longer
+/// holds this file. (A holder removes the file when it is done: if it did
+/// so between our open and our lock, we hold a lock on a file nobody else
+/// can see; the caller tries again with the one at the path now.)
+fn try_lock(file: File, path: &Path) -> io::Result<Option<Flock<File>>> {
+    let file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(file) => file,
+        Err((_, Errno::EWOULDBLOCK)) => return Ok(None),
+        Err((_, errno)) => return Err(errno.into()),
     };
-    let at = Some(dir.as_raw_fd());
-    if let Ok(st) = fstatat(at, STAGED, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
-        if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFSOCK {
-            unlinkat(at, STAGED, UnlinkatFlags::NoRemoveDir)?;
-        }
-    }
-    fs::remove_dir(path)
+    let ours = id(&file.metadata()?);
+    Ok(fs::symlink_metadata(path)
+        .is_ok_and(|now| id(&now) == ours)
+        .then_some(file))
 }
 
 /// A fresh private directory beside the socket path where the socket is
 /// bound, given its mode and put to listen before it is published. Locked
 /// (`flock`) while it exists, so that [`sweep_staging`] knows it is alive.
+/// Dropping it removes the socket `s` in it, if there, and the directory.
 struct Staging {
     dir: PathBuf,
     fd: Flock<File>,
@@ -480,125 +448,56 @@ struct Staging {
 const STAGED: &str = "s";
 
 impl Staging {
-    fn create(path: &Path) -> io::Result<Self> {
+    fn create(parent: &Path) -> io::Result<Self> {
         // A sweep that judged a new directory dead (before we locked it)
         // may remove it under us: then we make another.
-        let mut last = io::Error::other("the staging directory kept being removed");
         for _ in 0..4 {
-            match Self::try_create(parent_of(path)) {
-                Ok(Some(staging)) => return Ok(staging),
-                Ok(None) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => last = e,
-                Err(e) => return Err(e),
+            let dir = nix::unistd::mkdtemp(&parent.join(format!("{STAGING_PREFIX}XXXXXX")))?;
+            let fd = match lock_dir(&dir) {
+                Ok(Some(fd)) => fd,
+                // A sweep holds it, or removed it.
+                Ok(None) => continue,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    let _ = fs::remove_dir(&dir);
+                    return Err(e);
+                }
+            };
+            // Still the directory mkdtemp made for us, not one swapped in.
+            let meta = fd.metadata()?;
+            if meta.uid() != nix::unistd::geteuid().as_raw() || meta.mode() & 0o077 != 0 {
+                return Err(io::Error::other("the staging directory was replaced"));
             }
+            return Ok(Self { dir, fd });
         }
-        Err(last)
-    }
-
-    /// `None` if the new directory was taken by a sweep.
-    fn try_create(parent: &Path) -> io::Result<Option<Self>> {
-        let dir = nix::unistd::mkdtemp(&parent.join(format!("{STAGING_PREFIX}XXXXXX")))?;
-        let opened = OpenOptions::new()
-            .read(true)
-            .custom_flags(nix::libc::O_DIRECTORY | nix::libc::O_NOFOLLOW)
-            .open(&dir);
-        let fd = match opened {
-            Ok(fd) => fd,
-            Err(e) => {
-                let _ = fs::remove_dir(&dir);
-                return Err(e);
-            }
-        };
-        let fd = match Flock::lock(fd, FlockArg::LockExclusiveNonblock) {
-            Ok(fd) => fd,
-            // A sweep holds it and is removing it.
-            Err((_, Errno::EWOULDBLOCK)) => return Ok(None),
-            Err((_, errno)) => {
-                let _ = fs::remove_dir(&dir);
-                return Err(errno.into());
-            }
-        };
-        // Still the directory mkdtemp made for us, not one swapped in, and
-        // still at its name (a sweep may have removed it before we locked).
-        let meta = fd.metadata()?;
-        if !meta.is_dir()
-            || meta.uid() != nix::unistd::geteuid().as_raw()
-            || meta.mode() & 0o077 != 0
-        {
-            return Err(io::Error::other("the staging directory was replaced"));
-        }
-        match fs::symlink_metadata(&dir) {
-            Ok(now) if now.dev() == meta.dev() && now.ino() == meta.ino() => {
-                Ok(Some(Self { dir, fd }))
-            }
-            _ => Ok(None),
-        }
+        Err(io::Error::other("the staging directory kept being removed"))
     }
 
     /// Where to bind: the staging directory's path, or (when that would not
     /// fit in `sun_path`) the same directory through its descriptor in
     /// `/proc/self/fd`, refused with a clear error where that is missing.
-    fn bind_path(&self, socket: &Path) -> Result<PathBuf, StartError> {
+    fn bind_path(&self, socket: &Path) -> io::Result<PathBuf> {
         let direct = self.dir.join(STAGED);
-        if direct.as_os_str().len() <= socket::max_socket_path_len() {
+        let max = socket::max_socket_path_len();
+        if direct.as_os_str().len() <= max {
             return Ok(direct);
         }
         let by_fd = PathBuf::from(format!("/proc/self/fd/{}", self.fd.as_raw_fd()));
         let reaches = !hook::no_proc()
-            && fs::metadata(&by_fd).is_ok_and(|m| {
-                self.fd
-                    .metadata()
-                    .is_ok_and(|ours| m.dev() == ours.dev() && m.ino() == ours.ino())
-            });
+            && fs::metadata(&by_fd)
+                .is_ok_and(|m| self.fd.metadata().is_ok_and(|ours| id(&m) == id(&ours)));
         if !reaches {
-            let dir = parent_of(socket);
-            return Err(StartError::Bind {
-                path: socket.to_owned(),
-                source: io::Error::other(format!(
-                    "the socket cannot be bound safely: {dir:?} is writable by others without the sticky bit, so the socket is staged in a private directory first, but {:?} ({} bytes) does not fit in sun_path ({} bytes) and /proc/self/fd, the way to bind it through a descriptor, is not available; use a shorter directory path, a directory others cannot write to (or with the sticky bit), or mount /proc",
-                    direct,
-                    direct.as_os_str().len(),
-                    socket::max_socket_path_len(),
-                )),
-            });
+            return Err(io::Error::other(format!(
+                "the socket cannot be bound safely: {:?} is writable by others without the sticky bit, so the socket is staged in a private directory first, but {direct:?} ({} bytes) does not fit in sun_path ({max} bytes) and /proc/self/fd, the way to bind it through a descriptor, is not available; use a shorter directory path, a directory others cannot write to (or with the sticky bit), or mount /proc",
+                parent_of(socket),
+                direct.as_os_str().len(),
+            )));
         }
         Ok(by_fd.join(STAGED))
     }
 
-    /// Device and inode of the bound socket, read inside the private
-    /// directory without following links.
-    fn identify(&self) -> io::Result<(u64, u64)> {
-        use nix::sys::stat::{SFlag, fstatat};
-        let st = fstatat(
-            Some(self.fd.as_raw_fd()),
-            STAGED,
-            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-        )?;
-        if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFSOCK {
-            return Err(io::Error::other(
-                "the bound socket is not where it was bound",
-            ));
-        }
-        #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
-        Ok((st.st_dev as u64, st.st_ino as u64))
-    }
-
-    /// Sets the socket's mode. The entry is inside a 0700 directory of ours
-    /// and was just checked to be our socket: this cannot reach another file.
-    fn chmod(&self, mode: u32) -> io::Result<()> {
-        use nix::sys::stat::{FchmodatFlags, Mode, fchmodat};
-        #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
-        let mode = Mode::from_bits_truncate(mode as nix::libc::mode_t);
-        Ok(fchmodat(
-            Some(self.fd.as_raw_fd()),
-            STAGED,
-            mode,
-            FchmodatFlags::FollowSymlink,
-        )?)
-    }
-
     /// Moves the listening socket to `path`, never replacing anything.
-    fn publish(&self, path: &Path) -> Result<(), StartError> {
+    fn publish(&self, path: &Path) -> io::Result<()> {
         let dir = Some(self.fd.as_raw_fd());
         #[cfg(any(target_os = "linux", target_os = "android"))]
         let renamed = {
@@ -608,32 +507,17 @@ impl Staging {
         // No `renameat2` on other systems: the link fallback below.
         #[cfg(not(any(target_os = "linux", target_os = "android")))]
         let renamed: nix::Result<()> = Err(Errno::ENOSYS);
-        let moved = match renamed {
+        match renamed {
             // File systems without RENAME_NOREPLACE: link (which never
-            // replaces either), then drop the staging name.
-            Err(Errno::EINVAL | Errno::ENOSYS) => nix::unistd::linkat(
+            // replaces either); dropping the staging removes its name.
+            Err(Errno::EINVAL | Errno::ENOSYS) => Ok(nix::unistd::linkat(
                 dir,
                 Path::new(STAGED),
                 None,
                 path,
-                nix::fcntl::AtFlags::empty(),
-            ),
-            other => other,
-        };
-        match moved {
-            Ok(()) => Ok(()),
-            Err(Errno::EEXIST) => match fs::symlink_metadata(path) {
-                Ok(m) if !m.file_type().is_socket() => Err(StartError::NotASocket {
-                    path: path.to_owned(),
-                }),
-                _ => Err(StartError::AddrInUse {
-                    path: path.to_owned(),
-                }),
-            },
-            Err(e) => Err(StartError::Bind {
-                path: path.to_owned(),
-                source: e.into(),
-            }),
+                AtFlags::empty(),
+            )?),
+            other => Ok(other?),
         }
     }
 }
@@ -641,11 +525,10 @@ impl Staging {
 impl Drop for Staging {
     fn drop(&mut self) {
         use nix::unistd::{UnlinkatFlags, unlinkat};
-        let _ = unlinkat(
-            Some(self.fd.as_raw_fd()),
-            STAGED,
-            UnlinkatFlags::NoRemoveDir,
-        );
+        let dir = Some(self.fd.as_raw_fd());
+        if identify(dir, Path::new(STAGED)).is_ok() {
+            let _ = unlinkat(dir, STAGED, UnlinkatFlags::NoRemoveDir);
+        }
         let _ = fs::remove_dir(&self.dir);
     }
 }
@@ -688,7 +571,7 @@ impl OwnedSocketFile {
     /// Whether the path holds our socket.
     fn still_ours(&self) -> io::Result<bool> {
         match fs::symlink_metadata(&self.path) {
-            Ok(meta) => Ok((meta.dev(), meta.ino()) == self.identity),
+            Ok(meta) => Ok(id(&meta) == self.identity),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(e),
         }
@@ -699,10 +582,7 @@ impl OwnedSocketFile {
         if !self.still_ours()? {
             return Ok(());
         }
-        match fs::remove_file(&self.path) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
-        }
+        remove_if_there(&self.path)
     }
 
     /// The socket path.

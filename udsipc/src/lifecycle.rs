@@ -58,14 +58,10 @@ pub(crate) async fn stop_sequence<T>(
     });
     begin();
     phase.advance(Phase::Draining);
-    let drained = match Instant::now().checked_add(timeout) {
-        Some(deadline) => tasks.idle_by(deadline).await,
-        None => loop {
-            if tasks.idle_by(Instant::now() + FORCE_GRACE).await {
-                break true;
-            }
-        },
-    };
+    // A timeout too large for the clock waits as good as for ever.
+    let forever = Instant::now() + Duration::from_secs(u32::MAX.into());
+    let deadline = Instant::now().checked_add(timeout).unwrap_or(forever);
+    let drained = tasks.idle_by(deadline).await;
     let mut forced = None;
     let mut stuck = 0;
     if !drained {
@@ -174,29 +170,15 @@ impl Tasks {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        let guard = self.enter();
-        let tasks = Arc::clone(self);
+        self.live.fetch_add(1, Ordering::SeqCst);
+        let guard = TaskGuard(Arc::clone(self));
         handle.spawn(async move {
-            let _guard = guard;
             if let Err(message) = (CatchPanic { fut: Box::pin(fut) }).await {
                 tracing::error!(task, %message, "a udsipc task panicked");
-                tasks.record_panic(task, message);
+                let mut panics = guard.0.panics.lock().unwrap_or_else(|p| p.into_inner());
+                panics.push(Panicked { task, message });
             }
         });
-    }
-
-    /// Counts a unit of work that is not a spawned task (e.g. a handler call
-    /// on a blocking thread) until the guard drops.
-    pub(crate) fn enter(self: &Arc<Self>) -> TaskGuard {
-        self.live.fetch_add(1, Ordering::SeqCst);
-        TaskGuard(Arc::clone(self))
-    }
-
-    pub(crate) fn record_panic(&self, task: &'static str, message: String) {
-        self.panics
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(Panicked { task, message });
     }
 
     /// Tasks running now.
@@ -313,7 +295,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn waiting_for_a_stuck_task_ends_at_the_deadline() {
         let tasks = Tasks::new();
-        let _stuck = tasks.enter();
+        tasks.spawn(&Handle::current(), "stuck", std::future::pending());
         let deadline = Instant::now() + Duration::from_secs(5);
         assert!(!tasks.idle_by(deadline).await);
         assert_eq!(Instant::now(), deadline);

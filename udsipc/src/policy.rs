@@ -5,8 +5,6 @@
 //! Pure decisions only; the Reader asks the kernel for the credentials and
 //! closes what this module refuses.
 
-use std::fmt;
-
 /// A peer's process, user and group ids (`SO_PEERCRED`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -20,28 +18,17 @@ pub struct PeerCredentials {
 }
 
 /// Why a connection was refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum Refusal {
     /// The peer's UID and GID are on no allow-list.
+    #[error("peer pid {} uid {} gid {} is not on the allow-list", .0.pid, .0.uid, .0.gid)]
     NotAllowed(PeerCredentials),
     /// Credentials could not be read, and an allow-list is set.
+    #[error("peer credentials unavailable: {0}")]
     NoCredentials(String),
     /// `max_connections` connections are already open.
+    #[error("connection cap of {0} reached")]
     AtCapacity(usize),
-}
-
-impl fmt::Display for Refusal {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::NotAllowed(p) => write!(
-                f,
-                "peer pid {} uid {} gid {} is not on the allow-list",
-                p.pid, p.uid, p.gid
-            ),
-            Self::NoCredentials(e) => write!(f, "peer credentials unavailable: {e}"),
-            Self::AtCapacity(n) => write!(f, "connection cap of {n} reached"),
-        }
-    }
 }
 
 /// The Reader's admission rules.
@@ -53,11 +40,6 @@ pub(crate) struct Policy {
 }
 
 impl Policy {
-    /// Whether credentials must be read at all.
-    pub(crate) fn checks_peers(&self) -> bool {
-        !self.allow_uids.is_empty() || !self.allow_gids.is_empty()
-    }
-
     /// Admits a peer whose UID is on the UID list or whose GID is on the GID
     /// list (with no lists, everyone), while fewer than `max_connections`
     /// are open.
@@ -71,7 +53,7 @@ impl Policy {
                 return Err(Refusal::AtCapacity(max));
             }
         }
-        if !self.checks_peers() {
+        if self.allow_uids.is_empty() && self.allow_gids.is_empty() {
             return Ok(());
         }
         let peer = peer.map_err(Refusal::NoCredentials)?;

@@ -15,10 +15,7 @@ static OWN_RUNTIME: OnceLock<Runtime> = OnceLock::new();
 /// The runtime to spawn on: an explicit one, the current one, or ours
 /// (created on first use; an error if the system refuses its threads).
 pub(crate) fn handle(explicit: Option<&Handle>) -> io::Result<Handle> {
-    if let Some(h) = explicit {
-        return Ok(h.clone());
-    }
-    if let Ok(h) = Handle::try_current() {
+    if let Some(h) = explicit.cloned().or_else(|| Handle::try_current().ok()) {
         return Ok(h);
     }
     if let Some(rt) = OWN_RUNTIME.get() {

@@ -11,12 +11,12 @@
 use std::fs;
 use std::io;
 use std::os::fd::AsFd;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use nix::sys::socket::{setsockopt, sockopt};
 
-use crate::error::{ConfigError, StartError};
+use crate::error::ConfigError;
 
 /// The longest socket path the platform accepts, in bytes: the size of
 /// `sockaddr_un.sun_path` minus the terminating NUL (107 on Linux), as the Go
@@ -83,49 +83,31 @@ impl SocketAddress {
                 max,
             });
         }
-        if bytes[1..].contains(&0) {
+        let abstract_names = cfg!(any(target_os = "linux", target_os = "android"));
+        if bytes[1..].contains(&0) || (bytes[0] == 0 && !abstract_names) {
             return Err(ConfigError::NulInPath {
                 path: name.to_owned(),
             });
         }
-        if cfg!(any(target_os = "linux", target_os = "android")) && matches!(bytes[0], b'@' | 0) {
+        if abstract_names && matches!(bytes[0], b'@' | 0) {
             return Ok(Self::Abstract(bytes[1..].to_vec()));
-        }
-        if bytes[0] == 0 {
-            return Err(ConfigError::NulInPath {
-                path: name.to_owned(),
-            });
         }
         Ok(Self::Path(name.to_owned()))
     }
 
-    /// The file this name binds, if it names one.
-    pub(crate) fn file(&self) -> Option<&Path> {
-        match self {
-            Self::Path(p) => Some(p),
-            Self::Abstract(_) => None,
-        }
-    }
-
     /// The address for `bind`/`connect`.
-    pub(crate) fn unix_addr(&self) -> io::Result<nix::sys::socket::UnixAddr> {
-        use nix::sys::socket::UnixAddr;
+    pub(crate) fn std_addr(&self) -> io::Result<std::os::unix::net::SocketAddr> {
         match self {
-            Self::Path(p) => Ok(UnixAddr::new(p.as_path())?),
+            Self::Path(p) => std::os::unix::net::SocketAddr::from_pathname(p),
             #[cfg(any(target_os = "linux", target_os = "android"))]
-            Self::Abstract(name) => Ok(UnixAddr::new_abstract(name)?),
+            Self::Abstract(name) => {
+                use std::os::linux::net::SocketAddrExt;
+                std::os::unix::net::SocketAddr::from_abstract_name(name)
+            }
             #[cfg(not(any(target_os = "linux", target_os = "android")))]
             Self::Abstract(_) => Err(io::ErrorKind::Unsupported.into()),
         }
     }
-}
-
-/// The file a socket name binds, or `None` for an abstract name (and for a
-/// name [`SocketAddress::parse`] refuses: callers validate first).
-fn socket_file(name: &Path) -> Option<PathBuf> {
-    SocketAddress::parse(name)
-        .ok()
-        .and_then(|a| a.file().map(Path::to_owned))
 }
 
 /// Checks that `path` can be bound or connected to.
@@ -136,36 +118,10 @@ pub(crate) fn validate_path(path: &Path) -> Result<(), ConfigError> {
 /// Connects a stream to the socket `name` means (a path or an abstract
 /// name), without blocking the thread.
 pub(crate) async fn connect(name: &Path) -> io::Result<tokio::net::UnixStream> {
-    match SocketAddress::parse(name).map_err(io::Error::other)? {
-        SocketAddress::Path(p) => tokio::net::UnixStream::connect(p).await,
-        #[cfg(any(target_os = "linux", target_os = "android"))]
-        SocketAddress::Abstract(n) => {
-            use std::os::linux::net::SocketAddrExt;
-            let addr = std::os::unix::net::SocketAddr::from_abstract_name(n)?;
-            tokio::net::UnixStream::connect_addr(&addr.into()).await
-        }
-        #[cfg(not(any(target_os = "linux", target_os = "android")))]
-        SocketAddress::Abstract(_) => Err(io::ErrorKind::Unsupported.into()),
-    }
-}
-
-/// Creates the socket's parent directory (mode 0750, like Go's
-/// `EnsureSocketDir`) if it does not exist; nothing for an abstract name.
-pub(crate) fn ensure_parent_dir(path: &Path) -> Result<(), StartError> {
-    let Some(path) = socket_file(path) else {
-        return Ok(());
-    };
-    let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) else {
-        return Ok(());
-    };
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o750)
-        .create(dir)
-        .map_err(|source| StartError::CreateDir {
-            dir: dir.to_owned(),
-            source,
-        })
+    let addr = SocketAddress::parse(name)
+        .map_err(io::Error::other)?
+        .std_addr()?;
+    tokio::net::UnixStream::connect_addr(&addr.into()).await
 }
 
 /// What a connection attempt says about the socket at a path.
@@ -207,17 +163,19 @@ pub(crate) fn probe(path: &Path) -> Probe {
 /// assert_eq!(udsipc::replaceable_socket_dir(Path::new("@abstract")), None);
 /// ```
 pub fn replaceable_socket_dir(name: &Path) -> Option<PathBuf> {
-    replaceable_dir(&socket_file(name)?)
-}
-
-/// [`replaceable_socket_dir`] for a socket file path.
-pub(crate) fn replaceable_dir(path: &Path) -> Option<PathBuf> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let SocketAddress::Path(path) = SocketAddress::parse(name).ok()? else {
+        return None;
+    };
+    let dir = parent_of(&path);
     let mode = fs::metadata(dir).ok()?.mode();
     (mode & 0o002 != 0 && mode & 0o1000 == 0).then(|| dir.to_owned())
+}
+
+/// The directory a socket path is in (`.` for a bare name).
+pub(crate) fn parent_of(path: &Path) -> &Path {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
 }
 
 /// Sets `SO_SNDBUF`; errors are ignored by callers, as in Go (restricted
@@ -238,33 +196,18 @@ pub(crate) fn set_recv_buffer(sock: &impl AsFd, size: u32) -> io::Result<()> {
 pub(crate) fn stream_socket() -> nix::Result<std::os::fd::OwnedFd> {
     use nix::sys::socket::{AddressFamily, SockFlag, SockType, socket};
     #[cfg(not(target_vendor = "apple"))]
-    {
-        socket(
-            AddressFamily::Unix,
-            SockType::Stream,
-            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
-            None,
-        )
-    }
+    let flags = SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK;
+    #[cfg(target_vendor = "apple")]
+    let flags = SockFlag::empty();
+    let fd = socket(AddressFamily::Unix, SockType::Stream, flags, None)?;
     #[cfg(target_vendor = "apple")]
     {
         use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
-        let fd = socket(
-            AddressFamily::Unix,
-            SockType::Stream,
-            SockFlag::empty(),
-            None,
-        )?;
-        fcntl(
-            std::os::fd::AsRawFd::as_raw_fd(&fd),
-            FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC),
-        )?;
-        fcntl(
-            std::os::fd::AsRawFd::as_raw_fd(&fd),
-            FcntlArg::F_SETFL(OFlag::O_NONBLOCK),
-        )?;
-        Ok(fd)
+        use std::os::fd::AsRawFd;
+        fcntl(fd.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
+        fcntl(fd.as_raw_fd(), FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
     }
+    Ok(fd)
 }
 
 #[cfg(test)]

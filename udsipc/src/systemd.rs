@@ -30,6 +30,8 @@ use std::os::unix::net::{UnixDatagram, UnixListener};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use crate::socket::SocketAddress;
+
 /// The first file descriptor systemd passes (`SD_LISTEN_FDS_START`).
 pub const LISTEN_FDS_START: RawFd = 3;
 
@@ -100,22 +102,10 @@ pub struct SystemdEnv {
     pub notify_socket: Option<String>,
 }
 
-const VARS: [&str; 6] = [
-    "RUNTIME_DIRECTORY",
-    "STATE_DIRECTORY",
-    "LISTEN_FDS",
-    "LISTEN_PID",
-    "LISTEN_FDNAMES",
-    "NOTIFY_SOCKET",
-];
-
 impl SystemdEnv {
     /// Reads the process environment. Empty variables count as unset.
     pub fn from_env() -> Self {
-        Self::from_vars(
-            VARS.iter()
-                .filter_map(|k| std::env::var_os(k).map(|v| (*k, v))),
-        )
+        Self::from_vars(std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v))))
     }
 
     /// Builds from explicit `(name, value)` pairs (for tests and embedding).
@@ -258,60 +248,44 @@ pub(crate) fn take_activation_listener(
         let Some(fds) = env.passed_fds()? else {
             return Ok(None);
         };
-        for (fd, _) in &fds {
-            let _ = nix::fcntl::fcntl(
-                *fd,
-                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-            );
-        }
-        *passed = Some(
-            fds.into_iter()
-                .map(|(fd, name)| Slot {
-                    fd,
-                    name,
-                    taken: false,
-                })
-                .collect(),
-        );
+        use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+        let slot = |(fd, name)| {
+            let _ = fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
+            Slot {
+                fd,
+                name,
+                taken: false,
+            }
+        };
+        *passed = Some(fds.into_iter().map(slot).collect());
     }
     let slots = passed.as_mut().expect("filled above");
     let Some(i) = select(slots, name)? else {
         return Ok(None);
     };
     let fd = slots[i].fd;
+    let not_a_listener = |why: String| SystemdError::NotAListener { fd, why };
     // Check before owning: fstat fails on a closed fd, and only an open
-    // socket is adopted.
-    let stat = nix::sys::stat::fstat(fd).map_err(|e| SystemdError::NotAListener {
-        fd,
-        why: e.to_string(),
-    })?;
-    if stat.st_mode & nix::libc::S_IFMT != nix::libc::S_IFSOCK {
-        return Err(SystemdError::NotAListener {
-            fd,
-            why: "not a socket".into(),
-        });
-    }
+    // file is adopted.
+    nix::sys::stat::fstat(fd).map_err(|e| not_a_listener(e.to_string()))?;
     let owned = adopt_fd(fd);
     if let Err(why) = check_listener(&owned) {
         // Not ours to close: hand the fd back untouched.
         let _ = owned.into_raw_fd();
-        return Err(SystemdError::NotAListener { fd, why });
+        return Err(not_a_listener(why));
     }
     slots[i].taken = true;
     let listener = UnixListener::from(owned);
     listener
         .set_nonblocking(true)
-        .map_err(|e| SystemdError::NotAListener {
-            fd,
-            why: e.to_string(),
-        })?;
+        .map_err(|e| not_a_listener(e.to_string()))?;
     Ok(Some(listener))
 }
 
 #[allow(unsafe_code)]
 fn adopt_fd(fd: RawFd) -> OwnedFd {
-    // SAFETY: `fd` is open (fstat succeeded) and is a socket the launcher
-    // passed to this very process (LISTEN_PID matched our pid; the number
+    // SAFETY: `fd` is open (fstat succeeded) and was passed by the launcher
+    // to this very process (LISTEN_PID matched our pid; the number
     // comes from LISTEN_FDS). By the socket-activation protocol the passed
     // fds belong to whoever consumes them, and the PASSED table, held locked
     // here, hands each fd out at most once, so nothing else owns it.
@@ -319,9 +293,8 @@ fn adopt_fd(fd: RawFd) -> OwnedFd {
 }
 
 fn check_listener(fd: &OwnedFd) -> Result<(), String> {
-    use nix::sys::socket::{
-        AddressFamily, SockType, SockaddrLike, UnixAddr, getsockname, getsockopt, sockopt,
-    };
+    use nix::sys::socket::{SockType, UnixAddr, getsockname, getsockopt, sockopt};
+    // Fails on anything but a socket.
     let ty = getsockopt(fd, sockopt::SockType).map_err(|e| e.to_string())?;
     if ty != SockType::Stream {
         return Err(format!("socket type is {ty:?}, not a stream"));
@@ -329,11 +302,8 @@ fn check_listener(fd: &OwnedFd) -> Result<(), String> {
     if !getsockopt(fd, sockopt::AcceptConn).map_err(|e| e.to_string())? {
         return Err("socket is not listening".into());
     }
-    let addr: UnixAddr =
-        getsockname(fd.as_raw_fd()).map_err(|e| format!("not a Unix socket: {e}"))?;
-    if addr.family() != Some(AddressFamily::Unix) {
-        return Err("not a Unix socket".into());
-    }
+    // Fails on a socket of another family.
+    getsockname::<UnixAddr>(fd.as_raw_fd()).map_err(|e| format!("not a Unix socket: {e}"))?;
     Ok(())
 }
 
@@ -352,12 +322,12 @@ impl Notifier {
             addr: addr.to_owned(),
             source,
         };
+        let to = SocketAddress::parse(Path::new(addr))
+            .map_err(io::Error::other)
+            .and_then(|a| a.std_addr())
+            .map_err(err)?;
         let socket = UnixDatagram::unbound().map_err(err)?;
-        if let Some(name) = addr.strip_prefix('@') {
-            connect_abstract(&socket, name).map_err(err)?;
-        } else {
-            socket.connect(addr).map_err(err)?;
-        }
+        socket.connect_addr(&to).map_err(err)?;
         Ok(Self {
             socket,
             addr: addr.to_owned(),
@@ -393,24 +363,6 @@ impl Notifier {
     pub fn addr(&self) -> &str {
         &self.addr
     }
-}
-
-#[cfg(any(target_os = "linux", target_os = "android"))]
-fn connect_abstract(socket: &UnixDatagram, name: &str) -> io::Result<()> {
-    #[cfg(target_os = "android")]
-    use std::os::android::net::SocketAddrExt;
-    #[cfg(target_os = "linux")]
-    use std::os::linux::net::SocketAddrExt;
-    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
-    socket.connect_addr(&addr)
-}
-
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
-fn connect_abstract(_socket: &UnixDatagram, _name: &str) -> io::Result<()> {
-    Err(io::Error::new(
-        io::ErrorKind::Unsupported,
-        "abstract notify sockets exist only on Linux",
-    ))
 }
 
 #[cfg(test)]

@@ -469,7 +469,6 @@ impl ReaderBuilder {
         let (std_listener, owned_file) = match activated {
             Some(listener) => (listener, None),
             None => {
-                socket::ensure_parent_dir(&path)?;
                 let bound = crate::bind::listen_on(&path, self.socket_mode)?;
                 (bound.listener, bound.file)
             }
