@@ -121,6 +121,8 @@ pub(crate) struct PeerProcess {
     /// How many answers of each kind were taken.
     taken: HashMap<String, usize>,
     stdin: Option<ChildStdin>,
+    /// Ends (disconnects) once every stderr line was printed.
+    stderr_done: Option<std::sync::mpsc::Receiver<()>>,
 }
 
 impl PeerProcess {
@@ -163,15 +165,18 @@ impl PeerProcess {
                 answers.end();
             });
         }
-        if let Some(stderr) = child.stderr.take() {
+        let stderr_done = child.stderr.take().map(|stderr| {
             let who = who.to_owned();
+            let (done, stderr_done) = std::sync::mpsc::channel::<()>();
             std::thread::spawn(move || {
+                let _done = done;
                 for line in BufReader::new(stderr).lines() {
                     let Ok(line) = line else { break };
                     eprintln!("[{label}] {who}: {line}");
                 }
             });
-        }
+            stderr_done
+        });
         let stdin = child.stdin.take();
         if let Some(s) = &stdin {
             // Writes wait with a deadline (`write_line`), never forever on
@@ -192,6 +197,7 @@ impl PeerProcess {
             answers,
             taken: HashMap::new(),
             stdin,
+            stderr_done,
         })
     }
 
@@ -283,6 +289,11 @@ impl PeerProcess {
 impl Drop for PeerProcess {
     fn drop(&mut self) {
         self.kill();
+        // Its last stderr lines are printed before the case reports (a
+        // process it left behind may hold the pipe open: bounded).
+        if let Some(done) = self.stderr_done.take() {
+            let _ = done.recv_timeout(Duration::from_secs(2));
+        }
     }
 }
 
