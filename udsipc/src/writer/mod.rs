@@ -29,7 +29,7 @@ pub use send::{OwnedPermit, Payload, Permit};
 #[cfg(feature = "futures")]
 pub use sink::{SinkError, WriterSink};
 
-use driver::{Engine, Window};
+use driver::Engine;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -264,8 +264,6 @@ impl WriterBuilder {
             engine: Mutex::new(Engine {
                 m: machine::Machine::new(self.cfg.clone(), now),
                 conn: None,
-                direct: Window::default(),
-                armed: None,
             }),
             queue: Queue::new(self.max_buffered_writes, self.max_buffered_bytes),
             opts: self,
