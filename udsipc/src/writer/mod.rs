@@ -115,7 +115,7 @@ impl WriterBuilder {
     fn new(path: PathBuf) -> Self {
         Self {
             cfg: machine::Config {
-                sampling: sampling(&path),
+                sampling: (machine::SAMPLE_MIN, machine::SAMPLE_MAX),
                 path,
                 write_timeout: DEFAULT_WRITE_TIMEOUT,
                 initial_backoff: DEFAULT_INITIAL_BACKOFF,
@@ -542,17 +542,6 @@ impl std::fmt::Debug for WriterMetricsHandle {
             .field(&self.get())
             .finish()
     }
-}
-
-/// The machine's intervals between samples while it waits for the reader
-/// (a test may stretch them for its socket path).
-fn sampling(path: &Path) -> (Duration, Duration) {
-    #[cfg(test)]
-    if let Some(stretched) = tests::stretched_sampling(path) {
-        return stretched;
-    }
-    let _ = path;
-    (machine::SAMPLE_MIN, machine::SAMPLE_MAX)
 }
 
 #[cfg(test)]
