@@ -332,11 +332,15 @@ type ErrorCallback = dyn Fn(&WriterError) + Send + Sync;
 /// Order: `engine`, then the queue's own lock (the task takes messages out
 /// of the queue while it holds the engine); never the other way round: a
 /// producer pushes (queue lock, released) and only then tries the engine.
-/// `deadline` is taken alone.
+/// `deadline` is taken last and briefly (the task reads it under the
+/// engine lock); nothing is locked under it.
 ///
 /// The engine lock is held across the `sendmsg` and the `SIOCOUTQ` sample
 /// it drives: a write and its accounting in the machine are one step, or
 /// a producer writing by itself could interleave bytes with the task.
+/// The task also holds it while it makes or drops the connection's
+/// registration for room (a `dup` and a call into the IO driver, as the
+/// machine's `arm` says), which changes the connection the lock guards.
 /// Nobody ever waits for it but the task: producers only `try_lock` it
 /// (and leave the message to the task when it is busy).
 struct WriterInner {
@@ -347,13 +351,17 @@ struct WriterInner {
     counters: WriterCounters,
     phase: PhaseCell,
     /// When a drain must end (set before the phase becomes `Draining`).
+    /// Taken briefly, last (the task reads it under the engine lock).
     deadline: Mutex<Option<std::time::Instant>>,
     /// The task ended by discarding (its deadline passed).
     forced: AtomicBool,
     tasks: Arc<Tasks>,
     /// The options it was started with.
     opts: WriterBuilder,
-    /// Whether a stop (or a drop's linger) has begun.
+    /// Whether a stop (or a drop's linger) has begun. An async lock held
+    /// for a whole stop, across its waits (it makes concurrent stops one);
+    /// the task never takes it, so holding it blocks nothing the stop
+    /// waits for.
     stop_lock: tokio::sync::Mutex<bool>,
 }
 
