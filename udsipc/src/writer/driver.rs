@@ -4,8 +4,7 @@
 //! decision is the machine's.
 //!
 //! What the writer task and a producer writing by itself share under the
-//! engine lock (`Engine`): the machine, the open connection and the
-//! direct-write window.
+//! engine lock (`Engine`): the machine and the open connection.
 
 use std::io::{self, IoSlice};
 use std::os::unix::net::UnixStream as StdStream;
@@ -50,13 +49,11 @@ fn lock(inner: &WriterInner) -> std::sync::MutexGuard<'_, Engine> {
 }
 
 /// Called by a producer that just queued a message into an empty queue:
-/// when the task is waiting on an open, idle connection and nothing else
-/// holds the machine, writes what is queued on this thread, now, instead
-/// of waking the task to do it. Never blocks and never calls the error
-/// callback. Returns whether the task must still be woken: unless the
-/// write left the machine idle with nothing to report and no timer the
-/// task's wait lacks, its wake-up (a thread woken on a 2-core machine,
-/// right when the reader needs the core) is saved too.
+/// when nothing else holds the machine and it allows a direct write
+/// ([`Machine::take_direct`]), writes what is queued on this thread, now,
+/// instead of waking the task to do it. Never blocks and never calls the
+/// error callback. Returns whether the task must still be woken (the
+/// machine's [`Machine::wake_task`]).
 pub(super) fn write_now(inner: &WriterInner) -> bool {
     if inner.phase.get() != Phase::Running {
         return true;
@@ -64,40 +61,26 @@ pub(super) fn write_now(inner: &WriterInner) -> bool {
     let Ok(mut guard) = inner.engine.try_lock() else {
         return true;
     };
-    let Engine {
-        m,
-        conn,
-        direct,
-        armed,
-    } = &mut *guard;
-    if !m.is_idle_open() {
-        return true;
-    }
+    let Engine { m, conn } = &mut *guard;
     let Some(conn) = conn.as_ref() else {
         return true;
     };
-    if !direct.take(now()) {
+    if !m.take_direct(now()) {
         return true;
     }
     inner.queue.take_all(m.pending_mut());
-    let idle = loop {
+    let last = loop {
         match m.poll_action(now()) {
             Action::Write => write_once(m, conn),
             Action::Sample => {
                 let s = sample(conn.socket(), false);
                 m.handle_sample(now(), s);
             }
-            Action::Wait(w) => break w.messages && !w.writable,
-            _ => break false,
+            last => break last,
         }
     };
     publish_counters(inner, m);
-    let timer_armed = match (m.poll_timeout(), *armed) {
-        (None, _) => true,
-        (Some(due), Some(armed)) => armed <= due,
-        (Some(_), None) => false,
-    };
-    !(idle && timer_armed && !m.has_reports())
+    m.wake_task(last)
 }
 
 /// Runs the Writer until its machine is done.
@@ -231,26 +214,15 @@ fn act(
                 m.handle_closed(now());
             }
             Action::Wait(w) => {
-                e.armed = m.poll_timeout();
-                let timer = e.armed.map(Instant::from_std);
+                let (timer, room) = m.arm(w);
                 if let Some(c) = e.conn.as_mut() {
-                    if w.writable {
+                    if room {
                         c.watch_room();
-                        c.room_for_reads = false;
-                    } else if w.read {
-                        if c.room.is_none() {
-                            c.watch_room();
-                            c.room_for_reads = true;
-                        }
-                    } else if c.room_for_reads || m.all_read() {
-                        // Made for a wait on the reader's reads (then no
-                        // longer wanted: every read would wake the IO
-                        // driver), or for a full socket now read.
+                    } else {
                         c.room = None;
-                        c.room_for_reads = false;
                     }
                 }
-                return Next::Wait(w, timer, e.conn.clone());
+                return Next::Wait(w, timer.map(Instant::from_std), e.conn.clone());
             }
             Action::Done => return Next::Done,
         }
@@ -501,46 +473,6 @@ impl Drop for Leftovers<'_> {
 pub(super) struct Engine {
     pub(super) m: Machine,
     pub(super) conn: Option<Conn>,
-    /// Writes producers made by themselves: the window they count in.
-    pub(super) direct: Window,
-    /// The timer of the task's wait while it waits (`None`: no timer).
-    pub(super) armed: Option<std::time::Instant>,
-}
-
-/// Producers write by themselves at most [`DIRECT_MAX`] times per this
-/// long; more often, messages come faster than one write each is worth,
-/// and the task batches them.
-const DIRECT_WINDOW: Duration = Duration::from_micros(50);
-/// See [`DIRECT_WINDOW`]. More than one: a paced producer whose sleep
-/// overshot sends messages close together, and each one left to the task
-/// waited for a thread's wake-up. 64 B at 10,000 msgs/s, 3 interleaved
-/// pairs: p50/p99 12.9-14.8/52-109 µs with one write per window,
-/// 9.8-11.9/42-46 µs with four.
-const DIRECT_MAX: u32 = 4;
-
-/// Counts events in fixed windows of [`DIRECT_WINDOW`].
-#[derive(Debug, Default)]
-pub(super) struct Window {
-    start: Option<std::time::Instant>,
-    count: u32,
-}
-
-impl Window {
-    /// Counts one more event at `at` if fewer than [`DIRECT_MAX`] were
-    /// counted in the window `at` falls in; whether it was counted.
-    pub(super) fn take(&mut self, at: std::time::Instant) -> bool {
-        if self.start.is_none_or(|s| at - s >= DIRECT_WINDOW) {
-            *self = Window {
-                start: Some(at),
-                count: 0,
-            };
-        }
-        if self.count >= DIRECT_MAX {
-            return false;
-        }
-        self.count += 1;
-        true
-    }
 }
 
 /// An open connection.
@@ -551,19 +483,13 @@ impl Window {
 /// an edge-triggered event) although no task waits for room, which at a
 /// moderate rate is one thread wake-up per message for nothing. Room is
 /// waited for through a second registration of the socket (a duplicate
-/// descriptor), made when the socket first fills or the machine waits on
-/// the reader's reads (a fresh connection's probe, a drain), and dropped
-/// once the reader has read everything.
+/// descriptor), kept while the machine says so ([`Machine::arm`]).
 #[derive(Clone)]
 pub(super) struct Conn {
     pub(super) read: Arc<AsyncFd<StdStream>>,
     /// The registration for room, while the connection is busy; `None`
     /// when it could not be made (then room is polled, see [`wait`]).
     pub(super) room: Option<Arc<AsyncFd<StdStream>>>,
-    /// `room` was made for a wait on the reader's reads only (dropped at
-    /// the next other wait), not for a full socket (kept until all is
-    /// read).
-    pub(super) room_for_reads: bool,
 }
 
 impl Conn {
@@ -572,7 +498,6 @@ impl Conn {
         Ok(Self {
             read: Arc::new(crate::sys::register(std, Interest::READABLE)?),
             room: None,
-            room_for_reads: false,
         })
     }
 
@@ -596,28 +521,5 @@ impl Conn {
                 tracing::debug!(error = %e, "udsipc writer: no registration for room; polling")
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod window_tests {
-    use super::*;
-
-    #[test]
-    fn a_window_counts_up_to_its_limit_and_starts_again_after_it() {
-        let t0 = std::time::Instant::now();
-        let mut w = Window::default();
-        for i in 0..DIRECT_MAX {
-            assert!(w.take(t0 + Duration::from_micros(u64::from(i))), "{i}");
-        }
-        assert!(
-            !w.take(t0 + DIRECT_WINDOW / 2),
-            "the limit within the window"
-        );
-        assert!(w.take(t0 + DIRECT_WINDOW), "a new window");
-        assert!(!{
-            let mut full = Window::default();
-            (0..=DIRECT_MAX).all(|_| full.take(t0))
-        });
     }
 }

@@ -140,6 +140,35 @@ impl T {
     fn next_dial_in(&self) -> Duration {
         self.m.poll_timeout().expect("a dial is scheduled") - self.now
     }
+
+    /// Asserts the next action is a wait, and arms the task's wait for it:
+    /// its timer, and whether it keeps a registration for room.
+    fn arm(&mut self) -> (Option<Instant>, bool) {
+        let Action::Wait(w) = self.action() else {
+            panic!("not a wait: {:?}", self.action());
+        };
+        self.m.arm(w)
+    }
+
+    /// Writes what the machine offers, as often as it asks to, then
+    /// answers the sample that follows.
+    fn flush(&mut self, unread: u64) {
+        loop {
+            match self.action() {
+                Action::Write => self.m.handle_written(self.now, self.offered()),
+                Action::Sample => break,
+                other => panic!("{other:?}"),
+            }
+        }
+        self.m.handle_sample(
+            self.now,
+            Sample {
+                unread: Some(unread),
+                error: None,
+                hangup: false,
+            },
+        );
+    }
 }
 
 #[test]
@@ -734,4 +763,137 @@ fn a_quiet_close_at_a_boundary_inside_a_run_delivers_what_was_written() {
     );
     assert!(t.reports().is_empty(), "not an error");
     assert_eq!(t.m.pending_mut()[0].count, 2, "the rest of the run waits");
+}
+
+#[test]
+fn a_window_counts_up_to_its_limit_and_starts_again_after_it() {
+    let t0 = Instant::now();
+    let mut w = Window::default();
+    for i in 0..DIRECT_MAX {
+        assert!(w.take(t0 + Duration::from_micros(u64::from(i))), "{i}");
+    }
+    assert!(
+        !w.take(t0 + DIRECT_WINDOW / 2),
+        "the limit within the window"
+    );
+    assert!(w.take(t0 + DIRECT_WINDOW), "a new window");
+    assert!(!{
+        let mut full = Window::default();
+        (0..=DIRECT_MAX).all(|_| full.take(t0))
+    });
+}
+
+#[test]
+fn a_producer_writes_by_itself_only_on_an_idle_proven_connection_and_at_most_four_times_per_window()
+{
+    let mut t = T::new(5);
+    assert!(!t.m.take_direct(t.now), "no connection");
+    t.connect();
+    assert!(!t.m.take_direct(t.now), "not proven");
+    t.push([msg(10, 0)]);
+    t.prove();
+    for i in 0..DIRECT_MAX {
+        assert!(t.m.take_direct(t.now), "{i}");
+    }
+    assert_eq!(DIRECT_MAX, 4);
+    assert!(
+        !t.m.take_direct(t.now + DIRECT_WINDOW / 2),
+        "the window's budget is spent: the task batches"
+    );
+    t.at(DIRECT_WINDOW);
+    t.push([msg(10, 1), msg(1000, 2)]);
+    assert!(!t.m.take_direct(t.now), "messages wait to be written");
+    t.write(Some(5));
+    t.m.handle_would_block(t.now);
+    assert!(!t.m.take_direct(t.now), "the socket is full");
+    t.m.handle_writable(t.now);
+    t.flush(0);
+    assert!(t.m.take_direct(t.now), "idle again, in a new window");
+    t.push([msg(10, 3)]);
+    t.flush(3);
+    assert!(t.m.take_direct(t.now), "bytes unread do not stop it");
+    t.m.handle_stop(t.now, t.now + SEC);
+    assert!(!t.m.take_direct(t.now), "draining: the task alone finishes");
+}
+
+#[test]
+fn after_a_direct_write_the_task_is_woken_only_if_the_machine_needs_it() {
+    let mut t = T::proven(5);
+    assert_eq!(t.arm(), (None, false), "the task waits for messages only");
+    // A message written by a producer and read at once: nothing to do.
+    t.push([msg(10, 1)]);
+    t.flush(0);
+    let idle = t.action();
+    assert!(!t.m.wake_task(idle));
+    // Not read yet: a sample timer the task's wait lacks.
+    t.push([msg(10, 2)]);
+    t.flush(5);
+    let last = t.action();
+    assert_eq!(last, idle, "waiting for messages, as before");
+    assert!(t.m.wake_task(last), "a timer the task lacks");
+    // The task waits with that timer (or an earlier one): no wake-up.
+    assert_eq!(t.arm().0, t.m.poll_timeout());
+    assert!(!t.m.wake_task(last));
+    // An error to report.
+    t.m.reports.push_back(WriterError::Unconfirmed {
+        messages: 1,
+        approx_bytes: 1,
+    });
+    assert!(t.m.wake_task(last), "the callback runs on the task");
+    assert_eq!(t.reports().len(), 1);
+    // A full socket, a dead connection: the task's.
+    t.push([msg(1000, 3)]);
+    t.write(Some(1));
+    t.m.handle_would_block(t.now);
+    let full = t.action();
+    assert!(matches!(full, Action::Wait(w) if w.writable));
+    assert!(t.m.wake_task(full));
+    t.m.handle_write_error(t.now, pipe(), Sample::default());
+    let dead = t.action();
+    assert_eq!(dead, Action::Close);
+    assert!(t.m.wake_task(dead));
+}
+
+#[test]
+fn the_task_keeps_a_registration_for_room_for_a_full_socket_until_all_is_read() {
+    let mut t = T::new(5);
+    assert_eq!(t.m.arm(Wait::default()), (t.m.poll_timeout(), false));
+    t.connect();
+    t.push([msg(10, 0)]);
+    t.prove();
+    t.push((0..100).map(|i| msg(1000, i)));
+    t.write(Some(5000));
+    t.m.handle_would_block(t.now);
+    let (timer, room) = t.arm();
+    assert!(room, "waiting for room");
+    assert_eq!(timer, Some(t.now + SEC), "the backpressure timer");
+    t.m.handle_writable(t.now);
+    t.flush(500);
+    assert!(t.arm().1, "kept while bytes are unread");
+    t.at(SAMPLE_MIN);
+    t.sample(0);
+    assert_eq!(t.arm(), (None, false), "dropped once all is read");
+}
+
+#[test]
+fn the_task_keeps_a_registration_for_room_while_it_waits_on_the_readers_reads_only() {
+    let mut t = T::new(5);
+    t.connect();
+    t.push([msg(10, 1), msg(10, 2), msg(10, 3)]);
+    assert_eq!(t.write(None), 1);
+    t.sample(1);
+    assert!(t.arm().1, "the probe waits on the reader's reads");
+    t.at(SAMPLE_MIN);
+    t.sample(0);
+    t.flush(0);
+    t.flush(10);
+    let (timer, room) = t.arm();
+    assert!(!room, "streaming: dropped though bytes are unread");
+    assert_eq!(timer, Some(t.now + SAMPLE_MIN), "the sample timer instead");
+    t.m.handle_stop(t.now, t.now + SEC);
+    let Action::Wait(w) = t.action() else {
+        panic!("a drain waits")
+    };
+    assert!(w.read && !w.messages);
+    assert!(t.m.arm(w).1, "a drain waits on the reader's reads");
 }

@@ -29,7 +29,7 @@ pub use send::{OwnedPermit, Payload, Permit};
 #[cfg(feature = "futures")]
 pub use sink::{SinkError, WriterSink};
 
-use driver::{Engine, Window};
+use driver::Engine;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -115,7 +115,7 @@ impl WriterBuilder {
     fn new(path: PathBuf) -> Self {
         Self {
             cfg: machine::Config {
-                sampling: sampling(&path),
+                sampling: (machine::SAMPLE_MIN, machine::SAMPLE_MAX),
                 path,
                 write_timeout: DEFAULT_WRITE_TIMEOUT,
                 initial_backoff: DEFAULT_INITIAL_BACKOFF,
@@ -264,8 +264,6 @@ impl WriterBuilder {
             engine: Mutex::new(Engine {
                 m: machine::Machine::new(self.cfg.clone(), now),
                 conn: None,
-                direct: Window::default(),
-                armed: None,
             }),
             queue: Queue::new(self.max_buffered_writes, self.max_buffered_bytes),
             opts: self,
@@ -334,11 +332,15 @@ type ErrorCallback = dyn Fn(&WriterError) + Send + Sync;
 /// Order: `engine`, then the queue's own lock (the task takes messages out
 /// of the queue while it holds the engine); never the other way round: a
 /// producer pushes (queue lock, released) and only then tries the engine.
-/// `deadline` is taken alone.
+/// `deadline` is taken last and briefly (the task reads it under the
+/// engine lock); nothing is locked under it.
 ///
 /// The engine lock is held across the `sendmsg` and the `SIOCOUTQ` sample
 /// it drives: a write and its accounting in the machine are one step, or
 /// a producer writing by itself could interleave bytes with the task.
+/// The task also holds it while it makes or drops the connection's
+/// registration for room (a `dup` and a call into the IO driver, as the
+/// machine's `arm` says), which changes the connection the lock guards.
 /// Nobody ever waits for it but the task: producers only `try_lock` it
 /// (and leave the message to the task when it is busy).
 struct WriterInner {
@@ -349,13 +351,17 @@ struct WriterInner {
     counters: WriterCounters,
     phase: PhaseCell,
     /// When a drain must end (set before the phase becomes `Draining`).
+    /// Taken briefly, last (the task reads it under the engine lock).
     deadline: Mutex<Option<std::time::Instant>>,
     /// The task ended by discarding (its deadline passed).
     forced: AtomicBool,
     tasks: Arc<Tasks>,
     /// The options it was started with.
     opts: WriterBuilder,
-    /// Whether a stop (or a drop's linger) has begun.
+    /// Whether a stop (or a drop's linger) has begun. An async lock held
+    /// for a whole stop, across its waits (it makes concurrent stops one);
+    /// the task never takes it, so holding it blocks nothing the stop
+    /// waits for.
     stop_lock: tokio::sync::Mutex<bool>,
 }
 
@@ -544,17 +550,6 @@ impl std::fmt::Debug for WriterMetricsHandle {
             .field(&self.get())
             .finish()
     }
-}
-
-/// The machine's intervals between samples while it waits for the reader
-/// (a test may stretch them for its socket path).
-fn sampling(path: &Path) -> (Duration, Duration) {
-    #[cfg(test)]
-    if let Some(stretched) = tests::stretched_sampling(path) {
-        return stretched;
-    }
-    let _ = path;
-    (machine::SAMPLE_MIN, machine::SAMPLE_MAX)
 }
 
 #[cfg(test)]

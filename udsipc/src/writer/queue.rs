@@ -227,6 +227,8 @@ struct State {
 /// A bounded multi-producer, single-consumer queue of messages.
 #[derive(Debug)]
 pub(crate) struct Queue {
+    /// Taken last: the writer task takes messages out while it holds the
+    /// engine lock (see `WriterInner`); nothing else is locked under it.
     state: Mutex<State>,
     /// Messages accepted and not yet written, failed for good or discarded
     /// (including those the writer task has taken but not finished).

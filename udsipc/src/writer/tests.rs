@@ -229,21 +229,6 @@ fn a_direct_write_wakes_the_task_only_for_what_its_wait_lacks() {
     assert_eq!(reading.join().unwrap(), b"\x05first\x01a\x01b");
 }
 
-/// Socket paths whose Writers sample the unread count only every hour
-/// while they wait for the reader (test builds only).
-static STRETCHED_SAMPLING: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
-
-/// The sampling intervals a test set for `path`, if any.
-pub(crate) fn stretched_sampling(path: &Path) -> Option<(Duration, Duration)> {
-    let hour = Duration::from_secs(3600);
-    STRETCHED_SAMPLING
-        .lock()
-        .unwrap()
-        .iter()
-        .any(|p| p == path)
-        .then_some((hour, hour))
-}
-
 /// A fresh connection waits for the reader to read its probe byte, then its
 /// head message, before anything else goes. It sampled the socket on a
 /// timer for that (1 ms, then 2, ...), so every connection's first messages
@@ -256,7 +241,6 @@ pub(crate) fn stretched_sampling(path: &Path) -> Option<(Duration, Duration)> {
 async fn the_readers_reads_alone_move_a_fresh_connection_and_a_drain_on() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("w.sock");
-    STRETCHED_SAMPLING.lock().unwrap().push(path.clone());
     let got = Arc::new(Mutex::new(Vec::new()));
     let sink = Arc::clone(&got);
     let reader = crate::Reader::builder(&path)
@@ -266,7 +250,12 @@ async fn the_readers_reads_alone_move_a_fresh_connection_and_a_drain_on() {
             Ok(())
         })
         .unwrap();
-    let w = Writer::builder(&path).start().unwrap();
+    // The unread count is sampled only every hour while the Writer waits
+    // for the reader.
+    let mut builder = Writer::builder(&path);
+    let hour = Duration::from_secs(3600);
+    builder.cfg.sampling = (hour, hour);
+    let w = builder.start().unwrap();
     let sent: Vec<Vec<u8>> = (0..10u8).map(|i| vec![i; 64]).collect();
     for m in &sent {
         w.send(m).await.unwrap();
