@@ -41,7 +41,16 @@ pub(crate) async fn dial_gate(path: &Path) {
 async fn a_panicked_writer_task_surfaces_as_task_panicked_at_stop() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("w.sock");
-    let _listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    // A peer that reads: the task proves the connection with the first
+    // message's first byte and only then takes the next message (the one
+    // that panics). Unread, the probe would hold it back for good.
+    // (Detached: the panicked task's socket stays open while the Writer's
+    // shared state lives.)
+    std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let _ = std::io::copy(&mut conn, &mut std::io::sink());
+    });
     let w = Writer::builder(&path).start().unwrap();
     w.try_send(b"before").unwrap();
     w.try_send(PANIC_BODY).unwrap();
