@@ -57,7 +57,10 @@ mod common;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool,
+    Ordering::{Relaxed, SeqCst},
+};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -340,6 +343,7 @@ fn record_frames(seen: &SeenRef, reader: u64, buf: &mut Vec<u8>) {
 
 /// A raw reader on `path` until `end` is set; every connection it accepts
 /// ends (at its EOF, or when `end` is set) as `how` says.
+#[allow(clippy::too_many_arguments)]
 fn raw_reader(
     listener: std::os::unix::net::UnixListener,
     path: PathBuf,
@@ -348,11 +352,12 @@ fn raw_reader(
     seen: SeenRef,
     reader: u64,
     end: Arc<AtomicBool>,
+    finish: Arc<AtomicBool>,
 ) {
     use std::io::Read;
     listener.set_nonblocking(true).unwrap();
     let mut chunk_buf = vec![0u8; chunk];
-    while !end.load(Relaxed) {
+    while !end.load(SeqCst) {
         let mut conn = match listener.accept() {
             Ok((c, _)) => c,
             Err(_) => {
@@ -365,7 +370,7 @@ fn raw_reader(
             .unwrap();
         let mut buf = Vec::new();
         let mut eof = false;
-        while !end.load(Relaxed) {
+        while !end.load(SeqCst) {
             match conn.read(&mut chunk_buf) {
                 Ok(0) => {
                     eof = true;
@@ -384,6 +389,16 @@ fn raw_reader(
             }
         }
         if eof {
+            continue;
+        }
+        if finish.load(SeqCst) {
+            // The round's end: the Writer and the proxy are done, so what
+            // they sent is all in this socket. Read it to the end, as a
+            // Reader's graceful stop does: closed with it unread, bytes
+            // the proxy read (so `delivered` for the Writer) would be lost
+            // after the proxy's connection ended, where no proxy event can
+            // account for them.
+            read_to_eof(conn, &mut chunk_buf, &mut buf, &seen, reader);
             continue;
         }
         match how {
@@ -408,10 +423,40 @@ fn raw_reader(
         }
         drop(conn);
     }
+    if finish.load(SeqCst) {
+        // Connections the proxy opened, filled and closed before they were
+        // accepted: read them too.
+        while let Ok((conn, _)) = listener.accept() {
+            read_to_eof(conn, &mut chunk_buf, &mut Vec::new(), &seen, reader);
+        }
+    }
     drop(listener);
     let _ = std::fs::remove_file(&path);
 }
 
+/// Reads `conn` to its end (or `PATIENCE`), recording every whole frame.
+fn read_to_eof(
+    mut conn: std::os::unix::net::UnixStream,
+    chunk_buf: &mut [u8],
+    buf: &mut Vec<u8>,
+    seen: &SeenRef,
+    reader: u64,
+) {
+    use std::io::Read;
+    conn.set_nonblocking(false).unwrap();
+    conn.set_read_timeout(Some(PATIENCE)).unwrap();
+    loop {
+        match conn.read(chunk_buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                buf.extend_from_slice(&chunk_buf[..n]);
+                record_frames(seen, reader, buf);
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 fn start_reader(
     path: &Path,
     kind: ReaderKind,
@@ -420,6 +465,7 @@ fn start_reader(
     handle: &Handle,
     seen: &SeenRef,
     number: u64,
+    finish: &Arc<AtomicBool>,
 ) -> LiveReader {
     let deadline = Instant::now() + PATIENCE;
     if kind == ReaderKind::Raw {
@@ -437,9 +483,10 @@ fn start_reader(
         };
         let end = Arc::new(AtomicBool::new(false));
         let (path, seen, e) = (path.to_owned(), Arc::clone(seen), Arc::clone(&end));
-        let (how, chunk) = (raw.0, raw.1);
-        let thread =
-            std::thread::spawn(move || raw_reader(listener, path, how, chunk, seen, number, e));
+        let (how, chunk, finish) = (raw.0, raw.1, Arc::clone(finish));
+        let thread = std::thread::spawn(move || {
+            raw_reader(listener, path, how, chunk, seen, number, e, finish)
+        });
         return LiveReader::Raw { thread, end };
     }
     loop {
@@ -515,7 +562,9 @@ fn start_reader(
 fn end_reader(live: LiveReader, end: ReaderEnd, rng: &mut Rng, log: &mut ReaderLog) {
     let (reader, consumer) = match live {
         LiveReader::Raw { thread, end } => {
-            end.store(true, Relaxed);
+            // SeqCst: a raw reader that sees its end sees the round's
+            // finish (set before) too.
+            end.store(true, SeqCst);
             join_within(thread, "a raw reader");
             log.raw += 1;
             return;
@@ -565,7 +614,16 @@ fn supervise(
             rng.pick(&[RawEnd::Close, RawEnd::HalfClose, RawEnd::Drain]),
             rng.pick(&[1usize, 7, 100, 4096, 65536]),
         );
-        let live = start_reader(&path, kind, raw, &shape, &handle, &seen, log.started);
+        let live = start_reader(
+            &path,
+            kind,
+            raw,
+            &shape,
+            &handle,
+            &seen,
+            log.started,
+            &finish,
+        );
         let until = Instant::now() + rng.millis(shape.life.0, shape.life.1);
         while Instant::now() < until && !finish.load(Relaxed) {
             std::thread::sleep(Duration::from_millis(1));
