@@ -28,6 +28,23 @@ pub(super) struct Egress {
     pub(super) rng: FaultRng,
 }
 
+impl Egress {
+    /// Accounts for what this egress could not deliver ([`abandon`]),
+    /// `held` bytes in hand besides its queue.
+    fn abandon(&self, dst: &OwnedWriteHalf, rx: &mut mpsc::Receiver<Item>, held: u64) {
+        abandon(
+            &self.shared,
+            self.conn,
+            self.direction,
+            dst,
+            rx,
+            held,
+            &self.progress,
+            &self.phase,
+        );
+    }
+}
+
 pub(super) async fn run(mut e: Egress, mut dst: OwnedWriteHalf, mut rx: mpsc::Receiver<Item>) {
     let direction = e.direction;
     let mut phase = e.phase.subscribe();
@@ -43,16 +60,7 @@ pub(super) async fn run(mut e: Egress, mut dst: OwnedWriteHalf, mut rx: mpsc::Re
         let Some(item) = item else {
             // The ingress never ends its queue without an end-of-stream or a
             // close item, so this is an abnormal end: account for it.
-            abandon(
-                &e.shared,
-                e.conn,
-                direction,
-                &dst,
-                &mut rx,
-                0,
-                &e.progress,
-                &e.phase,
-            );
+            e.abandon(&dst, &mut rx, 0);
             return;
         };
         match item {
@@ -83,16 +91,7 @@ pub(super) async fn run(mut e: Egress, mut dst: OwnedWriteHalf, mut rx: mpsc::Re
                         close(&e.phase, true, true, Reason::Upstream);
                     }
                     let held = bytes.len() as u64;
-                    abandon(
-                        &e.shared,
-                        e.conn,
-                        direction,
-                        &dst,
-                        &mut rx,
-                        held,
-                        &e.progress,
-                        &e.phase,
-                    );
+                    e.abandon(&dst, &mut rx, held);
                     // The destination is gone: close everything, so the
                     // source's sender learns it on its next write.
                     close(
@@ -127,16 +126,7 @@ pub(super) async fn run(mut e: Egress, mut dst: OwnedWriteHalf, mut rx: mpsc::Re
                             .await
                             .is_ok_and(|p| p.reason == Reason::UpstreamReset);
                         if reset {
-                            abandon(
-                                &e.shared,
-                                e.conn,
-                                direction,
-                                &dst,
-                                &mut rx,
-                                0,
-                                &e.progress,
-                                &e.phase,
-                            );
+                            e.abandon(&dst, &mut rx, 0);
                         }
                     }
                     // The upstream closed, and the client has everything it
