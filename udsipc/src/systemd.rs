@@ -30,60 +30,11 @@ use std::os::unix::net::{UnixDatagram, UnixListener};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+pub use crate::error::SystemdError;
 use crate::socket::SocketAddress;
 
 /// The first file descriptor systemd passes (`SD_LISTEN_FDS_START`).
 pub const LISTEN_FDS_START: RawFd = 3;
-
-/// The systemd environment could not be used.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum SystemdError {
-    /// `LISTEN_PID` is not a number.
-    #[error("invalid LISTEN_PID {0:?}")]
-    InvalidListenPid(String),
-    /// `LISTEN_PID` names another process.
-    #[error("LISTEN_PID {listen_pid} does not match current PID {pid}")]
-    ListenPidMismatch {
-        /// The value of `LISTEN_PID`.
-        listen_pid: u32,
-        /// This process.
-        pid: u32,
-    },
-    /// `LISTEN_FDS` is not a number.
-    #[error("invalid LISTEN_FDS {0:?}")]
-    InvalidListenFds(String),
-    /// More or fewer than one fd was passed and no name selects one.
-    #[error("expected 1 socket, got {0} (name the one to use with systemd_fd_name)")]
-    FdCount(usize),
-    /// No passed fd has the requested name in `LISTEN_FDNAMES`.
-    #[error("no socket named {name:?} in LISTEN_FDNAMES {names:?}")]
-    NoSuchName {
-        /// The requested name.
-        name: String,
-        /// What `LISTEN_FDNAMES` held.
-        names: String,
-    },
-    /// Another Reader in this process already took the passed socket.
-    #[error("the systemd socket (fd {0}) was already taken by another Reader")]
-    AlreadyTaken(RawFd),
-    /// The passed fd is not a listening Unix stream socket.
-    #[error("fd {fd} is not a listening Unix stream socket: {why}")]
-    NotAListener {
-        /// The fd.
-        fd: RawFd,
-        /// What is wrong with it.
-        why: String,
-    },
-    /// Connecting to `NOTIFY_SOCKET` failed.
-    #[error("failed to connect to the systemd notify socket {addr:?}: {source}")]
-    Notify {
-        /// The value of `NOTIFY_SOCKET`.
-        addr: String,
-        /// The cause.
-        source: io::Error,
-    },
-}
 
 /// The systemd-related environment, read once.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
