@@ -505,8 +505,13 @@ pub struct Table {
     /// Rounds; each measures every column of every cell once, in an order
     /// that rotates round by round (medians are reported).
     pub rounds: usize,
-    /// Payload bytes per measurement (fewer for very slow cells).
+    /// Payload bytes per measurement (fewer for very slow cells) when
+    /// measurements are sized by bytes; of the timing measurement that
+    /// sizes each one otherwise.
     pub bytes_per_cell: u64,
+    /// How long each measurement was sized to last, in seconds (`None`:
+    /// sized by bytes, with `--mib` or `--smoke`).
+    pub cell_seconds: Option<f64>,
     /// The 1-minute load average when the run started and ended.
     pub load_average: [Option<f64>; 2],
 }
@@ -602,8 +607,11 @@ impl Table {
     pub fn markdown(&self) -> String {
         let mut s = String::new();
         s.push_str(&format!(
-            "Two processes in every column (writer process → reader process). Ratios: median of {} per-round ratios (min–max over the rounds); each round runs every column of a cell once, in rotating order.\n\n",
-            self.rounds
+            "Two processes in every column (writer process → reader process). Ratios: median of {} per-round ratios (min–max over the rounds); each round runs every column of a cell once, in rotating order{}.\n\n",
+            self.rounds,
+            self.cell_seconds.map_or(String::new(), |s| format!(
+                ", each measurement sized to last about {s:.2} s"
+            ))
         ));
         s.push_str("| size | udsipc MB/s | udsipc msgs/s | tokio-util MB/s | udsipc / tokio-util | udsipc codec MB/s | ZeroMQ MB/s | ZeroMQ msgs/s | udsipc / ZeroMQ | Go MB/s | udsipc / Go | Go → Rust MB/s | Rust → Go MB/s | framed-copy limit MB/s | udsipc % of framed limit | raw limit MB/s | udsipc % of raw limit |\n");
         s.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");

@@ -56,8 +56,8 @@ compiler ($CC or cc) and libzmq; each is n/a, with the reason, otherwise.";
 pub struct BenchArgs {
     #[command(subcommand)]
     peer: Option<Sub>,
-    /// Fewer bytes per cell and fewer rounds: 3 rounds of up to 64 MiB
-    /// (under a minute; the full run is 5 rounds of up to 256 MiB).
+    /// Shorter cells and fewer rounds: 3 rounds of about 0.25 s per
+    /// measurement (a few minutes; the full run is 5 rounds of about 1 s).
     #[arg(long)]
     quick: bool,
     /// A tiny run that only checks everything works (for CI).
@@ -66,9 +66,15 @@ pub struct BenchArgs {
     /// Rounds (the median of each cell is reported).
     #[arg(long)]
     rounds: Option<usize>,
-    /// Payload MiB moved per cell.
-    #[arg(long)]
+    /// Payload MiB moved per measurement, instead of sizing each
+    /// measurement by time.
+    #[arg(long, conflicts_with = "cell_ms")]
     mib: Option<u64>,
+    /// How long each measurement lasts, in milliseconds (each column of
+    /// each size is timed once first, and its message count set from that
+    /// rate; default: 250 with `--quick`, 1000 otherwise).
+    #[arg(long, value_name = "MS")]
+    cell_ms: Option<u64>,
     /// Measure only this message size in bytes (repeatable; default: 64 B,
     /// 1 KiB, 10 KiB, 100 KiB and 1 MiB).
     #[arg(long = "size", value_name = "BYTES", value_parser = parse_size)]
@@ -111,10 +117,20 @@ const SIZES: [usize; 5] = [64, 1024, 10 * 1024, 100 * 1024, 1024 * 1024];
 /// How much one run measures.
 struct Plan {
     rounds: usize,
+    /// Payload bytes of a measurement sized by bytes (and of the timing
+    /// measurement that sizes one by time).
     bytes: u64,
     max_messages: u64,
+    /// How long a measurement sized by time lasts; `None`: sized by bytes.
+    cell_secs: Option<f64>,
     latency_messages: u64,
 }
+
+/// The most messages a measurement sized by time may send, and the most
+/// payload bytes (so that a wildly fast timing cannot make a cell run for
+/// minutes).
+const TIMED_MAX_MESSAGES: u64 = 100_000_000;
+const TIMED_MAX_BYTES: u64 = 64 << 30;
 
 impl Plan {
     fn from(args: &BenchArgs) -> Self {
@@ -123,18 +139,21 @@ impl Plan {
                 rounds: 1,
                 bytes: 1 << 20,
                 max_messages: 4_000,
+                cell_secs: None,
                 latency_messages: 200,
             },
             (_, true) => Plan {
                 rounds: 3,
-                bytes: 64 << 20,
-                max_messages: 600_000,
+                bytes: 16 << 20,
+                max_messages: 150_000,
+                cell_secs: Some(0.25),
                 latency_messages: 5_000,
             },
             _ => Plan {
                 rounds: 5,
-                bytes: 256 << 20,
-                max_messages: 2_000_000,
+                bytes: 32 << 20,
+                max_messages: 300_000,
+                cell_secs: Some(1.0),
                 latency_messages: 20_000,
             },
         };
@@ -144,12 +163,23 @@ impl Plan {
         if let Some(m) = args.mib {
             p.bytes = m.max(1) << 20;
             p.max_messages = u64::MAX;
+            p.cell_secs = None;
+        }
+        if let Some(ms) = args.cell_ms {
+            p.cell_secs = Some(ms.max(1) as f64 / 1e3);
         }
         p
     }
 
+    /// Messages of a measurement sized by bytes.
     fn messages(&self, size: usize) -> u64 {
         (self.bytes / size.max(1) as u64).clamp(16, self.max_messages)
+    }
+
+    /// Messages of a measurement of `secs` at the rate `timing` measured.
+    fn timed_messages(secs: f64, size: usize, timing: &crate::Measurement) -> u64 {
+        let most = TIMED_MAX_MESSAGES.min(TIMED_MAX_BYTES / size.max(1) as u64);
+        ((timing.msgs_per_sec() * secs) as u64).clamp(16, most.max(16))
     }
 }
 
@@ -227,6 +257,7 @@ fn run_table(args: &BenchArgs) -> Result<(), String> {
     let mut table = Table {
         rounds: plan.rounds,
         bytes_per_cell: plan.bytes,
+        cell_seconds: plan.cell_secs,
         load_average: [load_average(), None],
         ..Table::default()
     };
@@ -279,7 +310,12 @@ fn run_table(args: &BenchArgs) -> Result<(), String> {
         }
         pairs.push(None);
     }
-    let steps = plan.rounds * (sizes.len() * columns.len() + pairs.len());
+    let timing_steps = if plan.cell_secs.is_some() {
+        sizes.len() * columns.len()
+    } else {
+        0
+    };
+    let steps = timing_steps + plan.rounds * (sizes.len() * columns.len() + pairs.len());
     // On stderr, drawn only when it is a terminal (hidden otherwise, so a
     // piped or logged run stays quiet): one step per cell, the cell being
     // measured as its message, redrawn twice a second so the clock moves
@@ -303,6 +339,39 @@ fn run_table(args: &BenchArgs) -> Result<(), String> {
     // the reason); it does not fail the run.
     let mut go_failed: Option<String> = None;
     let mut zmq_failed: Option<String> = None;
+    // Messages per measurement, by size and column: by bytes, or (the
+    // default) from one timing measurement of each, so that every
+    // measurement lasts about as long whatever its rate. A short cell is
+    // at the mercy of one scheduler hiccup; this keeps each one long
+    // enough to average them out.
+    let mut counts: Vec<Vec<u64>> = sizes
+        .iter()
+        .map(|&size| vec![plan.messages(size); columns.len()])
+        .collect();
+    if let Some(secs) = plan.cell_secs {
+        for (si, &size) in sizes.iter().enumerate() {
+            for (ci, &column) in columns.iter().enumerate() {
+                bar.inc(1);
+                if dropped(column, &go_failed, &zmq_failed) {
+                    continue;
+                }
+                bar.set_message(format!("timing: {} {}", size_label(size), column.name()));
+                let what = format!("{} at {}", column.name(), size_label(size));
+                match measure(column, &peers, &dir, size, plan.messages(size)) {
+                    Ok(m) => counts[si][ci] = Plan::timed_messages(secs, size, &m),
+                    Err(e) if column.needs_go() => {
+                        bar.println(format!("Go columns dropped: {what}: {e}"));
+                        go_failed = Some(format!("the Go peer failed: {what}: {e}"));
+                    }
+                    Err(e) if column.needs_zmq() => {
+                        bar.println(format!("ZeroMQ column dropped: {what}: {e}"));
+                        zmq_failed = Some(format!("the ZeroMQ peer failed: {what}: {e}"));
+                    }
+                    Err(e) => return Err(format!("{what}: {e}")),
+                }
+            }
+        }
+    }
     for round in 0..plan.rounds {
         for (si, cell) in cells.iter_mut().enumerate() {
             let size = cell.size;
@@ -310,7 +379,8 @@ fn run_table(args: &BenchArgs) -> Result<(), String> {
             // each round (and each size), so no column always runs first,
             // last, or right after the same neighbour.
             for k in 0..columns.len() {
-                let column = columns[(k + round + si) % columns.len()];
+                let ci = (k + round + si) % columns.len();
+                let column = columns[ci];
                 bar.inc(1);
                 if dropped(column, &go_failed, &zmq_failed) {
                     continue;
@@ -322,7 +392,7 @@ fn run_table(args: &BenchArgs) -> Result<(), String> {
                     column.name()
                 ));
                 let what = format!("{} at {}", column.name(), size_label(size));
-                match measure(column, &peers, &dir, size, plan.messages(size)) {
+                match measure(column, &peers, &dir, size, counts[si][ci]) {
                     Ok(m) => cell.put(column, round, m),
                     Err(e) if column.needs_go() => {
                         bar.println(format!("Go columns dropped: {what}: {e}"));
@@ -455,9 +525,12 @@ fn run_table(args: &BenchArgs) -> Result<(), String> {
     table.load_average[1] = load_average();
     print!("{}", table.markdown());
     eprintln!(
-        "{} round(s), up to {} MiB per cell, {:.1} s in all; load average {} at start, {} at end",
+        "{} round(s), {} per measurement, {:.1} s in all; load average {} at start, {} at end",
         plan.rounds,
-        plan.bytes >> 20,
+        plan.cell_secs
+            .map_or(format!("up to {} MiB", plan.bytes >> 20), |s| format!(
+                "about {s:.2} s"
+            )),
         started.elapsed().as_secs_f64(),
         table.load_average[0].map_or("?".into(), |l| format!("{l:.2}")),
         table.load_average[1].map_or("?".into(), |l| format!("{l:.2}")),
@@ -472,4 +545,49 @@ fn run_table(args: &BenchArgs) -> Result<(), String> {
     }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn timing(messages: u64, size: usize, millis: u64) -> crate::Measurement {
+        crate::Measurement {
+            size,
+            messages,
+            bytes: messages * size as u64,
+            elapsed: Duration::from_millis(millis),
+            allocs_per_msg: None,
+            cpu: None,
+        }
+    }
+
+    #[test]
+    fn a_timed_measurement_lasts_about_as_long_at_any_rate() {
+        // 150,000 messages in 15 ms: 10 M/s, so 0.25 s is 2.5 M messages.
+        assert_eq!(
+            Plan::timed_messages(0.25, 64, &timing(150_000, 64, 15)),
+            2_500_000
+        );
+        // A slow column gets fewer messages for the same time.
+        assert_eq!(
+            Plan::timed_messages(0.25, 64, &timing(150_000, 64, 150)),
+            250_000
+        );
+    }
+
+    #[test]
+    fn a_timed_measurement_stays_within_its_bounds() {
+        // Never fewer than 16 messages, never more than the byte bound.
+        assert_eq!(
+            Plan::timed_messages(0.25, 1 << 20, &timing(16, 1 << 20, 60_000)),
+            16
+        );
+        let huge = Plan::timed_messages(1e6, 1 << 20, &timing(1_000, 1 << 20, 1));
+        assert_eq!(huge, TIMED_MAX_BYTES >> 20);
+        let tiny = Plan::timed_messages(1e6, 1, &timing(1_000_000, 1, 1));
+        assert_eq!(tiny, TIMED_MAX_MESSAGES);
+    }
 }
