@@ -473,6 +473,9 @@ pub struct FloorRow {
 pub struct LatencyRow {
     /// `Rust → Rust`, `Go → Go`, ...
     pub pair: String,
+    /// How many `yes > /dev/null` processes kept the cores busy meanwhile
+    /// (`--busy-cores`; 0: none).
+    pub busy_cores: usize,
     /// Messages per second.
     pub rate: f64,
     /// Message size in bytes.
@@ -731,11 +734,27 @@ impl Table {
             ));
             for l in &self.latency {
                 s.push_str(&format!(
-                    "| {} | {:.1} | {:.1} |\n",
-                    l.pair, l.p50_us, l.p99_us
+                    "| {}{} | {:.1} | {:.1} |\n",
+                    l.pair,
+                    crate::run::busy_label(l.busy_cores),
+                    l.p50_us,
+                    l.p99_us
                 ));
             }
-            let rust = self.latency.iter().find(|l| l.pair == "Rust → Rust");
+            let find = |pair: &str, busy: bool| {
+                self.latency
+                    .iter()
+                    .find(|l| l.pair == pair && (l.busy_cores > 0) == busy)
+            };
+            if let (Some(rust), Some(go)) = (find("Rust → Rust", true), find("Go → Go", true)) {
+                s.push_str(&format!(
+                    "| Rust → Rust ÷ Go → Go{} | {:.2}× | {:.2}× |\n",
+                    crate::run::busy_label(rust.busy_cores),
+                    rust.p50_us / go.p50_us,
+                    rust.p99_us / go.p99_us
+                ));
+            }
+            let rust = find("Rust → Rust", false);
             if let Some(f) = &self.latency_floor {
                 s.push_str(&format!(
                     "| floor: paced one-way, blocking reader (two threads) | {:.1} | {:.1} |\n| floor: the same between two processes | {:.1} | {:.1} |\n| floor: blocking ping-pong, half round trip (two threads) | {:.1} | {:.1} |\n",
@@ -756,7 +775,7 @@ impl Table {
                     ));
                 }
             }
-            let zmq = self.latency.iter().find(|l| l.pair == "ZeroMQ → ZeroMQ");
+            let zmq = find("ZeroMQ → ZeroMQ", false);
             if let (Some(rust), Some(zmq)) = (rust, zmq) {
                 s.push_str(&format!(
                     "| Rust → Rust ÷ ZeroMQ → ZeroMQ | {:.2}× | {:.2}× |\n",
@@ -939,5 +958,36 @@ mod tests {
         let md = table.markdown();
         assert!(md.contains("unreliable: udsipc 147%"), "{md}");
         assert!(!md.contains("| 147% |"), "{md}");
+    }
+
+    #[test]
+    fn latency_with_busy_cores_gets_its_own_rows_and_a_ratio_over_go() {
+        let row = |pair: &str, busy_cores, p50_us, p99_us| LatencyRow {
+            pair: pair.to_owned(),
+            busy_cores,
+            rate: 10_000.0,
+            size: 64,
+            p50_us,
+            p99_us,
+        };
+        let table = Table {
+            latency: vec![
+                row("Rust → Rust", 0, 10.0, 30.0),
+                row("Go → Go", 0, 40.0, 90.0),
+                row("Rust → Rust", 2, 20.0, 300.0),
+                row("Go → Go", 2, 80.0, 600.0),
+            ],
+            ..Table::default()
+        };
+        let md = table.markdown();
+        assert!(md.contains("| Rust → Rust | 10.0 | 30.0 |"), "{md}");
+        assert!(
+            md.contains("| Rust → Rust, 2 cores busy | 20.0 | 300.0 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| Rust → Rust ÷ Go → Go, 2 cores busy | 0.25× | 0.50× |"),
+            "{md}"
+        );
     }
 }

@@ -99,6 +99,10 @@ pub struct BenchArgs {
     /// Reader (in one process).
     #[arg(long)]
     scaling: bool,
+    /// Also measure each latency pair while N `yes > /dev/null` processes
+    /// keep the cores busy (N = 2 on a 2-core machine: every core busy).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    busy_cores: usize,
     /// Measure nothing: compare runs written with `--json` (whether each
     /// headline ratio agrees within ±10% across them).
     #[arg(long, value_name = "JSON", num_args = 2.., conflicts_with_all = ["quick", "smoke"])]
@@ -207,6 +211,39 @@ fn load_average() -> Option<f64> {
         .ok()
 }
 
+/// `yes > /dev/null` processes keeping the cores busy while it lives.
+struct Busy(Vec<std::process::Child>);
+
+impl Busy {
+    fn start(n: usize) -> Result<Self, String> {
+        let spawn = |_| {
+            std::process::Command::new("yes")
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .map_err(|e| format!("--busy-cores: cannot run `yes`: {e}"))
+        };
+        (0..n).map(spawn).collect::<Result<_, _>>().map(Busy)
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// `, 2 cores busy` for a measurement with busy cores, else nothing.
+pub(crate) fn busy_label(busy: usize) -> String {
+    match busy {
+        0 => String::new(),
+        1 => ", 1 core busy".to_owned(),
+        n => format!(", {n} cores busy"),
+    }
+}
+
 /// Writer counts for `--scaling`.
 const SCALING_WRITERS: [usize; 4] = [1, 4, 16, 64];
 /// Message size for `--scaling`.
@@ -298,17 +335,19 @@ fn run_table(args: &BenchArgs) -> Result<(), String> {
         .filter(|c| peers.zmq.is_some() || !c.needs_zmq())
         .filter(|c| args.columns.is_empty() || args.columns.contains(c))
         .collect();
-    // Latency: the pairs, then the floor (`None`), in rotating order too.
-    let mut pairs: Vec<Option<(&Peer, &Peer)>> = vec![];
+    // Latency: the pairs (with `--busy-cores`, each again with the cores
+    // busy), then the floor (`None`), in rotating order too.
+    let mut pairs: Vec<(Option<(&Peer, &Peer)>, usize)> = vec![];
     if args.columns.is_empty() {
-        pairs.push(Some((&peers.rust, &peers.rust)));
-        if let Some(g) = &peers.go {
-            pairs.push(Some((g, g)));
+        let mut quiet = vec![(&peers.rust, &peers.rust)];
+        quiet.extend(peers.go.as_ref().map(|g| (g, g)));
+        quiet.extend(peers.zmq.as_ref().map(|z| (z, z)));
+        for busy in [0, args.busy_cores] {
+            if busy > 0 || pairs.is_empty() {
+                pairs.extend(quiet.iter().map(|&p| (Some(p), busy)));
+            }
         }
-        if let Some(z) = &peers.zmq {
-            pairs.push(Some((z, z)));
-        }
-        pairs.push(None);
+        pairs.push((None, 0));
     }
     let timing_steps = if plan.cell_secs.is_some() {
         sizes.len() * columns.len()
@@ -409,7 +448,8 @@ fn run_table(args: &BenchArgs) -> Result<(), String> {
         for k in 0..pairs.len() {
             let pi = (k + round) % pairs.len();
             bar.inc(1);
-            let Some((w, r)) = pairs[pi] else {
+            let (pair, busy) = pairs[pi];
+            let Some((w, r)) = pair else {
                 bar.set_message(format!("round {}: latency floor", round + 1));
                 let us = |d: std::time::Duration| d.as_secs_f64() * 1e6;
                 let (p50, p99) = limits::ping_pong(plan.latency_messages)?;
@@ -431,12 +471,16 @@ fn run_table(args: &BenchArgs) -> Result<(), String> {
                 continue;
             }
             bar.set_message(format!(
-                "round {}: latency {} → {}",
+                "round {}: latency {} → {}{}",
                 round + 1,
                 w.name,
-                r.name
+                r.name,
+                busy_label(busy)
             ));
-            match latency::one_way(w, r, &dir.join("latency.sock"), plan.latency_messages) {
+            let load = Busy::start(busy)?;
+            let measured = latency::one_way(w, r, &dir.join("latency.sock"), plan.latency_messages);
+            drop(load);
+            match measured {
                 Ok((p50, p99)) => {
                     lat[pi].0.push(p50.as_secs_f64() * 1e6);
                     lat[pi].1.push(p99.as_secs_f64() * 1e6);
@@ -504,7 +548,7 @@ fn run_table(args: &BenchArgs) -> Result<(), String> {
         }
         table.latency_floor = Some(f);
     }
-    for (pair, (p50, p99)) in pairs.iter().zip(&mut lat) {
+    for ((pair, busy), (p50, p99)) in pairs.iter().zip(&mut lat) {
         let Some((w, r)) = pair else { continue };
         let dropped =
             (w.name == "Go" && go_failed.is_some()) || (w.name == "ZeroMQ" && zmq_failed.is_some());
@@ -513,6 +557,7 @@ fn run_table(args: &BenchArgs) -> Result<(), String> {
         }
         table.latency.push(LatencyRow {
             pair: format!("{} → {}", w.name, r.name),
+            busy_cores: *busy,
             rate: latency::RATE,
             size: latency::SIZE,
             p50_us: median(p50),
