@@ -3,7 +3,8 @@
 
 Usage: python3 ci/import-circles.py udsipc/src udsipc-testkit/src udsipc-cli/src benches/src conformance/src
 
-Reads the `crate::`/`super::`/`self::` paths of each crate's modules (comment
+Reads the `crate::`/`super::`/`self::` paths of each crate's modules (braced
+`use` groups expanded, inline paths too; comment
 lines and `*tests.rs` files left out), maps them to module files, and prints
 the strongly connected components of more than one module (circles) and any
 module that imports one of its own ancestors. Text-based: a path it cannot
@@ -15,6 +16,33 @@ def modpath(root, f):
     rel=os.path.relpath(f, root)[:-3].split('/')
     if rel[-1] in ('mod','lib','main'): rel=rel[:-1]
     return tuple(rel)
+def expand(prefix, body):
+    # `a::{b, c::{d, e}}` -> a::b, a::c::d, a::c::e (prefix already ends at `{`)
+    parts,depth,cur=[],0,''
+    for ch in body:
+        if ch==',' and depth==0: parts.append(cur); cur=''; continue
+        depth+= (ch=='{') - (ch=='}'); cur+=ch
+    parts.append(cur)
+    for part in parts:
+        part=re.sub(r'\s+','',part)
+        if not part: continue
+        if '{' in part:
+            head,rest=part.split('{',1)
+            yield from expand(prefix+head, rest[:rest.rfind('}')])
+        else:
+            yield prefix+part
+def paths(src):
+    # every `crate::`/`super::`/`self::` path, braced `use` groups expanded
+    out=[]
+    for mm in re.finditer(r'\b(crate|super|self)((?:::[a-z_][a-z0-9_]*)*)::\{',src):
+        i=depth=mm.end(); depth=1
+        while depth and i<len(src):
+            depth+= (src[i]=='{') - (src[i]=='}'); i+=1
+        for full in expand(mm.group(2)+'::', src[mm.end():i-1]):
+            out.append((mm.group(1), [x for x in full.split('::') if x][:]))
+    for mm in re.finditer(r'\b(crate|super|self)((?:::[a-z_][a-z0-9_]*)+)',src):
+        out.append((mm.group(1), mm.group(2).split('::')[1:]))
+    return out
 def run(root):
     files={}
     for d,_,fs in os.walk(root):
@@ -26,8 +54,7 @@ def run(root):
     for m,p in files.items():
         src="\n".join(l for l in open(p).read().splitlines() if not l.strip().startswith("//"))
         src=re.sub(r'#\[cfg\(test\)\]\s*mod tests\s*\{.*',"",src,flags=re.S)
-        for mm in re.finditer(r'\b(crate|super|self)((?:::[a-z_][a-z0-9_]*)+)',src):
-            kind,path=mm.group(1),mm.group(2).split('::')[1:]
+        for kind,path in paths(src):
             base=list(m) if not files[m].endswith(('mod.rs','lib.rs','main.rs')) else list(m)+['__']
             if kind=='crate': cur=[]
             elif kind=='self': cur=base[:-1] if base and base[-1]!='__' else base[:-1]

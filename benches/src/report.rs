@@ -468,6 +468,15 @@ pub struct FloorRow {
     pub processes_p99_us: f64,
 }
 
+/// `, 2 cores busy` for a measurement with busy cores, else nothing.
+pub(crate) fn busy_label(busy: usize) -> String {
+    match busy {
+        0 => String::new(),
+        1 => ", 1 core busy".to_owned(),
+        n => format!(", {n} cores busy"),
+    }
+}
+
 /// p50/p99 one-way latency of one writer → reader pair.
 #[derive(Debug, Clone, Serialize)]
 pub struct LatencyRow {
@@ -736,7 +745,7 @@ impl Table {
                 s.push_str(&format!(
                     "| {}{} | {:.1} | {:.1} |\n",
                     l.pair,
-                    crate::run::busy_label(l.busy_cores),
+                    busy_label(l.busy_cores),
                     l.p50_us,
                     l.p99_us
                 ));
@@ -749,7 +758,7 @@ impl Table {
             if let (Some(rust), Some(go)) = (find("Rust → Rust", true), find("Go → Go", true)) {
                 s.push_str(&format!(
                     "| Rust → Rust ÷ Go → Go{} | {:.2}× | {:.2}× |\n",
-                    crate::run::busy_label(rust.busy_cores),
+                    busy_label(rust.busy_cores),
                     rust.p50_us / go.p50_us,
                     rust.p99_us / go.p99_us
                 ));

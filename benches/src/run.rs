@@ -35,7 +35,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::columns::{Cell, Column, Peers, measure};
 use crate::peer::{Peer, PeerArgs};
-use crate::report::{ColumnInfo, FloorRow, InprocRow, LatencyRow, Row, Samples, ScalingRow, Table};
+use crate::report::{
+    ColumnInfo, FloorRow, InprocRow, LatencyRow, Row, Samples, ScalingRow, Table, busy_label,
+};
 use crate::rust_peer::run_rust_peer;
 use crate::{gopeer, latency, limits, median, size_label};
 
@@ -232,15 +234,6 @@ impl Drop for Busy {
             let _ = child.kill();
             let _ = child.wait();
         }
-    }
-}
-
-/// `, 2 cores busy` for a measurement with busy cores, else nothing.
-pub(crate) fn busy_label(busy: usize) -> String {
-    match busy {
-        0 => String::new(),
-        1 => ", 1 core busy".to_owned(),
-        n => format!(", {n} cores busy"),
     }
 }
 
