@@ -156,10 +156,6 @@ pub(crate) struct Tasks {
 }
 
 impl Tasks {
-    pub(crate) fn new() -> Arc<Self> {
-        Arc::new(Self::default())
-    }
-
     /// Runs `fut` on `handle` as a tracked task named `task`. A panic inside
     /// it (which tokio catches) is logged, and the first one recorded, by a
     /// small second task that waits on its join handle; the count falls
@@ -258,7 +254,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_panicking_task_is_recorded_with_its_message_and_counted_out() {
-        let tasks = Tasks::new();
+        let tasks = Arc::new(Tasks::default());
         tasks.spawn(&Handle::current(), "test", async { panic!("boom") });
         assert!(
             tasks
@@ -276,7 +272,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn waiting_for_a_stuck_task_ends_at_the_deadline() {
-        let tasks = Tasks::new();
+        let tasks = Arc::new(Tasks::default());
         tasks.spawn(&Handle::current(), "stuck", std::future::pending());
         let deadline = Instant::now() + Duration::from_secs(5);
         assert!(!tasks.idle_by(deadline).await);
@@ -290,7 +286,7 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
-        let tasks = Tasks::new();
+        let tasks = Arc::new(Tasks::default());
         tasks.spawn(rt.handle(), "pending", std::future::pending());
         drop(rt);
         assert_eq!(tasks.live(), 0);

@@ -28,7 +28,7 @@ use tokio::net::UnixListener;
 use tokio::runtime::Handle;
 
 use crate::error::{ConfigError, HandlerError, ReaderError, StartError, StopError};
-use crate::lifecycle::{Phase, PhaseCell, Tasks};
+use crate::lifecycle::{Phase, PhaseCell};
 use crate::metrics::{ReaderCounters, ReaderMetrics};
 use crate::policy::Policy;
 use crate::socket;
@@ -492,7 +492,7 @@ impl ReaderBuilder {
             inactivity_timeout: self.inactivity_timeout,
             counters: ReaderCounters::default(),
             phase: PhaseCell::new(),
-            tasks: Tasks::new(),
+            tasks: Arc::default(),
             order: Arc::new(OrderBook::default()),
             max_accept_errors: self.max_accept_errors,
             read_buffer_size: self.read_buffer_size,

@@ -271,7 +271,7 @@ impl WriterBuilder {
             phase: PhaseCell::new(),
             deadline: Mutex::new(None),
             forced: AtomicBool::new(false),
-            tasks: Tasks::new(),
+            tasks: Arc::default(),
             stop_lock: tokio::sync::Mutex::new(false),
         });
         inner
