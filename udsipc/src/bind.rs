@@ -161,6 +161,7 @@ fn bind_listening(path: &Path, staging: Option<&Staging>, mode: Option<u32>) -> 
         None => (None, path, path.to_owned()),
     };
     bind(fd.as_raw_fd(), &UnixAddr::new(&at)?)?;
+    #[cfg(test)]
     hook::fire(hook::Point::Bound);
     let file = OwnedSocketFile {
         path: path.to_owned(),
@@ -261,6 +262,7 @@ fn clear_stale(path: &Path) -> Result<(), StartError> {
     match socket::probe(path) {
         Probe::Live => Err(taken(path)),
         Probe::Stale => {
+            #[cfg(test)]
             hook::fire(hook::Point::JudgedStale);
             remove_if_there(path).map_err(|source| StartError::RemoveStale {
                 path: path.to_owned(),
@@ -448,29 +450,22 @@ struct Staging {
 const STAGED: &str = "s";
 
 impl Staging {
+    /// Makes and locks the directory. A sweep never takes a directory this
+    /// young (see [`STAGING_AGE`]), so the lock is free.
     fn create(parent: &Path) -> io::Result<Self> {
-        // A sweep that judged a new directory dead (before we locked it)
-        // may remove it under us: then we make another.
-        for _ in 0..4 {
-            let dir = nix::unistd::mkdtemp(&parent.join(format!("{STAGING_PREFIX}XXXXXX")))?;
-            let fd = match lock_dir(&dir) {
-                Ok(Some(fd)) => fd,
-                // A sweep holds it, or removed it.
-                Ok(None) => continue,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => {
-                    let _ = fs::remove_dir(&dir);
-                    return Err(e);
-                }
-            };
-            // Still the directory mkdtemp made for us, not one swapped in.
-            let meta = fd.metadata()?;
-            if meta.uid() != nix::unistd::geteuid().as_raw() || meta.mode() & 0o077 != 0 {
-                return Err(io::Error::other("the staging directory was replaced"));
-            }
-            return Ok(Self { dir, fd });
+        let dir = nix::unistd::mkdtemp(&parent.join(format!("{STAGING_PREFIX}XXXXXX")))?;
+        let busy = || io::Error::other("the new staging directory is locked by another process");
+        let fd = lock_dir(&dir)
+            .and_then(|fd| fd.ok_or_else(busy))
+            .inspect_err(|_| {
+                let _ = fs::remove_dir(&dir);
+            })?;
+        // Still the directory mkdtemp made for us, not one swapped in.
+        let meta = fd.metadata()?;
+        if meta.uid() != nix::unistd::geteuid().as_raw() || meta.mode() & 0o077 != 0 {
+            return Err(io::Error::other("the staging directory was replaced"));
         }
-        Err(io::Error::other("the staging directory kept being removed"))
+        Ok(Self { dir, fd })
     }
 
     /// Where to bind: the staging directory's path, or (when that would not
@@ -483,9 +478,10 @@ impl Staging {
             return Ok(direct);
         }
         let by_fd = PathBuf::from(format!("/proc/self/fd/{}", self.fd.as_raw_fd()));
-        let reaches = !hook::no_proc()
-            && fs::metadata(&by_fd)
-                .is_ok_and(|m| self.fd.metadata().is_ok_and(|ours| id(&m) == id(&ours)));
+        let reaches = fs::metadata(&by_fd)
+            .is_ok_and(|m| self.fd.metadata().is_ok_and(|ours| id(&m) == id(&ours)));
+        #[cfg(test)]
+        let reaches = reaches && !hook::no_proc();
         if !reaches {
             return Err(io::Error::other(format!(
                 "the socket cannot be bound safely: {:?} is writable by others without the sticky bit, so the socket is staged in a private directory first, but {direct:?} ({} bytes) does not fit in sun_path ({max} bytes) and /proc/self/fd, the way to bind it through a descriptor, is not available; use a shorter directory path, a directory others cannot write to (or with the sticky bit), or mount /proc",
@@ -584,18 +580,13 @@ impl OwnedSocketFile {
         }
         remove_if_there(&self.path)
     }
-
-    /// The socket path.
-    pub(crate) fn path(&self) -> &Path {
-        &self.path
-    }
 }
 
 /// Test-only pauses at the points where another process could act.
+#[cfg(test)]
 pub(crate) mod hook {
     /// Where a start can be paused.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) enum Point {
         /// The socket at the path was judged stale, not yet removed.
         JudgedStale,
@@ -604,47 +595,33 @@ pub(crate) mod hook {
     }
 
     /// What a test runs at each point.
-    #[cfg(test)]
     pub(crate) type Hook = Box<dyn FnMut(Point)>;
 
-    #[cfg(test)]
     thread_local! {
         static HOOK: std::cell::RefCell<Option<Hook>> = const { std::cell::RefCell::new(None) };
+        static NO_PROC: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
     }
 
     /// Installs `f` for starts on this thread.
-    #[cfg(test)]
     pub(crate) fn set(f: Hook) {
         HOOK.with(|h| *h.borrow_mut() = Some(f));
     }
 
-    #[cfg(test)]
-    thread_local! {
-        static NO_PROC: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-    }
-
     /// Makes starts on this thread act as if `/proc` were not mounted.
-    #[cfg(test)]
     pub(crate) fn set_no_proc(gone: bool) {
         NO_PROC.with(|n| n.set(gone));
     }
 
     /// Whether a test made `/proc` unavailable to this thread's starts.
-    #[inline]
     pub(crate) fn no_proc() -> bool {
-        #[cfg(test)]
-        return NO_PROC.with(std::cell::Cell::get);
-        #[cfg(not(test))]
-        false
+        NO_PROC.with(std::cell::Cell::get)
     }
 
-    /// Calls this thread's hook, if any (nothing outside tests).
-    #[inline]
-    pub(crate) fn fire(_point: Point) {
-        #[cfg(test)]
+    /// Calls this thread's hook, if any.
+    pub(crate) fn fire(point: Point) {
         HOOK.with(|h| {
             if let Some(f) = h.borrow_mut().as_mut() {
-                f(_point);
+                f(point);
             }
         });
     }

@@ -46,15 +46,10 @@ pub enum ConfigError {
         /// The rejected path.
         path: PathBuf,
     },
-    /// A timeout or backoff option was zero.
+    /// A timeout, backoff or size option was zero where zero makes no
+    /// sense.
     #[error("{option} must be greater than zero")]
-    ZeroDuration {
-        /// The option's builder method name.
-        option: &'static str,
-    },
-    /// A size option was zero where zero makes no sense.
-    #[error("{option} must be greater than zero")]
-    ZeroSize {
+    Zero {
         /// The option's builder method name.
         option: &'static str,
     },

@@ -10,11 +10,8 @@
 //! message so the stop can report it, and waiting is always bounded.
 
 use std::future::Future;
-use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::runtime::Handle;
@@ -75,7 +72,7 @@ pub(crate) async fn stop_sequence<T>(
     Some(Stopped {
         forced,
         stuck,
-        panicked: tasks.panics().into_iter().next(),
+        panicked: tasks.panicked(),
     })
 }
 
@@ -155,29 +152,30 @@ pub(crate) struct Panicked {
 pub(crate) struct Tasks {
     live: AtomicUsize,
     idle: Notify,
-    panics: Mutex<Vec<Panicked>>,
+    panicked: Mutex<Option<Panicked>>,
 }
 
 impl Tasks {
-    pub(crate) fn new() -> Arc<Self> {
-        Arc::new(Self::default())
-    }
-
     /// Runs `fut` on `handle` as a tracked task named `task`. A panic inside
-    /// it is caught, logged and recorded; the count falls when it ends
-    /// however it ends (also when the runtime drops it unfinished).
+    /// it (which tokio catches) is logged, and the first one recorded, by a
+    /// small second task that waits on its join handle; the count falls
+    /// when that one ends however it ends (also when the runtime drops both
+    /// unfinished).
     pub(crate) fn spawn<F>(self: &Arc<Self>, handle: &Handle, task: &'static str, fut: F)
     where
         F: Future<Output = ()> + Send + 'static,
     {
         self.live.fetch_add(1, Ordering::SeqCst);
         let guard = TaskGuard(Arc::clone(self));
+        let run = handle.spawn(fut);
         handle.spawn(async move {
-            if let Err(message) = (CatchPanic { fut: Box::pin(fut) }).await {
-                tracing::error!(task, %message, "a udsipc task panicked");
-                let mut panics = guard.0.panics.lock().unwrap_or_else(|p| p.into_inner());
-                panics.push(Panicked { task, message });
-            }
+            let Err(Ok(payload)) = run.await.map_err(|e| e.try_into_panic()) else {
+                return;
+            };
+            let message = panic_message(payload.as_ref());
+            tracing::error!(task, %message, "a udsipc task panicked");
+            let mut panicked = guard.0.panicked.lock().unwrap_or_else(|p| p.into_inner());
+            panicked.get_or_insert(Panicked { task, message });
         });
     }
 
@@ -186,9 +184,9 @@ impl Tasks {
         self.live.load(Ordering::SeqCst)
     }
 
-    /// The panics recorded so far, oldest first.
-    pub(crate) fn panics(&self) -> Vec<Panicked> {
-        self.panics
+    /// The first panic recorded.
+    pub(crate) fn panicked(&self) -> Option<Panicked> {
+        self.panicked
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
@@ -218,26 +216,6 @@ impl Drop for TaskGuard {
     fn drop(&mut self) {
         if self.0.live.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.0.idle.notify_waiters();
-        }
-    }
-}
-
-/// A future whose panics come out as `Err(message)`. The inner future is
-/// boxed once per task (not per message), which makes it `Unpin` and keeps
-/// this crate free of pin-projection `unsafe`.
-struct CatchPanic<F> {
-    fut: Pin<Box<F>>,
-}
-
-impl<F: Future<Output = ()>> Future for CatchPanic<F> {
-    type Output = Result<(), String>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let fut = self.fut.as_mut();
-        match catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
-            Ok(Poll::Ready(())) => Poll::Ready(Ok(())),
-            Ok(Poll::Pending) => Poll::Pending,
-            Err(payload) => Poll::Ready(Err(panic_message(payload.as_ref()))),
         }
     }
 }
@@ -276,7 +254,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_panicking_task_is_recorded_with_its_message_and_counted_out() {
-        let tasks = Tasks::new();
+        let tasks = Arc::new(Tasks::default());
         tasks.spawn(&Handle::current(), "test", async { panic!("boom") });
         assert!(
             tasks
@@ -284,17 +262,17 @@ mod tests {
                 .await
         );
         assert_eq!(
-            tasks.panics(),
-            [Panicked {
+            tasks.panicked(),
+            Some(Panicked {
                 task: "test",
                 message: "boom".into()
-            }]
+            })
         );
     }
 
     #[tokio::test(start_paused = true)]
     async fn waiting_for_a_stuck_task_ends_at_the_deadline() {
-        let tasks = Tasks::new();
+        let tasks = Arc::new(Tasks::default());
         tasks.spawn(&Handle::current(), "stuck", std::future::pending());
         let deadline = Instant::now() + Duration::from_secs(5);
         assert!(!tasks.idle_by(deadline).await);
@@ -308,10 +286,10 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
-        let tasks = Tasks::new();
+        let tasks = Arc::new(Tasks::default());
         tasks.spawn(rt.handle(), "pending", std::future::pending());
         drop(rt);
         assert_eq!(tasks.live(), 0);
-        assert!(tasks.panics().is_empty());
+        assert!(tasks.panicked().is_none());
     }
 }

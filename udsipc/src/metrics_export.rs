@@ -55,66 +55,44 @@ use crate::{Reader, ReaderMetrics, Writer, WriterMetrics};
 /// The label every series carries: the socket it is about.
 pub const SOCKET_LABEL: &str = "socket";
 
-/// One series of a snapshot `M`: its name, whether it is a gauge, its help
-/// text, and the field it publishes.
-struct Series<M> {
-    name: &'static str,
-    gauge: bool,
-    help: &'static str,
-    value: fn(&M) -> u64,
-}
-
-const fn counter<M>(name: &'static str, help: &'static str, value: fn(&M) -> u64) -> Series<M> {
-    Series {
-        name,
-        gauge: false,
-        help,
-        value,
-    }
-}
-
-const fn gauge<M>(name: &'static str, help: &'static str, value: fn(&M) -> u64) -> Series<M> {
-    Series {
-        name,
-        gauge: true,
-        help,
-        value,
-    }
-}
+/// One series of a snapshot `M`: its name, its help text, and the field it
+/// publishes. A name ending in `_total` is a counter, any other a gauge (the
+/// Prometheus naming rule the table follows).
+type Series<M> = (&'static str, &'static str, fn(&M) -> u64);
 
 /// The Reader's series, in [`ReaderMetrics`] field order.
 const READER: [Series<ReaderMetrics>; 7] = [
-    counter(
+    (
         "udsipc_reader_received_total",
         "Messages the handler accepted",
         |m| m.received,
     ),
-    counter(
+    (
         "udsipc_reader_connections_total",
         "Connections accepted and served",
         |m| m.connections,
     ),
-    counter(
+    (
         "udsipc_reader_errors_total",
         "Protocol violations, read failures and handler errors",
         |m| m.errors,
     ),
-    gauge(
+    (
         "udsipc_reader_active_connections",
         "Connections open right now",
         |m| m.active_connections,
     ),
-    counter(
+    (
         "udsipc_reader_rejected_connections_total",
         "Connections closed by a Reader policy before any byte was read",
         |m| m.rejected_connections,
     ),
-    counter(
+    (
         "udsipc_reader_abandoned_handlers_total",
         "Handler calls a stop had to leave running",
         |m| m.abandoned_handlers,
     ),
-    counter(
+    (
         "udsipc_reader_unhandled_total",
         "Messages read whole and never handed over (a stop's deadline cut them)",
         |m| m.unhandled,
@@ -123,57 +101,57 @@ const READER: [Series<ReaderMetrics>; 7] = [
 
 /// The Writer's series, in [`WriterMetrics`] field order.
 const WRITER: [Series<WriterMetrics>; 11] = [
-    counter(
+    (
         "udsipc_writer_sent_total",
         "Messages handed whole to the kernel (not proof the reader got them)",
         |m| m.sent,
     ),
-    counter(
+    (
         "udsipc_writer_delivered_total",
         "Messages the reader has read from the socket, as the kernel confirms (read, not handled)",
         |m| m.delivered,
     ),
-    counter(
+    (
         "udsipc_writer_dropped_total",
         "Messages refused because the queue was full",
         |m| m.dropped,
     ),
-    counter(
+    (
         "udsipc_writer_failed_total",
         "Messages given up: not read whole on max_attempts fresh connections in a row",
         |m| m.failed,
     ),
-    gauge(
+    (
         "udsipc_writer_queue_depth",
         "Messages accepted and not yet written whole, failed or discarded",
         |m| m.queue_depth,
     ),
-    counter(
+    (
         "udsipc_writer_reconnects_total",
         "Successful connections after the first one",
         |m| m.reconnects,
     ),
-    counter(
+    (
         "udsipc_writer_discarded_total",
         "Messages thrown away before being written whole (stop deadline, linger, unflushed)",
         |m| m.discarded,
     ),
-    counter(
+    (
         "udsipc_writer_unconfirmed_total",
         "Messages written whole whose read was never confirmed (maybe read, never retried)",
         |m| m.unconfirmed,
     ),
-    counter(
+    (
         "udsipc_writer_retried_total",
         "Messages sent again on a new connection",
         |m| m.retried,
     ),
-    counter(
+    (
         "udsipc_writer_backpressure_total",
         "Backpressure episodes: the reader read nothing for a whole write_timeout",
         |m| m.backpressure,
     ),
-    counter(
+    (
         "udsipc_writer_refused_total",
         "Connections the reader closed without reading the first byte",
         |m| m.refused,
@@ -184,30 +162,29 @@ const WRITER: [Series<WriterMetrics>; 11] = [
 /// recorder. Optional (recorders that render help, such as Prometheus
 /// exporters, show it); call it once, after installing the recorder.
 pub fn describe() {
-    READER.iter().for_each(Series::describe);
-    WRITER.iter().for_each(Series::describe);
-}
-
-impl<M> Series<M> {
-    fn describe(&self) {
-        if self.gauge {
-            ::metrics::describe_gauge!(self.name, self.help);
+    let reader = READER.iter().map(|s| (s.0, s.1));
+    for (name, help) in reader.chain(WRITER.iter().map(|s| (s.0, s.1))) {
+        if name.ends_with("_total") {
+            ::metrics::describe_counter!(name, help);
         } else {
-            ::metrics::describe_counter!(self.name, self.help);
+            ::metrics::describe_gauge!(name, help);
         }
     }
+}
 
-    /// Publishes this series' value in `snapshot`, labelled with `socket`.
-    fn publish(&self, snapshot: &M, socket: &str) {
-        let value = (self.value)(snapshot);
+/// Publishes each series of `table` with its value in `snapshot`, labelled
+/// with `socket`.
+fn publish<M>(table: &[Series<M>], snapshot: &M, socket: &str) {
+    for (name, _, value) in table {
+        let value = value(snapshot);
         let labels = [(SOCKET_LABEL, socket.to_owned())];
-        if self.gauge {
+        if name.ends_with("_total") {
+            ::metrics::counter!(*name, &labels).absolute(value);
+        } else {
             // A gauge holds an f64: exact up to 2^53, far past any count
             // of connections or queued messages.
             #[allow(clippy::cast_precision_loss)]
-            ::metrics::gauge!(self.name, &labels).set(value as f64);
-        } else {
-            ::metrics::counter!(self.name, &labels).absolute(value);
+            ::metrics::gauge!(*name, &labels).set(value as f64);
         }
     }
 }
@@ -222,7 +199,7 @@ impl ReaderMetrics {
     /// one leaves the counters at the newer totals (counters only rise).
     #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
     pub fn publish(&self, socket: &str) {
-        READER.iter().for_each(|s| s.publish(self, socket));
+        publish(&READER, self, socket);
     }
 }
 
@@ -235,7 +212,7 @@ impl WriterMetrics {
     /// no recorder is installed.
     #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
     pub fn publish(&self, socket: &str) {
-        WRITER.iter().for_each(|s| s.publish(self, socket));
+        publish(&WRITER, self, socket);
     }
 }
 

@@ -110,11 +110,6 @@ impl SocketAddress {
     }
 }
 
-/// Checks that `path` can be bound or connected to.
-pub(crate) fn validate_path(path: &Path) -> Result<(), ConfigError> {
-    SocketAddress::parse(path).map(drop)
-}
-
 /// Connects a stream to the socket `name` means (a path or an abstract
 /// name), without blocking the thread.
 pub(crate) async fn connect(name: &Path) -> io::Result<tokio::net::UnixStream> {
@@ -224,16 +219,16 @@ mod tests {
     #[test]
     fn empty_and_long_paths_are_rejected_naming_the_limit() {
         assert!(matches!(
-            validate_path(Path::new("")),
+            SocketAddress::parse(Path::new("")),
             Err(ConfigError::EmptyPath)
         ));
         let long = "x".repeat(max_socket_path_len() + 1);
-        let err = validate_path(Path::new(&long)).unwrap_err();
+        let err = SocketAddress::parse(Path::new(&long)).unwrap_err();
         assert!(
             err.to_string()
                 .contains(&format!("limit of {} bytes", max_socket_path_len())),
             "{err}"
         );
-        validate_path(Path::new(&"y".repeat(max_socket_path_len()))).unwrap();
+        SocketAddress::parse(Path::new(&"y".repeat(max_socket_path_len()))).unwrap();
     }
 }

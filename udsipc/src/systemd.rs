@@ -146,40 +146,38 @@ impl SystemdEnv {
     }
 }
 
-/// One passed socket, and whether a Reader took it.
-#[derive(Debug)]
-struct Slot {
-    fd: RawFd,
-    name: String,
-    taken: bool,
-}
+/// The passed fds that Readers of this process took; `None` until the
+/// first Reader looked at what was passed.
+static TAKEN: Mutex<Option<Vec<RawFd>>> = Mutex::new(None);
 
-/// The passed sockets, read from the environment once per process; later
-/// Readers find them (and which were taken) here.
-static PASSED: Mutex<Option<Vec<Slot>>> = Mutex::new(None);
-
-/// Which passed socket a Reader gets: the one named `name`, or with no name
-/// the only one passed (`Ok(None)` once it is taken: the Reader then binds
-/// its own path, as Go's second Reader does).
-fn select(slots: &[Slot], name: Option<&str>) -> Result<Option<usize>, SystemdError> {
+/// Which of the `passed` sockets a Reader gets: the one named `name`, or
+/// with no name the only one passed (`Ok(None)` once it is `taken`: the
+/// Reader then binds its own path, as Go's second Reader does).
+fn select(
+    passed: &[(RawFd, String)],
+    taken: &[RawFd],
+    name: Option<&str>,
+) -> Result<Option<RawFd>, SystemdError> {
     match name {
-        None if slots.len() == 1 => Ok((!slots[0].taken).then_some(0)),
-        None => Err(SystemdError::FdCount(slots.len())),
+        None if passed.len() == 1 => Ok(Some(passed[0].0).filter(|fd| !taken.contains(fd))),
+        None => Err(SystemdError::FdCount(passed.len())),
         Some(name) => {
-            let i = slots.iter().position(|s| s.name == name).ok_or_else(|| {
-                SystemdError::NoSuchName {
-                    name: name.to_owned(),
-                    names: slots
-                        .iter()
-                        .map(|s| s.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(":"),
-                }
-            })?;
-            if slots[i].taken {
-                return Err(SystemdError::AlreadyTaken(slots[i].fd));
+            let (fd, _) =
+                passed
+                    .iter()
+                    .find(|(_, n)| n == name)
+                    .ok_or_else(|| SystemdError::NoSuchName {
+                        name: name.to_owned(),
+                        names: passed
+                            .iter()
+                            .map(|(_, n)| n.as_str())
+                            .collect::<Vec<_>>()
+                            .join(":"),
+                    })?;
+            if taken.contains(fd) {
+                return Err(SystemdError::AlreadyTaken(*fd));
             }
-            Ok(Some(i))
+            Ok(Some(*fd))
         }
     }
 }
@@ -187,34 +185,27 @@ fn select(slots: &[Slot], name: Option<&str>) -> Result<Option<usize>, SystemdEr
 /// Takes ownership of a socket systemd passed (if any), checks that it is a
 /// listening Unix stream socket and returns it non-blocking.
 ///
-/// The first call records every passed fd and marks them all close-on-exec,
-/// so that children inherit none of them; the variables stay as they are
-/// (a child sees a `LISTEN_PID` that is not its own and ignores them).
+/// The first call marks every passed fd close-on-exec, so that children
+/// inherit none of them; the variables stay as they are (a child sees a
+/// `LISTEN_PID` that is not its own and ignores them).
 pub(crate) fn take_activation_listener(
     env: &SystemdEnv,
     name: Option<&str>,
 ) -> Result<Option<UnixListener>, SystemdError> {
-    let mut passed = PASSED.lock().unwrap_or_else(|p| p.into_inner());
-    if passed.is_none() {
-        let Some(fds) = env.passed_fds()? else {
-            return Ok(None);
-        };
-        use nix::fcntl::{FcntlArg, FdFlag, fcntl};
-        let slot = |(fd, name)| {
-            let _ = fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
-            Slot {
-                fd,
-                name,
-                taken: false,
-            }
-        };
-        *passed = Some(fds.into_iter().map(slot).collect());
-    }
-    let slots = passed.as_mut().expect("filled above");
-    let Some(i) = select(slots, name)? else {
+    let Some(passed) = env.passed_fds()? else {
         return Ok(None);
     };
-    let fd = slots[i].fd;
+    let mut taken = TAKEN.lock().unwrap_or_else(|p| p.into_inner());
+    let taken = taken.get_or_insert_with(|| {
+        use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+        for (fd, _) in &passed {
+            let _ = fcntl(*fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
+        }
+        Vec::new()
+    });
+    let Some(fd) = select(&passed, taken, name)? else {
+        return Ok(None);
+    };
     let not_a_listener = |why: String| SystemdError::NotAListener { fd, why };
     // Check before owning: fstat fails on a closed fd, and only an open
     // file is adopted.
@@ -225,7 +216,7 @@ pub(crate) fn take_activation_listener(
         let _ = owned.into_raw_fd();
         return Err(not_a_listener(why));
     }
-    slots[i].taken = true;
+    taken.push(fd);
     let listener = UnixListener::from(owned);
     listener
         .set_nonblocking(true)
@@ -263,7 +254,6 @@ fn check_listener(fd: &OwnedFd) -> Result<(), String> {
 #[derive(Debug)]
 pub struct Notifier {
     socket: UnixDatagram,
-    addr: String,
 }
 
 impl Notifier {
@@ -279,10 +269,7 @@ impl Notifier {
             .map_err(err)?;
         let socket = UnixDatagram::unbound().map_err(err)?;
         socket.connect_addr(&to).map_err(err)?;
-        Ok(Self {
-            socket,
-            addr: addr.to_owned(),
-        })
+        Ok(Self { socket })
     }
 
     /// Connects to `NOTIFY_SOCKET` if the environment names one.
@@ -290,29 +277,10 @@ impl Notifier {
         env.notify_socket.as_deref().map(Self::connect).transpose()
     }
 
-    /// Sends one raw notification, e.g. `"READY=1"`.
+    /// Sends one notification: `"READY=1"`, `"STOPPING=1"`,
+    /// `"STATUS=<text>"` or any other `sd_notify` assignment.
     pub fn notify(&self, state: &str) -> io::Result<()> {
         self.socket.send(state.as_bytes()).map(drop)
-    }
-
-    /// Sends `READY=1`.
-    pub fn ready(&self) -> io::Result<()> {
-        self.notify("READY=1")
-    }
-
-    /// Sends `STOPPING=1`.
-    pub fn stopping(&self) -> io::Result<()> {
-        self.notify("STOPPING=1")
-    }
-
-    /// Sends `STATUS=<status>`.
-    pub fn status(&self, status: &str) -> io::Result<()> {
-        self.notify(&format!("STATUS={status}"))
-    }
-
-    /// The address this notifier sends to.
-    pub fn addr(&self) -> &str {
-        &self.addr
     }
 }
 
@@ -391,23 +359,21 @@ mod tests {
 
     #[test]
     fn selection_by_name_and_by_uniqueness() {
-        let slot = |fd, name: &str, taken| Slot {
-            fd,
-            name: name.into(),
-            taken,
-        };
-        let one = [slot(3, "", false)];
-        assert_eq!(select(&one, None).unwrap(), Some(0));
-        assert_eq!(select(&[slot(3, "", true)], None).unwrap(), None);
-        let two = [slot(3, "a", false), slot(4, "b", true)];
-        assert!(matches!(select(&two, None), Err(SystemdError::FdCount(2))));
-        assert_eq!(select(&two, Some("a")).unwrap(), Some(0));
+        let one = [(3, String::new())];
+        assert_eq!(select(&one, &[], None).unwrap(), Some(3));
+        assert_eq!(select(&one, &[3], None).unwrap(), None);
+        let two = [(3, "a".to_owned()), (4, "b".to_owned())];
         assert!(matches!(
-            select(&two, Some("b")),
+            select(&two, &[4], None),
+            Err(SystemdError::FdCount(2))
+        ));
+        assert_eq!(select(&two, &[4], Some("a")).unwrap(), Some(3));
+        assert!(matches!(
+            select(&two, &[4], Some("b")),
             Err(SystemdError::AlreadyTaken(4))
         ));
         assert!(matches!(
-            select(&two, Some("c")),
+            select(&two, &[4], Some("c")),
             Err(SystemdError::NoSuchName { .. })
         ));
     }

@@ -40,7 +40,7 @@ fn zero_max_connections_is_refused() {
         .unwrap_err();
     assert!(matches!(
         err,
-        StartError::Config(ConfigError::ZeroSize {
+        StartError::Config(ConfigError::Zero {
             option: "max_connections"
         })
     ));

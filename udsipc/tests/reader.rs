@@ -57,7 +57,7 @@ fn zero_inactivity_timeout_is_refused() {
         .unwrap_err();
     assert!(matches!(
         err,
-        StartError::Config(ConfigError::ZeroDuration {
+        StartError::Config(ConfigError::Zero {
             option: "inactivity_timeout"
         })
     ));

@@ -536,7 +536,7 @@ fn a_zero_byte_bound_is_a_config_error() {
     assert!(
         matches!(
             err,
-            udsipc::StartError::Config(udsipc::ConfigError::ZeroSize {
+            udsipc::StartError::Config(udsipc::ConfigError::Zero {
                 option: "max_buffered_bytes"
             })
         ),

@@ -67,7 +67,7 @@ impl ReaderInner {
             timeout,
             || {
                 if let Some(n) = &self.notifier {
-                    let _ = n.stopping();
+                    let _ = n.notify("STOPPING=1");
                 }
             },
             || {
@@ -106,7 +106,7 @@ impl ReaderInner {
             if let Err(source) = file.remove() {
                 if result.is_ok() {
                     result = Err(StopError::Cleanup {
-                        path: file.path().to_owned(),
+                        path: self.path.clone(),
                         source,
                     });
                 }

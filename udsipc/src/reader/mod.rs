@@ -28,7 +28,7 @@ use tokio::net::UnixListener;
 use tokio::runtime::Handle;
 
 use crate::error::{ConfigError, HandlerError, ReaderError, StartError, StopError};
-use crate::lifecycle::{Phase, PhaseCell, Tasks};
+use crate::lifecycle::{Phase, PhaseCell};
 use crate::metrics::{ReaderCounters, ReaderMetrics};
 use crate::policy::Policy;
 use crate::socket;
@@ -425,7 +425,7 @@ impl ReaderBuilder {
             (self.incoming_capacity_bytes, "incoming_capacity_bytes"),
         ];
         if let Some((_, option)) = sizes.into_iter().find(|(n, _)| *n == 0) {
-            return Err(ConfigError::ZeroSize { option }.into());
+            return Err(ConfigError::Zero { option }.into());
         }
         let (chan, incoming) = Channel::new(self.incoming_capacity, self.incoming_capacity_bytes);
         Ok((self.launch(ChannelDelivery { chan })?, incoming))
@@ -435,15 +435,15 @@ impl ReaderBuilder {
     /// state, starts accepting with `delivery` and tells systemd we are
     /// ready.
     fn launch<D: Deliver>(self, delivery: D) -> Result<Reader, StartError> {
-        socket::validate_path(&self.path)?;
+        socket::SocketAddress::parse(&self.path)?;
         if self.inactivity_timeout.is_zero() {
-            return Err(ConfigError::ZeroDuration {
+            return Err(ConfigError::Zero {
                 option: "inactivity_timeout",
             }
             .into());
         }
         if self.policy.max_connections == Some(0) {
-            return Err(ConfigError::ZeroSize {
+            return Err(ConfigError::Zero {
                 option: "max_connections",
             }
             .into());
@@ -457,7 +457,7 @@ impl ReaderBuilder {
             SystemdEnv::default()
         };
         let path = env.resolve_socket_path(&self.path);
-        socket::validate_path(&path)?;
+        socket::SocketAddress::parse(&path)?;
         // Before anything is bound, so a bad NOTIFY_SOCKET leaves no file.
         let notifier = Notifier::from_env(&env)?;
 
@@ -492,7 +492,7 @@ impl ReaderBuilder {
             inactivity_timeout: self.inactivity_timeout,
             counters: ReaderCounters::default(),
             phase: PhaseCell::new(),
-            tasks: Tasks::new(),
+            tasks: Arc::default(),
             order: Arc::new(OrderBook::default()),
             max_accept_errors: self.max_accept_errors,
             read_buffer_size: self.read_buffer_size,
@@ -508,7 +508,7 @@ impl ReaderBuilder {
         let accept = accept::accept_loop(Arc::clone(&inner), listener, spare, delivery);
         inner.tasks.spawn(&handle, "accept", accept);
         if let Some(n) = &inner.notifier {
-            if let Err(e) = n.ready() {
+            if let Err(e) = n.notify("READY=1") {
                 tracing::warn!(error = %e, "failed to send READY=1 to systemd");
             }
         }
@@ -578,7 +578,7 @@ impl Reader {
     /// Sends `STATUS=<status>` to systemd; does nothing without `NOTIFY_SOCKET`.
     pub fn notify_status(&self, status: &str) -> std::io::Result<()> {
         let notifier = self.inner.notifier.as_ref();
-        notifier.map_or(Ok(()), |n| n.status(status))
+        notifier.map_or(Ok(()), |n| n.notify(&format!("STATUS={status}")))
     }
 
     /// Stops gracefully: notifies systemd `STOPPING=1` and closes the

@@ -238,7 +238,7 @@ impl WriterBuilder {
     /// Validates the options and starts the background task, which connects
     /// at once (Go: `NewWriter` + `Start`).
     pub fn start(self) -> Result<Writer, StartError> {
-        socket::validate_path(&self.cfg.path)?;
+        socket::SocketAddress::parse(&self.cfg.path)?;
         for (option, value) in [
             ("write_timeout", self.cfg.write_timeout),
             ("dial_timeout", self.dial_timeout),
@@ -246,7 +246,7 @@ impl WriterBuilder {
             ("max_backoff", self.cfg.max_backoff),
         ] {
             if value.is_zero() {
-                return Err(ConfigError::ZeroDuration { option }.into());
+                return Err(ConfigError::Zero { option }.into());
             }
         }
         for (option, value) in [
@@ -255,7 +255,7 @@ impl WriterBuilder {
             ("max_attempts", self.cfg.max_attempts as usize),
         ] {
             if value == 0 {
-                return Err(ConfigError::ZeroSize { option }.into());
+                return Err(ConfigError::Zero { option }.into());
             }
         }
         let handle = crate::runtime::handle(self.runtime.as_ref()).map_err(StartError::Runtime)?;
@@ -271,7 +271,7 @@ impl WriterBuilder {
             phase: PhaseCell::new(),
             deadline: Mutex::new(None),
             forced: AtomicBool::new(false),
-            tasks: Tasks::new(),
+            tasks: Arc::default(),
             stop_lock: tokio::sync::Mutex::new(false),
         });
         inner
