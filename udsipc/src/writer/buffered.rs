@@ -245,21 +245,17 @@ impl BufferedWriter<'_> {
             return Err(WriteError::Stopped(()));
         }
         let frame_len = frame_len_of(data.len());
-        if self.needs_hand_over(frame_len) || frame_len > self.capacity {
+        // The buffer is handed over first when the frame would not fit.
+        let full = self.sealed.is_some()
+            || (self.count > 0
+                && (self.arena.len() + frame_len > self.capacity
+                    || self.count >= self.max_count
+                    || !self.arena.has_room(frame_len)));
+        if full || frame_len > self.capacity {
             return Ok(Some(frame_len));
         }
         self.append(data, frame_len);
         Ok(None)
-    }
-
-    /// Whether the buffer must be handed over before a frame of
-    /// `frame_len` bytes.
-    fn needs_hand_over(&self, frame_len: usize) -> bool {
-        self.sealed.is_some()
-            || (self.count > 0
-                && (self.arena.len() + frame_len > self.capacity
-                    || self.count >= self.max_count
-                    || !self.arena.has_room(frame_len)))
     }
 
     /// Appends one frame (at most `capacity` bytes; the caller handed

@@ -115,22 +115,18 @@ impl Item {
     /// How many whole messages the first `offset` bytes of the frames hold,
     /// and where the last of them ends.
     pub(crate) fn whole_within(&self, offset: usize) -> (u32, usize) {
-        if self.count == 1 {
-            return if offset >= self.frame_len() {
-                (1, self.frame_len())
-            } else {
-                (0, 0)
-            };
-        }
-        let mut n = 0;
-        let mut at = 0;
+        let (mut n, mut at) = (0, 0);
         while n < self.count {
-            let end = at + frame_len_at(&self.bytes[at..]);
+            let end = at
+                + if self.framed {
+                    frame_len_at(&self.bytes[at..])
+                } else {
+                    self.frame_len()
+                };
             if end > offset {
                 break;
             }
-            at = end;
-            n += 1;
+            (n, at) = (n + 1, end);
         }
         (n, at)
     }
@@ -216,11 +212,6 @@ pub(crate) struct Queue {
     pub(super) capacity: usize,
     /// The byte limit (`usize::MAX`: none, and `bytes` is not kept).
     pub(super) byte_capacity: usize,
-    /// Producers waiting for room are woken once the depth is down to this,
-    /// so that each wake-up refills a good part of the queue instead of one
-    /// batch's worth (or after `WAKE_EVERY` completions, so that producers
-    /// that never wait cannot keep a waiting one out forever).
-    low_water: usize,
     /// Completions seen while producers were waiting.
     completions_while_waiting: AtomicUsize,
     /// Notified when a message may have been queued since the last
@@ -254,7 +245,6 @@ impl Queue {
             reserved: AtomicUsize::new(0),
             capacity,
             byte_capacity: max_bytes,
-            low_water: capacity / 2,
             completions_while_waiting: AtomicUsize::new(0),
             data_ready: Notify::new(),
             room: RoomGate::default(),
@@ -276,10 +266,12 @@ impl Queue {
             && (st.bytes == 0 || st.bytes.saturating_add(frame_len) <= self.byte_capacity)
     }
 
-    fn add_bytes(&self, st: &mut State, frame_len: usize) {
+    /// Counts `count` more messages of `frame_len` bytes in all.
+    fn count_in(&self, st: &mut State, count: usize, frame_len: usize) {
         if self.tracks_bytes() {
             st.bytes += frame_len;
         }
+        self.depth.fetch_add(count, Ordering::AcqRel);
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -310,10 +302,8 @@ impl Queue {
     fn enqueue(&self, st: &mut State, item: Item) -> bool {
         Self::seal(st);
         let was_empty = st.items.is_empty();
-        self.add_bytes(st, item.frame_len());
-        let count = item.count as usize;
+        self.count_in(st, item.count as usize, item.frame_len());
         st.items.push_back(item);
-        self.depth.fetch_add(count, Ordering::AcqRel);
         was_empty
     }
 
@@ -376,11 +366,11 @@ impl Queue {
             return Err(e.map(|()| body));
         }
         Ok(match (body, copy) {
-            (_, Some(bytes)) => self.enqueue(&mut st, Item::new(bytes, false)),
-            (Body::Owned(bytes), None) if bytes.len() > COPY_OWNED_MAX => {
+            // (A copy is always above `COPY_OWNED_MAX`.)
+            (_, Some(bytes)) | (Body::Owned(bytes), None) if bytes.len() > COPY_OWNED_MAX => {
                 self.enqueue(&mut st, Item::new(bytes, false))
             }
-            (body, None) => self.append(&mut st, &body, frame_len),
+            (body, _) => self.append(&mut st, &body, frame_len),
         })
     }
 
@@ -395,8 +385,7 @@ impl Queue {
         st.arena.put_frame(body);
         let was_empty = st.items.is_empty() && st.run == 0;
         st.run += 1;
-        self.add_bytes(st, frame_len);
-        self.depth.fetch_add(1, Ordering::AcqRel);
+        self.count_in(st, 1, frame_len);
         was_empty
     }
 
@@ -516,15 +505,19 @@ impl Queue {
             })
             .unwrap_or_else(|d| d);
         let depth = before.saturating_sub(n);
+        // Waiters are woken once the depth is down to half the capacity, so
+        // that each wake-up refills a good part of the queue instead of one
+        // batch's worth, or after `WAKE_EVERY` completions, so that
+        // producers that never wait cannot keep a waiting one out forever.
         // A waiter saw `depth >= capacity`; the depth only falls from there
         // while the writer makes progress, down to 0 at worst, so it always
-        // reaches the low-water mark (or `close` wakes everyone).
+        // reaches half (or `close` wakes everyone).
         if self.room.has_waiters() {
             let seen = self
                 .completions_while_waiting
                 .fetch_add(1, Ordering::Relaxed);
             let bytes_low = self.tracks_bytes() && queued <= self.byte_capacity / 2;
-            if depth <= self.low_water || bytes_low || seen % WAKE_EVERY == WAKE_EVERY - 1 {
+            if depth <= self.capacity / 2 || bytes_low || seen % WAKE_EVERY == WAKE_EVERY - 1 {
                 self.room.wake();
             }
         }

@@ -191,24 +191,6 @@ impl WriterInner {
         }
     }
 
-    /// Pushes `body`, refused as full a moment ago, waiting for room until
-    /// `deadline`.
-    async fn push_waiting<'a>(
-        &self,
-        mut body: Body<'a>,
-        deadline: Option<Instant>,
-    ) -> Result<(), WriteError<Body<'a>>> {
-        loop {
-            if !self.wait_room(1, frame_len_of(body.len()), deadline).await {
-                return Err(WriteError::Timeout(body));
-            }
-            match self.push(body) {
-                Err(WriteError::BufferFull(back)) => body = back,
-                done => return done,
-            }
-        }
-    }
-
     /// Waits for room and holds one slot.
     async fn reserve_slot(&self) -> Result<(), WriteError<()>> {
         loop {
@@ -287,16 +269,20 @@ impl Writer {
         msg: P,
         deadline: Option<Instant>,
     ) -> Result<(), WriteError<P::Back>> {
-        let waited = match self.inner.push(msg.into_body()) {
-            // The waiting part is boxed: this future is moved on every call,
-            // and unboxed it would be several times larger. It is allocated
-            // only when the producer must wait for room anyway.
-            Err(WriteError::BufferFull(back)) => {
-                Box::pin(self.inner.push_waiting(back, deadline)).await
+        let mut body = msg.into_body();
+        loop {
+            match self.inner.push(body) {
+                Err(WriteError::BufferFull(back)) => body = back,
+                done => return done.map_err(|e| e.map(P::back)),
             }
-            done => done,
-        };
-        waited.map_err(|e| e.map(P::back))
+            // The wait is boxed: this future is moved on every call, and
+            // with the wait unboxed it would be several times larger. It is
+            // allocated only when the producer must wait for room anyway.
+            let need = frame_len_of(body.len());
+            if !Box::pin(self.inner.wait_room(1, need, deadline)).await {
+                return Err(WriteError::Timeout(P::back(body)));
+            }
+        }
     }
 
     /// Queues `msg`, blocking the calling thread while the queue is full,

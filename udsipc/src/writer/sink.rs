@@ -105,12 +105,6 @@ impl Writer {
     }
 }
 
-impl From<Writer> for WriterSink {
-    fn from(writer: Writer) -> Self {
-        writer.into_sink()
-    }
-}
-
 impl WriterSink {
     /// The Writer underneath (for its metrics).
     pub fn get_ref(&self) -> &Writer {
