@@ -376,8 +376,9 @@ impl WriterInner {
     }
 
     async fn stop(self: Arc<Self>, timeout: Duration) -> Result<(), StopError> {
-        let before = self.counters.snapshot(0);
-        let queued_discards_before = self.counters.queued_discards();
+        let c = &self.counters;
+        let (discarded_before, unconfirmed_before) =
+            (c.queued_discards(), c.unconfirmed.load(Relaxed));
         let stopped = stop_sequence(
             &self.stop_lock,
             &self.phase,
@@ -407,9 +408,8 @@ impl WriterInner {
                 message: p.message,
             });
         }
-        let after = self.counters.snapshot(0);
-        let discarded = self.counters.queued_discards() - queued_discards_before;
-        let unconfirmed = after.unconfirmed - before.unconfirmed;
+        let discarded = c.queued_discards() - discarded_before;
+        let unconfirmed = c.unconfirmed.load(Relaxed) - unconfirmed_before;
         if self.forced.load(Relaxed) || discarded > 0 {
             return Err(StopError::DeadlineExceeded {
                 discarded,
