@@ -314,8 +314,7 @@ impl Writer {
     /// # }
     /// ```
     pub fn send_blocking<'a, P: Payload<'a>>(&self, msg: P) -> Result<(), WriteError<P::Back>> {
-        self.block_until_pushed(msg.into_body(), None)
-            .map_err(|e| e.map(P::back))
+        self.block_until_pushed(msg, None)
     }
 
     /// [`send_blocking`](Self::send_blocking) that waits for room at most
@@ -342,31 +341,31 @@ impl Writer {
         msg: P,
         timeout: Duration,
     ) -> Result<(), WriteError<P::Back>> {
-        self.block_until_pushed(msg.into_body(), Some(timeout))
-            .map_err(|e| e.map(P::back))
+        self.block_until_pushed(msg, Some(timeout))
     }
 
-    fn block_until_pushed<'a>(
+    fn block_until_pushed<'a, P: Payload<'a>>(
         &self,
-        mut body: Body<'a>,
+        msg: P,
         timeout: Option<Duration>,
-    ) -> Result<(), WriteError<Body<'a>>> {
+    ) -> Result<(), WriteError<P::Back>> {
         let deadline = timeout
             .and_then(|t| std::time::Instant::now().checked_add(t))
             .map(Instant::from_std);
+        let mut body = msg.into_body();
         loop {
             match self.inner.push(body) {
                 Err(WriteError::BufferFull(back)) => body = back,
-                done => return done,
+                done => return done.map_err(|e| e.map(P::back)),
             }
             match self.block_for_room(1, frame_len_of(body.len()), deadline) {
                 Ok(true) => {}
-                Ok(false) => return Err(WriteError::Timeout(body)),
+                Ok(false) => return Err(WriteError::Timeout(P::back(body))),
                 // It cannot wait: refused as by `try_send`.
                 Err(StopError::WouldDeadlock) => {
-                    return Err(self.inner.dropped(WriteError::BufferFull(body)));
+                    return Err(self.inner.dropped(WriteError::BufferFull(P::back(body))));
                 }
-                Err(_) => return Err(WriteError::Stopped(body)),
+                Err(_) => return Err(WriteError::Stopped(P::back(body))),
             }
         }
     }
