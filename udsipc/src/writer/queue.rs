@@ -187,6 +187,9 @@ struct State {
     arena: Arena,
     /// Messages in the arena's unsealed tail.
     run: u32,
+    /// Slots held by permits (`reserve_slot`) and not yet spent or
+    /// released: they count against the capacity but not in `depth`.
+    reserved: usize,
     /// Frame bytes (prefixes and bodies) of the messages counted in
     /// `depth`, pushed and finished with them; kept only with a byte limit
     /// (under this lock, which every push takes anyway: no atomic per
@@ -204,10 +207,6 @@ pub(crate) struct Queue {
     /// Messages accepted and not yet written, failed for good or discarded
     /// (including those the writer task has taken but not finished).
     depth: AtomicUsize,
-    /// Slots held by permits (`reserve_slot`) and not yet spent or
-    /// released: they count against the capacity but not in `depth`.
-    /// Changed only under the state lock, read without it by `wait_room`.
-    reserved: AtomicUsize,
     /// The bound in messages (`max_buffered_writes`).
     pub(super) capacity: usize,
     /// The byte limit (`usize::MAX`: none, and `bytes` is not kept).
@@ -238,11 +237,11 @@ impl Queue {
                 items: VecDeque::new(),
                 arena: Arena::new(max_bytes / 2),
                 run: 0,
+                reserved: 0,
                 bytes: 0,
                 closed: false,
             }),
             depth: AtomicUsize::new(0),
-            reserved: AtomicUsize::new(0),
             capacity,
             byte_capacity: max_bytes,
             completions_while_waiting: AtomicUsize::new(0),
@@ -261,7 +260,7 @@ impl Queue {
     /// any number into a queue that holds none, any size into one that
     /// holds no bytes (always, without a byte limit).
     fn fits(&self, st: &State, count: usize, frame_len: usize) -> bool {
-        let used = self.used();
+        let used = self.used(st);
         (used == 0 || used + count <= self.capacity)
             && (st.bytes == 0 || st.bytes.saturating_add(frame_len) <= self.byte_capacity)
     }
@@ -293,8 +292,8 @@ impl Queue {
     }
 
     /// Queued messages plus held slots: what counts against the capacity.
-    fn used(&self) -> usize {
-        self.depth.load(Ordering::SeqCst) + self.reserved.load(Ordering::SeqCst)
+    fn used(&self, st: &State) -> usize {
+        self.depth.load(Ordering::SeqCst) + st.reserved
     }
 
     /// Queues `item`; whether the queue was empty (the writer task then
@@ -356,11 +355,8 @@ impl Queue {
         let mut st = self.lock();
         if reserved {
             // The slot becomes the message's (or, closed, is given back:
-            // `close` woke every waiter already). Released first, so that a
-            // lock-free reader of `used()` may see one less (and retry under
-            // the lock), never one more (and wait for a wake-up that may
-            // not come).
-            self.reserved.fetch_sub(1, Ordering::SeqCst);
+            // `close` woke every waiter already).
+            st.reserved -= 1;
         }
         if let Err(e) = self.admit(&st, frame_len, !reserved) {
             return Err(e.map(|()| body));
@@ -416,7 +412,7 @@ impl Queue {
         }
         let mut run = Item::run(frames, count);
         if !past_bounds && !self.fits(&st, count as usize, run.bytes.len()) {
-            let room = self.capacity.saturating_sub(self.used());
+            let room = self.capacity.saturating_sub(self.used(&st));
             let byte_room = match st.bytes {
                 0 => usize::MAX,
                 queued => self.byte_capacity.saturating_sub(queued),
@@ -441,20 +437,18 @@ impl Queue {
     /// byte limit, a slot is given while the queued bytes are below it, and
     /// its message is then taken whatever its size.
     pub(crate) fn reserve_slot(&self) -> Result<(), WriteError<()>> {
-        let st = self.lock();
+        let mut st = self.lock();
         self.admit(&st, 1, true)?;
-        self.reserved.fetch_add(1, Ordering::SeqCst);
+        st.reserved += 1;
         Ok(())
     }
 
     /// Gives back a slot held by `reserve_slot` that will not be used.
     pub(crate) fn release_reserved(&self) {
-        {
-            let _st = self.lock();
-            self.reserved.fetch_sub(1, Ordering::SeqCst);
-        }
-        // SeqCst pairs with `wait_room` as in `complete`. One slot freed is
-        // worth a wake-up: nothing else may come to wake a waiter.
+        self.lock().reserved -= 1;
+        // `wait_room` looks under the lock, after it registered: it sees
+        // this slot free, or this sees it waiting. One slot freed is worth
+        // a wake-up: nothing else may come to wake a waiter.
         if self.room.has_waiters() {
             self.room.wake();
         }
@@ -963,7 +957,7 @@ pub(crate) mod tests {
                 .as_ref(),
             b"m"
         );
-        assert_eq!(q.used(), 0);
+        assert_eq!(q.used(&q.lock()), 0);
         assert_eq!(
             q.reserve_slot().map_err(Refused::from),
             Err(Refused::Closed)
