@@ -226,7 +226,7 @@ pub(crate) struct Queue {
 impl Queue {
     /// A queue of at most `capacity` messages and `max_bytes` frame bytes
     /// (`usize::MAX`: no byte bound). With a byte bound, a message that
-    /// would take the queued bytes past it is refused (`Full`), except
+    /// would take the queued bytes past it is refused (`BufferFull`), except
     /// into a queue that holds no bytes, which takes any one message; arena
     /// chunks then grow only to half the bound (at least
     /// [`CHUNK_MIN`](crate::writer::arena::CHUNK_MIN)), so that what the
