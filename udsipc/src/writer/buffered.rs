@@ -11,14 +11,12 @@
 //! come back once written, as the queue's do: nothing is allocated per
 //! hand-over in steady state.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use super::{Writer, WriterInner};
-use bytes::Bytes;
 
 use super::arena::Arena;
-use super::queue::{Refused, RunPush, frame_len_of};
+use super::queue::{Run, frame_len_of};
 use crate::error::{StopError, WriteError};
 use crate::lifecycle::Phase;
 
@@ -93,7 +91,7 @@ pub struct BufferedWriter<'a> {
     count: u32,
     /// A hand-over the queue has not taken yet (it waited for room, or
     /// that wait was cancelled): it goes before anything else.
-    sealed: Option<(Bytes, u32)>,
+    sealed: Option<Run>,
     /// Hand over once the buffer would pass this many bytes...
     capacity: usize,
     /// ... or holds this many messages.
@@ -212,12 +210,8 @@ impl BufferedWriter<'_> {
     /// [`WriteError::BufferFull`], and the buffer keeps what it held).
     pub fn flush_blocking(&mut self) -> Result<(), WriteError<()>> {
         while let Some((count, len)) = self.try_hand_over(false)? {
-            let inner: Arc<WriterInner> = Arc::clone(&self.writer.inner);
-            let waited = crate::runtime::block_on(&self.writer.handle, async move {
-                inner.queue.wait_room(count, len).await;
-            });
-            match waited {
-                Ok(()) => {}
+            match self.writer.block_for_room(count, len, None) {
+                Ok(_) => {}
                 Err(StopError::WouldDeadlock) => {
                     return match self.try_hand_over(false)? {
                         None => Ok(()),
@@ -251,21 +245,17 @@ impl BufferedWriter<'_> {
             return Err(WriteError::Stopped(()));
         }
         let frame_len = frame_len_of(data.len());
-        if self.needs_hand_over(frame_len) || frame_len > self.capacity {
+        // The buffer is handed over first when the frame would not fit.
+        let full = self.sealed.is_some()
+            || (self.count > 0
+                && (self.arena.len() + frame_len > self.capacity
+                    || self.count >= self.max_count
+                    || !self.arena.has_room(frame_len)));
+        if full || frame_len > self.capacity {
             return Ok(Some(frame_len));
         }
         self.append(data, frame_len);
         Ok(None)
-    }
-
-    /// Whether the buffer must be handed over before a frame of
-    /// `frame_len` bytes.
-    fn needs_hand_over(&self, frame_len: usize) -> bool {
-        self.sealed.is_some()
-            || (self.count > 0
-                && (self.arena.len() + frame_len > self.capacity
-                    || self.count >= self.max_count
-                    || !self.arena.has_room(frame_len)))
     }
 
     /// Appends one frame (at most `capacity` bytes; the caller handed
@@ -286,33 +276,22 @@ impl BufferedWriter<'_> {
         &mut self,
         past_bounds: bool,
     ) -> Result<Option<(usize, usize)>, WriteError<()>> {
-        loop {
-            if self.sealed.is_none() {
-                if self.count == 0 {
-                    return Ok(None);
-                }
-                self.sealed = Some((self.arena.cut(), std::mem::take(&mut self.count)));
+        if self.sealed.is_none() && self.count > 0 {
+            self.sealed = Some((self.arena.cut(), std::mem::take(&mut self.count)));
+        }
+        let Some((frames, count)) = self.sealed.take() else {
+            return Ok(None);
+        };
+        match self.inner.queue.push_run(frames, count, past_bounds) {
+            Ok((first, rest)) => {
+                self.inner.queued(first);
+                self.sealed = rest;
+                Ok(self.sealed.as_ref().map(|(f, n)| (*n as usize, f.len())))
             }
-            let (frames, count) = self.sealed.take().expect("sealed above");
-            let queue = &self.inner.queue;
-            match queue.push_run_deferred(frames, count, past_bounds) {
-                Ok(RunPush::Taken(first)) => self.writer.inner.queued(first),
-                Ok(RunPush::Part(first, rest, left)) => {
-                    self.writer.inner.queued(first);
-                    let need = (left as usize, rest.len());
-                    self.sealed = Some((rest, left));
-                    return Ok(Some(need));
-                }
-                Err((Refused::Full, frames)) => {
-                    let need = (count as usize, frames.len());
-                    self.sealed = Some((frames, count));
-                    return Ok(Some(need));
-                }
-                Err((Refused::Closed, frames)) => {
-                    self.sealed = Some((frames, count));
-                    self.discard();
-                    return Err(WriteError::Stopped(()));
-                }
+            Err(e) => {
+                self.sealed = Some((e.into_inner(), count));
+                self.discard();
+                Err(WriteError::Stopped(()))
             }
         }
     }

@@ -82,6 +82,7 @@ pub const DEFAULT_LINGER: Duration = Duration::from_secs(1);
 /// | [`linger`](Self::linger) | 1 s | - (no drop) |
 /// | [`on_error`](Self::on_error) | none | `WithWriterErrorCallback` |
 /// | [`runtime`](Self::runtime) | current, else the library's own | - |
+#[derive(Debug)]
 #[must_use = "a builder does nothing until `start` is called"]
 pub struct WriterBuilder {
     /// The path and the options the machine itself reads.
@@ -91,23 +92,16 @@ pub struct WriterBuilder {
     dial_timeout: Duration,
     write_buffer_size: u32,
     linger: Duration,
-    on_error: Option<Arc<ErrorCallback>>,
+    on_error: Option<OnError>,
     runtime: Option<Handle>,
 }
 
-impl std::fmt::Debug for WriterBuilder {
+/// The error callback (named, not shown, by `Debug`).
+struct OnError(Box<ErrorCallback>);
+
+impl std::fmt::Debug for OnError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WriterBuilder")
-            .field("path", &self.cfg.path)
-            .field("max_buffered_writes", &self.max_buffered_writes)
-            .field("write_timeout", &self.cfg.write_timeout)
-            .field("dial_timeout", &self.dial_timeout)
-            .field("initial_backoff", &self.cfg.initial_backoff)
-            .field("max_backoff", &self.cfg.max_backoff)
-            .field("write_buffer_size", &self.write_buffer_size)
-            .field("max_attempts", &self.cfg.max_attempts)
-            .field("linger", &self.linger)
-            .finish_non_exhaustive()
+        f.write_str("on_error")
     }
 }
 
@@ -224,7 +218,7 @@ impl WriterBuilder {
 
     /// Called with every error the Writer meets while running.
     pub fn on_error(mut self, callback: impl Fn(&WriterError) + Send + Sync + 'static) -> Self {
-        self.on_error = Some(Arc::new(callback));
+        self.on_error = Some(OnError(Box::new(callback)));
         self
     }
 
@@ -368,7 +362,7 @@ struct WriterInner {
 impl WriterInner {
     fn report(&self, error: WriterError) {
         tracing::debug!(%error, context = error.context(), "writer error");
-        if let Some(cb) = &self.opts.on_error {
+        if let Some(OnError(cb)) = &self.opts.on_error {
             crate::runtime::call_guarded("writer on_error", || cb(&error));
         }
     }
@@ -382,8 +376,9 @@ impl WriterInner {
     }
 
     async fn stop(self: Arc<Self>, timeout: Duration) -> Result<(), StopError> {
-        let before = self.counters.snapshot(0);
-        let queued_discards_before = self.counters.queued_discards();
+        let c = &self.counters;
+        let (discarded_before, unconfirmed_before) =
+            (c.queued_discards(), c.unconfirmed.load(Relaxed));
         let stopped = stop_sequence(
             &self.stop_lock,
             &self.phase,
@@ -413,9 +408,8 @@ impl WriterInner {
                 message: p.message,
             });
         }
-        let after = self.counters.snapshot(0);
-        let discarded = self.counters.queued_discards() - queued_discards_before;
-        let unconfirmed = after.unconfirmed - before.unconfirmed;
+        let discarded = c.queued_discards() - discarded_before;
+        let unconfirmed = c.unconfirmed.load(Relaxed) - unconfirmed_before;
         if self.forced.load(Relaxed) || discarded > 0 {
             return Err(StopError::DeadlineExceeded {
                 discarded,

@@ -17,6 +17,7 @@ use bytes::Bytes;
 use tokio::sync::Notify;
 
 use super::arena::Arena;
+use crate::error::WriteError;
 use crate::frame::varint_len;
 use crate::gate::RoomGate;
 
@@ -42,23 +43,19 @@ pub enum Body<'a> {
     Owned(Bytes),
 }
 
-impl Body<'_> {
-    /// The message's length in bytes.
-    pub(crate) fn len(&self) -> usize {
-        self.as_slice().len()
-    }
+impl std::ops::Deref for Body<'_> {
+    type Target = [u8];
 
-    pub(crate) fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    pub(crate) fn as_slice(&self) -> &[u8] {
+    fn deref(&self) -> &[u8] {
         match self {
             Body::Borrowed(b) => b,
             Body::Owned(b) => b,
         }
     }
 }
+
+/// Frames of messages back to back, and how many messages they hold.
+pub(crate) type Run = (Bytes, u32);
 
 /// One queued message, or a run of small messages framed back to back.
 #[derive(Debug, Clone)]
@@ -118,22 +115,18 @@ impl Item {
     /// How many whole messages the first `offset` bytes of the frames hold,
     /// and where the last of them ends.
     pub(crate) fn whole_within(&self, offset: usize) -> (u32, usize) {
-        if self.count == 1 {
-            return if offset >= self.frame_len() {
-                (1, self.frame_len())
-            } else {
-                (0, 0)
-            };
-        }
-        let mut n = 0;
-        let mut at = 0;
+        let (mut n, mut at) = (0, 0);
         while n < self.count {
-            let end = at + frame_len_at(&self.bytes[at..]);
+            let end = at
+                + if self.framed {
+                    frame_len_at(&self.bytes[at..])
+                } else {
+                    self.frame_len()
+                };
             if end > offset {
                 break;
             }
-            at = end;
-            n += 1;
+            (n, at) = (n + 1, end);
         }
         (n, at)
     }
@@ -143,13 +136,10 @@ impl Item {
     /// a split never leaves an empty item on either side (an empty run in
     /// the queue would be written as nothing, forever).
     pub(crate) fn split_front(&mut self, n: u32) -> Option<Item> {
-        if !self.framed || n == 0 || n >= self.count {
+        if !self.framed {
             return None;
         }
-        let mut at = 0;
-        for _ in 0..n {
-            at += frame_len_at(&self.bytes[at..]);
-        }
+        let at = (0..n.min(self.count)).fold(0, |at, _| at + frame_len_at(&self.bytes[at..]));
         self.split_front_at(n, at)
     }
 
@@ -190,25 +180,6 @@ pub(crate) fn frame_len_of(body_len: usize) -> usize {
     varint_len(body_len as u64) + body_len
 }
 
-/// What [`Queue::push_run_deferred`] took.
-#[derive(Debug)]
-pub(crate) enum RunPush {
-    /// The whole run; whether the queue was empty.
-    Taken(bool),
-    /// Its first messages (whether the queue was empty); the rest, and how
-    /// many messages it holds, handed back.
-    Part(bool, Bytes, u32),
-}
-
-/// Why a push was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Refused {
-    /// `capacity` messages are queued.
-    Full,
-    /// The queue was closed by a stop.
-    Closed,
-}
-
 #[derive(Debug)]
 struct State {
     items: VecDeque<Item>,
@@ -216,6 +187,9 @@ struct State {
     arena: Arena,
     /// Messages in the arena's unsealed tail.
     run: u32,
+    /// Slots held by permits (`reserve_slot`) and not yet spent or
+    /// released: they count against the capacity but not in `depth`.
+    reserved: usize,
     /// Frame bytes (prefixes and bodies) of the messages counted in
     /// `depth`, pushed and finished with them; kept only with a byte limit
     /// (under this lock, which every push takes anyway: no atomic per
@@ -233,19 +207,10 @@ pub(crate) struct Queue {
     /// Messages accepted and not yet written, failed for good or discarded
     /// (including those the writer task has taken but not finished).
     depth: AtomicUsize,
-    /// Slots held by permits (`reserve_slot`) and not yet spent or
-    /// released: they count against the capacity but not in `depth`.
-    /// Changed only under the state lock, read without it by `wait_room`.
-    reserved: AtomicUsize,
     /// The bound in messages (`max_buffered_writes`).
     pub(super) capacity: usize,
     /// The byte limit (`usize::MAX`: none, and `bytes` is not kept).
     pub(super) byte_capacity: usize,
-    /// Producers waiting for room are woken once the depth is down to this,
-    /// so that each wake-up refills a good part of the queue instead of one
-    /// batch's worth (or after `WAKE_EVERY` completions, so that producers
-    /// that never wait cannot keep a waiting one out forever).
-    low_water: usize,
     /// Completions seen while producers were waiting.
     completions_while_waiting: AtomicUsize,
     /// Notified when a message may have been queued since the last
@@ -261,7 +226,7 @@ pub(crate) struct Queue {
 impl Queue {
     /// A queue of at most `capacity` messages and `max_bytes` frame bytes
     /// (`usize::MAX`: no byte bound). With a byte bound, a message that
-    /// would take the queued bytes past it is refused (`Full`), except
+    /// would take the queued bytes past it is refused (`BufferFull`), except
     /// into a queue that holds no bytes, which takes any one message; arena
     /// chunks then grow only to half the bound (at least
     /// [`CHUNK_MIN`](crate::writer::arena::CHUNK_MIN)), so that what the
@@ -272,14 +237,13 @@ impl Queue {
                 items: VecDeque::new(),
                 arena: Arena::new(max_bytes / 2),
                 run: 0,
+                reserved: 0,
                 bytes: 0,
                 closed: false,
             }),
             depth: AtomicUsize::new(0),
-            reserved: AtomicUsize::new(0),
             capacity,
             byte_capacity: max_bytes,
-            low_water: capacity / 2,
             completions_while_waiting: AtomicUsize::new(0),
             data_ready: Notify::new(),
             room: RoomGate::default(),
@@ -292,17 +256,21 @@ impl Queue {
         self.byte_capacity != usize::MAX
     }
 
-    /// Whether `frame_len` more bytes fit (always, without a byte limit).
-    fn bytes_fit(&self, st: &State, frame_len: usize) -> bool {
-        !self.tracks_bytes()
-            || st.bytes == 0
-            || st.bytes.saturating_add(frame_len) <= self.byte_capacity
+    /// Whether `count` more messages of `frame_len` bytes in all fit now:
+    /// any number into a queue that holds none, any size into one that
+    /// holds no bytes (always, without a byte limit).
+    fn fits(&self, st: &State, count: usize, frame_len: usize) -> bool {
+        let used = self.used(st);
+        (used == 0 || used + count <= self.capacity)
+            && (st.bytes == 0 || st.bytes.saturating_add(frame_len) <= self.byte_capacity)
     }
 
-    fn add_bytes(&self, st: &mut State, frame_len: usize) {
+    /// Counts `count` more messages of `frame_len` bytes in all.
+    fn count_in(&self, st: &mut State, count: usize, frame_len: usize) {
         if self.tracks_bytes() {
             st.bytes += frame_len;
         }
+        self.depth.fetch_add(count, Ordering::AcqRel);
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -311,20 +279,21 @@ impl Queue {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Whether a message of `frame_len` bytes may be queued now.
-    fn admit(&self, st: &State, frame_len: usize) -> Result<(), Refused> {
+    /// Whether one message of `frame_len` bytes may be queued now: while
+    /// the queue is open, and (`bounded`) if it fits.
+    fn admit(&self, st: &State, frame_len: usize, bounded: bool) -> Result<(), WriteError<()>> {
         if st.closed {
-            return Err(Refused::Closed);
+            Err(WriteError::Stopped(()))
+        } else if bounded && !self.fits(st, 1, frame_len) {
+            Err(WriteError::BufferFull(()))
+        } else {
+            Ok(())
         }
-        if self.used() >= self.capacity || !self.bytes_fit(st, frame_len) {
-            return Err(Refused::Full);
-        }
-        Ok(())
     }
 
     /// Queued messages plus held slots: what counts against the capacity.
-    fn used(&self) -> usize {
-        self.depth.load(Ordering::SeqCst) + self.reserved.load(Ordering::SeqCst)
+    fn used(&self, st: &State) -> usize {
+        self.depth.load(Ordering::SeqCst) + st.reserved
     }
 
     /// Queues `item`; whether the queue was empty (the writer task then
@@ -332,10 +301,8 @@ impl Queue {
     fn enqueue(&self, st: &mut State, item: Item) -> bool {
         Self::seal(st);
         let was_empty = st.items.is_empty();
-        self.add_bytes(st, item.frame_len());
-        let count = item.count as usize;
+        self.count_in(st, item.count as usize, item.frame_len());
         st.items.push_back(item);
-        self.depth.fetch_add(count, Ordering::AcqRel);
         was_empty
     }
 
@@ -372,13 +339,13 @@ impl Queue {
         &self,
         body: Body<'a>,
         reserved: bool,
-    ) -> Result<bool, (Refused, Body<'a>)> {
+    ) -> Result<bool, WriteError<Body<'a>>> {
         let frame_len = frame_len_of(body.len());
         let copy = match body {
             Body::Borrowed(b) if frame_len > ARENA_MAX_FRAME => {
                 if !reserved {
-                    if let Err(r) = self.admit(&self.lock(), frame_len) {
-                        return Err((r, body));
+                    if let Err(e) = self.admit(&self.lock(), frame_len, true) {
+                        return Err(e.map(|()| body));
                     }
                 }
                 Some(Bytes::copy_from_slice(b))
@@ -387,25 +354,19 @@ impl Queue {
         };
         let mut st = self.lock();
         if reserved {
-            if st.closed {
-                drop(st);
-                self.release_reserved();
-                return Err((Refused::Closed, body));
-            }
-            // The slot becomes the message's. Released first, so that a
-            // lock-free reader of `used()` may see one less (and retry under
-            // the lock), never one more (and wait for a wake-up that may
-            // not come).
-            self.reserved.fetch_sub(1, Ordering::SeqCst);
-        } else if let Err(r) = self.admit(&st, frame_len) {
-            return Err((r, body));
+            // The slot becomes the message's (or, closed, is given back:
+            // `close` woke every waiter already).
+            st.reserved -= 1;
+        }
+        if let Err(e) = self.admit(&st, frame_len, !reserved) {
+            return Err(e.map(|()| body));
         }
         Ok(match (body, copy) {
-            (_, Some(bytes)) => self.enqueue(&mut st, Item::new(bytes, false)),
-            (Body::Owned(bytes), None) if bytes.len() > COPY_OWNED_MAX => {
+            // (A copy is always above `COPY_OWNED_MAX`.)
+            (_, Some(bytes)) | (Body::Owned(bytes), None) if bytes.len() > COPY_OWNED_MAX => {
                 self.enqueue(&mut st, Item::new(bytes, false))
             }
-            (body, None) => self.append(&mut st, body.as_slice(), frame_len),
+            (body, _) => self.append(&mut st, &body, frame_len),
         })
     }
 
@@ -420,88 +381,74 @@ impl Queue {
         st.arena.put_frame(body);
         let was_empty = st.items.is_empty() && st.run == 0;
         st.run += 1;
-        self.add_bytes(st, frame_len);
-        self.depth.fetch_add(1, Ordering::AcqRel);
+        self.count_in(st, 1, frame_len);
         was_empty
     }
 
     /// Queues `frames`, `count` messages framed back to back (cut from a
     /// producer's own arena), as one run, without waking the writer task
-    /// (as [`push`](Self::push)). Taken whole
-    /// when `count` more messages and the frames' bytes fit, or into an
-    /// empty queue whatever their number and size, or with `past_bounds`
+    /// (as [`push`](Self::push)): whether the queue was empty, and what it
+    /// did not take (the frames and how many messages they hold). Taken
+    /// whole when `count` more messages and the frames' bytes fit, or into
+    /// an empty queue whatever their number and size, or with `past_bounds`
     /// whenever the queue is open (a batch that cannot wait: bounded by the
     /// batch's own size). Else its first messages that fit are taken and
-    /// the rest handed back ([`RunPush::Part`]), so that a run makes
-    /// progress whenever a single message could (producers that keep the
-    /// queue above half full cannot starve it); refused (and handed back
-    /// whole) when not even its first message fits.
-    pub(crate) fn push_run_deferred(
+    /// the rest handed back, so that a run makes progress whenever a single
+    /// message could (producers that keep the queue above half full cannot
+    /// starve it); handed back whole when not even its first message fits.
+    pub(crate) fn push_run(
         &self,
         frames: Bytes,
         count: u32,
         past_bounds: bool,
-    ) -> Result<RunPush, (Refused, Bytes)> {
+    ) -> Result<(bool, Option<Run>), WriteError<Bytes>> {
         let mut st = self.lock();
         if st.closed {
-            return Err((Refused::Closed, frames));
+            return Err(WriteError::Stopped(frames));
         }
         if count == 0 || frames.is_empty() {
             // Nothing to queue: an empty run would be written as nothing.
-            return Ok(RunPush::Taken(false));
+            return Ok((false, None));
         }
-        if past_bounds || self.run_fits(&st, count as usize, frames.len()) {
-            let was_empty = self.enqueue(&mut st, Item::run(frames, count));
-            return Ok(RunPush::Taken(was_empty));
-        }
-        let room = self.capacity.saturating_sub(self.used());
-        let byte_room = if self.tracks_bytes() && st.bytes > 0 {
-            self.byte_capacity.saturating_sub(st.bytes)
-        } else {
-            usize::MAX
-        };
         let mut run = Item::run(frames, count);
-        let (fit, _) = run.whole_within(byte_room.min(run.bytes.len()));
-        let n = fit.min(u32::try_from(room).unwrap_or(u32::MAX));
-        if n == 0 {
-            return Err((Refused::Full, run.bytes));
+        if !past_bounds && !self.fits(&st, count as usize, run.bytes.len()) {
+            let room = self.capacity.saturating_sub(self.used(&st));
+            let byte_room = match st.bytes {
+                0 => usize::MAX,
+                queued => self.byte_capacity.saturating_sub(queued),
+            };
+            let (fit, _) = run.whole_within(byte_room.min(run.bytes.len()));
+            let n = fit.min(u32::try_from(room).unwrap_or(u32::MAX));
+            if n == 0 {
+                return Ok((false, Some((run.bytes, count))));
+            }
+            // No split when there is room for all of it after all (the
+            // depth fell since `fits` looked): never an empty rest.
+            if let Some(front) = run.split_front(n) {
+                let was_empty = self.enqueue(&mut st, front);
+                return Ok((was_empty, Some((run.bytes, run.count))));
+            }
         }
-        // Room for all of it after all (the depth fell since `run_fits`
-        // looked): taken whole, never split into an empty rest.
-        let Some(front) = run.split_front(n) else {
-            let was_empty = self.enqueue(&mut st, run);
-            return Ok(RunPush::Taken(was_empty));
-        };
-        let was_empty = self.enqueue(&mut st, front);
-        Ok(RunPush::Part(was_empty, run.bytes, run.count))
-    }
-
-    /// Whether `count` messages of `frame_len` bytes in all fit now (any
-    /// number into an empty queue).
-    fn run_fits(&self, st: &State, count: usize, frame_len: usize) -> bool {
-        let used = self.used();
-        (used == 0 || used + count <= self.capacity) && self.bytes_fit(st, frame_len)
+        Ok((self.enqueue(&mut st, run), None))
     }
 
     /// Holds one slot of the capacity for a later reserved `push` (or
     /// `release_reserved`): no other push can take it meanwhile. With a
     /// byte limit, a slot is given while the queued bytes are below it, and
     /// its message is then taken whatever its size.
-    pub(crate) fn reserve_slot(&self) -> Result<(), Refused> {
-        let st = self.lock();
-        self.admit(&st, 1)?;
-        self.reserved.fetch_add(1, Ordering::SeqCst);
+    pub(crate) fn reserve_slot(&self) -> Result<(), WriteError<()>> {
+        let mut st = self.lock();
+        self.admit(&st, 1, true)?;
+        st.reserved += 1;
         Ok(())
     }
 
     /// Gives back a slot held by `reserve_slot` that will not be used.
     pub(crate) fn release_reserved(&self) {
-        {
-            let _st = self.lock();
-            self.reserved.fetch_sub(1, Ordering::SeqCst);
-        }
-        // SeqCst pairs with `wait_room` as in `complete`. One slot freed is
-        // worth a wake-up: nothing else may come to wake a waiter.
+        self.lock().reserved -= 1;
+        // `wait_room` looks under the lock, after it registered: it sees
+        // this slot free, or this sees it waiting. One slot freed is worth
+        // a wake-up: nothing else may come to wake a waiter.
         if self.room.has_waiters() {
             self.room.wake();
         }
@@ -514,7 +461,7 @@ impl Queue {
         self.room
             .wait(|| {
                 let st = self.lock();
-                st.closed || self.run_fits(&st, count, frame_len)
+                st.closed || self.fits(&st, count, frame_len)
             })
             .await;
     }
@@ -552,15 +499,19 @@ impl Queue {
             })
             .unwrap_or_else(|d| d);
         let depth = before.saturating_sub(n);
+        // Waiters are woken once the depth is down to half the capacity, so
+        // that each wake-up refills a good part of the queue instead of one
+        // batch's worth, or after `WAKE_EVERY` completions, so that
+        // producers that never wait cannot keep a waiting one out forever.
         // A waiter saw `depth >= capacity`; the depth only falls from there
         // while the writer makes progress, down to 0 at worst, so it always
-        // reaches the low-water mark (or `close` wakes everyone).
+        // reaches half (or `close` wakes everyone).
         if self.room.has_waiters() {
             let seen = self
                 .completions_while_waiting
                 .fetch_add(1, Ordering::Relaxed);
             let bytes_low = self.tracks_bytes() && queued <= self.byte_capacity / 2;
-            if depth <= self.low_water || bytes_low || seen % WAKE_EVERY == WAKE_EVERY - 1 {
+            if depth <= self.capacity / 2 || bytes_low || seen % WAKE_EVERY == WAKE_EVERY - 1 {
                 self.room.wake();
             }
         }
@@ -593,31 +544,30 @@ impl Queue {
 }
 
 #[cfg(test)]
+use crate::Payload;
+
+#[cfg(test)]
 impl Queue {
     /// A borrowed push that wakes the writer task itself.
-    pub(crate) fn push_copy(&self, body: &[u8]) -> Result<(), Refused> {
-        self.push_woken(Body::Borrowed(body)).map_err(|(r, _)| r)
+    pub(crate) fn push_copy(&self, body: &[u8]) -> Result<(), tests::Refused> {
+        self.push_woken(Body::Borrowed(body)).map_err(|e| e.into())
     }
 
     /// An owned push that wakes the writer task itself.
-    pub(crate) fn push_owned(&self, body: Bytes) -> Result<(), (Refused, Bytes)> {
+    pub(crate) fn push_owned(&self, body: Bytes) -> Result<(), (tests::Refused, Bytes)> {
         self.push_woken(Body::Owned(body))
-            .map_err(|(r, b)| match b {
-                Body::Owned(b) => (r, b),
-                Body::Borrowed(b) => (r, Bytes::copy_from_slice(b)),
-            })
+            .map_err(|e| ((&e).into(), Bytes::back(e.into_inner())))
     }
 
     /// A push into a held slot, handed back when refused.
     pub(crate) fn push_reserved(&self, body: Bytes) -> Result<(), Bytes> {
         match self.push(Body::Owned(body), true) {
             Ok(_) => Ok(()),
-            Err((_, Body::Owned(b))) => Err(b),
-            Err((_, Body::Borrowed(b))) => Err(Bytes::copy_from_slice(b)),
+            Err(e) => Err(Bytes::back(e.into_inner())),
         }
     }
 
-    fn push_woken<'a>(&self, body: Body<'a>) -> Result<(), (Refused, Body<'a>)> {
+    fn push_woken<'a>(&self, body: Body<'a>) -> Result<(), WriteError<Body<'a>>> {
         if self.push(body, false)? {
             self.wake_writer();
         }
@@ -626,8 +576,31 @@ impl Queue {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// Why a push was refused (the kind of its error).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub(crate) enum Refused {
+        Full,
+        Closed,
+    }
+
+    impl<T> From<&WriteError<T>> for Refused {
+        fn from(e: &WriteError<T>) -> Self {
+            if e.is_buffer_full() {
+                Refused::Full
+            } else {
+                Refused::Closed
+            }
+        }
+    }
+
+    impl<T> From<WriteError<T>> for Refused {
+        fn from(e: WriteError<T>) -> Self {
+            (&e).into()
+        }
+    }
 
     #[test]
     fn copies_are_framed_and_full_queue_refuses() {
@@ -714,10 +687,10 @@ mod tests {
         // producer queued). The race itself: tests/buffered_writer.rs.
         let q = Queue::new(4, usize::MAX);
         let frames = Bytes::from_static(b"\x01a\x01b\x01c\x01d");
-        let r = q.push_run_deferred(frames, 4, false);
-        assert!(matches!(r, Ok(RunPush::Taken(true))), "{r:?}");
-        let empty = q.push_run_deferred(Bytes::new(), 0, true);
-        assert!(matches!(empty, Ok(RunPush::Taken(false))), "{empty:?}");
+        let r = q.push_run(frames, 4, false);
+        assert!(matches!(r, Ok((true, None))), "{r:?}");
+        let empty = q.push_run(Bytes::new(), 0, true);
+        assert!(matches!(empty, Ok((false, None))), "{empty:?}");
         let mut out = VecDeque::new();
         q.take_all(&mut out);
         assert_eq!(out.len(), 1, "no empty run queued");
@@ -760,27 +733,32 @@ mod tests {
             }
             Bytes::from(frames)
         };
-        let taken = |r: Result<RunPush, (Refused, Bytes)>| match r {
-            Ok(RunPush::Taken(first)) => first,
+        let taken = |r: Result<(bool, Option<Run>), WriteError<Bytes>>| match r {
+            Ok((first, None)) => first,
             other => panic!("not taken whole: {other:?}"),
         };
         // Too many messages for an empty queue's bound: taken anyway, alone.
-        assert!(taken(q.push_run_deferred(run(6), 6, false)));
+        assert!(taken(q.push_run(run(6), 6, false)));
         assert_eq!(q.depth(), 6);
-        let (r, back) = q.push_run_deferred(run(1), 1, false).unwrap_err();
-        assert!(matches!(r, Refused::Full));
-        assert_eq!(back.len(), 10, "handed back whole");
+        let (first, back) = q.push_run(run(1), 1, false).unwrap();
+        assert!(!first);
+        assert_eq!(
+            back.map(|(b, n)| (b.len(), n)),
+            Some((10, 1)),
+            "handed back whole"
+        );
+        assert_eq!(q.depth(), 6, "nothing taken");
         // Past the bounds when asked (a drop that cannot wait).
-        assert!(!taken(q.push_run_deferred(run(1), 1, true)));
+        assert!(!taken(q.push_run(run(1), 1, true)));
         assert_eq!(q.depth(), 7);
         let mut out = VecDeque::new();
         q.take_all(&mut out);
         assert_eq!(out.iter().map(|i| i.count).collect::<Vec<_>>(), [6, 1]);
         q.complete(7, 70);
-        assert!(taken(q.push_run_deferred(run(2), 2, false)));
+        assert!(taken(q.push_run(run(2), 2, false)));
         // 2 of 4 slots left: a run of 3 leaves its first 2 in, hands 1 back.
-        match q.push_run_deferred(run(3), 3, false) {
-            Ok(RunPush::Part(first, rest, left)) => {
+        match q.push_run(run(3), 3, false) {
+            Ok((first, Some((rest, left)))) => {
                 assert!(!first);
                 assert_eq!((rest.len(), left), (10, 1));
             }
@@ -789,16 +767,16 @@ mod tests {
         assert_eq!(q.depth(), 4);
         // By bytes: 60 of 100 queued, a run of 5 x 10 bytes leaves 4 in.
         let by_bytes = Queue::new(100, 100);
-        taken(by_bytes.push_run_deferred(run(6), 6, false));
-        match by_bytes.push_run_deferred(run(5), 5, false) {
-            Ok(RunPush::Part(_, rest, left)) => assert_eq!((rest.len(), left), (10, 1)),
+        taken(by_bytes.push_run(run(6), 6, false));
+        match by_bytes.push_run(run(5), 5, false) {
+            Ok((_, Some((rest, left)))) => assert_eq!((rest.len(), left), (10, 1)),
             other => panic!("expected a part: {other:?}"),
         }
         assert_eq!(by_bytes.depth(), 10);
         q.close();
         assert!(matches!(
-            q.push_run_deferred(run(1), 1, true),
-            Err((Refused::Closed, _))
+            q.push_run(run(1), 1, true),
+            Err(WriteError::Stopped(_))
         ));
     }
 
@@ -857,7 +835,7 @@ mod tests {
         let refused = q.push_owned(Bytes::from(vec![4u8; 1_000])).unwrap_err();
         assert_eq!(refused.0, Refused::Full);
         assert_eq!(
-            q.reserve_slot(),
+            q.reserve_slot().map_err(Refused::from),
             Err(Refused::Full),
             "no byte left for a permit"
         );
@@ -940,7 +918,7 @@ mod tests {
         q.reserve_slot().unwrap();
         q.push_copy(b"a").unwrap();
         assert_eq!(q.push_copy(b"b"), Err(Refused::Full), "the slot is held");
-        assert_eq!(q.reserve_slot(), Err(Refused::Full));
+        assert_eq!(q.reserve_slot().map_err(Refused::from), Err(Refused::Full));
         assert_eq!(q.depth(), 1, "a held slot is not a queued message");
         q.push_reserved(Bytes::from_static(b"c")).unwrap();
         assert_eq!(q.depth(), 2);
@@ -979,8 +957,11 @@ mod tests {
                 .as_ref(),
             b"m"
         );
-        assert_eq!(q.used(), 0);
-        assert_eq!(q.reserve_slot(), Err(Refused::Closed));
+        assert_eq!(q.used(&q.lock()), 0);
+        assert_eq!(
+            q.reserve_slot().map_err(Refused::from),
+            Err(Refused::Closed)
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use super::queue::{Body, Refused, frame_len_of};
+use super::queue::{Body, frame_len_of};
 use super::{Writer, WriterInner};
 use crate::error::{StopError, WriteError};
 
@@ -84,29 +84,24 @@ owned_payload!(Bytes, Vec<u8>, Box<[u8]>, String);
 /// `BufferFull`. Dropping the permit unused gives the slot back.
 #[derive(Debug)]
 #[must_use = "a permit holds a queue slot until `send` is called or it is dropped"]
-pub struct Permit<'w> {
-    slot: Slot<&'w WriterInner>,
-}
+pub struct Permit<'w>(Slot<&'w WriterInner>);
 
 /// A [`Permit`] that owns a handle on the Writer's state, so it can be
 /// moved into a task or kept in a struct (tokio: `mpsc::OwnedPermit`);
 /// from [`Writer::reserve_owned`].
 #[derive(Debug)]
 #[must_use = "a permit holds a queue slot until `send` is called or it is dropped"]
-pub struct OwnedPermit {
-    slot: Slot<Arc<WriterInner>>,
-}
+pub struct OwnedPermit(Slot<Arc<WriterInner>>);
 
 /// A held queue slot of the Writer behind `W` (a borrow of its state or
-/// an `Arc` of it), given back when dropped unspent.
-struct Slot<W: Deref<Target = WriterInner>> {
-    writer: W,
-    held: bool,
-}
+/// an `Arc` of it), until spent; given back when dropped unspent.
+struct Slot<W: Deref<Target = WriterInner>>(Option<W>);
 
 impl<W: Deref<Target = WriterInner>> std::fmt::Debug for Slot<W> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Permit").field("held", &self.held).finish()
+        f.debug_struct("Permit")
+            .field("held", &self.0.is_some())
+            .finish()
     }
 }
 
@@ -116,22 +111,17 @@ impl<W: Deref<Target = WriterInner>> Slot<W> {
         if body.is_empty() {
             return Ok(()); // dropping the slot gives it back
         }
-        self.held = false;
-        let inner = &*self.writer;
-        match inner.queue.push(body, true) {
-            Ok(first) => {
-                inner.queued(first);
-                Ok(())
-            }
-            Err((_, back)) => Err(WriteError::Stopped(P::back(back))),
-        }
+        let inner = self.0.take().expect("a permit is spent once");
+        let first = inner.queue.push(body, true).map_err(|e| e.map(P::back))?;
+        inner.queued(first);
+        Ok(())
     }
 }
 
 impl<W: Deref<Target = WriterInner>> Drop for Slot<W> {
     fn drop(&mut self) {
-        if self.held {
-            self.writer.queue.release_reserved();
+        if let Some(inner) = &self.0 {
+            inner.queue.release_reserved();
         }
     }
 }
@@ -143,14 +133,14 @@ impl Permit<'_> {
     /// Errors: [`WriteError::Stopped`] (the message handed back) if the
     /// Writer began stopping after the permit was given. Never `BufferFull`.
     pub fn send<'a, P: Payload<'a>>(mut self, msg: P) -> Result<(), WriteError<P::Back>> {
-        self.slot.send(msg)
+        self.0.send(msg)
     }
 }
 
 impl OwnedPermit {
     /// As [`Permit::send`].
     pub fn send<'a, P: Payload<'a>>(mut self, msg: P) -> Result<(), WriteError<P::Back>> {
-        self.slot.send(msg)
+        self.0.send(msg)
     }
 }
 
@@ -165,41 +155,33 @@ impl WriterInner {
         }
     }
 
-    fn refused<T>(&self, reason: Refused, msg: T) -> WriteError<T> {
-        match reason {
-            Refused::Full => {
-                self.counters.dropped.fetch_add(1, Relaxed);
-                WriteError::BufferFull(msg)
-            }
-            Refused::Closed => WriteError::Stopped(msg),
+    /// `e`, a refusal of `try_send`, counted in `dropped` if for want of
+    /// room.
+    fn dropped<T>(&self, e: WriteError<T>) -> WriteError<T> {
+        if e.is_buffer_full() {
+            self.counters.dropped.fetch_add(1, Relaxed);
         }
+        e
     }
 
-    /// Queues `body` once (an empty one is accepted and not sent): whether
-    /// it was taken, else why not and the body.
-    pub(super) fn push<'a>(&self, body: Body<'a>) -> Result<(), (Refused, Body<'a>)> {
-        if body.is_empty() {
-            return Ok(());
+    /// Queues `body` once (an empty one is accepted and not sent).
+    pub(super) fn push<'a>(&self, body: Body<'a>) -> Result<(), WriteError<Body<'a>>> {
+        if !body.is_empty() {
+            let first = self.queue.push(body, false)?;
+            self.queued(first);
         }
-        let first = self.queue.push(body, false)?;
-        self.queued(first);
         Ok(())
     }
 
-    /// [`push`](Self::push) that hands a full queue's refusal back as
-    /// `Some` (to wait and try again); a closed one's is an error.
-    fn push_or_full<'a>(&self, body: Body<'a>) -> Result<Option<Body<'a>>, WriteError<Body<'a>>> {
-        match self.push(body) {
-            Ok(()) => Ok(None),
-            Err((Refused::Closed, back)) => Err(WriteError::Stopped(back)),
-            Err((Refused::Full, back)) => Ok(Some(back)),
-        }
-    }
-
-    /// Waits until a message of `need` frame bytes might fit, until
-    /// `deadline` (`None`: never): whether it did not time out.
-    async fn wait_room(&self, need: usize, deadline: Option<Instant>) -> bool {
-        let wait = self.queue.wait_room(1, need);
+    /// Waits until `count` messages of `len` frame bytes in all might fit,
+    /// until `deadline` (`None`: never): whether it did not time out.
+    pub(super) async fn wait_room(
+        &self,
+        count: usize,
+        len: usize,
+        deadline: Option<Instant>,
+    ) -> bool {
+        let wait = self.queue.wait_room(count, len);
         match deadline {
             None => {
                 wait.await;
@@ -209,31 +191,12 @@ impl WriterInner {
         }
     }
 
-    /// Pushes `body`, refused as full a moment ago, waiting for room until
-    /// `deadline`.
-    async fn push_waiting<'a>(
-        &self,
-        mut body: Body<'a>,
-        deadline: Option<Instant>,
-    ) -> Result<(), WriteError<Body<'a>>> {
-        loop {
-            if !self.wait_room(frame_len_of(body.len()), deadline).await {
-                return Err(WriteError::Timeout(body));
-            }
-            match self.push_or_full(body)? {
-                None => return Ok(()),
-                Some(back) => body = back,
-            }
-        }
-    }
-
     /// Waits for room and holds one slot.
     async fn reserve_slot(&self) -> Result<(), WriteError<()>> {
         loop {
             match self.queue.reserve_slot() {
-                Ok(()) => return Ok(()),
-                Err(Refused::Closed) => return Err(WriteError::Stopped(())),
-                Err(Refused::Full) => self.queue.wait_room(1, 1).await,
+                Err(WriteError::BufferFull(())) => self.queue.wait_room(1, 1).await,
+                done => return done,
             }
         }
     }
@@ -251,7 +214,7 @@ impl Writer {
     pub fn try_send<'a, P: Payload<'a>>(&self, msg: P) -> Result<(), WriteError<P::Back>> {
         self.inner
             .push(msg.into_body())
-            .map_err(|(r, back)| self.inner.refused(r, P::back(back)))
+            .map_err(|e| self.inner.dropped(e).map(P::back))
     }
 
     /// Queues `msg`, waiting for room instead of dropping (tokio:
@@ -306,15 +269,20 @@ impl Writer {
         msg: P,
         deadline: Option<Instant>,
     ) -> Result<(), WriteError<P::Back>> {
-        let waited = match self.inner.push_or_full(msg.into_body()) {
-            Ok(None) => return Ok(()),
-            // The waiting part is boxed: this future is moved on every call,
-            // and unboxed it would be several times larger. It is allocated
-            // only when the producer must wait for room anyway.
-            Ok(Some(back)) => Box::pin(self.inner.push_waiting(back, deadline)).await,
-            Err(e) => Err(e),
-        };
-        waited.map_err(|e| e.map(P::back))
+        let mut body = msg.into_body();
+        loop {
+            match self.inner.push(body) {
+                Err(WriteError::BufferFull(back)) => body = back,
+                done => return done.map_err(|e| e.map(P::back)),
+            }
+            // The wait is boxed: this future is moved on every call, and
+            // with the wait unboxed it would be several times larger. It is
+            // allocated only when the producer must wait for room anyway.
+            let need = frame_len_of(body.len());
+            if !Box::pin(self.inner.wait_room(1, need, deadline)).await {
+                return Err(WriteError::Timeout(P::back(body)));
+            }
+        }
     }
 
     /// Queues `msg`, blocking the calling thread while the queue is full,
@@ -346,8 +314,7 @@ impl Writer {
     /// # }
     /// ```
     pub fn send_blocking<'a, P: Payload<'a>>(&self, msg: P) -> Result<(), WriteError<P::Back>> {
-        self.block_until_pushed(msg.into_body(), None)
-            .map_err(|e| e.map(P::back))
+        self.block_until_pushed(msg, None)
     }
 
     /// [`send_blocking`](Self::send_blocking) that waits for room at most
@@ -374,40 +341,48 @@ impl Writer {
         msg: P,
         timeout: Duration,
     ) -> Result<(), WriteError<P::Back>> {
-        self.block_until_pushed(msg.into_body(), Some(timeout))
-            .map_err(|e| e.map(P::back))
+        self.block_until_pushed(msg, Some(timeout))
     }
 
-    fn block_until_pushed<'a>(
+    fn block_until_pushed<'a, P: Payload<'a>>(
         &self,
-        mut body: Body<'a>,
+        msg: P,
         timeout: Option<Duration>,
-    ) -> Result<(), WriteError<Body<'a>>> {
+    ) -> Result<(), WriteError<P::Back>> {
         let deadline = timeout
             .and_then(|t| std::time::Instant::now().checked_add(t))
             .map(Instant::from_std);
-        while let Some(back) = self.inner.push_or_full(body)? {
-            body = back;
-            // The message stays on this thread; only the wait runs on the
-            // Writer's runtime.
-            let inner = Arc::clone(&self.inner);
-            let need = frame_len_of(body.len());
-            let waited = crate::runtime::block_on(&self.handle, async move {
-                inner.wait_room(need, deadline).await
-            });
-            match waited {
+        let mut body = msg.into_body();
+        loop {
+            match self.inner.push(body) {
+                Err(WriteError::BufferFull(back)) => body = back,
+                done => return done.map_err(|e| e.map(P::back)),
+            }
+            match self.block_for_room(1, frame_len_of(body.len()), deadline) {
                 Ok(true) => {}
-                Ok(false) => return Err(WriteError::Timeout(body)),
+                Ok(false) => return Err(WriteError::Timeout(P::back(body))),
+                // It cannot wait: refused as by `try_send`.
                 Err(StopError::WouldDeadlock) => {
-                    return self
-                        .inner
-                        .push(body)
-                        .map_err(|(r, back)| self.inner.refused(r, back));
+                    return Err(self.inner.dropped(WriteError::BufferFull(P::back(body))));
                 }
-                Err(_) => return Err(WriteError::Stopped(body)),
+                Err(_) => return Err(WriteError::Stopped(P::back(body))),
             }
         }
-        Ok(())
+    }
+
+    /// [`WriterInner::wait_room`] for synchronous code: the caller keeps
+    /// its message on its thread; only the wait runs on the Writer's
+    /// runtime.
+    pub(super) fn block_for_room(
+        &self,
+        count: usize,
+        len: usize,
+        deadline: Option<Instant>,
+    ) -> Result<bool, StopError> {
+        let inner = Arc::clone(&self.inner);
+        crate::runtime::block_on(&self.handle, async move {
+            inner.wait_room(count, len, deadline).await
+        })
     }
 
     /// Waits until the queue has room for a message, holds one slot, and
@@ -449,12 +424,7 @@ impl Writer {
     /// ```
     pub async fn reserve(&self) -> Result<Permit<'_>, WriteError<()>> {
         self.inner.reserve_slot().await?;
-        Ok(Permit {
-            slot: Slot {
-                writer: &self.inner,
-                held: true,
-            },
-        })
+        Ok(Permit(Slot(Some(&*self.inner))))
     }
 
     /// Holds a slot if the queue has room now, without waiting (tokio:
@@ -462,16 +432,8 @@ impl Writer {
     /// counted as dropped: no message was involved),
     /// [`WriteError::Stopped`] once the Writer is stopping.
     pub fn try_reserve(&self) -> Result<Permit<'_>, WriteError<()>> {
-        match self.inner.queue.reserve_slot() {
-            Ok(()) => Ok(Permit {
-                slot: Slot {
-                    writer: &self.inner,
-                    held: true,
-                },
-            }),
-            Err(Refused::Full) => Err(WriteError::BufferFull(())),
-            Err(Refused::Closed) => Err(WriteError::Stopped(())),
-        }
+        self.inner.queue.reserve_slot()?;
+        Ok(Permit(Slot(Some(&*self.inner))))
     }
 
     /// [`reserve`](Self::reserve) returning an [`OwnedPermit`], which does
@@ -479,11 +441,6 @@ impl Writer {
     /// a task, spend it there. Cancel safe, as `reserve`.
     pub async fn reserve_owned(&self) -> Result<OwnedPermit, WriteError<()>> {
         self.inner.reserve_slot().await?;
-        Ok(OwnedPermit {
-            slot: Slot {
-                writer: Arc::clone(&self.inner),
-                held: true,
-            },
-        })
+        Ok(OwnedPermit(Slot(Some(Arc::clone(&self.inner)))))
     }
 }

@@ -14,10 +14,10 @@ use std::task::{Context, Poll, ready};
 use bytes::Bytes;
 use futures_sink::Sink;
 
-use super::queue::{Body, Refused, frame_len_of};
+use super::queue::{Body, frame_len_of};
 use super::send::Payload;
 use super::{Writer, WriterInner};
-use crate::error::StopError;
+use crate::error::{StopError, WriteError};
 
 type Wait = Pin<Box<dyn Future<Output = ()> + Send>>;
 type Closing = Pin<Box<dyn Future<Output = Result<(), StopError>> + Send>>;
@@ -105,12 +105,6 @@ impl Writer {
     }
 }
 
-impl From<Writer> for WriterSink {
-    fn from(writer: Writer) -> Self {
-        writer.into_sink()
-    }
-}
-
 impl WriterSink {
     /// The Writer underneath (for its metrics).
     pub fn get_ref(&self) -> &Writer {
@@ -130,13 +124,10 @@ impl WriterSink {
             return Ok(());
         };
         match self.writer.inner.push(Body::Owned(msg)) {
-            Ok(()) => Ok(()),
-            Err((Refused::Closed, back)) => Err(SinkError::Stopped(Bytes::back(back))),
-            Err((Refused::Full, back)) => {
-                self.held = Some(Bytes::back(back));
-                Ok(())
-            }
+            Err(WriteError::BufferFull(back)) => self.held = Some(Bytes::back(back)),
+            done => done.map_err(|e| SinkError::Stopped(Bytes::back(e.into_inner())))?,
         }
+        Ok(())
     }
 
     /// Moves the held message into the queue, waiting for room as needed.
