@@ -214,12 +214,17 @@ fn a_writer_that_never_connects_fails_its_cases_and_the_run_still_reports() {
 #[test]
 fn peer_stderr_is_tagged_with_the_case_and_arm() {
     let dir = tempfile::tempdir().unwrap();
-    let peer = script_peer(
-        &dir,
-        "noisy",
-        r#"{"event":"hello","name":"noisy","profile":"spec"}"#,
-        "echo 'noisy-diagnostic' >&2; exit 3",
-    );
+    // The diagnostic comes before `ready`: the case may end (and kill the
+    // peer) as soon as it is ready, and a line printed after that would be
+    // lost to the race, not to the tagging under test.
+    let script = dir.path().join("noisy.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\n[ \"$1\" = hello ] && { echo '{\"event\":\"hello\",\"name\":\"noisy\",\"profile\":\"spec\"}'; exit 0; }\n\
+         echo 'noisy-diagnostic' >&2\necho '{\"event\":\"ready\"}'\nexit 3\n",
+    )
+    .unwrap();
+    let peer = format!("noisy=sh {}", script.display());
     let out = conform_within(
         &["--peer", &peer, "--case", "2.1-frame-layout"],
         std::time::Duration::from_secs(150),
