@@ -59,7 +59,7 @@ pub struct BenchArgs {
     #[command(subcommand)]
     peer: Option<Sub>,
     /// Shorter cells and fewer rounds: 3 rounds of about 0.25 s per
-    /// measurement (a few minutes; the full run is 5 rounds of about 1 s).
+    /// measurement (about 2 minutes; the full run is 5 rounds of about 0.5 s).
     #[arg(long)]
     quick: bool,
     /// A tiny run that only checks everything works (for CI).
@@ -74,7 +74,7 @@ pub struct BenchArgs {
     mib: Option<u64>,
     /// How long each measurement lasts, in milliseconds (each column of
     /// each size is timed once first, and its message count set from that
-    /// rate; default: 250 with `--quick`, 1000 otherwise).
+    /// rate; default: 250 with `--quick`, 500 otherwise).
     #[arg(long, value_name = "MS")]
     cell_ms: Option<u64>,
     /// Measure only this message size in bytes (repeatable; default: 64 B,
@@ -159,7 +159,7 @@ impl Plan {
                 rounds: 5,
                 bytes: 32 << 20,
                 max_messages: 300_000,
-                cell_secs: Some(1.0),
+                cell_secs: Some(0.5),
                 latency_messages: 20_000,
             },
         };
