@@ -69,6 +69,12 @@ pub(super) fn write_now(inner: &WriterInner) -> bool {
         return true;
     }
     inner.queue.take_all(m.pending_mut());
+    // A test's panic request is left to the task (the panic must happen
+    // there, not in the producer's thread).
+    #[cfg(test)]
+    if super::tests::panic_requested(m.pending_mut()) {
+        return true;
+    }
     let last = loop {
         match m.poll_action(now()) {
             Action::Write => write_once(m, conn),
@@ -191,9 +197,9 @@ fn act(
         }
         if m.wants_messages() {
             inner.queue.take_all(m.pending_mut());
-            #[cfg(test)]
-            super::tests::maybe_panic(m.pending_mut());
         }
+        #[cfg(test)]
+        super::tests::maybe_panic(m.pending_mut());
         let action = m.poll_action(now());
         publish(inner, m);
         match action {

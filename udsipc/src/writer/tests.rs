@@ -17,9 +17,14 @@ use crate::error::StopError;
 /// The body that makes the writer task panic (test builds only).
 const PANIC_BODY: &[u8] = b"\xffudsipc test: panic in the writer task";
 
+/// Whether a message taken from the queue is [`PANIC_BODY`].
+pub(crate) fn panic_requested(pending: &VecDeque<Item>) -> bool {
+    pending.iter().any(|i| i.bytes.ends_with(PANIC_BODY))
+}
+
 /// Panics if a message taken from the queue is [`PANIC_BODY`].
-pub(crate) fn maybe_panic(pending: &mut VecDeque<Item>) {
-    if pending.iter().any(|i| i.bytes.ends_with(PANIC_BODY)) {
+pub(crate) fn maybe_panic(pending: &VecDeque<Item>) {
+    if panic_requested(pending) {
         panic!("writer task panic requested by a test");
     }
 }
