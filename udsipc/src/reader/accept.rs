@@ -271,7 +271,7 @@ fn spawn_connection<D: Deliver>(inner: &Arc<ReaderInner>, stream: UnixStream, de
     // counted in `rejected` alone).
     let id = inner.counters.connections.fetch_add(1, Relaxed) + 1;
     let peer = peer.ok();
-    let (registration, turn) = inner.order.admit(peer.map(|p| p.pid), &socket);
+    let (order, turn) = inner.order.admit(peer.map(|p| p.pid), &socket);
     let handle = Handle::current();
     let conn = Conn {
         machine: Machine::new(
@@ -286,7 +286,7 @@ fn spawn_connection<D: Deliver>(inner: &Arc<ReaderInner>, stream: UnixStream, de
         flavor: handle.runtime_flavor(),
         socket,
         watch: Some(watch),
-        progress: registration.as_ref().map(|r| Arc::clone(&r.progress)),
+        order,
         abandoned: Arc::default(),
     };
     inner.counters.active.fetch_add(1, Relaxed);
@@ -294,7 +294,7 @@ fn spawn_connection<D: Deliver>(inner: &Arc<ReaderInner>, stream: UnixStream, de
     let delivery = Arc::clone(delivery);
     inner.tasks.spawn(&handle, "connection", async move {
         let _active = active;
-        super::connection::serve(conn, delivery, registration, turn).await;
+        super::connection::serve(conn, delivery, turn).await;
     });
 }
 

@@ -25,7 +25,7 @@ use tokio::time::{Instant, sleep_until};
 use super::info::{ConnectionInfo, Socket};
 use super::inner::ReaderInner;
 use super::machine::{Action, Machine, Via};
-use super::order::{Progress, Registration, Turn};
+use super::order::{Registration, Turn};
 use crate::frame::Receiver;
 use crate::lifecycle::Phase;
 
@@ -62,7 +62,8 @@ pub(crate) struct Conn {
     pub(crate) socket: Socket,
     /// `None` only while a delivery waits on the socket itself.
     pub(crate) watch: Option<Watch>,
-    pub(crate) progress: Option<Arc<Progress>>,
+    /// Its place in the order book, held until the connection ends.
+    pub(crate) order: Registration,
     /// Set once the connection's task is gone while a thread of the
     /// blocking pool serves it (see `SyncDelivery::on_pool`); one per
     /// connection, so a round allocates nothing for it.
@@ -80,8 +81,8 @@ impl Conn {
     pub(crate) fn step(&mut self) -> Action {
         self.machine.handle_phase(self.inner.phase.get());
         let action = self.machine.poll_action(now());
-        if let (Some(p), Some(n)) = (&self.progress, self.machine.take_handed_over()) {
-            p.set_handed_over(n);
+        if let Some(n) = self.machine.take_handed_over() {
+            self.order.progress.set_handed_over(n);
         }
         action
     }
@@ -97,7 +98,7 @@ impl Conn {
         // A receiver that holds no buffer (new, or released while idle)
         // would allocate one to read into: first a one-byte peek asks
         // whether bytes, or the end of the stream, are there at all.
-        let mut op = || {
+        let op = || {
             let mut fill = || {
                 if rx.is_released() && peek(socket)? == 0 {
                     return Ok(0);
@@ -109,10 +110,7 @@ impl Conn {
                 None => fill(),
             }
         };
-        let got = match &self.progress {
-            Some(p) => p.read_with(op),
-            None => op(),
-        };
+        let got = self.order.progress.read_with(false, op);
         let bytes = matches!(got, Ok(n) if n > 0);
         self.machine.handle_read(got);
         bytes
@@ -127,13 +125,8 @@ impl Conn {
     /// which reads without waiting.
     pub(crate) fn read_waiting(&mut self) -> io::Result<usize> {
         let (socket, rx) = (&self.socket, self.machine.receiver_mut());
-        let mut op = || rx.fill(|buf| crate::sys::recv_into_spare_waiting(&**socket, buf));
-        match &self.progress {
-            Some(p) => p
-                .read_waiting_with(op)
-                .unwrap_or_else(|| Err(io::ErrorKind::WouldBlock.into())),
-            None => op(),
-        }
+        let op = || rx.fill(|buf| crate::sys::recv_into_spare_waiting(&**socket, buf));
+        self.order.progress.read_with(true, op)
     }
 
     /// Whether a thread serving the connection may go on: its task is
@@ -187,13 +180,7 @@ pub(crate) fn begin_drain(stream: &Socket) {
 }
 
 /// Serves one connection until it ends.
-pub(crate) async fn serve<D: Deliver>(
-    mut conn: Conn,
-    delivery: Arc<D>,
-    // Held until the connection ends: it unregisters it from the book.
-    _registration: Option<Registration>,
-    turn: Turn,
-) {
+pub(crate) async fn serve<D: Deliver>(mut conn: Conn, delivery: Arc<D>, turn: Turn) {
     // Polled only while the machine waits for its turn.
     let mut turn = std::pin::pin!(turn.wait());
     loop {
