@@ -26,13 +26,12 @@ use super::info::{ConnectionInfo, Socket};
 use super::inner::ReaderInner;
 use super::machine::{Action, Machine, Via};
 use super::order::{Registration, Turn};
-use crate::frame::Receiver;
 use crate::lifecycle::Phase;
 
 /// What a connection task hands its frames to.
 pub(crate) trait Deliver: Send + Sync + 'static {
     /// Takes the connection (its machine said [`Action::Deliver`]), hands
-    /// over every complete frame `conn.rx()` holds, tells the machine how
+    /// over every complete frame `conn.machine.rx` holds, tells the machine how
     /// that ended, and gives the connection back; `None` if the runtime
     /// dropped it (shutting down).
     fn deliver(&self, conn: Conn) -> impl Future<Output = Option<Conn>> + Send + '_;
@@ -71,11 +70,6 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    /// The receive buffer.
-    pub(crate) fn rx(&mut self) -> &mut Receiver {
-        self.machine.receiver_mut()
-    }
-
     /// Feeds the machine the phase, asks it what to do next, and tells
     /// newer connections of the same process what it handed over.
     pub(crate) fn step(&mut self) -> Action {
@@ -94,7 +88,7 @@ impl Conn {
     /// connection's snapshot is exact.
     pub(crate) fn read(&mut self, via: Via) -> bool {
         let watch = self.watch.as_ref().filter(|_| via == Via::Readiness);
-        let (socket, rx) = (&self.socket, self.machine.receiver_mut());
+        let (socket, rx) = (&self.socket, &mut self.machine.rx);
         // A receiver that holds no buffer (new, or released while idle)
         // would allocate one to read into: first a one-byte peek asks
         // whether bytes, or the end of the stream, are there at all.
@@ -124,7 +118,7 @@ impl Conn {
     /// this one (see `order`): the connection then goes back to its task,
     /// which reads without waiting.
     pub(crate) fn read_waiting(&mut self) -> io::Result<usize> {
-        let (socket, rx) = (&self.socket, self.machine.receiver_mut());
+        let (socket, rx) = (&self.socket, &mut self.machine.rx);
         let op = || rx.fill(|buf| crate::sys::recv_into_spare_waiting(&**socket, buf));
         self.order.progress.read_with(true, op)
     }
@@ -145,18 +139,6 @@ impl Conn {
 /// tokio's clock (paused in tests), as the machine's `now`.
 pub(crate) fn now() -> std::time::Instant {
     Instant::now().into_std()
-}
-
-/// Resolves once the phase is `Forced` (or its sender is gone).
-pub(crate) async fn forced(phase: &mut watch::Receiver<Phase>) {
-    loop {
-        if *phase.borrow_and_update() == Phase::Forced {
-            return;
-        }
-        if phase.changed().await.is_err() {
-            return;
-        }
-    }
 }
 
 /// A one-byte `recv(MSG_PEEK | MSG_DONTWAIT)`: 1 if bytes wait, 0 at the
@@ -224,7 +206,7 @@ pub(crate) async fn serve<D: Deliver>(mut conn: Conn, delivery: Arc<D>, turn: Tu
                 // Whole messages read and never handed over (a forced stop
                 // cut the delivery short): counted, for the stop to report.
                 let mut left = 0;
-                while let Ok(Some(_)) = conn.rx().next_borrowed() {
+                while let Ok(Some(_)) = conn.machine.rx.next_borrowed() {
                     left += 1;
                 }
                 if left > 0 {

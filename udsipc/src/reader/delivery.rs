@@ -10,7 +10,7 @@
 //! This module owns handing messages over and counting them; the
 //! connection's decisions (reading, deadlines, how it ends) belong to
 //! `machine`, and its receive buffer too: a delivery takes frames from
-//! `Conn::rx`, and tells the machine how it ended with a `Stop`.
+//! `Machine::rx`, and tells the machine how it ended with a `Stop`.
 
 use std::any::Any;
 use std::future::Future;
@@ -25,7 +25,7 @@ use tokio::runtime::RuntimeFlavor;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::channel::{Channel, Full};
-use super::connection::{Conn, Deliver, begin_drain, forced, now, watch};
+use super::connection::{Conn, Deliver, begin_drain, now, watch};
 use super::info::{ConnectionInfo, Message};
 use super::inner::ReaderInner;
 use super::machine::{Action, Stop};
@@ -123,7 +123,7 @@ impl SyncDelivery {
             {
                 break Ok(());
             }
-            match conn.machine.receiver_mut().next_borrowed() {
+            match conn.machine.rx.next_borrowed() {
                 Ok(Some(body)) => {
                     // Its panic becomes a handler error.
                     let call = catch_unwind(AssertUnwindSafe(|| handler(body, &conn.info)));
@@ -150,7 +150,7 @@ impl SyncDelivery {
             match conn.step() {
                 Action::Deliver | Action::WaitHandler => {
                     let result = Self::hand_over(handler, conn, until);
-                    if result.is_ok() && matches!(conn.rx().ready(), Ok(true)) {
+                    if result.is_ok() && matches!(conn.machine.rx.ready(), Ok(true)) {
                         return;
                     }
                     conn.machine.handle_delivered(result);
@@ -176,7 +176,7 @@ impl SyncDelivery {
             .machine
             .poll_timeout()
             .is_some_and(|at| at <= now + LINGER);
-        if due || conn.rx().is_released() {
+        if due || conn.machine.rx.is_released() {
             return false;
         }
         match conn.read_waiting() {
@@ -281,7 +281,7 @@ where
     async fn deliver(&self, mut conn: Conn) -> Option<Conn> {
         let result = async {
             loop {
-                let body = match conn.rx().next_owned() {
+                let body = match conn.machine.rx.next_owned() {
                     Ok(Some(body)) => body,
                     Ok(None) => return Ok(()),
                     Err(e) => return Err(Stop::Protocol(e)),
@@ -297,7 +297,7 @@ where
                 });
                 let result = tokio::select! {
                     biased;
-                    () = forced(&mut conn.phase) => {
+                    _ = conn.phase.wait_for(|p| *p == Phase::Forced) => {
                         // Its call is dropped unfinished: not handled.
                         conn.inner.counters.unhandled.fetch_add(1, Relaxed);
                         return Err(Stop::Quiet);
@@ -327,7 +327,7 @@ impl Deliver for ChannelDelivery {
     async fn deliver(&self, mut conn: Conn) -> Option<Conn> {
         let result = async {
             loop {
-                let need = match conn.rx().next_len() {
+                let need = match conn.machine.rx.next_len() {
                     Ok(None) => return Ok(()),
                     Ok(Some(len)) => len,
                     Err(e) => return Err(Stop::Protocol(e)),
@@ -337,7 +337,7 @@ impl Deliver for ChannelDelivery {
                 // for them: a cancelled wait for room loses nothing.
                 let mut broken = None;
                 let info = conn.info;
-                let rx = conn.rx();
+                let rx = &mut conn.machine.rx;
                 let next = |room: usize| match rx.next_len() {
                     Ok(Some(len)) if len <= room => match rx.next_owned() {
                         Ok(Some(body)) => Some(Message {
@@ -369,7 +369,7 @@ impl Deliver for ChannelDelivery {
                     // A forced stop ends the wait: the next push takes all.
                     tokio::select! {
                         biased;
-                        () = forced(&mut conn.phase) => {}
+                        _ = conn.phase.wait_for(|p| *p == Phase::Forced) => {}
                         () = self.chan.wait_room(need) => {}
                     }
                 }
