@@ -50,7 +50,6 @@ pub(crate) fn watch(socket: &Socket) -> io::Result<Watch> {
 }
 
 /// The per-connection state the driver and a delivery work on.
-#[derive(Debug)]
 pub(crate) struct Conn {
     /// The connection's decisions, and its receive buffer.
     pub(crate) machine: Machine,
@@ -133,6 +132,13 @@ impl Conn {
     /// stop is the task's to carry out.
     pub(crate) fn running(&self, until: Option<std::time::Instant>) -> bool {
         self.inner.phase.get() == Phase::Running && self.stays(until)
+    }
+}
+
+impl Drop for Conn {
+    /// Counts the open connection down when it ends, however it ends.
+    fn drop(&mut self) {
+        self.inner.counters.active.fetch_sub(1, Relaxed);
     }
 }
 
