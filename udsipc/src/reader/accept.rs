@@ -125,10 +125,7 @@ pub(crate) async fn accept_loop<D: Deliver>(
     let mut phase = inner.phase.subscribe();
     let mut consecutive = 0u32;
     let mut starved = 0u32;
-    loop {
-        if *phase.borrow_and_update() != Phase::Running {
-            break;
-        }
+    while *phase.borrow_and_update() == Phase::Running {
         let accepted = tokio::select! {
             biased;
             _ = phase.changed() => continue,

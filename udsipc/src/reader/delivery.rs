@@ -335,43 +335,22 @@ impl Deliver for ChannelDelivery {
                 let forced_now = *conn.phase.borrow() == Phase::Forced;
                 // Frames are taken from the buffer only as the push has room
                 // for them: a cancelled wait for room loses nothing.
-                let mut broken = None;
-                let info = conn.info;
-                let rx = &mut conn.machine.rx;
-                let next = |room: usize| match rx.next_len() {
-                    Ok(Some(len)) if len <= room => match rx.next_owned() {
-                        Ok(Some(body)) => Some(Message {
-                            body,
-                            connection: info,
-                        }),
-                        _ => None,
-                    },
-                    Ok(_) => None,
-                    Err(e) => {
-                        broken = Some(e);
-                        None
-                    }
-                };
-                let wait = match self.chan.push(forced_now, next) {
-                    Ok(n) => {
+                match self.chan.push(&mut conn.machine.rx, conn.info, forced_now) {
+                    // On to the next frame (or to what broke the framing).
+                    Ok(n) if n > 0 => {
                         conn.inner.counters.received.fetch_add(n as u64, Relaxed);
-                        if let Some(e) = broken {
-                            return Err(Stop::Protocol(e));
-                        }
-                        // Nothing fitted the bytes left: wait as for no room.
-                        n == 0 && !forced_now
+                        continue;
                     }
-                    Err(Full::NoRoom) => true,
+                    // Nothing fitted the bytes left: wait as for no room.
+                    Ok(_) | Err(Full::NoRoom) => {}
                     // The consumer dropped `Incoming`: nobody takes messages.
                     Err(Full::Abandoned) => return Err(Stop::Quiet),
-                };
-                if wait {
-                    // A forced stop ends the wait: the next push takes all.
-                    tokio::select! {
-                        biased;
-                        _ = conn.phase.wait_for(|p| *p == Phase::Forced) => {}
-                        () = self.chan.wait_room(need) => {}
-                    }
+                }
+                // A forced stop ends the wait: the next push takes all.
+                tokio::select! {
+                    biased;
+                    _ = conn.phase.wait_for(|p| *p == Phase::Forced) => {}
+                    () = self.chan.wait_room(need) => {}
                 }
             }
         }
