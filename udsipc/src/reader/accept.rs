@@ -273,7 +273,6 @@ fn spawn_connection<D: Deliver>(
         info: ConnectionInfo { id, peer },
         phase: inner.phase.subscribe(),
         inner: Arc::clone(inner),
-        flavor: handle.runtime_flavor(),
         socket,
         watch: Some(watch),
         order,

@@ -142,11 +142,7 @@ impl Channel {
         // hands out a message not counted yet.
         self.held_bytes.fetch_add(bytes, AcqRel);
         self.held.fetch_add(n, AcqRel);
-        let waker = st.waker.take();
-        drop(st);
-        if let Some(w) = waker {
-            w.wake();
-        }
+        wake_consumer(st);
         Ok(n)
     }
 
@@ -184,14 +180,18 @@ impl Channel {
 
     /// No connection will push again: the stream ends once drained.
     pub(crate) fn close(&self) {
-        let waker = {
-            let mut st = self.lock();
-            st.closed = true;
-            st.waker.take()
-        };
-        if let Some(w) = waker {
-            w.wake();
-        }
+        let mut st = self.lock();
+        st.closed = true;
+        wake_consumer(st);
+    }
+}
+
+/// Wakes the consumer if it waits, once the lock is released.
+fn wake_consumer(mut st: MutexGuard<'_, State>) {
+    let waker = st.waker.take();
+    drop(st);
+    if let Some(w) = waker {
+        w.wake();
     }
 }
 

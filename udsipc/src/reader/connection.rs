@@ -18,7 +18,6 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
-use tokio::runtime::RuntimeFlavor;
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until};
 
@@ -56,7 +55,6 @@ pub(crate) struct Conn {
     pub(crate) info: ConnectionInfo,
     pub(crate) inner: Arc<ReaderInner>,
     pub(crate) phase: watch::Receiver<Phase>,
-    pub(crate) flavor: RuntimeFlavor,
     pub(crate) socket: Socket,
     /// `None` only while a delivery waits on the socket itself.
     pub(crate) watch: Option<Watch>,
@@ -211,14 +209,9 @@ pub(crate) async fn serve<D: Deliver>(mut conn: Conn, delivery: Arc<D>, turn: Tu
             Action::Close => {
                 // Whole messages read and never handed over (a forced stop
                 // cut the delivery short): counted, for the stop to report.
-                let mut left = 0;
-                while let Ok(Some(_)) = conn.machine.rx.next_borrowed() {
-                    left += 1;
-                }
-                if left > 0 {
-                    let unhandled = &conn.inner.counters.unhandled;
-                    unhandled.fetch_add(left, Relaxed);
-                }
+                let rx = &mut conn.machine.rx;
+                let left = std::iter::from_fn(|| rx.next_borrowed().ok()?.map(drop)).count();
+                (conn.inner.counters.unhandled).fetch_add(left as u64, Relaxed);
                 if let Some(e) = conn.machine.poll_report() {
                     conn.inner.report(e);
                 }

@@ -254,7 +254,8 @@ impl Deliver for SyncDelivery {
             let slot = running
                 .then(|| Arc::clone(&self.dedicated).try_acquire_owned().ok())
                 .flatten();
-            if slot.is_some() || conn.flavor == RuntimeFlavor::CurrentThread {
+            let flavor = tokio::runtime::Handle::current().runtime_flavor();
+            if slot.is_some() || flavor == RuntimeFlavor::CurrentThread {
                 conn = self.on_pool(conn, slot).await?;
             } else {
                 let handler = &*self.handler;
