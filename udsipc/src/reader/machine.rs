@@ -79,7 +79,7 @@ pub(crate) enum Action {
     /// Shut our reading side (a drain begins: the kernel keeps what the
     /// peer sent and refuses the rest); no answer needed.
     ShutdownRead,
-    /// Read into [`receiver_mut`](Machine::receiver_mut) once, then call
+    /// Read into [`rx`](Machine::rx) once, then call
     /// [`handle_read`](Machine::handle_read).
     Read(Via),
     /// Wait for readiness ([`handle_readable`](Machine::handle_readable)),

@@ -60,7 +60,7 @@ use crate::sys;
 
 /// One open connection's progress, as seen by newer connections of the
 /// same process.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct Progress {
     /// Bytes read from the socket; written under the lock together with the
     /// read itself, so that `read + FIONREAD` is an exact snapshot.
@@ -83,7 +83,7 @@ pub(crate) struct Progress {
     listed: AtomicBool,
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct ReadState {
     total: u64,
     closed: bool,
@@ -220,14 +220,13 @@ impl Progress {
 
 /// An older connection a new one waits for, and how far (`None`: found in
 /// a read that waits; measured once that read is over).
-#[derive(Debug)]
 pub(crate) struct Wait {
     progress: Arc<Progress>,
     target: Option<u64>,
 }
 
 /// What a new connection must wait for before it delivers anything.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct Turn(Vec<Wait>);
 
 impl Turn {
@@ -256,7 +255,7 @@ impl Turn {
 /// A connection's place in the book: its progress, for newer connections
 /// of the same process to follow; dropped when the connection ends (however
 /// it ends), which takes it out of the book.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct Registration {
     pub(crate) progress: Arc<Progress>,
     /// The book and its process's group; `None` when the process is
@@ -288,13 +287,12 @@ impl Drop for Registration {
 }
 
 /// The open connections of one peer process.
-#[derive(Debug)]
 pub(crate) struct Group {
     pid: i32,
     state: Mutex<GroupState>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct GroupState {
     next_id: u64,
     members: HashMap<u64, Arc<Progress>>,
@@ -314,7 +312,7 @@ impl Group {
 }
 
 /// The open connections of each peer process.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct OrderBook {
     groups: Mutex<HashMap<i32, Arc<Group>>>,
     /// Older connections visited by admissions so far: the measure of
@@ -417,7 +415,6 @@ mod watch {
 
     /// A level-triggered `epoll` set: a socket is on its ready list while
     /// bytes (or the end of the stream) wait in it.
-    #[derive(Debug)]
     pub(super) struct Set(Epoll, Vec<EpollEvent>);
 
     impl Set {
@@ -467,7 +464,6 @@ mod watch {
 mod watch {
     use super::Progress;
 
-    #[derive(Debug)]
     pub(super) struct Set;
 
     impl Set {
