@@ -125,10 +125,7 @@ pub(crate) async fn accept_loop<D: Deliver>(
     let mut phase = inner.phase.subscribe();
     let mut consecutive = 0u32;
     let mut starved = 0u32;
-    loop {
-        if *phase.borrow_and_update() != Phase::Running {
-            break;
-        }
+    while *phase.borrow_and_update() == Phase::Running {
         let accepted = tokio::select! {
             biased;
             _ = phase.changed() => continue,
@@ -141,9 +138,11 @@ pub(crate) async fn accept_loop<D: Deliver>(
                 // Out of tokio's registration (for reads and writes) into
                 // the connection's own (reads only); a stream that cannot
                 // leave it is closed unread, like any refused connection.
-                match stream.into_std() {
-                    Ok(stream) => spawn_connection(&inner, stream, &delivery),
-                    Err(e) => refuse(&inner, format!("could not take over the socket: {e}")),
+                let served = (stream.into_std())
+                    .map_err(|e| format!("could not take over the socket: {e}"))
+                    .and_then(|stream| spawn_connection(&inner, stream, &delivery));
+                if let Err(reason) = served {
+                    refuse(&inner, reason);
                 }
                 continue;
             }
@@ -204,7 +203,9 @@ fn accept_backlog<D: Deliver>(inner: &Arc<ReaderInner>, listener: UnixListener, 
     }
     while let Ok((stream, _)) = listener.accept() {
         if stream.set_nonblocking(true).is_ok() {
-            spawn_connection(inner, stream, delivery);
+            if let Err(reason) = spawn_connection(inner, stream, delivery) {
+                refuse(inner, reason);
+            }
         }
     }
 }
@@ -235,44 +236,33 @@ fn refuse(inner: &ReaderInner, reason: String) {
     inner.report(ReaderError::PeerRejected { reason });
 }
 
-/// Counts an open connection down when its task ends, however it ends.
-struct Active(Arc<ReaderInner>);
-
-impl Drop for Active {
-    fn drop(&mut self) {
-        self.0.counters.active.fetch_sub(1, Relaxed);
-    }
-}
-
-fn spawn_connection<D: Deliver>(inner: &Arc<ReaderInner>, stream: UnixStream, delivery: &Arc<D>) {
+/// Admits a connection and spawns its task; or the reason it is closed
+/// unread (refused before a single byte is read).
+fn spawn_connection<D: Deliver>(
+    inner: &Arc<ReaderInner>,
+    stream: UnixStream,
+    delivery: &Arc<D>,
+) -> Result<(), String> {
     let open = inner.counters.active.load(Relaxed) as usize;
     let peer = peer_of(&stream);
-    if let Err(refusal) = inner.policy.admit(peer.clone(), open) {
-        // Closed before a single byte is read.
-        drop(stream);
-        refuse(inner, refusal.to_string());
-        return;
-    }
+    inner
+        .policy
+        .admit(peer.clone(), open)
+        .map_err(|r| r.to_string())?;
     if inner.read_buffer_size > 0 {
         let _ = socket::set_recv_buffer(&stream, inner.read_buffer_size);
     }
     let socket = Arc::new(stream);
-    let watch = match super::connection::watch(&socket) {
-        Ok(watch) => watch,
-        Err(e) => {
-            refuse(
-                inner,
-                format!("could not register the socket for reads: {e}"),
-            );
-            return;
-        }
-    };
+    let watch = super::connection::watch(&socket)
+        .map_err(|e| format!("could not register the socket for reads: {e}"))?;
     // Counted as accepted only once it will be served (a refused one is
     // counted in `rejected` alone).
     let id = inner.counters.connections.fetch_add(1, Relaxed) + 1;
     let peer = peer.ok();
-    let (registration, turn) = inner.order.admit(peer.map(|p| p.pid), &socket);
+    let (order, turn) = inner.order.admit(peer.map(|p| p.pid), &socket);
     let handle = Handle::current();
+    // Counted down when the Conn drops.
+    inner.counters.active.fetch_add(1, Relaxed);
     let conn = Conn {
         machine: Machine::new(
             inner.max_message_size,
@@ -283,19 +273,15 @@ fn spawn_connection<D: Deliver>(inner: &Arc<ReaderInner>, stream: UnixStream, de
         info: ConnectionInfo { id, peer },
         phase: inner.phase.subscribe(),
         inner: Arc::clone(inner),
-        flavor: handle.runtime_flavor(),
         socket,
         watch: Some(watch),
-        progress: registration.as_ref().map(|r| Arc::clone(&r.progress)),
+        order,
         abandoned: Arc::default(),
     };
-    inner.counters.active.fetch_add(1, Relaxed);
-    let active = Active(Arc::clone(inner));
     let delivery = Arc::clone(delivery);
-    inner.tasks.spawn(&handle, "connection", async move {
-        let _active = active;
-        super::connection::serve(conn, delivery, registration, turn).await;
-    });
+    let serve = super::connection::serve(conn, delivery, turn);
+    inner.tasks.spawn(&handle, "connection", serve);
+    Ok(())
 }
 
 #[cfg(test)]

@@ -17,9 +17,10 @@ use std::sync::atomic::Ordering::{AcqRel, Acquire, SeqCst};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
+use crate::frame::Receiver;
 use crate::gate::RoomGate;
 
-use super::info::Message;
+use super::info::{ConnectionInfo, Message};
 
 /// The shared half of the channel.
 #[derive(Debug)]
@@ -86,18 +87,19 @@ impl Channel {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Pushes the messages `next` yields, as many as there is room for, in
-    /// one lock; returns how many. `next` is called only while there is
-    /// room for a message, with the body bytes there is room for
-    /// (`usize::MAX` when nothing is held): it must take a message from
-    /// its source only if its body fits, and return `None` otherwise
-    /// (nothing is taken that is not pushed). `unbounded` pushes every
-    /// message `next` yields, whatever the room: for a forced stop, which
-    /// must not drop what a connection has already read.
+    /// Moves the complete frames `rx` holds into the queue, as messages of
+    /// connection `info`, as many as there is room for, in one lock;
+    /// returns how many. A frame is taken from `rx` only if its body fits
+    /// the bytes there is room for (any size when nothing is held), so
+    /// nothing is taken that is not pushed; one that breaks the framing is
+    /// left there for the caller to find. `unbounded` pushes every frame,
+    /// whatever the room: for a forced stop, which must not drop what a
+    /// connection has already read.
     pub(crate) fn push(
         &self,
+        rx: &mut Receiver,
+        info: ConnectionInfo,
         unbounded: bool,
-        mut next: impl FnMut(usize) -> Option<Message>,
     ) -> Result<usize, Full> {
         let mut st = self.lock();
         if st.abandoned {
@@ -120,9 +122,17 @@ impl Channel {
                 true => usize::MAX,
                 false => self.capacity_bytes.saturating_sub(held_bytes + bytes),
             };
-            let Some(m) = next(room_bytes) else { break };
-            bytes += m.body.len();
-            st.queue.push_back(m);
+            if !matches!(rx.next_len(), Ok(Some(len)) if len <= room_bytes) {
+                break;
+            }
+            let Ok(Some(body)) = rx.next_owned() else {
+                break;
+            };
+            bytes += body.len();
+            st.queue.push_back(Message {
+                body,
+                connection: info,
+            });
             n += 1;
         }
         if n == 0 {
@@ -132,11 +142,7 @@ impl Channel {
         // hands out a message not counted yet.
         self.held_bytes.fetch_add(bytes, AcqRel);
         self.held.fetch_add(n, AcqRel);
-        let waker = st.waker.take();
-        drop(st);
-        if let Some(w) = waker {
-            w.wake();
-        }
+        wake_consumer(st);
         Ok(n)
     }
 
@@ -174,14 +180,18 @@ impl Channel {
 
     /// No connection will push again: the stream ends once drained.
     pub(crate) fn close(&self) {
-        let waker = {
-            let mut st = self.lock();
-            st.closed = true;
-            st.waker.take()
-        };
-        if let Some(w) = waker {
-            w.wake();
-        }
+        let mut st = self.lock();
+        st.closed = true;
+        wake_consumer(st);
+    }
+}
+
+/// Wakes the consumer if it waits, once the lock is released.
+fn wake_consumer(mut st: MutexGuard<'_, State>) {
+    let waker = st.waker.take();
+    drop(st);
+    if let Some(w) = waker {
+        w.wake();
     }
 }
 
@@ -277,15 +287,34 @@ impl Drop for Incoming {
 
 #[cfg(test)]
 mod tests {
-    use super::super::info::ConnectionInfo;
     use super::*;
-    use bytes::Bytes;
 
-    fn msg(i: u8) -> Message {
-        Message {
-            body: Bytes::from(vec![i]),
-            connection: ConnectionInfo { id: 1, peer: None },
+    const INFO: ConnectionInfo = ConnectionInfo { id: 1, peer: None };
+
+    /// A connection's receive buffer holding the frames of `bodies`.
+    fn frames(bodies: impl Iterator<Item = Vec<u8>>) -> Receiver {
+        let mut wire = Vec::new();
+        for body in bodies {
+            crate::frame::encode_frame(&body, &mut wire);
         }
+        let timeout = std::time::Duration::from_secs(10);
+        let mut rx = Receiver::new(u64::MAX, timeout, std::time::Instant::now());
+        rx.fill(|buf| {
+            buf.extend_from_slice(&wire);
+            Ok::<_, std::io::Error>(wire.len())
+        })
+        .unwrap();
+        rx
+    }
+
+    /// One-byte messages `0`, `1`, ... numbered by `range`.
+    fn msgs(range: std::ops::Range<u8>) -> Receiver {
+        frames(range.map(|i| vec![i]))
+    }
+
+    /// Messages of `len` bytes, each filled with its number.
+    fn sized(range: std::ops::Range<u8>, len: usize) -> Receiver {
+        frames(range.map(|i| vec![i; len]))
     }
 
     fn bodies(incoming: &mut Incoming) -> Vec<u8> {
@@ -297,13 +326,13 @@ mod tests {
     #[test]
     fn a_push_takes_only_what_fits_and_nothing_more_from_its_source() {
         let (chan, mut incoming) = Channel::new(3, usize::MAX);
-        let mut source = (0..5).map(msg);
-        assert_eq!(chan.push(false, |_| source.next()), Ok(3));
-        // The source still holds the two that did not fit.
-        assert_eq!(source.len(), 2);
-        assert_eq!(chan.push(false, |_| source.next()), Err(Full::NoRoom));
+        let mut source = msgs(0..5);
+        assert_eq!(chan.push(&mut source, INFO, false), Ok(3));
+        // The source still holds the two that did not fit (2 bytes each).
+        assert_eq!(source.buffered(), 4);
+        assert_eq!(chan.push(&mut source, INFO, false), Err(Full::NoRoom));
         assert_eq!(bodies(&mut incoming), [0, 1, 2]);
-        assert_eq!(chan.push(false, |_| source.next()), Ok(2));
+        assert_eq!(chan.push(&mut source, INFO, false), Ok(2));
         assert_eq!(bodies(&mut incoming), [3, 4]);
     }
 
@@ -314,9 +343,9 @@ mod tests {
             for _ in 0..4 {
                 let chan = &chan;
                 s.spawn(move || {
-                    let mut source = (0..100u8).map(msg);
-                    while source.len() > 0 {
-                        match chan.push(false, |_| source.next()) {
+                    let mut source = msgs(0..100);
+                    while source.buffered() > 0 {
+                        match chan.push(&mut source, INFO, false) {
                             Ok(_) => {}
                             Err(Full::NoRoom) => std::thread::yield_now(),
                             Err(Full::Abandoned) => unreachable!(),
@@ -338,23 +367,19 @@ mod tests {
     #[test]
     fn messages_in_the_consumers_batch_count_against_the_capacity() {
         let (chan, mut incoming) = Channel::new(2, usize::MAX);
-        let mut source = (0..4).map(msg);
-        assert_eq!(chan.push(false, |_| source.next()), Ok(2));
+        let mut source = msgs(0..4);
+        assert_eq!(chan.push(&mut source, INFO, false), Ok(2));
         // One handed out; the other waits in the consumer's batch.
         assert_eq!(incoming.try_recv().unwrap().body[0], 0);
-        assert_eq!(chan.push(false, |_| source.next()), Ok(1));
-        assert_eq!(chan.push(false, |_| source.next()), Err(Full::NoRoom));
+        assert_eq!(chan.push(&mut source, INFO, false), Ok(1));
+        assert_eq!(chan.push(&mut source, INFO, false), Err(Full::NoRoom));
         assert_eq!(bodies(&mut incoming), [1, 2]);
     }
 
     #[test]
     fn the_stream_ends_after_the_last_message_once_closed() {
         let (chan, mut incoming) = Channel::new(4, usize::MAX);
-        chan.push(false, {
-            let mut s = (7..8).map(msg);
-            move |_| s.next()
-        })
-        .unwrap();
+        chan.push(&mut msgs(7..8), INFO, false).unwrap();
         chan.close();
         let waker = Waker::noop();
         let mut cx = Context::from_waker(waker);
@@ -368,19 +393,15 @@ mod tests {
             .build()
             .unwrap();
         let (chan, incoming) = Channel::new(1, usize::MAX);
-        chan.push(false, {
-            let mut s = (0..1).map(msg);
-            move |_| s.next()
-        })
-        .unwrap();
+        chan.push(&mut msgs(0..1), INFO, false).unwrap();
         let waiting = {
             let chan = Arc::clone(&chan);
             rt.spawn(async move { chan.wait_room(1).await })
         };
         drop(incoming);
         rt.block_on(waiting).unwrap();
-        let mut s = (1..2).map(msg);
-        assert_eq!(chan.push(false, |_| s.next()), Err(Full::Abandoned));
+        let pushed = chan.push(&mut msgs(1..2), INFO, false);
+        assert_eq!(pushed, Err(Full::Abandoned));
     }
 
     #[test]
@@ -392,41 +413,21 @@ mod tests {
         let consumer = rt.spawn(async move { incoming.recv().await.map(|m| m.body[0]) });
         // Let the consumer register its waker first.
         rt.block_on(tokio::task::yield_now());
-        chan.push(false, {
-            let mut s = (9..10).map(msg);
-            move |_| s.next()
-        })
-        .unwrap();
+        chan.push(&mut msgs(9..10), INFO, false).unwrap();
         assert_eq!(rt.block_on(consumer).unwrap(), Some(9));
-    }
-
-    /// A source that takes a message only if its body fits, as the
-    /// connection's does.
-    fn fitting(
-        source: &mut std::iter::Peekable<impl Iterator<Item = Message>>,
-        room: usize,
-    ) -> Option<Message> {
-        source.next_if(|m| m.body.len() <= room)
-    }
-
-    fn sized(i: u8, len: usize) -> Message {
-        Message {
-            body: Bytes::from(vec![i; len]),
-            connection: ConnectionInfo { id: 1, peer: None },
-        }
     }
 
     #[test]
     fn a_push_stops_at_the_byte_bound_and_room_comes_back_as_bytes_leave() {
         let (chan, mut incoming) = Channel::new(100, 10);
-        let mut source = (0..6).map(|i| sized(i, 4)).peekable();
+        let mut source = sized(0..6, 4);
         // 4 + 4 fit in 10; a third of 4 would not.
-        assert_eq!(chan.push(false, |room| fitting(&mut source, room)), Ok(2));
-        assert_eq!(chan.push(false, |room| fitting(&mut source, room)), Ok(0));
+        assert_eq!(chan.push(&mut source, INFO, false), Ok(2));
+        assert_eq!(chan.push(&mut source, INFO, false), Ok(0));
         assert!(!chan.fits(4));
         assert_eq!(incoming.try_recv().unwrap().body[0], 0);
         assert!(chan.fits(4));
-        assert_eq!(chan.push(false, |room| fitting(&mut source, room)), Ok(1));
+        assert_eq!(chan.push(&mut source, INFO, false), Ok(1));
         assert_eq!(bodies(&mut incoming), [1, 2]);
         assert_eq!(chan.held_bytes.load(Acquire), 0);
     }
@@ -434,29 +435,24 @@ mod tests {
     #[test]
     fn a_message_larger_than_the_byte_bound_passes_alone() {
         let (chan, mut incoming) = Channel::new(100, 10);
-        let mut source = [sized(0, 4), sized(1, 64), sized(2, 4)]
-            .into_iter()
-            .peekable();
-        assert_eq!(chan.push(false, |room| fitting(&mut source, room)), Ok(1));
+        let mut source = frames([vec![0; 4], vec![1; 64], vec![2; 4]].into_iter());
+        assert_eq!(chan.push(&mut source, INFO, false), Ok(1));
         assert!(!chan.fits(64));
         assert_eq!(bodies(&mut incoming), [0]);
         assert!(chan.fits(64));
         // Alone: nothing else is taken with it.
-        assert_eq!(chan.push(false, |room| fitting(&mut source, room)), Ok(1));
+        assert_eq!(chan.push(&mut source, INFO, false), Ok(1));
         assert_eq!(bodies(&mut incoming), [1]);
-        assert_eq!(chan.push(false, |room| fitting(&mut source, room)), Ok(1));
+        assert_eq!(chan.push(&mut source, INFO, false), Ok(1));
     }
 
     #[test]
     fn a_forced_push_takes_everything_whatever_the_room() {
         let (chan, mut incoming) = Channel::new(2, 8);
-        let mut source = (0..5).map(|i| sized(i, 4)).peekable();
-        assert_eq!(chan.push(false, |room| fitting(&mut source, room)), Ok(2));
-        assert_eq!(
-            chan.push(false, |room| fitting(&mut source, room)),
-            Err(Full::NoRoom)
-        );
-        assert_eq!(chan.push(true, |room| fitting(&mut source, room)), Ok(3));
+        let mut source = sized(0..5, 4);
+        assert_eq!(chan.push(&mut source, INFO, false), Ok(2));
+        assert_eq!(chan.push(&mut source, INFO, false), Err(Full::NoRoom));
+        assert_eq!(chan.push(&mut source, INFO, true), Ok(3));
         assert_eq!(bodies(&mut incoming), [0, 1, 2, 3, 4]);
         assert_eq!(chan.held.load(Acquire), 0);
     }
@@ -467,8 +463,8 @@ mod tests {
             .build()
             .unwrap();
         let (chan, mut incoming) = Channel::new(100, 16);
-        let mut source = (0..4).map(|i| sized(i, 4)).peekable();
-        assert_eq!(chan.push(false, |room| fitting(&mut source, room)), Ok(4));
+        let mut source = sized(0..4, 4);
+        assert_eq!(chan.push(&mut source, INFO, false), Ok(4));
         let waiting = {
             let chan = Arc::clone(&chan);
             rt.spawn(async move { chan.wait_room(15).await })

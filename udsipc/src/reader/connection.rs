@@ -18,21 +18,19 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
-use tokio::runtime::RuntimeFlavor;
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until};
 
 use super::info::{ConnectionInfo, Socket};
 use super::inner::ReaderInner;
 use super::machine::{Action, Machine, Via};
-use super::order::{Progress, Registration, Turn};
-use crate::frame::Receiver;
+use super::order::{Registration, Turn};
 use crate::lifecycle::Phase;
 
 /// What a connection task hands its frames to.
 pub(crate) trait Deliver: Send + Sync + 'static {
     /// Takes the connection (its machine said [`Action::Deliver`]), hands
-    /// over every complete frame `conn.rx()` holds, tells the machine how
+    /// over every complete frame `conn.machine.rx` holds, tells the machine how
     /// that ended, and gives the connection back; `None` if the runtime
     /// dropped it (shutting down).
     fn deliver(&self, conn: Conn) -> impl Future<Output = Option<Conn>> + Send + '_;
@@ -51,18 +49,17 @@ pub(crate) fn watch(socket: &Socket) -> io::Result<Watch> {
 }
 
 /// The per-connection state the driver and a delivery work on.
-#[derive(Debug)]
 pub(crate) struct Conn {
     /// The connection's decisions, and its receive buffer.
     pub(crate) machine: Machine,
     pub(crate) info: ConnectionInfo,
     pub(crate) inner: Arc<ReaderInner>,
     pub(crate) phase: watch::Receiver<Phase>,
-    pub(crate) flavor: RuntimeFlavor,
     pub(crate) socket: Socket,
     /// `None` only while a delivery waits on the socket itself.
     pub(crate) watch: Option<Watch>,
-    pub(crate) progress: Option<Arc<Progress>>,
+    /// Its place in the order book, held until the connection ends.
+    pub(crate) order: Registration,
     /// Set once the connection's task is gone while a thread of the
     /// blocking pool serves it (see `SyncDelivery::on_pool`); one per
     /// connection, so a round allocates nothing for it.
@@ -70,18 +67,13 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    /// The receive buffer.
-    pub(crate) fn rx(&mut self) -> &mut Receiver {
-        self.machine.receiver_mut()
-    }
-
     /// Feeds the machine the phase, asks it what to do next, and tells
     /// newer connections of the same process what it handed over.
     pub(crate) fn step(&mut self) -> Action {
         self.machine.handle_phase(self.inner.phase.get());
         let action = self.machine.poll_action(now());
-        if let (Some(p), Some(n)) = (&self.progress, self.machine.take_handed_over()) {
-            p.set_handed_over(n);
+        if let Some(n) = self.machine.take_handed_over() {
+            self.order.progress.set_handed_over(n);
         }
         action
     }
@@ -93,11 +85,11 @@ impl Conn {
     /// connection's snapshot is exact.
     pub(crate) fn read(&mut self, via: Via) -> bool {
         let watch = self.watch.as_ref().filter(|_| via == Via::Readiness);
-        let (socket, rx) = (&self.socket, self.machine.receiver_mut());
+        let (socket, rx) = (&self.socket, &mut self.machine.rx);
         // A receiver that holds no buffer (new, or released while idle)
         // would allocate one to read into: first a one-byte peek asks
         // whether bytes, or the end of the stream, are there at all.
-        let mut op = || {
+        let op = || {
             let mut fill = || {
                 if rx.is_released() && peek(socket)? == 0 {
                     return Ok(0);
@@ -109,10 +101,7 @@ impl Conn {
                 None => fill(),
             }
         };
-        let got = match &self.progress {
-            Some(p) => p.read_with(op),
-            None => op(),
-        };
+        let got = self.order.progress.read_with(false, op);
         let bytes = matches!(got, Ok(n) if n > 0);
         self.machine.handle_read(got);
         bytes
@@ -126,14 +115,9 @@ impl Conn {
     /// this one (see `order`): the connection then goes back to its task,
     /// which reads without waiting.
     pub(crate) fn read_waiting(&mut self) -> io::Result<usize> {
-        let (socket, rx) = (&self.socket, self.machine.receiver_mut());
-        let mut op = || rx.fill(|buf| crate::sys::recv_into_spare_waiting(&**socket, buf));
-        match &self.progress {
-            Some(p) => p
-                .read_waiting_with(op)
-                .unwrap_or_else(|| Err(io::ErrorKind::WouldBlock.into())),
-            None => op(),
-        }
+        let (socket, rx) = (&self.socket, &mut self.machine.rx);
+        let op = || rx.fill(|buf| crate::sys::recv_into_spare_waiting(&**socket, buf));
+        self.order.progress.read_with(true, op)
     }
 
     /// Whether a thread serving the connection may go on: its task is
@@ -149,21 +133,16 @@ impl Conn {
     }
 }
 
+impl Drop for Conn {
+    /// Counts the open connection down when it ends, however it ends.
+    fn drop(&mut self) {
+        self.inner.counters.active.fetch_sub(1, Relaxed);
+    }
+}
+
 /// tokio's clock (paused in tests), as the machine's `now`.
 pub(crate) fn now() -> std::time::Instant {
     Instant::now().into_std()
-}
-
-/// Resolves once the phase is `Forced` (or its sender is gone).
-pub(crate) async fn forced(phase: &mut watch::Receiver<Phase>) {
-    loop {
-        if *phase.borrow_and_update() == Phase::Forced {
-            return;
-        }
-        if phase.changed().await.is_err() {
-            return;
-        }
-    }
 }
 
 /// A one-byte `recv(MSG_PEEK | MSG_DONTWAIT)`: 1 if bytes wait, 0 at the
@@ -187,13 +166,7 @@ pub(crate) fn begin_drain(stream: &Socket) {
 }
 
 /// Serves one connection until it ends.
-pub(crate) async fn serve<D: Deliver>(
-    mut conn: Conn,
-    delivery: Arc<D>,
-    // Held until the connection ends: it unregisters it from the book.
-    _registration: Option<Registration>,
-    turn: Turn,
-) {
+pub(crate) async fn serve<D: Deliver>(mut conn: Conn, delivery: Arc<D>, turn: Turn) {
     // Polled only while the machine waits for its turn.
     let mut turn = std::pin::pin!(turn.wait());
     loop {
@@ -236,14 +209,9 @@ pub(crate) async fn serve<D: Deliver>(
             Action::Close => {
                 // Whole messages read and never handed over (a forced stop
                 // cut the delivery short): counted, for the stop to report.
-                let mut left = 0;
-                while let Ok(Some(_)) = conn.rx().next_borrowed() {
-                    left += 1;
-                }
-                if left > 0 {
-                    let unhandled = &conn.inner.counters.unhandled;
-                    unhandled.fetch_add(left, Relaxed);
-                }
+                let rx = &mut conn.machine.rx;
+                let left = std::iter::from_fn(|| rx.next_borrowed().ok()?.map(drop)).count();
+                (conn.inner.counters.unhandled).fetch_add(left as u64, Relaxed);
                 if let Some(e) = conn.machine.poll_report() {
                     conn.inner.report(e);
                 }

@@ -10,7 +10,7 @@
 //! This module owns handing messages over and counting them; the
 //! connection's decisions (reading, deadlines, how it ends) belong to
 //! `machine`, and its receive buffer too: a delivery takes frames from
-//! `Conn::rx`, and tells the machine how it ended with a `Stop`.
+//! `Machine::rx`, and tells the machine how it ended with a `Stop`.
 
 use std::any::Any;
 use std::future::Future;
@@ -25,7 +25,7 @@ use tokio::runtime::RuntimeFlavor;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::channel::{Channel, Full};
-use super::connection::{Conn, Deliver, begin_drain, forced, now, watch};
+use super::connection::{Conn, Deliver, begin_drain, now, watch};
 use super::info::{ConnectionInfo, Message};
 use super::inner::ReaderInner;
 use super::machine::{Action, Stop};
@@ -123,7 +123,7 @@ impl SyncDelivery {
             {
                 break Ok(());
             }
-            match conn.machine.receiver_mut().next_borrowed() {
+            match conn.machine.rx.next_borrowed() {
                 Ok(Some(body)) => {
                     // Its panic becomes a handler error.
                     let call = catch_unwind(AssertUnwindSafe(|| handler(body, &conn.info)));
@@ -150,7 +150,7 @@ impl SyncDelivery {
             match conn.step() {
                 Action::Deliver | Action::WaitHandler => {
                     let result = Self::hand_over(handler, conn, until);
-                    if result.is_ok() && matches!(conn.rx().ready(), Ok(true)) {
+                    if result.is_ok() && matches!(conn.machine.rx.ready(), Ok(true)) {
                         return;
                     }
                     conn.machine.handle_delivered(result);
@@ -176,7 +176,7 @@ impl SyncDelivery {
             .machine
             .poll_timeout()
             .is_some_and(|at| at <= now + LINGER);
-        if due || conn.rx().is_released() {
+        if due || conn.machine.rx.is_released() {
             return false;
         }
         match conn.read_waiting() {
@@ -254,7 +254,8 @@ impl Deliver for SyncDelivery {
             let slot = running
                 .then(|| Arc::clone(&self.dedicated).try_acquire_owned().ok())
                 .flatten();
-            if slot.is_some() || conn.flavor == RuntimeFlavor::CurrentThread {
+            let flavor = tokio::runtime::Handle::current().runtime_flavor();
+            if slot.is_some() || flavor == RuntimeFlavor::CurrentThread {
                 conn = self.on_pool(conn, slot).await?;
             } else {
                 let handler = &*self.handler;
@@ -281,7 +282,7 @@ where
     async fn deliver(&self, mut conn: Conn) -> Option<Conn> {
         let result = async {
             loop {
-                let body = match conn.rx().next_owned() {
+                let body = match conn.machine.rx.next_owned() {
                     Ok(Some(body)) => body,
                     Ok(None) => return Ok(()),
                     Err(e) => return Err(Stop::Protocol(e)),
@@ -297,7 +298,7 @@ where
                 });
                 let result = tokio::select! {
                     biased;
-                    () = forced(&mut conn.phase) => {
+                    _ = conn.phase.wait_for(|p| *p == Phase::Forced) => {
                         // Its call is dropped unfinished: not handled.
                         conn.inner.counters.unhandled.fetch_add(1, Relaxed);
                         return Err(Stop::Quiet);
@@ -327,7 +328,7 @@ impl Deliver for ChannelDelivery {
     async fn deliver(&self, mut conn: Conn) -> Option<Conn> {
         let result = async {
             loop {
-                let need = match conn.rx().next_len() {
+                let need = match conn.machine.rx.next_len() {
                     Ok(None) => return Ok(()),
                     Ok(Some(len)) => len,
                     Err(e) => return Err(Stop::Protocol(e)),
@@ -335,43 +336,22 @@ impl Deliver for ChannelDelivery {
                 let forced_now = *conn.phase.borrow() == Phase::Forced;
                 // Frames are taken from the buffer only as the push has room
                 // for them: a cancelled wait for room loses nothing.
-                let mut broken = None;
-                let info = conn.info;
-                let rx = conn.rx();
-                let next = |room: usize| match rx.next_len() {
-                    Ok(Some(len)) if len <= room => match rx.next_owned() {
-                        Ok(Some(body)) => Some(Message {
-                            body,
-                            connection: info,
-                        }),
-                        _ => None,
-                    },
-                    Ok(_) => None,
-                    Err(e) => {
-                        broken = Some(e);
-                        None
-                    }
-                };
-                let wait = match self.chan.push(forced_now, next) {
-                    Ok(n) => {
+                match self.chan.push(&mut conn.machine.rx, conn.info, forced_now) {
+                    // On to the next frame (or to what broke the framing).
+                    Ok(n) if n > 0 => {
                         conn.inner.counters.received.fetch_add(n as u64, Relaxed);
-                        if let Some(e) = broken {
-                            return Err(Stop::Protocol(e));
-                        }
-                        // Nothing fitted the bytes left: wait as for no room.
-                        n == 0 && !forced_now
+                        continue;
                     }
-                    Err(Full::NoRoom) => true,
+                    // Nothing fitted the bytes left: wait as for no room.
+                    Ok(_) | Err(Full::NoRoom) => {}
                     // The consumer dropped `Incoming`: nobody takes messages.
                     Err(Full::Abandoned) => return Err(Stop::Quiet),
-                };
-                if wait {
-                    // A forced stop ends the wait: the next push takes all.
-                    tokio::select! {
-                        biased;
-                        () = forced(&mut conn.phase) => {}
-                        () = self.chan.wait_room(need) => {}
-                    }
+                }
+                // A forced stop ends the wait: the next push takes all.
+                tokio::select! {
+                    biased;
+                    _ = conn.phase.wait_for(|p| *p == Phase::Forced) => {}
+                    () = self.chan.wait_room(need) => {}
                 }
             }
         }

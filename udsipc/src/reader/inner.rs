@@ -34,14 +34,6 @@ pub(crate) struct ReaderInner {
     pub(crate) stop_lock: tokio::sync::Mutex<bool>,
 }
 
-impl std::fmt::Debug for ReaderInner {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReaderInner")
-            .field("path", &self.path)
-            .finish_non_exhaustive()
-    }
-}
-
 impl ReaderInner {
     /// Counts (where Go counts) and reports an error.
     pub(crate) fn report(&self, error: ReaderError) {
@@ -84,42 +76,35 @@ impl ReaderInner {
         let Some(stopped) = stopped else {
             return Ok(());
         };
-        let mut result = Ok(());
-        if let Some((cut, unhandled_before)) = stopped.forced {
-            // Handler calls stuck (blocked in a system call, say) are
-            // abandoned.
-            let abandoned = stopped.stuck as u64;
-            if abandoned > 0 {
-                self.counters.abandoned.fetch_add(abandoned, Relaxed);
-                tracing::warn!(
-                    abandoned,
-                    "reader stop: handler calls still running after the forced stop were abandoned"
-                );
-            }
-            result = Err(StopError::ConnectionsCut {
+        // Handler calls stuck (blocked in a system call, say) after a
+        // forced stop are abandoned.
+        let abandoned = stopped.stuck as u64;
+        if abandoned > 0 {
+            self.counters.abandoned.fetch_add(abandoned, Relaxed);
+            tracing::warn!(
+                abandoned,
+                "reader stop: handler calls still running after the forced stop were abandoned"
+            );
+        }
+        let cleanup = self.owned_file.as_ref().and_then(|file| {
+            let source = file.remove().err()?;
+            let path = self.path.clone();
+            Some(StopError::Cleanup { path, source })
+        });
+        // The first of these is the stop's answer.
+        let result = match (stopped.forced, cleanup, stopped.panicked) {
+            (Some((cut, unhandled_before)), ..) => Err(StopError::ConnectionsCut {
                 connections: cut,
                 abandoned,
                 unhandled: self.counters.unhandled.load(Relaxed) - unhandled_before,
-            });
-        }
-        if let Some(file) = &self.owned_file {
-            if let Err(source) = file.remove() {
-                if result.is_ok() {
-                    result = Err(StopError::Cleanup {
-                        path: self.path.clone(),
-                        source,
-                    });
-                }
-            }
-        }
-        if result.is_ok() {
-            if let Some(p) = stopped.panicked {
-                result = Err(StopError::TaskPanicked {
-                    task: p.task,
-                    message: p.message,
-                });
-            }
-        }
+            }),
+            (None, Some(cleanup), _) => Err(cleanup),
+            (None, None, Some(p)) => Err(StopError::TaskPanicked {
+                task: p.task,
+                message: p.message,
+            }),
+            (None, None, None) => Ok(()),
+        };
         tracing::debug!(path = %self.path.display(), ?result, "reader stopped");
         result
     }

@@ -12,7 +12,7 @@
 //! [`Machine::handle_timeout`] if nothing else happens;
 //! [`Machine::poll_report`] holds the error a connection ended with, and
 //! [`Machine::take_handed_over`] what to tell newer connections of the same
-//! process (see `order`). Bytes are read into [`Machine::receiver_mut`]
+//! process (see `order`). Bytes are read into [`Machine::rx`]
 //! (the decoding rules and deadlines stay in [`Receiver`]), and a delivery
 //! takes its frames from there.
 //!
@@ -31,7 +31,7 @@
 //! and out; this module never touches a socket, a clock or a task, and
 //! imports nothing else of the Reader.
 
-use std::io;
+use std::io::{self, ErrorKind::*};
 use std::time::{Duration, Instant};
 
 use crate::error::{ReadStage, ReaderError};
@@ -79,7 +79,7 @@ pub(crate) enum Action {
     /// Shut our reading side (a drain begins: the kernel keeps what the
     /// peer sent and refuses the rest); no answer needed.
     ShutdownRead,
-    /// Read into [`receiver_mut`](Machine::receiver_mut) once, then call
+    /// Read into [`rx`](Machine::rx) once, then call
     /// [`handle_read`](Machine::handle_read).
     Read(Via),
     /// Wait for readiness ([`handle_readable`](Machine::handle_readable)),
@@ -102,16 +102,13 @@ enum Step {
     Delivering,
     /// Handed over: act on the phase, then read.
     Phase,
-    /// The read through readiness.
-    Read,
-    /// Draining and readiness said nothing: ask the kernel.
-    DrainRead,
-    /// Nothing more to read: start waiting.
-    Idle,
+    /// A read, through readiness or direct: draining, once readiness said
+    /// nothing, to ask the kernel; or when the timer fired, to take what
+    /// arrived in time before judging the deadline (never while draining:
+    /// a drain has no deadline).
+    Read(Via),
     /// Waiting.
     Wait,
-    /// The timer fired: take what arrived in time, then judge.
-    LateRead,
     /// Over.
     Closed,
 }
@@ -119,7 +116,8 @@ enum Step {
 /// One connection's state and decisions.
 #[derive(Debug)]
 pub(crate) struct Machine {
-    rx: Receiver,
+    /// The receive buffer: reads go in, a delivery takes frames out.
+    pub(crate) rx: Receiver,
     max_message_size: u64,
     timeout: Duration,
     step: Step,
@@ -181,7 +179,7 @@ impl Machine {
                 Step::Delivering => return Action::WaitHandler,
                 Step::Phase => {
                     self.offer(self.rx.handed_over());
-                    self.step = Step::Read;
+                    self.step = Step::Read(Via::Readiness);
                     match self.phase {
                         Phase::Forced => return self.close(None),
                         Phase::Draining if !self.draining => {
@@ -191,65 +189,48 @@ impl Machine {
                         _ => {}
                     }
                 }
-                Step::Read => match self.got.take() {
-                    None => return Action::Read(Via::Readiness),
+                Step::Read(via) => match self.got.take() {
+                    None => return Action::Read(via),
                     Some(Ok(0)) => return self.at_eof(),
                     Some(Ok(_)) => self.step = Step::Deliver,
-                    Some(Err(e)) => match e.kind() {
-                        io::ErrorKind::WouldBlock if self.draining => self.step = Step::DrainRead,
-                        io::ErrorKind::WouldBlock => self.step = Step::Idle,
-                        io::ErrorKind::Interrupted => self.step = Step::Deliver,
-                        _ => return self.read_error(e),
-                    },
-                },
-                // tokio's WouldBlock may only mean "no readiness event seen
-                // yet": the kernel itself answers with data, then end of
-                // stream, once our reading side is shut.
-                Step::DrainRead => match self.got.take() {
-                    None => return Action::Read(Via::Direct),
-                    Some(Ok(0)) => return self.at_eof(),
-                    Some(Ok(_)) => self.step = Step::Deliver,
-                    Some(Err(e))
-                        if e.kind() == io::ErrorKind::WouldBlock && self.rx.buffered() == 0 =>
-                    {
-                        return self.close(None);
-                    }
-                    Some(Err(_)) => self.step = Step::Idle,
-                },
-                Step::Idle => {
-                    self.rx.on_idle(now);
-                    // Every whole frame read is handed over: the rest of
-                    // what was read is the start of a frame, which holds no
-                    // newer connection back (see `order`).
-                    self.offer(self.rx.read_total());
-                    self.step = Step::Wait;
-                    return Action::Wait;
-                }
-                Step::Wait => return Action::Wait,
-                // Bytes already in the kernel arrived in time, even if the
-                // driver has not been told yet (a loaded machine): take them
-                // before judging the connection inactive.
-                Step::LateRead => match self.got.take() {
-                    None => return Action::Read(Via::Direct),
-                    Some(Ok(0)) => return self.at_eof(),
-                    Some(Ok(_)) => self.step = Step::Deliver,
-                    Some(Err(_)) => match self.rx.handle_timeout(now) {
-                        // Go-exact: quiet while waiting for (or inside) a
-                        // prefix, an error inside a body.
-                        Some(Expired::Idle) => return self.close(None),
-                        Some(Expired::InsideBody { expected, got }) => {
-                            let timeout = self.timeout;
-                            let e = ReaderError::BodyTimeout {
-                                timeout,
-                                expected,
-                                got,
-                            };
-                            return self.close(Some(e));
+                    Some(Err(e)) => match (via, e.kind()) {
+                        // tokio's WouldBlock may only mean "no readiness
+                        // event seen yet": the kernel itself answers with
+                        // data, then end of stream, once our reading side
+                        // is shut.
+                        (Via::Readiness, WouldBlock) if self.draining => {
+                            self.step = Step::Read(Via::Direct);
                         }
-                        // Only the idle buffer's release was due.
-                        None => self.step = Step::Deliver,
+                        (Via::Readiness, WouldBlock) => return self.idle(now),
+                        (Via::Readiness, Interrupted) => self.step = Step::Deliver,
+                        (Via::Readiness, _) => return self.read_error(e),
+                        (Via::Direct, WouldBlock) if self.draining && self.rx.buffered() == 0 => {
+                            return self.close(None);
+                        }
+                        (Via::Direct, _) if self.draining => return self.idle(now),
+                        // Bytes already in the kernel arrived in time, even
+                        // if the driver has not been told yet (a loaded
+                        // machine): taken before the connection is judged
+                        // inactive.
+                        (Via::Direct, _) => match self.rx.handle_timeout(now) {
+                            // Go-exact: quiet while waiting for (or inside) a
+                            // prefix, an error inside a body.
+                            Some(Expired::Idle) => return self.close(None),
+                            Some(Expired::InsideBody { expected, got }) => {
+                                let timeout = self.timeout;
+                                let e = ReaderError::BodyTimeout {
+                                    timeout,
+                                    expected,
+                                    got,
+                                };
+                                return self.close(Some(e));
+                            }
+                            // Only the idle buffer's release was due.
+                            None => self.step = Step::Deliver,
+                        },
                     },
                 },
+                Step::Wait => return Action::Wait,
                 Step::Closed => return Action::Close,
             }
         }
@@ -278,17 +259,6 @@ impl Machine {
             self.published = self.handed_over;
             self.handed_over
         })
-    }
-
-    /// The receive buffer: reads go in, a delivery takes frames out.
-    pub(crate) fn receiver_mut(&mut self) -> &mut Receiver {
-        &mut self.rx
-    }
-
-    /// The receive buffer, to look at.
-    #[cfg(test)]
-    pub(crate) fn receiver(&self) -> &Receiver {
-        &self.rx
     }
 
     // ----- inputs --------------------------------------------------------
@@ -342,7 +312,7 @@ impl Machine {
     /// The read asked for returned this (bytes appended to the receiver, 0
     /// at the end of the stream, or an error).
     pub(crate) fn handle_read(&mut self, result: io::Result<usize>) {
-        if matches!(self.step, Step::Read | Step::DrainRead | Step::LateRead) {
+        if matches!(self.step, Step::Read(_)) {
             self.got = Some(result);
         }
     }
@@ -365,7 +335,7 @@ impl Machine {
     /// `now`.
     pub(crate) fn handle_timeout(&mut self) {
         if self.step == Step::Wait {
-            self.step = Step::LateRead;
+            self.step = Step::Read(Via::Direct);
         }
     }
 
@@ -392,6 +362,17 @@ impl Machine {
             ReadStage::Prefix
         };
         self.close(Some(ReaderError::Read { stage, source }))
+    }
+
+    /// Nothing more to read: the connection waits.
+    fn idle(&mut self, now: Instant) -> Action {
+        self.rx.on_idle(now);
+        // Every whole frame read is handed over: the rest of what was read
+        // is the start of a frame, which holds no newer connection back
+        // (see `order`).
+        self.offer(self.rx.read_total());
+        self.step = Step::Wait;
+        Action::Wait
     }
 
     fn offer(&mut self, total: u64) {

@@ -138,7 +138,7 @@ impl World {
     fn connect(&mut self) -> usize {
         let turn: Vec<_> = (self.conns.iter().enumerate())
             .filter(|(_, c)| c.closed.is_none())
-            .map(|(i, c)| (i, c.m.receiver().read_total() + c.sock.queue.len() as u64))
+            .map(|(i, c)| (i, c.m.rx.read_total() + c.sock.queue.len() as u64))
             .collect();
         let m = Machine::new(MAX, TIMEOUT, self.now, turn.is_empty());
         self.conns.push(Conn {
@@ -215,7 +215,7 @@ impl World {
                 Action::ShutdownRead => c.sock.shut = true,
                 Action::Read(via) => {
                     c.reads += 1;
-                    let got = c.sock.read(via, c.m.receiver_mut());
+                    let got = c.sock.read(via, &mut c.m.rx);
                     c.m.handle_read(got);
                 }
                 Action::Wait if c.sock.ready => c.m.handle_readable(Ok(())),
@@ -250,7 +250,7 @@ impl World {
         let mut result = Ok(());
         if cut.is_ok() {
             loop {
-                match c.m.receiver_mut().next_owned() {
+                match c.m.rx.next_owned() {
                     Ok(Some(body)) => self.log.push((i, body)),
                     Ok(None) => break,
                     Err(e) => {
@@ -496,7 +496,7 @@ fn a_delivery_that_stops_ends_the_connection_as_it_says() {
     w.sock(0).send(&wire(&[b"m1"]));
     w.run();
     // It handed m1 over, then could not register the socket again.
-    let m1 = w.conns[0].m.receiver_mut().next_owned().unwrap();
+    let m1 = w.conns[0].m.rx.next_owned().unwrap();
     assert_eq!(m1.as_deref(), Some(&b"m1"[..]));
     w.deliver(0, Err(Stop::Read(io::ErrorKind::Other.into())));
     w.run();
@@ -577,10 +577,7 @@ fn a_forced_stop_after_a_delivery_closes_without_reading_on() {
     w.sock(0).send(&wire(&[b"m3"]));
     w.phase(Phase::Forced);
     let m = &mut w.conns[0].m;
-    assert_eq!(
-        m.receiver_mut().next_owned().unwrap().as_deref(),
-        Some(&b"m1"[..])
-    );
+    assert_eq!(m.rx.next_owned().unwrap().as_deref(), Some(&b"m1"[..]));
     m.handle_delivered(Ok(()));
     w.conns[0].held = false;
     w.run();
@@ -616,7 +613,7 @@ fn an_idle_connection_closes_quietly_at_the_deadline() {
     w.run();
     assert_eq!(w.conns[0].m.poll_timeout(), Some(w.now + SHRINK_AFTER));
     w.at(SHRINK_AFTER);
-    assert_eq!(w.conns[0].m.receiver().capacity(), 0, "released while idle");
+    assert_eq!(w.conns[0].m.rx.capacity(), 0, "released while idle");
     w.at(TIMEOUT - SHRINK_AFTER - MS);
     assert!(w.closed(0).is_none());
     w.at(MS);

@@ -37,10 +37,12 @@
 //! zero-timeout `epoll_wait` returns the ready ones only; the kernel puts a
 //! socket on that list when the peer's `send` queues bytes, before the
 //! peer's next `connect` can return. Idle held connections cost nothing.
-//! Each process has its own lock (the book's own is held for a map lookup),
-//! so no process's connections delay another's. Where an `epoll` set
-//! cannot be had (another system, no descriptor left), a connection is
-//! *unwatched* and measured at every admission, as before.
+//! Each process has its own lock (the book's own is held for a map lookup,
+//! and when a connection comes or goes), so no process's reads delay
+//! another's. Where the `epoll` set cannot be had or refuses a socket
+//! (another system, no descriptor left), every open connection of the
+//! process is measured at every admission, as before, until a later
+//! admission makes the set anew.
 //!
 //! This module owns only that bookkeeping; the connection task reports what
 //! it read and handed over.
@@ -58,7 +60,7 @@ use crate::sys;
 
 /// One open connection's progress, as seen by newer connections of the
 /// same process.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct Progress {
     /// Bytes read from the socket; written under the lock together with the
     /// read itself, so that `read + FIONREAD` is an exact snapshot.
@@ -70,17 +72,18 @@ pub(crate) struct Progress {
     /// meanwhile.
     measuring: AtomicUsize,
     changed: Notify,
+    socket: Weak<UnixStream>,
     /// Its process's group, and its key there.
     group: Weak<Group>,
     id: u64,
     /// In its group's `listed` set: it may hold bytes it read and has not
-    /// handed over, or be inside a read that waits. Set under the group's
-    /// lock; cleared under the group's lock and this one's `read` lock, so
-    /// a read (which holds `read` and checks the flag) always runs listed.
+    /// handed over, or be inside a read that waits. Only the connection's
+    /// owner (its task, or the thread serving it) reads, hands over and so
+    /// lists, so the flag and the set agree, and a read always runs listed.
     listed: AtomicBool,
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct ReadState {
     total: u64,
     closed: bool,
@@ -90,93 +93,64 @@ struct ReadState {
 }
 
 impl Progress {
-    /// The read lock, with this connection listed in its group: what is
-    /// done under it (a read) is seen by every admission from then on.
-    fn lock_listed(&self) -> MutexGuard<'_, ReadState> {
-        loop {
-            let st = self.lock();
-            if self.listed.load(Ordering::SeqCst) {
-                return st;
-            }
-            drop(st);
-            let Some(group) = self.group.upgrade() else {
-                // Not in a group any more (closed): nobody measures it.
-                return self.lock();
-            };
-            let mut g = group.lock();
-            g.listed.insert(self.id);
-            self.listed.store(true, Ordering::SeqCst);
-        }
-    }
-
-    /// Takes this connection off its group's list if it holds nothing an
-    /// admission would have to measure (its kernel queue is the epoll set's
-    /// business).
-    fn unlist_if_caught_up(&self) {
-        if !self.listed.load(Ordering::SeqCst) {
-            return;
-        }
+    /// Puts this connection on its group's list, or takes it off.
+    fn list(&self, on: bool) {
         let Some(group) = self.group.upgrade() else {
+            // Out of the book (closed): nobody measures it.
             return;
         };
-        let mut g = group.lock();
-        let st = self.lock();
-        if st.waiting || st.total > self.handed_over.load(Ordering::SeqCst) {
-            return;
+        if self.listed.swap(on, Ordering::Relaxed) != on {
+            let mut g = group.lock();
+            if on {
+                g.listed.insert(self.id);
+            } else {
+                g.listed.remove(&self.id);
+            }
         }
-        g.listed.remove(&self.id);
-        self.listed.store(false, Ordering::SeqCst);
     }
 
     /// Runs a read of this connection's socket and counts what it read,
     /// atomically with respect to [`OrderBook::admit`]'s snapshot.
-    pub(crate) fn read_with(&self, read: impl FnOnce() -> io::Result<usize>) -> io::Result<usize> {
-        let mut st = self.lock_listed();
-        let out = read();
+    ///
+    /// A read that `waits` (on a dedicated thread, bounded by the socket's
+    /// receive timeout) runs outside the lock, marked as under way, so that
+    /// a newer connection arriving meanwhile takes its snapshot once it is
+    /// over (see [`Turn::wait`]) instead of waiting for the lock. It is
+    /// `WouldBlock`, without reading, while a newer connection waits to
+    /// take one: the caller reads without waiting from then on (back in its
+    /// task), so the snapshot waits for one read at most.
+    pub(crate) fn read_with(
+        &self,
+        waits: bool,
+        read: impl FnOnce() -> io::Result<usize>,
+    ) -> io::Result<usize> {
+        self.list(true);
+        let mut st = self.lock();
+        let out = if waits {
+            // SeqCst pairs with `Turn::wait`'s measure, which counts itself
+            // in first.
+            if self.measuring.load(Ordering::SeqCst) > 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            st.waiting = true;
+            drop(st);
+            let out = read();
+            st = self.lock();
+            st.waiting = false;
+            out
+        } else {
+            read()
+        };
         st.total += *out.as_ref().unwrap_or(&0) as u64;
         let caught_up = st.total <= self.handed_over.load(Ordering::SeqCst);
         drop(st);
-        if caught_up {
-            self.unlist_if_caught_up();
-        }
-        out
-    }
-
-    /// [`read_with`](Self::read_with) for a read that may wait (on a
-    /// dedicated thread, bounded by the socket's receive timeout): it runs
-    /// outside the lock, marked as under way, so that a newer connection
-    /// arriving meanwhile takes its snapshot once it is over (see
-    /// [`Turn::wait`]) instead of waiting for the lock. `None`, without
-    /// reading, while a newer connection waits to take one: the caller
-    /// reads without waiting from then on (back in its task), so the
-    /// snapshot waits for one read at most.
-    pub(crate) fn read_waiting_with(
-        &self,
-        read: impl FnOnce() -> io::Result<usize>,
-    ) -> Option<io::Result<usize>> {
-        {
-            let mut st = self.lock_listed();
-            // SeqCst pairs with `Turn::wait`'s measure, which counts itself in
-            // first.
-            if self.measuring.load(Ordering::SeqCst) > 0 {
-                return None;
-            }
-            st.waiting = true;
-        }
-        let out = read();
-        let caught_up = {
-            let mut st = self.lock();
-            st.total += *out.as_ref().unwrap_or(&0) as u64;
-            st.waiting = false;
-            st.total <= self.handed_over.load(Ordering::SeqCst)
-        };
-        if self.measuring.load(Ordering::SeqCst) > 0 {
+        if waits && self.measuring.load(Ordering::SeqCst) > 0 {
             self.changed.notify_waiters();
         }
         if caught_up {
-            self.unlist_if_caught_up();
+            self.list(false);
         }
-        Some(out)
+        out
     }
 
     fn lock(&self) -> MutexGuard<'_, ReadState> {
@@ -211,14 +185,9 @@ impl Progress {
         if self.waiters.load(Ordering::SeqCst) > 0 {
             self.changed.notify_waiters();
         }
-        if total > before {
-            self.unlist_if_caught_up();
+        if total > before && total >= self.lock().total {
+            self.list(false);
         }
-    }
-
-    fn close(&self) {
-        self.lock().closed = true;
-        self.changed.notify_waiters();
     }
 
     /// Waits until `target` bytes were handed over or the connection closed.
@@ -228,39 +197,36 @@ impl Progress {
         })
         .await;
     }
-}
 
-/// How far a connection whose state is `st` must get before a connection
-/// arriving now may deliver: what it received plus what waits in its kernel
-/// queue (`u64::MAX` if that cannot be asked: its close is waited for
-/// then); 0 if it is closed; `None` while a read that waits is under way.
-fn target_of(st: &ReadState, socket: &Weak<UnixStream>) -> Option<u64> {
-    if st.closed {
-        return Some(0);
+    /// How far this connection must get before a connection arriving now
+    /// may deliver: what it received plus what waits in its kernel queue
+    /// (`u64::MAX` if that cannot be asked: its close is waited for then);
+    /// 0 if it is closed; `None` while a read that waits is under way.
+    fn target(&self, st: &ReadState) -> Option<u64> {
+        if st.closed {
+            return Some(0);
+        }
+        if st.waiting {
+            return None;
+        }
+        // The socket is open while its connection is not closed; a failed
+        // query waits for the close instead.
+        let unread = (self.socket.upgrade())
+            .map_or(Ok(0), |s| sys::unread_bytes(&*s))
+            .map_or(u64::MAX, |n| n as u64);
+        Some(st.total.saturating_add(unread))
     }
-    if st.waiting {
-        return None;
-    }
-    // The socket is open while its connection is not closed; a failed
-    // query waits for the close instead.
-    let unread = socket
-        .upgrade()
-        .map_or(Ok(0), |s| sys::unread_bytes(&*s))
-        .map_or(u64::MAX, |n| n as u64);
-    Some(st.total.saturating_add(unread))
 }
 
 /// An older connection a new one waits for, and how far (`None`: found in
 /// a read that waits; measured once that read is over).
-#[derive(Debug)]
 pub(crate) struct Wait {
     progress: Arc<Progress>,
-    socket: Weak<UnixStream>,
     target: Option<u64>,
 }
 
 /// What a new connection must wait for before it delivers anything.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct Turn(Vec<Wait>);
 
 impl Turn {
@@ -268,18 +234,15 @@ impl Turn {
     /// over what it held when this one arrived.
     pub(crate) async fn wait(self) {
         for w in self.0 {
+            let p = &w.progress;
             let target = match w.target {
                 Some(t) => t,
                 // Measured once no read that waits is under way, later than
                 // this connection's arrival, so maybe more than it held then:
                 // waiting for more is still in order.
-                None => {
-                    let p = &w.progress;
-                    p.wait_for(&p.measuring, || target_of(&p.lock(), &w.socket))
-                        .await
-                }
+                None => p.wait_for(&p.measuring, || p.target(&p.lock())).await,
             };
-            w.progress.reached(target).await;
+            p.reached(target).await;
         }
     }
 
@@ -289,82 +252,57 @@ impl Turn {
     }
 }
 
-/// Unregisters a connection from the book when it ends (however it ends).
-#[derive(Debug)]
+/// A connection's place in the book: its progress, for newer connections
+/// of the same process to follow; dropped when the connection ends (however
+/// it ends), which takes it out of the book.
+#[derive(Default)]
 pub(crate) struct Registration {
-    book: Arc<OrderBook>,
-    group: Arc<Group>,
     pub(crate) progress: Arc<Progress>,
+    /// The book and its process's group; `None` when the process is
+    /// unknown (nobody waits for such a connection).
+    entry: Option<(Arc<OrderBook>, Arc<Group>)>,
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.progress.close();
-        let empty = {
-            let mut g = self.group.lock();
-            let id = self.progress.id;
-            if let Some(member) = g.members.remove(&id) {
-                g.listed.remove(&id);
-                if !g.unwatched.remove(&id) {
-                    // Still open: taken out of the set now (a closed socket
-                    // left it when the kernel released it).
-                    if let (Some(set), Some(s)) = (&g.epoll, member.socket.upgrade()) {
-                        set.remove(&*s);
-                    }
-                }
-            }
-            g.members.is_empty()
+        let p = &self.progress;
+        p.lock().closed = true;
+        p.changed.notify_waiters();
+        let Some((book, group)) = &self.entry else {
+            return;
         };
-        if empty {
-            // Lock order: the book, then a group.
-            let mut groups = self.book.lock();
-            let mut g = self.group.lock();
-            if g.members.is_empty() && !g.retired {
-                g.retired = true;
-                // Its epoll set, if any, is closed with it.
-                g.epoll = None;
-                if groups
-                    .get(&self.group.pid)
-                    .is_some_and(|cur| Arc::ptr_eq(cur, &self.group))
-                {
-                    groups.remove(&self.group.pid);
-                }
-            }
+        // Lock order: the book, then a group.
+        let mut groups = book.lock();
+        let mut g = group.lock();
+        g.members.remove(&p.id);
+        g.listed.remove(&p.id);
+        if let Some(set) = &g.epoll {
+            set.remove(p);
+        }
+        if g.members.is_empty() {
+            // Its epoll set, if any, is closed with it.
+            groups.remove(&group.pid);
         }
     }
 }
 
-#[derive(Debug)]
-struct Member {
-    progress: Arc<Progress>,
-    socket: Weak<UnixStream>,
-}
-
 /// The open connections of one peer process.
-#[derive(Debug)]
 pub(crate) struct Group {
     pid: i32,
     state: Mutex<GroupState>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct GroupState {
     next_id: u64,
-    members: HashMap<u64, Member>,
+    members: HashMap<u64, Arc<Progress>>,
     /// Members that may hold bytes read and not handed over, or are in a
     /// read that waits (see [`Progress::listed`]).
     listed: HashSet<u64>,
-    /// Members not in `epoll` (none yet, or it refused them): measured at
-    /// every admission.
-    unwatched: HashSet<u64>,
     /// The members with bytes in their kernel queue, as the kernel keeps
-    /// them; made when a second connection arrives.
+    /// them; made when a second connection arrives. Without it, every
+    /// member is measured at every admission.
     epoll: Option<watch::Set>,
-    /// An `epoll` set could not be made: not tried again for this group.
-    no_epoll: bool,
-    /// Taken out of the book (its last member closed): an admission that
-    /// finds it makes a new one.
-    retired: bool,
 }
 
 impl Group {
@@ -374,7 +312,7 @@ impl Group {
 }
 
 /// The open connections of each peer process.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct OrderBook {
     groups: Mutex<HashMap<i32, Arc<Group>>>,
     /// Older connections visited by admissions so far: the measure of
@@ -397,56 +335,30 @@ impl OrderBook {
         self: &Arc<Self>,
         pid: Option<i32>,
         socket: &Socket,
-    ) -> (Option<Registration>, Turn) {
+    ) -> (Registration, Turn) {
         let Some(pid) = pid.filter(|p| *p > 0) else {
-            return (None, Turn::default());
+            return Default::default();
         };
-        loop {
-            let group = Arc::clone(self.lock().entry(pid).or_insert_with(|| {
-                Arc::new(Group {
-                    pid,
-                    state: Mutex::default(),
-                })
-            }));
-            if let Some(admitted) = self.join(&group, socket) {
-                return admitted;
-            }
-            // Retired after we found it: the next lookup finds (or makes)
-            // the current one.
-        }
-    }
-
-    /// [`admit`](Self::admit) into `group`; `None` if it was retired.
-    fn join(
-        self: &Arc<Self>,
-        group: &Arc<Group>,
-        socket: &Socket,
-    ) -> Option<(Option<Registration>, Turn)> {
+        let mut groups = self.lock();
+        let group = Arc::clone(groups.entry(pid).or_insert_with(|| {
+            Arc::new(Group {
+                pid,
+                state: Mutex::default(),
+            })
+        }));
         let mut g = group.lock();
-        if g.retired {
-            return None;
-        }
+        drop(groups);
         let st: &mut GroupState = &mut g;
-        if st.epoll.is_none() && !st.no_epoll && !st.members.is_empty() {
-            match watch::Set::new() {
-                Some(set) => {
-                    for id in std::mem::take(&mut st.unwatched) {
-                        let added = st.members[&id]
-                            .socket
-                            .upgrade()
-                            .is_none_or(|s| set.add(&*s, id));
-                        if !added {
-                            st.unwatched.insert(id);
-                        }
-                    }
-                    st.epoll = Some(set);
-                }
-                None => st.no_epoll = true,
-            }
+        if st.epoll.is_none() && !st.members.is_empty() {
+            st.epoll = watch::Set::new().filter(|set| st.members.values().all(|m| set.add(m)));
         }
-        let mut candidates: Vec<u64> = st.listed.iter().chain(&st.unwatched).copied().collect();
-        if let Some(set) = &st.epoll {
-            set.ready(&mut candidates, || st.members.keys().copied().collect());
+        let mut candidates: Vec<u64> = st.listed.iter().copied().collect();
+        let known = match &mut st.epoll {
+            Some(set) => set.ready(st.members.len(), &mut candidates),
+            None => false,
+        };
+        if !known {
+            candidates.extend(st.members.keys());
         }
         candidates.sort_unstable();
         candidates.dedup();
@@ -458,41 +370,31 @@ impl OrderBook {
             let Some(m) = st.members.get(&id) else {
                 continue;
             };
-            let pst = m.progress.lock();
-            if pst.closed {
-                continue;
+            let pst = m.lock();
+            if !pst.closed {
+                let target = m.target(&pst);
+                turn.push(Wait {
+                    progress: Arc::clone(m),
+                    target,
+                });
             }
-            turn.push(Wait {
-                progress: Arc::clone(&m.progress),
-                socket: m.socket.clone(),
-                target: target_of(&pst, &m.socket),
-            });
         }
         let id = st.next_id;
         st.next_id += 1;
         let progress = Arc::new(Progress {
-            group: Arc::downgrade(group),
+            socket: Arc::downgrade(socket),
+            group: Arc::downgrade(&group),
             id,
             ..Progress::default()
         });
-        let watched = st.epoll.as_ref().is_some_and(|set| set.add(&**socket, id));
-        if !watched {
-            st.unwatched.insert(id);
+        if st.epoll.as_ref().is_some_and(|set| !set.add(&progress)) {
+            // Refused: every member is measured until a new set is made.
+            st.epoll = None;
         }
-        st.members.insert(
-            id,
-            Member {
-                progress: Arc::clone(&progress),
-                socket: Arc::downgrade(socket),
-            },
-        );
+        st.members.insert(id, Arc::clone(&progress));
         drop(g);
-        let reg = Registration {
-            book: Arc::clone(self),
-            group: Arc::clone(group),
-            progress,
-        };
-        Some((Some(reg), Turn(turn)))
+        let entry = Some((Arc::clone(self), group));
+        (Registration { progress, entry }, Turn(turn))
     }
 
     /// Older connections visited by admissions so far.
@@ -509,86 +411,72 @@ mod watch {
 
     use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 
+    use super::Progress;
+
     /// A level-triggered `epoll` set: a socket is on its ready list while
     /// bytes (or the end of the stream) wait in it.
-    #[derive(Debug)]
-    pub(super) struct Set(Epoll);
+    pub(super) struct Set(Epoll, Vec<EpollEvent>);
 
     impl Set {
         /// `None` if the kernel refuses (no descriptor left, say).
         pub(super) fn new() -> Option<Self> {
-            Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).ok().map(Self)
+            let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).ok()?;
+            Some(Self(epoll, Vec::new()))
         }
 
-        /// Adds a socket under `id`; `false` if the kernel refused.
-        pub(super) fn add(&self, socket: &impl AsFd, id: u64) -> bool {
+        /// Adds a connection's socket under its id (a closed one needs no
+        /// place); `false` if the kernel refused.
+        pub(super) fn add(&self, p: &Progress) -> bool {
             let interest = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP;
-            self.0
-                .add(socket.as_fd(), EpollEvent::new(interest, id))
-                .is_ok()
+            let event = EpollEvent::new(interest, p.id);
+            (p.socket.upgrade()).is_none_or(|s| self.0.add(s.as_fd(), event).is_ok())
         }
 
-        pub(super) fn remove(&self, socket: &impl AsFd) {
-            let _ = self.0.delete(socket.as_fd());
+        /// Takes a connection's socket out, if it is still open (a closed
+        /// one left when the kernel released it).
+        pub(super) fn remove(&self, p: &Progress) {
+            if let Some(s) = p.socket.upgrade() {
+                let _ = self.0.delete(s.as_fd());
+            }
         }
 
-        /// Appends the ids of the ready sockets to `out` (all of `every`'s
-        /// if the kernel cannot say). A ready socket goes back to the end
-        /// of the list once reported, so batches are read until one comes
-        /// back short or repeats an id.
-        pub(super) fn ready(&self, out: &mut Vec<u64>, every: impl FnOnce() -> Vec<u64>) {
-            const BATCH: usize = 64;
-            let mut events = [EpollEvent::empty(); BATCH];
-            let first = out.len();
-            // Ids of this call, once more than one batch is read.
-            let mut seen: Option<std::collections::HashSet<u64>> = None;
-            loop {
-                let n = match self.0.wait(&mut events, EpollTimeout::ZERO) {
-                    Ok(n) => n,
-                    Err(nix::errno::Errno::EINTR) => continue,
-                    Err(_) => {
-                        out.extend(every());
-                        return;
-                    }
-                };
-                if let Some(seen) = &mut seen {
-                    for e in &events[..n] {
-                        if !seen.insert(e.data()) {
-                            return;
-                        }
-                        out.push(e.data());
-                    }
-                } else {
-                    out.extend(events[..n].iter().map(EpollEvent::data));
+        /// Appends the ids of the ready sockets among the `members` the set
+        /// holds to `out`; `false` if the kernel cannot say. One call with
+        /// room for one more than there are members returns them all (a
+        /// full answer means a socket closed a moment ago is still listed:
+        /// then it cannot say either).
+        pub(super) fn ready(&mut self, members: usize, out: &mut Vec<u64>) -> bool {
+            self.1.resize(members + 1, EpollEvent::empty());
+            match self.0.wait(&mut self.1, EpollTimeout::ZERO) {
+                Ok(n) if n <= members => {
+                    out.extend(self.1[..n].iter().map(EpollEvent::data));
+                    true
                 }
-                if n < BATCH {
-                    return;
-                }
-                if seen.is_none() {
-                    seen = Some(out[first..].iter().copied().collect());
-                }
+                _ => false,
             }
         }
     }
 }
 
-/// Elsewhere every connection is unwatched: measured at every admission.
+/// Elsewhere there is no set: every connection is measured at every
+/// admission.
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
 mod watch {
-    use std::os::fd::AsFd;
+    use super::Progress;
 
-    #[derive(Debug)]
     pub(super) struct Set;
 
     impl Set {
         pub(super) fn new() -> Option<Self> {
             None
         }
-        pub(super) fn add(&self, _: &impl AsFd, _: u64) -> bool {
+        pub(super) fn add(&self, _: &Progress) -> bool {
             false
         }
-        pub(super) fn remove(&self, _: &impl AsFd) {}
-        pub(super) fn ready(&self, _: &mut Vec<u64>, _: impl FnOnce() -> Vec<u64>) {}
+        pub(super) fn remove(&self, _: &Progress) {}
+        pub(super) fn ready(&mut self, _: usize, _: &mut Vec<u64>) -> bool {
+            false
+        }
     }
 }
 
@@ -613,13 +501,13 @@ mod tests {
         let (_older_peer, older_socket) = socket();
         let (older, turn) = book.admit(pid, &older_socket);
         assert!(turn.is_free());
-        let progress = Arc::clone(&older.as_ref().unwrap().progress);
+        let progress = Arc::clone(&older.progress);
         let (entered_tx, entered) = std::sync::mpsc::channel::<()>();
         let (finish, finish_rx) = std::sync::mpsc::channel::<()>();
         let reading = std::thread::spawn({
             let progress = Arc::clone(&progress);
             move || {
-                progress.read_waiting_with(|| {
+                progress.read_with(true, || {
                     entered_tx.send(()).unwrap();
                     finish_rx.recv().unwrap();
                     Ok(10)
@@ -636,10 +524,10 @@ mod tests {
         }
         assert!(!turn.is_finished(), "the read is still under way");
         finish.send(()).unwrap();
-        reading.join().unwrap();
+        assert_eq!(reading.join().unwrap().unwrap(), 10);
         // The measurement is pending: no read that waits begins meanwhile.
-        let next = progress.read_waiting_with(|| panic!("read while measured"));
-        assert!(next.is_none());
+        let next = progress.read_with(true, || panic!("read while measured"));
+        assert_eq!(next.unwrap_err().kind(), std::io::ErrorKind::WouldBlock);
         // The 10 bytes the read took count: handing over fewer is not enough.
         progress.set_handed_over(9);
         for _ in 0..10 {
@@ -654,7 +542,9 @@ mod tests {
     /// over, as a connection task does: then it holds nothing.
     fn read_and_hand_over(progress: &Progress, socket: &Socket) {
         let n = progress
-            .read_with(|| std::io::Read::read(&mut &**socket, &mut [0u8; 4096]))
+            .read_with(false, || {
+                std::io::Read::read(&mut &**socket, &mut [0u8; 4096])
+            })
             .unwrap();
         let total = progress.lock().total;
         progress.set_handed_over(total);
@@ -668,7 +558,6 @@ mod tests {
             .map(|_| {
                 let (mut peer, ours) = socket();
                 let (reg, _) = book.admit(Some(7), &ours);
-                let reg = reg.unwrap();
                 std::io::Write::write_all(&mut peer, b"probe").unwrap();
                 read_and_hand_over(&reg.progress, &ours);
                 (peer, ours, reg)
@@ -752,10 +641,9 @@ mod tests {
         let book = Arc::new(OrderBook::default());
         let (mut peer, older) = socket();
         let (reg, _) = book.admit(Some(7), &older);
-        let reg = reg.unwrap();
         std::io::Write::write_all(&mut peer, b"held").unwrap();
         reg.progress
-            .read_with(|| std::io::Read::read(&mut &*older, &mut [0u8; 16]))
+            .read_with(false, || std::io::Read::read(&mut &*older, &mut [0u8; 16]))
             .unwrap();
         let (_newer_peer, newer) = socket();
         let (_newer, turn) = book.admit(Some(7), &newer);
