@@ -73,7 +73,7 @@ use nix::sys::socket::{Backlog, UnixAddr, bind, listen};
 use nix::sys::stat::{FchmodatFlags, Mode, SFlag, fchmodat, fstatat};
 
 use crate::error::StartError;
-use crate::socket::{self, Probe, SocketAddress, parent_of};
+use crate::socket::{self, SocketAddress, parent_of};
 
 /// A listening socket and, for a path, the file it owns.
 #[derive(Debug)]
@@ -259,9 +259,9 @@ fn clear_stale(path: &Path) -> Result<(), StartError> {
         Ok(meta) if !meta.file_type().is_socket() => return Err(taken(path)),
         Ok(_) => {}
     }
-    match socket::probe(path) {
-        Probe::Live => Err(taken(path)),
-        Probe::Stale => {
+    match socket::is_live(path) {
+        Ok(true) => Err(taken(path)),
+        Ok(false) => {
             #[cfg(test)]
             hook::fire(hook::Point::JudgedStale);
             remove_if_there(path).map_err(|source| StartError::RemoveStale {
@@ -269,7 +269,7 @@ fn clear_stale(path: &Path) -> Result<(), StartError> {
                 source,
             })
         }
-        Probe::Unknown(source) => Err(bind_error(path)(source)),
+        Err(source) => Err(bind_error(path)(source)),
     }
 }
 
@@ -292,8 +292,8 @@ impl PathLock {
         path.push(".lock");
         let path = PathBuf::from(path);
         let error = bind_error(&path);
-        let held = |owner: Option<u32>, source: Option<io::Error>| match socket::probe(socket) {
-            Probe::Live => StartError::AddrInUse {
+        let held = |owner: Option<u32>, source: Option<io::Error>| match socket::is_live(socket) {
+            Ok(true) => StartError::AddrInUse {
                 path: socket.to_owned(),
             },
             _ => StartError::LockHeld {

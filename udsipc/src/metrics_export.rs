@@ -60,102 +60,48 @@ pub const SOCKET_LABEL: &str = "socket";
 /// Prometheus naming rule the table follows).
 type Series<M> = (&'static str, &'static str, fn(&M) -> u64);
 
+/// A table of [`Series`], one `counter field "help"` or `gauge field "help"`
+/// entry per snapshot field: the field is named once, and its series is
+/// `<prefix><field>_total` for a counter, `<prefix><field>` for a gauge.
+macro_rules! series {
+    ($prefix:literal; $($kind:ident $field:ident $help:literal,)*) => {
+        [$((concat!($prefix, stringify!($field), series!(@$kind)), $help, |m| m.$field),)*]
+    };
+    (@counter) => { "_total" };
+    (@gauge) => { "" };
+}
+
 /// The Reader's series, in [`ReaderMetrics`] field order.
-const READER: [Series<ReaderMetrics>; 7] = [
-    (
-        "udsipc_reader_received_total",
-        "Messages the handler accepted",
-        |m| m.received,
-    ),
-    (
-        "udsipc_reader_connections_total",
-        "Connections accepted and served",
-        |m| m.connections,
-    ),
-    (
-        "udsipc_reader_errors_total",
-        "Protocol violations, read failures and handler errors",
-        |m| m.errors,
-    ),
-    (
-        "udsipc_reader_active_connections",
-        "Connections open right now",
-        |m| m.active_connections,
-    ),
-    (
-        "udsipc_reader_rejected_connections_total",
+const READER: [Series<ReaderMetrics>; 7] = series!["udsipc_reader_";
+    counter received "Messages the handler accepted",
+    counter connections "Connections accepted and served",
+    counter errors "Protocol violations, read failures and handler errors",
+    gauge active_connections "Connections open right now",
+    counter rejected_connections
         "Connections closed by a Reader policy before any byte was read",
-        |m| m.rejected_connections,
-    ),
-    (
-        "udsipc_reader_abandoned_handlers_total",
-        "Handler calls a stop had to leave running",
-        |m| m.abandoned_handlers,
-    ),
-    (
-        "udsipc_reader_unhandled_total",
+    counter abandoned_handlers "Handler calls a stop had to leave running",
+    counter unhandled
         "Messages read whole and never handed over (a stop's deadline cut them)",
-        |m| m.unhandled,
-    ),
 ];
 
 /// The Writer's series, in [`WriterMetrics`] field order.
-const WRITER: [Series<WriterMetrics>; 11] = [
-    (
-        "udsipc_writer_sent_total",
-        "Messages handed whole to the kernel (not proof the reader got them)",
-        |m| m.sent,
-    ),
-    (
-        "udsipc_writer_delivered_total",
+const WRITER: [Series<WriterMetrics>; 11] = series!["udsipc_writer_";
+    counter sent "Messages handed whole to the kernel (not proof the reader got them)",
+    counter delivered
         "Messages the reader has read from the socket, as the kernel confirms (read, not handled)",
-        |m| m.delivered,
-    ),
-    (
-        "udsipc_writer_dropped_total",
-        "Messages refused because the queue was full",
-        |m| m.dropped,
-    ),
-    (
-        "udsipc_writer_failed_total",
+    counter dropped "Messages refused because the queue was full",
+    counter failed
         "Messages given up: not read whole on max_attempts fresh connections in a row",
-        |m| m.failed,
-    ),
-    (
-        "udsipc_writer_queue_depth",
-        "Messages accepted and not yet written whole, failed or discarded",
-        |m| m.queue_depth,
-    ),
-    (
-        "udsipc_writer_reconnects_total",
-        "Successful connections after the first one",
-        |m| m.reconnects,
-    ),
-    (
-        "udsipc_writer_discarded_total",
+    gauge queue_depth "Messages accepted and not yet written whole, failed or discarded",
+    counter reconnects "Successful connections after the first one",
+    counter discarded
         "Messages thrown away before being written whole (stop deadline, linger, unflushed)",
-        |m| m.discarded,
-    ),
-    (
-        "udsipc_writer_unconfirmed_total",
+    counter unconfirmed
         "Messages written whole whose read was never confirmed (maybe read, never retried)",
-        |m| m.unconfirmed,
-    ),
-    (
-        "udsipc_writer_retried_total",
-        "Messages sent again on a new connection",
-        |m| m.retried,
-    ),
-    (
-        "udsipc_writer_backpressure_total",
+    counter retried "Messages sent again on a new connection",
+    counter backpressure
         "Backpressure episodes: the reader read nothing for a whole write_timeout",
-        |m| m.backpressure,
-    ),
-    (
-        "udsipc_writer_refused_total",
-        "Connections the reader closed without reading the first byte",
-        |m| m.refused,
-    ),
+    counter refused "Connections the reader closed without reading the first byte",
 ];
 
 /// Registers the help text of every `udsipc_*` series with the installed

@@ -119,19 +119,14 @@ pub(crate) async fn connect(name: &Path) -> io::Result<tokio::net::UnixStream> {
     tokio::net::UnixStream::connect_addr(&addr.into()).await
 }
 
-/// What a connection attempt says about the socket at a path.
-pub(crate) enum Probe {
-    /// Someone accepts (or their backlog is full: `EAGAIN`).
-    Live,
-    /// Connection refused (nobody listens), or the file just vanished.
-    Stale,
-    /// Could not tell (e.g. no permission to connect).
-    Unknown(io::Error),
-}
-
+/// Whether someone accepts connections on the socket at `path`: `true`
+/// when a connection is accepted (or the backlog is full: `EAGAIN`), `false`
+/// when it is refused (nobody listens) or the file just vanished, an error
+/// when it cannot tell (e.g. no permission to connect).
+///
 /// Connects without blocking: a blocking connect to a listener whose
 /// backlog is full would wait forever.
-pub(crate) fn probe(path: &Path) -> Probe {
+pub(crate) fn is_live(path: &Path) -> io::Result<bool> {
     use nix::errno::Errno;
     use nix::sys::socket::{UnixAddr, connect};
     let attempt = stream_socket().and_then(|fd| {
@@ -139,9 +134,9 @@ pub(crate) fn probe(path: &Path) -> Probe {
         connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr)
     });
     match attempt {
-        Ok(()) | Err(Errno::EAGAIN) | Err(Errno::EINPROGRESS) => Probe::Live,
-        Err(Errno::ECONNREFUSED) | Err(Errno::ENOENT) => Probe::Stale,
-        Err(e) => Probe::Unknown(e.into()),
+        Ok(()) | Err(Errno::EAGAIN) | Err(Errno::EINPROGRESS) => Ok(true),
+        Err(Errno::ECONNREFUSED) | Err(Errno::ENOENT) => Ok(false),
+        Err(e) => Err(e.into()),
     }
 }
 

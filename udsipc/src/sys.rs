@@ -56,27 +56,22 @@ pub(crate) fn peer_unread_bytes(_socket: &impl AsFd) -> io::Result<u64> {
     Err(io::ErrorKind::Unsupported.into())
 }
 
-/// A non-blocking `recv` into the spare capacity of `buf` (none zeroed
-/// first, unlike a read into a slice); returns how many bytes it appended
-/// (0 at end of stream, `WouldBlock` when nothing is there).
-pub(crate) fn recv_into_spare(socket: &impl AsFd, buf: &mut bytes::BytesMut) -> io::Result<usize> {
-    recv_spare(socket, buf, nix::libc::MSG_DONTWAIT)
-}
-
-/// [`recv_into_spare`] that waits on this thread, on a socket made to wait
-/// by [`set_waiting`], until bytes, the end of the stream or an error come
-/// (`WouldBlock` once its timeout passed with none). One call both waits
-/// and reads: a wait that only peeked and a read after it cost a C reader
-/// 5 µs more per message (11.0 instead of 6.2 µs at p50, 64 B at 10,000
-/// msgs/s).
-pub(crate) fn recv_into_spare_waiting(
+/// A `recv` into the spare capacity of `buf` (none zeroed first, unlike a
+/// read into a slice); returns how many bytes it appended (0 at end of
+/// stream, `WouldBlock` when nothing is there).
+///
+/// Without `wait` it never waits. With `wait` it waits on this thread, on
+/// a socket made to wait by [`set_waiting`], until bytes, the end of the
+/// stream or an error come (`WouldBlock` once its timeout passed with
+/// none). One call both waits and reads: a wait that only peeked and a read
+/// after it cost a C reader 5 µs more per message (11.0 instead of 6.2 µs
+/// at p50, 64 B at 10,000 msgs/s).
+pub(crate) fn recv_into_spare(
     socket: &impl AsFd,
     buf: &mut bytes::BytesMut,
+    wait: bool,
 ) -> io::Result<usize> {
-    recv_spare(socket, buf, 0)
-}
-
-fn recv_spare(socket: &impl AsFd, buf: &mut bytes::BytesMut, flags: i32) -> io::Result<usize> {
+    let flags = if wait { 0 } else { nix::libc::MSG_DONTWAIT };
     let fd = socket.as_fd();
     let spare = buf.spare_capacity_mut();
     // SAFETY: `fd` is borrowed, so it stays open for the call; `spare` is
@@ -125,7 +120,7 @@ pub(crate) fn register(
         .map_err(|e| e.into_parts().1)
 }
 
-/// Makes reads of `socket` that may wait (see [`recv_into_spare_waiting`]) wait at
+/// Makes reads of `socket` that may wait (see [`recv_into_spare`]) wait at
 /// most `timeout`, through the kernel's own receive timeout (`SO_RCVTIMEO`,
 /// coarse: no high-resolution timer armed per wait, which on a virtual
 /// machine costs more than the wake-up itself); `None` makes the socket
@@ -144,26 +139,15 @@ pub(crate) fn set_waiting(
     }
 }
 
-/// A socket shared by several owners, as the IO driver's registration
-/// holds it: the descriptor stays open as long as the registration does.
-#[derive(Debug)]
-pub(crate) struct Shared(pub(crate) std::sync::Arc<std::os::unix::net::UnixStream>);
-
-impl AsRawFd for Shared {
-    fn as_raw_fd(&self) -> std::os::fd::RawFd {
-        self.0.as_raw_fd()
-    }
-}
-
 /// [`register`] for a shared socket: the registration can be dropped (the
 /// socket then leaves the IO driver) and made again while the socket stays
 /// open with its other owners.
 pub(crate) fn register_shared(
     socket: &std::sync::Arc<std::os::unix::net::UnixStream>,
     interest: tokio::io::Interest,
-) -> io::Result<tokio::io::unix::AsyncFd<Shared>> {
-    let shared = Shared(std::sync::Arc::clone(socket));
-    // SAFETY: the `AsyncFd` owns `shared`, which holds a strong reference
+) -> io::Result<tokio::io::unix::AsyncFd<std::sync::Arc<std::os::unix::net::UnixStream>>> {
+    let shared = std::sync::Arc::clone(socket);
+    // SAFETY: the `AsyncFd` owns `shared`, a strong reference
     // to the stream: its descriptor stays open, and `as_raw_fd` returns that
     // same descriptor, until the `AsyncFd` is dropped.
     unsafe { tokio::io::unix::AsyncFd::register_with_interest(shared, interest) }
@@ -192,21 +176,25 @@ mod tests {
         let (mut a, b) = UnixStream::pair().unwrap();
         let mut buf = bytes::BytesMut::with_capacity(4096);
         buf.extend_from_slice(b"kept");
-        let err = recv_into_spare(&b, &mut buf).unwrap_err();
+        let err = recv_into_spare(&b, &mut buf, false).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
         a.write_all(b"hello").unwrap();
-        assert_eq!(recv_into_spare(&b, &mut buf).unwrap(), 5);
+        assert_eq!(recv_into_spare(&b, &mut buf, false).unwrap(), 5);
         assert_eq!(&buf[..], b"kepthello");
         // Never more than the spare room.
         let mut small = bytes::BytesMut::with_capacity(3);
         a.write_all(b"0123456789").unwrap();
-        let n = recv_into_spare(&b, &mut small).unwrap();
+        let n = recv_into_spare(&b, &mut small, false).unwrap();
         assert!(n <= small.capacity() && small.len() == n, "{n}");
         assert_eq!(&small[..], &b"0123456789"[..n]);
         drop(a);
         let mut rest = bytes::BytesMut::with_capacity(64);
-        assert_eq!(recv_into_spare(&b, &mut rest).unwrap(), 10 - n);
-        assert_eq!(recv_into_spare(&b, &mut rest).unwrap(), 0, "end of stream");
+        assert_eq!(recv_into_spare(&b, &mut rest, false).unwrap(), 10 - n);
+        assert_eq!(
+            recv_into_spare(&b, &mut rest, false).unwrap(),
+            0,
+            "end of stream"
+        );
     }
 
     #[test]
@@ -267,19 +255,21 @@ mod tests {
         reader.set_nonblocking(true).unwrap();
         set_waiting(&reader, Some(std::time::Duration::from_millis(5))).unwrap();
         let mut buf = bytes::BytesMut::with_capacity(8);
-        let err = recv_into_spare_waiting(&reader, &mut buf).unwrap_err();
+        let err = recv_into_spare(&reader, &mut buf, true).unwrap_err();
         assert_eq!(
             err.kind(),
             io::ErrorKind::WouldBlock,
             "nothing came in time"
         );
         writer.write_all(b"x").unwrap();
-        assert_eq!(recv_into_spare_waiting(&reader, &mut buf).unwrap(), 1);
+        assert_eq!(recv_into_spare(&reader, &mut buf, true).unwrap(), 1);
         assert_eq!(&buf[..], b"x");
         writer.write_all(b"y").unwrap();
-        assert_eq!(recv_into_spare(&reader, &mut buf).unwrap(), 1);
+        assert_eq!(recv_into_spare(&reader, &mut buf, false).unwrap(), 1);
         assert_eq!(
-            recv_into_spare(&reader, &mut buf).unwrap_err().kind(),
+            recv_into_spare(&reader, &mut buf, false)
+                .unwrap_err()
+                .kind(),
             io::ErrorKind::WouldBlock,
             "reads that must not wait never do, even on a waiting socket"
         );
@@ -297,11 +287,11 @@ mod tests {
             writer
         });
         let mut rest = bytes::BytesMut::with_capacity(8);
-        assert_eq!(recv_into_spare_waiting(&reader, &mut rest).unwrap(), 4);
+        assert_eq!(recv_into_spare(&reader, &mut rest, true).unwrap(), 4);
         assert_eq!(&rest[..], b"late");
         drop(late.join().unwrap());
         assert_eq!(
-            recv_into_spare_waiting(&reader, &mut rest).unwrap(),
+            recv_into_spare(&reader, &mut rest, true).unwrap(),
             0,
             "the end of the stream"
         );
@@ -319,11 +309,11 @@ mod tests {
         drop(watch);
         // Still open with its other owner: readable, and registered again.
         let mut buf = bytes::BytesMut::with_capacity(8);
-        assert_eq!(recv_into_spare(&*reader, &mut buf).unwrap(), 1);
+        assert_eq!(recv_into_spare(&*reader, &mut buf, false).unwrap(), 1);
         let watch = register_shared(&reader, Interest::READABLE).unwrap();
         writer.write_all(b"b").unwrap();
         watch.readable().await.unwrap().retain_ready();
-        assert_eq!(recv_into_spare(&*reader, &mut buf).unwrap(), 1);
+        assert_eq!(recv_into_spare(&*reader, &mut buf, false).unwrap(), 1);
         assert_eq!(&buf[..], b"ab");
         assert_eq!(watch.as_raw_fd(), reader.as_raw_fd());
         // Bytes that arrived while it was out of the driver are reported
@@ -338,7 +328,7 @@ mod tests {
             .expect("readable after registering again")
             .unwrap()
             .retain_ready();
-        assert_eq!(recv_into_spare(&*reader, &mut buf).unwrap(), 1);
+        assert_eq!(recv_into_spare(&*reader, &mut buf, false).unwrap(), 1);
     }
 
     #[test]

@@ -210,7 +210,13 @@ pub(crate) fn take_activation_listener(
     // Check before owning: fstat fails on a closed fd, and only an open
     // file is adopted.
     nix::sys::stat::fstat(fd).map_err(|e| not_a_listener(e.to_string()))?;
-    let owned = adopt_fd(fd);
+    // SAFETY: `fd` is open (fstat succeeded) and was passed by the launcher
+    // to this very process (LISTEN_PID matched our pid; the number
+    // comes from LISTEN_FDS). By the socket-activation protocol the passed
+    // fds belong to whoever consumes them, and the TAKEN table, held locked
+    // here, hands each fd out at most once, so nothing else owns it.
+    #[allow(unsafe_code)]
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
     if let Err(why) = check_listener(&owned) {
         // Not ours to close: hand the fd back untouched.
         let _ = owned.into_raw_fd();
@@ -222,16 +228,6 @@ pub(crate) fn take_activation_listener(
         .set_nonblocking(true)
         .map_err(|e| not_a_listener(e.to_string()))?;
     Ok(Some(listener))
-}
-
-#[allow(unsafe_code)]
-fn adopt_fd(fd: RawFd) -> OwnedFd {
-    // SAFETY: `fd` is open (fstat succeeded) and was passed by the launcher
-    // to this very process (LISTEN_PID matched our pid; the number
-    // comes from LISTEN_FDS). By the socket-activation protocol the passed
-    // fds belong to whoever consumes them, and the PASSED table, held locked
-    // here, hands each fd out at most once, so nothing else owns it.
-    unsafe { OwnedFd::from_raw_fd(fd) }
 }
 
 fn check_listener(fd: &OwnedFd) -> Result<(), String> {

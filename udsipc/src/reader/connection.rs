@@ -41,7 +41,7 @@ pub(crate) trait Deliver: Send + Sync + 'static {
 /// the write room would wake the driver for nothing. A delivery that waits
 /// on the socket from a thread of its own drops it meanwhile (else each
 /// message would wake the driver too), and registers again after.
-pub(crate) type Watch = AsyncFd<crate::sys::Shared>;
+pub(crate) type Watch = AsyncFd<Socket>;
 
 /// Registers `socket` for reads.
 pub(crate) fn watch(socket: &Socket) -> io::Result<Watch> {
@@ -94,7 +94,7 @@ impl Conn {
                 if rx.is_released() && peek(socket)? == 0 {
                     return Ok(0);
                 }
-                rx.fill(|buf| crate::sys::recv_into_spare(&**socket, buf))
+                rx.fill(|buf| crate::sys::recv_into_spare(&**socket, buf, false))
             };
             match watch {
                 Some(w) => w.try_io(Interest::READABLE, |_| fill()),
@@ -116,7 +116,7 @@ impl Conn {
     /// which reads without waiting.
     pub(crate) fn read_waiting(&mut self) -> io::Result<usize> {
         let (socket, rx) = (&self.socket, &mut self.machine.rx);
-        let op = || rx.fill(|buf| crate::sys::recv_into_spare_waiting(&**socket, buf));
+        let op = || rx.fill(|buf| crate::sys::recv_into_spare(&**socket, buf, true));
         self.order.progress.read_with(true, op)
     }
 

@@ -167,7 +167,7 @@ impl SyncDelivery {
     }
 
     /// Waits on the socket itself for up to [`LINGER`] (the read is the
-    /// wait, see `sys::recv_into_spare_waiting`); `false` to go back to the
+    /// wait, see `sys::recv_into_spare`); `false` to go back to the
     /// task instead: a deadline within the linger is left to its timer, and
     /// a released buffer to its read.
     fn linger(conn: &mut Conn) -> bool {
