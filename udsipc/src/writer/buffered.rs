@@ -255,13 +255,10 @@ impl BufferedWriter<'_> {
         &mut self,
         past_bounds: bool,
     ) -> Result<Option<(usize, usize)>, WriteError<()>> {
-        match self.inner.queue.push_run(&mut self.arena, past_bounds) {
-            Ok(first) => self.inner.queued(first),
-            Err(e) => {
-                self.discard();
-                return Err(e);
-            }
-        }
+        let taken = self.inner.queue.push_run(&mut self.arena, past_bounds);
+        // Refused: the Writer is stopping, and what the buffer held goes.
+        let first = taken.inspect_err(|_| self.discard())?;
+        self.inner.queued(first);
         let left = self.arena.frames as usize;
         Ok((left > 0).then(|| (left, self.arena.uncut().len())))
     }
