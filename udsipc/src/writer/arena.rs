@@ -32,6 +32,8 @@ pub(crate) struct Arena {
     chunk: usize,
     /// Chunks grow up to this.
     chunk_max: usize,
+    /// Frames appended since the last cut.
+    pub(crate) frames: u32,
 }
 
 impl Arena {
@@ -43,12 +45,13 @@ impl Arena {
             spares: Pool::new(SPARES),
             chunk: CHUNK_MIN,
             chunk_max: chunk_max.clamp(CHUNK_MIN, CHUNK_MAX),
+            frames: 0,
         }
     }
 
-    /// Bytes copied in and not cut off yet.
-    pub(crate) fn len(&self) -> usize {
-        self.current.len()
+    /// The frames appended since the last cut, back to back.
+    pub(crate) fn uncut(&self) -> &[u8] {
+        &self.current
     }
 
     /// Whether `len` more bytes fit in the current chunk.
@@ -61,6 +64,7 @@ impl Arena {
     pub(crate) fn put_frame(&mut self, body: &[u8]) {
         put_prefix(&mut self.current, body.len());
         self.current.put_slice(body);
+        self.frames += 1;
     }
 
     /// Appends bytes as they are.
@@ -71,30 +75,31 @@ impl Arena {
 
     /// Cuts off everything appended since the last cut.
     pub(crate) fn cut(&mut self) -> Bytes {
-        self.current.split().freeze()
+        self.cut_to(self.frames, self.current.len())
     }
 
-    /// Moves to a chunk with room for `len` bytes: the oldest earlier chunk
-    /// that nothing cut from it still uses, or a new one. Whatever was not
-    /// cut off yet moves along to the new chunk (callers cut first, so this
-    /// copy is a safety net, never the fast path).
+    /// Cuts off the first `n` frames appended since the last cut, which
+    /// end at byte `at`; the others stay.
+    pub(crate) fn cut_to(&mut self, n: u32, at: usize) -> Bytes {
+        self.frames -= n;
+        self.current.split_to(at).freeze()
+    }
+
+    /// Moves to a chunk with room for `len` more bytes: the oldest earlier
+    /// chunk that nothing cut from it still uses, or a new one. Whatever
+    /// was not cut off yet moves along to the new chunk (callers cut first,
+    /// so this copy is a safety net, never the fast path).
     pub(crate) fn next_chunk(&mut self, len: usize) {
-        if self.current.is_empty() {
-            return self.move_to_chunk(len);
-        }
-        let uncut = self.current.split().freeze();
-        self.move_to_chunk(len + uncut.len());
-        self.current.extend_from_slice(&uncut);
-    }
-
-    fn move_to_chunk(&mut self, len: usize) {
+        let uncut = self.current.split();
+        let len = len + uncut.len();
         self.spares.give(std::mem::take(&mut self.current));
         if let Some(chunk) = self.spares.take(len) {
             self.current = chunk;
-            return;
+        } else {
+            self.current = BytesMut::with_capacity(self.chunk.max(len));
+            self.chunk = (self.chunk * 2).min(self.chunk_max);
         }
-        self.current = BytesMut::with_capacity(self.chunk.max(len));
-        self.chunk = (self.chunk * 2).min(self.chunk_max);
+        self.current.extend_from_slice(&uncut);
     }
 
     /// Lets go of every chunk (what was cut off lives on where it went).
@@ -128,7 +133,7 @@ mod tests {
         assert_eq!(&cut[..4], b"\x03abc");
         assert_eq!(&cut[4..6], &[0xc8, 0x01], "200 as a varint");
         assert_eq!(cut.len(), 4 + 2 + 200);
-        assert_eq!(a.len(), 0);
+        assert_eq!(a.uncut().len(), 0);
     }
 
     #[test]

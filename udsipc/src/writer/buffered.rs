@@ -16,7 +16,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use super::{Writer, WriterInner};
 
 use super::arena::Arena;
-use super::queue::{Run, frame_len_of};
+use super::queue::frame_len_of;
 use crate::error::{StopError, WriteError};
 use crate::lifecycle::Phase;
 
@@ -85,13 +85,9 @@ pub struct BufferedWriter<'a> {
     /// The Writer's shared state (one pointer less on the way to its phase
     /// for each message).
     inner: &'a WriterInner,
-    /// Frames copied in; what was not cut off yet is the buffer.
+    /// Frames copied in; what was not cut off yet is the buffer (what a
+    /// hand-over could not give the queue yet stays there, in order).
     arena: Arena,
-    /// Messages in the arena not cut off yet.
-    count: u32,
-    /// A hand-over the queue has not taken yet (it waited for room, or
-    /// that wait was cancelled): it goes before anything else.
-    sealed: Option<Run>,
     /// Hand over once the buffer would pass this many bytes...
     capacity: usize,
     /// ... or holds this many messages.
@@ -120,8 +116,6 @@ impl Writer {
             writer: self,
             inner: &self.inner,
             arena: Arena::new(queue.byte_capacity / 2),
-            count: 0,
-            sealed: None,
             capacity: 0,
             max_count: u32::try_from((queue.capacity / 2).max(1)).unwrap_or(u32::MAX),
         }
@@ -153,15 +147,14 @@ impl BufferedWriter<'_> {
     /// taken and what the buffer held stays in it, in order.
     pub async fn send(&mut self, data: impl AsRef<[u8]>) -> Result<(), WriteError<()>> {
         let data = data.as_ref();
-        let Some(frame_len) = self.try_buffer(data)? else {
+        if self.try_buffer(data)? {
             return Ok(());
-        };
-        self.flush().await?;
-        if frame_len > self.capacity {
-            return self.writer.send(data).await;
         }
-        self.append(data, frame_len);
-        Ok(())
+        self.flush().await?;
+        if self.try_buffer(data)? {
+            return Ok(());
+        }
+        self.writer.send(data).await
     }
 
     /// [`send`](Self::send) for synchronous code: waits for room
@@ -174,15 +167,14 @@ impl BufferedWriter<'_> {
     /// whose refusal there is counted as dropped).
     pub fn send_blocking(&mut self, data: impl AsRef<[u8]>) -> Result<(), WriteError<()>> {
         let data = data.as_ref();
-        let Some(frame_len) = self.try_buffer(data)? else {
+        if self.try_buffer(data)? {
             return Ok(());
-        };
-        self.flush_blocking()?;
-        if frame_len > self.capacity {
-            return self.writer.send_blocking(data);
         }
-        self.append(data, frame_len);
-        Ok(())
+        self.flush_blocking()?;
+        if self.try_buffer(data)? {
+            return Ok(());
+        }
+        self.writer.send_blocking(data)
     }
 
     /// Hands what the buffer holds to the Writer's queue, waiting for room
@@ -199,7 +191,7 @@ impl BufferedWriter<'_> {
     /// held, and the next `flush` (or the drop) hands it over.
     pub async fn flush(&mut self) -> Result<(), WriteError<()>> {
         while let Some((count, len)) = self.try_hand_over(false)? {
-            self.inner.queue.wait_room(count, len).await;
+            self.inner.queue.wait_room(count, len, None).await;
         }
         Ok(())
     }
@@ -212,12 +204,7 @@ impl BufferedWriter<'_> {
         while let Some((count, len)) = self.try_hand_over(false)? {
             match self.writer.block_for_room(count, len, None) {
                 Ok(_) => {}
-                Err(StopError::WouldDeadlock) => {
-                    return match self.try_hand_over(false)? {
-                        None => Ok(()),
-                        Some(_) => Err(WriteError::BufferFull(())),
-                    };
-                }
+                Err(StopError::WouldDeadlock) => return Err(WriteError::BufferFull(())),
                 Err(_) => {
                     self.discard();
                     return Err(WriteError::Stopped(()));
@@ -229,83 +216,60 @@ impl BufferedWriter<'_> {
 
     /// Messages in the buffer, not yet handed to the Writer's queue.
     pub fn buffered(&self) -> usize {
-        self.count as usize + self.sealed.as_ref().map_or(0, |(_, n)| *n as usize)
+        self.arena.frames as usize
     }
 
-    /// A send's first step, without waiting: `None` when `data` is empty
-    /// or now in the buffer; else its frame length (the buffer must be
-    /// handed over first, or the message goes to the queue alone).
+    /// A send's step without waiting: whether `data` is now in the buffer
+    /// (or empty); if not, the buffer must be handed over first, or the
+    /// message is larger than the buffer (it goes to the queue alone).
     #[inline]
-    fn try_buffer(&mut self, data: &[u8]) -> Result<Option<usize>, WriteError<()>> {
+    fn try_buffer(&mut self, data: &[u8]) -> Result<bool, WriteError<()>> {
         if data.is_empty() {
-            return Ok(None);
+            return Ok(true);
         }
         if self.inner.phase.get() != Phase::Running {
             self.discard();
             return Err(WriteError::Stopped(()));
         }
         let frame_len = frame_len_of(data.len());
+        let count = self.arena.frames;
         // The buffer is handed over first when the frame would not fit.
-        let full = self.sealed.is_some()
-            || (self.count > 0
-                && (self.arena.len() + frame_len > self.capacity
-                    || self.count >= self.max_count
-                    || !self.arena.has_room(frame_len)));
+        let full = count > 0
+            && (self.arena.uncut().len() + frame_len > self.capacity
+                || count >= self.max_count
+                || !self.arena.has_room(frame_len));
         if full || frame_len > self.capacity {
-            return Ok(Some(frame_len));
+            return Ok(false);
         }
-        self.append(data, frame_len);
-        Ok(None)
-    }
-
-    /// Appends one frame (at most `capacity` bytes; the caller handed
-    /// over first if it would not fit).
-    fn append(&mut self, data: &[u8], frame_len: usize) {
         if !self.arena.has_room(frame_len) {
             // Nothing is buffered (handed over first): move on.
-            self.arena.next_chunk(frame_len.max(self.capacity));
+            self.arena.next_chunk(self.capacity);
         }
         self.arena.put_frame(data);
-        self.count += 1;
+        Ok(true)
     }
 
-    /// Cuts the buffer off and offers what is cut to the queue, once: `None`
-    /// when everything was taken, else the room to wait for (messages,
-    /// bytes).
+    /// Offers what the buffer holds to the queue, once: `None` when
+    /// everything was taken, else the room to wait for (messages, bytes).
     fn try_hand_over(
         &mut self,
         past_bounds: bool,
     ) -> Result<Option<(usize, usize)>, WriteError<()>> {
-        if self.sealed.is_none() && self.count > 0 {
-            self.sealed = Some((self.arena.cut(), std::mem::take(&mut self.count)));
-        }
-        let Some((frames, count)) = self.sealed.take() else {
-            return Ok(None);
-        };
-        match self.inner.queue.push_run(frames, count, past_bounds) {
-            Ok((first, rest)) => {
-                self.inner.queued(first);
-                self.sealed = rest;
-                Ok(self.sealed.as_ref().map(|(f, n)| (*n as usize, f.len())))
-            }
-            Err(e) => {
-                self.sealed = Some((e.into_inner(), count));
-                self.discard();
-                Err(WriteError::Stopped(()))
-            }
-        }
+        let taken = self.inner.queue.push_run(&mut self.arena, past_bounds);
+        // Refused: the Writer is stopping, and what the buffer held goes.
+        let first = taken.inspect_err(|_| self.discard())?;
+        self.inner.queued(first);
+        let left = self.arena.frames as usize;
+        Ok((left > 0).then(|| (left, self.arena.uncut().len())))
     }
 
     /// Drops what the buffer holds (the Writer is stopping), counted in the
     /// Writer's `discarded`.
     fn discard(&mut self) {
         let n = self.buffered() as u64;
-        self.sealed = None;
         drop(self.arena.cut());
-        self.count = 0;
         if n > 0 {
-            self.writer
-                .inner
+            self.inner
                 .counters
                 .discarded_unflushed
                 .fetch_add(n, Relaxed);

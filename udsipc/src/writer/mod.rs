@@ -31,7 +31,7 @@ pub use sink::{SinkError, WriterSink};
 
 use driver::Engine;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
@@ -106,26 +106,6 @@ impl std::fmt::Debug for OnError {
 }
 
 impl WriterBuilder {
-    fn new(path: PathBuf) -> Self {
-        Self {
-            cfg: machine::Config {
-                sampling: (machine::SAMPLE_MIN, machine::SAMPLE_MAX),
-                path,
-                write_timeout: DEFAULT_WRITE_TIMEOUT,
-                initial_backoff: DEFAULT_INITIAL_BACKOFF,
-                max_backoff: DEFAULT_MAX_BACKOFF,
-                max_attempts: DEFAULT_MAX_ATTEMPTS,
-            },
-            max_buffered_writes: DEFAULT_MAX_BUFFERED_WRITES,
-            max_buffered_bytes: DEFAULT_MAX_BUFFERED_BYTES,
-            dial_timeout: DEFAULT_DIAL_TIMEOUT,
-            write_buffer_size: DEFAULT_WRITE_BUFFER_SIZE,
-            linger: DEFAULT_LINGER,
-            on_error: None,
-            runtime: None,
-        }
-    }
-
     /// How many messages may wait (queued or being written) before
     /// [`Writer::try_send`] refuses with `BufferFull`. Must be above
     /// zero. Default 10,000.
@@ -233,22 +213,16 @@ impl WriterBuilder {
     /// at once (Go: `NewWriter` + `Start`).
     pub fn start(self) -> Result<Writer, StartError> {
         socket::SocketAddress::parse(&self.cfg.path)?;
-        for (option, value) in [
-            ("write_timeout", self.cfg.write_timeout),
-            ("dial_timeout", self.dial_timeout),
-            ("initial_backoff", self.cfg.initial_backoff),
-            ("max_backoff", self.cfg.max_backoff),
+        for (option, zero) in [
+            ("write_timeout", self.cfg.write_timeout.is_zero()),
+            ("dial_timeout", self.dial_timeout.is_zero()),
+            ("initial_backoff", self.cfg.initial_backoff.is_zero()),
+            ("max_backoff", self.cfg.max_backoff.is_zero()),
+            ("max_buffered_writes", self.max_buffered_writes == 0),
+            ("max_buffered_bytes", self.max_buffered_bytes == 0),
+            ("max_attempts", self.cfg.max_attempts == 0),
         ] {
-            if value.is_zero() {
-                return Err(ConfigError::Zero { option }.into());
-            }
-        }
-        for (option, value) in [
-            ("max_buffered_writes", self.max_buffered_writes),
-            ("max_buffered_bytes", self.max_buffered_bytes),
-            ("max_attempts", self.cfg.max_attempts as usize),
-        ] {
-            if value == 0 {
+            if zero {
                 return Err(ConfigError::Zero { option }.into());
             }
         }
@@ -400,7 +374,6 @@ impl WriterInner {
                 discarded = n,
                 "udsipc writer task did not stop within the grace period; abandoned"
             );
-            self.forced.store(true, Relaxed);
         }
         if let Some(p) = stopped.panicked {
             return Err(StopError::TaskPanicked {
@@ -410,7 +383,8 @@ impl WriterInner {
         }
         let discarded = c.queued_discards() - discarded_before;
         let unconfirmed = c.unconfirmed.load(Relaxed) - unconfirmed_before;
-        if self.forced.load(Relaxed) || discarded > 0 {
+        // Forced by the task itself (its deadline passed) or abandoned.
+        if self.forced.load(Relaxed) || stopped.stuck > 0 || discarded > 0 {
             return Err(StopError::DeadlineExceeded {
                 discarded,
                 unconfirmed,
@@ -433,19 +407,42 @@ impl WriterInner {
     }
 }
 
-impl std::fmt::Debug for Writer {
+/// What a Writer, its metrics handle and its permits show of it.
+impl std::fmt::Debug for WriterInner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Writer")
-            .field("path", &self.inner.opts.cfg.path)
+            .field("path", &self.opts.cfg.path)
             .field("metrics", &self.metrics())
             .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.inner.fmt(f)
     }
 }
 
 impl Writer {
     /// A builder for a Writer to `path` (Go: `NewWriter`).
     pub fn builder(path: impl AsRef<Path>) -> WriterBuilder {
-        WriterBuilder::new(path.as_ref().to_owned())
+        WriterBuilder {
+            cfg: machine::Config {
+                sampling: (machine::SAMPLE_MIN, machine::SAMPLE_MAX),
+                path: path.as_ref().to_owned(),
+                write_timeout: DEFAULT_WRITE_TIMEOUT,
+                initial_backoff: DEFAULT_INITIAL_BACKOFF,
+                max_backoff: DEFAULT_MAX_BACKOFF,
+                max_attempts: DEFAULT_MAX_ATTEMPTS,
+            },
+            max_buffered_writes: DEFAULT_MAX_BUFFERED_WRITES,
+            max_buffered_bytes: DEFAULT_MAX_BUFFERED_BYTES,
+            dial_timeout: DEFAULT_DIAL_TIMEOUT,
+            write_buffer_size: DEFAULT_WRITE_BUFFER_SIZE,
+            linger: DEFAULT_LINGER,
+            on_error: None,
+            runtime: None,
+        }
     }
 
     /// A snapshot of the counters (Go: `GetMetrics`).
@@ -487,23 +484,21 @@ impl Writer {
     /// returns [`StopError::RuntimeGone`]. Inside a multi-thread runtime it
     /// works (the thread is handed over to blocking for the wait).
     pub fn stop_blocking(&self, timeout: Duration) -> Result<(), StopError> {
-        match crate::runtime::block_on(&self.handle, Arc::clone(&self.inner).stop(timeout)) {
-            Ok(result) => result,
-            Err(StopError::RuntimeGone) => {
-                // The runtime may have dropped the task before it ever ran
-                // (so its own guard never counted the queue): count here
-                // whatever is still queued, and take no more.
-                let n = self.inner.discard_queue();
-                if n > 0 {
-                    tracing::warn!(
-                        discarded = n,
-                        "udsipc writer's runtime is gone; queued messages discarded"
-                    );
-                }
-                Err(StopError::RuntimeGone)
+        let stopped = crate::runtime::block_on(&self.handle, Arc::clone(&self.inner).stop(timeout));
+        if let Err(StopError::RuntimeGone) = stopped {
+            // The runtime may have dropped the task before it ever ran
+            // (so its own guard never counted the queue): count here
+            // whatever is still queued, and take no more.
+            let n = self.inner.discard_queue();
+            if n > 0 {
+                tracing::warn!(
+                    discarded = n,
+                    "udsipc writer's runtime is gone; queued messages discarded"
+                );
             }
-            Err(e) => Err(e),
         }
+        // The stop's own result, or why it could not run.
+        stopped?
     }
 }
 
@@ -522,7 +517,7 @@ impl Drop for Writer {
 
 /// Reads a Writer's counters; stays valid after the Writer is dropped
 /// (see [`Writer::metrics_handle`]).
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct WriterMetricsHandle(Arc<WriterInner>);
 
 impl WriterMetricsHandle {
@@ -535,14 +530,6 @@ impl WriterMetricsHandle {
     /// with its runtime).
     pub fn is_finished(&self) -> bool {
         self.0.tasks.live() == 0
-    }
-}
-
-impl std::fmt::Debug for WriterMetricsHandle {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("WriterMetricsHandle")
-            .field(&self.get())
-            .finish()
     }
 }
 

@@ -15,6 +15,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use bytes::Bytes;
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use super::arena::Arena;
 use crate::error::WriteError;
@@ -53,9 +54,6 @@ impl std::ops::Deref for Body<'_> {
         }
     }
 }
-
-/// Frames of messages back to back, and how many messages they hold.
-pub(crate) type Run = (Bytes, u32);
 
 /// One queued message, or a run of small messages framed back to back.
 #[derive(Debug, Clone)]
@@ -115,20 +113,11 @@ impl Item {
     /// How many whole messages the first `offset` bytes of the frames hold,
     /// and where the last of them ends.
     pub(crate) fn whole_within(&self, offset: usize) -> (u32, usize) {
-        let (mut n, mut at) = (0, 0);
-        while n < self.count {
-            let end = at
-                + if self.framed {
-                    frame_len_at(&self.bytes[at..])
-                } else {
-                    self.frame_len()
-                };
-            if end > offset {
-                break;
-            }
-            (n, at) = (n + 1, end);
+        if self.framed {
+            return frames_within(&self.bytes, self.count, offset);
         }
-        (n, at)
+        let len = self.frame_len();
+        if len <= offset { (1, len) } else { (0, 0) }
     }
 
     /// Splits off the first `n` messages of a run and returns them; `self`
@@ -166,6 +155,20 @@ impl Item {
     }
 }
 
+/// How many of the first `count` frames of `frames` end within `offset`
+/// bytes, and where the last of them ends.
+fn frames_within(frames: &[u8], count: u32, offset: usize) -> (u32, usize) {
+    let (mut n, mut at) = (0, 0);
+    while n < count {
+        let end = at + frame_len_at(&frames[at..]);
+        if end > offset {
+            break;
+        }
+        (n, at) = (n + 1, end);
+    }
+    (n, at)
+}
+
 /// The whole length (prefix and body) of the frame that starts `frames`,
 /// which this module wrote (a minimal, valid prefix).
 fn frame_len_at(frames: &[u8]) -> usize {
@@ -183,10 +186,8 @@ pub(crate) fn frame_len_of(body_len: usize) -> usize {
 #[derive(Debug)]
 struct State {
     items: VecDeque<Item>,
-    /// Frames copied in; the last `run` of them are not yet an item.
+    /// Frames copied in; those not cut yet are not yet an item.
     arena: Arena,
-    /// Messages in the arena's unsealed tail.
-    run: u32,
     /// Slots held by permits (`reserve_slot`) and not yet spent or
     /// released: they count against the capacity but not in `depth`.
     reserved: usize,
@@ -236,7 +237,6 @@ impl Queue {
             state: Mutex::new(State {
                 items: VecDeque::new(),
                 arena: Arena::new(max_bytes / 2),
-                run: 0,
                 reserved: 0,
                 bytes: 0,
                 closed: false,
@@ -314,13 +314,12 @@ impl Queue {
         self.data_ready.notify_one();
     }
 
-    /// Makes the arena's unsealed run an item (before anything queued after
-    /// it, or when the writer takes the queue).
+    /// Makes the arena's uncut frames an item (before anything queued after
+    /// them, or when the writer takes the queue).
     fn seal(st: &mut State) {
-        if st.run > 0 {
-            let frames = st.arena.cut();
-            let run = std::mem::take(&mut st.run);
-            st.items.push_back(Item::run(frames, run));
+        let n = st.arena.frames;
+        if n > 0 {
+            st.items.push_back(Item::run(st.arena.cut(), n));
         }
     }
 
@@ -378,58 +377,47 @@ impl Queue {
             Self::seal(st);
             st.arena.next_chunk(frame_len);
         }
+        let was_empty = st.items.is_empty() && st.arena.frames == 0;
         st.arena.put_frame(body);
-        let was_empty = st.items.is_empty() && st.run == 0;
-        st.run += 1;
         self.count_in(st, 1, frame_len);
         was_empty
     }
 
-    /// Queues `frames`, `count` messages framed back to back (cut from a
-    /// producer's own arena), as one run, without waking the writer task
-    /// (as [`push`](Self::push)): whether the queue was empty, and what it
-    /// did not take (the frames and how many messages they hold). Taken
-    /// whole when `count` more messages and the frames' bytes fit, or into
-    /// an empty queue whatever their number and size, or with `past_bounds`
-    /// whenever the queue is open (a batch that cannot wait: bounded by the
-    /// batch's own size). Else its first messages that fit are taken and
-    /// the rest handed back, so that a run makes progress whenever a single
-    /// message could (producers that keep the queue above half full cannot
-    /// starve it); handed back whole when not even its first message fits.
+    /// Queues the frames `arena` holds uncut (a producer's own) as one run,
+    /// cut from it, without waking the writer task (as [`push`](Self::push)):
+    /// whether the queue was empty. Taken whole when that many more
+    /// messages and their bytes fit, or into an empty queue whatever their
+    /// number and size, or with `past_bounds` whenever the queue is open (a
+    /// batch that cannot wait: bounded by the batch's own size). Else its
+    /// first messages that fit are cut and taken and the others stay in
+    /// `arena`, so that a run makes progress whenever a single message
+    /// could (producers that keep the queue above half full cannot starve
+    /// it); all stay when not even the first fits. Never an empty run;
+    /// an empty `arena` is `Ok(false)` even once the queue is closed.
     pub(crate) fn push_run(
         &self,
-        frames: Bytes,
-        count: u32,
+        arena: &mut Arena,
         past_bounds: bool,
-    ) -> Result<(bool, Option<Run>), WriteError<Bytes>> {
+    ) -> Result<bool, WriteError<()>> {
+        if arena.frames == 0 {
+            return Ok(false); // nothing to queue (nor to refuse)
+        }
         let mut st = self.lock();
-        if st.closed {
-            return Err(WriteError::Stopped(frames));
-        }
-        if count == 0 || frames.is_empty() {
-            // Nothing to queue: an empty run would be written as nothing.
-            return Ok((false, None));
-        }
-        let mut run = Item::run(frames, count);
-        if !past_bounds && !self.fits(&st, count as usize, run.bytes.len()) {
+        self.admit(&st, 0, false)?; // open
+        let (mut n, mut at) = (arena.frames, arena.uncut().len());
+        if !past_bounds && !self.fits(&st, n as usize, at) {
             let room = self.capacity.saturating_sub(self.used(&st));
             let byte_room = match st.bytes {
                 0 => usize::MAX,
                 queued => self.byte_capacity.saturating_sub(queued),
             };
-            let (fit, _) = run.whole_within(byte_room.min(run.bytes.len()));
-            let n = fit.min(u32::try_from(room).unwrap_or(u32::MAX));
-            if n == 0 {
-                return Ok((false, Some((run.bytes, count))));
-            }
-            // No split when there is room for all of it after all (the
-            // depth fell since `fits` looked): never an empty rest.
-            if let Some(front) = run.split_front(n) {
-                let was_empty = self.enqueue(&mut st, front);
-                return Ok((was_empty, Some((run.bytes, run.count))));
-            }
+            let most = n.min(u32::try_from(room).unwrap_or(u32::MAX));
+            (n, at) = frames_within(arena.uncut(), most, byte_room);
         }
-        Ok((self.enqueue(&mut st, run), None))
+        if n == 0 {
+            return Ok(false);
+        }
+        Ok(self.enqueue(&mut st, Item::run(arena.cut_to(n, at), n)))
     }
 
     /// Holds one slot of the capacity for a later reserved `push` (or
@@ -455,15 +443,26 @@ impl Queue {
     }
 
     /// Waits until a push of `count` messages of `frame_len` bytes in all
-    /// might succeed (room, or closed).
-    pub(crate) async fn wait_room(&self, count: usize, frame_len: usize) {
+    /// might succeed (room, or closed), until `deadline` (`None`: never):
+    /// whether it did not time out.
+    pub(crate) async fn wait_room(
+        &self,
+        count: usize,
+        frame_len: usize,
+        deadline: Option<Instant>,
+    ) -> bool {
         // The gate's order pairs with `complete`'s look at its waiters.
-        self.room
-            .wait(|| {
-                let st = self.lock();
-                st.closed || self.fits(&st, count, frame_len)
-            })
-            .await;
+        let wait = self.room.wait(|| {
+            let st = self.lock();
+            st.closed || self.fits(&st, count, frame_len)
+        });
+        match deadline {
+            None => {
+                wait.await;
+                true
+            }
+            Some(at) => tokio::time::timeout_at(at, wait).await.is_ok(),
+        }
     }
 
     /// Moves every queued message to the back of `into`.
@@ -532,9 +531,9 @@ impl Queue {
     /// Drops every queued message (after a forced stop); returns how many.
     pub(crate) fn discard_all(&self) -> usize {
         let mut st = self.lock();
-        let n = st.items.iter().map(|i| i.count as usize).sum::<usize>() + st.run as usize;
-        let bytes = st.items.iter().map(Item::frame_len).sum::<usize>() + st.arena.len();
-        st.run = 0;
+        Self::seal(&mut st);
+        let n = st.items.iter().map(|i| i.count as usize).sum();
+        let bytes = st.items.iter().map(Item::frame_len).sum();
         st.items.clear();
         st.arena.clear();
         drop(st);
@@ -686,11 +685,12 @@ pub(crate) mod tests {
         // split that took everything handed back an empty rest, which the
         // producer queued). The race itself: tests/buffered_writer.rs.
         let q = Queue::new(4, usize::MAX);
-        let frames = Bytes::from_static(b"\x01a\x01b\x01c\x01d");
-        let r = q.push_run(frames, 4, false);
-        assert!(matches!(r, Ok((true, None))), "{r:?}");
-        let empty = q.push_run(Bytes::new(), 0, true);
-        assert!(matches!(empty, Ok((false, None))), "{empty:?}");
+        let mut frames = run_of(4, 1);
+        let r = q.push_run(&mut frames, false);
+        assert!(matches!(r, Ok(true)), "{r:?}");
+        assert_eq!(frames.frames, 0, "taken whole");
+        let empty = q.push_run(&mut frames, true);
+        assert!(matches!(empty, Ok(false)), "{empty:?}");
         let mut out = VecDeque::new();
         q.take_all(&mut out);
         assert_eq!(out.len(), 1, "no empty run queued");
@@ -722,60 +722,65 @@ pub(crate) mod tests {
         assert!(reused, "every chunk was fresh memory");
     }
 
+    /// An arena holding `n` frames of `body_len` bytes each, uncut.
+    fn run_of(n: u32, body_len: usize) -> Arena {
+        let mut arena = Arena::new(0);
+        arena.next_chunk(n as usize * (body_len + 1));
+        for _ in 0..n {
+            arena.put_frame(&vec![b'x'; body_len]);
+        }
+        arena
+    }
+
+    /// What `arena` still holds uncut: (bytes, messages).
+    fn left(arena: &Arena) -> (usize, u32) {
+        (arena.uncut().len(), arena.frames)
+    }
+
     #[test]
     fn a_run_counts_as_its_messages_and_an_empty_queue_takes_any_run() {
         let q = Queue::new(4, 100);
-        let run = |n: u8| {
-            let mut frames = Vec::new();
-            for _ in 0..n {
-                frames.push(9u8);
-                frames.extend_from_slice(&[b'x'; 9]);
-            }
-            Bytes::from(frames)
-        };
-        let taken = |r: Result<(bool, Option<Run>), WriteError<Bytes>>| match r {
-            Ok((first, None)) => first,
-            other => panic!("not taken whole: {other:?}"),
+        // 10-byte frames.
+        let run = |n: u32| run_of(n, 9);
+        let taken = |r: Result<bool, WriteError<()>>, arena: &Arena| match r {
+            Ok(first) if arena.frames == 0 => first,
+            other => panic!("not taken whole: {other:?}, {:?} left", left(arena)),
         };
         // Too many messages for an empty queue's bound: taken anyway, alone.
-        assert!(taken(q.push_run(run(6), 6, false)));
+        let mut six = run(6);
+        assert!(taken(q.push_run(&mut six, false), &six));
         assert_eq!(q.depth(), 6);
-        let (first, back) = q.push_run(run(1), 1, false).unwrap();
+        let mut one = run(1);
+        let first = q.push_run(&mut one, false).unwrap();
         assert!(!first);
-        assert_eq!(
-            back.map(|(b, n)| (b.len(), n)),
-            Some((10, 1)),
-            "handed back whole"
-        );
+        assert_eq!(left(&one), (10, 1), "handed back whole");
         assert_eq!(q.depth(), 6, "nothing taken");
         // Past the bounds when asked (a drop that cannot wait).
-        assert!(!taken(q.push_run(run(1), 1, true)));
+        assert!(!taken(q.push_run(&mut one, true), &one));
         assert_eq!(q.depth(), 7);
         let mut out = VecDeque::new();
         q.take_all(&mut out);
         assert_eq!(out.iter().map(|i| i.count).collect::<Vec<_>>(), [6, 1]);
         q.complete(7, 70);
-        assert!(taken(q.push_run(run(2), 2, false)));
+        let mut two = run(2);
+        assert!(taken(q.push_run(&mut two, false), &two));
         // 2 of 4 slots left: a run of 3 leaves its first 2 in, hands 1 back.
-        match q.push_run(run(3), 3, false) {
-            Ok((first, Some((rest, left)))) => {
-                assert!(!first);
-                assert_eq!((rest.len(), left), (10, 1));
-            }
-            other => panic!("expected a part: {other:?}"),
-        }
+        let mut three = run(3);
+        let first = q.push_run(&mut three, false).unwrap();
+        assert!(!first);
+        assert_eq!(left(&three), (10, 1), "expected a part");
         assert_eq!(q.depth(), 4);
         // By bytes: 60 of 100 queued, a run of 5 x 10 bytes leaves 4 in.
         let by_bytes = Queue::new(100, 100);
-        taken(by_bytes.push_run(run(6), 6, false));
-        match by_bytes.push_run(run(5), 5, false) {
-            Ok((_, Some((rest, left)))) => assert_eq!((rest.len(), left), (10, 1)),
-            other => panic!("expected a part: {other:?}"),
-        }
+        let mut six = run(6);
+        taken(by_bytes.push_run(&mut six, false), &six);
+        let mut five = run(5);
+        by_bytes.push_run(&mut five, false).unwrap();
+        assert_eq!(left(&five), (10, 1), "expected a part");
         assert_eq!(by_bytes.depth(), 10);
         q.close();
         assert!(matches!(
-            q.push_run(run(1), 1, true),
+            q.push_run(&mut run(1), true),
             Err(WriteError::Stopped(_))
         ));
     }
@@ -815,7 +820,7 @@ pub(crate) mod tests {
         }
         let mut out = VecDeque::new();
         q.take_all(&mut out);
-        let wait = q.wait_room(1, 1);
+        let wait = q.wait_room(1, 1, None);
         tokio::pin!(wait);
         assert!(!poll_once(wait.as_mut()));
         q.complete(1, 0); // depth 3: room, but above the low-water mark
@@ -860,14 +865,14 @@ pub(crate) mod tests {
         q.push_copy(&[1u8; 29]).unwrap(); // 30 bytes
         let mut out = VecDeque::new();
         q.take_all(&mut out);
-        let wait = q.wait_room(1, 50);
+        let wait = q.wait_room(1, 50, None);
         tokio::pin!(wait);
         assert!(!poll_once(wait.as_mut()), "90 + 50 > 100");
         // 60 left: a waiter may be woken (it retries), but a new wait for
         // 50 bytes still finds no room.
         q.complete(1, 30);
         assert_eq!(q.push_copy(&[7u8; 49]), Err(Refused::Full));
-        let again = q.wait_room(1, 50);
+        let again = q.wait_room(1, 50, None);
         tokio::pin!(again);
         assert!(!poll_once(again.as_mut()), "60 + 50 > 100");
         q.complete(1, 60); // empty
@@ -895,7 +900,7 @@ pub(crate) mod tests {
         for _ in 0..4 {
             q.push_owned(Bytes::from_static(b"m")).unwrap();
         }
-        let wait = q.wait_room(1, 1);
+        let wait = q.wait_room(1, 1, None);
         tokio::pin!(wait);
         assert!(!poll_once(wait.as_mut()));
         let mut woken = false;
@@ -938,7 +943,7 @@ pub(crate) mod tests {
     fn a_released_slot_can_be_taken_again_and_wakes_a_waiting_producer() {
         let q = Queue::new(1, usize::MAX);
         q.reserve_slot().unwrap();
-        let wait = q.wait_room(1, 1);
+        let wait = q.wait_room(1, 1, None);
         tokio::pin!(wait);
         assert!(!poll_once(wait.as_mut()));
         q.release_reserved();

@@ -95,15 +95,8 @@ pub struct OwnedPermit(Slot<Arc<WriterInner>>);
 
 /// A held queue slot of the Writer behind `W` (a borrow of its state or
 /// an `Arc` of it), until spent; given back when dropped unspent.
+#[derive(Debug)]
 struct Slot<W: Deref<Target = WriterInner>>(Option<W>);
-
-impl<W: Deref<Target = WriterInner>> std::fmt::Debug for Slot<W> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Permit")
-            .field("held", &self.0.is_some())
-            .finish()
-    }
-}
 
 impl<W: Deref<Target = WriterInner>> Slot<W> {
     fn send<'a, P: Payload<'a>>(&mut self, msg: P) -> Result<(), WriteError<P::Back>> {
@@ -173,29 +166,13 @@ impl WriterInner {
         Ok(())
     }
 
-    /// Waits until `count` messages of `len` frame bytes in all might fit,
-    /// until `deadline` (`None`: never): whether it did not time out.
-    pub(super) async fn wait_room(
-        &self,
-        count: usize,
-        len: usize,
-        deadline: Option<Instant>,
-    ) -> bool {
-        let wait = self.queue.wait_room(count, len);
-        match deadline {
-            None => {
-                wait.await;
-                true
-            }
-            Some(at) => tokio::time::timeout_at(at, wait).await.is_ok(),
-        }
-    }
-
     /// Waits for room and holds one slot.
     async fn reserve_slot(&self) -> Result<(), WriteError<()>> {
         loop {
             match self.queue.reserve_slot() {
-                Err(WriteError::BufferFull(())) => self.queue.wait_room(1, 1).await,
+                Err(WriteError::BufferFull(())) => {
+                    self.queue.wait_room(1, 1, None).await;
+                }
                 done => return done,
             }
         }
@@ -279,7 +256,7 @@ impl Writer {
             // with the wait unboxed it would be several times larger. It is
             // allocated only when the producer must wait for room anyway.
             let need = frame_len_of(body.len());
-            if !Box::pin(self.inner.wait_room(1, need, deadline)).await {
+            if !Box::pin(self.inner.queue.wait_room(1, need, deadline)).await {
                 return Err(WriteError::Timeout(P::back(body)));
             }
         }
@@ -341,17 +318,15 @@ impl Writer {
         msg: P,
         timeout: Duration,
     ) -> Result<(), WriteError<P::Back>> {
-        self.block_until_pushed(msg, Some(timeout))
+        // A timeout too large for the clock never comes.
+        self.block_until_pushed(msg, Instant::now().checked_add(timeout))
     }
 
     fn block_until_pushed<'a, P: Payload<'a>>(
         &self,
         msg: P,
-        timeout: Option<Duration>,
+        deadline: Option<Instant>,
     ) -> Result<(), WriteError<P::Back>> {
-        let deadline = timeout
-            .and_then(|t| std::time::Instant::now().checked_add(t))
-            .map(Instant::from_std);
         let mut body = msg.into_body();
         loop {
             match self.inner.push(body) {
@@ -370,7 +345,7 @@ impl Writer {
         }
     }
 
-    /// [`WriterInner::wait_room`] for synchronous code: the caller keeps
+    /// The queue's `wait_room` for synchronous code: the caller keeps
     /// its message on its thread; only the wait runs on the Writer's
     /// runtime.
     pub(super) fn block_for_room(
@@ -381,7 +356,7 @@ impl Writer {
     ) -> Result<bool, StopError> {
         let inner = Arc::clone(&self.inner);
         crate::runtime::block_on(&self.handle, async move {
-            inner.wait_room(count, len, deadline).await
+            inner.queue.wait_room(count, len, deadline).await
         })
     }
 

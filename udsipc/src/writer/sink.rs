@@ -9,7 +9,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll, Waker, ready};
 
 use bytes::Bytes;
 use futures_sink::Sink;
@@ -19,7 +19,7 @@ use super::send::Payload;
 use super::{Writer, WriterInner};
 use crate::error::{StopError, WriteError};
 
-type Wait = Pin<Box<dyn Future<Output = ()> + Send>>;
+type Wait = Pin<Box<dyn Future<Output = bool> + Send>>;
 type Closing = Pin<Box<dyn Future<Output = Result<(), StopError>> + Send>>;
 
 /// Why the [`WriterSink`] failed.
@@ -117,35 +117,28 @@ impl WriterSink {
         (self.writer, self.held)
     }
 
-    /// Offers the held message to the queue once; kept if there is no
-    /// room yet.
-    fn push_held(&mut self) -> Result<(), SinkError> {
-        let Some(msg) = self.held.take() else {
-            return Ok(());
-        };
-        match self.writer.inner.push(Body::Owned(msg)) {
-            Err(WriteError::BufferFull(back)) => self.held = Some(Bytes::back(back)),
-            done => done.map_err(|e| SinkError::Stopped(Bytes::back(e.into_inner())))?,
-        }
-        Ok(())
-    }
-
-    /// Moves the held message into the queue, waiting for room as needed.
+    /// Moves the held message into the queue, waiting for room as needed
+    /// (no wait is lost when this is dropped half-way: the message stays
+    /// held, and the wait begun for it is polled again next time).
     fn poll_push_held(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), SinkError>> {
         loop {
             if let Some(wait) = self.wait.as_mut() {
                 ready!(wait.as_mut().poll(cx));
                 self.wait = None;
             }
-            self.push_held()?;
-            let Some(msg) = &self.held else {
+            let Some(msg) = self.held.take() else {
                 return Poll::Ready(Ok(()));
             };
             let need = frame_len_of(msg.len());
+            match self.writer.inner.push(Body::Owned(msg)) {
+                Err(WriteError::BufferFull(back)) => self.held = Some(Bytes::back(back)),
+                Err(e) => return Poll::Ready(Err(SinkError::Stopped(Bytes::back(e.into_inner())))),
+                Ok(()) => return Poll::Ready(Ok(())),
+            }
             let inner: Arc<WriterInner> = Arc::clone(&self.writer.inner);
-            self.wait = Some(Box::pin(
-                async move { inner.queue.wait_room(1, need).await },
-            ));
+            self.wait = Some(Box::pin(async move {
+                inner.queue.wait_room(1, need, None).await
+            }));
         }
     }
 }
@@ -162,10 +155,14 @@ impl Sink<Bytes> for WriterSink {
         if this.held.is_some() {
             return Err(SinkError::NotReady(item));
         }
-        // Refused for want of room (a race with a producer that does not
-        // wait), it is held.
+        // One try, without waiting (a waker that wakes nobody: the next
+        // `poll_*` polls the wait again). Refused for want of room (a race
+        // with a producer that does not wait), it is held.
         this.held = Some(item);
-        this.push_held()
+        match this.poll_push_held(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(result) => result,
+            Poll::Pending => Ok(()),
+        }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), SinkError>> {
@@ -176,14 +173,15 @@ impl Sink<Bytes> for WriterSink {
         let this = self.get_mut();
         if this.closing.is_none() {
             ready!(this.poll_push_held(cx))?;
-            let inner = Arc::clone(&this.writer.inner);
-            let linger = inner.opts.linger;
-            this.closing = Some(Box::pin(inner.stop(linger)));
         }
-        let closing = this.closing.as_mut().expect("set above");
+        let inner = &this.writer.inner;
+        let closing = this
+            .closing
+            .get_or_insert_with(|| Box::pin(Arc::clone(inner).stop(inner.opts.linger)));
         let result = ready!(closing.as_mut().poll(cx));
-        // Closing again after this is a no-op (the Writer is stopped).
-        this.closing = Some(Box::pin(std::future::ready(Ok(()))));
+        // Closing again after this stops again: a no-op, `Ok` (the Writer
+        // is stopped).
+        this.closing = None;
         Poll::Ready(result.map_err(SinkError::from))
     }
 }
