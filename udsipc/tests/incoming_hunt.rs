@@ -245,3 +245,83 @@ fn a_broken_frame_mid_stream_ends_only_its_connection_after_its_good_frames() {
         round_seed = rng.next();
     }
 }
+
+/// A stop with a short deadline while the consumer stopped taking
+/// messages from a full channel, over connections that stay open: the
+/// stop returns, what was read whole is handed out (a forced stop pushes
+/// past the bounds, so nothing read is left unhandled), each connection's
+/// messages are a gapless prefix in order, and the stream ends.
+#[test]
+fn a_short_stop_over_a_full_channel_hands_out_a_gapless_prefix_and_ends() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut rng = Rng(env_u64("UDSIPC_INCOMING_SEED").unwrap_or(0x5eed));
+    for round in 0..8 {
+        let sock = temp_sock();
+        let (reader, mut incoming) = {
+            let _guard = rt.enter();
+            udsipc::Reader::builder(&sock.path)
+                .systemd(false)
+                .read_buffer_size(rng.range(16, 4096) as u32)
+                .incoming_capacity(rng.range(1, 6) as usize)
+                .incoming_capacity_bytes(rng.range(8, 2000) as usize)
+                .incoming()
+                .unwrap()
+        };
+        let conns: Vec<UnixStream> = (0..rng.range(1, 4) as u32)
+            .map(|c| {
+                let mut s = UnixStream::connect(&sock.path).unwrap();
+                let mut wire = Vec::new();
+                for q in 0..rng.range(5, 200) as u32 {
+                    encode_frame(&body(c, q, rng.range(8, 200) as usize), &mut wire);
+                }
+                s.write_all(&wire).unwrap();
+                s
+            })
+            .collect();
+        let taken = rng.range(0, 5) as usize;
+        let mut got = Vec::new();
+        rt.block_on(async {
+            for _ in 0..taken {
+                match tokio::time::timeout(PATIENCE, incoming.recv()).await {
+                    Ok(Some(m)) => got.push(ids(&m.body)),
+                    other => panic!(
+                        "round {round}: no message: {:?}",
+                        other.map(|m| m.is_some())
+                    ),
+                }
+            }
+        });
+        let deadline = Duration::from_millis(rng.range(0, 5));
+        let stopped = rt.block_on(reader.stop(deadline));
+        assert!(
+            matches!(
+                stopped,
+                Ok(()) | Err(udsipc::StopError::ConnectionsCut { .. })
+            ),
+            "round {round}: {stopped:?}"
+        );
+        rt.block_on(async {
+            loop {
+                match tokio::time::timeout(PATIENCE, incoming.recv()).await {
+                    Ok(Some(m)) => got.push(ids(&m.body)),
+                    Ok(None) => break,
+                    Err(_) => panic!("round {round}: the stream never ended"),
+                }
+            }
+        });
+        drop(conns);
+        let m = reader.metrics();
+        assert_eq!(m.received, got.len() as u64, "round {round}: {m:?}");
+        assert_eq!(m.unhandled, 0, "round {round}: {m:?}");
+        let mut next: HashMap<u32, u32> = HashMap::new();
+        for &(c, q) in &got {
+            let n = next.entry(c).or_insert(0);
+            assert_eq!(q, *n, "round {round}: connection {c}");
+            *n += 1;
+        }
+    }
+}

@@ -3,7 +3,8 @@
 //! sends with and without a timeout, permits (borrowed and owned, held a
 //! moment), and `BufferedWriter`s flushed or dropped; while a stop (long,
 //! short or zero deadline, blocking or async) lands among producers that
-//! wait for room, and a raw reader that starts late reads everything.
+//! wait for room, and a raw reader that starts late reads everything (or
+//! never reads: producers wait on a full queue until the stop frees them).
 //!
 //! Checked: every producer call returns; every `Ok` message counted once
 //! (`delivered + unconfirmed + failed + discarded`); `dropped` is exactly
@@ -164,9 +165,21 @@ fn round(seed: u64, rt: &tokio::runtime::Runtime) {
     let mut rng = Rng(seed);
     let sock = temp_sock();
     let listener = UnixListener::bind(&sock.path).unwrap();
+    // Sometimes the reader never reads (its listener's backlog takes the
+    // connection): producers stay blocked on a full queue until the stop.
+    let absent = rng.chance(20);
     let late = rng.millis(0, 25);
     // Reads every connection to its end, one after another, from `late`.
     let reader = std::thread::spawn(move || {
+        if absent {
+            let path = listener.local_addr().unwrap();
+            let path = path.as_pathname().unwrap();
+            let start = Instant::now();
+            while path.exists() && start.elapsed() < PATIENCE {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            return Vec::new();
+        }
         std::thread::sleep(late);
         listener.set_nonblocking(true).unwrap();
         let mut got = Vec::new();
@@ -204,6 +217,8 @@ fn round(seed: u64, rt: &tokio::runtime::Runtime) {
     let w = Arc::new(b.start().unwrap());
     let metrics: WriterMetricsHandle = w.metrics_handle();
     let stop = match rng.next() % 4 {
+        _ if absent && rng.chance(50) => Stop::Zero,
+        _ if absent => Stop::Short(rng.millis(1, 5)),
         0 => Stop::Long,
         1 => Stop::LongAsync,
         2 => Stop::Short(rng.millis(1, 5)),
@@ -211,7 +226,7 @@ fn round(seed: u64, rt: &tokio::runtime::Runtime) {
     };
     let ctx = |m: &WriterMetricsHandle| {
         format!(
-            "seed {seed:#x} ({stop:?}; replay: UDSIPC_QUEUE_SEED={seed:#x} UDSIPC_QUEUE_ROUNDS=1); \
+            "seed {seed:#x} ({stop:?}, reader absent: {absent}; replay: UDSIPC_QUEUE_SEED={seed:#x} UDSIPC_QUEUE_ROUNDS=1); \
              writer {:?}",
             m.get()
         )
