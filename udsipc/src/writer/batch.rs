@@ -67,7 +67,12 @@ impl Batch {
     /// Plans the write of at most `max_items` of `items` (from the front),
     /// as many as fit.
     pub(crate) fn plan_up_to(&mut self, items: &VecDeque<Item>, max_items: usize) {
-        self.clear();
+        self.limit = usize::MAX;
+        self.staging.clear();
+        self.segs.clear();
+        self.ends.clear();
+        self.cursor = 0;
+        self.completed = 0;
         let mut total = 0usize;
         let mut staged_from = 0usize;
         for (i, item) in items.iter().enumerate().take(max_items) {
@@ -103,16 +108,6 @@ impl Batch {
                 end: self.staging.len(),
             });
         }
-    }
-
-    /// An empty plan (the staging buffer is kept).
-    pub(crate) fn clear(&mut self) {
-        self.limit = usize::MAX;
-        self.staging.clear();
-        self.segs.clear();
-        self.ends.clear();
-        self.cursor = 0;
-        self.completed = 0;
     }
 
     /// Messages in the plan.
@@ -154,11 +149,6 @@ impl Batch {
     /// Messages fully written so far.
     pub(crate) fn completed(&self) -> usize {
         self.completed
-    }
-
-    /// Bytes written of the first item not written whole.
-    pub(crate) fn written_into_next(&self) -> usize {
-        self.cursor - self.completed.checked_sub(1).map_or(0, |i| self.ends[i])
     }
 
     /// Fills `out` with the iovecs of the unwritten rest; returns how many.
