@@ -288,6 +288,11 @@ struct ReaderLog {
     raw: u64,
     /// Something made `delivered` legitimately exceed what was received.
     lossy: bool,
+    /// A raw reader ended mid-round by a close or half-close, with bytes
+    /// perhaps unread. Direct, the Writer sees them unread; behind the
+    /// proxy, the proxy had read (so `delivered`) what sat in that socket,
+    /// and no proxy event can account for it: lossy there.
+    raw_cut: bool,
     /// A graceful stop (long deadline) that did not return Ok.
     graceful_errors: Vec<String>,
     kinds: Vec<ReaderKind>,
@@ -633,6 +638,7 @@ fn supervise(
             return log;
         }
         let end = rng.pick(&shape.ends);
+        log.raw_cut |= kind == ReaderKind::Raw && raw.0 != RawEnd::Drain;
         end_reader(live, end, &mut rng, &mut log);
         // Sometimes nobody listens for a moment: the Writer redials.
         if rng.chance(30) {
@@ -1427,7 +1433,7 @@ impl Round {
                 ctx()
             ));
         }
-        if !log.lossy {
+        if !log.lossy && !(self.proxy.is_some() && log.raw_cut) {
             // Every Reader stopped gracefully: what they read, they handed
             // over; through the proxy, a cut loses at most its bytes in
             // flight.
