@@ -1433,7 +1433,7 @@ impl Round {
                 ctx()
             ));
         }
-        if !log.lossy && !(self.proxy.is_some() && log.raw_cut) {
+        if !log.lossy && (self.proxy.is_none() || !log.raw_cut) {
             // Every Reader stopped gracefully: what they read, they handed
             // over; through the proxy, a cut loses at most its bytes in
             // flight.
