@@ -24,29 +24,9 @@ use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::hunt::*;
 use common::*;
 use udsipc::frame::encode_frame;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
-    }
-    fn fork(&mut self) -> Rng {
-        Rng(self.next())
-    }
-}
 
 fn body(chain: u32, seq: u32, len: usize) -> Vec<u8> {
     let mut b = chain.to_le_bytes().to_vec();
@@ -202,14 +182,6 @@ fn round(seed: u64) {
     let m = reader.metrics();
     assert_eq!(m.received, expected, "{}", ctx());
     assert_eq!(m.unhandled, 0, "{}", ctx());
-}
-
-fn env_u64(name: &str) -> Option<u64> {
-    let v = std::env::var(name).ok()?;
-    match v.strip_prefix("0x") {
-        Some(hex) => u64::from_str_radix(hex, 16).ok(),
-        None => v.parse().ok(),
-    }
 }
 
 #[test]

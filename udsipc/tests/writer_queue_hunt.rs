@@ -23,43 +23,10 @@ use std::os::unix::net::UnixListener;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::hunt::*;
 use common::*;
 use tokio::runtime::Handle;
 use udsipc::{WriteError, Writer, WriterMetricsHandle};
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
-    }
-    fn millis(&mut self, lo: u64, hi: u64) -> Duration {
-        Duration::from_millis(self.range(lo, hi))
-    }
-    fn fork(&mut self) -> Rng {
-        Rng(self.next())
-    }
-}
-
-fn message(id: u64, len: usize) -> Vec<u8> {
-    let mut m = id.to_le_bytes().to_vec();
-    m.resize(len.max(8), id as u8);
-    m
-}
-
-fn id_of(body: &[u8]) -> u64 {
-    u64::from_le_bytes(body[..8].try_into().unwrap())
-}
 
 #[derive(Default)]
 struct Told {
@@ -308,14 +275,6 @@ fn round(seed: u64, rt: &tokio::runtime::Runtime) {
         got <= m.delivered + m.unconfirmed,
         "received {got} > delivered + unconfirmed; {ctx}"
     );
-}
-
-fn env_u64(name: &str) -> Option<u64> {
-    let v = std::env::var(name).ok()?;
-    match v.strip_prefix("0x") {
-        Some(hex) => u64::from_str_radix(hex, 16).ok(),
-        None => v.parse().ok(),
-    }
 }
 
 #[test]

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use udsipc::frame::encode_frame;
 
+pub mod hunt;
+
 /// How long any test waits for an event before failing (generous: CI
 /// machines are noisy, and nothing asserts on speed).
 pub const PATIENCE: Duration = Duration::from_secs(20);
