@@ -262,9 +262,45 @@ fn measure_scaling(plan: &Plan, dir: &std::path::Path, table: &mut Table) -> Res
     Ok(())
 }
 
-/// Whether `column` was taken out because its peer failed mid-run.
-fn dropped(column: Column, go_failed: &Option<String>, zmq_failed: &Option<String>) -> bool {
-    (column.needs_go() && go_failed.is_some()) || (column.needs_zmq() && zmq_failed.is_some())
+/// The optional peers a run took out, each with the reason: a Go or
+/// ZeroMQ peer that fails mid-run takes its columns out; it does not fail
+/// the run.
+#[derive(Default)]
+struct Dropped {
+    go: Option<String>,
+    zmq: Option<String>,
+}
+
+impl Dropped {
+    /// Whether a measurement that needs these peers was taken out.
+    fn any(&self, go: bool, zmq: bool) -> bool {
+        (go && self.go.is_some()) || (zmq && self.zmq.is_some())
+    }
+
+    /// Whether `column` was taken out.
+    fn column(&self, column: Column) -> bool {
+        self.any(column.needs_go(), column.needs_zmq())
+    }
+
+    /// Takes out the peer a failed measurement of `what` needed; a
+    /// failure that needed neither ends the run.
+    fn fail(
+        &mut self,
+        go: bool,
+        zmq: bool,
+        what: &str,
+        e: String,
+        bar: &ProgressBar,
+    ) -> Result<(), String> {
+        let (slot, peer, columns) = match (go, zmq) {
+            (true, _) => (&mut self.go, "Go", "Go columns"),
+            (_, true) => (&mut self.zmq, "ZeroMQ", "ZeroMQ column"),
+            _ => return Err(format!("{what}: {e}")),
+        };
+        bar.println(format!("{columns} dropped: {what}: {e}"));
+        *slot = Some(format!("the {peer} peer failed: {what}: {e}"));
+        Ok(())
+    }
 }
 
 /// A message size: bytes, or with a unit (`64KiB`, `1MB`, `1MiB`).
@@ -367,10 +403,7 @@ fn run_table(args: &BenchArgs) -> Result<(), String> {
     // The latency floor: ping-pong p50/p99, paced p50/p99 (two threads),
     // paced p50/p99 (two processes).
     let mut floor: [Vec<f64>; 6] = Default::default();
-    // A Go or ZeroMQ peer that fails mid-run takes its columns out (with
-    // the reason); it does not fail the run.
-    let mut go_failed: Option<String> = None;
-    let mut zmq_failed: Option<String> = None;
+    let mut dropped = Dropped::default();
     // Messages per measurement, by size and column: by bytes, or (the
     // default) from one timing measurement of each, so that every
     // measurement lasts about as long whatever its rate. A short cell is
@@ -384,22 +417,16 @@ fn run_table(args: &BenchArgs) -> Result<(), String> {
         for (si, &size) in sizes.iter().enumerate() {
             for (ci, &column) in columns.iter().enumerate() {
                 bar.inc(1);
-                if dropped(column, &go_failed, &zmq_failed) {
+                if dropped.column(column) {
                     continue;
                 }
                 bar.set_message(format!("timing: {} {}", size_label(size), column.name()));
                 let what = format!("{} at {}", column.name(), size_label(size));
                 match measure(column, &peers, &dir, size, plan.messages(size)) {
                     Ok(m) => counts[si][ci] = Plan::timed_messages(secs, size, &m),
-                    Err(e) if column.needs_go() => {
-                        bar.println(format!("Go columns dropped: {what}: {e}"));
-                        go_failed = Some(format!("the Go peer failed: {what}: {e}"));
+                    Err(e) => {
+                        dropped.fail(column.needs_go(), column.needs_zmq(), &what, e, &bar)?
                     }
-                    Err(e) if column.needs_zmq() => {
-                        bar.println(format!("ZeroMQ column dropped: {what}: {e}"));
-                        zmq_failed = Some(format!("the ZeroMQ peer failed: {what}: {e}"));
-                    }
-                    Err(e) => return Err(format!("{what}: {e}")),
                 }
             }
         }
@@ -414,7 +441,7 @@ fn run_table(args: &BenchArgs) -> Result<(), String> {
                 let ci = (k + round + si) % columns.len();
                 let column = columns[ci];
                 bar.inc(1);
-                if dropped(column, &go_failed, &zmq_failed) {
+                if dropped.column(column) {
                     continue;
                 }
                 bar.set_message(format!(
@@ -426,15 +453,9 @@ fn run_table(args: &BenchArgs) -> Result<(), String> {
                 let what = format!("{} at {}", column.name(), size_label(size));
                 match measure(column, &peers, &dir, size, counts[si][ci]) {
                     Ok(m) => cell.put(column, round, m),
-                    Err(e) if column.needs_go() => {
-                        bar.println(format!("Go columns dropped: {what}: {e}"));
-                        go_failed = Some(format!("the Go peer failed: {what}: {e}"));
+                    Err(e) => {
+                        dropped.fail(column.needs_go(), column.needs_zmq(), &what, e, &bar)?
                     }
-                    Err(e) if column.needs_zmq() => {
-                        bar.println(format!("ZeroMQ column dropped: {what}: {e}"));
-                        zmq_failed = Some(format!("the ZeroMQ peer failed: {what}: {e}"));
-                    }
-                    Err(e) => return Err(format!("{what}: {e}")),
                 }
             }
         }
@@ -460,7 +481,7 @@ fn run_table(args: &BenchArgs) -> Result<(), String> {
                 continue;
             };
             let (uses_go, uses_zmq) = (w.name == "Go", w.name == "ZeroMQ");
-            if (uses_go && go_failed.is_some()) || (uses_zmq && zmq_failed.is_some()) {
+            if dropped.any(uses_go, uses_zmq) {
                 continue;
             }
             bar.set_message(format!(
@@ -478,22 +499,14 @@ fn run_table(args: &BenchArgs) -> Result<(), String> {
                     lat[pi].0.push(p50.as_secs_f64() * 1e6);
                     lat[pi].1.push(p99.as_secs_f64() * 1e6);
                 }
-                Err(e) if uses_go => {
-                    bar.println(format!("Go columns dropped: latency: {e}"));
-                    go_failed = Some(format!("the Go peer failed: latency: {e}"));
-                }
-                Err(e) if uses_zmq => {
-                    bar.println(format!("ZeroMQ column dropped: latency: {e}"));
-                    zmq_failed = Some(format!("the ZeroMQ peer failed: latency: {e}"));
-                }
-                Err(e) => return Err(format!("latency: {e}")),
+                Err(e) => dropped.fail(uses_go, uses_zmq, "latency", e, &bar)?,
             }
         }
     }
     bar.finish_and_clear();
     for cell in &mut cells {
         for &column in &columns {
-            if dropped(column, &go_failed, &zmq_failed) {
+            if dropped.column(column) {
                 cell.drop_column(column);
             }
         }
@@ -509,7 +522,7 @@ fn run_table(args: &BenchArgs) -> Result<(), String> {
     }
     table.columns = columns
         .iter()
-        .filter(|&&c| !dropped(c, &go_failed, &zmq_failed))
+        .filter(|&&c| !dropped.column(c))
         .map(|&c| ColumnInfo {
             key: c.key(),
             name: c.name(),
@@ -517,11 +530,11 @@ fn run_table(args: &BenchArgs) -> Result<(), String> {
             producer: c.producer(),
         })
         .collect();
-    if go_failed.is_some() {
-        table.go_unavailable = go_failed.clone();
+    if dropped.go.is_some() {
+        table.go_unavailable = dropped.go.clone();
     }
-    if zmq_failed.is_some() {
-        table.zmq_unavailable = zmq_failed.clone();
+    if dropped.zmq.is_some() {
+        table.zmq_unavailable = dropped.zmq.clone();
     }
     if !floor[0].is_empty() {
         let [pp50, pp99, paced50, paced99, proc50, proc99] = &mut floor;
@@ -543,9 +556,7 @@ fn run_table(args: &BenchArgs) -> Result<(), String> {
     }
     for ((pair, busy), (p50, p99)) in pairs.iter().zip(&mut lat) {
         let Some((w, r)) = pair else { continue };
-        let dropped =
-            (w.name == "Go" && go_failed.is_some()) || (w.name == "ZeroMQ" && zmq_failed.is_some());
-        if p50.is_empty() || dropped {
+        if p50.is_empty() || dropped.any(w.name == "Go", w.name == "ZeroMQ") {
             continue;
         }
         table.latency.push(LatencyRow {
