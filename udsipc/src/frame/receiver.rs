@@ -173,12 +173,6 @@ impl Receiver {
         }
     }
 
-    /// Whether a complete, non-empty frame is buffered (zero-length frames
-    /// before it are skipped); an error if the bytes break the framing.
-    pub fn ready(&mut self) -> Result<bool, FrameError> {
-        Ok(self.next_len()?.is_some())
-    }
-
     /// The body length of the next complete, non-empty frame (zero-length
     /// frames before it are skipped), without taking it; `None` when more
     /// bytes are needed. A consumer with a byte budget asks before it takes.
