@@ -308,7 +308,8 @@ impl Receiver {
             .then(|| self.expired())
     }
 
-    /// How a deadline expiring now would be classified.
+    /// How a deadline expiring now would be classified; also where a read
+    /// error came ([`Expired::InsideBody`]: a complete prefix had arrived).
     pub fn expired(&self) -> Expired {
         let rest = &self.buf[self.lent..];
         match decode_varint(rest) {
@@ -318,12 +319,6 @@ impl Receiver {
             },
             _ => Expired::Idle,
         }
-    }
-
-    /// Whether the bytes buffered end inside a message body (a complete
-    /// prefix has arrived): for classifying read errors.
-    pub fn inside_body(&self) -> bool {
-        matches!(self.expired(), Expired::InsideBody { .. })
     }
 
     /// Bytes buffered and not yet handed out.

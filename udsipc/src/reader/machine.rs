@@ -356,7 +356,7 @@ impl Machine {
     }
 
     fn read_error(&mut self, source: io::Error) -> Action {
-        let stage = if self.rx.inside_body() {
+        let stage = if matches!(self.rx.expired(), Expired::InsideBody { .. }) {
             ReadStage::Body
         } else {
             ReadStage::Prefix
