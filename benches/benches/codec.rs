@@ -16,7 +16,9 @@ use bytes::{Bytes, BytesMut};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use tokio_util::codec::{Decoder, Encoder};
 use udsipc::codec::UvarintCodec;
-use udsipc::frame::{FrameDecoder, MAX_VARINT_LEN, decode_varint, encode_frame, encode_varint};
+use udsipc::frame::{
+    FrameDecoder, MAX_VARINT_LEN, Next, decode_varint, encode_frame, encode_varint,
+};
 use udsipc_benches::alloc::{Counting, allocations};
 use udsipc_benches::harness::Tally;
 use unsigned_varint::codec::UviBytes;
@@ -80,9 +82,10 @@ fn frames(c: &mut Criterion) {
         g.bench_function(format!("Decode_{size}B_x{FRAMES}"), |b| {
             b.iter_custom(|iters| {
                 per_frames(&mut tally, iters, || {
-                    let mut total = 0usize;
-                    for frame in decoder.frames(black_box(&wire)) {
-                        total += frame.len();
+                    let (wire, mut total, mut at) = (black_box(&wire), 0usize, 0);
+                    while let Ok(Next::Frame { body, consumed }) = decoder.decode(&wire[at..]) {
+                        total += body.len();
+                        at += consumed;
                     }
                     assert_eq!(total, size * FRAMES);
                 })

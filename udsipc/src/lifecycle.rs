@@ -18,14 +18,17 @@ use tokio::runtime::Handle;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
+use crate::error::StopError;
+
 /// How a stop went ([`stop_sequence`]), for the half that ran it to report.
 pub(crate) struct Stopped<T> {
     /// What `before_force` returned, if the deadline passed.
     pub(crate) forced: Option<T>,
     /// Tasks still running after the forced stop and its grace (abandoned).
     pub(crate) stuck: usize,
-    /// The first task that panicked, if any.
-    pub(crate) panicked: Option<Panicked>,
+    /// [`StopError::TaskPanicked`] for the first task that panicked, if
+    /// any.
+    pub(crate) panicked: Option<StopError>,
 }
 
 /// THE stop sequence of both halves: once only (a later stop gets `None`,
@@ -139,20 +142,13 @@ impl PhaseCell {
     }
 }
 
-/// A task that panicked: which one and what it said.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Panicked {
-    pub(crate) task: &'static str,
-    pub(crate) message: String,
-}
-
 /// The tasks of one Reader or Writer: counted while they run, their panics
 /// recorded, waited for with a deadline.
 #[derive(Debug, Default)]
 pub(crate) struct Tasks {
     live: AtomicUsize,
     idle: Notify,
-    panicked: Mutex<Option<Panicked>>,
+    panicked: Mutex<Option<StopError>>,
 }
 
 impl Tasks {
@@ -175,7 +171,7 @@ impl Tasks {
             let message = panic_message(payload.as_ref());
             tracing::error!(task, %message, "a udsipc task panicked");
             let mut panicked = guard.0.panicked.lock().unwrap_or_else(|p| p.into_inner());
-            panicked.get_or_insert(Panicked { task, message });
+            panicked.get_or_insert(StopError::TaskPanicked { task, message });
         });
     }
 
@@ -184,12 +180,12 @@ impl Tasks {
         self.live.load(Ordering::SeqCst)
     }
 
-    /// The first panic recorded.
-    pub(crate) fn panicked(&self) -> Option<Panicked> {
+    /// The first panic recorded, taken (a stop reports it once).
+    pub(crate) fn panicked(&self) -> Option<StopError> {
         self.panicked
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clone()
+            .take()
     }
 
     /// Waits until no task runs; `false` if `deadline` came first.
@@ -261,13 +257,12 @@ mod tests {
                 .idle_by(Instant::now() + Duration::from_secs(30))
                 .await
         );
-        assert_eq!(
-            tasks.panicked(),
-            Some(Panicked {
-                task: "test",
-                message: "boom".into()
-            })
-        );
+        match tasks.panicked() {
+            Some(StopError::TaskPanicked { task, message }) => {
+                assert_eq!((task, message.as_str()), ("test", "boom"));
+            }
+            other => panic!("unexpected: {other:?}"),
+        }
     }
 
     #[tokio::test(start_paused = true)]

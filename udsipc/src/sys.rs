@@ -106,16 +106,23 @@ pub(crate) fn hung_up(socket: &impl AsFd) -> bool {
     }
 }
 
-/// Registers `socket` with the current tokio runtime's IO driver for
-/// `interest` only (tokio's `UnixStream` always registers for reads and
-/// writes). Must be called inside the runtime.
-pub(crate) fn register(
-    socket: std::os::unix::net::UnixStream,
+/// Registers `socket`, a stream or a shared one, with the current tokio
+/// runtime's IO driver for `interest` only (tokio's `UnixStream` always
+/// registers for reads and writes). Must be called inside the runtime. A
+/// shared socket's registration can be dropped (the socket then leaves the
+/// IO driver) and made again while the socket stays open with its other
+/// owners.
+pub(crate) fn register<S>(
+    socket: S,
     interest: tokio::io::Interest,
-) -> io::Result<tokio::io::unix::AsyncFd<std::os::unix::net::UnixStream>> {
-    // SAFETY: the `AsyncFd` takes ownership of `socket`, and a `UnixStream`
-    // owns its descriptor: it stays open, and `as_raw_fd` returns that same
-    // descriptor, until the `AsyncFd` drops the stream.
+) -> io::Result<tokio::io::unix::AsyncFd<S>>
+where
+    S: AsRawFd + std::borrow::Borrow<std::os::unix::net::UnixStream>,
+{
+    // SAFETY: the `AsyncFd` takes ownership of `socket`, a `UnixStream` or
+    // a strong reference to one (the crate's only `Borrow<UnixStream>`
+    // types), which owns its descriptor: it stays open, and `as_raw_fd`
+    // returns that same descriptor, until the `AsyncFd` drops `socket`.
     unsafe { tokio::io::unix::AsyncFd::register_with_interest(socket, interest) }
         .map_err(|e| e.into_parts().1)
 }
@@ -139,26 +146,12 @@ pub(crate) fn set_waiting(
     }
 }
 
-/// [`register`] for a shared socket: the registration can be dropped (the
-/// socket then leaves the IO driver) and made again while the socket stays
-/// open with its other owners.
-pub(crate) fn register_shared(
-    socket: &std::sync::Arc<std::os::unix::net::UnixStream>,
-    interest: tokio::io::Interest,
-) -> io::Result<tokio::io::unix::AsyncFd<std::sync::Arc<std::os::unix::net::UnixStream>>> {
-    let shared = std::sync::Arc::clone(socket);
-    // SAFETY: the `AsyncFd` owns `shared`, a strong reference
-    // to the stream: its descriptor stays open, and `as_raw_fd` returns that
-    // same descriptor, until the `AsyncFd` is dropped.
-    unsafe { tokio::io::unix::AsyncFd::register_with_interest(shared, interest) }
-        .map_err(|e| e.into_parts().1)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::{Read, Write};
     use std::os::unix::net::UnixStream;
+    use std::sync::Arc;
 
     #[test]
     fn unread_bytes_follows_what_the_peer_wrote_and_we_read() {
@@ -302,15 +295,15 @@ mod tests {
         use tokio::io::Interest;
         let (mut writer, reader) = UnixStream::pair().unwrap();
         reader.set_nonblocking(true).unwrap();
-        let reader = std::sync::Arc::new(reader);
-        let watch = register_shared(&reader, Interest::READABLE).unwrap();
+        let reader = Arc::new(reader);
+        let watch = register(Arc::clone(&reader), Interest::READABLE).unwrap();
         writer.write_all(b"a").unwrap();
         watch.readable().await.unwrap().clear_ready();
         drop(watch);
         // Still open with its other owner: readable, and registered again.
         let mut buf = bytes::BytesMut::with_capacity(8);
         assert_eq!(recv_into_spare(&*reader, &mut buf, false).unwrap(), 1);
-        let watch = register_shared(&reader, Interest::READABLE).unwrap();
+        let watch = register(Arc::clone(&reader), Interest::READABLE).unwrap();
         writer.write_all(b"b").unwrap();
         watch.readable().await.unwrap().retain_ready();
         assert_eq!(recv_into_spare(&*reader, &mut buf, false).unwrap(), 1);
@@ -321,7 +314,7 @@ mod tests {
         // back with bytes in it): no readiness is lost.
         drop(watch);
         writer.write_all(b"c").unwrap();
-        let watch = register_shared(&reader, Interest::READABLE).unwrap();
+        let watch = register(Arc::clone(&reader), Interest::READABLE).unwrap();
         let ready = tokio::time::timeout(std::time::Duration::from_secs(20), watch.readable());
         ready
             .await

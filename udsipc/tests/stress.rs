@@ -67,6 +67,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::runtime::Handle;
+use udsipc::frame::Next;
 use udsipc::{Reader, StopError, WriteError, Writer, WriterMetrics};
 use udsipc_testkit::ledger::{self, MIN_LEN};
 use udsipc_testkit::proxy::{DropAfterBytes, FaultProxy, Fragment};
@@ -337,12 +338,11 @@ enum RawEnd {
 /// rest.
 fn record_frames(seen: &SeenRef, reader: u64, buf: &mut Vec<u8>) {
     let d = udsipc::frame::FrameDecoder::new(u64::MAX);
-    let mut frames = d.frames(buf);
-    for f in frames.by_ref() {
-        record(seen, reader, f);
+    let mut used = 0;
+    while let Ok(Next::Frame { body, consumed }) = d.decode(&buf[used..]) {
+        record(seen, reader, &buf[used..][body]);
+        used += consumed;
     }
-    let rest = frames.remainder().len();
-    let used = buf.len() - rest;
     buf.drain(..used);
 }
 

@@ -173,12 +173,6 @@ impl Receiver {
         }
     }
 
-    /// Whether a complete, non-empty frame is buffered (zero-length frames
-    /// before it are skipped); an error if the bytes break the framing.
-    pub fn ready(&mut self) -> Result<bool, FrameError> {
-        Ok(self.next_len()?.is_some())
-    }
-
     /// The body length of the next complete, non-empty frame (zero-length
     /// frames before it are skipped), without taking it; `None` when more
     /// bytes are needed. A consumer with a byte budget asks before it takes.
@@ -314,7 +308,8 @@ impl Receiver {
             .then(|| self.expired())
     }
 
-    /// How a deadline expiring now would be classified.
+    /// How a deadline expiring now would be classified; also where a read
+    /// error came ([`Expired::InsideBody`]: a complete prefix had arrived).
     pub fn expired(&self) -> Expired {
         let rest = &self.buf[self.lent..];
         match decode_varint(rest) {
@@ -324,12 +319,6 @@ impl Receiver {
             },
             _ => Expired::Idle,
         }
-    }
-
-    /// Whether the bytes buffered end inside a message body (a complete
-    /// prefix has arrived): for classifying read errors.
-    pub fn inside_body(&self) -> bool {
-        matches!(self.expired(), Expired::InsideBody { .. })
     }
 
     /// Bytes buffered and not yet handed out.

@@ -45,7 +45,7 @@ pub(crate) type Watch = AsyncFd<Socket>;
 
 /// Registers `socket` for reads.
 pub(crate) fn watch(socket: &Socket) -> io::Result<Watch> {
-    crate::sys::register_shared(socket, Interest::READABLE)
+    crate::sys::register(Arc::clone(socket), Interest::READABLE)
 }
 
 /// The per-connection state the driver and a delivery work on.

@@ -150,7 +150,7 @@ impl SyncDelivery {
             match conn.step() {
                 Action::Deliver | Action::WaitHandler => {
                     let result = Self::hand_over(handler, conn, until);
-                    if result.is_ok() && matches!(conn.machine.rx.ready(), Ok(true)) {
+                    if result.is_ok() && matches!(conn.machine.rx.next_len(), Ok(Some(_))) {
                         return;
                     }
                     conn.machine.handle_delivered(result);

@@ -99,10 +99,7 @@ impl ReaderInner {
                 unhandled: self.counters.unhandled.load(Relaxed) - unhandled_before,
             }),
             (None, Some(cleanup), _) => Err(cleanup),
-            (None, None, Some(p)) => Err(StopError::TaskPanicked {
-                task: p.task,
-                message: p.message,
-            }),
+            (None, None, Some(panicked)) => Err(panicked),
             (None, None, None) => Ok(()),
         };
         tracing::debug!(path = %self.path.display(), ?result, "reader stopped");

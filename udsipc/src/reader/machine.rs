@@ -168,12 +168,12 @@ impl Machine {
             match self.step {
                 Step::Turn if self.phase == Phase::Forced => return self.close(None),
                 Step::Turn => return Action::WaitTurn,
-                Step::Deliver => match self.rx.ready() {
-                    Ok(true) => {
+                Step::Deliver => match self.rx.next_len() {
+                    Ok(Some(_)) => {
                         self.step = Step::Delivering;
                         return Action::Deliver;
                     }
-                    Ok(false) => self.step = Step::Phase,
+                    Ok(None) => self.step = Step::Phase,
                     Err(e) => return self.close(Some(ReaderError::Protocol(e))),
                 },
                 Step::Delivering => return Action::WaitHandler,
@@ -356,7 +356,7 @@ impl Machine {
     }
 
     fn read_error(&mut self, source: io::Error) -> Action {
-        let stage = if self.rx.inside_body() {
+        let stage = if matches!(self.rx.expired(), Expired::InsideBody { .. }) {
             ReadStage::Body
         } else {
             ReadStage::Prefix

@@ -375,11 +375,8 @@ impl WriterInner {
                 "udsipc writer task did not stop within the grace period; abandoned"
             );
         }
-        if let Some(p) = stopped.panicked {
-            return Err(StopError::TaskPanicked {
-                task: p.task,
-                message: p.message,
-            });
+        if let Some(panicked) = stopped.panicked {
+            return Err(panicked);
         }
         let discarded = c.queued_discards() - discarded_before;
         let unconfirmed = c.unconfirmed.load(Relaxed) - unconfirmed_before;

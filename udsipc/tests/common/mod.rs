@@ -7,7 +7,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use udsipc::frame::encode_frame;
+use udsipc::frame::{Next, encode_frame};
 
 pub mod hunt;
 
@@ -115,10 +115,12 @@ pub fn read_to_end(s: &mut std::os::unix::net::UnixStream) -> Vec<u8> {
 /// Decodes a byte stream into its complete frames and the leftover bytes.
 pub fn split_frames(wire: &[u8]) -> (Vec<Vec<u8>>, usize) {
     let d = udsipc::frame::FrameDecoder::new(u64::MAX);
-    let mut frames = d.frames(wire);
-    let out: Vec<Vec<u8>> = frames.by_ref().map(|f| f.to_vec()).collect();
-    let rest = frames.remainder().len();
-    (out, rest)
+    let (mut out, mut at) = (Vec::new(), 0);
+    while let Ok(Next::Frame { body, consumed }) = d.decode(&wire[at..]) {
+        out.push(wire[at..][body].to_vec());
+        at += consumed;
+    }
+    (out, wire.len() - at)
 }
 
 impl TempSock {
