@@ -22,10 +22,6 @@ use super::queue::{Body, frame_len_of};
 use super::{Writer, WriterInner};
 use crate::error::{StopError, WriteError};
 
-mod sealed {
-    pub trait Sealed {}
-}
-
 /// A message a [`Writer`] can queue: borrowed bytes are copied into the
 /// queue (one copy, no allocation per small message), owned bytes are
 /// queued as they are (no copy; messages up to 256 bytes are copied
@@ -37,7 +33,9 @@ mod sealed {
 /// | [`Bytes`], `Vec<u8>`, `Box<[u8]>`, `String` | as they are | as [`Bytes`] |
 ///
 /// Sealed: the table is the whole list.
-pub trait Payload<'a>: sealed::Sealed + Sized {
+// (Sealed by its hidden methods: they name the queue's `Body`, a type no
+// other crate can name, so no other crate can implement them.)
+pub trait Payload<'a>: Sized {
     /// What a refusal hands back: `()` for borrowed bytes, the owned ones.
     type Back;
     #[doc(hidden)]
@@ -46,7 +44,6 @@ pub trait Payload<'a>: sealed::Sealed + Sized {
     fn back(body: Body<'a>) -> Self::Back;
 }
 
-impl<T: AsRef<[u8]> + ?Sized> sealed::Sealed for &T {}
 impl<'a, T: AsRef<[u8]> + ?Sized> Payload<'a> for &'a T {
     /// Nothing: the caller still holds the bytes (and an error that
     /// borrows nothing goes through `?` into any error type).
@@ -59,7 +56,6 @@ impl<'a, T: AsRef<[u8]> + ?Sized> Payload<'a> for &'a T {
 
 macro_rules! owned_payload {
     ($($t:ty),*) => {$(
-        impl sealed::Sealed for $t {}
         impl<'a> Payload<'a> for $t {
             type Back = Bytes;
             fn into_body(self) -> Body<'a> {
