@@ -17,6 +17,7 @@ use super::{Writer, WriterInner};
 
 use super::arena::Arena;
 use super::queue::frame_len_of;
+use super::send::now;
 use crate::error::{StopError, WriteError};
 use crate::lifecycle::Phase;
 
@@ -146,15 +147,7 @@ impl BufferedWriter<'_> {
     /// Cancel safe: cancelled while it waits for room, `data` was not
     /// taken and what the buffer held stays in it, in order.
     pub async fn send(&mut self, data: impl AsRef<[u8]>) -> Result<(), WriteError<()>> {
-        let data = data.as_ref();
-        if self.try_buffer(data)? {
-            return Ok(());
-        }
-        self.flush().await?;
-        if self.try_buffer(data)? {
-            return Ok(());
-        }
-        self.writer.send(data).await
+        self.send_with(data.as_ref(), false).await
     }
 
     /// [`send`](Self::send) for synchronous code: waits for room
@@ -166,15 +159,19 @@ impl BufferedWriter<'_> {
     /// larger than the buffer goes through `Writer::send_blocking`,
     /// whose refusal there is counted as dropped).
     pub fn send_blocking(&mut self, data: impl AsRef<[u8]>) -> Result<(), WriteError<()>> {
-        let data = data.as_ref();
+        now(self.send_with(data.as_ref(), true))
+    }
+
+    /// `send`, or, with `blocking`, `send_blocking` (never pending then).
+    async fn send_with(&mut self, data: &[u8], blocking: bool) -> Result<(), WriteError<()>> {
         if self.try_buffer(data)? {
             return Ok(());
         }
-        self.flush_blocking()?;
+        self.flush_with(blocking).await?;
         if self.try_buffer(data)? {
             return Ok(());
         }
-        self.writer.send_blocking(data)
+        self.writer.send_until(data, None, blocking).await
     }
 
     /// Hands what the buffer holds to the Writer's queue, waiting for room
@@ -190,10 +187,7 @@ impl BufferedWriter<'_> {
     /// Cancel safe: cancelled while it waits, the buffer keeps what it
     /// held, and the next `flush` (or the drop) hands it over.
     pub async fn flush(&mut self) -> Result<(), WriteError<()>> {
-        while let Some((count, len)) = self.try_hand_over(false)? {
-            self.inner.queue.wait_room(count, len, None).await;
-        }
-        Ok(())
+        self.flush_with(false).await
     }
 
     /// [`flush`](Self::flush) for synchronous code, blocking the calling
@@ -201,8 +195,13 @@ impl BufferedWriter<'_> {
     /// thread it cannot wait: a full queue then returns
     /// [`WriteError::BufferFull`], and the buffer keeps what it held).
     pub fn flush_blocking(&mut self) -> Result<(), WriteError<()>> {
+        now(self.flush_with(true))
+    }
+
+    /// `flush`, or, with `blocking`, `flush_blocking` (never pending then).
+    async fn flush_with(&mut self, blocking: bool) -> Result<(), WriteError<()>> {
         while let Some((count, len)) = self.try_hand_over(false)? {
-            match self.writer.block_for_room(count, len, None) {
+            match self.writer.wait_room(count, len, None, blocking).await {
                 Ok(_) => {}
                 Err(StopError::WouldDeadlock) => return Err(WriteError::BufferFull(())),
                 Err(_) => {

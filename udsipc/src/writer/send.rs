@@ -8,9 +8,11 @@
 //! This module owns no state: it combines the queue's single push, its
 //! held slots and its room gate, so it cannot disturb the writer task.
 
-use std::ops::Deref;
+use std::borrow::Cow;
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,10 +21,6 @@ use tokio::time::Instant;
 use super::queue::{Body, frame_len_of};
 use super::{Writer, WriterInner};
 use crate::error::{StopError, WriteError};
-
-mod sealed {
-    pub trait Sealed {}
-}
 
 /// A message a [`Writer`] can queue: borrowed bytes are copied into the
 /// queue (one copy, no allocation per small message), owned bytes are
@@ -35,7 +33,9 @@ mod sealed {
 /// | [`Bytes`], `Vec<u8>`, `Box<[u8]>`, `String` | as they are | as [`Bytes`] |
 ///
 /// Sealed: the table is the whole list.
-pub trait Payload<'a>: sealed::Sealed + Sized {
+// (Sealed by its hidden methods: they name the queue's `Body`, a type no
+// other crate can name, so no other crate can implement them.)
+pub trait Payload<'a>: Sized {
     /// What a refusal hands back: `()` for borrowed bytes, the owned ones.
     type Back;
     #[doc(hidden)]
@@ -44,7 +44,6 @@ pub trait Payload<'a>: sealed::Sealed + Sized {
     fn back(body: Body<'a>) -> Self::Back;
 }
 
-impl<T: AsRef<[u8]> + ?Sized> sealed::Sealed for &T {}
 impl<'a, T: AsRef<[u8]> + ?Sized> Payload<'a> for &'a T {
     /// Nothing: the caller still holds the bytes (and an error that
     /// borrows nothing goes through `?` into any error type).
@@ -57,7 +56,6 @@ impl<'a, T: AsRef<[u8]> + ?Sized> Payload<'a> for &'a T {
 
 macro_rules! owned_payload {
     ($($t:ty),*) => {$(
-        impl sealed::Sealed for $t {}
         impl<'a> Payload<'a> for $t {
             type Back = Bytes;
             fn into_body(self) -> Body<'a> {
@@ -82,42 +80,17 @@ owned_payload!(Bytes, Vec<u8>, Box<[u8]>, String);
 /// [`max_buffered_writes`](crate::WriterBuilder::max_buffered_writes): no
 /// other producer can take it, so [`send`](Self::send) never fails with
 /// `BufferFull`. Dropping the permit unused gives the slot back.
+///
+/// It borrows the Writer, or, from [`Writer::reserve_owned`], owns a
+/// handle on its state: an [`OwnedPermit`].
 #[derive(Debug)]
 #[must_use = "a permit holds a queue slot until `send` is called or it is dropped"]
-pub struct Permit<'w>(Slot<&'w WriterInner>);
+pub struct Permit<'w>(Option<Cow<'w, Arc<WriterInner>>>);
 
 /// A [`Permit`] that owns a handle on the Writer's state, so it can be
 /// moved into a task or kept in a struct (tokio: `mpsc::OwnedPermit`);
 /// from [`Writer::reserve_owned`].
-#[derive(Debug)]
-#[must_use = "a permit holds a queue slot until `send` is called or it is dropped"]
-pub struct OwnedPermit(Slot<Arc<WriterInner>>);
-
-/// A held queue slot of the Writer behind `W` (a borrow of its state or
-/// an `Arc` of it), until spent; given back when dropped unspent.
-#[derive(Debug)]
-struct Slot<W: Deref<Target = WriterInner>>(Option<W>);
-
-impl<W: Deref<Target = WriterInner>> Slot<W> {
-    fn send<'a, P: Payload<'a>>(&mut self, msg: P) -> Result<(), WriteError<P::Back>> {
-        let body = msg.into_body();
-        if body.is_empty() {
-            return Ok(()); // dropping the slot gives it back
-        }
-        let inner = self.0.take().expect("a permit is spent once");
-        let first = inner.queue.push(body, true).map_err(|e| e.map(P::back))?;
-        inner.queued(first);
-        Ok(())
-    }
-}
-
-impl<W: Deref<Target = WriterInner>> Drop for Slot<W> {
-    fn drop(&mut self) {
-        if let Some(inner) = &self.0 {
-            inner.queue.release_reserved();
-        }
-    }
-}
+pub type OwnedPermit = Permit<'static>;
 
 impl Permit<'_> {
     /// Queues `msg` into the held slot, without waiting. An empty message
@@ -126,14 +99,30 @@ impl Permit<'_> {
     /// Errors: [`WriteError::Stopped`] (the message handed back) if the
     /// Writer began stopping after the permit was given. Never `BufferFull`.
     pub fn send<'a, P: Payload<'a>>(mut self, msg: P) -> Result<(), WriteError<P::Back>> {
-        self.0.send(msg)
+        let body = msg.into_body();
+        if body.is_empty() {
+            return Ok(()); // dropping the permit gives the slot back
+        }
+        let inner = self.0.take().expect("a permit is spent once");
+        inner.push(body, true).map_err(|e| e.map(P::back))
     }
 }
 
-impl OwnedPermit {
-    /// As [`Permit::send`].
-    pub fn send<'a, P: Payload<'a>>(mut self, msg: P) -> Result<(), WriteError<P::Back>> {
-        self.0.send(msg)
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        if let Some(inner) = &self.0 {
+            inner.queue.release_reserved();
+        }
+    }
+}
+
+/// The output of a future that is never pending: a blocking form's run
+/// of the async code it shares with its async form, whose waits block
+/// (see [`Writer::wait_room`]).
+pub(super) fn now<F: Future>(fut: F) -> F::Output {
+    match std::pin::pin!(fut).poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(out) => out,
+        Poll::Pending => unreachable!("a blocking wait is never pending"),
     }
 }
 
@@ -157,25 +146,18 @@ impl WriterInner {
         e
     }
 
-    /// Queues `body` once (an empty one is accepted and not sent).
-    pub(super) fn push<'a>(&self, body: Body<'a>) -> Result<(), WriteError<Body<'a>>> {
+    /// Queues `body` once (an empty one is accepted and not sent), into
+    /// a slot held by a [`Permit`] if `reserved` (see `Queue::push`).
+    pub(super) fn push<'a>(
+        &self,
+        body: Body<'a>,
+        reserved: bool,
+    ) -> Result<(), WriteError<Body<'a>>> {
         if !body.is_empty() {
-            let first = self.queue.push(body, false)?;
+            let first = self.queue.push(body, reserved)?;
             self.queued(first);
         }
         Ok(())
-    }
-
-    /// Waits for room and holds one slot.
-    async fn reserve_slot(&self) -> Result<(), WriteError<()>> {
-        loop {
-            match self.queue.reserve_slot() {
-                Err(WriteError::BufferFull(())) => {
-                    self.queue.wait_room(1, 1, None).await;
-                }
-                done => return done,
-            }
-        }
     }
 }
 
@@ -190,7 +172,7 @@ impl Writer {
     /// message back.
     pub fn try_send<'a, P: Payload<'a>>(&self, msg: P) -> Result<(), WriteError<P::Back>> {
         self.inner
-            .push(msg.into_body())
+            .push(msg.into_body(), false)
             .map_err(|e| self.inner.dropped(e).map(P::back))
     }
 
@@ -225,7 +207,7 @@ impl Writer {
     /// # }
     /// ```
     pub async fn send<'a, P: Payload<'a>>(&self, msg: P) -> Result<(), WriteError<P::Back>> {
-        self.send_until(msg, None).await
+        self.send_until(msg, None, false).await
     }
 
     /// [`send`](Self::send) that waits for room at most `timeout` (tokio:
@@ -237,18 +219,22 @@ impl Writer {
         timeout: Duration,
     ) -> Result<(), WriteError<P::Back>> {
         // A timeout too large for the clock never comes.
-        self.send_until(msg, Instant::now().checked_add(timeout))
+        self.send_until(msg, Instant::now().checked_add(timeout), false)
             .await
     }
 
-    async fn send_until<'a, P: Payload<'a>>(
+    /// Queues `msg`, waiting for room until `deadline` (`None`: for ever):
+    /// the one push-or-wait loop of the async and the blocking forms
+    /// (`blocking`: see [`wait_room`](Self::wait_room)).
+    pub(super) async fn send_until<'a, P: Payload<'a>>(
         &self,
         msg: P,
         deadline: Option<Instant>,
+        blocking: bool,
     ) -> Result<(), WriteError<P::Back>> {
         let mut body = msg.into_body();
         loop {
-            match self.inner.push(body) {
+            match self.inner.push(body, false) {
                 Err(WriteError::BufferFull(back)) => body = back,
                 done => return done.map_err(|e| e.map(P::back)),
             }
@@ -256,8 +242,14 @@ impl Writer {
             // with the wait unboxed it would be several times larger. It is
             // allocated only when the producer must wait for room anyway.
             let need = frame_len_of(body.len());
-            if !Box::pin(self.inner.queue.wait_room(1, need, deadline)).await {
-                return Err(WriteError::Timeout(P::back(body)));
+            match Box::pin(self.wait_room(1, need, deadline, blocking)).await {
+                Ok(true) => {}
+                Ok(false) => return Err(WriteError::Timeout(P::back(body))),
+                // It cannot wait: refused as by `try_send`.
+                Err(StopError::WouldDeadlock) => {
+                    return Err(self.inner.dropped(WriteError::BufferFull(P::back(body))));
+                }
+                Err(_) => return Err(WriteError::Stopped(P::back(body))),
             }
         }
     }
@@ -291,7 +283,7 @@ impl Writer {
     /// # }
     /// ```
     pub fn send_blocking<'a, P: Payload<'a>>(&self, msg: P) -> Result<(), WriteError<P::Back>> {
-        self.block_until_pushed(msg, None)
+        now(self.send_until(msg, None, true))
     }
 
     /// [`send_blocking`](Self::send_blocking) that waits for room at most
@@ -319,45 +311,26 @@ impl Writer {
         timeout: Duration,
     ) -> Result<(), WriteError<P::Back>> {
         // A timeout too large for the clock never comes.
-        self.block_until_pushed(msg, Instant::now().checked_add(timeout))
+        now(self.send_until(msg, Instant::now().checked_add(timeout), true))
     }
 
-    fn block_until_pushed<'a, P: Payload<'a>>(
-        &self,
-        msg: P,
-        deadline: Option<Instant>,
-    ) -> Result<(), WriteError<P::Back>> {
-        let mut body = msg.into_body();
-        loop {
-            match self.inner.push(body) {
-                Err(WriteError::BufferFull(back)) => body = back,
-                done => return done.map_err(|e| e.map(P::back)),
-            }
-            match self.block_for_room(1, frame_len_of(body.len()), deadline) {
-                Ok(true) => {}
-                Ok(false) => return Err(WriteError::Timeout(P::back(body))),
-                // It cannot wait: refused as by `try_send`.
-                Err(StopError::WouldDeadlock) => {
-                    return Err(self.inner.dropped(WriteError::BufferFull(P::back(body))));
-                }
-                Err(_) => return Err(WriteError::Stopped(P::back(body))),
-            }
-        }
-    }
-
-    /// The queue's `wait_room` for synchronous code: the caller keeps
-    /// its message on its thread; only the wait runs on the Writer's
-    /// runtime.
-    pub(super) fn block_for_room(
+    /// The queue's `wait_room` (whether it did not time out), or, with
+    /// `blocking`, the same wait for synchronous code: the calling thread
+    /// blocks, keeping its message; only the wait runs on the Writer's
+    /// runtime; and this future is then never pending (see [`now`]).
+    pub(super) async fn wait_room(
         &self,
         count: usize,
         len: usize,
         deadline: Option<Instant>,
+        blocking: bool,
     ) -> Result<bool, StopError> {
         let inner = Arc::clone(&self.inner);
-        crate::runtime::block_on(&self.handle, async move {
-            inner.queue.wait_room(count, len, deadline).await
-        })
+        let wait = async move { inner.queue.wait_room(count, len, deadline).await };
+        if !blocking {
+            return Ok(wait.await);
+        }
+        crate::runtime::block_on(&self.handle, wait)
     }
 
     /// Waits until the queue has room for a message, holds one slot, and
@@ -398,8 +371,14 @@ impl Writer {
     /// # }
     /// ```
     pub async fn reserve(&self) -> Result<Permit<'_>, WriteError<()>> {
-        self.inner.reserve_slot().await?;
-        Ok(Permit(Slot(Some(&*self.inner))))
+        loop {
+            match self.try_reserve() {
+                Err(WriteError::BufferFull(())) => {
+                    self.inner.queue.wait_room(1, 1, None).await;
+                }
+                done => return done,
+            }
+        }
     }
 
     /// Holds a slot if the queue has room now, without waiting (tokio:
@@ -408,14 +387,14 @@ impl Writer {
     /// [`WriteError::Stopped`] once the Writer is stopping.
     pub fn try_reserve(&self) -> Result<Permit<'_>, WriteError<()>> {
         self.inner.queue.reserve_slot()?;
-        Ok(Permit(Slot(Some(&*self.inner))))
+        Ok(Permit(Some(Cow::Borrowed(&self.inner))))
     }
 
     /// [`reserve`](Self::reserve) returning an [`OwnedPermit`], which does
     /// not borrow the Writer (tokio: `Sender::reserve_owned`): move it into
     /// a task, spend it there. Cancel safe, as `reserve`.
     pub async fn reserve_owned(&self) -> Result<OwnedPermit, WriteError<()>> {
-        self.inner.reserve_slot().await?;
-        Ok(OwnedPermit(Slot(Some(Arc::clone(&self.inner)))))
+        let mut held = self.reserve().await?;
+        Ok(Permit(held.0.take().map(|w| Cow::Owned(w.into_owned()))))
     }
 }

@@ -130,7 +130,7 @@ impl WriterSink {
                 return Poll::Ready(Ok(()));
             };
             let need = frame_len_of(msg.len());
-            match self.writer.inner.push(Body::Owned(msg)) {
+            match self.writer.inner.push(Body::Owned(msg), false) {
                 Err(WriteError::BufferFull(back)) => self.held = Some(Bytes::back(back)),
                 Err(e) => return Poll::Ready(Err(SinkError::Stopped(Bytes::back(e.into_inner())))),
                 Ok(()) => return Poll::Ready(Ok(())),
