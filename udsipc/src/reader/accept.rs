@@ -180,24 +180,18 @@ pub(crate) async fn accept_loop<D: Deliver>(
     // The spare is a duplicate of the listening socket: it must not keep
     // the socket open once the loop is done.
     drop(spare);
+    // At the start of a graceful stop, the connections still waiting in the
+    // backlog are accepted, so what their writers already sent is delivered
+    // too (the listener is non-blocking, as tokio gives it back).
     if *phase.borrow() == Phase::Draining {
-        accept_backlog(&inner, listener, &delivery);
+        if let Ok(listener) = listener.into_std() {
+            while let Ok((stream, _)) = listener.accept() {
+                admit(&inner, Ok(stream), &delivery);
+            }
+        }
     }
     // The listener is closed now: from here on connects are refused instead
     // of waiting in a backlog nobody will accept.
-}
-
-/// At the start of a graceful stop, accepts the connections still waiting in
-/// the listen backlog, so what their writers already sent is delivered too.
-fn accept_backlog<D: Deliver>(inner: &Arc<ReaderInner>, listener: UnixListener, delivery: &Arc<D>) {
-    // Non-blocking, as tokio gives it back: accepts until the backlog is
-    // empty.
-    let Ok(listener) = listener.into_std() else {
-        return;
-    };
-    while let Ok((stream, _)) = listener.accept() {
-        admit(inner, Ok(stream), delivery);
-    }
 }
 
 /// Reads the peer's credentials from the kernel (`SO_PEERCRED`).
