@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
+use tokio::io::Interest;
 use tokio::net::UnixListener;
 use tokio::runtime::Handle;
 
@@ -136,14 +137,8 @@ pub(crate) async fn accept_loop<D: Deliver>(
                 consecutive = 0;
                 starved = 0;
                 // Out of tokio's registration (for reads and writes) into
-                // the connection's own (reads only); a stream that cannot
-                // leave it is closed unread, like any refused connection.
-                let served = (stream.into_std())
-                    .map_err(|e| format!("could not take over the socket: {e}"))
-                    .and_then(|stream| spawn_connection(&inner, stream, &delivery));
-                if let Err(reason) = served {
-                    refuse(&inner, reason);
-                }
+                // the connection's own (reads only).
+                admit(&inner, stream.into_std(), &delivery);
                 continue;
             }
             Err(source) => source,
@@ -167,7 +162,7 @@ pub(crate) async fn accept_loop<D: Deliver>(
             Failure::Counted => {
                 consecutive += 1;
                 tracing::warn!(error = %source, consecutive, "accept failed");
-                if consecutive > inner.max_accept_errors {
+                if consecutive > inner.options.max_accept_errors {
                     inner.report(ReaderError::AcceptGaveUp {
                         consecutive,
                         source,
@@ -185,29 +180,18 @@ pub(crate) async fn accept_loop<D: Deliver>(
     // The spare is a duplicate of the listening socket: it must not keep
     // the socket open once the loop is done.
     drop(spare);
+    // At the start of a graceful stop, the connections still waiting in the
+    // backlog are accepted, so what their writers already sent is delivered
+    // too (the listener is non-blocking, as tokio gives it back).
     if *phase.borrow() == Phase::Draining {
-        accept_backlog(&inner, listener, &delivery);
-    }
-    // The listener is closed now: from here on connects are refused instead
-    // of waiting in a backlog nobody will accept.
-}
-
-/// At the start of a graceful stop, accepts the connections still waiting in
-/// the listen backlog, so what their writers already sent is delivered too.
-fn accept_backlog<D: Deliver>(inner: &Arc<ReaderInner>, listener: UnixListener, delivery: &Arc<D>) {
-    let Ok(listener) = listener.into_std() else {
-        return;
-    };
-    if listener.set_nonblocking(true).is_err() {
-        return;
-    }
-    while let Ok((stream, _)) = listener.accept() {
-        if stream.set_nonblocking(true).is_ok() {
-            if let Err(reason) = spawn_connection(inner, stream, delivery) {
-                refuse(inner, reason);
+        if let Ok(listener) = listener.into_std() {
+            while let Ok((stream, _)) = listener.accept() {
+                admit(&inner, Ok(stream), &delivery);
             }
         }
     }
+    // The listener is closed now: from here on connects are refused instead
+    // of waiting in a backlog nobody will accept.
 }
 
 /// Reads the peer's credentials from the kernel (`SO_PEERCRED`).
@@ -236,24 +220,36 @@ fn refuse(inner: &ReaderInner, reason: String) {
     inner.report(ReaderError::PeerRejected { reason });
 }
 
+/// Admits a connection and spawns its task, or closes it unread (refused
+/// before a single byte is read; a stream that cannot be made non-blocking
+/// too).
+fn admit<D: Deliver>(inner: &Arc<ReaderInner>, stream: io::Result<UnixStream>, delivery: &Arc<D>) {
+    if let Err(reason) = spawn_connection(inner, stream, delivery) {
+        refuse(inner, reason);
+    }
+}
+
 /// Admits a connection and spawns its task; or the reason it is closed
-/// unread (refused before a single byte is read).
+/// unread.
 fn spawn_connection<D: Deliver>(
     inner: &Arc<ReaderInner>,
-    stream: UnixStream,
+    stream: io::Result<UnixStream>,
     delivery: &Arc<D>,
 ) -> Result<(), String> {
+    let stream = (stream.and_then(|s| s.set_nonblocking(true).map(|()| s)))
+        .map_err(|e| format!("could not take over the socket: {e}"))?;
     let open = inner.counters.active.load(Relaxed) as usize;
     let peer = peer_of(&stream);
     inner
+        .options
         .policy
         .admit(peer.clone(), open)
         .map_err(|r| r.to_string())?;
-    if inner.read_buffer_size > 0 {
-        let _ = socket::set_recv_buffer(&stream, inner.read_buffer_size);
+    if inner.options.read_buffer_size > 0 {
+        let _ = socket::set_recv_buffer(&stream, inner.options.read_buffer_size);
     }
     let socket = Arc::new(stream);
-    let watch = super::connection::watch(&socket)
+    let watch = crate::sys::register(Arc::clone(&socket), Interest::READABLE)
         .map_err(|e| format!("could not register the socket for reads: {e}"))?;
     // Counted as accepted only once it will be served (a refused one is
     // counted in `rejected` alone).
@@ -265,8 +261,8 @@ fn spawn_connection<D: Deliver>(
     inner.counters.active.fetch_add(1, Relaxed);
     let conn = Conn {
         machine: Machine::new(
-            inner.max_message_size,
-            inner.inactivity_timeout,
+            inner.options.max_message_size,
+            inner.options.inactivity_timeout,
             now(),
             turn.is_free(),
         ),

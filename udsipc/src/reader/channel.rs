@@ -21,6 +21,7 @@ use crate::frame::Receiver;
 use crate::gate::RoomGate;
 
 use super::info::{ConnectionInfo, Message};
+use super::lock;
 
 /// The shared half of the channel.
 #[derive(Debug)]
@@ -49,15 +50,6 @@ struct State {
     abandoned: bool,
 }
 
-/// Why a push took nothing.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Full {
-    /// No room: wait with [`Channel::wait_room`] and try again.
-    NoRoom,
-    /// Nobody consumes anymore ([`Incoming`] was dropped).
-    Abandoned,
-}
-
 impl Channel {
     /// A channel of `capacity` messages (at least 1) and `capacity_bytes`
     /// body bytes, and its consumer.
@@ -81,15 +73,11 @@ impl Channel {
         (chan, incoming)
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // Each critical section leaves the state whole (a push, a swap, a
-        // flag): poisoning is ignored.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Moves the complete frames `rx` holds into the queue, as messages of
     /// connection `info`, as many as there is room for, in one lock;
-    /// returns how many. A frame is taken from `rx` only if its body fits
+    /// returns how many (0 without room: wait with [`wait_room`](Self::wait_room)
+    /// and try again), or `None` once nobody consumes ([`Incoming`] was
+    /// dropped). A frame is taken from `rx` only if its body fits
     /// the bytes there is room for (any size when nothing is held), so
     /// nothing is taken that is not pushed; one that breaks the framing is
     /// left there for the caller to find. `unbounded` pushes every frame,
@@ -100,10 +88,10 @@ impl Channel {
         rx: &mut Receiver,
         info: ConnectionInfo,
         unbounded: bool,
-    ) -> Result<usize, Full> {
-        let mut st = self.lock();
+    ) -> Option<usize> {
+        let mut st = lock(&self.state);
         if st.abandoned {
-            return Err(Full::Abandoned);
+            return None;
         }
         // Read under the lock: no other push can add meanwhile, and the
         // consumer only ever makes more room, so this never overshoots.
@@ -113,9 +101,6 @@ impl Channel {
             true => usize::MAX,
             false => self.capacity.saturating_sub(held),
         };
-        if room == 0 {
-            return Err(Full::NoRoom);
-        }
         let (mut n, mut bytes) = (0, 0);
         while n < room {
             let room_bytes = match unbounded || held + n == 0 {
@@ -136,14 +121,14 @@ impl Channel {
             n += 1;
         }
         if n == 0 {
-            return Ok(0);
+            return Some(0);
         }
         // Counted under the lock: the consumer's swap (under it too) never
         // hands out a message not counted yet.
         self.held_bytes.fetch_add(bytes, AcqRel);
         self.held.fetch_add(n, AcqRel);
         wake_consumer(st);
-        Ok(n)
+        Some(n)
     }
 
     /// Waits until a push might take a message of `need` body bytes (room,
@@ -151,7 +136,7 @@ impl Channel {
     pub(crate) async fn wait_room(&self, need: usize) {
         // The gate's order pairs with `handed_out`'s look at its waiters.
         self.room
-            .wait(|| self.fits(need) || self.lock().abandoned)
+            .wait(|| self.fits(need) || lock(&self.state).abandoned)
             .await;
     }
 
@@ -180,7 +165,7 @@ impl Channel {
 
     /// No connection will push again: the stream ends once drained.
     pub(crate) fn close(&self) {
-        let mut st = self.lock();
+        let mut st = lock(&self.state);
         st.closed = true;
         wake_consumer(st);
     }
@@ -243,7 +228,7 @@ impl Incoming {
     /// registered, if given) when nothing is queued yet.
     fn take(&mut self, waker: Option<&Waker>) -> Option<Option<Message>> {
         if self.batch.is_empty() {
-            let mut st = self.chan.lock();
+            let mut st = lock(&self.chan.state);
             if st.queue.is_empty() {
                 if st.closed {
                     return Some(None);
@@ -275,7 +260,7 @@ impl futures_core::Stream for Incoming {
 impl Drop for Incoming {
     fn drop(&mut self) {
         let dropped = {
-            let mut st = self.chan.lock();
+            let mut st = lock(&self.chan.state);
             st.abandoned = true;
             std::mem::take(&mut st.queue)
         };
@@ -327,12 +312,12 @@ mod tests {
     fn a_push_takes_only_what_fits_and_nothing_more_from_its_source() {
         let (chan, mut incoming) = Channel::new(3, usize::MAX);
         let mut source = msgs(0..5);
-        assert_eq!(chan.push(&mut source, INFO, false), Ok(3));
+        assert_eq!(chan.push(&mut source, INFO, false), Some(3));
         // The source still holds the two that did not fit (2 bytes each).
         assert_eq!(source.buffered(), 4);
-        assert_eq!(chan.push(&mut source, INFO, false), Err(Full::NoRoom));
+        assert_eq!(chan.push(&mut source, INFO, false), Some(0));
         assert_eq!(bodies(&mut incoming), [0, 1, 2]);
-        assert_eq!(chan.push(&mut source, INFO, false), Ok(2));
+        assert_eq!(chan.push(&mut source, INFO, false), Some(2));
         assert_eq!(bodies(&mut incoming), [3, 4]);
     }
 
@@ -346,9 +331,9 @@ mod tests {
                     let mut source = msgs(0..100);
                     while source.buffered() > 0 {
                         match chan.push(&mut source, INFO, false) {
-                            Ok(_) => {}
-                            Err(Full::NoRoom) => std::thread::yield_now(),
-                            Err(Full::Abandoned) => unreachable!(),
+                            Some(0) => std::thread::yield_now(),
+                            Some(_) => {}
+                            None => unreachable!(),
                         }
                         assert!(chan.held.load(Acquire) <= 64);
                     }
@@ -368,11 +353,11 @@ mod tests {
     fn messages_in_the_consumers_batch_count_against_the_capacity() {
         let (chan, mut incoming) = Channel::new(2, usize::MAX);
         let mut source = msgs(0..4);
-        assert_eq!(chan.push(&mut source, INFO, false), Ok(2));
+        assert_eq!(chan.push(&mut source, INFO, false), Some(2));
         // One handed out; the other waits in the consumer's batch.
         assert_eq!(incoming.try_recv().unwrap().body[0], 0);
-        assert_eq!(chan.push(&mut source, INFO, false), Ok(1));
-        assert_eq!(chan.push(&mut source, INFO, false), Err(Full::NoRoom));
+        assert_eq!(chan.push(&mut source, INFO, false), Some(1));
+        assert_eq!(chan.push(&mut source, INFO, false), Some(0));
         assert_eq!(bodies(&mut incoming), [1, 2]);
     }
 
@@ -401,7 +386,7 @@ mod tests {
         drop(incoming);
         rt.block_on(waiting).unwrap();
         let pushed = chan.push(&mut msgs(1..2), INFO, false);
-        assert_eq!(pushed, Err(Full::Abandoned));
+        assert_eq!(pushed, None);
     }
 
     #[test]
@@ -422,12 +407,12 @@ mod tests {
         let (chan, mut incoming) = Channel::new(100, 10);
         let mut source = sized(0..6, 4);
         // 4 + 4 fit in 10; a third of 4 would not.
-        assert_eq!(chan.push(&mut source, INFO, false), Ok(2));
-        assert_eq!(chan.push(&mut source, INFO, false), Ok(0));
+        assert_eq!(chan.push(&mut source, INFO, false), Some(2));
+        assert_eq!(chan.push(&mut source, INFO, false), Some(0));
         assert!(!chan.fits(4));
         assert_eq!(incoming.try_recv().unwrap().body[0], 0);
         assert!(chan.fits(4));
-        assert_eq!(chan.push(&mut source, INFO, false), Ok(1));
+        assert_eq!(chan.push(&mut source, INFO, false), Some(1));
         assert_eq!(bodies(&mut incoming), [1, 2]);
         assert_eq!(chan.held_bytes.load(Acquire), 0);
     }
@@ -436,23 +421,23 @@ mod tests {
     fn a_message_larger_than_the_byte_bound_passes_alone() {
         let (chan, mut incoming) = Channel::new(100, 10);
         let mut source = frames([vec![0; 4], vec![1; 64], vec![2; 4]].into_iter());
-        assert_eq!(chan.push(&mut source, INFO, false), Ok(1));
+        assert_eq!(chan.push(&mut source, INFO, false), Some(1));
         assert!(!chan.fits(64));
         assert_eq!(bodies(&mut incoming), [0]);
         assert!(chan.fits(64));
         // Alone: nothing else is taken with it.
-        assert_eq!(chan.push(&mut source, INFO, false), Ok(1));
+        assert_eq!(chan.push(&mut source, INFO, false), Some(1));
         assert_eq!(bodies(&mut incoming), [1]);
-        assert_eq!(chan.push(&mut source, INFO, false), Ok(1));
+        assert_eq!(chan.push(&mut source, INFO, false), Some(1));
     }
 
     #[test]
     fn a_forced_push_takes_everything_whatever_the_room() {
         let (chan, mut incoming) = Channel::new(2, 8);
         let mut source = sized(0..5, 4);
-        assert_eq!(chan.push(&mut source, INFO, false), Ok(2));
-        assert_eq!(chan.push(&mut source, INFO, false), Err(Full::NoRoom));
-        assert_eq!(chan.push(&mut source, INFO, true), Ok(3));
+        assert_eq!(chan.push(&mut source, INFO, false), Some(2));
+        assert_eq!(chan.push(&mut source, INFO, false), Some(0));
+        assert_eq!(chan.push(&mut source, INFO, true), Some(3));
         assert_eq!(bodies(&mut incoming), [0, 1, 2, 3, 4]);
         assert_eq!(chan.held.load(Acquire), 0);
     }
@@ -464,7 +449,7 @@ mod tests {
             .unwrap();
         let (chan, mut incoming) = Channel::new(100, 16);
         let mut source = sized(0..4, 4);
-        assert_eq!(chan.push(&mut source, INFO, false), Ok(4));
+        assert_eq!(chan.push(&mut source, INFO, false), Some(4));
         let waiting = {
             let chan = Arc::clone(&chan);
             rt.spawn(async move { chan.wait_room(15).await })

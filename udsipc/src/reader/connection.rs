@@ -36,17 +36,13 @@ pub(crate) trait Deliver: Send + Sync + 'static {
     fn deliver(&self, conn: Conn) -> impl Future<Output = Option<Conn>> + Send + '_;
 }
 
-/// The socket's registration with the IO driver, for reads only: tokio's
+/// The socket's registration with the IO driver, for reads only
+/// (`sys::register` with [`Interest::READABLE`]): tokio's
 /// `UnixStream` registers for writes too, edge-triggered, so every change of
 /// the write room would wake the driver for nothing. A delivery that waits
 /// on the socket from a thread of its own drops it meanwhile (else each
 /// message would wake the driver too), and registers again after.
 pub(crate) type Watch = AsyncFd<Socket>;
-
-/// Registers `socket` for reads.
-pub(crate) fn watch(socket: &Socket) -> io::Result<Watch> {
-    crate::sys::register(Arc::clone(socket), Interest::READABLE)
-}
 
 /// The per-connection state the driver and a delivery work on.
 pub(crate) struct Conn {

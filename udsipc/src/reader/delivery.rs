@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 use tokio::runtime::RuntimeFlavor;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::channel::{Channel, Full};
-use super::connection::{Conn, Deliver, begin_drain, now, watch};
+use super::channel::Channel;
+use super::connection::{Conn, Deliver, begin_drain, now};
 use super::info::{ConnectionInfo, Message};
 use super::inner::ReaderInner;
 use super::machine::{Action, Stop};
@@ -77,8 +77,6 @@ fn panicked(payload: Box<dyn Any + Send>) -> HandlerError {
 /// blocking pool on a current-thread runtime.
 pub(crate) struct SyncDelivery {
     pub(crate) handler: Arc<SyncHandler>,
-    /// The user promised the handler never blocks: call it inline.
-    pub(crate) inline: bool,
     /// The slots of this Reader's connections on a thread of their own: at
     /// most this many at once, per Reader (a slot is only a speed-up: a
     /// client holding them all slows other connections down to the burst
@@ -228,7 +226,7 @@ impl SyncDelivery {
             Err(_) => return None,
         };
         if conn.watch.is_none() {
-            match watch(&conn.socket) {
+            match crate::sys::register(Arc::clone(&conn.socket), tokio::io::Interest::READABLE) {
                 Ok(registered) => conn.watch = Some(registered),
                 Err(e) => conn.machine.handle_delivered(Err(Stop::Read(e))),
             }
@@ -245,7 +243,8 @@ impl Deliver for SyncDelivery {
     /// up, leaves them (to be discarded).
     async fn deliver(&self, mut conn: Conn) -> Option<Conn> {
         while conn.machine.delivering() && conn.inner.phase.get() != Phase::Forced {
-            if self.inline {
+            // The user promised the handler never blocks: call it inline.
+            if !conn.inner.options.handler_may_block {
                 Self::drive(&*self.handler, &mut conn, BURST_READS, None);
                 continue;
             }
@@ -337,15 +336,15 @@ impl Deliver for ChannelDelivery {
                 // Frames are taken from the buffer only as the push has room
                 // for them: a cancelled wait for room loses nothing.
                 match self.chan.push(&mut conn.machine.rx, conn.info, forced_now) {
+                    // No room for the next frame: wait.
+                    Some(0) => {}
                     // On to the next frame (or to what broke the framing).
-                    Ok(n) if n > 0 => {
+                    Some(n) => {
                         conn.inner.counters.received.fetch_add(n as u64, Relaxed);
                         continue;
                     }
-                    // Nothing fitted the bytes left: wait as for no room.
-                    Ok(_) | Err(Full::NoRoom) => {}
                     // The consumer dropped `Incoming`: nobody takes messages.
-                    Err(Full::Abandoned) => return Err(Stop::Quiet),
+                    None => return Err(Stop::Quiet),
                 }
                 // A forced stop ends the wait: the next push takes all.
                 tokio::select! {

@@ -6,28 +6,25 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
+use super::ReaderBuilder;
 use super::order::OrderBook;
 use crate::bind::OwnedSocketFile;
 use crate::error::{ReaderError, StopError};
 use crate::lifecycle::{PhaseCell, Tasks, stop_sequence};
 use crate::metrics::ReaderCounters;
-use crate::policy::Policy;
 use crate::systemd::Notifier;
 
 pub(crate) type ErrorCallback = dyn Fn(&ReaderError) + Send + Sync;
 
 /// State shared by the Reader handle, its accept loop and its connections.
 pub(crate) struct ReaderInner {
-    pub(crate) on_error: Option<Arc<ErrorCallback>>,
-    pub(crate) max_message_size: u64,
-    pub(crate) inactivity_timeout: Duration,
+    /// The options it was started with (read here, not copied out).
+    pub(crate) options: ReaderBuilder,
     pub(crate) counters: ReaderCounters,
     pub(crate) phase: PhaseCell,
     pub(crate) tasks: Arc<Tasks>,
     pub(crate) order: Arc<OrderBook>,
-    pub(crate) max_accept_errors: u32,
-    pub(crate) read_buffer_size: u32,
-    pub(crate) policy: Policy,
+    /// The socket path in use (after systemd resolution).
     pub(crate) path: PathBuf,
     pub(crate) owned_file: Option<OwnedSocketFile>,
     pub(crate) notifier: Option<Notifier>,
@@ -44,7 +41,7 @@ impl ReaderInner {
             self.counters.errors.fetch_add(1, Relaxed);
         }
         tracing::debug!(%error, context = error.context(), "reader error");
-        if let Some(cb) = &self.on_error {
+        if let Some(cb) = &self.options.on_error {
             crate::runtime::call_guarded("reader on_error", || cb(&error));
         }
     }

@@ -21,7 +21,7 @@ pub use info::{ConnectionInfo, Message};
 use std::future::Future;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::net::UnixListener;
@@ -35,7 +35,7 @@ use crate::socket;
 use crate::systemd::{self, Notifier, SystemdEnv};
 use channel::Channel;
 use connection::Deliver;
-use delivery::{AsyncDelivery, ChannelDelivery, SyncDelivery, SyncHandler};
+use delivery::{AsyncDelivery, ChannelDelivery, SyncDelivery};
 use inner::{ErrorCallback, ReaderInner};
 use order::OrderBook;
 
@@ -52,6 +52,12 @@ pub const DEFAULT_INCOMING_CAPACITY: usize = 1024;
 pub const DEFAULT_INCOMING_CAPACITY_BYTES: usize = 1 << 20;
 /// Default `SO_RCVBUF`: 256 KiB (Go: `WithReadBufferSize`).
 pub const DEFAULT_READ_BUFFER_SIZE: u32 = 256 << 10;
+
+/// Locks `mutex`, ignoring poisoning: each critical section over the
+/// Reader's shared state (a push, a swap, a flag, a count) leaves it whole.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 /// Configures and starts a [`Reader`].
 ///
@@ -104,25 +110,6 @@ impl std::fmt::Debug for ReaderBuilder {
 }
 
 impl ReaderBuilder {
-    fn new(path: PathBuf) -> Self {
-        Self {
-            path,
-            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
-            inactivity_timeout: DEFAULT_INACTIVITY_TIMEOUT,
-            max_accept_errors: DEFAULT_MAX_ACCEPT_ERRORS,
-            read_buffer_size: DEFAULT_READ_BUFFER_SIZE,
-            on_error: None,
-            systemd: true,
-            systemd_fd_name: None,
-            socket_mode: None,
-            policy: Policy::default(),
-            incoming_capacity: DEFAULT_INCOMING_CAPACITY,
-            incoming_capacity_bytes: DEFAULT_INCOMING_CAPACITY_BYTES,
-            handler_may_block: true,
-            runtime: None,
-        }
-    }
-
     /// Largest accepted message; a longer declared length closes the
     /// connection before any of it is buffered. Zero rejects every non-empty
     /// message. Default 10 MiB.
@@ -332,11 +319,8 @@ impl ReaderBuilder {
     where
         H: Fn(&[u8], &ConnectionInfo) -> Result<(), HandlerError> + Send + Sync + 'static,
     {
-        let may_block = self.handler_may_block;
-        let handler: Arc<SyncHandler> = Arc::new(handler);
         self.launch(SyncDelivery {
-            handler,
-            inline: !may_block,
+            handler: Arc::new(handler),
             dedicated: Arc::new(tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get().max(2)),
             )),
@@ -420,11 +404,11 @@ impl ReaderBuilder {
     /// is still in the kernel unread (a Writer counts it `unconfirmed`, not
     /// `delivered`) and returns [`StopError::ConnectionsCut`].
     pub fn incoming(self) -> Result<(Reader, Incoming), StartError> {
-        let sizes = [
-            (self.incoming_capacity, "incoming_capacity"),
-            (self.incoming_capacity_bytes, "incoming_capacity_bytes"),
+        let zero = [
+            (self.incoming_capacity == 0, "incoming_capacity"),
+            (self.incoming_capacity_bytes == 0, "incoming_capacity_bytes"),
         ];
-        if let Some((_, option)) = sizes.into_iter().find(|(n, _)| *n == 0) {
+        if let Some((_, option)) = zero.into_iter().find(|(zero, _)| *zero) {
             return Err(ConfigError::Zero { option }.into());
         }
         let (chan, incoming) = Channel::new(self.incoming_capacity, self.incoming_capacity_bytes);
@@ -436,17 +420,12 @@ impl ReaderBuilder {
     /// ready.
     fn launch<D: Deliver>(self, delivery: D) -> Result<Reader, StartError> {
         socket::SocketAddress::parse(&self.path)?;
-        if self.inactivity_timeout.is_zero() {
-            return Err(ConfigError::Zero {
-                option: "inactivity_timeout",
-            }
-            .into());
-        }
-        if self.policy.max_connections == Some(0) {
-            return Err(ConfigError::Zero {
-                option: "max_connections",
-            }
-            .into());
+        let zero = [
+            (self.inactivity_timeout.is_zero(), "inactivity_timeout"),
+            (self.policy.max_connections == Some(0), "max_connections"),
+        ];
+        if let Some((_, option)) = zero.into_iter().find(|(zero, _)| *zero) {
+            return Err(ConfigError::Zero { option }.into());
         }
         let handle = crate::runtime::handle(self.runtime.as_ref()).map_err(StartError::Runtime)?;
         let _entered = handle.enter();
@@ -461,11 +440,8 @@ impl ReaderBuilder {
         // Before anything is bound, so a bad NOTIFY_SOCKET leaves no file.
         let notifier = Notifier::from_env(&env)?;
 
-        let activated = if self.systemd {
-            systemd::take_activation_listener(&env, self.systemd_fd_name.as_deref())?
-        } else {
-            None
-        };
+        // None without systemd: its default environment passes no fds.
+        let activated = systemd::take_activation_listener(&env, self.systemd_fd_name.as_deref())?;
         let (std_listener, owned_file) = match activated {
             Some(listener) => (listener, None),
             None => {
@@ -487,16 +463,11 @@ impl ReaderBuilder {
         })?;
 
         let inner = Arc::new(ReaderInner {
-            on_error: self.on_error,
-            max_message_size: self.max_message_size,
-            inactivity_timeout: self.inactivity_timeout,
+            options: self,
             counters: ReaderCounters::default(),
             phase: PhaseCell::new(),
             tasks: Arc::default(),
             order: Arc::new(OrderBook::default()),
-            max_accept_errors: self.max_accept_errors,
-            read_buffer_size: self.read_buffer_size,
-            policy: self.policy,
             path,
             owned_file,
             notifier,
@@ -556,7 +527,22 @@ impl Reader {
     /// A builder for a Reader on `path` (Go: `NewReader`'s fallback path;
     /// under systemd with `RUNTIME_DIRECTORY` the file name moves there).
     pub fn builder(path: impl AsRef<Path>) -> ReaderBuilder {
-        ReaderBuilder::new(path.as_ref().to_owned())
+        ReaderBuilder {
+            path: path.as_ref().to_owned(),
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            inactivity_timeout: DEFAULT_INACTIVITY_TIMEOUT,
+            max_accept_errors: DEFAULT_MAX_ACCEPT_ERRORS,
+            read_buffer_size: DEFAULT_READ_BUFFER_SIZE,
+            on_error: None,
+            systemd: true,
+            systemd_fd_name: None,
+            socket_mode: None,
+            policy: Policy::default(),
+            incoming_capacity: DEFAULT_INCOMING_CAPACITY,
+            incoming_capacity_bytes: DEFAULT_INCOMING_CAPACITY_BYTES,
+            handler_may_block: true,
+            runtime: None,
+        }
     }
 
     /// A snapshot of the counters (Go: `GetMetrics`).

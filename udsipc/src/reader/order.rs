@@ -51,11 +51,12 @@ use std::collections::{HashMap, HashSet};
 use std::io;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, Weak};
 
 use tokio::sync::Notify;
 
 use super::info::Socket;
+use super::lock;
 use crate::sys;
 
 /// One open connection's progress, as seen by newer connections of the
@@ -100,7 +101,7 @@ impl Progress {
             return;
         };
         if self.listed.swap(on, Ordering::Relaxed) != on {
-            let mut g = group.lock();
+            let mut g = lock(&group.state);
             if on {
                 g.listed.insert(self.id);
             } else {
@@ -125,7 +126,7 @@ impl Progress {
         read: impl FnOnce() -> io::Result<usize>,
     ) -> io::Result<usize> {
         self.list(true);
-        let mut st = self.lock();
+        let mut st = lock(&self.read);
         let out = if waits {
             // SeqCst pairs with `Turn::wait`'s measure, which counts itself
             // in first.
@@ -135,7 +136,7 @@ impl Progress {
             st.waiting = true;
             drop(st);
             let out = read();
-            st = self.lock();
+            st = lock(&self.read);
             st.waiting = false;
             out
         } else {
@@ -151,10 +152,6 @@ impl Progress {
             self.list(false);
         }
         out
-    }
-
-    fn lock(&self) -> MutexGuard<'_, ReadState> {
-        self.read.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Waits until `check` answers, woken by every change it may look at;
@@ -185,7 +182,7 @@ impl Progress {
         if self.waiters.load(Ordering::SeqCst) > 0 {
             self.changed.notify_waiters();
         }
-        if total > before && total >= self.lock().total {
+        if total > before && total >= lock(&self.read).total {
             self.list(false);
         }
     }
@@ -193,7 +190,8 @@ impl Progress {
     /// Waits until `target` bytes were handed over or the connection closed.
     async fn reached(&self, target: u64) {
         self.wait_for(&self.waiters, || {
-            (self.handed_over.load(Ordering::SeqCst) >= target || self.lock().closed).then_some(())
+            (self.handed_over.load(Ordering::SeqCst) >= target || lock(&self.read).closed)
+                .then_some(())
         })
         .await;
     }
@@ -240,7 +238,7 @@ impl Turn {
                 // Measured once no read that waits is under way, later than
                 // this connection's arrival, so maybe more than it held then:
                 // waiting for more is still in order.
-                None => p.wait_for(&p.measuring, || p.target(&p.lock())).await,
+                None => p.wait_for(&p.measuring, || p.target(&lock(&p.read))).await,
             };
             p.reached(target).await;
         }
@@ -266,14 +264,14 @@ pub(crate) struct Registration {
 impl Drop for Registration {
     fn drop(&mut self) {
         let p = &self.progress;
-        p.lock().closed = true;
+        lock(&p.read).closed = true;
         p.changed.notify_waiters();
         let Some((book, group)) = &self.entry else {
             return;
         };
         // Lock order: the book, then a group.
-        let mut groups = book.lock();
-        let mut g = group.lock();
+        let mut groups = lock(&book.groups);
+        let mut g = lock(&group.state);
         g.members.remove(&p.id);
         g.listed.remove(&p.id);
         if let Some(set) = &g.epoll {
@@ -305,12 +303,6 @@ struct GroupState {
     epoll: Option<watch::Set>,
 }
 
-impl Group {
-    fn lock(&self) -> MutexGuard<'_, GroupState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
 /// The open connections of each peer process.
 #[derive(Default)]
 pub(crate) struct OrderBook {
@@ -322,10 +314,6 @@ pub(crate) struct OrderBook {
 }
 
 impl OrderBook {
-    fn lock(&self) -> MutexGuard<'_, HashMap<i32, Arc<Group>>> {
-        self.groups.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Registers a new connection of process `pid` and returns what it must
     /// wait for. `pid` `None` (credentials unavailable) waits for nothing.
     ///
@@ -339,14 +327,14 @@ impl OrderBook {
         let Some(pid) = pid.filter(|p| *p > 0) else {
             return Default::default();
         };
-        let mut groups = self.lock();
+        let mut groups = lock(&self.groups);
         let group = Arc::clone(groups.entry(pid).or_insert_with(|| {
             Arc::new(Group {
                 pid,
                 state: Mutex::default(),
             })
         }));
-        let mut g = group.lock();
+        let mut g = lock(&group.state);
         drop(groups);
         let st: &mut GroupState = &mut g;
         if st.epoll.is_none() && !st.members.is_empty() {
@@ -370,7 +358,7 @@ impl OrderBook {
             let Some(m) = st.members.get(&id) else {
                 continue;
             };
-            let pst = m.lock();
+            let pst = lock(&m.read);
             if !pst.closed {
                 let target = m.target(&pst);
                 turn.push(Wait {
@@ -546,7 +534,7 @@ mod tests {
                 std::io::Read::read(&mut &**socket, &mut [0u8; 4096])
             })
             .unwrap();
-        let total = progress.lock().total;
+        let total = lock(&progress.read).total;
         progress.set_handed_over(total);
         assert!(n > 0);
     }
