@@ -151,6 +151,11 @@ impl Batch {
         self.completed
     }
 
+    /// Bytes written of the first item not written whole.
+    pub(crate) fn written_into_next(&self) -> usize {
+        self.cursor - self.completed.checked_sub(1).map_or(0, |i| self.ends[i])
+    }
+
     /// Fills `out` with the iovecs of the unwritten rest; returns how many.
     pub(crate) fn iovecs<'a>(
         &'a self,
