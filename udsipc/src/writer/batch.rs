@@ -67,12 +67,7 @@ impl Batch {
     /// Plans the write of at most `max_items` of `items` (from the front),
     /// as many as fit.
     pub(crate) fn plan_up_to(&mut self, items: &VecDeque<Item>, max_items: usize) {
-        self.limit = usize::MAX;
-        self.staging.clear();
-        self.segs.clear();
-        self.ends.clear();
-        self.cursor = 0;
-        self.completed = 0;
+        self.clear();
         let mut total = 0usize;
         let mut staged_from = 0usize;
         for (i, item) in items.iter().enumerate().take(max_items) {
@@ -108,6 +103,16 @@ impl Batch {
                 end: self.staging.len(),
             });
         }
+    }
+
+    /// An empty plan (the staging buffer is kept).
+    pub(crate) fn clear(&mut self) {
+        self.limit = usize::MAX;
+        self.staging.clear();
+        self.segs.clear();
+        self.ends.clear();
+        self.cursor = 0;
+        self.completed = 0;
     }
 
     /// Messages in the plan.

@@ -303,7 +303,8 @@ fn publish_counters(inner: &WriterInner, m: &mut Machine) {
     ] {
         counter.store(value, Relaxed);
     }
-    inner.queue.complete(m.take_freed(), m.take_freed_bytes());
+    let (n, bytes) = m.take_freed();
+    inner.queue.complete(n, bytes);
 }
 
 /// How often room is polled when it could not be registered for (out of

@@ -250,8 +250,6 @@ struct Conn {
     /// The next sample (now, or while waiting for the reader to read).
     sample_due: Option<Instant>,
     sample_every: Duration,
-    /// Offset on the connection at which the planned batch starts.
-    batch_base: u64,
 }
 
 impl Conn {
@@ -322,10 +320,11 @@ pub(crate) struct Machine {
     backoff: Duration,
     /// Messages not yet written whole on the current connection, in order;
     /// the first `batch.completed()` of them are written whole (the planned
-    /// batch is retired once done).
+    /// batch is retired once done: a batch not done is planned).
     pending: VecDeque<Item>,
+    /// The write planned; it started at `written - cursor` on the
+    /// connection.
     batch: Batch,
-    planned: bool,
     /// Finished once `Link::Gone`.
     link: Link,
     /// Set by a stop: drain (write everything queued, wait until it is
@@ -336,8 +335,8 @@ pub(crate) struct Machine {
     /// The counters the machine keeps (not `dropped`, `queue_depth`).
     stats: WriterMetrics,
     reports: VecDeque<WriterError>,
-    freed: usize,
-    freed_bytes: usize,
+    /// Queue slots to release, and their frame bytes.
+    freed: (usize, usize),
     /// Writes producers made by themselves: the window they count in.
     direct: Window,
     /// The timer of the task's wait while it waits ([`Machine::arm`]).
@@ -352,15 +351,13 @@ impl Machine {
             cfg,
             pending: VecDeque::new(),
             batch: Batch::new(),
-            planned: false,
             link: Link::Down(now),
             deadline: None,
             forced: false,
             dialed_before: false,
             stats: WriterMetrics::default(),
             reports: VecDeque::new(),
-            freed: 0,
-            freed_bytes: 0,
+            freed: (0, 0),
             direct: Window::default(),
             armed: None,
         }
@@ -385,15 +382,9 @@ impl Machine {
     }
 
     /// Queue slots to release (messages written whole for the first time,
-    /// failed or discarded) since the last call.
-    pub(crate) fn take_freed(&mut self) -> usize {
+    /// failed or discarded) since the last call, and their frame bytes.
+    pub(crate) fn take_freed(&mut self) -> (usize, usize) {
         std::mem::take(&mut self.freed)
-    }
-
-    /// The frame bytes of the slots [`take_freed`](Self::take_freed) counts,
-    /// since the last call.
-    pub(crate) fn take_freed_bytes(&mut self) -> usize {
-        std::mem::take(&mut self.freed_bytes)
     }
 
     /// Whether the driver should move queued messages in (it takes them
@@ -414,7 +405,7 @@ impl Machine {
         };
         c.stage == Stage::Open
             && !c.blocked
-            && !self.planned
+            && self.batch.is_done()
             && self.pending.is_empty()
             && self.deadline.is_none()
             && self.direct.take(now)
@@ -541,7 +532,7 @@ impl Machine {
                 });
             }
         }
-        let writing = self.planned && !self.batch.is_done() && !self.batch.at_limit();
+        let writing = !self.batch.is_done() && !self.batch.at_limit();
         if c.blocked {
             c.stalled_since.get_or_insert(now);
             return Action::Wait(Wait {
@@ -558,15 +549,11 @@ impl Machine {
                 }
                 self.batch.plan_up_to(&self.pending, 1);
                 self.batch.set_limit(1);
-                self.planned = true;
-                c.batch_base = c.written;
                 return Action::Write;
             }
             Stage::ProbeHead | Stage::Open if writing => return Action::Write,
             Stage::Open if !self.pending.is_empty() => {
                 self.batch.plan_up_to(&self.pending, usize::MAX);
-                self.planned = true;
-                c.batch_base = c.written;
                 return Action::Write;
             }
             _ => {}
@@ -600,7 +587,6 @@ impl Machine {
             self.stats.reconnects += 1;
         }
         self.dialed_before = true;
-        self.planned = false;
         self.link = Link::Up(Conn {
             sample_every: self.cfg.sampling.0,
             ..Conn::default()
@@ -636,14 +622,14 @@ impl Machine {
             if !item.sent {
                 item.sent = true;
                 self.stats.sent += u64::from(item.count);
-                self.freed += item.count as usize;
-                self.freed_bytes += item.frame_len();
+                self.freed.0 += item.count as usize;
+                self.freed.1 += item.frame_len();
             }
             // A run is kept to count the part of it that gets read; the
             // last message written, to be retried (see `connection_died`).
             let keep = item.count > 1 || i + 1 == before + whole;
             c.inflight.push_back(Flight {
-                end: c.batch_base + self.batch.end_of(i) as u64,
+                end: c.written - (self.batch.cursor() - self.batch.end_of(i)) as u64,
                 count: item.count,
                 item: keep.then(|| item.clone()),
             });
@@ -721,7 +707,9 @@ impl Machine {
                 c.stage = Stage::ProbeHead;
                 self.batch.set_limit(usize::MAX);
             }
-            Stage::ProbeHead if !self.planned && c.inflight.is_empty() => c.stage = Stage::Open,
+            Stage::ProbeHead if self.batch.is_done() && c.inflight.is_empty() => {
+                c.stage = Stage::Open
+            }
             _ => {}
         }
     }
@@ -760,10 +748,8 @@ impl Machine {
 
     /// Drops the finished part of the batch from `pending`.
     fn retire_batch(&mut self) {
-        if self.planned {
-            self.pending.drain(..self.batch.completed());
-            self.planned = false;
-        }
+        self.pending.drain(..self.batch.completed());
+        self.batch.clear();
     }
 
     /// Retires the written part of the batch when a connection ends: the
@@ -771,22 +757,17 @@ impl Machine {
     /// and the message the cut is in becomes the head, alone. Returns
     /// whether a message was partly written (now the head).
     fn settle(&mut self, c: &mut Conn) -> bool {
-        let into = if self.planned {
-            self.batch.written_into_next()
-        } else {
-            0
-        };
-        let base = c.batch_base + (self.batch.cursor() - into) as u64;
+        let into = self.batch.written_into_next();
+        let base = c.written - into as u64;
         self.retire_batch();
-        self.batch.set_limit(usize::MAX);
         let Some(head) = self.pending.front_mut().filter(|_| into > 0) else {
             return false;
         };
         let (n, at) = head.whole_within(into);
         if let Some(mut done) = head.split_front_at(n, at) {
             self.stats.sent += u64::from(n);
-            self.freed += n as usize;
-            self.freed_bytes += at;
+            self.freed.0 += n as usize;
+            self.freed.1 += at;
             done.sent = true;
             c.inflight.push_back(Flight {
                 end: base + at as u64,
@@ -909,8 +890,8 @@ impl Machine {
         let item = self.pending.pop_front().expect("the head exists");
         self.stats.failed += 1;
         if !item.sent {
-            self.freed += 1;
-            self.freed_bytes += item.frame_len();
+            self.freed.0 += 1;
+            self.freed.1 += item.frame_len();
         }
         self.reports.push_back(WriterError::MessageFailed {
             size: item.body_len(),
@@ -935,8 +916,8 @@ impl Machine {
         for item in self.pending.drain(..) {
             n += u64::from(item.count);
             if !item.sent {
-                self.freed += item.count as usize;
-                self.freed_bytes += item.frame_len();
+                self.freed.0 += item.count as usize;
+                self.freed.1 += item.frame_len();
             }
         }
         self.stats.discarded += n;

@@ -218,7 +218,7 @@ fn a_fresh_connection_writes_one_byte_then_the_head_then_the_rest() {
     t.sample(0);
     let s = t.m.stats();
     assert_eq!((s.sent, s.delivered, s.refused, s.retried), (3, 3, 0, 0));
-    assert_eq!(t.m.take_freed(), 3);
+    assert_eq!(t.m.take_freed().0, 3);
     assert_eq!(
         t.action(),
         Action::Wait(Wait {
@@ -306,7 +306,7 @@ fn a_head_the_reader_closes_on_is_failed_after_max_attempts_and_the_queue_moves_
     t.die(pipe());
     assert_eq!(t.next_dial_in(), Duration::ZERO, "a productive connection");
     assert_eq!(
-        t.m.take_freed(),
+        t.m.take_freed().0,
         2,
         "the failed and the delivered slots released"
     );
@@ -462,7 +462,7 @@ fn a_drain_with_no_reader_discards_at_its_deadline() {
     let s = t.m.stats();
     assert_eq!((s.discarded, s.unconfirmed), (2, 0));
     assert!(t.m.was_forced());
-    assert_eq!(t.m.take_freed(), 2);
+    assert_eq!(t.m.take_freed().0, 2);
 }
 
 #[test]
@@ -609,10 +609,9 @@ fn a_run_is_written_at_once_and_counted_once_read_whole() {
     t.sample(0);
     let s = t.m.stats();
     assert_eq!((s.sent, s.delivered, s.unconfirmed), (5, 5, 0));
-    assert_eq!(t.m.take_freed(), 5);
     assert_eq!(
-        t.m.take_freed_bytes(),
-        5 * 101,
+        t.m.take_freed(),
+        (5, 5 * 101),
         "the run's frame bytes, split or not"
     );
 }
@@ -694,10 +693,9 @@ fn a_cut_inside_a_run_retries_only_the_cut_message() {
         assert_eq!(pending.len(), 1);
         assert_eq!((tag(&pending[0]), pending[0].attempts), (4, 1));
         assert!(!pending[0].sent);
-        assert_eq!(t.m.take_freed(), 4);
         assert_eq!(
-            t.m.take_freed_bytes(),
-            11 + 3 * 101,
+            t.m.take_freed(),
+            (4, 11 + 3 * 101),
             "the cut one is not freed"
         );
     }
@@ -738,7 +736,7 @@ fn a_forced_stop_inside_a_run_discards_only_what_was_not_written_whole() {
         (s.sent, s.delivered, s.unconfirmed, s.discarded),
         (3, 1, 2, 2)
     );
-    assert_eq!(t.m.take_freed(), 5, "every queue slot is given back");
+    assert_eq!(t.m.take_freed().0, 5, "every queue slot is given back");
     assert_eq!(t.action(), Action::Done);
 }
 
