@@ -242,12 +242,14 @@ fn write_once(m: &mut Machine, c: &Conn) {
         let n = m.iovecs(&mut iov);
         send_vectored(c.socket(), &iov[..n])
     };
+    let result = result.and_then(|n| match n {
+        0 => Err(io::Error::new(
+            io::ErrorKind::WriteZero,
+            "socket accepted no bytes",
+        )),
+        n => Ok(n),
+    });
     match result {
-        Ok(0) => m.handle_write_error(
-            now(),
-            io::Error::new(io::ErrorKind::WriteZero, "socket accepted no bytes"),
-            sample(c.socket(), false),
-        ),
         Ok(n) => m.handle_written(now(), n),
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => m.handle_would_block(now()),
         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -383,32 +385,25 @@ async fn wait(
 async fn watch_hangup(read: &AsyncFd<StdStream>) -> Woke {
     let mut scratch = [0u8; 512];
     loop {
-        let mut guard = match read.readable().await {
-            Ok(g) => g,
-            Err(_) => return Woke::HangUp,
+        let Ok(mut guard) = read.readable().await else {
+            return Woke::HangUp;
         };
-        if guard.ready().is_read_closed() {
-            return hangup_or_half_close(read.get_ref()).await;
+        let ended = guard.ready().is_read_closed()
+            || match guard.try_io(|r| io::Read::read(&mut r.get_ref(), &mut scratch)) {
+                Ok(Ok(n)) => n == 0,
+                Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => false,
+                Ok(Err(_)) => return Woke::HangUp,
+                // Nothing to read: readiness cleared, wait for the next event.
+                Err(_would_block) => false,
+            };
+        // The read side ended: a hang-up, unless only the peer's writing
+        // half was shut down (then the connection still takes bytes: stop
+        // watching).
+        if ended && crate::sys::hung_up(read.get_ref()) {
+            return Woke::HangUp;
+        } else if ended {
+            std::future::pending::<()>().await;
         }
-        match guard.try_io(|r| io::Read::read(&mut r.get_ref(), &mut scratch)) {
-            Ok(Ok(0)) => return hangup_or_half_close(read.get_ref()).await,
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
-            Ok(Err(_)) => return Woke::HangUp,
-            // Nothing to read: readiness cleared, wait for the next event.
-            Err(_would_block) => {}
-        }
-    }
-}
-
-/// The read side ended: a hang-up, unless only the peer's writing half was
-/// shut down (then the connection still takes bytes: stop watching).
-async fn hangup_or_half_close(socket: &StdStream) -> Woke {
-    if crate::sys::hung_up(socket) {
-        Woke::HangUp
-    } else {
-        std::future::pending::<()>().await;
-        Woke::Other
     }
 }
 

@@ -404,8 +404,6 @@ impl Machine {
             return false;
         };
         c.stage == Stage::Open
-            && !c.blocked
-            && self.batch.is_done()
             && self.pending.is_empty()
             && self.deadline.is_none()
             && self.direct.take(now)
