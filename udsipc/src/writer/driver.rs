@@ -78,10 +78,7 @@ pub(super) fn write_now(inner: &WriterInner) -> bool {
     let last = loop {
         match m.poll_action(now()) {
             Action::Write => write_once(m, conn),
-            Action::Sample => {
-                let s = sample(conn.socket(), false);
-                m.handle_sample(now(), s);
-            }
+            Action::Sample => m.handle_sample(now(), sample(conn.socket(), false)),
             last => break last,
         }
     };
@@ -146,8 +143,7 @@ pub(super) async fn run(inner: Arc<WriterInner>) {
                     // the next wait).
                     Woke::Writable | Woke::HangUp => {
                         if let Some(c) = e.conn.as_ref() {
-                            let s = sample(c.socket(), matches!(woke, Woke::HangUp));
-                            e.m.handle_sample(now(), s);
+                            e.m.handle_sample(now(), sample(c.socket(), woke == Woke::HangUp));
                         }
                     }
                     Woke::Other => {}
@@ -211,10 +207,10 @@ fn act(
             // The machine writes and samples only while connected, which
             // it learns from this task with the connection in hand.
             Action::Write => write_once(m, e.conn.as_ref().expect("connected")),
-            Action::Sample => {
-                let s = sample(e.conn.as_ref().expect("connected").socket(), false);
-                m.handle_sample(now(), s);
-            }
+            Action::Sample => m.handle_sample(
+                now(),
+                sample(e.conn.as_ref().expect("connected").socket(), false),
+            ),
             Action::Close => {
                 e.conn = None;
                 m.handle_closed(now());
@@ -313,6 +309,7 @@ fn publish_counters(inner: &WriterInner, m: &mut Machine) {
 /// descriptors).
 const ROOM_POLL: Duration = Duration::from_millis(1);
 
+#[derive(PartialEq)]
 enum Woke {
     Writable,
     HangUp,
