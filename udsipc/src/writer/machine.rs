@@ -195,15 +195,18 @@ enum Stage {
 struct Flight {
     /// Offset on the connection at which the last of them ends.
     end: u64,
-    /// How many.
-    count: u32,
     /// Their frames, kept for a run (to count the part of it that gets
     /// read) and for the last flight written (to retry it,
-    /// [`Conn::take_last_written`]).
+    /// [`Conn::take_last_written`]); `None` for one message.
     item: Option<Item>,
 }
 
 impl Flight {
+    /// How many.
+    fn count(&self) -> u64 {
+        self.item.as_ref().map_or(1, |item| u64::from(item.count))
+    }
+
     /// Counts off the messages of a run that end by `read`; returns how
     /// many.
     fn read_up_to(&mut self, read: u64) -> u32 {
@@ -217,13 +220,12 @@ impl Flight {
         if run.split_front_at(n, at).is_none() {
             return 0;
         }
-        self.count -= n;
         n
     }
 }
 
 fn count(flights: &VecDeque<Flight>) -> u64 {
-    flights.iter().map(|f| u64::from(f.count)).sum()
+    flights.iter().map(Flight::count).sum()
 }
 
 #[derive(Debug, Default)]
@@ -273,7 +275,7 @@ impl Conn {
                 }
                 break;
             }
-            n += u64::from(f.count);
+            n += f.count();
             self.inflight.pop_front();
         }
         self.productive |= n > 0;
@@ -284,17 +286,13 @@ impl Conn {
     /// byte written is its last (after a reset, that byte was not read).
     fn take_last_written(&mut self) -> Option<Item> {
         let f = self.inflight.back_mut().filter(|f| f.end == self.written)?;
-        let run = f.item.as_mut()?;
-        let last = match run.split_last() {
-            Some(last) => last,
-            None => f.item.take()?,
-        };
-        f.count -= 1;
-        f.end -= last.frame_len() as u64;
-        if f.count == 0 {
-            self.inflight.pop_back();
+        match f.item.as_mut()?.split_last() {
+            Some(last) => {
+                f.end -= last.frame_len() as u64;
+                Some(last)
+            }
+            None => self.inflight.pop_back()?.item,
         }
-        Some(last)
     }
 }
 
@@ -628,7 +626,6 @@ impl Machine {
             let keep = item.count > 1 || i + 1 == before + whole;
             c.inflight.push_back(Flight {
                 end: c.written - (self.batch.cursor() - self.batch.end_of(i)) as u64,
-                count: item.count,
                 item: keep.then(|| item.clone()),
             });
         }
@@ -769,7 +766,6 @@ impl Machine {
             done.sent = true;
             c.inflight.push_back(Flight {
                 end: base + at as u64,
-                count: n,
                 item: Some(done),
             });
         }
