@@ -479,23 +479,27 @@ impl Machine {
             self.force();
             return Action::Done;
         }
-        match &mut self.link {
+        // Drained: everything written, and read.
+        let all_read = match &self.link {
+            Link::Down(_) => true,
+            Link::Up(c) => c.confirmed >= c.written,
+            _ => false,
+        };
+        if self.deadline.is_some() && self.pending.is_empty() && all_read {
+            self.finish();
+            return Action::Done;
+        }
+        match self.link {
             Link::Dialing | Link::Gone => Action::Wait(Wait::default()),
             Link::Dead(_) => Action::Close,
-            Link::Down(at) => {
-                if self.deadline.is_some() && self.pending.is_empty() {
-                    self.finish();
-                    Action::Done
-                } else if now >= *at && self.wants_to_dial() {
-                    self.link = Link::Dialing;
-                    Action::Dial
-                } else {
-                    Action::Wait(Wait {
-                        messages: self.pending.is_empty() && self.deadline.is_none(),
-                        ..Wait::default()
-                    })
-                }
+            Link::Down(at) if now >= at && self.wants_to_dial() => {
+                self.link = Link::Dialing;
+                Action::Dial
             }
+            Link::Down(_) => Action::Wait(Wait {
+                messages: self.pending.is_empty() && self.deadline.is_none(),
+                ..Wait::default()
+            }),
             Link::Up(_) => self.poll_connected(now),
         }
     }
@@ -557,10 +561,6 @@ impl Machine {
         // Nothing to write now.
         let awaiting_probe = matches!(c.stage, Stage::ProbeByte | Stage::ProbeHead);
         let unread = c.confirmed < c.written;
-        if self.deadline.is_some() && self.pending.is_empty() && !unread {
-            self.finish();
-            return Action::Done;
-        }
         if awaiting_probe || (self.deadline.is_some() && unread) {
             c.stalled_since.get_or_insert(now);
         }
