@@ -174,21 +174,6 @@ pub(crate) struct Sample {
     pub(crate) hangup: bool,
 }
 
-/// How far a connection has proven itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-enum Stage {
-    /// Nothing read on it yet; the probe byte is not yet written.
-    #[default]
-    Unproven,
-    /// The probe byte is written; waiting for the reader to read it.
-    ProbeByte,
-    /// The reader reads: the head message alone is being written, then
-    /// waited for.
-    ProbeHead,
-    /// The head was read: stream freely.
-    Open,
-}
-
 /// Messages written whole and not yet known to be read: one message, or
 /// a run of them.
 #[derive(Debug)]
@@ -230,7 +215,11 @@ fn count(flights: &VecDeque<Flight>) -> u64 {
 
 #[derive(Debug, Default)]
 struct Conn {
-    stage: Stage,
+    /// The head was read: stream freely. Before, the connection proves
+    /// itself: nothing written yet (the probe byte is next), then the
+    /// probe byte written and waited for (the batch's limit), then the
+    /// rest of the head written and waited for.
+    open: bool,
     /// Bytes written on this connection.
     written: u64,
     /// Bytes known to be read (a lower bound).
@@ -239,8 +228,6 @@ struct Conn {
     sampled_at: u64,
     /// Messages written whole and not yet known to be read, in order.
     inflight: VecDeque<Flight>,
-    /// Whether the reader read at least one whole message on it.
-    productive: bool,
     /// The last write would have blocked.
     blocked: bool,
     /// Since when the driver has waited for the reader without progress.
@@ -278,7 +265,6 @@ impl Conn {
             n += f.count();
             self.inflight.pop_front();
         }
-        self.productive |= n > 0;
         n
     }
 
@@ -401,10 +387,7 @@ impl Machine {
         let Link::Up(c) = &self.link else {
             return false;
         };
-        c.stage == Stage::Open
-            && self.pending.is_empty()
-            && self.deadline.is_none()
-            && self.direct.take(now)
+        c.open && self.pending.is_empty() && self.deadline.is_none() && self.direct.take(now)
     }
 
     /// After a direct write that stopped at `last`: whether the task must
@@ -540,26 +523,25 @@ impl Machine {
                 ..Wait::default()
             });
         }
-        match c.stage {
-            Stage::Unproven if !self.pending.is_empty() => {
-                // The probe: the head's first byte, alone; a run's first
-                // message is the head alone.
-                if let Some(first) = self.pending[0].split_front(1) {
-                    self.pending.push_front(first);
-                }
-                self.batch.plan_up_to(&self.pending, 1);
-                self.batch.set_limit(1);
-                return Action::Write;
+        if c.written == 0 && !self.pending.is_empty() {
+            // The probe: the head's first byte, alone; a run's first
+            // message is the head alone.
+            if let Some(first) = self.pending[0].split_front(1) {
+                self.pending.push_front(first);
             }
-            Stage::ProbeHead | Stage::Open if writing => return Action::Write,
-            Stage::Open if !self.pending.is_empty() => {
+            self.batch.plan_up_to(&self.pending, 1);
+            self.batch.set_limit(1);
+            return Action::Write;
+        }
+        // While the probe byte waits to be read, the limit stops the write.
+        if writing || (c.open && !self.pending.is_empty()) {
+            if !writing {
                 self.batch.plan_up_to(&self.pending, usize::MAX);
-                return Action::Write;
             }
-            _ => {}
+            return Action::Write;
         }
         // Nothing to write now.
-        let awaiting_probe = matches!(c.stage, Stage::ProbeByte | Stage::ProbeHead);
+        let awaiting_probe = !c.open && c.written > 0;
         let unread = c.confirmed < c.written;
         if awaiting_probe || (self.deadline.is_some() && unread) {
             c.stalled_since.get_or_insert(now);
@@ -629,18 +611,15 @@ impl Machine {
                 item: keep.then(|| item.clone()),
             });
         }
-        if c.stage == Stage::Unproven && self.batch.at_limit() {
-            c.stage = Stage::ProbeByte;
+        // The probe byte, or the head, written: sample at once.
+        let rest = self.pending.len() - self.batch.completed();
+        if self.batch.at_limit()
+            || self.batch.is_done()
+                && (!c.open || rest == 0 || c.written - c.sampled_at >= SAMPLE_EVERY_BYTES)
+        {
             c.sample_due = Some(now);
         }
         if self.batch.is_done() {
-            let rest = self.pending.len() - self.batch.completed();
-            if c.stage == Stage::ProbeHead
-                || rest == 0
-                || c.written - c.sampled_at >= SAMPLE_EVERY_BYTES
-            {
-                c.sample_due = Some(now);
-            }
             self.retire_batch();
         }
     }
@@ -697,15 +676,11 @@ impl Machine {
         c.sample_every = self.cfg.sampling.0;
         c.sample_due = (read < c.written).then(|| now + c.sample_every);
         self.stats.delivered += c.take_read(read, false);
-        match c.stage {
-            Stage::ProbeByte => {
-                c.stage = Stage::ProbeHead;
-                self.batch.set_limit(usize::MAX);
-            }
-            Stage::ProbeHead if self.batch.is_done() && c.inflight.is_empty() => {
-                c.stage = Stage::Open
-            }
-            _ => {}
+        if !c.open {
+            // The probe byte was read: the rest of the head goes; once it
+            // is written and read, the connection is open.
+            self.batch.set_limit(usize::MAX);
+            c.open = self.batch.is_done() && c.inflight.is_empty();
         }
     }
 
@@ -799,7 +774,11 @@ impl Machine {
         } else {
             c.written.saturating_sub(unread).max(c.confirmed)
         };
-        self.stats.delivered += c.take_read(read, true);
+        let delivered = c.take_read(read, true);
+        self.stats.delivered += delivered;
+        // The reader read a whole message on it (an open connection's
+        // head was).
+        let productive = c.open || delivered > 0;
         let source = source.or_else(|| {
             (unread > 0 || partial).then(|| {
                 io::Error::new(
@@ -810,7 +789,7 @@ impl Machine {
         });
         // Refused: the reader read nothing, not even the probe byte;
         // nothing is lost and the head is not blamed.
-        let refused = read == 0 && matches!(c.stage, Stage::Unproven | Stage::ProbeByte);
+        let refused = read == 0;
         // Whether its death ended a poison message (its cause is gone).
         let mut gave_up = false;
         match source {
@@ -858,10 +837,10 @@ impl Machine {
         // A productive connection, or one whose death ended a poison
         // message (its cause is gone), is redialled at once; the backoff
         // itself restarts only after a message was read.
-        if c.productive {
+        if productive {
             self.backoff = self.cfg.initial_backoff.min(self.cfg.max_backoff);
         }
-        let delay = if c.productive || gave_up {
+        let delay = if productive || gave_up {
             Duration::ZERO
         } else {
             self.next_delay()

@@ -895,3 +895,17 @@ fn the_task_keeps_a_registration_for_room_while_it_waits_on_the_readers_reads_on
     assert!(w.read && !w.messages);
     assert!(t.m.arm(w).1, "a drain waits on the reader's reads");
 }
+
+#[test]
+fn a_head_of_one_byte_is_proven_by_its_probe_and_the_connection_opens() {
+    // An empty message is a one-byte frame: the probe byte is all of it.
+    let mut t = T::new(3);
+    t.connect();
+    t.push([msg(0, 0), msg(10, 1)]);
+    assert_eq!(t.write(None), 1, "the probe is the whole head");
+    t.sample(0);
+    assert_eq!(t.m.stats().delivered, 1);
+    assert_eq!(t.write(None), 11, "open: the next message goes");
+    t.sample(0);
+    assert_eq!(t.m.stats().delivered, 2);
+}
