@@ -217,8 +217,9 @@ fn count(flights: &VecDeque<Flight>) -> u64 {
 struct Conn {
     /// The head was read: stream freely. Before, the connection proves
     /// itself: nothing written yet (the probe byte is next), then the
-    /// probe byte written and waited for (the batch's limit), then the
-    /// rest of the head written and waited for.
+    /// probe byte written and waited for (nothing more is
+    /// [`allowed`](Self::allowed)), then the rest of the head written and
+    /// waited for.
     open: bool,
     /// Bytes written on this connection.
     written: u64,
@@ -242,6 +243,16 @@ struct Conn {
 }
 
 impl Conn {
+    /// Bytes that may be written now: until the reader has read
+    /// something, one in all (the probe byte, which it must read first).
+    fn allowed(&self) -> usize {
+        if self.confirmed > 0 {
+            usize::MAX
+        } else {
+            usize::from(self.written == 0)
+        }
+    }
+
     fn progress(&mut self) {
         self.stalled_since = None;
         self.episode = false;
@@ -334,7 +345,7 @@ impl Machine {
             backoff: cfg.initial_backoff.min(cfg.max_backoff),
             cfg,
             pending: VecDeque::new(),
-            batch: Batch::new(),
+            batch: Batch::default(),
             link: Link::Down(now),
             deadline: None,
             forced: false,
@@ -432,7 +443,8 @@ impl Machine {
 
     /// The iovecs of the next write (for [`Action::Write`]).
     pub(crate) fn iovecs<'a>(&'a self, out: &mut [IoSlice<'a>]) -> usize {
-        self.batch.iovecs(&self.pending, out)
+        let Link::Up(c) = &self.link else { return 0 };
+        self.batch.iovecs(&self.pending, c.allowed(), out)
     }
 
     /// When to call [`poll_action`](Self::poll_action) again if nothing
@@ -515,7 +527,7 @@ impl Machine {
                 });
             }
         }
-        let writing = !self.batch.is_done() && !self.batch.at_limit();
+        let writing = !self.batch.is_done() && c.allowed() > 0;
         if c.blocked {
             c.stalled_since.get_or_insert(now);
             return Action::Wait(Wait {
@@ -530,10 +542,8 @@ impl Machine {
                 self.pending.push_front(first);
             }
             self.batch.plan_up_to(&self.pending, 1);
-            self.batch.set_limit(1);
             return Action::Write;
         }
-        // While the probe byte waits to be read, the limit stops the write.
         if writing || (c.open && !self.pending.is_empty()) {
             if !writing {
                 self.batch.plan_up_to(&self.pending, usize::MAX);
@@ -613,7 +623,7 @@ impl Machine {
         }
         // The probe byte, or the head, written: sample at once.
         let rest = self.pending.len() - self.batch.completed();
-        if self.batch.at_limit()
+        if c.allowed() == 0
             || self.batch.is_done()
                 && (!c.open || rest == 0 || c.written - c.sampled_at >= SAMPLE_EVERY_BYTES)
         {
@@ -679,7 +689,6 @@ impl Machine {
         if !c.open {
             // The probe byte was read: the rest of the head goes; once it
             // is written and read, the connection is open.
-            self.batch.set_limit(usize::MAX);
             c.open = self.batch.is_done() && c.inflight.is_empty();
         }
     }
