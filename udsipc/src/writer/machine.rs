@@ -471,7 +471,7 @@ impl Machine {
             return Action::Done;
         }
         if self.deadline.is_some_and(|d| now >= d) {
-            self.force();
+            self.handle_force(now);
             return Action::Done;
         }
         // Drained: everything written, and read.
@@ -508,24 +508,26 @@ impl Machine {
             return Action::Sample;
         }
         // Backpressure: waiting for the reader for a whole write timeout.
-        if let Some(since) = c.stalled_since {
-            if !c.episode && now.saturating_duration_since(since) >= self.cfg.write_timeout {
-                c.episode = true;
-                self.stats.backpressure += 1;
-                let phase = phase_of(self.deadline.is_some(), self.pending.front());
-                self.reports.push_back(WriterError::Write {
-                    kind: WriteFailure::Backpressure,
-                    phase,
-                    source: io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!(
-                            "the reader read nothing for the write timeout ({:?}); \
+        let timeout = self.cfg.write_timeout;
+        if !c.episode
+            && c.stalled_since
+                .is_some_and(|s| now.saturating_duration_since(s) >= timeout)
+        {
+            c.episode = true;
+            self.stats.backpressure += 1;
+            let phase = phase_of(self.deadline.is_some(), self.pending.front());
+            self.reports.push_back(WriterError::Write {
+                kind: WriteFailure::Backpressure,
+                phase,
+                source: io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "the reader read nothing for the write timeout ({:?}); \
                              the connection is kept",
-                            self.cfg.write_timeout
-                        ),
+                        self.cfg.write_timeout
                     ),
-                });
-            }
+                ),
+            });
         }
         let writing = !self.batch.is_done() && c.allowed() > 0;
         if c.blocked {
@@ -694,17 +696,10 @@ impl Machine {
     }
 
     /// A graceful stop: write what is queued (the driver has moved it all
-    /// in) and wait until it is read, until `deadline`.
-    pub(crate) fn handle_stop(&mut self, now: Instant, deadline: Instant) {
+    /// in) and wait until it is read, until `deadline` (a deadline passed
+    /// already forces at the next [`poll_action`](Self::poll_action)).
+    pub(crate) fn handle_stop(&mut self, _now: Instant, deadline: Instant) {
         self.deadline = Some(self.deadline.map_or(deadline, |d| d.min(deadline)));
-        if now >= deadline {
-            self.force();
-        }
-    }
-
-    /// Stop at once: discard what is left.
-    pub(crate) fn handle_force(&mut self, _now: Instant) {
-        self.force();
     }
 
     // ----- internals -----------------------------------------------------
@@ -882,9 +877,9 @@ impl Machine {
         true
     }
 
-    /// The deadline passed: discard what was not written whole; what was
-    /// written whole and not confirmed stays unconfirmed.
-    fn force(&mut self) {
+    /// Stop at once (or the deadline passed): discard what was not written
+    /// whole; what was written whole and not confirmed stays unconfirmed.
+    pub(crate) fn handle_force(&mut self, _now: Instant) {
         if self.done() {
             return;
         }
@@ -894,15 +889,13 @@ impl Machine {
             self.stats.delivered += c.take_read(c.confirmed, true);
             self.stats.unconfirmed += count(&c.inflight);
         }
-        let mut n = 0;
         for item in self.pending.drain(..) {
-            n += u64::from(item.count);
+            self.stats.discarded += u64::from(item.count);
             if !item.sent {
                 self.freed.0 += item.count as usize;
                 self.freed.1 += item.frame_len();
             }
         }
-        self.stats.discarded += n;
         self.finish();
     }
 
