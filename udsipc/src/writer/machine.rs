@@ -295,10 +295,10 @@ impl Conn {
 
 #[derive(Debug)]
 enum Link {
-    /// No connection; dial at the instant.
+    /// No connection; dial at the instant (then the driver dials, and
+    /// polls again only once it calls `handle_connected` or
+    /// `handle_dial_failed`).
     Down(Instant),
-    /// The driver is dialing.
-    Dialing,
     Up(Conn),
     /// The connection ended and is accounted for; redial after the delay.
     Dead(Duration),
@@ -485,12 +485,9 @@ impl Machine {
             return Action::Done;
         }
         match self.link {
-            Link::Dialing | Link::Gone => Action::Wait(Wait::default()),
+            Link::Gone => Action::Done,
             Link::Dead(_) => Action::Close,
-            Link::Down(at) if now >= at && self.wants_to_dial() => {
-                self.link = Link::Dialing;
-                Action::Dial
-            }
+            Link::Down(at) if now >= at && self.wants_to_dial() => Action::Dial,
             Link::Down(_) => Action::Wait(Wait {
                 messages: self.pending.is_empty() && self.deadline.is_none(),
                 ..Wait::default()
