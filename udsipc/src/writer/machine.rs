@@ -137,31 +137,6 @@ const DIRECT_WINDOW: Duration = Duration::from_micros(50);
 /// 9.8-11.9/42-46 µs with four.
 const DIRECT_MAX: u32 = 4;
 
-/// Counts events in fixed windows of [`DIRECT_WINDOW`].
-#[derive(Debug, Default)]
-struct Window {
-    start: Option<Instant>,
-    count: u32,
-}
-
-impl Window {
-    /// Counts one more event at `at` if fewer than [`DIRECT_MAX`] were
-    /// counted in the window `at` falls in; whether it was counted.
-    fn take(&mut self, at: Instant) -> bool {
-        if self.start.is_none_or(|s| at - s >= DIRECT_WINDOW) {
-            *self = Window {
-                start: Some(at),
-                count: 0,
-            };
-        }
-        if self.count >= DIRECT_MAX {
-            return false;
-        }
-        self.count += 1;
-        true
-    }
-}
-
 /// One look at the socket.
 #[derive(Debug, Default)]
 pub(crate) struct Sample {
@@ -333,7 +308,8 @@ pub(crate) struct Machine {
     /// Queue slots to release, and their frame bytes.
     freed: (usize, usize),
     /// Writes producers made by themselves: the window they count in.
-    direct: Window,
+    /// Since when, and how many (fixed windows of [`DIRECT_WINDOW`]).
+    direct: (Instant, u32),
     /// The timer of the task's wait while it waits ([`Machine::arm`]).
     armed: Option<Instant>,
 }
@@ -353,7 +329,7 @@ impl Machine {
             stats: WriterMetrics::default(),
             reports: VecDeque::new(),
             freed: (0, 0),
-            direct: Window::default(),
+            direct: (now, 0),
             armed: None,
         }
     }
@@ -398,7 +374,15 @@ impl Machine {
         let Link::Up(c) = &self.link else {
             return false;
         };
-        c.open && self.pending.is_empty() && self.deadline.is_none() && self.direct.take(now)
+        if !c.open || !self.pending.is_empty() || self.deadline.is_some() {
+            return false;
+        }
+        let (start, n) = &mut self.direct;
+        if now.saturating_duration_since(*start) >= DIRECT_WINDOW {
+            (*start, *n) = (now, 0);
+        }
+        *n += 1;
+        *n <= DIRECT_MAX
     }
 
     /// After a direct write that stopped at `last`: whether the task must

@@ -765,19 +765,21 @@ fn a_quiet_close_at_a_boundary_inside_a_run_delivers_what_was_written() {
 
 #[test]
 fn a_window_counts_up_to_its_limit_and_starts_again_after_it() {
-    let t0 = Instant::now();
-    let mut w = Window::default();
+    let mut t = T::proven(5);
+    let t0 = t.now + DIRECT_WINDOW;
     for i in 0..DIRECT_MAX {
-        assert!(w.take(t0 + Duration::from_micros(u64::from(i))), "{i}");
+        let at = t0 + Duration::from_micros(u64::from(i));
+        assert!(t.m.take_direct(at), "{i}");
     }
     assert!(
-        !w.take(t0 + DIRECT_WINDOW / 2),
+        !t.m.take_direct(t0 + DIRECT_WINDOW / 2),
         "the limit within the window"
     );
-    assert!(w.take(t0 + DIRECT_WINDOW), "a new window");
+    assert!(t.m.take_direct(t0 + DIRECT_WINDOW), "a new window");
     assert!(!{
-        let mut full = Window::default();
-        (0..=DIRECT_MAX).all(|_| full.take(t0))
+        let mut full = T::proven(5);
+        let t1 = full.now + DIRECT_WINDOW;
+        (0..=DIRECT_MAX).all(|_| full.m.take_direct(t1))
     });
 }
 
