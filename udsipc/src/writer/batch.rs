@@ -110,14 +110,9 @@ impl Batch {
         self.ends.len()
     }
 
-    /// Bytes in the plan.
-    pub(crate) fn total(&self) -> usize {
-        self.ends.last().copied().unwrap_or(0)
-    }
-
     /// Whether every planned byte was written.
     pub(crate) fn is_done(&self) -> bool {
-        self.cursor >= self.total()
+        self.ends.last().is_none_or(|&end| self.cursor >= end)
     }
 
     /// Bytes written so far.
@@ -256,7 +251,7 @@ mod tests {
         let mut b = Batch::default();
         b.plan(&its);
         assert!(b.len() < 2000 && b.len() > 100);
-        assert!(b.total() <= STAGING_MAX + COPY_MAX);
+        assert!(b.end_of(b.len() - 1) <= STAGING_MAX + COPY_MAX);
         let wire = drain(&mut b, &its, usize::MAX);
         assert_eq!(wire, expected(&its, b.len()));
     }
