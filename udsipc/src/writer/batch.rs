@@ -35,6 +35,8 @@ enum Seg {
 /// A write plan over the first `items` queued messages.
 #[derive(Debug, Default)]
 pub(crate) struct Batch {
+    /// Grows to what the batches need (at most `STAGING_MAX` plus one
+    /// frame) and keeps it: an idle Writer holds none.
     staging: Vec<u8>,
     segs: Vec<Seg>,
     /// Byte offset (within the batch) at which each planned item ends.
@@ -43,21 +45,9 @@ pub(crate) struct Batch {
     cursor: usize,
     /// Items fully written so far.
     completed: usize,
-    /// Bytes that may be written in all (a probe writes one byte first).
-    limit: usize,
 }
 
 impl Batch {
-    pub(crate) fn new() -> Self {
-        Self {
-            // Grows to what the batches need (at most `STAGING_MAX` plus one
-            // frame) and keeps it: an idle Writer holds none.
-            staging: Vec::new(),
-            limit: usize::MAX,
-            ..Self::default()
-        }
-    }
-
     /// Plans the write of as many of `items` (from the front) as fit.
     #[cfg(test)]
     pub(crate) fn plan(&mut self, items: &VecDeque<Item>) {
@@ -67,12 +57,7 @@ impl Batch {
     /// Plans the write of at most `max_items` of `items` (from the front),
     /// as many as fit.
     pub(crate) fn plan_up_to(&mut self, items: &VecDeque<Item>, max_items: usize) {
-        self.limit = usize::MAX;
-        self.staging.clear();
-        self.segs.clear();
-        self.ends.clear();
-        self.cursor = 0;
-        self.completed = 0;
+        self.clear();
         let mut total = 0usize;
         let mut staged_from = 0usize;
         for (i, item) in items.iter().enumerate().take(max_items) {
@@ -110,30 +95,24 @@ impl Batch {
         }
     }
 
+    /// An empty plan (the staging buffer is kept).
+    pub(crate) fn clear(&mut self) {
+        self.staging.clear();
+        self.segs.clear();
+        self.ends.clear();
+        self.cursor = 0;
+        self.completed = 0;
+    }
+
     /// Messages in the plan.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.ends.len()
     }
 
-    /// Bytes in the plan.
-    pub(crate) fn total(&self) -> usize {
-        self.ends.last().copied().unwrap_or(0)
-    }
-
     /// Whether every planned byte was written.
     pub(crate) fn is_done(&self) -> bool {
-        self.cursor >= self.total()
-    }
-
-    /// Allows only `bytes` of the plan to be written in all, until raised.
-    pub(crate) fn set_limit(&mut self, bytes: usize) {
-        self.limit = bytes;
-    }
-
-    /// Whether the limit stops further writing before the plan is done.
-    pub(crate) fn at_limit(&self) -> bool {
-        self.cursor >= self.limit
+        self.ends.last().is_none_or(|&end| self.cursor >= end)
     }
 
     /// Bytes written so far.
@@ -151,14 +130,20 @@ impl Batch {
         self.completed
     }
 
-    /// Fills `out` with the iovecs of the unwritten rest; returns how many.
+    /// Bytes written of the first item not written whole.
+    pub(crate) fn written_into_next(&self) -> usize {
+        self.cursor - self.completed.checked_sub(1).map_or(0, |i| self.ends[i])
+    }
+
+    /// Fills `out` with the iovecs of at most `budget` bytes of the
+    /// unwritten rest; returns how many.
     pub(crate) fn iovecs<'a>(
         &'a self,
         items: &'a VecDeque<Item>,
+        mut budget: usize,
         out: &mut [IoSlice<'a>],
     ) -> usize {
         let mut skip = self.cursor;
-        let mut budget = self.limit.saturating_sub(self.cursor);
         let mut n = 0;
         for seg in &self.segs {
             if n == out.len() || budget == 0 {
@@ -218,7 +203,7 @@ mod tests {
         let mut wire = Vec::new();
         while !batch.is_done() {
             let mut iov = [IoSlice::new(&[]); IOV_PER_CALL];
-            let n = batch.iovecs(items, &mut iov);
+            let n = batch.iovecs(items, usize::MAX, &mut iov);
             let mut budget = chunk;
             let mut wrote = 0;
             for s in &iov[..n] {
@@ -239,7 +224,7 @@ mod tests {
     fn mixed_sizes_produce_the_exact_frame_stream_under_any_partial_write() {
         let its = items(&[1, 5000, 3, 0, 70_000, 2, 4096, 4097]);
         for chunk in [1, 7, 100, 4096, 1 << 20] {
-            let mut b = Batch::new();
+            let mut b = Batch::default();
             b.plan(&its);
             assert_eq!(b.len(), its.len());
             let wire = drain(&mut b, &its, chunk);
@@ -251,7 +236,7 @@ mod tests {
     #[test]
     fn completion_counts_only_whole_frames() {
         let its = items(&[10, 10]);
-        let mut b = Batch::new();
+        let mut b = Batch::default();
         b.plan(&its);
         assert_eq!(b.advance(10), 0); // 11 bytes make the first frame
         assert_eq!(b.advance(1), 1);
@@ -263,31 +248,28 @@ mod tests {
     #[test]
     fn plan_is_bounded() {
         let its = items(&vec![1000; 2000]);
-        let mut b = Batch::new();
+        let mut b = Batch::default();
         b.plan(&its);
         assert!(b.len() < 2000 && b.len() > 100);
-        assert!(b.total() <= STAGING_MAX + COPY_MAX);
+        assert!(b.end_of(b.len() - 1) <= STAGING_MAX + COPY_MAX);
         let wire = drain(&mut b, &its, usize::MAX);
         assert_eq!(wire, expected(&its, b.len()));
     }
 
     #[test]
-    fn a_limit_stops_the_write_at_that_byte_until_raised() {
+    fn a_budget_stops_the_write_at_that_byte_until_raised() {
         let its = items(&[10, 10]);
-        let mut b = Batch::new();
+        let mut b = Batch::default();
         b.plan_up_to(&its, 1);
         assert_eq!(b.len(), 1);
-        b.set_limit(1);
         {
             let mut iov = [IoSlice::new(&[]); IOV_PER_CALL];
-            let n = b.iovecs(&its, &mut iov);
+            let n = b.iovecs(&its, 1, &mut iov);
             assert_eq!((n, iov[0].len()), (1, 1));
         }
         assert_eq!(b.advance(1), 0);
-        assert!(b.at_limit());
         let mut iov = [IoSlice::new(&[]); IOV_PER_CALL];
-        assert_eq!(b.iovecs(&its, &mut iov), 0);
-        b.set_limit(usize::MAX);
+        assert_eq!(b.iovecs(&its, 0, &mut iov), 0);
         let wire = drain(&mut b, &its, 3);
         assert_eq!(wire, expected(&its, 1)[1..]);
     }
@@ -295,7 +277,7 @@ mod tests {
     #[test]
     fn first_item_is_always_planned_even_if_huge() {
         let its = items(&[BATCH_MAX + 5]);
-        let mut b = Batch::new();
+        let mut b = Batch::default();
         b.plan(&its);
         assert_eq!(b.len(), 1);
     }

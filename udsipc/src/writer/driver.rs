@@ -78,10 +78,7 @@ pub(super) fn write_now(inner: &WriterInner) -> bool {
     let last = loop {
         match m.poll_action(now()) {
             Action::Write => write_once(m, conn),
-            Action::Sample => {
-                let s = sample(conn.socket(), false);
-                m.handle_sample(now(), s);
-            }
+            Action::Sample => m.handle_sample(now(), sample(conn.socket(), false)),
             last => break last,
         }
     };
@@ -146,8 +143,7 @@ pub(super) async fn run(inner: Arc<WriterInner>) {
                     // the next wait).
                     Woke::Writable | Woke::HangUp => {
                         if let Some(c) = e.conn.as_ref() {
-                            let s = sample(c.socket(), matches!(woke, Woke::HangUp));
-                            e.m.handle_sample(now(), s);
+                            e.m.handle_sample(now(), sample(c.socket(), woke == Woke::HangUp));
                         }
                     }
                     Woke::Other => {}
@@ -211,10 +207,10 @@ fn act(
             // The machine writes and samples only while connected, which
             // it learns from this task with the connection in hand.
             Action::Write => write_once(m, e.conn.as_ref().expect("connected")),
-            Action::Sample => {
-                let s = sample(e.conn.as_ref().expect("connected").socket(), false);
-                m.handle_sample(now(), s);
-            }
+            Action::Sample => m.handle_sample(
+                now(),
+                sample(e.conn.as_ref().expect("connected").socket(), false),
+            ),
             Action::Close => {
                 e.conn = None;
                 m.handle_closed(now());
@@ -242,12 +238,14 @@ fn write_once(m: &mut Machine, c: &Conn) {
         let n = m.iovecs(&mut iov);
         send_vectored(c.socket(), &iov[..n])
     };
+    let result = result.and_then(|n| match n {
+        0 => Err(io::Error::new(
+            io::ErrorKind::WriteZero,
+            "socket accepted no bytes",
+        )),
+        n => Ok(n),
+    });
     match result {
-        Ok(0) => m.handle_write_error(
-            now(),
-            io::Error::new(io::ErrorKind::WriteZero, "socket accepted no bytes"),
-            sample(c.socket(), false),
-        ),
         Ok(n) => m.handle_written(now(), n),
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => m.handle_would_block(now()),
         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -303,13 +301,15 @@ fn publish_counters(inner: &WriterInner, m: &mut Machine) {
     ] {
         counter.store(value, Relaxed);
     }
-    inner.queue.complete(m.take_freed(), m.take_freed_bytes());
+    let (n, bytes) = m.take_freed();
+    inner.queue.complete(n, bytes);
 }
 
 /// How often room is polled when it could not be registered for (out of
 /// descriptors).
 const ROOM_POLL: Duration = Duration::from_millis(1);
 
+#[derive(PartialEq)]
 enum Woke {
     Writable,
     HangUp,
@@ -382,32 +382,25 @@ async fn wait(
 async fn watch_hangup(read: &AsyncFd<StdStream>) -> Woke {
     let mut scratch = [0u8; 512];
     loop {
-        let mut guard = match read.readable().await {
-            Ok(g) => g,
-            Err(_) => return Woke::HangUp,
+        let Ok(mut guard) = read.readable().await else {
+            return Woke::HangUp;
         };
-        if guard.ready().is_read_closed() {
-            return hangup_or_half_close(read.get_ref()).await;
+        let ended = guard.ready().is_read_closed()
+            || match guard.try_io(|r| io::Read::read(&mut r.get_ref(), &mut scratch)) {
+                Ok(Ok(n)) => n == 0,
+                Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => false,
+                Ok(Err(_)) => return Woke::HangUp,
+                // Nothing to read: readiness cleared, wait for the next event.
+                Err(_would_block) => false,
+            };
+        // The read side ended: a hang-up, unless only the peer's writing
+        // half was shut down (then the connection still takes bytes: stop
+        // watching).
+        if ended && crate::sys::hung_up(read.get_ref()) {
+            return Woke::HangUp;
+        } else if ended {
+            std::future::pending::<()>().await;
         }
-        match guard.try_io(|r| io::Read::read(&mut r.get_ref(), &mut scratch)) {
-            Ok(Ok(0)) => return hangup_or_half_close(read.get_ref()).await,
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
-            Ok(Err(_)) => return Woke::HangUp,
-            // Nothing to read: readiness cleared, wait for the next event.
-            Err(_would_block) => {}
-        }
-    }
-}
-
-/// The read side ended: a hang-up, unless only the peer's writing half was
-/// shut down (then the connection still takes bytes: stop watching).
-async fn hangup_or_half_close(socket: &StdStream) -> Woke {
-    if crate::sys::hung_up(socket) {
-        Woke::HangUp
-    } else {
-        std::future::pending::<()>().await;
-        Woke::Other
     }
 }
 

@@ -137,31 +137,6 @@ const DIRECT_WINDOW: Duration = Duration::from_micros(50);
 /// 9.8-11.9/42-46 µs with four.
 const DIRECT_MAX: u32 = 4;
 
-/// Counts events in fixed windows of [`DIRECT_WINDOW`].
-#[derive(Debug, Default)]
-struct Window {
-    start: Option<Instant>,
-    count: u32,
-}
-
-impl Window {
-    /// Counts one more event at `at` if fewer than [`DIRECT_MAX`] were
-    /// counted in the window `at` falls in; whether it was counted.
-    fn take(&mut self, at: Instant) -> bool {
-        if self.start.is_none_or(|s| at - s >= DIRECT_WINDOW) {
-            *self = Window {
-                start: Some(at),
-                count: 0,
-            };
-        }
-        if self.count >= DIRECT_MAX {
-            return false;
-        }
-        self.count += 1;
-        true
-    }
-}
-
 /// One look at the socket.
 #[derive(Debug, Default)]
 pub(crate) struct Sample {
@@ -174,93 +149,53 @@ pub(crate) struct Sample {
     pub(crate) hangup: bool,
 }
 
-/// How a connection ended (see [`Machine::end_of`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum End {
-    /// The reader had read every byte written.
-    AllRead,
-    /// The reader closed with bytes unread: the last byte was not read.
-    Reset,
-    /// The reader shut its side with bytes unread, which it may still read.
-    ReaderShut,
-}
-
-/// How far a connection has proven itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-enum Stage {
-    /// Nothing read on it yet; the probe byte is not yet written.
-    #[default]
-    Unproven,
-    /// The probe byte is written; waiting for the reader to read it.
-    ProbeByte,
-    /// The reader reads: the head message alone is being written, then
-    /// waited for.
-    ProbeHead,
-    /// The head was read: stream freely.
-    Open,
-}
-
-/// The last message written whole on a connection, kept for a retry.
-#[derive(Debug)]
-struct Tail {
-    item: Item,
-    end: u64,
-}
-
 /// Messages written whole and not yet known to be read: one message, or
-/// a run of them (kept, to count the part of it that gets read).
+/// a run of them.
 #[derive(Debug)]
 struct Flight {
     /// Offset on the connection at which the last of them ends.
     end: u64,
-    /// How many.
-    count: u32,
-    /// The frames of a run (`count > 1`); `None` for one message.
-    run: Option<Item>,
+    /// Their frames, kept for a run (to count the part of it that gets
+    /// read) and for the last flight written (to retry it,
+    /// [`Conn::take_last_written`]); `None` for one message.
+    item: Option<Item>,
 }
 
 impl Flight {
-    fn new(end: u64, item: &Item) -> Self {
-        Self {
-            end,
-            count: item.count,
-            run: (item.count > 1).then(|| item.clone()),
-        }
+    /// How many.
+    fn count(&self) -> u64 {
+        self.item.as_ref().map_or(1, |item| u64::from(item.count))
     }
 
     /// Counts off the messages of a run that end by `read`; returns how
     /// many.
     fn read_up_to(&mut self, read: u64) -> u32 {
-        let Some(run) = &mut self.run else { return 0 };
+        let Some(run) = &mut self.item else { return 0 };
         let start = self.end - run.bytes.len() as u64;
         if read <= start {
             return 0;
         }
         let (n, at) = run.whole_within((read - start) as usize);
-        // All of it read is a whole flight, counted by `confirm` instead.
+        // All of it read is a whole flight, counted as one instead.
         if run.split_front_at(n, at).is_none() {
             return 0;
         }
-        self.count -= n;
         n
-    }
-
-    /// Takes the last message off a run; `None` when there is one message.
-    fn pop_last(&mut self) -> Option<Item> {
-        let last = self.run.as_mut()?.split_last()?;
-        self.count -= 1;
-        self.end -= last.bytes.len() as u64;
-        Some(last)
     }
 }
 
 fn count(flights: &VecDeque<Flight>) -> u64 {
-    flights.iter().map(|f| u64::from(f.count)).sum()
+    flights.iter().map(Flight::count).sum()
 }
 
 #[derive(Debug, Default)]
 struct Conn {
-    stage: Stage,
+    /// The head was read: stream freely. Before, the connection proves
+    /// itself: nothing written yet (the probe byte is next), then the
+    /// probe byte written and waited for (nothing more is
+    /// [`allowed`](Self::allowed)), then the rest of the head written and
+    /// waited for.
+    open: bool,
     /// Bytes written on this connection.
     written: u64,
     /// Bytes known to be read (a lower bound).
@@ -269,9 +204,6 @@ struct Conn {
     sampled_at: u64,
     /// Messages written whole and not yet known to be read, in order.
     inflight: VecDeque<Flight>,
-    tail: Option<Tail>,
-    /// Whether the reader read at least one whole message on it.
-    productive: bool,
     /// The last write would have blocked.
     blocked: bool,
     /// Since when the driver has waited for the reader without progress.
@@ -280,28 +212,68 @@ struct Conn {
     episode: bool,
     /// The registration for room the driver keeps, and why.
     room: Option<Room>,
-    /// Sample now.
-    sample_now: bool,
-    /// The next sample while waiting for the reader to read.
+    /// The next sample (now, or while waiting for the reader to read).
     sample_due: Option<Instant>,
     sample_every: Duration,
-    /// Offset on the connection at which the planned batch starts.
-    batch_base: u64,
 }
 
 impl Conn {
+    /// Bytes that may be written now: until the reader has read
+    /// something, one in all (the probe byte, which it must read first).
+    fn allowed(&self) -> usize {
+        if self.confirmed > 0 {
+            usize::MAX
+        } else {
+            usize::from(self.written == 0)
+        }
+    }
+
     fn progress(&mut self) {
         self.stalled_since = None;
         self.episode = false;
+    }
+
+    /// Takes the messages in flight that end by `read` off, with `partly`
+    /// those of a run read in part too; returns how many.
+    fn take_read(&mut self, read: u64, partly: bool) -> u64 {
+        let mut n = 0;
+        while let Some(f) = self.inflight.front_mut() {
+            if f.end > read {
+                // A run read in part is counted once read whole, or when
+                // the connection ends (`partly`): walking its frames at
+                // every sample cost a tenth of the writing thread's time
+                // at 64 B.
+                if partly {
+                    n += u64::from(f.read_up_to(read));
+                }
+                break;
+            }
+            n += f.count();
+            self.inflight.pop_front();
+        }
+        n
+    }
+
+    /// Takes the last message written whole off the flights if the last
+    /// byte written is its last (after a reset, that byte was not read).
+    fn take_last_written(&mut self) -> Option<Item> {
+        let f = self.inflight.back_mut().filter(|f| f.end == self.written)?;
+        match f.item.as_mut()?.split_last() {
+            Some(last) => {
+                f.end -= last.frame_len() as u64;
+                Some(last)
+            }
+            None => self.inflight.pop_back()?.item,
+        }
     }
 }
 
 #[derive(Debug)]
 enum Link {
-    /// No connection; dial at the instant.
+    /// No connection; dial at the instant (then the driver dials, and
+    /// polls again only once it calls `handle_connected` or
+    /// `handle_dial_failed`).
     Down(Instant),
-    /// The driver is dialing.
-    Dialing,
     Up(Conn),
     /// The connection ended and is accounted for; redial after the delay.
     Dead(Duration),
@@ -318,10 +290,11 @@ pub(crate) struct Machine {
     backoff: Duration,
     /// Messages not yet written whole on the current connection, in order;
     /// the first `batch.completed()` of them are written whole (the planned
-    /// batch is retired once done).
+    /// batch is retired once done: a batch not done is planned).
     pending: VecDeque<Item>,
+    /// The write planned; it started at `written - cursor` on the
+    /// connection.
     batch: Batch,
-    planned: bool,
     /// Finished once `Link::Gone`.
     link: Link,
     /// Set by a stop: drain (write everything queued, wait until it is
@@ -332,10 +305,11 @@ pub(crate) struct Machine {
     /// The counters the machine keeps (not `dropped`, `queue_depth`).
     stats: WriterMetrics,
     reports: VecDeque<WriterError>,
-    freed: usize,
-    freed_bytes: usize,
+    /// Queue slots to release, and their frame bytes.
+    freed: (usize, usize),
     /// Writes producers made by themselves: the window they count in.
-    direct: Window,
+    /// Since when, and how many (fixed windows of [`DIRECT_WINDOW`]).
+    direct: (Instant, u32),
     /// The timer of the task's wait while it waits ([`Machine::arm`]).
     armed: Option<Instant>,
 }
@@ -347,17 +321,15 @@ impl Machine {
             backoff: cfg.initial_backoff.min(cfg.max_backoff),
             cfg,
             pending: VecDeque::new(),
-            batch: Batch::new(),
-            planned: false,
+            batch: Batch::default(),
             link: Link::Down(now),
             deadline: None,
             forced: false,
             dialed_before: false,
             stats: WriterMetrics::default(),
             reports: VecDeque::new(),
-            freed: 0,
-            freed_bytes: 0,
-            direct: Window::default(),
+            freed: (0, 0),
+            direct: (now, 0),
             armed: None,
         }
     }
@@ -381,15 +353,9 @@ impl Machine {
     }
 
     /// Queue slots to release (messages written whole for the first time,
-    /// failed or discarded) since the last call.
-    pub(crate) fn take_freed(&mut self) -> usize {
+    /// failed or discarded) since the last call, and their frame bytes.
+    pub(crate) fn take_freed(&mut self) -> (usize, usize) {
         std::mem::take(&mut self.freed)
-    }
-
-    /// The frame bytes of the slots [`take_freed`](Self::take_freed) counts,
-    /// since the last call.
-    pub(crate) fn take_freed_bytes(&mut self) -> usize {
-        std::mem::take(&mut self.freed_bytes)
     }
 
     /// Whether the driver should move queued messages in (it takes them
@@ -408,12 +374,15 @@ impl Machine {
         let Link::Up(c) = &self.link else {
             return false;
         };
-        c.stage == Stage::Open
-            && !c.blocked
-            && !self.planned
-            && self.pending.is_empty()
-            && self.deadline.is_none()
-            && self.direct.take(now)
+        if !c.open || !self.pending.is_empty() || self.deadline.is_some() {
+            return false;
+        }
+        let (start, n) = &mut self.direct;
+        if now.saturating_duration_since(*start) >= DIRECT_WINDOW {
+            (*start, *n) = (now, 0);
+        }
+        *n += 1;
+        *n <= DIRECT_MAX
     }
 
     /// After a direct write that stopped at `last`: whether the task must
@@ -458,32 +427,26 @@ impl Machine {
 
     /// The iovecs of the next write (for [`Action::Write`]).
     pub(crate) fn iovecs<'a>(&'a self, out: &mut [IoSlice<'a>]) -> usize {
-        self.batch.iovecs(&self.pending, out)
+        let Link::Up(c) = &self.link else { return 0 };
+        self.batch.iovecs(&self.pending, c.allowed(), out)
     }
 
     /// When to call [`poll_action`](Self::poll_action) again if nothing
     /// else happens.
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        let mut at = self.deadline.filter(|_| !self.done());
-        let mut earliest = |t: Option<Instant>| {
-            if let Some(t) = t {
-                at = Some(at.map_or(t, |a| a.min(t)));
-            }
-        };
-        match &self.link {
+        let (a, b) = match &self.link {
             // Redialing waits for something to send (the first dial is
             // eager, as in Go).
-            Link::Down(t) if self.wants_to_dial() => earliest(Some(*t)),
-            Link::Down(_) => {}
-            Link::Up(c) => {
-                earliest(c.sample_due);
-                if !c.episode {
-                    earliest(c.stalled_since.map(|s| later(s, self.cfg.write_timeout)));
-                }
-            }
-            Link::Dialing | Link::Dead(_) | Link::Gone => {}
-        }
-        at
+            Link::Down(t) if self.wants_to_dial() => (Some(*t), None),
+            Link::Up(c) => (
+                c.sample_due,
+                c.stalled_since
+                    .filter(|_| !c.episode)
+                    .map(|s| later(s, self.cfg.write_timeout)),
+            ),
+            _ => (None, None),
+        };
+        [self.deadline, a, b].into_iter().flatten().min()
     }
 
     /// The next thing to do at `now`.
@@ -492,26 +455,27 @@ impl Machine {
             return Action::Done;
         }
         if self.deadline.is_some_and(|d| now >= d) {
-            self.force();
+            self.handle_force(now);
             return Action::Done;
         }
-        match &mut self.link {
-            Link::Dialing | Link::Gone => Action::Wait(Wait::default()),
+        // Drained: everything written, and read.
+        let all_read = match &self.link {
+            Link::Down(_) => true,
+            Link::Up(c) => c.confirmed >= c.written,
+            _ => false,
+        };
+        if self.deadline.is_some() && self.pending.is_empty() && all_read {
+            self.finish();
+            return Action::Done;
+        }
+        match self.link {
+            Link::Gone => Action::Done,
             Link::Dead(_) => Action::Close,
-            Link::Down(at) => {
-                if self.deadline.is_some() && self.pending.is_empty() {
-                    self.finish();
-                    Action::Done
-                } else if now >= *at && self.wants_to_dial() {
-                    self.link = Link::Dialing;
-                    Action::Dial
-                } else {
-                    Action::Wait(Wait {
-                        messages: self.pending.is_empty() && self.deadline.is_none(),
-                        ..Wait::default()
-                    })
-                }
-            }
+            Link::Down(at) if now >= at && self.wants_to_dial() => Action::Dial,
+            Link::Down(_) => Action::Wait(Wait {
+                messages: self.pending.is_empty() && self.deadline.is_none(),
+                ..Wait::default()
+            }),
             Link::Up(_) => self.poll_connected(now),
         }
     }
@@ -522,33 +486,31 @@ impl Machine {
         };
         if c.sample_due.is_some_and(|t| now >= t) {
             c.sample_due = None;
-            c.sample_now = true;
-        }
-        if c.sample_now {
-            c.sample_now = false;
             return Action::Sample;
         }
         // Backpressure: waiting for the reader for a whole write timeout.
-        if let Some(since) = c.stalled_since {
-            if !c.episode && now.saturating_duration_since(since) >= self.cfg.write_timeout {
-                c.episode = true;
-                self.stats.backpressure += 1;
-                let phase = phase_of(self.deadline.is_some(), self.pending.front());
-                self.reports.push_back(WriterError::Write {
-                    kind: WriteFailure::Backpressure,
-                    phase,
-                    source: io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!(
-                            "the reader read nothing for the write timeout ({:?}); \
+        let timeout = self.cfg.write_timeout;
+        if !c.episode
+            && c.stalled_since
+                .is_some_and(|s| now.saturating_duration_since(s) >= timeout)
+        {
+            c.episode = true;
+            self.stats.backpressure += 1;
+            let phase = phase_of(self.deadline.is_some(), self.pending.front());
+            self.reports.push_back(WriterError::Write {
+                kind: WriteFailure::Backpressure,
+                phase,
+                source: io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "the reader read nothing for the write timeout ({:?}); \
                              the connection is kept",
-                            self.cfg.write_timeout
-                        ),
+                        self.cfg.write_timeout
                     ),
-                });
-            }
+                ),
+            });
         }
-        let writing = self.planned && !self.batch.is_done() && !self.batch.at_limit();
+        let writing = !self.batch.is_done() && c.allowed() > 0;
         if c.blocked {
             c.stalled_since.get_or_insert(now);
             return Action::Wait(Wait {
@@ -556,35 +518,24 @@ impl Machine {
                 ..Wait::default()
             });
         }
-        match c.stage {
-            Stage::Unproven if !self.pending.is_empty() => {
-                // The probe: the head's first byte, alone; a run's first
-                // message is the head alone.
-                if let Some(first) = self.pending[0].split_front(1) {
-                    self.pending.push_front(first);
-                }
-                self.batch.plan_up_to(&self.pending, 1);
-                self.batch.set_limit(1);
-                self.planned = true;
-                c.batch_base = c.written;
-                return Action::Write;
+        if c.written == 0 && !self.pending.is_empty() {
+            // The probe: the head's first byte, alone; a run's first
+            // message is the head alone.
+            if let Some(first) = self.pending[0].split_front(1) {
+                self.pending.push_front(first);
             }
-            Stage::ProbeHead | Stage::Open if writing => return Action::Write,
-            Stage::Open if !self.pending.is_empty() => {
+            self.batch.plan_up_to(&self.pending, 1);
+            return Action::Write;
+        }
+        if writing || (c.open && !self.pending.is_empty()) {
+            if !writing {
                 self.batch.plan_up_to(&self.pending, usize::MAX);
-                self.planned = true;
-                c.batch_base = c.written;
-                return Action::Write;
             }
-            _ => {}
+            return Action::Write;
         }
         // Nothing to write now.
-        let awaiting_probe = matches!(c.stage, Stage::ProbeByte | Stage::ProbeHead);
+        let awaiting_probe = !c.open && c.written > 0;
         let unread = c.confirmed < c.written;
-        if self.deadline.is_some() && self.pending.is_empty() && !unread {
-            self.finish();
-            return Action::Done;
-        }
         if awaiting_probe || (self.deadline.is_some() && unread) {
             c.stalled_since.get_or_insert(now);
         }
@@ -607,7 +558,6 @@ impl Machine {
             self.stats.reconnects += 1;
         }
         self.dialed_before = true;
-        self.planned = false;
         self.link = Link::Up(Conn {
             sample_every: self.cfg.sampling.0,
             ..Conn::default()
@@ -639,40 +589,32 @@ impl Machine {
         c.blocked = false;
         c.progress();
         for i in before..before + whole {
-            let end = c.batch_base + self.batch.end_of(i) as u64;
             let item = &mut self.pending[i];
             if !item.sent {
                 item.sent = true;
                 self.stats.sent += u64::from(item.count);
-                self.freed += item.count as usize;
-                self.freed_bytes += item.frame_len();
+                self.freed.0 += item.count as usize;
+                self.freed.1 += item.frame_len();
             }
-            c.inflight.push_back(Flight::new(end, item));
-        }
-        if whole > 0 {
-            // Only the last one may need a retry (see `connection_died`).
-            let last = before + whole - 1;
-            c.tail = Some(Tail {
-                item: self.pending[last].clone(),
-                end: c.batch_base + self.batch.end_of(last) as u64,
+            // A run is kept to count the part of it that gets read; the
+            // last message written, to be retried (see `connection_died`).
+            let keep = item.count > 1 || i + 1 == before + whole;
+            c.inflight.push_back(Flight {
+                end: c.written - (self.batch.cursor() - self.batch.end_of(i)) as u64,
+                item: keep.then(|| item.clone()),
             });
         }
-        match c.stage {
-            Stage::Unproven if self.batch.at_limit() => {
-                c.stage = Stage::ProbeByte;
-                c.sample_now = true;
-            }
-            Stage::ProbeHead if self.batch.is_done() => c.sample_now = true,
-            _ => {}
+        // The probe byte, or the head, written: sample at once.
+        let rest = self.pending.len() - self.batch.completed();
+        if c.allowed() == 0
+            || self.batch.is_done()
+                && (!c.open || rest == 0 || c.written - c.sampled_at >= SAMPLE_EVERY_BYTES)
+        {
+            c.sample_due = Some(now);
         }
         if self.batch.is_done() {
             self.retire_batch();
-            let Link::Up(c) = &mut self.link else { return };
-            if self.pending.is_empty() || c.written - c.sampled_at >= SAMPLE_EVERY_BYTES {
-                c.sample_now = true;
-            }
         }
-        let _ = now;
     }
 
     /// The socket is full.
@@ -692,9 +634,9 @@ impl Machine {
 
     /// A write failed: the connection is dead. `sample` is a look at the
     /// socket right after (its unread count and pending error).
-    pub(crate) fn handle_write_error(&mut self, now: Instant, source: io::Error, sample: Sample) {
+    pub(crate) fn handle_write_error(&mut self, _now: Instant, source: io::Error, sample: Sample) {
         let reset = is_reset(&source) || sample.error.as_ref().is_some_and(is_reset);
-        self.connection_died(now, reset, sample.unread, Some(source));
+        self.connection_died(reset, sample.unread, Some(source));
     }
 
     /// A look at the socket, asked for by [`Action::Sample`] or taken on a
@@ -704,51 +646,18 @@ impl Machine {
         if let Some(error) = sample.error {
             // Read before the purge that follows a reader's close, the
             // unread count proves nothing once an error is pending.
-            self.connection_died(now, is_reset(&error), sample.unread, Some(error));
-            return;
+            return self.connection_died(is_reset(&error), sample.unread, Some(error));
         }
         if sample.hangup {
             // No error: if the reader had read everything when it closed and
             // nothing was cut (e.g. its inactivity timeout), nothing is lost
             // and it is not an error. Redial when there is something to send.
-            let all_read = sample.unread.is_none_or(|unread| unread == 0);
-            let error = (!all_read || self.partly_written()).then(|| {
-                io::Error::new(
-                    io::ErrorKind::BrokenPipe,
-                    "the reader closed the connection",
-                )
-            });
-            self.connection_died(now, false, sample.unread, error);
-            return;
+            return self.connection_died(false, sample.unread, None);
         }
         c.sampled_at = c.written;
-        let read = match sample.unread {
-            Some(unread) => c.written.saturating_sub(unread),
-            None => c.written,
-        };
-        self.confirm(now, read);
-    }
-
-    /// A graceful stop: write what is queued (the driver has moved it all
-    /// in) and wait until it is read, until `deadline`.
-    pub(crate) fn handle_stop(&mut self, now: Instant, deadline: Instant) {
-        self.deadline = Some(self.deadline.map_or(deadline, |d| d.min(deadline)));
-        if now >= deadline {
-            self.force();
-        }
-    }
-
-    /// Stop at once: discard what is left.
-    pub(crate) fn handle_force(&mut self, _now: Instant) {
-        self.force();
-    }
-
-    // ----- internals -----------------------------------------------------
-
-    /// Bytes up to `read` are known to be read.
-    fn confirm(&mut self, now: Instant, read: u64) {
-        let Link::Up(c) = &mut self.link else { return };
+        let read = c.written.saturating_sub(sample.unread.unwrap_or(0));
         if read <= c.confirmed {
+            // No progress: sample less and less often.
             if c.confirmed < c.written {
                 c.sample_due = Some(now + c.sample_every);
                 c.sample_every = (c.sample_every * 2).min(self.cfg.sampling.1);
@@ -758,36 +667,23 @@ impl Machine {
         c.confirmed = read;
         c.progress();
         c.sample_every = self.cfg.sampling.0;
-        c.sample_due = (c.confirmed < c.written).then(|| now + c.sample_every);
-        let mut n = 0;
-        while let Some(f) = c.inflight.front_mut() {
-            if f.end > read {
-                // A run read in part is counted once read whole, or when the
-                // connection ends ([`Self::count_partly_read`]): walking its
-                // frames at every sample cost a tenth of the writing
-                // thread's time at 64 B.
-                break;
-            }
-            n += u64::from(f.count);
-            c.inflight.pop_front();
-        }
-        if c.tail.as_ref().is_some_and(|t| t.end <= read) {
-            c.tail = None;
-        }
-        if n > 0 {
-            self.stats.delivered += n;
-            c.productive = true;
-            self.backoff = self.cfg.initial_backoff.min(self.cfg.max_backoff);
-        }
-        match c.stage {
-            Stage::ProbeByte => {
-                c.stage = Stage::ProbeHead;
-                self.batch.set_limit(usize::MAX);
-            }
-            Stage::ProbeHead if !self.planned && c.inflight.is_empty() => c.stage = Stage::Open,
-            _ => {}
+        c.sample_due = (read < c.written).then(|| now + c.sample_every);
+        self.stats.delivered += c.take_read(read, false);
+        if !c.open {
+            // The probe byte was read: the rest of the head goes; once it
+            // is written and read, the connection is open.
+            c.open = self.batch.is_done() && c.inflight.is_empty();
         }
     }
+
+    /// A graceful stop: write what is queued (the driver has moved it all
+    /// in) and wait until it is read, until `deadline` (a deadline passed
+    /// already forces at the next [`poll_action`](Self::poll_action)).
+    pub(crate) fn handle_stop(&mut self, _now: Instant, deadline: Instant) {
+        self.deadline = Some(self.deadline.map_or(deadline, |d| d.min(deadline)));
+    }
+
+    // ----- internals -----------------------------------------------------
 
     /// The reconnect delay to wait now; the following one doubles.
     fn next_delay(&mut self) -> Duration {
@@ -807,36 +703,8 @@ impl Machine {
 
     /// Drops the finished part of the batch from `pending`.
     fn retire_batch(&mut self) {
-        if self.planned {
-            self.pending.drain(..self.batch.completed());
-            self.planned = false;
-        }
-    }
-
-    /// Bytes written of the first planned item not written whole (0 when
-    /// nothing is planned).
-    fn written_into_next(&self) -> usize {
-        if !self.planned {
-            return 0;
-        }
-        let done = self.batch.completed();
-        let whole_end = if done == 0 {
-            0
-        } else {
-            self.batch.end_of(done - 1)
-        };
-        self.batch.cursor() - whole_end
-    }
-
-    /// Whether a message was partly written (the last write ended inside
-    /// it, not between two messages of a run).
-    fn partly_written(&self) -> bool {
-        let into = self.written_into_next();
-        into > 0
-            && self
-                .pending
-                .get(self.batch.completed())
-                .is_none_or(|item| item.count == 1 || item.whole_within(into).1 < into)
+        self.pending.drain(..self.batch.completed());
+        self.batch.clear();
     }
 
     /// Retires the written part of the batch when a connection ends: the
@@ -844,112 +712,69 @@ impl Machine {
     /// and the message the cut is in becomes the head, alone. Returns
     /// whether a message was partly written (now the head).
     fn settle(&mut self, c: &mut Conn) -> bool {
-        let partial = self.partly_written();
-        let into = self.written_into_next();
-        let base = c.batch_base + (self.batch.cursor() - into) as u64;
+        let into = self.batch.written_into_next();
+        let base = c.written - into as u64;
         self.retire_batch();
-        self.batch.set_limit(usize::MAX);
-        let Some(head) = self.pending.front_mut() else {
+        let Some(head) = self.pending.front_mut().filter(|_| into > 0) else {
             return false;
         };
-        if into == 0 || head.count == 1 {
-            return partial;
-        }
         let (n, at) = head.whole_within(into);
         if let Some(mut done) = head.split_front_at(n, at) {
             self.stats.sent += u64::from(n);
-            self.freed += n as usize;
-            self.freed_bytes += at;
-            let end = base + at as u64;
+            self.freed.0 += n as usize;
+            self.freed.1 += at;
             done.sent = true;
-            c.inflight.push_back(Flight::new(end, &done));
-            c.tail = Some(Tail { item: done, end });
+            c.inflight.push_back(Flight {
+                end: base + at as u64,
+                item: Some(done),
+            });
         }
-        let head = self.pending.front_mut().expect("the rest of the run");
+        // The cut is inside a message, not between two messages of a run.
+        let partial = at < into;
         if partial {
-            if let Some(cut) = head.split_front(1) {
+            if let Some(cut) = self.pending[0].split_front(1) {
                 self.pending.push_front(cut);
             }
         }
         partial
     }
 
-    /// Counts as delivered the messages of the oldest run in flight that
-    /// end by what is known to be read (confirmations count only whole
-    /// runs), before the connection's end settles the rest.
-    fn count_partly_read(&mut self, c: &mut Conn) {
-        let Some(f) = c.inflight.front_mut() else {
-            return;
-        };
-        let n = f.read_up_to(c.confirmed);
-        if n > 0 {
-            self.stats.delivered += u64::from(n);
-            c.productive = true;
-            self.backoff = self.cfg.initial_backoff.min(self.cfg.max_backoff);
-        }
-    }
-
-    /// How the open connection ended, from what its socket said: a reset
-    /// (the reader closed with bytes unread), a reader that shut its side
-    /// (`shutdown(SHUT_RD)`: writes fail with `EPIPE` while what it holds
-    /// stays unread, maybe to be read by its drain), or everything read.
-    /// What is known read is confirmed first.
-    fn end_of(&mut self, now: Instant, reset: bool, unread: Option<u64>) -> End {
-        if reset {
-            return End::Reset;
-        }
-        let Link::Up(c) = &self.link else {
-            return End::AllRead;
-        };
-        let written = c.written;
-        match unread {
-            Some(unread) if unread > 0 => {
-                self.confirm(now, written.saturating_sub(unread));
-                End::ReaderShut
-            }
-            _ => {
-                self.confirm(now, written);
-                End::AllRead
-            }
-        }
-    }
-
-    /// The connection is dead: account for every message on it. `source`:
-    /// the error to report; `None` for a reader that closed quietly (all
-    /// read, nothing cut).
-    fn connection_died(
-        &mut self,
-        now: Instant,
-        reset: bool,
-        unread: Option<u64>,
-        source: Option<io::Error>,
-    ) {
+    /// The connection is dead: account for every message on it, from what
+    /// its socket said: a reset (the reader closed with bytes unread: the
+    /// last byte written was not read), bytes the reader left `unread`
+    /// (it shut its side, `shutdown(SHUT_RD)`: writes fail with `EPIPE`
+    /// while what it holds stays unread, maybe to be read by its drain), or
+    /// everything read. `source`: the error to report; `None` for a reader
+    /// that hung up, an error only if it left something unread or cut.
+    fn connection_died(&mut self, reset: bool, unread: Option<u64>, source: Option<io::Error>) {
         let Link::Up(mut c) = std::mem::replace(&mut self.link, Link::Dead(Duration::ZERO)) else {
             return;
         };
         let partial = self.settle(&mut c);
-        // Settled, the batch's whole messages are in flight: what is known
-        // read of them counts now.
-        self.link = Link::Up(c);
-        let end = self.end_of(now, reset, unread);
-        let Link::Up(mut c) = std::mem::replace(&mut self.link, Link::Dead(Duration::ZERO)) else {
-            return;
+        // What is known read counts now, a run read in part too (a reset
+        // tells nothing new).
+        let unread = unread.unwrap_or(0);
+        let read = if reset {
+            c.confirmed
+        } else {
+            c.written.saturating_sub(unread).max(c.confirmed)
         };
-        self.count_partly_read(&mut c);
-        if end == End::AllRead {
-            // The reader had read every byte written when it closed.
-            let n = count(&c.inflight);
-            c.inflight.clear();
-            c.tail = None;
-            if n > 0 {
-                self.stats.delivered += n;
-                c.productive = true;
-                self.backoff = self.cfg.initial_backoff.min(self.cfg.max_backoff);
-            }
-        }
-        let refused = c.confirmed == 0
-            && matches!(c.stage, Stage::Unproven | Stage::ProbeByte)
-            && (c.written == 0 || end != End::AllRead);
+        let delivered = c.take_read(read, true);
+        self.stats.delivered += delivered;
+        // The reader read a whole message on it (an open connection's
+        // head was).
+        let productive = c.open || delivered > 0;
+        let source = source.or_else(|| {
+            (unread > 0 || partial).then(|| {
+                io::Error::new(
+                    io::ErrorKind::BrokenPipe,
+                    "the reader closed the connection",
+                )
+            })
+        });
+        // Refused: the reader read nothing, not even the probe byte;
+        // nothing is lost and the head is not blamed.
+        let refused = read == 0;
         // Whether its death ended a poison message (its cause is gone).
         let mut gave_up = false;
         match source {
@@ -967,50 +792,40 @@ impl Machine {
                     phase: phase_of(self.deadline.is_some(), self.pending.front()),
                     source,
                 });
-                if end == End::Reset && !partial {
-                    // The last byte written was not read: the message holding it
-                    // was not read whole and is retried.
-                    if let Some(tail) = c.tail.take() {
-                        if tail.end == c.written
-                            && c.inflight.back().is_some_and(|f| f.end == tail.end)
-                        {
-                            let f = c.inflight.back_mut().expect("checked");
-                            let last = match f.pop_last() {
-                                Some(last) => last,
-                                None => {
-                                    let f = c.inflight.pop_back().expect("checked");
-                                    f.run.unwrap_or(tail.item)
-                                }
-                            };
-                            self.pending.push_front(last);
-                            gave_up |= self.retry_head();
-                        }
+                // After a reset, the message holding the last byte written
+                // was not read whole; a message written in part was not
+                // either (its rest never reaches this reader, whatever it
+                // still reads). Either is retried.
+                if reset && !partial {
+                    if let Some(last) = c.take_last_written() {
+                        self.pending.push_front(last);
+                        gave_up = self.retry_head();
                     }
                 }
-                // A message written in part was not read whole: retried (its
-                // rest never reaches this reader, whatever it still reads).
                 if partial {
-                    gave_up |= self.retry_head();
+                    gave_up = self.retry_head();
                 }
                 // The others written whole since the last confirmation may or
                 // may not be read (a shut reader's drain may still read them):
                 // never retried, never counted as delivered.
                 let lost = count(&c.inflight);
                 if lost > 0 {
-                    let from = c.confirmed.min(c.written);
-                    let to = c.inflight.back().map_or(from, |f| f.end);
+                    let to = c.inflight.back().map_or(read, |f| f.end);
                     self.stats.unconfirmed += lost;
                     self.reports.push_back(WriterError::Unconfirmed {
                         messages: lost,
-                        approx_bytes: to.saturating_sub(from),
+                        approx_bytes: to.saturating_sub(read),
                     });
                 }
             }
         }
         // A productive connection, or one whose death ended a poison
         // message (its cause is gone), is redialled at once; the backoff
-        // itself resets only after a message was read.
-        let delay = if c.productive || gave_up {
+        // itself restarts only after a message was read.
+        if productive {
+            self.backoff = self.cfg.initial_backoff.min(self.cfg.max_backoff);
+        }
+        let delay = if productive || gave_up {
             Duration::ZERO
         } else {
             self.next_delay()
@@ -1018,18 +833,13 @@ impl Machine {
         self.link = Link::Dead(delay);
     }
 
-    /// The head of `pending` was provably not read whole on a connection
-    /// that died: count the attempt, and fail it for good after
-    /// `max_attempts` (then `true`).
+    /// The head of `pending`, a single message, was provably not read
+    /// whole on a connection that died: count the attempt, and fail it for
+    /// good after `max_attempts` (then `true`).
     fn retry_head(&mut self) -> bool {
         let Some(head) = self.pending.front_mut() else {
             return false;
         };
-        // Only a single message is retried (and failed): a run's first.
-        if let Some(first) = head.split_front(1) {
-            self.pending.push_front(first);
-        }
-        let head = self.pending.front_mut().expect("the head exists");
         head.attempts += 1;
         self.stats.retried += 1;
         if head.attempts < self.cfg.max_attempts {
@@ -1038,8 +848,8 @@ impl Machine {
         let item = self.pending.pop_front().expect("the head exists");
         self.stats.failed += 1;
         if !item.sent {
-            self.freed += 1;
-            self.freed_bytes += item.frame_len();
+            self.freed.0 += 1;
+            self.freed.1 += item.frame_len();
         }
         self.reports.push_back(WriterError::MessageFailed {
             size: item.body_len(),
@@ -1048,28 +858,25 @@ impl Machine {
         true
     }
 
-    /// The deadline passed: discard what was not written whole; what was
-    /// written whole and not confirmed stays unconfirmed.
-    fn force(&mut self) {
+    /// Stop at once (or the deadline passed): discard what was not written
+    /// whole; what was written whole and not confirmed stays unconfirmed.
+    pub(crate) fn handle_force(&mut self, _now: Instant) {
         if self.done() {
             return;
         }
         self.forced = true;
         if let Link::Up(mut c) = std::mem::replace(&mut self.link, Link::Gone) {
             self.settle(&mut c);
-            self.count_partly_read(&mut c);
+            self.stats.delivered += c.take_read(c.confirmed, true);
             self.stats.unconfirmed += count(&c.inflight);
         }
-        self.retire_batch();
-        let mut n = 0;
         for item in self.pending.drain(..) {
-            n += u64::from(item.count);
+            self.stats.discarded += u64::from(item.count);
             if !item.sent {
-                self.freed += item.count as usize;
-                self.freed_bytes += item.frame_len();
+                self.freed.0 += item.count as usize;
+                self.freed.1 += item.frame_len();
             }
         }
-        self.stats.discarded += n;
         self.finish();
     }
 

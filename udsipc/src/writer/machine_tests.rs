@@ -218,7 +218,7 @@ fn a_fresh_connection_writes_one_byte_then_the_head_then_the_rest() {
     t.sample(0);
     let s = t.m.stats();
     assert_eq!((s.sent, s.delivered, s.refused, s.retried), (3, 3, 0, 0));
-    assert_eq!(t.m.take_freed(), 3);
+    assert_eq!(t.m.take_freed().0, 3);
     assert_eq!(
         t.action(),
         Action::Wait(Wait {
@@ -306,7 +306,7 @@ fn a_head_the_reader_closes_on_is_failed_after_max_attempts_and_the_queue_moves_
     t.die(pipe());
     assert_eq!(t.next_dial_in(), Duration::ZERO, "a productive connection");
     assert_eq!(
-        t.m.take_freed(),
+        t.m.take_freed().0,
         2,
         "the failed and the delivered slots released"
     );
@@ -462,7 +462,7 @@ fn a_drain_with_no_reader_discards_at_its_deadline() {
     let s = t.m.stats();
     assert_eq!((s.discarded, s.unconfirmed), (2, 0));
     assert!(t.m.was_forced());
-    assert_eq!(t.m.take_freed(), 2);
+    assert_eq!(t.m.take_freed().0, 2);
 }
 
 #[test]
@@ -609,10 +609,9 @@ fn a_run_is_written_at_once_and_counted_once_read_whole() {
     t.sample(0);
     let s = t.m.stats();
     assert_eq!((s.sent, s.delivered, s.unconfirmed), (5, 5, 0));
-    assert_eq!(t.m.take_freed(), 5);
     assert_eq!(
-        t.m.take_freed_bytes(),
-        5 * 101,
+        t.m.take_freed(),
+        (5, 5 * 101),
         "the run's frame bytes, split or not"
     );
 }
@@ -694,10 +693,9 @@ fn a_cut_inside_a_run_retries_only_the_cut_message() {
         assert_eq!(pending.len(), 1);
         assert_eq!((tag(&pending[0]), pending[0].attempts), (4, 1));
         assert!(!pending[0].sent);
-        assert_eq!(t.m.take_freed(), 4);
         assert_eq!(
-            t.m.take_freed_bytes(),
-            11 + 3 * 101,
+            t.m.take_freed(),
+            (4, 11 + 3 * 101),
             "the cut one is not freed"
         );
     }
@@ -738,7 +736,7 @@ fn a_forced_stop_inside_a_run_discards_only_what_was_not_written_whole() {
         (s.sent, s.delivered, s.unconfirmed, s.discarded),
         (3, 1, 2, 2)
     );
-    assert_eq!(t.m.take_freed(), 5, "every queue slot is given back");
+    assert_eq!(t.m.take_freed().0, 5, "every queue slot is given back");
     assert_eq!(t.action(), Action::Done);
 }
 
@@ -767,19 +765,21 @@ fn a_quiet_close_at_a_boundary_inside_a_run_delivers_what_was_written() {
 
 #[test]
 fn a_window_counts_up_to_its_limit_and_starts_again_after_it() {
-    let t0 = Instant::now();
-    let mut w = Window::default();
+    let mut t = T::proven(5);
+    let t0 = t.now + DIRECT_WINDOW;
     for i in 0..DIRECT_MAX {
-        assert!(w.take(t0 + Duration::from_micros(u64::from(i))), "{i}");
+        let at = t0 + Duration::from_micros(u64::from(i));
+        assert!(t.m.take_direct(at), "{i}");
     }
     assert!(
-        !w.take(t0 + DIRECT_WINDOW / 2),
+        !t.m.take_direct(t0 + DIRECT_WINDOW / 2),
         "the limit within the window"
     );
-    assert!(w.take(t0 + DIRECT_WINDOW), "a new window");
+    assert!(t.m.take_direct(t0 + DIRECT_WINDOW), "a new window");
     assert!(!{
-        let mut full = Window::default();
-        (0..=DIRECT_MAX).all(|_| full.take(t0))
+        let mut full = T::proven(5);
+        let t1 = full.now + DIRECT_WINDOW;
+        (0..=DIRECT_MAX).all(|_| full.m.take_direct(t1))
     });
 }
 
@@ -896,4 +896,18 @@ fn the_task_keeps_a_registration_for_room_while_it_waits_on_the_readers_reads_on
     };
     assert!(w.read && !w.messages);
     assert!(t.m.arm(w).1, "a drain waits on the reader's reads");
+}
+
+#[test]
+fn a_head_of_one_byte_is_proven_by_its_probe_and_the_connection_opens() {
+    // An empty message is a one-byte frame: the probe byte is all of it.
+    let mut t = T::new(3);
+    t.connect();
+    t.push([msg(0, 0), msg(10, 1)]);
+    assert_eq!(t.write(None), 1, "the probe is the whole head");
+    t.sample(0);
+    assert_eq!(t.m.stats().delivered, 1);
+    assert_eq!(t.write(None), 11, "open: the next message goes");
+    t.sample(0);
+    assert_eq!(t.m.stats().delivered, 2);
 }
