@@ -35,33 +35,43 @@ use crate::error::{StopError, WriteError};
 /// Sealed: the table is the whole list.
 // (Sealed by its hidden methods: they name the queue's `Body`, a type no
 // other crate can name, so no other crate can implement them.)
-pub trait Payload<'a>: Sized {
+//
+// No lifetime parameter: with one (`Payload<'a> for &'a T`), the future of
+// an `async fn` generic over it was never `Send` for borrowed bytes (the
+// compiler cannot prove the impl for every pair of erased lifetimes), so
+// `tokio::spawn` refused a task that awaited `send(&bytes)`.
+pub trait Payload: Sized {
     /// What a refusal hands back: `()` for borrowed bytes, the owned ones.
     type Back;
     #[doc(hidden)]
-    fn into_body(self) -> Body<'a>;
+    fn into_body<'a>(self) -> Body<'a>
+    where
+        Self: 'a;
     #[doc(hidden)]
-    fn back(body: Body<'a>) -> Self::Back;
+    fn back(body: Body<'_>) -> Self::Back;
 }
 
-impl<'a, T: AsRef<[u8]> + ?Sized> Payload<'a> for &'a T {
+impl<T: AsRef<[u8]> + ?Sized> Payload for &T {
     /// Nothing: the caller still holds the bytes (and an error that
     /// borrows nothing goes through `?` into any error type).
     type Back = ();
-    fn into_body(self) -> Body<'a> {
+    fn into_body<'a>(self) -> Body<'a>
+    where
+        Self: 'a,
+    {
         Body::Borrowed(self.as_ref())
     }
-    fn back(_: Body<'a>) {}
+    fn back(_: Body<'_>) {}
 }
 
 macro_rules! owned_payload {
     ($($t:ty),*) => {$(
-        impl<'a> Payload<'a> for $t {
+        impl Payload for $t {
             type Back = Bytes;
-            fn into_body(self) -> Body<'a> {
+            fn into_body<'a>(self) -> Body<'a> {
                 Body::Owned(Bytes::from(self))
             }
-            fn back(body: Body<'a>) -> Bytes {
+            fn back(body: Body<'_>) -> Bytes {
                 match body {
                     Body::Owned(b) => b,
                     Body::Borrowed(b) => Bytes::copy_from_slice(b),
@@ -98,7 +108,7 @@ impl Permit<'_> {
     ///
     /// Errors: [`WriteError::Stopped`] (the message handed back) if the
     /// Writer began stopping after the permit was given. Never `BufferFull`.
-    pub fn send<'a, P: Payload<'a>>(mut self, msg: P) -> Result<(), WriteError<P::Back>> {
+    pub fn send<P: Payload>(mut self, msg: P) -> Result<(), WriteError<P::Back>> {
         let body = msg.into_body();
         if body.is_empty() {
             return Ok(()); // dropping the permit gives the slot back
@@ -170,7 +180,7 @@ impl Writer {
     /// messages (or `max_buffered_bytes`) are queued, counted in `dropped`;
     /// [`WriteError::Stopped`] once the Writer is stopping. Both hand the
     /// message back.
-    pub fn try_send<'a, P: Payload<'a>>(&self, msg: P) -> Result<(), WriteError<P::Back>> {
+    pub fn try_send<P: Payload>(&self, msg: P) -> Result<(), WriteError<P::Back>> {
         self.inner
             .push(msg.into_body(), false)
             .map_err(|e| self.inner.dropped(e).map(P::back))
@@ -206,14 +216,14 @@ impl Writer {
     /// # Ok(())
     /// # }
     /// ```
-    pub async fn send<'a, P: Payload<'a>>(&self, msg: P) -> Result<(), WriteError<P::Back>> {
+    pub async fn send<P: Payload>(&self, msg: P) -> Result<(), WriteError<P::Back>> {
         self.send_until(msg, None, false).await
     }
 
     /// [`send`](Self::send) that waits for room at most `timeout` (tokio:
     /// `Sender::send_timeout`): [`WriteError::Timeout`] then, the message
     /// handed back and not counted as dropped. Cancel safety as `send`.
-    pub async fn send_timeout<'a, P: Payload<'a>>(
+    pub async fn send_timeout<P: Payload>(
         &self,
         msg: P,
         timeout: Duration,
@@ -226,7 +236,7 @@ impl Writer {
     /// Queues `msg`, waiting for room until `deadline` (`None`: for ever):
     /// the one push-or-wait loop of the async and the blocking forms
     /// (`blocking`: see [`wait_room`](Self::wait_room)).
-    pub(super) async fn send_until<'a, P: Payload<'a>>(
+    pub(super) async fn send_until<P: Payload>(
         &self,
         msg: P,
         deadline: Option<Instant>,
@@ -282,7 +292,7 @@ impl Writer {
     /// # Ok(())
     /// # }
     /// ```
-    pub fn send_blocking<'a, P: Payload<'a>>(&self, msg: P) -> Result<(), WriteError<P::Back>> {
+    pub fn send_blocking<P: Payload>(&self, msg: P) -> Result<(), WriteError<P::Back>> {
         now(self.send_until(msg, None, true))
     }
 
@@ -305,7 +315,7 @@ impl Writer {
     /// # Ok(())
     /// # }
     /// ```
-    pub fn send_timeout_blocking<'a, P: Payload<'a>>(
+    pub fn send_timeout_blocking<P: Payload>(
         &self,
         msg: P,
         timeout: Duration,
