@@ -130,10 +130,7 @@ fn back_intact<T: AsRef<[u8]>>(
     r: Result<(), WriteError<T>>,
     sent: &[u8],
 ) -> Result<(), WriteError<()>> {
-    r.map_err(|e| {
-        let back = e.map(|b| assert_eq!(b.as_ref(), sent, "a refused message came back changed"));
-        back
-    })
+    r.map_err(|e| e.map(|b| assert_eq!(b.as_ref(), sent, "a refused message came back changed")))
 }
 
 /// The next operation of producer `p`, numbering its messages from `*seq`.
