@@ -181,3 +181,66 @@ fn on_a_current_thread_runtime_that_entered_a_multi_thread_one_none_panics() {
         "{answered:?}"
     );
 }
+
+/// The Writer's runtime (a current-thread one driven by a thread of its
+/// own) shut down under producers blocked in every blocking form: each
+/// ends `Stopped` (the message back, intact), none hangs or panics.
+#[test]
+fn a_runtime_shut_down_under_blocked_sends_ends_them_stopped() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let handle = rt.handle().clone();
+    let driver = std::thread::spawn(move || {
+        rt.block_on(async move {
+            let _ = stop_rx.await;
+        });
+        rt
+    });
+    let sock = temp_sock();
+    let w = Arc::new(full_writer(&sock.path, Some(handle)));
+    let waiting: Vec<_> = (0..4u8)
+        .map(|i| {
+            let w = Arc::clone(&w);
+            std::thread::spawn(move || {
+                let m = vec![i; 40];
+                match i {
+                    0 => match w.send_blocking(m.clone()) {
+                        Err(WriteError::Stopped(back)) => assert_eq!(back, m),
+                        other => panic!("{i}: {other:?}"),
+                    },
+                    1 => match w.send_timeout_blocking(m.clone(), Duration::MAX) {
+                        Err(WriteError::Stopped(back)) => assert_eq!(back, m),
+                        other => panic!("{i}: {other:?}"),
+                    },
+                    2 => {
+                        let mut b = w.buffered().with_capacity(1);
+                        let r = b.send_blocking(&m);
+                        assert!(matches!(r, Err(WriteError::Stopped(()))), "{i}: {r:?}");
+                    }
+                    _ => {
+                        let mut b = w.buffered().with_capacity(100);
+                        b.send_blocking(&m).unwrap();
+                        let r = b.flush_blocking();
+                        assert!(matches!(r, Err(WriteError::Stopped(()))), "{i}: {r:?}");
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(20));
+    stop_tx.send(()).unwrap();
+    // Dropped on a thread outside any runtime: its tasks, the waits among
+    // them, are dropped.
+    drop(driver.join().unwrap());
+    for t in waiting {
+        let start = std::time::Instant::now();
+        while !t.is_finished() {
+            assert!(start.elapsed() < PATIENCE, "a blocked send hung");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        t.join().unwrap();
+    }
+}
