@@ -72,42 +72,7 @@ impl Told {
     }
 }
 
-type AsyncOp = AssertSend<Pin<Box<dyn Future<Output = Told>>>>;
-
-/// A future the compiler cannot prove `Send` although all it holds is:
-/// the future of `Writer::send(&bytes)` (and of `send_timeout`,
-/// `BufferedWriter::send`) is never `Send` for a borrowed payload, as
-/// rustc cannot prove the higher-ranked `Payload<'a>` bound its auto-trait
-/// check asks for ("implementation of `Payload` is not general enough";
-/// the same before the s24 changes). What these futures hold is `Send`
-/// (checked below), so the producers' tasks may move them across threads.
-struct AssertSend<F>(F);
-
-// SAFETY: only the futures built in `next_op` are wrapped; they hold an
-// `Arc<Writer>`, owned bytes, permits, `BufferedWriter`s, tokio sleeps and
-// join handles, all `Send` (asserted by `_HELD_IS_SEND`).
-#[allow(unsafe_code)]
-unsafe impl<F> Send for AssertSend<F> {}
-
-const _HELD_IS_SEND: fn() = || {
-    fn send<T: Send>() {}
-    send::<Arc<Writer>>();
-    send::<udsipc::BufferedWriter<'static>>();
-    send::<udsipc::Permit<'static>>();
-    send::<udsipc::OwnedPermit>();
-    send::<bytes::Bytes>();
-    send::<tokio::time::Sleep>();
-};
-
-impl<F: Future + Unpin> Future for AssertSend<F> {
-    type Output = F::Output;
-    fn poll(
-        mut self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<F::Output> {
-        Pin::new(&mut self.0).poll(cx)
-    }
-}
+type AsyncOp = Pin<Box<dyn Future<Output = Told> + Send>>;
 type SyncOp = Box<dyn FnOnce() -> Told + Send>;
 
 enum Op {
@@ -187,40 +152,40 @@ fn next_op(p: u64, seq: &mut u32, rng: &mut Rng, w: &Arc<Writer>, max_len: u64) 
         4 => {
             let id = id();
             let m = message(id, len);
-            Op::Async(AssertSend(Box::pin(async move {
+            Op::Async(Box::pin(async move {
                 let mut told = Told::default();
                 told.answer(id, w.send(&m).await, false);
                 told
-            })))
+            }))
         }
         5 => {
             let id = id();
             let m = message(id, len);
-            Op::Async(AssertSend(Box::pin(async move {
+            Op::Async(Box::pin(async move {
                 let mut told = Told::default();
                 let r = w.send(m.clone().into_boxed_slice()).await;
                 told.answer(id, back_intact(r, &m), false);
                 told
-            })))
+            }))
         }
         6 => {
             let id = id();
             let m = message(id, len);
-            Op::Async(AssertSend(Box::pin(async move {
+            Op::Async(Box::pin(async move {
                 let mut told = Told::default();
                 let r = w.send_timeout(bytes_of(&m), t).await;
                 told.answer(id, back_intact(r, &m), false);
                 told
-            })))
+            }))
         }
         7 => {
             let id = id();
             let m = message(id, len);
-            Op::Async(AssertSend(Box::pin(async move {
+            Op::Async(Box::pin(async move {
                 let mut told = Told::default();
                 told.answer(id, w.send_timeout(&m, t).await, false);
                 told
-            })))
+            }))
         }
         // A borrowed permit, held a moment (maybe across a stop), maybe
         // dropped unspent.
@@ -250,7 +215,7 @@ fn next_op(p: u64, seq: &mut u32, rng: &mut Rng, w: &Arc<Writer>, max_len: u64) 
             let unspent = rng.chance(20);
             let id = if unspent { 0 } else { id() };
             let m = message(id, len);
-            Op::Async(AssertSend(Box::pin(async move {
+            Op::Async(Box::pin(async move {
                 let mut told = Told::default();
                 match w.reserve().await {
                     Ok(permit) => {
@@ -266,14 +231,14 @@ fn next_op(p: u64, seq: &mut u32, rng: &mut Rng, w: &Arc<Writer>, max_len: u64) 
                     Err(e) => panic!("reserve: {e}"),
                 }
                 told
-            })))
+            }))
         }
         // An owned permit spent on another thread, or on a task.
         10 => {
             let id = id();
             let m = message(id, len);
             let on_thread = rng.chance(50);
-            Op::Async(AssertSend(Box::pin(async move {
+            Op::Async(Box::pin(async move {
                 let mut told = Told::default();
                 match w.reserve_owned().await {
                     Ok(permit) => {
@@ -298,7 +263,7 @@ fn next_op(p: u64, seq: &mut u32, rng: &mut Rng, w: &Arc<Writer>, max_len: u64) 
                     Err(e) => panic!("reserve_owned: {e}"),
                 }
                 told
-            })))
+            }))
         }
         // A BufferedWriter, async or blocking, flushed or dropped.
         _ => {
@@ -332,7 +297,7 @@ fn next_op(p: u64, seq: &mut u32, rng: &mut Rng, w: &Arc<Writer>, max_len: u64) 
                     told
                 }))
             } else {
-                Op::Async(AssertSend(Box::pin(async move {
+                Op::Async(Box::pin(async move {
                     let mut told = Told::default();
                     let mut b = w.buffered().with_capacity(cap);
                     for (id, m) in &msgs {
@@ -349,7 +314,7 @@ fn next_op(p: u64, seq: &mut u32, rng: &mut Rng, w: &Arc<Writer>, max_len: u64) 
                     }
                     drop(b);
                     told
-                })))
+                }))
             }
         }
     }
