@@ -147,7 +147,13 @@ impl BufferedWriter<'_> {
     /// Cancel safe: cancelled while it waits for room, `data` was not
     /// taken and what the buffer held stays in it, in order.
     pub async fn send(&mut self, data: impl AsRef<[u8]>) -> Result<(), WriteError<()>> {
-        self.send_with(data.as_ref(), false).await
+        // The common case, a copy into the buffer, stays outside the
+        // larger future of the waiting path.
+        let data = data.as_ref();
+        if self.try_buffer(data)? {
+            return Ok(());
+        }
+        self.send_past_buffer(data, false).await
     }
 
     /// [`send`](Self::send) for synchronous code: waits for room
@@ -159,14 +165,21 @@ impl BufferedWriter<'_> {
     /// larger than the buffer goes through `Writer::send_blocking`,
     /// whose refusal there is counted as dropped).
     pub fn send_blocking(&mut self, data: impl AsRef<[u8]>) -> Result<(), WriteError<()>> {
-        now(self.send_with(data.as_ref(), true))
-    }
-
-    /// `send`, or, with `blocking`, `send_blocking` (never pending then).
-    async fn send_with(&mut self, data: &[u8], blocking: bool) -> Result<(), WriteError<()>> {
+        let data = data.as_ref();
         if self.try_buffer(data)? {
             return Ok(());
         }
+        now(self.send_past_buffer(data, true))
+    }
+
+    /// `send` (or, with `blocking`, `send_blocking`, never pending then)
+    /// of what the buffer has no room for: flush, then buffer it, or queue
+    /// it on its own if it is larger than the buffer.
+    async fn send_past_buffer(
+        &mut self,
+        data: &[u8],
+        blocking: bool,
+    ) -> Result<(), WriteError<()>> {
         self.flush_with(blocking).await?;
         if self.try_buffer(data)? {
             return Ok(());
