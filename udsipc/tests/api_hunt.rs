@@ -31,7 +31,7 @@
 
 mod common;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -659,39 +659,14 @@ fn round(seed: u64, rt: &Runtime) -> [u64; 5] {
     );
     let full: u64 = told.iter().map(|t| t.full).sum();
     let maybe_full: u64 = told.iter().map(|t| t.maybe_full).sum();
-    let mut last: HashMap<u64, u64> = HashMap::new();
-    let mut seen = HashSet::new();
-    for &id in &received {
-        assert!(seen.insert(id), "{id:#x} received twice; {ctx}");
-        assert!(
-            accepted_set.contains(&id),
-            "{id:#x} received, not accepted; {ctx}"
-        );
-        if let Some(prev) = last.insert(id >> 32, id) {
-            assert!(prev < id, "{prev:#x} then {id:#x}: out of order; {ctx}");
-        }
-    }
+    check_received(&received, &accepted_set, &ctx);
     let n = accepted.len() as u64;
     let got = received.len() as u64;
-    assert_eq!(m.queue_depth, 0, "{ctx}");
-    assert_eq!(
-        m.delivered + m.unconfirmed + m.failed + m.discarded,
-        n,
-        "every accepted message counted once; {ctx}"
-    );
+    check_counts(&m, n, got, &ctx);
     assert!(
         full <= m.dropped && m.dropped <= full + maybe_full,
         "dropped {} for {full} counted and {maybe_full} maybe; {ctx}",
         m.dropped
-    );
-    assert!(
-        m.delivered <= got,
-        "delivered {} > received {got}; {ctx}",
-        m.delivered
-    );
-    assert!(
-        got <= m.delivered + m.unconfirmed,
-        "received {got} > delivered + unconfirmed; {ctx}"
     );
     [n, got, m.dropped, m.failed + m.discarded, m.unconfirmed]
 }
@@ -703,12 +678,7 @@ fn every_sending_api_from_every_context_loses_duplicates_or_miscounts_nothing() 
         .enable_all()
         .build()
         .unwrap();
-    let seed = env_u64("UDSIPC_HUNT_SEED").unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64
-    });
+    let seed = seed_from("UDSIPC_HUNT_SEED");
     let secs = env_u64("UDSIPC_HUNT_SECS").unwrap_or(2);
     eprintln!("api_hunt: seed {seed:#x} (UDSIPC_HUNT_SEED={seed:#x}), {secs} s");
     let start = Instant::now();

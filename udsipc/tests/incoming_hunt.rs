@@ -202,12 +202,7 @@ fn a_broken_frame_mid_stream_ends_only_its_connection_after_its_good_frames() {
         .enable_all()
         .build()
         .unwrap();
-    let seed = env_u64("UDSIPC_INCOMING_SEED").unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64
-    });
+    let seed = seed_from("UDSIPC_INCOMING_SEED");
     let rounds = env_u64("UDSIPC_INCOMING_ROUNDS").unwrap_or(12);
     eprintln!("incoming_hunt: seed {seed:#x} (UDSIPC_INCOMING_SEED={seed:#x}), {rounds} rounds");
     let mut rng = Rng(seed);

@@ -186,12 +186,7 @@ fn round(seed: u64) {
 
 #[test]
 fn one_process_reconnecting_chains_are_handed_over_in_order_exactly_once() {
-    let seed = env_u64("UDSIPC_ORDER_SEED").unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64
-    });
+    let seed = seed_from("UDSIPC_ORDER_SEED");
     let rounds = env_u64("UDSIPC_ORDER_ROUNDS").unwrap_or(4);
     eprintln!("order_hunt: seed {seed:#x} (UDSIPC_ORDER_SEED={seed:#x}), {rounds} rounds");
     let mut rng = Rng(seed);

@@ -221,19 +221,13 @@ fn round(seed: u64, rt: &Runtime) -> [u64; 3] {
     }
     let _ = &reader;
     let received = std::mem::take(&mut *got.lock().unwrap());
-    let mut seen = HashSet::new();
-    let mut last: HashMap<u64, u64> = HashMap::new();
-    let mut per_writer: HashMap<u64, u64> = HashMap::new();
     let accepted: HashSet<u64> = results
         .iter()
         .flat_map(|(a, _, _)| a.iter().copied())
         .collect();
+    check_received(&received, &accepted, &ctx());
+    let mut per_writer: HashMap<u64, u64> = HashMap::new();
     for &id in &received {
-        assert!(seen.insert(id), "{id:#x} received twice; {}", ctx());
-        assert!(accepted.contains(&id), "{id:#x} never accepted; {}", ctx());
-        if let Some(prev) = last.insert(id >> 32, id) {
-            assert!(prev < id, "{prev:#x} then {id:#x}: out of order; {}", ctx());
-        }
         *per_writer.entry(id >> 32).or_default() += 1;
     }
     for (p, (acc, m, stop)) in results.iter().enumerate() {
@@ -272,12 +266,7 @@ fn many_writers_into_a_tiny_incoming_across_a_graceful_stop_lose_or_reorder_noth
         .enable_all()
         .build()
         .unwrap();
-    let seed = env_u64("UDSIPC_HUNT_SEED").unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64
-    });
+    let seed = seed_from("UDSIPC_HUNT_SEED");
     let secs = env_u64("UDSIPC_HUNT_SECS").unwrap_or(2);
     eprintln!("reader_api_hunt: seed {seed:#x} (UDSIPC_HUNT_SEED={seed:#x}), {secs} s");
     let start = Instant::now();

@@ -288,36 +288,9 @@ fn round(seed: u64, rt: &tokio::runtime::Runtime) {
         .collect();
     let accepted_set: std::collections::HashSet<u64> = accepted.iter().copied().collect();
     let full: u64 = told.iter().map(|t| t.full).sum();
-    let mut last: std::collections::HashMap<u64, u64> = Default::default();
-    let mut seen = std::collections::HashSet::new();
-    for &id in &received {
-        assert!(seen.insert(id), "{id:#x} received twice; {ctx}");
-        assert!(
-            accepted_set.contains(&id),
-            "{id:#x} received, not accepted; {ctx}"
-        );
-        if let Some(prev) = last.insert(id >> 32, id) {
-            assert!(prev < id, "{prev:#x} then {id:#x}: out of order; {ctx}");
-        }
-    }
-    let n = accepted.len() as u64;
-    let got = received.len() as u64;
-    assert_eq!(m.queue_depth, 0, "{ctx}");
-    assert_eq!(
-        m.delivered + m.unconfirmed + m.failed + m.discarded,
-        n,
-        "every accepted message counted once; {ctx}"
-    );
+    check_received(&received, &accepted_set, &ctx);
     assert_eq!(m.dropped, full, "{ctx}");
-    assert!(
-        m.delivered <= got,
-        "delivered {} > received {got}; {ctx}",
-        m.delivered
-    );
-    assert!(
-        got <= m.delivered + m.unconfirmed,
-        "received {got} > delivered + unconfirmed; {ctx}"
-    );
+    check_counts(&m, accepted.len() as u64, received.len() as u64, &ctx);
 }
 
 #[test]
@@ -327,12 +300,7 @@ fn writer_races_against_a_raw_reader_lose_duplicate_or_miscount_nothing() {
         .enable_all()
         .build()
         .unwrap();
-    let seed = env_u64("UDSIPC_HUNT_SEED").unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64
-    });
+    let seed = seed_from("UDSIPC_HUNT_SEED");
     let secs = env_u64("UDSIPC_HUNT_SECS").unwrap_or(2);
     eprintln!("writer_hunt: seed {seed:#x} (UDSIPC_HUNT_SEED={seed:#x}), {secs} s");
     let start = Instant::now();

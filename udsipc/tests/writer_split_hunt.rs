@@ -214,12 +214,7 @@ fn sock_path_of(l: &UnixListener) -> std::path::PathBuf {
 
 #[test]
 fn a_first_connection_cut_at_any_byte_loses_duplicates_or_miscounts_nothing() {
-    let seed = env_u64("UDSIPC_SPLIT_SEED").unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64
-    });
+    let seed = seed_from("UDSIPC_SPLIT_SEED");
     let rounds = env_u64("UDSIPC_SPLIT_ROUNDS").unwrap_or(40);
     eprintln!("writer_split_hunt: seed {seed:#x} (UDSIPC_SPLIT_SEED={seed:#x}), {rounds} rounds");
     let mut rng = Rng(seed);

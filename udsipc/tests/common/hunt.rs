@@ -2,7 +2,10 @@
 //! sequence, so a seed replays the same draws), numbered messages and
 //! seeds read from the environment.
 
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
+
+use udsipc::WriterMetrics;
 
 /// A seeded splitmix64 generator.
 pub struct Rng(pub u64);
@@ -48,4 +51,53 @@ pub fn env_u64(name: &str) -> Option<u64> {
         Some(hex) => u64::from_str_radix(hex, 16).ok(),
         None => v.parse().ok(),
     }
+}
+
+/// A run's seed: `name`'s value (to replay a run), else the clock's.
+pub fn seed_from(name: &str) -> u64 {
+    env_u64(name).unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64
+    })
+}
+
+/// What a reader received (message ids, in order) against what the
+/// Writer accepted: nothing twice, nothing never accepted, each
+/// producer's messages (the id's high half) in order.
+pub fn check_received(received: &[u64], accepted: &HashSet<u64>, ctx: &str) {
+    let mut last: HashMap<u64, u64> = HashMap::new();
+    let mut seen = HashSet::new();
+    for &id in received {
+        assert!(seen.insert(id), "{id:#x} received twice; {ctx}");
+        assert!(
+            accepted.contains(&id),
+            "{id:#x} received, not accepted; {ctx}"
+        );
+        if let Some(prev) = last.insert(id >> 32, id) {
+            assert!(prev < id, "{prev:#x} then {id:#x}: out of order; {ctx}");
+        }
+    }
+}
+
+/// A stopped Writer's counters against its `accepted` messages and the
+/// `received` its reader kept: the queue empty, every accepted message
+/// counted once, `delivered <= received <= delivered + unconfirmed`.
+pub fn check_counts(m: &WriterMetrics, accepted: u64, received: u64, ctx: &str) {
+    assert_eq!(m.queue_depth, 0, "{ctx}");
+    assert_eq!(
+        m.delivered + m.unconfirmed + m.failed + m.discarded,
+        accepted,
+        "every accepted message counted once; {ctx}"
+    );
+    assert!(
+        m.delivered <= received,
+        "delivered {} > received {received}; {ctx}",
+        m.delivered
+    );
+    assert!(
+        received <= m.delivered + m.unconfirmed,
+        "received {received} > delivered + unconfirmed; {ctx}"
+    );
 }
