@@ -28,16 +28,6 @@ use common::*;
 use tokio::runtime::Runtime;
 use udsipc::{Reader, StopError, WriteError, Writer};
 
-fn join_within<T>(t: std::thread::JoinHandle<T>, what: &str, ctx: &dyn Fn() -> String) -> T {
-    let start = Instant::now();
-    while !t.is_finished() {
-        assert!(start.elapsed() < PATIENCE, "{what} hung; {}", ctx());
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    t.join()
-        .unwrap_or_else(|_| panic!("{what} panicked; {}", ctx()))
-}
-
 /// Writer `p`: sends `count` messages, then stops (a long deadline while
 /// the Reader runs, a short one once it may be gone); what it accepted,
 /// and its counters.

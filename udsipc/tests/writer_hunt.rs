@@ -177,16 +177,6 @@ enum End {
     Drop,
 }
 
-fn join_within<T>(t: std::thread::JoinHandle<T>, what: &str, ctx: &dyn Fn() -> String) -> T {
-    let start = Instant::now();
-    while !t.is_finished() {
-        assert!(start.elapsed() < PATIENCE, "{what} hung; {}", ctx());
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    t.join()
-        .unwrap_or_else(|_| panic!("{what} panicked; {}", ctx()))
-}
-
 fn round(seed: u64, rt: &tokio::runtime::Runtime) {
     let mut rng = Rng(seed);
     let sock = temp_sock();

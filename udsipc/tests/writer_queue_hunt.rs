@@ -110,16 +110,6 @@ fn produce(p: u64, count: u32, mut rng: Rng, w: Arc<Writer>, h: Handle) -> Told 
     told
 }
 
-fn join_within<T>(t: std::thread::JoinHandle<T>, what: &str, ctx: &dyn Fn() -> String) -> T {
-    let start = Instant::now();
-    while !t.is_finished() {
-        assert!(start.elapsed() < PATIENCE, "{what} hung; {}", ctx());
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    t.join()
-        .unwrap_or_else(|_| panic!("{what} panicked; {}", ctx()))
-}
-
 #[derive(Debug, Clone, Copy)]
 enum Stop {
     Long,

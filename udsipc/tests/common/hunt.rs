@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use udsipc::WriterMetrics;
 
+use super::PATIENCE;
+
 /// A seeded splitmix64 generator.
 pub struct Rng(pub u64);
 
@@ -100,4 +102,16 @@ pub fn check_counts(m: &WriterMetrics, accepted: u64, received: u64, ctx: &str) 
         received <= m.delivered + m.unconfirmed,
         "received {received} > delivered + unconfirmed; {ctx}"
     );
+}
+
+/// Joins `t`, failing (with `ctx`) if it runs past [`PATIENCE`] or panics:
+/// a hang is a finding, never a timing assertion.
+pub fn join_within<T>(t: std::thread::JoinHandle<T>, what: &str, ctx: &dyn Fn() -> String) -> T {
+    let start = std::time::Instant::now();
+    while !t.is_finished() {
+        assert!(start.elapsed() < PATIENCE, "{what} hung; {}", ctx());
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    t.join()
+        .unwrap_or_else(|_| panic!("{what} panicked; {}", ctx()))
 }
